@@ -1,0 +1,55 @@
+/* proto/lb_err.c */
+#include "lb_err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int lb_err_set(struct lb_err *err, enum lb_code code, int sys_errno, const char *fmt, ...)
+{
+    if (err == NULL)
+        return code;
+    err->code = code;
+    err->sys_errno = sys_errno;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if (sys_errno != 0 && (size_t)n < sizeof(err->msg))
+        snprintf(err->msg + n, sizeof(err->msg) - (size_t)n, ": %s", strerror(sys_errno));
+    return code;
+}
+
+void lb_err_clear(struct lb_err *err)
+{
+    if (err == NULL)
+        return;
+    err->code = LB_OK;
+    err->sys_errno = 0;
+    err->msg[0] = '\0';
+}
+
+const char *lb_code_name(enum lb_code code)
+{
+    switch (code) {
+    case LB_OK:
+        return "OK";
+    case LB_EINVAL:
+        return "EINVAL";
+    case LB_ENOMEM:
+        return "ENOMEM";
+    case LB_ESYS:
+        return "ESYS";
+    case LB_ESTORE:
+        return "ESTORE";
+    case LB_ENOTFOUND:
+        return "ENOTFOUND";
+    case LB_ECONFLICT:
+        return "ECONFLICT";
+    case LB_EPROTO:
+        return "EPROTO";
+    }
+    return "EUNKNOWN";
+}

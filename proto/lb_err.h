@@ -1,0 +1,34 @@
+/* proto/lb_err.h: the error value every fallible function fills. */
+#ifndef LB_ERR_H
+#define LB_ERR_H
+
+enum lb_code {
+    LB_OK = 0,
+    LB_EINVAL,   /* bad input: config, snapshot, argument */
+    LB_ENOMEM,   /* out of memory */
+    LB_ESYS,     /* a system call failed; sys_errno tells which way */
+    LB_ESTORE,   /* the SQLite store failed */
+    LB_ENOTFOUND,
+    LB_ECONFLICT,
+    LB_EPROTO, /* a peer broke the protocol */
+};
+
+struct lb_err {
+    enum lb_code code; /* LB_OK when nothing failed */
+    int sys_errno;     /* errno at the failing call, or 0 */
+    char msg[160];     /* one sentence for logs, admin API and lbctl */
+};
+
+/* Fills <err> (which may be NULL) with <code>, <sys_errno> and a printf-style
+ * message; when <sys_errno> is non-zero, ": strerror" is appended.
+ * Returns <code> so that callers can write `return lb_err_set(...)`. */
+int lb_err_set(struct lb_err *err, enum lb_code code, int sys_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Resets <err> (may be NULL) to LB_OK with an empty message. */
+void lb_err_clear(struct lb_err *err);
+
+/* Short stable name of <code>: "EINVAL", "ENOMEM", ... */
+const char *lb_code_name(enum lb_code code);
+
+#endif
