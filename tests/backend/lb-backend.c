@@ -1,0 +1,990 @@
+/* tests/backend/lb-backend.c: the demo, test and benchmark origin server.
+ *
+ * lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]
+ *
+ * A small HTTP/1.1 server on libev with its own minimal parser (it must not
+ * share code with the data plane it tests). It prints
+ * {"event":"listening","port":P} as its first stdout line, then nothing per
+ * request. Keep-alive, pipelining, Content-Length and chunked request bodies,
+ * HTTP/1.0. Endpoints:
+ *   /                any unknown path: 200, body NAME, header X-Backend: NAME
+ *   /health          200 "ok"
+ *   /status/NNN      that status; 204 and 304 carry no body
+ *   /bytes/N         N bytes where byte i is (i mod 251); ?chunked=1 streams
+ *                    chunked; never held whole in memory
+ *   /echo            the request body back, streamed as it arrives
+ *   /hash            FNV-1a 64 of the request body as 16 lowercase hex digits
+ *   /headers         the request line and header lines as received
+ *   /slow/MS         answers NAME after MS milliseconds
+ *   /stats           {"connections":N,"requests":N}: accepted connections and
+ *                    parsed request heads since start, this request included
+ *   /close           answers NAME and closes the connection
+ * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0.
+ * Memory: one allocation per connection (state and both buffers), none per
+ * request. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RBUF_SIZE   65536
+#define WBUF_SIZE   (65536 + 4096)
+#define HEAD_MAX    (RBUF_SIZE - 1024)
+#define NAME_MAX_   256
+#define THREADS_MAX 64
+#define PATTERN_MOD 251
+
+enum route {
+    ROUTE_NAME,
+    ROUTE_HEALTH,
+    ROUTE_STATUS,
+    ROUTE_BYTES,
+    ROUTE_ECHO,
+    ROUTE_HASH,
+    ROUTE_HEADERS,
+    ROUTE_SLOW,
+    ROUTE_STATS,
+    ROUTE_CLOSE,
+};
+
+enum cstate {
+    ST_HEAD,   /* waiting for a request head (output must be flushed first) */
+    ST_BODY,   /* consuming the request body */
+    ST_STREAM, /* generating a /bytes response body */
+    ST_SLOW,   /* a /slow timer is running */
+    ST_DONE,   /* response fully queued */
+    ST_CLOSING /* flush what is queued, then close */
+};
+
+enum body_mode {
+    BODY_NONE,
+    BODY_CL,
+    BODY_CHUNKED,
+};
+
+enum chunk_state {
+    CH_SIZE,
+    CH_EXT,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER,
+    CH_TRAILER_LF,
+    CH_TRAILER_LINE,
+    CH_DONE,
+};
+
+struct server;
+
+/* One event loop: the main thread's or an extra thread's. */
+struct worker {
+    struct server *srv;   /* process-wide state */
+    struct ev_loop *loop; /* this worker's loop */
+    ev_io accept_io;      /* shared listening socket */
+    ev_async stop;        /* asks the loop to break */
+    struct conn *conns;   /* open connections, freed on exit */
+    pthread_t tid;        /* 0 for the main thread's worker */
+};
+
+/* Process-wide state. */
+struct server {
+    int lfd;                                   /* listening socket */
+    char name[NAME_MAX_];                      /* body of GET / */
+    size_t name_len;                           /* strlen(name) */
+    atomic_ulong connections;                  /* accepted since start */
+    atomic_ulong requests;                     /* request heads parsed since start */
+    unsigned nworkers;                         /* entries used in workers[] */
+    struct worker *workers;                    /* [0] runs on the main thread */
+    unsigned char pattern[4096 + PATTERN_MOD]; /* bytes i mod 251, for /bytes */
+};
+
+struct conn {
+    struct worker *w;         /* owning worker */
+    struct conn *prev, *next; /* worker's list */
+    int fd;                   /* client socket */
+    ev_io rio, wio;           /* readable, writable */
+    ev_timer slow;            /* /slow delay */
+    enum cstate state;        /* see enum cstate */
+    size_t rpos, rlen;        /* unread bytes are rbuf[rpos..rlen) */
+    size_t wpos, wlen;        /* unsent bytes are wbuf[wpos..wlen) */
+    bool eof;                 /* the client closed its side */
+    bool keep_alive;          /* keep the connection after this response */
+    bool http10;              /* request was HTTP/1.0 */
+    bool head_only;           /* HEAD request */
+    enum route route;         /* what was asked */
+    uint64_t arg;             /* number in the path (status, N, MS) */
+    bool chunked_out;         /* /bytes?chunked=1 or chunked /echo */
+    enum body_mode body;      /* request body framing */
+    uint64_t body_left;       /* CL remaining or current chunk remaining */
+    enum chunk_state cst;     /* chunked decoder state */
+    uint64_t hash;            /* FNV-1a 64 of the body so far */
+    uint64_t stream_left;     /* /bytes bytes still to generate */
+    uint64_t stream_off;      /* /bytes offset of the next byte */
+    char rbuf[RBUF_SIZE];     /* request bytes */
+    char wbuf[WBUF_SIZE];     /* response bytes */
+};
+
+static void conn_process(struct conn *c);
+
+static bool parse_u64(const char *p, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 19)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static bool has_token(const char *v, size_t n, const char *tok)
+{
+    size_t tl = strlen(tok);
+    for (size_t i = 0; i + tl <= n; i++)
+        if (strncasecmp(v + i, tok, tl) == 0)
+            return true;
+    return false;
+}
+
+static const char *reason(unsigned status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
+    }
+}
+
+static size_t wfree(struct conn *c)
+{
+    if (c->wpos > 0 && c->wpos == c->wlen)
+        c->wpos = c->wlen = 0;
+    if (c->wpos > 0 && WBUF_SIZE - c->wlen < 8192) {
+        memmove(c->wbuf, c->wbuf + c->wpos, c->wlen - c->wpos);
+        c->wlen -= c->wpos;
+        c->wpos = 0;
+    }
+    return WBUF_SIZE - c->wlen;
+}
+
+static void wput(struct conn *c, const void *p, size_t n)
+{
+    memcpy(c->wbuf + c->wlen, p, n);
+    c->wlen += n;
+}
+
+/* Queues a status line and headers. <clen> -1: chunked; -2: no length (the
+ * connection closes after the body). */
+static void put_head(struct conn *c, unsigned status, long long clen, const char *ctype)
+{
+    wfree(c);
+    int n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen,
+                     "HTTP/1.1 %u %s\r\nServer: lb-backend\r\nX-Backend: %s\r\n", status,
+                     reason(status), c->w->srv->name);
+    c->wlen += (size_t)n;
+    if (ctype) {
+        n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen, "Content-Type: %s\r\n", ctype);
+        c->wlen += (size_t)n;
+    }
+    if (clen >= 0 && status != 204 && status != 304) {
+        n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen, "Content-Length: %lld\r\n", clen);
+        c->wlen += (size_t)n;
+    } else if (clen == -1) {
+        n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen, "Transfer-Encoding: chunked\r\n");
+        c->wlen += (size_t)n;
+    }
+    if (!c->keep_alive)
+        wput(c, "Connection: close\r\n", 19);
+    else if (c->http10)
+        wput(c, "Connection: keep-alive\r\n", 24);
+    wput(c, "\r\n", 2);
+}
+
+static void put_simple(struct conn *c, unsigned status, const char *body, size_t len,
+                       const char *ctype)
+{
+    put_head(c, status, (long long)len, ctype);
+    if (!c->head_only && status != 204 && status != 304)
+        wput(c, body, len);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct worker *w = c->w;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->slow);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* Returns false when the connection failed and was freed. */
+static bool conn_flush(struct conn *c)
+{
+    while (c->wpos < c->wlen) {
+        ssize_t n = write(c->fd, c->wbuf + c->wpos, c->wlen - c->wpos);
+        if (n > 0) {
+            c->wpos += (size_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        conn_free(c);
+        return false;
+    }
+    c->wpos = c->wlen = 0;
+    return true;
+}
+
+static enum route route_of(struct conn *c, const char *path, size_t plen)
+{
+    const char *q = memchr(path, '?', plen);
+    size_t n = q ? (size_t)(q - path) : plen;
+    c->arg = 0;
+    if (n == 7 && memcmp(path, "/health", 7) == 0)
+        return ROUTE_HEALTH;
+    if (n == 5 && memcmp(path, "/echo", 5) == 0)
+        return ROUTE_ECHO;
+    if (n == 5 && memcmp(path, "/hash", 5) == 0)
+        return ROUTE_HASH;
+    if (n == 8 && memcmp(path, "/headers", 8) == 0)
+        return ROUTE_HEADERS;
+    if (n == 6 && memcmp(path, "/stats", 6) == 0)
+        return ROUTE_STATS;
+    if (n == 6 && memcmp(path, "/close", 6) == 0)
+        return ROUTE_CLOSE;
+    if (n > 8 && memcmp(path, "/status/", 8) == 0 && parse_u64(path + 8, n - 8, &c->arg) &&
+        c->arg >= 200 && c->arg <= 599)
+        return ROUTE_STATUS;
+    if (n > 7 && memcmp(path, "/bytes/", 7) == 0 && parse_u64(path + 7, n - 7, &c->arg)) {
+        c->chunked_out = q && has_token(q, plen - n, "chunked=1");
+        return ROUTE_BYTES;
+    }
+    if (n > 6 && memcmp(path, "/slow/", 6) == 0 && parse_u64(path + 6, n - 6, &c->arg))
+        return ROUTE_SLOW;
+    return ROUTE_NAME;
+}
+
+/* Answers 400 or 431 and closes after the flush. */
+static void conn_reject(struct conn *c, unsigned status)
+{
+    if (wfree(c) < 1024)
+        c->wpos = c->wlen = 0; /* a half-sent echo is broken anyway */
+    c->keep_alive = false;
+    c->head_only = false;
+    put_simple(c, status, "", 0, NULL);
+    c->state = ST_CLOSING;
+}
+
+/* Parses rbuf[rpos..rpos+hlen) (ends with CRLFCRLF) and starts the request. */
+static void conn_start_request(struct conn *c, size_t hlen)
+{
+    const char *h = c->rbuf + c->rpos;
+    const char *end = h + hlen;
+    const char *eol = memchr(h, '\n', hlen);
+    const char *sp1 = memchr(h, ' ', (size_t)(eol - h));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    bool have_cl = false, chunked = false, expect = false, conn_close = false, conn_ka = false;
+    uint64_t cl = 0;
+
+    atomic_fetch_add_explicit(&c->w->srv->requests, 1, memory_order_relaxed);
+    c->chunked_out = false;
+    if (!sp1 || !sp2 || (size_t)(eol - sp2 - 1) < 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0) {
+        conn_reject(c, 400);
+        return;
+    }
+    c->http10 = sp2[8] == '0';
+    c->head_only = (sp1 - h) == 4 && memcmp(h, "HEAD", 4) == 0;
+    c->route = route_of(c, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+    for (const char *l = eol + 1; l < end;) {
+        const char *le = memchr(l, '\n', (size_t)(end - l));
+        size_t ll = (size_t)(le - l);
+        if (ll > 0 && l[ll - 1] == '\r')
+            ll--;
+        if (ll == 0)
+            break;
+        const char *colon = memchr(l, ':', ll);
+        if (!colon) {
+            conn_reject(c, 400);
+            return;
+        }
+        size_t nl = (size_t)(colon - l);
+        const char *v = colon + 1;
+        size_t vl = ll - nl - 1;
+        while (vl > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            vl--;
+        }
+        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
+        if (nl == 14 && strncasecmp(l, "content-length", 14) == 0) {
+            if (!parse_u64(v, vl, &cl)) {
+                conn_reject(c, 400);
+                return;
+            }
+            have_cl = true;
+        } else if (nl == 17 && strncasecmp(l, "transfer-encoding", 17) == 0) {
+            chunked = has_token(v, vl, "chunked");
+        } else if (nl == 10 && strncasecmp(l, "connection", 10) == 0) {
+            conn_close = has_token(v, vl, "close");
+            conn_ka = has_token(v, vl, "keep-alive");
+        } else if (nl == 6 && strncasecmp(l, "expect", 6) == 0) {
+            expect = has_token(v, vl, "100-continue");
+        }
+        l = le + 1;
+    }
+    c->keep_alive = c->http10 ? conn_ka && !conn_close : !conn_close;
+    if (c->route == ROUTE_CLOSE)
+        c->keep_alive = false;
+    c->body = chunked ? BODY_CHUNKED : (have_cl && cl > 0) ? BODY_CL : BODY_NONE;
+    c->body_left = c->body == BODY_CL ? cl : 0;
+    c->cst = CH_SIZE;
+    c->hash = 14695981039346656037ULL;
+    if (expect && c->body != BODY_NONE && !c->http10)
+        wput(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (c->route == ROUTE_HEADERS) {
+        size_t blen = hlen - 2; /* without the empty line */
+        put_head(c, 200, (long long)blen, "text/plain");
+        if (!c->head_only)
+            wput(c, h, blen);
+    } else if (c->route == ROUTE_ECHO) {
+        if (c->body == BODY_CHUNKED && !c->http10) {
+            c->chunked_out = true;
+            put_head(c, 200, -1, "application/octet-stream");
+        } else if (c->body == BODY_CHUNKED) {
+            c->keep_alive = false; /* HTTP/1.0: close-delimited */
+            put_head(c, 200, -2, "application/octet-stream");
+        } else {
+            put_head(c, 200, (long long)c->body_left, "application/octet-stream");
+        }
+    }
+    c->rpos += hlen;
+    c->state = ST_BODY;
+}
+
+/* Takes up to <n> body bytes; returns how many were taken (echo is bounded
+ * by the output space). */
+static size_t conn_sink(struct conn *c, const char *p, size_t n)
+{
+    if (c->route == ROUTE_HASH) {
+        uint64_t h = c->hash;
+        for (size_t i = 0; i < n; i++) {
+            h ^= (unsigned char)p[i];
+            h *= 1099511628211ULL;
+        }
+        c->hash = h;
+        return n;
+    }
+    if (c->route != ROUTE_ECHO || c->head_only)
+        return n;
+    size_t room = wfree(c);
+    if (c->chunked_out) {
+        if (room < 32)
+            return 0;
+        size_t take = n < room - 32 ? n : room - 32;
+        int k = snprintf(c->wbuf + c->wlen, 24, "%zx\r\n", take);
+        c->wlen += (size_t)k;
+        wput(c, p, take);
+        wput(c, "\r\n", 2);
+        return take;
+    }
+    size_t take = n < room ? n : room;
+    wput(c, p, take);
+    return take;
+}
+
+/* Consumes body bytes from rbuf. Returns 1 when the body is complete, 0 when
+ * more input or output room is needed, -1 on a framing error. */
+static int conn_body(struct conn *c)
+{
+    if (c->body == BODY_NONE)
+        return 1;
+    if (c->body == BODY_CL) {
+        while (c->body_left > 0 && c->rpos < c->rlen) {
+            size_t avail = c->rlen - c->rpos;
+            size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+            size_t t = conn_sink(c, c->rbuf + c->rpos, n);
+            c->rpos += t;
+            c->body_left -= t;
+            if (t < n)
+                return 0;
+        }
+        return c->body_left == 0;
+    }
+    while (c->rpos < c->rlen && c->cst != CH_DONE) {
+        char ch = c->rbuf[c->rpos];
+        switch (c->cst) {
+        case CH_SIZE: {
+            int d = (ch >= '0' && ch <= '9')   ? ch - '0'
+                    : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+                    : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10
+                                               : -1;
+            if (d >= 0) {
+                if (c->body_left >> 56)
+                    return -1;
+                c->body_left = c->body_left * 16 + (uint64_t)d;
+            } else if (ch == ';') {
+                c->cst = CH_EXT;
+            } else if (ch == '\r') {
+                c->cst = CH_SIZE_LF;
+            } else {
+                return -1;
+            }
+            c->rpos++;
+            break;
+        }
+        case CH_EXT:
+            if (ch == '\r')
+                c->cst = CH_SIZE_LF;
+            c->rpos++;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n')
+                return -1;
+            c->rpos++;
+            c->cst = c->body_left > 0 ? CH_DATA : CH_TRAILER;
+            break;
+        case CH_DATA: {
+            size_t avail = c->rlen - c->rpos;
+            size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+            size_t t = conn_sink(c, c->rbuf + c->rpos, n);
+            c->rpos += t;
+            c->body_left -= t;
+            if (t < n)
+                return 0;
+            if (c->body_left == 0)
+                c->cst = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (ch != '\r')
+                return -1;
+            c->rpos++;
+            c->cst = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n')
+                return -1;
+            c->rpos++;
+            c->cst = CH_SIZE;
+            break;
+        case CH_TRAILER: /* at the start of a trailer line */
+            c->rpos++;
+            c->cst = ch == '\r' ? CH_TRAILER_LF : CH_TRAILER_LINE;
+            break;
+        case CH_TRAILER_LINE:
+            c->rpos++;
+            if (ch == '\n')
+                c->cst = CH_TRAILER;
+            break;
+        case CH_TRAILER_LF:
+            if (ch != '\n')
+                return -1;
+            c->rpos++;
+            c->cst = CH_DONE;
+            break;
+        case CH_DONE:
+            break;
+        }
+    }
+    return c->cst == CH_DONE;
+}
+
+static void conn_on_slow(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct conn *c = t->data;
+    put_simple(c, 200, c->w->srv->name, c->w->srv->name_len, "text/plain");
+    c->state = ST_DONE;
+    conn_process(c);
+}
+
+/* The body is complete: queue the response (or start streaming it). */
+static void conn_finish_request(struct conn *c)
+{
+    struct server *s = c->w->srv;
+    char tmp[128];
+    int n;
+
+    c->state = ST_DONE;
+    switch (c->route) {
+    case ROUTE_NAME:
+    case ROUTE_CLOSE:
+        put_simple(c, 200, s->name, s->name_len, "text/plain");
+        break;
+    case ROUTE_HEALTH:
+        put_simple(c, 200, "ok", 2, "text/plain");
+        break;
+    case ROUTE_STATUS:
+        put_simple(c, (unsigned)c->arg, "", 0, NULL);
+        break;
+    case ROUTE_STATS:
+        n = snprintf(tmp, sizeof tmp, "{\"connections\":%lu,\"requests\":%lu}",
+                     atomic_load(&s->connections), atomic_load(&s->requests));
+        put_simple(c, 200, tmp, (size_t)n, "application/json");
+        break;
+    case ROUTE_HASH:
+        n = snprintf(tmp, sizeof tmp, "%016llx", (unsigned long long)c->hash);
+        put_simple(c, 200, tmp, (size_t)n, "text/plain");
+        break;
+    case ROUTE_HEADERS:
+        break;
+    case ROUTE_ECHO:
+        if (c->chunked_out && !c->head_only)
+            wput(c, "0\r\n\r\n", 5);
+        break;
+    case ROUTE_SLOW:
+        c->state = ST_SLOW;
+        ev_timer_set(&c->slow, (double)c->arg / 1000.0, 0.);
+        ev_timer_start(c->w->loop, &c->slow);
+        break;
+    case ROUTE_BYTES:
+        if (c->http10)
+            c->chunked_out = false;
+        put_head(c, 200, c->chunked_out ? -1 : (long long)c->arg, "application/octet-stream");
+        c->stream_left = c->head_only ? 0 : c->arg;
+        c->stream_off = 0;
+        c->state = ST_STREAM;
+        if (c->chunked_out && c->head_only)
+            c->state = ST_DONE;
+        break;
+    }
+}
+
+/* Generates /bytes output into wbuf; true when all of it is queued. */
+static bool conn_stream(struct conn *c)
+{
+    const unsigned char *pat = c->w->srv->pattern;
+    for (;;) {
+        size_t room = wfree(c);
+        if (c->stream_left == 0) {
+            if (!c->chunked_out)
+                return true;
+            if (room < 5)
+                return false;
+            wput(c, "0\r\n\r\n", 5);
+            return true;
+        }
+        if (room < 64)
+            return false;
+        size_t n = room - 32;
+        if (n > 4096)
+            n = 4096;
+        if (n > c->stream_left)
+            n = (size_t)c->stream_left;
+        if (c->chunked_out) {
+            int k = snprintf(c->wbuf + c->wlen, 24, "%zx\r\n", n);
+            c->wlen += (size_t)k;
+        }
+        wput(c, pat + c->stream_off % PATTERN_MOD, n);
+        if (c->chunked_out)
+            wput(c, "\r\n", 2);
+        c->stream_off += n;
+        c->stream_left -= n;
+    }
+}
+
+static void conn_update_watchers(struct conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    bool want_read = !c->eof && (c->state == ST_HEAD || c->state == ST_BODY) &&
+                     !(c->rpos == 0 && c->rlen == RBUF_SIZE);
+    bool want_write = c->wlen > c->wpos;
+    if (want_read && !ev_is_active(&c->rio))
+        ev_io_start(loop, &c->rio);
+    else if (!want_read && ev_is_active(&c->rio))
+        ev_io_stop(loop, &c->rio);
+    if (want_write && !ev_is_active(&c->wio))
+        ev_io_start(loop, &c->wio);
+    else if (!want_write && ev_is_active(&c->wio))
+        ev_io_stop(loop, &c->wio);
+}
+
+static void conn_compact(struct conn *c)
+{
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+    } else if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+}
+
+/* Runs the state machine as far as the buffers allow. May free <c>. */
+static void conn_process(struct conn *c)
+{
+    for (;;) {
+        switch (c->state) {
+        case ST_HEAD: {
+            if (c->wlen > c->wpos && !conn_flush(c))
+                return;
+            if (c->wlen > c->wpos)
+                goto wait;
+            conn_compact(c);
+            size_t avail = c->rlen - c->rpos;
+            const char *start = c->rbuf + c->rpos;
+            /* Tolerate stray CRLFs between requests (RFC 9112 2.2). */
+            while (avail > 0 && (*start == '\r' || *start == '\n')) {
+                start++;
+                avail--;
+                c->rpos++;
+            }
+            const char *e = memmem(start, avail, "\r\n\r\n", 4);
+            if (!e) {
+                if (avail >= HEAD_MAX) {
+                    conn_reject(c, 431);
+                    continue;
+                }
+                if (c->eof) {
+                    conn_free(c);
+                    return;
+                }
+                if (c->rlen == RBUF_SIZE) {
+                    memmove(c->rbuf, c->rbuf + c->rpos, avail);
+                    c->rlen = avail;
+                    c->rpos = 0;
+                }
+                goto wait;
+            }
+            conn_start_request(c, (size_t)(e - start) + 4);
+            continue;
+        }
+        case ST_BODY: {
+            int r = conn_body(c);
+            if (r < 0) {
+                conn_reject(c, 400);
+                continue;
+            }
+            if (r == 1) {
+                conn_finish_request(c);
+                continue;
+            }
+            if (c->wlen > c->wpos && !conn_flush(c))
+                return;
+            conn_compact(c);
+            if (c->eof && c->rpos == c->rlen) {
+                conn_free(c);
+                return;
+            }
+            if (c->rpos < c->rlen && wfree(c) >= 64)
+                continue;
+            goto wait;
+        }
+        case ST_STREAM:
+            if (conn_stream(c)) {
+                c->state = ST_DONE;
+                continue;
+            }
+            if (!conn_flush(c))
+                return;
+            if (c->wlen > c->wpos)
+                goto wait;
+            continue;
+        case ST_SLOW:
+            goto wait;
+        case ST_DONE:
+            if (!c->keep_alive) {
+                c->state = ST_CLOSING;
+                continue;
+            }
+            c->state = ST_HEAD;
+            continue;
+        case ST_CLOSING:
+            if (!conn_flush(c))
+                return;
+            if (c->wlen > c->wpos)
+                goto wait;
+            shutdown(c->fd, SHUT_WR);
+            conn_free(c);
+            return;
+        }
+    }
+wait:
+    conn_update_watchers(c);
+}
+
+static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct conn *c = w->data;
+    conn_compact(c);
+    if (c->rlen < RBUF_SIZE) {
+        ssize_t n = read(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+        } else if (n == 0) {
+            c->eof = true;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            conn_free(c);
+            return;
+        }
+    }
+    conn_process(c);
+}
+
+static void conn_on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct conn *c = w->data;
+    if (!conn_flush(c))
+        return;
+    conn_process(c);
+}
+
+static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct worker *w = io->data;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1)
+            return; /* EAGAIN (another worker took it) or a transient error */
+        struct conn *c = malloc(sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        atomic_fetch_add_explicit(&w->srv->connections, 1, memory_order_relaxed);
+        c->w = w;
+        c->fd = fd;
+        c->state = ST_HEAD;
+        c->rpos = c->rlen = c->wpos = c->wlen = 0;
+        c->eof = false;
+        ev_io_init(&c->rio, conn_on_readable, fd, EV_READ);
+        ev_io_init(&c->wio, conn_on_writable, fd, EV_WRITE);
+        ev_timer_init(&c->slow, conn_on_slow, 0., 0.);
+        c->rio.data = c->wio.data = c->slow.data = c;
+        c->prev = NULL;
+        c->next = w->conns;
+        if (w->conns)
+            w->conns->prev = c;
+        w->conns = c;
+        ev_io_start(loop, &c->rio);
+    }
+}
+
+static void worker_on_stop(struct ev_loop *loop, ev_async *a, int revents)
+{
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+static void main_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static int worker_init(struct worker *w, struct server *s, struct ev_loop *loop)
+{
+    w->srv = s;
+    w->loop = loop;
+    w->conns = NULL;
+    w->tid = 0;
+    ev_io_init(&w->accept_io, worker_on_accept, s->lfd, EV_READ);
+    w->accept_io.data = w;
+    ev_io_start(loop, &w->accept_io);
+    ev_async_init(&w->stop, worker_on_stop);
+    ev_async_start(loop, &w->stop);
+    return 0;
+}
+
+static void worker_deinit(struct worker *w)
+{
+    while (w->conns)
+        conn_free(w->conns);
+    ev_io_stop(w->loop, &w->accept_io);
+    ev_async_stop(w->loop, &w->stop);
+}
+
+static int listen_on(const char *addr, unsigned port, unsigned *bound)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        fprintf(stderr, "lb-backend: bad --listen address %s\n", addr);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd == -1)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t len = sizeof sa;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == -1 || listen(fd, 1024) == -1 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) == -1) {
+        fprintf(stderr, "lb-backend: listen on %s:%u: %s\n", addr, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *bound = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]\n");
+}
+
+int main(int argc, char **argv)
+{
+    static struct server srv;
+    const char *listen_addr = "127.0.0.1";
+    uint64_t port = 65536, threads = 1;
+
+    snprintf(srv.name, sizeof srv.name, "backend");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            usage();
+            return 2;
+        }
+        if (strcmp(a, "--port") == 0) {
+            if (!parse_u64(v, strlen(v), &port) || port > 65535) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(a, "--listen") == 0) {
+            listen_addr = v;
+        } else if (strcmp(a, "--name") == 0) {
+            if (strlen(v) >= sizeof srv.name || strpbrk(v, "\r\n")) {
+                fprintf(stderr, "lb-backend: --name too long or has a line break\n");
+                return 2;
+            }
+            snprintf(srv.name, sizeof srv.name, "%s", v);
+        } else if (strcmp(a, "--threads") == 0) {
+            if (!parse_u64(v, strlen(v), &threads) || threads == 0 || threads > THREADS_MAX) {
+                usage();
+                return 2;
+            }
+        } else {
+            usage();
+            return 2;
+        }
+        i++;
+    }
+    if (port > 65535) {
+        usage();
+        return 2;
+    }
+    srv.name_len = strlen(srv.name);
+    for (size_t i = 0; i < sizeof srv.pattern; i++)
+        srv.pattern[i] = (unsigned char)(i % PATTERN_MOD);
+    signal(SIGPIPE, SIG_IGN);
+
+    unsigned bound = 0;
+    srv.lfd = listen_on(listen_addr, (unsigned)port, &bound);
+    if (srv.lfd == -1)
+        return 1;
+    srv.nworkers = (unsigned)threads;
+    srv.workers = calloc(srv.nworkers, sizeof *srv.workers);
+    if (!srv.workers) {
+        fprintf(stderr, "lb-backend: out of memory\n");
+        return 1;
+    }
+
+    struct ev_loop *main_loop = ev_default_loop(0);
+    ev_signal sigterm, sigint;
+    ev_signal_init(&sigterm, main_on_signal, SIGTERM);
+    ev_signal_init(&sigint, main_on_signal, SIGINT);
+    ev_signal_start(main_loop, &sigterm);
+    ev_signal_start(main_loop, &sigint);
+    worker_init(&srv.workers[0], &srv, main_loop);
+
+    /* Extra threads must not take the signals: block them while spawning. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    unsigned started = 1;
+    for (; started < srv.nworkers; started++) {
+        struct worker *w = &srv.workers[started];
+        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+        if (!loop)
+            break;
+        worker_init(w, &srv, loop);
+        if (pthread_create(&w->tid, NULL, worker_run, w) != 0) {
+            worker_deinit(w);
+            ev_loop_destroy(loop);
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    srv.nworkers = started;
+
+    printf("{\"event\":\"listening\",\"port\":%u}\n", bound);
+    fflush(stdout);
+    ev_run(main_loop, 0);
+
+    for (unsigned i = 1; i < srv.nworkers; i++) {
+        ev_async_send(srv.workers[i].loop, &srv.workers[i].stop);
+        pthread_join(srv.workers[i].tid, NULL);
+        worker_deinit(&srv.workers[i]);
+        ev_loop_destroy(srv.workers[i].loop);
+    }
+    worker_deinit(&srv.workers[0]);
+    ev_signal_stop(main_loop, &sigterm);
+    ev_signal_stop(main_loop, &sigint);
+    ev_loop_destroy(main_loop);
+    close(srv.lfd);
+    free(srv.workers);
+    return 0;
+}
