@@ -1,0 +1,1018 @@
+/* tests/e2e/e2e.c: end-to-end harness, see e2e.h. */
+#include "e2e.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LB_BIN      LB_BUILD_DIR "/lb-dataplane"
+#define BACKEND_BIN LB_BUILD_DIR "/lb-backend"
+
+struct e2e_conn {
+    int fd;
+    char *buf;  /* received, not yet consumed: buf[off..len) */
+    size_t off; /* first unconsumed byte */
+    size_t len; /* bytes in buf */
+    size_t cap; /* allocated */
+};
+
+struct str_node {
+    struct str_node *next;
+    char s[];
+};
+
+struct e2e {
+    char dir[64];                     /* temp dir */
+    unsigned nb;                      /* backends started */
+    pid_t bpid[E2E_MAX_BACKENDS];     /* -1 once stopped */
+    unsigned bport[E2E_MAX_BACKENDS]; /* their ports */
+    char bid[E2E_MAX_BACKENDS][16];   /* "b0".. */
+    char burl[E2E_MAX_BACKENDS][40];  /* "http://127.0.0.1:P" */
+    pid_t lbpid;                      /* -1 once stopped */
+    int lb_status;                    /* waitpid status once reaped */
+    bool lb_reaped;                   /* lb_status is valid */
+    unsigned lbport, mport;           /* frontend, metrics */
+    struct e2e_conn *ka;              /* e2e_get()'s connection */
+    struct str_node *strings;         /* e2e_get() results */
+    struct e2e *next_live;            /* registry for the atexit hook */
+    Lb__V1__Snapshot snap;            /* the snapshot and its parts */
+    Lb__V1__Frontend fe, *fes[1];
+    Lb__V1__Backend be[E2E_MAX_BACKENDS], *bes[E2E_MAX_BACKENDS];
+    Lb__V1__Timeouts timeouts;
+    Lb__V1__Limits limits;
+    Lb__V1__Logging logging;
+    Lb__V1__Metrics metrics;
+    Lb__V1__Balancing balancing;
+    Lb__V1__Retries retries;
+};
+
+static struct e2e *live_worlds;
+static bool exit_hooked;
+
+uint64_t e2e_timeout_ms(void)
+{
+    const char *v = getenv("LB_TEST_TIMEOUT_MS");
+    if (v && *v) {
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*end == '\0' && n > 0)
+            return n;
+    }
+    return 10000;
+}
+
+uint64_t e2e_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void e2e_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+unsigned e2e_free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof sa;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return 0;
+    unsigned port = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+pid_t e2e_spawn(char *const argv[], const char *log_path)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* Child: die with the test process, even when it dies on a failed assert. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in == -1 || out == -1)
+        _exit(127);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(out, 2);
+    close(in);
+    close(out);
+    signal(SIGPIPE, SIG_DFL);
+    execv(argv[0], argv);
+    _exit(127);
+}
+
+bool e2e_wait_exit(pid_t pid, uint64_t ms, int *status)
+{
+    uint64_t deadline = e2e_now_ms() + ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            if (status)
+                *status = st;
+            return true;
+        }
+        if (r == -1 && errno != EINTR)
+            return false;
+        if (e2e_now_ms() >= deadline)
+            return false;
+        e2e_sleep_ms(5);
+    }
+}
+
+int e2e_kill(pid_t pid)
+{
+    int st;
+    if (pid <= 0)
+        return -1;
+    if (kill(pid, SIGTERM) == -1 && errno == ESRCH && !e2e_wait_exit(pid, 0, &st))
+        return -1;
+    if (e2e_wait_exit(pid, e2e_timeout_ms(), &st))
+        return st;
+    kill(pid, SIGKILL);
+    if (e2e_wait_exit(pid, e2e_timeout_ms(), &st))
+        return st;
+    return -1;
+}
+
+static void world_unlink(struct e2e *t)
+{
+    struct e2e **pp = &live_worlds;
+    while (*pp && *pp != t)
+        pp = &(*pp)->next_live;
+    if (*pp)
+        *pp = t->next_live;
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void print_log_tail(const struct e2e *t, const char *name)
+{
+    char path[256];
+    e2e_path(t, name, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char buf[4096];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    fprintf(stderr, "---- tail of %s ----\n%s\n----\n", path, buf);
+}
+
+/* Stops everything; returns false when lb-dataplane did not exit 0. */
+static bool world_release(struct e2e *t)
+{
+    bool ok = true;
+    e2e_conn_close(t->ka);
+    t->ka = NULL;
+    if (t->lbpid > 0) {
+        t->lb_status = e2e_kill(t->lbpid);
+        t->lb_reaped = true;
+        t->lbpid = -1;
+    }
+    if (t->lb_reaped && !(WIFEXITED(t->lb_status) && WEXITSTATUS(t->lb_status) == 0)) {
+        ok = false;
+        fprintf(stderr, "lb-dataplane ended with wait status %d (exit %d, signal %d)\n",
+                t->lb_status, WIFEXITED(t->lb_status) ? WEXITSTATUS(t->lb_status) : -1,
+                WIFSIGNALED(t->lb_status) ? WTERMSIG(t->lb_status) : 0);
+        print_log_tail(t, "lb.log");
+    }
+    for (unsigned i = 0; i < t->nb; i++) {
+        if (t->bpid[i] > 0)
+            e2e_kill(t->bpid[i]);
+        t->bpid[i] = -1;
+    }
+    const char *keep = getenv("LB_E2E_KEEP");
+    if (!(keep && *keep == '1'))
+        remove_dir(t->dir);
+    else
+        fprintf(stderr, "e2e: kept %s\n", t->dir);
+    while (t->strings) {
+        struct str_node *n = t->strings;
+        t->strings = n->next;
+        free(n);
+    }
+    world_unlink(t);
+    free(t);
+    return ok;
+}
+
+static void on_exit_stop_all(void)
+{
+    while (live_worlds)
+        world_release(live_worlds);
+}
+
+void e2e_stop(struct e2e *t)
+{
+    if (!t)
+        return;
+    if (!world_release(t))
+        ck_abort_msg("lb-dataplane did not exit 0 after SIGTERM (log tail on stderr)");
+}
+
+unsigned e2e_lb_port(const struct e2e *t)
+{
+    return t->lbport;
+}
+
+unsigned e2e_metrics_port(const struct e2e *t)
+{
+    return t->mport;
+}
+
+unsigned e2e_backend_port(const struct e2e *t, unsigned i)
+{
+    return i < t->nb ? t->bport[i] : 0;
+}
+
+pid_t e2e_lb_pid(const struct e2e *t)
+{
+    return t->lbpid;
+}
+
+void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "%s/%s", t->dir, name);
+}
+
+void e2e_kill_backend(struct e2e *t, unsigned i)
+{
+    if (i >= t->nb || t->bpid[i] <= 0)
+        return;
+    kill(t->bpid[i], SIGKILL);
+    e2e_wait_exit(t->bpid[i], e2e_timeout_ms(), NULL);
+    t->bpid[i] = -1;
+}
+
+bool e2e_lb_term(struct e2e *t, uint64_t ms, int *status)
+{
+    if (t->lbpid <= 0)
+        return false;
+    kill(t->lbpid, SIGTERM);
+    int st;
+    if (!e2e_wait_exit(t->lbpid, ms, &st))
+        return false;
+    t->lbpid = -1;
+    t->lb_status = st;
+    t->lb_reaped = true;
+    if (status)
+        *status = st;
+    return true;
+}
+
+/* Polls the log of a just-started backend for its listening line. */
+static unsigned wait_backend_port(struct e2e *t, unsigned i)
+{
+    char path[256], buf[512];
+    snprintf(buf, sizeof buf, "%s.log", t->bid[i]);
+    e2e_path(t, buf, path, sizeof path);
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (e2e_now_ms() < deadline) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            const char *p = strstr(buf, "\"port\":");
+            if (p && strchr(p, '}'))
+                return (unsigned)strtoul(p + 7, NULL, 10);
+        }
+        if (e2e_wait_exit(t->bpid[i], 0, NULL)) {
+            t->bpid[i] = -1;
+            return 0;
+        }
+        e2e_sleep_ms(5);
+    }
+    return 0;
+}
+
+static bool port_accepts(unsigned port)
+{
+    struct e2e_conn *c = e2e_connect(port);
+    e2e_conn_close(c);
+    return c != NULL;
+}
+
+static void build_snapshot(struct e2e *t, const struct e2e_opts *o)
+{
+    Lb__V1__Snapshot snap = LB__V1__SNAPSHOT__INIT;
+    Lb__V1__Frontend fe = LB__V1__FRONTEND__INIT;
+    Lb__V1__Timeouts to = LB__V1__TIMEOUTS__INIT;
+    Lb__V1__Limits li = LB__V1__LIMITS__INIT;
+    Lb__V1__Logging lo = LB__V1__LOGGING__INIT;
+    Lb__V1__Metrics me = LB__V1__METRICS__INIT;
+    Lb__V1__Balancing ba = LB__V1__BALANCING__INIT;
+    Lb__V1__Retries re = LB__V1__RETRIES__INIT;
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    t->snap = snap;
+    t->fe = fe;
+    t->timeouts = to;
+    t->limits = li;
+    t->logging = lo;
+    t->metrics = me;
+    t->balancing = ba;
+    t->retries = re;
+    t->snap.config_version = 1;
+    t->snap.generation = 1;
+    t->snap.created_unix_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    t->fe.name = "web";
+    t->fe.bind_address = "127.0.0.1";
+    t->fe.port = t->lbport;
+    t->fes[0] = &t->fe;
+    t->snap.n_frontends = 1;
+    t->snap.frontends = t->fes;
+    for (unsigned i = 0; i < t->nb; i++) {
+        Lb__V1__Backend be = LB__V1__BACKEND__INIT;
+        t->be[i] = be;
+        t->be[i].id = t->bid[i];
+        t->be[i].host = "127.0.0.1";
+        t->be[i].port = t->bport[i];
+        t->be[i].weight = o->weights ? o->weights[i] : 1;
+        t->be[i].url = t->burl[i];
+        t->bes[i] = &t->be[i];
+    }
+    t->snap.n_backends = t->nb;
+    t->snap.backends = t->bes;
+    t->timeouts.drain_ms = 5000; /* the default 30 s would outlast the test's waits */
+    t->snap.timeouts = &t->timeouts;
+    t->snap.limits = &t->limits;
+    t->snap.logging = &t->logging;
+    t->metrics.enabled = 1;
+    t->metrics.bind_address = "127.0.0.1";
+    t->metrics.port = t->mport;
+    t->snap.metrics = &t->metrics;
+    t->balancing.algorithm = o->algorithm;
+    t->snap.balancing = &t->balancing;
+    t->snap.retries = &t->retries;
+    if (o->tweak)
+        o->tweak(&t->snap, o->tweak_arg);
+}
+
+static void write_snapshot(struct e2e *t, const char *path)
+{
+    size_t n = lb__v1__snapshot__get_packed_size(&t->snap);
+    uint8_t *buf = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(buf);
+    lb__v1__snapshot__pack(&t->snap, buf);
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(buf, 1, n, f), n);
+    fclose(f);
+    free(buf);
+}
+
+struct e2e *e2e_start_opts(const struct e2e_opts *o)
+{
+    ck_assert_msg(o->backends >= 1 && o->backends <= E2E_MAX_BACKENDS, "bad backend count");
+    ck_assert_msg(access(BACKEND_BIN, X_OK) == 0, "%s is not built", BACKEND_BIN);
+    ck_assert_msg(access(LB_BIN, X_OK) == 0, "%s is not built", LB_BIN);
+    struct e2e *t = calloc(1, sizeof *t);
+    ck_assert_ptr_nonnull(t);
+    t->lbpid = -1;
+    snprintf(t->dir, sizeof t->dir, "/tmp/lb-e2e-XXXXXX");
+    ck_assert_msg(mkdtemp(t->dir) != NULL, "mkdtemp failed");
+    if (!exit_hooked) {
+        atexit(on_exit_stop_all);
+        exit_hooked = true;
+    }
+    t->next_live = live_worlds;
+    live_worlds = t;
+
+    char path[256], log[256], name[32];
+    for (unsigned i = 0; i < o->backends; i++) {
+        snprintf(t->bid[i], sizeof t->bid[i], "b%u", i);
+        snprintf(name, sizeof name, "%s.log", t->bid[i]);
+        e2e_path(t, name, log, sizeof log);
+        char *argv[] = {BACKEND_BIN, "--port", "0", "--name", t->bid[i], NULL};
+        t->bpid[i] = e2e_spawn(argv, log);
+        ck_assert_msg(t->bpid[i] > 0, "fork failed");
+        t->nb = i + 1;
+    }
+    for (unsigned i = 0; i < t->nb; i++) {
+        t->bport[i] = wait_backend_port(t, i);
+        ck_assert_msg(t->bport[i] != 0, "backend %s did not start", t->bid[i]);
+        snprintf(t->burl[i], sizeof t->burl[i], "http://127.0.0.1:%u", t->bport[i]);
+    }
+
+    t->lbport = e2e_free_port();
+    t->mport = e2e_free_port();
+    ck_assert_msg(t->lbport && t->mport && t->lbport != t->mport, "no free port");
+    build_snapshot(t, o);
+    e2e_path(t, "snapshot.pb", path, sizeof path);
+    write_snapshot(t, path);
+
+    char workers[16];
+    snprintf(workers, sizeof workers, "%u", o->workers ? o->workers : 2);
+    e2e_path(t, "lb.log", log, sizeof log);
+    char *argv[] = {LB_BIN, "--snapshot", path, "--workers", workers, NULL};
+    t->lbpid = e2e_spawn(argv, log);
+    ck_assert_msg(t->lbpid > 0, "fork failed");
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    bool up = false;
+    while (!up && e2e_now_ms() < deadline) {
+        int st;
+        if (e2e_wait_exit(t->lbpid, 0, &st)) {
+            t->lbpid = -1;
+            print_log_tail(t, "lb.log");
+            ck_abort_msg("lb-dataplane exited at start-up (status %d)", st);
+        }
+        up = port_accepts(t->lbport);
+        if (!up)
+            e2e_sleep_ms(10);
+    }
+    if (!up)
+        print_log_tail(t, "lb.log");
+    ck_assert_msg(up, "lb-dataplane frontend on port %u did not come up", t->lbport);
+    return t;
+}
+
+struct e2e *e2e_start(unsigned backends)
+{
+    struct e2e_opts o = {.backends = backends, .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN};
+    return e2e_start_opts(&o);
+}
+
+/* ---- clients ---------------------------------------------------------------- */
+
+struct e2e_conn *e2e_connect(unsigned port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
+        if (errno != EINPROGRESS) {
+            close(fd);
+            return NULL;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t elen = sizeof err;
+        if (poll(&p, 1, (int)e2e_timeout_ms()) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1 || err != 0) {
+            close(fd);
+            return NULL;
+        }
+    }
+    struct e2e_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    return c;
+}
+
+void e2e_conn_close(struct e2e_conn *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c->buf);
+    free(c);
+}
+
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = e2e_now_ms();
+        if (now >= deadline)
+            return -1;
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, (int)(deadline - now));
+        if (r > 0)
+            return 0;
+        if (r == -1 && errno != EINTR)
+            return -1;
+    }
+}
+
+int e2e_conn_send(struct e2e_conn *c, const void *buf, size_t len)
+{
+    const char *p = buf;
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(c->fd, POLLOUT, deadline) == -1)
+                return -1;
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads more bytes into c->buf. Returns >0 bytes read, 0 on EOF or reset,
+ * -1 on timeout or error. */
+static ssize_t conn_fill(struct e2e_conn *c, uint64_t deadline)
+{
+    if (c->off > 0 && c->off == c->len)
+        c->off = c->len = 0;
+    if (c->cap - c->len < 65536) {
+        size_t cap = c->cap ? c->cap * 2 : 131072;
+        char *nb = realloc(c->buf, cap + 1);
+        if (!nb)
+            return -1;
+        c->buf = nb;
+        c->cap = cap;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n > 0) {
+            c->len += (size_t)n;
+            c->buf[c->len] = '\0';
+            return n;
+        }
+        if (n == 0 || (n == -1 && errno == ECONNRESET))
+            return 0;
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(c->fd, POLLIN, deadline) == -1)
+                return -1;
+            continue;
+        }
+        return -1;
+    }
+}
+
+/* Ensures <n> unconsumed bytes are buffered. */
+static bool conn_need(struct e2e_conn *c, size_t n, uint64_t deadline)
+{
+    while (c->len - c->off < n)
+        if (conn_fill(c, deadline) <= 0)
+            return false;
+    return true;
+}
+
+/* Finds CRLF from c->off; returns the line length (without CRLF) or -1. */
+static long conn_line(struct e2e_conn *c, uint64_t deadline)
+{
+    size_t scanned = 0;
+    for (;;) {
+        char *start = c->buf ? c->buf + c->off : NULL;
+        size_t avail = c->len - c->off;
+        char *e = avail >= 2 ? memmem(start + scanned, avail - scanned, "\r\n", 2) : NULL;
+        if (e)
+            return e - start;
+        scanned = avail > 0 ? avail - 1 : 0;
+        if (conn_fill(c, deadline) <= 0)
+            return -1;
+    }
+}
+
+static bool header_value(const char *head, size_t head_len, const char *name, char *out,
+                         size_t outsz)
+{
+    size_t nl = strlen(name);
+    const char *p = memchr(head, '\n', head_len);
+    const char *end = head + head_len;
+    while (p && p + 1 < end) {
+        const char *l = p + 1;
+        const char *le = memchr(l, '\n', (size_t)(end - l));
+        if (!le)
+            le = end;
+        if ((size_t)(le - l) > nl && strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
+            const char *v = l + nl + 1;
+            const char *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            size_t n = (size_t)(ve - v);
+            if (n >= outsz)
+                n = outsz - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return true;
+        }
+        p = le < end ? le : NULL;
+    }
+    return false;
+}
+
+bool e2e_resp_header(const struct e2e_resp *r, const char *name, char *out, size_t outsz)
+{
+    return header_value(r->head, r->head_len, name, out, outsz);
+}
+
+void e2e_resp_free(struct e2e_resp *r)
+{
+    free(r->head);
+    free(r->body);
+    r->head = r->body = NULL;
+}
+
+static bool body_append(struct e2e_resp *r, size_t *cap, const char *p, size_t n)
+{
+    if (r->body_len + n + 1 > *cap) {
+        size_t nc = *cap ? *cap : 4096;
+        while (nc < r->body_len + n + 1)
+            nc *= 2;
+        char *nb = realloc(r->body, nc);
+        if (!nb)
+            return false;
+        r->body = nb;
+        *cap = nc;
+    }
+    memcpy(r->body + r->body_len, p, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return true;
+}
+
+static int read_chunked(struct e2e_conn *c, struct e2e_resp *r, size_t *cap, uint64_t deadline)
+{
+    for (;;) {
+        long ll = conn_line(c, deadline);
+        if (ll < 0)
+            return -1;
+        char *end;
+        unsigned long long size = strtoull(c->buf + c->off, &end, 16);
+        if (end == c->buf + c->off)
+            return -1;
+        c->off += (size_t)ll + 2;
+        if (size == 0)
+            break;
+        if (!conn_need(c, (size_t)size + 2, deadline))
+            return -1;
+        if (!body_append(r, cap, c->buf + c->off, (size_t)size))
+            return -1;
+        if (memcmp(c->buf + c->off + size, "\r\n", 2) != 0)
+            return -1;
+        c->off += (size_t)size + 2;
+    }
+    for (;;) { /* trailers up to the empty line */
+        long ll = conn_line(c, deadline);
+        if (ll < 0)
+            return -1;
+        c->off += (size_t)ll + 2;
+        if (ll == 0)
+            return 0;
+    }
+}
+
+int e2e_conn_read(struct e2e_conn *c, struct e2e_resp *r, bool head_req)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    size_t cap = 0;
+    memset(r, 0, sizeof *r);
+    char *e = NULL;
+    size_t scanned = 0;
+    for (;;) {
+        size_t avail = c->len - c->off;
+        if (avail >= 4)
+            e = memmem(c->buf + c->off + scanned, avail - scanned, "\r\n\r\n", 4);
+        if (e)
+            break;
+        scanned = avail > 3 ? avail - 3 : 0;
+        if (conn_fill(c, deadline) <= 0)
+            return -1;
+    }
+    size_t hlen = (size_t)(e - (c->buf + c->off)) + 4;
+    r->head = malloc(hlen + 1);
+    if (!r->head)
+        return -1;
+    memcpy(r->head, c->buf + c->off, hlen);
+    r->head[hlen] = '\0';
+    r->head_len = hlen;
+    c->off += hlen;
+    if (hlen < 12 || strncmp(r->head, "HTTP/1.", 7) != 0) {
+        e2e_resp_free(r);
+        return -1;
+    }
+    r->status = atoi(r->head + 9);
+    char v[64];
+    bool chunked =
+        header_value(r->head, hlen, "Transfer-Encoding", v, sizeof v) && strcasestr(v, "chunked");
+    bool have_cl = header_value(r->head, hlen, "Content-Length", v, sizeof v);
+    unsigned long long cl = have_cl ? strtoull(v, NULL, 10) : 0;
+    if (header_value(r->head, hlen, "Connection", v, sizeof v) && strcasestr(v, "close"))
+        r->closed = true;
+    body_append(r, &cap, "", 0);
+    int rc = 0;
+    if (head_req || r->status < 200 || r->status == 204 || r->status == 304) {
+        rc = 0;
+    } else if (chunked) {
+        rc = read_chunked(c, r, &cap, deadline);
+    } else if (have_cl) {
+        if (!conn_need(c, (size_t)cl, deadline) ||
+            !body_append(r, &cap, c->buf + c->off, (size_t)cl))
+            rc = -1;
+        else
+            c->off += (size_t)cl;
+    } else {
+        for (;;) {
+            ssize_t n = conn_fill(c, deadline);
+            if (n == 0)
+                break;
+            if (n < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        if (rc == 0 && !body_append(r, &cap, c->buf + c->off, c->len - c->off))
+            rc = -1;
+        c->off = c->len;
+        r->closed = true;
+    }
+    if (rc != 0)
+        e2e_resp_free(r);
+    return rc;
+}
+
+char *e2e_conn_read_all(struct e2e_conn *c, uint64_t ms, size_t *len, bool *closed)
+{
+    uint64_t deadline = e2e_now_ms() + ms;
+    bool eof = false;
+    for (;;) {
+        ssize_t n = conn_fill(c, deadline);
+        if (n == 0)
+            eof = true;
+        if (n <= 0)
+            break;
+    }
+    size_t n = c->len - c->off;
+    char *out = malloc(n + 1);
+    if (out) {
+        if (n)
+            memcpy(out, c->buf + c->off, n);
+        out[n] = '\0';
+    }
+    c->off = c->len;
+    if (len)
+        *len = n;
+    if (closed)
+        *closed = eof;
+    return out;
+}
+
+bool e2e_conn_is_closed(struct e2e_conn *c, uint64_t ms)
+{
+    if (c->len > c->off)
+        return false;
+    ssize_t n = conn_fill(c, e2e_now_ms() + ms);
+    return n == 0;
+}
+
+static char *world_keep(struct e2e *t, const char *s, size_t n)
+{
+    struct str_node *node = malloc(sizeof *node + n + 1);
+    if (!node)
+        return NULL;
+    memcpy(node->s, s, n);
+    node->s[n] = '\0';
+    node->next = t->strings;
+    t->strings = node;
+    return node->s;
+}
+
+const char *e2e_get(struct e2e *t, const char *path)
+{
+    char req[1024];
+    int n =
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", path, t->lbport);
+    if (n <= 0 || (size_t)n >= sizeof req)
+        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = false;
+        if (!t->ka) {
+            t->ka = e2e_connect(t->lbport);
+            fresh = true;
+        }
+        if (!t->ka)
+            return NULL;
+        struct e2e_resp r;
+        if (e2e_conn_send(t->ka, req, (size_t)n) == 0 && e2e_conn_read(t->ka, &r, false) == 0) {
+            const char *out = NULL;
+            if (r.status >= 200 && r.status < 300)
+                out = world_keep(t, r.body, r.body_len);
+            if (r.closed) {
+                e2e_conn_close(t->ka);
+                t->ka = NULL;
+            }
+            e2e_resp_free(&r);
+            return out;
+        }
+        e2e_conn_close(t->ka);
+        t->ka = NULL;
+        if (fresh)
+            return NULL; /* a reused connection may have been closed idle: retry once */
+    }
+    return NULL;
+}
+
+int e2e_request(unsigned port, const char *method, const char *path, const char *extra,
+                const void *body, size_t body_len, struct e2e_resp *r)
+{
+    char head[8192];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n%s", method, path,
+                     port, extra ? extra : "");
+    if (n <= 0 || (size_t)n >= sizeof head - 64)
+        return -1;
+    if (body_len > 0)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", body_len);
+    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    struct e2e_conn *c = e2e_connect(port);
+    if (!c)
+        return -1;
+    int rc = e2e_conn_send(c, head, (size_t)n);
+    if (rc == 0 && body_len > 0)
+        rc = e2e_conn_send(c, body, body_len);
+    if (rc == 0)
+        rc = e2e_conn_read(c, r, strcmp(method, "HEAD") == 0);
+    e2e_conn_close(c);
+    return rc;
+}
+
+char *e2e_raw(unsigned port, const void *req, size_t req_len, uint64_t ms, size_t *len,
+              bool *closed)
+{
+    struct e2e_conn *c = e2e_connect(port);
+    if (!c)
+        return NULL;
+    char *out = NULL;
+    /* The server may answer and close before all of <req> is sent: read anyway. */
+    e2e_conn_send(c, req, req_len);
+    out = e2e_conn_read_all(c, ms, len, closed);
+    e2e_conn_close(c);
+    return out;
+}
+
+/* ---- backends and metrics ---------------------------------------------------- */
+
+long e2e_backend_stat(struct e2e *t, unsigned i, const char *key)
+{
+    struct e2e_resp r;
+    if (i >= t->nb ||
+        e2e_request(t->bport[i], "GET", "/stats", "Connection: close\r\n", NULL, 0, &r) != 0)
+        return -1;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(r.body, pat);
+    long v = p ? strtol(p + strlen(pat), NULL, 10) : -1;
+    e2e_resp_free(&r);
+    return v;
+}
+
+char *e2e_scrape(struct e2e *t)
+{
+    struct e2e_resp r;
+    if (e2e_request(t->mport, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
+        return NULL;
+    char *out = NULL;
+    if (r.status == 200) {
+        out = r.body;
+        r.body = NULL;
+    }
+    e2e_resp_free(&r);
+    return out;
+}
+
+static bool labels_match(const char *lb, size_t lb_len, const char *want)
+{
+    if (!want || !*want)
+        return true;
+    char pair[256];
+    const char *p = want;
+    while (*p) {
+        const char *comma = strstr(p, "\",");
+        size_t n = comma ? (size_t)(comma - p) + 1 : strlen(p);
+        if (n >= sizeof pair)
+            return false;
+        memcpy(pair, p, n);
+        pair[n] = '\0';
+        if (!memmem(lb, lb_len, pair, n))
+            return false;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return true;
+}
+
+double e2e_metric(const char *text, const char *name, const char *labels)
+{
+    size_t nl = strlen(name);
+    double sum = 0;
+    bool found = false;
+    for (const char *l = text; l && *l;) {
+        const char *le = strchr(l, '\n');
+        size_t ll = le ? (size_t)(le - l) : strlen(l);
+        if (ll > nl && l[0] != '#' && strncmp(l, name, nl) == 0 && (l[nl] == '{' || l[nl] == ' ')) {
+            const char *v = l + nl;
+            const char *lbs = "";
+            size_t lbs_len = 0;
+            if (*v == '{') {
+                const char *close = memchr(v, '}', (size_t)(l + ll - v));
+                if (!close)
+                    goto next;
+                lbs = v;
+                lbs_len = (size_t)(close - v);
+                v = close + 1;
+            }
+            if (labels_match(lbs, lbs_len, labels)) {
+                sum += strtod(v, NULL);
+                found = true;
+            }
+        }
+    next:
+        l = le ? le + 1 : NULL;
+    }
+    return found ? sum : NAN;
+}
+
+unsigned char e2e_pattern_byte(uint64_t i)
+{
+    return (unsigned char)(i % 251);
+}
+
+void e2e_fnv1a_hex(const void *buf, size_t len, char out[17])
+{
+    const unsigned char *p = buf;
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+TCase *e2e_tcase(const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, (double)e2e_timeout_ms() / 1000.0 * 6 + 30);
+    return tc;
+}
+
+int e2e_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,191 @@
+/* tests/e2e/e2e.h: end-to-end harness: real lb-backend and lb-dataplane
+ * processes on free 127.0.0.1 ports, raw HTTP clients, metrics scraping.
+ *
+ * Every wait is bounded by e2e_timeout_ms() (env LB_TEST_TIMEOUT_MS, default
+ * 10000). A world (struct e2e) owns a temp dir (/tmp/lb-e2e-XXXXXX) holding the
+ * snapshot and one log file per process (b0.log ... lb.log); set
+ * LB_E2E_KEEP=1 to keep it after e2e_stop(). Processes are started with
+ * PR_SET_PDEATHSIG and an atexit() hook stops every live world, so a failing
+ * ck_assert (which exits the forked test) leaves nothing running.
+ *
+ * Single-threaded: call everything from the test's thread. */
+#ifndef E2E_H
+#define E2E_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lb.pb-c.h"
+
+#define E2E_MAX_BACKENDS 16
+
+struct e2e;
+
+/* Called on the snapshot before it is written, to change timeouts, limits,
+ * logging... Every sub-message of <snap> (timeouts, limits, logging, metrics,
+ * balancing, retries) is already allocated and owned by the harness; strings
+ * set by the callback must outlive e2e_stop() (use literals). */
+typedef void (*e2e_tweak_fn)(Lb__V1__Snapshot *snap, void *arg);
+
+struct e2e_opts {
+    unsigned backends;           /* 1..E2E_MAX_BACKENDS lb-backend processes b0.. */
+    const uint32_t *weights;     /* NULL: all 1; else <backends> entries */
+    Lb__V1__Algorithm algorithm; /* LB__V1__ALGORITHM__ROUND_ROBIN, ... */
+    unsigned workers;            /* lb-dataplane --workers; 0 = 2 */
+    e2e_tweak_fn tweak;          /* NULL or called on the snapshot */
+    void *tweak_arg;             /* passed to <tweak> */
+};
+
+/* A raw HTTP response read by e2e_conn_read(). All strings NUL-terminated. */
+struct e2e_resp {
+    int status;      /* 100..599 */
+    char *head;      /* status line and header lines as received */
+    size_t head_len; /* bytes in <head> */
+    char *body;      /* decoded body (chunked framing removed) */
+    size_t body_len; /* bytes in <body> */
+    bool closed;     /* the server closed after this response */
+};
+
+/* A client connection to 127.0.0.1. */
+struct e2e_conn;
+
+/* ---- time, ports, processes ------------------------------------------- */
+
+/* LB_TEST_TIMEOUT_MS from the environment, or 10000. */
+uint64_t e2e_timeout_ms(void);
+
+/* Monotonic milliseconds. */
+uint64_t e2e_now_ms(void);
+
+/* Sleeps <ms> milliseconds. */
+void e2e_sleep_ms(unsigned ms);
+
+/* Binds 127.0.0.1:0, reads the port, closes. Returns the port or 0 on failure. */
+unsigned e2e_free_port(void);
+
+/* Starts argv[0] (a path) with stdin from /dev/null and stdout+stderr
+ * appended to <log_path>. Returns the pid, or -1 (fork failed). */
+pid_t e2e_spawn(char *const argv[], const char *log_path);
+
+/* Sends SIGTERM to <pid>, waits up to e2e_timeout_ms(), then SIGKILL and
+ * waits again. Returns the waitpid() status, or -1 if <pid> was not a child. */
+int e2e_kill(pid_t pid);
+
+/* Waits up to <ms> for <pid> to exit. Returns true and fills <status> (may be
+ * NULL) when it did. */
+bool e2e_wait_exit(pid_t pid, uint64_t ms, int *status);
+
+/* ---- worlds -------------------------------------------------------------- */
+
+/* Starts <o->backends> backends, writes the snapshot, starts lb-dataplane and
+ * waits until its frontend accepts connections. Fails the test (ck_abort)
+ * when something does not start. Release with e2e_stop(). */
+struct e2e *e2e_start_opts(const struct e2e_opts *o);
+
+/* e2e_start_opts() with round robin, weights 1, 2 workers, no tweak. */
+struct e2e *e2e_start(unsigned backends);
+
+/* Stops every process <t> started (by pid), removes its temp dir, frees <t>
+ * and every string e2e_get() returned. NULL is a no-op. */
+void e2e_stop(struct e2e *t);
+
+/* Ports: the frontend, the metrics endpoint, backend <i>. */
+unsigned e2e_lb_port(const struct e2e *t);
+unsigned e2e_metrics_port(const struct e2e *t);
+unsigned e2e_backend_port(const struct e2e *t, unsigned i);
+
+/* pid of lb-dataplane, or -1 once e2e_lb_wait_exit() reaped it. */
+pid_t e2e_lb_pid(const struct e2e *t);
+
+/* Path of the world's file <name> (in its temp dir), into <out>. */
+void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz);
+
+/* Stops backend <i> by pid (SIGKILL: abrupt). */
+void e2e_kill_backend(struct e2e *t, unsigned i);
+
+/* Sends SIGTERM to lb-dataplane and waits up to <ms> for it to exit. Returns
+ * true and fills <status> when it did (the pid is then reaped). */
+bool e2e_lb_term(struct e2e *t, uint64_t ms, int *status);
+
+/* ---- clients -------------------------------------------------------------- */
+
+/* Connects to 127.0.0.1:<port> (non-blocking socket, TCP_NODELAY).
+ * Returns NULL on failure. */
+struct e2e_conn *e2e_connect(unsigned port);
+
+/* Closes and frees <c>; NULL is a no-op. */
+void e2e_conn_close(struct e2e_conn *c);
+
+/* Sends all <len> bytes within the timeout. Returns 0, or -1 on error. */
+int e2e_conn_send(struct e2e_conn *c, const void *buf, size_t len);
+
+/* Reads one response. <head_req>: the request was HEAD (no body follows).
+ * A 1xx is returned as a response of its own (read again for the final one).
+ * Returns 0, or -1 on timeout, malformed response or close before a full
+ * response. <r> is filled on 0; release with e2e_resp_free(). */
+int e2e_conn_read(struct e2e_conn *c, struct e2e_resp *r, bool head_req);
+
+/* Reads until the peer closes or <ms> pass. Returns the bytes (NUL
+ * terminated, caller frees) and their count in <len>; sets <closed>
+ * (may be NULL) when the peer closed. */
+char *e2e_conn_read_all(struct e2e_conn *c, uint64_t ms, size_t *len, bool *closed);
+
+/* True if the peer closed the connection (EOF or reset) within <ms>, with
+ * nothing left unread. */
+bool e2e_conn_is_closed(struct e2e_conn *c, uint64_t ms);
+
+void e2e_resp_free(struct e2e_resp *r);
+
+/* Copies the value of the first header <name> (case-insensitive) into <out>;
+ * returns false if absent. */
+bool e2e_resp_header(const struct e2e_resp *r, const char *name, char *out, size_t outsz);
+
+/* GET <path> on the world's keep-alive client connection to the frontend
+ * (reconnecting if the server closed it). Returns the body (owned by <t>,
+ * valid until e2e_stop()), or NULL on failure or a non-2xx status. */
+const char *e2e_get(struct e2e *t, const char *path);
+
+/* Sends <method> <path> with <extra> header lines ("Name: v\r\n"..., may be
+ * NULL) and <body> (Content-Length framed when <body_len> > 0) on a new
+ * connection to <port>, reads the response into <r>. Returns 0 or -1. */
+int e2e_request(unsigned port, const char *method, const char *path, const char *extra,
+                const void *body, size_t body_len, struct e2e_resp *r);
+
+/* Sends <req> raw on a new connection to <port> and reads until the server
+ * closes or <ms> pass. Returns the bytes (caller frees), count in <len>,
+ * <closed> (may be NULL) whether the server closed within <ms>. */
+char *e2e_raw(unsigned port, const void *req, size_t req_len, uint64_t ms, size_t *len,
+              bool *closed);
+
+/* ---- backends and metrics -------------------------------------------------- */
+
+/* The field <key> ("connections" or "requests") of backend <i>'s /stats,
+ * asked directly (this adds one request). Returns -1 on failure. */
+long e2e_backend_stat(struct e2e *t, unsigned i, const char *key);
+
+/* GET /metrics from the world's metrics port. Caller frees; NULL on failure. */
+char *e2e_scrape(struct e2e *t);
+
+/* Sums the samples of metric <name> in Prometheus text <text> whose label set
+ * contains every comma-separated pair of <labels> (e.g. "backend=\"b0\"",
+ * NULL = any). Returns NAN if no sample matched. */
+double e2e_metric(const char *text, const char *name, const char *labels);
+
+/* ---- checks ------------------------------------------------------------- */
+
+/* Byte <i> of lb-backend's /bytes pattern. */
+unsigned char e2e_pattern_byte(uint64_t i);
+
+/* FNV-1a 64 of <len> bytes as lb-backend's /hash answers it (16 hex). */
+void e2e_fnv1a_hex(const void *buf, size_t len, char out[17]);
+
+/* A TCase named <name> with a timeout scaled for process start-up. */
+TCase *e2e_tcase(const char *name);
+
+/* Runs <s> and returns the exit status for main(). */
+int e2e_run(Suite *s);
+
+#endif
