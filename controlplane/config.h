@@ -1,0 +1,284 @@
+/* controlplane/config.h: the config model. Imports config.yaml (libyaml) or its
+ * JSON twin (jansson), validates it with file:line:column messages, exports it
+ * back in canonical form, hashes it and diffs two versions semantically.
+ *
+ * Nothing here keeps global state; every function may be called from any
+ * thread on distinct objects. */
+#ifndef LB_CONFIG_H
+#define LB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lb_err;
+
+enum config_backend_state {
+    CONFIG_BACKEND_ACTIVE = 0,
+    CONFIG_BACKEND_DRAINING,
+    CONFIG_BACKEND_DISABLED,
+};
+
+enum config_hc_type {
+    CONFIG_HC_HTTP = 0,
+    CONFIG_HC_TCP,
+};
+
+enum config_rl_algorithm {
+    CONFIG_RL_TOKEN_BUCKET = 0,
+    CONFIG_RL_SLIDING_WINDOW,
+};
+
+enum config_balancing_algorithm {
+    CONFIG_BAL_ROUND_ROBIN = 0,
+    CONFIG_BAL_WEIGHTED_ROUND_ROBIN,
+    CONFIG_BAL_LEAST_REQUEST,
+};
+
+enum config_log_level {
+    CONFIG_LOG_DEBUG = 0,
+    CONFIG_LOG_INFO,
+    CONFIG_LOG_WARN,
+    CONFIG_LOG_ERROR,
+};
+
+/* frontends[]: one listener. */
+struct config_frontend {
+    char *name;    /* unique; default "http-<port>" */
+    char *address; /* IPv4 or IPv6 literal; default "0.0.0.0" */
+    uint32_t port; /* 1..65535; unique per address */
+    bool tls;      /* default false; true requires the ssl section */
+};
+
+/* backends[]: one upstream server. */
+struct config_backend {
+    char *id;                        /* unique, stable; default "<host>-<port>" from the URL */
+    char *url;                       /* as written: http[s]://host[:port][/] */
+    char *host;                      /* parsed from url: name or IP literal, without [] */
+    uint32_t port;                   /* parsed from url; default 80 (http) or 443 (https) */
+    bool https;                      /* scheme is https */
+    uint32_t weight;                 /* 1..1000; default 1 */
+    enum config_backend_state state; /* default active */
+};
+
+struct config_healthcheck {
+    uint32_t interval_ms;     /* default 10s */
+    uint32_t timeout_ms;      /* default 2s; must not exceed interval */
+    char *path;               /* default "/health"; starts with '/' */
+    uint32_t rise;            /* 1..100, default 2 */
+    uint32_t fall;            /* 1..100, default 3 */
+    enum config_hc_type type; /* default http */
+    uint32_t expected_status; /* 100..599, default 200 */
+    char *host;               /* Host header; "" = the backend's host */
+    bool fail_open;           /* default true: all down = treat all as up */
+};
+
+/* ssl.certificates[]: extra certificates chosen by SNI. */
+struct config_certificate {
+    char *cert_file;
+    char *key_file;
+    char **sni; /* server names; n_sni of them */
+    size_t n_sni;
+};
+
+struct config_ssl {
+    bool present;    /* the section exists; every other field is unset if not */
+    char *cert_file; /* default certificate; "" if only certificates[] is used */
+    char *key_file;
+    char *ca_file;        /* client CA for mutual TLS; "" = none */
+    char *crl_file;       /* "" = none */
+    uint32_t client_auth; /* 0..4, values of lb.v1.ClientAuth; default 0 */
+    char *min_version;    /* "TLSv1.2" (default) or "TLSv1.3" */
+    char *ciphers;        /* TLS 1.2 cipher list; "" = secure default */
+    struct config_certificate *certificates;
+    size_t n_certificates;
+};
+
+struct config_ratelimit {
+    bool enabled;                       /* default false */
+    uint32_t rate;                      /* requests per second; must be > 0 when enabled */
+    uint32_t burst;                     /* default 0 = same as rate */
+    enum config_rl_algorithm algorithm; /* default token_bucket */
+    bool per_client;                    /* default true */
+    bool global;                        /* default false */
+    uint32_t max_keys;                  /* default 100000 */
+};
+
+struct config_circuitbreaker {
+    bool enabled;            /* default: true when the section exists, else false */
+    uint32_t threshold;      /* 1..1000, default 5 */
+    uint32_t timeout_ms;     /* default 30s */
+    uint32_t max_half_open;  /* 1..1000, default 3 */
+    uint32_t max_timeout_ms; /* default 5m; not below timeout */
+};
+
+struct config_balancing {
+    enum config_balancing_algorithm algorithm; /* default weighted_round_robin */
+    uint32_t slow_start_ms;                    /* default 0 = off */
+};
+
+struct config_timeouts {          /* all > 0 */
+    uint32_t client_header_ms;    /* default 10s */
+    uint32_t client_body_ms;      /* default 30s */
+    uint32_t keep_alive_ms;       /* default 60s */
+    uint32_t upstream_connect_ms; /* default 3s */
+    uint32_t upstream_header_ms;  /* default 30s */
+    uint32_t upstream_idle_ms;    /* default 60s */
+    uint32_t drain_ms;            /* default 30s */
+};
+
+struct config_limits {
+    uint32_t max_request_line; /* 64..1048576, default 8192 */
+    uint32_t max_header_bytes; /* 256..16777216, default 32768 */
+    uint32_t max_headers;      /* 1..10000, default 100 */
+    uint32_t max_connections;  /* 1..1000000, default 10000 */
+};
+
+struct config_logging {
+    enum config_log_level level; /* default info */
+    char *format;                /* "json" (the only format) */
+    bool access_log;             /* default true */
+};
+
+struct config_metrics {
+    bool enabled;  /* default false */
+    char *address; /* IP literal; default "127.0.0.1" */
+    uint32_t port; /* 1..65535; default 9090 */
+};
+
+/* The whole model. Every string is owned by the config (never NULL once parsed
+ * or after config_init()); release with config_free(). */
+struct config {
+    struct config_frontend *frontends; /* at least one */
+    size_t n_frontends;
+    struct config_backend *backends; /* at least one */
+    size_t n_backends;
+    struct config_healthcheck healthcheck;
+    struct config_ssl ssl;
+    struct config_ratelimit ratelimit;
+    struct config_circuitbreaker circuitbreaker;
+    struct config_balancing balancing;
+    struct config_timeouts timeouts;
+    struct config_limits limits;
+    struct config_logging logging;
+    struct config_metrics metrics;
+};
+
+/* Parses and validates YAML text <yaml> (<len> bytes). <name> is the file name
+ * used in messages ("config.yaml"); NULL means "config". Relative ssl file
+ * paths are checked against <base_dir> (NULL = the current directory).
+ * Returns LB_OK and a config the caller frees with config_free(), or
+ * LB_EINVAL with <err> like "config.yaml:7:12: backends[1].weight: 1001 is out
+ * of range (1..1000)." (first error wins), or LB_ENOMEM. */
+int config_parse_yaml(const char *yaml, size_t len, const char *name, const char *base_dir,
+                      struct config **out, struct lb_err *err);
+
+/* Reads the file at <path> and parses it as config_parse_yaml() does, with the
+ * file's base name in messages. <base_dir> NULL means the file's directory.
+ * LB_ESYS when the file cannot be read. */
+int config_load_yaml(const char *path, const char *base_dir, struct config **out,
+                     struct lb_err *err);
+
+/* Parses and validates JSON text (same model and keys as the YAML). Messages
+ * name the JSON path instead of a line: "backends[1].weight: ...". JSON syntax
+ * errors carry jansson's line:column. */
+int config_parse_json(const char *json, size_t len, const char *base_dir, struct config **out,
+                      struct lb_err *err);
+
+/* Validates a config built or edited in memory with the same rules as the
+ * parsers (messages name the path). An empty frontend name or backend id gets
+ * its default for the check. The derived backend fields (host, port, https)
+ * are not refreshed: after editing a url, export and parse again to get them.
+ * LB_OK, LB_EINVAL or LB_ENOMEM. */
+int config_validate(const struct config *cfg, const char *base_dir, struct lb_err *err);
+
+/* Canonical YAML: every key, defaults filled in, fixed order, strings double
+ * quoted, durations like "1m30s". Byte-stable; parsing it gives an equal
+ * config. Returns a NUL-terminated string the caller frees with free(), and
+ * its length in <len> (may be NULL); NULL on no memory (err filled). */
+char *config_export_yaml(const struct config *cfg, size_t *len, struct lb_err *err);
+
+/* The same canonical content as compact JSON with sorted-as-canonical keys.
+ * Caller frees with free(). */
+char *config_export_json(const struct config *cfg, struct lb_err *err);
+
+/* SHA-256 of the canonical YAML export as 64 lowercase hex digits plus NUL in
+ * <hex>. LB_OK or LB_ENOMEM. */
+int config_hash(const struct config *cfg, char hex[65], struct lb_err *err);
+
+/* Deep equality of two configs (every field). */
+bool config_equal(const struct config *a, const struct config *b);
+
+/* Deep copy; NULL on no memory. Caller frees with config_free(). */
+struct config *config_dup(const struct config *cfg);
+
+/* A config with every default and no frontend or backend (not valid as is).
+ * NULL on no memory. */
+struct config *config_new_default(void);
+
+/* Frees <cfg> and all it owns; NULL is a no-op. */
+void config_free(struct config *cfg);
+
+/* Parses a Go-like duration: "10s", "500ms", "1m", "1h", "1m30s". A plain
+ * integer is refused (a unit is needed). At most 49 days (fits in ms as
+ * uint32). Returns LB_OK or LB_EINVAL with a one-sentence reason. */
+int config_duration_parse(const char *text, uint32_t *ms, struct lb_err *err);
+
+/* Canonical text of <ms> ("1m30s", "500ms", "0s") in <buf> (32 bytes is
+ * enough). Returns <buf>. */
+char *config_duration_format(uint32_t ms, char *buf, size_t size);
+
+/* Names used by the YAML/JSON form. */
+const char *config_backend_state_name(enum config_backend_state s);
+const char *config_balancing_algorithm_name(enum config_balancing_algorithm a);
+
+/* ---- semantic diff ---------------------------------------------------- */
+
+enum config_change_kind {
+    CONFIG_CHANGE_ADDED = 0,
+    CONFIG_CHANGE_REMOVED,
+    CONFIG_CHANGE_CHANGED,
+};
+
+/* One difference. <path> is a stable machine path such as
+ * "backends[api-1].weight", "frontends[http-8080]" or "ratelimit.rate".
+ * <subject> names the list item ("backend api-1", "frontend web") or is NULL
+ * for a top-level section field; <field> is the field inside the subject or
+ * the dotted section path ("weight", "ratelimit.rate"), NULL when a whole
+ * item or section was added or removed. <old_value>/<new_value> are the
+ * canonical scalar texts; for an added item <new_value> summarises it
+ * ("http://10.0.0.3:80, weight 1") and <old_value> is NULL; the reverse for a
+ * removed one. */
+struct config_change {
+    enum config_change_kind kind;
+    char *path;
+    char *subject;
+    char *field;
+    char *old_value;
+    char *new_value;
+};
+
+struct config_diff {
+    struct config_change *changes; /* frontends, backends, then sections */
+    size_t n;
+};
+
+/* Computes what changed from <a> to <b>. Returns NULL on no memory; an empty
+ * diff (n == 0) when equal. Caller frees with config_diff_free(). */
+struct config_diff *config_diff_new(const struct config *a, const struct config *b,
+                                    struct lb_err *err);
+
+void config_diff_free(struct config_diff *d);
+
+/* One line per change, each ending in '\n': "backend api-1: weight 5 -> 3",
+ * "backend b3 added (http://10.0.0.3:80, weight 1)", "frontend http-8080
+ * removed", "ratelimit.rate: 100 -> 200". "" for an empty diff. Caller frees;
+ * NULL on no memory. */
+char *config_diff_text(const struct config_diff *d);
+
+/* JSON array of {"kind":"added|removed|changed","path":...,"subject":...,
+ * "field":...,"old":...,"new":...} (absent members are null). Caller frees;
+ * NULL on no memory. */
+char *config_diff_json(const struct config_diff *d);
+
+#endif

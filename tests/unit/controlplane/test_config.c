@@ -1,0 +1,577 @@
+/* tests/unit/controlplane/test_config.c */
+#include "config.h"
+#include "lb_err.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static void write_file(const char *name, const char *content)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+/* PEM files are created at run time: the repository ignores *.pem. */
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lb-test-config-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    write_file("cert.pem", "cert\n");
+    write_file("key.pem", "key\n");
+    write_file("ca.pem", "ca\n");
+    write_file("b.pem", "other cert\n");
+}
+
+static void teardown(void)
+{
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *read_fixture(const char *name)
+{
+    const char *src = getenv("LB_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", src ? src : ".", name);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+static struct config *parse_ok(const char *yaml)
+{
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    int rc = config_parse_yaml(yaml, strlen(yaml), "config.yaml", tmpdir, &c, &err);
+    ck_assert_msg(rc == LB_OK, "parse failed: %s", err.msg);
+    return c;
+}
+
+static struct config *seed(void)
+{
+    char *y = read_fixture("tests/unit/controlplane/fixtures/seed.yaml");
+    struct config *c = parse_ok(y);
+    free(y);
+    return c;
+}
+
+#define MINIMAL "frontends:\n  - port: 8080\nbackends:\n  - url: \"http://a:1\"\n"
+
+START_TEST(seed_parses)
+{
+    struct config *c = seed();
+    ck_assert_uint_eq(c->n_frontends, 2);
+    ck_assert_uint_eq(c->frontends[0].port, 8080);
+    ck_assert_str_eq(c->frontends[0].name, "http-8080");
+    ck_assert_uint_eq(c->frontends[1].port, 8443);
+    ck_assert(!c->frontends[1].tls); /* the comment does not make it TLS */
+    ck_assert_uint_eq(c->n_backends, 2);
+    ck_assert_str_eq(c->backends[0].id, "backend1-9001");
+    ck_assert_str_eq(c->backends[0].host, "backend1");
+    ck_assert_uint_eq(c->backends[0].port, 9001);
+    ck_assert_uint_eq(c->backends[0].weight, 5);
+    ck_assert_uint_eq(c->backends[1].weight, 3);
+    ck_assert_uint_eq(c->healthcheck.interval_ms, 10000);
+    ck_assert_uint_eq(c->healthcheck.timeout_ms, 2000);
+    ck_assert_str_eq(c->healthcheck.path, "/health");
+    ck_assert(c->ssl.present);
+    ck_assert_str_eq(c->ssl.cert_file, "cert.pem");
+    ck_assert_str_eq(c->ssl.ca_file, "ca.pem");
+    ck_assert_uint_eq(c->ssl.client_auth, 4);
+    ck_assert(c->ratelimit.enabled);
+    ck_assert_uint_eq(c->ratelimit.rate, 100);
+    ck_assert_uint_eq(c->ratelimit.burst, 50);
+    ck_assert_int_eq(c->ratelimit.algorithm, CONFIG_RL_TOKEN_BUCKET);
+    ck_assert(c->circuitbreaker.enabled);
+    ck_assert_uint_eq(c->circuitbreaker.threshold, 5);
+    ck_assert_uint_eq(c->circuitbreaker.timeout_ms, 30000);
+    ck_assert_uint_eq(c->circuitbreaker.max_half_open, 3);
+    ck_assert_int_eq(c->logging.level, CONFIG_LOG_INFO);
+    ck_assert_str_eq(c->logging.format, "json");
+    ck_assert(c->metrics.enabled);
+    ck_assert_uint_eq(c->metrics.port, 9090);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(deploy_example_validates)
+{
+    const char *src = getenv("LB_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/deploy/config.yaml", src ? src : ".");
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(config_load_yaml(path, NULL, &c, &err) == LB_OK, "%s", err.msg);
+    ck_assert_uint_eq(c->n_frontends, 1);
+    ck_assert_str_eq(c->frontends[0].name, "web");
+    ck_assert_str_eq(c->frontends[0].address, "127.0.0.1");
+    ck_assert_uint_eq(c->n_backends, 3);
+    ck_assert_str_eq(c->backends[2].id, "demo-c");
+    ck_assert_uint_eq(c->backends[1].weight, 3);
+    ck_assert(!c->ratelimit.enabled);
+    ck_assert(!c->ssl.present);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(defaults_filled)
+{
+    struct config *c = parse_ok(MINIMAL);
+    ck_assert_str_eq(c->frontends[0].name, "http-8080");
+    ck_assert_str_eq(c->frontends[0].address, "0.0.0.0");
+    ck_assert(!c->frontends[0].tls);
+    ck_assert_str_eq(c->backends[0].id, "a-1");
+    ck_assert_uint_eq(c->backends[0].weight, 1);
+    ck_assert_int_eq(c->backends[0].state, CONFIG_BACKEND_ACTIVE);
+    ck_assert(!c->backends[0].https);
+    ck_assert_uint_eq(c->healthcheck.rise, 2);
+    ck_assert_uint_eq(c->healthcheck.fall, 3);
+    ck_assert_int_eq(c->healthcheck.type, CONFIG_HC_HTTP);
+    ck_assert_uint_eq(c->healthcheck.expected_status, 200);
+    ck_assert(c->healthcheck.fail_open);
+    ck_assert(!c->ssl.present);
+    ck_assert(!c->ratelimit.enabled);
+    ck_assert(c->ratelimit.per_client);
+    ck_assert_uint_eq(c->ratelimit.max_keys, 100000);
+    ck_assert(!c->circuitbreaker.enabled);
+    ck_assert_uint_eq(c->circuitbreaker.max_timeout_ms, 300000);
+    ck_assert_int_eq(c->balancing.algorithm, CONFIG_BAL_WEIGHTED_ROUND_ROBIN);
+    ck_assert_uint_eq(c->timeouts.client_header_ms, 10000);
+    ck_assert_uint_eq(c->timeouts.upstream_connect_ms, 3000);
+    ck_assert_uint_eq(c->timeouts.drain_ms, 30000);
+    ck_assert_uint_eq(c->limits.max_request_line, 8192);
+    ck_assert_uint_eq(c->limits.max_headers, 100);
+    ck_assert(c->logging.access_log);
+    ck_assert_str_eq(c->metrics.address, "127.0.0.1");
+    ck_assert(!c->metrics.enabled);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(extended_keys)
+{
+    struct config *c = parse_ok("frontends:\n"
+                                "  - {name: web, address: \"::1\", port: 443, tls: true}\n"
+                                "  - {port: 443, address: 127.0.0.1}\n"
+                                "backends:\n"
+                                "  - {url: \"https://[::1]:8443/\", state: draining}\n"
+                                "  - {url: \"http://Example.COM\", id: ex, weight: 1000}\n"
+                                "ssl:\n"
+                                "  certFile: cert.pem\n"
+                                "  keyFile: key.pem\n"
+                                "  minVersion: TLSv1.3\n"
+                                "  certificates:\n"
+                                "    - {certFile: b.pem, keyFile: key.pem, sni: [a.example, "
+                                "b.example]}\n"
+                                "balancing: {algorithm: least_request, slowStart: 1m30s}\n"
+                                "timeouts: {upstreamConnect: 500ms}\n"
+                                "healthcheck: {type: tcp, failOpen: false}\n");
+    ck_assert(c->frontends[0].tls);
+    ck_assert_str_eq(c->frontends[0].address, "::1");
+    ck_assert_str_eq(c->backends[0].host, "::1");
+    ck_assert_uint_eq(c->backends[0].port, 8443);
+    ck_assert(c->backends[0].https);
+    ck_assert_str_eq(c->backends[0].id, "::1-8443");
+    ck_assert_int_eq(c->backends[0].state, CONFIG_BACKEND_DRAINING);
+    ck_assert_str_eq(c->backends[1].host, "example.com");
+    ck_assert_uint_eq(c->backends[1].port, 80);
+    ck_assert_str_eq(c->ssl.min_version, "TLSv1.3");
+    ck_assert_uint_eq(c->ssl.n_certificates, 1);
+    ck_assert_uint_eq(c->ssl.certificates[0].n_sni, 2);
+    ck_assert_str_eq(c->ssl.certificates[0].sni[1], "b.example");
+    ck_assert_int_eq(c->balancing.algorithm, CONFIG_BAL_LEAST_REQUEST);
+    ck_assert_uint_eq(c->balancing.slow_start_ms, 90000);
+    ck_assert_uint_eq(c->timeouts.upstream_connect_ms, 500);
+    ck_assert_int_eq(c->healthcheck.type, CONFIG_HC_TCP);
+    ck_assert(!c->healthcheck.fail_open);
+    config_free(c);
+}
+END_TEST
+
+struct bad {
+    const char *yaml;
+    const char *where; /* "line:col" */
+    const char *what;  /* message fragment */
+};
+
+#define BE  "backends:\n  - url: \"http://a:1\"\n"
+#define FE  "frontends:\n  - port: 8080\n"
+#define FEB "frontends:\n  - port: 8080\nbackends:\n"
+
+static const struct bad bad_cases[] = {
+    {"frontends: [\n" BE, "3:3", "YAML syntax error"},
+    {"frontends:\n  - port: 8080\n   bad: x\n" BE, "3:4", "YAML syntax error"},
+    {FEB "  - url: \"http://a:1\"\n    wieght: 5\n", "5:5",
+     "backends[0]: unknown key \"wieght\" (did you mean \"weight\"?)"},
+    {FE BE "metric:\n  port: 1\n", "5:1", "unknown key \"metric\" (did you mean \"metrics\"?)"},
+    {FE BE "zzzzzz: 1\n", "5:1", "unknown key \"zzzzzz\""},
+    {FEB "  - url: \"http://a:1\"\n    weight: 1001\n", "5:13",
+     "backends[0].weight: 1001 is out of range (1..1000)"},
+    {FEB "  - url: \"http://a:1\"\n  - url: \"http://b:1\"\n    weight: 0\n", "6:13",
+     "backends[1].weight: 0 is out of range (1..1000)"},
+    {FEB "  - url: \"http://a:1\"\n    weight: \"5\"\n", "5:13",
+     "backends[0].weight: expected a whole number, got a string"},
+    {FEB "  - url: \"http://a:1\"\n    weight: [1]\n", "5:13",
+     "expected a whole number, got a list"},
+    {FEB "  - url: \"ftp://a:1\"\n", "4:10", "backends[0].url: scheme \"ftp\" is not supported"},
+    {FEB "  - url: \"http://:80\"\n", "4:10", "has no host"},
+    {FEB "  - url: \"http://a:70000\"\n", "4:10", "must be a number in 1..65535"},
+    {FEB "  - url: \"http://a:1/api\"\n", "4:10", "cannot have a path"},
+    {FEB "  - url: backend\n", "4:10", "is not a URL"},
+    {FEB "  - weight: 2\n", "4:5", "backends[0]: url is required"},
+    {"frontends:\n  - port: 8080\n  - port: 8080\n" BE, "3:11",
+     "frontends[1].port: port 8080 on 0.0.0.0 is already used by frontends[0]"},
+    {"frontends:\n  - port: 80\n  - {port: 81, name: http-80}\n" BE, "3:22",
+     "name \"http-80\" is already used"},
+    {"frontends:\n  - port: 0\n" BE, "2:11", "0 is out of range (1..65535)"},
+    {"frontends:\n  - port: 80\n    address: localhost\n" BE, "3:14",
+     "\"localhost\" is not an IPv4 or IPv6 address"},
+    {FEB "  - url: \"http://a:1\"\n    id: x\n  - url: \"http://b:1\"\n    id: x\n", "7:9",
+     "backends[1].id: id \"x\" is already used by backends[0]"},
+    {FEB "  - url: \"http://a:1\"\n  - url: \"http://A:1/\"\n", "5:10",
+     "is the same server as backends[0]"},
+    {FE BE "healthcheck:\n  interval: 10\n", "6:13", "10 has no unit; add one"},
+    {FE BE "healthcheck:\n  interval: \"10x\"\n", "6:13", "unknown or missing unit"},
+    {FE BE "healthcheck:\n  timeout: 1m\n", "6:12", "1m must not exceed the interval 10s"},
+    {FE BE "ssl:\n  certFile: cert.pem\n  keyFile: key.pem\n  clientAuth: 7\n", "8:15",
+     "ssl.clientAuth: 7 is out of range (0..4)"},
+    {"frontends:\n  - port: 443\n    tls: true\n" BE, "3:10",
+     "frontends[0].tls: a TLS frontend needs the ssl section"},
+    {FE BE "ssl:\n  certFile: missing.pem\n  keyFile: key.pem\n", "6:13",
+     "ssl.certFile: cannot read"},
+    {FE BE "ssl:\n  certFile: cert.pem\n  keyFile: key.pem\n  caFile: nope.pem\n", "8:11",
+     "ssl.caFile: cannot read"},
+    {FE BE "ssl:\n  certFile: cert.pem\n", "6:3", "keyFile is required with certFile"},
+    {FE BE "balancing:\n  algorithm: random\n", "6:14",
+     "unknown algorithm \"random\" (expected round_robin, weighted_round_robin or least_request)"},
+    {FE BE "ratelimit:\n  algorithm: leaky\n", "6:14", "unknown algorithm \"leaky\""},
+    {FE BE "logging:\n  level: verbose\n", "6:10", "unknown level \"verbose\""},
+    {FE BE "logging:\n  format: text\n", "6:11", "unknown format \"text\" (expected json)"},
+    {FE BE "ratelimit:\n  enabled: true\n  rate: 0\n", "7:9",
+     "ratelimit.rate: must be at least 1 when the rate limit is enabled"},
+    {FE BE "ratelimit:\n  enabled: yes\n", "6:12", "expected true or false"},
+    {"frontends: []\n" BE, "1:12", "frontends: the list is empty"},
+    {FE "backends: []\n", "3:11", "backends: the list is empty"},
+    {FE, "1:1", "backends is required"},
+    {"- 1\n", "1:1", "expected a mapping, got a list"},
+    {FE BE "frontends:\n  - port: 1\n", "5:1", "key \"frontends\" appears twice"},
+};
+
+START_TEST(bad_config)
+{
+    const struct bad *b = &bad_cases[_i];
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    int rc = config_parse_yaml(b->yaml, strlen(b->yaml), "config.yaml", tmpdir, &c, &err);
+    ck_assert_msg(rc == LB_EINVAL, "case %d accepted", _i);
+    ck_assert_ptr_null(c);
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "config.yaml:%s: ", b->where);
+    ck_assert_msg(strncmp(err.msg, prefix, strlen(prefix)) == 0, "case %d: want %s, got \"%s\"", _i,
+                  prefix, err.msg);
+    ck_assert_msg(strstr(err.msg, b->what) != NULL, "case %d: want \"%s\" in \"%s\"", _i, b->what,
+                  err.msg);
+}
+END_TEST
+
+START_TEST(same_port_other_address_ok)
+{
+    struct config *c = parse_ok("frontends:\n  - {port: 80, address: 127.0.0.1}\n"
+                                "  - {port: 80, address: 127.0.0.2, name: b}\n" BE);
+    ck_assert_uint_eq(c->n_frontends, 2);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(durations)
+{
+    static const struct {
+        const char *text;
+        uint32_t ms;
+    } ok[] = {{"10s", 10000},   {"500ms", 500}, {"1m", 60000},         {"1h", 3600000},
+              {"1m30s", 90000}, {"0s", 0},      {"1h2m3s4ms", 3723004}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        uint32_t ms = 1;
+        struct lb_err err = {0};
+        ck_assert_msg(config_duration_parse(ok[i].text, &ms, &err) == LB_OK, "%s: %s", ok[i].text,
+                      err.msg);
+        ck_assert_uint_eq(ms, ok[i].ms);
+        char buf[32];
+        uint32_t back;
+        ck_assert_int_eq(
+            config_duration_parse(config_duration_format(ms, buf, sizeof(buf)), &back, NULL),
+            LB_OK);
+        ck_assert_uint_eq(back, ms);
+    }
+    static const char *const bad[] = {"",    "10",   "s",     "10x",          "1.5s",
+                                      "-1s", "10 s", "1200h", "99999999999ms"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint32_t ms;
+        ck_assert_msg(config_duration_parse(bad[i], &ms, NULL) == LB_EINVAL, "%s accepted", bad[i]);
+    }
+    struct lb_err err = {0};
+    uint32_t ms;
+    config_duration_parse("30", &ms, &err);
+    ck_assert_str_eq(err.msg, "30 has no unit; add one, as in \"30s\" or \"30ms\"");
+    char buf[32];
+    ck_assert_str_eq(config_duration_format(90000, buf, sizeof(buf)), "1m30s");
+    ck_assert_str_eq(config_duration_format(1500, buf, sizeof(buf)), "1s500ms");
+    ck_assert_str_eq(config_duration_format(0, buf, sizeof(buf)), "0s");
+    ck_assert_str_eq(config_duration_format(7200000, buf, sizeof(buf)), "2h");
+}
+END_TEST
+
+START_TEST(yaml_round_trip)
+{
+    struct config *a = seed();
+    size_t len1, len2;
+    char *y1 = config_export_yaml(a, &len1, NULL);
+    ck_assert_ptr_nonnull(y1);
+    ck_assert_uint_eq(strlen(y1), len1);
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
+    char *y2 = config_export_yaml(b, &len2, NULL);
+    ck_assert_str_eq(y1, y2);
+    /* Canonical form: every key with defaults, strings quoted. */
+    ck_assert_ptr_nonnull(strstr(y1, "- name: \"http-8080\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "- id: \"backend1-9001\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  interval: \"10s\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  weight: 5\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  algorithm: \"weighted_round_robin\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  maxTimeout: \"5m\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  certificates: []\n"));
+    free(y1);
+    free(y2);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(yaml_round_trip_everything)
+{
+    struct config *a = parse_ok("frontends:\n  - {name: web, port: 443, tls: true}\n"
+                                "backends:\n  - {url: \"https://[::1]:8443\", state: disabled}\n"
+                                "ssl:\n  certificates:\n"
+                                "    - {certFile: b.pem, keyFile: key.pem, sni: [x.example]}\n"
+                                "healthcheck: {host: \"svc \\\"q\\\"\", path: \"/h?x=1: 2\"}\n"
+                                "balancing: {algorithm: round_robin, slowStart: 1s500ms}\n");
+    char *y1 = config_export_yaml(a, NULL, NULL);
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
+    ck_assert_str_eq(b->healthcheck.host, "svc \"q\"");
+    ck_assert_str_eq(b->healthcheck.path, "/h?x=1: 2");
+    ck_assert_str_eq(b->ssl.certificates[0].sni[0], "x.example");
+    ck_assert_uint_eq(b->balancing.slow_start_ms, 1500);
+    char *y2 = config_export_yaml(b, NULL, NULL);
+    ck_assert_str_eq(y1, y2);
+    free(y1);
+    free(y2);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(json_round_trip)
+{
+    struct config *a = seed();
+    char *j = config_export_json(a, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_ptr_nonnull(strstr(j, "\"weight\":5"));
+    ck_assert_ptr_nonnull(strstr(j, "\"interval\":\"10s\""));
+    struct config *b = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(config_parse_json(j, strlen(j), tmpdir, &b, &err) == LB_OK, "%s", err.msg);
+    ck_assert(config_equal(a, b));
+    free(j);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(json_errors)
+{
+    static const struct {
+        const char *json;
+        const char *msg;
+    } cases[] = {
+        {"{\"frontends\":[{\"port\":8080}],\"backends\":[{\"url\":\"http://"
+         "a:1\",\"weight\":1001}]}",
+         "backends[0].weight: 1001 is out of range (1..1000)"},
+        {"{\"frontends\":[{\"port\":\"8080\"}],\"backends\":[{\"url\":\"http://a:1\"}]}",
+         "frontends[0].port: expected a whole number, got a string"},
+        {"{\"frontends\":[{\"port\":8080}],\"backends\":[{\"url\":\"http://a:1\"}],"
+         "\"healthcheck\":{\"interval\":10}}",
+         "healthcheck.interval: 10 has no unit"},
+        {"{\"frontends\":[{\"port\":8080}],\"backends\":[{\"url\":\"http://a:1\"}],"
+         "\"logging\":{\"levle\":\"info\"}}",
+         "logging: unknown key \"levle\" (did you mean \"level\"?)"},
+        {"{\"frontends\":[{\"port\":8080}],\"backends\":[{\"url\":\"http://a:1\",\"id\":5}]}",
+         "backends[0].id: expected a string, got a number"},
+        {"{\"frontends\":[{\"port\":8080,\"tls\":\"yes\"}],\"backends\":[{\"url\":\"http://"
+         "a:1\"}]}",
+         "frontends[0].tls: expected true or false, got a string"},
+        {"{\"frontends\": [", "JSON syntax error at 1:"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config *c = NULL;
+        struct lb_err err = {0};
+        ck_assert_int_eq(config_parse_json(cases[i].json, strlen(cases[i].json), tmpdir, &c, &err),
+                         LB_EINVAL);
+        ck_assert_msg(strncmp(err.msg, cases[i].msg, strlen(cases[i].msg)) == 0,
+                      "case %zu: want \"%s\", got \"%s\"", i, cases[i].msg, err.msg);
+    }
+}
+END_TEST
+
+START_TEST(validate_in_memory)
+{
+    struct config *a = seed();
+    struct lb_err err = {0};
+    ck_assert_int_eq(config_validate(a, tmpdir, &err), LB_OK);
+    struct config *b = config_dup(a);
+    ck_assert(config_equal(a, b));
+    b->backends[1].weight = 0;
+    ck_assert(!config_equal(a, b));
+    ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg, "backends[1].weight: 0 is out of range (1..1000)");
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(hash_is_content)
+{
+    struct config *a = seed();
+    struct config *b = config_dup(a);
+    char ha[65], hb[65];
+    ck_assert_int_eq(config_hash(a, ha, NULL), LB_OK);
+    ck_assert_int_eq(config_hash(b, hb, NULL), LB_OK);
+    ck_assert_uint_eq(strlen(ha), 64);
+    ck_assert_str_eq(ha, hb);
+    b->ratelimit.rate = 200;
+    ck_assert_int_eq(config_hash(b, hb, NULL), LB_OK);
+    ck_assert_str_ne(ha, hb);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(diff_cases)
+{
+    struct config *a = parse_ok("frontends:\n  - port: 8080\n  - {port: 8081, name: web}\n"
+                                "backends:\n"
+                                "  - {id: api-1, url: \"http://10.0.0.1:80\", weight: 5}\n"
+                                "  - {id: api-2, url: \"http://10.0.0.2:80\"}\n"
+                                "ratelimit: {rate: 100}\n"
+                                "ssl: {certFile: cert.pem, keyFile: key.pem}\n");
+    struct config *b = parse_ok("frontends:\n  - {port: 8082, name: web}\n"
+                                "backends:\n"
+                                "  - {id: api-1, url: \"http://10.0.0.1:80\", weight: 3}\n"
+                                "  - {id: api-2, url: \"http://10.0.0.2:80\"}\n"
+                                "  - {id: b3, url: \"http://10.0.0.3:80\"}\n"
+                                "ratelimit: {rate: 200}\n"
+                                "ssl: {certFile: b.pem, keyFile: key.pem}\n");
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    ck_assert_ptr_nonnull(d);
+    char *text = config_diff_text(d);
+    ck_assert_str_eq(text, "frontend http-8080 removed\n"
+                           "frontend web: port 8081 -> 8082\n"
+                           "backend api-1: weight 5 -> 3\n"
+                           "backend b3 added (http://10.0.0.3:80, weight 1)\n"
+                           "ssl.certFile: cert.pem -> b.pem\n"
+                           "ratelimit.rate: 100 -> 200\n");
+    ck_assert_uint_eq(d->n, 6);
+    ck_assert_int_eq(d->changes[2].kind, CONFIG_CHANGE_CHANGED);
+    ck_assert_str_eq(d->changes[2].path, "backends[api-1].weight");
+    ck_assert_str_eq(d->changes[2].old_value, "5");
+    ck_assert_str_eq(d->changes[2].new_value, "3");
+    ck_assert_int_eq(d->changes[3].kind, CONFIG_CHANGE_ADDED);
+    ck_assert_int_eq(d->changes[0].kind, CONFIG_CHANGE_REMOVED);
+    char *json = config_diff_json(d);
+    ck_assert_ptr_nonnull(strstr(json, "{\"kind\":\"changed\",\"path\":\"ratelimit.rate\","
+                                       "\"subject\":null,\"field\":\"ratelimit.rate\","
+                                       "\"old\":\"100\",\"new\":\"200\"}"));
+    ck_assert_ptr_nonnull(strstr(json, "{\"kind\":\"added\",\"path\":\"backends[b3]\""));
+    free(json);
+    free(text);
+    config_diff_free(d);
+
+    /* Equal configs: empty diff; removing the ssl section is one change. */
+    d = config_diff_new(a, a, NULL);
+    ck_assert_uint_eq(d->n, 0);
+    text = config_diff_text(d);
+    ck_assert_str_eq(text, "");
+    free(text);
+    config_diff_free(d);
+    b->ssl.present = false;
+    d = config_diff_new(a, b, NULL);
+    text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "\nssl removed\n"));
+    free(text);
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("parse");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, seed_parses);
+    tcase_add_test(tc, deploy_example_validates);
+    tcase_add_test(tc, defaults_filled);
+    tcase_add_test(tc, extended_keys);
+    tcase_add_test(tc, same_port_other_address_ok);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_loop_test(tc, bad_config, 0, (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
+    tcase_add_test(tc, json_errors);
+    tcase_add_test(tc, validate_in_memory);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("durations");
+    tcase_add_test(tc, durations);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("export");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, yaml_round_trip);
+    tcase_add_test(tc, yaml_round_trip_everything);
+    tcase_add_test(tc, json_round_trip);
+    tcase_add_test(tc, hash_is_content);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("diff");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, diff_cases);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(config_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
