@@ -1,0 +1,790 @@
+/* controlplane/store.c: SQLite store. Each public write runs inside one
+ * BEGIN IMMEDIATE ... COMMIT and rolls back on the first failing statement;
+ * statements run through step() so that the test hook can fail any of them. */
+#include "store.h"
+
+#include "lb_err.h"
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct store {
+    sqlite3 *db;
+    bool in_write;  /* inside a write transaction: statements are counted */
+    int stmt_count; /* statements run in the current write transaction */
+    int fail_after; /* test hook: fail statement number <fail_after>; 0 = off */
+    bool injected;  /* the last failure came from the hook */
+};
+
+/* Migration N (1-based) brings the schema from version N-1 to N. Append only;
+ * never edit a step that has shipped. */
+static const char *const migrations[] = {
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT INTO meta (key, value) VALUES ('schema_version', '0');"
+    "CREATE TABLE config_versions ("
+    "  number INTEGER PRIMARY KEY,"
+    "  created_unix_ms INTEGER NOT NULL,"
+    "  author TEXT NOT NULL,"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  hash TEXT NOT NULL,"
+    "  content TEXT NOT NULL);"
+    "CREATE TRIGGER config_versions_no_update BEFORE UPDATE ON config_versions"
+    "  BEGIN SELECT RAISE(ABORT, 'config versions are immutable'); END;"
+    "CREATE TRIGGER config_versions_no_delete BEFORE DELETE ON config_versions"
+    "  BEGIN SELECT RAISE(ABORT, 'config versions are immutable'); END;"
+    "CREATE TABLE active_version ("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  number INTEGER NOT NULL REFERENCES config_versions(number),"
+    "  activated_unix_ms INTEGER NOT NULL);"
+    "CREATE TABLE backend_state ("
+    "  id TEXT PRIMARY KEY,"
+    "  health TEXT NOT NULL CHECK (health IN ('unknown', 'up', 'down')),"
+    "  last_check_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  health_changed_unix_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE dataplanes ("
+    "  node_id TEXT PRIMARY KEY,"
+    "  applied_version INTEGER NOT NULL DEFAULT 0,"
+    "  applied_generation INTEGER NOT NULL DEFAULT 0,"
+    "  last_report_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  rejected_generation INTEGER NOT NULL DEFAULT 0,"
+    "  rejection_reason TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  time_unix_ms INTEGER NOT NULL,"
+    "  who TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  detail TEXT NOT NULL DEFAULT '',"
+    "  from_version INTEGER,"
+    "  to_version INTEGER);"
+    "CREATE INDEX audit_time ON audit (time_unix_ms);",
+};
+
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
+               "one migration per schema version");
+
+static const char *const health_names[] = {"unknown", "up", "down"};
+
+static int64_t now_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int db_fail(struct store *st, struct lb_err *err, const char *what)
+{
+    if (st->injected)
+        return lb_err_set(err, LB_ESTORE, 0, "store: %s: injected failure", what);
+    return lb_err_set(err, LB_ESTORE, 0, "store: %s: %s", what, sqlite3_errmsg(st->db));
+}
+
+static int prepare(struct store *st, const char *sql, sqlite3_stmt **s, struct lb_err *err)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK) {
+        *s = NULL;
+        return db_fail(st, err, "prepare");
+    }
+    return LB_OK;
+}
+
+/* sqlite3_step() that counts statements of a write and lets the hook fail one. */
+static int step(struct store *st, sqlite3_stmt *s)
+{
+    st->injected = false;
+    if (st->in_write && sqlite3_stmt_busy(s) == 0) {
+        st->stmt_count++;
+        if (st->fail_after > 0 && st->stmt_count == st->fail_after) {
+            st->injected = true;
+            return SQLITE_ERROR;
+        }
+    }
+    return sqlite3_step(s);
+}
+
+/* Runs a statement that returns no rows (or whose rows are ignored). */
+static int run(struct store *st, sqlite3_stmt *s, const char *what, struct lb_err *err)
+{
+    int rc = step(st, s);
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(s);
+    int out = rc == SQLITE_DONE ? LB_OK : db_fail(st, err, what);
+    sqlite3_finalize(s);
+    return out;
+}
+
+static int exec_plain(struct store *st, const char *sql, const char *what, struct lb_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        lb_err_set(err, LB_ESTORE, 0, "store: %s: %s", what, msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        return LB_ESTORE;
+    }
+    return LB_OK;
+}
+
+static int tx_begin(struct store *st, struct lb_err *err)
+{
+    int rc = exec_plain(st, "BEGIN IMMEDIATE", "begin", err);
+    if (rc == LB_OK) {
+        st->in_write = true;
+        st->stmt_count = 0;
+    }
+    return rc;
+}
+
+/* Commits when <rc> is LB_OK, else rolls back; the hook is one-shot. */
+static int tx_end(struct store *st, int rc, struct lb_err *err)
+{
+    st->in_write = false;
+    st->fail_after = 0;
+    if (rc == LB_OK && exec_plain(st, "COMMIT", "commit", err) == LB_OK)
+        return LB_OK;
+    exec_plain(st, "ROLLBACK", "rollback", NULL);
+    return rc == LB_OK ? LB_ESTORE : rc;
+}
+
+static char *col_dup(sqlite3_stmt *s, int i, bool *ok)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    char *d = strdup(t ? (const char *)t : "");
+    if (d == NULL)
+        *ok = false;
+    return d;
+}
+
+/* ---- open, migrations -------------------------------------------------- */
+
+static int schema_version(struct store *st, int *version, struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(
+        st, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", &s, err);
+    if (rc != LB_OK)
+        return rc;
+    bool has_meta = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1;
+    sqlite3_finalize(s);
+    *version = 0;
+    if (!has_meta)
+        return LB_OK;
+    if ((rc = prepare(st, "SELECT value FROM meta WHERE key = 'schema_version'", &s, err)) != LB_OK)
+        return rc;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return LB_OK;
+}
+
+static int migrate(struct store *st, const char *path, struct lb_err *err)
+{
+    int version;
+    int rc = schema_version(st, &version, err);
+    if (rc != LB_OK)
+        return rc;
+    if (version > STORE_SCHEMA_VERSION)
+        return lb_err_set(err, LB_ESTORE, 0,
+                          "store: %s has schema version %d, newer than this build's %d; "
+                          "use a newer lb-controlplane",
+                          path, version, STORE_SCHEMA_VERSION);
+    for (int v = version + 1; v <= STORE_SCHEMA_VERSION; v++) {
+        char what[48];
+        snprintf(what, sizeof(what), "migration %d", v);
+        if ((rc = exec_plain(st, "BEGIN IMMEDIATE", what, err)) != LB_OK)
+            return rc;
+        char bump[96];
+        snprintf(bump, sizeof(bump), "UPDATE meta SET value = '%d' WHERE key = 'schema_version'",
+                 v);
+        if ((rc = exec_plain(st, migrations[v - 1], what, err)) != LB_OK ||
+            (rc = exec_plain(st, bump, what, err)) != LB_OK ||
+            (rc = exec_plain(st, "COMMIT", what, err)) != LB_OK) {
+            exec_plain(st, "ROLLBACK", "rollback", NULL);
+            return rc;
+        }
+    }
+    return LB_OK;
+}
+
+struct store *store_open(const char *path, struct lb_err *err)
+{
+    struct store *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        lb_err_set(err, LB_ESTORE, 0, "store: cannot open %s: %s", path,
+                   st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        store_close(st);
+        return NULL;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    if (exec_plain(st, "PRAGMA journal_mode = WAL", "journal_mode", err) != LB_OK ||
+        exec_plain(st, "PRAGMA foreign_keys = ON", "foreign_keys", err) != LB_OK ||
+        exec_plain(st, "PRAGMA synchronous = NORMAL", "synchronous", err) != LB_OK ||
+        migrate(st, path, err) != LB_OK) {
+        store_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+void store_close(struct store *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_close(st->db);
+    free(st);
+}
+
+void store__fail_after(struct store *st, int n)
+{
+    st->fail_after = n;
+}
+
+/* ---- versions ------------------------------------------------------------- */
+
+static int query_u64(struct store *st, const char *sql, uint64_t *out, const char *what,
+                     struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, err);
+    if (rc != LB_OK)
+        return rc;
+    int r = step(st, s);
+    if (r == SQLITE_ROW) {
+        *out = (uint64_t)sqlite3_column_int64(s, 0);
+        rc = LB_OK;
+    } else if (r == SQLITE_DONE) {
+        rc = LB_ENOTFOUND;
+    } else {
+        rc = db_fail(st, err, what);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int audit_insert(struct store *st, int64_t now, const char *who, const char *action,
+                        const char *detail, uint64_t from, uint64_t to, struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO audit (time_unix_ms, who, action, detail, from_version, "
+                     "to_version) VALUES (?, ?, ?, ?, ?, ?)",
+                     &s, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_text(s, 2, who, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
+    if (from)
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)from);
+    if (to)
+        sqlite3_bind_int64(s, 6, (sqlite3_int64)to);
+    return run(st, s, "audit insert", err);
+}
+
+/* Inside a transaction: new version with <content>, activated. Fills <prev>
+ * with the previously active version (0 if none). */
+static int insert_version(struct store *st, int64_t now, const char *content, const char *hash,
+                          const char *author, const char *comment, uint64_t *prev, uint64_t *number,
+                          struct lb_err *err)
+{
+    int rc = query_u64(st, "SELECT COALESCE(MAX(number), 0) + 1 FROM config_versions", number,
+                       "next version", err);
+    if (rc != LB_OK)
+        return rc;
+    rc = query_u64(st, "SELECT number FROM active_version WHERE id = 1", prev, "active version",
+                   err);
+    if (rc == LB_ENOTFOUND) {
+        *prev = 0;
+        lb_err_clear(err);
+    } else if (rc != LB_OK) {
+        return rc;
+    }
+    sqlite3_stmt *s;
+    if ((rc = prepare(st,
+                      "INSERT INTO config_versions (number, created_unix_ms, author, comment, "
+                      "hash, content) VALUES (?, ?, ?, ?, ?, ?)",
+                      &s, err)) != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)*number);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_text(s, 3, author, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, comment ? comment : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, content, -1, SQLITE_STATIC);
+    if ((rc = run(st, s, "version insert", err)) != LB_OK)
+        return rc;
+    if ((rc = prepare(st,
+                      "INSERT INTO active_version (id, number, activated_unix_ms) VALUES (1, ?, ?) "
+                      "ON CONFLICT (id) DO UPDATE SET number = excluded.number, "
+                      "activated_unix_ms = excluded.activated_unix_ms",
+                      &s, err)) != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)*number);
+    sqlite3_bind_int64(s, 2, now);
+    return run(st, s, "activate version", err);
+}
+
+int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
+                      const char *comment, uint64_t *new_number, struct lb_err *err)
+{
+    if (content == NULL || content[0] == '\0' || author == NULL || author[0] == '\0' ||
+        hash == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "store: a version needs content, hash and author");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    int64_t now = now_unix_ms();
+    uint64_t prev = 0, number = 0;
+    rc = insert_version(st, now, content, hash, author, comment, &prev, &number, err);
+    if (rc == LB_OK)
+        rc = audit_insert(st, now, author, "config.put", comment, prev, number, err);
+    rc = tx_end(st, rc, err);
+    if (rc == LB_OK && new_number != NULL)
+        *new_number = number;
+    return rc;
+}
+
+static int read_version(sqlite3_stmt *s, struct store_version *v, bool with_content)
+{
+    bool ok = true;
+    v->number = (uint64_t)sqlite3_column_int64(s, 0);
+    v->created_unix_ms = sqlite3_column_int64(s, 1);
+    v->author = col_dup(s, 2, &ok);
+    v->comment = col_dup(s, 3, &ok);
+    v->hash = col_dup(s, 4, &ok);
+    v->content = with_content ? col_dup(s, 5, &ok) : strdup("");
+    return ok && v->content != NULL ? LB_OK : LB_ENOMEM;
+}
+
+static void version_clear(struct store_version *v)
+{
+    free(v->author);
+    free(v->comment);
+    free(v->hash);
+    free(v->content);
+}
+
+void store_version_free(struct store_version *v)
+{
+    if (v == NULL)
+        return;
+    version_clear(v);
+    free(v);
+}
+
+void store_versions_free(struct store_version *vs, size_t n)
+{
+    for (size_t i = 0; vs != NULL && i < n; i++)
+        version_clear(&vs[i]);
+    free(vs);
+}
+
+int store_version_get(struct store *st, uint64_t number, struct store_version **out,
+                      struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT number, created_unix_ms, author, comment, hash, content "
+                     "FROM config_versions WHERE number = ?",
+                     &s, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)number);
+    int r = step(st, s);
+    if (r == SQLITE_ROW) {
+        struct store_version *v = calloc(1, sizeof(*v));
+        if (v == NULL || read_version(s, v, true) != LB_OK) {
+            store_version_free(v);
+            rc = lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+        } else {
+            *out = v;
+        }
+    } else if (r == SQLITE_DONE) {
+        rc = lb_err_set(err, LB_ENOTFOUND, 0, "config version %llu does not exist",
+                        (unsigned long long)number);
+    } else {
+        rc = db_fail(st, err, "version get");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Collects rows of <s> into a growing array of <size>-byte items via <read>. */
+static int collect(struct store *st, sqlite3_stmt *s, size_t size,
+                   int (*read)(sqlite3_stmt *, void *), void (*clear)(void *), void **out,
+                   size_t *n, const char *what, struct lb_err *err)
+{
+    char *arr = NULL;
+    size_t count = 0, cap = 0;
+    int r, rc = LB_OK;
+    while ((r = step(st, s)) == SQLITE_ROW) {
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            char *na = realloc(arr, cap * size);
+            if (na == NULL) {
+                rc = LB_ENOMEM;
+                break;
+            }
+            arr = na;
+        }
+        memset(arr + count * size, 0, size);
+        rc = read(s, arr + count * size);
+        count++;
+        if (rc != LB_OK)
+            break;
+    }
+    if (rc == LB_OK && r != SQLITE_DONE)
+        rc = db_fail(st, err, what);
+    else if (rc == LB_ENOMEM)
+        lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+    sqlite3_finalize(s);
+    if (rc != LB_OK) {
+        for (size_t i = 0; i < count; i++)
+            clear(arr + i * size);
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = count;
+    return LB_OK;
+}
+
+static int read_version_row(sqlite3_stmt *s, void *item)
+{
+    return read_version(s, item, false);
+}
+
+static void clear_version(void *item)
+{
+    version_clear(item);
+}
+
+int store_versions_list(struct store *st, size_t limit, struct store_version **out, size_t *n,
+                        struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT number, created_unix_ms, author, comment, hash FROM config_versions "
+                     "ORDER BY number DESC LIMIT ?",
+                     &s, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, limit ? (sqlite3_int64)limit : -1);
+    void *arr = NULL;
+    rc = collect(st, s, sizeof(struct store_version), read_version_row, clear_version, &arr, n,
+                 "version list", err);
+    if (rc == LB_OK)
+        *out = arr;
+    return rc;
+}
+
+int store_active_version(struct store *st, uint64_t *number, struct lb_err *err)
+{
+    int rc = query_u64(st, "SELECT number FROM active_version WHERE id = 1", number,
+                       "active version", err);
+    if (rc == LB_ENOTFOUND)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no config version is active yet");
+    return rc;
+}
+
+int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
+                   uint64_t *new_number, struct lb_err *err)
+{
+    if (author == NULL || author[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "store: a rollback needs an author");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    int64_t now = now_unix_ms();
+    uint64_t prev = 0, number = 0;
+    sqlite3_stmt *s = NULL;
+    char *content = NULL, *hash = NULL;
+    rc = prepare(st, "SELECT content, hash FROM config_versions WHERE number = ?", &s, err);
+    if (rc == LB_OK) {
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)target);
+        int r = step(st, s);
+        if (r == SQLITE_ROW) {
+            bool ok = true;
+            content = col_dup(s, 0, &ok);
+            hash = col_dup(s, 1, &ok);
+            if (!ok)
+                rc = lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+        } else if (r == SQLITE_DONE) {
+            rc = lb_err_set(err, LB_ENOTFOUND, 0, "config version %llu does not exist",
+                            (unsigned long long)target);
+        } else {
+            rc = db_fail(st, err, "rollback read");
+        }
+        sqlite3_finalize(s);
+    }
+    char detail[512];
+    snprintf(detail, sizeof(detail), "content of version %llu%s%s", (unsigned long long)target,
+             comment && comment[0] ? ": " : "", comment ? comment : "");
+    if (rc == LB_OK)
+        rc = insert_version(st, now, content, hash, author,
+                            comment && comment[0] ? comment : detail, &prev, &number, err);
+    if (rc == LB_OK)
+        rc = audit_insert(st, now, author, "rollback", detail, prev, number, err);
+    free(content);
+    free(hash);
+    rc = tx_end(st, rc, err);
+    if (rc == LB_OK && new_number != NULL)
+        *new_number = number;
+    return rc;
+}
+
+/* ---- backend health --------------------------------------------------------- */
+
+int store_health_set(struct store *st, const char *id, enum store_health health,
+                     const char *last_error, int64_t now_ms, struct lb_err *err)
+{
+    if (id == NULL || id[0] == '\0' || (unsigned)health > STORE_HEALTH_DOWN)
+        return lb_err_set(err, LB_EINVAL, 0, "store: health needs a backend id and a verdict");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_stmt *s;
+    rc = prepare(st,
+                 "INSERT INTO backend_state (id, health, last_check_unix_ms, last_error, "
+                 "health_changed_unix_ms) VALUES (?1, ?2, ?3, ?4, ?3) "
+                 "ON CONFLICT (id) DO UPDATE SET "
+                 "health_changed_unix_ms = CASE WHEN health = excluded.health "
+                 "THEN health_changed_unix_ms ELSE excluded.last_check_unix_ms END, "
+                 "health = excluded.health, last_check_unix_ms = excluded.last_check_unix_ms, "
+                 "last_error = excluded.last_error",
+                 &s, err);
+    if (rc == LB_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, health_names[health], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, now_ms);
+        sqlite3_bind_text(s, 4, last_error ? last_error : "", -1, SQLITE_STATIC);
+        rc = run(st, s, "health set", err);
+    }
+    return tx_end(st, rc, err);
+}
+
+static int read_health(sqlite3_stmt *s, void *item)
+{
+    struct store_backend_health *h = item;
+    bool ok = true;
+    h->id = col_dup(s, 0, &ok);
+    const char *name = (const char *)sqlite3_column_text(s, 1);
+    h->health = STORE_HEALTH_UNKNOWN;
+    for (int i = 0; name && i < 3; i++)
+        if (strcmp(name, health_names[i]) == 0)
+            h->health = (enum store_health)i;
+    h->last_check_unix_ms = sqlite3_column_int64(s, 2);
+    h->last_error = col_dup(s, 3, &ok);
+    h->health_changed_unix_ms = sqlite3_column_int64(s, 4);
+    return ok ? LB_OK : LB_ENOMEM;
+}
+
+static void clear_health(void *item)
+{
+    struct store_backend_health *h = item;
+    free(h->id);
+    free(h->last_error);
+}
+
+void store_health_free(struct store_backend_health *h)
+{
+    if (h == NULL)
+        return;
+    clear_health(h);
+    free(h);
+}
+
+void store_health_list_free(struct store_backend_health *hs, size_t n)
+{
+    for (size_t i = 0; hs != NULL && i < n; i++)
+        clear_health(&hs[i]);
+    free(hs);
+}
+
+#define HEALTH_COLS "id, health, last_check_unix_ms, last_error, health_changed_unix_ms"
+
+int store_health_get(struct store *st, const char *id, struct store_backend_health **out,
+                     struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "SELECT " HEALTH_COLS " FROM backend_state WHERE id = ?", &s, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    void *arr = NULL;
+    size_t n = 0;
+    if ((rc = collect(st, s, sizeof(struct store_backend_health), read_health, clear_health, &arr,
+                      &n, "health get", err)) != LB_OK)
+        return rc;
+    if (n == 0) {
+        free(arr);
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no health recorded for backend %s", id);
+    }
+    *out = arr;
+    return LB_OK;
+}
+
+int store_health_list(struct store *st, struct store_backend_health **out, size_t *n,
+                      struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "SELECT " HEALTH_COLS " FROM backend_state ORDER BY id", &s, err);
+    if (rc != LB_OK)
+        return rc;
+    void *arr = NULL;
+    rc = collect(st, s, sizeof(struct store_backend_health), read_health, clear_health, &arr, n,
+                 "health list", err);
+    if (rc == LB_OK)
+        *out = arr;
+    return rc;
+}
+
+/* ---- data planes ---------------------------------------------------------------- */
+
+int store_dataplane_upsert(struct store *st, const struct store_dataplane *dp, struct lb_err *err)
+{
+    if (dp->node_id == NULL || dp->node_id[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "store: a data plane needs a node id");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_stmt *s;
+    rc = prepare(st,
+                 "INSERT INTO dataplanes (node_id, applied_version, applied_generation, "
+                 "last_report_unix_ms, rejected_generation, rejection_reason) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                 "applied_version = excluded.applied_version, "
+                 "applied_generation = excluded.applied_generation, "
+                 "last_report_unix_ms = excluded.last_report_unix_ms, "
+                 "rejected_generation = excluded.rejected_generation, "
+                 "rejection_reason = excluded.rejection_reason",
+                 &s, err);
+    if (rc == LB_OK) {
+        sqlite3_bind_text(s, 1, dp->node_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)dp->applied_version);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)dp->applied_generation);
+        sqlite3_bind_int64(s, 4, dp->last_report_unix_ms);
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)dp->rejected_generation);
+        sqlite3_bind_text(s, 6, dp->rejection_reason ? dp->rejection_reason : "", -1,
+                          SQLITE_STATIC);
+        rc = run(st, s, "data plane upsert", err);
+    }
+    return tx_end(st, rc, err);
+}
+
+static int read_dataplane(sqlite3_stmt *s, void *item)
+{
+    struct store_dataplane *d = item;
+    bool ok = true;
+    d->node_id = col_dup(s, 0, &ok);
+    d->applied_version = (uint64_t)sqlite3_column_int64(s, 1);
+    d->applied_generation = (uint64_t)sqlite3_column_int64(s, 2);
+    d->last_report_unix_ms = sqlite3_column_int64(s, 3);
+    d->rejected_generation = (uint64_t)sqlite3_column_int64(s, 4);
+    d->rejection_reason = col_dup(s, 5, &ok);
+    return ok ? LB_OK : LB_ENOMEM;
+}
+
+static void clear_dataplane(void *item)
+{
+    struct store_dataplane *d = item;
+    free(d->node_id);
+    free(d->rejection_reason);
+}
+
+void store_dataplanes_free(struct store_dataplane *dps, size_t n)
+{
+    for (size_t i = 0; dps != NULL && i < n; i++)
+        clear_dataplane(&dps[i]);
+    free(dps);
+}
+
+int store_dataplanes_list(struct store *st, struct store_dataplane **out, size_t *n,
+                          struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT node_id, applied_version, applied_generation, last_report_unix_ms, "
+                     "rejected_generation, rejection_reason FROM dataplanes ORDER BY node_id",
+                     &s, err);
+    if (rc != LB_OK)
+        return rc;
+    void *arr = NULL;
+    rc = collect(st, s, sizeof(struct store_dataplane), read_dataplane, clear_dataplane, &arr, n,
+                 "data plane list", err);
+    if (rc == LB_OK)
+        *out = arr;
+    return rc;
+}
+
+/* ---- audit -------------------------------------------------------------------------- */
+
+int store_audit_add(struct store *st, const char *who, const char *action, const char *detail,
+                    uint64_t from_version, uint64_t to_version, struct lb_err *err)
+{
+    if (who == NULL || who[0] == '\0' || action == NULL || action[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "store: an audit row needs who and action");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    rc = audit_insert(st, now_unix_ms(), who, action, detail, from_version, to_version, err);
+    return tx_end(st, rc, err);
+}
+
+static int read_audit(sqlite3_stmt *s, void *item)
+{
+    struct store_audit *a = item;
+    bool ok = true;
+    a->id = sqlite3_column_int64(s, 0);
+    a->time_unix_ms = sqlite3_column_int64(s, 1);
+    a->who = col_dup(s, 2, &ok);
+    a->action = col_dup(s, 3, &ok);
+    a->detail = col_dup(s, 4, &ok);
+    a->from_version = (uint64_t)sqlite3_column_int64(s, 5);
+    a->to_version = (uint64_t)sqlite3_column_int64(s, 6);
+    return ok ? LB_OK : LB_ENOMEM;
+}
+
+static void clear_audit(void *item)
+{
+    struct store_audit *a = item;
+    free(a->who);
+    free(a->action);
+    free(a->detail);
+}
+
+void store_audit_free(struct store_audit *as, size_t n)
+{
+    for (size_t i = 0; as != NULL && i < n; i++)
+        clear_audit(&as[i]);
+    free(as);
+}
+
+int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
+                     struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT id, time_unix_ms, who, action, detail, from_version, to_version "
+                     "FROM audit ORDER BY id DESC LIMIT ?",
+                     &s, err);
+    if (rc != LB_OK)
+        return rc;
+    sqlite3_bind_int64(s, 1, limit ? (sqlite3_int64)limit : -1);
+    void *arr = NULL;
+    rc = collect(st, s, sizeof(struct store_audit), read_audit, clear_audit, &arr, n, "audit list",
+                 err);
+    if (rc == LB_OK)
+        *out = arr;
+    return rc;
+}

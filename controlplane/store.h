@@ -1,0 +1,149 @@
+/* controlplane/store.h: the control plane's SQLite store. Config versions
+ * (immutable), the active version, backend health, data planes seen and the
+ * audit log. Every write is one transaction: when any statement fails,
+ * nothing changes and the error (LB_ESTORE) carries sqlite3_errmsg().
+ *
+ * A store handle is used by one thread at a time (the control plane's loop);
+ * several processes may open the same file (WAL, busy timeout 5 s). */
+#ifndef LB_STORE_H
+#define LB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct lb_err;
+struct store;
+
+/* The schema version this build writes (migrations 1..STORE_SCHEMA_VERSION). */
+#define STORE_SCHEMA_VERSION 1
+
+enum store_health {
+    STORE_HEALTH_UNKNOWN = 0,
+    STORE_HEALTH_UP,
+    STORE_HEALTH_DOWN,
+};
+
+/* One config version. Strings are owned by the struct. */
+struct store_version {
+    uint64_t number;         /* 1, 2, 3...; never reused */
+    int64_t created_unix_ms; /* when it was stored */
+    char *author;            /* "uid:1000" or "token:name" */
+    char *comment;           /* free text, may be "" */
+    char *hash;              /* content hash (config_hash()) */
+    char *content;           /* canonical config; "" in lists (see below) */
+};
+
+struct store_backend_health {
+    char *id;                       /* backend id */
+    enum store_health health;       /* last verdict */
+    int64_t last_check_unix_ms;     /* last check, 0 = never */
+    char *last_error;               /* "" when the last check passed */
+    int64_t health_changed_unix_ms; /* when <health> last changed */
+};
+
+struct store_dataplane {
+    char *node_id;
+    uint64_t applied_version;
+    uint64_t applied_generation;
+    int64_t last_report_unix_ms;
+    uint64_t rejected_generation; /* 0 if the newest snapshot was applied */
+    char *rejection_reason;       /* "" if none */
+};
+
+struct store_audit {
+    int64_t id; /* increasing */
+    int64_t time_unix_ms;
+    char *who;             /* "uid:1000" or "token:name" */
+    char *action;          /* "config.put", "rollback", ... */
+    char *detail;          /* free text */
+    uint64_t from_version; /* 0 = none */
+    uint64_t to_version;   /* 0 = none */
+};
+
+/* Opens (creating if needed) the database at <path>, sets WAL,
+ * foreign_keys=ON and a busy timeout, and applies pending migrations, each in
+ * one transaction. Refuses a database whose schema is newer than this build
+ * (LB_ESTORE, "... schema version N is newer than this build's M ...").
+ * Returns NULL and fills <err> on failure. Release with store_close(). */
+struct store *store_open(const char *path, struct lb_err *err);
+
+/* Closes <st>; NULL is a no-op. */
+void store_close(struct store *st);
+
+/* Stores <content> (canonical config text) with <hash> as a new version,
+ * makes it active and writes an audit row ("config.put", from the previous
+ * active version to the new one) -- one transaction. <comment> may be NULL.
+ * Fills <new_number>. LB_OK or LB_ESTORE / LB_EINVAL (empty author/content). */
+int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
+                      const char *comment, uint64_t *new_number, struct lb_err *err);
+
+/* Reads version <number> with its content. LB_ENOTFOUND if there is no such
+ * version. On LB_OK the caller owns *<out> (store_version_free()). */
+int store_version_get(struct store *st, uint64_t number, struct store_version **out,
+                      struct lb_err *err);
+
+void store_version_free(struct store_version *v);
+
+/* Lists at most <limit> versions (0 = all), newest first, without content
+ * (content is ""). The caller owns the array: store_versions_free(*out, *n). */
+int store_versions_list(struct store *st, size_t limit, struct store_version **out, size_t *n,
+                        struct lb_err *err);
+
+void store_versions_free(struct store_version *vs, size_t n);
+
+/* The active version number in *<number>; LB_ENOTFOUND when none was ever put. */
+int store_active_version(struct store *st, uint64_t *number, struct lb_err *err);
+
+/* Copies version <target>'s content into a new version, activates it and
+ * audits "rollback" from the previously active version to <target> with the
+ * new number in the detail -- one transaction. History is never rewritten.
+ * LB_ENOTFOUND if <target> does not exist. */
+int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
+                   uint64_t *new_number, struct lb_err *err);
+
+/* Records a health verdict for backend <id> at <now_ms> (upsert).
+ * <last_error> may be NULL. health_changed_unix_ms moves only when the
+ * verdict differs from the stored one (or on first sight). */
+int store_health_set(struct store *st, const char *id, enum store_health health,
+                     const char *last_error, int64_t now_ms, struct lb_err *err);
+
+/* Reads backend <id>'s health; LB_ENOTFOUND if never recorded. The caller
+ * owns *<out> (store_health_free()). */
+int store_health_get(struct store *st, const char *id, struct store_backend_health **out,
+                     struct lb_err *err);
+
+void store_health_free(struct store_backend_health *h);
+
+/* All recorded backends ordered by id; free with store_health_list_free(). */
+int store_health_list(struct store *st, struct store_backend_health **out, size_t *n,
+                      struct lb_err *err);
+
+void store_health_list_free(struct store_backend_health *hs, size_t n);
+
+/* Inserts or replaces what is known of data plane <dp->node_id>. NULL
+ * rejection_reason counts as "". */
+int store_dataplane_upsert(struct store *st, const struct store_dataplane *dp, struct lb_err *err);
+
+/* All data planes ordered by node id; free with store_dataplanes_free(). */
+int store_dataplanes_list(struct store *st, struct store_dataplane **out, size_t *n,
+                          struct lb_err *err);
+
+void store_dataplanes_free(struct store_dataplane *dps, size_t n);
+
+/* Appends an audit row for actions outside config versions (drain, ...).
+ * <detail> may be NULL; versions 0 = none. */
+int store_audit_add(struct store *st, const char *who, const char *action, const char *detail,
+                    uint64_t from_version, uint64_t to_version, struct lb_err *err);
+
+/* At most <limit> audit rows (0 = all), newest first; free with
+ * store_audit_free(). */
+int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
+                     struct lb_err *err);
+
+void store_audit_free(struct store_audit *as, size_t n);
+
+/* Test hook: the <n>th statement (1-based) executed inside the next write
+ * transaction fails with "injected failure", which rolls it back. 0 disarms. */
+void store__fail_after(struct store *st, int n);
+
+#endif
