@@ -64,7 +64,8 @@ enum http1_method {
 /* How the body of a message is delimited. */
 enum http1_framing {
     HTTP1_BODY_NONE = 0, /* no body */
-    HTTP1_BODY_LENGTH,   /* exactly content_length bytes */
+    HTTP1_BODY_LENGTH,   /* exactly content_length bytes (a Content-Length of 0 gives
+                          * LENGTH with content_length 0, never NONE) */
     HTTP1_BODY_CHUNKED,  /* chunked coding; use struct http1_chunked */
     HTTP1_BODY_CLOSE,    /* responses only: until the server closes */
 };
@@ -76,8 +77,9 @@ enum http1_framing {
 #define HTTP1_MF_UPGRADE         0x08u /* an Upgrade header was present */
 
 struct http1_limits {
-    uint32_t max_request_line; /* bytes, CRLF excluded; over it: 414 */
-    uint32_t max_header_bytes; /* whole head incl. request line; over it: 431 */
+    uint32_t max_request_line; /* bytes, CRLF excluded; over it: 414 (status line: 502) */
+    uint32_t max_header_bytes; /* whole head incl. request line, final empty line and any
+                                * leading empty lines; over it: 431 (responses: 502) */
     uint32_t max_headers;      /* header fields; over it: 431 */
 };
 
@@ -102,8 +104,9 @@ struct http1_msg {
     uint64_t content_length;
     uint32_t flags; /* HTTP1_MF_* */
 
-    /* When a parse returns HTTP1_INVALID: the status to answer (400, 413, 414,
-     * 417, 431, 501, 505) and a static, human-readable reason for logs. */
+    /* When a parse returns HTTP1_INVALID: the status to answer (requests: 400,
+     * 414, 417, 431, 501, 505; responses: always 502) and a static,
+     * human-readable reason for logs. 0 and NULL otherwise. */
     uint16_t error;
     const char *error_reason;
 };
@@ -111,14 +114,16 @@ struct http1_msg {
 /* Incremental scan state: lets a head that arrives in many reads be scanned
  * once, not once per read. Zero it (http1_parser_init) before each message. */
 struct http1_parser {
-    uint32_t scanned; /* bytes already known to hold no end of head */
+    uint32_t scanned;  /* bytes already known to hold no end of head */
     uint32_t line_end; /* end of the first line once seen, else 0 */
+    uint32_t start;    /* start of the first line, after leading empty lines */
 };
 
 void http1_parser_init(struct http1_parser *p);
 
 /* Parses a request head from <buf>[0..len). Returns the head's length in bytes
- * (the body, if any, starts there) when the head is complete and valid,
+ * (the body, if any, starts there; leading empty lines are included) when the
+ * head is complete and valid,
  * HTTP1_INCOMPLETE when more bytes are needed (limits are enforced on partial
  * heads too: an over-long request line or head is refused before it ends), or
  * HTTP1_INVALID with msg->error and msg->error_reason set. Call again with the
@@ -127,9 +132,13 @@ void http1_parser_init(struct http1_parser *p);
 int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
                         const struct http1_limits *lim, struct http1_msg *msg);
 
-/* Same for a response head. <request_meth> is the method of the request it
- * answers (a response to HEAD, and 1xx/204/304 responses, have no body).
- * 2xx responses to CONNECT are refused (HTTP1_INVALID, error 502). */
+/* Same for a response head; every refusal has error 502. <request_meth> is the
+ * method of the request it answers (a response to HEAD, and 1xx/204/304
+ * responses, have no body: framing NONE). 2xx responses to CONNECT are refused.
+ * Transfer-Encoding with final "chunked" gives CHUNKED (any Content-Length
+ * header is then marked HTTP1_HF_HOP and KEEP_ALIVE cleared); other
+ * Transfer-Encoding, or no length at all, gives CLOSE (KEEP_ALIVE cleared).
+ * Transfer-Encoding in an HTTP/1.0 response is refused. */
 int http1_parse_response(struct http1_parser *p, const char *buf, size_t len,
                          const struct http1_limits *lim, uint8_t request_meth,
                          struct http1_msg *msg);
@@ -145,13 +154,15 @@ struct http1_chunked {
 
 void http1_chunked_init(struct http1_chunked *c);
 
-/* Decodes from <buf>[0..len). Each call consumes one run of bytes of the same
+/* Decodes from <buf>[0..len). <data> and <data_len> may not be NULL.
+ * Each call consumes one run of bytes of the same
  * kind: either payload (then *data = buf and *data_len = the returned count)
  * or framing (chunk-size lines, CRLFs, trailer fields; then *data_len = 0).
  * Returns the number of bytes consumed (0 only when len is 0 or c->done),
  * or HTTP1_INVALID on a malformed size line (sign, "0x", overflow, junk,
- * bare CR or LF), a missing CRLF after data, or trailers over 32 KiB.
- * Chunk extensions are accepted and ignored. */
+ * bare CR or LF, more than 15 significant hex digits, a size line with its
+ * extensions over 4 KiB), a missing CRLF after data, a malformed trailer field
+ * or trailers over 32 KiB. Chunk extensions are accepted and ignored. */
 int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, const char **data,
                        size_t *data_len);
 
