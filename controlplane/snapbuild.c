@@ -1,0 +1,385 @@
+/* controlplane/snapbuild.c: every submessage, string and byte buffer of the
+ * snapshot is malloc'd here, so protobuf_c_message_free_unpacked() with the
+ * default allocator releases a built snapshot exactly like an unpacked one. */
+#include "snapbuild.h"
+
+#include "config.h"
+#include "lb_err.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_PEM (4u << 20)
+
+static int nomem(struct lb_err *err)
+{
+    return lb_err_set(err, LB_ENOMEM, 0, "out of memory while building the snapshot");
+}
+
+/* A string field: malloc'd copy, or the shared empty default for "". */
+static int set_str(char **field, const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    char *d = strdup(s);
+    if (d == NULL)
+        return -1;
+    *field = d;
+    return 0;
+}
+
+static int read_file(const char *base_dir, const char *file, ProtobufCBinaryData *out,
+                     struct lb_err *err)
+{
+    if (file == NULL || file[0] == '\0')
+        return LB_OK;
+    char path[4096];
+    if (file[0] == '/' || base_dir == NULL || base_dir[0] == '\0')
+        snprintf(path, sizeof(path), "%s", file);
+    else
+        snprintf(path, sizeof(path), "%s/%s", base_dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return lb_err_set(err, LB_ESYS, errno, "cannot read %s", path);
+    struct stat sb;
+    if (fstat(fd, &sb) == -1) {
+        int e = errno;
+        close(fd);
+        return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_size > (off_t)MAX_PEM) {
+        close(fd);
+        return lb_err_set(err, LB_ESYS, 0, "%s is not a regular file of at most 4 MiB", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    uint8_t *buf = malloc(size ? size : 1);
+    if (buf == NULL) {
+        close(fd);
+        return nomem(err);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r == -1 ? errno : 0;
+            close(fd);
+            free(buf);
+            if (e == 0)
+                return lb_err_set(err, LB_ESYS, 0, "%s shrank while being read", path);
+            return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    out->data = buf;
+    out->len = size;
+    return LB_OK;
+}
+
+static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *cert_file,
+                           const char *key_file, char *const *sni, size_t n_sni, struct lb_err *err)
+{
+    Lb__V1__Certificate *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return nomem(err);
+    lb__v1__certificate__init(c);
+    tls->certificates[tls->n_certificates++] = c;
+    if (set_str(&c->name, cert_file) != 0)
+        return nomem(err);
+    int rc = read_file(base_dir, cert_file, &c->cert_pem, err);
+    if (rc == LB_OK)
+        rc = read_file(base_dir, key_file, &c->key_pem, err);
+    if (rc != LB_OK || n_sni == 0)
+        return rc;
+    c->sni = calloc(n_sni, sizeof(*c->sni));
+    if (c->sni == NULL)
+        return nomem(err);
+    for (size_t i = 0; i < n_sni; i++) {
+        if ((c->sni[i] = strdup(sni[i])) == NULL)
+            return nomem(err);
+        c->n_sni = i + 1;
+    }
+    return LB_OK;
+}
+
+static int build_tls(Lb__V1__Frontend *f, const struct config_ssl *ssl, const char *base_dir,
+                     struct lb_err *err)
+{
+    Lb__V1__Tls *tls = malloc(sizeof(*tls));
+    if (tls == NULL)
+        return nomem(err);
+    lb__v1__tls__init(tls);
+    f->tls = tls;
+    size_t total = ssl->n_certificates + (ssl->cert_file[0] ? 1 : 0);
+    tls->certificates = calloc(total ? total : 1, sizeof(*tls->certificates));
+    if (tls->certificates == NULL)
+        return nomem(err);
+    int rc = LB_OK;
+    if (ssl->cert_file[0])
+        rc = add_certificate(tls, base_dir, ssl->cert_file, ssl->key_file, NULL, 0, err);
+    for (size_t i = 0; rc == LB_OK && i < ssl->n_certificates; i++) {
+        const struct config_certificate *c = &ssl->certificates[i];
+        rc = add_certificate(tls, base_dir, c->cert_file, c->key_file, c->sni, c->n_sni, err);
+    }
+    if (rc != LB_OK)
+        return rc;
+    if ((rc = read_file(base_dir, ssl->ca_file, &tls->ca_pem, err)) != LB_OK ||
+        (rc = read_file(base_dir, ssl->crl_file, &tls->crl_pem, err)) != LB_OK)
+        return rc;
+    tls->client_auth = (Lb__V1__ClientAuth)ssl->client_auth;
+    if (set_str(&tls->min_version, ssl->min_version) != 0 ||
+        set_str(&tls->ciphers, ssl->ciphers) != 0)
+        return nomem(err);
+    return LB_OK;
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* IP literal for <b>'s host: itself, or the first getaddrinfo() answer. */
+static int resolve(const struct config_backend *b, char *ip, size_t size, struct lb_err *err)
+{
+    if (is_ip_literal(b->host)) {
+        snprintf(ip, size, "%s", b->host);
+        return LB_OK;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(b->host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return lb_err_set(err, LB_EINVAL, rc == EAI_SYSTEM ? errno : 0,
+                          "backend %s: host %s does not resolve: %s", b->id, b->host,
+                          rc == EAI_SYSTEM ? "system error" : gai_strerror(rc));
+    rc = getnameinfo(res->ai_addr, res->ai_addrlen, ip, (socklen_t)size, NULL, 0, NI_NUMERICHOST);
+    freeaddrinfo(res);
+    if (rc != 0)
+        return lb_err_set(err, LB_EINVAL, 0, "backend %s: cannot format the address of %s: %s",
+                          b->id, b->host, gai_strerror(rc));
+    return LB_OK;
+}
+
+static Lb__V1__Health health_of(const struct snapbuild_input *in, const char *id)
+{
+    for (size_t i = 0; in->health != NULL && i < in->n_health; i++)
+        if (in->health[i].id != NULL && strcmp(in->health[i].id, id) == 0)
+            return in->health[i].health;
+    return LB__V1__HEALTH__HEALTH_UNKNOWN;
+}
+
+static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in, struct lb_err *err)
+{
+    const struct config *cfg = in->cfg;
+    s->backends = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof(*s->backends));
+    if (s->backends == NULL)
+        return nomem(err);
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        const struct config_backend *cb = &cfg->backends[i];
+        Lb__V1__Backend *b = malloc(sizeof(*b));
+        if (b == NULL)
+            return nomem(err);
+        lb__v1__backend__init(b);
+        s->backends[s->n_backends++] = b;
+        char ip[INET6_ADDRSTRLEN + 1];
+        int rc = resolve(cb, ip, sizeof(ip), err);
+        if (rc != LB_OK)
+            return rc;
+        if (set_str(&b->id, cb->id) != 0 || set_str(&b->host, ip) != 0 ||
+            set_str(&b->url, cb->url) != 0)
+            return nomem(err);
+        b->port = cb->port;
+        b->weight = cb->weight;
+        b->admin_state = cb->state == CONFIG_BACKEND_DRAINING ? LB__V1__ADMIN_STATE__ADMIN_DRAINING
+                         : cb->state == CONFIG_BACKEND_DISABLED
+                             ? LB__V1__ADMIN_STATE__ADMIN_DISABLED
+                             : LB__V1__ADMIN_STATE__ADMIN_ACTIVE;
+        b->health = health_of(in, cb->id);
+        b->tls = cb->https;
+        if (cb->https && !is_ip_literal(cb->host) && set_str(&b->sni, cb->host) != 0)
+            return nomem(err);
+    }
+    return LB_OK;
+}
+
+static int build_frontends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
+                           struct lb_err *err)
+{
+    const struct config *cfg = in->cfg;
+    s->frontends = calloc(cfg->n_frontends ? cfg->n_frontends : 1, sizeof(*s->frontends));
+    if (s->frontends == NULL)
+        return nomem(err);
+    for (size_t i = 0; i < cfg->n_frontends; i++) {
+        const struct config_frontend *cf = &cfg->frontends[i];
+        Lb__V1__Frontend *f = malloc(sizeof(*f));
+        if (f == NULL)
+            return nomem(err);
+        lb__v1__frontend__init(f);
+        s->frontends[s->n_frontends++] = f;
+        if (set_str(&f->name, cf->name) != 0 || set_str(&f->bind_address, cf->address) != 0)
+            return nomem(err);
+        f->port = cf->port;
+        if (cf->tls) {
+            if (!cfg->ssl.present)
+                return lb_err_set(err, LB_EINVAL, 0,
+                                  "frontend %s: TLS is on but the config has no ssl section",
+                                  cf->name);
+            int rc = build_tls(f, &cfg->ssl, in->base_dir, err);
+            if (rc != LB_OK)
+                return rc;
+        }
+    }
+    return LB_OK;
+}
+
+static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct lb_err *err)
+{
+    Lb__V1__Timeouts *t = malloc(sizeof(*t));
+    Lb__V1__Limits *l = malloc(sizeof(*l));
+    Lb__V1__RateLimit *r = malloc(sizeof(*r));
+    Lb__V1__CircuitBreaker *cb = malloc(sizeof(*cb));
+    Lb__V1__HealthCheck *hc = malloc(sizeof(*hc));
+    Lb__V1__Logging *lg = malloc(sizeof(*lg));
+    Lb__V1__Metrics *m = malloc(sizeof(*m));
+    Lb__V1__Balancing *b = malloc(sizeof(*b));
+    /* Attach first so that a failure below frees whatever was allocated. */
+    if (t)
+        lb__v1__timeouts__init(t);
+    if (l)
+        lb__v1__limits__init(l);
+    if (r)
+        lb__v1__rate_limit__init(r);
+    if (cb)
+        lb__v1__circuit_breaker__init(cb);
+    if (hc)
+        lb__v1__health_check__init(hc);
+    if (lg)
+        lb__v1__logging__init(lg);
+    if (m)
+        lb__v1__metrics__init(m);
+    if (b)
+        lb__v1__balancing__init(b);
+    s->timeouts = t;
+    s->limits = l;
+    s->ratelimit = r;
+    s->circuit_breaker = cb;
+    s->healthcheck = hc;
+    s->logging = lg;
+    s->metrics = m;
+    s->balancing = b;
+    if (!t || !l || !r || !cb || !hc || !lg || !m || !b)
+        return nomem(err);
+
+    t->client_header_ms = cfg->timeouts.client_header_ms;
+    t->client_body_ms = cfg->timeouts.client_body_ms;
+    t->keepalive_ms = cfg->timeouts.keep_alive_ms;
+    t->upstream_connect_ms = cfg->timeouts.upstream_connect_ms;
+    t->upstream_header_ms = cfg->timeouts.upstream_header_ms;
+    t->upstream_idle_ms = cfg->timeouts.upstream_idle_ms;
+    t->drain_ms = cfg->timeouts.drain_ms;
+
+    l->max_request_line = cfg->limits.max_request_line;
+    l->max_header_bytes = cfg->limits.max_header_bytes;
+    l->max_headers = cfg->limits.max_headers;
+    l->max_connections = cfg->limits.max_connections;
+
+    r->enabled = cfg->ratelimit.enabled;
+    r->rate = cfg->ratelimit.rate;
+    r->burst = cfg->ratelimit.burst ? cfg->ratelimit.burst : cfg->ratelimit.rate;
+    r->algorithm = cfg->ratelimit.algorithm == CONFIG_RL_SLIDING_WINDOW
+                       ? LB__V1__RATE_LIMIT_ALGORITHM__SLIDING_WINDOW
+                       : LB__V1__RATE_LIMIT_ALGORITHM__TOKEN_BUCKET;
+    r->per_client = cfg->ratelimit.per_client;
+    r->global = cfg->ratelimit.global;
+    r->max_keys = cfg->ratelimit.max_keys;
+
+    cb->enabled = cfg->circuitbreaker.enabled;
+    cb->threshold = cfg->circuitbreaker.threshold;
+    cb->timeout_ms = cfg->circuitbreaker.timeout_ms;
+    cb->max_half_open = cfg->circuitbreaker.max_half_open;
+    cb->max_timeout_ms = cfg->circuitbreaker.max_timeout_ms;
+
+    hc->interval_ms = cfg->healthcheck.interval_ms;
+    hc->timeout_ms = cfg->healthcheck.timeout_ms;
+    hc->rise = cfg->healthcheck.rise;
+    hc->fall = cfg->healthcheck.fall;
+    hc->fail_open = cfg->healthcheck.fail_open;
+    if (set_str(&hc->path, cfg->healthcheck.path) != 0)
+        return nomem(err);
+
+    static const Lb__V1__LogLevel levels[] = {
+        [CONFIG_LOG_DEBUG] = LB__V1__LOG_LEVEL__LOG_DEBUG,
+        [CONFIG_LOG_INFO] = LB__V1__LOG_LEVEL__LOG_INFO,
+        [CONFIG_LOG_WARN] = LB__V1__LOG_LEVEL__LOG_WARN,
+        [CONFIG_LOG_ERROR] = LB__V1__LOG_LEVEL__LOG_ERROR,
+    };
+    lg->level =
+        (unsigned)cfg->logging.level < 4 ? levels[cfg->logging.level] : LB__V1__LOG_LEVEL__LOG_INFO;
+    lg->access_log_off = !cfg->logging.access_log;
+
+    m->enabled = cfg->metrics.enabled;
+    m->port = cfg->metrics.port;
+    if (set_str(&m->bind_address, cfg->metrics.address) != 0)
+        return nomem(err);
+
+    static const Lb__V1__Algorithm algs[] = {
+        [CONFIG_BAL_ROUND_ROBIN] = LB__V1__ALGORITHM__ROUND_ROBIN,
+        [CONFIG_BAL_WEIGHTED_ROUND_ROBIN] = LB__V1__ALGORITHM__WEIGHTED_ROUND_ROBIN,
+        [CONFIG_BAL_LEAST_REQUEST] = LB__V1__ALGORITHM__LEAST_REQUEST,
+    };
+    b->algorithm = (unsigned)cfg->balancing.algorithm < 3 ? algs[cfg->balancing.algorithm]
+                                                          : LB__V1__ALGORITHM__WEIGHTED_ROUND_ROBIN;
+    b->slow_start_ms = cfg->balancing.slow_start_ms;
+    return LB_OK;
+}
+
+int snapbuild_build(const struct snapbuild_input *in, Lb__V1__Snapshot **out, struct lb_err *err)
+{
+    Lb__V1__Snapshot *s = malloc(sizeof(*s));
+    if (s == NULL)
+        return nomem(err);
+    lb__v1__snapshot__init(s);
+    s->config_version = in->config_version;
+    s->generation = in->generation;
+    s->created_unix_ms = in->now_unix_ms;
+    int rc = build_frontends(s, in, err);
+    if (rc == LB_OK)
+        rc = build_backends(s, in, err);
+    if (rc == LB_OK)
+        rc = build_sections(s, in->cfg, err);
+    if (rc != LB_OK) {
+        snapbuild_free(s);
+        return rc;
+    }
+    *out = s;
+    return LB_OK;
+}
+
+int snapbuild_encode(const Lb__V1__Snapshot *snap, uint8_t **buf, size_t *len, struct lb_err *err)
+{
+    size_t size = lb__v1__snapshot__get_packed_size(snap);
+    uint8_t *b = malloc(size ? size : 1);
+    if (b == NULL)
+        return nomem(err);
+    *len = lb__v1__snapshot__pack(snap, b);
+    *buf = b;
+    return LB_OK;
+}
+
+void snapbuild_free(Lb__V1__Snapshot *snap)
+{
+    if (snap != NULL)
+        protobuf_c_message_free_unpacked(&snap->base, NULL);
+}
