@@ -84,7 +84,9 @@ struct http1_limits {
 };
 
 /* One request or response head. The caller provides <headers> with room for
- * <cap_headers> entries (at least limits->max_headers). */
+ * <cap_headers> entries (at least limits->max_headers); a head with more
+ * fields than either is refused with 431. Every other field is written by
+ * each parse call. */
 struct http1_msg {
     /* request line (requests only) */
     struct http1_slice method;
@@ -98,7 +100,7 @@ struct http1_msg {
     struct http1_header *headers;
     uint32_t n_headers;
     uint32_t cap_headers;
-    int32_t host; /* index of the Host header, -1 if none */
+    int32_t host; /* index of the Host header, -1 if none (always -1 in responses) */
 
     uint8_t framing; /* enum http1_framing */
     uint64_t content_length;
