@@ -4,10 +4,10 @@
 
 enum lb_code {
     LB_OK = 0,
-    LB_EINVAL,   /* bad input: config, snapshot, argument */
-    LB_ENOMEM,   /* out of memory */
-    LB_ESYS,     /* a system call failed; sys_errno tells which way */
-    LB_ESTORE,   /* the SQLite store failed */
+    LB_EINVAL, /* bad input: config, snapshot, argument */
+    LB_ENOMEM, /* out of memory */
+    LB_ESYS,   /* a system call failed; sys_errno tells which way */
+    LB_ESTORE, /* the SQLite store failed */
     LB_ENOTFOUND,
     LB_ECONFLICT,
     LB_EPROTO, /* a peer broke the protocol */

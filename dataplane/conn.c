@@ -1,0 +1,1603 @@
+/* dataplane/conn.c: the client connection state machine and its upstream.
+ *
+ * One function, conn_run(), moves a connection as far as it can go each time
+ * one of its sockets is ready: read the head, pick a backend, send the request,
+ * stream the body, read the response, stream it back. Sockets are read and
+ * written speculatively (until EAGAIN) and watched only for what is blocked. */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lb_log.h"
+#include "transport.h"
+#include "worker.h"
+
+enum conn_state {
+    CS_IDLE = 0, /* keep-alive: no request, no buffer */
+    CS_HEAD,     /* reading a request head */
+    CS_PROXY,    /* a request is being proxied */
+    CS_LINGER,   /* answered and closed for writing; reading what is left */
+};
+
+enum timer_phase {
+    TP_NONE = 0,
+    TP_IDLE,
+    TP_HEAD,
+    TP_CLIENT, /* waiting on the client: body bytes, or reading our output */
+    TP_CONNECT,
+    TP_RESPONSE,
+    TP_UPSTREAM, /* waiting on the backend's body bytes */
+    TP_LINGER,
+};
+
+#define LINGER_SECONDS 2.0
+#define MAX_TRIES      6
+
+/* How one message body moves from a buffer to the other side. */
+struct stream {
+    uint8_t framing; /* enum http1_framing */
+    bool dechunk;    /* forward chunk payload only */
+    bool done;
+    uint32_t ready; /* bytes at the buffer's start that may be written */
+    uint64_t remaining;
+    struct http1_chunked ch;
+};
+
+struct upstream {
+    struct worker *w;
+    struct backend_rt *be;
+    struct conn *c; /* NULL while pooled */
+    struct transport tr;
+    ev_io io;
+    int events;
+    struct buf *in;
+    struct http1_parser parser;
+    double idle_since;
+    bool connected;
+    bool reused;    /* came from the pool */
+    bool keepalive; /* the backend keeps the connection after this response */
+    bool readable;
+    bool writable;
+    bool wr_failed;
+    bool got_bytes;
+    bool eof;
+    struct upstream *bnext; /* the backend's pool */
+    struct upstream *bprev;
+    struct upstream *lnext; /* the worker's pool, newest first */
+    struct upstream *lprev;
+};
+
+struct conn {
+    struct worker *w;
+    struct conn *prev;
+    struct conn *next;
+    struct transport tr;
+    ev_io io;
+    int events;
+    ev_timer timer;
+    uint8_t tphase;
+    uint8_t state;
+    bool readable;
+    bool rd_eof;
+    bool progress;
+    bool shut;    /* our sending side is closed */
+    bool closing; /* close once the current response is out */
+    struct wview *view;
+    uint32_t fe_index;
+    uint16_t fe_stat;
+    char peer_ip[INET6_ADDRSTRLEN];
+    struct buf *in;  /* client bytes */
+    struct buf *out; /* our bytes to the client: response head, 100, error */
+    struct http1_parser parser;
+
+    /* the request in progress */
+    uint8_t meth;
+    uint8_t minor;
+    bool keepalive;
+    bool need_100;
+    struct stream req;
+    struct buf *uphead; /* rewritten request head, kept for a replay */
+    uint32_t uphead_sent;
+    uint64_t body_sent;
+    double t_start;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    char method[16];
+    char path[256];
+    char req_id[40];
+    int reject; /* enum metrics_reject of an answer of ours, or -1 */
+
+    /* where it goes */
+    struct upstream *up;
+    int be_index;
+    uint8_t tries;
+    int32_t tried[MAX_TRIES];
+
+    /* the response */
+    uint16_t status;
+    bool resp_head_done;
+    bool resp_keepalive;
+    struct stream resp;
+};
+
+static void conn_run(struct conn *c);
+static void conn_close(struct conn *c);
+static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents);
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static void set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
+{
+    if (*cur == want)
+        return;
+    if (*cur != 0)
+        ev_io_stop(loop, io);
+    if (want != 0) {
+        ev_io_modify(io, want);
+        ev_io_start(loop, io);
+    }
+    *cur = want;
+}
+
+static uint32_t buf_len(const struct buf *b)
+{
+    return b ? b->end - b->start : 0;
+}
+
+/* Makes room at the end of <b> by moving its bytes to the start. */
+static void buf_compact(struct buf *b)
+{
+    if (b->start == b->end) {
+        b->start = b->end = 0;
+    } else if (b->start > 0 && b->end == b->cap) {
+        memmove(b->data, b->data + b->start, b->end - b->start);
+        b->end -= b->start;
+        b->start = 0;
+    }
+}
+
+static bool buf_append(struct buf *b, const char *p, size_t n)
+{
+    if (b->cap - b->end < n)
+        return false;
+    memcpy(b->data + b->end, p, n);
+    b->end += (uint32_t)n;
+    return true;
+}
+
+static bool buf_appends(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+static void slice_copy(char *dst, size_t cap, struct http1_slice s)
+{
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    memcpy(dst, s.p, n);
+    dst[n] = '\0';
+}
+
+static const struct snap_frontend *conn_frontend(const struct conn *c)
+{
+    return &c->view->snap->frontends[c->fe_index];
+}
+
+/* ---- body streams ------------------------------------------------------ */
+
+static void stream_init(struct stream *s, uint8_t framing, uint64_t length, bool dechunk)
+{
+    memset(s, 0, sizeof(*s));
+    s->framing = framing;
+    s->remaining = length;
+    s->dechunk = dechunk;
+    http1_chunked_init(&s->ch);
+    s->done = framing == HTTP1_BODY_NONE || (framing == HTTP1_BODY_LENGTH && length == 0);
+}
+
+/* Works out how many bytes at b->start may be forwarded. -1: malformed. */
+static int stream_prepare(struct stream *s, struct buf *b)
+{
+    if (s->done) {
+        s->ready = 0;
+        return 0;
+    }
+    uint32_t avail = buf_len(b);
+    switch (s->framing) {
+    case HTTP1_BODY_LENGTH:
+        s->ready = avail < s->remaining ? avail : (uint32_t)s->remaining;
+        return 0;
+    case HTTP1_BODY_CLOSE:
+        s->ready = avail;
+        return 0;
+    case HTTP1_BODY_CHUNKED:
+        if (s->dechunk) {
+            while (s->ready == 0 && !s->ch.done && b->start < b->end) {
+                const char *d;
+                size_t dl;
+                int n = http1_chunked_feed(&s->ch, b->data + b->start, b->end - b->start, &d, &dl);
+                if (n < 0)
+                    return -1;
+                if (n == 0)
+                    break;
+                if (dl > 0)
+                    s->ready = (uint32_t)n;
+                else
+                    b->start += (uint32_t)n;
+            }
+        } else {
+            while (!s->ch.done && b->start + s->ready < b->end) {
+                const char *d;
+                size_t dl;
+                uint32_t at = b->start + s->ready;
+                int n = http1_chunked_feed(&s->ch, b->data + at, b->end - at, &d, &dl);
+                if (n < 0)
+                    return -1;
+                if (n == 0)
+                    break;
+                s->ready += (uint32_t)n;
+            }
+        }
+        if (s->ch.done && s->ready == 0)
+            s->done = true;
+        return 0;
+    default:
+        s->done = true;
+        return 0;
+    }
+}
+
+static void stream_consumed(struct stream *s, struct buf *b, uint32_t n)
+{
+    b->start += n;
+    s->ready -= n;
+    if (s->framing == HTTP1_BODY_LENGTH) {
+        s->remaining -= n;
+        if (s->remaining == 0)
+            s->done = true;
+    } else if (s->framing == HTTP1_BODY_CHUNKED && s->ch.done && s->ready == 0) {
+        s->done = true;
+    }
+}
+
+/* ---- upstream connections ------------------------------------------------- */
+
+static void pool_unlink(struct worker *w, struct upstream *u)
+{
+    struct backend_rt *be = u->be;
+    if (u->bprev)
+        u->bprev->bnext = u->bnext;
+    else
+        be->idle = u->bnext;
+    if (u->bnext)
+        u->bnext->bprev = u->bprev;
+    be->n_idle--;
+    if (u->lprev)
+        u->lprev->lnext = u->lnext;
+    else
+        w->pool_new = u->lnext;
+    if (u->lnext)
+        u->lnext->lprev = u->lprev;
+    else
+        w->pool_old = u->lprev;
+    u->bnext = u->bprev = u->lnext = u->lprev = NULL;
+}
+
+static void upstream_free(struct upstream *u)
+{
+    struct worker *w = u->w;
+    set_events(w->loop, &u->io, &u->events, 0);
+    u->tr.ops->release(&u->tr);
+    close(u->tr.fd);
+    if (u->in)
+        worker_buf_put(w, u->in);
+    free(u);
+}
+
+void conn_pool_free(struct worker *w, struct upstream *list)
+{
+    while (list != NULL) {
+        struct upstream *next = list->bnext;
+        pool_unlink(w, list);
+        upstream_free(list);
+        list = next;
+    }
+}
+
+void conn_pool_expire(struct worker *w, double now)
+{
+    double limit = w->view ? w->view->snap->timeouts.pool_idle / 1000.0 : 30.0;
+    while (w->pool_old != NULL && now - w->pool_old->idle_since >= limit) {
+        struct upstream *u = w->pool_old;
+        pool_unlink(w, u);
+        upstream_free(u);
+    }
+}
+
+/* A pooled connection is usable when the peer has neither closed it nor sent
+ * anything unasked. */
+static bool pooled_is_alive(struct upstream *u)
+{
+    char c;
+    ssize_t n = recv(u->tr.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static struct upstream *upstream_from_pool(struct worker *w, struct backend_rt *be)
+{
+    while (be->idle != NULL) {
+        struct upstream *u = be->idle;
+        pool_unlink(w, u);
+        if (pooled_is_alive(u)) {
+            u->reused = true;
+            return u;
+        }
+        upstream_free(u);
+    }
+    return NULL;
+}
+
+/* Releases <u> after a complete exchange: back to the pool or closed. */
+static void upstream_release(struct worker *w, struct upstream *u, bool reusable)
+{
+    u->c = NULL;
+    set_events(w->loop, &u->io, &u->events, 0);
+    struct backend_rt *be = u->be;
+    struct wview *v = w->view;
+    uint32_t max_idle = v ? v->snap->pool_max_idle : 0;
+    if (!reusable || w->draining || !be->in_view || be->n_idle >= max_idle || buf_len(u->in)) {
+        upstream_free(u);
+        return;
+    }
+    if (u->in) {
+        worker_buf_put(w, u->in);
+        u->in = NULL;
+    }
+    u->idle_since = ev_now(w->loop);
+    u->got_bytes = false;
+    u->bnext = be->idle;
+    if (be->idle)
+        be->idle->bprev = u;
+    be->idle = u;
+    be->n_idle++;
+    u->lnext = w->pool_new;
+    if (w->pool_new)
+        w->pool_new->lprev = u;
+    w->pool_new = u;
+    if (w->pool_old == NULL)
+        w->pool_old = u;
+}
+
+/* Opens a new connection to <be>. Returns NULL and sets *errnum on failure. */
+static struct upstream *upstream_connect(struct worker *w, struct backend_rt *be, int *errnum)
+{
+    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        *errnum = errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bool connected = false;
+    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+        connected = true;
+    } else if (errno != EINPROGRESS) {
+        *errnum = errno;
+        close(fd);
+        return NULL;
+    }
+    struct upstream *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        *errnum = ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    u->w = w;
+    u->be = be;
+    u->connected = connected;
+    transport_plain_init(&u->tr, fd);
+    ev_io_init(&u->io, upstream_on_io, fd, 0);
+    u->io.data = u;
+    return u;
+}
+
+static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct upstream *u = io->data;
+    if (revents & EV_READ)
+        u->readable = true;
+    if (revents & EV_WRITE)
+        u->writable = true;
+    if (u->c != NULL)
+        conn_run(u->c);
+}
+
+/* ---- access log and counters ------------------------------------------- */
+
+static void conn_log_request(struct conn *c, const char *backend)
+{
+    struct worker *w = c->w;
+    double dur = ev_now(w->loop) - c->t_start;
+    if (dur < 0)
+        dur = 0;
+    uint64_t dur_us = (uint64_t)(dur * 1e6);
+    struct backend_rt *be = c->up ? c->up->be : NULL;
+    uint32_t be_slot = be ? be->stat_slot : UINT32_MAX;
+    metrics_request(&w->metrics, c->fe_stat, be_slot, c->status, dur_us);
+    if (c->reject >= 0 && c->fe_stat < w->metrics.n_fe)
+        METRIC_ADD(w->metrics.fe[c->fe_stat].rejected[c->reject], 1);
+    if (!c->view->snap->access_log || w->log == NULL)
+        return;
+    if (!lb_logbuf_begin(w->log, LB_LOG_INFO, "access"))
+        return;
+    lb_logbuf_cstr(w->log, "frontend", conn_frontend(c)->name);
+    lb_logbuf_cstr(w->log, "client", c->peer_ip);
+    lb_logbuf_cstr(w->log, "method", c->method);
+    lb_logbuf_cstr(w->log, "path", c->path);
+    lb_logbuf_uint(w->log, "status", c->status);
+    lb_logbuf_uint(w->log, "bytes_in", c->bytes_in);
+    lb_logbuf_uint(w->log, "bytes_out", c->bytes_out);
+    lb_logbuf_double(w->log, "duration_ms", dur * 1000.0, 3);
+    lb_logbuf_cstr(w->log, "backend", backend ? backend : (be ? be->id : NULL));
+    lb_logbuf_cstr(w->log, "request_id", c->req_id[0] ? c->req_id : NULL);
+    lb_logbuf_end(w->log);
+}
+
+/* ---- answers of our own ------------------------------------------------- */
+
+static int reject_of(unsigned status)
+{
+    switch (status) {
+    case 400:
+        return REJECT_BAD_REQUEST;
+    case 408:
+        return REJECT_CLIENT_TIMEOUT;
+    case 414:
+        return REJECT_URI_TOO_LONG;
+    case 417:
+        return REJECT_EXPECTATION;
+    case 431:
+        return REJECT_HEADER_TOO_LARGE;
+    case 501:
+        return REJECT_NOT_IMPLEMENTED;
+    case 502:
+        return REJECT_UPSTREAM_FAILED;
+    case 503:
+        return REJECT_NO_BACKEND;
+    case 504:
+        return REJECT_UPSTREAM_TIMEOUT;
+    case 505:
+        return REJECT_VERSION;
+    default:
+        return REJECT_BAD_REQUEST;
+    }
+}
+
+/* Detaches the upstream after a failure: it is closed, never pooled. */
+static void conn_drop_upstream(struct conn *c)
+{
+    if (c->up == NULL)
+        return;
+    struct upstream *u = c->up;
+    u->be->active--;
+    c->up = NULL;
+    u->c = NULL;
+    upstream_free(u);
+}
+
+/* Answers <status> with a short body and closes after it (lingering, so the
+ * answer is not lost to a reset while the client is still sending). */
+static void conn_answer_error(struct conn *c, unsigned status, const char *why)
+{
+    struct worker *w = c->w;
+    struct backend_rt *be = c->up ? c->up->be : NULL;
+    c->status = (uint16_t)status;
+    c->reject = reject_of(status);
+    if (c->out == NULL)
+        c->out = worker_buf_get(w);
+    if (c->out != NULL) {
+        c->out->start = c->out->end = 0;
+        char head[256];
+        const char *reason = http1_reason(status);
+        char body[200];
+        int bl = snprintf(body, sizeof(body), "%u %s\n", status, reason);
+        int hl = snprintf(head, sizeof(head),
+                          "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: "
+                          "%d\r\nConnection: close\r\n\r\n",
+                          status, reason, bl);
+        buf_append(c->out, head, (size_t)hl);
+        if (c->meth != HTTP1_M_HEAD)
+            buf_append(c->out, body, (size_t)bl);
+    }
+    if (status >= 500 || lb_log_enabled(LB_LOG_DEBUG))
+        lb_log(status >= 500 ? LB_LOG_WARN : LB_LOG_DEBUG, "request_error",
+               "%u for %s %s from %s%s%s: %s", status, c->method[0] ? c->method : "-",
+               c->path[0] ? c->path : "-", c->peer_ip, be ? " via " : "", be ? be->id : "", why);
+    c->bytes_out += buf_len(c->out);
+    conn_log_request(c, be ? be->id : NULL);
+    conn_drop_upstream(c);
+    if (c->uphead) {
+        worker_buf_put(w, c->uphead);
+        c->uphead = NULL;
+    }
+    c->state = CS_LINGER;
+    c->closing = true;
+    c->progress = true;
+}
+
+/* ---- the request -------------------------------------------------------- */
+
+static bool backend_ok(void *ctx, uint32_t i)
+{
+    struct conn *c = ctx;
+    const struct snap_backend *b = &c->view->snap->backends[i];
+    if (!snap_backend_is_eligible(b))
+        return false;
+    for (unsigned k = 0; k < c->tries; k++) {
+        if (c->tried[k] == (int32_t)i)
+            return false;
+    }
+    return true;
+}
+
+static void request_id_new(struct conn *c)
+{
+    /* xorshift64*: unique enough for tracing, never a security token */
+    uint64_t x = c->w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    c->w->rng = x;
+    uint64_t v = x * 0x2545F4914F6CDD1Dull;
+    snprintf(c->req_id, sizeof(c->req_id), "%016llx%08x", (unsigned long long)v,
+             (unsigned)(ev_now(c->w->loop) * 1000.0));
+}
+
+/* Writes the rewritten request head for the backend into c->uphead. */
+static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
+{
+    struct worker *w = c->w;
+    size_t need = (size_t)m->method.len + m->target.len + 64 + 256 + sizeof(c->req_id);
+    for (uint32_t i = 0; i < m->n_headers; i++)
+        need += m->headers[i].name.len + m->headers[i].value.len + 4;
+    struct buf *b = worker_buf_get(w);
+    if (b != NULL && need > b->cap) {
+        struct buf *g = worker_buf_grow(w, b, (uint32_t)need);
+        if (g == NULL) {
+            worker_buf_put(w, b);
+            b = NULL;
+        } else {
+            b = g;
+        }
+    }
+    if (b == NULL)
+        return false;
+    b->start = b->end = 0;
+    buf_append(b, m->method.p, m->method.len);
+    buf_appends(b, " ");
+    buf_append(b, m->target.p, m->target.len);
+    buf_appends(b, m->minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    int xff = -1;
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (h->flags & HTTP1_HF_HOP)
+            continue;
+        switch (h->id) {
+        case HTTP1_H_CONTENT_LENGTH:
+        case HTTP1_H_X_FORWARDED_PROTO:
+        case HTTP1_H_X_FORWARDED_HOST:
+            continue;
+        case HTTP1_H_X_FORWARDED_FOR:
+            if (xff < 0) {
+                xff = (int)i;
+            } else {
+                buf_appends(b, ", ");
+                buf_append(b, h->value.p, h->value.len);
+            }
+            if (xff == (int)i) {
+                buf_append(b, h->name.p, h->name.len);
+                buf_appends(b, ": ");
+                buf_append(b, h->value.p, h->value.len);
+            }
+            continue;
+        case HTTP1_H_X_REQUEST_ID:
+            slice_copy(c->req_id, sizeof(c->req_id), h->value);
+            break;
+        default:
+            break;
+        }
+        if (xff >= 0) {
+            /* the X-Forwarded-For line is open until the next header */
+            buf_appends(b, ", ");
+            buf_appends(b, c->peer_ip);
+            buf_appends(b, "\r\n");
+            xff = -2;
+        }
+        buf_append(b, h->name.p, h->name.len);
+        buf_appends(b, ": ");
+        buf_append(b, h->value.p, h->value.len);
+        buf_appends(b, "\r\n");
+    }
+    if (xff >= 0) {
+        buf_appends(b, ", ");
+        buf_appends(b, c->peer_ip);
+        buf_appends(b, "\r\n");
+    } else if (xff == -1) {
+        buf_appends(b, "X-Forwarded-For: ");
+        buf_appends(b, c->peer_ip);
+        buf_appends(b, "\r\n");
+    }
+    if (m->framing == HTTP1_BODY_LENGTH) {
+        char cl[48];
+        int n = snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
+                         (unsigned long long)m->content_length);
+        buf_append(b, cl, (size_t)n);
+    }
+    buf_appends(b, "X-Forwarded-Proto: http\r\n");
+    if (m->host >= 0 && m->headers[m->host].value.len > 0) {
+        buf_appends(b, "X-Forwarded-Host: ");
+        buf_append(b, m->headers[m->host].value.p, m->headers[m->host].value.len);
+        buf_appends(b, "\r\n");
+    }
+    if (c->req_id[0] == '\0') {
+        request_id_new(c);
+        buf_appends(b, "X-Request-Id: ");
+        buf_appends(b, c->req_id);
+        buf_appends(b, "\r\n");
+    }
+    if (m->minor == 0)
+        buf_appends(b, "Connection: keep-alive\r\n");
+    if (!buf_appends(b, "\r\n")) {
+        worker_buf_put(w, b);
+        return false;
+    }
+    c->uphead = b;
+    c->uphead_sent = 0;
+    return true;
+}
+
+/* Picks a backend not tried yet and attaches an upstream connection. Returns
+ * false after answering the client itself. */
+static bool conn_attach_upstream(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct wview *v = c->view;
+    for (;;) {
+        int i = c->tries < MAX_TRIES ? balancer_pick(&v->bal, backend_ok, c) : -1;
+        if (i < 0) {
+            if (c->tries == 0)
+                conn_answer_error(c, 503, "no backend may take the request");
+            else
+                conn_answer_error(c, 502, "no backend could be reached");
+            return false;
+        }
+        c->tried[c->tries++] = i;
+        struct backend_rt *be = v->be[i];
+        struct upstream *u = upstream_from_pool(w, be);
+        int errnum = 0;
+        if (u == NULL)
+            u = upstream_connect(w, be, &errnum);
+        if (u == NULL) {
+            METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+            lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id,
+                   be->host_port, strerror(errnum));
+            if (c->tries > v->snap->max_retries)
+                break;
+            continue;
+        }
+        u->c = c;
+        be->active++;
+        c->up = u;
+        c->be_index = i;
+        return true;
+    }
+    conn_answer_error(c, 502, "backend connection failed");
+    return false;
+}
+
+/* A parsed head: checks, rewrites and starts proxying it. */
+static void conn_start_request(struct conn *c, const struct http1_msg *m, int head_len)
+{
+    c->meth = m->meth;
+    c->minor = m->minor;
+    c->keepalive = (m->flags & HTTP1_MF_KEEP_ALIVE) && !c->closing && !c->w->draining;
+    slice_copy(c->method, sizeof(c->method), m->method);
+    slice_copy(c->path, sizeof(c->path), m->target);
+    c->in->start += (uint32_t)head_len;
+    c->bytes_in += (uint64_t)head_len;
+    stream_init(&c->req, m->framing, m->content_length, false);
+    c->need_100 = (m->flags & HTTP1_MF_EXPECT_CONTINUE) && !c->req.done;
+    c->state = CS_PROXY;
+    if (!build_upstream_head(c, m)) {
+        conn_answer_error(c, 431, "request head does not fit in memory");
+        return;
+    }
+    conn_attach_upstream(c);
+}
+
+static void conn_parse_head(struct conn *c)
+{
+    struct worker *w = c->w;
+    const struct snap *s = c->view->snap;
+    struct http1_msg m;
+    memset(&m, 0, sizeof(m));
+    m.headers = w->scratch_hdrs;
+    m.cap_headers = w->scratch_cap;
+    int n =
+        http1_parse_request(&c->parser, c->in->data + c->in->start, buf_len(c->in), &s->limits, &m);
+    if (n == HTTP1_INCOMPLETE) {
+        if (c->rd_eof) {
+            if (buf_len(c->in) > 0)
+                conn_answer_error(c, 400, "connection closed in the middle of a request head");
+            else
+                c->closing = true;
+        } else if (c->in->end == c->in->cap) {
+            buf_compact(c->in);
+            if (c->in->end == c->in->cap) {
+                struct buf *g = worker_buf_grow(w, c->in, s->limits.max_header_bytes + 2048);
+                if (g == NULL)
+                    conn_answer_error(c, 431, "request head does not fit in memory");
+                else
+                    c->in = g;
+            }
+        }
+        return;
+    }
+    if (n == HTTP1_INVALID) {
+        slice_copy(c->method, sizeof(c->method), m.method);
+        slice_copy(c->path, sizeof(c->path), m.target);
+        conn_answer_error(c, m.error ? m.error : 400,
+                          m.error_reason ? m.error_reason : "malformed request");
+        return;
+    }
+    conn_start_request(c, &m, n);
+}
+
+/* ---- the response ------------------------------------------------------- */
+
+static bool build_client_head(struct conn *c, const struct http1_msg *m, bool interim)
+{
+    struct worker *w = c->w;
+    size_t need = 128 + m->reason.len;
+    for (uint32_t i = 0; i < m->n_headers; i++)
+        need += m->headers[i].name.len + m->headers[i].value.len + 4;
+    if (c->out == NULL)
+        c->out = worker_buf_get(w);
+    if (c->out == NULL)
+        return false;
+    buf_compact(c->out);
+    if (c->out->cap - c->out->end < need) {
+        struct buf *g = worker_buf_grow(w, c->out, (uint32_t)(need + buf_len(c->out)));
+        if (g == NULL)
+            return false;
+        c->out = g;
+    }
+    struct buf *b = c->out;
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", m->status);
+    buf_append(b, line, (size_t)n);
+    if (m->reason.len > 0)
+        buf_append(b, m->reason.p, m->reason.len);
+    else
+        buf_appends(b, http1_reason(m->status));
+    buf_appends(b, "\r\n");
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (h->flags & HTTP1_HF_HOP)
+            continue;
+        if (c->resp.dechunk && h->id == HTTP1_H_TRANSFER_ENCODING)
+            continue;
+        buf_append(b, h->name.p, h->name.len);
+        buf_appends(b, ": ");
+        buf_append(b, h->value.p, h->value.len);
+        buf_appends(b, "\r\n");
+    }
+    if (!interim) {
+        if (!c->resp_keepalive)
+            buf_appends(b, "Connection: close\r\n");
+        else if (c->minor == 0)
+            buf_appends(b, "Connection: keep-alive\r\n");
+    }
+    return buf_appends(b, "\r\n");
+}
+
+static void conn_parse_response(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct upstream *u = c->up;
+    const struct snap *s = c->view->snap;
+    for (;;) {
+        struct http1_msg m;
+        memset(&m, 0, sizeof(m));
+        m.headers = w->scratch_hdrs;
+        m.cap_headers = w->scratch_cap;
+        int n = http1_parse_response(&u->parser, u->in->data + u->in->start, buf_len(u->in),
+                                     &s->limits, c->meth, &m);
+        if (n == HTTP1_INCOMPLETE) {
+            if (u->in->end == u->in->cap) {
+                buf_compact(u->in);
+                if (u->in->end == u->in->cap) {
+                    struct buf *g = worker_buf_grow(w, u->in, s->limits.max_header_bytes + 2048);
+                    if (g == NULL || buf_len(u->in) > s->limits.max_header_bytes) {
+                        if (g != NULL)
+                            u->in = g;
+                        conn_answer_error(c, 502, "response head too large");
+                        return;
+                    }
+                    u->in = g;
+                }
+            }
+            return;
+        }
+        if (n == HTTP1_INVALID) {
+            conn_answer_error(c, 502, m.error_reason ? m.error_reason : "malformed response");
+            return;
+        }
+        if (m.status >= 100 && m.status < 200) {
+            if (m.status == 101) {
+                conn_answer_error(c, 502, "backend switched protocols unasked");
+                return;
+            }
+            /* we answer 100 ourselves; other interim answers pass to 1.1 clients */
+            if (m.status != 100 && c->minor == 1 && !build_client_head(c, &m, true)) {
+                conn_answer_error(c, 502, "no memory for the response head");
+                return;
+            }
+            u->in->start += (uint32_t)n;
+            http1_parser_init(&u->parser);
+            continue;
+        }
+        c->status = m.status;
+        c->need_100 = false;
+        bool dechunk = m.framing == HTTP1_BODY_CHUNKED && c->minor == 0;
+        stream_init(&c->resp, m.framing, m.content_length, dechunk);
+        c->resp_keepalive = c->keepalive && !c->closing && !c->w->draining &&
+                            m.framing != HTTP1_BODY_CLOSE && !dechunk;
+        u->in->start += (uint32_t)n;
+        u->keepalive = (m.flags & HTTP1_MF_KEEP_ALIVE) != 0;
+        c->resp_head_done = true;
+        c->resp.ready = 0;
+        if (!build_client_head(c, &m, false)) {
+            conn_answer_error(c, 502, "no memory for the response head");
+            return;
+        }
+        if (c->uphead && c->uphead_sent == buf_len(c->uphead)) {
+            worker_buf_put(w, c->uphead);
+            c->uphead = NULL;
+        }
+        return;
+    }
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+static void conn_set_idle(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->in && buf_len(c->in) == 0) {
+        worker_buf_put(w, c->in);
+        c->in = NULL;
+    }
+    if (c->out && buf_len(c->out) == 0) {
+        worker_buf_put(w, c->out);
+        c->out = NULL;
+    }
+    c->state = c->in ? CS_HEAD : CS_IDLE;
+    http1_parser_init(&c->parser);
+    c->meth = HTTP1_M_OTHER;
+    c->method[0] = c->path[0] = c->req_id[0] = '\0';
+    c->bytes_in = c->bytes_out = 0;
+    c->status = 0;
+    c->reject = -1;
+    c->tries = 0;
+    c->resp_head_done = false;
+    c->body_sent = 0;
+    c->t_start = ev_now(w->loop);
+    /* a request's view reference ends with it: the next one uses the newest */
+    if (c->view != w->view) {
+        const char *fe_key = conn_frontend(c)->key;
+        struct wview *nv = w->view;
+        uint32_t i = 0;
+        while (i < nv->snap->n_frontends && strcmp(nv->snap->frontends[i].key, fe_key) != 0)
+            i++;
+        if (i == nv->snap->n_frontends) {
+            c->closing = true; /* the frontend is gone */
+        } else {
+            nv->refs++;
+            worker_view_unref(w, c->view);
+            c->view = nv;
+            c->fe_index = i;
+            c->fe_stat = nv->fe_stat[i];
+        }
+    }
+}
+
+/* Both directions of the exchange are complete. */
+static void conn_finish(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct upstream *u = c->up;
+    conn_log_request(c, NULL);
+    bool reusable = u->keepalive && !u->wr_failed && c->req.done && c->resp.done &&
+                    c->resp.framing != HTTP1_BODY_CLOSE && !u->eof;
+    u->be->active--;
+    c->up = NULL;
+    upstream_release(w, u, reusable);
+    if (c->uphead) {
+        worker_buf_put(w, c->uphead);
+        c->uphead = NULL;
+    }
+    if (!c->resp_keepalive || !c->req.done || c->closing || w->draining) {
+        c->closing = true;
+        c->state = CS_LINGER;
+        return;
+    }
+    conn_set_idle(c);
+}
+
+/* ---- I/O steps ------------------------------------------------------------ */
+
+/* Reads client bytes into c->in when the socket may have some. */
+static void conn_read_client(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (!c->readable || c->rd_eof)
+        return;
+    if (c->in == NULL) {
+        c->in = worker_buf_get(w);
+        if (c->in == NULL) {
+            c->closing = true;
+            c->state = CS_LINGER;
+            return;
+        }
+    }
+    buf_compact(c->in);
+    if (c->in->end == c->in->cap)
+        return;
+    size_t room = c->in->cap - c->in->end;
+    ssize_t n = c->tr.ops->read(&c->tr, c->in->data + c->in->end, room);
+    if (n > 0) {
+        if (c->state == CS_IDLE) {
+            c->state = CS_HEAD;
+            c->t_start = ev_now(w->loop);
+        }
+        c->in->end += (uint32_t)n;
+        METRIC_ADD(w->metrics.fe[c->fe_stat].bytes_in, (uint64_t)n);
+        c->progress = true;
+        if ((size_t)n < room)
+            c->readable = false; /* short read: the socket is drained */
+    } else if (n == 0) {
+        c->rd_eof = true;
+        c->progress = true;
+    } else if (n == TRANSPORT_AGAIN || n == TRANSPORT_WANT_WRITE) {
+        c->readable = false;
+    } else {
+        c->rd_eof = true;
+        c->closing = true;
+        c->progress = true;
+    }
+}
+
+/* Sends the request head and body bytes to the backend. */
+static void conn_write_upstream(struct conn *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL || !u->connected || u->wr_failed)
+        return;
+    struct iovec iov[2];
+    int cnt = 0;
+    uint32_t head_left = c->uphead ? buf_len(c->uphead) - c->uphead_sent : 0;
+    if (head_left) {
+        iov[cnt].iov_base = c->uphead->data + c->uphead->start + c->uphead_sent;
+        iov[cnt++].iov_len = head_left;
+    }
+    if (!c->req.done && c->in) {
+        if (stream_prepare(&c->req, c->in) < 0) {
+            conn_answer_error(c, 400, "malformed chunked request body");
+            return;
+        }
+        if (c->req.ready && !c->need_100) {
+            iov[cnt].iov_base = c->in->data + c->in->start;
+            iov[cnt++].iov_len = c->req.ready;
+        }
+    }
+    if (cnt == 0)
+        return;
+    ssize_t n = u->tr.ops->writev(&u->tr, iov, cnt);
+    if (n == TRANSPORT_WANT_WRITE || n == TRANSPORT_AGAIN)
+        return;
+    if (n < 0) {
+        /* keep reading: the backend may have answered before it closed */
+        u->wr_failed = true;
+        c->progress = true;
+        return;
+    }
+    c->progress = true;
+    uint32_t h = (uint32_t)n < head_left ? (uint32_t)n : head_left;
+    c->uphead_sent += h;
+    uint32_t body = (uint32_t)n - h;
+    if (body) {
+        stream_consumed(&c->req, c->in, body);
+        c->body_sent += body;
+        c->bytes_in += body;
+    }
+}
+
+static void conn_read_upstream(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct upstream *u = c->up;
+    if (u == NULL || !u->connected || !u->readable || u->eof)
+        return;
+    if (u->in == NULL) {
+        u->in = worker_buf_get(w);
+        if (u->in == NULL) {
+            conn_answer_error(c, 502, "no memory for the response");
+            return;
+        }
+    }
+    buf_compact(u->in);
+    if (u->in->end == u->in->cap)
+        return;
+    size_t room = u->in->cap - u->in->end;
+    ssize_t n = u->tr.ops->read(&u->tr, u->in->data + u->in->end, room);
+    if (n > 0) {
+        u->in->end += (uint32_t)n;
+        u->got_bytes = true;
+        c->progress = true;
+        if ((size_t)n < room)
+            u->readable = false;
+    } else if (n == 0 || n == TRANSPORT_ERROR) {
+        u->eof = true;
+        u->readable = false;
+        c->progress = true;
+    } else {
+        u->readable = false;
+    }
+}
+
+/* Sends our pending bytes and response body bytes to the client. */
+static void conn_write_client(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct iovec iov[2];
+    int cnt = 0;
+    uint32_t out_left = buf_len(c->out);
+    if (out_left) {
+        iov[cnt].iov_base = c->out->data + c->out->start;
+        iov[cnt++].iov_len = out_left;
+    }
+    struct upstream *u = c->up;
+    if (u && c->resp_head_done && !c->resp.done && u->in) {
+        if (stream_prepare(&c->resp, u->in) < 0) {
+            c->closing = true;
+            conn_drop_upstream(c);
+            lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from a backend");
+            return;
+        }
+        if (c->resp.ready) {
+            iov[cnt].iov_base = u->in->data + u->in->start;
+            iov[cnt++].iov_len = c->resp.ready;
+        }
+    }
+    if (cnt == 0)
+        return;
+    ssize_t n = c->tr.ops->writev(&c->tr, iov, cnt);
+    if (n == TRANSPORT_WANT_WRITE || n == TRANSPORT_AGAIN)
+        return;
+    if (n < 0) {
+        c->closing = true;
+        c->rd_eof = true;
+        conn_drop_upstream(c);
+        c->state = CS_LINGER;
+        c->out->start = c->out->end = 0;
+        return;
+    }
+    c->progress = true;
+    METRIC_ADD(w->metrics.fe[c->fe_stat].bytes_out, (uint64_t)n);
+    uint32_t o = (uint32_t)n < out_left ? (uint32_t)n : out_left;
+    c->out->start += o;
+    uint32_t body = (uint32_t)n - o;
+    c->bytes_out += (uint64_t)n;
+    if (body)
+        stream_consumed(&c->resp, u->in, body);
+}
+
+/* The upstream failed or closed before a response head: retry or answer. */
+static void conn_upstream_failed(struct conn *c, const char *why)
+{
+    struct worker *w = c->w;
+    struct upstream *u = c->up;
+    struct backend_rt *be = u->be;
+    bool replayable = !u->got_bytes && c->body_sent == 0 && c->uphead != NULL;
+    if (u->reused && replayable) {
+        /* the backend closed an idle pooled connection as we used it: same
+         * backend, fresh connection, same bytes */
+        int errnum = 0;
+        conn_drop_upstream(c);
+        struct upstream *nu = upstream_connect(w, be, &errnum);
+        if (nu != NULL) {
+            nu->c = c;
+            be->active++;
+            c->up = nu;
+            c->uphead_sent = 0;
+            c->progress = true;
+            return;
+        }
+        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+    }
+    if (!u->connected || (replayable && !u->reused)) {
+        if (c->up)
+            METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+        lb_log(LB_LOG_WARN, "upstream_failed", "backend %s (%s): %s", be->id, be->host_port, why);
+        conn_drop_upstream(c);
+        if (c->tries <= c->view->snap->max_retries && replayable) {
+            c->uphead_sent = 0;
+            c->progress = true;
+            conn_attach_upstream(c);
+            return;
+        }
+        conn_answer_error(c, 502, why);
+        return;
+    }
+    conn_answer_error(c, 502, why);
+}
+
+static void conn_check_connect(struct conn *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL || u->connected || !u->writable)
+        return;
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(u->tr.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1)
+        soerr = errno;
+    if (soerr == 0) {
+        /* still in progress unless the socket became writable */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(u->tr.fd, (struct sockaddr *)&ss, &sl) == 0) {
+            u->connected = true;
+            c->progress = true;
+        }
+        return;
+    }
+    c->progress = true;
+    conn_upstream_failed(c, strerror(soerr));
+}
+
+/* ---- the driver ------------------------------------------------------------ */
+
+static uint8_t conn_timer_phase(const struct conn *c)
+{
+    switch (c->state) {
+    case CS_IDLE:
+        return TP_IDLE;
+    case CS_HEAD:
+        return TP_HEAD;
+    case CS_LINGER:
+        return TP_LINGER;
+    default:
+        break;
+    }
+    if (c->up == NULL)
+        return TP_CLIENT;
+    if (!c->up->connected)
+        return TP_CONNECT;
+    if (!c->resp_head_done)
+        return (!c->req.done && c->req.ready == 0 && !c->need_100) ? TP_CLIENT : TP_RESPONSE;
+    if (buf_len(c->out) || c->resp.ready)
+        return TP_CLIENT;
+    return TP_UPSTREAM;
+}
+
+static double phase_seconds(const struct conn *c, uint8_t phase)
+{
+    const struct snap_timeouts *t = &c->view->snap->timeouts;
+    switch (phase) {
+    case TP_IDLE:
+        return t->keepalive / 1000.0;
+    case TP_HEAD:
+        return t->client_header / 1000.0;
+    case TP_CLIENT:
+        return t->client_body / 1000.0;
+    case TP_CONNECT:
+        return t->upstream_connect / 1000.0;
+    case TP_RESPONSE:
+        return t->upstream_header / 1000.0;
+    case TP_UPSTREAM:
+        return t->upstream_idle / 1000.0;
+    case TP_LINGER:
+        return LINGER_SECONDS;
+    default:
+        return 0;
+    }
+}
+
+static void conn_arm(struct conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    if (c->state == CS_PROXY && c->up != NULL) {
+        /* a run cut short by its round limit may have read bytes it has not
+         * looked at: what is ready decides what to wait for */
+        bool bad = !c->req.done && c->in != NULL && stream_prepare(&c->req, c->in) < 0;
+        if (c->resp_head_done && !c->resp.done && c->up->in != NULL &&
+            stream_prepare(&c->resp, c->up->in) < 0)
+            bad = true;
+        if (bad) {
+            /* the next run meets the same bytes and answers the error */
+            ev_feed_event(loop, &c->io, EV_WRITE);
+            return;
+        }
+    }
+    uint8_t phase = conn_timer_phase(c);
+    /* the head timer counts from the request's first byte and never extends */
+    if (phase != c->tphase || (c->progress && phase != TP_HEAD && phase != TP_LINGER)) {
+        c->tphase = phase;
+        c->timer.repeat = phase_seconds(c, phase);
+        ev_timer_again(loop, &c->timer);
+    }
+
+    int want = 0;
+    switch (c->state) {
+    case CS_IDLE:
+    case CS_HEAD:
+        want = EV_READ;
+        break;
+    case CS_LINGER:
+        want = buf_len(c->out) ? EV_WRITE : EV_READ;
+        break;
+    default:
+        if (buf_len(c->out) || c->resp.ready)
+            want |= EV_WRITE;
+        if (c->up && !c->req.done && c->in && buf_len(c->in) < c->in->cap && !c->rd_eof &&
+            c->req.ready == 0)
+            want |= EV_READ;
+        break;
+    }
+    /* level-triggered: a socket left readable fires again at once, so a run
+     * cut short by its round limit resumes on the next loop turn */
+    set_events(loop, &c->io, &c->events, want);
+
+    struct upstream *u = c->up;
+    if (u != NULL) {
+        int uw = 0;
+        if (!u->connected)
+            uw = EV_WRITE;
+        else {
+            uint32_t head_left = c->uphead ? buf_len(c->uphead) - c->uphead_sent : 0;
+            if (!u->wr_failed && (head_left || (c->req.ready && !c->need_100)))
+                uw |= EV_WRITE;
+            if (!u->eof && !c->resp.done && (u->in == NULL || buf_len(u->in) < u->in->cap))
+                uw |= EV_READ;
+        }
+        set_events(loop, &u->io, &u->events, uw);
+    }
+}
+
+static void conn_step_proxy(struct conn *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL)
+        return;
+    conn_check_connect(c);
+    if (c->state != CS_PROXY || c->up == NULL || !c->up->connected)
+        return;
+    u = c->up;
+
+    if (!c->req.done && c->need_100 && c->uphead && c->uphead_sent == buf_len(c->uphead)) {
+        if (c->out == NULL)
+            c->out = worker_buf_get(c->w);
+        if (c->out && buf_appends(c->out, "HTTP/1.1 100 Continue\r\n\r\n"))
+            c->need_100 = false;
+    }
+    conn_write_upstream(c);
+    if (c->state != CS_PROXY)
+        return;
+    if (!c->req.done && !c->rd_eof && (c->in == NULL || buf_len(c->in) == 0 || c->req.ready == 0)) {
+        conn_read_client(c);
+        if (c->rd_eof && !c->req.done) {
+            /* the client went away before its body ended */
+            c->closing = true;
+            conn_drop_upstream(c);
+            c->status = 499;
+            conn_log_request(c, NULL);
+            c->state = CS_LINGER;
+            return;
+        }
+    }
+    conn_read_upstream(c);
+    if (c->state != CS_PROXY || c->up == NULL)
+        return;
+    if (!c->resp_head_done) {
+        if (u->in && buf_len(u->in))
+            conn_parse_response(c);
+        if (c->state != CS_PROXY)
+            return;
+        if (!c->resp_head_done && u->eof) {
+            conn_upstream_failed(c, u->got_bytes ? "backend closed mid response head"
+                                                 : "backend closed the connection");
+            return;
+        }
+    }
+    if (c->resp_head_done) {
+        conn_write_client(c);
+        if (c->state != CS_PROXY || c->up == NULL)
+            return;
+        if (c->resp.framing == HTTP1_BODY_CLOSE && u->eof && buf_len(u->in) == 0)
+            c->resp.done = true;
+        if (!c->resp.done && u->eof && buf_len(u->in) == 0 && c->resp.ready == 0) {
+            lb_log(LB_LOG_WARN, "upstream_truncated", "backend %s closed mid response body",
+                   u->be->id);
+            c->closing = true;
+            conn_log_request(c, NULL);
+            conn_drop_upstream(c);
+            c->state = CS_LINGER;
+            return;
+        }
+        if (c->resp.done && buf_len(c->out) == 0) {
+            if (!c->req.done)
+                c->closing = true;
+            conn_finish(c);
+        }
+    } else if (buf_len(c->out)) {
+        conn_write_client(c); /* 100 Continue or interim responses */
+    }
+}
+
+static void conn_step_linger(struct conn *c)
+{
+    if (buf_len(c->out)) {
+        conn_write_client(c);
+        if (c->tr.fd < 0 || buf_len(c->out))
+            return;
+    }
+    if (!c->shut) {
+        c->tr.ops->shutdown_write(&c->tr);
+        c->shut = true;
+        c->tphase = TP_NONE; /* the linger time starts now */
+        c->progress = true;
+    }
+    /* discard what the client still sends, until it closes or time runs out */
+    char sink[4096];
+    for (int i = 0; i < 16 && !c->rd_eof; i++) {
+        ssize_t n = c->tr.ops->read(&c->tr, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n == TRANSPORT_AGAIN || n == TRANSPORT_WANT_WRITE) {
+            c->readable = false;
+            return;
+        }
+        c->rd_eof = true;
+    }
+    if (c->rd_eof)
+        conn_close(c);
+}
+
+static void conn_run(struct conn *c)
+{
+    for (int rounds = 0; rounds < 64; rounds++) {
+        c->progress = false;
+        switch (c->state) {
+        case CS_IDLE:
+            if (c->closing || c->w->draining) {
+                conn_close(c);
+                return;
+            }
+            conn_read_client(c);
+            if (c->rd_eof && c->state == CS_IDLE) {
+                conn_close(c);
+                return;
+            }
+            break;
+        case CS_HEAD:
+            conn_read_client(c);
+            if (c->state == CS_HEAD && buf_len(c->in))
+                conn_parse_head(c);
+            if (c->state == CS_HEAD && buf_len(c->in) == 0 && (c->rd_eof || c->closing)) {
+                conn_close(c);
+                return;
+            }
+            break;
+        case CS_PROXY:
+            conn_step_proxy(c);
+            break;
+        case CS_LINGER:
+            conn_step_linger(c);
+            break;
+        }
+        if (c->tr.fd < 0)
+            return;
+        if (!c->progress)
+            break;
+    }
+    conn_arm(c);
+}
+
+/* ---- watchers ------------------------------------------------------------ */
+
+static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct conn *c = io->data;
+    if (revents & EV_READ)
+        c->readable = true;
+    conn_run(c);
+}
+
+static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct conn *c = t->data;
+    switch (c->tphase) {
+    case TP_IDLE:
+    case TP_LINGER:
+        conn_close(c);
+        return;
+    case TP_HEAD:
+        conn_answer_error(c, 408, "client sent its request head too slowly");
+        break;
+    case TP_CONNECT:
+        conn_upstream_failed(c, "connect timed out");
+        break;
+    case TP_RESPONSE:
+        if (c->up)
+            METRIC_ADD(c->w->metrics.be[c->up->be->stat_slot]->timeouts, 1);
+        conn_answer_error(c, 504, "backend did not answer in time");
+        break;
+    case TP_CLIENT:
+        if (!c->resp_head_done && buf_len(c->out) == 0) {
+            conn_answer_error(c, 408, "client body too slow");
+        } else {
+            c->status = c->status ? c->status : 408;
+            conn_log_request(c, NULL);
+            conn_drop_upstream(c);
+            conn_close(c);
+            return;
+        }
+        break;
+    case TP_UPSTREAM:
+        if (c->up)
+            METRIC_ADD(c->w->metrics.be[c->up->be->stat_slot]->timeouts, 1);
+        lb_log(LB_LOG_WARN, "upstream_idle_timeout", "backend %s stalled mid response",
+               c->up ? c->up->be->id : "-");
+        conn_log_request(c, NULL);
+        conn_drop_upstream(c);
+        conn_close(c);
+        return;
+    default:
+        conn_close(c);
+        return;
+    }
+    c->tphase = TP_NONE;
+    conn_run(c);
+}
+
+/* ---- life cycle ------------------------------------------------------------- */
+
+static void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->tr.fd < 0)
+        return;
+    conn_drop_upstream(c);
+    set_events(w->loop, &c->io, &c->events, 0);
+    ev_timer_stop(w->loop, &c->timer);
+    c->tr.ops->release(&c->tr);
+    close(c->tr.fd);
+    c->tr.fd = -1;
+    if (c->in)
+        worker_buf_put(w, c->in);
+    if (c->out)
+        worker_buf_put(w, c->out);
+    if (c->uphead)
+        worker_buf_put(w, c->uphead);
+    c->in = c->out = c->uphead = NULL;
+    METRIC_ADD(w->metrics.fe[c->fe_stat].closed, 1);
+    worker_view_unref(w, c->view);
+    c->view = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    /* the object stays readable (fd -1) until the worker's housekeeping
+     * trims the free list, so callers up the stack may still test it */
+    c->next = w->free_conns;
+    w->free_conns = c;
+    w->n_free_conns++;
+    worker_conn_closed(w);
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, uint32_t fe_index)
+{
+    struct wview *v = w->view;
+    uint16_t fe_stat = v->fe_stat[fe_index];
+    METRIC_ADD(w->metrics.fe[fe_stat].accepted, 1);
+    if (w->n_conns >= v->snap->max_connections) {
+        METRIC_ADD(w->metrics.fe[fe_stat].rejected[REJECT_CONN_LIMIT], 1);
+        METRIC_ADD(w->metrics.fe[fe_stat].closed, 1);
+        close(fd);
+        return;
+    }
+    struct conn *c = w->free_conns;
+    if (c != NULL) {
+        w->free_conns = c->next;
+        w->n_free_conns--;
+        memset(c, 0, sizeof(*c));
+    } else {
+        c = calloc(1, sizeof(*c));
+    }
+    if (c == NULL) {
+        METRIC_ADD(w->metrics.fe[fe_stat].closed, 1);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    transport_plain_init(&c->tr, fd);
+    c->view = v;
+    v->refs++;
+    c->fe_index = fe_index;
+    c->fe_stat = fe_stat;
+    c->reject = -1;
+    c->readable = true; /* data often arrives with the connection */
+    if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
+                  sizeof(c->peer_ip));
+    }
+    ev_io_init(&c->io, conn_on_io, fd, 0);
+    c->io.data = c;
+    ev_init(&c->timer, conn_on_timer);
+    c->timer.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    c->state = CS_IDLE;
+    c->t_start = ev_now(w->loop);
+    conn_run(c);
+}
+
+void conn_drain_all(struct worker *w)
+{
+    struct conn *c = w->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        c->closing = true;
+        if (c->state == CS_IDLE)
+            conn_close(c);
+        c = next;
+    }
+}
+
+void conn_close_all(struct worker *w)
+{
+    while (w->conns != NULL)
+        conn_close(w->conns);
+}
+
+void conn_free_list_trim(struct worker *w, uint32_t keep)
+{
+    while (w->n_free_conns > keep) {
+        struct conn *c = w->free_conns;
+        w->free_conns = c->next;
+        w->n_free_conns--;
+        free(c);
+    }
+}

@@ -1,0 +1,41 @@
+/* dataplane/conn.h: one client connection and the request it is proxying.
+ *
+ * A connection reads a request head, picks a backend, sends the rewritten head
+ * and streams the body upstream, then streams the response back, with
+ * back-pressure both ways (a full buffer stops reading its source). An idle
+ * keep-alive connection holds no buffer. Worker thread only. */
+#ifndef LB_CONN_H
+#define LB_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct worker;
+struct wview;
+
+/* Takes ownership of accepted socket <fd> from <peer> on frontend
+ * <fe_index> of the worker's current view. Never fails loudly: on no memory
+ * the socket is closed. */
+void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, uint32_t fe_index);
+
+/* Shutdown: idle connections close now; busy ones close after their
+ * current response. */
+void conn_drain_all(struct worker *w);
+
+/* Worker exit: closes every connection at once. */
+void conn_close_all(struct worker *w);
+
+/* Housekeeping: closes pooled upstream connections idle past the limit at
+ * <now> (INFINITY closes them all). */
+void conn_pool_expire(struct worker *w, double now);
+
+/* Housekeeping (never from inside a connection's callback): frees closed
+ * connection objects beyond <keep>. */
+void conn_free_list_trim(struct worker *w, uint32_t keep);
+
+/* Frees a pooled upstream connection list (worker exit or backend removed). */
+struct upstream;
+void conn_pool_free(struct worker *w, struct upstream *list);
+
+#endif

@@ -1,0 +1,28 @@
+/* dataplane/dp.h: the data-plane process context shared by its threads. */
+#ifndef LB_DP_H
+#define LB_DP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+struct snap;
+struct worker;
+
+struct dp {
+    pthread_mutex_t lock; /* guards <snap> */
+    struct snap *snap;    /* newest valid snapshot; workers adopt it */
+    atomic_bool draining; /* graceful shutdown requested */
+    atomic_bool stopping; /* drain time is up: close everything */
+    unsigned n_workers;
+    struct worker *workers;
+};
+
+/* Any thread: a new reference to the newest snapshot. */
+struct snap *dp_snapshot(struct dp *dp);
+
+/* Any thread: makes <s> (reference taken over) the newest snapshot and tells
+ * every worker. */
+void dp_publish(struct dp *dp, struct snap *s);
+
+#endif

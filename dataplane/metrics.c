@@ -1,0 +1,391 @@
+/* dataplane/metrics.c */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb_log.h"
+#include "lb_prom.h"
+
+#define NO_BACKEND UINT32_MAX
+
+int metrics_worker_init(struct metrics_worker *m)
+{
+    memset(m, 0, sizeof(*m));
+    if (pthread_mutex_init(&m->lock, NULL) != 0)
+        return -1;
+    m->cap_pairs = 64;
+    m->pairs = calloc(m->cap_pairs, sizeof(*m->pairs));
+    if (m->pairs == NULL) {
+        pthread_mutex_destroy(&m->lock);
+        return -1;
+    }
+    for (uint32_t i = 0; i < m->cap_pairs; i++)
+        m->pairs[i].fe = UINT16_MAX;
+    return 0;
+}
+
+void metrics_worker_deinit(struct metrics_worker *m)
+{
+    for (uint32_t i = 0; i < m->n_be; i++)
+        free(m->be[i]);
+    free(m->be);
+    free(m->pairs);
+    pthread_mutex_destroy(&m->lock);
+}
+
+int metrics_fe_slot(struct metrics_worker *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->n_fe; i++) {
+        if (strcmp(m->fe[i].name, name) == 0)
+            return (int)i;
+    }
+    if (m->n_fe == METRICS_MAX_FE)
+        return -1;
+    pthread_mutex_lock(&m->lock);
+    struct metrics_fe *f = &m->fe[m->n_fe];
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    int slot = (int)m->n_fe++;
+    pthread_mutex_unlock(&m->lock);
+    return slot;
+}
+
+int metrics_be_slot(struct metrics_worker *m, const char *id)
+{
+    /* Callers keep the slot in their per-id runtime state, so this linear
+     * search runs once per new backend id, not per request. */
+    for (uint32_t i = 0; i < m->n_be; i++) {
+        if (strcmp(m->be[i]->id, id) == 0)
+            return (int)i;
+    }
+    struct metrics_be *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    snprintf(b->id, sizeof(b->id), "%s", id);
+    pthread_mutex_lock(&m->lock);
+    if (m->n_be == m->cap_be) {
+        uint32_t cap = m->cap_be ? m->cap_be * 2 : 16;
+        struct metrics_be **nb = realloc(m->be, cap * sizeof(*nb));
+        if (nb == NULL) {
+            pthread_mutex_unlock(&m->lock);
+            free(b);
+            return -1;
+        }
+        m->be = nb;
+        m->cap_be = cap;
+    }
+    m->be[m->n_be] = b;
+    int slot = (int)m->n_be++;
+    pthread_mutex_unlock(&m->lock);
+    return slot;
+}
+
+static uint32_t pair_hash(uint16_t fe, uint32_t be)
+{
+    uint64_t k = ((uint64_t)fe << 32) | be;
+    k *= 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(k >> 32);
+}
+
+static struct metrics_pair *pair_find(struct metrics_pair *pairs, uint32_t cap, uint16_t fe,
+                                      uint32_t be)
+{
+    uint32_t at = pair_hash(fe, be) & (cap - 1);
+    for (;;) {
+        struct metrics_pair *p = &pairs[at];
+        if (p->fe == UINT16_MAX || (p->fe == fe && p->be == be))
+            return p;
+        at = (at + 1) & (cap - 1);
+    }
+}
+
+static bool pairs_grow(struct metrics_worker *m)
+{
+    uint32_t cap = m->cap_pairs * 2;
+    struct metrics_pair *np = calloc(cap, sizeof(*np));
+    if (np == NULL)
+        return false;
+    for (uint32_t i = 0; i < cap; i++)
+        np[i].fe = UINT16_MAX;
+    for (uint32_t i = 0; i < m->cap_pairs; i++) {
+        struct metrics_pair *o = &m->pairs[i];
+        if (o->fe == UINT16_MAX)
+            continue;
+        struct metrics_pair *n = pair_find(np, cap, o->fe, o->be);
+        n->fe = o->fe;
+        n->be = o->be;
+        for (int c = 0; c < METRICS_CLASSES; c++)
+            atomic_init(&n->by_class[c], METRIC_GET(o->by_class[c]));
+    }
+    free(m->pairs);
+    m->pairs = np;
+    m->cap_pairs = cap;
+    return true;
+}
+
+unsigned metrics_class(unsigned status)
+{
+    if (status >= 100 && status < 600)
+        return status / 100 - 1;
+    return 5;
+}
+
+void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigned status,
+                     uint64_t duration_us)
+{
+    struct metrics_pair *p = pair_find(m->pairs, m->cap_pairs, fe, be);
+    if (p->fe == UINT16_MAX) {
+        pthread_mutex_lock(&m->lock);
+        if ((m->n_pairs + 1) * 4 > m->cap_pairs * 3 && pairs_grow(m))
+            p = pair_find(m->pairs, m->cap_pairs, fe, be);
+        if (p->fe == UINT16_MAX && (m->n_pairs + 1) < m->cap_pairs) {
+            p->fe = fe;
+            p->be = be;
+            m->n_pairs++;
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (p->fe != fe || p->be != be)
+            return;
+    }
+    METRIC_ADD(p->by_class[metrics_class(status)], 1);
+    if (fe < m->n_fe) {
+        struct metrics_fe *f = &m->fe[fe];
+        double secs = (double)duration_us / 1e6;
+        size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
+        if (b > METRICS_NBUCKETS)
+            b = METRICS_NBUCKETS;
+        METRIC_ADD(f->hist[b], 1);
+        METRIC_ADD(f->duration_us, duration_us);
+    }
+    if (be != NO_BACKEND && be < m->n_be) {
+        METRIC_ADD(m->be[be]->requests, 1);
+        if (status >= 500)
+            METRIC_ADD(m->be[be]->errors, 1);
+    }
+}
+
+/* ---- rendering ----------------------------------------------------------- */
+
+struct agg_fe {
+    const char *name;
+    uint64_t accepted, closed, bytes_in, bytes_out, duration_us;
+    uint64_t rejected[REJECT_N];
+    uint64_t hist[METRICS_NBUCKETS + 1];
+};
+
+struct agg_pair {
+    const char *fe;
+    const char *be;
+    uint64_t by_class[METRICS_CLASSES];
+};
+
+struct agg_be {
+    const char *id;
+    uint64_t requests, errors, connect_failures, timeouts;
+};
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const struct agg_pair *x = a, *y = b;
+    int c = strcmp(x->fe, y->fe);
+    return c ? c : strcmp(x->be, y->be);
+}
+
+static int cmp_be(const void *a, const void *b)
+{
+    const struct agg_be *x = a, *y = b;
+    return strcmp(x->id, y->id);
+}
+
+static const char *const reject_names[REJECT_N] = {
+    "bad_request",     "uri_too_long",     "header_too_large", "expectation_failed",
+    "not_implemented", "version",          "client_timeout",   "no_backend",
+    "upstream_failed", "upstream_timeout", "connection_limit",
+};
+
+static const char *const class_names[METRICS_CLASSES] = {"1xx", "2xx", "3xx",
+                                                         "4xx", "5xx", "other"};
+
+static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
+{
+    lb_prom_family(p, "lb_connections_accepted_total", "counter", "Client connections accepted.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        lb_prom_u64(p, "lb_connections_accepted_total", &l, 1, fe[i].accepted);
+    }
+    lb_prom_family(p, "lb_connections_open", "gauge", "Client connections open now.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        uint64_t open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
+        lb_prom_u64(p, "lb_connections_open", &l, 1, open);
+    }
+    lb_prom_family(p, "lb_received_bytes_total", "counter", "Bytes received from clients.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        lb_prom_u64(p, "lb_received_bytes_total", &l, 1, fe[i].bytes_in);
+    }
+    lb_prom_family(p, "lb_sent_bytes_total", "counter", "Bytes sent to clients.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        lb_prom_u64(p, "lb_sent_bytes_total", &l, 1, fe[i].bytes_out);
+    }
+    lb_prom_family(p, "lb_requests_rejected_total", "counter",
+                   "Requests answered by the data plane itself, by reason.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        for (int r = 0; r < REJECT_N; r++) {
+            struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"reason", reject_names[r]}};
+            lb_prom_u64(p, "lb_requests_rejected_total", l, 2, fe[i].rejected[r]);
+        }
+    }
+    lb_prom_family(p, "lb_http_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request to the last byte of its response.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        size_t nb =
+            lb_prom_latency_nbounds < METRICS_NBUCKETS ? lb_prom_latency_nbounds : METRICS_NBUCKETS;
+        uint64_t counts[METRICS_NBUCKETS + 1];
+        memcpy(counts, fe[i].hist, sizeof(uint64_t) * nb);
+        counts[nb] = 0;
+        for (size_t b = nb; b <= METRICS_NBUCKETS; b++)
+            counts[nb] += fe[i].hist[b];
+        lb_prom_histogram(p, "lb_http_request_duration_seconds", &l, 1, lb_prom_latency_bounds, nb,
+                          counts, (double)fe[i].duration_us / 1e6);
+    }
+}
+
+void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, unsigned n,
+                    const struct metrics_backend_state *backends, uint32_t n_backends,
+                    uint64_t config_version, uint64_t generation)
+{
+    for (unsigned w = 0; w < n; w++)
+        pthread_mutex_lock(&workers[w]->lock);
+
+    size_t max_pairs = 0, max_be = 0;
+    for (unsigned w = 0; w < n; w++) {
+        max_pairs += workers[w]->n_pairs;
+        max_be += workers[w]->n_be;
+    }
+    struct agg_fe *fe = calloc(METRICS_MAX_FE, sizeof(*fe));
+    struct agg_pair *pairs = calloc(max_pairs + 1, sizeof(*pairs));
+    struct agg_be *bes = calloc(max_be + 1, sizeof(*bes));
+    if (fe == NULL || pairs == NULL || bes == NULL) {
+        p->oom = true;
+        goto out;
+    }
+    unsigned n_fe = 0;
+    size_t n_pairs = 0, n_bes = 0;
+    for (unsigned w = 0; w < n; w++) {
+        const struct metrics_worker *m = workers[w];
+        for (uint32_t i = 0; i < m->n_fe; i++) {
+            const struct metrics_fe *f = &m->fe[i];
+            unsigned k = 0;
+            while (k < n_fe && strcmp(fe[k].name, f->name) != 0)
+                k++;
+            if (k == n_fe) {
+                if (n_fe == METRICS_MAX_FE)
+                    continue;
+                fe[n_fe++].name = f->name;
+            }
+            fe[k].accepted += METRIC_GET(f->accepted);
+            fe[k].closed += METRIC_GET(f->closed);
+            fe[k].bytes_in += METRIC_GET(f->bytes_in);
+            fe[k].bytes_out += METRIC_GET(f->bytes_out);
+            fe[k].duration_us += METRIC_GET(f->duration_us);
+            for (int r = 0; r < REJECT_N; r++)
+                fe[k].rejected[r] += METRIC_GET(f->rejected[r]);
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                fe[k].hist[b] += METRIC_GET(f->hist[b]);
+        }
+        for (uint32_t i = 0; i < m->cap_pairs; i++) {
+            const struct metrics_pair *mp = &m->pairs[i];
+            if (mp->fe == UINT16_MAX || mp->fe >= m->n_fe)
+                continue;
+            struct agg_pair *a = &pairs[n_pairs++];
+            a->fe = m->fe[mp->fe].name;
+            a->be = (mp->be != NO_BACKEND && mp->be < m->n_be) ? m->be[mp->be]->id : "";
+            for (int c = 0; c < METRICS_CLASSES; c++)
+                a->by_class[c] = METRIC_GET(mp->by_class[c]);
+        }
+        for (uint32_t i = 0; i < m->n_be; i++) {
+            struct agg_be *a = &bes[n_bes++];
+            a->id = m->be[i]->id;
+            a->requests = METRIC_GET(m->be[i]->requests);
+            a->errors = METRIC_GET(m->be[i]->errors);
+            a->connect_failures = METRIC_GET(m->be[i]->connect_failures);
+            a->timeouts = METRIC_GET(m->be[i]->timeouts);
+        }
+    }
+
+    lb_prom_family(p, "lb_config_version", "gauge", "Config version of the applied snapshot.");
+    lb_prom_u64(p, "lb_config_version", NULL, 0, config_version);
+    lb_prom_family(p, "lb_snapshot_generation", "gauge", "Generation of the applied snapshot.");
+    lb_prom_u64(p, "lb_snapshot_generation", NULL, 0, generation);
+    lb_prom_family(p, "lb_log_lines_dropped_total", "counter",
+                   "Log lines dropped because standard output would block.");
+    lb_prom_u64(p, "lb_log_lines_dropped_total", NULL, 0, lb_log_dropped());
+
+    render_fe(p, fe, n_fe);
+
+    qsort(pairs, n_pairs, sizeof(*pairs), cmp_pair);
+    lb_prom_family(p, "lb_http_requests_total", "counter",
+                   "Requests answered, by frontend, backend and status class.");
+    for (size_t i = 0; i < n_pairs;) {
+        size_t j = i + 1;
+        while (j < n_pairs && cmp_pair(&pairs[i], &pairs[j]) == 0) {
+            for (int c = 0; c < METRICS_CLASSES; c++)
+                pairs[i].by_class[c] += pairs[j].by_class[c];
+            j++;
+        }
+        for (int c = 0; c < METRICS_CLASSES; c++) {
+            if (pairs[i].by_class[c] == 0)
+                continue;
+            struct lb_prom_label l[3] = {
+                {"frontend", pairs[i].fe}, {"backend", pairs[i].be}, {"code", class_names[c]}};
+            lb_prom_u64(p, "lb_http_requests_total", l, 3, pairs[i].by_class[c]);
+        }
+        i = j;
+    }
+
+    qsort(bes, n_bes, sizeof(*bes), cmp_be);
+    for (size_t i = 0; i < n_bes;) {
+        size_t j = i + 1;
+        while (j < n_bes && strcmp(bes[i].id, bes[j].id) == 0) {
+            bes[i].requests += bes[j].requests;
+            bes[i].errors += bes[j].errors;
+            bes[i].connect_failures += bes[j].connect_failures;
+            bes[i].timeouts += bes[j].timeouts;
+            bes[j].id = NULL;
+            j++;
+        }
+        i = j;
+    }
+    lb_prom_family(p, "lb_backend_connect_failures_total", "counter",
+                   "Failed connection attempts to a backend.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        lb_prom_u64(p, "lb_backend_connect_failures_total", &l, 1, bes[i].connect_failures);
+    }
+    lb_prom_family(p, "lb_backend_timeouts_total", "counter", "Requests whose backend timed out.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        lb_prom_u64(p, "lb_backend_timeouts_total", &l, 1, bes[i].timeouts);
+    }
+
+    lb_prom_family(p, "lb_backend_up", "gauge",
+                   "1 when the backend may take traffic (active and not known down).");
+    for (uint32_t i = 0; i < n_backends; i++) {
+        struct lb_prom_label l = {"backend", backends[i].id};
+        lb_prom_u64(p, "lb_backend_up", &l, 1, backends[i].up ? 1 : 0);
+    }
+out:
+    for (unsigned w = n; w-- > 0;)
+        pthread_mutex_unlock(&workers[w]->lock);
+    free(fe);
+    free(pairs);
+    free(bes);
+}

@@ -1,0 +1,113 @@
+/* dataplane/metrics.h: per-worker counters, summed at scrape time.
+ *
+ * Each counter has one writer, its worker thread, which bumps it with a
+ * relaxed load and store (plain moves on x86, no locked instruction); the
+ * scraper reads them with relaxed loads. Tables that grow (new frontends,
+ * backends, label pairs) change only under the worker's <lock>, which the
+ * scraper holds while it reads. */
+#ifndef LB_METRICS_H
+#define LB_METRICS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct lb_prom;
+
+#define METRIC_ADD(field, n)                                                                       \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),    \
+                          memory_order_relaxed)
+#define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+typedef _Atomic uint64_t metric_t;
+
+/* Why a request was answered by the data plane itself. */
+enum metrics_reject {
+    REJECT_BAD_REQUEST = 0,  /* 400 */
+    REJECT_URI_TOO_LONG,     /* 414 */
+    REJECT_HEADER_TOO_LARGE, /* 431 */
+    REJECT_EXPECTATION,      /* 417 */
+    REJECT_NOT_IMPLEMENTED,  /* 501 */
+    REJECT_VERSION,          /* 505 */
+    REJECT_CLIENT_TIMEOUT,   /* 408 */
+    REJECT_NO_BACKEND,       /* 503 */
+    REJECT_UPSTREAM_FAILED,  /* 502 */
+    REJECT_UPSTREAM_TIMEOUT, /* 504 */
+    REJECT_CONN_LIMIT,       /* connection refused: max_connections */
+    REJECT_N,
+};
+
+#define METRICS_MAX_FE   64
+#define METRICS_NBUCKETS 14
+#define METRICS_CLASSES  6 /* 1xx..5xx, other */
+
+struct metrics_fe {
+    char name[128];
+    metric_t accepted;
+    metric_t closed;
+    metric_t bytes_in;
+    metric_t bytes_out;
+    metric_t rejected[REJECT_N];
+    metric_t hist[METRICS_NBUCKETS + 1];
+    metric_t duration_us; /* sum */
+};
+
+struct metrics_be {
+    char id[128];
+    metric_t requests;
+    metric_t errors; /* 5xx answered by or for it */
+    metric_t connect_failures;
+    metric_t timeouts;
+};
+
+/* One (frontend, backend) pair's requests by status class. */
+struct metrics_pair {
+    uint16_t fe;
+    uint32_t be; /* UINT32_MAX: answered without a backend */
+    metric_t by_class[METRICS_CLASSES];
+};
+
+struct metrics_worker {
+    pthread_mutex_t lock;
+    struct metrics_fe fe[METRICS_MAX_FE];
+    uint32_t n_fe;
+    struct metrics_be **be; /* by slot; grows */
+    uint32_t n_be;
+    uint32_t cap_be;
+    struct metrics_pair *pairs; /* open addressing on (fe, be) */
+    uint32_t cap_pairs;
+    uint32_t n_pairs;
+};
+
+int metrics_worker_init(struct metrics_worker *m);
+void metrics_worker_deinit(struct metrics_worker *m);
+
+/* Worker thread: the slot of frontend <name>, created when new (under lock).
+ * Returns -1 when METRICS_MAX_FE slots are used. */
+int metrics_fe_slot(struct metrics_worker *m, const char *name);
+
+/* Worker thread: the slot of backend <id>, created when new (under lock).
+ * Returns -1 on no memory. */
+int metrics_be_slot(struct metrics_worker *m, const char *id);
+
+/* Worker thread: counts one finished request. <be> is a backend slot or
+ * UINT32_MAX. Allocates only the first time a (fe, be) pair is seen. */
+void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigned status,
+                     uint64_t duration_us);
+
+/* Scrape: the Prometheus text of all <n> workers' counters summed, plus the
+ * process gauges given by the caller, appended to <p>. Takes every worker's
+ * lock in turn. Any thread. */
+struct metrics_backend_state {
+    const char *id;
+    bool up;
+};
+void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, unsigned n,
+                    const struct metrics_backend_state *backends, uint32_t n_backends,
+                    uint64_t config_version, uint64_t generation);
+
+/* The status class index of <status> (0 for 1xx .. 4 for 5xx, 5 otherwise). */
+unsigned metrics_class(unsigned status);
+
+#endif

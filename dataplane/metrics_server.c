@@ -1,0 +1,254 @@
+/* dataplane/metrics_server.c: a deliberately small HTTP/1.1 server: one
+ * request per connection, bounded in size and time. */
+#include "metrics_server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dp.h"
+#include "http1.h"
+#include "lb_err.h"
+#include "lb_log.h"
+#include "lb_prom.h"
+#include "metrics.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define REQ_MAX     8192
+#define REQ_TIMEOUT 5.0
+#define MAX_CLIENTS 64
+
+struct mclient {
+    struct metrics_server *srv;
+    struct mclient *next;
+    struct mclient *prev;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    char req[REQ_MAX];
+    size_t req_len;
+    char *resp;
+    size_t resp_len;
+    size_t resp_sent;
+};
+
+struct metrics_server {
+    struct ev_loop *loop;
+    struct dp *dp;
+    int fd;
+    ev_io io;
+    struct mclient *clients;
+    unsigned n_clients;
+};
+
+static void mclient_free(struct mclient *c)
+{
+    struct metrics_server *s = c->srv;
+    ev_io_stop(s->loop, &c->io);
+    ev_timer_stop(s->loop, &c->timer);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_clients--;
+    free(c->resp);
+    free(c);
+}
+
+static void render_metrics(struct metrics_server *s, struct lb_prom *p)
+{
+    struct dp *dp = s->dp;
+    struct snap *snap = dp_snapshot(dp);
+    struct metrics_worker **ws = calloc(dp->n_workers, sizeof(*ws));
+    struct metrics_backend_state *bs =
+        calloc(snap && snap->n_backends ? snap->n_backends : 1, sizeof(*bs));
+    if (ws == NULL || bs == NULL) {
+        p->oom = true;
+    } else {
+        for (unsigned i = 0; i < dp->n_workers; i++)
+            ws[i] = &dp->workers[i].metrics;
+        uint32_t nb = snap ? snap->n_backends : 0;
+        for (uint32_t i = 0; i < nb; i++) {
+            bs[i].id = snap->backends[i].id;
+            bs[i].up = snap_backend_is_eligible(&snap->backends[i]);
+        }
+        metrics_render(p, ws, dp->n_workers, bs, nb, snap ? snap->version : 0,
+                       snap ? snap->generation : 0);
+    }
+    free(ws);
+    free(bs);
+    snap_unref(snap);
+}
+
+static void mclient_respond(struct mclient *c, unsigned status, const char *ctype, const char *body,
+                            size_t len)
+{
+    char head[256];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n",
+                      status, http1_reason(status), ctype, len);
+    c->resp = malloc((size_t)hl + len);
+    if (c->resp == NULL) {
+        mclient_free(c);
+        return;
+    }
+    memcpy(c->resp, head, (size_t)hl);
+    memcpy(c->resp + hl, body, len);
+    c->resp_len = (size_t)hl + len;
+    ev_io_stop(c->srv->loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_WRITE);
+    ev_io_start(c->srv->loop, &c->io);
+}
+
+static void mclient_handle(struct mclient *c, const struct http1_msg *m)
+{
+    if (m->meth != HTTP1_M_GET && m->meth != HTTP1_M_HEAD) {
+        const char *b = "only GET is served here\n";
+        mclient_respond(c, 405, "text/plain", b, strlen(b));
+        return;
+    }
+    if (http1_slice_eq(m->target, "/metrics")) {
+        struct lb_prom p;
+        lb_prom_init(&p);
+        render_metrics(c->srv, &p);
+        if (p.oom) {
+            const char *b = "out of memory rendering metrics\n";
+            mclient_respond(c, 500, "text/plain", b, strlen(b));
+        } else {
+            mclient_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", p.buf,
+                            m->meth == HTTP1_M_HEAD ? 0 : p.len);
+        }
+        lb_prom_deinit(&p);
+        return;
+    }
+    if (http1_slice_eq(m->target, "/health")) {
+        mclient_respond(c, 200, "text/plain", "ok\n", 3);
+        return;
+    }
+    const char *b = "not found: try /metrics\n";
+    mclient_respond(c, 404, "text/plain", b, strlen(b));
+}
+
+static void mclient_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct mclient *c = io->data;
+    if (c->resp != NULL) {
+        ssize_t n = write(c->fd, c->resp + c->resp_sent, c->resp_len - c->resp_sent);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            mclient_free(c);
+            return;
+        }
+        c->resp_sent += (size_t)n;
+        if (c->resp_sent == c->resp_len)
+            mclient_free(c);
+        return;
+    }
+    ssize_t n = read(c->fd, c->req + c->req_len, sizeof(c->req) - c->req_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        mclient_free(c);
+        return;
+    }
+    c->req_len += (size_t)n;
+    struct http1_header hdrs[64];
+    struct http1_msg m = {.headers = hdrs, .cap_headers = 64};
+    struct http1_parser p;
+    http1_parser_init(&p);
+    struct http1_limits lim = {
+        .max_request_line = 4096, .max_header_bytes = REQ_MAX - 1, .max_headers = 64};
+    int rc = http1_parse_request(&p, c->req, c->req_len, &lim, &m);
+    if (rc == HTTP1_INCOMPLETE && c->req_len < sizeof(c->req))
+        return;
+    if (rc < 0) {
+        const char *b = "bad request\n";
+        mclient_respond(c, rc == HTTP1_INVALID && m.error ? m.error : 431, "text/plain", b,
+                        strlen(b));
+        return;
+    }
+    mclient_handle(c, &m);
+}
+
+static void mclient_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mclient_free(t->data);
+}
+
+static void server_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct metrics_server *s = io->data;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1)
+            return;
+        struct mclient *c = s->n_clients < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        ev_io_init(&c->io, mclient_on_io, fd, EV_READ);
+        c->io.data = c;
+        ev_timer_init(&c->timer, mclient_on_timeout, REQ_TIMEOUT, 0);
+        c->timer.data = c;
+        ev_io_start(loop, &c->io);
+        ev_timer_start(loop, &c->timer);
+        c->next = s->clients;
+        if (s->clients)
+            s->clients->prev = c;
+        s->clients = c;
+        s->n_clients++;
+    }
+}
+
+struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
+                                          const struct sockaddr_storage *addr, socklen_t len,
+                                          struct lb_err *err)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        lb_err_set(err, LB_ESYS, errno, "metrics socket");
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)addr, len) == -1 || listen(fd, 64) == -1) {
+        lb_err_set(err, LB_ESYS, errno, "cannot listen on the metrics address");
+        close(fd);
+        return NULL;
+    }
+    struct metrics_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        return NULL;
+    }
+    s->loop = loop;
+    s->dp = dp;
+    s->fd = fd;
+    ev_io_init(&s->io, server_on_accept, fd, EV_READ);
+    s->io.data = s;
+    ev_io_start(loop, &s->io);
+    return s;
+}
+
+void metrics_server_free(struct metrics_server *s)
+{
+    if (s == NULL)
+        return;
+    while (s->clients != NULL)
+        mclient_free(s->clients);
+    ev_io_stop(s->loop, &s->io);
+    close(s->fd);
+    free(s);
+}

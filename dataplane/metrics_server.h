@@ -1,0 +1,19 @@
+/* dataplane/metrics_server.h: the Prometheus endpoint on the metrics port.
+ * Runs on the main thread's loop; answers GET /metrics and GET /health. */
+#ifndef LB_METRICS_SERVER_H
+#define LB_METRICS_SERVER_H
+
+#include <ev.h>
+#include <sys/socket.h>
+
+struct dp;
+struct lb_err;
+struct metrics_server;
+
+/* Listens on <addr> and serves <dp>'s counters. NULL and <err> on failure. */
+struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
+                                          const struct sockaddr_storage *addr, socklen_t len,
+                                          struct lb_err *err);
+void metrics_server_free(struct metrics_server *m);
+
+#endif

@@ -1,0 +1,402 @@
+/* dataplane/snapshot.c */
+#include "snapshot.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lb.pb-c.h"
+#include "lb_err.h"
+#include "lb_log.h"
+
+#define MAX_SNAPSHOT_BYTES (256u << 20)
+
+static uint32_t or_default(uint32_t v, uint32_t def)
+{
+    return v != 0 ? v : def;
+}
+
+/* Parses an IPv4/IPv6 literal with <port> into <ss>. */
+static bool parse_addr(const char *text, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, text, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(port);
+        *len = sizeof(*in4);
+        return true;
+    }
+    if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        *len = sizeof(*in6);
+        return true;
+    }
+    return false;
+}
+
+static void format_host_port(char *dst, size_t cap, const struct sockaddr_storage *ss)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(dst, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
+        snprintf(dst, cap, "%s:%u", ip, ntohs(in4->sin_port));
+    }
+}
+
+static bool id_is_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n >= SNAP_MAX_ID)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            return false;
+    }
+    return true;
+}
+
+static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
+{
+    if (pb->n_frontends == 0)
+        return lb_err_set(err, LB_EINVAL, 0, "frontends: at least one frontend is required");
+    if (pb->n_frontends > SNAP_MAX_FRONTENDS)
+        return lb_err_set(err, LB_EINVAL, 0, "frontends: %zu frontends, at most %d",
+                          pb->n_frontends, SNAP_MAX_FRONTENDS);
+    s->frontends = calloc(pb->n_frontends, sizeof(*s->frontends));
+    if (s->frontends == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
+    s->n_frontends = (uint32_t)pb->n_frontends;
+    for (size_t i = 0; i < pb->n_frontends; i++) {
+        const Lb__V1__Frontend *f = pb->frontends[i];
+        struct snap_frontend *sf = &s->frontends[i];
+        if (f->name == NULL || !id_is_valid(f->name))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "frontends[%zu].name: must be 1..%d printable characters", i,
+                              SNAP_MAX_ID - 1);
+        if (f->port == 0 || f->port > 65535)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "frontends[%zu].port: %u is out of range (1..65535)", i, f->port);
+        const char *bind = (f->bind_address && f->bind_address[0]) ? f->bind_address : "0.0.0.0";
+        if (!parse_addr(bind, (uint16_t)f->port, &sf->addr, &sf->addrlen))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "frontends[%zu].bind_address: \"%s\" is not an IP address", i, bind);
+        sf->name = f->name;
+        sf->port = (uint16_t)f->port;
+        if (f->tls != NULL)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "frontends[%zu].tls: TLS termination is not supported by this data "
+                              "plane yet",
+                              i);
+        format_host_port(sf->key, sizeof(sf->key), &sf->addr);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(s->frontends[j].name, sf->name) == 0)
+                return lb_err_set(err, LB_EINVAL, 0, "frontends[%zu].name: \"%s\" is used twice", i,
+                                  sf->name);
+            if (strcmp(s->frontends[j].key, sf->key) == 0)
+                return lb_err_set(err, LB_EINVAL, 0, "frontends[%zu]: %s is bound twice", i,
+                                  sf->key);
+        }
+    }
+    return LB_OK;
+}
+
+/* Backend ids are looked up by hashing; duplicates are found the same way. */
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int check_unique_ids(const struct snap *s, struct lb_err *err)
+{
+    size_t cap = 16;
+    while (cap < (size_t)s->n_backends * 2)
+        cap <<= 1;
+    int32_t *slots = malloc(cap * sizeof(*slots));
+    if (slots == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
+    memset(slots, 0xff, cap * sizeof(*slots));
+    int rc = LB_OK;
+    for (uint32_t i = 0; i < s->n_backends && rc == LB_OK; i++) {
+        size_t at = hash_str(s->backends[i].id) & (cap - 1);
+        while (slots[at] >= 0) {
+            if (strcmp(s->backends[slots[at]].id, s->backends[i].id) == 0) {
+                rc = lb_err_set(err, LB_EINVAL, 0, "backends[%u].id: \"%s\" is used twice", i,
+                                s->backends[i].id);
+                break;
+            }
+            at = (at + 1) & (cap - 1);
+        }
+        slots[at] = (int32_t)i;
+    }
+    free(slots);
+    return rc;
+}
+
+static int build_backends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
+{
+    if (pb->n_backends > SNAP_MAX_BACKENDS)
+        return lb_err_set(err, LB_EINVAL, 0, "backends: %zu backends, at most %d", pb->n_backends,
+                          SNAP_MAX_BACKENDS);
+    if (pb->n_backends == 0)
+        return LB_OK;
+    s->backends = calloc(pb->n_backends, sizeof(*s->backends));
+    if (s->backends == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
+    s->n_backends = (uint32_t)pb->n_backends;
+    for (size_t i = 0; i < pb->n_backends; i++) {
+        const Lb__V1__Backend *b = pb->backends[i];
+        struct snap_backend *sb = &s->backends[i];
+        if (b->id == NULL || !id_is_valid(b->id))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].id: must be 1..%d printable characters without spaces",
+                              i, SNAP_MAX_ID - 1);
+        if (b->port == 0 || b->port > 65535)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].port: %u is out of range (1..65535)", i, b->port);
+        if (b->host == NULL || !parse_addr(b->host, (uint16_t)b->port, &sb->addr, &sb->addrlen))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].host: \"%s\" is not an IP address (names are "
+                              "resolved by the control plane)",
+                              i, b->host ? b->host : "");
+        uint32_t weight = or_default(b->weight, 1);
+        if (weight > 1000)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].weight: %u is out of range (1..1000)", i, weight);
+        if (b->admin_state > LB__V1__ADMIN_STATE__ADMIN_DISABLED)
+            return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].admin_state: unknown value %d", i,
+                              (int)b->admin_state);
+        if (b->health > LB__V1__HEALTH__HEALTH_DOWN)
+            return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].health: unknown value %d", i,
+                              (int)b->health);
+        if (b->tls)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].tls: TLS to backends is not supported by this data "
+                              "plane",
+                              i);
+        sb->id = b->id;
+        sb->url = (b->url && b->url[0]) ? b->url : b->id;
+        sb->weight = weight;
+        sb->admin = (uint8_t)b->admin_state;
+        sb->health = (uint8_t)b->health;
+        format_host_port(sb->host_port, sizeof(sb->host_port), &sb->addr);
+    }
+    return check_unique_ids(s, err);
+}
+
+static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
+{
+    const Lb__V1__Timeouts *t = pb->timeouts;
+    s->timeouts.client_header = or_default(t ? t->client_header_ms : 0, 10000);
+    s->timeouts.client_body = or_default(t ? t->client_body_ms : 0, 30000);
+    s->timeouts.keepalive = or_default(t ? t->keepalive_ms : 0, 60000);
+    s->timeouts.upstream_connect = or_default(t ? t->upstream_connect_ms : 0, 3000);
+    s->timeouts.upstream_header = or_default(t ? t->upstream_header_ms : 0, 30000);
+    s->timeouts.upstream_idle = or_default(t ? t->upstream_idle_ms : 0, 60000);
+    s->timeouts.drain = or_default(t ? t->drain_ms : 0, 30000);
+    s->timeouts.pool_idle = or_default(t ? t->pool_idle_ms : 0, 30000);
+
+    const Lb__V1__Limits *l = pb->limits;
+    s->limits.max_request_line = or_default(l ? l->max_request_line : 0, 8192);
+    s->limits.max_header_bytes = or_default(l ? l->max_header_bytes : 0, 32768);
+    s->limits.max_headers = or_default(l ? l->max_headers : 0, 100);
+    s->max_connections = or_default(l ? l->max_connections : 0, 10000);
+    s->pool_max_idle = or_default(l ? l->pool_max_idle : 0, 64);
+    if (s->limits.max_request_line < 64 || s->limits.max_request_line > (1u << 20))
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "limits.max_request_line: %u is out of range (64..1048576)",
+                          s->limits.max_request_line);
+    if (s->limits.max_header_bytes < s->limits.max_request_line ||
+        s->limits.max_header_bytes > (1u << 20))
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "limits.max_header_bytes: %u must be between max_request_line (%u) and "
+                          "1048576",
+                          s->limits.max_header_bytes, s->limits.max_request_line);
+    if (s->limits.max_headers > 10000)
+        return lb_err_set(err, LB_EINVAL, 0, "limits.max_headers: %u is out of range (1..10000)",
+                          s->limits.max_headers);
+
+    s->algorithm = SNAP_ALGO_ROUND_ROBIN;
+    if (pb->balancing != NULL) {
+        if (pb->balancing->algorithm > LB__V1__ALGORITHM__LEAST_REQUEST)
+            return lb_err_set(err, LB_EINVAL, 0, "balancing.algorithm: unknown value %d",
+                              (int)pb->balancing->algorithm);
+        if (pb->balancing->algorithm == LB__V1__ALGORITHM__LEAST_REQUEST)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "balancing.algorithm: least_request is not supported by this data "
+                              "plane");
+        s->algorithm = (uint8_t)pb->balancing->algorithm;
+    }
+    s->max_retries = pb->retries ? or_default(pb->retries->max_retries, 1) : 1;
+    if (s->max_retries > 5)
+        return lb_err_set(err, LB_EINVAL, 0, "retries.max_retries: %u is out of range (0..5)",
+                          s->max_retries);
+
+    s->log_level = LB_LOG_INFO;
+    s->access_log = true;
+    if (pb->logging != NULL) {
+        switch (pb->logging->level) {
+        case LB__V1__LOG_LEVEL__LOG_INFO:
+            s->log_level = LB_LOG_INFO;
+            break;
+        case LB__V1__LOG_LEVEL__LOG_DEBUG:
+            s->log_level = LB_LOG_DEBUG;
+            break;
+        case LB__V1__LOG_LEVEL__LOG_WARN:
+            s->log_level = LB_LOG_WARN;
+            break;
+        case LB__V1__LOG_LEVEL__LOG_ERROR:
+            s->log_level = LB_LOG_ERROR;
+            break;
+        default:
+            return lb_err_set(err, LB_EINVAL, 0, "logging.level: unknown value %d",
+                              (int)pb->logging->level);
+        }
+        s->access_log = !pb->logging->access_log_off;
+    }
+
+    if (pb->metrics != NULL && pb->metrics->enabled) {
+        const Lb__V1__Metrics *m = pb->metrics;
+        if (m->port == 0 || m->port > 65535)
+            return lb_err_set(err, LB_EINVAL, 0, "metrics.port: %u is out of range (1..65535)",
+                              m->port);
+        const char *bind = (m->bind_address && m->bind_address[0]) ? m->bind_address : "127.0.0.1";
+        if (!parse_addr(bind, (uint16_t)m->port, &s->metrics_addr, &s->metrics_addrlen))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "metrics.bind_address: \"%s\" is not an IP address", bind);
+        s->metrics_enabled = true;
+        for (uint32_t i = 0; i < s->n_frontends; i++) {
+            if (s->frontends[i].port == m->port)
+                return lb_err_set(err, LB_EINVAL, 0, "metrics.port: %u is also frontends[%u].port",
+                                  m->port, i);
+        }
+    }
+    if (pb->ratelimit != NULL && pb->ratelimit->enabled && pb->ratelimit->rate == 0)
+        return lb_err_set(err, LB_EINVAL, 0, "ratelimit.rate: must be > 0 when enabled");
+    return LB_OK;
+}
+
+static void snap_free(struct snap *s)
+{
+    if (s == NULL)
+        return;
+    free(s->frontends);
+    free(s->backends);
+    if (s->pb != NULL)
+        lb__v1__snapshot__free_unpacked(s->pb, NULL);
+    free(s);
+}
+
+int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb_err *err)
+{
+    *out = NULL;
+    Lb__V1__Snapshot *pb = lb__v1__snapshot__unpack(NULL, len, buf);
+    if (pb == NULL)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "snapshot: %zu bytes are not a valid lb.v1.Snapshot message", len);
+    struct snap *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        lb__v1__snapshot__free_unpacked(pb, NULL);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
+    }
+    s->pb = pb;
+    s->version = pb->config_version;
+    s->generation = pb->generation;
+    atomic_init(&s->refs, 1);
+    int rc = build_frontends(s, pb, err);
+    if (rc == LB_OK)
+        rc = build_backends(s, pb, err);
+    if (rc == LB_OK)
+        rc = build_settings(s, pb, err);
+    if (rc != LB_OK) {
+        snap_free(s);
+        return rc;
+    }
+    *out = s;
+    return LB_OK;
+}
+
+int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return lb_err_set(err, LB_ESYS, errno, "cannot open snapshot %s", path);
+    struct stat st;
+    if (fstat(fd, &st) == -1) {
+        int e = errno;
+        close(fd);
+        return lb_err_set(err, LB_ESYS, e, "cannot stat snapshot %s", path);
+    }
+    if (st.st_size <= 0 || (uint64_t)st.st_size > MAX_SNAPSHOT_BYTES) {
+        close(fd);
+        return lb_err_set(err, LB_EINVAL, 0, "snapshot %s: size %lld is out of range", path,
+                          (long long)st.st_size);
+    }
+    size_t size = (size_t)st.st_size;
+    uint8_t *buf = malloc(size);
+    if (buf == NULL) {
+        close(fd);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory reading snapshot %s", path);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : 0;
+            free(buf);
+            close(fd);
+            return lb_err_set(err, e ? LB_ESYS : LB_EINVAL, e, "cannot read snapshot %s", path);
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    int rc = snapshot_decode(buf, size, out, err);
+    free(buf);
+    return rc;
+}
+
+struct snap *snap_ref(struct snap *s)
+{
+    if (s != NULL)
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void snap_unref(struct snap *s)
+{
+    if (s != NULL && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        snap_free(s);
+}
+
+int snap_backend_find(const struct snap *s, const char *id)
+{
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        if (strcmp(s->backends[i].id, id) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool snap_backend_is_eligible(const struct snap_backend *b)
+{
+    return b->admin == SNAP_ADMIN_ACTIVE && b->health != SNAP_HEALTH_DOWN;
+}

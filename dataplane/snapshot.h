@@ -1,0 +1,112 @@
+/* dataplane/snapshot.h: decode, validate and hold the runtime view of an
+ * lb.v1.Snapshot. The single entry point for every source of configuration
+ * (a file today, the control plane's feed later). */
+#ifndef LB_SNAPSHOT_H
+#define LB_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "http1.h"
+
+struct lb_err;
+struct Lb__V1__Snapshot;
+
+#define SNAP_MAX_FRONTENDS 64
+#define SNAP_MAX_BACKENDS  100000
+#define SNAP_MAX_ID        128
+
+enum snap_admin {
+    SNAP_ADMIN_ACTIVE = 0,
+    SNAP_ADMIN_DRAINING = 1,
+    SNAP_ADMIN_DISABLED = 2,
+};
+
+enum snap_health {
+    SNAP_HEALTH_UNKNOWN = 0,
+    SNAP_HEALTH_UP = 1,
+    SNAP_HEALTH_DOWN = 2,
+};
+
+enum snap_algorithm {
+    SNAP_ALGO_ROUND_ROBIN = 0,
+    SNAP_ALGO_WEIGHTED = 1,
+    SNAP_ALGO_LEAST_REQUEST = 2,
+};
+
+struct snap_frontend {
+    const char *name; /* unique */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint16_t port;
+    char key[80]; /* "address:port": a listener's identity across snapshots */
+};
+
+struct snap_backend {
+    const char *id; /* unique, stable across snapshots */
+    const char *url;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char host_port[72]; /* "127.0.0.1:9001" or "[::1]:9001", for Host and logs */
+    uint32_t weight;    /* 1..1000 */
+    uint8_t admin;      /* enum snap_admin */
+    uint8_t health;     /* enum snap_health */
+};
+
+struct snap_timeouts { /* milliseconds, defaults filled in */
+    uint32_t client_header;
+    uint32_t client_body;
+    uint32_t keepalive;
+    uint32_t upstream_connect;
+    uint32_t upstream_header;
+    uint32_t upstream_idle;
+    uint32_t drain;
+    uint32_t pool_idle;
+};
+
+/* An immutable runtime view. Shared by all threads; reference counted. */
+struct snap {
+    atomic_uint refs;
+    uint64_t version;
+    uint64_t generation;
+    struct snap_frontend *frontends;
+    uint32_t n_frontends;
+    struct snap_backend *backends;
+    uint32_t n_backends;
+    struct snap_timeouts timeouts;
+    struct http1_limits limits;
+    uint32_t max_connections; /* per worker */
+    uint32_t pool_max_idle;   /* per backend per worker */
+    uint8_t algorithm;        /* enum snap_algorithm */
+    uint32_t max_retries;     /* connect-failure retries on another backend */
+    int log_level;            /* enum lb_log_level */
+    bool access_log;
+    bool metrics_enabled;
+    struct sockaddr_storage metrics_addr;
+    socklen_t metrics_addrlen;
+    struct Lb__V1__Snapshot *pb; /* the decoded message; strings point into it */
+};
+
+/* Decodes and validates <len> bytes of a binary lb.v1.Snapshot. On success
+ * stores a view with one reference in *out and returns LB_OK; otherwise returns
+ * LB_EINVAL (or LB_ENOMEM) with a message naming the offending field, e.g.
+ * "backends[2].weight: 0 is out of range (1..1000)". Any thread. */
+int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb_err *err);
+
+/* Reads <path> and decodes it as above. */
+int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err);
+
+/* Reference counting; any thread. snap_unref(NULL) is a no-op. */
+struct snap *snap_ref(struct snap *s);
+void snap_unref(struct snap *s);
+
+/* Index of the backend whose id is <id>, or -1. */
+int snap_backend_find(const struct snap *s, const char *id);
+
+/* True when the backend may take new requests (active, not known down). */
+bool snap_backend_is_eligible(const struct snap_backend *b);
+
+#endif

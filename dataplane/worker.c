@@ -1,0 +1,568 @@
+/* dataplane/worker.c */
+#include "worker.h"
+
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "dp.h"
+#include "lb_err.h"
+#include "lb_log.h"
+
+#define MAX_FREE_BUFS  256
+#define MAX_FREE_CONNS 256
+#define ACCEPT_BATCH   64
+#define LISTEN_BACKLOG 4096
+#define LOGBUF_SIZE    (64u * 1024u)
+#define TICK_SECONDS   0.1
+
+/* ---- the process context ---------------------------------------------------- */
+
+struct snap *dp_snapshot(struct dp *dp)
+{
+    pthread_mutex_lock(&dp->lock);
+    struct snap *s = snap_ref(dp->snap);
+    pthread_mutex_unlock(&dp->lock);
+    return s;
+}
+
+void dp_publish(struct dp *dp, struct snap *s)
+{
+    pthread_mutex_lock(&dp->lock);
+    struct snap *old = dp->snap;
+    dp->snap = s;
+    pthread_mutex_unlock(&dp->lock);
+    snap_unref(old);
+    for (unsigned i = 0; i < dp->n_workers; i++)
+        worker_notify(&dp->workers[i]);
+}
+
+/* ---- buffers ------------------------------------------------------------------ */
+
+struct buf *worker_buf_get(struct worker *w)
+{
+    struct buf *b = w->free_bufs;
+    if (b != NULL) {
+        w->free_bufs = b->next;
+        w->n_free_bufs--;
+    } else {
+        b = malloc(sizeof(*b) + WORKER_BUF_SIZE);
+        if (b == NULL)
+            return NULL;
+        b->cap = WORKER_BUF_SIZE;
+    }
+    b->next = NULL;
+    b->start = b->end = 0;
+    return b;
+}
+
+struct buf *worker_buf_grow(struct worker *w, struct buf *b, uint32_t cap)
+{
+    if (cap <= b->cap)
+        return b;
+    struct buf *nb = malloc(sizeof(*nb) + cap);
+    if (nb == NULL)
+        return NULL;
+    nb->next = NULL;
+    nb->cap = cap;
+    nb->start = 0;
+    nb->end = b->end - b->start;
+    memcpy(nb->data, b->data + b->start, nb->end);
+    worker_buf_put(w, b);
+    return nb;
+}
+
+void worker_buf_put(struct worker *w, struct buf *b)
+{
+    if (b == NULL)
+        return;
+    if (b->cap != WORKER_BUF_SIZE || w->n_free_bufs >= MAX_FREE_BUFS) {
+        free(b);
+        return;
+    }
+    b->next = w->free_bufs;
+    w->free_bufs = b;
+    w->n_free_bufs++;
+}
+
+/* ---- backend runtime state, by id ---------------------------------------------- */
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct backend_rt *be_find(struct worker *w, const char *id)
+{
+    if (w->be_hash_cap == 0)
+        return NULL;
+    struct backend_rt *b = w->be_hash[hash_id(id) & (w->be_hash_cap - 1)];
+    while (b != NULL && strcmp(b->id, id) != 0)
+        b = b->hnext;
+    return b;
+}
+
+static bool be_hash_grow(struct worker *w, uint32_t want)
+{
+    uint32_t cap = w->be_hash_cap ? w->be_hash_cap : 64;
+    while (cap < want * 2)
+        cap *= 2;
+    if (cap == w->be_hash_cap)
+        return true;
+    struct backend_rt **nh = calloc(cap, sizeof(*nh));
+    if (nh == NULL)
+        return false;
+    for (uint32_t i = 0; i < w->be_hash_cap; i++) {
+        struct backend_rt *b = w->be_hash[i];
+        while (b != NULL) {
+            struct backend_rt *next = b->hnext;
+            uint64_t at = hash_id(b->id) & (cap - 1);
+            b->hnext = nh[at];
+            nh[at] = b;
+            b = next;
+        }
+    }
+    free(w->be_hash);
+    w->be_hash = nh;
+    w->be_hash_cap = cap;
+    return true;
+}
+
+static struct backend_rt *be_get(struct worker *w, const char *id)
+{
+    struct backend_rt *b = be_find(w, id);
+    if (b != NULL)
+        return b;
+    if (!be_hash_grow(w, w->n_be + 1))
+        return NULL;
+    b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->id = strdup(id);
+    int slot = metrics_be_slot(&w->metrics, id);
+    if (b->id == NULL || slot < 0) {
+        free(b->id);
+        free(b);
+        return NULL;
+    }
+    b->stat_slot = (uint32_t)slot;
+    uint64_t at = hash_id(id) & (w->be_hash_cap - 1);
+    b->hnext = w->be_hash[at];
+    w->be_hash[at] = b;
+    w->n_be++;
+    return b;
+}
+
+/* Frees the runtime state of backends no view names and nothing uses. */
+static void be_sweep(struct worker *w, bool all)
+{
+    for (uint32_t i = 0; i < w->be_hash_cap; i++) {
+        struct backend_rt **pp = &w->be_hash[i];
+        while (*pp != NULL) {
+            struct backend_rt *b = *pp;
+            if (!all && (b->in_view || b->active > 0)) {
+                pp = &b->hnext;
+                continue;
+            }
+            conn_pool_free(w, b->idle);
+            *pp = b->hnext;
+            w->n_be--;
+            free(b->id);
+            free(b);
+        }
+    }
+}
+
+/* ---- views ------------------------------------------------------------------------ */
+
+static void view_free(struct wview *v)
+{
+    if (v == NULL)
+        return;
+    snap_unref(v->snap);
+    free(v->be);
+    free(v->slots);
+    free(v->fe_stat);
+    free(v);
+}
+
+void worker_view_unref(struct worker *w, struct wview *v)
+{
+    if (v == NULL || --v->refs > 0)
+        return;
+    struct wview **pp = &w->retired;
+    while (*pp != NULL && *pp != v)
+        pp = &(*pp)->next;
+    if (*pp == v)
+        *pp = v->next;
+    view_free(v);
+}
+
+static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err *err)
+{
+    struct wview *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        goto nomem;
+    v->snap = snap_ref(s);
+    v->refs = 1;
+    v->be = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->be));
+    v->slots = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->slots));
+    v->fe_stat = calloc(s->n_frontends, sizeof(*v->fe_stat));
+    if (v->be == NULL || v->slots == NULL || v->fe_stat == NULL)
+        goto nomem;
+    for (uint32_t i = 0; i < s->n_frontends; i++) {
+        int slot = metrics_fe_slot(&w->metrics, s->frontends[i].name);
+        if (slot < 0) {
+            view_free(v);
+            lb_err_set(err, LB_EINVAL, 0, "frontends: more than %d distinct frontend names",
+                       METRICS_MAX_FE);
+            return NULL;
+        }
+        v->fe_stat[i] = (uint16_t)slot;
+    }
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        struct backend_rt *b = be_get(w, s->backends[i].id);
+        if (b == NULL)
+            goto nomem;
+        v->be[i] = b;
+        v->slots[i] = &b->bal;
+    }
+    v->bal.algorithm = s->algorithm;
+    v->bal.n = s->n_backends;
+    v->bal.slots = v->slots;
+    return v;
+nomem:
+    view_free(v);
+    lb_err_set(err, LB_ENOMEM, 0, "out of memory building the worker view");
+    return NULL;
+}
+
+/* ---- listeners -------------------------------------------------------------------- */
+
+static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct listener *l = io->data;
+    struct worker *w = l->w;
+    for (int i = 0; i < ACCEPT_BATCH && !w->draining; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                lb_log(LB_LOG_WARN, "accept_failed", "worker %u on %s: %s", w->id, l->key,
+                       strerror(errno));
+            return;
+        }
+        conn_accept(w, fd, &peer, l->fe_index);
+    }
+}
+
+static int listener_open(struct worker *w, const struct snap_frontend *fe, uint32_t index,
+                         struct lb_err *err)
+{
+    int fd = socket(fe->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return lb_err_set(err, LB_ESYS, errno, "socket for %s", fe->key);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+        int e = errno;
+        close(fd);
+        return lb_err_set(err, LB_ESYS, e, "SO_REUSEPORT on %s", fe->key);
+    }
+    if (fe->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&fe->addr, fe->addrlen) == -1) {
+        int e = errno;
+        close(fd);
+        return lb_err_set(err, LB_ESYS, e, "bind %s (frontend %s)", fe->key, fe->name);
+    }
+    if (listen(fd, LISTEN_BACKLOG) == -1) {
+        int e = errno;
+        close(fd);
+        return lb_err_set(err, LB_ESYS, e, "listen %s", fe->key);
+    }
+    struct listener *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        close(fd);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key);
+    }
+    l->w = w;
+    l->fd = fd;
+    l->fe_index = index;
+    snprintf(l->key, sizeof(l->key), "%s", fe->key);
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    if (!w->draining)
+        ev_io_start(w->loop, &l->io);
+    l->next = w->listeners;
+    w->listeners = l;
+    return LB_OK;
+}
+
+static void listener_close(struct worker *w, struct listener *l)
+{
+    ev_io_stop(w->loop, &l->io);
+    close(l->fd);
+    free(l);
+}
+
+static void listeners_close_all(struct worker *w)
+{
+    while (w->listeners != NULL) {
+        struct listener *l = w->listeners;
+        w->listeners = l->next;
+        listener_close(w, l);
+    }
+}
+
+/* Opens listeners for new frontends and closes those of removed ones;
+ * the others keep their sockets (and their accept queues). */
+static int listeners_sync(struct worker *w, const struct snap *s, struct lb_err *err)
+{
+    for (struct listener *l = w->listeners; l != NULL; l = l->next)
+        l->seen = false;
+    for (uint32_t i = 0; i < s->n_frontends; i++) {
+        struct listener *l = w->listeners;
+        while (l != NULL && strcmp(l->key, s->frontends[i].key) != 0)
+            l = l->next;
+        if (l != NULL) {
+            l->seen = true;
+            l->fe_index = i;
+            continue;
+        }
+        int rc = listener_open(w, &s->frontends[i], i, err);
+        if (rc != LB_OK)
+            return rc;
+        w->listeners->seen = true;
+    }
+    struct listener **pp = &w->listeners;
+    while (*pp != NULL) {
+        struct listener *l = *pp;
+        if (l->seen) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        lb_log(LB_LOG_INFO, "listener_closed", "worker %u closed %s", w->id, l->key);
+        listener_close(w, l);
+    }
+    return LB_OK;
+}
+
+/* ---- adopting a snapshot ---------------------------------------------------------- */
+
+static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
+{
+    if (w->scratch_cap < s->limits.max_headers + 1) {
+        struct http1_header *h = realloc(w->scratch_hdrs, (s->limits.max_headers + 1) * sizeof(*h));
+        if (h == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the header table");
+        w->scratch_hdrs = h;
+        w->scratch_cap = s->limits.max_headers + 1;
+    }
+    struct wview *v = view_build(w, s, err);
+    if (v == NULL)
+        return err ? err->code : LB_ENOMEM;
+    int rc = listeners_sync(w, s, err);
+    if (rc != LB_OK) {
+        view_free(v);
+        return rc;
+    }
+    struct wview *old = w->view;
+    if (old != NULL) {
+        for (uint32_t i = 0; i < old->snap->n_backends; i++)
+            old->be[i]->in_view = false;
+    }
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        struct backend_rt *b = v->be[i];
+        const struct snap_backend *sb = &s->backends[i];
+        b->in_view = true;
+        b->bal.weight = sb->weight;
+        if (b->addrlen != sb->addrlen || memcmp(&b->addr, &sb->addr, sb->addrlen) != 0) {
+            /* a new address: pooled connections go to the old one */
+            conn_pool_free(w, b->idle);
+            b->addr = sb->addr;
+            b->addrlen = sb->addrlen;
+        }
+        snprintf(b->host_port, sizeof(b->host_port), "%s", sb->host_port);
+        if (sb->admin != SNAP_ADMIN_ACTIVE && b->idle != NULL)
+            conn_pool_free(w, b->idle);
+    }
+    if (old != NULL) {
+        old->next = w->retired;
+        w->retired = old;
+        worker_view_unref(w, old);
+    }
+    w->view = v;
+    be_sweep(w, false);
+    return LB_OK;
+}
+
+/* ---- the loop ------------------------------------------------------------------------ */
+
+static void worker_stop_loop(struct worker *w)
+{
+    ev_break(w->loop, EVBREAK_ALL);
+}
+
+void worker_conn_closed(struct worker *w)
+{
+    if (w->draining && w->n_conns == 0)
+        worker_stop_loop(w);
+}
+
+static void worker_begin_drain(struct worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    listeners_close_all(w);
+    conn_drain_all(w);
+    conn_pool_expire(w, INFINITY);
+    if (w->n_conns == 0)
+        worker_stop_loop(w);
+}
+
+static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = a->data;
+    struct dp *dp = w->dp;
+    if (atomic_load(&dp->stopping)) {
+        conn_close_all(w);
+        worker_stop_loop(w);
+        return;
+    }
+    if (atomic_load(&dp->draining)) {
+        worker_begin_drain(w);
+        return;
+    }
+    struct snap *s = dp_snapshot(dp);
+    if (s != NULL && (w->view == NULL || s != w->view->snap)) {
+        struct lb_err err = {0};
+        if (worker_adopt(w, s, &err) != LB_OK)
+            lb_log(LB_LOG_ERROR, "snapshot_apply_failed", "worker %u keeps generation %llu: %s",
+                   w->id, (unsigned long long)(w->view ? w->view->snap->generation : 0), err.msg);
+    }
+    snap_unref(s);
+}
+
+static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    lb_logbuf_flush(w->log);
+    conn_pool_expire(w, ev_now(loop));
+    conn_free_list_trim(w, MAX_FREE_CONNS);
+}
+
+static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct worker *w = p->data;
+    /* closed connections may be referenced only inside their callbacks */
+    conn_free_list_trim(w, MAX_FREE_CONNS);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "lb-worker-%u", w->id);
+    pthread_setname_np(pthread_self(), name);
+    ev_run(w->loop, 0);
+    conn_close_all(w);
+    conn_free_list_trim(w, 0);
+    lb_logbuf_flush(w->log);
+    atomic_store(&w->stopped, true);
+    return NULL;
+}
+
+int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap,
+                 struct lb_err *err)
+{
+    memset(w, 0, sizeof(*w));
+    w->dp = dp;
+    w->id = id;
+    w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ id ^ (uint64_t)time(NULL);
+    if (metrics_worker_init(&w->metrics) != 0)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for worker metrics");
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL) {
+        metrics_worker_deinit(&w->metrics);
+        return lb_err_set(err, LB_ESYS, errno, "cannot create the event loop of worker %u", id);
+    }
+    w->log = lb_logbuf_new(LOGBUF_SIZE);
+    int rc = w->log ? worker_adopt(w, snap, err)
+                    : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
+    if (rc != LB_OK) {
+        listeners_close_all(w);
+        worker_join(w);
+        return rc;
+    }
+    ev_async_init(&w->wake, worker_on_wake);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_timer_init(&w->tick, worker_on_tick, TICK_SECONDS, TICK_SECONDS);
+    w->tick.data = w;
+    ev_timer_start(w->loop, &w->tick);
+    ev_prepare_init(&w->prep, worker_on_prepare);
+    w->prep.data = w;
+    ev_prepare_start(w->loop, &w->prep);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        listeners_close_all(w);
+        worker_join(w);
+        return lb_err_set(err, LB_ESYS, errno, "cannot start worker thread %u", id);
+    }
+    return LB_OK;
+}
+
+void worker_notify(struct worker *w)
+{
+    ev_async_send(w->loop, &w->wake);
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->thread)
+        pthread_join(w->thread, NULL);
+    w->thread = 0;
+    listeners_close_all(w);
+    if (w->view != NULL) {
+        for (uint32_t i = 0; i < w->view->snap->n_backends; i++)
+            w->view->be[i]->in_view = false;
+        view_free(w->view);
+        w->view = NULL;
+    }
+    while (w->retired != NULL) {
+        struct wview *v = w->retired;
+        w->retired = v->next;
+        view_free(v);
+    }
+    be_sweep(w, true);
+    free(w->be_hash);
+    w->be_hash = NULL;
+    while (w->free_bufs != NULL) {
+        struct buf *b = w->free_bufs;
+        w->free_bufs = b->next;
+        free(b);
+    }
+    free(w->scratch_hdrs);
+    lb_logbuf_free(w->log);
+    w->log = NULL;
+    if (w->loop)
+        ev_loop_destroy(w->loop);
+    w->loop = NULL;
+    metrics_worker_deinit(&w->metrics);
+}
