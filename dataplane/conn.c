@@ -713,6 +713,9 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
     c->in->start += (uint32_t)head_len;
     c->bytes_in += (uint64_t)head_len;
     stream_init(&c->req, m->framing, m->content_length, false);
+    memset(&c->resp, 0, sizeof(c->resp));
+    c->resp_head_done = false;
+    c->resp_keepalive = false;
     c->need_100 = (m->flags & HTTP1_MF_EXPECT_CONTINUE) && !c->req.done;
     c->state = CS_PROXY;
     if (!build_upstream_head(c, m)) {
