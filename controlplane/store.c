@@ -334,8 +334,26 @@ static int insert_version(struct store *st, int64_t now, const char *content, co
     return run(st, s, "activate version", err);
 }
 
-int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
-                      const char *comment, uint64_t *new_number, struct lb_err *err)
+/* Inside a transaction: generation + 1, persisted in meta; fills <gen>. */
+static int generation_bump(struct store *st, uint64_t *gen, struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO meta (key, value) VALUES ('generation', '1') "
+                     "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                     &s, err);
+    if (rc != LB_OK || (rc = run(st, s, "generation bump", err)) != LB_OK)
+        return rc;
+    rc = query_u64(st, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'", gen,
+                   "generation read", err);
+    if (rc == LB_ENOTFOUND)
+        rc = lb_err_set(err, LB_ESTORE, 0, "store: generation row vanished");
+    return rc;
+}
+
+static int version_put(struct store *st, const char *content, const char *hash, const char *author,
+                       const char *comment, uint64_t *new_number, uint64_t *generation,
+                       struct lb_err *err)
 {
     if (content == NULL || content[0] == '\0' || author == NULL || author[0] == '\0' ||
         hash == NULL)
@@ -344,13 +362,55 @@ int store_version_put(struct store *st, const char *content, const char *hash, c
     if (rc != LB_OK)
         return rc;
     int64_t now = now_unix_ms();
-    uint64_t prev = 0, number = 0;
+    uint64_t prev = 0, number = 0, gen = 0;
     rc = insert_version(st, now, content, hash, author, comment, &prev, &number, err);
     if (rc == LB_OK)
         rc = audit_insert(st, now, author, "config.put", comment, prev, number, err);
+    if (rc == LB_OK && generation != NULL)
+        rc = generation_bump(st, &gen, err);
     rc = tx_end(st, rc, err);
     if (rc == LB_OK && new_number != NULL)
         *new_number = number;
+    if (rc == LB_OK && generation != NULL)
+        *generation = gen;
+    return rc;
+}
+
+int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
+                      const char *comment, uint64_t *new_number, struct lb_err *err)
+{
+    return version_put(st, content, hash, author, comment, new_number, NULL, err);
+}
+
+int store_version_put_gen(struct store *st, const char *content, const char *hash,
+                          const char *author, const char *comment, uint64_t *new_number,
+                          uint64_t *generation, struct lb_err *err)
+{
+    if (generation == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "store: generation output missing");
+    return version_put(st, content, hash, author, comment, new_number, generation, err);
+}
+
+int store_generation(struct store *st, uint64_t *generation, struct lb_err *err)
+{
+    int rc = query_u64(st, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'",
+                       generation, "generation read", err);
+    if (rc == LB_ENOTFOUND) {
+        *generation = 0;
+        return LB_OK;
+    }
+    return rc;
+}
+
+int store_generation_bump(struct store *st, uint64_t *generation, struct lb_err *err)
+{
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    uint64_t gen = 0;
+    rc = tx_end(st, generation_bump(st, &gen, err), err);
+    if (rc == LB_OK)
+        *generation = gen;
     return rc;
 }
 
@@ -497,8 +557,8 @@ int store_active_version(struct store *st, uint64_t *number, struct lb_err *err)
     return rc;
 }
 
-int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
-                   uint64_t *new_number, struct lb_err *err)
+static int rollback(struct store *st, uint64_t target, const char *author, const char *comment,
+                    uint64_t *new_number, uint64_t *generation, struct lb_err *err)
 {
     if (author == NULL || author[0] == '\0')
         return lb_err_set(err, LB_EINVAL, 0, "store: a rollback needs an author");
@@ -506,7 +566,7 @@ int store_rollback(struct store *st, uint64_t target, const char *author, const 
     if (rc != LB_OK)
         return rc;
     int64_t now = now_unix_ms();
-    uint64_t prev = 0, number = 0;
+    uint64_t prev = 0, number = 0, gen = 0;
     sqlite3_stmt *s = NULL;
     char *content = NULL, *hash = NULL;
     rc = prepare(st, "SELECT content, hash FROM config_versions WHERE number = ?", &s, err);
@@ -535,12 +595,30 @@ int store_rollback(struct store *st, uint64_t target, const char *author, const 
                             comment && comment[0] ? comment : detail, &prev, &number, err);
     if (rc == LB_OK)
         rc = audit_insert(st, now, author, "rollback", detail, prev, number, err);
+    if (rc == LB_OK && generation != NULL)
+        rc = generation_bump(st, &gen, err);
     free(content);
     free(hash);
     rc = tx_end(st, rc, err);
     if (rc == LB_OK && new_number != NULL)
         *new_number = number;
+    if (rc == LB_OK && generation != NULL)
+        *generation = gen;
     return rc;
+}
+
+int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
+                   uint64_t *new_number, struct lb_err *err)
+{
+    return rollback(st, target, author, comment, new_number, NULL, err);
+}
+
+int store_rollback_gen(struct store *st, uint64_t target, const char *author, const char *comment,
+                       uint64_t *new_number, uint64_t *generation, struct lb_err *err)
+{
+    if (generation == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "store: generation output missing");
+    return rollback(st, target, author, comment, new_number, generation, err);
 }
 
 /* ---- backend health --------------------------------------------------------- */

@@ -77,6 +77,23 @@ void store_close(struct store *st);
 int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
                       const char *comment, uint64_t *new_number, struct lb_err *err);
 
+/* As store_version_put(), and in the same transaction bumps the persisted
+ * snapshot generation (see store_generation()) and fills <generation> (not
+ * NULL) with the new value: a version is never stored without its generation. */
+int store_version_put_gen(struct store *st, const char *content, const char *hash,
+                          const char *author, const char *comment, uint64_t *new_number,
+                          uint64_t *generation, struct lb_err *err);
+
+/* The snapshot generation last handed out by a *_gen() call or
+ * store_generation_bump() in *<generation>; 0 when none ever was. Generations
+ * only grow, across restarts too. LB_OK or LB_ESTORE. */
+int store_generation(struct store *st, uint64_t *generation, struct lb_err *err);
+
+/* Bumps the persisted generation by one in its own transaction (for changes
+ * that publish without a new version: start-up, runtime state) and fills
+ * <generation>. LB_OK or LB_ESTORE. */
+int store_generation_bump(struct store *st, uint64_t *generation, struct lb_err *err);
+
 /* Reads version <number> with its content. LB_ENOTFOUND if there is no such
  * version. On LB_OK the caller owns *<out> (store_version_free()). */
 int store_version_get(struct store *st, uint64_t number, struct store_version **out,
@@ -100,6 +117,11 @@ int store_active_version(struct store *st, uint64_t *number, struct lb_err *err)
  * LB_ENOTFOUND if <target> does not exist. */
 int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
                    uint64_t *new_number, struct lb_err *err);
+
+/* As store_rollback(), bumping the generation in the same transaction like
+ * store_version_put_gen(). */
+int store_rollback_gen(struct store *st, uint64_t target, const char *author, const char *comment,
+                       uint64_t *new_number, uint64_t *generation, struct lb_err *err);
 
 /* Records a health verdict for backend <id> at <now_ms> (upsert).
  * <last_error> may be NULL. health_changed_unix_ms moves only when the
