@@ -1,0 +1,406 @@
+/* lbctl/cmd_config.c: "lbctl config get|apply|history|diff" and "lbctl rollback". */
+#include "lbctl.h"
+#include "output.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX  (4u * 1024 * 1024) /* the server refuses larger bodies */
+#define HISTORY_MAX 100000
+
+static const char config_help[] =
+    "Usage: lbctl config get|apply|history|diff ...\n"
+    "\n"
+    "  get [--version N]      the active config (or version N) as YAML\n"
+    "  apply FILE             make FILE (YAML or JSON; - for stdin) the new config\n"
+    "  history [--limit N]    the config versions, newest first\n"
+    "  diff A B               what changed from version A to version B\n"
+    "\n"
+    "'lbctl config COMMAND --help' for more; 'lbctl rollback N' reactivates version N.\n";
+
+static const char get_help[] =
+    "Usage: lbctl config get [--version N] [--yaml | --json]\n"
+    "\n"
+    "Prints the active config as canonical YAML (GET /api/v1/config), or the\n"
+    "content of version N (GET /api/v1/config/versions/N). --yaml is the default;\n"
+    "--json prints the server's JSON answer instead.\n";
+
+static const char apply_help[] =
+    "Usage: lbctl config apply FILE [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "\n"
+    "Sends FILE (- reads stdin) as the new config (POST /api/v1/config): JSON when it\n"
+    "starts with '{', YAML otherwise. A valid config that differs from the active one\n"
+    "becomes a new config version; prints its number and the changes. An identical\n"
+    "config creates nothing.\n"
+    "  --comment TEXT      recorded with the new config version\n"
+    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+
+static const char history_help[] =
+    "Usage: lbctl config history [--limit N] [--json]\n"
+    "\n"
+    "Lists the config versions, newest first: number, whether it is active, when\n"
+    "and by whom it was made, its hash and comment (GET /api/v1/config/versions).\n"
+    "  --limit N           at most N versions (default 50)\n";
+
+static const char diff_help[] = "Usage: lbctl config diff A B [--json]\n"
+                                "\n"
+                                "Shows what changed from config version A to config version B\n"
+                                "(GET /api/v1/config/diff?from=A&to=B).\n";
+
+static const char rollback_help[] =
+    "Usage: lbctl rollback N [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "\n"
+    "Makes the content of config version N active again, recorded as a new config\n"
+    "version (POST /api/v1/config/rollback). History is never deleted.\n"
+    "  --comment TEXT      recorded with the new config version\n"
+    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+
+/* Prints <s> and ends it with a newline if it has none. */
+static void print_text(const char *s)
+{
+    size_t n = strlen(s);
+    fputs(s, stdout);
+    if (n > 0 && s[n - 1] != '\n')
+        fputc('\n', stdout);
+}
+
+static int config_get(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "config get";
+    struct lbctl_opt o[] = {
+        {"version", true, NULL, false},
+        {"yaml", false, NULL, false},
+    };
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, get_help, argc, argv, o, 2, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    if (o[1].set && ctx->json)
+        return lbctl_usage(verb, "give either --yaml or --json, not both");
+    long long version = 0;
+    if (o[0].set &&
+        (rc = lbctl_parse_int(verb, "--version", o[0].value, 1, INT64_MAX, &version)) != 0)
+        return rc;
+
+    json_t *root;
+    if (!o[0].set) {
+        if (ctx->json) {
+            struct lbctl_req r = {.method = "GET", .path = "/api/v1/config"};
+            if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+                return rc;
+            return lbctl_emit_json(root);
+        }
+        char *yaml;
+        struct lbctl_req r = {
+            .method = "GET",
+            .path = "/api/v1/config",
+            .accept = "application/yaml",
+        };
+        if ((rc = lbctl_call(ctx, &r, NULL, &yaml)) != LBCTL_EXIT_OK)
+            return rc;
+        print_text(yaml);
+        free(yaml);
+        return LBCTL_EXIT_OK;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/api/v1/config/versions/%lld", version);
+    struct lbctl_req r = {.method = "GET", .path = path};
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    const char *content = json_string_value(json_object_get(root, "content"));
+    if (content == NULL)
+        rc = lbctl_fail(LBCTL_EXIT_API, "the answer for version %lld has no content", version);
+    else
+        print_text(content);
+    json_decref(root);
+    return rc;
+}
+
+/* Reads all of <path> ("-" = stdin) into <*out> (caller frees). */
+static int read_file(const char *verb, const char *path, char **out, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return lbctl_usage(verb, "cannot open %s: %s", path, strerror(errno));
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    int rc = LBCTL_EXIT_OK;
+    while (buf != NULL) {
+        if (n == cap) {
+            if (cap > CONFIG_MAX) {
+                rc = lbctl_usage(verb, "%s is larger than %u bytes", path, CONFIG_MAX);
+                break;
+            }
+            char *p = realloc(buf, cap * 2);
+            if (p == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f))
+                rc = lbctl_usage(verb, "cannot read %s", path);
+            break;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    if (rc != LBCTL_EXIT_OK) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = n;
+    return LBCTL_EXIT_OK;
+}
+
+static const char *const change_headers[] = {"CHANGE", "SUBJECT", "FIELD", "OLD", "NEW"};
+
+/* The diff entries of <changes> as a table. */
+static int print_changes(const json_t *changes)
+{
+    struct table *t = table_new(5, change_headers);
+    size_t i;
+    json_t *c;
+    json_array_foreach(changes, i, c)
+    {
+        char kind[32], subject[256], field[256], old[512], new[512];
+        const json_t *subj = json_object_get(c, "subject");
+        const char *row[] = {
+            output_cell(json_object_get(c, "kind"), kind, sizeof(kind)),
+            output_cell(subj ? subj : json_object_get(c, "path"), subject, sizeof(subject)),
+            output_cell(json_object_get(c, "field"), field, sizeof(field)),
+            output_cell(json_object_get(c, "old"), old, sizeof(old)),
+            output_cell(json_object_get(c, "new"), new, sizeof(new)),
+        };
+        if (t != NULL && table_add(t, row) != 0) {
+            table_free(t);
+            t = NULL;
+        }
+    }
+    if (t == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    table_print(t, stdout);
+    table_free(t);
+    return LBCTL_EXIT_OK;
+}
+
+static int config_apply(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "config apply";
+    struct lbctl_opt o[] = {
+        {"comment", true, NULL, false},
+        {"if-match", true, NULL, false},
+    };
+    char *pos[1];
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, apply_help, argc, argv, o, 2, pos, 1, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    if (npos != 1)
+        return lbctl_usage(verb, "missing the config FILE (- for stdin)");
+    if ((rc = lbctl_check_comment(verb, o[0].value)) ||
+        (rc = lbctl_check_if_match(verb, o[1].value)))
+        return rc;
+    char *body;
+    size_t len;
+    if ((rc = read_file(verb, pos[0], &body, &len)) != LBCTL_EXIT_OK)
+        return rc;
+    size_t lead = 0;
+    while (lead < len && strchr(" \t\r\n", body[lead]) != NULL)
+        lead++;
+    if (lead == len) {
+        free(body);
+        return lbctl_usage(verb, "%s is empty", pos[0]);
+    }
+    struct lbctl_req r = {
+        .method = "POST",
+        .path = "/api/v1/config",
+        .body = body,
+        .body_len = len,
+        .content_type = body[lead] == '{' ? "application/json" : "application/yaml",
+        .comment = o[0].value,
+        .if_match = o[1].value,
+    };
+    json_t *root;
+    rc = lbctl_call(ctx, &r, &root, NULL);
+    free(body);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    char version[32];
+    output_cell(json_object_get(root, "version"), version, sizeof(version));
+    const json_t *changes = json_object_get(root, "changes");
+    if (json_is_true(json_object_get(root, "unchanged")) || json_array_size(changes) == 0) {
+        printf("config unchanged: version %s is already active, no version created\n", version);
+    } else {
+        printf("config version %s created and active, %zu change%s:\n", version,
+               json_array_size(changes), json_array_size(changes) == 1 ? "" : "s");
+        rc = print_changes(changes);
+    }
+    json_decref(root);
+    return rc;
+}
+
+static const char *const history_headers[] = {"VERSION", "ACTIVE", "CREATED",
+                                              "AUTHOR",  "HASH",   "COMMENT"};
+
+static int config_history(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "config history";
+    struct lbctl_opt o[] = {{"limit", true, NULL, false}};
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, history_help, argc, argv, o, 1, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    long long limit = 50;
+    if (o[0].set &&
+        (rc = lbctl_parse_int(verb, "--limit", o[0].value, 1, HISTORY_MAX, &limit)) != 0)
+        return rc;
+    char path[64];
+    snprintf(path, sizeof(path), "/api/v1/config/versions?limit=%lld", limit);
+    struct lbctl_req r = {.method = "GET", .path = path};
+    json_t *root;
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    struct table *t = table_new(6, history_headers);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(root, "versions"), i, v)
+    {
+        char version[32], active[8], created[32], author[128], hash[16], comment[512];
+        output_cell(json_object_get(v, "hash"), hash, sizeof(hash));
+        hash[12] = '\0'; /* enough to tell versions apart, as git does */
+        const char *row[] = {
+            output_cell(json_object_get(v, "version"), version, sizeof(version)),
+            output_cell(json_object_get(v, "active"), active, sizeof(active)),
+            output_time(json_object_get(v, "created_ms"), created, sizeof(created)),
+            output_cell(json_object_get(v, "author"), author, sizeof(author)),
+            hash,
+            output_cell(json_object_get(v, "comment"), comment, sizeof(comment)),
+        };
+        if (t != NULL && table_add(t, row) != 0) {
+            table_free(t);
+            t = NULL;
+        }
+    }
+    json_decref(root);
+    if (t == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    table_print(t, stdout);
+    table_free(t);
+    return LBCTL_EXIT_OK;
+}
+
+static int config_diff(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "config diff";
+    char *pos[2];
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, diff_help, argc, argv, NULL, 0, pos, 2, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    if (npos != 2)
+        return lbctl_usage(verb, "wants two config versions, A and B");
+    long long a, b;
+    if ((rc = lbctl_parse_int(verb, "version A", pos[0], 1, INT64_MAX, &a)) ||
+        (rc = lbctl_parse_int(verb, "version B", pos[1], 1, INT64_MAX, &b)))
+        return rc;
+    char path[96];
+    snprintf(path, sizeof(path), "/api/v1/config/diff?from=%lld&to=%lld", a, b);
+    struct lbctl_req r = {.method = "GET", .path = path};
+    json_t *root;
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    const json_t *changes = json_object_get(root, "changes");
+    const char *text = json_string_value(json_object_get(root, "text"));
+    if (json_array_size(changes) == 0 && (text == NULL || text[0] == '\0'))
+        printf("no changes from version %lld to version %lld\n", a, b);
+    else if (text != NULL && text[0] != '\0')
+        print_text(text);
+    else
+        rc = print_changes(changes);
+    json_decref(root);
+    return rc;
+}
+
+int cmd_config(struct lbctl *ctx, int argc, char **argv)
+{
+    if (argc < 2)
+        return lbctl_usage("config", "missing a command: get, apply, history or diff");
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(config_help, stdout);
+        return LBCTL_EXIT_OK;
+    }
+    if (strcmp(sub, "get") == 0)
+        return config_get(ctx, argc - 1, argv + 1);
+    if (strcmp(sub, "apply") == 0)
+        return config_apply(ctx, argc - 1, argv + 1);
+    if (strcmp(sub, "history") == 0)
+        return config_history(ctx, argc - 1, argv + 1);
+    if (strcmp(sub, "diff") == 0)
+        return config_diff(ctx, argc - 1, argv + 1);
+    return lbctl_usage("config", "unknown command '%s'", sub);
+}
+
+int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "rollback";
+    struct lbctl_opt o[] = {
+        {"comment", true, NULL, false},
+        {"if-match", true, NULL, false},
+    };
+    char *pos[1];
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, rollback_help, argc, argv, o, 2, pos, 1, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    if (npos != 1)
+        return lbctl_usage(verb, "missing the config version N to roll back to");
+    long long n;
+    if ((rc = lbctl_parse_int(verb, "version N", pos[0], 1, INT64_MAX, &n)) ||
+        (rc = lbctl_check_comment(verb, o[0].value)) ||
+        (rc = lbctl_check_if_match(verb, o[1].value)))
+        return rc;
+    json_t *body = json_pack("{sI}", "version", (json_int_t)n);
+    if (body != NULL && o[0].set)
+        json_object_set_new(body, "comment", json_string(o[0].value));
+    if (body == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    struct lbctl_req r = {
+        .method = "POST",
+        .path = "/api/v1/config/rollback",
+        .json = body,
+        .if_match = o[1].value,
+    };
+    json_t *root;
+    rc = lbctl_call(ctx, &r, &root, NULL);
+    json_decref(body);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    char version[32];
+    printf("rolled back to version %lld as config version %s\n", n,
+           output_cell(json_object_get(root, "version"), version, sizeof(version)));
+    json_decref(root);
+    return LBCTL_EXIT_OK;
+}

@@ -1,0 +1,98 @@
+/* lbctl/lbctl.h: what every verb of lbctl shares: the run context, exit
+ * statuses, option parsing and the admin API call with its error reporting. */
+#ifndef LBCTL_H
+#define LBCTL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct client;
+
+enum lbctl_exit {
+    LBCTL_EXIT_OK = 0,          /* success */
+    LBCTL_EXIT_API = 1,         /* the API answered an error, or nonsense */
+    LBCTL_EXIT_USAGE = 2,       /* bad command line */
+    LBCTL_EXIT_UNREACHABLE = 3, /* no answer from the control plane */
+};
+
+/* One run of lbctl. */
+struct lbctl {
+    struct client *client; /* the admin API connection */
+    bool json;             /* --json: print the server's JSON */
+};
+
+/* One option of a verb: "--name VALUE" or "--name=VALUE" when <has_arg>,
+ * else "--name". Filled by lbctl_parse(). */
+struct lbctl_opt {
+    const char *name;  /* without the dashes */
+    bool has_arg;      /* takes a value */
+    const char *value; /* the value (borrowed from argv), or NULL */
+    bool set;          /* seen on the command line */
+};
+
+/* A verb: <argv>[0] is its last word, options and operands follow. */
+typedef int (*lbctl_cmd_fn)(struct lbctl *ctx, int argc, char **argv);
+
+/* Parses <argv>[1..<argc>) of verb <verb> ("backends add") into <opts> and
+ * the operands into <pos> (at most <maxpos>, count in <npos>). "--json" is
+ * always accepted and sets ctx->json; "--" ends the options. When "--help"
+ * is present, prints <help> on stdout and returns -1 (the verb then exits
+ * 0). Returns LBCTL_EXIT_OK, -1, or LBCTL_EXIT_USAGE (message printed). */
+int lbctl_parse(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
+                struct lbctl_opt *opts, size_t nopts, char **pos, size_t maxpos, size_t *npos);
+
+/* Prints "lbctl: <verb>: <message> (see 'lbctl <verb> --help')" on stderr
+ * and returns LBCTL_EXIT_USAGE. */
+int lbctl_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints "lbctl: <message>" on stderr and returns <status>. */
+int lbctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Checks a --if-match VERSION (digits, quotes allowed) and an X-Lb-Comment
+ * (at most 500 bytes, no control characters) for <verb>. NULL passes.
+ * Returns LBCTL_EXIT_OK or LBCTL_EXIT_USAGE (message printed). */
+int lbctl_check_if_match(const char *verb, const char *v);
+int lbctl_check_comment(const char *verb, const char *v);
+
+/* Parses a decimal integer in [<min>, <max>] from option or operand <what>
+ * of <verb>. Returns LBCTL_EXIT_OK or LBCTL_EXIT_USAGE (message printed). */
+int lbctl_parse_int(const char *verb, const char *what, const char *s, long long min, long long max,
+                    long long *out);
+
+/* A request as lbctl_call() sends it. Unset fields are NULL. */
+struct lbctl_req {
+    const char *method;
+    const char *path;   /* percent-encoded */
+    const json_t *json; /* JSON body, or NULL */
+    const char *body;   /* raw body (when <json> is NULL) of <body_len> bytes */
+    size_t body_len;
+    const char *content_type; /* of <body> */
+    const char *accept;       /* NULL: application/json */
+    const char *if_match;     /* If-Match, or NULL */
+    const char *comment;      /* X-Lb-Comment, or NULL */
+};
+
+/* Sends <r>. On a 2xx answer that is JSON (unless <r>->accept asks for
+ * something else: then <text> receives the body), stores the parsed value
+ * in <*out> (caller decrefs) and returns LBCTL_EXIT_OK. Otherwise prints one
+ * line on stderr and returns LBCTL_EXIT_API (the server's error, "message
+ * (code)", or an answer that is not JSON) or LBCTL_EXIT_UNREACHABLE.
+ * <text> may be NULL when <r>->accept is NULL; it is malloc'd (caller frees). */
+int lbctl_call(struct lbctl *ctx, const struct lbctl_req *r, json_t **out, char **text);
+
+/* Prints <root> with output_json() and releases it. Returns LBCTL_EXIT_OK, or
+ * LBCTL_EXIT_API when out of memory (message printed). */
+int lbctl_emit_json(json_t *root);
+
+/* Percent-encodes <s> for a URL path segment; NULL when out of memory. */
+char *lbctl_escape(struct lbctl *ctx, const char *s);
+
+/* The verbs, one file per group. */
+int cmd_status(struct lbctl *ctx, int argc, char **argv);
+int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv);
+int cmd_backends(struct lbctl *ctx, int argc, char **argv);
+int cmd_config(struct lbctl *ctx, int argc, char **argv);
+int cmd_rollback(struct lbctl *ctx, int argc, char **argv);
+
+#endif
