@@ -1,10 +1,12 @@
-/* dataplane/main.c: lb-dataplane — flags, signals, workers, metrics. */
+/* dataplane/main.c: lb-dataplane — flags, signals, workers, metrics, feed. */
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include "lb_log.h"
 #include "metrics_server.h"
 #include "snapshot.h"
+#include "sync.h"
 #include "worker.h"
 
 #define MAX_WORKERS 256
@@ -22,29 +25,42 @@
 struct main_ctx {
     struct ev_loop *loop;
     struct dp dp;
-    const char *snapshot_path;
+    const char *snapshot_path; /* --snapshot */
+    const char *control;       /* --control */
+    const char *state_dir;     /* --state-dir */
+    char node_id[256];
+    unsigned n_workers;
+    bool serving; /* workers run */
+    bool log_level_forced;
+    struct sync *sync;
     struct metrics_server *metrics;
+    struct sockaddr_storage metrics_addr; /* where <metrics> listens */
     ev_signal sigterm;
     ev_signal sigint;
     ev_signal sighup;
     ev_timer drain_timer;
     ev_timer poll_timer;
     ev_timer watchdog;
-    bool log_level_forced;
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: lb-dataplane --snapshot FILE [options]\n"
-                 "\n"
-                 "Serves HTTP traffic as an lb.v1.Snapshot describes it.\n"
-                 "\n"
-                 "  --snapshot FILE     binary lb.v1.Snapshot to serve (SIGHUP reloads it)\n"
-                 "  --workers N         worker threads (default: one per CPU)\n"
-                 "  --log-level LEVEL   debug, info, warn or error (default: the snapshot's)\n"
-                 "  --help              this text\n"
-                 "  --version           the version\n");
+    fprintf(out,
+            "usage: lb-dataplane (--control BASE | --snapshot FILE) [options]\n"
+            "\n"
+            "Serves HTTP traffic as the newest lb.v1.Snapshot describes it.\n"
+            "\n"
+            "  --control BASE      follow the control plane: ipc:///run/lb or tcp://HOST:PORT\n"
+            "  --snapshot FILE     serve this binary lb.v1.Snapshot (SIGHUP reloads it)\n"
+            "  --state-dir DIR     keep the last good snapshot here; serve it at start\n"
+            "  --node-id ID        this data plane's name in reports (default: host name)\n"
+            "  --workers N         worker threads (default: one per CPU)\n"
+            "  --log-level LEVEL   debug, info, warn or error (default: the snapshot's)\n"
+            "  --help              this text\n"
+            "  --version           the version\n");
 }
+
+/* ---- shutdown ---------------------------------------------------------------- */
 
 static void on_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -80,31 +96,161 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     atomic_store(&m->dp.draining, true);
     for (unsigned i = 0; i < m->dp.n_workers; i++)
         worker_notify(&m->dp.workers[i]);
-    if (m->metrics != NULL) {
-        metrics_server_free(m->metrics);
-        m->metrics = NULL;
-    }
+    metrics_server_free(m->metrics);
+    m->metrics = NULL;
+    sync_free(m->sync);
+    m->sync = NULL;
     ev_timer_set(&m->drain_timer, drain, 0);
     ev_timer_start(loop, &m->drain_timer);
     ev_timer_start(loop, &m->poll_timer);
 }
 
+/* ---- applying snapshots ---------------------------------------------------------- */
+
+/* Opens, moves or closes the metrics listener as <snap> says. */
+static int metrics_follow(struct main_ctx *m, const struct snap *snap, struct lb_err *err)
+{
+    if (m->metrics != NULL && snap->metrics_enabled &&
+        memcmp(&m->metrics_addr, &snap->metrics_addr, snap->metrics_addrlen) == 0)
+        return LB_OK;
+    metrics_server_free(m->metrics);
+    m->metrics = NULL;
+    memset(&m->metrics_addr, 0, sizeof(m->metrics_addr));
+    if (!snap->metrics_enabled)
+        return LB_OK;
+    m->metrics =
+        metrics_server_new(m->loop, &m->dp, &snap->metrics_addr, snap->metrics_addrlen, err);
+    if (m->metrics == NULL)
+        return err->code;
+    m->metrics_addr = snap->metrics_addr;
+    return LB_OK;
+}
+
+/* A frontend that the new snapshot adds must be bindable, or the snapshot is
+ * refused as a whole (the workers would otherwise disagree). */
+static int check_new_frontends(const struct snap *cur, const struct snap *next, struct lb_err *err)
+{
+    for (uint32_t i = 0; i < next->n_frontends; i++) {
+        const struct snap_frontend *f = &next->frontends[i];
+        bool known = false;
+        for (uint32_t j = 0; cur != NULL && j < cur->n_frontends && !known; j++)
+            known = strcmp(cur->frontends[j].key, f->key) == 0;
+        if (known)
+            continue;
+        int fd = socket(f->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+            if (f->addr.ss_family == AF_INET6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        }
+        if (fd < 0 || bind(fd, (const struct sockaddr *)&f->addr, f->addrlen) == -1) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            return lb_err_set(err, LB_ESYS, e, "frontends[%u]: cannot bind %s (frontend %s)", i,
+                              f->key, f->name);
+        }
+        close(fd);
+    }
+    return LB_OK;
+}
+
+static void stop_workers(struct main_ctx *m)
+{
+    atomic_store(&m->dp.stopping, true);
+    for (unsigned i = 0; i < m->dp.n_workers; i++)
+        worker_notify(&m->dp.workers[i]);
+    for (unsigned i = 0; i < m->dp.n_workers; i++)
+        worker_join(&m->dp.workers[i]);
+    m->dp.n_workers = 0;
+    atomic_store(&m->dp.stopping, false);
+}
+
+/* First snapshot: start the workers on it. */
+static int start_serving(struct main_ctx *m, struct snap *snap, struct lb_err *err)
+{
+    int rc = metrics_follow(m, snap, err);
+    m->dp.snap = snap;
+    /* workers never take signals: the main loop does */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (unsigned i = 0; i < m->n_workers && rc == LB_OK; i++) {
+        rc = worker_start(&m->dp.workers[i], &m->dp, i, snap, err);
+        if (rc == LB_OK)
+            m->dp.n_workers++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != LB_OK) {
+        stop_workers(m);
+        metrics_server_free(m->metrics);
+        m->metrics = NULL;
+        m->dp.snap = NULL;
+        snap_unref(snap);
+        return rc;
+    }
+    if (!m->log_level_forced)
+        lb_log_set_level((enum lb_log_level)snap->log_level);
+    for (uint32_t i = 0; i < snap->n_frontends; i++)
+        lb_log(LB_LOG_INFO, "listening", "frontend %s on %s", snap->frontends[i].name,
+               snap->frontends[i].key);
+    m->serving = true;
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    return LB_OK;
+}
+
+/* Makes <snap> (reference taken over) the one that serves. */
+static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
+{
+    struct main_ctx *m = ctx;
+    if (atomic_load(&m->dp.draining)) {
+        snap_unref(snap);
+        return lb_err_set(err, LB_EINVAL, 0, "the data plane is shutting down");
+    }
+    if (!m->serving) {
+        int rc = start_serving(m, snap, err);
+        if (rc != LB_OK)
+            return rc;
+    } else {
+        struct snap *cur = dp_snapshot(&m->dp);
+        int rc = check_new_frontends(cur, snap, err);
+        snap_unref(cur);
+        if (rc == LB_OK)
+            rc = metrics_follow(m, snap, err);
+        if (rc != LB_OK) {
+            snap_unref(snap);
+            return rc;
+        }
+        if (!m->log_level_forced)
+            lb_log_set_level((enum lb_log_level)snap->log_level);
+        dp_publish(&m->dp, snap);
+    }
+    lb_log(LB_LOG_INFO, "snapshot_applied",
+           "version %llu generation %llu: %u frontends, %u backends, %u workers",
+           (unsigned long long)snap->version, (unsigned long long)snap->generation,
+           snap->n_frontends, snap->n_backends, m->dp.n_workers);
+    if (m->sync != NULL)
+        sync_set_applied(m->sync, snap->version, snap->generation);
+    return LB_OK;
+}
+
 static void on_reload(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
-    struct lb_err err = {0};
-    struct snap *snap = NULL;
     sd_notify(0, "RELOADING=1");
-    if (snapshot_load_file(m->snapshot_path, &snap, &err) != LB_OK) {
-        lb_log(LB_LOG_ERROR, "snapshot_rejected", "%s: %s; the current snapshot keeps serving",
-               m->snapshot_path, err.msg);
-    } else {
-        if (!m->log_level_forced)
-            lb_log_set_level((enum lb_log_level)snap->log_level);
-        lb_log(LB_LOG_INFO, "snapshot_applied", "version %llu generation %llu from %s",
-               (unsigned long long)snap->version, (unsigned long long)snap->generation,
-               m->snapshot_path);
-        dp_publish(&m->dp, snap);
+    if (m->sync != NULL) {
+        lb_log(LB_LOG_INFO, "reload", "asking the control plane for its current snapshot");
+        sync_request(m->sync);
+    }
+    if (m->snapshot_path != NULL) {
+        struct lb_err err = {0};
+        struct snap *snap = NULL;
+        if (snapshot_load_file(m->snapshot_path, &snap, &err) != LB_OK ||
+            apply_snapshot(m, snap, &err) != LB_OK)
+            lb_log(LB_LOG_ERROR, "snapshot_rejected", "%s: %s; the current snapshot keeps serving",
+                   m->snapshot_path, err.msg);
     }
     sd_notify(0, "READY=1");
 }
@@ -114,28 +260,45 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
     sd_notify(0, "WATCHDOG=1");
 }
 
+/* ---- start-up ------------------------------------------------------------------ */
+
 static unsigned default_workers(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
 }
 
-int main(int argc, char **argv)
+static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_level *level)
 {
     static const struct option opts[] = {
-        {"snapshot", required_argument, NULL, 's'},  {"workers", required_argument, NULL, 'w'},
-        {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+        {"snapshot", required_argument, NULL, 's'},
+        {"control", required_argument, NULL, 'c'},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"node-id", required_argument, NULL, 'n'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
-    struct main_ctx m;
-    memset(&m, 0, sizeof(m));
-    unsigned n_workers = default_workers();
-    enum lb_log_level level = LB_LOG_INFO;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case 's':
-            m.snapshot_path = optarg;
+            m->snapshot_path = optarg;
+            break;
+        case 'c':
+            m->control = optarg;
+            break;
+        case 'd':
+            m->state_dir = optarg;
+            break;
+        case 'n':
+            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
+                fprintf(stderr, "lb-dataplane: --node-id: must be 1..255 characters\n");
+                return 2;
+            }
+            snprintf(m->node_id, sizeof(m->node_id), "%s", optarg);
             break;
         case 'w': {
             char *end;
@@ -145,17 +308,17 @@ int main(int argc, char **argv)
                         optarg, MAX_WORKERS);
                 return 2;
             }
-            n_workers = (unsigned)n;
+            m->n_workers = (unsigned)n;
             break;
         }
         case 'l':
-            if (lb_log_level_parse(optarg, &level) != 0) {
+            if (lb_log_level_parse(optarg, level) != 0) {
                 fprintf(stderr,
                         "lb-dataplane: --log-level: \"%s\" is not debug, info, warn or error\n",
                         optarg);
                 return 2;
             }
-            m.log_level_forced = true;
+            m->log_level_forced = true;
             break;
         case 'h':
             usage(stdout);
@@ -168,61 +331,98 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || m.snapshot_path == NULL) {
-        fprintf(stderr, "lb-dataplane: %s\n",
-                optind < argc ? "unexpected argument" : "--snapshot FILE is required");
+    if (optind < argc) {
+        fprintf(stderr, "lb-dataplane: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if ((m->snapshot_path == NULL) == (m->control == NULL)) {
+        fprintf(stderr, "lb-dataplane: give exactly one of --control BASE and --snapshot FILE\n");
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* The snapshot to serve before the control plane answers, if any. */
+static struct snap *initial_snapshot(struct main_ctx *m, int *fatal)
+{
+    struct lb_err err = {0};
+    struct snap *snap = NULL;
+    *fatal = 0;
+    if (m->snapshot_path != NULL) {
+        if (snapshot_load_file(m->snapshot_path, &snap, &err) != LB_OK) {
+            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+            lb_log(LB_LOG_ERROR, "snapshot_rejected", "%s: %s", m->snapshot_path, err.msg);
+            *fatal = 1;
+        }
+        return snap;
+    }
+    if (m->state_dir == NULL)
+        return NULL;
+    int rc = sync_load_cached(m->state_dir, &snap, &err);
+    if (rc == LB_OK) {
+        lb_log(LB_LOG_INFO, "snapshot_cached",
+               "serving version %llu generation %llu from %s until the control plane answers",
+               (unsigned long long)snap->version, (unsigned long long)snap->generation,
+               m->state_dir);
+        return snap;
+    }
+    if (rc != LB_ENOTFOUND)
+        lb_log(LB_LOG_WARN, "snapshot_cache_unusable", "%s", err.msg);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct main_ctx m;
+    memset(&m, 0, sizeof(m));
+    m.n_workers = default_workers();
+    enum lb_log_level level = LB_LOG_INFO;
+    int rc = parse_args(&m, argc, argv, &level);
+    if (rc >= 0)
+        return rc;
+    if (m.node_id[0] == '\0' && gethostname(m.node_id, sizeof(m.node_id) - 1) != 0)
+        snprintf(m.node_id, sizeof(m.node_id), "dataplane-%d", (int)getpid());
 
     lb_log_setup("lb-dataplane", STDOUT_FILENO, level);
     signal(SIGPIPE, SIG_IGN);
-
-    struct lb_err err = {0};
-    struct snap *snap = NULL;
-    if (snapshot_load_file(m.snapshot_path, &snap, &err) != LB_OK) {
-        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-        lb_log(LB_LOG_ERROR, "snapshot_rejected", "%s: %s", m.snapshot_path, err.msg);
-        return 1;
-    }
-    if (!m.log_level_forced)
-        lb_log_set_level((enum lb_log_level)snap->log_level);
-
     pthread_mutex_init(&m.dp.lock, NULL);
-    m.dp.snap = snap;
-    m.dp.workers = calloc(n_workers, sizeof(*m.dp.workers));
+    m.dp.workers = calloc(m.n_workers, sizeof(*m.dp.workers));
     if (m.dp.workers == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;
     }
-
-    /* workers never take signals: the main loop does */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = LB_OK;
-    for (unsigned i = 0; i < n_workers && rc == LB_OK; i++) {
-        rc = worker_start(&m.dp.workers[i], &m.dp, i, snap, &err);
-        if (rc == LB_OK)
-            m.dp.n_workers++;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
     m.loop = ev_default_loop(EVFLAG_AUTO);
-    if (rc == LB_OK && snap->metrics_enabled) {
-        m.metrics =
-            metrics_server_new(m.loop, &m.dp, &snap->metrics_addr, snap->metrics_addrlen, &err);
-        if (m.metrics == NULL)
-            rc = err.code;
+
+    int fatal = 0;
+    struct snap *snap = initial_snapshot(&m, &fatal);
+    struct lb_err err = {0};
+    rc = fatal ? LB_EINVAL : LB_OK;
+    if (rc == LB_OK && snap != NULL) {
+        rc = apply_snapshot(&m, snap, &err);
+        if (rc != LB_OK) {
+            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+            lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+        }
+    }
+    if (rc == LB_OK && m.control != NULL) {
+        struct sync_config sc = {.base = m.control, .node_id = m.node_id, .state_dir = m.state_dir};
+        m.sync = sync_new(m.loop, &sc, &m.dp, apply_snapshot, &m, &err);
+        if (m.sync == NULL) {
+            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+            lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+            rc = err.code ? err.code : LB_EINVAL;
+        } else if (m.serving) {
+            sync_set_applied(m.sync, snap->version, snap->generation);
+        } else {
+            lb_log(LB_LOG_INFO, "waiting", "no snapshot yet: waiting for the control plane at %s",
+                   m.control);
+            sd_notify(0, "STATUS=waiting for the control plane");
+        }
     }
     if (rc != LB_OK) {
-        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
-        atomic_store(&m.dp.stopping, true);
-        for (unsigned i = 0; i < m.dp.n_workers; i++) {
-            worker_notify(&m.dp.workers[i]);
-            worker_join(&m.dp.workers[i]);
-        }
+        stop_workers(&m);
+        metrics_server_free(m.metrics);
         free(m.dp.workers);
         snap_unref(m.dp.snap);
         return 1;
@@ -241,29 +441,22 @@ int main(int argc, char **argv)
     m.poll_timer.data = &m;
     uint64_t wd_usec = 0;
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
-        ev_timer_init(&m.watchdog, on_watchdog, 0, wd_usec / 2e6);
+        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
         m.watchdog.data = &m;
         ev_timer_again(m.loop, &m.watchdog);
     }
-
-    for (uint32_t i = 0; i < snap->n_frontends; i++)
-        lb_log(LB_LOG_INFO, "listening", "frontend %s on %s", snap->frontends[i].name,
-               snap->frontends[i].key);
-    lb_log(LB_LOG_INFO, "started",
-           "version %llu generation %llu, %u workers, %u backends, metrics %s",
-           (unsigned long long)snap->version, (unsigned long long)snap->generation, n_workers,
-           snap->n_backends, snap->metrics_enabled ? "on" : "off");
-    sd_notify(0, "READY=1");
+    lb_log(LB_LOG_INFO, "started", "%u workers, node %s, %s %s", m.n_workers, m.node_id,
+           m.control ? "control" : "snapshot", m.control ? m.control : m.snapshot_path);
 
     ev_run(m.loop, 0);
 
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
+    sync_free(m.sync);
     metrics_server_free(m.metrics);
     free(m.dp.workers);
     snap_unref(m.dp.snap);
     pthread_mutex_destroy(&m.dp.lock);
     lb_log(LB_LOG_INFO, "stopped", "all connections closed");
-    ev_loop_destroy(m.loop);
     return 0;
 }

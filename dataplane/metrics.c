@@ -389,3 +389,51 @@ out:
     free(pairs);
     free(bes);
 }
+
+static uint64_t id_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
+                            const char *const *ids, uint32_t n_ids, struct metrics_be_totals *out)
+{
+    memset(out, 0, sizeof(*out) * n_ids);
+    if (n_ids == 0)
+        return;
+    size_t cap = 16;
+    while (cap < (size_t)n_ids * 2)
+        cap <<= 1;
+    int32_t *slots = malloc(cap * sizeof(*slots));
+    if (slots == NULL)
+        return;
+    memset(slots, 0xff, cap * sizeof(*slots));
+    for (uint32_t i = 0; i < n_ids; i++) {
+        size_t at = id_hash(ids[i]) & (cap - 1);
+        while (slots[at] >= 0)
+            at = (at + 1) & (cap - 1);
+        slots[at] = (int32_t)i;
+    }
+    for (unsigned w = 0; w < n; w++) {
+        struct metrics_worker *m = workers[w];
+        pthread_mutex_lock(&m->lock);
+        for (uint32_t b = 0; b < m->n_be; b++) {
+            const struct metrics_be *be = m->be[b];
+            size_t at = id_hash(be->id) & (cap - 1);
+            while (slots[at] >= 0 && strcmp(ids[slots[at]], be->id) != 0)
+                at = (at + 1) & (cap - 1);
+            if (slots[at] < 0)
+                continue;
+            struct metrics_be_totals *t = &out[slots[at]];
+            t->requests += METRIC_GET(be->requests);
+            t->errors += METRIC_GET(be->errors);
+            t->connect_failures += METRIC_GET(be->connect_failures);
+            t->timeouts += METRIC_GET(be->timeouts);
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    free(slots);
+}

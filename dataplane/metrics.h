@@ -110,4 +110,16 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
 /* The status class index of <status> (0 for 1xx .. 4 for 5xx, 5 otherwise). */
 unsigned metrics_class(unsigned status);
 
+/* Per-backend totals over all workers, for the reports to the control plane. */
+struct metrics_be_totals {
+    uint64_t requests;
+    uint64_t errors;
+    uint64_t connect_failures;
+    uint64_t timeouts;
+};
+
+/* Fills out[i] with the sums for backend ids[i] (zeros for an id no worker
+ * has seen). Takes every worker's lock in turn. Any thread. */
+void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
+                            const char *const *ids, uint32_t n_ids, struct metrics_be_totals *out);
 #endif
