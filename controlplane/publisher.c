@@ -1,0 +1,442 @@
+/* controlplane/publisher.c */
+#include "publisher.h"
+
+#include "lb_endpoints.h"
+#include "lb_err.h"
+#include "lb_log.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <math.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+#include <nanomsg/pubsub.h>
+#include <nanomsg/reqrep.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* A busy socket gives the loop back after this many messages; its fd stays
+ * readable, so libev calls again on the next iteration. */
+#define BATCH_MAX 64
+
+/* SyncReply field 1 (snapshot), wire type 2 (length-delimited). */
+#define SYNC_REPLY_SNAPSHOT_TAG 0x0a
+#define VARINT_MAX              10
+
+enum {
+    EP_PUB,
+    EP_REP,
+    EP_PULL,
+    EP_COUNT
+};
+
+static const char *const ep_role[EP_COUNT] = {"snapshot (PUB)", "sync (REP)", "report (PULL)"};
+
+struct bound_file {
+    bool made; /* we bound an ipc socket file here and may remove it */
+    dev_t dev; /* identity of that file, so that free never removes a successor's */
+    ino_t ino;
+};
+
+struct publisher {
+    struct ev_loop *loop;
+    int sock[EP_COUNT];                 /* nanomsg sockets; -1 when not open */
+    char ep[EP_COUNT][LB_ENDPOINT_MAX]; /* endpoints bound */
+    struct bound_file file[EP_COUNT];   /* ipc socket files we created */
+    ev_io rep_in;                       /* REP readable: a request waits */
+    ev_io rep_out;                      /* REP writable: runs only while a reply is pending */
+    ev_io pull_in;                      /* PULL readable: a report waits */
+    ev_timer republish;                 /* re-sends the current snapshot */
+    publisher_report_fn on_report;
+    void *ctx;
+
+    /* The current snapshot, stored as a complete encoded SyncReply: the tag and
+     * length in front of the snapshot bytes. A sync is answered with the whole
+     * buffer and PUB sends it from <snap_off>, so neither re-encodes anything. */
+    uint8_t *reply;
+    size_t reply_len;
+    size_t snap_off;
+    uint64_t generation; /* 0: no snapshot yet */
+
+    bool pending;          /* a reply could not be sent yet (REP said EAGAIN) */
+    bool pending_bad;      /* ... it answers an undecodable request */
+    uint64_t pending_have; /* ... it answers a request with this have_generation */
+
+    uint64_t publishes;
+    uint64_t sync_requests;
+    uint64_t reports;
+    uint64_t malformed;
+};
+
+static int nn_fail(struct lb_err *err, int e, const char *what, const char *ep)
+{
+    /* nanomsg's own codes lie above NN_HAUSNUMERO, beyond strerror(). */
+    if (e >= NN_HAUSNUMERO)
+        return lb_err_set(err, LB_ESYS, 0, "%s %s: %s", what, ep, nn_strerror(e));
+    return lb_err_set(err, LB_ESYS, e, "%s %s", what, ep);
+}
+
+static int set_int_opt(int s, int level, int opt, int value, const char *name, const char *ep,
+                       struct lb_err *err)
+{
+    if (nn_setsockopt(s, level, opt, &value, sizeof(value)) == -1)
+        return nn_fail(err, nn_errno(), name, ep);
+    return LB_OK;
+}
+
+static int get_fd(int s, int opt, int *fd, const char *ep, struct lb_err *err)
+{
+    size_t sz = sizeof(*fd);
+    if (nn_getsockopt(s, NN_SOL_SOCKET, opt, fd, &sz) == -1)
+        return nn_fail(err, nn_errno(), "no pollable fd for", ep);
+    return LB_OK;
+}
+
+/* nanomsg 1.1.5 leaks its endpoint when an ipc bind fails, so the usual
+ * failures (no directory, no permission) are caught before nn_bind(). */
+static int check_ipc_dir(const char *path, const char *ep, struct lb_err *err)
+{
+    char dir[LB_ENDPOINT_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    snprintf(dir, sizeof(dir), "%.*s", (int)len, path);
+    struct stat st;
+    if (stat(dir, &st) == -1)
+        return lb_err_set(err, LB_ESYS, errno, "bind %s: directory %s", ep, dir);
+    if (!S_ISDIR(st.st_mode))
+        return lb_err_set(err, LB_ESYS, ENOTDIR, "bind %s: %s", ep, dir);
+    if (access(dir, W_OK | X_OK) == -1)
+        return lb_err_set(err, LB_ESYS, errno, "bind %s: directory %s", ep, dir);
+    return LB_OK;
+}
+
+/* Removes a socket file nobody accepts on any more (a crashed predecessor's);
+ * refuses a live one and anything that is not a socket. */
+static int clear_stale_ipc(const char *path, const char *ep, struct lb_err *err)
+{
+    struct stat st;
+    int rc = check_ipc_dir(path, ep, err);
+    if (rc != LB_OK)
+        return rc;
+    if (lstat(path, &st) == -1) {
+        if (errno == ENOENT)
+            return LB_OK;
+        return lb_err_set(err, LB_ESYS, errno, "bind %s", ep);
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return lb_err_set(err, LB_EINVAL, 0, "bind %s: %s exists and is not a socket", ep, path);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return lb_err_set(err, LB_ESYS, errno, "bind %s: socket", ep);
+    rc = connect(fd, (const struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return lb_err_set(err, LB_ESYS, EADDRINUSE, "bind %s: another process listens there", ep);
+    if (e == ECONNREFUSED && unlink(path) == -1 && errno != ENOENT)
+        return lb_err_set(err, LB_ESYS, errno, "bind %s: removing the stale socket", ep);
+    return LB_OK;
+}
+
+static int open_socket(struct publisher *p, int i, int protocol, struct lb_err *err)
+{
+    const char *ep = p->ep[i];
+    p->sock[i] = nn_socket(AF_SP, protocol);
+    if (p->sock[i] == -1)
+        return nn_fail(err, nn_errno(), "socket for", ep);
+    int s = p->sock[i];
+    int rc = set_int_opt(s, NN_SOL_SOCKET, NN_SNDBUF, PUBLISHER_SOCK_BUF, "NN_SNDBUF", ep, err);
+    if (rc == LB_OK)
+        rc = set_int_opt(s, NN_SOL_SOCKET, NN_RCVBUF, PUBLISHER_SOCK_BUF, "NN_RCVBUF", ep, err);
+    if (rc == LB_OK)
+        rc = set_int_opt(s, NN_SOL_SOCKET, NN_RCVMAXSIZE, PUBLISHER_MAX_MSG, "NN_RCVMAXSIZE", ep,
+                         err);
+    if (rc != LB_OK)
+        return rc;
+    const char *path = lb_endpoints_ipc_path(ep);
+    if (path != NULL && (rc = clear_stale_ipc(path, ep, err)) != LB_OK)
+        return rc;
+    if (nn_bind(s, ep) < 0)
+        return nn_fail(err, nn_errno(), "bind", ep);
+    struct stat st;
+    if (path != NULL && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        p->file[i] = (struct bound_file){.made = true, .dev = st.st_dev, .ino = st.st_ino};
+    lb_log(LB_LOG_INFO, "publisher_bound", "%s on %s", ep_role[i], ep);
+    return LB_OK;
+}
+
+static void publish_now(struct publisher *p)
+{
+    if (p->generation == 0)
+        return;
+    size_t len = p->reply_len - p->snap_off;
+    if (nn_send(p->sock[EP_PUB], p->reply + p->snap_off, len, NN_DONTWAIT) < 0) {
+        int e = nn_errno();
+        lb_log(LB_LOG_WARN, "publish_failed", "generation %llu (%zu bytes) on %s: %s",
+               (unsigned long long)p->generation, len, p->ep[EP_PUB], nn_strerror(e));
+        return;
+    }
+    p->publishes++;
+}
+
+static void publisher_on_republish(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    publish_now(w->data);
+}
+
+static int send_error_reply(struct publisher *p, const char *msg)
+{
+    Lb__V1__SyncReply r = LB__V1__SYNC_REPLY__INIT;
+    r.error = (char *)msg;
+    uint8_t buf[256];
+    size_t n = lb__v1__sync_reply__get_packed_size(&r);
+    if (n > sizeof(buf))
+        n = 0; /* cannot happen with the fixed messages below; an empty reply is still valid */
+    else
+        lb__v1__sync_reply__pack(&r, buf);
+    return nn_send(p->sock[EP_REP], buf, n, NN_DONTWAIT);
+}
+
+/* Sends the reply the pending fields describe, from the current state.
+ * Returns 0 when sent or dropped, -1 when REP is not writable yet. */
+static int send_reply(struct publisher *p)
+{
+    int rc;
+    if (p->pending_bad)
+        rc = send_error_reply(p, "malformed SyncRequest");
+    else if (p->generation == 0)
+        rc = send_error_reply(p, "the control plane has no snapshot yet");
+    else if (p->pending_have == p->generation)
+        rc = nn_send(p->sock[EP_REP], "", 0, NN_DONTWAIT); /* empty SyncReply: up to date */
+    else
+        rc = nn_send(p->sock[EP_REP], p->reply, p->reply_len, NN_DONTWAIT);
+    if (rc >= 0)
+        return 0;
+    int e = nn_errno();
+    if (e == EAGAIN)
+        return -1;
+    /* The requester's REQ socket resends on its own; nothing to keep. */
+    lb_log(LB_LOG_WARN, "sync_reply_failed", "on %s: %s", p->ep[EP_REP], nn_strerror(e));
+    return 0;
+}
+
+static void publisher_on_rep_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct publisher *p = w->data;
+    if (send_reply(p) != 0)
+        return;
+    p->pending = false;
+    ev_io_stop(loop, &p->rep_out);
+    ev_io_start(loop, &p->rep_in);
+}
+
+static void publisher_on_rep_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct publisher *p = w->data;
+    for (int i = 0; i < BATCH_MAX && !p->pending; i++) {
+        void *msg = NULL;
+        int n = nn_recv(p->sock[EP_REP], &msg, NN_MSG, NN_DONTWAIT);
+        if (n < 0) {
+            int e = nn_errno();
+            if (e != EAGAIN && e != EINTR)
+                lb_log(LB_LOG_WARN, "sync_recv_failed", "on %s: %s", p->ep[EP_REP], nn_strerror(e));
+            return;
+        }
+        Lb__V1__SyncRequest *req = lb__v1__sync_request__unpack(NULL, (size_t)n, msg);
+        nn_freemsg(msg);
+        p->pending_bad = req == NULL;
+        p->pending_have = 0;
+        if (req == NULL) {
+            p->malformed++;
+            lb_log(LB_LOG_WARN, "sync_request_malformed",
+                   "%d bytes on %s do not decode as SyncRequest (%llu malformed so far)", n,
+                   p->ep[EP_REP], (unsigned long long)p->malformed);
+        } else {
+            p->sync_requests++;
+            p->pending_have = req->have_generation;
+            lb_log(LB_LOG_DEBUG, "sync_request", "node %s has generation %llu, current %llu",
+                   req->node_id, (unsigned long long)req->have_generation,
+                   (unsigned long long)p->generation);
+            lb__v1__sync_request__free_unpacked(req, NULL);
+        }
+        if (send_reply(p) != 0) {
+            /* REP takes no new request before this one is answered. */
+            p->pending = true;
+            ev_io_stop(loop, &p->rep_in);
+            ev_io_start(loop, &p->rep_out);
+        }
+    }
+}
+
+static void publisher_on_pull_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct publisher *p = w->data;
+    for (int i = 0; i < BATCH_MAX; i++) {
+        void *msg = NULL;
+        int n = nn_recv(p->sock[EP_PULL], &msg, NN_MSG, NN_DONTWAIT);
+        if (n < 0) {
+            int e = nn_errno();
+            if (e != EAGAIN && e != EINTR)
+                lb_log(LB_LOG_WARN, "report_recv_failed", "on %s: %s", p->ep[EP_PULL],
+                       nn_strerror(e));
+            return;
+        }
+        Lb__V1__Report *r = lb__v1__report__unpack(NULL, (size_t)n, msg);
+        nn_freemsg(msg);
+        if (r == NULL) {
+            p->malformed++;
+            lb_log(LB_LOG_WARN, "report_malformed",
+                   "%d bytes on %s do not decode as Report (%llu malformed so far)", n,
+                   p->ep[EP_PULL], (unsigned long long)p->malformed);
+            continue;
+        }
+        p->reports++;
+        if (p->on_report != NULL)
+            p->on_report(p->ctx, r);
+        lb__v1__report__free_unpacked(r, NULL);
+    }
+}
+
+static int watch(struct publisher *p, ev_io *w, int i, int opt,
+                 void (*cb)(struct ev_loop *, ev_io *, int), struct lb_err *err)
+{
+    int fd;
+    int rc = get_fd(p->sock[i], opt, &fd, p->ep[i], err);
+    if (rc != LB_OK)
+        return rc;
+    ev_io_init(w, cb, fd, EV_READ); /* nanomsg signals both directions as readability */
+    w->data = p;
+    return LB_OK;
+}
+
+struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_config *cfg,
+                                publisher_report_fn on_report, void *ctx, struct lb_err *err)
+{
+    if (loop == NULL || cfg == NULL) {
+        lb_err_set(err, LB_EINVAL, 0, "publisher: no loop or no config");
+        return NULL;
+    }
+    double ivl = cfg->republish_s == 0 ? PUBLISHER_REPUBLISH_S_DEF : cfg->republish_s;
+    if (!isfinite(ivl) || ivl < 0.001) {
+        lb_err_set(err, LB_EINVAL, 0, "publisher: republish interval must be positive");
+        return NULL;
+    }
+    struct publisher *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "publisher: out of memory");
+        return NULL;
+    }
+    p->loop = loop;
+    p->on_report = on_report;
+    p->ctx = ctx;
+    for (int i = 0; i < EP_COUNT; i++)
+        p->sock[i] = -1;
+    if (lb_endpoints_split(cfg->base, p->ep[EP_PUB], p->ep[EP_REP], p->ep[EP_PULL], err) != LB_OK ||
+        open_socket(p, EP_PUB, NN_PUB, err) != LB_OK ||
+        open_socket(p, EP_REP, NN_REP, err) != LB_OK ||
+        open_socket(p, EP_PULL, NN_PULL, err) != LB_OK ||
+        watch(p, &p->rep_in, EP_REP, NN_RCVFD, publisher_on_rep_readable, err) != LB_OK ||
+        watch(p, &p->rep_out, EP_REP, NN_SNDFD, publisher_on_rep_writable, err) != LB_OK ||
+        watch(p, &p->pull_in, EP_PULL, NN_RCVFD, publisher_on_pull_readable, err) != LB_OK) {
+        publisher_free(p);
+        return NULL;
+    }
+    ev_timer_init(&p->republish, publisher_on_republish, ivl, ivl);
+    p->republish.data = p;
+    ev_io_start(loop, &p->rep_in);
+    ev_io_start(loop, &p->pull_in);
+    return p;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                           struct lb_err *err)
+{
+    if (buf == NULL || len == 0 || generation == 0)
+        return lb_err_set(err, LB_EINVAL, 0, "snapshot: empty buffer or generation 0");
+    if (len > PUBLISHER_MAX_MSG - 1 - VARINT_MAX)
+        return lb_err_set(err, LB_EINVAL, 0, "snapshot of %zu bytes exceeds the %d-byte limit", len,
+                          PUBLISHER_MAX_MSG - 1 - VARINT_MAX);
+    uint8_t hdr[1 + VARINT_MAX];
+    hdr[0] = SYNC_REPLY_SNAPSHOT_TAG;
+    size_t hdr_len = 1 + put_varint(hdr + 1, len);
+    uint8_t *reply = malloc(hdr_len + len);
+    if (reply == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "snapshot of %zu bytes: out of memory", len);
+    memcpy(reply, hdr, hdr_len);
+    memcpy(reply + hdr_len, buf, len);
+    free(p->reply);
+    p->reply = reply;
+    p->reply_len = hdr_len + len;
+    p->snap_off = hdr_len;
+    p->generation = generation;
+    publish_now(p);
+    ev_timer_again(p->loop, &p->republish);
+    return LB_OK;
+}
+
+uint64_t publisher_generation(const struct publisher *p)
+{
+    return p->generation;
+}
+
+uint64_t publisher_publishes(const struct publisher *p)
+{
+    return p->publishes;
+}
+
+uint64_t publisher_sync_requests(const struct publisher *p)
+{
+    return p->sync_requests;
+}
+
+uint64_t publisher_reports(const struct publisher *p)
+{
+    return p->reports;
+}
+
+uint64_t publisher_malformed(const struct publisher *p)
+{
+    return p->malformed;
+}
+
+void publisher_free(struct publisher *p)
+{
+    if (p == NULL)
+        return;
+    ev_io_stop(p->loop, &p->rep_in);
+    ev_io_stop(p->loop, &p->rep_out);
+    ev_io_stop(p->loop, &p->pull_in);
+    ev_timer_stop(p->loop, &p->republish);
+    for (int i = 0; i < EP_COUNT; i++) {
+        /* nn_close() only fails with EINTR (retry) or EBADF (already gone). */
+        for (int tries = 0; p->sock[i] != -1 && tries < 100; tries++)
+            if (nn_close(p->sock[i]) == 0 || nn_errno() != EINTR)
+                break;
+        struct stat st;
+        const char *path = lb_endpoints_ipc_path(p->ep[i]);
+        if (p->file[i].made && path != NULL && lstat(path, &st) == 0 &&
+            st.st_dev == p->file[i].dev && st.st_ino == p->file[i].ino)
+            unlink(path);
+    }
+    free(p->reply);
+    free(p);
+}

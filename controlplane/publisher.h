@@ -1,0 +1,77 @@
+/* controlplane/publisher.h: the control plane's side of the snapshot feed.
+ *
+ * One endpoint base (see proto/lb_endpoints.h) names three nanomsg sockets:
+ *   PUB   every new snapshot at once, and the current one again every
+ *         republish_s seconds (PUB/SUB drops messages for late joiners and
+ *         slow subscribers, so a data plane that missed one converges).
+ *         A message is the raw bytes of an encoded lb.v1.Snapshot.
+ *   REP   an encoded SyncRequest is answered with an encoded SyncReply: the
+ *         current snapshot, no snapshot when have_generation is the current
+ *         generation, or error when there is no snapshot yet or the request
+ *         does not decode.
+ *   PULL  encoded Reports, each handed to the report callback.
+ * Receive sizes are capped at PUBLISHER_MAX_MSG; peers that receive snapshots
+ * must raise their own NN_RCVMAXSIZE (nanomsg's default is 1 MiB).
+ *
+ * Single-threaded: every function runs on the thread of the loop given to
+ * publisher_new(). Nothing blocks the loop. */
+#ifndef LB_PUBLISHER_H
+#define LB_PUBLISHER_H
+
+#include "lb.pb-c.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+struct lb_err;
+struct publisher;
+
+#define PUBLISHER_MAX_MSG         (64 * 1024 * 1024) /* NN_RCVMAXSIZE of REP and PULL */
+#define PUBLISHER_SOCK_BUF        (8 * 1024 * 1024)  /* NN_SNDBUF / NN_RCVBUF */
+#define PUBLISHER_REPUBLISH_S_DEF 5.0
+
+/* Called with each decoded report; <report> is valid during the call only.
+ * It must not call publisher_free(). */
+typedef void (*publisher_report_fn)(void *ctx, const Lb__V1__Report *report);
+
+struct publisher_config {
+    const char *base;   /* endpoint base: ipc:///dir or tcp://HOST:PORT (borrowed) */
+    double republish_s; /* seconds between re-publications; 0 = 5 */
+};
+
+/* Binds the three sockets of <cfg>->base and watches them on <loop> through
+ * NN_RCVFD/NN_SNDFD. For ipc:// the directory must exist; nothing but the
+ * socket files is created. A stale socket file (nobody accepts on it) is
+ * replaced; a socket some process still listens on, or a file that is not a
+ * socket, is an error. <on_report> may be NULL (reports are then decoded,
+ * counted and dropped); <ctx> is passed to it.
+ * Returns the publisher (caller owns it; publisher_free()), or NULL with <err>
+ * filled: LB_EINVAL for a bad config or endpoint base, LB_ESYS naming the
+ * endpoint that failed to bind, LB_ENOMEM. */
+struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_config *cfg,
+                                publisher_report_fn on_report, void *ctx, struct lb_err *err);
+
+/* Makes <buf>[0..len) (an encoded Snapshot whose generation is <generation>)
+ * current, copying it, and publishes it now; the republish timer restarts.
+ * Returns LB_OK, LB_EINVAL (NULL or empty buffer, generation 0, len above
+ * PUBLISHER_MAX_MSG less a few header bytes) or LB_ENOMEM; on error the
+ * previous snapshot stays current. A failed send is logged, not an error:
+ * the republish timer sends it again. */
+int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                           struct lb_err *err);
+
+/* Generation of the current snapshot, 0 before the first one. */
+uint64_t publisher_generation(const struct publisher *p);
+
+/* Counters for the control plane's /metrics, monotonic since publisher_new(). */
+uint64_t publisher_publishes(const struct publisher *p);     /* PUB sends, republishes included */
+uint64_t publisher_sync_requests(const struct publisher *p); /* well-formed SyncRequests */
+uint64_t publisher_reports(const struct publisher *p);       /* well-formed Reports */
+uint64_t publisher_malformed(const struct publisher *p);     /* undecodable requests and reports */
+
+/* Stops the watchers, closes the sockets and removes the ipc socket files it
+ * created (only when they are still the ones it bound). NULL is a no-op. */
+void publisher_free(struct publisher *p);
+
+#endif
