@@ -1,0 +1,644 @@
+/* controlplane/cp.c: the control plane's core (see cp.h). */
+#include "cp.h"
+
+#include "lb_err.h"
+#include "lb_log.h"
+#include "publisher.h"
+#include "snapbuild.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct cp {
+    struct ev_loop *loop;  /* the control plane's loop */
+    struct store *store;   /* owned */
+    struct publisher *pub; /* owned */
+    char *config_dir;      /* base of relative TLS paths for applies and stored versions */
+    uint64_t version;      /* active version, 0 = none */
+    uint64_t generation;   /* generation of <snap>, 0 = none */
+    struct config *cfg;    /* parsed active version, NULL = none */
+    char hash[65];         /* config_hash(cfg), "" = none */
+    uint8_t *snap;         /* encoded snapshot being served, NULL = none */
+    size_t snap_len;
+};
+
+static int64_t now_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dir_of(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return NULL;
+    char *d = strdup(dirname(copy));
+    free(copy);
+    return d;
+}
+
+/* ---- building and committing ------------------------------------------- */
+
+/* Snapshot of <cfg> with the current health; version and generation are set
+ * once the store has handed them out. */
+static int build_snapshot(struct cp *cp, const struct config *cfg, const char *base_dir,
+                          Lb__V1__Snapshot **out, struct lb_err *err)
+{
+    struct store_backend_health *hs = NULL;
+    size_t n = 0;
+    int rc = store_health_list(cp->store, &hs, &n, err);
+    if (rc != LB_OK)
+        return rc;
+    struct snapbuild_health *sh = n ? calloc(n, sizeof(*sh)) : NULL;
+    if (n && sh == NULL) {
+        store_health_list_free(hs, n);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        sh[i].id = hs[i].id;
+        sh[i].health = hs[i].health == STORE_HEALTH_UP     ? LB__V1__HEALTH__HEALTH_UP
+                       : hs[i].health == STORE_HEALTH_DOWN ? LB__V1__HEALTH__HEALTH_DOWN
+                                                           : LB__V1__HEALTH__HEALTH_UNKNOWN;
+    }
+    struct snapbuild_input in = {
+        .cfg = cfg,
+        .now_unix_ms = now_unix_ms(),
+        .health = sh,
+        .n_health = n,
+        .base_dir = base_dir,
+    };
+    rc = snapbuild_build(&in, out, err);
+    free(sh);
+    store_health_list_free(hs, n);
+    return rc;
+}
+
+/* Reserves a buffer large enough for <snap> with any version and generation,
+ * so that nothing can fail between the store write and the publish. */
+static int reserve_encoding(Lb__V1__Snapshot *snap, uint8_t **buf, struct lb_err *err)
+{
+    snap->config_version = UINT64_MAX;
+    snap->generation = UINT64_MAX;
+    size_t max = lb__v1__snapshot__get_packed_size(snap);
+    if (max > PUBLISHER_MAX_MSG - 64)
+        return lb_err_set(err, LB_EINVAL, 0, "the snapshot would be %zu bytes, over the limit",
+                          max);
+    *buf = malloc(max ? max : 1);
+    if (*buf == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    return LB_OK;
+}
+
+/* Makes (<cfg>, <version>, <generation>, <buf>) current and publishes it.
+ * Takes <cfg> and <buf>. */
+static void install(struct cp *cp, struct config *cfg, const char *hash, uint64_t version,
+                    uint64_t generation, uint8_t *buf, size_t len)
+{
+    config_free(cp->cfg);
+    cp->cfg = cfg;
+    snprintf(cp->hash, sizeof(cp->hash), "%s", hash);
+    cp->version = version;
+    free(cp->snap);
+    cp->snap = buf;
+    cp->snap_len = len;
+    if (buf == NULL)
+        return;
+    cp->generation = generation;
+    struct lb_err e = {0};
+    if (publisher_set_snapshot(cp->pub, buf, len, generation, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "publish_failed", "version %llu generation %llu: %s",
+               (unsigned long long)version, (unsigned long long)generation, e.msg);
+    else
+        lb_log(LB_LOG_INFO, "published", "version %llu generation %llu (%zu bytes)",
+               (unsigned long long)version, (unsigned long long)generation, len);
+}
+
+static int check_if_match(const struct cp *cp, const struct cp_write *w, struct lb_err *err)
+{
+    if (w->author == NULL || w->author[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "a write needs an author");
+    if (w->expected_version != 0 && w->expected_version != cp->version)
+        return lb_err_set(err, LB_ECONFLICT, 0, "active version is %llu, not %llu",
+                          (unsigned long long)cp->version, (unsigned long long)w->expected_version);
+    return LB_OK;
+}
+
+/* The one path of every mutation. Takes <cfg> (validated). <rollback_to> 0
+ * stores <cfg>'s canonical export as a new version, else copies version
+ * <rollback_to> (whose content <cfg> was parsed from). */
+static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, const char *base_dir,
+                  uint64_t rollback_to, uint64_t *version, struct lb_err *err)
+{
+    Lb__V1__Snapshot *snap = NULL;
+    uint8_t *buf = NULL;
+    char *yaml = NULL;
+    char hash[65];
+    uint64_t number = 0, gen = 0;
+    int rc = build_snapshot(cp, cfg, base_dir, &snap, err);
+    if (rc == LB_OK)
+        rc = reserve_encoding(snap, &buf, err);
+    if (rc == LB_OK && (rc = config_hash(cfg, hash, err)) == LB_OK && rollback_to == 0) {
+        yaml = config_export_yaml(cfg, NULL, err);
+        if (yaml == NULL)
+            rc = LB_ENOMEM;
+    }
+    if (rc == LB_OK) {
+        if (rollback_to == 0)
+            rc = store_version_put_gen(cp->store, yaml, hash, w->author, w->comment, &number, &gen,
+                                       err);
+        else
+            rc = store_rollback_gen(cp->store, rollback_to, w->author, w->comment, &number, &gen,
+                                    err);
+    }
+    free(yaml);
+    if (rc != LB_OK) {
+        snapbuild_free(snap);
+        free(buf);
+        config_free(cfg);
+        return rc;
+    }
+    snap->config_version = number;
+    snap->generation = gen;
+    size_t len = lb__v1__snapshot__pack(snap, buf);
+    snapbuild_free(snap);
+    install(cp, cfg, hash, number, gen, buf, len);
+    if (version != NULL)
+        *version = number;
+    return LB_OK;
+}
+
+/* Round-trips an edited copy through JSON so that derived fields (host, port,
+ * default id) are computed and every rule is checked; messages name the JSON
+ * path. Takes <edited>. */
+static int normalise(struct cp *cp, struct config *edited, struct config **out, struct lb_err *err)
+{
+    char *json = config_export_json(edited, err);
+    config_free(edited);
+    if (json == NULL)
+        return LB_ENOMEM;
+    int rc = config_parse_json(json, strlen(json), cp->config_dir, out, err);
+    free(json);
+    return rc;
+}
+
+/* ---- start and stop ------------------------------------------------------ */
+
+static int load_active(struct cp *cp, struct lb_err *err)
+{
+    uint64_t active = 0;
+    int rc = store_active_version(cp->store, &active, err);
+    if (rc != LB_OK)
+        return rc;
+    struct store_version *v = NULL;
+    if ((rc = store_version_get(cp->store, active, &v, err)) != LB_OK)
+        return rc;
+    char name[48];
+    snprintf(name, sizeof(name), "version %llu", (unsigned long long)active);
+    struct config *cfg = NULL;
+    rc = config_parse_yaml(v->content, strlen(v->content), name, cp->config_dir, &cfg, err);
+    store_version_free(v);
+    if (rc != LB_OK)
+        return rc;
+    char hash[65];
+    if ((rc = config_hash(cfg, hash, err)) != LB_OK) {
+        config_free(cfg);
+        return rc;
+    }
+    /* A snapshot that cannot be built now (a name that stopped resolving, a
+     * missing certificate) must not keep the admin API down: start without
+     * one so that the next write can repair the config. */
+    Lb__V1__Snapshot *snap = NULL;
+    uint8_t *buf = NULL;
+    uint64_t gen = 0;
+    struct lb_err e = {0};
+    if (build_snapshot(cp, cfg, cp->config_dir, &snap, &e) != LB_OK ||
+        reserve_encoding(snap, &buf, &e) != LB_OK ||
+        store_generation_bump(cp->store, &gen, &e) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "snapshot_failed",
+               "active version %llu loaded but not published: %s; fix it through the admin API",
+               (unsigned long long)active, e.msg);
+        snapbuild_free(snap);
+        free(buf);
+        install(cp, cfg, hash, active, 0, NULL, 0);
+        return LB_OK;
+    }
+    snap->config_version = active;
+    snap->generation = gen;
+    size_t len = lb__v1__snapshot__pack(snap, buf);
+    snapbuild_free(snap);
+    install(cp, cfg, hash, active, gen, buf, len);
+    return LB_OK;
+}
+
+static int bootstrap(struct cp *cp, const char *path, struct lb_err *err)
+{
+    char *dir = dir_of(path);
+    if (dir == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct config *cfg = NULL;
+    int rc = config_load_yaml(path, dir, &cfg, err);
+    if (rc == LB_OK) {
+        char comment[PATH_MAX + 32];
+        snprintf(comment, sizeof(comment), "bootstrap from %s", path);
+        struct cp_write w = {.author = "bootstrap", .comment = comment};
+        rc = commit(cp, cfg, &w, dir, 0, NULL, err);
+    }
+    free(dir);
+    if (rc == LB_OK)
+        lb_log(LB_LOG_INFO, "bootstrap", "imported %s as version %llu", path,
+               (unsigned long long)cp->version);
+    return rc;
+}
+
+struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_err *err)
+{
+    if (cfg == NULL || cfg->db_path == NULL || cfg->control_base == NULL) {
+        lb_err_set(err, LB_EINVAL, 0, "cp: db path and control base are required");
+        return NULL;
+    }
+    struct cp *cp = calloc(1, sizeof(*cp));
+    if (cp == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        return NULL;
+    }
+    cp->loop = loop;
+    if (cfg->config_dir != NULL)
+        cp->config_dir = strdup(cfg->config_dir);
+    else if (cfg->bootstrap != NULL)
+        cp->config_dir = dir_of(cfg->bootstrap);
+    else
+        cp->config_dir = getcwd(NULL, 0);
+    if (cp->config_dir == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        goto fail;
+    }
+    if ((cp->store = store_open(cfg->db_path, err)) == NULL)
+        goto fail;
+    struct publisher_config pc = {.base = cfg->control_base, .republish_s = cfg->republish_s};
+    if ((cp->pub = publisher_new(loop, &pc, cp_on_report, cp, err)) == NULL)
+        goto fail;
+    struct lb_err e = {0};
+    int rc = load_active(cp, &e);
+    if (rc == LB_ENOTFOUND && cfg->bootstrap != NULL) {
+        if (bootstrap(cp, cfg->bootstrap, err) != LB_OK)
+            goto fail;
+    } else if (rc == LB_ENOTFOUND) {
+        lb_log(LB_LOG_WARN, "no_config",
+               "the store %s holds no config version and no --bootstrap was given: data planes "
+               "get no snapshot until a config is applied (lbctl apply)",
+               cfg->db_path);
+    } else if (rc != LB_OK) {
+        *err = e;
+        goto fail;
+    }
+    return cp;
+fail:
+    cp_free(cp);
+    return NULL;
+}
+
+void cp_free(struct cp *cp)
+{
+    if (cp == NULL)
+        return;
+    publisher_free(cp->pub);
+    store_close(cp->store);
+    config_free(cp->cfg);
+    free(cp->snap);
+    free(cp->config_dir);
+    free(cp);
+}
+
+/* ---- reads ------------------------------------------------------------------ */
+
+uint64_t cp_active_version(const struct cp *cp)
+{
+    return cp->version;
+}
+
+uint64_t cp_generation(const struct cp *cp)
+{
+    return cp->generation;
+}
+
+const struct config *cp_config(const struct cp *cp)
+{
+    return cp->cfg;
+}
+
+const char *cp_config_hash(const struct cp *cp)
+{
+    return cp->hash;
+}
+
+int cp_snapshot(const struct cp *cp, const uint8_t **buf, size_t *len)
+{
+    if (cp->snap == NULL)
+        return LB_ENOTFOUND;
+    *buf = cp->snap;
+    *len = cp->snap_len;
+    return LB_OK;
+}
+
+struct publisher *cp_publisher(const struct cp *cp)
+{
+    return cp->pub;
+}
+
+struct store *cp__store(struct cp *cp)
+{
+    return cp->store;
+}
+
+int cp_backend_find(const struct cp *cp, const char *id)
+{
+    for (size_t i = 0; cp->cfg != NULL && id != NULL && i < cp->cfg->n_backends; i++)
+        if (strcmp(cp->cfg->backends[i].id, id) == 0)
+            return (int)i;
+    return -1;
+}
+
+int cp_versions_total(struct cp *cp, uint64_t *n, struct lb_err *err)
+{
+    struct store_version *vs = NULL;
+    size_t count = 0;
+    /* Numbers start at 1 and are never reused: the newest is the count. */
+    int rc = store_versions_list(cp->store, 1, &vs, &count, err);
+    if (rc == LB_OK)
+        *n = count ? vs[0].number : 0;
+    store_versions_free(vs, count);
+    return rc;
+}
+
+int cp_versions_list(struct cp *cp, size_t limit, struct store_version **out, size_t *n,
+                     struct lb_err *err)
+{
+    return store_versions_list(cp->store, limit, out, n, err);
+}
+
+int cp_version_get(struct cp *cp, uint64_t number, struct store_version **out, struct lb_err *err)
+{
+    return store_version_get(cp->store, number, out, err);
+}
+
+int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct lb_err *err)
+{
+    return store_dataplanes_list(cp->store, out, n, err);
+}
+
+int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
+                  struct lb_err *err)
+{
+    return store_health_get(cp->store, id, out, err);
+}
+
+static int parse_version(struct cp *cp, uint64_t number, struct config **out, struct lb_err *err)
+{
+    struct store_version *v = NULL;
+    int rc = store_version_get(cp->store, number, &v, err);
+    if (rc != LB_OK)
+        return rc;
+    char name[48];
+    snprintf(name, sizeof(name), "version %llu", (unsigned long long)number);
+    rc = config_parse_yaml(v->content, strlen(v->content), name, cp->config_dir, out, err);
+    store_version_free(v);
+    return rc;
+}
+
+int cp_diff(struct cp *cp, uint64_t from, uint64_t to, struct config_diff **out, struct lb_err *err)
+{
+    struct config *a = NULL, *b = NULL;
+    int rc = parse_version(cp, from, &a, err);
+    if (rc == LB_OK)
+        rc = parse_version(cp, to, &b, err);
+    if (rc == LB_OK && (*out = config_diff_new(a, b, err)) == NULL)
+        rc = LB_ENOMEM;
+    config_free(a);
+    config_free(b);
+    return rc;
+}
+
+/* ---- mutations ------------------------------------------------------------- */
+
+int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
+             const struct cp_write *w, uint64_t *version, bool *unchanged,
+             struct config_diff **diff, struct lb_err *err)
+{
+    *unchanged = false;
+    if (diff != NULL)
+        *diff = NULL;
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK)
+        return rc;
+    struct config *cfg = NULL;
+    rc = fmt == CP_FORMAT_JSON
+             ? config_parse_json(text, len, cp->config_dir, &cfg, err)
+             : config_parse_yaml(text, len, "config.yaml", cp->config_dir, &cfg, err);
+    if (rc != LB_OK)
+        return rc;
+    if (cp->cfg != NULL && config_equal(cp->cfg, cfg)) {
+        config_free(cfg);
+        *unchanged = true;
+        *version = cp->version;
+        return LB_OK;
+    }
+    struct config_diff *d = NULL;
+    if (diff != NULL && cp->cfg != NULL && (d = config_diff_new(cp->cfg, cfg, err)) == NULL) {
+        config_free(cfg);
+        return LB_ENOMEM;
+    }
+    if (diff != NULL && cp->cfg == NULL) {
+        struct config *empty = config_new_default();
+        if (empty == NULL || (d = config_diff_new(empty, cfg, err)) == NULL) {
+            config_free(empty);
+            config_free(cfg);
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        }
+        config_free(empty);
+    }
+    rc = commit(cp, cfg, w, cp->config_dir, 0, version, err);
+    if (rc != LB_OK) {
+        config_diff_free(d);
+        return rc;
+    }
+    if (diff != NULL)
+        *diff = d;
+    return LB_OK;
+}
+
+static int need_config(const struct cp *cp, struct lb_err *err)
+{
+    if (cp->cfg == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "no config is active yet; apply one first");
+    return LB_OK;
+}
+
+static int set_str(char **dst, const char *src, struct lb_err *err)
+{
+    char *d = strdup(src);
+    if (d == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    free(*dst);
+    *dst = d;
+    return LB_OK;
+}
+
+int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
+                   uint64_t *version, int *index, struct lb_err *err)
+{
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK || (rc = need_config(cp, err)) != LB_OK)
+        return rc;
+    if (chg->url == NULL || chg->url[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "a backend needs a url");
+    for (size_t i = 0; i < cp->cfg->n_backends; i++) {
+        const struct config_backend *b = &cp->cfg->backends[i];
+        if (chg->id != NULL && strcmp(b->id, chg->id) == 0)
+            return lb_err_set(err, LB_ECONFLICT, 0, "backend id \"%s\" is already used", chg->id);
+        if (strcmp(b->url, chg->url) == 0)
+            return lb_err_set(err, LB_ECONFLICT, 0, "backend %s already has url %s", b->id,
+                              chg->url);
+    }
+    struct config *ed = config_dup(cp->cfg);
+    struct config_backend *nb =
+        ed ? realloc(ed->backends, (ed->n_backends + 1) * sizeof(*nb)) : NULL;
+    if (nb == NULL) {
+        config_free(ed);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    ed->backends = nb;
+    struct config_backend *b = &nb[ed->n_backends];
+    memset(b, 0, sizeof(*b));
+    ed->n_backends++;
+    b->weight = chg->has_weight ? chg->weight : 1;
+    b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
+    if (set_str(&b->url, chg->url, err) != LB_OK || set_str(&b->host, "", err) != LB_OK ||
+        set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK) {
+        config_free(ed);
+        return LB_ENOMEM;
+    }
+    struct config *cfg = NULL;
+    if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
+        return rc;
+    const char *new_id = cfg->backends[cfg->n_backends - 1].id;
+    if (cp_backend_find(cp, new_id) >= 0) {
+        lb_err_set(err, LB_ECONFLICT, 0, "backend id \"%s\" is already used", new_id);
+        config_free(cfg);
+        return LB_ECONFLICT;
+    }
+    size_t n = cfg->n_backends;
+    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, version, err)) != LB_OK)
+        return rc;
+    if (index != NULL)
+        *index = (int)n - 1;
+    return LB_OK;
+}
+
+int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
+                      const struct cp_write *w, uint64_t *version, struct lb_err *err)
+{
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK)
+        return rc;
+    int i = cp_backend_find(cp, id);
+    if (i < 0)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", id ? id : "");
+    if (chg->url != NULL) {
+        for (size_t j = 0; j < cp->cfg->n_backends; j++)
+            if ((int)j != i && strcmp(cp->cfg->backends[j].url, chg->url) == 0)
+                return lb_err_set(err, LB_ECONFLICT, 0, "backend %s already has url %s",
+                                  cp->cfg->backends[j].id, chg->url);
+    }
+    struct config *ed = config_dup(cp->cfg);
+    if (ed == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct config_backend *b = &ed->backends[i];
+    if (chg->has_weight)
+        b->weight = chg->weight;
+    if (chg->has_state)
+        b->state = chg->state;
+    if (chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) {
+        config_free(ed);
+        return LB_ENOMEM;
+    }
+    struct config *cfg = NULL;
+    if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
+        return rc;
+    return commit(cp, cfg, w, cp->config_dir, 0, version, err);
+}
+
+int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
+                      struct lb_err *err)
+{
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK)
+        return rc;
+    int i = cp_backend_find(cp, id);
+    if (i < 0)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", id ? id : "");
+    if (cp->cfg->n_backends == 1)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "backend %s is the last one; a config needs at least one backend", id);
+    struct config *ed = config_dup(cp->cfg);
+    if (ed == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct config_backend gone = ed->backends[i];
+    memmove(&ed->backends[i], &ed->backends[i + 1],
+            (ed->n_backends - (size_t)i - 1) * sizeof(gone));
+    ed->n_backends--;
+    free(gone.id);
+    free(gone.url);
+    free(gone.host);
+    struct config *cfg = NULL;
+    if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
+        return rc;
+    return commit(cp, cfg, w, cp->config_dir, 0, version, err);
+}
+
+int cp_backend_drain(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
+                     struct lb_err *err)
+{
+    struct cp_backend_change chg = {.has_state = true, .state = CONFIG_BACKEND_DRAINING};
+    return cp_backend_update(cp, id, &chg, w, version, err);
+}
+
+int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64_t *version,
+                struct lb_err *err)
+{
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK)
+        return rc;
+    struct config *cfg = NULL;
+    if ((rc = parse_version(cp, target, &cfg, err)) != LB_OK)
+        return rc;
+    return commit(cp, cfg, w, cp->config_dir, target, version, err);
+}
+
+void cp_on_report(void *ctx, const Lb__V1__Report *report)
+{
+    struct cp *cp = ctx;
+    if (report->node_id == NULL || report->node_id[0] == '\0')
+        return;
+    struct store_dataplane dp = {
+        .node_id = report->node_id,
+        .applied_version = report->applied_version,
+        .applied_generation = report->applied_generation,
+        .last_report_unix_ms = now_unix_ms(),
+        .rejected_generation = report->rejected_generation,
+        .rejection_reason = report->rejection_reason,
+    };
+    struct lb_err e = {0};
+    if (store_dataplane_upsert(cp->store, &dp, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "report_store_failed", "data plane %s: %s", report->node_id, e.msg);
+    if (report->rejected_generation != 0)
+        lb_log(LB_LOG_WARN, "snapshot_rejected", "data plane %s rejected generation %llu: %s",
+               report->node_id, (unsigned long long)report->rejected_generation,
+               report->rejection_reason ? report->rejection_reason : "");
+}

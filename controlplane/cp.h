@@ -1,0 +1,148 @@
+/* controlplane/cp.h: the control plane's core. Owns the store, the active
+ * config version and its parsed config, the snapshot generation, the encoded
+ * snapshot being served and the publisher; records data plane reports.
+ *
+ * Every mutation runs: check If-Match -> build the new config (validated) ->
+ * build the snapshot (reads TLS files, resolves backend names) -> store the
+ * canonical YAML as a new version and bump the generation (one transaction)
+ * -> encode -> hand it to the publisher. When a step fails nothing changes:
+ * the active version, the snapshot served and the store stay as they were,
+ * and <err> says why (LB_EINVAL invalid config or unresolvable host,
+ * LB_ECONFLICT If-Match mismatch or duplicate backend, LB_ENOTFOUND unknown
+ * backend or version, LB_ESTORE, LB_ESYS unreadable TLS file, LB_ENOMEM).
+ *
+ * Single-threaded: every function runs on the loop given to cp_new(). */
+#ifndef LB_CP_H
+#define LB_CP_H
+
+#include "config.h"
+#include "lb.pb-c.h"
+#include "store.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lb_err;
+struct publisher;
+struct cp;
+
+struct cp_config {
+    const char *db_path;      /* SQLite file; required */
+    const char *bootstrap;    /* YAML imported as version 1 into an empty store; NULL = none */
+    const char *config_dir;   /* relative TLS paths of API applies and stored versions;
+                               * NULL = the bootstrap file's directory, else the cwd */
+    const char *control_base; /* publisher base ("ipc:///run/lb", "tcp://..."); required */
+    double republish_s;       /* publisher's periodic republish; 0 = its default */
+};
+
+/* Who writes and under which condition. */
+struct cp_write {
+    const char *author;        /* "uid:0", "token:ops", "bootstrap"; required */
+    const char *comment;       /* NULL = "" */
+    uint64_t expected_version; /* If-Match; 0 = any */
+};
+
+/* Fields of a backend add or update; unset fields keep their value (update)
+ * or take the default (add: weight 1, state active, id from the URL). */
+struct cp_backend_change {
+    const char *id;  /* add only; NULL = derived "<host>-<port>" */
+    const char *url; /* add: required; update: NULL = keep */
+    bool has_weight;
+    uint32_t weight;
+    bool has_state;
+    enum config_backend_state state;
+};
+
+/* Opens the store at cfg->db_path, creates the publisher on <loop> and
+ * publishes the active version (generation = stored + 1). With an empty store
+ * and cfg->bootstrap, imports that file as version 1 (author "bootstrap",
+ * TLS paths relative to its directory) first; with neither, starts without a
+ * snapshot and logs a warning. Returns NULL and fills <err> on failure
+ * (store cannot open, bootstrap invalid, publisher cannot bind). Caller owns
+ * the result; release with cp_free(). */
+struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_err *err);
+
+/* Stops the publisher, closes the store, frees everything. NULL is a no-op. */
+void cp_free(struct cp *cp);
+
+/* The active version (0 = none), the generation last published (0 = none),
+ * the active config (NULL = none; borrowed, valid until the next mutation),
+ * its content hash ("" when none). */
+uint64_t cp_active_version(const struct cp *cp);
+uint64_t cp_generation(const struct cp *cp);
+const struct config *cp_config(const struct cp *cp);
+const char *cp_config_hash(const struct cp *cp);
+
+/* The encoded snapshot being served: LB_OK with borrowed <buf>/<len> (valid
+ * until the next mutation), LB_ENOTFOUND when there is none. */
+int cp_snapshot(const struct cp *cp, const uint8_t **buf, size_t *len);
+
+/* The publisher (borrowed) for its counters. */
+struct publisher *cp_publisher(const struct cp *cp);
+
+/* Index of backend <id> in cp_config(), or -1. */
+int cp_backend_find(const struct cp *cp, const char *id);
+
+/* Number of config versions ever stored, in *<n>. */
+int cp_versions_total(struct cp *cp, uint64_t *n, struct lb_err *err);
+
+enum cp_format {
+    CP_FORMAT_YAML = 0,
+    CP_FORMAT_JSON,
+};
+
+/* Applies a whole config (<text>, <len> bytes). YAML messages name
+ * "config.yaml:line:col". When the result equals the active config nothing is
+ * created: *<unchanged> = true and *<version> = the active version. Otherwise
+ * *<version> is the new version. When <diff> is not NULL it receives the
+ * changes from the active config (caller frees with config_diff_free()). */
+int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
+             const struct cp_write *w, uint64_t *version, bool *unchanged,
+             struct config_diff **diff, struct lb_err *err);
+
+/* Adds a backend at the end of the list. LB_ECONFLICT when its id or URL is
+ * already used. Fills *<version> and the new backend's index in cp_config()
+ * in *<index> (may be NULL). */
+int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
+                   uint64_t *version, int *index, struct lb_err *err);
+
+/* Changes weight, state and/or url of backend <id>. LB_ENOTFOUND if unknown. */
+int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
+                      const struct cp_write *w, uint64_t *version, struct lb_err *err);
+
+/* Removes backend <id> (the last one cannot go: LB_EINVAL). */
+int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
+                      struct lb_err *err);
+
+/* Sets backend <id>'s state to draining. */
+int cp_backend_drain(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
+                     struct lb_err *err);
+
+/* Makes version <target>'s content active again as a new version.
+ * LB_ENOTFOUND if <target> does not exist. */
+int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64_t *version,
+                struct lb_err *err);
+
+/* Store reads, as store.h documents them. */
+int cp_versions_list(struct cp *cp, size_t limit, struct store_version **out, size_t *n,
+                     struct lb_err *err);
+int cp_version_get(struct cp *cp, uint64_t number, struct store_version **out, struct lb_err *err);
+int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct lb_err *err);
+int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
+                  struct lb_err *err);
+
+/* Semantic diff from stored version <from> to <to>. LB_ENOTFOUND if either
+ * does not exist. Caller frees *<out> with config_diff_free(). */
+int cp_diff(struct cp *cp, uint64_t from, uint64_t to, struct config_diff **out,
+            struct lb_err *err);
+
+/* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
+struct store *cp__store(struct cp *cp);
+
+/* Publisher callback (publisher_report_fn, <ctx> = the cp): records the
+ * report in the data plane table; a failure is logged. */
+void cp_on_report(void *ctx, const Lb__V1__Report *report);
+
+#endif

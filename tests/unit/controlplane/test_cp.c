@@ -1,0 +1,525 @@
+/* tests/unit/controlplane/test_cp.c: the control plane core against a temp
+ * SQLite file and a real publisher on an ipc:// base in a temp dir. */
+#include "config.h"
+#include "cp.h"
+#include "lb.pb-c.h"
+#include "lb_endpoints.h"
+#include "lb_err.h"
+#include "lb_log.h"
+#include "store.h"
+
+#include <check.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+#include <nanomsg/reqrep.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+static char db[320];
+static char base[320];
+static char boot[320];
+static struct ev_loop *loop;
+
+static const char *const boot_yaml = "frontends:\n"
+                                     "  - {name: web, address: 127.0.0.1, port: 8080}\n"
+                                     "backends:\n"
+                                     "  - {id: a, url: \"http://127.0.0.1:9001\", weight: 5}\n"
+                                     "  - {id: b, url: \"http://127.0.0.1:9002\", weight: 3}\n";
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void setup(void)
+{
+    lb_log_setup("test_cp", open("/dev/null", O_WRONLY | O_CLOEXEC), LB_LOG_ERROR);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lb-test-cp-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    snprintf(db, sizeof(db), "%s/lb.db", tmpdir);
+    snprintf(base, sizeof(base), "ipc://%s", tmpdir);
+    snprintf(boot, sizeof(boot), "%s/config.yaml", tmpdir);
+    FILE *f = fopen(boot, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(boot_yaml, f);
+    fclose(f);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ck_assert_ptr_nonnull(loop);
+}
+
+static void teardown(void)
+{
+    ev_loop_destroy(loop);
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct cp *open_cp(const char *bootstrap)
+{
+    struct cp_config cfg = {.db_path = db, .bootstrap = bootstrap, .control_base = base};
+    struct lb_err err = {0};
+    struct cp *cp = cp_new(loop, &cfg, &err);
+    ck_assert_msg(cp != NULL, "cp_new: %s", err.msg);
+    return cp;
+}
+
+static Lb__V1__Snapshot *snapshot_of(struct cp *cp)
+{
+    const uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
+    Lb__V1__Snapshot *s = lb__v1__snapshot__unpack(NULL, len, buf);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static uint32_t snap_weight(const Lb__V1__Snapshot *s, const char *id)
+{
+    for (size_t i = 0; i < s->n_backends; i++)
+        if (strcmp(s->backends[i]->id, id) == 0)
+            return s->backends[i]->weight;
+    return 0;
+}
+
+static uint64_t versions_total(struct cp *cp)
+{
+    uint64_t n = 0;
+    ck_assert_int_eq(cp_versions_total(cp, &n, NULL), LB_OK);
+    return n;
+}
+
+static const struct cp_write writer = {.author = "uid:1000", .comment = "test"};
+
+START_TEST(bootstrap_imports_version_one)
+{
+    struct cp *cp = open_cp(boot);
+    ck_assert_uint_eq(cp_active_version(cp), 1);
+    ck_assert_uint_eq(cp_generation(cp), 1);
+    ck_assert_uint_eq(strlen(cp_config_hash(cp)), 64);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(s->config_version, 1);
+    ck_assert_uint_eq(s->generation, 1);
+    ck_assert_uint_eq(s->n_backends, 2);
+    ck_assert_uint_eq(snap_weight(s, "a"), 5);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    struct store_version *v = NULL;
+    ck_assert_int_eq(cp_version_get(cp, 1, &v, NULL), LB_OK);
+    ck_assert_str_eq(v->author, "bootstrap");
+    ck_assert_str_eq(v->hash, cp_config_hash(cp));
+    ck_assert_ptr_nonnull(strstr(v->content, "\"http://127.0.0.1:9001\""));
+    store_version_free(v);
+    cp_free(cp);
+}
+END_TEST
+
+START_TEST(no_bootstrap_starts_empty)
+{
+    struct cp *cp = open_cp(NULL);
+    const uint8_t *buf;
+    size_t len;
+    ck_assert_uint_eq(cp_active_version(cp), 0);
+    ck_assert_ptr_null(cp_config(cp));
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
+    struct lb_err err = {0};
+    struct cp_backend_change chg = {.url = "http://127.0.0.1:9005"};
+    ck_assert_int_eq(cp_backend_add(cp, &chg, &writer, NULL, NULL, &err), LB_EINVAL);
+    uint64_t version = 0;
+    bool unchanged = true;
+    struct config_diff *d = NULL;
+    ck_assert_int_eq(cp_apply(cp, boot_yaml, strlen(boot_yaml), CP_FORMAT_YAML, &writer, &version,
+                              &unchanged, &d, &err),
+                     LB_OK);
+    ck_assert(!unchanged);
+    ck_assert_uint_eq(version, 1);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_gt(d->n, 0);
+    config_diff_free(d);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
+    cp_free(cp);
+}
+END_TEST
+
+/* Each write: one more version, one more generation, published snapshot. */
+static void expect_step(struct cp *cp, uint64_t version, uint64_t v_before, uint64_t g_before)
+{
+    ck_assert_uint_eq(version, v_before + 1);
+    ck_assert_uint_eq(cp_active_version(cp), version);
+    ck_assert_uint_eq(cp_generation(cp), g_before + 1);
+    ck_assert_uint_eq(versions_total(cp), version);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(s->config_version, version);
+    ck_assert_uint_eq(s->generation, g_before + 1);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+}
+
+START_TEST(each_mutation_makes_one_version)
+{
+    struct cp *cp = open_cp(boot);
+    struct lb_err err = {0};
+    uint64_t v = 0, v0, g0;
+    int idx = -1;
+
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    struct cp_backend_change add = {
+        .url = "http://127.0.0.1:9003", .has_weight = true, .weight = 7};
+    ck_assert_msg(cp_backend_add(cp, &add, &writer, &v, &idx, &err) == LB_OK, "%s", err.msg);
+    expect_step(cp, v, v0, g0);
+    ck_assert_int_eq(idx, 2);
+    ck_assert_str_eq(cp_config(cp)->backends[2].id, "127.0.0.1-9003");
+    ck_assert_uint_eq(cp_config(cp)->backends[2].port, 9003);
+
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    struct cp_backend_change upd = {.has_weight = true, .weight = 9};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &upd, &writer, &v, &err), LB_OK);
+    expect_step(cp, v, v0, g0);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_weight(s, "a"), 9);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    ck_assert_int_eq(cp_backend_drain(cp, "b", &writer, &v, &err), LB_OK);
+    expect_step(cp, v, v0, g0);
+    ck_assert_int_eq(cp_config(cp)->backends[cp_backend_find(cp, "b")].state,
+                     CONFIG_BACKEND_DRAINING);
+
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    ck_assert_int_eq(cp_backend_remove(cp, "127.0.0.1-9003", &writer, &v, &err), LB_OK);
+    expect_step(cp, v, v0, g0);
+    ck_assert_int_eq(cp_backend_find(cp, "127.0.0.1-9003"), -1);
+
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    bool unchanged = true;
+    struct config_diff *d = NULL;
+    ck_assert_int_eq(cp_apply(cp, boot_yaml, strlen(boot_yaml), CP_FORMAT_YAML, &writer, &v,
+                              &unchanged, &d, &err),
+                     LB_OK);
+    expect_step(cp, v, v0, g0);
+    ck_assert(!unchanged);
+    char *text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "backend a: weight 9 -> 5"));
+    free(text);
+    config_diff_free(d);
+
+    /* The same config again creates nothing. */
+    v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    const char *json = "{\"frontends\": [{\"name\": \"web\", \"address\": \"127.0.0.1\", "
+                       "\"port\": 8080}], \"backends\": [{\"id\": \"a\", \"url\": "
+                       "\"http://127.0.0.1:9001\", \"weight\": 5}, {\"id\": \"b\", \"url\": "
+                       "\"http://127.0.0.1:9002\", \"weight\": 3}]}";
+    ck_assert_int_eq(
+        cp_apply(cp, json, strlen(json), CP_FORMAT_JSON, &writer, &v, &unchanged, NULL, &err),
+        LB_OK);
+    ck_assert(unchanged);
+    ck_assert_uint_eq(v, v0);
+    ck_assert_uint_eq(cp_generation(cp), g0);
+    ck_assert_uint_eq(versions_total(cp), v0);
+    cp_free(cp);
+}
+END_TEST
+
+struct frozen {
+    uint64_t version, generation, total;
+    uint8_t *snap;
+    size_t len;
+};
+
+static void freeze(struct cp *cp, struct frozen *f)
+{
+    const uint8_t *buf;
+    f->version = cp_active_version(cp);
+    f->generation = cp_generation(cp);
+    f->total = versions_total(cp);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &f->len), LB_OK);
+    f->snap = malloc(f->len);
+    memcpy(f->snap, buf, f->len);
+}
+
+static void expect_frozen(struct cp *cp, const struct frozen *f)
+{
+    const uint8_t *buf;
+    size_t len;
+    ck_assert_uint_eq(cp_active_version(cp), f->version);
+    ck_assert_uint_eq(cp_generation(cp), f->generation);
+    ck_assert_uint_eq(versions_total(cp), f->total);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
+    ck_assert_uint_eq(len, f->len);
+    ck_assert(memcmp(buf, f->snap, len) == 0);
+}
+
+START_TEST(rejected_changes_change_nothing)
+{
+    struct cp *cp = open_cp(boot);
+    struct frozen f;
+    freeze(cp, &f);
+    struct lb_err err = {0};
+    uint64_t v = 0;
+
+    struct cp_backend_change bad_weight = {.has_weight = true, .weight = 0};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &bad_weight, &writer, &v, &err), LB_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "weight"));
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change dup = {.id = "a", .url = "http://127.0.0.1:9009"};
+    ck_assert_int_eq(cp_backend_add(cp, &dup, &writer, &v, NULL, &err), LB_ECONFLICT);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change dup_url = {.url = "http://127.0.0.1:9001"};
+    ck_assert_int_eq(cp_backend_add(cp, &dup_url, &writer, &v, NULL, &err), LB_ECONFLICT);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change nohost = {.id = "x", .url = "http://nosuch-host.invalid:80"};
+    ck_assert_int_eq(cp_backend_add(cp, &nohost, &writer, &v, NULL, &err), LB_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "x"));
+    expect_frozen(cp, &f);
+
+    struct cp_write stale = {.author = "uid:1", .expected_version = 5};
+    struct cp_backend_change w2 = {.has_weight = true, .weight = 2};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &stale, &v, &err), LB_ECONFLICT);
+    ck_assert_str_eq(err.msg, "active version is 1, not 5");
+    expect_frozen(cp, &f);
+
+    ck_assert_int_eq(cp_backend_update(cp, "nope", &w2, &writer, &v, &err), LB_ENOTFOUND);
+    ck_assert_int_eq(cp_backend_remove(cp, "nope", &writer, &v, &err), LB_ENOTFOUND);
+    ck_assert_int_eq(cp_rollback(cp, 42, &writer, &v, &err), LB_ENOTFOUND);
+    expect_frozen(cp, &f);
+
+    bool unchanged;
+    const char *bad = "frontends:\n  - {port: 8080}\nbackends:\n  - {url: \"http://a:1\", "
+                      "weight: 1001}\n";
+    ck_assert_int_eq(
+        cp_apply(cp, bad, strlen(bad), CP_FORMAT_YAML, &writer, &v, &unchanged, NULL, &err),
+        LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:4:", 14) == 0, "%s", err.msg);
+    expect_frozen(cp, &f);
+
+    /* A matching If-Match passes. */
+    struct cp_write fresh = {.author = "uid:1", .expected_version = 1};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &fresh, &v, &err), LB_OK);
+    ck_assert_uint_eq(v, 2);
+    free(f.snap);
+    cp_free(cp);
+}
+END_TEST
+
+START_TEST(store_failure_changes_nothing)
+{
+    struct cp *cp = open_cp(boot);
+    struct frozen f;
+    freeze(cp, &f);
+    struct lb_err err = {0};
+    uint64_t v = 0;
+    struct cp_backend_change w2 = {.has_weight = true, .weight = 2};
+    for (int n = 1; n <= 6; n++) {
+        store__fail_after(cp__store(cp), n);
+        ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &writer, &v, &err), LB_ESTORE);
+        ck_assert_ptr_nonnull(strstr(err.msg, "injected failure"));
+        expect_frozen(cp, &f);
+    }
+    /* An author is required: an empty one is refused before anything. */
+    struct cp_write anon = {.author = ""};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &anon, &v, &err), LB_EINVAL);
+    expect_frozen(cp, &f);
+    ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &writer, &v, &err), LB_OK);
+    ck_assert_uint_eq(v, 2);
+    free(f.snap);
+    cp_free(cp);
+}
+END_TEST
+
+START_TEST(rollback_restores_weights)
+{
+    struct cp *cp = open_cp(boot);
+    struct lb_err err = {0};
+    uint64_t v = 0;
+    struct cp_backend_change upd = {.has_weight = true, .weight = 1};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &upd, &writer, &v, &err), LB_OK);
+    ck_assert_int_eq(cp_backend_update(cp, "b", &upd, &writer, &v, &err), LB_OK);
+    ck_assert_uint_eq(v, 3);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_weight(s, "a"), 1);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+
+    uint64_t g0 = cp_generation(cp);
+    ck_assert_int_eq(cp_rollback(cp, 1, &writer, &v, &err), LB_OK);
+    ck_assert_uint_eq(v, 4);
+    ck_assert_uint_eq(cp_generation(cp), g0 + 1);
+    s = snapshot_of(cp);
+    ck_assert_uint_eq(s->config_version, 4);
+    ck_assert_uint_eq(snap_weight(s, "a"), 5);
+    ck_assert_uint_eq(snap_weight(s, "b"), 3);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+
+    struct config_diff *d = NULL;
+    ck_assert_int_eq(cp_diff(cp, 3, 4, &d, &err), LB_OK);
+    char *text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "backend a: weight 1 -> 5"));
+    free(text);
+    config_diff_free(d);
+    ck_assert_int_eq(cp_diff(cp, 3, 99, &d, &err), LB_ENOTFOUND);
+    cp_free(cp);
+}
+END_TEST
+
+START_TEST(restart_keeps_version_and_raises_generation)
+{
+    struct cp *cp = open_cp(boot);
+    uint64_t v = 0;
+    struct cp_backend_change upd = {.has_weight = true, .weight = 8};
+    ck_assert_int_eq(cp_backend_update(cp, "b", &upd, &writer, &v, NULL), LB_OK);
+    uint64_t gen = cp_generation(cp);
+    char hash[65];
+    snprintf(hash, sizeof(hash), "%s", cp_config_hash(cp));
+    cp_free(cp);
+
+    cp = open_cp(NULL);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    ck_assert_uint_gt(cp_generation(cp), gen);
+    ck_assert_str_eq(cp_config_hash(cp), hash);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(s->config_version, v);
+    ck_assert_uint_eq(s->generation, cp_generation(cp));
+    ck_assert_uint_eq(snap_weight(s, "b"), 8);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    uint64_t gen2 = cp_generation(cp);
+    cp_free(cp);
+
+    /* A bootstrap file is ignored once the store holds a version. */
+    cp = open_cp(boot);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    ck_assert_uint_gt(cp_generation(cp), gen2);
+    cp_free(cp);
+}
+END_TEST
+
+static void spin(int ms)
+{
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < ms / 10; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+        nanosleep(&ts, NULL);
+    }
+}
+
+START_TEST(reports_are_recorded)
+{
+    struct cp *cp = open_cp(boot);
+    char pub[LB_ENDPOINT_MAX], rep[LB_ENDPOINT_MAX], pull[LB_ENDPOINT_MAX];
+    ck_assert_int_eq(lb_endpoints_split(base, pub, rep, pull, NULL), LB_OK);
+    int sock = nn_socket(AF_SP, NN_PUSH);
+    ck_assert_int_ge(sock, 0);
+    ck_assert_int_ge(nn_connect(sock, pull), 0);
+    Lb__V1__Report r = LB__V1__REPORT__INIT;
+    r.node_id = "host-a:77";
+    r.applied_version = 1;
+    r.applied_generation = 1;
+    r.rejected_generation = 0;
+    r.rejection_reason = "";
+    uint8_t buf[256];
+    size_t len = lb__v1__report__pack(&r, buf);
+    int timeout = 2000;
+    nn_setsockopt(sock, NN_SOL_SOCKET, NN_SNDTIMEO, &timeout, sizeof(timeout));
+    ck_assert_int_eq(nn_send(sock, buf, len, 0), (int)len);
+
+    struct store_dataplane *dps = NULL;
+    size_t n = 0;
+    for (int i = 0; i < 300 && n == 0; i++) {
+        spin(10);
+        store_dataplanes_free(dps, n);
+        dps = NULL;
+        n = 0;
+        ck_assert_int_eq(cp_dataplanes(cp, &dps, &n, NULL), LB_OK);
+    }
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(dps[0].node_id, "host-a:77");
+    ck_assert_uint_eq(dps[0].applied_generation, 1);
+    ck_assert_int_gt(dps[0].last_report_unix_ms, 0);
+    store_dataplanes_free(dps, n);
+
+    /* Straight through the callback: a rejection is kept. */
+    r.rejected_generation = 2;
+    r.rejection_reason = "bad cert";
+    cp_on_report(cp, &r);
+    ck_assert_int_eq(cp_dataplanes(cp, &dps, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(dps[0].rejected_generation, 2);
+    ck_assert_str_eq(dps[0].rejection_reason, "bad cert");
+    store_dataplanes_free(dps, n);
+    nn_close(sock);
+    cp_free(cp);
+}
+END_TEST
+
+/* The publisher answers a sync request with the snapshot the core set. */
+START_TEST(sync_serves_current_snapshot)
+{
+    struct cp *cp = open_cp(boot);
+    char pub[LB_ENDPOINT_MAX], rep[LB_ENDPOINT_MAX], pull[LB_ENDPOINT_MAX];
+    ck_assert_int_eq(lb_endpoints_split(base, pub, rep, pull, NULL), LB_OK);
+    int sock = nn_socket(AF_SP, NN_REQ);
+    ck_assert_int_ge(sock, 0);
+    ck_assert_int_ge(nn_connect(sock, rep), 0);
+    Lb__V1__SyncRequest rq = LB__V1__SYNC_REQUEST__INIT;
+    rq.node_id = "n1";
+    uint8_t buf[64];
+    size_t len = lb__v1__sync_request__pack(&rq, buf);
+    ck_assert_int_eq(nn_send(sock, buf, len, 0), (int)len);
+    void *msg = NULL;
+    int got = -1;
+    for (int i = 0; i < 300 && got < 0; i++) {
+        spin(10);
+        got = nn_recv(sock, &msg, NN_MSG, NN_DONTWAIT);
+    }
+    ck_assert_int_gt(got, 0);
+    Lb__V1__SyncReply *reply = lb__v1__sync_reply__unpack(NULL, (size_t)got, msg);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_ptr_nonnull(reply->snapshot);
+    ck_assert_uint_eq(reply->snapshot->generation, cp_generation(cp));
+    ck_assert_uint_eq(reply->snapshot->config_version, 1);
+    lb__v1__sync_reply__free_unpacked(reply, NULL);
+    nn_freemsg(msg);
+    nn_close(sock);
+    cp_free(cp);
+}
+END_TEST
+
+static Suite *cp_suite(void)
+{
+    Suite *s = suite_create("cp");
+    struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"bootstrap", bootstrap_imports_version_one},
+        {"empty", no_bootstrap_starts_empty},
+        {"mutations", each_mutation_makes_one_version},
+        {"rejected", rejected_changes_change_nothing},
+        {"store_failure", store_failure_changes_nothing},
+        {"rollback", rollback_restores_weights},
+        {"restart", restart_keeps_version_and_raises_generation},
+        {"reports", reports_are_recorded},
+        {"sync", sync_serves_current_snapshot},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(cp_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
