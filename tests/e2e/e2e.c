@@ -64,6 +64,10 @@ struct e2e {
 
 static struct e2e *live_worlds;
 static bool exit_hooked;
+/* Set by e2e_run() in the runner process: every world's dir is made inside it
+ * and it is removed after the run, also when a failed test's forked child
+ * _exit()ed without its teardown. */
+static char base_dir[48];
 
 uint64_t e2e_timeout_ms(void)
 {
@@ -185,7 +189,10 @@ static void remove_dir(const char *dir)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
+        if (e->d_type == DT_DIR)
+            remove_dir(path);
+        else
+            unlink(path);
     }
     closedir(d);
     rmdir(dir);
@@ -421,7 +428,10 @@ struct e2e *e2e_start_opts(const struct e2e_opts *o)
     struct e2e *t = calloc(1, sizeof *t);
     ck_assert_ptr_nonnull(t);
     t->lbpid = -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/lb-e2e-XXXXXX");
+    if (base_dir[0])
+        snprintf(t->dir, sizeof t->dir, "%s/world-XXXXXX", base_dir);
+    else
+        snprintf(t->dir, sizeof t->dir, "/tmp/lb-e2e-XXXXXX");
     ck_assert_msg(mkdtemp(t->dir) != NULL, "mkdtemp failed");
     if (!exit_hooked) {
         atexit(on_exit_stop_all);
@@ -1011,8 +1021,14 @@ TCase *e2e_tcase(const char *name)
 int e2e_run(Suite *s)
 {
     SRunner *sr = srunner_create(s);
+    snprintf(base_dir, sizeof base_dir, "/tmp/lb-e2e-XXXXXX");
+    if (!mkdtemp(base_dir))
+        base_dir[0] = '\0';
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    const char *keep = getenv("LB_E2E_KEEP");
+    if (base_dir[0] && !(keep && *keep == '1'))
+        remove_dir(base_dir);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -2,11 +2,12 @@
  * processes on free 127.0.0.1 ports, raw HTTP clients, metrics scraping.
  *
  * Every wait is bounded by e2e_timeout_ms() (env LB_TEST_TIMEOUT_MS, default
- * 10000). A world (struct e2e) owns a temp dir (/tmp/lb-e2e-XXXXXX) holding the
- * snapshot and one log file per process (b0.log ... lb.log); set
- * LB_E2E_KEEP=1 to keep it after e2e_stop(). Processes are started with
- * PR_SET_PDEATHSIG and an atexit() hook stops every live world, so a failing
- * ck_assert (which exits the forked test) leaves nothing running.
+ * 10000). A world (struct e2e) owns a temp dir holding the snapshot and one
+ * log file per process (b0.log ... lb.log); under e2e_run() it lives in the
+ * run's /tmp/lb-e2e-XXXXXX, removed when the run ends. Set LB_E2E_KEEP=1 to
+ * keep them all. Processes are started with PR_SET_PDEATHSIG(SIGKILL), so a
+ * failing ck_assert (which ends the forked test without teardown) leaves
+ * nothing running; an atexit() hook also stops live worlds on exit().
  *
  * Single-threaded: call everything from the test's thread. */
 #ifndef E2E_H
