@@ -180,8 +180,9 @@ static bool buf_appends(struct buf *b, const char *s)
 
 static void slice_copy(char *dst, size_t cap, struct http1_slice s)
 {
-    size_t n = s.len < cap - 1 ? s.len : cap - 1;
-    memcpy(dst, s.p, n);
+    size_t n = s.p == NULL ? 0 : s.len < cap - 1 ? s.len : cap - 1;
+    if (n > 0)
+        memcpy(dst, s.p, n);
     dst[n] = '\0';
 }
 
@@ -498,6 +499,17 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
 {
     struct worker *w = c->w;
     struct backend_rt *be = c->up ? c->up->be : NULL;
+    if (c->resp_head_done) {
+        /* the response has begun: all that is left to say is a close */
+        lb_log(LB_LOG_WARN, "request_aborted", "%s %s from %s: %s", c->method, c->path, c->peer_ip,
+               why);
+        conn_log_request(c, NULL);
+        conn_drop_upstream(c);
+        c->closing = true;
+        c->state = CS_LINGER;
+        c->progress = true;
+        return;
+    }
     c->status = (uint16_t)status;
     c->reject = reject_of(status);
     if (c->out == NULL)
@@ -718,6 +730,12 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
     c->resp_keepalive = false;
     c->need_100 = (m->flags & HTTP1_MF_EXPECT_CONTINUE) && !c->req.done;
     c->state = CS_PROXY;
+    /* body bytes that came with the head are checked before any backend
+     * sees the request: a malformed chunk there is refused outright */
+    if (stream_prepare(&c->req, c->in) < 0) {
+        conn_answer_error(c, 400, "malformed chunked request body");
+        return;
+    }
     if (!build_upstream_head(c, m)) {
         conn_answer_error(c, 431, "request head does not fit in memory");
         return;
@@ -1230,14 +1248,16 @@ static void conn_arm(struct conn *c)
     if (c->state == CS_PROXY && c->up != NULL) {
         /* a run cut short by its round limit may have read bytes it has not
          * looked at: what is ready decides what to wait for */
-        bool bad = !c->req.done && c->in != NULL && stream_prepare(&c->req, c->in) < 0;
-        if (c->resp_head_done && !c->resp.done && c->up->in != NULL &&
-            stream_prepare(&c->resp, c->up->in) < 0)
-            bad = true;
-        if (bad) {
-            /* the next run meets the same bytes and answers the error */
-            ev_feed_event(loop, &c->io, EV_WRITE);
-            return;
+        if (!c->req.done && c->in != NULL && stream_prepare(&c->req, c->in) < 0) {
+            conn_answer_error(c, 400, "malformed chunked request body");
+        } else if (c->resp_head_done && !c->resp.done && c->up->in != NULL &&
+                   stream_prepare(&c->resp, c->up->in) < 0) {
+            lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from backend %s",
+                   c->up->be->id);
+            conn_log_request(c, NULL);
+            conn_drop_upstream(c);
+            c->closing = true;
+            c->state = CS_LINGER;
         }
     }
     uint8_t phase = conn_timer_phase(c);
