@@ -1,0 +1,140 @@
+/* tests/e2e/test_failures.c: dead, silent and departing backends, and the
+ * data plane's own graceful shutdown. */
+#include "e2e.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+START_TEST(killed_backend_traffic_moves)
+{
+    struct e2e *t = e2e_start(3);
+    for (int i = 0; i < 30; i++)
+        ck_assert_ptr_nonnull(e2e_get(t, "/"));
+    e2e_kill_backend(t, 1);
+    /* Nothing was in flight when b1 died: every later request succeeds on
+     * b0 or b2, on the kept-alive client connection and on new ones. */
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (int i = 0; i < 30; i++) {
+        const char *body = e2e_get(t, "/");
+        ck_assert_msg(body != NULL, "request %d after the kill failed", i);
+        ck_assert_msg(strcmp(body, "b0") == 0 || strcmp(body, "b2") == 0, "answered by %s", body);
+    }
+    for (int i = 0; i < 30; i++) {
+        struct e2e_resp r;
+        ck_assert_int_eq(e2e_request(e2e_lb_port(t), "GET", "/", NULL, NULL, 0, &r), 0);
+        ck_assert_msg(r.status == 200, "new connection %d got %d", i, r.status);
+        ck_assert_msg(strcmp(r.body, "b0") == 0 || strcmp(r.body, "b2") == 0, "answered by %s",
+                      r.body);
+        e2e_resp_free(&r);
+    }
+    ck_assert_msg(e2e_now_ms() < deadline, "requests after the kill were slow");
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(all_backends_down_fails_fast)
+{
+    struct e2e *t = e2e_start(2);
+    ck_assert_ptr_nonnull(e2e_get(t, "/"));
+    e2e_kill_backend(t, 0);
+    e2e_kill_backend(t, 1);
+    for (int i = 0; i < 5; i++) {
+        struct e2e_resp r;
+        uint64_t start = e2e_now_ms();
+        ck_assert_int_eq(e2e_request(e2e_lb_port(t), "GET", "/", NULL, NULL, 0, &r), 0);
+        uint64_t took = e2e_now_ms() - start;
+        ck_assert_msg(r.status == 502 || r.status == 503, "got %d", r.status);
+        ck_assert_msg(took < e2e_timeout_ms() / 3, "answer took %llu ms", (unsigned long long)took);
+        e2e_resp_free(&r);
+    }
+    e2e_stop(t);
+}
+END_TEST
+
+static void short_upstream_timeout(Lb__V1__Snapshot *snap, void *arg)
+{
+    snap->timeouts->upstream_header_ms = 500;
+}
+
+START_TEST(silent_backend_gets_504)
+{
+    struct e2e_opts o = {.backends = 1,
+                         .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
+                         .tweak = short_upstream_timeout};
+    struct e2e *t = e2e_start_opts(&o);
+    struct e2e_resp r;
+    uint64_t start = e2e_now_ms();
+    ck_assert_int_eq(e2e_request(e2e_lb_port(t), "GET", "/slow/60000", NULL, NULL, 0, &r), 0);
+    uint64_t took = e2e_now_ms() - start;
+    ck_assert_int_eq(r.status, 504);
+    ck_assert_msg(took >= 450, "504 after only %llu ms", (unsigned long long)took);
+    e2e_resp_free(&r);
+    /* The data plane still serves afterwards. */
+    ck_assert_str_eq(e2e_get(t, "/"), "b0");
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(sigterm_drains_in_flight)
+{
+    enum {
+        N = 20
+    };
+    struct e2e *t = e2e_start(1);
+    struct e2e_conn *c[N];
+    const char *req = "GET /slow/500 HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < N; i++) {
+        c[i] = e2e_connect(e2e_lb_port(t));
+        ck_assert_ptr_nonnull(c[i]);
+        ck_assert_int_eq(e2e_conn_send(c[i], req, strlen(req)), 0);
+    }
+    /* Wait until the backend holds all N (each /stats poll counts itself). */
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    long polls = 0, seen = 0;
+    while (e2e_now_ms() < deadline) {
+        long r = e2e_backend_stat(t, 0, "requests");
+        polls++;
+        seen = r - polls;
+        if (seen >= N)
+            break;
+        e2e_sleep_ms(10);
+    }
+    ck_assert_int_eq(seen, N);
+    int st;
+    uint64_t start = e2e_now_ms();
+    /* drain_ms is 5000 in the harness' snapshot. */
+    ck_assert_msg(e2e_lb_term(t, 5000 + e2e_timeout_ms() / 2, &st),
+                  "lb-dataplane did not exit after SIGTERM");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    ck_assert_msg(e2e_now_ms() - start < 5000 + 1000, "drain took too long");
+    for (int i = 0; i < N; i++) {
+        struct e2e_resp r;
+        ck_assert_msg(e2e_conn_read(c[i], &r, false) == 0, "request %d lost in shutdown", i);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(r.body, "b0");
+        e2e_resp_free(&r);
+        e2e_conn_close(c[i]);
+    }
+    e2e_stop(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("e2e_failures");
+    TCase *tc = e2e_tcase("backend_killed");
+    tcase_add_test(tc, killed_backend_traffic_moves);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("all_down");
+    tcase_add_test(tc, all_backends_down_fails_fast);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("upstream_timeout");
+    tcase_add_test(tc, silent_backend_gets_504);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("graceful_shutdown");
+    tcase_add_test(tc, sigterm_drains_in_flight);
+    suite_add_tcase(s, tc);
+    return e2e_run(s);
+}
