@@ -1,0 +1,59 @@
+/* controlplane/admin.h: the admin API server (HTTP/1.1 + JSON, contract in
+ * the admin API v1 document: /health, /metrics, /api/v1/...).
+ *
+ * Listens on a unix socket (mode 0660; the caller's identity is its peer
+ * uid, author "uid:<n>", full access) and optionally on TCP, where every
+ * request needs "Authorization: Bearer <token>" from the tokens file (author
+ * "token:<name>"; an "ro" token may only GET). Requests are parsed by the
+ * project's HTTP/1 parser (dataplane/http1.h); keep-alive and pipelining are
+ * supported; heads are capped at ADMIN_HEAD_MAX bytes (431), bodies at
+ * ADMIN_BODY_MAX (413, then the connection closes); bodies need a
+ * Content-Length (a chunked request body is answered 411 and the connection
+ * closes); "Expect: 100-continue" is honoured. A connection idle for
+ * ADMIN_TIMEOUT_S seconds is closed; above ADMIN_MAX_CONNS connections new
+ * ones are closed at once. Every response carries Content-Length.
+ *
+ * Single-threaded: everything runs on the loop given to admin_new(), the
+ * core's loop. */
+#ifndef LB_ADMIN_H
+#define LB_ADMIN_H
+
+#include <stdint.h>
+
+struct ev_loop;
+struct cp;
+struct lb_err;
+struct admin;
+
+#define ADMIN_HEAD_MAX    (16 * 1024)
+#define ADMIN_BODY_MAX    (4 * 1024 * 1024)
+#define ADMIN_TIMEOUT_S   30.0
+#define ADMIN_MAX_CONNS   256
+#define ADMIN_MAX_HEADERS 64
+#define ADMIN_COMMENT_MAX 500
+
+struct admin_config {
+    const char *unix_path;   /* required; a stale socket file there is replaced */
+    const char *tcp_listen;  /* "ADDR:PORT" ("127.0.0.1:9180", "[::1]:9180"); NULL = none.
+                              * Port 0 picks a free port (see admin_tcp_port()). */
+    const char *tokens_file; /* required with tcp_listen: lines "<name> <token> <rw|ro>",
+                              * '#' comments; refused when world-readable */
+};
+
+/* Reads the tokens file, binds the listeners and starts serving <cp> on
+ * <loop>. <cp> is borrowed and must outlive the server. Returns NULL and
+ * fills <err> on failure: LB_EINVAL (bad address, tcp_listen without tokens
+ * file, malformed or world-readable tokens file, a live socket or a
+ * non-socket at unix_path), LB_ESYS (socket, bind, listen, file read),
+ * LB_ENOMEM. Caller owns the result; release with admin_free(). */
+struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_config *cfg,
+                        struct lb_err *err);
+
+/* The bound TCP port, 0 when there is no TCP listener. */
+uint16_t admin_tcp_port(const struct admin *a);
+
+/* Closes every connection and listener and removes the unix socket file it
+ * created. NULL is a no-op. */
+void admin_free(struct admin *a);
+
+#endif

@@ -1,0 +1,749 @@
+/* tests/unit/controlplane/test_admin.c: the admin API over a unix socket and
+ * TCP 127.0.0.1 (free port, bearer tokens), driven with raw HTTP. The core,
+ * the publisher and the server run on a libev loop in a second thread; the
+ * test talks to them through blocking sockets with timeouts. */
+#include "admin.h"
+#include "cp.h"
+#include "lb_endpoints.h"
+#include "lb_err.h"
+#include "lb_log.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RW_TOKEN "rw-secret-0123456789"
+#define RO_TOKEN "ro-secret-9876543210"
+
+static char tmpdir[64];
+static char sock_path[100];
+static char tokens_path[320];
+static char db[320];
+static char base[320];
+static char boot[320];
+
+static struct ev_loop *loop;
+static struct cp *core;
+static struct admin *adm;
+static ev_async stop_async;
+static pthread_t loop_thread;
+static uint16_t tcp_port;
+
+static const char *const boot_yaml = "frontends:\n"
+                                     "  - {name: web, address: 127.0.0.1, port: 8080}\n"
+                                     "backends:\n"
+                                     "  - {id: a, url: \"http://127.0.0.1:9001\", weight: 5}\n"
+                                     "  - {id: b, url: \"http://127.0.0.1:9002\", weight: 3}\n";
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void write_file(const char *path, const char *content, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(content, f);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+static void on_stop(struct ev_loop *l, ev_async *w, int revents)
+{
+    ev_break(l, EVBREAK_ALL);
+}
+
+static void *run_loop(void *arg)
+{
+    ev_run(loop, 0);
+    return NULL;
+}
+
+static void paths(void)
+{
+    lb_log_setup("test_admin", open("/dev/null", O_WRONLY | O_CLOEXEC), LB_LOG_ERROR);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lb-test-admin-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    snprintf(sock_path, sizeof(sock_path), "%s/admin.sock", tmpdir);
+    snprintf(tokens_path, sizeof(tokens_path), "%s/tokens", tmpdir);
+    snprintf(db, sizeof(db), "%s/lb.db", tmpdir);
+    snprintf(base, sizeof(base), "ipc://%s", tmpdir);
+    snprintf(boot, sizeof(boot), "%s/config.yaml", tmpdir);
+    write_file(boot, boot_yaml, 0600);
+    write_file(tokens_path,
+               "# name token mode\n"
+               "ops " RW_TOKEN " rw\n"
+               "\n"
+               "viewer " RO_TOKEN " ro   # read only\n",
+               0640);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ck_assert_ptr_nonnull(loop);
+    struct cp_config cc = {.db_path = db, .bootstrap = boot, .control_base = base};
+    struct lb_err err = {0};
+    core = cp_new(loop, &cc, &err);
+    ck_assert_msg(core != NULL, "cp_new: %s", err.msg);
+}
+
+static void setup(void)
+{
+    paths();
+    struct admin_config ac = {
+        .unix_path = sock_path, .tcp_listen = "127.0.0.1:0", .tokens_file = tokens_path};
+    struct lb_err err = {0};
+    adm = admin_new(loop, core, &ac, &err);
+    ck_assert_msg(adm != NULL, "admin_new: %s", err.msg);
+    tcp_port = admin_tcp_port(adm);
+    ck_assert_uint_gt(tcp_port, 0);
+    ev_async_init(&stop_async, on_stop);
+    ev_async_start(loop, &stop_async);
+    ck_assert_int_eq(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
+}
+
+static void teardown(void)
+{
+    ev_async_send(loop, &stop_async);
+    pthread_join(loop_thread, NULL);
+    admin_free(adm);
+    cp_free(core);
+    ev_loop_destroy(loop);
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Setup without starting a server: for admin_new() refusals. */
+static void bare_setup(void)
+{
+    paths();
+}
+
+static void bare_teardown(void)
+{
+    cp_free(core);
+    ev_loop_destroy(loop);
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void set_timeouts(int fd)
+{
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int connect_unix(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    set_timeouts(fd);
+    return fd;
+}
+
+static int connect_tcp(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(tcp_port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    set_timeouts(fd);
+    return fd;
+}
+
+static void send_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        ck_assert_int_gt(n, 0);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads until EOF (bounded by the socket timeouts and 1 MiB). */
+static char *read_all(int fd, size_t *len)
+{
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap + 1);
+    for (int i = 0; i < 10000 && n < cap; i++) {
+        ssize_t r = recv(fd, buf + n, cap - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+struct resp {
+    int status;
+    char *raw;        /* whole response */
+    const char *body; /* into raw */
+    json_t *json;     /* parsed body, or NULL */
+};
+
+static void resp_free(struct resp *r)
+{
+    free(r->raw);
+    json_decref(r->json);
+}
+
+/* One request on a fresh connection ("Connection: close"). <via_tcp> with
+ * <token> (NULL = no Authorization). <headers> are extra lines. */
+static struct resp request(bool via_tcp, const char *token, const char *method, const char *path,
+                           const char *headers, const char *body)
+{
+    int fd = via_tcp ? connect_tcp() : connect_unix();
+    size_t blen = body ? strlen(body) : 0;
+    char *head = NULL;
+    char auth[128] = "";
+    if (token)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", token);
+    ck_assert_int_gt(asprintf(&head,
+                              "%s %s HTTP/1.1\r\nHost: lb\r\n%s%sContent-Length: %zu\r\n"
+                              "Connection: close\r\n\r\n",
+                              method, path, auth, headers ? headers : "", blen),
+                     0);
+    send_all(fd, head, strlen(head));
+    if (blen)
+        send_all(fd, body, blen);
+    free(head);
+    struct resp r = {0};
+    size_t len;
+    r.raw = read_all(fd, &len);
+    close(fd);
+    ck_assert_msg(sscanf(r.raw, "HTTP/1.1 %d", &r.status) == 1, "no status in \"%s\"", r.raw);
+    const char *sep = strstr(r.raw, "\r\n\r\n");
+    ck_assert_ptr_nonnull(sep);
+    r.body = sep + 4;
+    const char *cl = strcasestr(r.raw, "Content-Length: ");
+    ck_assert_msg(cl != NULL && cl < sep, "no Content-Length");
+    ck_assert_uint_eq(strtoul(cl + 16, NULL, 10), strlen(r.body));
+    r.json = json_loads(r.body, 0, NULL);
+    return r;
+}
+
+static struct resp req_unix(const char *method, const char *path, const char *headers,
+                            const char *body)
+{
+    return request(false, NULL, method, path, headers, body);
+}
+
+static json_int_t jint(json_t *j, const char *key)
+{
+    json_t *v = json_object_get(j, key);
+    ck_assert_msg(json_is_integer(v), "%s is not an integer", key);
+    return json_integer_value(v);
+}
+
+static const char *jstr(json_t *j, const char *key)
+{
+    json_t *v = json_object_get(j, key);
+    ck_assert_msg(json_is_string(v), "%s is not a string", key);
+    return json_string_value(v);
+}
+
+static void expect_error(struct resp *r, int status, const char *code)
+{
+    ck_assert_msg(r->status == status, "status %d, want %d: %s", r->status, status, r->body);
+    ck_assert_ptr_nonnull(r->json);
+    json_t *e = json_object_get(r->json, "error");
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(jstr(e, "code"), code);
+    ck_assert_uint_gt(strlen(jstr(e, "message")), 0);
+}
+
+START_TEST(health_and_metrics)
+{
+    struct resp r = req_unix("GET", "/health", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "status"), "ok");
+    ck_assert_int_eq(jint(r.json, "active_version"), 1);
+    ck_assert_int_eq(jint(r.json, "generation"), 1);
+    resp_free(&r);
+
+    r = req_unix("GET", "/metrics", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.raw, "Content-Type: text/plain; version=0.0.4"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nlb_cp_config_version 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nlb_cp_snapshot_generation 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nlb_cp_config_versions_total 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "lb_cp_publishes_total "));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nlb_cp_dataplanes 0\n"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "lb_cp_api_requests_total{method=\"GET\",code=\"200\"} 1"));
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(backend_routes)
+{
+    struct resp r = req_unix("GET", "/api/v1/backends", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 1);
+    json_t *list = json_object_get(r.json, "backends");
+    ck_assert_uint_eq(json_array_size(list), 2);
+    json_t *a = json_array_get(list, 0);
+    ck_assert_str_eq(jstr(a, "id"), "a");
+    ck_assert_str_eq(jstr(a, "url"), "http://127.0.0.1:9001");
+    ck_assert_int_eq(jint(a, "weight"), 5);
+    ck_assert_str_eq(jstr(a, "state"), "active");
+    ck_assert_str_eq(jstr(a, "health"), "unknown");
+    ck_assert(json_is_null(json_object_get(a, "last_check_ms")));
+    ck_assert(json_is_null(json_object_get(a, "last_error")));
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/backends", "Content-Type: application/json\r\n",
+                 "{\"url\": \"http://127.0.0.1:9003\", \"weight\": 2, \"id\": \"c\", "
+                 "\"comment\": \"more capacity\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "id"), "c");
+    ck_assert_int_eq(jint(json_object_get(r.json, "backend"), "weight"), 2);
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/backends/c", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "url"), "http://127.0.0.1:9003");
+    resp_free(&r);
+
+    r = req_unix("PUT", "/api/v1/backends/c", "If-Match: \"2\"\r\n",
+                 "{\"weight\": 9, \"state\": \"disabled\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    ck_assert_int_eq(jint(json_object_get(r.json, "backend"), "weight"), 9);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "state"), "disabled");
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/backends/a/drain", "X-Lb-Comment: maintenance\r\n", NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "state"), "draining");
+    resp_free(&r);
+
+    r = req_unix("DELETE", "/api/v1/backends/c", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 5);
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/config/versions?limit=2", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "active"), 5);
+    json_t *vs = json_object_get(r.json, "versions");
+    ck_assert_uint_eq(json_array_size(vs), 2);
+    json_t *v5 = json_array_get(vs, 0);
+    ck_assert_int_eq(jint(v5, "version"), 5);
+    ck_assert(json_is_true(json_object_get(v5, "active")));
+    char author[32];
+    snprintf(author, sizeof(author), "uid:%ld", (long)getuid());
+    ck_assert_str_eq(jstr(v5, "author"), author);
+    ck_assert_str_eq(jstr(json_array_get(vs, 1), "comment"), "maintenance");
+    ck_assert(json_is_false(json_object_get(json_array_get(vs, 1), "active")));
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/config/versions/2", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "comment"), "more capacity");
+    ck_assert_uint_eq(strlen(jstr(r.json, "hash")), 64);
+    ck_assert_ptr_nonnull(strstr(jstr(r.json, "content"), "http://127.0.0.1:9003"));
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(config_routes)
+{
+    struct resp r = req_unix("GET", "/api/v1/config", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 1);
+    ck_assert_uint_eq(strlen(jstr(r.json, "hash")), 64);
+    json_t *cfg = json_object_get(r.json, "config");
+    ck_assert_uint_eq(json_array_size(json_object_get(cfg, "backends")), 2);
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/config", "Accept: application/yaml\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.raw, "Content-Type: application/yaml"));
+    ck_assert_ptr_nonnull(strstr(r.body, "backends:"));
+    char *yaml = strdup(r.body);
+    resp_free(&r);
+
+    /* The canonical export applied again changes nothing. */
+    r = req_unix("POST", "/api/v1/config", "Content-Type: application/yaml\r\n", yaml);
+    free(yaml);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 1);
+    ck_assert(json_is_true(json_object_get(r.json, "unchanged")));
+    ck_assert_uint_eq(json_array_size(json_object_get(r.json, "changes")), 0);
+    resp_free(&r);
+
+    char *changed = strdup(boot_yaml);
+    *strstr(changed, "weight: 5") = '\0';
+    char *body = NULL;
+    ck_assert_int_gt(asprintf(&body, "%sweight: 4%s", changed,
+                              strstr(boot_yaml, "weight: 5") + strlen("weight: 5")),
+                     0);
+    free(changed);
+    r = req_unix("POST", "/api/v1/config", "Content-Type: text/yaml\r\nX-Lb-Comment: lighter a\r\n",
+                 body);
+    free(body);
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    json_t *ch = json_object_get(r.json, "changes");
+    ck_assert_uint_eq(json_array_size(ch), 1);
+    ck_assert_str_eq(jstr(json_array_get(ch, 0), "kind"), "changed");
+    ck_assert_str_eq(jstr(json_array_get(ch, 0), "old"), "5");
+    ck_assert_str_eq(jstr(json_array_get(ch, 0), "new"), "4");
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/config/diff?from=1&to=2", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "from"), 1);
+    ck_assert_int_eq(jint(r.json, "to"), 2);
+    ck_assert_str_eq(jstr(r.json, "text"), "backend a: weight 5 -> 4\n");
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/config/rollback", NULL,
+                 "{\"version\": 1, \"comment\": \"undo\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    ck_assert_int_eq(jint(r.json, "rolled_back_to"), 1);
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/backends/a", NULL, NULL);
+    ck_assert_int_eq(jint(json_object_get(r.json, "backend"), "weight"), 5);
+    resp_free(&r);
+
+    /* JSON apply. */
+    r = req_unix("POST", "/api/v1/config", "Content-Type: application/json\r\n",
+                 "{\"frontends\": [{\"port\": 8081}], \"backends\": [{\"id\": \"z\", "
+                 "\"url\": \"http://127.0.0.1:9100\"}]}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/dataplanes", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    ck_assert_int_eq(jint(r.json, "generation"), 4);
+    ck_assert_uint_eq(json_array_size(json_object_get(r.json, "dataplanes")), 0);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(dataplanes_listed)
+{
+    char pub[LB_ENDPOINT_MAX], rep_ep[LB_ENDPOINT_MAX], pull[LB_ENDPOINT_MAX];
+    ck_assert_int_eq(lb_endpoints_split(base, pub, rep_ep, pull, NULL), LB_OK);
+    int sock = nn_socket(AF_SP, NN_PUSH);
+    ck_assert_int_ge(sock, 0);
+    ck_assert_int_ge(nn_connect(sock, pull), 0);
+    int timeout = 2000;
+    nn_setsockopt(sock, NN_SOL_SOCKET, NN_SNDTIMEO, &timeout, sizeof(timeout));
+    Lb__V1__Report rep = LB__V1__REPORT__INIT;
+    rep.node_id = "host-a:1234";
+    rep.applied_version = 1;
+    rep.applied_generation = 1;
+    rep.rejection_reason = "";
+    uint8_t buf[128];
+    size_t blen = lb__v1__report__pack(&rep, buf);
+    ck_assert_int_eq(nn_send(sock, buf, blen, 0), (int)blen);
+    struct resp r = {0};
+    json_t *d = NULL;
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 300 && d == NULL; i++) {
+        resp_free(&r);
+        r = req_unix("GET", "/api/v1/dataplanes", NULL, NULL);
+        ck_assert_int_eq(r.status, 200);
+        d = json_array_get(json_object_get(r.json, "dataplanes"), 0);
+        if (d == NULL)
+            nanosleep(&pause, NULL);
+    }
+    nn_close(sock);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_str_eq(jstr(d, "node_id"), "host-a:1234");
+    ck_assert_int_eq(jint(d, "applied_generation"), 1);
+    ck_assert(json_is_true(json_object_get(d, "in_sync")));
+    ck_assert(json_is_null(json_object_get(d, "rejection_reason")));
+    resp_free(&r);
+    r = req_unix("GET", "/metrics", NULL, NULL);
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "lb_cp_dataplane_lag_generations{node=\"host-a:1234\"} 0"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "lb_cp_dataplane_last_seen_seconds{node=\"host-a:1234\"}"));
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(tcp_tokens)
+{
+    struct resp r = request(true, NULL, "GET", "/health", NULL, NULL);
+    expect_error(&r, 401, "unauthorized");
+    resp_free(&r);
+    r = request(true, "not-a-token", "GET", "/health", NULL, NULL);
+    expect_error(&r, 401, "unauthorized");
+    resp_free(&r);
+    r = request(true, RO_TOKEN, "GET", "/api/v1/backends", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+    r = request(true, RO_TOKEN, "PUT", "/api/v1/backends/a", NULL, "{\"weight\": 2}");
+    expect_error(&r, 403, "forbidden");
+    resp_free(&r);
+    r = request(true, RW_TOKEN, "PUT", "/api/v1/backends/a", NULL, "{\"weight\": 2}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    r = request(true, RW_TOKEN, "GET", "/api/v1/config/versions", NULL, NULL);
+    ck_assert_str_eq(jstr(json_array_get(json_object_get(r.json, "versions"), 0), "author"),
+                     "token:ops");
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(errors)
+{
+    struct resp r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": ");
+    expect_error(&r, 400, "invalid_json");
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/config", "Content-Type: application/yaml\r\n",
+                 "frontends:\n  - {port: 8080}\nbackends:\n  - {url: \"http://a:1\", weight: 0}\n");
+    expect_error(&r, 400, "invalid_config");
+    const char *msg = jstr(json_object_get(r.json, "error"), "message");
+    ck_assert_msg(strncmp(msg, "config.yaml:4:", 14) == 0, "%s", msg);
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": \"http://127.0.0.1:9001\"}");
+    expect_error(&r, 409, "conflict");
+    resp_free(&r);
+
+    r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": \"http://x:1\", \"weight\": 0}");
+    expect_error(&r, 400, "invalid_config");
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/backends/nope", NULL, NULL);
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/nope", NULL, "{\"weight\": 2}");
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+
+    r = req_unix("PUT", "/api/v1/backends/a", "If-Match: 7\r\n", "{\"weight\": 2}");
+    expect_error(&r, 409, "conflict");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "message"),
+                     "active version is 1, not 7");
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/nothing", NULL, NULL);
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+    r = req_unix("DELETE", "/api/v1/config", NULL, NULL);
+    expect_error(&r, 405, "method_not_allowed");
+    ck_assert_ptr_nonnull(strstr(r.raw, "Allow: GET, POST\r\n"));
+    resp_free(&r);
+
+    r = req_unix("GET", "/api/v1/config/versions/99", NULL, NULL);
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+    r = req_unix("GET", "/api/v1/config/diff?from=1&to=99", NULL, NULL);
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+    r = req_unix("GET", "/api/v1/config/diff?from=1", NULL, NULL);
+    expect_error(&r, 400, "invalid_request");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/config/rollback", NULL, "{\"version\": 42}");
+    expect_error(&r, 404, "not_found");
+    resp_free(&r);
+
+    /* Nothing above created a version. */
+    r = req_unix("GET", "/health", NULL, NULL);
+    ck_assert_int_eq(jint(r.json, "active_version"), 1);
+    ck_assert_int_eq(jint(r.json, "generation"), 1);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(body_limits)
+{
+    int fd = connect_unix();
+    const char *head = "POST /api/v1/config HTTP/1.1\r\nHost: lb\r\nContent-Type: "
+                       "application/yaml\r\nContent-Length: 5000000\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    send_all(fd, "frontends:\n", 11);
+    size_t len;
+    char *raw = read_all(fd, &len);
+    close(fd);
+    ck_assert_msg(strncmp(raw, "HTTP/1.1 413 ", 13) == 0, "%s", raw);
+    ck_assert_ptr_nonnull(strstr(raw, "\"too_large\""));
+    free(raw);
+
+    fd = connect_unix();
+    head = "POST /api/v1/config HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    raw = read_all(fd, &len);
+    close(fd);
+    ck_assert_msg(strncmp(raw, "HTTP/1.1 411 ", 13) == 0, "%s", raw);
+    free(raw);
+
+    /* A head over 16 KiB. */
+    fd = connect_unix();
+    char *big = malloc(20000);
+    int n = snprintf(big, 20000, "GET /health HTTP/1.1\r\nHost: lb\r\nX-Big: ");
+    memset(big + n, 'x', 18000);
+    memcpy(big + n + 18000, "\r\n\r\n", 4);
+    send_all(fd, big, (size_t)n + 18004);
+    free(big);
+    raw = read_all(fd, &len);
+    close(fd);
+    ck_assert_msg(strncmp(raw, "HTTP/1.1 431 ", 13) == 0, "%s", raw);
+    free(raw);
+}
+END_TEST
+
+START_TEST(keep_alive_pipelined)
+{
+    int fd = connect_unix();
+    const char *two = "GET /health HTTP/1.1\r\nHost: lb\r\n\r\n"
+                      "PUT /api/v1/backends/b HTTP/1.1\r\nHost: lb\r\nContent-Length: 13\r\n\r\n"
+                      "{\"weight\": 7}"
+                      "GET /api/v1/backends/b HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
+    send_all(fd, two, strlen(two));
+    size_t len;
+    char *raw = read_all(fd, &len);
+    close(fd);
+    char *second = strstr(raw + 1, "HTTP/1.1 200 ");
+    ck_assert_ptr_nonnull(second);
+    char *third = strstr(second + 1, "HTTP/1.1 200 ");
+    ck_assert_ptr_nonnull(third);
+    ck_assert_ptr_nonnull(strstr(third, "\"weight\":7"));
+    ck_assert_ptr_null(strstr(raw, "Connection: close\r\n\r\n{\"status\""));
+    free(raw);
+}
+END_TEST
+
+START_TEST(expect_continue)
+{
+    int fd = connect_unix();
+    const char *head = "PUT /api/v1/backends/b HTTP/1.1\r\nHost: lb\r\nContent-Length: 13\r\n"
+                       "Expect: 100-continue\r\nConnection: close\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    char buf[64];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_str_eq(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    send_all(fd, "{\"weight\": 6}", 13);
+    size_t len;
+    char *raw = read_all(fd, &len);
+    close(fd);
+    ck_assert_msg(strncmp(raw, "HTTP/1.1 200 ", 13) == 0, "%s", raw);
+    free(raw);
+}
+END_TEST
+
+START_TEST(socket_mode)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(sock_path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_int_eq(st.st_mode & 0777, 0660);
+}
+END_TEST
+
+START_TEST(refusals_at_start)
+{
+    struct lb_err err = {0};
+    struct admin_config ac = {.unix_path = sock_path, .tcp_listen = "127.0.0.1:0"};
+    ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
+    ck_assert_int_eq(err.code, LB_EINVAL);
+
+    ck_assert_int_eq(chmod(tokens_path, 0644), 0);
+    ac.tokens_file = tokens_path;
+    ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "world-readable"));
+
+    ac.tokens_file = "/nonexistent/tokens";
+    ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
+    ck_assert_int_eq(err.code, LB_ESYS);
+
+    write_file(tokens_path, "ops secret-token-xyz admin\n", 0600);
+    ac.tokens_file = tokens_path;
+    ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, ":1:"));
+
+    /* A stale socket file (nobody listening) is replaced; a live one is not. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd);
+    struct admin_config plain = {.unix_path = sock_path};
+    struct admin *a = admin_new(loop, core, &plain, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    ck_assert_ptr_null(admin_new(loop, core, &plain, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "in use"));
+    admin_free(a);
+    ck_assert_int_ne(access(sock_path, F_OK), 0);
+
+    write_file(sock_path, "not a socket", 0600);
+    ck_assert_ptr_null(admin_new(loop, core, &plain, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "not a socket"));
+}
+END_TEST
+
+static Suite *admin_suite(void)
+{
+    Suite *s = suite_create("admin");
+    struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"health_metrics", health_and_metrics},
+        {"backends", backend_routes},
+        {"config", config_routes},
+        {"dataplanes", dataplanes_listed},
+        {"tcp_tokens", tcp_tokens},
+        {"errors", errors},
+        {"limits", body_limits},
+        {"keep_alive", keep_alive_pipelined},
+        {"expect", expect_continue},
+        {"socket_mode", socket_mode},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    TCase *tc = tcase_create("refusals");
+    tcase_add_checked_fixture(tc, bare_setup, bare_teardown);
+    tcase_add_test(tc, refusals_at_start);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(admin_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
