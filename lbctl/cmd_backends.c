@@ -181,17 +181,18 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
     if (o[A_ID].set && o[A_ID].value[0] == '\0')
         return lbctl_usage(verb, "--id is empty");
 
-    json_t *body = json_pack("{ss}", "url", pos[0]);
+    json_t *body = json_object();
     if (body == NULL)
-        return lbctl_fail(LBCTL_EXIT_USAGE, "the URL is not valid UTF-8");
-    if (o[A_WEIGHT].set)
-        json_object_set_new(body, "weight", json_integer(weight));
-    if (o[A_ID].set)
-        json_object_set_new(body, "id", json_string(o[A_ID].value));
-    if (o[A_STATE].set)
-        json_object_set_new(body, "state", json_string(o[A_STATE].value));
-    if (o[A_COMMENT].set)
-        json_object_set_new(body, "comment", json_string(o[A_COMMENT].value));
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    if ((rc = lbctl_set_str(verb, body, "url", pos[0])) ||
+        (o[A_WEIGHT].set && json_object_set_new(body, "weight", json_integer(weight)) != 0 &&
+         (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
+        (o[A_ID].set && (rc = lbctl_set_str(verb, body, "id", o[A_ID].value))) ||
+        (o[A_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[A_STATE].value))) ||
+        (o[A_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[A_COMMENT].value)))) {
+        json_decref(body);
+        return rc;
+    }
     struct lbctl_req r = {
         .method = "POST",
         .path = "/api/v1/backends",
@@ -251,14 +252,15 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         free(path);
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     }
-    if (o[U_WEIGHT].set)
-        json_object_set_new(body, "weight", json_integer(weight));
-    if (o[U_STATE].set)
-        json_object_set_new(body, "state", json_string(o[U_STATE].value));
-    if (o[U_URL].set)
-        json_object_set_new(body, "url", json_string(o[U_URL].value));
-    if (o[U_COMMENT].set)
-        json_object_set_new(body, "comment", json_string(o[U_COMMENT].value));
+    if ((o[U_WEIGHT].set && json_object_set_new(body, "weight", json_integer(weight)) != 0 &&
+         (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
+        (o[U_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[U_STATE].value))) ||
+        (o[U_URL].set && (rc = lbctl_set_str(verb, body, "url", o[U_URL].value))) ||
+        (o[U_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[U_COMMENT].value)))) {
+        json_decref(body);
+        free(path);
+        return rc;
+    }
     struct lbctl_req r = {
         .method = "PUT",
         .path = path,
@@ -297,8 +299,17 @@ static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drai
     if (path == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     json_t *body = NULL;
-    if (drain && o[0].set)
-        body = json_pack("{ss}", "comment", o[0].value);
+    if (drain && o[0].set) {
+        if ((body = json_object()) == NULL) {
+            free(path);
+            return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+        }
+        if ((rc = lbctl_set_str(verb, body, "comment", o[0].value)) != LBCTL_EXIT_OK) {
+            json_decref(body);
+            free(path);
+            return rc;
+        }
+    }
     struct lbctl_req r = {
         .method = drain ? "POST" : "DELETE",
         .path = path,

@@ -381,10 +381,12 @@ int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
         (rc = lbctl_check_if_match(verb, o[1].value)))
         return rc;
     json_t *body = json_pack("{sI}", "version", (json_int_t)n);
-    if (body != NULL && o[0].set)
-        json_object_set_new(body, "comment", json_string(o[0].value));
     if (body == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    if (o[0].set && (rc = lbctl_set_str(verb, body, "comment", o[0].value)) != LBCTL_EXIT_OK) {
+        json_decref(body);
+        return rc;
+    }
     struct lbctl_req r = {
         .method = "POST",
         .path = "/api/v1/config/rollback",

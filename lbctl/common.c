@@ -142,6 +142,16 @@ int lbctl_parse_int(const char *verb, const char *what, const char *s, long long
     return LBCTL_EXIT_OK;
 }
 
+int lbctl_set_str(const char *verb, json_t *obj, const char *key, const char *value)
+{
+    json_t *v = json_string(value);
+    if (v == NULL)
+        return lbctl_usage(verb, "the %s '%s' is not valid UTF-8", key, value);
+    if (json_object_set_new(obj, key, v) != 0)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    return LBCTL_EXIT_OK;
+}
+
 char *lbctl_escape(struct lbctl *ctx, const char *s)
 {
     return client_escape(ctx->client, s);

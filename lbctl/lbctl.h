@@ -60,6 +60,11 @@ int lbctl_check_comment(const char *verb, const char *v);
 int lbctl_parse_int(const char *verb, const char *what, const char *s, long long min, long long max,
                     long long *out);
 
+/* Sets <obj>.<key> to the string <value> given as option --<key> of <verb>.
+ * Returns LBCTL_EXIT_OK, or LBCTL_EXIT_USAGE (message printed) when <value>
+ * is not UTF-8 or memory runs out. */
+int lbctl_set_str(const char *verb, json_t *obj, const char *key, const char *value);
+
 /* A request as lbctl_call() sends it. Unset fields are NULL. */
 struct lbctl_req {
     const char *method;
