@@ -786,7 +786,9 @@ static const char *const usage_cases[][8] = {
     {"backends", "add", "http://x", "--color", "red", NULL},
     {"backends", "add", "http://x", "--if-match", "v7", NULL},
     {"backends", "add", "http://x", "--comment", "two\nlines", NULL},
+    {"backends", "add", "http://x", "--id", "caf\xe9", NULL},
     {"backends", "update", "demo-a", NULL},
+    {"backends", "drain", "demo-a", "--comment", "\xff", NULL},
     {"backends", "remove", NULL},
     {"backends", "remove", "a", "b", NULL},
     {"config", "diff", "5", NULL},
@@ -797,6 +799,7 @@ static const char *const usage_cases[][8] = {
     {"config", "get", "--yaml", "--json", NULL},
     {"rollback", NULL},
     {"rollback", "five", NULL},
+    {"rollback", "5", "--comment", "\xc3", NULL},
     {"--timeout", "-1", "status", NULL},
     {"status", "extra", NULL},
 };
