@@ -394,6 +394,25 @@ int main(int argc, char **argv)
     }
     m.loop = ev_default_loop(EVFLAG_AUTO);
 
+    /* signals are watched before anything listens: a SIGTERM that comes
+     * right after the first connection must drain, not kill */
+    ev_signal_init(&m.sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&m.sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&m.sighup, on_reload, SIGHUP);
+    m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+    ev_signal_start(m.loop, &m.sigterm);
+    ev_signal_start(m.loop, &m.sigint);
+    ev_signal_start(m.loop, &m.sighup);
+    ev_timer_init(&m.drain_timer, on_drain_timeout, 30, 0);
+    m.drain_timer.data = &m;
+    ev_timer_init(&m.poll_timer, on_poll, 0.02, 0.02);
+    m.poll_timer.data = &m;
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
+        m.watchdog.data = &m;
+        ev_timer_again(m.loop, &m.watchdog);
+    }
     int fatal = 0;
     struct snap *snap = initial_snapshot(&m, &fatal);
     struct lb_err err = {0};
@@ -428,23 +447,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    ev_signal_init(&m.sigterm, on_stop_signal, SIGTERM);
-    ev_signal_init(&m.sigint, on_stop_signal, SIGINT);
-    ev_signal_init(&m.sighup, on_reload, SIGHUP);
-    m.sigterm.data = m.sigint.data = m.sighup.data = &m;
-    ev_signal_start(m.loop, &m.sigterm);
-    ev_signal_start(m.loop, &m.sigint);
-    ev_signal_start(m.loop, &m.sighup);
-    ev_timer_init(&m.drain_timer, on_drain_timeout, 30, 0);
-    m.drain_timer.data = &m;
-    ev_timer_init(&m.poll_timer, on_poll, 0.02, 0.02);
-    m.poll_timer.data = &m;
-    uint64_t wd_usec = 0;
-    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
-        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
-        m.watchdog.data = &m;
-        ev_timer_again(m.loop, &m.watchdog);
-    }
     lb_log(LB_LOG_INFO, "started", "%u workers, node %s, %s %s", m.n_workers, m.node_id,
            m.control ? "control" : "snapshot", m.control ? m.control : m.snapshot_path);
 
