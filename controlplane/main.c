@@ -1,0 +1,228 @@
+/* controlplane/main.c: lb-controlplane — flags, store, publisher, admin API,
+ * signals, sd_notify. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "admin.h"
+#include "cp.h"
+#include "lb_err.h"
+#include "lb_log.h"
+
+struct main_ctx {
+    struct ev_loop *loop;
+    struct cp *cp;       /* the core: store, publisher */
+    struct admin *admin; /* the admin API */
+    ev_signal sigterm;
+    ev_signal sigint;
+    ev_signal sighup;
+    ev_timer watchdog;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: lb-controlplane [options]\n"
+            "\n"
+            "Keeps the versioned config in SQLite, publishes snapshots to the data planes\n"
+            "and serves the admin API (lbctl).\n"
+            "\n"
+            "  --db PATH              SQLite store (default ./lb.db)\n"
+            "  --bootstrap FILE       import this config.yaml as version 1 into an empty store\n"
+            "  --runtime-dir DIR      sockets live here (default /run/lb; created 0750)\n"
+            "  --control BASE         snapshot feed base (default ipc://<runtime-dir>)\n"
+            "  --admin-socket PATH    admin API unix socket (default <runtime-dir>/admin.sock)\n"
+            "  --admin-listen A:P     also serve the admin API on TCP (needs --admin-tokens)\n"
+            "  --admin-tokens FILE    bearer tokens: \"<name> <token> rw|ro\" per line\n"
+            "  --config-dir DIR       base of relative TLS paths in applied configs\n"
+            "                         (default: the bootstrap file's directory, else the cwd)\n"
+            "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+            "  --help                 this text\n"
+            "  --version              the version\n");
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    lb_log(LB_LOG_INFO, "stopping", "signal %d: shutting down", s->signum);
+    sd_notify(0, "STOPPING=1");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    lb_log(LB_LOG_INFO, "sighup",
+           "SIGHUP ignored: config changes go through the admin API (lbctl apply)");
+}
+
+static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static int fail(const char *what, const struct lb_err *err)
+{
+    fprintf(stderr, "lb-controlplane: %s%s%s\n", what, err ? ": " : "", err ? err->msg : "");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    enum {
+        OPT_DB = 1,
+        OPT_BOOTSTRAP,
+        OPT_RUNTIME_DIR,
+        OPT_CONTROL,
+        OPT_ADMIN_SOCKET,
+        OPT_ADMIN_LISTEN,
+        OPT_ADMIN_TOKENS,
+        OPT_CONFIG_DIR,
+        OPT_LOG_LEVEL,
+        OPT_HELP,
+        OPT_VERSION,
+    };
+    static const struct option opts[] = {
+        {"db", required_argument, NULL, OPT_DB},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
+        {"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
+        {"control", required_argument, NULL, OPT_CONTROL},
+        {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},
+        {"admin-tokens", required_argument, NULL, OPT_ADMIN_TOKENS},
+        {"config-dir", required_argument, NULL, OPT_CONFIG_DIR},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    const char *db = "./lb.db", *bootstrap = NULL, *runtime_dir = "/run/lb", *control = NULL;
+    const char *admin_socket = NULL, *admin_listen = NULL, *admin_tokens = NULL;
+    const char *config_dir = NULL;
+    enum lb_log_level level = LB_LOG_INFO;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_DB:
+            db = optarg;
+            break;
+        case OPT_BOOTSTRAP:
+            bootstrap = optarg;
+            break;
+        case OPT_RUNTIME_DIR:
+            runtime_dir = optarg;
+            break;
+        case OPT_CONTROL:
+            control = optarg;
+            break;
+        case OPT_ADMIN_SOCKET:
+            admin_socket = optarg;
+            break;
+        case OPT_ADMIN_LISTEN:
+            admin_listen = optarg;
+            break;
+        case OPT_ADMIN_TOKENS:
+            admin_tokens = optarg;
+            break;
+        case OPT_CONFIG_DIR:
+            config_dir = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            if (lb_log_level_parse(optarg, &level) != 0) {
+                fprintf(stderr,
+                        "lb-controlplane: --log-level %s: want debug, info, warn or "
+                        "error\n",
+                        optarg);
+                return 1;
+            }
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("lb-controlplane %s\n", LB_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lb-controlplane: unexpected argument %s\n", argv[optind]);
+        usage(stderr);
+        return 1;
+    }
+    if (admin_listen != NULL && admin_tokens == NULL) {
+        fprintf(stderr, "lb-controlplane: --admin-listen needs --admin-tokens FILE\n");
+        return 1;
+    }
+    lb_log_setup("lb-controlplane", 1, level);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(runtime_dir, 0750) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lb-controlplane: cannot create --runtime-dir %s: %s\n", runtime_dir,
+                strerror(errno));
+        return 1;
+    }
+    char control_buf[4200], socket_buf[4200];
+    if (control == NULL) {
+        snprintf(control_buf, sizeof(control_buf), "ipc://%s", runtime_dir);
+        control = control_buf;
+    }
+    if (admin_socket == NULL) {
+        snprintf(socket_buf, sizeof(socket_buf), "%s/admin.sock", runtime_dir);
+        admin_socket = socket_buf;
+    }
+
+    struct main_ctx m = {.loop = ev_default_loop(EVFLAG_AUTO)};
+    if (m.loop == NULL)
+        return fail("cannot create the event loop", NULL);
+    struct lb_err err = {0};
+    struct cp_config cc = {
+        .db_path = db, .bootstrap = bootstrap, .config_dir = config_dir, .control_base = control};
+    if ((m.cp = cp_new(m.loop, &cc, &err)) == NULL)
+        return fail("cannot start", &err);
+    struct admin_config ac = {
+        .unix_path = admin_socket, .tcp_listen = admin_listen, .tokens_file = admin_tokens};
+    if ((m.admin = admin_new(m.loop, m.cp, &ac, &err)) == NULL) {
+        cp_free(m.cp);
+        return fail("cannot start the admin API", &err);
+    }
+
+    ev_signal_init(&m.sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&m.sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&m.sighup, on_hup, SIGHUP);
+    ev_signal_start(m.loop, &m.sigterm);
+    ev_signal_start(m.loop, &m.sigint);
+    ev_signal_start(m.loop, &m.sighup);
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
+        m.watchdog.data = &m;
+        ev_timer_again(m.loop, &m.watchdog);
+    }
+
+    char tcp_note[64] = "";
+    if (admin_listen != NULL)
+        snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u", admin_tcp_port(m.admin));
+    lb_log(LB_LOG_INFO, "ready", "store %s, version %llu, generation %llu, feed %s, admin %s%s", db,
+           (unsigned long long)cp_active_version(m.cp), (unsigned long long)cp_generation(m.cp),
+           control, admin_socket, tcp_note);
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    ev_run(m.loop, 0);
+
+    ev_timer_stop(m.loop, &m.watchdog);
+    ev_signal_stop(m.loop, &m.sigterm);
+    ev_signal_stop(m.loop, &m.sigint);
+    ev_signal_stop(m.loop, &m.sighup);
+    admin_free(m.admin);
+    cp_free(m.cp);
+    lb_log(LB_LOG_INFO, "stopped", "clean shutdown");
+    return 0;
+}
