@@ -3,6 +3,8 @@
  * is its own, so the shares below are exact. */
 #include "e2e.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Sends <n> GET / on the world's keep-alive connection; seq[i] is the index of
@@ -33,6 +35,16 @@ START_TEST(round_robin_exact_shares)
     for (unsigned i = 0; i + 3 <= 300; i++)
         ck_assert_msg(seq[i] != seq[i + 1] && seq[i] != seq[i + 2] && seq[i + 1] != seq[i + 2],
                       "window at %u is not a rotation", i);
+    /* The data plane's own counters agree (summed over its workers). */
+    char *text = e2e_scrape(t);
+    ck_assert_ptr_nonnull(text);
+    for (unsigned b = 0; b < 3; b++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "backend=\"b%u\",code=\"2xx\"", b);
+        double v = e2e_metric(text, "lb_http_requests_total", labels);
+        ck_assert_msg(v == 100.0, "lb_http_requests_total{%s} = %g", labels, v);
+    }
+    free(text);
     e2e_stop(t);
 }
 END_TEST
