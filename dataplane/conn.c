@@ -323,7 +323,9 @@ void conn_pool_expire(struct worker *w, double now)
 }
 
 /* A pooled connection is usable when the peer has neither closed it nor sent
- * anything unasked. */
+ * anything unasked. Pooled sockets stay watched for reading, so a close seen
+ * by the loop has freed them already; this check closes the remaining race
+ * for requests that could not be replayed on a fresh connection. */
 static bool pooled_is_alive(struct upstream *u)
 {
     char c;
@@ -331,12 +333,12 @@ static bool pooled_is_alive(struct upstream *u)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-static struct upstream *upstream_from_pool(struct worker *w, struct backend_rt *be)
+static struct upstream *upstream_from_pool(struct worker *w, struct backend_rt *be, bool replayable)
 {
     while (be->idle != NULL) {
         struct upstream *u = be->idle;
         pool_unlink(w, u);
-        if (pooled_is_alive(u)) {
+        if (replayable || pooled_is_alive(u)) {
             u->reused = true;
             return u;
         }
@@ -349,11 +351,12 @@ static struct upstream *upstream_from_pool(struct worker *w, struct backend_rt *
 static void upstream_release(struct worker *w, struct upstream *u, bool reusable)
 {
     u->c = NULL;
-    set_events(w->loop, &u->io, &u->events, 0);
     struct backend_rt *be = u->be;
     struct wview *v = w->view;
     uint32_t max_idle = v ? v->snap->pool_max_idle : 0;
-    if (!reusable || w->draining || !be->in_view || be->n_idle >= max_idle || buf_len(u->in)) {
+    /* a socket not known to be drained may hold bytes nobody asked for */
+    if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
+        buf_len(u->in)) {
         upstream_free(u);
         return;
     }
@@ -363,6 +366,8 @@ static void upstream_release(struct worker *w, struct upstream *u, bool reusable
     }
     u->idle_since = ev_now(w->loop);
     u->got_bytes = false;
+    /* watched while pooled: readiness means the backend closed it */
+    set_events(w->loop, &u->io, &u->events, EV_READ);
     u->bnext = be->idle;
     if (be->idle)
         be->idle->bprev = u;
@@ -416,8 +421,13 @@ static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
         u->readable = true;
     if (revents & EV_WRITE)
         u->writable = true;
-    if (u->c != NULL)
+    if (u->c != NULL) {
         conn_run(u->c);
+    } else {
+        /* pooled: a close, or bytes nobody asked for; either way it is done */
+        pool_unlink(u->w, u);
+        upstream_free(u);
+    }
 }
 
 /* ---- access log and counters ------------------------------------------- */
@@ -692,7 +702,7 @@ static bool conn_attach_upstream(struct conn *c)
         }
         c->tried[c->tries++] = i;
         struct backend_rt *be = v->be[i];
-        struct upstream *u = upstream_from_pool(w, be);
+        struct upstream *u = upstream_from_pool(w, be, c->req.done);
         int errnum = 0;
         if (u == NULL)
             u = upstream_connect(w, be, &errnum);
@@ -730,6 +740,7 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
     c->resp_keepalive = false;
     c->need_100 = (m->flags & HTTP1_MF_EXPECT_CONTINUE) && !c->req.done;
     c->state = CS_PROXY;
+    c->progress = true;
     /* body bytes that came with the head are checked before any backend
      * sees the request: a malformed chunk there is refused outright */
     if (stream_prepare(&c->req, c->in) < 0) {
@@ -1285,8 +1296,14 @@ static void conn_arm(struct conn *c)
             want |= EV_READ;
         break;
     }
-    /* level-triggered: a socket left readable fires again at once, so a run
-     * cut short by its round limit resumes on the next loop turn */
+    /* Reading stays armed while the socket is not known to hold bytes, even
+     * when they are not wanted now: most clients send nothing until they
+     * have their answer, so this saves two epoll_ctl calls per request. If
+     * bytes do come, the next run sees them and disarms. Level-triggered:
+     * a socket left readable fires again at once, so a run cut short by its
+     * round limit resumes on the next loop turn. */
+    if (!(want & EV_READ) && (c->events & EV_READ) && !c->readable && !c->rd_eof)
+        want |= EV_READ;
     set_events(loop, &c->io, &c->events, want);
 
     struct upstream *u = c->up;
@@ -1300,6 +1317,8 @@ static void conn_arm(struct conn *c)
                 uw |= EV_WRITE;
             if (!u->eof && !c->resp.done && (u->in == NULL || buf_len(u->in) < u->in->cap))
                 uw |= EV_READ;
+            else if ((u->events & EV_READ) && !u->readable && !u->eof)
+                uw |= EV_READ; /* as for the client: disarm only when bytes wait */
         }
         set_events(loop, &u->io, &u->events, uw);
     }
