@@ -2,6 +2,7 @@
  * signals, sd_notify. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +171,14 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
+    /* ipc:// endpoints need an absolute path; a relative --runtime-dir is
+     * taken from the working directory */
+    char runtime_abs[PATH_MAX];
+    if (realpath(runtime_dir, runtime_abs) == NULL) {
+        fprintf(stderr, "lb-controlplane: --runtime-dir %s: %s\n", runtime_dir, strerror(errno));
+        return 1;
+    }
+    runtime_dir = runtime_abs;
     char control_buf[4200], socket_buf[4200];
     if (control == NULL) {
         snprintf(control_buf, sizeof(control_buf), "ipc://%s", runtime_dir);
