@@ -1,0 +1,252 @@
+#!/bin/bash
+# tests/bench/propagation.sh BUILD_DIR: how fast a config change reaches the
+# data planes, and what a 10,000-backend config costs. Prints figures; it is a
+# benchmark, not a test (it exits non-zero only when something fails to run).
+#
+#  1. Propagation: CHANGES `lbctl backends update ID --weight 2|3` in a row;
+#     for each, the time from lbctl returning until
+#       a. one data plane's /metrics serves the new lb_config_version, and the
+#          admin API (GET /api/v1/dataplanes) shows it applied;
+#       b. two data planes both show it applied in the admin API. Both data
+#          planes would need the one metrics port of the config, so this part
+#          runs with metrics disabled.
+#     Target: p99 < 50 ms.
+#  2. Scale: while wrk sends steady traffic, `lbctl config apply` of a config
+#     with SCALE_BACKENDS backends (3 real lb-backend origins, the rest
+#     distinct 127.0.0.1:20000+ URLs with state disabled). Reports lbctl's wall
+#     time (the control plane's apply), the time until the data plane serves
+#     it, and wrk's p99 in runs of DURATION seconds: no change (3 backends),
+#     3 -> 10k mid-run, no change (10k), 10k -> 3 mid-run.
+#     Targets: applied < 20 ms after publish; p99 moves by < 1 ms.
+#
+# Everything listens on free 127.0.0.1 ports, lives in a temp dir, and every
+# process started here is stopped by pid on exit and on Ctrl-C.
+# Environment: CHANGES (100), DURATION seconds per wrk run (10), CONNS wrk
+# connections (16), WRK_DELAY_MS pause between a connection's requests (5;
+# 0 = as fast as possible), SCALE_BACKENDS (10000).
+# Smoke run: CHANGES=20 DURATION=3 tests/bench/propagation.sh build
+set -euo pipefail
+
+BUILD=${1:?usage: tests/bench/propagation.sh BUILD_DIR}
+BUILD=$(cd "$BUILD" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+CHANGES=${CHANGES:-100}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+WRK_DELAY_MS=${WRK_DELAY_MS:-5}
+SCALE_BACKENDS=${SCALE_BACKENDS:-10000}
+PY="python3 $HERE/propagation.py"
+
+for tool in wrk python3 curl; do
+    command -v "$tool" >/dev/null || { echo "propagation: $tool is not installed" >&2; exit 1; }
+done
+for bin in lb-backend lb-controlplane lb-dataplane lbctl; do
+    [ -x "$BUILD/$bin" ] || { echo "propagation: $BUILD/$bin is not built" >&2; exit 1; }
+done
+if [ "$SCALE_BACKENDS" -lt 3 ] || [ "$SCALE_BACKENDS" -gt 10003 ]; then
+    echo "propagation: SCALE_BACKENDS must be 3..10003" >&2
+    exit 1
+fi
+
+TMP=$(mktemp -d /tmp/lb-propagation-XXXXXX)
+PIDS=()
+
+# stop PID: TERM, up to 5 s, then KILL.
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        stop "$pid"
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start NAME CMD...: runs CMD in the background with its output in a log.
+start() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+die() {
+    echo "propagation: $1" >&2
+    shift
+    local log
+    for log in "$@"; do
+        echo "--- $log (last lines)" >&2
+        tail -5 "$TMP/$log.log" >&2 || true
+    done
+    exit 1
+}
+
+rss_kb() {
+    awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# ---- origins ----------------------------------------------------------------
+REAL=()
+for i in 0 1 2; do
+    start "origin$i" "$BUILD/lb-backend" --port 0 --name "origin$i"
+    port=
+    for _ in $(seq 1 200); do
+        port=$(grep -o '"port":[0-9]*' "$TMP/origin$i.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || die "lb-backend did not start" "origin$i"
+    REAL+=("$port")
+done
+REAL_CSV=$(IFS=,; echo "${REAL[*]}")
+
+FE=$(free_port)
+MET=$(free_port)
+RUN=$TMP/run
+ADMIN=$RUN/admin.sock
+$PY gen-config --out "$TMP/small.yaml" --frontend "$FE" --real "$REAL_CSV" --metrics "$MET"
+$PY gen-config --out "$TMP/small-nometrics.yaml" --frontend "$FE" --real "$REAL_CSV"
+$PY gen-config --out "$TMP/large.yaml" --frontend "$FE" --real "$REAL_CSV" \
+    --disabled $((SCALE_BACKENDS - 3)) --metrics "$MET"
+
+# ---- control plane and the first data plane ---------------------------------
+start cp "$BUILD/lb-controlplane" --db "$TMP/lb.db" --bootstrap "$TMP/small.yaml" \
+    --runtime-dir "$RUN"
+CP_PID=$LAST_PID
+for _ in $(seq 1 200); do
+    [ -S "$ADMIN" ] && break
+    kill -0 "$CP_PID" 2>/dev/null || break
+    sleep 0.05
+done
+[ -S "$ADMIN" ] || die "lb-controlplane did not start" cp
+
+start dp1 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp1 --workers 2
+DP1_PID=$LAST_PID
+$PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
+    die "dp1 did not apply the bootstrap config" cp dp1
+body=$(curl -s --max-time 5 "http://127.0.0.1:$FE/" || true)
+[ -n "$body" ] || die "the frontend 127.0.0.1:$FE does not answer" dp1
+
+echo "lb propagation benchmark: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "build $BUILD ($(grep -o 'CMAKE_BUILD_TYPE:STRING=.*' "$BUILD/CMakeCache.txt" | cut -d= -f2))"
+echo
+
+# ---- 1a. one data plane: /metrics and the admin API ---------------------------
+echo "1a. propagation to one data plane (dp1)"
+$PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1 \
+    --metrics "127.0.0.1:$MET" --count "$CHANGES"
+echo
+
+# ---- 1b. two data planes: the admin API ---------------------------------------
+echo "1b. propagation to two data planes (dp1, dp2; metrics disabled)"
+"$BUILD/lbctl" --socket "$ADMIN" config apply "$TMP/small-nometrics.yaml" \
+    --comment "two data planes" >/dev/null || die "lbctl config apply failed" cp
+start dp2 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp2 --workers 2
+DP2_PID=$LAST_PID
+$PY wait-sync --admin "$ADMIN" --nodes dp1,dp2 || die "dp1 and dp2 are not in sync" cp dp1 dp2
+$PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1,dp2 \
+    --count "$CHANGES"
+stop "$DP2_PID"
+echo
+
+# ---- 2. scale: 10,000 backends under traffic --------------------------------
+echo "2. scale: $SCALE_BACKENDS backends (3 active, $((SCALE_BACKENDS - 3)) disabled), wrk -t2" \
+    "-c$CONNS -d${DURATION}s, ${WRK_DELAY_MS} ms between a connection's requests"
+"$BUILD/lbctl" --socket "$ADMIN" config apply "$TMP/small.yaml" --comment "scale baseline" \
+    >/dev/null || die "lbctl config apply failed" cp
+$PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
+    die "dp1 did not apply the baseline" cp dp1
+echo "   config sizes: $(wc -c <"$TMP/small.yaml") bytes (3 backends)," \
+    "$(wc -c <"$TMP/large.yaml") bytes ($SCALE_BACKENDS backends)"
+
+WRK_ARGS=()
+if [ "$WRK_DELAY_MS" -gt 0 ]; then
+    printf 'function delay()\n    return %d\nend\n' "$WRK_DELAY_MS" >"$TMP/delay.lua"
+    WRK_ARGS=(-s "$TMP/delay.lua")
+fi
+
+# run_wrk NAME [CONFIG]: one wrk run; with CONFIG, applies it halfway through.
+run_wrk() {
+    local name=$1 cfg=${2:-} wrk_pid
+    wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_ARGS[@]}" "http://127.0.0.1:$FE/" \
+        >"$TMP/wrk-$name.txt" 2>&1 &
+    wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    if [ -n "$cfg" ]; then
+        sleep "$(python3 -c "print($DURATION / 2)")"
+        $PY apply --admin "$ADMIN" --lbctl "$BUILD/lbctl" --file "$cfg" --nodes dp1 \
+            --metrics "127.0.0.1:$MET" --comment "scale $name" >"$TMP/apply-$name.json" ||
+            die "the apply during run $name failed" cp dp1
+    fi
+    wait "$wrk_pid" || die "wrk failed in run $name: $(cat "$TMP/wrk-$name.txt")"
+    $PY wrk-p99 <"$TMP/wrk-$name.txt" >"$TMP/p99-$name.json" || exit 1
+}
+
+# field FILE KEY: one number out of a one-line JSON object.
+field() {
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("-" if v is None else (f"{v:.2f}" if isinstance(v, float) else v))' "$1" "$2"
+}
+
+run_wrk small
+RSS_SMALL_DP=$(rss_kb "$DP1_PID")
+RSS_SMALL_CP=$(rss_kb "$CP_PID")
+run_wrk grow "$TMP/large.yaml"
+run_wrk large
+RSS_LARGE_DP=$(rss_kb "$DP1_PID")
+RSS_LARGE_CP=$(rss_kb "$CP_PID")
+run_wrk shrink "$TMP/small.yaml"
+
+for name in grow shrink; do
+    j=$TMP/apply-$name.json
+    label="3 -> $SCALE_BACKENDS"
+    [ "$name" = shrink ] && label="$SCALE_BACKENDS -> 3"
+    v=$(field "$j" version)
+    published=$(grep -o "\"published\",\"msg\":\"version $v generation [0-9]* ([0-9]* bytes)" \
+        "$TMP/cp.log" | grep -o '([0-9]* bytes)' | tr -d '()' || true)
+    printf '   apply %-14s lbctl wall time %8s ms | lbctl return -> dp1 /metrics %8s ms,' \
+        "$label:" "$(field "$j" lbctl_ms)" "$(field "$j" metrics)"
+    printf ' -> admin API %8s ms | %s changes, snapshot %s\n' "$(field "$j" admin:dp1)" \
+        "$(field "$j" changes)" "${published:-?}"
+done
+echo "   (target: applied < 20 ms after publish)"
+echo "   wrk (p99 target: moves by < 1 ms):"
+for name in small grow large shrink; do
+    case $name in
+    small) label="3 backends, no change" ;;
+    grow) label="3 -> $SCALE_BACKENDS mid-run" ;;
+    large) label="$SCALE_BACKENDS backends, no change" ;;
+    shrink) label="$SCALE_BACKENDS -> 3 mid-run" ;;
+    esac
+    j=$TMP/p99-$name.json
+    printf '     %-26s p50 %7s ms  p99 %7s ms  %9s req/s  non-2xx %s  socket errors: %s\n' \
+        "$label" "$(field "$j" p50_ms)" "$(field "$j" p99_ms)" "$(field "$j" rps)" \
+        "$(field "$j" non2xx)" "$(field "$j" socket_errors)"
+done
+python3 -c 'import json,sys
+a=json.load(open(sys.argv[1]))["p99_ms"]; b=json.load(open(sys.argv[2]))["p99_ms"]
+c=json.load(open(sys.argv[3]))["p99_ms"]
+print(f"     p99 change: with the 3 -> 10k apply {b - a:+.2f} ms, 10k steady {c - a:+.2f} ms vs 3 backends")' \
+    "$TMP/p99-small.json" "$TMP/p99-grow.json" "$TMP/p99-large.json"
+echo "   RSS: dp1 $RSS_SMALL_DP -> $RSS_LARGE_DP KiB, control plane $RSS_SMALL_CP ->" \
+    "$RSS_LARGE_CP KiB (3 -> $SCALE_BACKENDS backends)"
