@@ -13,8 +13,10 @@ CMAKE_FLAGS ?=
 
 all: build
 
+PKGLIST ?= deploy/packages.txt
+
 deps:
-	@missing=$$(grep -v '^\s*#' deploy/packages.txt | grep -v '^\s*$$' | \
+	@missing=$$(grep -v '^\s*#' $(PKGLIST) | grep -v '^\s*$$' | \
 	  while read -r p; do dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | \
 	    grep -q 'install ok installed' || echo "$$p"; done); \
 	if [ -n "$$missing" ]; then \
@@ -61,6 +63,7 @@ run: build
 	tests/run-demo.sh $(BUILD)
 
 bench: build
+	@$(MAKE) --no-print-directory deps PKGLIST=deploy/packages-bench.txt
 	tests/bench/bench.sh $(BUILD)
 
 format:
