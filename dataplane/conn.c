@@ -130,6 +130,7 @@ struct conn {
 
 static void conn_run(struct conn *c);
 static void conn_close(struct conn *c);
+static bool conn_follow_view(struct conn *c);
 static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents);
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -757,6 +758,10 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
 static void conn_parse_head(struct conn *c)
 {
     struct worker *w = c->w;
+    if (!conn_follow_view(c)) {
+        conn_answer_error(c, 503, "the frontend was removed");
+        return;
+    }
     const struct snap *s = c->view->snap;
     struct http1_msg m;
     memset(&m, 0, sizeof(m));
@@ -910,6 +915,32 @@ static void conn_parse_response(struct conn *c)
 
 /* ---- finishing ---------------------------------------------------------- */
 
+/* Moves a connection between requests onto the worker's newest view, so that
+ * no request starts on a snapshot that has been replaced (the runtime state of
+ * backends it names may be gone). Returns false, marking the connection for
+ * closing, when the new snapshot no longer has its frontend. */
+static bool conn_follow_view(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct wview *nv = w->view;
+    if (c->view == nv)
+        return true;
+    const char *fe_key = conn_frontend(c)->key;
+    uint32_t i = 0;
+    while (i < nv->snap->n_frontends && strcmp(nv->snap->frontends[i].key, fe_key) != 0)
+        i++;
+    if (i == nv->snap->n_frontends) {
+        c->closing = true;
+        return false;
+    }
+    nv->refs++;
+    worker_view_unref(w, c->view);
+    c->view = nv;
+    c->fe_index = i;
+    c->fe_stat = nv->fe_stat[i];
+    return true;
+}
+
 static void conn_set_idle(struct conn *c)
 {
     struct worker *w = c->w;
@@ -932,23 +963,7 @@ static void conn_set_idle(struct conn *c)
     c->resp_head_done = false;
     c->body_sent = 0;
     c->t_start = ev_now(w->loop);
-    /* a request's view reference ends with it: the next one uses the newest */
-    if (c->view != w->view) {
-        const char *fe_key = conn_frontend(c)->key;
-        struct wview *nv = w->view;
-        uint32_t i = 0;
-        while (i < nv->snap->n_frontends && strcmp(nv->snap->frontends[i].key, fe_key) != 0)
-            i++;
-        if (i == nv->snap->n_frontends) {
-            c->closing = true; /* the frontend is gone */
-        } else {
-            nv->refs++;
-            worker_view_unref(w, c->view);
-            c->view = nv;
-            c->fe_index = i;
-            c->fe_stat = nv->fe_stat[i];
-        }
-    }
+    conn_follow_view(c);
 }
 
 /* Both directions of the exchange are complete. */
@@ -1641,5 +1656,16 @@ void conn_free_list_trim(struct worker *w, uint32_t keep)
         w->free_conns = c->next;
         w->n_free_conns--;
         free(c);
+    }
+}
+
+void conn_views_refresh(struct worker *w)
+{
+    struct conn *c = w->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        if (c->state == CS_IDLE && !conn_follow_view(c))
+            conn_close(c);
+        c = next;
     }
 }

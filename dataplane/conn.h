@@ -19,6 +19,11 @@ struct wview;
  * the socket is closed. */
 void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, uint32_t fe_index);
 
+/* After a snapshot swap: idle keep-alive connections move to the newest view
+ * at once (and those whose frontend is gone close), so older views and the
+ * backend state only they name can be released. */
+void conn_views_refresh(struct worker *w);
+
 /* Shutdown: idle connections close now; busy ones close after their
  * current response. */
 void conn_drain_all(struct worker *w);

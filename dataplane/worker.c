@@ -207,6 +207,8 @@ void worker_view_unref(struct worker *w, struct wview *v)
     if (*pp == v)
         *pp = v->next;
     view_free(v);
+    if (w->retired == NULL && w->view != NULL)
+        be_sweep(w, false);
 }
 
 static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err *err)
@@ -408,7 +410,10 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         worker_view_unref(w, old);
     }
     w->view = v;
-    be_sweep(w, false);
+    conn_views_refresh(w);
+    /* backend state named only by retired views goes once they are gone */
+    if (w->retired == NULL)
+        be_sweep(w, false);
     return LB_OK;
 }
 
