@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1031,4 +1033,620 @@ int e2e_run(Suite *s)
     if (base_dir[0] && !(keep && *keep == '1'))
         remove_dir(base_dir);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ---- commands ------------------------------------------------------------------ */
+
+#define CMD_OUT_MAX (256 * 1024)
+#define CMD_ERR_MAX (64 * 1024)
+
+struct cmd_pipe {
+    int fd;     /* read end, -1 once closed */
+    char *buf;  /* NUL-terminated */
+    size_t len; /* bytes in buf */
+    size_t max; /* kept at most; the rest is read and dropped */
+};
+
+static void cmd_pipe_read(struct cmd_pipe *p)
+{
+    char tmp[4096];
+    ssize_t n = read(p->fd, tmp, sizeof tmp);
+    if (n <= 0) {
+        if (n == -1 && errno == EINTR)
+            return;
+        close(p->fd);
+        p->fd = -1;
+        return;
+    }
+    size_t keep = (size_t)n;
+    if (keep > p->max - p->len)
+        keep = p->max - p->len;
+    memcpy(p->buf + p->len, tmp, keep);
+    p->len += keep;
+    p->buf[p->len] = '\0';
+}
+
+int e2e_cmd_run(char *const argv[], const char *const *env, struct e2e_cmd *r)
+{
+    int po[2], pe[2];
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    ck_assert_int_eq(pipe2(po, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(pe, O_CLOEXEC), 0);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ne(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int in = open("/dev/null", O_RDONLY);
+        if (in == -1)
+            _exit(127);
+        dup2(in, 0);
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    struct cmd_pipe p[2] = {
+        {.fd = po[0], .buf = calloc(1, CMD_OUT_MAX + 1), .max = CMD_OUT_MAX},
+        {.fd = pe[0], .buf = calloc(1, CMD_ERR_MAX + 1), .max = CMD_ERR_MAX},
+    };
+    ck_assert(p[0].buf && p[1].buf);
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while ((p[0].fd >= 0 || p[1].fd >= 0) && e2e_now_ms() < deadline) {
+        struct pollfd pf[2] = {{.fd = p[0].fd, .events = POLLIN},
+                               {.fd = p[1].fd, .events = POLLIN}};
+        if (poll(pf, 2, 50) <= 0)
+            continue;
+        for (int i = 0; i < 2; i++)
+            if (pf[i].revents)
+                cmd_pipe_read(&p[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        if (p[i].fd >= 0)
+            close(p[i].fd);
+    r->out = p[0].buf;
+    r->err = p[1].buf;
+    int st;
+    if (!e2e_wait_exit(pid, e2e_timeout_ms(), &st)) {
+        kill(pid, SIGKILL);
+        e2e_wait_exit(pid, e2e_timeout_ms(), NULL);
+        ck_abort_msg("%s did not exit in time", argv[0]);
+    }
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r->status;
+}
+
+void e2e_cmd_free(struct e2e_cmd *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+/* Finds "<key>": in <json> and returns the first byte of its value. */
+static const char *json_value(const char *json, const char *key)
+{
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    for (const char *p = strstr(json, pat); p; p = strstr(p + 1, pat)) {
+        const char *v = p + strlen(pat);
+        while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+            v++;
+        if (*v != ':')
+            continue;
+        v++;
+        while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+            v++;
+        return v;
+    }
+    return NULL;
+}
+
+bool e2e_json_long(const char *json, const char *key, long *out)
+{
+    const char *v = json_value(json, key);
+    if (!v || (*v != '-' && (*v < '0' || *v > '9')))
+        return false;
+    *out = strtol(v, NULL, 10);
+    return true;
+}
+
+/* Copies the JSON string value of <key> (escapes kept as \x pairs but for \"
+ * and \\) into <out>; "" when absent or null. */
+static void json_string(const char *json, const char *key, char *out, size_t outsz)
+{
+    const char *v = json_value(json, key);
+    size_t n = 0;
+    if (v && *v == '"') {
+        for (v++; *v && *v != '"' && n + 1 < outsz; v++) {
+            if (*v == '\\' && (v[1] == '"' || v[1] == '\\'))
+                v++;
+            out[n++] = *v;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* ---- control-plane worlds --------------------------------------------------------- */
+
+#define CP_BIN    LB_BUILD_DIR "/lb-controlplane"
+#define LBCTL_BIN LB_BUILD_DIR "/lbctl"
+
+struct e2e_cp {
+    char dir[64];                     /* temp dir */
+    char sock[128];                   /* admin socket */
+    char control[128];                /* ipc://<dir>/run */
+    unsigned nb;                      /* backends started */
+    pid_t bpid[E2E_MAX_BACKENDS];     /* -1 once stopped */
+    unsigned bport[E2E_MAX_BACKENDS]; /* their ports */
+    char burl[E2E_MAX_BACKENDS][40];  /* "http://127.0.0.1:P" */
+    pid_t cppid;                      /* -1 when not running */
+    pid_t dppid[E2E_MAX_DATAPLANES];  /* -1 when not running */
+    unsigned workers;                 /* --workers */
+    unsigned feport, mport, aport;    /* frontend, metrics, admin TCP (0: none) */
+    bool failed;                      /* a daemon did not exit 0 on SIGTERM */
+    struct e2e_cp *next_live;         /* registry for the atexit hook */
+};
+
+static struct e2e_cp *live_cps;
+static bool cp_exit_hooked;
+
+void e2e_cp_path(const struct e2e_cp *w, const char *name, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "%s/%s", w->dir, name);
+}
+
+/* SIGTERM, reap; records a non-zero exit. */
+static void cp_term(struct e2e_cp *w, pid_t *pid, const char *log)
+{
+    if (*pid <= 0)
+        return;
+    int st = e2e_kill(*pid);
+    *pid = -1;
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        w->failed = true;
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", w->dir, log);
+        fprintf(stderr, "%s ended with wait status %d\n", log, st);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            char buf[4096];
+            fseek(f, 0, SEEK_END);
+            long size = ftell(f);
+            fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+            fprintf(stderr, "---- tail of %s ----\n%s\n----\n", path, buf);
+        }
+    }
+}
+
+static bool cp_release(struct e2e_cp *w)
+{
+    char log[32];
+    for (unsigned i = 0; i < E2E_MAX_DATAPLANES; i++) {
+        snprintf(log, sizeof log, "dp%u.log", i);
+        cp_term(w, &w->dppid[i], log);
+    }
+    cp_term(w, &w->cppid, "cp.log");
+    for (unsigned i = 0; i < w->nb; i++) {
+        if (w->bpid[i] > 0)
+            e2e_kill(w->bpid[i]);
+        w->bpid[i] = -1;
+    }
+    bool ok = !w->failed;
+    const char *keep = getenv("LB_E2E_KEEP");
+    if (!(keep && *keep == '1'))
+        remove_dir(w->dir);
+    else
+        fprintf(stderr, "e2e: kept %s\n", w->dir);
+    struct e2e_cp **pp = &live_cps;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next_live;
+    if (*pp)
+        *pp = w->next_live;
+    free(w);
+    return ok;
+}
+
+static void on_exit_stop_cps(void)
+{
+    while (live_cps)
+        cp_release(live_cps);
+}
+
+void e2e_cp_stop(struct e2e_cp *w)
+{
+    if (!w)
+        return;
+    if (!cp_release(w))
+        ck_abort_msg("a daemon did not exit 0 after SIGTERM (log tail on stderr)");
+}
+
+/* Polls <log> for the {"event":"listening","port":P} line of a backend. */
+static unsigned cp_backend_port(pid_t pid, const char *log)
+{
+    char buf[512];
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (e2e_now_ms() < deadline) {
+        FILE *f = fopen(log, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            const char *p = strstr(buf, "\"port\":");
+            if (p && strchr(p, '}'))
+                return (unsigned)strtoul(p + 7, NULL, 10);
+        }
+        if (e2e_wait_exit(pid, 0, NULL))
+            return 0;
+        e2e_sleep_ms(5);
+    }
+    return 0;
+}
+
+static void cp_write_config(struct e2e_cp *w, const struct e2e_cp_opts *o)
+{
+    char path[256];
+    e2e_cp_path(w, "config.yaml", path, sizeof path);
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fprintf(f, "frontends:\n  - name: \"web\"\n    address: \"127.0.0.1\"\n    port: %u\n",
+            w->feport);
+    fprintf(f, "backends:\n");
+    unsigned n = o->configured ? o->configured : o->backends;
+    for (unsigned i = 0; i < n; i++)
+        fprintf(f, "  - id: \"b%u\"\n    url: \"%s\"\n    weight: %u\n", i, w->burl[i],
+                o->weights ? o->weights[i] : 1);
+    fprintf(f, "balancing:\n  algorithm: \"%s\"\n",
+            o->algorithm ? o->algorithm : "weighted_round_robin");
+    /* The default 30 s drain would outlast the test's waits. */
+    fprintf(f, "timeouts:\n  drain: \"5s\"\n");
+    fprintf(f, "logging:\n  level: \"info\"\n  accessLog: false\n");
+    if (o->no_metrics)
+        fprintf(f, "metrics:\n  enabled: false\n");
+    else
+        fprintf(f, "metrics:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: %u\n", w->mport);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void cp_write_tokens(struct e2e_cp *w)
+{
+    static const char *const files[][2] = {
+        {"tokens", "# name token access\nadmin rw-7f3a9c1e5b rw\nviewer ro-2d8e4b6a0c ro\n"},
+        {"rw.token", "rw-7f3a9c1e5b\n"},
+        {"ro.token", "ro-2d8e4b6a0c\n"},
+    };
+    char path[256];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        e2e_cp_path(w, files[i][0], path, sizeof path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        ck_assert_msg(fd != -1, "cannot write %s", path);
+        size_t len = strlen(files[i][1]);
+        ck_assert_int_eq(write(fd, files[i][1], len), (ssize_t)len);
+        close(fd);
+    }
+}
+
+static bool unix_accepts(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return false;
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+void e2e_cp_controlplane_start(struct e2e_cp *w)
+{
+    ck_assert_msg(w->cppid <= 0, "the control plane is already running");
+    char db[256], config[256], run[256], log[256], tokens[256], listen[32];
+    e2e_cp_path(w, "lb.db", db, sizeof db);
+    e2e_cp_path(w, "config.yaml", config, sizeof config);
+    e2e_cp_path(w, "run", run, sizeof run);
+    e2e_cp_path(w, "cp.log", log, sizeof log);
+    e2e_cp_path(w, "tokens", tokens, sizeof tokens);
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", w->aport);
+    char *argv[] = {CP_BIN, "--db", db,   "--bootstrap", config, "--runtime-dir",
+                    run,    NULL,   NULL, NULL,          NULL,   NULL};
+    if (w->aport) {
+        argv[7] = "--admin-listen";
+        argv[8] = listen;
+        argv[9] = "--admin-tokens";
+        argv[10] = tokens;
+    }
+    w->cppid = e2e_spawn(argv, log);
+    ck_assert_msg(w->cppid > 0, "fork failed");
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        int st;
+        if (e2e_wait_exit(w->cppid, 0, &st)) {
+            w->cppid = -1;
+            ck_abort_msg("lb-controlplane exited at start-up (status %d), see %s", st, log);
+        }
+        /* A stale socket of a killed control plane refuses connections. */
+        if (unix_accepts(w->sock) && (!w->aport || port_accepts(w->aport)))
+            return;
+        ck_assert_msg(e2e_now_ms() < deadline, "lb-controlplane did not come up, see %s", log);
+        e2e_sleep_ms(10);
+    }
+}
+
+int e2e_cp_controlplane_kill(struct e2e_cp *w, int sig)
+{
+    if (w->cppid <= 0)
+        return -1;
+    kill(w->cppid, sig);
+    int st = -1;
+    if (!e2e_wait_exit(w->cppid, e2e_timeout_ms(), &st)) {
+        kill(w->cppid, SIGKILL);
+        e2e_wait_exit(w->cppid, e2e_timeout_ms(), &st);
+    }
+    w->cppid = -1;
+    return st;
+}
+
+void e2e_cp_dataplane_start(struct e2e_cp *w, unsigned i)
+{
+    ck_assert_msg(i < E2E_MAX_DATAPLANES && w->dppid[i] <= 0, "data plane %u is running", i);
+    char state[256], log[256], name[32], node[16], workers[16];
+    snprintf(name, sizeof name, "dp%u", i);
+    e2e_cp_path(w, name, state, sizeof state);
+    /* The data plane writes its cache into the dir but does not create it. */
+    ck_assert_msg(mkdir(state, 0700) == 0 || errno == EEXIST, "mkdir %s failed", state);
+    snprintf(name, sizeof name, "dp%u.log", i);
+    e2e_cp_path(w, name, log, sizeof log);
+    snprintf(node, sizeof node, "dp%u", i);
+    snprintf(workers, sizeof workers, "%u", w->workers);
+    char *argv[] = {LB_BIN,      "--control", w->control,  "--state-dir", state,
+                    "--node-id", node,        "--workers", workers,       NULL};
+    w->dppid[i] = e2e_spawn(argv, log);
+    ck_assert_msg(w->dppid[i] > 0, "fork failed");
+}
+
+int e2e_cp_dataplane_stop(struct e2e_cp *w, unsigned i)
+{
+    if (i >= E2E_MAX_DATAPLANES || w->dppid[i] <= 0)
+        return -1;
+    int st = e2e_kill(w->dppid[i]);
+    w->dppid[i] = -1;
+    return st;
+}
+
+bool e2e_cp_dataplane_log_has(struct e2e_cp *w, unsigned i, const char *needle, uint64_t ms)
+{
+    char path[256], name[32];
+    snprintf(name, sizeof name, "dp%u.log", i);
+    e2e_cp_path(w, name, path, sizeof path);
+    uint64_t deadline = e2e_now_ms() + ms;
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            char line[4096];
+            bool found = false;
+            while (!found && fgets(line, sizeof line, f))
+                found = strstr(line, needle) != NULL;
+            fclose(f);
+            if (found)
+                return true;
+        }
+        if (i >= E2E_MAX_DATAPLANES || w->dppid[i] <= 0 || e2e_now_ms() >= deadline)
+            return false;
+        int st;
+        if (e2e_wait_exit(w->dppid[i], 0, &st)) {
+            w->dppid[i] = -1;
+            return false;
+        }
+        e2e_sleep_ms(10);
+    }
+}
+
+struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o)
+{
+    ck_assert_msg(o->backends >= 1 && o->backends <= E2E_MAX_BACKENDS, "bad backend count");
+    ck_assert_msg(o->configured <= o->backends, "bad configured count");
+    ck_assert_msg(o->dataplanes <= E2E_MAX_DATAPLANES, "bad data plane count");
+    ck_assert_msg(access(CP_BIN, X_OK) == 0, "%s is not built", CP_BIN);
+    ck_assert_msg(access(LB_BIN, X_OK) == 0, "%s is not built", LB_BIN);
+    ck_assert_msg(access(LBCTL_BIN, X_OK) == 0, "%s is not built", LBCTL_BIN);
+    struct e2e_cp *w = calloc(1, sizeof *w);
+    ck_assert_ptr_nonnull(w);
+    w->cppid = -1;
+    for (unsigned i = 0; i < E2E_MAX_DATAPLANES; i++)
+        w->dppid[i] = -1;
+    w->workers = o->workers ? o->workers : 2;
+    if (base_dir[0])
+        snprintf(w->dir, sizeof w->dir, "%s/cp-XXXXXX", base_dir);
+    else
+        snprintf(w->dir, sizeof w->dir, "/tmp/lb-e2e-XXXXXX");
+    ck_assert_msg(mkdtemp(w->dir) != NULL, "mkdtemp failed");
+    if (!cp_exit_hooked) {
+        atexit(on_exit_stop_cps);
+        cp_exit_hooked = true;
+    }
+    w->next_live = live_cps;
+    live_cps = w;
+    e2e_cp_path(w, "run/admin.sock", w->sock, sizeof w->sock);
+    snprintf(w->control, sizeof w->control, "ipc://%s/run", w->dir);
+
+    char log[256], name[32];
+    for (unsigned i = 0; i < o->backends; i++) {
+        snprintf(name, sizeof name, "b%u", i);
+        char lname[40];
+        snprintf(lname, sizeof lname, "%s.log", name);
+        e2e_cp_path(w, lname, log, sizeof log);
+        char *argv[] = {BACKEND_BIN, "--port", "0", "--name", name, NULL};
+        w->bpid[i] = e2e_spawn(argv, log);
+        ck_assert_msg(w->bpid[i] > 0, "fork failed");
+        w->nb = i + 1;
+        w->bport[i] = cp_backend_port(w->bpid[i], log);
+        ck_assert_msg(w->bport[i] != 0, "backend %s did not start", name);
+        snprintf(w->burl[i], sizeof w->burl[i], "http://127.0.0.1:%u", w->bport[i]);
+    }
+    w->feport = e2e_free_port();
+    w->mport = e2e_free_port();
+    w->aport = o->admin_tcp ? e2e_free_port() : 0;
+    ck_assert_msg(
+        w->feport && w->mport && w->feport != w->mport &&
+            (!o->admin_tcp || (w->aport && w->aport != w->feport && w->aport != w->mport)),
+        "no free port");
+    cp_write_config(w, o);
+    if (o->admin_tcp)
+        cp_write_tokens(w);
+    e2e_cp_controlplane_start(w);
+    for (unsigned i = 0; i < o->dataplanes; i++)
+        e2e_cp_dataplane_start(w, i);
+    for (unsigned i = 0; i < o->dataplanes; i++)
+        ck_assert_msg(e2e_cp_dataplane_log_has(w, i, "\"snapshot_applied\"", e2e_timeout_ms()),
+                      "data plane dp%u applied no snapshot, see its log in %s", i, w->dir);
+    return w;
+}
+
+unsigned e2e_cp_frontend_port(const struct e2e_cp *w)
+{
+    return w->feport;
+}
+
+unsigned e2e_cp_metrics_port(const struct e2e_cp *w)
+{
+    return w->mport;
+}
+
+unsigned e2e_cp_backend_port(const struct e2e_cp *w, unsigned i)
+{
+    return i < w->nb ? w->bport[i] : 0;
+}
+
+unsigned e2e_cp_admin_port(const struct e2e_cp *w)
+{
+    return w->aport;
+}
+
+const char *e2e_cp_backend_url(const struct e2e_cp *w, unsigned i)
+{
+    return i < w->nb ? w->burl[i] : "";
+}
+
+long e2e_cp_backend_stat(struct e2e_cp *w, unsigned i, const char *key)
+{
+    struct e2e_resp r;
+    if (i >= w->nb ||
+        e2e_request(w->bport[i], "GET", "/stats", "Connection: close\r\n", NULL, 0, &r) != 0)
+        return -1;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(r.body, pat);
+    long v = p ? strtol(p + strlen(pat), NULL, 10) : -1;
+    e2e_resp_free(&r);
+    return v;
+}
+
+char *e2e_cp_scrape(struct e2e_cp *w)
+{
+    struct e2e_resp r;
+    if (e2e_request(w->mport, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
+        return NULL;
+    char *out = NULL;
+    if (r.status == 200) {
+        out = r.body;
+        r.body = NULL;
+    }
+    e2e_resp_free(&r);
+    return out;
+}
+
+#define LBCTL_MAX_ARGS 32
+
+int e2e_cp_lbctl(struct e2e_cp *w, struct e2e_cmd *r, ...)
+{
+    char *argv[LBCTL_MAX_ARGS + 1];
+    size_t n = 0;
+    argv[n++] = LBCTL_BIN;
+    argv[n++] = "--socket";
+    argv[n++] = w->sock;
+    va_list ap;
+    va_start(ap, r);
+    for (const char *a = va_arg(ap, const char *); a; a = va_arg(ap, const char *)) {
+        ck_assert_msg(n < LBCTL_MAX_ARGS, "too many lbctl arguments");
+        argv[n++] = (char *)a;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    static const char *const env[] = {"TZ=UTC", NULL};
+    return e2e_cmd_run(argv, env, r);
+}
+
+int e2e_cp_dataplanes(struct e2e_cp *w, struct e2e_dp_status *dp, unsigned max, long *version,
+                      long *generation)
+{
+    struct e2e_cmd r;
+    if (e2e_cp_lbctl(w, &r, "--json", "dataplanes", NULL) != 0) {
+        e2e_cmd_free(&r);
+        return -1;
+    }
+    const char *list = json_value(r.out, "dataplanes");
+    if (version && !e2e_json_long(r.out, "version", version))
+        *version = -1;
+    if (generation && !e2e_json_long(r.out, "generation", generation))
+        *generation = -1;
+    int count = 0;
+    /* Each entry is a flat object starting at its "node_id". */
+    for (const char *p = list ? strstr(list, "\"node_id\"") : NULL; p;
+         p = strstr(p + 1, "\"node_id\"")) {
+        if ((unsigned)count < max) {
+            const char *next = strstr(p + 1, "\"node_id\"");
+            size_t len = next ? (size_t)(next - p) : strlen(p);
+            char *obj = strndup(p, len);
+            ck_assert_ptr_nonnull(obj);
+            struct e2e_dp_status *d = &dp[count];
+            memset(d, 0, sizeof *d);
+            json_string(obj, "node_id", d->node_id, sizeof d->node_id);
+            if (!e2e_json_long(obj, "applied_version", &d->applied_version))
+                d->applied_version = -1;
+            if (!e2e_json_long(obj, "applied_generation", &d->applied_generation))
+                d->applied_generation = -1;
+            if (!e2e_json_long(obj, "rejected_generation", &d->rejected_generation))
+                d->rejected_generation = -1;
+            json_string(obj, "rejection_reason", d->rejection_reason, sizeof d->rejection_reason);
+            const char *s = json_value(obj, "in_sync");
+            d->in_sync = s && strncmp(s, "true", 4) == 0;
+            free(obj);
+        }
+        count++;
+    }
+    e2e_cmd_free(&r);
+    return count;
+}
+
+long e2e_cp_wait_in_sync(struct e2e_cp *w, unsigned n, long *version)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    struct e2e_dp_status dp[E2E_MAX_DATAPLANES];
+    for (;;) {
+        long ver = -1, gen = -1;
+        int count = e2e_cp_dataplanes(w, dp, E2E_MAX_DATAPLANES, &ver, &gen);
+        bool ok = count == (int)n && gen > 0;
+        for (int i = 0; ok && i < count && i < E2E_MAX_DATAPLANES; i++)
+            ok = dp[i].in_sync && dp[i].applied_generation == gen;
+        if (ok) {
+            if (version)
+                *version = ver;
+            return gen;
+        }
+        if (e2e_now_ms() >= deadline)
+            return -1;
+        e2e_sleep_ms(50);
+    }
 }

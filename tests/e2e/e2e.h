@@ -189,4 +189,126 @@ TCase *e2e_tcase(const char *name);
 /* Runs <s> and returns the exit status for main(). */
 int e2e_run(Suite *s);
 
+/* ---- commands -------------------------------------------------------------- */
+
+/* What a finished child process printed and how it ended. */
+struct e2e_cmd {
+    int status; /* exit status, or -1 when it ended on a signal or was killed */
+    char *out;  /* its stdout, NUL-terminated (at most 256 KiB kept) */
+    char *err;  /* its stderr, NUL-terminated (at most 64 KiB kept) */
+};
+
+/* Runs argv[0] (a path) with <env> ("K=V" strings, NULL-terminated, may be
+ * NULL) added to the environment and stdin from /dev/null; collects both
+ * outputs until it exits. Kills it and fails the test (ck_abort) when it runs
+ * longer than e2e_timeout_ms(). Returns r->status; release with
+ * e2e_cmd_free(). */
+int e2e_cmd_run(char *const argv[], const char *const *env, struct e2e_cmd *r);
+
+/* Frees the outputs of <r>; safe to call twice. */
+void e2e_cmd_free(struct e2e_cmd *r);
+
+/* The integer value of the first "<key>": in JSON text <json> (null counts as
+ * absent). Returns false when absent or not a number. */
+bool e2e_json_long(const char *json, const char *key, long *out);
+
+/* ---- control-plane worlds ---------------------------------------------------- */
+
+#define E2E_MAX_DATAPLANES 4
+
+/* A world of lb-controlplane (temp SQLite db, bootstrap config.yaml written
+ * at start on free ports), lb-dataplane processes dp0.. following it over
+ * ipc://, and lb-backend processes b0... Every file (config.yaml, lb.db, the
+ * runtime dir run/, the state dirs dp<i>/, the logs cp.log, dp<i>.log,
+ * b<i>.log, tokens) lives in the world's temp dir, see e2e_cp_path(). */
+struct e2e_cp;
+
+struct e2e_cp_opts {
+    unsigned backends;       /* lb-backend processes b0.., 1..E2E_MAX_BACKENDS */
+    unsigned configured;     /* the first <configured> are in config.yaml; 0 = all */
+    const uint32_t *weights; /* NULL: all 1; else <backends> entries */
+    const char *algorithm;   /* balancing.algorithm; NULL = "weighted_round_robin" */
+    bool no_metrics;         /* metrics.enabled false (data planes sharing a host) */
+    bool admin_tcp;          /* also --admin-listen 127.0.0.1:<free port> with the
+                              * tokens file "tokens" (mode 0600) holding "admin" (rw)
+                              * and "viewer" (ro); their tokens alone in the files
+                              * "rw.token" and "ro.token" */
+    unsigned dataplanes;     /* data planes started and awaited (snapshot applied) */
+    unsigned workers;        /* --workers of each data plane; 0 = 2 */
+};
+
+/* Starts the backends, writes config.yaml, starts the control plane (waits
+ * until its admin socket answers) and <o->dataplanes> data planes (waits until
+ * each applied a snapshot). Fails the test (ck_abort) when something does not
+ * start. Release with e2e_cp_stop(). */
+struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o);
+
+/* Stops every process of <w> by pid, removes its temp dir, frees <w>. Fails
+ * the test when a data plane or the control plane did not exit 0 on SIGTERM.
+ * NULL is a no-op. */
+void e2e_cp_stop(struct e2e_cp *w);
+
+/* (Re)starts the control plane on the world's db and waits until its admin
+ * socket answers; fails the test otherwise. */
+void e2e_cp_controlplane_start(struct e2e_cp *w);
+
+/* Sends <sig> to the control plane and reaps it; returns its wait status, or
+ * -1 when it was not running. */
+int e2e_cp_controlplane_kill(struct e2e_cp *w, int sig);
+
+/* Starts data plane <i> (node id "dp<i>", state dir "dp<i>/", log "dp<i>.log")
+ * without waiting; fails the test when it is already running. */
+void e2e_cp_dataplane_start(struct e2e_cp *w, unsigned i);
+
+/* SIGTERM to data plane <i>; returns its wait status (-1: not running). */
+int e2e_cp_dataplane_stop(struct e2e_cp *w, unsigned i);
+
+/* True once data plane <i>'s log contains <needle>, polled up to <ms>; false
+ * when the time passes or the process exits first. */
+bool e2e_cp_dataplane_log_has(struct e2e_cp *w, unsigned i, const char *needle, uint64_t ms);
+
+/* Ports: the frontend, the data planes' metrics, backend <i>, the admin TCP
+ * listener (0 without admin_tcp). */
+unsigned e2e_cp_frontend_port(const struct e2e_cp *w);
+unsigned e2e_cp_metrics_port(const struct e2e_cp *w);
+unsigned e2e_cp_backend_port(const struct e2e_cp *w, unsigned i);
+unsigned e2e_cp_admin_port(const struct e2e_cp *w);
+
+/* "http://127.0.0.1:<port of backend i>", valid until e2e_cp_stop(). */
+const char *e2e_cp_backend_url(const struct e2e_cp *w, unsigned i);
+
+/* Path of the world's file <name> into <out>. */
+void e2e_cp_path(const struct e2e_cp *w, const char *name, char *out, size_t outsz);
+
+/* The field <key> of backend <i>'s /stats (adds one request); -1 on failure. */
+long e2e_cp_backend_stat(struct e2e_cp *w, unsigned i, const char *key);
+
+/* GET /metrics from the metrics port; caller frees; NULL on failure. */
+char *e2e_cp_scrape(struct e2e_cp *w);
+
+/* Runs lbctl --socket <admin socket> followed by the NULL-terminated
+ * arguments. Returns its exit status; release <r> with e2e_cmd_free(). */
+int e2e_cp_lbctl(struct e2e_cp *w, struct e2e_cmd *r, ...) __attribute__((sentinel));
+
+/* One entry of `lbctl --json dataplanes`. */
+struct e2e_dp_status {
+    char node_id[64];
+    long applied_version;
+    long applied_generation;
+    long rejected_generation;
+    char rejection_reason[256]; /* "" when null */
+    bool in_sync;
+};
+
+/* Runs `lbctl --json dataplanes`; fills up to <max> entries of <dp> and the
+ * control plane's <version> and <generation> (each may be NULL). Returns the
+ * number of data planes listed, or -1 when lbctl failed. */
+int e2e_cp_dataplanes(struct e2e_cp *w, struct e2e_dp_status *dp, unsigned max, long *version,
+                      long *generation);
+
+/* Polls e2e_cp_dataplanes() until exactly <n> data planes are listed, all in
+ * sync with the control plane's generation, at most e2e_timeout_ms(). Returns
+ * that generation (its version into <version>, may be NULL), or -1. */
+long e2e_cp_wait_in_sync(struct e2e_cp *w, unsigned n, long *version);
+
 #endif
