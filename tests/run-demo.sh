@@ -1,24 +1,27 @@
 #!/bin/bash
-# tests/run-demo.sh BUILD_DIR: what `make run` calls. Starts three demo
-# backends on 127.0.0.1:9001-9003 and lb-dataplane on 127.0.0.1:8080 (weights
-# 5/3/1, metrics on 127.0.0.1:9090) from a snapshot written to ./.state/,
-# then waits; Ctrl-C stops everything it started, by pid.
+# tests/run-demo.sh BUILD_DIR: what `make run` calls. Starts the whole system
+# on 127.0.0.1: three demo backends (demo-a/b/c on 9001-9003), lb-controlplane
+# (SQLite db and runtime dir under ./.state/, bootstrap deploy/config.yaml) and
+# one lb-dataplane following it (frontend 8080, metrics 9090), then waits.
+# Ctrl-C or SIGTERM stops everything it started, by pid. The db survives a
+# re-run (config versions are kept); `rm -rf .state` starts afresh.
 set -euo pipefail
 
 BUILD=${1:?usage: tests/run-demo.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+CONFIG=$SRC/deploy/config.yaml
 STATE=$PWD/.state
+RUN=$STATE/run
 FRONT_PORT=8080
 METRICS_PORT=9090
 NAMES=(demo-a demo-b demo-c)
 PORTS=(9001 9002 9003)
-WEIGHTS=(5 3 1)
 
-for bin in lb-backend lb-dataplane; do
+for bin in lb-backend lb-controlplane lb-dataplane lbctl; do
     [ -x "$BUILD/$bin" ] || { echo "run-demo: $BUILD/$bin is not built (run make build)" >&2; exit 1; }
 done
-command -v protoc >/dev/null || { echo "run-demo: protoc is not installed" >&2; exit 1; }
+[ -r "$CONFIG" ] || { echo "run-demo: $CONFIG is missing" >&2; exit 1; }
 
 port_taken() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -30,13 +33,18 @@ for p in "${PORTS[@]}" "$FRONT_PORT" "$METRICS_PORT"; do
         exit 1
     fi
 done
+if [ -S "$RUN/admin.sock" ] && "$BUILD/lbctl" --socket "$RUN/admin.sock" --timeout 2 status >/dev/null 2>&1; then
+    echo "run-demo: a control plane already serves $RUN/admin.sock; stop it first" >&2
+    exit 1
+fi
 
 PIDS=()
 stop_all() {
-    local pid
+    local pid i
     trap - INT TERM EXIT
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+    # Data plane first, then the control plane, then the backends.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 1 100); do
@@ -49,59 +57,83 @@ stop_all() {
     echo "run-demo: stopped"
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-wait_port() {
+# Waits until <check> succeeds while <pid> lives, up to 10 s.
+wait_for() {
+    local pid=$1
+    shift
     for _ in $(seq 1 200); do
-        port_taken "$1" && return 0
-        kill -0 "$2" 2>/dev/null || return 1
+        "$@" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.05
     done
     return 1
 }
+answers() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$FRONT_PORT" && printf 'GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n' >&3 &&
+        head -c 12 <&3 | grep -q '^HTTP/1.1 200') 2>/dev/null
+}
+cp_ready() {
+    "$BUILD/lbctl" --socket "$RUN/admin.sock" --timeout 2 status >/dev/null 2>&1
+}
 
-mkdir -p "$STATE"
+mkdir -p "$STATE" "$STATE/dataplane"
+FRESH=yes
+[ -e "$STATE/lb.db" ] && FRESH=no
 for i in 0 1 2; do
     "$BUILD/lb-backend" --port "${PORTS[$i]}" --name "${NAMES[$i]}" >"$STATE/${NAMES[$i]}.log" 2>&1 &
     PIDS+=($!)
-    wait_port "${PORTS[$i]}" $! || { echo "run-demo: ${NAMES[$i]} did not start:" >&2; cat "$STATE/${NAMES[$i]}.log" >&2; exit 1; }
+    wait_for $! port_taken "${PORTS[$i]}" ||
+        { echo "run-demo: ${NAMES[$i]} did not start:" >&2; cat "$STATE/${NAMES[$i]}.log" >&2; exit 1; }
 done
 
-{
-    echo 'config_version: 1'
-    echo 'generation: 1'
-    echo "frontends { name: \"demo\" bind_address: \"127.0.0.1\" port: $FRONT_PORT }"
-    for i in 0 1 2; do
-        echo "backends { id: \"${NAMES[$i]}\" host: \"127.0.0.1\" port: ${PORTS[$i]}" \
-            "weight: ${WEIGHTS[$i]} url: \"http://127.0.0.1:${PORTS[$i]}\" }"
-    done
-    echo "metrics { enabled: true bind_address: \"127.0.0.1\" port: $METRICS_PORT }"
-    echo 'balancing { algorithm: WEIGHTED_ROUND_ROBIN }'
-} >"$STATE/demo-snapshot.txt"
-protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" \
-    <"$STATE/demo-snapshot.txt" >"$STATE/demo-snapshot.pb"
+"$BUILD/lb-controlplane" --db "$STATE/lb.db" --bootstrap "$CONFIG" --runtime-dir "$RUN" \
+    >>"$STATE/lb-controlplane.log" 2>&1 &
+CP_PID=$!
+PIDS+=($CP_PID)
+wait_for "$CP_PID" cp_ready ||
+    { echo "run-demo: lb-controlplane did not start:" >&2; tail -20 "$STATE/lb-controlplane.log" >&2; exit 1; }
 
-"$BUILD/lb-dataplane" --snapshot "$STATE/demo-snapshot.pb" --workers 2 >"$STATE/lb-dataplane.log" 2>&1 &
-LB_PID=$!
-PIDS+=($LB_PID)
-wait_port "$FRONT_PORT" "$LB_PID" || { echo "run-demo: lb-dataplane did not start:" >&2; tail -20 "$STATE/lb-dataplane.log" >&2; exit 1; }
+"$BUILD/lb-dataplane" --control "ipc://$RUN" --state-dir "$STATE/dataplane" --node-id demo \
+    >>"$STATE/lb-dataplane.log" 2>&1 &
+DP_PID=$!
+PIDS+=($DP_PID)
+wait_for "$DP_PID" answers ||
+    { echo "run-demo: lb-dataplane did not serve 127.0.0.1:$FRONT_PORT:" >&2; tail -20 "$STATE/lb-dataplane.log" >&2; exit 1; }
+
+LBCTL=$BUILD/lbctl
+case $LBCTL in "$PWD"/*) LBCTL=${LBCTL#"$PWD"/} ;; esac
+if [ "$FRESH" = yes ]; then
+    DB_NOTE="new db $STATE/lb.db: version 1 imported from deploy/config.yaml"
+else
+    DB_NOTE="kept db $STATE/lb.db: the config versions of earlier runs are still there (active: $("$BUILD/lbctl" --socket "$RUN/admin.sock" --json status 2>/dev/null | sed -n 's/.*"active_version": *\([0-9]*\).*/\1/p' | head -1))"
+fi
 
 cat <<MSG
 
-  lb demo is running (Ctrl-C stops it)
-
-    curl http://127.0.0.1:$FRONT_PORT/           answered by demo-a, demo-b, demo-c (weights 5/3/1)
-    curl http://127.0.0.1:$METRICS_PORT/metrics    Prometheus metrics
-
-  backends: ${NAMES[0]} :${PORTS[0]}  ${NAMES[1]} :${PORTS[1]}  ${NAMES[2]} :${PORTS[2]}
-  snapshot: $STATE/demo-snapshot.txt (encoded in demo-snapshot.pb)
-  logs:     $STATE/lb-dataplane.log, $STATE/demo-*.log
+lb is running: control plane + 1 data plane + 3 demo backends, all on 127.0.0.1
+  curl http://127.0.0.1:$FRONT_PORT/                  # weighted round robin over demo-a/b/c (5/3/1 in deploy/config.yaml)
+  curl http://127.0.0.1:$METRICS_PORT/metrics           # data plane metrics
+  export LB_ADMIN_SOCKET=$RUN/admin.sock
+  $LBCTL backends list
+  $LBCTL backends update demo-c --weight 5
+  $LBCTL config history
+  $LBCTL rollback 1
+  $LBCTL dataplanes
+$DB_NOTE; rm -rf $STATE starts afresh.
+Logs: $STATE/lb-controlplane.log, $STATE/lb-dataplane.log, $STATE/demo-*.log
+Ctrl-C stops everything.
 
 MSG
-# Returns when lb-dataplane exits (or at once on Ctrl-C through the trap).
+# Returns when a daemon exits (or at once on Ctrl-C through the trap).
 set +e
-wait "$LB_PID"
+wait -n "$CP_PID" "$DP_PID"
 status=$?
 set -e
-echo "run-demo: lb-dataplane exited with status $status; its log is $STATE/lb-dataplane.log" >&2
+for name in lb-controlplane:$CP_PID lb-dataplane:$DP_PID; do
+    kill -0 "${name#*:}" 2>/dev/null ||
+        echo "run-demo: ${name%%:*} exited (status $status); its log is $STATE/${name%%:*}.log" >&2
+done
 exit "$status"
