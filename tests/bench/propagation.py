@@ -7,6 +7,7 @@ Sub-commands (standard library only):
   changes       N backend updates through lbctl; latency to the data planes
   apply         one `lbctl config apply`; its wall time and the time until
                 the data plane applied it
+  probe         sequential requests; the slowest one and when it started
   gen-config    a config.yaml with a few real backends and many disabled ones
   wrk-p99       the p99 latency (ms) of a wrk --latency report on stdin
 
@@ -14,6 +15,7 @@ Every loop is bounded by a count and a deadline.
 """
 
 import argparse
+import datetime
 import http.client
 import json
 import re
@@ -208,12 +210,32 @@ def cmd_changes(a):
     return 0
 
 
+def log_time(path, event, prefix):
+    """Wall-clock ms (epoch) of the first JSON log line of <event> whose
+    message starts with <prefix>, or None. The daemons log at ms precision."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("event") == event and rec.get("msg", "").startswith(prefix):
+                    ts = datetime.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                    return ts.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+    except OSError:
+        return None
+    return None
+
+
 def cmd_apply(a):
     admin = Admin(a.admin)
     nodes = a.nodes.split(",")
+    w0 = time.time() * 1000
     reply, t0, t1 = lbctl(
         ["config", "apply", a.file, "--comment", a.comment], a.lbctl, a.admin, a.timeout
     )
+    w1 = w0 + (t1 - t0) * 1000
     version = reply["version"]
     seen, _ = wait_applied(admin, nodes, a.metrics, version, a.timeout)
     out = {
@@ -223,7 +245,66 @@ def cmd_apply(a):
     }
     for src, t in seen.items():
         out[src] = max(0.0, (t - t1) * 1000)
+    # where the time goes, from the daemons' own log lines (1 ms resolution)
+    published = log_time(a.cp_log, "published", f"version {version} ") if a.cp_log else None
+    applied = log_time(a.dp_log, "snapshot_applied", f"version {version} ") if a.dp_log else None
+    if published is not None:
+        out["lbctl_start_to_published_ms"] = published - w0
+        out["published_to_lbctl_return_ms"] = w1 - published
+    if published is not None and applied is not None:
+        out["published_to_dp_applied_ms"] = applied - published
+    out["lbctl_start_wall_ms"] = w0
+    if published is not None:
+        out["published_wall_ms"] = published
     print(json.dumps(out))
+    return 0
+
+
+def cmd_probe(a):
+    """Sequential GETs on one keep-alive connection (so one worker) for
+    <seconds>; reports the slowest request and when it started (epoch ms), to
+    place a stall against the daemons' log lines."""
+    host, port = a.target.rsplit(":", 1)
+    conn = None
+    lat, worst, worst_at, errors = [], 0.0, 0.0, 0
+    end = time.monotonic() + a.seconds
+    for _ in range(int(a.seconds * 2000) + 1):
+        if time.monotonic() >= end:
+            break
+        start_wall = time.time() * 1000
+        t0 = time.monotonic()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(host, int(port), timeout=5.0)
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                errors += 1
+        except (http.client.HTTPException, OSError):
+            errors += 1
+            if conn is not None:
+                conn.close()
+            conn = None
+        ms = (time.monotonic() - t0) * 1000
+        lat.append(ms)
+        if ms > worst:
+            worst, worst_at = ms, start_wall
+        time.sleep(POLL_S)
+    if conn is not None:
+        conn.close()
+    print(
+        json.dumps(
+            {
+                "requests": len(lat),
+                "errors": errors,
+                "p50_ms": pct(lat, 50),
+                "max_ms": worst,
+                "max_at_ms": worst_at,
+                "over_10ms": sum(1 for x in lat if x > 10),
+            }
+        )
+    )
     return 0
 
 
@@ -320,8 +401,15 @@ def main():
     p.add_argument("--nodes", required=True)
     p.add_argument("--metrics")
     p.add_argument("--comment", default="propagation bench")
+    p.add_argument("--cp-log", help="the control plane's log (for the breakdown)")
+    p.add_argument("--dp-log", help="the data plane's log (for the breakdown)")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("probe")
+    p.add_argument("--target", required=True, help="HOST:PORT of a frontend")
+    p.add_argument("--seconds", type=float, required=True)
+    p.set_defaults(fn=cmd_probe)
 
     p = sub.add_parser("gen-config")
     p.add_argument("--out", required=True)

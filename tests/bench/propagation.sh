@@ -188,16 +188,23 @@ fi
 
 # run_wrk NAME [CONFIG]: one wrk run; with CONFIG, applies it halfway through.
 run_wrk() {
-    local name=$1 cfg=${2:-} wrk_pid
+    local name=$1 cfg=${2:-} wrk_pid probe_pid
     wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_ARGS[@]}" "http://127.0.0.1:$FE/" \
         >"$TMP/wrk-$name.txt" 2>&1 &
     wrk_pid=$!
     PIDS+=("$wrk_pid")
     if [ -n "$cfg" ]; then
-        sleep "$(python3 -c "print($DURATION / 2)")"
+        sleep "$(python3 -c "print(max(0, $DURATION / 2 - 1))")"
+        $PY probe --target "127.0.0.1:$FE" --seconds "$(python3 -c "print($DURATION / 2)")" \
+            >"$TMP/probe-$name.json" &
+        probe_pid=$!
+        PIDS+=("$probe_pid")
+        sleep 1
         $PY apply --admin "$ADMIN" --lbctl "$BUILD/lbctl" --file "$cfg" --nodes dp1 \
-            --metrics "127.0.0.1:$MET" --comment "scale $name" >"$TMP/apply-$name.json" ||
+            --metrics "127.0.0.1:$MET" --comment "scale $name" --cp-log "$TMP/cp.log" \
+            --dp-log "$TMP/dp1.log" >"$TMP/apply-$name.json" ||
             die "the apply during run $name failed" cp dp1
+        wait "$probe_pid" || die "the probe during run $name failed"
     fi
     wait "$wrk_pid" || die "wrk failed in run $name: $(cat "$TMP/wrk-$name.txt")"
     $PY wrk-p99 <"$TMP/wrk-$name.txt" >"$TMP/p99-$name.json" || exit 1
@@ -228,6 +235,18 @@ for name in grow shrink; do
         "$label:" "$(field "$j" lbctl_ms)" "$(field "$j" metrics)"
     printf ' -> admin API %8s ms | %s changes, snapshot %s\n' "$(field "$j" admin:dp1)" \
         "$(field "$j" changes)" "${published:-?}"
+    printf '     from the logs (1 ms resolution): lbctl start -> control plane published %s ms,' \
+        "$(field "$j" lbctl_start_to_published_ms)"
+    printf ' published -> lbctl returned %s ms, published -> dp1 applied %s ms\n' \
+        "$(field "$j" published_to_lbctl_return_ms)" "$(field "$j" published_to_dp_applied_ms)"
+    python3 -c 'import json,sys
+a=json.load(open(sys.argv[1])); p=json.load(open(sys.argv[2]))
+ref=a.get("published_wall_ms"); n=p["requests"]; p50=p["p50_ms"]; mx=p["max_ms"]
+slow=p["over_10ms"]; errs=p["errors"]
+at="?" if ref is None else "%+.0f ms from the publish" % (p["max_at_ms"] - ref)
+print(f"     probe (1 keep-alive connection, sequential): {n} requests, p50 {p50:.2f} ms, "
+      f"slowest {mx:.1f} ms starting {at}, {slow} over 10 ms, {errs} errors")' \
+        "$j" "$TMP/probe-$name.json"
 done
 echo "   (target: applied < 20 ms after publish)"
 echo "   wrk (p99 target: moves by < 1 ms):"
@@ -245,8 +264,8 @@ for name in small grow large shrink; do
 done
 python3 -c 'import json,sys
 a=json.load(open(sys.argv[1]))["p99_ms"]; b=json.load(open(sys.argv[2]))["p99_ms"]
-c=json.load(open(sys.argv[3]))["p99_ms"]
-print(f"     p99 change: with the 3 -> 10k apply {b - a:+.2f} ms, 10k steady {c - a:+.2f} ms vs 3 backends")' \
-    "$TMP/p99-small.json" "$TMP/p99-grow.json" "$TMP/p99-large.json"
+c=json.load(open(sys.argv[3]))["p99_ms"]; n=sys.argv[4]
+print(f"     p99 vs 3 backends: {b - a:+.2f} ms with the 3 -> {n} apply, {c - a:+.2f} ms at {n} steady")' \
+    "$TMP/p99-small.json" "$TMP/p99-grow.json" "$TMP/p99-large.json" "$SCALE_BACKENDS"
 echo "   RSS: dp1 $RSS_SMALL_DP -> $RSS_LARGE_DP KiB, control plane $RSS_SMALL_CP ->" \
     "$RSS_LARGE_CP KiB (3 -> $SCALE_BACKENDS backends)"
