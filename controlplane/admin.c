@@ -3,6 +3,7 @@
 
 #include "config.h"
 #include "cp.h"
+#include "health.h"
 #include "http1.h"
 #include "lb_err.h"
 #include "lb_log.h"
@@ -442,6 +443,19 @@ static void h_metrics(struct req *r)
                     (double)dps[i].last_report_unix_ms / 1000.0);
     }
     store_dataplanes_free(dps, n);
+    struct health_counts hc;
+    health_counts_get(cp_health(cp), &hc);
+    lb_prom_family(&p, "lb_cp_backends_up", "gauge", "Checked backends whose health is up.");
+    lb_prom_u64(&p, "lb_cp_backends_up", NULL, 0, hc.up);
+    lb_prom_family(&p, "lb_cp_backends_down", "gauge", "Checked backends whose health is down.");
+    lb_prom_u64(&p, "lb_cp_backends_down", NULL, 0, hc.down);
+    lb_prom_family(&p, "lb_cp_health_checks_total", "counter", "Active health checks finished.");
+    struct lb_prom_label pass = {"result", "pass"}, fail = {"result", "fail"};
+    lb_prom_u64(&p, "lb_cp_health_checks_total", &pass, 1, hc.passes);
+    lb_prom_u64(&p, "lb_cp_health_checks_total", &fail, 1, hc.fails);
+    lb_prom_family(&p, "lb_cp_pool_all_down", "gauge",
+                   "1 when every checked backend is down, else 0.");
+    lb_prom_u64(&p, "lb_cp_pool_all_down", NULL, 0, health_pool_all_down(cp_health(cp)) ? 1 : 0);
     /* The scrape being answered is counted once answered, in the next one. */
     lb_prom_family(&p, "lb_cp_api_requests_total", "counter", "Admin API requests answered.");
     for (size_t i = 0; i < a->n_counts; i++) {

@@ -1,11 +1,13 @@
 /* controlplane/cp.c: the control plane's core (see cp.h). */
 #include "cp.h"
 
+#include "health.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
 #include "snapbuild.h"
 
+#include <arpa/inet.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,6 +27,8 @@ struct cp {
     char hash[65];         /* config_hash(cfg), "" = none */
     uint8_t *snap;         /* encoded snapshot being served, NULL = none */
     size_t snap_len;
+    struct health *health; /* owned: active checks of cfg's backends */
+    ev_timer health_pub;   /* armed by a health change: one new generation per loop turn */
 };
 
 static int64_t now_unix_ms(void)
@@ -46,26 +50,26 @@ static char *dir_of(const char *path)
 
 /* ---- building and committing ------------------------------------------- */
 
-/* Snapshot of <cfg> with the current health; version and generation are set
- * once the store has handed them out. */
+static Lb__V1__Health proto_health(enum store_health h)
+{
+    return h == STORE_HEALTH_UP     ? LB__V1__HEALTH__HEALTH_UP
+           : h == STORE_HEALTH_DOWN ? LB__V1__HEALTH__HEALTH_DOWN
+                                    : LB__V1__HEALTH__HEALTH_UNKNOWN;
+}
+
+/* Snapshot of <cfg> with the checker's current health (a backend it does not
+ * know yet is UNKNOWN); version and generation are set once the store has
+ * handed them out. */
 static int build_snapshot(struct cp *cp, const struct config *cfg, const char *base_dir,
                           Lb__V1__Snapshot **out, struct lb_err *err)
 {
-    struct store_backend_health *hs = NULL;
-    size_t n = 0;
-    int rc = store_health_list(cp->store, &hs, &n, err);
-    if (rc != LB_OK)
-        return rc;
+    size_t n = cfg->n_backends;
     struct snapbuild_health *sh = n ? calloc(n, sizeof(*sh)) : NULL;
-    if (n && sh == NULL) {
-        store_health_list_free(hs, n);
+    if (n && sh == NULL)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
-    }
     for (size_t i = 0; i < n; i++) {
-        sh[i].id = hs[i].id;
-        sh[i].health = hs[i].health == STORE_HEALTH_UP     ? LB__V1__HEALTH__HEALTH_UP
-                       : hs[i].health == STORE_HEALTH_DOWN ? LB__V1__HEALTH__HEALTH_DOWN
-                                                           : LB__V1__HEALTH__HEALTH_UNKNOWN;
+        sh[i].id = cfg->backends[i].id;
+        sh[i].health = proto_health(health_state(cp->health, cfg->backends[i].id));
     }
     struct snapbuild_input in = {
         .cfg = cfg,
@@ -74,9 +78,8 @@ static int build_snapshot(struct cp *cp, const struct config *cfg, const char *b
         .n_health = n,
         .base_dir = base_dir,
     };
-    rc = snapbuild_build(&in, out, err);
+    int rc = snapbuild_build(&in, out, err);
     free(sh);
-    store_health_list_free(hs, n);
     return rc;
 }
 
@@ -96,15 +99,11 @@ static int reserve_encoding(Lb__V1__Snapshot *snap, uint8_t **buf, struct lb_err
     return LB_OK;
 }
 
-/* Makes (<cfg>, <version>, <generation>, <buf>) current and publishes it.
- * Takes <cfg> and <buf>. */
-static void install(struct cp *cp, struct config *cfg, const char *hash, uint64_t version,
-                    uint64_t generation, uint8_t *buf, size_t len)
+/* Makes <buf> (generation <generation>) the snapshot served and publishes
+ * it. Takes <buf>; NULL leaves no snapshot. */
+static void serve(struct cp *cp, uint64_t generation, uint8_t *buf, size_t len)
 {
-    config_free(cp->cfg);
-    cp->cfg = cfg;
-    snprintf(cp->hash, sizeof(cp->hash), "%s", hash);
-    cp->version = version;
+    uint64_t version = cp->version;
     free(cp->snap);
     cp->snap = buf;
     cp->snap_len = len;
@@ -118,6 +117,131 @@ static void install(struct cp *cp, struct config *cfg, const char *hash, uint64_
     else
         lb_log(LB_LOG_INFO, "published", "version %llu generation %llu (%zu bytes)",
                (unsigned long long)version, (unsigned long long)generation, len);
+}
+
+/* Makes (<cfg>, <version>, <generation>, <buf>) current and publishes it.
+ * Takes <cfg> and <buf>. */
+static void install(struct cp *cp, struct config *cfg, const char *hash, uint64_t version,
+                    uint64_t generation, uint8_t *buf, size_t len)
+{
+    config_free(cp->cfg);
+    cp->cfg = cfg;
+    snprintf(cp->hash, sizeof(cp->hash), "%s", hash);
+    cp->version = version;
+    serve(cp, generation, buf, len);
+}
+
+/* Points the checker at the backends of the active config, at the addresses
+ * <snap> resolved (backends in the config's order), so that no check ever
+ * calls the resolver. A failure keeps the previous targets and is logged. */
+static void health_resync(struct cp *cp, const Lb__V1__Snapshot *snap)
+{
+    const struct config *cfg = cp->cfg;
+    size_t n = cfg->n_backends;
+    struct health_target *t = calloc(n ? n : 1, sizeof(*t));
+    char(*hosts)[300] = calloc(n ? n : 1, sizeof(*hosts));
+    struct lb_err e = {0};
+    if (t == NULL || hosts == NULL || snap->n_backends != n) {
+        lb_err_set(&e, LB_ENOMEM, 0, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const struct config_backend *b = &cfg->backends[i];
+            bool v6 = strchr(b->host, ':') != NULL;
+            snprintf(hosts[i], sizeof(hosts[i]), "%s%s%s:%u", v6 ? "[" : "", b->host, v6 ? "]" : "",
+                     b->port);
+            t[i] = (struct health_target){
+                .id = b->id,
+                .addr = snap->backends[i]->host,
+                .port = (uint16_t)b->port,
+                .host_header = hosts[i],
+                .tcp_only = b->https,
+                .disabled = b->state == CONFIG_BACKEND_DISABLED,
+            };
+        }
+        const struct config_healthcheck *hc = &cfg->healthcheck;
+        struct health_settings s = {
+            .interval_ms = hc->interval_ms,
+            .timeout_ms = hc->timeout_ms,
+            .rise = hc->rise,
+            .fall = hc->fall,
+            .type = hc->type,
+            .expected_status = hc->expected_status,
+            .path = hc->path,
+            .host = hc->host,
+        };
+        health_sync(cp->health, &s, t, n, &e);
+    }
+    if (e.code != LB_OK)
+        lb_log(LB_LOG_ERROR, "health_sync_failed", "version %llu: %s",
+               (unsigned long long)cp->version, e.msg);
+    free(t);
+    free(hosts);
+}
+
+/* A health change: the served snapshot with every backend's current health,
+ * as a new generation of the same config version (health is runtime state).
+ * Patching the encoded snapshot avoids resolving names and reading TLS files
+ * again. */
+static void health_publish(struct cp *cp)
+{
+    if (cp->snap == NULL)
+        return;
+    struct lb_err e = {0};
+    uint64_t gen = 0;
+    uint8_t *buf = NULL;
+    Lb__V1__Snapshot *snap = lb__v1__snapshot__unpack(NULL, cp->snap_len, cp->snap);
+    if (snap == NULL) {
+        lb_log(LB_LOG_ERROR, "health_publish_failed", "cannot decode the served snapshot");
+        return;
+    }
+    for (size_t i = 0; i < snap->n_backends; i++)
+        snap->backends[i]->health = proto_health(health_state(cp->health, snap->backends[i]->id));
+    snap->created_unix_ms = now_unix_ms();
+    if (reserve_encoding(snap, &buf, &e) != LB_OK ||
+        store_generation_bump(cp->store, &gen, &e) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "health_publish_failed", "%s", e.msg);
+        free(buf);
+        lb__v1__snapshot__free_unpacked(snap, NULL);
+        return;
+    }
+    snap->config_version = cp->version;
+    snap->generation = gen;
+    size_t len = lb__v1__snapshot__pack(snap, buf);
+    lb__v1__snapshot__free_unpacked(snap, NULL);
+    serve(cp, gen, buf, len);
+}
+
+static void cp_on_health_pub(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    health_publish(w->data);
+}
+
+/* Checker callback: a change is persisted, audited, logged and published. */
+static void cp_on_health(void *ctx, const struct health_result *r)
+{
+    struct cp *cp = ctx;
+    if (!r->changed)
+        return;
+    const char *name = r->state == STORE_HEALTH_UP     ? "up"
+                       : r->state == STORE_HEALTH_DOWN ? "down"
+                                                       : "unknown";
+    char detail[256];
+    if (r->error[0])
+        snprintf(detail, sizeof(detail), "backend %s %s: %s", r->id, name, r->error);
+    else
+        snprintf(detail, sizeof(detail), "backend %s %s", r->id, name);
+    lb_log(r->state == STORE_HEALTH_DOWN ? LB_LOG_WARN : LB_LOG_INFO, "backend_health", "%s",
+           detail);
+    struct lb_err e = {0};
+    if (store_health_set(cp->store, r->id, r->state, r->error, r->now_unix_ms, &e) != LB_OK ||
+        store_audit_add(cp->store, "health", "health", detail, 0, 0, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "health_store_failed", "%s: %s", detail, e.msg);
+    /* Changes found in the same loop turn (a switch taking many backends
+     * down) share one generation. */
+    if (!ev_is_active(&cp->health_pub)) {
+        ev_timer_set(&cp->health_pub, 0.0, 0.0);
+        ev_timer_start(cp->loop, &cp->health_pub);
+    }
 }
 
 static int check_if_match(const struct cp *cp, const struct cp_write *w, struct lb_err *err)
@@ -167,8 +291,9 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     snap->config_version = number;
     snap->generation = gen;
     size_t len = lb__v1__snapshot__pack(snap, buf);
-    snapbuild_free(snap);
     install(cp, cfg, hash, number, gen, buf, len);
+    health_resync(cp, snap);
+    snapbuild_free(snap);
     if (version != NULL)
         *version = number;
     return LB_OK;
@@ -232,8 +357,9 @@ static int load_active(struct cp *cp, struct lb_err *err)
     snap->config_version = active;
     snap->generation = gen;
     size_t len = lb__v1__snapshot__pack(snap, buf);
-    snapbuild_free(snap);
     install(cp, cfg, hash, active, gen, buf, len);
+    health_resync(cp, snap);
+    snapbuild_free(snap);
     return LB_OK;
 }
 
@@ -279,6 +405,10 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         lb_err_set(err, LB_ENOMEM, 0, "out of memory");
         goto fail;
     }
+    ev_init(&cp->health_pub, cp_on_health_pub);
+    cp->health_pub.data = cp;
+    if ((cp->health = health_new(loop, cp_on_health, cp, err)) == NULL)
+        goto fail;
     if ((cp->store = store_open(cfg->db_path, err)) == NULL)
         goto fail;
     struct publisher_config pc = {.base = cfg->control_base, .republish_s = cfg->republish_s};
@@ -308,6 +438,8 @@ void cp_free(struct cp *cp)
 {
     if (cp == NULL)
         return;
+    ev_timer_stop(cp->loop, &cp->health_pub);
+    health_free(cp->health);
     publisher_free(cp->pub);
     store_close(cp->store);
     config_free(cp->cfg);
@@ -396,7 +528,27 @@ int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
                   struct lb_err *err)
 {
-    return store_health_get(cp->store, id, out, err);
+    struct health_status st;
+    if (health_status_get(cp->health, id, &st) != LB_OK)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", id ? id : "");
+    struct store_backend_health *h = calloc(1, sizeof(*h));
+    if (h != NULL) {
+        h->id = strdup(id);
+        h->last_error = strdup(st.last_error);
+    }
+    if (h == NULL || h->id == NULL || h->last_error == NULL) {
+        store_health_free(h);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    h->health = st.state;
+    h->last_check_unix_ms = st.last_check_unix_ms;
+    *out = h;
+    return LB_OK;
+}
+
+struct health *cp_health(const struct cp *cp)
+{
+    return cp->health;
 }
 
 static int parse_version(struct cp *cp, uint64_t number, struct config **out, struct lb_err *err)

@@ -26,6 +26,7 @@
 
 struct lb_err;
 struct publisher;
+struct health;
 struct cp;
 
 struct cp_config {
@@ -130,8 +131,19 @@ int cp_versions_list(struct cp *cp, size_t limit, struct store_version **out, si
                      struct lb_err *err);
 int cp_version_get(struct cp *cp, uint64_t number, struct store_version **out, struct lb_err *err);
 int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct lb_err *err);
+
+/* Backend <id>'s health as the checker knows it now (state, last check,
+ * last error; health_changed_unix_ms is 0): LB_OK with *<out> owned by the
+ * caller (store_health_free()), LB_ENOTFOUND when <id> is not a backend of
+ * the active config, LB_ENOMEM. */
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
                   struct lb_err *err);
+
+/* The health checker (borrowed) for its counts. It checks the backends of the
+ * active config: every mutation re-syncs it; a state change is stored
+ * (store_health_set() plus an audit row by "health") and published as a new
+ * generation of the same config version before the loop next blocks. */
+struct health *cp_health(const struct cp *cp);
 
 /* Semantic diff from stored version <from> to <to>. LB_ENOTFOUND if either
  * does not exist. Caller frees *<out> with config_diff_free(). */
