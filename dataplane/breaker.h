@@ -1,0 +1,143 @@
+/* dataplane/breaker.h: circuit breaker per backend (closed -> open -> half-open).
+ *
+ * One breaker per backend id, shared by every worker thread through a
+ * process-wide registry, so its state survives snapshot swaps. All functions
+ * taking a breaker may be called from any thread at the same time: the states
+ * a request start sees most (closed, open before its time is up) are read with
+ * atomics; transitions and the half-open trial slots take the breaker's own
+ * mutex. Nothing here allocates or logs but the registry.
+ *
+ * closed:    requests pass; <threshold> consecutive failures open it.
+ * open:      requests are rejected for the current open time (first <timeout_ms>).
+ * half-open: once the open time is up, at most <max_half_open> trial requests
+ *            run at once; <max_half_open> successful trials close it (the open
+ *            time goes back to <timeout_ms>), one failed trial opens it again
+ *            with the open time doubled, capped at <max_timeout_ms>. */
+#ifndef LB_BREAKER_H
+#define LB_BREAKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct lb_err;
+struct breaker;
+struct breaker_registry;
+
+/* Defaults for zero fields, as lb.proto's CircuitBreaker documents them. */
+#define BREAKER_DEFAULT_THRESHOLD      5
+#define BREAKER_DEFAULT_TIMEOUT_MS     30000
+#define BREAKER_DEFAULT_MAX_HALF_OPEN  3
+#define BREAKER_DEFAULT_MAX_TIMEOUT_MS 300000
+
+/* The policy, passed on every call so that a new snapshot applies at once.
+ * A zero field takes the default above; a <max_timeout_ms> below the
+ * (defaulted) <timeout_ms> counts as <timeout_ms>. */
+struct breaker_config {
+    bool enabled; /* false: every request passes and outcomes are ignored */
+    uint32_t threshold;
+    uint32_t timeout_ms;
+    uint32_t max_half_open;
+    uint32_t max_timeout_ms;
+};
+
+/* Values match lb.proto's BreakerState. */
+enum breaker_state {
+    BREAKER_STATE_CLOSED = 0,
+    BREAKER_STATE_OPEN = 1,
+    BREAKER_STATE_HALF_OPEN = 2,
+};
+
+/* What breaker_allow() decided for one request. */
+enum breaker_decision {
+    BREAKER_PASS = 0,  /* closed (or disabled): send it; report with breaker_done() */
+    BREAKER_TRIAL = 1, /* half-open trial: send it; breaker_done() MUST follow */
+    BREAKER_REJECT = 2 /* open or no free trial slot: do not send (503 or another backend) */
+};
+
+/* Cumulative counters, for metrics. */
+struct breaker_counters {
+    uint64_t opened;      /* transitions to open (from closed or half-open) */
+    uint64_t half_opened; /* transitions to half-open */
+    uint64_t closed;      /* transitions from half-open to closed */
+    uint64_t rejected;    /* requests answered BREAKER_REJECT */
+};
+
+/* Creates a closed breaker with no counts. Returns NULL and fills <err> on no
+ * memory. Caller owns the result; release with breaker_free(). For breakers
+ * shared between workers use the registry below instead. */
+struct breaker *breaker_new(struct lb_err *err);
+
+/* Frees <b> (NULL: no-op). No other thread may still use it. Never call it on
+ * a breaker obtained from a registry. */
+void breaker_free(struct breaker *b);
+
+/* At the start of a request to this backend at <now_ms>: PASS, TRIAL or REJECT
+ * (see enum breaker_decision). An open breaker whose open time is up becomes
+ * half-open here and hands out a trial slot. Any thread. Hot path: lock-free
+ * when closed or open, never allocates. */
+enum breaker_decision breaker_allow(struct breaker *b, const struct breaker_config *c,
+                                    uint64_t now_ms);
+
+/* At the end of a request that breaker_allow() answered <d> (REJECT: no-op),
+ * with its outcome <success> at <now_ms>. Every TRIAL must be followed by
+ * exactly one breaker_done() (also when the request is abandoned: report a
+ * failure), or its slot stays taken. A PASS that ends after the breaker left
+ * closed changes nothing but the consecutive-failure count. Trials still in
+ * flight when the breaker re-opens keep their slot until they are done; their
+ * outcome counts only if the breaker is half-open again by then.
+ * Any thread; never allocates. */
+void breaker_done(struct breaker *b, const struct breaker_config *c, enum breaker_decision d,
+                  bool success, uint64_t now_ms);
+
+/* True when a request at <now_ms> would not be rejected: disabled, closed,
+ * half-open with a free trial slot, or open with its time up. Takes no trial
+ * slot (for the balancer's eligibility check; breaker_allow() decides). Any
+ * thread; lock-free. */
+bool breaker_is_available(struct breaker *b, const struct breaker_config *c, uint64_t now_ms);
+
+/* The state at <now_ms> as lb.proto's BreakerState: an open breaker whose time
+ * is up reports half-open. Any thread; lock-free. */
+enum breaker_state breaker_state(struct breaker *b, uint64_t now_ms);
+
+/* The open time the next (re-)opening would use now, in ms: 0 while closed
+ * with no opening yet in this cycle. For tests and logs. Any thread. */
+uint32_t breaker_open_time_ms(struct breaker *b);
+
+/* Copies the counters into <out>. Any thread; each value is read atomically. */
+void breaker_counters_read(struct breaker *b, struct breaker_counters *out);
+
+/* ---- registry: one breaker per backend id, shared by all workers ------------------ */
+
+/* Creates an empty registry. Returns NULL and fills <err> on no memory.
+ * Caller owns it; release with breaker_registry_free(). */
+struct breaker_registry *breaker_registry_new(struct lb_err *err);
+
+/* Frees <r> and every breaker still in it (NULL: no-op). Call it once no
+ * thread uses <r> or any of its breakers (after the workers stopped). */
+void breaker_registry_free(struct breaker_registry *r);
+
+/* Returns the breaker of backend <id> with one more reference, creating a
+ * closed one when <id> has none. Returns NULL and fills <err> on no memory or
+ * an empty <id>. <id> is copied. Any thread (takes the registry lock); for
+ * building a worker's view, not per request. */
+struct breaker *breaker_registry_get(struct breaker_registry *r, const char *id,
+                                     struct lb_err *err);
+
+/* Like breaker_registry_get() but never creates: NULL when <id> has no
+ * breaker. A non-NULL result holds a reference. Any thread. */
+struct breaker *breaker_registry_find(struct breaker_registry *r, const char *id);
+
+/* Drops one reference taken by _get or _find (NULL: no-op). The last one
+ * frees the breaker, so a backend removed from the config loses its state
+ * once no view names it; take the new view's references before releasing the
+ * old view's to carry the state across a swap. Any thread. */
+void breaker_registry_release(struct breaker_registry *r, struct breaker *b);
+
+/* Number of breakers in <r>. Any thread. */
+uint32_t breaker_registry_count(struct breaker_registry *r);
+
+/* The backend id of a registry breaker ("" for one from breaker_new()).
+ * Valid while the caller holds a reference. */
+const char *breaker_id(const struct breaker *b);
+
+#endif

@@ -1,0 +1,453 @@
+/* tests/unit/dataplane/test_breaker.c */
+#include <check.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "breaker.h"
+#include "lb_err.h"
+
+static const struct breaker_config cfg = {
+    .enabled = true,
+    .threshold = 3,
+    .timeout_ms = 1000,
+    .max_half_open = 2,
+    .max_timeout_ms = 5000,
+};
+
+static void fail_n(struct breaker *b, const struct breaker_config *c, unsigned n, uint64_t now)
+{
+    for (unsigned i = 0; i < n; i++) {
+        enum breaker_decision d = breaker_allow(b, c, now);
+        ck_assert_int_eq(d, BREAKER_PASS);
+        breaker_done(b, c, d, false, now);
+    }
+}
+
+/* Opens <b> at <now> from closed. */
+static void open_at(struct breaker *b, uint64_t now)
+{
+    fail_n(b, &cfg, cfg.threshold, now);
+    ck_assert_int_eq(breaker_state(b, now), BREAKER_STATE_OPEN);
+}
+
+START_TEST(closed_opens_after_consecutive_failures)
+{
+    struct breaker *b = breaker_new(NULL);
+    ck_assert_int_eq(breaker_state(b, 0), BREAKER_STATE_CLOSED);
+    fail_n(b, &cfg, 2, 10);
+    ck_assert_int_eq(breaker_state(b, 10), BREAKER_STATE_CLOSED);
+    /* a success resets the run of failures */
+    ck_assert_int_eq(breaker_allow(b, &cfg, 10), BREAKER_PASS);
+    breaker_done(b, &cfg, BREAKER_PASS, true, 10);
+    fail_n(b, &cfg, 2, 20);
+    ck_assert_int_eq(breaker_state(b, 20), BREAKER_STATE_CLOSED);
+    fail_n(b, &cfg, 1, 30);
+    ck_assert_int_eq(breaker_state(b, 30), BREAKER_STATE_OPEN);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 1000);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 30), BREAKER_REJECT);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1029), BREAKER_REJECT);
+    ck_assert(!breaker_is_available(b, &cfg, 1029));
+    ck_assert_int_eq(breaker_state(b, 1029), BREAKER_STATE_OPEN);
+    struct breaker_counters k;
+    breaker_counters_read(b, &k);
+    ck_assert_uint_eq(k.opened, 1);
+    ck_assert_uint_eq(k.rejected, 2);
+    ck_assert_uint_eq(k.half_opened, 0);
+    ck_assert_uint_eq(k.closed, 0);
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(half_open_admits_limited_trials_then_closes)
+{
+    struct breaker *b = breaker_new(NULL);
+    open_at(b, 0);
+    /* time is up: available without taking a slot, reported half-open */
+    ck_assert(breaker_is_available(b, &cfg, 1000));
+    ck_assert(breaker_is_available(b, &cfg, 1000));
+    ck_assert_int_eq(breaker_state(b, 1000), BREAKER_STATE_HALF_OPEN);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1000), BREAKER_TRIAL);
+    ck_assert(breaker_is_available(b, &cfg, 1000));
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1001), BREAKER_TRIAL);
+    ck_assert(!breaker_is_available(b, &cfg, 1001));
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1002), BREAKER_REJECT);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 1010);
+    ck_assert_int_eq(breaker_state(b, 1010), BREAKER_STATE_HALF_OPEN);
+    /* the freed slot goes to a new trial, the next one waits */
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1011), BREAKER_TRIAL);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1011), BREAKER_REJECT);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 1020);
+    ck_assert_int_eq(breaker_state(b, 1020), BREAKER_STATE_CLOSED);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 0);
+    /* the trial still in flight ends after closing: no effect */
+    breaker_done(b, &cfg, BREAKER_TRIAL, false, 1021);
+    ck_assert_int_eq(breaker_state(b, 1021), BREAKER_STATE_CLOSED);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1022), BREAKER_PASS);
+    struct breaker_counters k;
+    breaker_counters_read(b, &k);
+    ck_assert_uint_eq(k.opened, 1);
+    ck_assert_uint_eq(k.half_opened, 1);
+    ck_assert_uint_eq(k.closed, 1);
+    ck_assert_uint_eq(k.rejected, 2);
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(failed_trial_reopens_with_doubling_capped_time)
+{
+    struct breaker *b = breaker_new(NULL);
+    open_at(b, 0);
+    uint64_t now = 1000;
+    const uint32_t want[] = {2000, 4000, 5000, 5000};
+    for (unsigned i = 0; i < 4; i++) {
+        ck_assert_int_eq(breaker_allow(b, &cfg, now), BREAKER_TRIAL);
+        breaker_done(b, &cfg, BREAKER_TRIAL, false, now);
+        ck_assert_int_eq(breaker_state(b, now), BREAKER_STATE_OPEN);
+        ck_assert_uint_eq(breaker_open_time_ms(b), want[i]);
+        ck_assert_int_eq(breaker_allow(b, &cfg, now + want[i] - 1), BREAKER_REJECT);
+        ck_assert_int_eq(breaker_state(b, now + want[i] - 1), BREAKER_STATE_OPEN);
+        now += want[i];
+    }
+    struct breaker_counters k;
+    breaker_counters_read(b, &k);
+    ck_assert_uint_eq(k.opened, 5);
+    ck_assert_uint_eq(k.half_opened, 4);
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(open_time_resets_after_closing)
+{
+    struct breaker *b = breaker_new(NULL);
+    open_at(b, 0);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1000), BREAKER_TRIAL);
+    breaker_done(b, &cfg, BREAKER_TRIAL, false, 1000); /* open for 2000 */
+    ck_assert_uint_eq(breaker_open_time_ms(b), 2000);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(breaker_allow(b, &cfg, 3000), BREAKER_TRIAL);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 3000);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 3000);
+    ck_assert_int_eq(breaker_state(b, 3000), BREAKER_STATE_CLOSED);
+    open_at(b, 4000);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 1000);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 4999), BREAKER_REJECT);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 5000), BREAKER_TRIAL);
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(trials_in_flight_keep_their_slot_across_reopening)
+{
+    struct breaker *b = breaker_new(NULL);
+    open_at(b, 0);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1000), BREAKER_TRIAL);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1000), BREAKER_TRIAL);
+    breaker_done(b, &cfg, BREAKER_TRIAL, false, 1000); /* open until 3000 */
+    ck_assert_int_eq(breaker_allow(b, &cfg, 3000), BREAKER_TRIAL);
+    /* the second trial of the first round still holds a slot */
+    ck_assert(!breaker_is_available(b, &cfg, 3000));
+    ck_assert_int_eq(breaker_allow(b, &cfg, 3000), BREAKER_REJECT);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 3001);
+    ck_assert(breaker_is_available(b, &cfg, 3001));
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(pass_ending_after_opening_changes_nothing)
+{
+    struct breaker *b = breaker_new(NULL);
+    enum breaker_decision early = breaker_allow(b, &cfg, 0);
+    ck_assert_int_eq(early, BREAKER_PASS);
+    open_at(b, 0);
+    breaker_done(b, &cfg, early, true, 10);
+    ck_assert_int_eq(breaker_state(b, 10), BREAKER_STATE_OPEN);
+    breaker_done(b, &cfg, BREAKER_PASS, false, 20);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 1000);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 999), BREAKER_REJECT);
+    /* a rejection needs no done; calling it anyway is harmless */
+    breaker_done(b, &cfg, BREAKER_REJECT, false, 999);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 1000), BREAKER_TRIAL);
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(disabled_always_passes)
+{
+    struct breaker_config off = cfg;
+    off.enabled = false;
+    struct breaker *b = breaker_new(NULL);
+    fail_n(b, &off, 100, 0);
+    ck_assert_int_eq(breaker_state(b, 0), BREAKER_STATE_CLOSED);
+    ck_assert(breaker_is_available(b, &off, 0));
+    /* an open breaker whose policy is switched off lets everything through */
+    open_at(b, 0);
+    ck_assert_int_eq(breaker_allow(b, &off, 1), BREAKER_PASS);
+    ck_assert(breaker_is_available(b, &off, 1));
+    ck_assert(!breaker_is_available(b, &cfg, 1));
+    breaker_free(b);
+}
+END_TEST
+
+START_TEST(zero_fields_take_defaults)
+{
+    struct breaker_config z = {.enabled = true};
+    struct breaker *b = breaker_new(NULL);
+    fail_n(b, &z, BREAKER_DEFAULT_THRESHOLD - 1, 0);
+    ck_assert_int_eq(breaker_state(b, 0), BREAKER_STATE_CLOSED);
+    fail_n(b, &z, 1, 0);
+    ck_assert_int_eq(breaker_state(b, 0), BREAKER_STATE_OPEN);
+    ck_assert_uint_eq(breaker_open_time_ms(b), BREAKER_DEFAULT_TIMEOUT_MS);
+    uint64_t t = BREAKER_DEFAULT_TIMEOUT_MS;
+    for (int i = 0; i < BREAKER_DEFAULT_MAX_HALF_OPEN; i++)
+        ck_assert_int_eq(breaker_allow(b, &z, t), BREAKER_TRIAL);
+    ck_assert_int_eq(breaker_allow(b, &z, t), BREAKER_REJECT);
+    breaker_done(b, &z, BREAKER_TRIAL, false, t);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 2 * BREAKER_DEFAULT_TIMEOUT_MS);
+    breaker_free(b);
+    /* a cap below the open time is raised to it */
+    struct breaker_config low = cfg;
+    low.max_timeout_ms = 10;
+    b = breaker_new(NULL);
+    fail_n(b, &low, low.threshold, 0);
+    ck_assert_int_eq(breaker_allow(b, &low, 1000), BREAKER_TRIAL);
+    breaker_done(b, &low, BREAKER_TRIAL, false, 1000);
+    ck_assert_uint_eq(breaker_open_time_ms(b), 1000);
+    breaker_free(b);
+    breaker_free(NULL);
+}
+END_TEST
+
+/* ---- concurrency ------------------------------------------------------------------- */
+
+#define THREADS 4
+#define ITERS   20000
+
+/* short open times so that the run goes round the states many times */
+static const struct breaker_config hcfg = {
+    .enabled = true,
+    .threshold = 3,
+    .timeout_ms = 5,
+    .max_half_open = 2,
+    .max_timeout_ms = 40,
+};
+
+struct hammer {
+    struct breaker *b;
+    _Atomic uint64_t now;
+    atomic_int in_trial;
+    atomic_int max_seen;
+    atomic_int over;
+};
+
+static void *hammer_run(void *arg)
+{
+    struct hammer *h = arg;
+    uint64_t rng = (uint64_t)(uintptr_t)&rng | 1;
+    for (int i = 0; i < ITERS; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        uint64_t now = atomic_fetch_add(&h->now, 1) / THREADS;
+        enum breaker_decision d = breaker_allow(h->b, &hcfg, now);
+        if (d == BREAKER_TRIAL) {
+            int v = atomic_fetch_add(&h->in_trial, 1) + 1;
+            int m = atomic_load(&h->max_seen);
+            while (v > m && !atomic_compare_exchange_weak(&h->max_seen, &m, v))
+                ;
+            if (v > (int)hcfg.max_half_open)
+                atomic_fetch_add(&h->over, 1);
+            if (rng % 4 == 0)
+                sched_yield();
+            atomic_fetch_sub(&h->in_trial, 1);
+        }
+        if (d != BREAKER_REJECT)
+            breaker_done(h->b, &hcfg, d, rng % 8 >= 3, now); /* 3 in 8 fail */
+        (void)breaker_is_available(h->b, &hcfg, now);
+        (void)breaker_state(h->b, now);
+    }
+    return NULL;
+}
+
+START_TEST(half_open_limit_holds_under_concurrency)
+{
+    struct hammer h = {.b = breaker_new(NULL)};
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_run, &h), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(atomic_load(&h.over), 0);
+    ck_assert_int_le(atomic_load(&h.max_seen), (int)hcfg.max_half_open);
+    struct breaker_counters k;
+    breaker_counters_read(h.b, &k);
+    /* the run went through every state many times */
+    ck_assert_uint_gt(k.opened, 10);
+    ck_assert_uint_gt(k.half_opened, 10);
+    ck_assert_uint_gt(k.rejected, 100);
+    /* every trial was returned: a fresh round has all its slots */
+    uint64_t later = atomic_load(&h.now) + 100000;
+    if (breaker_state(h.b, later) != BREAKER_STATE_CLOSED) {
+        ck_assert_int_eq(breaker_allow(h.b, &hcfg, later), BREAKER_TRIAL);
+        ck_assert_int_eq(breaker_allow(h.b, &hcfg, later), BREAKER_TRIAL);
+        ck_assert_int_eq(breaker_allow(h.b, &hcfg, later), BREAKER_REJECT);
+    }
+    breaker_free(h.b);
+}
+END_TEST
+
+/* ---- registry ---------------------------------------------------------------------- */
+
+START_TEST(registry_shares_state_by_id)
+{
+    struct breaker_registry *r = breaker_registry_new(NULL);
+    struct breaker *w1 = breaker_registry_get(r, "api-1", NULL);
+    struct breaker *w2 = breaker_registry_get(r, "api-1", NULL);
+    struct breaker *other = breaker_registry_get(r, "api-2", NULL);
+    ck_assert_ptr_nonnull(w1);
+    ck_assert_ptr_eq(w1, w2);
+    ck_assert_ptr_ne(w1, other);
+    ck_assert_str_eq(breaker_id(w1), "api-1");
+    ck_assert_uint_eq(breaker_registry_count(r), 2);
+    open_at(w1, 0);
+    ck_assert_int_eq(breaker_allow(w2, &cfg, 1), BREAKER_REJECT);
+    ck_assert_int_eq(breaker_allow(other, &cfg, 1), BREAKER_PASS);
+    /* a new view takes its reference before the old one lets go: state kept */
+    struct breaker *w3 = breaker_registry_get(r, "api-1", NULL);
+    breaker_registry_release(r, w1);
+    breaker_registry_release(r, w2);
+    ck_assert_int_eq(breaker_state(w3, 1), BREAKER_STATE_OPEN);
+    struct breaker *f = breaker_registry_find(r, "api-1");
+    ck_assert_ptr_eq(f, w3);
+    breaker_registry_release(r, f);
+    breaker_registry_release(r, w3);
+    /* the last reference gone: the entry is freed, a new one starts closed */
+    ck_assert_uint_eq(breaker_registry_count(r), 1);
+    ck_assert_ptr_null(breaker_registry_find(r, "api-1"));
+    struct breaker *again = breaker_registry_get(r, "api-1", NULL);
+    ck_assert_int_eq(breaker_state(again, 1), BREAKER_STATE_CLOSED);
+    breaker_registry_release(r, again);
+    breaker_registry_release(r, NULL);
+    breaker_registry_release(r, other);
+    ck_assert_uint_eq(breaker_registry_count(r), 0);
+    breaker_registry_free(r);
+    breaker_registry_free(NULL);
+}
+END_TEST
+
+START_TEST(registry_rejects_empty_id)
+{
+    struct breaker_registry *r = breaker_registry_new(NULL);
+    struct lb_err err = {0};
+    ck_assert_ptr_null(breaker_registry_get(r, "", &err));
+    ck_assert_int_eq(err.code, LB_EINVAL);
+    ck_assert_ptr_null(breaker_registry_get(r, NULL, NULL));
+    ck_assert_ptr_null(breaker_registry_find(r, NULL));
+    breaker_registry_free(r);
+}
+END_TEST
+
+START_TEST(registry_grows_and_frees_leftovers)
+{
+    struct breaker_registry *r = breaker_registry_new(NULL);
+    struct breaker *b[500];
+    char id[32];
+    for (int i = 0; i < 500; i++) {
+        snprintf(id, sizeof(id), "backend-%d", i);
+        b[i] = breaker_registry_get(r, id, NULL);
+        ck_assert_ptr_nonnull(b[i]);
+    }
+    ck_assert_uint_eq(breaker_registry_count(r), 500);
+    for (int i = 0; i < 500; i++) {
+        snprintf(id, sizeof(id), "backend-%d", i);
+        struct breaker *f = breaker_registry_find(r, id);
+        ck_assert_ptr_eq(f, b[i]);
+        ck_assert_str_eq(breaker_id(f), id);
+        breaker_registry_release(r, f);
+    }
+    for (int i = 0; i < 250; i++)
+        breaker_registry_release(r, b[i]);
+    ck_assert_uint_eq(breaker_registry_count(r), 250);
+    /* the other 250 are freed with the registry (ASan checks) */
+    breaker_registry_free(r);
+}
+END_TEST
+
+struct reg_hammer {
+    struct breaker_registry *r;
+    struct breaker *first;
+    atomic_int mismatch;
+};
+
+static void *reg_run(void *arg)
+{
+    struct reg_hammer *h = arg;
+    for (int i = 0; i < 2000; i++) {
+        struct breaker *b = breaker_registry_get(h->r, "shared", NULL);
+        if (b != h->first)
+            atomic_fetch_add(&h->mismatch, 1);
+        (void)breaker_allow(b, &cfg, (uint64_t)i);
+        breaker_registry_release(h->r, b);
+        char id[32];
+        snprintf(id, sizeof(id), "tmp-%d", i % 7);
+        b = breaker_registry_get(h->r, id, NULL);
+        breaker_registry_release(h->r, b);
+    }
+    return NULL;
+}
+
+START_TEST(registry_is_thread_safe)
+{
+    struct reg_hammer h = {.r = breaker_registry_new(NULL)};
+    h.first = breaker_registry_get(h.r, "shared", NULL);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, reg_run, &h), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_int_eq(atomic_load(&h.mismatch), 0);
+    ck_assert_uint_eq(breaker_registry_count(h.r), 1);
+    breaker_registry_release(h.r, h.first);
+    ck_assert_uint_eq(breaker_registry_count(h.r), 0);
+    breaker_registry_free(h.r);
+}
+END_TEST
+
+Suite *breaker_suite(void);
+Suite *breaker_suite(void)
+{
+    Suite *s = suite_create("breaker");
+    TCase *tr = tcase_create("transitions");
+    tcase_add_test(tr, closed_opens_after_consecutive_failures);
+    tcase_add_test(tr, half_open_admits_limited_trials_then_closes);
+    tcase_add_test(tr, failed_trial_reopens_with_doubling_capped_time);
+    tcase_add_test(tr, open_time_resets_after_closing);
+    tcase_add_test(tr, trials_in_flight_keep_their_slot_across_reopening);
+    tcase_add_test(tr, pass_ending_after_opening_changes_nothing);
+    tcase_add_test(tr, disabled_always_passes);
+    tcase_add_test(tr, zero_fields_take_defaults);
+    suite_add_tcase(s, tr);
+    TCase *cc = tcase_create("concurrency");
+    tcase_set_timeout(cc, 120);
+    tcase_add_test(cc, half_open_limit_holds_under_concurrency);
+    tcase_add_test(cc, registry_is_thread_safe);
+    suite_add_tcase(s, cc);
+    TCase *rg = tcase_create("registry");
+    tcase_add_test(rg, registry_shares_state_by_id);
+    tcase_add_test(rg, registry_rejects_empty_id);
+    tcase_add_test(rg, registry_grows_and_frees_leftovers);
+    suite_add_tcase(s, rg);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(breaker_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
