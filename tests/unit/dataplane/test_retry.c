@@ -1,0 +1,154 @@
+/* tests/unit/dataplane/test_retry.c */
+#include <check.h>
+#include <stdlib.h>
+
+#include "http1.h"
+#include "retry.h"
+
+START_TEST(backoff_stays_within_growing_ceiling)
+{
+    uint64_t rng = 42;
+    const uint32_t ceiling[] = {25, 25, 50, 100, 200, 250, 250, 250};
+    for (uint32_t attempt = 0; attempt < 8; attempt++) {
+        uint32_t lo = UINT32_MAX, hi = 0;
+        for (int i = 0; i < 2000; i++) {
+            uint32_t d =
+                retry_backoff_ms(attempt, RETRY_BACKOFF_BASE_MS, RETRY_BACKOFF_CAP_MS, &rng);
+            ck_assert_uint_le(d, ceiling[attempt]);
+            if (d < lo)
+                lo = d;
+            if (d > hi)
+                hi = d;
+        }
+        /* full jitter: the whole range is used */
+        ck_assert_uint_le(lo, ceiling[attempt] / 10);
+        ck_assert_uint_ge(hi, ceiling[attempt] * 9 / 10);
+    }
+}
+END_TEST
+
+START_TEST(backoff_huge_attempts_and_edges)
+{
+    uint64_t rng = 0; /* seeded on first use */
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_uint_le(retry_backoff_ms(40, 25, 250, &rng), 250);
+        ck_assert_uint_le(retry_backoff_ms(UINT32_MAX, 25, 250, &rng), 250);
+        ck_assert_uint_le(retry_backoff_ms(3, UINT32_MAX, 250, &rng), 250);
+        ck_assert_uint_eq(retry_backoff_ms(5, 25, 0, &rng), 0);
+        ck_assert_uint_eq(retry_backoff_ms(5, 0, 250, &rng), 0);
+    }
+    ck_assert_uint_ne(rng, 0);
+    /* the mean is about half the ceiling */
+    uint64_t sum = 0;
+    for (int i = 0; i < 10000; i++)
+        sum += retry_backoff_ms(9, 25, 250, &rng);
+    ck_assert_uint_ge(sum / 10000, 110);
+    ck_assert_uint_le(sum / 10000, 140);
+}
+END_TEST
+
+START_TEST(budget_floor_of_three)
+{
+    struct retry_budget b;
+    retry_budget_init(&b, 0, 0);
+    ck_assert_uint_eq(retry_budget_limit(&b), 3);
+    retry_budget_request_started(&b);
+    for (int i = 0; i < 3; i++)
+        ck_assert(retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+    ck_assert_uint_eq(retry_budget_exhausted(&b), 2);
+    retry_budget_done(&b);
+    ck_assert(retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+    ck_assert_uint_eq(retry_budget_exhausted(&b), 3);
+    for (int i = 0; i < 5; i++)
+        retry_budget_done(&b); /* more than taken: stays at zero */
+    for (int i = 0; i < 3; i++)
+        ck_assert(retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+}
+END_TEST
+
+START_TEST(budget_scales_with_active_requests)
+{
+    struct retry_budget b;
+    retry_budget_init(&b, 0, 0);
+    for (int i = 0; i < 50; i++)
+        retry_budget_request_started(&b);
+    ck_assert_uint_eq(retry_budget_limit(&b), 10);
+    for (int i = 0; i < 10; i++)
+        ck_assert(retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+    ck_assert_uint_eq(retry_budget_exhausted(&b), 1);
+    /* requests finishing shrink the budget; retries in flight still count */
+    for (int i = 0; i < 40; i++)
+        retry_budget_request_finished(&b);
+    ck_assert_uint_eq(retry_budget_limit(&b), 3);
+    for (int i = 0; i < 7; i++)
+        retry_budget_done(&b);
+    ck_assert(!retry_budget_try(&b));
+    retry_budget_done(&b);
+    ck_assert(retry_budget_try(&b));
+    for (int i = 0; i < 20; i++)
+        retry_budget_request_finished(&b); /* more than started: stays at zero */
+    ck_assert_uint_eq(retry_budget_limit(&b), 3);
+    retry_budget_request_started(&b);
+    ck_assert_uint_eq(retry_budget_limit(&b), 3);
+}
+END_TEST
+
+START_TEST(budget_custom_parameters)
+{
+    struct retry_budget b;
+    retry_budget_init(&b, 1, 50);
+    ck_assert_uint_eq(retry_budget_limit(&b), 1);
+    for (int i = 0; i < 9; i++)
+        retry_budget_request_started(&b);
+    ck_assert_uint_eq(retry_budget_limit(&b), 4);
+}
+END_TEST
+
+START_TEST(idempotent_methods_per_rfc9110)
+{
+    ck_assert(retry_is_idempotent(HTTP1_M_GET));
+    ck_assert(retry_is_idempotent(HTTP1_M_HEAD));
+    ck_assert(retry_is_idempotent(HTTP1_M_OPTIONS));
+    ck_assert(retry_is_idempotent(HTTP1_M_TRACE));
+    ck_assert(retry_is_idempotent(HTTP1_M_PUT));
+    ck_assert(retry_is_idempotent(HTTP1_M_DELETE));
+    ck_assert(!retry_is_idempotent(HTTP1_M_POST));
+    ck_assert(!retry_is_idempotent(HTTP1_M_PATCH));
+    ck_assert(!retry_is_idempotent(HTTP1_M_CONNECT));
+    ck_assert(!retry_is_idempotent(HTTP1_M_OTHER));
+    ck_assert(!retry_is_idempotent(200));
+}
+END_TEST
+
+Suite *retry_suite(void);
+Suite *retry_suite(void)
+{
+    Suite *s = suite_create("retry");
+    TCase *bo = tcase_create("backoff");
+    tcase_add_test(bo, backoff_stays_within_growing_ceiling);
+    tcase_add_test(bo, backoff_huge_attempts_and_edges);
+    suite_add_tcase(s, bo);
+    TCase *bu = tcase_create("budget");
+    tcase_add_test(bu, budget_floor_of_three);
+    tcase_add_test(bu, budget_scales_with_active_requests);
+    tcase_add_test(bu, budget_custom_parameters);
+    suite_add_tcase(s, bu);
+    TCase *id = tcase_create("idempotency");
+    tcase_add_test(id, idempotent_methods_per_rfc9110);
+    suite_add_tcase(s, id);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(retry_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
