@@ -1,4 +1,5 @@
 /* dataplane/main.c: lb-dataplane — flags, signals, workers, metrics, feed. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -28,6 +30,10 @@ struct main_ctx {
     const char *snapshot_path; /* --snapshot */
     const char *control;       /* --control */
     const char *state_dir;     /* --state-dir */
+    bool metrics_forced;       /* --metrics-listen given */
+    bool metrics_off;          /* --metrics-listen off */
+    struct sockaddr_storage metrics_listen;
+    socklen_t metrics_listen_len;
     char node_id[256];
     unsigned n_workers;
     bool serving; /* workers run */
@@ -55,6 +61,8 @@ static void usage(FILE *out)
             "  --state-dir DIR     keep the last good snapshot here; serve it at start\n"
             "  --node-id ID        this data plane's name in reports (default: host name)\n"
             "  --workers N         worker threads (default: one per CPU)\n"
+            "  --metrics-listen A  serve /metrics on ADDR:PORT, not the snapshot's address\n"
+            "                      (\"off\": none); one per data plane on a host\n"
             "  --log-level LEVEL   debug, info, warn or error (default: the snapshot's)\n"
             "  --help              this text\n"
             "  --version           the version\n");
@@ -110,19 +118,21 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 /* Opens, moves or closes the metrics listener as <snap> says. */
 static int metrics_follow(struct main_ctx *m, const struct snap *snap, struct lb_err *err)
 {
-    if (m->metrics != NULL && snap->metrics_enabled &&
-        memcmp(&m->metrics_addr, &snap->metrics_addr, snap->metrics_addrlen) == 0)
+    bool enabled = m->metrics_forced ? !m->metrics_off : snap->metrics_enabled;
+    const struct sockaddr_storage *addr =
+        m->metrics_forced ? &m->metrics_listen : &snap->metrics_addr;
+    socklen_t len = m->metrics_forced ? m->metrics_listen_len : snap->metrics_addrlen;
+    if (m->metrics != NULL && enabled && memcmp(&m->metrics_addr, addr, len) == 0)
         return LB_OK;
     metrics_server_free(m->metrics);
     m->metrics = NULL;
     memset(&m->metrics_addr, 0, sizeof(m->metrics_addr));
-    if (!snap->metrics_enabled)
+    if (!enabled)
         return LB_OK;
-    m->metrics =
-        metrics_server_new(m->loop, &m->dp, &snap->metrics_addr, snap->metrics_addrlen, err);
+    m->metrics = metrics_server_new(m->loop, &m->dp, addr, len, err);
     if (m->metrics == NULL)
         return err->code;
-    m->metrics_addr = snap->metrics_addr;
+    memcpy(&m->metrics_addr, addr, len);
     return LB_OK;
 }
 
@@ -268,6 +278,45 @@ static unsigned default_workers(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* "127.0.0.1:9091" or "[::1]:9091" */
+static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[64];
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL || colon == text || (size_t)(colon - text) >= sizeof(host))
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 1 || port > 65535)
+        return -1;
+    size_t hl = (size_t)(colon - text);
+    if (text[0] == '[') {
+        if (hl < 3 || text[hl - 1] != ']')
+            return -1;
+        memcpy(host, text + 1, hl - 2);
+        host[hl - 2] = '\0';
+    } else {
+        memcpy(host, text, hl);
+        host[hl] = '\0';
+    }
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -1;
+}
+
 static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_level *level)
 {
     static const struct option opts[] = {
@@ -279,9 +328,11 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"metrics-listen", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
     int opt;
+    opterr = 0; /* one line of our own instead of getopt's */
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case 's':
@@ -320,6 +371,18 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
             }
             m->log_level_forced = true;
             break;
+        case 'm':
+            m->metrics_forced = true;
+            if (strcmp(optarg, "off") == 0) {
+                m->metrics_off = true;
+            } else if (parse_listen(optarg, &m->metrics_listen, &m->metrics_listen_len) != 0) {
+                fprintf(stderr,
+                        "lb-dataplane: --metrics-listen: \"%s\" is not ADDR:PORT, [ADDR6]:PORT "
+                        "or off\n",
+                        optarg);
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -327,7 +390,8 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
             printf("lb-dataplane %s\n", LB_VERSION);
             return 0;
         default:
-            usage(stderr);
+            fprintf(stderr, "lb-dataplane: unknown option or missing value: %s (see --help)\n",
+                    argv[optind - 1]);
             return 2;
         }
     }
@@ -336,8 +400,8 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         return 2;
     }
     if ((m->snapshot_path == NULL) == (m->control == NULL)) {
-        fprintf(stderr, "lb-dataplane: give exactly one of --control BASE and --snapshot FILE\n");
-        usage(stderr);
+        fprintf(stderr, "lb-dataplane: give exactly one of --control BASE and --snapshot FILE "
+                        "(see --help)\n");
         return 2;
     }
     return -1;
@@ -359,6 +423,9 @@ static struct snap *initial_snapshot(struct main_ctx *m, int *fatal)
     }
     if (m->state_dir == NULL)
         return NULL;
+    if (mkdir(m->state_dir, 0750) == -1 && errno != EEXIST)
+        lb_log(LB_LOG_WARN, "state_dir_unusable", "cannot create --state-dir %s: %s", m->state_dir,
+               strerror(errno));
     int rc = sync_load_cached(m->state_dir, &snap, &err);
     if (rc == LB_OK) {
         lb_log(LB_LOG_INFO, "snapshot_cached",
