@@ -9,6 +9,7 @@ Sub-commands (standard library only):
                 the data plane applied it
   probe         sequential requests; the slowest one and when it started
   gen-config    a config.yaml with a few real backends and many disabled ones
+  report-scale  prints the figures of the scale runs
   wrk-p99       the p99 latency (ms) of a wrk --latency report on stdin
 
 Every loop is bounded by a count and a deadline.
@@ -18,6 +19,7 @@ import argparse
 import datetime
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -261,15 +263,17 @@ def cmd_apply(a):
 
 
 def cmd_probe(a):
-    """Sequential GETs on one keep-alive connection (so one worker) for
-    <seconds>; reports the slowest request and when it started (epoch ms), to
+    """Sequential GETs on one keep-alive connection (so one worker) for at
+    most <seconds>, or until <stop_file> exists; reports the slowest request and when it started (epoch ms), to
     place a stall against the daemons' log lines."""
     host, port = a.target.rsplit(":", 1)
     conn = None
     lat, worst, worst_at, errors = [], 0.0, 0.0, 0
     end = time.monotonic() + a.seconds
-    for _ in range(int(a.seconds * 2000) + 1):
+    for i in range(int(a.seconds * 2000) + 1):
         if time.monotonic() >= end:
+            break
+        if a.stop_file and i % 16 == 0 and os.path.exists(a.stop_file):
             break
         start_wall = time.time() * 1000
         t0 = time.monotonic()
@@ -371,6 +375,63 @@ def cmd_wrk_p99(a):
     return 0
 
 
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def snapshot_bytes(cp_log, version):
+    """The snapshot size the control plane logged when it published <version>."""
+    try:
+        with open(cp_log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = re.search(rf'"published","msg":"version {version} generation \d+ \((\d+) bytes\)',
+                              line)
+                if m:
+                    return int(m.group(1))
+    except OSError:
+        pass
+    return None
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cmd_report_scale(a):
+    n = a.backends
+    for name, label in (("grow", f"3 -> {n}"), ("shrink", f"{n} -> 3")):
+        j = load(f"{a.dir}/apply-{name}.json")
+        p = load(f"{a.dir}/probe-{name}.json")
+        size = snapshot_bytes(a.cp_log, j["version"])
+        print(f"   apply {label + ':':<14} lbctl wall time {fmt(j['lbctl_ms']):>8} ms | lbctl return"
+              f" -> dp1 /metrics {fmt(j.get('metrics')):>7} ms, -> admin API"
+              f" {fmt(j.get('admin:dp1')):>7} ms | {j['changes']} changes, snapshot"
+              f" {'?' if size is None else size} bytes")
+        print(f"     from the logs (1 ms resolution): lbctl start -> control plane published"
+              f" {fmt(j.get('lbctl_start_to_published_ms'))} ms, published -> lbctl returned"
+              f" {fmt(j.get('published_to_lbctl_return_ms'))} ms, published -> dp1 applied"
+              f" {fmt(j.get('published_to_dp_applied_ms'))} ms")
+        ref = j.get("published_wall_ms")
+        at = "?" if ref is None else f"{p['max_at_ms'] - ref:+.0f} ms from the publish"
+        print(f"     probe (1 keep-alive connection, sequential): {p['requests']} requests, p50"
+              f" {p['p50_ms']:.2f} ms, slowest {p['max_ms']:.1f} ms starting {at},"
+              f" {p['over_10ms']} over 10 ms, {p['errors']} errors")
+    print("   (target: applied < 20 ms after publish)")
+    print("   wrk (p99 target: moves by < 1 ms):")
+    runs = {}
+    for name, label in (("small", "3 backends, no change"), ("grow", f"3 -> {n} mid-run"),
+                        ("large", f"{n} backends, no change"), ("shrink", f"{n} -> 3 mid-run")):
+        w = runs[name] = load(f"{a.dir}/p99-{name}.json")
+        print(f"     {label:<26} p50 {w['p50_ms']:7.2f} ms  p99 {w['p99_ms']:7.2f} ms"
+              f"  {w['rps']:9.1f} req/s  non-2xx {w['non2xx']}"
+              f"  socket errors: {w['socket_errors'] or 'none'}")
+    base = runs["small"]["p99_ms"]
+    print(f"     p99 vs 3 backends: {runs['grow']['p99_ms'] - base:+.2f} ms with the 3 -> {n}"
+          f" apply, {runs['large']['p99_ms'] - base:+.2f} ms at {n} steady")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -408,7 +469,8 @@ def main():
 
     p = sub.add_parser("probe")
     p.add_argument("--target", required=True, help="HOST:PORT of a frontend")
-    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--seconds", type=float, required=True, help="at most this long")
+    p.add_argument("--stop-file", help="stop once this file exists")
     p.set_defaults(fn=cmd_probe)
 
     p = sub.add_parser("gen-config")
@@ -419,6 +481,12 @@ def main():
     p.add_argument("--disabled-base", type=int, default=20000)
     p.add_argument("--metrics", type=int, default=0, help="metrics port (0: disabled)")
     p.set_defaults(fn=cmd_gen_config)
+
+    p = sub.add_parser("report-scale")
+    p.add_argument("--dir", required=True, help="where the apply/probe/p99 JSON files are")
+    p.add_argument("--backends", type=int, required=True)
+    p.add_argument("--cp-log", required=True)
+    p.set_defaults(fn=cmd_report_scale)
 
     p = sub.add_parser("wrk-p99")
     p.set_defaults(fn=cmd_wrk_p99)

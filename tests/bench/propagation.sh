@@ -16,7 +16,10 @@
 #     distinct 127.0.0.1:20000+ URLs with state disabled). Reports lbctl's wall
 #     time (the control plane's apply), the time until the data plane serves
 #     it, and wrk's p99 in runs of DURATION seconds: no change (3 backends),
-#     3 -> 10k mid-run, no change (10k), 10k -> 3 mid-run.
+#     3 -> 10k mid-run, no change (10k), 10k -> 3 mid-run. During each apply
+#     a sequential probe on one keep-alive connection places the slowest
+#     request against the control plane's "published" log line, and the
+#     daemons' logs split the apply into control plane / data plane time.
 #     Targets: applied < 20 ms after publish; p99 moves by < 1 ms.
 #
 # Everything listens on free 127.0.0.1 ports, lives in a temp dir, and every
@@ -35,11 +38,13 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 WRK_DELAY_MS=${WRK_DELAY_MS:-5}
 SCALE_BACKENDS=${SCALE_BACKENDS:-10000}
-PY="python3 $HERE/propagation.py"
 
 for tool in wrk python3 curl; do
     command -v "$tool" >/dev/null || { echo "propagation: $tool is not installed" >&2; exit 1; }
 done
+# the interpreter itself: a version manager's shim costs seconds per call on a busy machine
+PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+PY="$PYTHON $HERE/propagation.py"
 for bin in lb-backend lb-controlplane lb-dataplane lbctl; do
     [ -x "$BUILD/$bin" ] || { echo "propagation: $BUILD/$bin is not built" >&2; exit 1; }
 done
@@ -79,7 +84,7 @@ trap 'exit 130' INT TERM
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # start NAME CMD...: runs CMD in the background with its output in a log.
@@ -89,6 +94,15 @@ start() {
     "$@" >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
     LAST_PID=$!
+}
+
+# run CMD...: CMD in the background and wait for it, so that INT and TERM
+# reach the trap at once instead of after CMD ends.
+run() {
+    "$@" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait "$pid"
 }
 
 die() {
@@ -143,7 +157,7 @@ done
 
 start dp1 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp1 --workers 2
 DP1_PID=$LAST_PID
-$PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
+run $PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
     die "dp1 did not apply the bootstrap config" cp dp1
 body=$(curl -s --max-time 5 "http://127.0.0.1:$FE/" || true)
 [ -n "$body" ] || die "the frontend 127.0.0.1:$FE does not answer" dp1
@@ -154,7 +168,7 @@ echo
 
 # ---- 1a. one data plane: /metrics and the admin API ---------------------------
 echo "1a. propagation to one data plane (dp1)"
-$PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1 \
+run $PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1 \
     --metrics "127.0.0.1:$MET" --count "$CHANGES"
 echo
 
@@ -164,8 +178,8 @@ echo "1b. propagation to two data planes (dp1, dp2; metrics disabled)"
     --comment "two data planes" >/dev/null || die "lbctl config apply failed" cp
 start dp2 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp2 --workers 2
 DP2_PID=$LAST_PID
-$PY wait-sync --admin "$ADMIN" --nodes dp1,dp2 || die "dp1 and dp2 are not in sync" cp dp1 dp2
-$PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1,dp2 \
+run $PY wait-sync --admin "$ADMIN" --nodes dp1,dp2 || die "dp1 and dp2 are not in sync" cp dp1 dp2
+run $PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1,dp2 \
     --count "$CHANGES"
 stop "$DP2_PID"
 echo
@@ -175,7 +189,7 @@ echo "2. scale: $SCALE_BACKENDS backends (3 active, $((SCALE_BACKENDS - 3)) disa
     "-c$CONNS -d${DURATION}s, ${WRK_DELAY_MS} ms between a connection's requests"
 "$BUILD/lbctl" --socket "$ADMIN" config apply "$TMP/small.yaml" --comment "scale baseline" \
     >/dev/null || die "lbctl config apply failed" cp
-$PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
+run $PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
     die "dp1 did not apply the baseline" cp dp1
 echo "   config sizes: $(wc -c <"$TMP/small.yaml") bytes (3 backends)," \
     "$(wc -c <"$TMP/large.yaml") bytes ($SCALE_BACKENDS backends)"
@@ -194,25 +208,22 @@ run_wrk() {
     wrk_pid=$!
     PIDS+=("$wrk_pid")
     if [ -n "$cfg" ]; then
-        sleep "$(python3 -c "print(max(0, $DURATION / 2 - 1))")"
-        $PY probe --target "127.0.0.1:$FE" --seconds "$(python3 -c "print($DURATION / 2)")" \
+        sleep "$("$PYTHON" -c "print(max(0, $DURATION / 2 - 1))")"
+        $PY probe --target "127.0.0.1:$FE" --seconds 120 --stop-file "$TMP/stop-$name" \
             >"$TMP/probe-$name.json" &
         probe_pid=$!
         PIDS+=("$probe_pid")
         sleep 1
-        $PY apply --admin "$ADMIN" --lbctl "$BUILD/lbctl" --file "$cfg" --nodes dp1 \
+        run $PY apply --admin "$ADMIN" --lbctl "$BUILD/lbctl" --file "$cfg" --nodes dp1 \
             --metrics "127.0.0.1:$MET" --comment "scale $name" --cp-log "$TMP/cp.log" \
             --dp-log "$TMP/dp1.log" >"$TMP/apply-$name.json" ||
             die "the apply during run $name failed" cp dp1
+        sleep 1
+        touch "$TMP/stop-$name"
         wait "$probe_pid" || die "the probe during run $name failed"
     fi
     wait "$wrk_pid" || die "wrk failed in run $name: $(cat "$TMP/wrk-$name.txt")"
     $PY wrk-p99 <"$TMP/wrk-$name.txt" >"$TMP/p99-$name.json" || exit 1
-}
-
-# field FILE KEY: one number out of a one-line JSON object.
-field() {
-    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("-" if v is None else (f"{v:.2f}" if isinstance(v, float) else v))' "$1" "$2"
 }
 
 run_wrk small
@@ -224,48 +235,6 @@ RSS_LARGE_DP=$(rss_kb "$DP1_PID")
 RSS_LARGE_CP=$(rss_kb "$CP_PID")
 run_wrk shrink "$TMP/small.yaml"
 
-for name in grow shrink; do
-    j=$TMP/apply-$name.json
-    label="3 -> $SCALE_BACKENDS"
-    [ "$name" = shrink ] && label="$SCALE_BACKENDS -> 3"
-    v=$(field "$j" version)
-    published=$(grep -o "\"published\",\"msg\":\"version $v generation [0-9]* ([0-9]* bytes)" \
-        "$TMP/cp.log" | grep -o '([0-9]* bytes)' | tr -d '()' || true)
-    printf '   apply %-14s lbctl wall time %8s ms | lbctl return -> dp1 /metrics %8s ms,' \
-        "$label:" "$(field "$j" lbctl_ms)" "$(field "$j" metrics)"
-    printf ' -> admin API %8s ms | %s changes, snapshot %s\n' "$(field "$j" admin:dp1)" \
-        "$(field "$j" changes)" "${published:-?}"
-    printf '     from the logs (1 ms resolution): lbctl start -> control plane published %s ms,' \
-        "$(field "$j" lbctl_start_to_published_ms)"
-    printf ' published -> lbctl returned %s ms, published -> dp1 applied %s ms\n' \
-        "$(field "$j" published_to_lbctl_return_ms)" "$(field "$j" published_to_dp_applied_ms)"
-    python3 -c 'import json,sys
-a=json.load(open(sys.argv[1])); p=json.load(open(sys.argv[2]))
-ref=a.get("published_wall_ms"); n=p["requests"]; p50=p["p50_ms"]; mx=p["max_ms"]
-slow=p["over_10ms"]; errs=p["errors"]
-at="?" if ref is None else "%+.0f ms from the publish" % (p["max_at_ms"] - ref)
-print(f"     probe (1 keep-alive connection, sequential): {n} requests, p50 {p50:.2f} ms, "
-      f"slowest {mx:.1f} ms starting {at}, {slow} over 10 ms, {errs} errors")' \
-        "$j" "$TMP/probe-$name.json"
-done
-echo "   (target: applied < 20 ms after publish)"
-echo "   wrk (p99 target: moves by < 1 ms):"
-for name in small grow large shrink; do
-    case $name in
-    small) label="3 backends, no change" ;;
-    grow) label="3 -> $SCALE_BACKENDS mid-run" ;;
-    large) label="$SCALE_BACKENDS backends, no change" ;;
-    shrink) label="$SCALE_BACKENDS -> 3 mid-run" ;;
-    esac
-    j=$TMP/p99-$name.json
-    printf '     %-26s p50 %7s ms  p99 %7s ms  %9s req/s  non-2xx %s  socket errors: %s\n' \
-        "$label" "$(field "$j" p50_ms)" "$(field "$j" p99_ms)" "$(field "$j" rps)" \
-        "$(field "$j" non2xx)" "$(field "$j" socket_errors)"
-done
-python3 -c 'import json,sys
-a=json.load(open(sys.argv[1]))["p99_ms"]; b=json.load(open(sys.argv[2]))["p99_ms"]
-c=json.load(open(sys.argv[3]))["p99_ms"]; n=sys.argv[4]
-print(f"     p99 vs 3 backends: {b - a:+.2f} ms with the 3 -> {n} apply, {c - a:+.2f} ms at {n} steady")' \
-    "$TMP/p99-small.json" "$TMP/p99-grow.json" "$TMP/p99-large.json" "$SCALE_BACKENDS"
+run $PY report-scale --dir "$TMP" --backends "$SCALE_BACKENDS" --cp-log "$TMP/cp.log"
 echo "   RSS: dp1 $RSS_SMALL_DP -> $RSS_LARGE_DP KiB, control plane $RSS_SMALL_CP ->" \
     "$RSS_LARGE_CP KiB (3 -> $SCALE_BACKENDS backends)"
