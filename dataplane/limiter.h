@@ -110,11 +110,11 @@ bool limiter_cidr_parse(const char *s, struct limiter_cidr *out);
 bool limiter_config_same_limits(const struct limiter_config *a, const struct limiter_config *b);
 
 /* Creates a limiter for the validated <cfg> (copied; need not outlive the call). The per-client
- * table of <max_keys> entries (about 64 bytes each) is allocated here with calloc, whose
- * large blocks the kernel backs with memory only as keys fill them; nothing is allocated
- * later. Returns NULL and fills <err> with LB_EINVAL on a config that limiter_config_from_pb()
- * would refuse, or LB_ENOMEM. Caller owns the result; release with limiter_free().
- * Called off the hot path (snapshot build), any thread. */
+ * table of <max_keys> entries (56 bytes each, plus 4 to 8 bytes of hash heads) is allocated here
+ * with calloc, whose large blocks the kernel backs with memory only as keys fill them; nothing is
+ * allocated later. Returns NULL and fills <err> with LB_EINVAL on a config that
+ * limiter_config_from_pb() would refuse, or LB_ENOMEM. Caller owns the result; release with
+ * limiter_free(). Called off the hot path (snapshot build), any thread. */
 struct limiter *limiter_new(const struct limiter_config *cfg, struct lb_err *err);
 
 /* Frees <l>; NULL is a no-op. No thread may be using <l> any more. */
