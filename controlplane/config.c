@@ -813,14 +813,14 @@ static bool parse_url(const char *url, bool *https, char **host, uint32_t *port,
     if (hs != url && hs[-1] == '[') {
         unsigned char a6[16];
         if (inet_pton(AF_INET6, hbuf, a6) != 1) {
-            snprintf(reason, rsize, "\"%s\" is not an IPv6 address", hbuf);
+            snprintf(reason, rsize, "\"%.64s\" is not an IPv6 address", hbuf);
             return false;
         }
     } else {
         for (size_t i = 0; i < hlen; i++) {
             if (!isalnum((unsigned char)hbuf[i]) && hbuf[i] != '-' && hbuf[i] != '.' &&
                 hbuf[i] != '_') {
-                snprintf(reason, rsize, "host \"%s\" contains an invalid character", hbuf);
+                snprintf(reason, rsize, "host \"%.64s\" contains an invalid character", hbuf);
                 return false;
             }
         }

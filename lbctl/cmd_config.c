@@ -214,8 +214,8 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
     if ((rc = lbctl_check_comment(verb, o[0].value)) ||
         (rc = lbctl_check_if_match(verb, o[1].value)))
         return rc;
-    char *body;
-    size_t len;
+    char *body = NULL;
+    size_t len = 0;
     if ((rc = read_file(verb, pos[0], &body, &len)) != LBCTL_EXIT_OK)
         return rc;
     size_t lead = 0;
