@@ -28,7 +28,8 @@ struct transport_ops {
 struct transport {
     const struct transport_ops *ops;
     int fd;
-    int err; /* errno of the last TRANSPORT_ERROR */
+    int err;    /* errno of the last TRANSPORT_ERROR */
+    void *impl; /* state of non-plain ops (TLS: its connection); plain ignores it */
 };
 
 /* Plain TCP: <t> becomes a transport over <fd>. */
