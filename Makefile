@@ -29,9 +29,11 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Every test: unit and end-to-end suites under ASan+UBSan, then the threaded
-# data-plane suites under TSan, then the parser fuzzer for a bounded time.
+# Every test: the release build (what `make run` uses; -O2 warnings differ),
+# unit and end-to-end suites under ASan+UBSan, the threaded suites under TSan,
+# then the parser fuzzer for a bounded time.
 test: deps
+	$(MAKE) --no-print-directory build
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DLB_SANITIZE=address,undefined $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(ASAN) -j $(JOBS)
 	cd $(ASAN) && ctest --output-on-failure -j $(JOBS)

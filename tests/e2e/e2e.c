@@ -291,7 +291,8 @@ pid_t e2e_lb_pid(const struct e2e *t)
 
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz)
 {
-    snprintf(out, outsz, "%s/%s", t->dir, name);
+    int n = snprintf(out, outsz, "%s/%s", t->dir, name);
+    ck_assert_msg(n > 0 && (size_t)n < outsz, "path %s/%s is too long", t->dir, name);
 }
 
 void e2e_kill_backend(struct e2e *t, unsigned i)
@@ -1340,7 +1341,9 @@ static void cp_write_tokens(struct e2e_cp *w)
 static bool unix_accepts(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    if (n < 0 || (size_t)n >= sizeof sa.sun_path)
+        return false;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return false;
