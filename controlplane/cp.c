@@ -29,6 +29,17 @@ struct cp {
     size_t snap_len;
     struct health *health; /* owned: active checks of cfg's backends */
     ev_timer health_pub;   /* armed by a health change: one new generation per loop turn */
+    struct cp_health_change *pending; /* changes not yet stored, <n_pending> of <cap_pending> */
+    size_t n_pending, cap_pending;
+};
+
+/* A verdict change waiting for the store (strings owned). */
+struct cp_health_change {
+    char *id;
+    enum store_health health;
+    char *error;
+    int64_t now_ms;
+    char *detail;
 };
 
 static int64_t now_unix_ms(void)
@@ -211,8 +222,41 @@ static void health_publish(struct cp *cp)
     serve(cp, gen, buf, len);
 }
 
+/* Stores the pending changes with their audit rows in one transaction. */
+static void health_flush(struct cp *cp)
+{
+    if (cp->n_pending == 0)
+        return;
+    struct store_health_change *c = calloc(cp->n_pending, sizeof(*c));
+    struct lb_err e = {0};
+    if (c == NULL) {
+        lb_err_set(&e, LB_ENOMEM, 0, "out of memory");
+    } else {
+        for (size_t i = 0; i < cp->n_pending; i++)
+            c[i] = (struct store_health_change){
+                .id = cp->pending[i].id,
+                .health = cp->pending[i].health,
+                .last_error = cp->pending[i].error,
+                .now_ms = cp->pending[i].now_ms,
+                .detail = cp->pending[i].detail,
+            };
+        store_health_changes(cp->store, c, cp->n_pending, "health", &e);
+    }
+    if (e.code != LB_OK)
+        lb_log(LB_LOG_ERROR, "health_store_failed", "%zu health changes not stored: %s",
+               cp->n_pending, e.msg);
+    free(c);
+    for (size_t i = 0; i < cp->n_pending; i++) {
+        free(cp->pending[i].id);
+        free(cp->pending[i].error);
+        free(cp->pending[i].detail);
+    }
+    cp->n_pending = 0;
+}
+
 static void cp_on_health_pub(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    health_flush(w->data);
     health_publish(w->data);
 }
 
@@ -232,12 +276,35 @@ static void cp_on_health(void *ctx, const struct health_result *r)
         snprintf(detail, sizeof(detail), "backend %s %s", r->id, name);
     lb_log(r->state == STORE_HEALTH_DOWN ? LB_LOG_WARN : LB_LOG_INFO, "backend_health", "%s",
            detail);
-    struct lb_err e = {0};
-    if (store_health_set(cp->store, r->id, r->state, r->error, r->now_unix_ms, &e) != LB_OK ||
-        store_audit_add(cp->store, "health", "health", detail, 0, 0, &e) != LB_OK)
-        lb_log(LB_LOG_ERROR, "health_store_failed", "%s: %s", detail, e.msg);
+    if (cp->n_pending == cp->cap_pending) {
+        size_t cap = cp->cap_pending ? cp->cap_pending * 2 : 16;
+        struct cp_health_change *p = realloc(cp->pending, cap * sizeof(*p));
+        if (p != NULL) {
+            cp->pending = p;
+            cp->cap_pending = cap;
+        }
+    }
+    struct cp_health_change *c =
+        cp->n_pending < cp->cap_pending ? &cp->pending[cp->n_pending] : NULL;
+    if (c != NULL) {
+        c->id = strdup(r->id);
+        c->error = strdup(r->error);
+        c->detail = strdup(detail);
+        c->health = r->state;
+        c->now_ms = r->now_unix_ms;
+    }
+    if (c == NULL || c->id == NULL || c->error == NULL || c->detail == NULL) {
+        if (c != NULL) {
+            free(c->id);
+            free(c->error);
+            free(c->detail);
+        }
+        lb_log(LB_LOG_ERROR, "health_store_failed", "%s: out of memory", detail);
+    } else {
+        cp->n_pending++;
+    }
     /* Changes found in the same loop turn (a switch taking many backends
-     * down) share one generation. */
+     * down) share one transaction and one generation. */
     if (!ev_is_active(&cp->health_pub)) {
         ev_timer_set(&cp->health_pub, 0.0, 0.0);
         ev_timer_start(cp->loop, &cp->health_pub);
@@ -439,6 +506,9 @@ void cp_free(struct cp *cp)
     if (cp == NULL)
         return;
     ev_timer_stop(cp->loop, &cp->health_pub);
+    if (cp->store != NULL)
+        health_flush(cp);
+    free(cp->pending);
     health_free(cp->health);
     publisher_free(cp->pub);
     store_close(cp->store);

@@ -191,7 +191,16 @@ static void finish(struct hc *c, bool pass, const char *error)
     else
         h->fails++;
     if (r.changed) {
-        recount(h);
+        /* Incremental, so that a switch taking 10,000 backends down costs
+         * no scan per verdict. Only enabled targets are checked. */
+        size_t *from = r.old_state == STORE_HEALTH_UP     ? &h->n_up
+                       : r.old_state == STORE_HEALTH_DOWN ? &h->n_down
+                                                          : &h->n_unknown;
+        size_t *to = r.state == STORE_HEALTH_UP     ? &h->n_up
+                     : r.state == STORE_HEALTH_DOWN ? &h->n_down
+                                                    : &h->n_unknown;
+        (*from)--;
+        (*to)++;
         note_pool(h);
     }
     if (h->on_result != NULL)

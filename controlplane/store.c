@@ -623,6 +623,29 @@ int store_rollback_gen(struct store *st, uint64_t target, const char *author, co
 
 /* ---- backend health --------------------------------------------------------- */
 
+static int health_upsert(struct store *st, const char *id, enum store_health health,
+                         const char *last_error, int64_t now_ms, struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO backend_state (id, health, last_check_unix_ms, last_error, "
+                     "health_changed_unix_ms) VALUES (?1, ?2, ?3, ?4, ?3) "
+                     "ON CONFLICT (id) DO UPDATE SET "
+                     "health_changed_unix_ms = CASE WHEN health = excluded.health "
+                     "THEN health_changed_unix_ms ELSE excluded.last_check_unix_ms END, "
+                     "health = excluded.health, last_check_unix_ms = excluded.last_check_unix_ms, "
+                     "last_error = excluded.last_error",
+                     &s, err);
+    if (rc == LB_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, health_names[health], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, now_ms);
+        sqlite3_bind_text(s, 4, last_error ? last_error : "", -1, SQLITE_STATIC);
+        rc = run(st, s, "health set", err);
+    }
+    return rc;
+}
+
 int store_health_set(struct store *st, const char *id, enum store_health health,
                      const char *last_error, int64_t now_ms, struct lb_err *err)
 {
@@ -631,23 +654,27 @@ int store_health_set(struct store *st, const char *id, enum store_health health,
     int rc = tx_begin(st, err);
     if (rc != LB_OK)
         return rc;
-    sqlite3_stmt *s;
-    rc = prepare(st,
-                 "INSERT INTO backend_state (id, health, last_check_unix_ms, last_error, "
-                 "health_changed_unix_ms) VALUES (?1, ?2, ?3, ?4, ?3) "
-                 "ON CONFLICT (id) DO UPDATE SET "
-                 "health_changed_unix_ms = CASE WHEN health = excluded.health "
-                 "THEN health_changed_unix_ms ELSE excluded.last_check_unix_ms END, "
-                 "health = excluded.health, last_check_unix_ms = excluded.last_check_unix_ms, "
-                 "last_error = excluded.last_error",
-                 &s, err);
-    if (rc == LB_OK) {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, health_names[health], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, now_ms);
-        sqlite3_bind_text(s, 4, last_error ? last_error : "", -1, SQLITE_STATIC);
-        rc = run(st, s, "health set", err);
+    rc = health_upsert(st, id, health, last_error, now_ms, err);
+    return tx_end(st, rc, err);
+}
+
+int store_health_changes(struct store *st, const struct store_health_change *chg, size_t n,
+                         const char *who, struct lb_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (chg[i].id == NULL || chg[i].id[0] == '\0' ||
+            (unsigned)chg[i].health > STORE_HEALTH_DOWN)
+            return lb_err_set(err, LB_EINVAL, 0, "store: health needs a backend id and a verdict");
+    if (who == NULL || who[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "store: an audit row needs who and action");
+    int rc = tx_begin(st, err);
+    for (size_t i = 0; rc == LB_OK && i < n; i++) {
+        rc = health_upsert(st, chg[i].id, chg[i].health, chg[i].last_error, chg[i].now_ms, err);
+        if (rc == LB_OK)
+            rc = audit_insert(st, chg[i].now_ms, who, "health", chg[i].detail, 0, 0, err);
     }
+    if (rc != LB_OK && !st->in_write)
+        return rc;
     return tx_end(st, rc, err);
 }
 

@@ -129,6 +129,22 @@ int store_rollback_gen(struct store *st, uint64_t target, const char *author, co
 int store_health_set(struct store *st, const char *id, enum store_health health,
                      const char *last_error, int64_t now_ms, struct lb_err *err);
 
+/* One health verdict change for store_health_changes(). */
+struct store_health_change {
+    const char *id;
+    enum store_health health;
+    const char *last_error; /* may be NULL */
+    int64_t now_ms;         /* when the check ended */
+    const char *detail;     /* audit detail: "backend a down: connect refused" */
+};
+
+/* Records <n> verdict changes as store_health_set() does, each with an audit
+ * row (<who>, action "health", <detail>), in one transaction: a burst of
+ * changes costs one commit. LB_OK, LB_EINVAL (empty id or who) or LB_ESTORE
+ * with nothing written. */
+int store_health_changes(struct store *st, const struct store_health_change *chg, size_t n,
+                         const char *who, struct lb_err *err);
+
 /* Reads backend <id>'s health; LB_ENOTFOUND if never recorded. The caller
  * owns *<out> (store_health_free()). */
 int store_health_get(struct store *st, const char *id, struct store_backend_health **out,

@@ -604,6 +604,52 @@ START_TEST(core_publishes_changes)
 }
 END_TEST
 
+START_TEST(store_changes_in_one_transaction)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lb-test-health-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    char db[320];
+    snprintf(db, sizeof(db), "%s/lb.db", tmpdir);
+    struct store *st = store_open(db, NULL);
+    ck_assert_ptr_nonnull(st);
+    struct store_health_change c[2] = {
+        {.id = "a",
+         .health = STORE_HEALTH_DOWN,
+         .last_error = "connect refused",
+         .now_ms = 5,
+         .detail = "backend a down: connect refused"},
+        {.id = "b", .health = STORE_HEALTH_UP, .now_ms = 6, .detail = "backend b up"},
+    };
+    /* An injected failure on the last statement rolls the whole batch back. */
+    store__fail_after(st, 4);
+    ck_assert_int_eq(store_health_changes(st, c, 2, "health", NULL), LB_ESTORE);
+    struct store_backend_health *h = NULL;
+    ck_assert_int_eq(store_health_get(st, "a", &h, NULL), LB_ENOTFOUND);
+    ck_assert_int_eq(store_health_changes(st, c, 2, "health", NULL), LB_OK);
+    ck_assert_int_eq(store_health_get(st, "a", &h, NULL), LB_OK);
+    ck_assert_int_eq(h->health, STORE_HEALTH_DOWN);
+    ck_assert_str_eq(h->last_error, "connect refused");
+    store_health_free(h);
+    ck_assert_int_eq(store_health_get(st, "b", &h, NULL), LB_OK);
+    ck_assert_int_eq(h->health, STORE_HEALTH_UP);
+    ck_assert_str_eq(h->last_error, "");
+    store_health_free(h);
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(st, 0, &as, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(as[0].who, "health");
+    ck_assert_str_eq(as[0].action, "health");
+    ck_assert_str_eq(as[0].detail, "backend b up");
+    ck_assert_str_eq(as[1].detail, "backend a down: connect refused");
+    store_audit_free(as, n);
+    c[1].id = "";
+    ck_assert_int_eq(store_health_changes(st, c, 2, "health", NULL), LB_EINVAL);
+    store_close(st);
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+END_TEST
+
 static Suite *health_suite(void)
 {
     Suite *s = suite_create("health");
@@ -626,6 +672,7 @@ static Suite *health_suite(void)
     tcase_add_checked_fixture(core, loop_setup, loop_teardown);
     tcase_set_timeout(core, 30);
     tcase_add_test(core, core_publishes_changes);
+    tcase_add_test(core, store_changes_in_one_transaction);
     suite_add_tcase(s, core);
     return s;
 }
