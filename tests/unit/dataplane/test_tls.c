@@ -980,6 +980,9 @@ START_TEST(ticket_keys_rotate)
     SSL_SESSION *s2 = NULL;
     ck_assert(resumes(ctx, cctx, s1, &s2));
     ck_assert_uint_eq(tls_tickets_generation(keys), 2);
+    now = 1160; /* key 1 is the previous key now and still decrypts */
+    ck_assert(resumes(ctx, cctx, s1, NULL));
+    ck_assert_uint_eq(tls_tickets_generation(keys), 2);
     now = 1200; /* key 1 is two periods old */
     ck_assert(!resumes(ctx, cctx, s1, NULL));
     ck_assert(resumes(ctx, cctx, s2, NULL));
@@ -1174,6 +1177,50 @@ START_TEST(writev_retry_must_offer_the_pending_bytes)
 }
 END_TEST
 
+static int records_in;
+
+static void count_records(int write_p, int version, int content_type, const void *buf, size_t len,
+                          SSL *ssl, void *arg)
+{
+    const unsigned char *h = buf;
+    if (!write_p && content_type == SSL3_RT_HEADER && len >= 1 && h[0] == SSL3_RT_APPLICATION_DATA)
+        records_in++;
+}
+
+START_TEST(writev_coalesces_small_iovecs)
+{
+    for (int v = 0; v < 2; v++) {
+        struct cfg c;
+        cfg_init(&c);
+        struct tls_ctx *ctx = ctx_ok(&c, NULL);
+        struct copts o = {.max_version = v ? TLS1_2_VERSION : 0};
+        SSL_CTX *cctx = client_ctx(&o);
+        struct pair p;
+        pair_open(&p, ctx, cctx, NULL, NULL);
+        ck_assert_int_eq(pair_handshake(&p), 1);
+        char buf[64];
+        size_t n = 0;
+        ERR_clear_error();
+        SSL_read_ex(p.cl, buf, sizeof(buf), &n); /* TLS 1.3 tickets */
+        SSL_set_msg_callback(p.cl, count_records);
+        records_in = 0;
+        struct iovec iov[4] = {
+            {"HTTP/1.1 200 OK\r\n", 17}, {"a: b\r\n\r\n", 8}, {"x", 1}, {"yz", 2}};
+        ck_assert_int_eq(p.t.ops->writev(&p.t, iov, 4), 28);
+        size_t got = 0;
+        for (int i = 0; i < 10 && got < 28; i++)
+            if (SSL_read_ex(p.cl, buf + got, sizeof(buf) - got, &n) == 1)
+                got += n;
+        ck_assert_uint_eq(got, 28);
+        ck_assert(memcmp(buf, "HTTP/1.1 200 OK\r\na: b\r\n\r\nxyz", 28) == 0);
+        ck_assert_int_eq(records_in, 1);
+        pair_close(&p);
+        SSL_CTX_free(cctx);
+        tls_ctx_unref(ctx);
+    }
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
@@ -1197,7 +1244,7 @@ static Suite *tls_suite(void)
           ticket_keys_rotate}},
         {"data",
          {data_round_trip_1mib, eof_without_close_notify_is_error, handshake_eof_and_abandoned,
-          writev_retry_must_offer_the_pending_bytes}},
+          writev_retry_must_offer_the_pending_bytes, writev_coalesces_small_iovecs}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
