@@ -36,6 +36,14 @@ enum timer_phase {
     TP_RESPONSE,
     TP_UPSTREAM, /* waiting on the backend's body bytes */
     TP_LINGER,
+    TP_BACKOFF, /* before a retry */
+};
+
+/* How an attempt on a backend ended, for its breaker and effective weight. */
+enum outcome {
+    OUT_OK = 0,
+    OUT_FAIL,    /* connect error, timeout, broken response, 5xx as policy counts it */
+    OUT_ABANDON, /* the client went away or broke the request: not the backend's doing */
 };
 
 #define LINGER_SECONDS 2.0
@@ -119,7 +127,13 @@ struct conn {
     struct upstream *up;
     int be_index;
     uint8_t tries;
-    int32_t tried[MAX_TRIES];
+    int32_t tried[MAX_TRIES]; /* backend indexes of the attempts */
+    uint8_t bdec;             /* enum breaker_decision of the attempt in progress */
+    bool bdec_valid;
+    bool in_retry;   /* the attempt in progress holds a retry budget slot */
+    bool retry_wait; /* waiting the backoff before the next attempt */
+    bool counted;    /* counted in the worker's requests in flight */
+    double backoff_s;
 
     /* the response */
     uint16_t status;
@@ -436,6 +450,10 @@ static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
 static void conn_log_request(struct conn *c, const char *backend)
 {
     struct worker *w = c->w;
+    if (c->counted) {
+        retry_budget_request_finished(&w->budget);
+        c->counted = false;
+    }
     double dur = ev_now(w->loop) - c->t_start;
     if (dur < 0)
         dur = 0;
@@ -492,13 +510,42 @@ static int reject_of(unsigned status)
     }
 }
 
+static uint64_t conn_now_ms(const struct conn *c)
+{
+    return (uint64_t)(ev_now(c->w->loop) * 1000.0);
+}
+
+/* Ends the attempt in progress on <be>: its breaker and effective weight learn
+ * the outcome, a retry gives its budget slot back. */
+static void conn_attempt_end(struct conn *c, struct backend_rt *be, enum outcome o)
+{
+    const struct snap *s = c->view->snap;
+    be->active--;
+    be->bal.active--;
+    if (o == OUT_OK)
+        balancer_slot_on_success(&be->bal);
+    else if (o == OUT_FAIL)
+        balancer_slot_on_failure(&be->bal);
+    if (c->bdec_valid && be->breaker != NULL) {
+        /* an abandoned trial must still free its slot: it counts as failed */
+        if (o != OUT_ABANDON || c->bdec == BREAKER_TRIAL)
+            breaker_done(be->breaker, &s->breaker, (enum breaker_decision)c->bdec, o == OUT_OK,
+                         conn_now_ms(c));
+    }
+    c->bdec_valid = false;
+    if (c->in_retry) {
+        retry_budget_done(&c->w->budget);
+        c->in_retry = false;
+    }
+}
+
 /* Detaches the upstream after a failure: it is closed, never pooled. */
-static void conn_drop_upstream(struct conn *c)
+static void conn_drop_upstream(struct conn *c, enum outcome o)
 {
     if (c->up == NULL)
         return;
     struct upstream *u = c->up;
-    u->be->active--;
+    conn_attempt_end(c, u->be, o);
     c->up = NULL;
     u->c = NULL;
     upstream_free(u);
@@ -515,7 +562,7 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
         lb_log(LB_LOG_WARN, "request_aborted", "%s %s from %s: %s", c->method, c->path, c->peer_ip,
                why);
         conn_log_request(c, NULL);
-        conn_drop_upstream(c);
+        conn_drop_upstream(c, status == 502 || status == 504 ? OUT_FAIL : OUT_ABANDON);
         c->closing = true;
         c->state = CS_LINGER;
         c->progress = true;
@@ -545,7 +592,7 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
                c->path[0] ? c->path : "-", c->peer_ip, be ? " via " : "", be ? be->id : "", why);
     c->bytes_out += buf_len(c->out);
     conn_log_request(c, be ? be->id : NULL);
-    conn_drop_upstream(c);
+    conn_drop_upstream(c, status == 502 || status == 504 ? OUT_FAIL : OUT_ABANDON);
     if (c->uphead) {
         worker_buf_put(w, c->uphead);
         c->uphead = NULL;
@@ -557,17 +604,48 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
 
 /* ---- the request -------------------------------------------------------- */
 
-static bool backend_ok(void *ctx, uint32_t i)
+/* The balancer's filter over the view's candidates (active backends): not
+ * known down (unless the pool fails open), not tried by this request, and
+ * its breaker lets requests through. */
+static bool backend_ok(void *ctx, uint32_t k)
 {
     struct conn *c = ctx;
-    const struct snap_backend *b = &c->view->snap->backends[i];
-    if (!snap_backend_is_eligible(b))
+    const struct wview *v = c->view;
+    uint32_t i = v->cand[k];
+    const struct snap_backend *b = &v->snap->backends[i];
+    if (b->health == SNAP_HEALTH_DOWN && !v->panic)
         return false;
-    for (unsigned k = 0; k < c->tries; k++) {
-        if (c->tried[k] == (int32_t)i)
+    for (unsigned t = 0; t < c->tries; t++) {
+        if (c->tried[t] == (int32_t)i)
             return false;
     }
-    return true;
+    const struct breaker *br = v->be[i]->breaker;
+    return br == NULL || !v->snap->breaker.enabled ||
+           breaker_is_available(v->be[i]->breaker, &v->snap->breaker, conn_now_ms(c));
+}
+
+/* Why no backend may take the request, for the 503's log line. */
+static const char *no_backend_reason(struct conn *c)
+{
+    const struct wview *v = c->view;
+    uint32_t n_down = 0, n_open = 0;
+    for (uint32_t k = 0; k < v->bal.n; k++) {
+        uint32_t i = v->cand[k];
+        if (v->snap->backends[i].health == SNAP_HEALTH_DOWN && !v->panic)
+            n_down++;
+        else if (v->be[i]->breaker != NULL && v->snap->breaker.enabled &&
+                 !breaker_is_available(v->be[i]->breaker, &v->snap->breaker, conn_now_ms(c)))
+            n_open++;
+    }
+    if (v->bal.n == 0)
+        return "no backend is active";
+    if (n_down == v->bal.n)
+        return "every backend is down (healthcheck.failOpen is off)";
+    if (n_open == v->bal.n)
+        return "every backend's circuit breaker is open";
+    if (n_down + n_open == v->bal.n)
+        return "every backend is down or has its circuit breaker open";
+    return "no backend may take the request";
 }
 
 static void request_id_new(struct conn *c)
@@ -686,43 +764,113 @@ static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
     return true;
 }
 
+static void conn_bind_upstream(struct conn *c, struct upstream *u, int index)
+{
+    u->c = c;
+    u->be->active++;
+    u->be->bal.active++;
+    c->up = u;
+    c->be_index = index;
+}
+
+static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason);
+
 /* Picks a backend not tried yet and attaches an upstream connection. Returns
  * false after answering the client itself. */
 static bool conn_attach_upstream(struct conn *c)
 {
     struct worker *w = c->w;
     struct wview *v = c->view;
+    const struct snap *s = v->snap;
+    uint64_t now_ms = conn_now_ms(c);
     for (;;) {
-        int i = c->tries < MAX_TRIES ? balancer_pick(&v->bal, backend_ok, c) : -1;
-        if (i < 0) {
+        int k = c->tries < MAX_TRIES ? balancer_pick_at(&v->bal, now_ms, backend_ok, c) : -1;
+        if (k < 0) {
             if (c->tries == 0)
-                conn_answer_error(c, 503, "no backend may take the request");
+                conn_answer_error(c, 503, no_backend_reason(c));
             else
-                conn_answer_error(c, 502, "no backend could be reached");
+                conn_answer_error(c, 502, "no other backend could take the request");
             return false;
         }
+        int i = (int)v->cand[k];
         c->tried[c->tries++] = i;
         struct backend_rt *be = v->be[i];
+        enum breaker_decision d = BREAKER_PASS;
+        if (s->breaker.enabled && be->breaker != NULL) {
+            d = breaker_allow(be->breaker, &s->breaker, now_ms);
+            if (d == BREAKER_REJECT)
+                continue; /* lost a race for the last trial slot */
+        }
+        c->bdec = (uint8_t)d;
+        c->bdec_valid = true;
         struct upstream *u = upstream_from_pool(w, be, c->req.done);
         int errnum = 0;
         if (u == NULL)
             u = upstream_connect(w, be, &errnum);
-        if (u == NULL) {
-            METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
-            lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id,
-                   be->host_port, strerror(errnum));
-            if (c->tries > v->snap->max_retries)
-                break;
-            continue;
+        if (u != NULL) {
+            conn_bind_upstream(c, u, i);
+            return true;
         }
-        u->c = c;
+        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+        lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
+               strerror(errnum));
         be->active++;
-        c->up = u;
-        c->be_index = i;
-        return true;
+        be->bal.active++;
+        conn_attempt_end(c, be, OUT_FAIL);
+        if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
+            return true;
+        conn_answer_error(c, 502, "backend connection failed");
+        return false;
     }
-    conn_answer_error(c, 502, "backend connection failed");
-    return false;
+}
+
+/* ---- retries -------------------------------------------------------------- */
+
+/* Whether another attempt may follow a failed one. Nothing of a request's
+ * body may have left (it is not kept); after a connect failure nothing was
+ * sent at all, so any method may go again; after a response or a timeout the
+ * backend may have acted, so only idempotent methods do. */
+static bool conn_may_retry(struct conn *c, int reason)
+{
+    const struct snap *s = c->view->snap;
+    if (c->tries > s->max_retries || c->tries >= MAX_TRIES || c->body_sent > 0 ||
+        c->uphead == NULL || c->resp_head_done || c->w->draining)
+        return false;
+    if (reason != METRICS_RETRY_CONNECT &&
+        (!s->retry_5xx || !retry_is_idempotent(c->meth) || !c->req.done))
+        return false;
+    /* a retry needs somewhere to go */
+    bool somewhere = false;
+    for (uint32_t k = 0; k < c->view->bal.n && !somewhere; k++)
+        somewhere = backend_ok(c, k);
+    if (!somewhere)
+        return false;
+    struct retry_budget *b = &c->w->budget;
+    if (b->retries >= retry_budget_limit(b)) {
+        retry_budget_try(b); /* refused: counted as exhausted */
+        return false;
+    }
+    return true;
+}
+
+/* After a failed attempt on <failed> (already detached): schedules another
+ * on a different backend after a backoff with jitter, within the worker's
+ * retry budget. Returns false when policy or budget says no. */
+static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason)
+{
+    struct worker *w = c->w;
+    const struct snap *s = c->view->snap;
+    if (!conn_may_retry(c, reason) || !retry_budget_try(&w->budget))
+        return false;
+    c->in_retry = true;
+    METRIC_ADD(w->metrics.be[failed->stat_slot]->retries[reason], 1);
+    uint32_t ms = retry_backoff_ms(c->tries, s->backoff_base_ms, s->backoff_cap_ms, &w->rng);
+    c->backoff_s = ms / 1000.0;
+    c->retry_wait = true;
+    c->uphead_sent = 0;
+    c->tphase = TP_NONE; /* arm the backoff timer */
+    c->progress = true;
+    return true;
 }
 
 /* A parsed head: checks, rewrites and starts proxying it. */
@@ -736,6 +884,8 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
     c->in->start += (uint32_t)head_len;
     c->bytes_in += (uint64_t)head_len;
     stream_init(&c->req, m->framing, m->content_length, false);
+    retry_budget_request_started(&c->w->budget);
+    c->counted = true;
     memset(&c->resp, 0, sizeof(c->resp));
     c->resp_head_done = false;
     c->resp_keepalive = false;
@@ -891,6 +1041,15 @@ static void conn_parse_response(struct conn *c)
             http1_parser_init(&u->parser);
             continue;
         }
+        if ((m.status == 502 || m.status == 503 || m.status == 504) &&
+            conn_may_retry(c, METRICS_RETRY_5XX)) {
+            struct backend_rt *be = u->be;
+            lb_log(LB_LOG_WARN, "upstream_5xx", "backend %s answered %u to %s %s: retrying", be->id,
+                   m.status, c->method, c->path);
+            conn_drop_upstream(c, c->view->snap->breaker_ignore_5xx ? OUT_OK : OUT_FAIL);
+            conn_try_again(c, be, METRICS_RETRY_5XX);
+            return;
+        }
         c->status = m.status;
         c->need_100 = false;
         bool dechunk = m.framing == HTTP1_BODY_CHUNKED && c->minor == 0;
@@ -974,7 +1133,8 @@ static void conn_finish(struct conn *c)
     conn_log_request(c, NULL);
     bool reusable = u->keepalive && !u->wr_failed && c->req.done && c->resp.done &&
                     c->resp.framing != HTTP1_BODY_CLOSE && !u->eof;
-    u->be->active--;
+    bool failed = c->status >= 500 && !c->view->snap->breaker_ignore_5xx;
+    conn_attempt_end(c, u->be, failed ? OUT_FAIL : OUT_OK);
     c->up = NULL;
     upstream_release(w, u, reusable);
     if (c->uphead) {
@@ -1125,7 +1285,7 @@ static void conn_write_client(struct conn *c)
     if (u && c->resp_head_done && !c->resp.done && u->in) {
         if (stream_prepare(&c->resp, u->in) < 0) {
             c->closing = true;
-            conn_drop_upstream(c);
+            conn_drop_upstream(c, OUT_FAIL);
             lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from a backend");
             return;
         }
@@ -1142,7 +1302,7 @@ static void conn_write_client(struct conn *c)
     if (n < 0) {
         c->closing = true;
         c->rd_eof = true;
-        conn_drop_upstream(c);
+        conn_drop_upstream(c, OUT_ABANDON);
         c->state = CS_LINGER;
         c->out->start = c->out->end = 0;
         return;
@@ -1163,38 +1323,37 @@ static void conn_upstream_failed(struct conn *c, const char *why)
     struct worker *w = c->w;
     struct upstream *u = c->up;
     struct backend_rt *be = u->be;
+    bool connected = u->connected;
     bool replayable = !u->got_bytes && c->body_sent == 0 && c->uphead != NULL;
     if (u->reused && replayable) {
-        /* the backend closed an idle pooled connection as we used it: same
-         * backend, fresh connection, same bytes */
+        /* the backend closed an idle pooled connection as we used it: the
+         * same attempt goes on over a fresh connection with the same bytes */
+        c->up = NULL;
+        u->c = NULL;
+        upstream_free(u);
         int errnum = 0;
-        conn_drop_upstream(c);
         struct upstream *nu = upstream_connect(w, be, &errnum);
         if (nu != NULL) {
             nu->c = c;
-            be->active++;
             c->up = nu;
             c->uphead_sent = 0;
             c->progress = true;
             return;
         }
         METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
-    }
-    if (!u->connected || (replayable && !u->reused)) {
-        if (c->up)
-            METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
-        lb_log(LB_LOG_WARN, "upstream_failed", "backend %s (%s): %s", be->id, be->host_port, why);
-        conn_drop_upstream(c);
-        if (c->tries <= c->view->snap->max_retries && replayable) {
-            c->uphead_sent = 0;
-            c->progress = true;
-            conn_attach_upstream(c);
-            return;
-        }
-        conn_answer_error(c, 502, why);
+        lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
+               strerror(errnum));
+        conn_attempt_end(c, be, OUT_FAIL);
+        if (!conn_try_again(c, be, METRICS_RETRY_CONNECT))
+            conn_answer_error(c, 502, "backend connection failed");
         return;
     }
-    conn_answer_error(c, 502, why);
+    if (!connected)
+        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+    lb_log(LB_LOG_WARN, "upstream_failed", "backend %s (%s): %s", be->id, be->host_port, why);
+    conn_drop_upstream(c, OUT_FAIL);
+    if (!conn_try_again(c, be, connected ? METRICS_RETRY_RESET : METRICS_RETRY_CONNECT))
+        conn_answer_error(c, 502, why);
 }
 
 static void conn_check_connect(struct conn *c)
@@ -1235,7 +1394,7 @@ static uint8_t conn_timer_phase(const struct conn *c)
         break;
     }
     if (c->up == NULL)
-        return TP_CLIENT;
+        return c->retry_wait ? TP_BACKOFF : TP_CLIENT;
     if (!c->up->connected)
         return TP_CONNECT;
     if (!c->resp_head_done)
@@ -1263,6 +1422,8 @@ static double phase_seconds(const struct conn *c, uint8_t phase)
         return t->upstream_idle / 1000.0;
     case TP_LINGER:
         return LINGER_SECONDS;
+    case TP_BACKOFF:
+        return c->backoff_s > 0.001 ? c->backoff_s : 0.001;
     default:
         return 0;
     }
@@ -1281,7 +1442,7 @@ static void conn_arm(struct conn *c)
             lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from backend %s",
                    c->up->be->id);
             conn_log_request(c, NULL);
-            conn_drop_upstream(c);
+            conn_drop_upstream(c, OUT_FAIL);
             c->closing = true;
             c->state = CS_LINGER;
         }
@@ -1363,7 +1524,7 @@ static void conn_step_proxy(struct conn *c)
         if (c->rd_eof && !c->req.done) {
             /* the client went away before its body ended */
             c->closing = true;
-            conn_drop_upstream(c);
+            conn_drop_upstream(c, OUT_ABANDON);
             c->status = 499;
             conn_log_request(c, NULL);
             c->state = CS_LINGER;
@@ -1395,7 +1556,7 @@ static void conn_step_proxy(struct conn *c)
                    u->be->id);
             c->closing = true;
             conn_log_request(c, NULL);
-            conn_drop_upstream(c);
+            conn_drop_upstream(c, OUT_FAIL);
             c->state = CS_LINGER;
             return;
         }
@@ -1503,9 +1664,24 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_upstream_failed(c, "connect timed out");
         break;
     case TP_RESPONSE:
-        if (c->up)
-            METRIC_ADD(c->w->metrics.be[c->up->be->stat_slot]->timeouts, 1);
+        if (c->up != NULL) {
+            struct backend_rt *be = c->up->be;
+            METRIC_ADD(c->w->metrics.be[be->stat_slot]->timeouts, 1);
+            if (conn_may_retry(c, METRICS_RETRY_TIMEOUT)) {
+                lb_log(LB_LOG_WARN, "upstream_timeout",
+                       "backend %s did not answer in time: retrying", be->id);
+                conn_drop_upstream(c, OUT_FAIL);
+                if (conn_try_again(c, be, METRICS_RETRY_TIMEOUT))
+                    break;
+                conn_answer_error(c, 504, "backend did not answer in time (retry budget spent)");
+                break;
+            }
+        }
         conn_answer_error(c, 504, "backend did not answer in time");
+        break;
+    case TP_BACKOFF:
+        c->retry_wait = false;
+        conn_attach_upstream(c);
         break;
     case TP_CLIENT:
         if (!c->resp_head_done && buf_len(c->out) == 0) {
@@ -1513,7 +1689,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         } else {
             c->status = c->status ? c->status : 408;
             conn_log_request(c, NULL);
-            conn_drop_upstream(c);
+            conn_drop_upstream(c, OUT_ABANDON);
             conn_close(c);
             return;
         }
@@ -1524,7 +1700,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         lb_log(LB_LOG_WARN, "upstream_idle_timeout", "backend %s stalled mid response",
                c->up ? c->up->be->id : "-");
         conn_log_request(c, NULL);
-        conn_drop_upstream(c);
+        conn_drop_upstream(c, OUT_FAIL);
         conn_close(c);
         return;
     default:
@@ -1542,7 +1718,11 @@ static void conn_close(struct conn *c)
     struct worker *w = c->w;
     if (c->tr.fd < 0)
         return;
-    conn_drop_upstream(c);
+    if (c->up != NULL && c->status == 0)
+        c->status = 499; /* closed with a request in flight */
+    if (c->counted)
+        conn_log_request(c, NULL);
+    conn_drop_upstream(c, OUT_ABANDON);
     set_events(w->loop, &c->io, &c->events, 0);
     ev_timer_stop(w->loop, &c->timer);
     c->tr.ops->release(&c->tr);

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+struct breaker_registry;
 struct snap;
 struct worker;
 
@@ -16,6 +17,7 @@ struct dp {
     atomic_bool stopping; /* drain time is up: close everything */
     unsigned n_workers;
     struct worker *workers;
+    struct breaker_registry *breakers; /* per backend id, shared by the workers */
 };
 
 /* Any thread: a new reference to the newest snapshot. */

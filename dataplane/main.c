@@ -14,6 +14,7 @@
 
 #include <ev.h>
 
+#include "breaker.h"
 #include "dp.h"
 #include "lb_err.h"
 #include "lb_log.h"
@@ -460,6 +461,11 @@ int main(int argc, char **argv)
         return 1;
     }
     m.loop = ev_default_loop(EVFLAG_AUTO);
+    m.dp.breakers = breaker_registry_new(NULL);
+    if (m.dp.breakers == NULL) {
+        fprintf(stderr, "lb-dataplane: out of memory\n");
+        return 1;
+    }
 
     /* signals are watched before anything listens: a SIGTERM that comes
      * right after the first connection must drain, not kill */
@@ -509,6 +515,7 @@ int main(int argc, char **argv)
     if (rc != LB_OK) {
         stop_workers(&m);
         metrics_server_free(m.metrics);
+        breaker_registry_free(m.dp.breakers);
         free(m.dp.workers);
         snap_unref(m.dp.snap);
         return 1;
@@ -521,6 +528,7 @@ int main(int argc, char **argv)
 
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
+    breaker_registry_free(m.dp.breakers);
     sync_free(m.sync);
     metrics_server_free(m.metrics);
     free(m.dp.workers);

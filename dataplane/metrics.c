@@ -31,6 +31,8 @@ void metrics_worker_deinit(struct metrics_worker *m)
     for (uint32_t i = 0; i < m->n_be; i++)
         free(m->be[i]);
     free(m->be);
+    free(m->be_index);
+    free(m->be_free);
     free(m->pairs);
     pthread_mutex_destroy(&m->lock);
 }
@@ -51,34 +53,155 @@ int metrics_fe_slot(struct metrics_worker *m, const char *name)
     return slot;
 }
 
+static uint64_t id_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+#define INDEX_GONE UINT32_MAX
+
+static uint32_t pair_hash(uint16_t fe, uint32_t be);
+
+/* The index position of <id>, or of the first free place on its probe path. */
+static uint32_t be_index_find(const struct metrics_worker *m, const char *id, bool *found)
+{
+    uint32_t mask = m->be_index_cap - 1;
+    uint32_t at = (uint32_t)id_hash(id) & mask;
+    uint32_t first_free = UINT32_MAX;
+    for (;;) {
+        uint32_t v = m->be_index[at];
+        if (v == 0) {
+            *found = false;
+            return first_free != UINT32_MAX ? first_free : at;
+        }
+        if (v == INDEX_GONE) {
+            if (first_free == UINT32_MAX)
+                first_free = at;
+        } else if (strcmp(m->be[v - 1]->id, id) == 0) {
+            *found = true;
+            return at;
+        }
+        at = (at + 1) & mask;
+    }
+}
+
+static bool be_index_grow(struct metrics_worker *m)
+{
+    uint32_t cap = m->be_index_cap ? m->be_index_cap : 64;
+    while ((m->n_be + 1) * 2 > cap)
+        cap *= 2;
+    uint32_t *ni = calloc(cap, sizeof(*ni));
+    if (ni == NULL)
+        return false;
+    free(m->be_index);
+    m->be_index = ni;
+    m->be_index_cap = cap;
+    m->be_index_used = 0;
+    for (uint32_t i = 0; i < m->n_be; i++) {
+        if (m->be[i]->id[0] == '\0')
+            continue;
+        bool found;
+        uint32_t at = be_index_find(m, m->be[i]->id, &found);
+        m->be_index[at] = i + 1;
+        m->be_index_used++;
+    }
+    return true;
+}
+
 int metrics_be_slot(struct metrics_worker *m, const char *id)
 {
-    /* Callers keep the slot in their per-id runtime state, so this linear
-     * search runs once per new backend id, not per request. */
-    for (uint32_t i = 0; i < m->n_be; i++) {
-        if (strcmp(m->be[i]->id, id) == 0)
-            return (int)i;
+    bool found = false;
+    if (m->be_index_cap != 0) {
+        uint32_t at = be_index_find(m, id, &found);
+        if (found)
+            return (int)m->be_index[at] - 1;
     }
-    struct metrics_be *b = calloc(1, sizeof(*b));
-    if (b == NULL)
-        return -1;
-    snprintf(b->id, sizeof(b->id), "%s", id);
+    struct metrics_be *b = NULL;
     pthread_mutex_lock(&m->lock);
-    if (m->n_be == m->cap_be) {
-        uint32_t cap = m->cap_be ? m->cap_be * 2 : 16;
-        struct metrics_be **nb = realloc(m->be, cap * sizeof(*nb));
-        if (nb == NULL) {
-            pthread_mutex_unlock(&m->lock);
-            free(b);
-            return -1;
+    if ((m->be_index_used + 1) * 2 > m->be_index_cap && !be_index_grow(m))
+        goto fail;
+    int slot;
+    if (m->n_be_free > 0) {
+        slot = (int)m->be_free[--m->n_be_free];
+        b = m->be[slot];
+        memset(b, 0, sizeof(*b));
+    } else {
+        if (m->n_be == m->cap_be) {
+            uint32_t cap = m->cap_be ? m->cap_be * 2 : 16;
+            struct metrics_be **nb = realloc(m->be, cap * sizeof(*nb));
+            if (nb == NULL)
+                goto fail;
+            m->be = nb;
+            m->cap_be = cap;
         }
-        m->be = nb;
-        m->cap_be = cap;
+        b = calloc(1, sizeof(*b));
+        if (b == NULL)
+            goto fail;
+        slot = (int)m->n_be;
+        m->be[m->n_be++] = b;
     }
-    m->be[m->n_be] = b;
-    int slot = (int)m->n_be++;
+    snprintf(b->id, sizeof(b->id), "%s", id);
+    uint32_t at = be_index_find(m, id, &found);
+    if (m->be_index[at] == 0)
+        m->be_index_used++;
+    m->be_index[at] = (uint32_t)slot + 1;
     pthread_mutex_unlock(&m->lock);
     return slot;
+fail:
+    pthread_mutex_unlock(&m->lock);
+    return -1;
+}
+
+void metrics_be_release(struct metrics_worker *m, const uint32_t *slots, uint32_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&m->lock);
+    uint32_t *nf = realloc(m->be_free, (m->n_be_free + n) * sizeof(*nf));
+    if (nf == NULL) {
+        pthread_mutex_unlock(&m->lock);
+        return; /* the series stay: better than a wrong count */
+    }
+    m->be_free = nf;
+    for (uint32_t k = 0; k < n; k++) {
+        struct metrics_be *b = m->be[slots[k]];
+        bool found;
+        uint32_t at = be_index_find(m, b->id, &found);
+        if (found)
+            m->be_index[at] = INDEX_GONE;
+        b->id[0] = '\0';
+        m->be_free[m->n_be_free++] = slots[k];
+    }
+    /* drop the label pairs of released backends: rebuild in place */
+    struct metrics_pair *old = m->pairs;
+    uint32_t cap = m->cap_pairs;
+    struct metrics_pair *np = calloc(cap, sizeof(*np));
+    if (np != NULL) {
+        for (uint32_t i = 0; i < cap; i++)
+            np[i].fe = UINT16_MAX;
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < cap; i++) {
+            const struct metrics_pair *o = &old[i];
+            if (o->fe == UINT16_MAX ||
+                (o->be != NO_BACKEND && o->be < m->n_be && m->be[o->be]->id[0] == '\0'))
+                continue;
+            uint32_t at = pair_hash(o->fe, o->be) & (cap - 1);
+            while (np[at].fe != UINT16_MAX)
+                at = (at + 1) & (cap - 1);
+            np[at].fe = o->fe;
+            np[at].be = o->be;
+            for (int c = 0; c < METRICS_CLASSES; c++)
+                atomic_init(&np[at].by_class[c], METRIC_GET(o->by_class[c]));
+            kept++;
+        }
+        m->pairs = np;
+        m->n_pairs = kept;
+        free(old);
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 static uint32_t pair_hash(uint16_t fe, uint32_t be)
@@ -183,6 +306,7 @@ struct agg_pair {
 struct agg_be {
     const char *id;
     uint64_t requests, errors, connect_failures, timeouts;
+    uint64_t retries[METRICS_RETRY_N];
 };
 
 static int cmp_pair(const void *a, const void *b)
@@ -308,12 +432,16 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
                 a->by_class[c] = METRIC_GET(mp->by_class[c]);
         }
         for (uint32_t i = 0; i < m->n_be; i++) {
+            if (m->be[i]->id[0] == '\0')
+                continue;
             struct agg_be *a = &bes[n_bes++];
             a->id = m->be[i]->id;
             a->requests = METRIC_GET(m->be[i]->requests);
             a->errors = METRIC_GET(m->be[i]->errors);
             a->connect_failures = METRIC_GET(m->be[i]->connect_failures);
             a->timeouts = METRIC_GET(m->be[i]->timeouts);
+            for (int r = 0; r < METRICS_RETRY_N; r++)
+                a->retries[r] = METRIC_GET(m->be[i]->retries[r]);
         }
     }
 
@@ -355,6 +483,8 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             bes[i].errors += bes[j].errors;
             bes[i].connect_failures += bes[j].connect_failures;
             bes[i].timeouts += bes[j].timeouts;
+            for (int r = 0; r < METRICS_RETRY_N; r++)
+                bes[i].retries[r] += bes[j].retries[r];
             bes[j].id = NULL;
             j++;
         }
@@ -376,6 +506,18 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
         lb_prom_u64(p, "lb_backend_timeouts_total", &l, 1, bes[i].timeouts);
     }
 
+    static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
+    lb_prom_family(p, "lb_retries_total", "counter",
+                   "Requests sent again to another backend after a failure on this one.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        for (int r = 0; r < METRICS_RETRY_N; r++) {
+            struct lb_prom_label l[2] = {{"backend", bes[i].id}, {"reason", retry_names[r]}};
+            lb_prom_u64(p, "lb_retries_total", l, 2, bes[i].retries[r]);
+        }
+    }
+
     lb_prom_family(p, "lb_backend_up", "gauge",
                    "1 when the backend may take traffic (active and not known down).");
     for (uint32_t i = 0; i < n_backends; i++) {
@@ -388,14 +530,6 @@ out:
     free(fe);
     free(pairs);
     free(bes);
-}
-
-static uint64_t id_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
 }
 
 void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,

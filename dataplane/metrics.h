@@ -38,6 +38,15 @@ enum metrics_reject {
     REJECT_N,
 };
 
+/* Why a request went to another backend. */
+enum metrics_retry {
+    METRICS_RETRY_CONNECT = 0, /* the connection failed: nothing was sent */
+    METRICS_RETRY_5XX,         /* 502, 503 or 504 to an idempotent request */
+    METRICS_RETRY_TIMEOUT,     /* no response head in time */
+    METRICS_RETRY_RESET,       /* closed before answering */
+    METRICS_RETRY_N,
+};
+
 #define METRICS_MAX_FE   64
 #define METRICS_NBUCKETS 14
 #define METRICS_CLASSES  6 /* 1xx..5xx, other */
@@ -59,6 +68,7 @@ struct metrics_be {
     metric_t errors; /* 5xx answered by or for it */
     metric_t connect_failures;
     metric_t timeouts;
+    metric_t retries[METRICS_RETRY_N]; /* retries after a failure here, by reason */
 };
 
 /* One (frontend, backend) pair's requests by status class. */
@@ -72,9 +82,14 @@ struct metrics_worker {
     pthread_mutex_t lock;
     struct metrics_fe fe[METRICS_MAX_FE];
     uint32_t n_fe;
-    struct metrics_be **be; /* by slot; grows */
-    uint32_t n_be;
+    struct metrics_be **be; /* by slot; grows; a released slot has an empty id */
+    uint32_t n_be;          /* slots in use or released */
     uint32_t cap_be;
+    uint32_t *be_index; /* open addressing on the id: slot + 1, 0 empty, UINT32_MAX gone */
+    uint32_t be_index_cap;
+    uint32_t be_index_used; /* entries and tombstones */
+    uint32_t *be_free;      /* released slots, reused first */
+    uint32_t n_be_free;
     struct metrics_pair *pairs; /* open addressing on (fe, be) */
     uint32_t cap_pairs;
     uint32_t n_pairs;
@@ -88,8 +103,13 @@ void metrics_worker_deinit(struct metrics_worker *m);
 int metrics_fe_slot(struct metrics_worker *m, const char *name);
 
 /* Worker thread: the slot of backend <id>, created when new (under lock).
- * Returns -1 on no memory. */
+ * O(1) expected. Returns -1 on no memory. */
 int metrics_be_slot(struct metrics_worker *m, const char *id);
+
+/* Worker thread: the backends in <slots> are gone (removed from the config and
+ * idle): their series leave /metrics and the slots are reused. One pass over
+ * the label pairs for the whole batch. */
+void metrics_be_release(struct metrics_worker *m, const uint32_t *slots, uint32_t n);
 
 /* Worker thread: counts one finished request. <be> is a backend slot or
  * UINT32_MAX. Allocates only the first time a (fe, be) pair is seen. */

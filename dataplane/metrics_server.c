@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "dp.h"
 #include "http1.h"
 #include "lb_err.h"
@@ -61,6 +62,73 @@ static void mclient_free(struct mclient *c)
     free(c);
 }
 
+/* Breakers (shared by the workers), the retry budget and the pool's panic. */
+static void render_resilience(struct lb_prom *p, struct dp *dp, const struct snap *snap)
+{
+    uint64_t exhausted = 0;
+    for (unsigned i = 0; i < dp->n_workers; i++)
+        exhausted += retry_budget_exhausted(&dp->workers[i].budget);
+    lb_prom_family(p, "lb_retry_budget_exhausted_total", "counter",
+                   "Retries not sent because the retry budget was spent.");
+    lb_prom_u64(p, "lb_retry_budget_exhausted_total", NULL, 0, exhausted);
+    if (snap == NULL)
+        return;
+    bool any_active = false, any_up = false;
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        if (snap->backends[i].admin != SNAP_ADMIN_ACTIVE)
+            continue;
+        any_active = true;
+        any_up = any_up || snap->backends[i].health != SNAP_HEALTH_DOWN;
+    }
+    lb_prom_family(p, "lb_pool_all_down", "gauge",
+                   "1 when every active backend is down; lb_pool_fail_open tells what happens.");
+    lb_prom_u64(p, "lb_pool_all_down", NULL, 0, any_active && !any_up ? 1 : 0);
+    lb_prom_family(p, "lb_pool_fail_open", "gauge",
+                   "1: with every backend down, traffic goes to all of them; 0: 503.");
+    lb_prom_u64(p, "lb_pool_fail_open", NULL, 0, snap->fail_open ? 1 : 0);
+    if (dp->breakers == NULL || !snap->breaker.enabled)
+        return;
+    uint64_t now_ms = (uint64_t)(ev_time() * 1000.0);
+    static const char *const to_names[3] = {"closed", "open", "half_open"};
+    lb_prom_family(p, "lb_breaker_state", "gauge",
+                   "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
+        if (b == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", snap->backends[i].id};
+        lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)breaker_state(b, now_ms));
+        breaker_registry_release(dp->breakers, b);
+    }
+    lb_prom_family(p, "lb_breaker_transitions_total", "counter",
+                   "Circuit breaker transitions, by the state entered.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
+        if (b == NULL)
+            continue;
+        struct breaker_counters bc;
+        breaker_counters_read(b, &bc);
+        uint64_t v[3] = {bc.closed, bc.opened, bc.half_opened};
+        for (int k = 0; k < 3; k++) {
+            struct lb_prom_label l[2] = {{"backend", snap->backends[i].id}, {"to", to_names[k]}};
+            lb_prom_u64(p, "lb_breaker_transitions_total", l, 2, v[k]);
+        }
+        breaker_registry_release(dp->breakers, b);
+    }
+    lb_prom_family(p, "lb_breaker_rejected_total", "counter",
+                   "Requests a circuit breaker kept from a backend.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
+        if (b == NULL)
+            continue;
+        struct breaker_counters bc;
+        breaker_counters_read(b, &bc);
+        struct lb_prom_label l = {"backend", snap->backends[i].id};
+        lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, bc.rejected);
+        breaker_registry_release(dp->breakers, b);
+    }
+}
+
 static void render_metrics(struct metrics_server *s, struct lb_prom *p)
 {
     struct dp *dp = s->dp;
@@ -80,6 +148,7 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
         }
         metrics_render(p, ws, dp->n_workers, bs, nb, snap ? snap->version : 0,
                        snap ? snap->generation : 0);
+        render_resilience(p, dp, snap);
     }
     free(ws);
     free(bs);

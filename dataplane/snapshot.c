@@ -237,16 +237,49 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
         if (pb->balancing->algorithm > LB__V1__ALGORITHM__LEAST_REQUEST)
             return lb_err_set(err, LB_EINVAL, 0, "balancing.algorithm: unknown value %d",
                               (int)pb->balancing->algorithm);
-        if (pb->balancing->algorithm == LB__V1__ALGORITHM__LEAST_REQUEST)
-            return lb_err_set(err, LB_EINVAL, 0,
-                              "balancing.algorithm: least_request is not supported by this data "
-                              "plane");
         s->algorithm = (uint8_t)pb->balancing->algorithm;
+        s->slow_start_ms = pb->balancing->slow_start_ms;
+        if (s->slow_start_ms > 3600000)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "balancing.slow_start_ms: %u is out of range (0..3600000)",
+                              s->slow_start_ms);
     }
-    s->max_retries = pb->retries ? or_default(pb->retries->max_retries, 1) : 1;
+    s->fail_open = pb->healthcheck == NULL || pb->healthcheck->fail_open;
+
+    const Lb__V1__CircuitBreaker *cb = pb->circuit_breaker;
+    s->breaker.enabled = cb != NULL && cb->enabled;
+    s->breaker.threshold = or_default(cb ? cb->threshold : 0, 5);
+    s->breaker.timeout_ms = or_default(cb ? cb->timeout_ms : 0, 30000);
+    s->breaker.max_half_open = or_default(cb ? cb->max_half_open : 0, 3);
+    s->breaker.max_timeout_ms = or_default(cb ? cb->max_timeout_ms : 0, 300000);
+    s->breaker_ignore_5xx = cb != NULL && cb->ignore_5xx;
+    if (s->breaker.threshold > 10000)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "circuit_breaker.threshold: %u is out of range (1..10000)",
+                          s->breaker.threshold);
+    if (s->breaker.max_half_open > 10000)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "circuit_breaker.max_half_open: %u is out of range (1..10000)",
+                          s->breaker.max_half_open);
+    if (s->breaker.max_timeout_ms < s->breaker.timeout_ms)
+        s->breaker.max_timeout_ms = s->breaker.timeout_ms;
+
+    const Lb__V1__Retries *rt = pb->retries;
+    bool retries_off = rt != NULL && rt->disabled;
+    s->max_retries = retries_off ? 1 : or_default(rt ? rt->max_retries : 0, 2);
+    s->retry_5xx = !retries_off;
     if (s->max_retries > 5)
         return lb_err_set(err, LB_EINVAL, 0, "retries.max_retries: %u is out of range (0..5)",
                           s->max_retries);
+    s->retry_budget_percent = or_default(rt ? rt->budget_percent : 0, 20);
+    s->retry_budget_min = or_default(rt ? rt->budget_min : 0, 3);
+    s->backoff_base_ms = or_default(rt ? rt->backoff_base_ms : 0, 25);
+    s->backoff_cap_ms = or_default(rt ? rt->backoff_cap_ms : 0, 250);
+    if (s->retry_budget_percent > 100)
+        return lb_err_set(err, LB_EINVAL, 0, "retries.budget_percent: %u is out of range (0..100)",
+                          s->retry_budget_percent);
+    if (s->backoff_cap_ms < s->backoff_base_ms)
+        s->backoff_cap_ms = s->backoff_base_ms;
 
     s->log_level = LB_LOG_INFO;
     s->access_log = true;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "breaker.h"
 #include "http1.h"
 
 struct lb_err;
@@ -81,8 +82,17 @@ struct snap {
     uint32_t max_connections; /* per worker */
     uint32_t pool_max_idle;   /* per backend per worker */
     uint8_t algorithm;        /* enum snap_algorithm */
-    uint32_t max_retries;     /* connect-failure retries on another backend */
-    int log_level;            /* enum lb_log_level */
+    uint32_t slow_start_ms;   /* ramp of an added or recovered backend; 0: none */
+    bool fail_open;           /* every backend down: send to all (else 503) */
+    struct breaker_config breaker;
+    bool breaker_ignore_5xx; /* only connect errors and timeouts open it */
+    uint32_t max_retries;    /* per request, on other backends */
+    bool retry_5xx;          /* idempotent requests retried after 502/503/504/timeout */
+    uint32_t retry_budget_percent;
+    uint32_t retry_budget_min;
+    uint32_t backoff_base_ms;
+    uint32_t backoff_cap_ms;
+    int log_level; /* enum lb_log_level */
     bool access_log;
     bool metrics_enabled;
     struct sockaddr_storage metrics_addr;

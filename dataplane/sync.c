@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "dp.h"
 #include "lb.pb-c.h"
 #include "lb_endpoints.h"
@@ -240,6 +241,13 @@ static void sync_send_report(struct sync *s)
             brs[i].connect_failures = tot[i].connect_failures;
             brs[i].timeouts = tot[i].timeouts;
             brs[i].effective_weight = snap->backends[i].weight;
+            struct breaker *b = dp->breakers && snap->breaker.enabled
+                                    ? breaker_registry_find(dp->breakers, ids[i])
+                                    : NULL;
+            if (b != NULL) {
+                brs[i].breaker = (Lb__V1__BreakerState)breaker_state(b, (uint64_t)now_ms());
+                breaker_registry_release(dp->breakers, b);
+            }
             brp[i] = &brs[i];
         }
         r.n_backends = nb;

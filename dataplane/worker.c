@@ -157,6 +157,11 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
         return NULL;
     }
     b->stat_slot = (uint32_t)slot;
+    b->breaker = w->dp->breakers ? breaker_registry_get(w->dp->breakers, id, NULL) : NULL;
+    b->health = SNAP_HEALTH_UNKNOWN;
+    /* a backend added to a running worker ramps up (slow start) */
+    if (w->view != NULL)
+        b->bal.start_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
     uint64_t at = hash_id(id) & (w->be_hash_cap - 1);
     b->hnext = w->be_hash[at];
     w->be_hash[at] = b;
@@ -167,6 +172,8 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
 /* Frees the runtime state of backends no view names and nothing uses. */
 static void be_sweep(struct worker *w, bool all)
 {
+    uint32_t *gone = NULL;
+    uint32_t n_gone = 0, cap_gone = 0;
     for (uint32_t i = 0; i < w->be_hash_cap; i++) {
         struct backend_rt **pp = &w->be_hash[i];
         while (*pp != NULL) {
@@ -178,10 +185,25 @@ static void be_sweep(struct worker *w, bool all)
             conn_pool_free(w, b->idle);
             *pp = b->hnext;
             w->n_be--;
+            if (b->breaker != NULL)
+                breaker_registry_release(w->dp->breakers, b->breaker);
+            if (n_gone == cap_gone) {
+                cap_gone = cap_gone ? cap_gone * 2 : 64;
+                uint32_t *g = realloc(gone, cap_gone * sizeof(*g));
+                if (g != NULL)
+                    gone = g;
+                else
+                    cap_gone = n_gone;
+            }
+            if (n_gone < cap_gone)
+                gone[n_gone++] = b->stat_slot;
             free(b->id);
             free(b);
         }
     }
+    if (!all)
+        metrics_be_release(&w->metrics, gone, n_gone);
+    free(gone);
 }
 
 /* ---- views ------------------------------------------------------------------------ */
@@ -192,6 +214,7 @@ static void view_free(struct wview *v)
         return;
     snap_unref(v->snap);
     free(v->be);
+    free(v->cand);
     free(v->slots);
     free(v->fe_stat);
     free(v);
@@ -220,8 +243,9 @@ static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err 
     v->refs = 1;
     v->be = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->be));
     v->slots = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->slots));
+    v->cand = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->cand));
     v->fe_stat = calloc(s->n_frontends, sizeof(*v->fe_stat));
-    if (v->be == NULL || v->slots == NULL || v->fe_stat == NULL)
+    if (v->be == NULL || v->slots == NULL || v->cand == NULL || v->fe_stat == NULL)
         goto nomem;
     for (uint32_t i = 0; i < s->n_frontends; i++) {
         int slot = metrics_fe_slot(&w->metrics, s->frontends[i].name);
@@ -238,11 +262,30 @@ static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err 
         if (b == NULL)
             goto nomem;
         v->be[i] = b;
-        v->slots[i] = &b->bal;
+    }
+    /* draining and disabled backends never take a new request: a pick does
+     * not even look at them (10,000 configured, a few active, stays cheap) */
+    uint32_t n_cand = 0;
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        if (s->backends[i].admin != SNAP_ADMIN_ACTIVE)
+            continue;
+        v->cand[n_cand] = i;
+        v->slots[n_cand++] = &v->be[i]->bal;
     }
     v->bal.algorithm = s->algorithm;
-    v->bal.n = s->n_backends;
+    v->bal.n = n_cand;
     v->bal.slots = v->slots;
+    v->bal.slow_start_ms = s->slow_start_ms;
+    balancer_seed(&v->bal, w->rng ^ (uint64_t)(uintptr_t)v);
+    /* every active backend known down: fail open (health ignored) or 503 */
+    bool any_active = false, any_up = false;
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        if (s->backends[i].admin != SNAP_ADMIN_ACTIVE)
+            continue;
+        any_active = true;
+        any_up = any_up || s->backends[i].health != SNAP_HEALTH_DOWN;
+    }
+    v->panic = s->fail_open && any_active && !any_up;
     return v;
 nomem:
     view_free(v);
@@ -389,11 +432,22 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         for (uint32_t i = 0; i < old->snap->n_backends; i++)
             old->be[i]->in_view = false;
     }
+    if (w->id == 0 && v->panic != (old != NULL && old->panic))
+        lb_log(v->panic ? LB_LOG_WARN : LB_LOG_INFO, v->panic ? "pool_panic" : "pool_recovered",
+               v->panic ? "every backend is down: failing open, traffic goes to all of them"
+                        : "a backend is up again: health decides again");
+    /* limits change; the counts of requests and retries in flight carry on */
+    w->budget.min = s->retry_budget_min;
+    w->budget.percent = s->retry_budget_percent;
+    uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
     for (uint32_t i = 0; i < s->n_backends; i++) {
         struct backend_rt *b = v->be[i];
         const struct snap_backend *sb = &s->backends[i];
         b->in_view = true;
         b->bal.weight = sb->weight;
+        if (b->health == SNAP_HEALTH_DOWN && sb->health != SNAP_HEALTH_DOWN)
+            b->bal.start_ms = now_ms; /* back from down: slow start */
+        b->health = sb->health;
         if (b->addrlen != sb->addrlen || memcmp(&b->addr, &sb->addr, sb->addrlen) != 0) {
             /* a new address: pooled connections go to the old one */
             conn_pool_free(w, b->idle);
@@ -501,6 +555,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     w->dp = dp;
     w->id = id;
     w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ id ^ (uint64_t)time(NULL);
+    retry_budget_init(&w->budget, 0, 0);
     if (metrics_worker_init(&w->metrics) != 0)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for worker metrics");
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);

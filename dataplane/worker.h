@@ -11,8 +11,10 @@
 #include <stdint.h>
 
 #include "balancer.h"
+#include "breaker.h"
 #include "http1.h"
 #include "metrics.h"
+#include "retry.h"
 #include "snapshot.h"
 
 struct lb_err;
@@ -38,6 +40,8 @@ struct backend_rt {
     struct upstream *idle;    /* keep-alive pool, most recently used first */
     uint32_t n_idle;
     uint32_t active;              /* requests in flight on this worker */
+    struct breaker *breaker;      /* shared by the workers (a registry reference), or NULL */
+    uint8_t health;               /* as the newest snapshot says: enum snap_health */
     struct sockaddr_storage addr; /* from the newest snapshot naming it */
     socklen_t addrlen;
     char host_port[72];
@@ -48,11 +52,14 @@ struct backend_rt {
 /* A worker's view of one snapshot: runtime state indexed like the snapshot. */
 struct wview {
     struct snap *snap;
-    struct backend_rt **be; /* per snapshot backend */
-    struct balancer_slot **slots;
+    struct backend_rt **be;       /* per snapshot backend */
+    uint32_t *cand;               /* backends that may take new requests (admin active):
+                                   * the balancer picks among these only */
+    struct balancer_slot **slots; /* per candidate */
     struct balancer bal;
     uint16_t *fe_stat;  /* per snapshot frontend: metrics frontend slot */
     uint32_t refs;      /* connections using it, +1 while current */
+    bool panic;         /* every active backend is down and the pool fails open */
     struct wview *next; /* retired views still referenced */
 };
 
@@ -92,6 +99,7 @@ struct worker {
     uint32_t scratch_cap;
     struct lb_logbuf *log;         /* access log buffer */
     struct metrics_worker metrics; /* this worker's counters */
+    struct retry_budget budget;    /* retries in flight against requests in flight */
     uint64_t rng;                  /* request id generator state */
     bool draining;                 /* shutdown: no accept, close idle connections */
     atomic_bool stopped;           /* set when the loop has exited */

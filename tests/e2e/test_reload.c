@@ -9,10 +9,28 @@
 
 #include "e2e.h"
 
+/* Extras for write_snapshot_ex(). */
+struct snap_extra {
+    unsigned down_mask; /* backends reported down by health checks */
+    uint32_t slow_start_ms;
+    bool weighted;
+    bool fail_closed; /* healthcheck.fail_open off */
+};
+
+static void write_snapshot_ex(struct e2e *t, uint64_t gen, const unsigned *fe_ports, unsigned n_fe,
+                              unsigned mask, const struct snap_extra *x);
+
 /* Writes a snapshot of generation <gen> with frontends on <fe_ports> (n_fe of
  * them) and the world's backends whose bit is set in <mask>. */
 static void write_snapshot(struct e2e *t, uint64_t gen, const unsigned *fe_ports, unsigned n_fe,
                            unsigned mask)
+{
+    struct snap_extra none = {0};
+    write_snapshot_ex(t, gen, fe_ports, n_fe, mask, &none);
+}
+
+static void write_snapshot_ex(struct e2e *t, uint64_t gen, const unsigned *fe_ports, unsigned n_fe,
+                              unsigned mask, const struct snap_extra *x)
 {
     Lb__V1__Snapshot s = LB__V1__SNAPSHOT__INIT;
     Lb__V1__Frontend fe[4];
@@ -39,6 +57,8 @@ static void write_snapshot(struct e2e *t, uint64_t gen, const unsigned *fe_ports
         be[nb].host = "127.0.0.1";
         be[nb].port = e2e_backend_port(t, i);
         be[nb].weight = 1;
+        if (x->down_mask & (1u << i))
+            be[nb].health = LB__V1__HEALTH__HEALTH_DOWN;
         bep[nb] = &be[nb];
         nb++;
     }
@@ -48,6 +68,14 @@ static void write_snapshot(struct e2e *t, uint64_t gen, const unsigned *fe_ports
     m.port = e2e_metrics_port(t);
     Lb__V1__Timeouts to = LB__V1__TIMEOUTS__INIT;
     to.drain_ms = 5000;
+    Lb__V1__Balancing bal = LB__V1__BALANCING__INIT;
+    bal.algorithm =
+        x->weighted ? LB__V1__ALGORITHM__WEIGHTED_ROUND_ROBIN : LB__V1__ALGORITHM__ROUND_ROBIN;
+    bal.slow_start_ms = x->slow_start_ms;
+    s.balancing = &bal;
+    Lb__V1__HealthCheck hc = LB__V1__HEALTH_CHECK__INIT;
+    hc.fail_open = !x->fail_closed;
+    s.healthcheck = &hc;
     s.config_version = gen;
     s.generation = gen;
     s.n_frontends = n_fe;
@@ -217,6 +245,68 @@ START_TEST(frontends_open_and_close_without_touching_the_others)
 }
 END_TEST
 
+/* b1 comes back from down: its share ramps over the slow-start time. */
+START_TEST(slow_start_ramps_a_returning_backend)
+{
+    struct e2e *t = e2e_start(2);
+    unsigned port = e2e_lb_port(t);
+    struct snap_extra x = {.down_mask = 1u << 1, .slow_start_ms = 3000, .weighted = true};
+    write_snapshot_ex(t, 2, &port, 1, 0x3, &x);
+    reload_to(t, 2);
+    struct e2e_conn *c = e2e_connect(port);
+    struct e2e_resp r;
+    for (int i = 0; i < 10; i++) {
+        ck_assert_str_eq(get_on(c, &r, "/"), "b0");
+        e2e_resp_free(&r);
+    }
+    x.down_mask = 0;
+    write_snapshot_ex(t, 3, &port, 1, 0x3, &x);
+    reload_to(t, 3);
+    int early = 0;
+    for (int i = 0; i < 40; i++) {
+        early += strcmp(get_on(c, &r, "/"), "b1") == 0;
+        e2e_resp_free(&r);
+    }
+    e2e_sleep_ms(3100);
+    int late = 0;
+    for (int i = 0; i < 40; i++) {
+        late += strcmp(get_on(c, &r, "/"), "b1") == 0;
+        e2e_resp_free(&r);
+    }
+    /* about 10 % of full weight at first, half the traffic once ramped */
+    ck_assert_msg(early >= 1 && early <= 12, "b1 took %d of the first 40", early);
+    ck_assert_msg(late == 20, "b1 took %d of 40 after the ramp", late);
+    e2e_conn_close(c);
+    e2e_stop(t);
+}
+END_TEST
+
+/* Every backend down: the pool fails open by default. */
+START_TEST(all_down_fails_open)
+{
+    struct e2e *t = e2e_start(2);
+    unsigned port = e2e_lb_port(t);
+    struct snap_extra x = {.down_mask = 0x3};
+    write_snapshot_ex(t, 2, &port, 1, 0x3, &x);
+    reload_to(t, 2);
+    for (int i = 0; i < 6; i++)
+        ck_assert_ptr_nonnull(e2e_get(t, "/"));
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_pool_all_down", NULL) == 1);
+    ck_assert(e2e_metric(text, "lb_pool_fail_open", NULL) == 1);
+    free(text);
+
+    x.fail_closed = true;
+    write_snapshot_ex(t, 3, &port, 1, 0x3, &x);
+    reload_to(t, 3);
+    struct e2e_resp r;
+    ck_assert_int_eq(e2e_request(port, "GET", "/", NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 503);
+    e2e_resp_free(&r);
+    e2e_stop(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_reload");
@@ -224,6 +314,8 @@ int main(void)
     tcase_add_test(tc, swap_moves_new_requests_and_finishes_old_ones);
     tcase_add_test(tc, invalid_snapshot_keeps_the_old_one);
     tcase_add_test(tc, frontends_open_and_close_without_touching_the_others);
+    tcase_add_test(tc, slow_start_ramps_a_returning_backend);
+    tcase_add_test(tc, all_down_fails_open);
     suite_add_tcase(s, tc);
     return e2e_run(s);
 }

@@ -97,6 +97,16 @@ START_TEST(valid_snapshot_has_defaults)
     ck_assert_uint_eq(s->algorithm, SNAP_ALGO_WEIGHTED);
     ck_assert(s->metrics_enabled);
     ck_assert(s->access_log);
+    ck_assert(s->fail_open);
+    ck_assert(!s->breaker.enabled);
+    ck_assert_uint_eq(s->breaker.threshold, 5);
+    ck_assert_uint_eq(s->breaker.timeout_ms, 30000);
+    ck_assert_uint_eq(s->breaker.max_half_open, 3);
+    ck_assert_uint_eq(s->max_retries, 2);
+    ck_assert(s->retry_5xx);
+    ck_assert_uint_eq(s->retry_budget_percent, 20);
+    ck_assert_uint_eq(s->retry_budget_min, 3);
+    ck_assert_uint_eq(s->backoff_base_ms, 25);
     ck_assert_int_eq(snap_backend_find(s, "b"), 1);
     ck_assert_int_eq(snap_backend_find(s, "zz"), -1);
     ck_assert(snap_backend_is_eligible(&s->backends[0]));
@@ -155,7 +165,7 @@ static const struct bad_case {
     {"metrics port clash", "metrics.port: 8080 is also frontends[0].port"},
     {"max_header_bytes below line", "limits.max_header_bytes: 100 must be between"},
     {"max_request_line tiny", "limits.max_request_line: 10 is out of range"},
-    {"least request", "balancing.algorithm: least_request is not supported"},
+    {"slow start too long", "balancing.slow_start_ms: 4000000 is out of range"},
 };
 
 static void break_case(struct sfix *f, int i)
@@ -223,7 +233,7 @@ static void break_case(struct sfix *f, int i)
         f->limits.max_request_line = 10;
         break;
     case 17:
-        f->balancing.algorithm = LB__V1__ALGORITHM__LEAST_REQUEST;
+        f->balancing.slow_start_ms = 4000000;
         break;
     default:
         ck_abort_msg("no such case");
