@@ -25,6 +25,7 @@ enum conn_state {
     CS_HEAD,     /* reading a request head */
     CS_PROXY,    /* a request is being proxied */
     CS_LINGER,   /* answered and closed for writing; reading what is left */
+    CS_REPLY,    /* sending an answer of our own; then the next request */
 };
 
 enum timer_phase {
@@ -102,6 +103,7 @@ struct conn {
     uint32_t fe_index;
     uint16_t fe_stat;
     char peer_ip[INET6_ADDRSTRLEN];
+    struct sockaddr_storage peer;
     struct buf *in;  /* client bytes */
     struct buf *out; /* our bytes to the client: response head, 100, error */
     struct http1_parser parser;
@@ -121,7 +123,9 @@ struct conn {
     char method[16];
     char path[256];
     char req_id[40];
-    int reject; /* enum metrics_reject of an answer of ours, or -1 */
+    int reject;     /* enum metrics_reject of an answer of ours, or -1 */
+    uint8_t rl_len; /* RateLimit header lines for the response, in <rl_hdr> */
+    char rl_hdr[LIMITER_HEADERS_MAX];
 
     /* where it goes */
     struct upstream *up;
@@ -503,6 +507,8 @@ static int reject_of(unsigned status)
         return REJECT_NO_BACKEND;
     case 504:
         return REJECT_UPSTREAM_TIMEOUT;
+    case 429:
+        return REJECT_RATE_LIMITED;
     case 505:
         return REJECT_VERSION;
     default:
@@ -599,6 +605,53 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
     }
     c->state = CS_LINGER;
     c->closing = true;
+    c->progress = true;
+}
+
+/* Answers <status> ourselves without blaming the request's framing (429):
+ * the connection stays open for the next request when nothing of this one is
+ * left unread and the client keeps it alive. <extra> holds header lines. */
+static void conn_answer_local(struct conn *c, unsigned status, const char *extra, size_t extra_len,
+                              const char *why)
+{
+    struct worker *w = c->w;
+    bool keep = c->keepalive && c->req.done && !c->closing && !w->draining;
+    c->status = (uint16_t)status;
+    c->reject = reject_of(status);
+    if (c->out == NULL)
+        c->out = worker_buf_get(w);
+    if (c->out == NULL) {
+        conn_answer_error(c, 503, "no memory for an answer");
+        return;
+    }
+    buf_compact(c->out);
+    const char *reason = http1_reason(status);
+    char body[96];
+    int bl = snprintf(body, sizeof(body), "%u %s\n", status, reason);
+    char head[160];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n",
+                      status, reason, bl);
+    buf_append(c->out, head, (size_t)hl);
+    buf_append(c->out, extra, extra_len);
+    if (!keep)
+        buf_appends(c->out, "Connection: close\r\n");
+    else if (c->minor == 0)
+        buf_appends(c->out, "Connection: keep-alive\r\n");
+    buf_appends(c->out, "\r\n");
+    if (c->meth != HTTP1_M_HEAD)
+        buf_append(c->out, body, (size_t)bl);
+    if (lb_log_enabled(LB_LOG_DEBUG))
+        lb_log(LB_LOG_DEBUG, "request_answered", "%u for %s %s from %s: %s", status, c->method,
+               c->path, c->peer_ip, why);
+    c->bytes_out += buf_len(c->out);
+    conn_log_request(c, NULL);
+    if (c->uphead) {
+        worker_buf_put(w, c->uphead);
+        c->uphead = NULL;
+    }
+    c->closing = !keep;
+    c->state = CS_REPLY;
     c->progress = true;
 }
 
@@ -873,6 +926,32 @@ static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason
     return true;
 }
 
+/* The frontend's rate limits: false after answering 429. The RateLimit
+ * header lines for the response are kept in the connection. */
+static bool conn_rate_limit(struct conn *c, const struct http1_msg *m)
+{
+    const struct snap *s = c->view->snap;
+    c->rl_len = 0;
+    if (s->rl == NULL || s->rl[c->fe_index] == NULL)
+        return true;
+    const char *xff = NULL;
+    size_t xff_len = 0;
+    for (uint32_t i = m->n_headers; i-- > 0;) {
+        if (m->headers[i].id == HTTP1_H_X_FORWARDED_FOR) {
+            xff = m->headers[i].value.p; /* the last line holds the nearest hops */
+            xff_len = m->headers[i].value.len;
+            break;
+        }
+    }
+    struct limiter_verdict v;
+    bool ok = limiter_check(s->rl[c->fe_index]->l, (const struct sockaddr *)&c->peer, xff, xff_len,
+                            conn_now_ms(c), &v);
+    c->rl_len = (uint8_t)limiter_headers(&v, c->rl_hdr, sizeof(c->rl_hdr));
+    if (!ok)
+        conn_answer_local(c, 429, c->rl_hdr, c->rl_len, "rate limited");
+    return ok;
+}
+
 /* A parsed head: checks, rewrites and starts proxying it. */
 static void conn_start_request(struct conn *c, const struct http1_msg *m, int head_len)
 {
@@ -898,6 +977,8 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
         conn_answer_error(c, 400, "malformed chunked request body");
         return;
     }
+    if (!conn_rate_limit(c, m))
+        return;
     if (!build_upstream_head(c, m)) {
         conn_answer_error(c, 431, "request head does not fit in memory");
         return;
@@ -952,7 +1033,7 @@ static void conn_parse_head(struct conn *c)
 static bool build_client_head(struct conn *c, const struct http1_msg *m, bool interim)
 {
     struct worker *w = c->w;
-    size_t need = 128 + m->reason.len;
+    size_t need = 128 + LIMITER_HEADERS_MAX + m->reason.len;
     for (uint32_t i = 0; i < m->n_headers; i++)
         need += m->headers[i].name.len + m->headers[i].value.len + 4;
     if (c->out == NULL)
@@ -987,6 +1068,7 @@ static bool build_client_head(struct conn *c, const struct http1_msg *m, bool in
         buf_appends(b, "\r\n");
     }
     if (!interim) {
+        buf_append(b, c->rl_hdr, c->rl_len);
         if (!c->resp_keepalive)
             buf_appends(b, "Connection: close\r\n");
         else if (c->minor == 0)
@@ -1464,6 +1546,9 @@ static void conn_arm(struct conn *c)
     case CS_LINGER:
         want = buf_len(c->out) ? EV_WRITE : EV_READ;
         break;
+    case CS_REPLY:
+        want = EV_WRITE;
+        break;
     default:
         if (buf_len(c->out) || c->resp.ready)
             want |= EV_WRITE;
@@ -1630,6 +1715,17 @@ static void conn_run(struct conn *c)
         case CS_LINGER:
             conn_step_linger(c);
             break;
+        case CS_REPLY:
+            conn_write_client(c);
+            if (c->tr.fd >= 0 && c->state == CS_REPLY && buf_len(c->out) == 0) {
+                if (c->closing) {
+                    c->state = CS_LINGER;
+                } else {
+                    conn_set_idle(c);
+                }
+                c->progress = true;
+            }
+            break;
         }
         if (c->tr.fd < 0)
             return;
@@ -1786,6 +1882,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, 
     c->fe_index = fe_index;
     c->fe_stat = fe_stat;
     c->reject = -1;
+    c->peer = *peer;
     c->readable = true; /* data often arrives with the connection */
     if (peer->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;

@@ -21,7 +21,10 @@
 
 /* Algorithm state of one key or of the global scope.
  * Token bucket: <t> = ms of the last refill, <tokens> = thousandths of a token.
- * Sliding window: <t> = index of the current 1-s window (ms / 1000), <prev>/<cur> = counts. */
+ * Sliding window: <t> = ms at which the current 1-s window began, <prev>/<cur> = counts.
+ * Windows are anchored at the key's first request (and again after a quiet spell, when
+ * both counts are zero), not at wall-clock seconds: the first window is a whole one, so a
+ * saturating client gets <rate> in every second from its first request on. */
 struct lstate {
     uint64_t t;
     uint64_t tokens;
@@ -435,13 +438,18 @@ static uint64_t state_advance(const struct limiter_config *c, struct lstate *s, 
         s->t = now;
         return now;
     }
-    uint64_t w = now / 1000;
-    if (w < s->t)
-        return s->t * 1000; /* the window start: the most conservative estimate */
-    if (w > s->t) {
-        s->prev = w == s->t + 1 ? s->cur : 0;
+    if (s->prev == 0 && s->cur == 0) {
+        if (now > s->t)
+            s->t = now; /* no history: the first window starts here */
+        return now > s->t ? now : s->t;
+    }
+    if (now < s->t)
+        return s->t; /* the window start: the most conservative estimate */
+    uint64_t k = (now - s->t) / 1000;
+    if (k > 0) {
+        s->prev = k == 1 ? s->cur : 0;
         s->cur = 0;
-        s->t = w;
+        s->t += k * 1000;
     }
     return now;
 }
@@ -449,7 +457,7 @@ static uint64_t state_advance(const struct limiter_config *c, struct lstate *s, 
 /* Sliding window estimate at <at>, in thousandths of a request. */
 static uint64_t sw_estimate(const struct lstate *s, uint64_t at)
 {
-    uint64_t off = at - s->t * 1000;
+    uint64_t off = at - s->t;
     return (uint64_t)s->prev * (1000 - off) + (uint64_t)s->cur * MILLI;
 }
 
@@ -482,7 +490,7 @@ static uint64_t div_up(uint64_t a, uint64_t b)
 /* Milliseconds from <at> until one more request would pass under the sliding window. */
 static uint64_t sw_wait_ms(const struct limiter_config *c, const struct lstate *s, uint64_t at)
 {
-    uint64_t off = at - s->t * 1000;
+    uint64_t off = at - s->t;
     uint64_t rate = c->rate;
     if (s->cur + 1 <= rate && s->prev > 0) {
         /* Later in this window: prev * (1000 - o) <= (rate - 1 - cur) * 1000. */
@@ -518,7 +526,7 @@ static void state_fill(const struct limiter_config *c, const struct lstate *s, u
     uint64_t est = sw_estimate(s, at);
     uint64_t quota = (uint64_t)c->rate * MILLI;
     v->remaining = est >= quota ? 0 : (uint32_t)((quota - est) / MILLI);
-    uint64_t off = at - s->t * 1000;
+    uint64_t off = at - s->t;
     v->reset_s = ms_to_s(s->cur > 0 ? 2000 - off : s->prev > 0 ? 1000 - off : 0);
     if (!allowed) {
         uint32_t r = ms_to_s(sw_wait_ms(c, s, at));

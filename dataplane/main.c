@@ -221,12 +221,19 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
         return lb_err_set(err, LB_EINVAL, 0, "the data plane is shutting down");
     }
     if (!m->serving) {
-        int rc = start_serving(m, snap, err);
+        int rc = snapshot_bind_limiters(snap, NULL, err);
+        if (rc != LB_OK) {
+            snap_unref(snap);
+            return rc;
+        }
+        rc = start_serving(m, snap, err);
         if (rc != LB_OK)
             return rc;
     } else {
         struct snap *cur = dp_snapshot(&m->dp);
         int rc = check_new_frontends(cur, snap, err);
+        if (rc == LB_OK)
+            rc = snapshot_bind_limiters(snap, cur, err);
         snap_unref(cur);
         if (rc == LB_OK)
             rc = metrics_follow(m, snap, err);

@@ -325,7 +325,7 @@ static int cmp_be(const void *a, const void *b)
 static const char *const reject_names[REJECT_N] = {
     "bad_request",     "uri_too_long",     "header_too_large", "expectation_failed",
     "not_implemented", "version",          "client_timeout",   "no_backend",
-    "upstream_failed", "upstream_timeout", "connection_limit",
+    "upstream_failed", "upstream_timeout", "connection_limit", "rate_limited",
 };
 
 static const char *const class_names[METRICS_CLASSES] = {"1xx", "2xx", "3xx",

@@ -35,6 +35,7 @@ enum metrics_reject {
     REJECT_UPSTREAM_FAILED,  /* 502 */
     REJECT_UPSTREAM_TIMEOUT, /* 504 */
     REJECT_CONN_LIMIT,       /* connection refused: max_connections */
+    REJECT_RATE_LIMITED,     /* 429 */
     REJECT_N,
 };
 

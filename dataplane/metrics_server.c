@@ -129,6 +129,57 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     }
 }
 
+static void render_ratelimit(struct lb_prom *p, const struct snap *snap)
+{
+    if (snap == NULL || snap->rl == NULL)
+        return;
+    lb_prom_family(p, "lb_ratelimit_requests_total", "counter",
+                   "Requests the rate limiter let through or refused, by scope.");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->rl[i] == NULL)
+            continue;
+        struct limiter_stats st;
+        limiter_stats(snap->rl[i]->l, &st);
+        const char *fe = snap->frontends[i].name;
+        struct {
+            const char *scope, *result;
+            uint64_t v;
+            bool on;
+        } rows[4] = {
+            {"client", "allowed", st.allowed_client, snap->rl_cfg.per_client},
+            {"client", "limited", st.limited_client, snap->rl_cfg.per_client},
+            {"global", "allowed", st.allowed_global, snap->rl_cfg.global},
+            {"global", "limited", st.limited_global, snap->rl_cfg.global},
+        };
+        for (int k = 0; k < 4; k++) {
+            if (!rows[k].on)
+                continue;
+            struct lb_prom_label l[3] = {
+                {"frontend", fe}, {"scope", rows[k].scope}, {"result", rows[k].result}};
+            lb_prom_u64(p, "lb_ratelimit_requests_total", l, 3, rows[k].v);
+        }
+    }
+    lb_prom_family(p, "lb_ratelimit_keys", "gauge", "Client keys the rate limiter holds.");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->rl[i] == NULL)
+            continue;
+        struct limiter_stats st;
+        limiter_stats(snap->rl[i]->l, &st);
+        struct lb_prom_label l = {"frontend", snap->frontends[i].name};
+        lb_prom_u64(p, "lb_ratelimit_keys", &l, 1, st.keys);
+    }
+    lb_prom_family(p, "lb_ratelimit_evictions_total", "counter",
+                   "Client keys dropped to stay within ratelimit.maxKeys (least recently used).");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->rl[i] == NULL)
+            continue;
+        struct limiter_stats st;
+        limiter_stats(snap->rl[i]->l, &st);
+        struct lb_prom_label l = {"frontend", snap->frontends[i].name};
+        lb_prom_u64(p, "lb_ratelimit_evictions_total", &l, 1, st.evictions);
+    }
+}
+
 static void render_metrics(struct metrics_server *s, struct lb_prom *p)
 {
     struct dp *dp = s->dp;
@@ -149,6 +200,7 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
         metrics_render(p, ws, dp->n_workers, bs, nb, snap ? snap->version : 0,
                        snap ? snap->generation : 0);
         render_resilience(p, dp, snap);
+        render_ratelimit(p, snap);
     }
     free(ws);
     free(bs);

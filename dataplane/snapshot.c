@@ -320,8 +320,55 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
                                   m->port, i);
         }
     }
-    if (pb->ratelimit != NULL && pb->ratelimit->enabled && pb->ratelimit->rate == 0)
-        return lb_err_set(err, LB_EINVAL, 0, "ratelimit.rate: must be > 0 when enabled");
+    return limiter_config_from_pb(&s->rl_cfg, pb->ratelimit, err);
+}
+
+static void rl_unref(struct snap_rl *r)
+{
+    if (r != NULL && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+        limiter_free(r->l);
+        free(r);
+    }
+}
+
+static bool rl_same(const struct limiter_config *a, const struct limiter_config *b)
+{
+    return limiter_config_same_limits(a, b) && a->max_keys == b->max_keys &&
+           a->headers_on_allowed == b->headers_on_allowed && a->n_trusted == b->n_trusted &&
+           memcmp(a->trusted, b->trusted, a->n_trusted * sizeof(a->trusted[0])) == 0;
+}
+
+int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err *err)
+{
+    if (!s->rl_cfg.enabled)
+        return LB_OK;
+    s->rl = calloc(s->n_frontends, sizeof(*s->rl));
+    if (s->rl == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the rate limiters");
+    for (uint32_t i = 0; i < s->n_frontends; i++) {
+        struct snap_rl *prev = NULL;
+        for (uint32_t j = 0; old != NULL && old->rl != NULL && j < old->n_frontends; j++) {
+            if (strcmp(old->frontends[j].name, s->frontends[i].name) == 0)
+                prev = old->rl[j];
+        }
+        if (prev != NULL && rl_same(limiter_config(prev->l), &s->rl_cfg)) {
+            atomic_fetch_add_explicit(&prev->refs, 1, memory_order_relaxed);
+            s->rl[i] = prev;
+            continue;
+        }
+        struct snap_rl *r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the rate limiters");
+        r->l = limiter_new(&s->rl_cfg, err);
+        if (r->l == NULL) {
+            free(r);
+            return err ? err->code : LB_ENOMEM;
+        }
+        atomic_init(&r->refs, 1);
+        if (prev != NULL)
+            limiter_carry(r->l, prev->l);
+        s->rl[i] = r;
+    }
     return LB_OK;
 }
 
@@ -329,6 +376,9 @@ static void snap_free(struct snap *s)
 {
     if (s == NULL)
         return;
+    for (uint32_t i = 0; s->rl != NULL && i < s->n_frontends; i++)
+        rl_unref(s->rl[i]);
+    free(s->rl);
     free(s->frontends);
     free(s->backends);
     if (s->pb != NULL)

@@ -12,6 +12,7 @@
 
 #include "breaker.h"
 #include "http1.h"
+#include "limiter.h"
 
 struct lb_err;
 struct Lb__V1__Snapshot;
@@ -68,6 +69,13 @@ struct snap_timeouts { /* milliseconds, defaults filled in */
     uint32_t pool_idle;
 };
 
+/* A rate limiter shared by every snapshot whose limits for a frontend are
+ * the same, so that a change elsewhere in the config keeps its buckets. */
+struct snap_rl {
+    atomic_uint refs;
+    struct limiter *l;
+};
+
 /* An immutable runtime view. Shared by all threads; reference counted. */
 struct snap {
     atomic_uint refs;
@@ -97,7 +105,9 @@ struct snap {
     bool metrics_enabled;
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
-    struct Lb__V1__Snapshot *pb; /* the decoded message; strings point into it */
+    struct limiter_config rl_cfg; /* validated ratelimit section */
+    struct snap_rl **rl;          /* per frontend, NULL when off; set by snapshot_bind_limiters */
+    struct Lb__V1__Snapshot *pb;  /* the decoded message; strings point into it */
 };
 
 /* Decodes and validates <len> bytes of a binary lb.v1.Snapshot. On success
@@ -108,6 +118,13 @@ int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb
 
 /* Reads <path> and decodes it as above. */
 int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err);
+
+/* Gives every frontend of <s> its rate limiter before <s> is published:
+ * the one of <old> (the snapshot it replaces, may be NULL) for a frontend of
+ * the same name when the settings are the same, else a new one that keeps
+ * the buckets of keys whose limits did not change. Main thread, before any
+ * worker sees <s>. Returns LB_OK or LB_ENOMEM. */
+int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err *err);
 
 /* Reference counting; any thread. snap_unref(NULL) is a no-op. */
 struct snap *snap_ref(struct snap *s);
