@@ -10,6 +10,7 @@
 #include "lb_prom.h"
 #include "publisher.h"
 #include "store.h"
+#include "tlscheck.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -456,6 +457,21 @@ static void h_metrics(struct req *r)
     lb_prom_family(&p, "lb_cp_pool_all_down", "gauge",
                    "1 when every checked backend is down, else 0.");
     lb_prom_u64(&p, "lb_cp_pool_all_down", NULL, 0, health_pool_all_down(cp_health(cp)) ? 1 : 0);
+    struct cp_tls_status tls;
+    cp_tls_status(cp, &tls);
+    lb_prom_family(&p, "lb_cp_tls_cert_not_after_seconds", "gauge",
+                   "Unix time at which each served certificate expires.");
+    for (size_t i = 0; tls.bundle != NULL && i < tls.bundle->n_certs; i++) {
+        struct lb_prom_label l = {"cert", tls.bundle->certs[i].cert->name};
+        lb_prom_f64(&p, "lb_cp_tls_cert_not_after_seconds", &l, 1,
+                    (double)tls.bundle->certs[i].info.not_after_ms / 1000.0);
+    }
+    lb_prom_family(&p, "lb_cp_tls_reloads_total", "counter",
+                   "Certificate file changes published as a new generation.");
+    lb_prom_u64(&p, "lb_cp_tls_reloads_total", NULL, 0, tls.reloads);
+    lb_prom_family(&p, "lb_cp_tls_reload_errors_total", "counter",
+                   "Changed certificate files refused by validation.");
+    lb_prom_u64(&p, "lb_cp_tls_reload_errors_total", NULL, 0, tls.reload_errors);
     /* The scrape being answered is counted once answered, in the next one. */
     lb_prom_family(&p, "lb_cp_api_requests_total", "counter", "Admin API requests answered.");
     for (size_t i = 0; i < a->n_counts; i++) {
@@ -471,6 +487,68 @@ static void h_metrics(struct req *r)
     }
     respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", p.buf, p.len, NULL);
     lb_prom_deinit(&p);
+}
+
+/* GET /api/v1/tls -> {"certificates": [{"name", "frontend", "subject", "sans",
+ * "fingerprint_sha256", "not_before", "not_after" (ms), "expires_in_days",
+ * "status": "ok|expiring|expired"}] (each served certificate for each TLS
+ * frontend), "reloads", "reload_errors", "last_reload": null | {"at_ms",
+ * "generation", "detail"}, "last_error": null | "..."} */
+static void h_tls_get(struct req *r)
+{
+    struct cp *cp = r->c->a->cp;
+    const struct config *cfg = cp_config(cp);
+    struct cp_tls_status st;
+    cp_tls_status(cp, &st);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    json_t *certs = json_array();
+    for (size_t f = 0; cfg != NULL && st.bundle != NULL && f < cfg->n_frontends; f++) {
+        if (!cfg->frontends[f].tls)
+            continue;
+        for (size_t i = 0; i < st.bundle->n_certs; i++) {
+            const struct tlscheck_bundle_cert *c = &st.bundle->certs[i];
+            json_t *sans = json_array();
+            for (size_t k = 0; k < c->info.n_sans; k++)
+                json_array_append_new(sans, json_string(c->info.sans[k]));
+            int64_t left = c->info.not_after_ms - now;
+            json_array_append_new(
+                certs, json_pack("{s:s,s:s,s:s,s:o,s:s,s:I,s:I,s:I,s:s}", "name", c->cert->name,
+                                 "frontend", cfg->frontends[f].name, "subject", c->info.subject,
+                                 "sans", sans, "fingerprint_sha256", c->info.fingerprint,
+                                 "not_before", (json_int_t)c->info.not_before_ms, "not_after",
+                                 (json_int_t)c->info.not_after_ms, "expires_in_days",
+                                 (json_int_t)(left > 0 ? left / 86400000 : 0), "status",
+                                 tlscheck_status_name(tlscheck_status_at(&c->info, now))));
+        }
+    }
+    json_t *last =
+        st.last_reload_ms == 0
+            ? json_null()
+            : json_pack("{s:I,s:I,s:s}", "at_ms", (json_int_t)st.last_reload_ms, "generation",
+                        (json_int_t)st.last_reload_generation, "detail", st.last_reload);
+    respond_json(r, 200,
+                 json_pack("{s:o,s:I,s:I,s:o,s:o}", "certificates", certs, "reloads",
+                           (json_int_t)st.reloads, "reload_errors", (json_int_t)st.reload_errors,
+                           "last_reload", last, "last_error",
+                           st.last_error[0] ? json_string(st.last_error) : json_null()));
+}
+
+/* POST /api/v1/tls/reload -> 200 {"reloaded": bool, "generation": N, "error": null};
+ * refused files -> 400 invalid_config with the reason. */
+static void h_tls_reload(struct req *r)
+{
+    struct cp *cp = r->c->a->cp;
+    bool reloaded = false;
+    struct lb_err e = {0};
+    if (cp_tls_reload(cp, &reloaded, &e) != LB_OK) {
+        respond_lb_err(r, &e);
+        return;
+    }
+    respond_json(r, 200,
+                 json_pack("{s:b,s:I,s:n}", "reloaded", reloaded, "generation",
+                           (json_int_t)cp_generation(cp), "error"));
 }
 
 static void h_backends_list(struct req *r)
@@ -941,6 +1019,12 @@ static void route(struct req *r)
     } else if (strcmp(path, "/api/v1/dataplanes") == 0) {
         if (allow(r, M_GET, m))
             h_dataplanes(r);
+    } else if (strcmp(path, "/api/v1/tls") == 0) {
+        if (allow(r, M_GET, m))
+            h_tls_get(r);
+    } else if (strcmp(path, "/api/v1/tls/reload") == 0) {
+        if (allow(r, M_POST, m))
+            h_tls_reload(r);
     } else {
         respond_error(r, 404, "not_found", "no such route: %s", path);
     }

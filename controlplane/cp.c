@@ -1,11 +1,13 @@
 /* controlplane/cp.c: the control plane's core (see cp.h). */
 #include "cp.h"
 
+#include "certwatch.h"
 #include "health.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
 #include "snapbuild.h"
+#include "tlscheck.h"
 
 #include <arpa/inet.h>
 #include <libgen.h>
@@ -31,6 +33,10 @@ struct cp {
     ev_timer health_pub;   /* armed by a health change: one new generation per loop turn */
     struct cp_health_change *pending; /* changes not yet stored, <n_pending> of <cap_pending> */
     size_t n_pending, cap_pending;
+    struct certwatch *certwatch; /* owned: the files of cfg's ssl section */
+    struct tlscheck_bundle *tls; /* validated files being served, NULL = none */
+    char *tls_base;              /* base directory of cfg's relative ssl paths */
+    struct cp_tls_status tls_st; /* counters and last outcomes for the API */
 };
 
 /* A verdict change waiting for the store (strings owned). */
@@ -311,6 +317,201 @@ static void cp_on_health(void *ctx, const struct health_result *r)
     }
 }
 
+/* ---- TLS files ------------------------------------------------------------ */
+
+static bool has_tls(const struct config *cfg)
+{
+    for (size_t i = 0; cfg->ssl.present && i < cfg->n_frontends; i++)
+        if (cfg->frontends[i].tls)
+            return true;
+    return false;
+}
+
+/* Makes <snap> (built from <cfg> by reading the files) carry validated bytes:
+ * the files as they are when they pass the checks, else the bytes served so
+ * far when they name the same files. *<out> receives the bundle to serve
+ * (caller owns; NULL without TLS). Fails only when nothing valid exists. */
+static int tls_adopt(struct cp *cp, const struct config *cfg, const char *base_dir,
+                     Lb__V1__Snapshot *snap, struct tlscheck_bundle **out, struct lb_err *err)
+{
+    *out = NULL;
+    if (!has_tls(cfg))
+        return LB_OK;
+    struct tlscheck_bundle *b = NULL;
+    struct lb_err e = {0};
+    if (tlscheck_bundle_load(&cfg->ssl, base_dir, now_unix_ms(), &b, &e) == LB_OK) {
+        int rc = tlscheck_bundle_patch(b, snap, err);
+        if (rc != LB_OK)
+            tlscheck_bundle_free(b);
+        else
+            *out = b;
+        return rc;
+    }
+    /* Same ssl section, broken files: the served bytes stay. */
+    bool same = cp->tls != NULL && cp->cfg != NULL && cp->cfg->ssl.present &&
+                cp->tls_base != NULL && strcmp(cp->tls_base, base_dir ? base_dir : "") == 0 &&
+                strcmp(cp->cfg->ssl.cert_file, cfg->ssl.cert_file) == 0 &&
+                strcmp(cp->cfg->ssl.key_file, cfg->ssl.key_file) == 0 &&
+                strcmp(cp->cfg->ssl.ca_file, cfg->ssl.ca_file) == 0 &&
+                strcmp(cp->cfg->ssl.crl_file, cfg->ssl.crl_file) == 0 &&
+                cp->cfg->ssl.n_certificates == cfg->ssl.n_certificates;
+    for (size_t i = 0; same && i < cfg->ssl.n_certificates; i++)
+        same =
+            strcmp(cp->cfg->ssl.certificates[i].cert_file, cfg->ssl.certificates[i].cert_file) ==
+                0 &&
+            strcmp(cp->cfg->ssl.certificates[i].key_file, cfg->ssl.certificates[i].key_file) == 0;
+    if (!same) {
+        if (err != NULL)
+            *err = e;
+        return e.code != LB_OK ? e.code : LB_EINVAL;
+    }
+    lb_log(LB_LOG_ERROR, "tls_files_refused", "%s; the previously validated files keep serving",
+           e.msg);
+    snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
+    return tlscheck_bundle_patch(cp->tls, snap, err);
+}
+
+/* Every file path of <cfg>'s ssl section, resolved against <base>. */
+static void tls_watch(struct cp *cp, const struct config *cfg, const char *base)
+{
+    const struct config_ssl *ssl = &cfg->ssl;
+    size_t n = 0, cap = 4 + 2 * ssl->n_certificates;
+    char **paths = calloc(cap, sizeof(*paths));
+    const char *names[] = {ssl->cert_file, ssl->key_file, ssl->ca_file, ssl->crl_file};
+    for (size_t i = 0; paths != NULL && has_tls(cfg) && i < cap; i++) {
+        const char *name = i < 4 ? names[i]
+                                 : (i % 2 == 0 ? ssl->certificates[(i - 4) / 2].cert_file
+                                               : ssl->certificates[(i - 4) / 2].key_file);
+        if (name == NULL || name[0] == '\0')
+            continue;
+        if (name[0] == '/' || base == NULL || base[0] == '\0')
+            paths[n] = strdup(name);
+        else if (asprintf(&paths[n], "%s/%s", base, name) < 0)
+            paths[n] = NULL;
+        if (paths[n] != NULL)
+            n++;
+    }
+    struct lb_err e = {0};
+    if (paths == NULL || certwatch_set(cp->certwatch, (const char *const *)paths, n, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "certwatch_failed", "certificate files are not watched: %s",
+               paths == NULL ? "out of memory" : e.msg);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+}
+
+/* After <cfg> became active: serve <b> (taken) and watch its files. */
+static void tls_install(struct cp *cp, struct tlscheck_bundle *b, const char *base_dir)
+{
+    tlscheck_bundle_free(cp->tls);
+    cp->tls = b;
+    free(cp->tls_base);
+    cp->tls_base = strdup(base_dir ? base_dir : "");
+    for (size_t i = 0; b != NULL && i < b->n_certs; i++)
+        if (tlscheck_status_at(&b->certs[i].info, now_unix_ms()) == TLSCHECK_EXPIRING)
+            lb_log(LB_LOG_WARN, "tls_cert_expiring", "%s expires in %lld days",
+                   b->certs[i].cert->path,
+                   (long long)((b->certs[i].info.not_after_ms - now_unix_ms()) / 86400000));
+    tls_watch(cp, cp->cfg, cp->tls_base);
+}
+
+void cp_tls_status(const struct cp *cp, struct cp_tls_status *out)
+{
+    *out = cp->tls_st;
+    out->bundle = cp->tls;
+}
+
+/* "cert.pem changed, fingerprint ab.. -> cd..; key.pem changed" */
+static void describe_reload(const struct tlscheck_bundle *old, const struct tlscheck_bundle *b,
+                            char *buf, size_t size)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < b->n_files && off < size; i++) {
+        const struct tlscheck_file *f = &b->files[i];
+        const struct tlscheck_file *o = tlscheck_bundle_file(old, f->name);
+        if (o != NULL && memcmp(o->sha256, f->sha256, 32) == 0)
+            continue;
+        const char *base = strrchr(f->name, '/') ? strrchr(f->name, '/') + 1 : f->name;
+        off += (size_t)snprintf(buf + off, size - off, "%s%s changed", off ? "; " : "", base);
+        for (size_t c = 0; c < b->n_certs && off < size; c++)
+            if (b->certs[c].cert == f && old != NULL && c < old->n_certs)
+                off +=
+                    (size_t)snprintf(buf + off, size - off, ", fingerprint %.16s -> %.16s",
+                                     old->certs[c].info.fingerprint, b->certs[c].info.fingerprint);
+    }
+}
+
+int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err)
+{
+    *reloaded = false;
+    if (cp->cfg == NULL || !has_tls(cp->cfg) || cp->snap == NULL)
+        return LB_OK;
+    struct tlscheck_bundle *b = NULL;
+    struct lb_err e = {0};
+    int rc = tlscheck_bundle_load(&cp->cfg->ssl, cp->tls_base, now_unix_ms(), &b, &e);
+    if (rc != LB_OK) {
+        cp->tls_st.reload_errors++;
+        snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
+        lb_log(LB_LOG_ERROR, "tls_reload_refused", "%s; the previous certificate keeps serving",
+               e.msg);
+        if (err != NULL)
+            *err = e;
+        return rc;
+    }
+    if (tlscheck_bundle_same(cp->tls, b)) {
+        tlscheck_bundle_free(b);
+        cp->tls_st.last_error[0] = '\0';
+        return LB_OK;
+    }
+    uint64_t gen = 0;
+    uint8_t *buf = NULL;
+    Lb__V1__Snapshot *snap = lb__v1__snapshot__unpack(NULL, cp->snap_len, cp->snap);
+    if (snap == NULL)
+        rc = lb_err_set(err, LB_ENOMEM, 0, "cannot decode the served snapshot");
+    else if ((rc = tlscheck_bundle_patch(b, snap, err)) == LB_OK &&
+             (rc = reserve_encoding(snap, &buf, err)) == LB_OK)
+        rc = store_generation_bump(cp->store, &gen, err);
+    if (rc != LB_OK) {
+        free(buf);
+        if (snap != NULL)
+            lb__v1__snapshot__free_unpacked(snap, NULL);
+        tlscheck_bundle_free(b);
+        return rc;
+    }
+    snap->config_version = cp->version;
+    snap->generation = gen;
+    snap->created_unix_ms = now_unix_ms();
+    size_t len = lb__v1__snapshot__pack(snap, buf);
+    lb__v1__snapshot__free_unpacked(snap, NULL);
+    char what[256];
+    describe_reload(cp->tls, b, what, sizeof(what));
+    char detail[300];
+    snprintf(detail, sizeof(detail), "tls reload: %s", what);
+    struct lb_err ae = {0};
+    if (store_audit_add(cp->store, "certwatch", "tls.reload", detail, cp->version, cp->version,
+                        &ae) != LB_OK)
+        lb_log(LB_LOG_ERROR, "audit_failed", "%s: %s", detail, ae.msg);
+    lb_log(LB_LOG_INFO, "tls_reload", "%s (generation %llu)", detail, (unsigned long long)gen);
+    serve(cp, gen, buf, len);
+    tlscheck_bundle_free(cp->tls);
+    cp->tls = b;
+    cp->tls_st.reloads++;
+    cp->tls_st.last_reload_ms = now_unix_ms();
+    cp->tls_st.last_reload_generation = gen;
+    snprintf(cp->tls_st.last_reload, sizeof(cp->tls_st.last_reload), "%s", what);
+    cp->tls_st.last_error[0] = '\0';
+    *reloaded = true;
+    return LB_OK;
+}
+
+static void cp_on_certs(void *ctx, const char *const *paths, size_t n)
+{
+    bool reloaded;
+    lb_log(LB_LOG_INFO, "tls_files_changed", "%s%s", paths[0], n > 1 ? " and others" : "");
+    cp_tls_reload(ctx, &reloaded, NULL);
+}
+
 static int check_if_match(const struct cp *cp, const struct cp_write *w, struct lb_err *err)
 {
     if (w->author == NULL || w->author[0] == '\0')
@@ -332,7 +533,10 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     char *yaml = NULL;
     char hash[65];
     uint64_t number = 0, gen = 0;
+    struct tlscheck_bundle *tls = NULL;
     int rc = build_snapshot(cp, cfg, base_dir, &snap, err);
+    if (rc == LB_OK)
+        rc = tls_adopt(cp, cfg, base_dir, snap, &tls, err);
     if (rc == LB_OK)
         rc = reserve_encoding(snap, &buf, err);
     if (rc == LB_OK && (rc = config_hash(cfg, hash, err)) == LB_OK && rollback_to == 0) {
@@ -353,12 +557,16 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
         snapbuild_free(snap);
         free(buf);
         config_free(cfg);
+        tlscheck_bundle_free(tls);
         return rc;
     }
     snap->config_version = number;
     snap->generation = gen;
     size_t len = lb__v1__snapshot__pack(snap, buf);
+    bool keep_tls = tls == NULL && has_tls(cfg); /* refused files: the served ones stay */
     install(cp, cfg, hash, number, gen, buf, len);
+    if (!keep_tls)
+        tls_install(cp, tls, base_dir);
     health_resync(cp, snap);
     snapbuild_free(snap);
     if (version != NULL)
@@ -410,7 +618,9 @@ static int load_active(struct cp *cp, struct lb_err *err)
     uint8_t *buf = NULL;
     uint64_t gen = 0;
     struct lb_err e = {0};
+    struct tlscheck_bundle *tls = NULL;
     if (build_snapshot(cp, cfg, cp->config_dir, &snap, &e) != LB_OK ||
+        tls_adopt(cp, cfg, cp->config_dir, snap, &tls, &e) != LB_OK ||
         reserve_encoding(snap, &buf, &e) != LB_OK ||
         store_generation_bump(cp->store, &gen, &e) != LB_OK) {
         lb_log(LB_LOG_ERROR, "snapshot_failed",
@@ -418,13 +628,16 @@ static int load_active(struct cp *cp, struct lb_err *err)
                (unsigned long long)active, e.msg);
         snapbuild_free(snap);
         free(buf);
+        tlscheck_bundle_free(tls);
         install(cp, cfg, hash, active, 0, NULL, 0);
+        tls_install(cp, NULL, cp->config_dir);
         return LB_OK;
     }
     snap->config_version = active;
     snap->generation = gen;
     size_t len = lb__v1__snapshot__pack(snap, buf);
     install(cp, cfg, hash, active, gen, buf, len);
+    tls_install(cp, tls, cp->config_dir);
     health_resync(cp, snap);
     snapbuild_free(snap);
     return LB_OK;
@@ -476,6 +689,8 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
     cp->health_pub.data = cp;
     if ((cp->health = health_new(loop, cp_on_health, cp, err)) == NULL)
         goto fail;
+    if ((cp->certwatch = certwatch_new(loop, 0, 0, cp_on_certs, cp, err)) == NULL)
+        goto fail;
     if ((cp->store = store_open(cfg->db_path, err)) == NULL)
         goto fail;
     struct publisher_config pc = {.base = cfg->control_base, .republish_s = cfg->republish_s};
@@ -510,6 +725,9 @@ void cp_free(struct cp *cp)
         health_flush(cp);
     free(cp->pending);
     health_free(cp->health);
+    certwatch_free(cp->certwatch);
+    tlscheck_bundle_free(cp->tls);
+    free(cp->tls_base);
     publisher_free(cp->pub);
     store_close(cp->store);
     config_free(cp->cfg);

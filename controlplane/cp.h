@@ -28,6 +28,7 @@ struct lb_err;
 struct publisher;
 struct health;
 struct cp;
+struct tlscheck_bundle;
 
 struct cp_config {
     const char *db_path;      /* SQLite file; required */
@@ -149,6 +150,34 @@ struct health *cp_health(const struct cp *cp);
  * does not exist. Caller frees *<out> with config_diff_free(). */
 int cp_diff(struct cp *cp, uint64_t from, uint64_t to, struct config_diff **out,
             struct lb_err *err);
+
+/* ---- TLS certificates ---------------------------------------------------
+ * The files of the active ssl section are read and validated as a whole
+ * (tlscheck bundle) when a version becomes active and whenever certwatch sees
+ * one change (debounced). A valid set with new contents is published as a new
+ * generation of the same config version, with an audit row "tls.reload" by
+ * "certwatch"; an invalid set is refused: the previous bytes keep serving
+ * (also in snapshots built later for other changes), the error is logged,
+ * counted and kept for the API until a reload succeeds. */
+struct cp_tls_status {
+    const struct tlscheck_bundle *bundle; /* serving now (borrowed); NULL = no TLS */
+    uint64_t reloads;                     /* successful reloads */
+    uint64_t reload_errors;               /* refused sets */
+    int64_t last_reload_ms;               /* 0 = never */
+    uint64_t last_reload_generation;
+    char last_reload[256]; /* "cert.pem changed, fingerprint ab12.. -> cd34.." */
+    char last_error[160];  /* "" = none since the last success */
+};
+
+/* The TLS state, borrowed until the next mutation or reload. */
+void cp_tls_status(const struct cp *cp, struct cp_tls_status *out);
+
+/* Re-reads and validates every file of the active ssl section now. LB_OK
+ * with *<reloaded> true and a new generation when their contents changed and
+ * are valid, false when nothing changed (or there is no TLS); LB_EINVAL or
+ * LB_ESYS when the new files are refused (the old ones keep serving), LB_ENOMEM,
+ * LB_ESTORE. */
+int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
 
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
 struct store *cp__store(struct cp *cp);
