@@ -1,5 +1,6 @@
 /* lbctl/main.c: global options, where the control plane is, and the verbs. */
 #include "client.h"
+#include "cmd_tls.h"
 #include "lb_err.h"
 #include "lbctl.h"
 
@@ -31,6 +32,8 @@ static const char help_text[] =
     "  config diff A B            what changed from version A to version B\n"
     "  rollback N                 make version N the active config again\n"
     "  dataplanes                 the data planes and the version each applied\n"
+    "  tls list                   the served certificates, their fingerprints and expiry\n"
+    "  tls reload                 re-read the certificate files now and publish them\n"
     "\n"
     "Options:\n"
     "  --socket PATH       the admin unix socket (default $LB_ADMIN_SOCKET, else\n"
@@ -52,7 +55,7 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"status", cmd_status},     {"backends", cmd_backends},     {"config", cmd_config},
-    {"rollback", cmd_rollback}, {"dataplanes", cmd_dataplanes},
+    {"rollback", cmd_rollback}, {"dataplanes", cmd_dataplanes}, {"tls", cmd_tls},
 };
 
 /* The first line of <path>, trimmed, into <*out> (caller frees). */

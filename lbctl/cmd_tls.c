@@ -1,0 +1,136 @@
+/* lbctl/cmd_tls.c: "lbctl tls list" (GET /api/v1/tls) and "lbctl tls reload"
+ * (POST /api/v1/tls/reload). */
+#include "cmd_tls.h"
+
+#include "lbctl.h"
+#include "output.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char tls_help[] = "Usage: lbctl tls list|reload [--json]\n"
+                               "\n"
+                               "  list     the certificates the data planes serve\n"
+                               "  reload   check the certificate files now and publish them\n"
+                               "\n"
+                               "'lbctl tls COMMAND --help' describes a command.\n";
+
+static const char list_help[] =
+    "Usage: lbctl tls list [--json]\n"
+    "\n"
+    "Lists the certificates served by each TLS frontend (GET /api/v1/tls): file,\n"
+    "frontend, subject, SANs, SHA-256 fingerprint (first 16 hex digits), expiry\n"
+    "date (local time) and status (ok, expiring within 30 days, expired). The last\n"
+    "reload and the last refused reload follow the table.\n"
+    "With --json prints the server's JSON.\n";
+
+static const char reload_help[] =
+    "Usage: lbctl tls reload [--json]\n"
+    "\n"
+    "Makes the control plane re-read and validate every file of the ssl section\n"
+    "now (POST /api/v1/tls/reload). Changed valid files are published as a new\n"
+    "generation; unchanged files change nothing. When the new files are refused\n"
+    "(key does not match, expired, unreadable...) the reason is printed, the old\n"
+    "certificate keeps serving and the exit status is 1.\n";
+
+static const char *const headers[] = {"NAME",        "FRONTEND", "SUBJECT", "SANS",
+                                      "FINGERPRINT", "EXPIRES",  "STATUS"};
+
+static int tls_list(struct lbctl *ctx, int argc, char **argv)
+{
+    size_t npos;
+    int rc = lbctl_parse(ctx, "tls list", list_help, argc, argv, NULL, 0, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    json_t *root;
+    struct lbctl_req r = {.method = "GET", .path = "/api/v1/tls"};
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    struct table *t = table_new(7, headers);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(root, "certificates"), i, c)
+    {
+        char name[256], fe[128], subject[256], fp[20], expires[32], status[16], sans[512] = "";
+        size_t k, off = 0;
+        json_t *san;
+        json_array_foreach(json_object_get(c, "sans"), k, san)
+        {
+            if (off < sizeof(sans))
+                off += (size_t)snprintf(sans + off, sizeof(sans) - off, "%s%s", k ? "," : "",
+                                        json_string_value(san) ? json_string_value(san) : "");
+        }
+        output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
+        fp[16] = '\0';
+        const char *row[] = {
+            output_cell(json_object_get(c, "name"), name, sizeof(name)),
+            output_cell(json_object_get(c, "frontend"), fe, sizeof(fe)),
+            output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
+            off ? sans : "-",
+            fp,
+            output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
+            output_cell(json_object_get(c, "status"), status, sizeof(status)),
+        };
+        if (t != NULL && table_add(t, row) != 0) {
+            table_free(t);
+            t = NULL;
+        }
+    }
+    if (t == NULL) {
+        json_decref(root);
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    }
+    table_print(t, stdout);
+    table_free(t);
+    json_t *last = json_object_get(root, "last_reload");
+    if (json_is_object(last)) {
+        char at[32];
+        printf("last reload: %s (generation %lld, %s)\n",
+               output_time(json_object_get(last, "at_ms"), at, sizeof(at)),
+               (long long)json_integer_value(json_object_get(last, "generation")),
+               json_string_value(json_object_get(last, "detail")));
+    }
+    const char *err = json_string_value(json_object_get(root, "last_error"));
+    if (err != NULL)
+        printf("last error: %s\n", err);
+    json_decref(root);
+    return LBCTL_EXIT_OK;
+}
+
+static int tls_reload(struct lbctl *ctx, int argc, char **argv)
+{
+    size_t npos;
+    int rc = lbctl_parse(ctx, "tls reload", reload_help, argc, argv, NULL, 0, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    json_t *root;
+    struct lbctl_req r = {.method = "POST", .path = "/api/v1/tls/reload"};
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    long long gen = (long long)json_integer_value(json_object_get(root, "generation"));
+    if (json_is_true(json_object_get(root, "reloaded")))
+        printf("reloaded: new certificates published as generation %lld\n", gen);
+    else
+        printf("unchanged: the certificate files are as served (generation %lld)\n", gen);
+    json_decref(root);
+    return LBCTL_EXIT_OK;
+}
+
+int cmd_tls(struct lbctl *ctx, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            return lbctl_usage("tls", "missing a command: list or reload");
+        fputs(tls_help, stdout);
+        return LBCTL_EXIT_OK;
+    }
+    if (strcmp(argv[1], "list") == 0)
+        return tls_list(ctx, argc - 1, argv + 1);
+    if (strcmp(argv[1], "reload") == 0)
+        return tls_reload(ctx, argc - 1, argv + 1);
+    return lbctl_usage("tls", "unknown command '%s' (list or reload)", argv[1]);
+}
