@@ -13,10 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lb_err.h"
 #include "lb_log.h"
+#include "tls.h"
 #include "transport.h"
 #include "worker.h"
 
@@ -97,8 +100,12 @@ struct conn {
     bool readable;
     bool rd_eof;
     bool progress;
-    bool shut;    /* our sending side is closed */
-    bool closing; /* close once the current response is out */
+    bool shut;        /* our sending side is closed */
+    bool tls;         /* HTTPS */
+    bool tls_pending; /* no application byte read yet: the handshake may be running */
+    bool rd_on_write; /* the transport's read waits for writability (TLS) */
+    bool wr_on_read;  /* the transport's write waits for readability (TLS) */
+    bool closing;     /* close once the current response is out */
     struct wview *view;
     uint32_t fe_index;
     uint16_t fe_stat;
@@ -714,11 +721,38 @@ static void request_id_new(struct conn *c)
              (unsigned)(ev_now(c->w->loop) * 1000.0));
 }
 
+/* Appends "Name: value\r\n" with every control byte of <value> replaced, so
+ * that nothing a certificate says can end a header line. */
+static void append_clean_header(struct buf *b, const char *name, const char *value)
+{
+    buf_appends(b, name);
+    buf_appends(b, ": ");
+    for (const char *p = value; *p; p++) {
+        char ch = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
+        buf_append(b, &ch, 1);
+    }
+    buf_appends(b, "\r\n");
+}
+
+/* What a TLS client proved with its certificate, for the backend. */
+static void append_client_identity(struct conn *c, struct buf *b)
+{
+    struct tls_peer p;
+    if (tls_peer_info(&c->tr, &p) != LB_OK || !p.has_cert)
+        return;
+    append_clean_header(b, "X-Client-Cert-Verified", p.verified ? "yes" : "no");
+    append_clean_header(b, "X-Client-Cert-Subject", p.subject);
+    if (p.san_uri[0] != '\0')
+        append_clean_header(b, "X-Client-Cert-Uri", p.san_uri);
+    append_clean_header(b, "X-Client-Cert-Sha256", p.fingerprint);
+}
+
 /* Writes the rewritten request head for the backend into c->uphead. */
 static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
 {
     struct worker *w = c->w;
-    size_t need = (size_t)m->method.len + m->target.len + 64 + 256 + sizeof(c->req_id);
+    size_t need = (size_t)m->method.len + m->target.len + 64 + 256 + sizeof(c->req_id) +
+                  (c->tls ? sizeof(struct tls_peer) + 128 : 0);
     for (uint32_t i = 0; i < m->n_headers; i++)
         need += m->headers[i].name.len + m->headers[i].value.len + 4;
     struct buf *b = worker_buf_get(w);
@@ -742,6 +776,9 @@ static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         if (h->flags & HTTP1_HF_HOP)
+            continue;
+        /* identity headers are ours alone: a client's copies never pass */
+        if (h->name.len >= 14 && strncasecmp(h->name.p, "X-Client-Cert-", 14) == 0)
             continue;
         switch (h->id) {
         case HTTP1_H_CONTENT_LENGTH:
@@ -794,7 +831,9 @@ static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
                          (unsigned long long)m->content_length);
         buf_append(b, cl, (size_t)n);
     }
-    buf_appends(b, "X-Forwarded-Proto: http\r\n");
+    buf_appends(b, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    if (c->tls)
+        append_client_identity(c, b);
     if (m->host >= 0 && m->headers[m->host].value.len > 0) {
         buf_appends(b, "X-Forwarded-Host: ");
         buf_append(b, m->headers[m->host].value.p, m->headers[m->host].value.len);
@@ -1258,6 +1297,7 @@ static void conn_read_client(struct conn *c)
             c->t_start = ev_now(w->loop);
         }
         c->in->end += (uint32_t)n;
+        c->tls_pending = false;
         METRIC_ADD(w->metrics.fe[c->fe_stat].bytes_in, (uint64_t)n);
         c->progress = true;
         if ((size_t)n < room)
@@ -1265,8 +1305,11 @@ static void conn_read_client(struct conn *c)
     } else if (n == 0) {
         c->rd_eof = true;
         c->progress = true;
-    } else if (n == TRANSPORT_AGAIN || n == TRANSPORT_WANT_WRITE) {
+    } else if (n == TRANSPORT_AGAIN) {
         c->readable = false;
+    } else if (n == TRANSPORT_WANT_WRITE) {
+        c->readable = false;
+        c->rd_on_write = true;
     } else {
         c->rd_eof = true;
         c->closing = true;
@@ -1379,8 +1422,13 @@ static void conn_write_client(struct conn *c)
     if (cnt == 0)
         return;
     ssize_t n = c->tr.ops->writev(&c->tr, iov, cnt);
-    if (n == TRANSPORT_WANT_WRITE || n == TRANSPORT_AGAIN)
+    if (n == TRANSPORT_WANT_WRITE)
         return;
+    if (n == TRANSPORT_AGAIN) {
+        c->wr_on_read = true; /* TLS: the record layer needs to read first */
+        return;
+    }
+    c->wr_on_read = false;
     if (n < 0) {
         c->closing = true;
         c->rd_eof = true;
@@ -1467,7 +1515,7 @@ static uint8_t conn_timer_phase(const struct conn *c)
 {
     switch (c->state) {
     case CS_IDLE:
-        return TP_IDLE;
+        return c->tls_pending ? TP_HEAD : TP_IDLE; /* a handshake has the head's time */
     case CS_HEAD:
         return TP_HEAD;
     case CS_LINGER:
@@ -1565,6 +1613,10 @@ static void conn_arm(struct conn *c)
      * round limit resumes on the next loop turn. */
     if (!(want & EV_READ) && (c->events & EV_READ) && !c->readable && !c->rd_eof)
         want |= EV_READ;
+    if (c->rd_on_write)
+        want |= EV_WRITE;
+    if (c->wr_on_read && (want & EV_WRITE))
+        want = (want & ~EV_WRITE) | EV_READ;
     set_events(loop, &c->io, &c->events, want);
 
     struct upstream *u = c->up;
@@ -1742,6 +1794,10 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
     struct conn *c = io->data;
     if (revents & EV_READ)
         c->readable = true;
+    if ((revents & EV_WRITE) && c->rd_on_write) {
+        c->rd_on_write = false;
+        c->readable = true; /* the read that waited for writability goes again */
+    }
     conn_run(c);
 }
 
@@ -1754,6 +1810,11 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case TP_HEAD:
+        if (c->tls_pending) {
+            tls_transport_note_timeout(&c->tr);
+            conn_close(c);
+            return;
+        }
         conn_answer_error(c, 408, "client sent its request head too slowly");
         break;
     case TP_CONNECT:
@@ -1876,7 +1937,21 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->w = w;
-    transport_plain_init(&c->tr, fd);
+    struct tls_ctx *tls = v->snap->tls ? v->snap->tls[fe_index] : NULL;
+    if (tls != NULL) {
+        if (tls_transport_init(&c->tr, fd, tls, NULL) != LB_OK) {
+            METRIC_ADD(w->metrics.fe[fe_stat].closed, 1);
+            close(fd);
+            c->next = w->free_conns;
+            w->free_conns = c;
+            w->n_free_conns++;
+            return;
+        }
+        c->tls = true;
+        c->tls_pending = true;
+    } else {
+        transport_plain_init(&c->tr, fd);
+    }
     c->view = v;
     v->refs++;
     c->fe_index = fe_index;

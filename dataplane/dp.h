@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 struct breaker_registry;
+struct tls_tickets;
 struct snap;
 struct worker;
 
@@ -18,6 +19,7 @@ struct dp {
     unsigned n_workers;
     struct worker *workers;
     struct breaker_registry *breakers; /* per backend id, shared by the workers */
+    struct tls_tickets *tickets;       /* session-ticket keys, shared by TLS frontends */
 };
 
 /* Any thread: a new reference to the newest snapshot. */

@@ -21,6 +21,7 @@
 #include "metrics_server.h"
 #include "snapshot.h"
 #include "sync.h"
+#include "tls_tickets.h"
 #include "worker.h"
 
 #define MAX_WORKERS 256
@@ -222,6 +223,8 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
     }
     if (!m->serving) {
         int rc = snapshot_bind_limiters(snap, NULL, err);
+        if (rc == LB_OK)
+            rc = snapshot_bind_tls(snap, NULL, m->dp.tickets, err);
         if (rc != LB_OK) {
             snap_unref(snap);
             return rc;
@@ -234,6 +237,8 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
         int rc = check_new_frontends(cur, snap, err);
         if (rc == LB_OK)
             rc = snapshot_bind_limiters(snap, cur, err);
+        if (rc == LB_OK)
+            rc = snapshot_bind_tls(snap, cur, m->dp.tickets, err);
         snap_unref(cur);
         if (rc == LB_OK)
             rc = metrics_follow(m, snap, err);
@@ -469,7 +474,8 @@ int main(int argc, char **argv)
     }
     m.loop = ev_default_loop(EVFLAG_AUTO);
     m.dp.breakers = breaker_registry_new(NULL);
-    if (m.dp.breakers == NULL) {
+    m.dp.tickets = tls_tickets_new(NULL, NULL, NULL);
+    if (m.dp.breakers == NULL || m.dp.tickets == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;
     }
@@ -523,6 +529,7 @@ int main(int argc, char **argv)
         stop_workers(&m);
         metrics_server_free(m.metrics);
         breaker_registry_free(m.dp.breakers);
+        tls_tickets_unref(m.dp.tickets);
         free(m.dp.workers);
         snap_unref(m.dp.snap);
         return 1;
@@ -538,8 +545,9 @@ int main(int argc, char **argv)
     breaker_registry_free(m.dp.breakers);
     sync_free(m.sync);
     metrics_server_free(m.metrics);
+    snap_unref(m.dp.snap); /* its TLS contexts hold references to the ticket keys */
+    tls_tickets_unref(m.dp.tickets);
     free(m.dp.workers);
-    snap_unref(m.dp.snap);
     pthread_mutex_destroy(&m.dp.lock);
     lb_log(LB_LOG_INFO, "stopped", "all connections closed");
     return 0;

@@ -16,6 +16,7 @@
 #include "lb_prom.h"
 #include "metrics.h"
 #include "snapshot.h"
+#include "tls.h"
 #include "worker.h"
 
 #define REQ_MAX     8192
@@ -180,6 +181,67 @@ static void render_ratelimit(struct lb_prom *p, const struct snap *snap)
     }
 }
 
+/* TLS counters belong to a context: a certificate reload starts new ones. */
+static void render_tls(struct lb_prom *p, const struct snap *snap)
+{
+    if (snap == NULL || snap->tls == NULL)
+        return;
+    lb_prom_family(p, "lb_tls_handshakes_total", "counter",
+                   "Completed TLS handshakes, by protocol version.");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->tls[i] == NULL)
+            continue;
+        struct tls_stats st;
+        tls_ctx_stats(snap->tls[i], &st);
+        for (int v = 0; v < TLS_VER_COUNT; v++) {
+            struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
+                                         {"version", tls_version_name((enum tls_version)v)}};
+            lb_prom_u64(p, "lb_tls_handshakes_total", l, 2, st.handshakes[v]);
+        }
+    }
+    lb_prom_family(p, "lb_tls_sessions_total", "counter",
+                   "Completed TLS handshakes: full, or resumed from a ticket or the cache.");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->tls[i] == NULL)
+            continue;
+        struct tls_stats st;
+        tls_ctx_stats(snap->tls[i], &st);
+        struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name}, {"kind", "full"}};
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st.full);
+        l[1].value = "resumed";
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st.resumed);
+    }
+    lb_prom_family(p, "lb_tls_handshake_errors_total", "counter",
+                   "Failed TLS handshakes, by reason.");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->tls[i] == NULL)
+            continue;
+        struct tls_stats st;
+        tls_ctx_stats(snap->tls[i], &st);
+        for (int e = 0; e < TLS_ERR_COUNT; e++) {
+            if (st.errors[e] == 0)
+                continue;
+            struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
+                                         {"reason", tls_error_name((enum tls_error)e)}};
+            lb_prom_u64(p, "lb_tls_handshake_errors_total", l, 2, st.errors[e]);
+        }
+    }
+    lb_prom_family(p, "lb_tls_cert_not_after_seconds", "gauge",
+                   "When each served certificate expires (unix seconds).");
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->tls[i] == NULL)
+            continue;
+        for (size_t k = 0; k < tls_ctx_cert_count(snap->tls[i]); k++) {
+            struct tls_cert_info ci;
+            if (tls_ctx_cert_info(snap->tls[i], k, &ci) != 0)
+                continue;
+            struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name}, {"cert", ci.name}};
+            lb_prom_u64(p, "lb_tls_cert_not_after_seconds", l, 2,
+                        ci.not_after > 0 ? (uint64_t)ci.not_after : 0);
+        }
+    }
+}
+
 static void render_metrics(struct metrics_server *s, struct lb_prom *p)
 {
     struct dp *dp = s->dp;
@@ -201,6 +263,7 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
                        snap ? snap->generation : 0);
         render_resilience(p, dp, snap);
         render_ratelimit(p, snap);
+        render_tls(p, snap);
     }
     free(ws);
     free(bs);

@@ -13,6 +13,7 @@
 #include "lb.pb-c.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "tls.h"
 
 #define MAX_SNAPSHOT_BYTES (256u << 20)
 
@@ -96,11 +97,7 @@ static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb
                               "frontends[%zu].bind_address: \"%s\" is not an IP address", i, bind);
         sf->name = f->name;
         sf->port = (uint16_t)f->port;
-        if (f->tls != NULL)
-            return lb_err_set(err, LB_EINVAL, 0,
-                              "frontends[%zu].tls: TLS termination is not supported by this data "
-                              "plane yet",
-                              i);
+        sf->tls = f->tls != NULL;
         format_host_port(sf->key, sizeof(sf->key), &sf->addr);
         for (size_t j = 0; j < i; j++) {
             if (strcmp(s->frontends[j].name, sf->name) == 0)
@@ -372,10 +369,65 @@ int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err
     return LB_OK;
 }
 
+/* Two Tls messages are the same settings when they pack to the same bytes. */
+static bool tls_same(const Lb__V1__Tls *a, const Lb__V1__Tls *b)
+{
+    size_t la = lb__v1__tls__get_packed_size(a), lb = lb__v1__tls__get_packed_size(b);
+    if (la != lb)
+        return false;
+    uint8_t *pa = malloc(la ? la : 1), *pb = malloc(lb ? lb : 1);
+    bool same = pa != NULL && pb != NULL;
+    if (same) {
+        lb__v1__tls__pack(a, pa);
+        lb__v1__tls__pack(b, pb);
+        same = memcmp(pa, pb, la) == 0;
+    }
+    free(pa);
+    free(pb);
+    return same;
+}
+
+int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets *tickets,
+                      struct lb_err *err)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < s->n_frontends; i++)
+        any = any || s->frontends[i].tls;
+    if (!any)
+        return LB_OK;
+    s->tls = calloc(s->n_frontends, sizeof(*s->tls));
+    if (s->tls == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for TLS contexts");
+    for (uint32_t i = 0; i < s->n_frontends; i++) {
+        if (!s->frontends[i].tls)
+            continue;
+        const Lb__V1__Tls *cfg = s->pb->frontends[i]->tls;
+        for (uint32_t j = 0; old != NULL && old->tls != NULL && j < old->n_frontends; j++) {
+            if (old->tls[j] != NULL && strcmp(old->frontends[j].name, s->frontends[i].name) == 0 &&
+                tls_same(old->pb->frontends[j]->tls, cfg)) {
+                s->tls[i] = tls_ctx_ref(old->tls[j]);
+                break;
+            }
+        }
+        if (s->tls[i] != NULL)
+            continue;
+        struct lb_err e = {0};
+        s->tls[i] = tls_ctx_new(cfg, tickets, &e);
+        if (s->tls[i] == NULL)
+            return lb_err_set(err, e.code ? e.code : LB_EINVAL, 0, "frontends[%u].%s", i, e.msg);
+    }
+    return LB_OK;
+}
+
 static void snap_free(struct snap *s)
 {
     if (s == NULL)
         return;
+    for (uint32_t i = 0; s->tls != NULL && i < s->n_frontends; i++) {
+        if (s->tls[i] != NULL)
+            tls_ctx_unref(s->tls[i]);
+    }
+    free(s->tls);
     for (uint32_t i = 0; s->rl != NULL && i < s->n_frontends; i++)
         rl_unref(s->rl[i]);
     free(s->rl);

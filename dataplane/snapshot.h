@@ -15,6 +15,8 @@
 #include "limiter.h"
 
 struct lb_err;
+struct tls_ctx;
+struct tls_tickets;
 struct Lb__V1__Snapshot;
 
 #define SNAP_MAX_FRONTENDS 64
@@ -44,6 +46,7 @@ struct snap_frontend {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint16_t port;
+    bool tls;     /* HTTPS: its context is in snap.tls[] */
     char key[80]; /* "address:port": a listener's identity across snapshots */
 };
 
@@ -107,6 +110,7 @@ struct snap {
     socklen_t metrics_addrlen;
     struct limiter_config rl_cfg; /* validated ratelimit section */
     struct snap_rl **rl;          /* per frontend, NULL when off; set by snapshot_bind_limiters */
+    struct tls_ctx **tls;         /* per frontend, NULL for plain HTTP; set by snapshot_bind_tls */
     struct Lb__V1__Snapshot *pb;  /* the decoded message; strings point into it */
 };
 
@@ -125,6 +129,16 @@ int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err);
  * the buckets of keys whose limits did not change. Main thread, before any
  * worker sees <s>. Returns LB_OK or LB_ENOMEM. */
 int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err *err);
+
+/* Builds the TLS context of every HTTPS frontend of <s> before it is
+ * published, keeping <old>'s context for a frontend of the same name whose TLS
+ * settings are byte for byte the same (a new generation that changed only
+ * health does not rebuild certificates, and resumption goes on). <tickets> is
+ * the process's session-ticket key store. Main thread. Returns LB_OK, or
+ * LB_EINVAL naming the field ("frontends[1].tls.certificates[0].key_pem: ...")
+ * or LB_ENOMEM; <s> is then unusable. */
+int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets *tickets,
+                      struct lb_err *err);
 
 /* Reference counting; any thread. snap_unref(NULL) is a no-op. */
 struct snap *snap_ref(struct snap *s);

@@ -155,7 +155,7 @@ static const struct bad_case {
     {"frontend duplicate name", "frontends[1].name: \"web\" is used twice"},
     {"frontend duplicate bind", "frontends[1]: 127.0.0.1:8080 is bound twice"},
     {"frontend empty name", "frontends[0].name: must be"},
-    {"frontend tls", "frontends[0].tls: TLS termination is not supported"},
+    {"metrics bad address", "metrics.bind_address: \"nope\" is not an IP address"},
     {"backend weight 1001", "backends[2].weight: 1001 is out of range (1..1000)"},
     {"backend port 0", "backends[1].port: 0 is out of range"},
     {"backend host name", "backends[0].host: \"backend1\" is not an IP address"},
@@ -201,7 +201,7 @@ static void break_case(struct sfix *f, int i)
         f->fe[0].name = empty;
         break;
     case 7:
-        f->fe[0].tls = &f->tls;
+        f->metrics.bind_address = "nope";
         break;
     case 8:
         f->be[2].weight = 1001;

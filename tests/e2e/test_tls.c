@@ -1,0 +1,448 @@
+/* tests/e2e/test_tls.c: HTTPS frontends of a real lb-dataplane: versions,
+ * SNI, mutual TLS and the identity passed to backends, resumption across
+ * workers, certificates replaced without a restart. Certificates are made at
+ * test time by tests/unit/dataplane/tls/make-certs.sh. */
+#include <check.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+static char certdir[256];
+
+static void make_certs(void)
+{
+    if (certdir[0] != '\0')
+        return;
+    snprintf(certdir, sizeof(certdir), "/tmp/lb-e2e-tls-XXXXXX");
+    if (mkdtemp(certdir) == NULL) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "sh %s/tests/unit/dataplane/tls/make-certs.sh %s", LB_SOURCE_DIR,
+             certdir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "%s failed (see %s/log.txt)\n", cmd, certdir);
+        exit(1);
+    }
+}
+
+static void remove_certs(void)
+{
+    if (certdir[0] == '\0')
+        return;
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", certdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", certdir);
+    certdir[0] = '\0';
+}
+
+/* PEM bytes stay reachable from here until the (forked) test exits. */
+static uint8_t *pem_pool[64];
+static int n_pem_pool;
+
+/* The file's bytes, owned by <pem_pool>. */
+static ProtobufCBinaryData pem(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", certdir, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    uint8_t *buf = malloc(1 << 16);
+    size_t n = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    ck_assert_int_lt(n_pem_pool, 64);
+    pem_pool[n_pem_pool++] = buf;
+    return (ProtobufCBinaryData){.len = n, .data = buf};
+}
+
+/* ---- the TLS settings of the frontend -------------------------------------- */
+
+struct tls_setup {
+    const char *default_cert; /* "srv-rsa" or "srv-ec" */
+    int client_auth;
+    bool garbage; /* a certificate that does not parse */
+    Lb__V1__Tls tls;
+    Lb__V1__Certificate certs[2];
+    Lb__V1__Certificate *certp[2];
+};
+
+static void tls_fill(struct tls_setup *s)
+{
+    lb__v1__tls__init(&s->tls);
+    const char *names[2] = {s->default_cert,
+                            strcmp(s->default_cert, "srv-rsa") == 0 ? "srv-ec" : "srv-rsa"};
+    for (int i = 0; i < 2; i++) {
+        char crt[32], key[32];
+        snprintf(crt, sizeof(crt), "%s.pem", names[i]);
+        snprintf(key, sizeof(key), "%s.key", names[i]);
+        lb__v1__certificate__init(&s->certs[i]);
+        s->certs[i].name = (char *)names[i];
+        s->certs[i].cert_pem = pem(crt);
+        s->certs[i].key_pem = pem(key);
+        s->certp[i] = &s->certs[i];
+    }
+    if (s->garbage) {
+        static uint8_t junk[] = "-----BEGIN CERTIFICATE-----\nnot a certificate\n";
+        s->certs[0].cert_pem = (ProtobufCBinaryData){.len = sizeof(junk) - 1, .data = junk};
+    }
+    s->tls.n_certificates = 2;
+    s->tls.certificates = s->certp;
+    s->tls.client_auth = (Lb__V1__ClientAuth)s->client_auth;
+    if (s->client_auth != 0)
+        s->tls.ca_pem = pem("ca.pem");
+}
+
+static void tweak(Lb__V1__Snapshot *snap, void *arg)
+{
+    struct tls_setup *s = arg;
+    tls_fill(s);
+    snap->frontends[0]->tls = &s->tls;
+}
+
+static struct e2e *start(struct tls_setup *s)
+{
+    struct e2e_opts o = {.backends = 1, .workers = 2, .tweak = tweak, .tweak_arg = s};
+    return e2e_start_opts(&o);
+}
+
+/* Rewrites the world's snapshot with TLS settings <s> and generation <gen>. */
+static void write_snapshot(struct e2e *t, struct tls_setup *s, uint64_t gen)
+{
+    tls_fill(s);
+    Lb__V1__Snapshot snap = LB__V1__SNAPSHOT__INIT;
+    Lb__V1__Frontend fe = LB__V1__FRONTEND__INIT;
+    Lb__V1__Frontend *fep = &fe;
+    fe.name = "web";
+    fe.bind_address = "127.0.0.1";
+    fe.port = e2e_lb_port(t);
+    fe.tls = &s->tls;
+    Lb__V1__Backend be = LB__V1__BACKEND__INIT;
+    Lb__V1__Backend *bep = &be;
+    be.id = "b0";
+    be.host = "127.0.0.1";
+    be.port = e2e_backend_port(t, 0);
+    Lb__V1__Metrics m = LB__V1__METRICS__INIT;
+    m.enabled = true;
+    m.bind_address = "127.0.0.1";
+    m.port = e2e_metrics_port(t);
+    snap.config_version = gen;
+    snap.generation = gen;
+    snap.n_frontends = 1;
+    snap.frontends = &fep;
+    snap.n_backends = 1;
+    snap.backends = &bep;
+    snap.metrics = &m;
+    char path[512], tmp[600];
+    e2e_path(t, "snapshot.pb", path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    size_t len = lb__v1__snapshot__get_packed_size(&snap);
+    uint8_t *buf = malloc(len);
+    lb__v1__snapshot__pack(&snap, buf);
+    FILE *f = fopen(tmp, "wb");
+    ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static double generation(struct e2e *t)
+{
+    char *text = e2e_scrape(t);
+    double g = text ? e2e_metric(text, "lb_snapshot_generation", NULL) : NAN;
+    free(text);
+    return g;
+}
+
+/* ---- a blocking OpenSSL client ---------------------------------------------- */
+
+struct tls_client {
+    SSL_CTX *ctx;
+    SSL *ssl;
+    int fd;
+};
+
+struct client_opts {
+    const char *sni;
+    int version;          /* 0: any; TLS1_2_VERSION or TLS1_3_VERSION */
+    bool with_cert;       /* present client.pem */
+    SSL_SESSION *session; /* resume this one */
+};
+
+static bool tls_connect(struct tls_client *c, unsigned port, const struct client_opts *o)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_ptr_nonnull(c->ctx);
+    if (o->version != 0) {
+        SSL_CTX_set_min_proto_version(c->ctx, o->version);
+        SSL_CTX_set_max_proto_version(c->ctx, o->version);
+    }
+    if (o->with_cert) {
+        char crt[512], key[512];
+        snprintf(crt, sizeof(crt), "%s/client.pem", certdir);
+        snprintf(key, sizeof(key), "%s/client.key", certdir);
+        ck_assert_int_eq(SSL_CTX_use_certificate_file(c->ctx, crt, SSL_FILETYPE_PEM), 1);
+        ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM), 1);
+    }
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        return false;
+    c->ssl = SSL_new(c->ctx);
+    SSL_set_fd(c->ssl, c->fd);
+    if (o->sni != NULL)
+        SSL_set_tlsext_host_name(c->ssl, o->sni);
+    if (o->session != NULL)
+        SSL_set_session(c->ssl, o->session);
+    return SSL_connect(c->ssl) == 1;
+}
+
+static void tls_close(struct tls_client *c)
+{
+    if (c->ssl != NULL) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    SSL_CTX_free(c->ctx);
+    ERR_clear_error();
+}
+
+/* Sends one request and reads its response (Content-Length framed). Returns
+ * the status, the body in <body>. */
+static int tls_request(struct tls_client *c, const char *path, const char *extra, char *body,
+                       size_t bodysz)
+{
+    char req[512];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a.example.com\r\n%s\r\n", path,
+                     extra ? extra : "");
+    if (SSL_write(c->ssl, req, n) != n)
+        return -1;
+    char buf[16384];
+    size_t len = 0;
+    for (;;) {
+        int r = SSL_read(c->ssl, buf + len, (int)(sizeof(buf) - 1 - len));
+        if (r <= 0)
+            return -1;
+        len += (size_t)r;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end == NULL)
+            continue;
+        char *cl = strcasestr(buf, "Content-Length:");
+        size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
+        size_t have = len - (size_t)(end + 4 - buf);
+        if (have < want)
+            continue;
+        snprintf(body, bodysz, "%.*s", (int)want, end + 4);
+        return atoi(buf + 9);
+    }
+}
+
+static void served_cn(struct tls_client *c, char *out, size_t outsz)
+{
+    X509 *x = SSL_get1_peer_certificate(c->ssl);
+    ck_assert_ptr_nonnull(x);
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, out, (int)outsz);
+    X509_free(x);
+}
+
+/* ---- tests ------------------------------------------------------------------- */
+
+START_TEST(versions_and_sni)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    unsigned port = e2e_lb_port(t);
+    const int versions[2] = {TLS1_2_VERSION, TLS1_3_VERSION};
+    for (int v = 0; v < 2; v++) {
+        struct tls_client c;
+        struct client_opts o = {.sni = "a.example.com", .version = versions[v]};
+        ck_assert(tls_connect(&c, port, &o));
+        ck_assert_int_eq(SSL_version(c.ssl), versions[v]);
+        char body[4096], cn[128];
+        served_cn(&c, cn, sizeof(cn));
+        ck_assert_str_eq(cn, "a.example.com");
+        ck_assert_int_eq(tls_request(&c, "/", NULL, body, sizeof(body)), 200);
+        ck_assert_str_eq(body, "b0");
+        /* keep-alive over TLS, and the backend hears https */
+        ck_assert_int_eq(tls_request(&c, "/headers", NULL, body, sizeof(body)), 200);
+        ck_assert_ptr_nonnull(strstr(body, "X-Forwarded-Proto: https"));
+        tls_close(&c);
+    }
+    const char *sni[3] = {"b.example.com", "x.b.example.com", "unknown.example.net"};
+    const char *want[3] = {"b.example.com", "b.example.com", "a.example.com"};
+    for (int i = 0; i < 3; i++) {
+        struct tls_client c;
+        struct client_opts o = {.sni = sni[i]};
+        ck_assert(tls_connect(&c, port, &o));
+        char cn[128];
+        served_cn(&c, cn, sizeof(cn));
+        ck_assert_msg(strcmp(cn, want[i]) == 0, "SNI %s got %s", sni[i], cn);
+        tls_close(&c);
+    }
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_tls_handshakes_total", "version=\"TLSv1.3\"") >= 1);
+    ck_assert(e2e_metric(text, "lb_tls_handshakes_total", "version=\"TLSv1.2\"") >= 1);
+    ck_assert(e2e_metric(text, "lb_tls_cert_not_after_seconds", "cert=\"srv-rsa\"") > 1e9);
+    free(text);
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(mutual_tls_and_identity_headers)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa", .client_auth = 4};
+    struct e2e *t = start(&s);
+    unsigned port = e2e_lb_port(t);
+    struct tls_client c;
+    struct client_opts none = {.sni = "a.example.com"};
+    /* without a certificate: refused in the handshake (TLS 1.3 may report it
+     * on the first read instead) */
+    bool refused = !tls_connect(&c, port, &none);
+    char body[8192];
+    if (!refused)
+        refused = tls_request(&c, "/", NULL, body, sizeof(body)) < 0;
+    tls_close(&c);
+    ck_assert(refused);
+
+    struct client_opts with = {.sni = "a.example.com", .with_cert = true};
+    ck_assert(tls_connect(&c, port, &with));
+    ck_assert_int_eq(
+        tls_request(&c, "/headers", "X-Client-Cert-Subject: CN=spoofed\r\n", body, sizeof(body)),
+        200);
+    ck_assert_ptr_nonnull(strstr(body, "X-Client-Cert-Verified: yes"));
+    ck_assert_ptr_nonnull(strstr(body, "X-Client-Cert-Subject: CN=client1"));
+    ck_assert_ptr_nonnull(
+        strstr(body, "X-Client-Cert-Uri: spiffe://example.org/ns/default/sa/client1"));
+    ck_assert_ptr_nonnull(strstr(body, "X-Client-Cert-Sha256: "));
+    ck_assert_ptr_null(strstr(body, "spoofed"));
+    tls_close(&c);
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_tls_handshake_errors_total", "reason=\"no_client_cert\"") >= 1);
+    free(text);
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(resumption_across_workers)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    unsigned port = e2e_lb_port(t);
+    struct tls_client c;
+    struct client_opts o = {.sni = "a.example.com", .version = TLS1_2_VERSION};
+    ck_assert(tls_connect(&c, port, &o));
+    SSL_SESSION *sess = SSL_get1_session(c.ssl);
+    tls_close(&c);
+    /* SO_REUSEPORT spreads these over both workers; every one resumes */
+    int resumed = 0;
+    for (int i = 0; i < 12; i++) {
+        o.session = sess;
+        ck_assert(tls_connect(&c, port, &o));
+        resumed += SSL_session_reused(c.ssl);
+        tls_close(&c);
+    }
+    SSL_SESSION_free(sess);
+    ck_assert_int_eq(resumed, 12);
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_tls_sessions_total", "kind=\"resumed\"") >= 12);
+    free(text);
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(certificate_replaced_without_a_restart)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    unsigned port = e2e_lb_port(t);
+    struct tls_client old;
+    struct client_opts o = {0}; /* no SNI: the default certificate */
+    ck_assert(tls_connect(&old, port, &o));
+    char cn[128], body[4096];
+    served_cn(&old, cn, sizeof(cn));
+    ck_assert_str_eq(cn, "a.example.com");
+
+    /* the default certificate becomes the ECDSA one */
+    struct tls_setup next = {.default_cert = "srv-ec"};
+    write_snapshot(t, &next, 2);
+    ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
+    uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+    while (generation(t) != 2 && e2e_now_ms() < end)
+        e2e_sleep_ms(20);
+    ck_assert(generation(t) == 2);
+
+    struct tls_client fresh;
+    ck_assert(tls_connect(&fresh, port, &o));
+    served_cn(&fresh, cn, sizeof(cn));
+    ck_assert_str_eq(cn, "b.example.com");
+    ck_assert_int_eq(tls_request(&fresh, "/", NULL, body, sizeof(body)), 200);
+    tls_close(&fresh);
+    /* the connection made before the change carries on */
+    ck_assert_int_eq(tls_request(&old, "/", NULL, body, sizeof(body)), 200);
+    tls_close(&old);
+
+    /* a certificate that does not parse is refused: the last good one serves */
+    struct tls_setup broken = {.default_cert = "srv-rsa", .garbage = true};
+    write_snapshot(t, &broken, 3);
+    ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
+    e2e_sleep_ms(300);
+    ck_assert(generation(t) == 2);
+    ck_assert(tls_connect(&fresh, port, &o));
+    served_cn(&fresh, cn, sizeof(cn));
+    ck_assert_str_eq(cn, "b.example.com");
+    tls_close(&fresh);
+    e2e_stop(t);
+}
+END_TEST
+
+START_TEST(plain_http_on_the_tls_port_is_refused)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    const char *req = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    size_t len = 0;
+    bool closed = false;
+    char *got = e2e_raw(e2e_lb_port(t), req, strlen(req), e2e_timeout_ms(), &len, &closed);
+    ck_assert(closed);
+    ck_assert_ptr_null(got != NULL ? strstr(got, "200 OK") : NULL);
+    free(got);
+    e2e_stop(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("e2e_tls");
+    TCase *tc = e2e_tcase("https");
+    tcase_add_test(tc, versions_and_sni);
+    tcase_add_test(tc, mutual_tls_and_identity_headers);
+    tcase_add_test(tc, resumption_across_workers);
+    tcase_add_test(tc, certificate_replaced_without_a_restart);
+    tcase_add_test(tc, plain_http_on_the_tls_port_is_refused);
+    suite_add_tcase(s, tc);
+    make_certs(); /* once, before the tests fork */
+    int rc = e2e_run(s);
+    remove_certs();
+    return rc;
+}
