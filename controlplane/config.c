@@ -23,6 +23,8 @@
 #define MAX_DEPTH 32
 #define MAX_NODES 100000
 #define MAX_ID    64
+/* The data plane's limit (LIMITER_MAX_TRUSTED). */
+#define CONFIG_MAX_TRUSTED_PROXIES 64
 
 /* ---- node tree ---------------------------------------------------------- */
 
@@ -180,6 +182,7 @@ static const char *const hc_types[] = {"http", "tcp", NULL};
 static const char *const rl_algorithms[] = {"token_bucket", "sliding_window", NULL};
 static const char *const bal_algorithms[] = {"round_robin", "weighted_round_robin", "least_request",
                                              NULL};
+static const char *const weights_names[] = {"static", "dynamic", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", NULL};
 static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
@@ -195,6 +198,11 @@ const char *config_balancing_algorithm_name(enum config_balancing_algorithm a)
 }
 
 /* ---- durations ------------------------------------------------------------ */
+
+const char *config_weights_name(enum config_weights w)
+{
+    return (unsigned)w < 2 ? weights_names[w] : "?";
+}
 
 int config_duration_parse(const char *text, uint32_t *ms, struct lb_err *err)
 {
@@ -311,6 +319,9 @@ static void free_contents(struct config *cfg)
     for (size_t i = 0; i < ssl->n_certificates; i++)
         free_certificate(&ssl->certificates[i]);
     free(ssl->certificates);
+    for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++)
+        free(cfg->ratelimit.trusted_proxies[i]);
+    free(cfg->ratelimit.trusted_proxies);
     free(cfg->logging.format);
     free(cfg->metrics.address);
 }
@@ -336,7 +347,7 @@ struct config *config_new_default(void)
         .rise = 2,
         .fall = 3,
         .type = CONFIG_HC_HTTP,
-        .expected_status = 200,
+        .expected_status = 0,
         .host = dup_or("", &ok),
         .fail_open = true,
     };
@@ -351,7 +362,10 @@ struct config *config_new_default(void)
     c->ratelimit = (struct config_ratelimit){
         .algorithm = CONFIG_RL_TOKEN_BUCKET,
         .per_client = true,
+        .ipv4_prefix = 32,
+        .ipv6_prefix = 128,
         .max_keys = 100000,
+        .headers_on_allowed = true,
     };
     c->circuitbreaker = (struct config_circuitbreaker){
         .threshold = 5,
@@ -359,7 +373,16 @@ struct config *config_new_default(void)
         .max_half_open = 3,
         .max_timeout_ms = 300000,
     };
+    c->retries = (struct config_retries){
+        .enabled = true,
+        .max = 2,
+        .budget_percent = 20,
+        .budget_min = 3,
+        .backoff_base_ms = 25,
+        .backoff_cap_ms = 250,
+    };
     c->balancing.algorithm = CONFIG_BAL_WEIGHTED_ROUND_ROBIN;
+    c->balancing.slow_start_ms = 30000;
     c->timeouts = (struct config_timeouts){
         .client_header_ms = 10000,
         .client_body_ms = 30000,
@@ -401,6 +424,8 @@ struct config *config_dup(const struct config *src)
     c->n_backends = 0;
     c->ssl.certificates = NULL;
     c->ssl.n_certificates = 0;
+    c->ratelimit.trusted_proxies = NULL;
+    c->ratelimit.n_trusted_proxies = 0;
     c->healthcheck.path = dup_or(src->healthcheck.path, &ok);
     c->healthcheck.host = dup_or(src->healthcheck.host, &ok);
     c->ssl.cert_file = dup_or(src->ssl.cert_file, &ok);
@@ -411,6 +436,14 @@ struct config *config_dup(const struct config *src)
     c->ssl.ciphers = dup_or(src->ssl.ciphers, &ok);
     c->logging.format = dup_or(src->logging.format, &ok);
     c->metrics.address = dup_or(src->metrics.address, &ok);
+    if (src->ratelimit.n_trusted_proxies) {
+        size_t n = src->ratelimit.n_trusted_proxies;
+        c->ratelimit.trusted_proxies = calloc(n, sizeof(*c->ratelimit.trusted_proxies));
+        ok = ok && c->ratelimit.trusted_proxies != NULL;
+        for (size_t i = 0; c->ratelimit.trusted_proxies && i < n;
+             i++, c->ratelimit.n_trusted_proxies++)
+            c->ratelimit.trusted_proxies[i] = dup_or(src->ratelimit.trusted_proxies[i], &ok);
+    }
     if (src->n_frontends) {
         c->frontends = calloc(src->n_frontends, sizeof(*c->frontends));
         ok = ok && c->frontends != NULL;
@@ -932,9 +965,123 @@ static int decode_frontends(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
-static int decode_backends(struct dec *d, const struct cnode *n)
+/* Open-addressing index of backends (slot = index + 1, 0 = empty) so that
+ * duplicate ids and servers are found in linear time: a 10,000-backend config
+ * spent most of its apply in the pairwise comparison. */
+struct bindex {
+    size_t *slots;
+    size_t mask;
+};
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t len)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    return hash_bytes(14695981039346656037ull, s, strlen(s));
+}
+
+static uint64_t hash_server(const struct config_backend *b)
+{
+    uint64_t h = hash_str(b->host);
+    h = hash_bytes(h, &b->port, sizeof(b->port));
+    return hash_bytes(h, &b->https, sizeof(b->https));
+}
+
+static bool same_server(const struct config_backend *a, const struct config_backend *b)
+{
+    return a->https == b->https && a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+static int bindex_init(struct bindex *x, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    x->slots = calloc(cap, sizeof(*x->slots));
+    x->mask = cap - 1;
+    return x->slots ? 0 : -1;
+}
+
+/* Index of an entry equal to backends[i] (by id when <by_id>, else by server),
+ * or SIZE_MAX after inserting i. */
+static size_t bindex_put(struct bindex *x, const struct config_backend *bs, size_t i, bool by_id)
+{
+    uint64_t h = by_id ? hash_str(bs[i].id) : hash_server(&bs[i]);
+    for (size_t at = (size_t)h & x->mask;; at = (at + 1) & x->mask) {
+        size_t s = x->slots[at];
+        if (s == 0) {
+            x->slots[at] = i + 1;
+            return SIZE_MAX;
+        }
+        const struct config_backend *o = &bs[s - 1];
+        if (by_id ? strcmp(o->id, bs[i].id) == 0 : same_server(o, &bs[i]))
+            return s - 1;
+    }
+}
+
+static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struct bindex *by_id,
+                          struct bindex *by_server)
 {
     static const char *const keys[] = {"id", "url", "weight", "state", NULL};
+    struct config *cfg = d->cfg;
+    int rc;
+    struct config_backend *b = &cfg->backends[i];
+    cfg->n_backends = i + 1;
+    b->weight = 1;
+    char path[64], p[96];
+    snprintf(path, sizeof(path), "backends[%zu]", i);
+    const struct cnode *id_n, *url_n;
+    unsigned st = 0;
+    if ((rc = check_map(d, it, path, keys)) != LB_OK ||
+        (rc = get_str(d, it, path, "url", &b->url, &url_n)) != LB_OK ||
+        (rc = get_str(d, it, path, "id", &b->id, &id_n)) != LB_OK ||
+        (rc = get_uint(d, it, path, "weight", 1, 1000, &b->weight)) != LB_OK ||
+        (rc = get_enum(d, it, path, "state", backend_states, "state", &st)) != LB_OK)
+        return rc;
+    b->state = (enum config_backend_state)st;
+    if (b->url == NULL)
+        return derr(d, it, path, "url is required");
+    char reason[128];
+    child_path(p, sizeof(p), path, "url");
+    if (!parse_url(b->url, &b->https, &b->host, &b->port, reason, sizeof(reason)))
+        return derr(d, url_n, p, "%s", reason);
+    if (b->id == NULL) {
+        char buf[300];
+        snprintf(buf, sizeof(buf), "%s-%u", b->host, b->port);
+        if ((b->id = strdup(buf)) == NULL)
+            return nomem(d);
+        if (!valid_id(b->id))
+            return derr(d, url_n, p, "the id derived from the URL (\"%.64s\") is too long; set id",
+                        b->id);
+    } else if (!valid_id(b->id)) {
+        child_path(p, sizeof(p), path, "id");
+        return derr(d, id_n, p,
+                    "\"%s\" is not a valid id (1..64 letters, digits, '-', '_', '.', ':')", b->id);
+    }
+    size_t j = bindex_put(by_server, cfg->backends, i, false);
+    if (j != SIZE_MAX) {
+        child_path(p, sizeof(p), path, "url");
+        return derr(d, url_n, p, "%s is the same server as backends[%zu]", b->url, j);
+    }
+    if ((j = bindex_put(by_id, cfg->backends, i, true)) != SIZE_MAX) {
+        if (id_n != NULL) {
+            child_path(p, sizeof(p), path, "id");
+            return derr(d, id_n, p, "id \"%s\" is already used by backends[%zu]", b->id, j);
+        }
+        child_path(p, sizeof(p), path, "url");
+        return derr(d, url_n, p, "id \"%s\" is already used by backends[%zu]; set id", b->id, j);
+    }
+    return LB_OK;
+}
+
+static int decode_backends(struct dec *d, const struct cnode *n)
+{
     struct config *cfg = d->cfg;
     int rc = decode_seq_start(d, n, "backends");
     if (rc != LB_OK)
@@ -944,60 +1091,17 @@ static int decode_backends(struct dec *d, const struct cnode *n)
     cfg->backends = calloc(n->n, sizeof(*cfg->backends));
     if (cfg->backends == NULL)
         return nomem(d);
-    for (size_t i = 0; i < n->n; i++) {
-        const struct cnode *it = n->items[i];
-        struct config_backend *b = &cfg->backends[i];
-        cfg->n_backends = i + 1;
-        b->weight = 1;
-        char path[64], p[96];
-        snprintf(path, sizeof(path), "backends[%zu]", i);
-        const struct cnode *id_n, *url_n;
-        unsigned st = 0;
-        if ((rc = check_map(d, it, path, keys)) != LB_OK ||
-            (rc = get_str(d, it, path, "url", &b->url, &url_n)) != LB_OK ||
-            (rc = get_str(d, it, path, "id", &b->id, &id_n)) != LB_OK ||
-            (rc = get_uint(d, it, path, "weight", 1, 1000, &b->weight)) != LB_OK ||
-            (rc = get_enum(d, it, path, "state", backend_states, "state", &st)) != LB_OK)
-            return rc;
-        b->state = (enum config_backend_state)st;
-        if (b->url == NULL)
-            return derr(d, it, path, "url is required");
-        char reason[128];
-        child_path(p, sizeof(p), path, "url");
-        if (!parse_url(b->url, &b->https, &b->host, &b->port, reason, sizeof(reason)))
-            return derr(d, url_n, p, "%s", reason);
-        if (b->id == NULL) {
-            char buf[300];
-            snprintf(buf, sizeof(buf), "%s-%u", b->host, b->port);
-            if ((b->id = strdup(buf)) == NULL)
-                return nomem(d);
-            if (!valid_id(b->id))
-                return derr(d, url_n, p,
-                            "the id derived from the URL (\"%.64s\") is too long; set id", b->id);
-        } else if (!valid_id(b->id)) {
-            child_path(p, sizeof(p), path, "id");
-            return derr(d, id_n, p,
-                        "\"%s\" is not a valid id (1..64 letters, digits, '-', '_', '.', ':')",
-                        b->id);
-        }
-        for (size_t j = 0; j < i; j++) {
-            const struct config_backend *o = &cfg->backends[j];
-            if (o->https == b->https && o->port == b->port && strcmp(o->host, b->host) == 0) {
-                child_path(p, sizeof(p), path, "url");
-                return derr(d, url_n, p, "%s is the same server as backends[%zu]", b->url, j);
-            }
-            if (strcmp(o->id, b->id) == 0) {
-                if (id_n != NULL) {
-                    child_path(p, sizeof(p), path, "id");
-                    return derr(d, id_n, p, "id \"%s\" is already used by backends[%zu]", b->id, j);
-                }
-                child_path(p, sizeof(p), path, "url");
-                return derr(d, url_n, p, "id \"%s\" is already used by backends[%zu]; set id",
-                            b->id, j);
-            }
-        }
+    struct bindex by_id, by_server;
+    if (bindex_init(&by_id, n->n) != 0 || bindex_init(&by_server, n->n) != 0) {
+        free(by_id.slots);
+        return nomem(d);
     }
-    return LB_OK;
+    rc = LB_OK;
+    for (size_t i = 0; i < n->n && rc == LB_OK; i++)
+        rc = decode_backend(d, n->items[i], i, &by_id, &by_server);
+    free(by_id.slots);
+    free(by_server.slots);
+    return rc;
 }
 
 static int decode_healthcheck(struct dec *d, const struct cnode *n)
@@ -1016,11 +1120,14 @@ static int decode_healthcheck(struct dec *d, const struct cnode *n)
         (rc = get_uint(d, n, path, "rise", 1, 100, &h->rise)) != LB_OK ||
         (rc = get_uint(d, n, path, "fall", 1, 100, &h->fall)) != LB_OK ||
         (rc = get_enum(d, n, path, "type", hc_types, "type", &type)) != LB_OK ||
-        (rc = get_uint(d, n, path, "expectedStatus", 100, 599, &h->expected_status)) != LB_OK ||
+        (rc = get_uint(d, n, path, "expectedStatus", 0, 599, &h->expected_status)) != LB_OK ||
         (rc = get_str(d, n, path, "host", &h->host, NULL)) != LB_OK ||
         (rc = get_bool(d, n, path, "failOpen", &h->fail_open)) != LB_OK)
         return rc;
     h->type = (enum config_hc_type)type;
+    if (h->expected_status != 0 && h->expected_status < 100)
+        return derr(d, cn_get(n, "expectedStatus"), "healthcheck.expectedStatus",
+                    "%u is out of range (0 for any 2xx or 3xx, else 100..599)", h->expected_status);
     if (h->path[0] != '/')
         return derr(d, path_n, "healthcheck.path", "\"%s\" must start with '/'", h->path);
     if (h->timeout_ms > h->interval_ms) {
@@ -1130,14 +1237,77 @@ static int decode_ssl(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
+/* "10.0.0.0/8", "192.0.2.1", "2001:db8::/32": an address with an optional
+ * prefix length no longer than the family's. */
+static bool valid_cidr(const char *s)
+{
+    char addr[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    if (alen == 0 || alen >= sizeof(addr))
+        return false;
+    memcpy(addr, s, alen);
+    addr[alen] = '\0';
+    unsigned char buf[16];
+    unsigned max;
+    if (inet_pton(AF_INET, addr, buf) == 1)
+        max = 32;
+    else if (inet_pton(AF_INET6, addr, buf) == 1)
+        max = 128;
+    else
+        return false;
+    if (slash == NULL)
+        return true;
+    const char *p = slash + 1;
+    if (*p == '\0' || strlen(p) > 3)
+        return false;
+    unsigned bits = 0;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return false;
+        bits = bits * 10 + (unsigned)(*p - '0');
+    }
+    return bits <= max;
+}
+
+static int decode_trusted_proxies(struct dec *d, const struct cnode *n)
+{
+    struct config_ratelimit *r = &d->cfg->ratelimit;
+    const char *path = "ratelimit.trustedProxies";
+    int rc = decode_seq_start(d, n, path);
+    if (rc != LB_OK || n->n == 0)
+        return rc;
+    if (n->n > CONFIG_MAX_TRUSTED_PROXIES)
+        return derr(d, n, path, "%zu entries, at most %d", n->n, CONFIG_MAX_TRUSTED_PROXIES);
+    r->trusted_proxies = calloc(n->n, sizeof(*r->trusted_proxies));
+    if (r->trusted_proxies == NULL)
+        return nomem(d);
+    for (size_t i = 0; i < n->n; i++) {
+        const struct cnode *it = n->items[i];
+        char p[64];
+        snprintf(p, sizeof(p), "%s[%zu]", path, i);
+        if (it->kind != CN_SCALAR || !(it->type == CT_STRING || it->type == CT_PLAIN) ||
+            is_null(it))
+            return derr(d, it, p, "expected a CIDR such as \"10.0.0.0/8\", got %s", describe(it));
+        if (!valid_cidr(it->s))
+            return derr(d, it, p, "\"%.64s\" is not a CIDR (address[/bits])", it->s);
+        if ((r->trusted_proxies[i] = strdup(it->s)) == NULL)
+            return nomem(d);
+        r->n_trusted_proxies = i + 1;
+    }
+    return LB_OK;
+}
+
 static int decode_ratelimit(struct dec *d, const struct cnode *n)
 {
-    static const char *const keys[] = {"enabled",   "rate",   "burst",   "algorithm",
-                                       "perClient", "global", "maxKeys", NULL};
+    static const char *const keys[] = {
+        "enabled",    "rate",       "burst",   "algorithm",      "perClient",        "global",
+        "ipv4Prefix", "ipv6Prefix", "maxKeys", "trustedProxies", "headersOnAllowed", NULL};
     struct config_ratelimit *r = &d->cfg->ratelimit;
     const char *path = "ratelimit";
     unsigned alg = 0;
     int rc;
+    const struct cnode *tp;
     if ((rc = check_map(d, n, path, keys)) != LB_OK ||
         (rc = get_bool(d, n, path, "enabled", &r->enabled)) != LB_OK ||
         (rc = get_uint(d, n, path, "rate", 0, 10000000, &r->rate)) != LB_OK ||
@@ -1145,7 +1315,13 @@ static int decode_ratelimit(struct dec *d, const struct cnode *n)
         (rc = get_enum(d, n, path, "algorithm", rl_algorithms, "algorithm", &alg)) != LB_OK ||
         (rc = get_bool(d, n, path, "perClient", &r->per_client)) != LB_OK ||
         (rc = get_bool(d, n, path, "global", &r->global)) != LB_OK ||
-        (rc = get_uint(d, n, path, "maxKeys", 1, 100000000, &r->max_keys)) != LB_OK)
+        (rc = get_uint(d, n, path, "ipv4Prefix", 1, 32, &r->ipv4_prefix)) != LB_OK ||
+        (rc = get_uint(d, n, path, "ipv6Prefix", 1, 128, &r->ipv6_prefix)) != LB_OK ||
+        (rc = get_uint(d, n, path, "maxKeys", 1, 100000000, &r->max_keys)) != LB_OK ||
+        (rc = get_bool(d, n, path, "headersOnAllowed", &r->headers_on_allowed)) != LB_OK)
+        return rc;
+    if ((tp = cn_get(n, "trustedProxies")) != NULL && !is_null(tp) &&
+        (rc = decode_trusted_proxies(d, tp)) != LB_OK)
         return rc;
     r->algorithm = (enum config_rl_algorithm)alg;
     if (r->enabled && r->rate == 0) {
@@ -1160,8 +1336,8 @@ static int decode_ratelimit(struct dec *d, const struct cnode *n)
 
 static int decode_circuitbreaker(struct dec *d, const struct cnode *n)
 {
-    static const char *const keys[] = {"enabled",     "threshold",  "timeout",
-                                       "maxHalfOpen", "maxTimeout", NULL};
+    static const char *const keys[] = {"enabled",    "threshold", "timeout", "maxHalfOpen",
+                                       "maxTimeout", "ignore5xx", NULL};
     struct config_circuitbreaker *c = &d->cfg->circuitbreaker;
     const char *path = "circuitbreaker";
     int rc;
@@ -1171,7 +1347,8 @@ static int decode_circuitbreaker(struct dec *d, const struct cnode *n)
         (rc = get_uint(d, n, path, "threshold", 1, 1000, &c->threshold)) != LB_OK ||
         (rc = get_dur(d, n, path, "timeout", 1, &c->timeout_ms)) != LB_OK ||
         (rc = get_uint(d, n, path, "maxHalfOpen", 1, 1000, &c->max_half_open)) != LB_OK ||
-        (rc = get_dur(d, n, path, "maxTimeout", 1, &c->max_timeout_ms)) != LB_OK)
+        (rc = get_dur(d, n, path, "maxTimeout", 1, &c->max_timeout_ms)) != LB_OK ||
+        (rc = get_bool(d, n, path, "ignore5xx", &c->ignore_5xx)) != LB_OK)
         return rc;
     if (c->max_timeout_ms < c->timeout_ms) {
         const struct cnode *t = cn_get(n, "maxTimeout");
@@ -1183,18 +1360,50 @@ static int decode_circuitbreaker(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
+static int decode_retries(struct dec *d, const struct cnode *n)
+{
+    static const char *const keys[] = {
+        "enabled", "max", "budgetPercent", "budgetMin", "backoffBase", "backoffCap", NULL};
+    struct config_retries *r = &d->cfg->retries;
+    const char *path = "retries";
+    int rc;
+    if ((rc = check_map(d, n, path, keys)) != LB_OK ||
+        (rc = get_bool(d, n, path, "enabled", &r->enabled)) != LB_OK ||
+        (rc = get_uint(d, n, path, "max", 0, 5, &r->max)) != LB_OK ||
+        (rc = get_uint(d, n, path, "budgetPercent", 1, 100, &r->budget_percent)) != LB_OK ||
+        (rc = get_uint(d, n, path, "budgetMin", 1, 1000, &r->budget_min)) != LB_OK ||
+        (rc = get_dur(d, n, path, "backoffBase", 1, &r->backoff_base_ms)) != LB_OK ||
+        (rc = get_dur(d, n, path, "backoffCap", 1, &r->backoff_cap_ms)) != LB_OK)
+        return rc;
+    if (r->backoff_cap_ms < r->backoff_base_ms) {
+        const struct cnode *c = cn_get(n, "backoffCap");
+        char a[32], b[32];
+        return derr(d, c ? c : n, "retries.backoffCap", "%s is below backoffBase %s",
+                    config_duration_format(r->backoff_cap_ms, a, sizeof(a)),
+                    config_duration_format(r->backoff_base_ms, b, sizeof(b)));
+    }
+    return LB_OK;
+}
+
 static int decode_balancing(struct dec *d, const struct cnode *n)
 {
-    static const char *const keys[] = {"algorithm", "slowStart", NULL};
+    static const char *const keys[] = {"algorithm", "slowStart", "weights", NULL};
     struct config_balancing *b = &d->cfg->balancing;
-    unsigned alg = b->algorithm;
+    unsigned alg = b->algorithm, weights = b->weights;
     int rc;
     if ((rc = check_map(d, n, "balancing", keys)) != LB_OK ||
         (rc = get_enum(d, n, "balancing", "algorithm", bal_algorithms, "algorithm", &alg)) !=
             LB_OK ||
-        (rc = get_dur(d, n, "balancing", "slowStart", 0, &b->slow_start_ms)) != LB_OK)
+        (rc = get_dur(d, n, "balancing", "slowStart", 0, &b->slow_start_ms)) != LB_OK ||
+        (rc = get_enum(d, n, "balancing", "weights", weights_names, "weights", &weights)) != LB_OK)
         return rc;
+    if (b->slow_start_ms > 3600000) {
+        char a[32];
+        return derr(d, cn_get(n, "slowStart"), "balancing.slowStart", "%s is over 1h",
+                    config_duration_format(b->slow_start_ms, a, sizeof(a)));
+    }
     b->algorithm = (enum config_balancing_algorithm)alg;
+    b->weights = (enum config_weights)weights;
     return LB_OK;
 }
 
@@ -1276,8 +1485,9 @@ static int decode_metrics(struct dec *d, const struct cnode *n)
 static int decode(struct dec *d, const struct cnode *root, struct config **out)
 {
     static const char *const keys[] = {"frontends", "backends",       "healthcheck", "ssl",
-                                       "ratelimit", "circuitbreaker", "balancing",   "timeouts",
-                                       "limits",    "logging",        "metrics",     NULL};
+                                       "ratelimit", "circuitbreaker", "retries",     "balancing",
+                                       "timeouts",  "limits",         "logging",     "metrics",
+                                       NULL};
     d->cfg = config_new_default();
     if (d->cfg == NULL)
         return nomem(d);
@@ -1307,6 +1517,7 @@ static int decode(struct dec *d, const struct cnode *root, struct config **out)
         {"healthcheck", decode_healthcheck},
         {"ratelimit", decode_ratelimit},
         {"circuitbreaker", decode_circuitbreaker},
+        {"retries", decode_retries},
         {"balancing", decode_balancing},
         {"timeouts", decode_timeouts},
         {"limits", decode_limits},
@@ -1661,7 +1872,18 @@ static struct cnode *to_tree(const struct config *c)
     put_str(m, "algorithm", (unsigned)r->algorithm < 2 ? rl_algorithms[r->algorithm] : "?");
     put_bool(m, "perClient", r->per_client);
     put_bool(m, "global", r->global);
+    put_uint(m, "ipv4Prefix", r->ipv4_prefix);
+    put_uint(m, "ipv6Prefix", r->ipv6_prefix);
     put_uint(m, "maxKeys", r->max_keys);
+    struct cnode *tps = cn_new(CN_SEQ);
+    for (size_t i = 0; tps && i < r->n_trusted_proxies; i++)
+        if (cn_push(tps, cn_scalar(CT_STRING,
+                                   r->trusted_proxies[i] ? r->trusted_proxies[i] : "")) != 0) {
+            cn_free(tps);
+            tps = NULL;
+        }
+    put(m, "trustedProxies", tps);
+    put_bool(m, "headersOnAllowed", r->headers_on_allowed);
     put(root, "ratelimit", m);
 
     const struct config_circuitbreaker *cb = &c->circuitbreaker;
@@ -1671,11 +1893,23 @@ static struct cnode *to_tree(const struct config *c)
     put_dur(m, "timeout", cb->timeout_ms);
     put_uint(m, "maxHalfOpen", cb->max_half_open);
     put_dur(m, "maxTimeout", cb->max_timeout_ms);
+    put_bool(m, "ignore5xx", cb->ignore_5xx);
     put(root, "circuitbreaker", m);
+
+    const struct config_retries *rt = &c->retries;
+    m = cn_new(CN_MAP);
+    put_bool(m, "enabled", rt->enabled);
+    put_uint(m, "max", rt->max);
+    put_uint(m, "budgetPercent", rt->budget_percent);
+    put_uint(m, "budgetMin", rt->budget_min);
+    put_dur(m, "backoffBase", rt->backoff_base_ms);
+    put_dur(m, "backoffCap", rt->backoff_cap_ms);
+    put(root, "retries", m);
 
     m = cn_new(CN_MAP);
     put_str(m, "algorithm", config_balancing_algorithm_name(c->balancing.algorithm));
     put_dur(m, "slowStart", c->balancing.slow_start_ms);
+    put_str(m, "weights", config_weights_name(c->balancing.weights));
     put(root, "balancing", m);
 
     const struct config_timeouts *t = &c->timeouts;
@@ -1731,7 +1965,7 @@ static bool tree_complete(const struct cnode *n)
 static struct cnode *canonical(const struct config *c)
 {
     struct cnode *t = to_tree(c);
-    size_t want = c->ssl.present ? 22 : 20;
+    size_t want = c->ssl.present ? 24 : 22;
     if (t != NULL && (t->n != want || !tree_complete(t))) {
         cn_free(t);
         t = NULL;
@@ -1999,13 +2233,42 @@ static void diff_maps(struct diff_builder *b, const struct cnode *a, const struc
     }
 }
 
-static const struct cnode *find_item(const struct cnode *seq, const char *key, const char *val)
+/* The items of a list by their <key> value (slot = index + 1, 0 = empty):
+ * two 10,000-backend configs compared pairwise took most of an apply. */
+struct item_index {
+    const struct cnode *seq;
+    const char *key;
+    size_t *slots;
+    size_t mask;
+};
+
+static const char *item_name(const struct item_index *x, size_t i)
 {
+    return cn_get(x->seq->items[i], x->key)->s;
+}
+
+static int item_index_init(struct item_index *x, const struct cnode *seq, const char *key)
+{
+    size_t cap = 16;
+    while (cap < 2 * seq->n)
+        cap *= 2;
+    *x = (struct item_index){.seq = seq, .key = key, .mask = cap - 1};
+    if ((x->slots = calloc(cap, sizeof(*x->slots))) == NULL)
+        return -1;
     for (size_t i = 0; i < seq->n; i++) {
-        const struct cnode *k = cn_get(seq->items[i], key);
-        if (k != NULL && strcmp(k->s, val) == 0)
-            return seq->items[i];
+        size_t at = (size_t)hash_str(item_name(x, i)) & x->mask;
+        while (x->slots[at] != 0)
+            at = (at + 1) & x->mask;
+        x->slots[at] = i + 1;
     }
+    return 0;
+}
+
+static const struct cnode *find_item(const struct item_index *x, const char *val)
+{
+    for (size_t at = (size_t)hash_str(val) & x->mask; x->slots[at] != 0; at = (at + 1) & x->mask)
+        if (strcmp(item_name(x, x->slots[at] - 1), val) == 0)
+            return x->seq->items[x->slots[at] - 1];
     return NULL;
 }
 
@@ -2022,9 +2285,19 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
                        const char *list, const char *key, const char *noun, bool backend)
 {
     char path[256], subject[256], summary[600];
+    struct item_index xa, xc;
+    if (item_index_init(&xa, a, key) != 0) {
+        b->failed = true;
+        return;
+    }
+    if (item_index_init(&xc, c, key) != 0) {
+        free(xa.slots);
+        b->failed = true;
+        return;
+    }
     for (size_t i = 0; i < a->n; i++) {
         const char *id = cn_get(a->items[i], key)->s;
-        const struct cnode *other = find_item(c, key, id);
+        const struct cnode *other = find_item(&xc, id);
         snprintf(path, sizeof(path), "%s[%s]", list, id);
         snprintf(subject, sizeof(subject), "%s %s", noun, id);
         if (other == NULL) {
@@ -2036,13 +2309,15 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
     }
     for (size_t i = 0; i < c->n; i++) {
         const char *id = cn_get(c->items[i], key)->s;
-        if (find_item(a, key, id) != NULL)
+        if (find_item(&xa, id) != NULL)
             continue;
         snprintf(path, sizeof(path), "%s[%s]", list, id);
         snprintf(subject, sizeof(subject), "%s %s", noun, id);
         item_summary(c->items[i], backend, summary, sizeof(summary));
         diff_add(b, CONFIG_CHANGE_ADDED, path, subject, NULL, NULL, summary);
     }
+    free(xa.slots);
+    free(xc.slots);
 }
 
 struct config_diff *config_diff_new(const struct config *a, const struct config *b,

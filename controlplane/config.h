@@ -35,6 +35,11 @@ enum config_balancing_algorithm {
     CONFIG_BAL_LEAST_REQUEST,
 };
 
+enum config_weights {
+    CONFIG_WEIGHTS_STATIC = 0, /* the configured weights are published as they are */
+    CONFIG_WEIGHTS_DYNAMIC,    /* the control plane adjusts them from reported latency/errors */
+};
+
 enum config_log_level {
     CONFIG_LOG_DEBUG = 0,
     CONFIG_LOG_INFO,
@@ -68,7 +73,7 @@ struct config_healthcheck {
     uint32_t rise;            /* 1..100, default 2 */
     uint32_t fall;            /* 1..100, default 3 */
     enum config_hc_type type; /* default http */
-    uint32_t expected_status; /* 100..599, default 200 */
+    uint32_t expected_status; /* 0 (default) = any 2xx or 3xx, else 100..599 exactly */
     char *host;               /* Host header; "" = the backend's host */
     bool fail_open;           /* default true: all down = treat all as up */
 };
@@ -101,7 +106,13 @@ struct config_ratelimit {
     enum config_rl_algorithm algorithm; /* default token_bucket */
     bool per_client;                    /* default true */
     bool global;                        /* default false */
+    uint32_t ipv4_prefix;               /* 1..32, default 32: clients keyed by this prefix */
+    uint32_t ipv6_prefix;               /* 1..128, default 128 */
     uint32_t max_keys;                  /* default 100000 */
+    char **trusted_proxies;             /* CIDRs ("10.0.0.0/8", "::1") whose X-Forwarded-For
+                                         * is honoured; at most 64; n_trusted_proxies of them */
+    size_t n_trusted_proxies;
+    bool headers_on_allowed; /* default true: RateLimit headers on allowed answers */
 };
 
 struct config_circuitbreaker {
@@ -110,11 +121,23 @@ struct config_circuitbreaker {
     uint32_t timeout_ms;     /* default 30s */
     uint32_t max_half_open;  /* 1..1000, default 3 */
     uint32_t max_timeout_ms; /* default 5m; not below timeout */
+    bool ignore_5xx;         /* default false: a 5xx answer counts as a failure */
+};
+
+/* retries: (optional section) retries of a failed request on other backends. */
+struct config_retries {
+    bool enabled;             /* default true; false = no retries */
+    uint32_t max;             /* 0..5, default 2; 0 = no retries */
+    uint32_t budget_percent;  /* 1..100, default 20: retries in flight per active requests */
+    uint32_t budget_min;      /* 1..1000, default 3: retries always allowed in flight */
+    uint32_t backoff_base_ms; /* default 25ms (at least 1ms) */
+    uint32_t backoff_cap_ms;  /* default 250ms; not below backoffBase */
 };
 
 struct config_balancing {
     enum config_balancing_algorithm algorithm; /* default weighted_round_robin */
-    uint32_t slow_start_ms;                    /* default 0 = off */
+    uint32_t slow_start_ms;                    /* default 30s; 0 = off */
+    enum config_weights weights;               /* default static */
 };
 
 struct config_timeouts {          /* all > 0 */
@@ -157,6 +180,7 @@ struct config {
     struct config_ssl ssl;
     struct config_ratelimit ratelimit;
     struct config_circuitbreaker circuitbreaker;
+    struct config_retries retries;
     struct config_balancing balancing;
     struct config_timeouts timeouts;
     struct config_limits limits;
@@ -231,6 +255,7 @@ char *config_duration_format(uint32_t ms, char *buf, size_t size);
 /* Names used by the YAML/JSON form. */
 const char *config_backend_state_name(enum config_backend_state s);
 const char *config_balancing_algorithm_name(enum config_balancing_algorithm a);
+const char *config_weights_name(enum config_weights w);
 
 /* ---- semantic diff ---------------------------------------------------- */
 

@@ -219,7 +219,7 @@ static void fail_errno(struct hc *c, const char *what, int e)
 
 static bool status_passes(const struct health *h, int status)
 {
-    if (h->s.expected_status == 0 || h->s.expected_status == 200)
+    if (h->s.expected_status == 0)
         return status >= 200 && status <= 399;
     return (uint32_t)status == h->s.expected_status;
 }

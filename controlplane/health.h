@@ -54,7 +54,7 @@ struct health_settings {
     uint32_t rise;            /* passes to become UP; 0 = 2 */
     uint32_t fall;            /* failures to become DOWN; 0 = 3 */
     enum config_hc_type type; /* CONFIG_HC_HTTP or CONFIG_HC_TCP */
-    uint32_t expected_status; /* 0 or 200 (the config default): any 2xx or 3xx passes;
+    uint32_t expected_status; /* 0 (the config default): any 2xx or 3xx passes;
                                * else exactly this status */
     const char *path;         /* request target; NULL or "" = "/health" */
     const char *host;         /* Host header; NULL or "" = the target's host_header */

@@ -172,9 +172,14 @@ static int resolve(const struct config_backend *b, char *ip, size_t size, struct
     return LB_OK;
 }
 
-static Lb__V1__Health health_of(const struct snapbuild_input *in, const char *id)
+/* <i> is the backend's index in the config; callers usually pass health in
+ * config order, which makes the lookup O(1) for 10,000 backends. */
+static Lb__V1__Health health_of(const struct snapbuild_input *in, size_t i, const char *id)
 {
-    for (size_t i = 0; in->health != NULL && i < in->n_health; i++)
+    if (in->health != NULL && i < in->n_health && in->health[i].id != NULL &&
+        strcmp(in->health[i].id, id) == 0)
+        return in->health[i].health;
+    for (i = 0; in->health != NULL && i < in->n_health; i++)
         if (in->health[i].id != NULL && strcmp(in->health[i].id, id) == 0)
             return in->health[i].health;
     return LB__V1__HEALTH__HEALTH_UNKNOWN;
@@ -206,7 +211,7 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
                          : cb->state == CONFIG_BACKEND_DISABLED
                              ? LB__V1__ADMIN_STATE__ADMIN_DISABLED
                              : LB__V1__ADMIN_STATE__ADMIN_ACTIVE;
-        b->health = health_of(in, cb->id);
+        b->health = health_of(in, i, cb->id);
         b->tls = cb->https;
         if (cb->https && !is_ip_literal(cb->host) && set_str(&b->sni, cb->host) != 0)
             return nomem(err);
@@ -254,6 +259,7 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     Lb__V1__Logging *lg = malloc(sizeof(*lg));
     Lb__V1__Metrics *m = malloc(sizeof(*m));
     Lb__V1__Balancing *b = malloc(sizeof(*b));
+    Lb__V1__Retries *rt = malloc(sizeof(*rt));
     /* Attach first so that a failure below frees whatever was allocated. */
     if (t)
         lb__v1__timeouts__init(t);
@@ -271,6 +277,8 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
         lb__v1__metrics__init(m);
     if (b)
         lb__v1__balancing__init(b);
+    if (rt)
+        lb__v1__retries__init(rt);
     s->timeouts = t;
     s->limits = l;
     s->ratelimit = r;
@@ -279,7 +287,8 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     s->logging = lg;
     s->metrics = m;
     s->balancing = b;
-    if (!t || !l || !r || !cb || !hc || !lg || !m || !b)
+    s->retries = rt;
+    if (!t || !l || !r || !cb || !hc || !lg || !m || !b || !rt)
         return nomem(err);
 
     t->client_header_ms = cfg->timeouts.client_header_ms;
@@ -304,12 +313,36 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     r->per_client = cfg->ratelimit.per_client;
     r->global = cfg->ratelimit.global;
     r->max_keys = cfg->ratelimit.max_keys;
+    r->ipv4_prefix = cfg->ratelimit.ipv4_prefix;
+    r->ipv6_prefix = cfg->ratelimit.ipv6_prefix;
+    r->headers_on_allowed = cfg->ratelimit.headers_on_allowed;
+    if (cfg->ratelimit.n_trusted_proxies) {
+        r->trusted_proxies = calloc(cfg->ratelimit.n_trusted_proxies, sizeof(char *));
+        if (r->trusted_proxies == NULL)
+            return nomem(err);
+        for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++) {
+            if ((r->trusted_proxies[i] = strdup(cfg->ratelimit.trusted_proxies[i])) == NULL)
+                return nomem(err);
+            r->n_trusted_proxies = i + 1;
+        }
+    }
 
     cb->enabled = cfg->circuitbreaker.enabled;
     cb->threshold = cfg->circuitbreaker.threshold;
     cb->timeout_ms = cfg->circuitbreaker.timeout_ms;
     cb->max_half_open = cfg->circuitbreaker.max_half_open;
     cb->max_timeout_ms = cfg->circuitbreaker.max_timeout_ms;
+    cb->ignore_5xx = cfg->circuitbreaker.ignore_5xx;
+
+    /* Zero means "default" in the snapshot, so "no retries" (enabled: false
+     * or max: 0) is the disabled flag. */
+    const struct config_retries *cr = &cfg->retries;
+    rt->disabled = !cr->enabled || cr->max == 0;
+    rt->max_retries = cr->max;
+    rt->budget_percent = cr->budget_percent;
+    rt->budget_min = cr->budget_min;
+    rt->backoff_base_ms = cr->backoff_base_ms;
+    rt->backoff_cap_ms = cr->backoff_cap_ms;
 
     hc->interval_ms = cfg->healthcheck.interval_ms;
     hc->timeout_ms = cfg->healthcheck.timeout_ms;

@@ -1308,7 +1308,9 @@ static void cp_write_config(struct e2e_cp *w, const struct e2e_cp_opts *o)
     for (unsigned i = 0; i < n; i++)
         fprintf(f, "  - id: \"b%u\"\n    url: \"%s\"\n    weight: %u\n", i, w->burl[i],
                 o->weights ? o->weights[i] : 1);
-    fprintf(f, "balancing:\n  algorithm: \"%s\"\n",
+    /* Slow start (default 30 s) would skew the shares the tests count right
+     * after a backend is added. */
+    fprintf(f, "balancing:\n  algorithm: \"%s\"\n  slowStart: \"0s\"\n",
             o->algorithm ? o->algorithm : "weighted_round_robin");
     /* The default 30 s drain would outlast the test's waits. */
     fprintf(f, "timeouts:\n  drain: \"5s\"\n");

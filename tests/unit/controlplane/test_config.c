@@ -146,15 +146,29 @@ START_TEST(defaults_filled)
     ck_assert_uint_eq(c->healthcheck.rise, 2);
     ck_assert_uint_eq(c->healthcheck.fall, 3);
     ck_assert_int_eq(c->healthcheck.type, CONFIG_HC_HTTP);
-    ck_assert_uint_eq(c->healthcheck.expected_status, 200);
+    ck_assert_uint_eq(c->healthcheck.expected_status, 0); /* any 2xx or 3xx */
     ck_assert(c->healthcheck.fail_open);
     ck_assert(!c->ssl.present);
     ck_assert(!c->ratelimit.enabled);
     ck_assert(c->ratelimit.per_client);
+    ck_assert(!c->ratelimit.global);
+    ck_assert_uint_eq(c->ratelimit.ipv4_prefix, 32);
+    ck_assert_uint_eq(c->ratelimit.ipv6_prefix, 128);
     ck_assert_uint_eq(c->ratelimit.max_keys, 100000);
+    ck_assert_uint_eq(c->ratelimit.n_trusted_proxies, 0);
+    ck_assert(c->ratelimit.headers_on_allowed);
     ck_assert(!c->circuitbreaker.enabled);
     ck_assert_uint_eq(c->circuitbreaker.max_timeout_ms, 300000);
+    ck_assert(!c->circuitbreaker.ignore_5xx);
+    ck_assert(c->retries.enabled);
+    ck_assert_uint_eq(c->retries.max, 2);
+    ck_assert_uint_eq(c->retries.budget_percent, 20);
+    ck_assert_uint_eq(c->retries.budget_min, 3);
+    ck_assert_uint_eq(c->retries.backoff_base_ms, 25);
+    ck_assert_uint_eq(c->retries.backoff_cap_ms, 250);
     ck_assert_int_eq(c->balancing.algorithm, CONFIG_BAL_WEIGHTED_ROUND_ROBIN);
+    ck_assert_uint_eq(c->balancing.slow_start_ms, 30000);
+    ck_assert_int_eq(c->balancing.weights, CONFIG_WEIGHTS_STATIC);
     ck_assert_uint_eq(c->timeouts.client_header_ms, 10000);
     ck_assert_uint_eq(c->timeouts.upstream_connect_ms, 3000);
     ck_assert_uint_eq(c->timeouts.drain_ms, 30000);
@@ -204,6 +218,149 @@ START_TEST(extended_keys)
     ck_assert_int_eq(c->healthcheck.type, CONFIG_HC_TCP);
     ck_assert(!c->healthcheck.fail_open);
     config_free(c);
+}
+END_TEST
+
+START_TEST(resilience_keys)
+{
+    struct config *c = parse_ok(MINIMAL "circuitbreaker:\n  threshold: 7\n"
+                                        "  ignore5xx: true\n  maxTimeout: 2m\n"
+                                        "retries:\n  max: 4\n  budgetPercent: 50\n"
+                                        "  budgetMin: 1\n  backoffBase: 10ms\n  backoffCap: 1s\n"
+                                        "balancing: {weights: dynamic, slowStart: 0s}\n"
+                                        "ratelimit:\n  enabled: true\n  rate: 10\n"
+                                        "  perClient: false\n  global: true\n"
+                                        "  ipv4Prefix: 24\n  ipv6Prefix: 64\n  maxKeys: 5\n"
+                                        "  trustedProxies: [\"10.0.0.0/8\", \"::1\", "
+                                        "\"192.0.2.7\", \"2001:db8::/32\"]\n"
+                                        "  headersOnAllowed: false\n"
+                                        "healthcheck: {expectedStatus: 204}\n");
+    /* A present section without `enabled` is on. */
+    ck_assert(c->circuitbreaker.enabled);
+    ck_assert_uint_eq(c->circuitbreaker.threshold, 7);
+    ck_assert(c->circuitbreaker.ignore_5xx);
+    ck_assert_uint_eq(c->circuitbreaker.max_timeout_ms, 120000);
+    ck_assert(c->retries.enabled);
+    ck_assert_uint_eq(c->retries.max, 4);
+    ck_assert_uint_eq(c->retries.budget_percent, 50);
+    ck_assert_uint_eq(c->retries.budget_min, 1);
+    ck_assert_uint_eq(c->retries.backoff_base_ms, 10);
+    ck_assert_uint_eq(c->retries.backoff_cap_ms, 1000);
+    ck_assert_int_eq(c->balancing.weights, CONFIG_WEIGHTS_DYNAMIC);
+    ck_assert_uint_eq(c->balancing.slow_start_ms, 0);
+    ck_assert(!c->ratelimit.per_client);
+    ck_assert(c->ratelimit.global);
+    ck_assert_uint_eq(c->ratelimit.ipv4_prefix, 24);
+    ck_assert_uint_eq(c->ratelimit.ipv6_prefix, 64);
+    ck_assert_uint_eq(c->ratelimit.n_trusted_proxies, 4);
+    ck_assert_str_eq(c->ratelimit.trusted_proxies[1], "::1");
+    ck_assert_str_eq(c->ratelimit.trusted_proxies[3], "2001:db8::/32");
+    ck_assert(!c->ratelimit.headers_on_allowed);
+    ck_assert_uint_eq(c->healthcheck.expected_status, 204);
+
+    /* Every new key survives YAML and JSON round trips. */
+    char *y = config_export_yaml(c, NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(y, "  ignore5xx: true\n"));
+    ck_assert_ptr_nonnull(strstr(y, "retries:\n  enabled: true\n  max: 4\n"));
+    ck_assert_ptr_nonnull(strstr(y, "  weights: \"dynamic\"\n"));
+    ck_assert_ptr_nonnull(strstr(y, "  - \"10.0.0.0/8\"\n"));
+    struct config *b = parse_ok(y);
+    ck_assert(config_equal(c, b));
+    ck_assert_uint_eq(b->ratelimit.n_trusted_proxies, 4);
+    char *j = config_export_json(c, NULL);
+    ck_assert_ptr_nonnull(strstr(j, "\"trustedProxies\":[\"10.0.0.0/8\",\"::1\""));
+    struct config *d = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(config_parse_json(j, strlen(j), tmpdir, &d, &err) == LB_OK, "%s", err.msg);
+    ck_assert(config_equal(c, d));
+    /* A deep copy owns its proxies. */
+    struct config *e = config_dup(c);
+    ck_assert(config_equal(c, e));
+    ck_assert_ptr_ne(e->ratelimit.trusted_proxies[0], c->ratelimit.trusted_proxies[0]);
+    free(y);
+    free(j);
+    config_free(b);
+    config_free(d);
+    config_free(e);
+
+    /* enabled: false turns a present section off; max 0 keeps retries on but none */
+    struct config *off = parse_ok(MINIMAL "circuitbreaker: {enabled: false}\n"
+                                          "retries: {enabled: false, max: 0}\n");
+    ck_assert(!off->circuitbreaker.enabled);
+    ck_assert(!off->retries.enabled);
+    ck_assert_uint_eq(off->retries.max, 0);
+    config_free(off);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(diff_new_keys)
+{
+    struct config *a = parse_ok(MINIMAL);
+    struct config *b = parse_ok(MINIMAL "retries: {max: 3}\n"
+                                        "circuitbreaker: {ignore5xx: true}\n"
+                                        "balancing: {weights: dynamic}\n"
+                                        "ratelimit: {trustedProxies: [\"10.0.0.0/8\"], "
+                                        "ipv4Prefix: 24}\n");
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    ck_assert_ptr_nonnull(d);
+    char *text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "retries.max: 2 -> 3\n"));
+    ck_assert_ptr_nonnull(strstr(text, "circuitbreaker.enabled: false -> true\n"));
+    ck_assert_ptr_nonnull(strstr(text, "circuitbreaker.ignore5xx: false -> true\n"));
+    ck_assert_ptr_nonnull(strstr(text, "balancing.weights: static -> dynamic\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ratelimit.ipv4Prefix: 32 -> 24\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ratelimit.trustedProxies: [] -> [\"10.0.0.0/8\"]\n"));
+    free(text);
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+/* The duplicate checks and the diff index thousands of backends: a
+ * duplicate far down the list is still found, and the diff pairs items by id
+ * whatever their order. */
+START_TEST(many_backends)
+{
+    enum {
+        N = 3000
+    };
+    size_t cap = 64 + (size_t)N * 64;
+    char *y = malloc(cap), *z = malloc(cap);
+    size_t off = (size_t)snprintf(y, cap, "frontends:\n  - port: 8080\nbackends:\n");
+    size_t zoff = (size_t)snprintf(z, cap, "frontends:\n  - port: 8080\nbackends:\n");
+    for (int i = 0; i < N; i++) {
+        off +=
+            (size_t)snprintf(y + off, cap - off, "  - {id: b%d, url: \"http://10.0.%d.%d:80\"}\n",
+                             i, i / 250, i % 250);
+        /* reversed order, one weight changed */
+        int k = N - 1 - i;
+        zoff += (size_t)snprintf(z + zoff, cap - zoff,
+                                 "  - {id: b%d, url: \"http://10.0.%d.%d:80\", weight: %d}\n", k,
+                                 k / 250, k % 250, k == 1234 ? 9 : 1);
+    }
+    struct config *a = parse_ok(y), *b = parse_ok(z);
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    ck_assert_uint_eq(d->n, 1);
+    ck_assert_str_eq(d->changes[0].path, "backends[b1234].weight");
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+
+    /* the same server at the very end */
+    snprintf(y + off, cap - off, "  - {id: last, url: \"http://10.0.0.7:80\"}\n");
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    ck_assert_int_eq(config_parse_yaml(y, strlen(y), "config.yaml", tmpdir, &c, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "is the same server as backends[7]") != NULL, "%s", err.msg);
+    /* the same id at the very end */
+    snprintf(y + off, cap - off, "  - {id: b2999, url: \"http://10.1.0.7:80\"}\n");
+    ck_assert_int_eq(config_parse_yaml(y, strlen(y), "config.yaml", tmpdir, &c, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "id \"b2999\" is already used by backends[2999]") != NULL, "%s",
+                  err.msg);
+    free(y);
+    free(z);
 }
 END_TEST
 
@@ -274,6 +431,34 @@ static const struct bad bad_cases[] = {
     {FE, "1:1", "backends is required"},
     {"- 1\n", "1:1", "expected a mapping, got a list"},
     {FE BE "frontends:\n  - port: 1\n", "5:1", "key \"frontends\" appears twice"},
+    {FE BE "healthcheck:\n  expectedStatus: 42\n", "6:19",
+     "healthcheck.expectedStatus: 42 is out of range (0 for any 2xx or 3xx, else 100..599)"},
+    {FE BE "healthcheck:\n  expectedStatus: 600\n", "6:19", "600 is out of range (0..599)"},
+    {FE BE "circuitbreaker:\n  ignore5xx: maybe\n", "6:14",
+     "circuitbreaker.ignore5xx: expected true or false"},
+    {FE BE "retries:\n  max: 6\n", "6:8", "retries.max: 6 is out of range (0..5)"},
+    {FE BE "retries:\n  budgetPercent: 0\n", "6:18", "retries.budgetPercent: 0 is out of range"},
+    {FE BE "retries:\n  budgetMin: 0\n", "6:14", "retries.budgetMin: 0 is out of range"},
+    {FE BE "retries:\n  backoffBase: 0s\n", "6:16", "retries.backoffBase: 0s is too short"},
+    {FE BE "retries:\n  backoffBase: 1s\n  backoffCap: 100ms\n", "7:15",
+     "retries.backoffCap: 100ms is below backoffBase 1s"},
+    {FE BE "retries:\n  maks: 1\n", "6:3", "unknown key \"maks\" (did you mean \"max\"?)"},
+    {FE BE "balancing:\n  weights: adaptive\n", "6:12",
+     "unknown weights \"adaptive\" (expected static or dynamic)"},
+    {FE BE "balancing:\n  slowStart: 2h\n", "6:14", "balancing.slowStart: 2h is over 1h"},
+    {FE BE "ratelimit:\n  ipv4Prefix: 33\n", "6:15", "ratelimit.ipv4Prefix: 33 is out of range"},
+    {FE BE "ratelimit:\n  ipv6Prefix: 0\n", "6:15", "ratelimit.ipv6Prefix: 0 is out of range"},
+    {FE BE "ratelimit:\n  trustedProxies:\n    - \"10.0.0.0/8\"\n    - \"10.0.0.0/33\"\n", "8:7",
+     "ratelimit.trustedProxies[1]: \"10.0.0.0/33\" is not a CIDR"},
+    {FE BE "ratelimit:\n  trustedProxies: [\"::1/129\"]\n", "6:20", "is not a CIDR"},
+    {FE BE "ratelimit:\n  trustedProxies: [\"proxy.local\"]\n", "6:20", "is not a CIDR"},
+    {FE BE "ratelimit:\n  trustedProxies: [\"10.0.0.0/\"]\n", "6:20", "is not a CIDR"},
+    {FE BE "ratelimit:\n  trustedProxies: [[1]]\n", "6:20", "expected a CIDR"},
+    {FE BE "ratelimit:\n  trustedProxies: \"10.0.0.0/8\"\n", "6:19",
+     "ratelimit.trustedProxies: expected a list"},
+    {FE BE "ratelimit:\n  headersOnAllowed: 1\n", "6:21", "expected true or false"},
+    {FE BE "ratelimit:\n  enabled: true\n", "6:3",
+     "ratelimit.rate: must be at least 1 when the rate limit is enabled"},
 };
 
 START_TEST(bad_config)
@@ -542,6 +727,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, deploy_example_validates);
     tcase_add_test(tc, defaults_filled);
     tcase_add_test(tc, extended_keys);
+    tcase_add_test(tc, resilience_keys);
+    tcase_add_test(tc, many_backends);
     tcase_add_test(tc, same_port_other_address_ok);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
@@ -563,6 +750,7 @@ static Suite *config_suite(void)
     tc = tcase_create("diff");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, diff_cases);
+    tcase_add_test(tc, diff_new_keys);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -99,6 +99,7 @@ enum srv_mode {
     SRV_500,
     SRV_SILENT, /* accepts, reads, never answers */
     SRV_FLAP,   /* 200, 500, 200, ... per connection */
+    SRV_204,    /* 204 No Content */
 };
 
 struct srv {
@@ -149,6 +150,8 @@ static void *srv_main(void *arg)
         }
         const char *resp = ok ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                               : "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+        if (s->mode == SRV_204)
+            resp = "HTTP/1.1 204 No Content\r\n\r\n";
         ssize_t wr = write(fd, resp, strlen(resp)); /* a short write shows as a failed check */
         (void)wr;
         close(fd);
@@ -383,6 +386,33 @@ START_TEST(tcp_and_exact_status)
     health_free(h);
     srv_stop(bad);
     srv_stop(mute);
+}
+END_TEST
+
+/* expectedStatus 0 (the default) passes any 2xx or 3xx; an explicit 200 is
+ * an exact match, so a 204 fails it. */
+START_TEST(default_status_any_2xx_explicit_exact)
+{
+    struct srv *s204 = srv_start(SRV_204);
+    struct rec rec = {.ids = {"a"}, .n_ids = 1};
+    struct health_target t = {
+        .id = "a", .addr = "127.0.0.1", .port = s204->port, .host_header = "a:1"};
+    struct health_settings s = fast;
+    s.expected_status = 0;
+    struct health *h = health_new(loop, on_result, &rec, NULL);
+    ck_assert_int_eq(health_sync(h, &s, &t, 1, NULL), LB_OK);
+    run_until(loop, &rec, 2, 5000);
+    ck_assert(rec.last_pass[0]);
+    ck_assert_int_eq(rec.state[0], STORE_HEALTH_UP);
+
+    s.expected_status = 200;
+    ck_assert_int_eq(health_sync(h, &s, &t, 1, NULL), LB_OK);
+    int before = rec.results[0];
+    run_until(loop, &rec, before + 2, 5000);
+    ck_assert(!rec.last_pass[0]);
+    ck_assert_str_eq(rec.last_error[0], "status 204");
+    health_free(h);
+    srv_stop(s204);
 }
 END_TEST
 
@@ -664,6 +694,7 @@ static Suite *health_suite(void)
     tcase_set_timeout(checks, 30);
     tcase_add_test(checks, http_results_and_errors);
     tcase_add_test(checks, tcp_and_exact_status);
+    tcase_add_test(checks, default_status_any_2xx_explicit_exact);
     tcase_add_test(checks, flapping_server_keeps_state);
     tcase_add_test(checks, sync_adds_removes_disables);
     tcase_add_test(checks, pool_all_down);

@@ -61,8 +61,12 @@ static const char *const full_yaml =
     "  minVersion: TLSv1.3\n"
     "  certificates:\n"
     "    - {certFile: api.pem, keyFile: api.key, sni: [api.example.com]}\n"
-    "ratelimit: {enabled: true, rate: 100, algorithm: sliding_window, global: true}\n"
-    "circuitbreaker: {threshold: 7, timeout: 1m, maxHalfOpen: 2, maxTimeout: 10m}\n"
+    "ratelimit: {enabled: true, rate: 100, algorithm: sliding_window, global: true,\n"
+    "            ipv4Prefix: 24, ipv6Prefix: 56, maxKeys: 77, headersOnAllowed: false,\n"
+    "            trustedProxies: [\"10.0.0.0/8\", \"::1\"]}\n"
+    "circuitbreaker: {threshold: 7, timeout: 1m, maxHalfOpen: 2, maxTimeout: 10m,\n"
+    "                 ignore5xx: true}\n"
+    "retries: {max: 4, budgetPercent: 30, budgetMin: 5, backoffBase: 10ms, backoffCap: 1s}\n"
     "balancing: {algorithm: least_request, slowStart: 1m30s}\n"
     "timeouts: {clientHeader: 5s, clientBody: 6s, keepAlive: 7s, upstreamConnect: 1s500ms,\n"
     "           upstreamHeader: 9s, upstreamIdle: 1h, drain: 2m}\n"
@@ -172,7 +176,21 @@ static void check_snapshot(const Lb__V1__Snapshot *s)
     ck_assert_int_eq(s->ratelimit->algorithm, LB__V1__RATE_LIMIT_ALGORITHM__SLIDING_WINDOW);
     ck_assert(s->ratelimit->global);
     ck_assert(s->ratelimit->per_client);
-    ck_assert_uint_eq(s->ratelimit->max_keys, 100000);
+    ck_assert_uint_eq(s->ratelimit->max_keys, 77);
+    ck_assert_uint_eq(s->ratelimit->ipv4_prefix, 24);
+    ck_assert_uint_eq(s->ratelimit->ipv6_prefix, 56);
+    ck_assert(!s->ratelimit->headers_on_allowed);
+    ck_assert_uint_eq(s->ratelimit->n_trusted_proxies, 2);
+    ck_assert_str_eq(s->ratelimit->trusted_proxies[0], "10.0.0.0/8");
+    ck_assert_str_eq(s->ratelimit->trusted_proxies[1], "::1");
+    ck_assert(s->circuit_breaker->ignore_5xx);
+    ck_assert_ptr_nonnull(s->retries);
+    ck_assert(!s->retries->disabled);
+    ck_assert_uint_eq(s->retries->max_retries, 4);
+    ck_assert_uint_eq(s->retries->budget_percent, 30);
+    ck_assert_uint_eq(s->retries->budget_min, 5);
+    ck_assert_uint_eq(s->retries->backoff_base_ms, 10);
+    ck_assert_uint_eq(s->retries->backoff_cap_ms, 1000);
     ck_assert(s->circuit_breaker->enabled);
     ck_assert_uint_eq(s->circuit_breaker->threshold, 7);
     ck_assert_uint_eq(s->circuit_breaker->timeout_ms, 60000);
@@ -242,10 +260,44 @@ START_TEST(seed_defaults)
     ck_assert_uint_eq(s->circuit_breaker->timeout_ms, 30000);
     ck_assert(s->circuit_breaker->enabled);
     ck_assert(!s->ratelimit->enabled);
+    ck_assert(s->ratelimit->per_client);
+    ck_assert(!s->ratelimit->global);
+    ck_assert_uint_eq(s->ratelimit->ipv4_prefix, 32);
+    ck_assert_uint_eq(s->ratelimit->ipv6_prefix, 128);
+    ck_assert_uint_eq(s->ratelimit->n_trusted_proxies, 0);
+    ck_assert(s->ratelimit->headers_on_allowed);
+    ck_assert(!s->circuit_breaker->ignore_5xx);
+    ck_assert_uint_eq(s->balancing->slow_start_ms, 30000);
+    ck_assert(!s->retries->disabled);
+    ck_assert_uint_eq(s->retries->max_retries, 2);
+    ck_assert_uint_eq(s->retries->budget_percent, 20);
+    ck_assert_uint_eq(s->retries->budget_min, 3);
+    ck_assert_uint_eq(s->retries->backoff_base_ms, 25);
+    ck_assert_uint_eq(s->retries->backoff_cap_ms, 250);
     ck_assert_int_eq(s->logging->level, LB__V1__LOG_LEVEL__LOG_INFO);
     ck_assert(!s->logging->access_log_off);
     snapbuild_free(s);
     config_free(cfg);
+}
+END_TEST
+
+/* Zero means "default" in the snapshot: no retries travel as the disabled
+ * flag, whether the section says enabled: false or max: 0. */
+START_TEST(retries_off)
+{
+    static const char *const offs[] = {"retries: {enabled: false}\n", "retries: {max: 0}\n"};
+    for (int i = 0; i < 2; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof(yaml),
+                 "frontends:\n  - port: 8080\n"
+                 "backends:\n  - url: \"http://10.1.2.3:9001\"\n%s",
+                 offs[i]);
+        struct config *cfg = parse(yaml);
+        Lb__V1__Snapshot *s = build(cfg);
+        ck_assert_msg(s->retries->disabled, "case %d", i);
+        snapbuild_free(s);
+        config_free(cfg);
+    }
 }
 END_TEST
 
@@ -291,6 +343,7 @@ static Suite *snapbuild_suite(void)
     tcase_add_test(tc, fields_from_config);
     tcase_add_test(tc, encode_decode_round_trip);
     tcase_add_test(tc, seed_defaults);
+    tcase_add_test(tc, retries_off);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_checked_fixture(tc, setup, teardown);
