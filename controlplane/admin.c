@@ -350,6 +350,13 @@ static const char *query_get(const char *query, size_t qlen, const char *key, si
 
 /* ---- JSON views ---------------------------------------------------------------- */
 
+static int64_t admin_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static json_t *backend_json(struct cp *cp, const struct config_backend *b)
 {
     struct store_backend_health *h = NULL;
@@ -365,9 +372,14 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
             last_error = json_string(h->last_error);
         store_health_free(h);
     }
-    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o}", "id", b->id, "url", b->url, "weight",
-                     (json_int_t)b->weight, "state", config_backend_state_name(b->state), "health",
-                     health, "last_check_ms", last_check, "last_error", last_error);
+    /* <b> is an element of cp_config()'s backends; the reports are keyed by its index. */
+    struct cp_backend_runtime rt;
+    cp_backend_runtime(cp, (size_t)(b - cp_config(cp)->backends), admin_now_ms(), &rt);
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:s,s:I,s:I,s:I}", "id", b->id, "url", b->url,
+                     "weight", (json_int_t)b->weight, "state", config_backend_state_name(b->state),
+                     "health", health, "last_check_ms", last_check, "last_error", last_error,
+                     "breaker", rt.breaker, "requests", (json_int_t)rt.requests, "errors",
+                     (json_int_t)rt.errors, "effective_weight", (json_int_t)rt.effective_weight);
 }
 
 static json_t *version_json(const struct store_version *v, uint64_t active, bool content)
@@ -457,6 +469,16 @@ static void h_metrics(struct req *r)
     lb_prom_family(&p, "lb_cp_pool_all_down", "gauge",
                    "1 when every checked backend is down, else 0.");
     lb_prom_u64(&p, "lb_cp_pool_all_down", NULL, 0, health_pool_all_down(cp_health(cp)) ? 1 : 0);
+    lb_prom_family(&p, "lb_cp_backend_breaker_open", "gauge",
+                   "Data planes reporting the backend's circuit breaker open (last 10 s).");
+    const struct config *bcfg = cp_config(cp);
+    int64_t bnow = admin_now_ms();
+    for (size_t i = 0; bcfg != NULL && i < bcfg->n_backends; i++) {
+        struct cp_backend_runtime rt;
+        cp_backend_runtime(cp, i, bnow, &rt);
+        struct lb_prom_label l = {"backend", bcfg->backends[i].id};
+        lb_prom_u64(&p, "lb_cp_backend_breaker_open", &l, 1, rt.breaker_open);
+    }
     struct cp_tls_status tls;
     cp_tls_status(cp, &tls);
     lb_prom_family(&p, "lb_cp_tls_cert_not_after_seconds", "gauge",

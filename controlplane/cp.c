@@ -6,12 +6,14 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
+#include "reports.h"
 #include "snapbuild.h"
 #include "tlscheck.h"
 
 #include <arpa/inet.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,22 @@ struct cp {
     struct tlscheck_bundle *tls; /* validated files being served, NULL = none */
     char *tls_base;              /* base directory of cfg's relative ssl paths */
     struct cp_tls_status tls_st; /* counters and last outcomes for the API */
+    struct reports *reports;     /* owned: the data planes' latest reports */
+    ev_timer weights_timer;      /* every CP_WEIGHTS_STEP_S: one dynamic weights step */
+    struct cp_dyn *dyn;          /* dynamic weights differing from the configured ones, */
+    size_t n_dyn;                /* sorted by id; empty unless balancing.weights: dynamic */
 };
+
+/* A backend's dynamic weight, valid while its configured weight is <configured>. */
+struct cp_dyn {
+    char *id;
+    uint32_t configured;
+    uint32_t weight;
+};
+
+#define CP_WEIGHTS_STEP_S 10.0
+
+static void cp_on_weights_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* A verdict change waiting for the store (strings owned). */
 struct cp_health_change {
@@ -74,9 +91,36 @@ static Lb__V1__Health proto_health(enum store_health h)
                                     : LB__V1__HEALTH__HEALTH_UNKNOWN;
 }
 
+static int dyn_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct cp_dyn *)a)->id, ((const struct cp_dyn *)b)->id);
+}
+
+/* The weight to publish for <b> under <cfg>: its dynamic weight while
+ * balancing.weights is dynamic and its configured weight has not changed
+ * since, else the configured weight. */
+static uint32_t weight_of(const struct cp *cp, const struct config *cfg,
+                          const struct config_backend *b)
+{
+    if (cfg->balancing.weights != CONFIG_WEIGHTS_DYNAMIC || cp->n_dyn == 0)
+        return b->weight;
+    struct cp_dyn key = {.id = b->id};
+    const struct cp_dyn *d = bsearch(&key, cp->dyn, cp->n_dyn, sizeof(*cp->dyn), dyn_cmp);
+    return d != NULL && d->configured == b->weight ? d->weight : b->weight;
+}
+
+static void dyn_clear(struct cp *cp)
+{
+    for (size_t i = 0; i < cp->n_dyn; i++)
+        free(cp->dyn[i].id);
+    free(cp->dyn);
+    cp->dyn = NULL;
+    cp->n_dyn = 0;
+}
+
 /* Snapshot of <cfg> with the checker's current health (a backend it does not
- * know yet is UNKNOWN); version and generation are set once the store has
- * handed them out. */
+ * know yet is UNKNOWN) and the dynamic weights; version and generation are
+ * set once the store has handed them out. */
 static int build_snapshot(struct cp *cp, const struct config *cfg, const char *base_dir,
                           Lb__V1__Snapshot **out, struct lb_err *err)
 {
@@ -97,6 +141,8 @@ static int build_snapshot(struct cp *cp, const struct config *cfg, const char *b
     };
     int rc = snapbuild_build(&in, out, err);
     free(sh);
+    for (size_t i = 0; rc == LB_OK && i < n && i < (*out)->n_backends; i++)
+        (*out)->backends[i]->weight = weight_of(cp, cfg, &cfg->backends[i]);
     return rc;
 }
 
@@ -213,6 +259,9 @@ static void health_publish(struct cp *cp)
     }
     for (size_t i = 0; i < snap->n_backends; i++)
         snap->backends[i]->health = proto_health(health_state(cp->health, snap->backends[i]->id));
+    /* The served snapshot lists the config's backends in order. */
+    for (size_t i = 0; cp->cfg != NULL && i < snap->n_backends && i < cp->cfg->n_backends; i++)
+        snap->backends[i]->weight = weight_of(cp, cp->cfg, &cp->cfg->backends[i]);
     snap->created_unix_ms = now_unix_ms();
     if (reserve_encoding(snap, &buf, &e) != LB_OK ||
         store_generation_bump(cp->store, &gen, &e) != LB_OK) {
@@ -687,6 +736,12 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
     }
     ev_init(&cp->health_pub, cp_on_health_pub);
     cp->health_pub.data = cp;
+    ev_timer_init(&cp->weights_timer, cp_on_weights_timer, CP_WEIGHTS_STEP_S, CP_WEIGHTS_STEP_S);
+    cp->weights_timer.data = cp;
+    if ((cp->reports = reports_new()) == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        goto fail;
+    }
     if ((cp->health = health_new(loop, cp_on_health, cp, err)) == NULL)
         goto fail;
     if ((cp->certwatch = certwatch_new(loop, 0, 0, cp_on_certs, cp, err)) == NULL)
@@ -710,6 +765,7 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         *err = e;
         goto fail;
     }
+    ev_timer_start(loop, &cp->weights_timer);
     return cp;
 fail:
     cp_free(cp);
@@ -721,6 +777,9 @@ void cp_free(struct cp *cp)
     if (cp == NULL)
         return;
     ev_timer_stop(cp->loop, &cp->health_pub);
+    ev_timer_stop(cp->loop, &cp->weights_timer);
+    reports_free(cp->reports);
+    dyn_clear(cp);
     if (cp->store != NULL)
         health_flush(cp);
     free(cp->pending);
@@ -1077,8 +1136,128 @@ void cp_on_report(void *ctx, const Lb__V1__Report *report)
     struct lb_err e = {0};
     if (store_dataplane_upsert(cp->store, &dp, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "report_store_failed", "data plane %s: %s", report->node_id, e.msg);
+    if (reports_add(cp->reports, report, dp.last_report_unix_ms, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "report_failed", "%s", e.msg);
     if (report->rejected_generation != 0)
         lb_log(LB_LOG_WARN, "snapshot_rejected", "data plane %s rejected generation %llu: %s",
                report->node_id, (unsigned long long)report->rejected_generation,
                report->rejection_reason ? report->rejection_reason : "");
+}
+
+/* ---- breaker state and dynamic weights -------------------------------------- */
+
+void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
+                        struct cp_backend_runtime *out)
+{
+    *out = (struct cp_backend_runtime){.breaker = "closed"};
+    if (cp->cfg == NULL || index >= cp->cfg->n_backends)
+        return;
+    const struct config_backend *b = &cp->cfg->backends[index];
+    struct reports_backend rb;
+    reports_backend_get(cp->reports, b->id, now_ms, &rb);
+    out->breaker = rb.breaker == LB__V1__BREAKER_STATE__BREAKER_OPEN        ? "open"
+                   : rb.breaker == LB__V1__BREAKER_STATE__BREAKER_HALF_OPEN ? "half_open"
+                                                                            : "closed";
+    out->breaker_open = rb.open;
+    out->requests = rb.requests;
+    out->errors = rb.errors;
+    out->effective_weight = weight_of(cp, cp->cfg, b);
+}
+
+/* Appends "; <text>" pieces to an audit detail of bounded size. */
+static void detail_add(char *buf, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void detail_add(char *buf, size_t size, size_t *off, const char *fmt, ...)
+{
+    if (*off >= size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *off, size - *off, fmt, ap);
+    va_end(ap);
+    *off = n < 0 ? size : *off + (size_t)n;
+}
+
+int cp_weights_step(struct cp *cp, int64_t now_ms, size_t *changed, struct lb_err *err)
+{
+    if (changed != NULL)
+        *changed = 0;
+    const struct config *cfg = cp->cfg;
+    if (cfg == NULL || cfg->balancing.weights != CONFIG_WEIGHTS_DYNAMIC) {
+        dyn_clear(cp);
+        reports_mark(cp->reports);
+        return LB_OK;
+    }
+    size_t n = cfg->n_backends;
+    struct reports_weight_in *in = calloc(n ? n : 1, sizeof(*in));
+    uint32_t *out = calloc(n ? n : 1, sizeof(*out));
+    struct cp_dyn *dyn = calloc(n ? n : 1, sizeof(*dyn));
+    size_t n_dyn = 0, n_changed = 0;
+    if (in == NULL || out == NULL || dyn == NULL) {
+        free(in);
+        free(out);
+        free(dyn);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for dynamic weights");
+    }
+    for (size_t i = 0; i < n; i++) {
+        in[i].configured = cfg->backends[i].weight;
+        in[i].current = weight_of(cp, cfg, &cfg->backends[i]);
+        reports_window_get(cp->reports, cfg->backends[i].id, now_ms, &in[i].w);
+    }
+    reports_mark(cp->reports);
+    reports_weights_next(in, n, out);
+    char detail[2048];
+    size_t off = 0;
+    detail_add(detail, sizeof(detail), &off, "dynamic weights:");
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i] != in[i].current) {
+            const struct reports_window *w = &in[i].w;
+            double lat_ms = w->requests ? (double)w->latency_sum_us / (double)w->requests / 1e3 : 0;
+            double err_pct = w->requests ? 100.0 * (double)w->errors / (double)w->requests : 0;
+            detail_add(detail, sizeof(detail), &off, "%s %s %u -> %u (p=%.1fms, err=%.1f%%)",
+                       n_changed ? ";" : "", cfg->backends[i].id, in[i].current, out[i], lat_ms,
+                       err_pct);
+            n_changed++;
+        }
+        if (out[i] != in[i].configured) {
+            dyn[n_dyn] = (struct cp_dyn){.configured = in[i].configured, .weight = out[i]};
+            if ((dyn[n_dyn].id = strdup(cfg->backends[i].id)) == NULL)
+                ok = false;
+            n_dyn++;
+        }
+    }
+    free(in);
+    free(out);
+    if (!ok) {
+        for (size_t i = 0; i < n_dyn; i++)
+            free(dyn[i].id);
+        free(dyn);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for dynamic weights");
+    }
+    qsort(dyn, n_dyn, sizeof(*dyn), dyn_cmp);
+    dyn_clear(cp);
+    cp->dyn = dyn;
+    cp->n_dyn = n_dyn;
+    if (changed != NULL)
+        *changed = n_changed;
+    if (n_changed == 0)
+        return LB_OK;
+    if (off >= sizeof(detail))
+        snprintf(detail + sizeof(detail) - 5, 5, "...");
+    lb_log(LB_LOG_INFO, "dynamic_weights", "%s", detail);
+    struct lb_err e = {0};
+    if (store_audit_add(cp->store, "dynamic-weights", "weights", detail, cp->version, cp->version,
+                        &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "weights_audit_failed", "%s", e.msg);
+    health_publish(cp);
+    return LB_OK;
+}
+
+static void cp_on_weights_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lb_err e = {0};
+    if (cp_weights_step(w->data, now_unix_ms(), NULL, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "dynamic_weights_failed", "%s", e.msg);
 }

@@ -183,7 +183,37 @@ int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
 struct store *cp__store(struct cp *cp);
 
 /* Publisher callback (publisher_report_fn, <ctx> = the cp): records the
- * report in the data plane table; a failure is logged. */
+ * report in the data plane table and keeps it in memory (breaker states,
+ * counters for dynamic weights); a failure is logged. */
 void cp_on_report(void *ctx, const Lb__V1__Report *report);
+
+/* ---- breaker state and dynamic weights ------------------------------------ */
+
+/* Runtime view of one backend from the data planes' reports. */
+struct cp_backend_runtime {
+    const char *breaker;       /* "closed", "open" or "half_open": the worst over the data
+                                * planes that reported in the last 10 s; "closed" if none */
+    uint32_t breaker_open;     /* data planes reporting it open */
+    uint64_t requests;         /* sums over those data planes (cumulative counters) */
+    uint64_t errors;           /* 5xx, connect failures and timeouts */
+    uint32_t effective_weight; /* the weight published now (dynamic or configured) */
+};
+
+/* Backend <index> of cp_config() as of <now_ms>; an index out of range gives
+ * "closed" and zeros. */
+void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
+                        struct cp_backend_runtime *out);
+
+/* One dynamic weights step (the core runs it every 10 s on its loop; tests
+ * call it directly). With balancing.weights dynamic, the reported counters
+ * since the previous step give each backend's error rate and mean latency
+ * (reports_weights_next()); when a weight changes, one audit row
+ * ("dynamic weights: demo-a 5 -> 4 (p=12.0ms, err=30.0%); ...", who
+ * "dynamic-weights", action "weights") is written and the served snapshot is
+ * published again as a new generation of the same config version: the
+ * configured weights in the config do not change. With static weights it
+ * only forgets dynamic state. *<changed> (may be NULL) counts the backends
+ * whose weight changed. LB_OK or LB_ENOMEM. */
+int cp_weights_step(struct cp *cp, int64_t now_ms, size_t *changed, struct lb_err *err);
 
 #endif

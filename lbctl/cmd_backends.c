@@ -24,8 +24,9 @@ static const char list_help[] =
     "Usage: lbctl backends list [--json]\n"
     "\n"
     "Lists the backends of the active config: id, URL, weight, state (active,\n"
-    "draining, disabled), health (up, down, unknown), the last check and its error\n"
-    "(GET /api/v1/backends).\n";
+    "draining, disabled), health (up, down, unknown), circuit breaker (closed, open,\n"
+    "half_open: the worst the data planes report), the last check and its error\n"
+    "(GET /api/v1/backends). --json adds requests, errors and effective_weight.\n";
 
 static const char add_help[] =
     "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--comment TEXT]\n"
@@ -66,18 +67,19 @@ static const char drain_help[] =
     "  --comment TEXT      recorded with the new config version\n"
     "  --if-match VERSION  fail unless VERSION is the active config version\n";
 
-static const char *const backend_headers[] = {"ID",     "URL",        "WEIGHT",    "STATE",
-                                              "HEALTH", "LAST CHECK", "LAST ERROR"};
+static const char *const backend_headers[] = {"ID",     "URL",     "WEIGHT",     "STATE",
+                                              "HEALTH", "BREAKER", "LAST CHECK", "LAST ERROR"};
 
 static int add_backend_row(struct table *t, const json_t *b)
 {
-    char id[256], url[512], weight[32], state[32], health[32], check[32], error[512];
+    char id[256], url[512], weight[32], state[32], health[32], breaker[32], check[32], error[512];
     const char *row[] = {
         output_cell(json_object_get(b, "id"), id, sizeof(id)),
         output_cell(json_object_get(b, "url"), url, sizeof(url)),
         output_cell(json_object_get(b, "weight"), weight, sizeof(weight)),
         output_cell(json_object_get(b, "state"), state, sizeof(state)),
         output_cell(json_object_get(b, "health"), health, sizeof(health)),
+        output_cell(json_object_get(b, "breaker"), breaker, sizeof(breaker)),
         output_time(json_object_get(b, "last_check_ms"), check, sizeof(check)),
         output_cell(json_object_get(b, "last_error"), error, sizeof(error)),
     };
@@ -96,7 +98,7 @@ static int backends_list(struct lbctl *ctx, int argc, char **argv)
         return rc;
     if (ctx->json)
         return lbctl_emit_json(root);
-    struct table *t = table_new(7, backend_headers);
+    struct table *t = table_new(8, backend_headers);
     size_t i;
     json_t *b;
     json_array_foreach(json_object_get(root, "backends"), i, b)

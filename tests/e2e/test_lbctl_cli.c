@@ -61,7 +61,8 @@ static struct fake *g_fake;
 #define BACKENDS_JSON                                                                              \
     "{\"version\":3,\"backends\":[{\"id\":\"demo-a\",\"url\":\"http://127.0.0.1:9001\","           \
     "\"weight\":5,\"state\":\"active\",\"health\":\"up\",\"last_check_ms\":1764300000000,"         \
-    "\"last_error\":null},{\"id\":\"b\",\"url\":\"http://10.1.2.3:18080\",\"weight\":10,"          \
+    "\"last_error\":null,\"breaker\":\"open\",\"requests\":7,\"errors\":5,"                        \
+    "\"effective_weight\":4},{\"id\":\"b\",\"url\":\"http://10.1.2.3:18080\",\"weight\":10,"       \
     "\"state\":\"draining\",\"health\":\"down\",\"last_check_ms\":null,\"last_error\":"            \
     "\"connect: connection refused\"}]}"
 
@@ -451,9 +452,10 @@ START_TEST(backends_list_table)
     assert_ok(&r);
     ck_assert_str_eq(
         r.out,
-        "ID      URL                    WEIGHT  STATE     HEALTH  LAST CHECK           LAST ERROR\n"
-        "demo-a  http://127.0.0.1:9001  5       active    up      2025-11-28 03:20:00  -\n"
-        "b       http://10.1.2.3:18080  10      draining  down    -                    "
+        "ID      URL                    WEIGHT  STATE     HEALTH  BREAKER  LAST CHECK           "
+        "LAST ERROR\n"
+        "demo-a  http://127.0.0.1:9001  5       active    up      open     2025-11-28 03:20:00  -\n"
+        "b       http://10.1.2.3:18080  10      draining  down    -        -                    "
         "connect: connection refused\n");
     struct fake_req q = fake_req(0);
     ck_assert_str_eq(q.method, "GET");

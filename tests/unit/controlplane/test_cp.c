@@ -488,6 +488,104 @@ START_TEST(sync_serves_current_snapshot)
 }
 END_TEST
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A data plane reports backend a failing every request and b healthy; with
+ * balancing.weights dynamic one step lowers a's published weight by a
+ * quarter of its configured weight, as a new generation of the same version
+ * with an audit row; the config keeps weight 5. */
+START_TEST(dynamic_weights_follow_errors)
+{
+    struct cp *cp = open_cp(boot);
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "%sbalancing: {weights: dynamic}\n", boot_yaml);
+    uint64_t v = 0;
+    bool unchanged = false;
+    struct lb_err err = {0};
+    ck_assert_msg(cp_apply(cp, yaml, strlen(yaml), CP_FORMAT_YAML, &writer, &v, &unchanged, NULL,
+                           &err) == LB_OK,
+                  "%s", err.msg);
+    uint64_t gen0 = cp_generation(cp);
+
+    Lb__V1__BackendReport ra = LB__V1__BACKEND_REPORT__INIT, rb = LB__V1__BACKEND_REPORT__INIT;
+    ra.id = "a";
+    ra.requests = 100;
+    ra.errors = 60;
+    ra.connect_failures = 40;
+    ra.latency_sum_us = 100 * 2000;
+    ra.breaker = LB__V1__BREAKER_STATE__BREAKER_OPEN;
+    rb.id = "b";
+    rb.requests = 100;
+    rb.latency_sum_us = 100 * 2000;
+    Lb__V1__BackendReport *list[] = {&ra, &rb};
+    Lb__V1__Report rep = LB__V1__REPORT__INIT;
+    rep.node_id = "dp1";
+    rep.applied_version = v;
+    rep.applied_generation = gen0;
+    rep.backends = list;
+    rep.n_backends = 2;
+    cp_on_report(cp, &rep);
+
+    struct cp_backend_runtime rt;
+    cp_backend_runtime(cp, 0, wall_ms(), &rt);
+    ck_assert_str_eq(rt.breaker, "open");
+    ck_assert_uint_eq(rt.breaker_open, 1);
+    ck_assert_uint_eq(rt.requests, 100);
+    ck_assert_uint_eq(rt.errors, 100);
+    ck_assert_uint_eq(rt.effective_weight, 5);
+
+    size_t changed = 0;
+    ck_assert_int_eq(cp_weights_step(cp, wall_ms(), &changed, NULL), LB_OK);
+    ck_assert_uint_eq(changed, 1);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    ck_assert_uint_gt(cp_generation(cp), gen0);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_weight(s, "a"), 4);
+    ck_assert_uint_eq(snap_weight(s, "b"), 3);
+    ck_assert_uint_eq(s->config_version, v);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    ck_assert_uint_eq(cp_config(cp)->backends[0].weight, 5);
+    cp_backend_runtime(cp, 0, wall_ms(), &rt);
+    ck_assert_uint_eq(rt.effective_weight, 4);
+
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &as, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(as[0].action, "weights");
+    ck_assert_msg(strncmp(as[0].detail, "dynamic weights: a 5 -> 4 (p=2.0ms, err=100.0%)", 47) == 0,
+                  "%s", as[0].detail);
+    store_audit_free(as, n);
+
+    /* No new requests since the step: too few to judge, nothing changes. */
+    uint64_t gen1 = cp_generation(cp);
+    ck_assert_int_eq(cp_weights_step(cp, wall_ms(), &changed, NULL), LB_OK);
+    ck_assert_uint_eq(changed, 0);
+    ck_assert_uint_eq(cp_generation(cp), gen1);
+
+    /* A config change (a new version) keeps a's dynamic weight... */
+    struct cp_backend_change chg = {.has_weight = true, .weight = 4};
+    ck_assert_int_eq(cp_backend_update(cp, "b", &chg, &writer, &v, NULL), LB_OK);
+    s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_weight(s, "a"), 4);
+    ck_assert_uint_eq(snap_weight(s, "b"), 4);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    /* ...until weights go back to static. */
+    ck_assert_int_eq(cp_apply(cp, boot_yaml, strlen(boot_yaml), CP_FORMAT_YAML, &writer, &v,
+                              &unchanged, NULL, NULL),
+                     LB_OK);
+    s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_weight(s, "a"), 5);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    cp_free(cp);
+}
+END_TEST
+
 static Suite *cp_suite(void)
 {
     Suite *s = suite_create("cp");
@@ -504,6 +602,7 @@ static Suite *cp_suite(void)
         {"restart", restart_keeps_version_and_raises_generation},
         {"reports", reports_are_recorded},
         {"sync", sync_serves_current_snapshot},
+        {"dynamic_weights", dynamic_weights_follow_errors},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
