@@ -257,9 +257,15 @@ static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err 
         }
         v->fe_stat[i] = (uint16_t)slot;
     }
+    /* Only active backends get runtime state made for them: a draining or
+     * disabled one keeps what it has (requests finishing, a pool to close)
+     * and nothing more, so 10,000 configured but disabled backends cost a
+     * worker nothing at a swap. */
     for (uint32_t i = 0; i < s->n_backends; i++) {
-        struct backend_rt *b = be_get(w, s->backends[i].id);
-        if (b == NULL)
+        bool active = s->backends[i].admin == SNAP_ADMIN_ACTIVE;
+        struct backend_rt *b =
+            active ? be_get(w, s->backends[i].id) : be_find(w, s->backends[i].id);
+        if (b == NULL && active)
             goto nomem;
         v->be[i] = b;
     }
@@ -429,8 +435,10 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
     }
     struct wview *old = w->view;
     if (old != NULL) {
-        for (uint32_t i = 0; i < old->snap->n_backends; i++)
-            old->be[i]->in_view = false;
+        for (uint32_t i = 0; i < old->snap->n_backends; i++) {
+            if (old->be[i] != NULL)
+                old->be[i]->in_view = false;
+        }
     }
     if (w->id == 0 && v->panic != (old != NULL && old->panic))
         lb_log(v->panic ? LB_LOG_WARN : LB_LOG_INFO, v->panic ? "pool_panic" : "pool_recovered",
@@ -443,6 +451,8 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
     for (uint32_t i = 0; i < s->n_backends; i++) {
         struct backend_rt *b = v->be[i];
         const struct snap_backend *sb = &s->backends[i];
+        if (b == NULL)
+            continue;
         b->in_view = true;
         b->bal.weight = sb->weight;
         if (b->health == SNAP_HEALTH_DOWN && sb->health != SNAP_HEALTH_DOWN)
@@ -601,7 +611,8 @@ void worker_join(struct worker *w)
     listeners_close_all(w);
     if (w->view != NULL) {
         for (uint32_t i = 0; i < w->view->snap->n_backends; i++)
-            w->view->be[i]->in_view = false;
+            if (w->view->be[i] != NULL)
+                w->view->be[i]->in_view = false;
         view_free(w->view);
         w->view = NULL;
     }
