@@ -8,7 +8,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +418,77 @@ START_TEST(certificate_replaced_without_a_restart)
 }
 END_TEST
 
+/* Clients that keep asking while certificates change under them. */
+struct tls_load {
+    unsigned port;
+    atomic_bool stop;
+    atomic_int ok;
+    atomic_int failed;
+};
+
+static void *tls_load_main(void *arg)
+{
+    struct tls_load *l = arg;
+    struct client_opts o = {.sni = "a.example.com"};
+    struct tls_client ka;
+    bool have_ka = false;
+    for (int i = 0; !atomic_load(&l->stop); i++) {
+        char body[256];
+        if (!have_ka) {
+            have_ka = tls_connect(&ka, l->port, &o);
+            if (!have_ka) {
+                atomic_fetch_add(&l->failed, 1);
+                tls_close(&ka);
+                continue;
+            }
+        }
+        /* alternately: the kept-alive connection, and a fresh one */
+        if (tls_request(&ka, "/", NULL, body, sizeof(body)) == 200)
+            atomic_fetch_add(&l->ok, 1);
+        else
+            atomic_fetch_add(&l->failed, 1);
+        struct tls_client c;
+        if (tls_connect(&c, l->port, &o) && tls_request(&c, "/", NULL, body, sizeof(body)) == 200)
+            atomic_fetch_add(&l->ok, 1);
+        else
+            atomic_fetch_add(&l->failed, 1);
+        tls_close(&c);
+    }
+    if (have_ka)
+        tls_close(&ka);
+    return NULL;
+}
+
+START_TEST(reload_under_load_loses_nothing)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    struct tls_load l = {.port = e2e_lb_port(t)};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, tls_load_main, &l), 0);
+    /* four certificate swaps while the clients run */
+    for (uint64_t gen = 2; gen <= 5; gen++) {
+        e2e_sleep_ms(250);
+        struct tls_setup next = {.default_cert = gen % 2 ? "srv-rsa" : "srv-ec"};
+        write_snapshot(t, &next, gen);
+        ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
+        uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+        while (generation(t) != (double)gen && e2e_now_ms() < end)
+            e2e_sleep_ms(20);
+        ck_assert(generation(t) == (double)gen);
+    }
+    e2e_sleep_ms(250);
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_gt(atomic_load(&l.ok), 20);
+    ck_assert_msg(atomic_load(&l.failed) == 0, "%d of %d requests failed during the reloads",
+                  atomic_load(&l.failed), atomic_load(&l.ok) + atomic_load(&l.failed));
+    e2e_stop(t);
+}
+END_TEST
+
 START_TEST(plain_http_on_the_tls_port_is_refused)
 {
     struct tls_setup s = {.default_cert = "srv-rsa"};
@@ -439,6 +512,7 @@ int main(void)
     tcase_add_test(tc, mutual_tls_and_identity_headers);
     tcase_add_test(tc, resumption_across_workers);
     tcase_add_test(tc, certificate_replaced_without_a_restart);
+    tcase_add_test(tc, reload_under_load_loses_nothing);
     tcase_add_test(tc, plain_http_on_the_tls_port_is_refused);
     suite_add_tcase(s, tc);
     make_certs(); /* once, before the tests fork */
