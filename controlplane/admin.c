@@ -350,6 +350,9 @@ static const char *query_get(const char *query, size_t qlen, const char *key, si
 
 /* ---- JSON views ---------------------------------------------------------------- */
 
+/* Most changes listed in the answer of POST /api/v1/config. */
+#define ADMIN_MAX_CHANGES 1000
+
 static int64_t admin_now_ms(void)
 {
     struct timespec ts;
@@ -808,11 +811,21 @@ static void h_config_post(struct req *r)
             json_pack("{s:I,s:[],s:b}", "version", (json_int_t)version, "changes", "unchanged", 1));
         return;
     }
+    /* A 10,000-backend apply would list every backend: the reply keeps the
+     * first ADMIN_MAX_CHANGES and says how many there were (GET
+     * /api/v1/config/diff gives them all). */
+    size_t total = d->n;
+    d->n = total > ADMIN_MAX_CHANGES ? ADMIN_MAX_CHANGES : total;
     json_t *changes = embed(config_diff_json(d));
+    d->n = total;
     config_diff_free(d);
-    respond_json(r, 201,
-                 json_pack("{s:I,s:o}", "version", (json_int_t)version, "changes",
-                           changes ? changes : json_array()));
+    json_t *body = json_pack("{s:I,s:o}", "version", (json_int_t)version, "changes",
+                             changes ? changes : json_array());
+    if (body != NULL && total > ADMIN_MAX_CHANGES) {
+        json_object_set_new(body, "changes_truncated", json_true());
+        json_object_set_new(body, "changes_total", json_integer((json_int_t)total));
+    }
+    respond_json(r, 201, body);
 }
 
 static void h_versions_list(struct req *r, const char *query, size_t qlen)

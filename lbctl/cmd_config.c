@@ -247,8 +247,15 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
     if (json_is_true(json_object_get(root, "unchanged")) || json_array_size(changes) == 0) {
         printf("config unchanged: version %s is already active, no version created\n", version);
     } else {
-        printf("config version %s created and active, %zu change%s:\n", version,
-               json_array_size(changes), json_array_size(changes) == 1 ? "" : "s");
+        /* The server lists at most 1,000 changes and then gives the total. */
+        const json_t *total = json_object_get(root, "changes_total");
+        size_t n =
+            json_is_integer(total) ? (size_t)json_integer_value(total) : json_array_size(changes);
+        printf("config version %s created and active, %zu change%s", version, n, n == 1 ? "" : "s");
+        if (n > json_array_size(changes))
+            printf(" (the first %zu below; lbctl config diff lists them all)",
+                   json_array_size(changes));
+        printf(":\n");
         rc = print_changes(changes);
     }
     json_decref(root);
