@@ -1,15 +1,18 @@
-/* dataplane/tls.c: OpenSSL 3 server contexts and the TLS transport. */
+/* dataplane/tls.c: OpenSSL 3 server and client contexts and the TLS transport. */
 #include "tls.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+
+#include <arpa/inet.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -29,6 +32,9 @@
 #define TLS_SESSION_CACHE_SIZE 20480
 #define TLS_RECORD             16384 /* largest plaintext per record */
 #define TLS_MAX_KEY_TYPES      4     /* certificates installed for one name */
+#define TLS_CLIENT_SESSIONS    16    /* resumable sessions kept per client context */
+#define TLS_NAME_MAX           255   /* longest SNI or verified name accepted */
+#define TLS_WHY_LEN            160   /* tls_transport_error() text, as lb_err.msg */
 
 struct tls_cert {
     char *name;             /* Certificate.name or "certificates[i]" */
@@ -50,6 +56,15 @@ struct tls_strlist {
     size_t n;
 };
 
+/* Handshake counters of a server or client context: relaxed atomics, bumped
+ * by every worker. */
+struct tls_counters {
+    _Atomic uint64_t handshakes[TLS_VER_COUNT];
+    _Atomic uint64_t full;
+    _Atomic uint64_t resumed;
+    _Atomic uint64_t errors[TLS_ERR_COUNT];
+};
+
 struct tls_ctx {
     atomic_int refs;
     SSL_CTX *ssl;                /* owned; its app data points back here */
@@ -63,11 +78,23 @@ struct tls_ctx {
     struct tls_strlist allow_cn, allow_dns, allow_uri;
     unsigned char (*pins)[SHA256_DIGEST_LENGTH];
     size_t n_pins;
-    /* counters: relaxed atomics, bumped by every worker */
-    _Atomic uint64_t handshakes[TLS_VER_COUNT];
-    _Atomic uint64_t full;
-    _Atomic uint64_t resumed;
-    _Atomic uint64_t errors[TLS_ERR_COUNT];
+    struct tls_counters cnt;
+};
+
+/* A session the client side may resume, per (SNI, verified name). */
+struct tls_client_session {
+    char *key;         /* "<sni> <verify_name>"; NULL: free slot */
+    SSL_SESSION *sess; /* one reference */
+    uint64_t stamp;    /* tls_client_ctx.clock at the last store, for eviction */
+};
+
+struct tls_client_ctx {
+    atomic_int refs;
+    SSL_CTX *ssl;         /* owned */
+    pthread_mutex_t lock; /* guards sessions and clock: every worker stores and looks up */
+    struct tls_client_session sessions[TLS_CLIENT_SESSIONS];
+    uint64_t clock;
+    struct tls_counters cnt;
 };
 
 enum conn_state {
@@ -78,8 +105,12 @@ enum conn_state {
 
 /* One TLS connection; t->impl points here. Belongs to the connection's thread. */
 struct tls_conn {
-    SSL *ssl;            /* owned; app data points here */
-    struct tls_ctx *ctx; /* one reference */
+    SSL *ssl;                    /* owned; app data points here */
+    struct tls_ctx *ctx;         /* server side: one reference; NULL on the client side */
+    struct tls_client_ctx *cctx; /* client side: one reference; NULL on the server side */
+    struct tls_counters *cnt;    /* the counters of ctx or cctx */
+    char *skey;                  /* client side: session cache key, owned */
+    char why[TLS_WHY_LEN];       /* tls_transport_error(): "" until something failed */
     enum conn_state state;
     int reason;      /* enum tls_error a callback chose, or -1 */
     bool timed_out;  /* tls_transport_note_timeout() was called */
@@ -766,14 +797,19 @@ void tls_ctx_unref(struct tls_ctx *ctx)
     ctx_free(ctx);
 }
 
-void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out)
+static void counters_get(struct tls_counters *c, struct tls_stats *out)
 {
     for (int i = 0; i < TLS_VER_COUNT; i++)
-        out->handshakes[i] = atomic_load_explicit(&ctx->handshakes[i], memory_order_relaxed);
-    out->full = atomic_load_explicit(&ctx->full, memory_order_relaxed);
-    out->resumed = atomic_load_explicit(&ctx->resumed, memory_order_relaxed);
+        out->handshakes[i] = atomic_load_explicit(&c->handshakes[i], memory_order_relaxed);
+    out->full = atomic_load_explicit(&c->full, memory_order_relaxed);
+    out->resumed = atomic_load_explicit(&c->resumed, memory_order_relaxed);
     for (int i = 0; i < TLS_ERR_COUNT; i++)
-        out->errors[i] = atomic_load_explicit(&ctx->errors[i], memory_order_relaxed);
+        out->errors[i] = atomic_load_explicit(&c->errors[i], memory_order_relaxed);
+}
+
+void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out)
+{
+    counters_get(&ctx->cnt, out);
 }
 
 size_t tls_ctx_cert_count(const struct tls_ctx *ctx)
@@ -788,6 +824,199 @@ int tls_ctx_cert_info(const struct tls_ctx *ctx, size_t i, struct tls_cert_info 
     out->name = ctx->certs[i].name;
     out->not_after = ctx->certs[i].not_after;
     return LB_OK;
+}
+
+/* ---- client contexts ---------------------------------------------------- */
+
+/* Keeps OpenSSL's verdict and notes why it failed; the first error ends the
+ * handshake with an alert. */
+static int client_on_verify(int ok, X509_STORE_CTX *xs)
+{
+    if (ok)
+        return 1;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    int e = X509_STORE_CTX_get_error(xs);
+    if (e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID)
+        conn_mark(ssl, TLS_ERR_CERT_EXPIRED);
+    else if (e == X509_V_ERR_CERT_REVOKED)
+        conn_mark(ssl, TLS_ERR_CERT_REVOKED);
+    else
+        conn_mark(ssl, TLS_ERR_VERIFY_FAILED);
+    return 0;
+}
+
+static void session_slot_clear(struct tls_client_session *s)
+{
+    free(s->key);
+    SSL_SESSION_free(s->sess);
+    memset(s, 0, sizeof(*s));
+}
+
+/* OpenSSL hands over a new resumable session (after a TLS 1.2 handshake, on
+ * each TLS 1.3 NewSessionTicket): it replaces the one of the same key, or
+ * the least recently stored. Returning 1 keeps OpenSSL's reference. */
+static int client_on_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tls_conn *c = SSL_get_app_data(ssl);
+    if (c == NULL || c->cctx == NULL || c->skey == NULL)
+        return 0;
+    struct tls_client_ctx *cc = c->cctx;
+    pthread_mutex_lock(&cc->lock);
+    struct tls_client_session *slot = NULL;
+    struct tls_client_session *oldest = &cc->sessions[0];
+    for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++) {
+        struct tls_client_session *s = &cc->sessions[i];
+        if (s->key != NULL && strcmp(s->key, c->skey) == 0) {
+            slot = s;
+            break;
+        }
+        if (s->stamp < oldest->stamp)
+            oldest = s;
+    }
+    if (slot == NULL) {
+        char *key = strdup(c->skey);
+        if (key == NULL) {
+            pthread_mutex_unlock(&cc->lock);
+            return 0;
+        }
+        slot = oldest;
+        session_slot_clear(slot);
+        slot->key = key;
+    }
+    SSL_SESSION_free(slot->sess);
+    slot->sess = sess;
+    slot->stamp = ++cc->clock;
+    pthread_mutex_unlock(&cc->lock);
+    return 1;
+}
+
+/* Offers the stored session of <key> on <ssl>, dropping it when it can no
+ * longer resume (expired, or marked bad after a failed connection). */
+static void client_resume(struct tls_client_ctx *cc, SSL *ssl, const char *key)
+{
+    pthread_mutex_lock(&cc->lock);
+    for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++) {
+        struct tls_client_session *s = &cc->sessions[i];
+        if (s->key == NULL || strcmp(s->key, key) != 0)
+            continue;
+        long now = (long)time(NULL);
+        if (SSL_SESSION_is_resumable(s->sess) &&
+            SSL_SESSION_get_time(s->sess) + SSL_SESSION_get_timeout(s->sess) > now)
+            SSL_set_session(ssl, s->sess);
+        else
+            session_slot_clear(s);
+        break;
+    }
+    pthread_mutex_unlock(&cc->lock);
+    ERR_clear_error();
+}
+
+static int client_load_ca(SSL_CTX *s, const uint8_t *pem, size_t len, struct lb_err *err)
+{
+    if (len == 0) {
+        if (SSL_CTX_set_default_verify_paths(s) != 1)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "ca_pem: empty and the system store cannot be loaded (%s)",
+                              ssl_reason());
+        return LB_OK;
+    }
+    if (len > INT_MAX)
+        return lb_err_set(err, LB_EINVAL, 0, "ca_pem: too large");
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    if (b == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory loading ca_pem");
+    X509_STORE *store = SSL_CTX_get_cert_store(s);
+    int added = 0;
+    int rc = LB_OK;
+    for (;;) {
+        X509 *x = PEM_read_bio_X509(b, NULL, no_password, NULL);
+        if (x == NULL)
+            break;
+        int ok = X509_STORE_add_cert(store, x);
+        X509_free(x);
+        if (ok != 1) {
+            rc = lb_err_set(err, LB_EINVAL, 0, "ca_pem: certificate %d refused (%s)", added + 1,
+                            ssl_reason());
+            break;
+        }
+        added++;
+    }
+    if (rc == LB_OK && (added == 0 || !is_pem_end()))
+        rc = lb_err_set(err, LB_EINVAL, 0, "ca_pem: not a PEM certificate bundle (%s)",
+                        ssl_reason());
+    BIO_free(b);
+    return rc;
+}
+
+static void client_ctx_free(struct tls_client_ctx *cc)
+{
+    for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++)
+        session_slot_clear(&cc->sessions[i]);
+    SSL_CTX_free(cc->ssl);
+    pthread_mutex_destroy(&cc->lock);
+    free(cc);
+}
+
+struct tls_client_ctx *tls_client_ctx_new(const uint8_t *ca_pem, size_t ca_len, struct lb_err *err)
+{
+    static const unsigned char alpn[] = "\x08http/1.1";
+    struct tls_client_ctx *cc = calloc(1, sizeof(*cc));
+    if (cc == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS client context");
+        return NULL;
+    }
+    atomic_init(&cc->refs, 1);
+    if (pthread_mutex_init(&cc->lock, NULL) != 0) {
+        free(cc);
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS client context");
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *s = SSL_CTX_new(TLS_client_method());
+    cc->ssl = s;
+    if (s == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "SSL_CTX_new failed (%s)", ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_alpn_protos(s, alpn, sizeof(alpn) - 1) != 0) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory configuring a TLS client context (%s)",
+                   ssl_reason());
+        goto fail;
+    }
+    SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(s, SSL_VERIFY_PEER, client_on_verify);
+    /* our own cache keyed by name: OpenSSL's internal one is for servers */
+    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(s, client_on_session);
+    if (client_load_ca(s, ca_pem, ca_len, err) != LB_OK)
+        goto fail;
+    ERR_clear_error();
+    return cc;
+fail:
+    ERR_clear_error();
+    client_ctx_free(cc);
+    return NULL;
+}
+
+struct tls_client_ctx *tls_client_ctx_ref(struct tls_client_ctx *ctx)
+{
+    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    return ctx;
+}
+
+void tls_client_ctx_unref(struct tls_client_ctx *ctx)
+{
+    if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    client_ctx_free(ctx);
+}
+
+void tls_client_ctx_stats(struct tls_client_ctx *ctx, struct tls_stats *out)
+{
+    counters_get(&ctx->cnt, out);
 }
 
 /* ---- the transport ----------------------------------------------------- */
@@ -835,7 +1064,33 @@ static enum tls_error classify(const struct tls_conn *c, int ssl_error, int sys_
 static void conn_fail(struct tls_conn *c, enum tls_error reason)
 {
     c->state = CONN_FAILED;
-    count(&c->ctx->errors[reason]);
+    count(&c->cnt->errors[reason]);
+}
+
+/* The failure of a handshake in words, for logs: read before the OpenSSL
+ * error queue is cleared. */
+static void describe(struct tls_conn *c, enum tls_error reason, int ssl_error, int sys)
+{
+    long v = SSL_get_verify_result(c->ssl);
+    if (reason == TLS_ERR_PIN_MISMATCH || reason == TLS_ERR_IDENTITY) {
+        snprintf(c->why, sizeof(c->why), "client certificate refused: %s", tls_error_name(reason));
+        return;
+    }
+    if (v != X509_V_OK) {
+        snprintf(c->why, sizeof(c->why), "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        return;
+    }
+    if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
+        if (sys)
+            snprintf(c->why, sizeof(c->why), "handshake failed: %s", strerror(sys));
+        else
+            snprintf(c->why, sizeof(c->why), "handshake failed: the peer closed the connection");
+        return;
+    }
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(c->why, sizeof(c->why), "handshake failed: %s", r ? r : tls_error_name(reason));
 }
 
 ssize_t tls_transport_handshake(struct transport *t)
@@ -854,8 +1109,8 @@ ssize_t tls_transport_handshake(struct transport *t)
     if (r == 1) {
         c->state = CONN_OPEN;
         int v = SSL_version(c->ssl) == TLS1_3_VERSION ? TLS_VER_13 : TLS_VER_12;
-        count(&c->ctx->handshakes[v]);
-        count(SSL_session_reused(c->ssl) ? &c->ctx->resumed : &c->ctx->full);
+        count(&c->cnt->handshakes[v]);
+        count(SSL_session_reused(c->ssl) ? &c->cnt->resumed : &c->cnt->full);
         return 1;
     }
     int e = SSL_get_error(c->ssl, r);
@@ -863,7 +1118,9 @@ ssize_t tls_transport_handshake(struct transport *t)
         return TRANSPORT_AGAIN;
     if (e == SSL_ERROR_WANT_WRITE)
         return TRANSPORT_WANT_WRITE;
-    conn_fail(c, classify(c, e, sys));
+    enum tls_error reason = classify(c, e, sys);
+    conn_fail(c, reason);
+    describe(c, reason, e, sys);
     ERR_clear_error();
     t->err = e == SSL_ERROR_SYSCALL && sys ? sys : EPROTO;
     return TRANSPORT_ERROR;
@@ -894,6 +1151,8 @@ static ssize_t io_error(struct transport *t, struct tls_conn *c, int r, int sys)
     case SSL_ERROR_SYSCALL:
         t->err = sys ? sys : ECONNABORTED;
         c->broken = true;
+        snprintf(c->why, sizeof(c->why), "%s",
+                 sys ? strerror(sys) : "the peer closed the connection without close_notify");
         break;
     default: {
         unsigned long err = ERR_peek_last_error();
@@ -902,6 +1161,8 @@ static ssize_t io_error(struct transport *t, struct tls_conn *c, int r, int sys)
                      ? ECONNABORTED
                      : EPROTO;
         c->broken = true;
+        const char *why = err ? ERR_reason_error_string(err) : NULL;
+        snprintf(c->why, sizeof(c->why), "%s", why ? why : "TLS protocol error");
         break;
     }
     }
@@ -1045,6 +1306,8 @@ static void tls_release(struct transport *t)
     SSL_free(c->ssl);
     ERR_clear_error();
     tls_ctx_unref(c->ctx);
+    tls_client_ctx_unref(c->cctx);
+    free(c->skey);
     free(c);
     t->impl = NULL;
 }
@@ -1056,7 +1319,8 @@ static const struct transport_ops tls_ops = {
     .release = tls_release,
 };
 
-int tls_transport_init(struct transport *t, int fd, struct tls_ctx *ctx, struct lb_err *err)
+/* A connection on <ssl_ctx> over <fd>, not yet attached to <t>. */
+static struct tls_conn *conn_new(struct transport *t, int fd, SSL_CTX *ssl_ctx)
 {
     t->ops = &tls_ops;
     t->fd = fd;
@@ -1064,21 +1328,108 @@ int tls_transport_init(struct transport *t, int fd, struct tls_ctx *ctx, struct 
     t->impl = NULL;
     struct tls_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
+        return NULL;
     c->reason = -1;
     ERR_clear_error();
-    c->ssl = SSL_new(ctx->ssl);
+    c->ssl = SSL_new(ssl_ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
         SSL_free(c->ssl);
         free(c);
         ERR_clear_error();
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
+        return NULL;
     }
-    SSL_set_accept_state(c->ssl);
     SSL_set_app_data(c->ssl, c);
+    return c;
+}
+
+int tls_transport_init(struct transport *t, int fd, struct tls_ctx *ctx, struct lb_err *err)
+{
+    struct tls_conn *c = conn_new(t, fd, ctx->ssl);
+    if (c == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
+    SSL_set_accept_state(c->ssl);
     c->ctx = tls_ctx_ref(ctx);
+    c->cnt = &ctx->cnt;
     t->impl = c;
     return LB_OK;
+}
+
+/* A host name or address as sent on the wire: printable ASCII, no spaces. */
+static bool name_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (len > TLS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static bool is_ip_literal(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+int tls_client_transport_init(struct transport *t, int fd, struct tls_client_ctx *ctx,
+                              const char *sni, const char *verify_name, struct lb_err *err)
+{
+    t->impl = NULL;
+    sni = sni ? sni : "";
+    const char *name = verify_name && verify_name[0] ? verify_name : sni;
+    if (!name_ok(sni))
+        return lb_err_set(err, LB_EINVAL, 0, "sni: \"%.40s\" is not a host name", sni);
+    if (name[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "verify_name: required when sni is empty");
+    if (!name_ok(name))
+        return lb_err_set(err, LB_EINVAL, 0, "verify_name: \"%.40s\" is not a host name", name);
+    struct tls_conn *c = conn_new(t, fd, ctx->ssl);
+    if (c == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
+    SSL_set_connect_state(c->ssl);
+    c->cctx = tls_client_ctx_ref(ctx);
+    c->cnt = &ctx->cnt;
+    t->impl = c;
+    int rc = LB_OK;
+    if (asprintf(&c->skey, "%s %s", sni, name) < 0) {
+        c->skey = NULL;
+        rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
+        goto fail;
+    }
+    X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+    bool ip = is_ip_literal(name);
+    if (ip && X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1) {
+        rc = lb_err_set(err, LB_EINVAL, 0, "verify_name: \"%.40s\" refused (%s)", name,
+                        ssl_reason());
+        goto fail;
+    }
+    if (!ip) {
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (X509_VERIFY_PARAM_set1_host(vp, name, 0) != 1) {
+            rc = lb_err_set(err, LB_EINVAL, 0, "verify_name: \"%.40s\" refused (%s)", name,
+                            ssl_reason());
+            goto fail;
+        }
+    }
+    /* RFC 6066: SNI carries host names only, never address literals */
+    if (sni[0] && !is_ip_literal(sni) && SSL_set_tlsext_host_name(c->ssl, sni) != 1) {
+        rc = lb_err_set(err, LB_EINVAL, 0, "sni: \"%.40s\" refused (%s)", sni, ssl_reason());
+        goto fail;
+    }
+    client_resume(ctx, c->ssl, c->skey);
+    return LB_OK;
+fail:
+    c->state = CONN_FAILED; /* not a handshake: counts nothing */
+    tls_release(t);
+    ERR_clear_error();
+    return rc;
+}
+
+const char *tls_transport_error(struct transport *t)
+{
+    struct tls_conn *c = t->impl;
+    return c != NULL ? c->why : "";
 }
 
 static void copy_asn1(char *dst, size_t cap, const ASN1_STRING *s)
@@ -1106,8 +1457,9 @@ int tls_peer_info(struct transport *t, struct tls_peer *out)
     if (x == NULL)
         return LB_OK;
     out->has_cert = true;
-    out->verified = c->ctx->client_auth >= LB__V1__CLIENT_AUTH__CLIENT_AUTH_VERIFY_IF_GIVEN &&
-                    SSL_get_verify_result(ssl) == X509_V_OK;
+    bool verifies =
+        c->cctx != NULL || c->ctx->client_auth >= LB__V1__CLIENT_AUTH__CLIENT_AUTH_VERIFY_IF_GIVEN;
+    out->verified = verifies && SSL_get_verify_result(ssl) == X509_V_OK;
 
     BIO *b = BIO_new(BIO_s_mem());
     if (b == NULL)

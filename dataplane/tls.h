@@ -35,6 +35,13 @@
  *    of the context (session ids, TLS 1.2 clients without tickets). Sessions
  *    are bound to a SHA-256 of the whole Tls message: a reload with the same
  *    config resumes, a changed config or another frontend does not.
+ *
+ * The client side (TLS to backends): a struct tls_client_ctx per backend's
+ * TLS settings, refcounted and shared by every worker, and
+ * tls_client_transport_init() over a connected or connecting socket. It
+ * offers TLS 1.2 and 1.3 (OpenSSL's default suites), ALPN "http/1.1", no
+ * renegotiation, always verifies the server's chain and name, and resumes
+ * sessions from a cache inside the context.
  */
 #ifndef LB_TLS_H
 #define LB_TLS_H
@@ -47,6 +54,7 @@
 #include "transport.h"
 
 struct lb_err;
+struct tls_client_ctx;
 struct tls_ctx;
 struct tls_tickets;
 
@@ -78,7 +86,7 @@ enum tls_error {
     TLS_ERR_COUNT,
 };
 
-/* Counters of one context, summed over every worker (relaxed atomics: each
+/* Counters of one context (server or client), summed over every worker (relaxed atomics: each
  * value is exact, the set is not a snapshot taken at one instant). */
 struct tls_stats {
     uint64_t handshakes[TLS_VER_COUNT]; /* completed handshakes by version */
@@ -182,5 +190,69 @@ void tls_transport_note_timeout(struct transport *t);
  * LB_OK, or LB_EINVAL before (or after a failed) handshake, LB_ENOMEM.
  * Allocates a little: call once per connection, not per request. */
 int tls_peer_info(struct transport *t, struct tls_peer *out);
+
+/* Why TLS transport <t> (server or client side) failed, in one sentence for
+ * logs: "certificate verify failed: hostname mismatch", "certificate verify
+ * failed: unable to get local issuer certificate", "handshake failed: tlsv1
+ * alert unknown ca", "handshake failed: the peer closed the connection"...
+ * Set by the failing handshake, read or writev; "" while nothing failed.
+ * Valid until the next call on <t> or its release. Connection's thread. */
+const char *tls_transport_error(struct transport *t);
+
+/* ---- client side --------------------------------------------------------- */
+
+/* Builds a client context for one backend's TLS settings. The server must
+ * present a chain that verifies against <ca_pem> (<ca_len> bytes of PEM
+ * certificates, one or more; <ca_len> 0 = the system store: OpenSSL's
+ * default paths, /etc/ssl/certs on Debian, overridable with SSL_CERT_FILE /
+ * SSL_CERT_DIR). TLS 1.2 minimum, ALPN http/1.1, no renegotiation.
+ * Sessions: the context keeps up to 16 resumable sessions, one per
+ * (sni, verify_name) pair, the least recently stored evicted first; a
+ * reconnect with the same pair offers the stored session (TLS 1.2 session
+ * id or ticket, TLS 1.3 ticket), so resumption never skips the name check
+ * of another name. Returns NULL and fills <err> on failure: LB_EINVAL with
+ * a message starting "ca_pem: " (the caller prefixes "backends[i]."),
+ * LB_ENOMEM. The caller holds one reference. Any thread, off the hot path
+ * (parses certificates). */
+struct tls_client_ctx *tls_client_ctx_new(const uint8_t *ca_pem, size_t ca_len, struct lb_err *err);
+
+/* Takes one more reference; returns <ctx>. Any thread. */
+struct tls_client_ctx *tls_client_ctx_ref(struct tls_client_ctx *ctx);
+
+/* Drops a reference; the last one frees the context and its sessions.
+ * Transports hold their own references. NULL is a no-op. Any thread. */
+void tls_client_ctx_unref(struct tls_client_ctx *ctx);
+
+/* Copies the client context's counters into <out>: handshakes by version,
+ * full/resumed, errors by reason (a server certificate that does not verify
+ * or does not match the name counts "verify_failed", an expired one
+ * "cert_expired", a server alert "peer_alert", a reset "io", a close "eof";
+ * "alpn", "no_client_cert", "pin_mismatch", "identity_not_allowed" and
+ * "plain_http" stay 0). Any thread. */
+void tls_client_ctx_stats(struct tls_client_ctx *ctx, struct tls_stats *out);
+
+/* Makes <t> a client-side TLS transport over the non-blocking socket <fd>,
+ * connected or still connecting, keeping a reference to <ctx> until release.
+ * <sni> (NULL or "" = none; an IP literal is never sent, per RFC 6066) is
+ * the server name sent in the ClientHello. <verify_name> is what the server
+ * certificate must match: a host name (SAN DNS names, wildcards on one
+ * whole label; CN only without SAN DNS names) or an IPv4/IPv6 literal
+ * without brackets (SAN IP addresses); NULL or "" = <sni>. Both are borrowed
+ * for the call, at most 255 printable characters without spaces.
+ * Returns LB_OK, or LB_EINVAL ("sni: ..." / "verify_name: ...", also when
+ * both are empty: verification is never skipped) or LB_ENOMEM, filling
+ * <err> and leaving <t> unusable; the fd stays the caller's either way.
+ * Any thread; the transport then belongs to the connection's thread.
+ *
+ * The ops behave as listed at tls_transport_init(), with the roles swapped:
+ * the first read/writev (or tls_transport_handshake()) sends the
+ * ClientHello; a server certificate that does not verify fails the
+ * handshake with TRANSPORT_ERROR, t->err EPROTO, the reason in
+ * tls_transport_error(). read returns 0 after the server's close_notify.
+ * tls_transport_note_timeout() and tls_peer_info() work as on the server
+ * side (tls_peer_info() then describes the server: its certificate, the
+ * SNI sent, "verified" true once the handshake succeeded). */
+int tls_client_transport_init(struct transport *t, int fd, struct tls_client_ctx *ctx,
+                              const char *sni, const char *verify_name, struct lb_err *err);
 
 #endif

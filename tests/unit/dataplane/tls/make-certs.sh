@@ -4,6 +4,8 @@
 #   ca.pem                  the client CA (also signs the server certificates)
 #   srv-rsa.{pem,key}       RSA, CN=a.example.com, SAN a.example.com
 #   srv-ec.{pem,key}        ECDSA P-256, CN=b.example.com, SAN b.example.com *.b.example.com
+#   srv-ip.{pem,key}        ECDSA P-256, CN=backend, SAN IP 127.0.0.1 and ::1 (no DNS name)
+#   ca2.pem                 another CA (self-signed "wrong CA")
 #   client.{pem,key}        CA-signed, CN=client1, SAN URI spiffe://example.org/ns/default/sa/client1
 #                           and DNS client1.example.org; client.pin = SHA-256 of its SPKI
 #   revoked.{pem,key}       CA-signed, CN=revoked, listed in crl.pem
@@ -50,6 +52,11 @@ basicConstraints = CA:FALSE
 keyUsage = digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:b.example.com, DNS:*.b.example.com
+[srv_ip]
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, IP:::1
 [client_ext]
 basicConstraints = CA:FALSE
 keyUsage = digitalSignature
@@ -84,6 +91,8 @@ csr srv-rsa a.example.com -newkey rsa:2048
 sign srv-rsa srv_rsa
 csr srv-ec b.example.com -newkey ec -pkeyopt ec_paramgen_curve:P-256
 sign srv-ec srv_ec
+csr srv-ip backend -newkey ec -pkeyopt ec_paramgen_curve:P-256
+sign srv-ip srv_ip
 csr client client1 -newkey ec -pkeyopt ec_paramgen_curve:P-256
 sign client client_ext
 csr revoked revoked -newkey ec -pkeyopt ec_paramgen_curve:P-256
