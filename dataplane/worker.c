@@ -448,12 +448,26 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
     w->budget.min = s->retry_budget_min;
     w->budget.percent = s->retry_budget_percent;
     uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
+    /* New weights, or a new set of candidates, start a fresh smooth cycle:
+     * running weights earned under the old ones would skew the first turns. A
+     * swap that changed neither (a health or unrelated change) keeps them. */
+    bool reshuffle = old == NULL || old->bal.n != v->bal.n;
+    for (uint32_t k = 0; k < v->bal.n && !reshuffle; k++)
+        reshuffle = v->cand[k] != old->cand[k] ||
+                    strcmp(s->backends[v->cand[k]].id, old->snap->backends[old->cand[k]].id) != 0 ||
+                    v->slots[k]->weight != s->backends[v->cand[k]].weight;
+    if (reshuffle) {
+        for (uint32_t k = 0; k < v->bal.n; k++)
+            v->slots[k]->current = 0;
+    }
     for (uint32_t i = 0; i < s->n_backends; i++) {
         struct backend_rt *b = v->be[i];
         const struct snap_backend *sb = &s->backends[i];
         if (b == NULL)
             continue;
         b->in_view = true;
+        if (b->bal.weight != sb->weight)
+            b->bal.eff_weight = 0; /* a new weight starts whole, not where failures left it */
         b->bal.weight = sb->weight;
         if (b->health == SNAP_HEALTH_DOWN && sb->health != SNAP_HEALTH_DOWN)
             b->bal.start_ms = now_ms; /* back from down: slow start */
