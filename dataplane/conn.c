@@ -81,6 +81,10 @@ struct upstream {
     bool wr_failed;
     bool got_bytes;
     bool eof;
+    bool tls;               /* https:// backend */
+    bool tls_done;          /* a byte went through: the handshake is over */
+    bool rd_on_write;       /* the transport's read waits for writability (TLS) */
+    bool wr_on_read;        /* the transport's write waits for readability (TLS) */
     struct upstream *bnext; /* the backend's pool */
     struct upstream *bprev;
     struct upstream *lnext; /* the worker's pool, newest first */
@@ -156,6 +160,7 @@ struct conn {
 static void conn_run(struct conn *c);
 static void conn_close(struct conn *c);
 static bool conn_follow_view(struct conn *c);
+static void conn_upstream_failed(struct conn *c, const char *why);
 static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents);
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -408,7 +413,12 @@ static void upstream_release(struct worker *w, struct upstream *u, bool reusable
 }
 
 /* Opens a new connection to <be>. Returns NULL and sets *errnum on failure. */
-static struct upstream *upstream_connect(struct worker *w, struct backend_rt *be, int *errnum)
+/* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
+ * name) when it is an https:// backend. Returns NULL and sets *errnum on
+ * failure. */
+static struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
+                                         const struct snap_backend *sb, struct tls_client_ctx *tls,
+                                         int *errnum)
 {
     int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -434,7 +444,17 @@ static struct upstream *upstream_connect(struct worker *w, struct backend_rt *be
     u->w = w;
     u->be = be;
     u->connected = connected;
-    transport_plain_init(&u->tr, fd);
+    if (tls != NULL) {
+        if (tls_client_transport_init(&u->tr, fd, tls, sb->sni, sb->verify_name, NULL) != LB_OK) {
+            *errnum = ENOMEM;
+            close(fd);
+            free(u);
+            return NULL;
+        }
+        u->tls = true;
+    } else {
+        transport_plain_init(&u->tr, fd);
+    }
     ev_io_init(&u->io, upstream_on_io, fd, 0);
     u->io.data = u;
     return u;
@@ -445,8 +465,15 @@ static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
     struct upstream *u = io->data;
     if (revents & EV_READ)
         u->readable = true;
-    if (revents & EV_WRITE)
+    if (revents & EV_WRITE) {
         u->writable = true;
+        if (u->rd_on_write) {
+            u->rd_on_write = false;
+            u->readable = true;
+        }
+    }
+    if (revents & EV_READ)
+        u->wr_on_read = false; /* the write that waited for it goes again */
     if (u->c != NULL) {
         conn_run(u->c);
     } else {
@@ -898,7 +925,7 @@ static bool conn_attach_upstream(struct conn *c)
         struct upstream *u = upstream_from_pool(w, be, c->req.done);
         int errnum = 0;
         if (u == NULL)
-            u = upstream_connect(w, be, &errnum);
+            u = upstream_connect(w, be, &s->backends[i], s->be_tls ? s->be_tls[i] : NULL, &errnum);
         if (u != NULL) {
             conn_bind_upstream(c, u, i);
             return true;
@@ -1343,14 +1370,24 @@ static void conn_write_upstream(struct conn *c)
     if (cnt == 0)
         return;
     ssize_t n = u->tr.ops->writev(&u->tr, iov, cnt);
-    if (n == TRANSPORT_WANT_WRITE || n == TRANSPORT_AGAIN)
+    if (n == TRANSPORT_WANT_WRITE)
         return;
+    if (n == TRANSPORT_AGAIN) {
+        u->wr_on_read = true; /* TLS: the handshake waits for the backend */
+        return;
+    }
+    if (n < 0 && u->tls && !u->tls_done) {
+        const char *why = tls_transport_error(&u->tr);
+        conn_upstream_failed(c, why[0] ? why : "TLS handshake with the backend failed");
+        return;
+    }
     if (n < 0) {
         /* keep reading: the backend may have answered before it closed */
         u->wr_failed = true;
         c->progress = true;
         return;
     }
+    u->tls_done = true;
     c->progress = true;
     uint32_t h = (uint32_t)n < head_left ? (uint32_t)n : head_left;
     c->uphead_sent += h;
@@ -1380,8 +1417,19 @@ static void conn_read_upstream(struct conn *c)
         return;
     size_t room = u->in->cap - u->in->end;
     ssize_t n = u->tr.ops->read(&u->tr, u->in->data + u->in->end, room);
+    if (n == TRANSPORT_ERROR && u->tls && !u->tls_done) {
+        const char *why = tls_transport_error(&u->tr);
+        conn_upstream_failed(c, why[0] ? why : "TLS handshake with the backend failed");
+        return;
+    }
+    if (n == TRANSPORT_WANT_WRITE) {
+        u->readable = false;
+        u->rd_on_write = true;
+        return;
+    }
     if (n > 0) {
         u->in->end += (uint32_t)n;
+        u->tls_done = true;
         u->got_bytes = true;
         c->progress = true;
         if ((size_t)n < room)
@@ -1451,9 +1499,13 @@ static void conn_write_client(struct conn *c)
 static void conn_upstream_failed(struct conn *c, const char *why)
 {
     struct worker *w = c->w;
+    char reason[200]; /* <why> may live in the upstream freed below */
+    snprintf(reason, sizeof(reason), "%s", why);
+    why = reason;
     struct upstream *u = c->up;
     struct backend_rt *be = u->be;
-    bool connected = u->connected;
+    /* a TLS handshake that failed sent nothing of the request: like a connect */
+    bool connected = u->connected && (!u->tls || u->tls_done);
     bool replayable = !u->got_bytes && c->body_sent == 0 && c->uphead != NULL;
     if (u->reused && replayable) {
         /* the backend closed an idle pooled connection as we used it: the
@@ -1462,7 +1514,10 @@ static void conn_upstream_failed(struct conn *c, const char *why)
         u->c = NULL;
         upstream_free(u);
         int errnum = 0;
-        struct upstream *nu = upstream_connect(w, be, &errnum);
+        const struct snap *snap = c->view->snap;
+        struct upstream *nu =
+            upstream_connect(w, be, &snap->backends[c->be_index],
+                             snap->be_tls ? snap->be_tls[c->be_index] : NULL, &errnum);
         if (nu != NULL) {
             nu->c = c;
             c->up = nu;
@@ -1630,6 +1685,10 @@ static void conn_arm(struct conn *c)
                 uw |= EV_WRITE;
             if (!u->eof && !c->resp.done && (u->in == NULL || buf_len(u->in) < u->in->cap))
                 uw |= EV_READ;
+            if (u->rd_on_write)
+                uw |= EV_WRITE;
+            if (u->wr_on_read)
+                uw = (uw & ~EV_WRITE) | EV_READ;
             else if ((u->events & EV_READ) && !u->readable && !u->eof)
                 uw |= EV_READ; /* as for the client: disarm only when bytes wait */
         }
@@ -1671,6 +1730,7 @@ static void conn_step_proxy(struct conn *c)
     conn_read_upstream(c);
     if (c->state != CS_PROXY || c->up == NULL)
         return;
+    u = c->up; /* a failed handshake may have replaced it */
     if (!c->resp_head_done) {
         if (u->in && buf_len(u->in))
             conn_parse_response(c);

@@ -182,11 +182,18 @@ static int build_backends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
         if (b->health > LB__V1__HEALTH__HEALTH_DOWN)
             return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].health: unknown value %d", i,
                               (int)b->health);
-        if (b->tls)
-            return lb_err_set(err, LB_EINVAL, 0,
-                              "backends[%zu].tls: TLS to backends is not supported by this data "
-                              "plane",
-                              i);
+        sb->tls = b->tls;
+        sb->sni = b->sni ? b->sni : "";
+        if (b->tls) {
+            /* the certificate must name what the operator wrote: the SNI
+             * name when there is one, else the address itself */
+            if (sb->sni[0] != '\0')
+                snprintf(sb->verify_name, sizeof(sb->verify_name), "%s", sb->sni);
+            else
+                snprintf(sb->verify_name, sizeof(sb->verify_name), "%s", b->host);
+            if (strlen(sb->sni) >= sizeof(sb->verify_name))
+                return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].sni: longer than 255 bytes", i);
+        }
         sb->id = b->id;
         sb->url = (b->url && b->url[0]) ? b->url : b->id;
         sb->weight = weight;
@@ -387,9 +394,44 @@ static bool tls_same(const Lb__V1__Tls *a, const Lb__V1__Tls *b)
     return same;
 }
 
+/* Client contexts for https:// backends, kept from <old> for the same id and CA. */
+static int bind_backend_tls(struct snap *s, const struct snap *old, struct lb_err *err)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < s->n_backends; i++)
+        any = any || s->backends[i].tls;
+    if (!any)
+        return LB_OK;
+    s->be_tls = calloc(s->n_backends, sizeof(*s->be_tls));
+    if (s->be_tls == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for backend TLS contexts");
+    for (uint32_t i = 0; i < s->n_backends; i++) {
+        if (!s->backends[i].tls)
+            continue;
+        const ProtobufCBinaryData *ca = &s->pb->backends[i]->ca_pem;
+        int j = old != NULL && old->be_tls != NULL ? snap_backend_find(old, s->backends[i].id) : -1;
+        if (j >= 0 && old->be_tls[j] != NULL) {
+            const ProtobufCBinaryData *oca = &old->pb->backends[j]->ca_pem;
+            if (oca->len == ca->len &&
+                (ca->len == 0 || memcmp(oca->data, ca->data, ca->len) == 0)) {
+                s->be_tls[i] = tls_client_ctx_ref(old->be_tls[j]);
+                continue;
+            }
+        }
+        struct lb_err e = {0};
+        s->be_tls[i] = tls_client_ctx_new(ca->data, ca->len, &e);
+        if (s->be_tls[i] == NULL)
+            return lb_err_set(err, e.code ? e.code : LB_EINVAL, 0, "backends[%u].%s", i, e.msg);
+    }
+    return LB_OK;
+}
+
 int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets *tickets,
                       struct lb_err *err)
 {
+    int brc = bind_backend_tls(s, old, err);
+    if (brc != LB_OK)
+        return brc;
     bool any = false;
     for (uint32_t i = 0; i < s->n_frontends; i++)
         any = any || s->frontends[i].tls;
@@ -428,6 +470,9 @@ static void snap_free(struct snap *s)
             tls_ctx_unref(s->tls[i]);
     }
     free(s->tls);
+    for (uint32_t i = 0; s->be_tls != NULL && i < s->n_backends; i++)
+        tls_client_ctx_unref(s->be_tls[i]);
+    free(s->be_tls);
     for (uint32_t i = 0; s->rl != NULL && i < s->n_frontends; i++)
         rl_unref(s->rl[i]);
     free(s->rl);

@@ -15,6 +15,7 @@
 #include "limiter.h"
 
 struct lb_err;
+struct tls_client_ctx;
 struct tls_ctx;
 struct tls_tickets;
 struct Lb__V1__Snapshot;
@@ -55,10 +56,13 @@ struct snap_backend {
     const char *url;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char host_port[72]; /* "127.0.0.1:9001" or "[::1]:9001", for Host and logs */
-    uint32_t weight;    /* 1..1000 */
-    uint8_t admin;      /* enum snap_admin */
-    uint8_t health;     /* enum snap_health */
+    char host_port[72];    /* "127.0.0.1:9001" or "[::1]:9001", for Host and logs */
+    uint32_t weight;       /* 1..1000 */
+    uint8_t admin;         /* enum snap_admin */
+    uint8_t health;        /* enum snap_health */
+    bool tls;              /* https://: its client context is in snap.be_tls[] */
+    const char *sni;       /* server name to send ("" none) */
+    char verify_name[256]; /* name (or IP literal) the certificate must match */
 };
 
 struct snap_timeouts { /* milliseconds, defaults filled in */
@@ -111,7 +115,8 @@ struct snap {
     struct limiter_config rl_cfg; /* validated ratelimit section */
     struct snap_rl **rl;          /* per frontend, NULL when off; set by snapshot_bind_limiters */
     struct tls_ctx **tls;         /* per frontend, NULL for plain HTTP; set by snapshot_bind_tls */
-    struct Lb__V1__Snapshot *pb;  /* the decoded message; strings point into it */
+    struct tls_client_ctx **be_tls; /* per backend, NULL for http://; set by snapshot_bind_tls */
+    struct Lb__V1__Snapshot *pb;    /* the decoded message; strings point into it */
 };
 
 /* Decodes and validates <len> bytes of a binary lb.v1.Snapshot. On success

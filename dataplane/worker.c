@@ -478,6 +478,13 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
             b->addr = sb->addr;
             b->addrlen = sb->addrlen;
         }
+        const void *tls = s->be_tls ? (const void *)s->be_tls[i] : NULL;
+        if (tls != b->tls_ctx || strcmp(b->tls_name, sb->verify_name) != 0) {
+            /* pooled connections were verified against other settings */
+            conn_pool_free(w, b->idle);
+            b->tls_ctx = tls;
+            snprintf(b->tls_name, sizeof(b->tls_name), "%s", sb->verify_name);
+        }
         snprintf(b->host_port, sizeof(b->host_port), "%s", sb->host_port);
         if (sb->admin != SNAP_ADMIN_ACTIVE && b->idle != NULL)
             conn_pool_free(w, b->idle);

@@ -42,6 +42,8 @@ struct backend_rt {
     uint32_t active;              /* requests in flight on this worker */
     struct breaker *breaker;      /* shared by the workers (a registry reference), or NULL */
     uint8_t health;               /* as the newest snapshot says: enum snap_health */
+    const void *tls_ctx;          /* the client context its pooled connections used */
+    char tls_name[256];           /* ... and the name they verified */
     struct sockaddr_storage addr; /* from the newest snapshot naming it */
     socklen_t addrlen;
     char host_port[72];

@@ -489,6 +489,103 @@ START_TEST(reload_under_load_loses_nothing)
 }
 END_TEST
 
+/* A second data plane in front of the first one's HTTPS frontend: TLS to a
+ * backend, verified against a CA, with SNI. */
+static void write_front_snapshot(const char *path, uint64_t gen, unsigned port, unsigned mport,
+                                 unsigned backend_port, const char *sni, const char *ca)
+{
+    Lb__V1__Snapshot snap = LB__V1__SNAPSHOT__INIT;
+    Lb__V1__Frontend fe = LB__V1__FRONTEND__INIT;
+    Lb__V1__Frontend *fep = &fe;
+    fe.name = "front";
+    fe.bind_address = "127.0.0.1";
+    fe.port = port;
+    Lb__V1__Backend be = LB__V1__BACKEND__INIT;
+    Lb__V1__Backend *bep = &be;
+    be.id = "tls-backend";
+    be.host = "127.0.0.1";
+    be.port = backend_port;
+    be.tls = true;
+    be.sni = (char *)sni;
+    be.ca_pem = pem(ca);
+    Lb__V1__Metrics m = LB__V1__METRICS__INIT;
+    m.enabled = true;
+    m.bind_address = "127.0.0.1";
+    m.port = mport;
+    Lb__V1__Retries rt = LB__V1__RETRIES__INIT;
+    rt.disabled = true;
+    snap.config_version = gen;
+    snap.generation = gen;
+    snap.n_frontends = 1;
+    snap.frontends = &fep;
+    snap.n_backends = 1;
+    snap.backends = &bep;
+    snap.metrics = &m;
+    snap.retries = &rt;
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    size_t len = lb__v1__snapshot__get_packed_size(&snap);
+    uint8_t *buf = malloc(len);
+    lb__v1__snapshot__pack(&snap, buf);
+    FILE *f = fopen(tmp, "wb");
+    ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static int front_get(unsigned port, char *body, size_t bodysz)
+{
+    struct e2e_resp r;
+    if (e2e_request(port, "GET", "/", NULL, NULL, 0, &r) != 0)
+        return -1;
+    int st = r.status;
+    snprintf(body, bodysz, "%s", r.body ? r.body : "");
+    e2e_resp_free(&r);
+    return st;
+}
+
+START_TEST(https_backend_is_verified)
+{
+    struct tls_setup s = {.default_cert = "srv-rsa"};
+    struct e2e *t = start(&s);
+    unsigned p1 = e2e_free_port(), m1 = e2e_free_port();
+    char path[512], log[512];
+    e2e_path(t, "front.pb", path, sizeof(path));
+    e2e_path(t, "front.log", log, sizeof(log));
+    write_front_snapshot(path, 1, p1, m1, e2e_lb_port(t), "a.example.com", "ca.pem");
+    char *argv[] = {LB_BUILD_DIR "/lb-dataplane", "--snapshot", path, "--workers", "1", NULL};
+    pid_t front = e2e_spawn(argv, log);
+    ck_assert_int_gt(front, 0);
+    uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+    char body[256];
+    int st = -1;
+    while (e2e_now_ms() < end && (st = front_get(p1, body, sizeof(body))) < 0)
+        e2e_sleep_ms(20);
+    ck_assert_int_eq(st, 200);
+    ck_assert_str_eq(body, "b0");
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(front_get(p1, body, sizeof(body)), 200);
+        ck_assert_str_eq(body, "b0");
+    }
+
+    /* a name the backend's certificate does not carry: refused (502) */
+    write_front_snapshot(path, 2, p1, m1, e2e_lb_port(t), "wrong.example.com", "ca.pem");
+    ck_assert_int_eq(kill(front, SIGHUP), 0);
+    e2e_sleep_ms(400);
+    ck_assert_int_eq(front_get(p1, body, sizeof(body)), 502);
+
+    /* the right name but another CA: refused too */
+    write_front_snapshot(path, 3, p1, m1, e2e_lb_port(t), "a.example.com", "ca2.pem");
+    ck_assert_int_eq(kill(front, SIGHUP), 0);
+    e2e_sleep_ms(400);
+    ck_assert_int_eq(front_get(p1, body, sizeof(body)), 502);
+
+    ck_assert_int_eq(e2e_kill(front), 0);
+    e2e_stop(t);
+}
+END_TEST
+
 START_TEST(plain_http_on_the_tls_port_is_refused)
 {
     struct tls_setup s = {.default_cert = "srv-rsa"};
@@ -513,6 +610,7 @@ int main(void)
     tcase_add_test(tc, resumption_across_workers);
     tcase_add_test(tc, certificate_replaced_without_a_restart);
     tcase_add_test(tc, reload_under_load_loses_nothing);
+    tcase_add_test(tc, https_backend_is_verified);
     tcase_add_test(tc, plain_http_on_the_tls_port_is_refused);
     suite_add_tcase(s, tc);
     make_certs(); /* once, before the tests fork */
