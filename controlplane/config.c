@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "lb_err.h"
+#include "tlscheck.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -175,6 +176,17 @@ static int put_dur(struct cnode *map, const char *key, uint32_t ms)
     return put(map, key, cn_scalar(CT_STRING, config_duration_format(ms, buf, sizeof(buf))));
 }
 
+static int put_strv(struct cnode *map, const char *key, char *const *v, size_t n)
+{
+    struct cnode *seq = cn_new(CN_SEQ);
+    for (size_t i = 0; seq && i < n; i++)
+        if (cn_push(seq, cn_scalar(CT_STRING, v[i] ? v[i] : "")) != 0) {
+            cn_free(seq);
+            seq = NULL;
+        }
+    return put(map, key, seq);
+}
+
 /* ---- names ---------------------------------------------------------------- */
 
 static const char *const backend_states[] = {"active", "draining", "disabled", NULL};
@@ -285,6 +297,30 @@ static char *dup_or(const char *s, bool *ok)
     return d;
 }
 
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Copies the <n> strings of <src> into *<dst> (NULL when n is 0) and counts
+ * them in *<dn>; clears *<ok> on no memory. */
+static void dup_strv(char *const *src, size_t n, char ***dst, size_t *dn, bool *ok)
+{
+    *dst = NULL;
+    *dn = 0;
+    if (n == 0)
+        return;
+    *dst = calloc(n, sizeof(**dst));
+    if (*dst == NULL) {
+        *ok = false;
+        return;
+    }
+    for (size_t i = 0; i < n; i++, (*dn)++)
+        (*dst)[i] = dup_or(src[i], ok);
+}
+
 static void free_certificate(struct config_certificate *c)
 {
     free(c->cert_file);
@@ -305,6 +341,8 @@ static void free_contents(struct config *cfg)
         free(cfg->backends[i].id);
         free(cfg->backends[i].url);
         free(cfg->backends[i].host);
+        free(cfg->backends[i].ca_file);
+        free(cfg->backends[i].sni);
     }
     free(cfg->backends);
     free(cfg->healthcheck.path);
@@ -316,9 +354,15 @@ static void free_contents(struct config *cfg)
     free(ssl->crl_file);
     free(ssl->min_version);
     free(ssl->ciphers);
+    free(ssl->ciphersuites);
+    free(ssl->groups);
     for (size_t i = 0; i < ssl->n_certificates; i++)
         free_certificate(&ssl->certificates[i]);
     free(ssl->certificates);
+    free_strv(ssl->allowed_cn, ssl->n_allowed_cn);
+    free_strv(ssl->allowed_san_dns, ssl->n_allowed_san_dns);
+    free_strv(ssl->allowed_san_uri, ssl->n_allowed_san_uri);
+    free_strv(ssl->spki_pins, ssl->n_spki_pins);
     for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++)
         free(cfg->ratelimit.trusted_proxies[i]);
     free(cfg->ratelimit.trusted_proxies);
@@ -358,6 +402,9 @@ struct config *config_new_default(void)
         .crl_file = dup_or("", &ok),
         .min_version = dup_or("TLSv1.2", &ok),
         .ciphers = dup_or("", &ok),
+        .ciphersuites = dup_or("", &ok),
+        .groups = dup_or("", &ok),
+        .ticket_rotation_ms = 3600000,
     };
     c->ratelimit = (struct config_ratelimit){
         .algorithm = CONFIG_RL_TOKEN_BUCKET,
@@ -434,6 +481,15 @@ struct config *config_dup(const struct config *src)
     c->ssl.crl_file = dup_or(src->ssl.crl_file, &ok);
     c->ssl.min_version = dup_or(src->ssl.min_version, &ok);
     c->ssl.ciphers = dup_or(src->ssl.ciphers, &ok);
+    c->ssl.ciphersuites = dup_or(src->ssl.ciphersuites, &ok);
+    c->ssl.groups = dup_or(src->ssl.groups, &ok);
+    dup_strv(src->ssl.allowed_cn, src->ssl.n_allowed_cn, &c->ssl.allowed_cn, &c->ssl.n_allowed_cn,
+             &ok);
+    dup_strv(src->ssl.allowed_san_dns, src->ssl.n_allowed_san_dns, &c->ssl.allowed_san_dns,
+             &c->ssl.n_allowed_san_dns, &ok);
+    dup_strv(src->ssl.allowed_san_uri, src->ssl.n_allowed_san_uri, &c->ssl.allowed_san_uri,
+             &c->ssl.n_allowed_san_uri, &ok);
+    dup_strv(src->ssl.spki_pins, src->ssl.n_spki_pins, &c->ssl.spki_pins, &c->ssl.n_spki_pins, &ok);
     c->logging.format = dup_or(src->logging.format, &ok);
     c->metrics.address = dup_or(src->metrics.address, &ok);
     if (src->ratelimit.n_trusted_proxies) {
@@ -461,6 +517,8 @@ struct config *config_dup(const struct config *src)
             c->backends[i].id = dup_or(src->backends[i].id, &ok);
             c->backends[i].url = dup_or(src->backends[i].url, &ok);
             c->backends[i].host = dup_or(src->backends[i].host, &ok);
+            c->backends[i].ca_file = dup_or(src->backends[i].ca_file, &ok);
+            c->backends[i].sni = dup_or(src->backends[i].sni, &ok);
         }
     }
     if (src->ssl.n_certificates) {
@@ -790,6 +848,19 @@ static bool valid_id(const char *s)
     return true;
 }
 
+/* A DNS name as sent in SNI: 1..253 letters, digits, '-', '_' and '.', not
+ * an IP literal (RFC 6066 forbids those in server_name). */
+static bool valid_server_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 253 || valid_ip(s))
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
+}
+
 /* Splits a backend URL. Fills <reason> and returns false when it is not
  * http[s]://host[:port][/]. */
 static bool parse_url(const char *url, bool *https, char **host, uint32_t *port, char *reason,
@@ -1028,7 +1099,7 @@ static size_t bindex_put(struct bindex *x, const struct config_backend *bs, size
 static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struct bindex *by_id,
                           struct bindex *by_server)
 {
-    static const char *const keys[] = {"id", "url", "weight", "state", NULL};
+    static const char *const keys[] = {"id", "url", "weight", "state", "caFile", "sni", NULL};
     struct config *cfg = d->cfg;
     int rc;
     struct config_backend *b = &cfg->backends[i];
@@ -1036,11 +1107,13 @@ static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struc
     b->weight = 1;
     char path[64], p[96];
     snprintf(path, sizeof(path), "backends[%zu]", i);
-    const struct cnode *id_n, *url_n;
+    const struct cnode *id_n, *url_n, *ca_n, *sni_n;
     unsigned st = 0;
     if ((rc = check_map(d, it, path, keys)) != LB_OK ||
         (rc = get_str(d, it, path, "url", &b->url, &url_n)) != LB_OK ||
         (rc = get_str(d, it, path, "id", &b->id, &id_n)) != LB_OK ||
+        (rc = get_str(d, it, path, "caFile", &b->ca_file, &ca_n)) != LB_OK ||
+        (rc = get_str(d, it, path, "sni", &b->sni, &sni_n)) != LB_OK ||
         (rc = get_uint(d, it, path, "weight", 1, 1000, &b->weight)) != LB_OK ||
         (rc = get_enum(d, it, path, "state", backend_states, "state", &st)) != LB_OK)
         return rc;
@@ -1051,6 +1124,20 @@ static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struc
     child_path(p, sizeof(p), path, "url");
     if (!parse_url(b->url, &b->https, &b->host, &b->port, reason, sizeof(reason)))
         return derr(d, url_n, p, "%s", reason);
+    if ((b->ca_file == NULL && (b->ca_file = strdup("")) == NULL) ||
+        (b->sni == NULL && (b->sni = strdup("")) == NULL))
+        return nomem(d);
+    if (!b->https && (ca_n != NULL || sni_n != NULL)) {
+        const char *key = ca_n != NULL ? "caFile" : "sni";
+        child_path(p, sizeof(p), path, key);
+        return derr(d, ca_n != NULL ? ca_n : sni_n, p, "%s applies only to https:// backends", key);
+    }
+    if (b->sni[0] != '\0' && !valid_server_name(b->sni)) {
+        child_path(p, sizeof(p), path, "sni");
+        return derr(d, sni_n, p, "\"%.64s\" is not a server name", b->sni);
+    }
+    if ((rc = check_file(d, ca_n, path, "caFile", b->ca_file)) != LB_OK)
+        return rc;
     if (b->id == NULL) {
         char buf[300];
         snprintf(buf, sizeof(buf), "%s-%u", b->host, b->port);
@@ -1194,11 +1281,62 @@ static int decode_certificates(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
+/* A list of non-empty strings at <n> (NULL or null = empty) into *<out>;
+ * <pins> checks each as an SPKI pin. */
+static int decode_strv(struct dec *d, const struct cnode *n, const char *path, bool pins,
+                       char ***out, size_t *count)
+{
+    if (n == NULL || is_null(n))
+        return LB_OK;
+    int rc = decode_seq_start(d, n, path);
+    if (rc != LB_OK || n->n == 0)
+        return rc;
+    if ((*out = calloc(n->n, sizeof(**out))) == NULL)
+        return nomem(d);
+    for (size_t i = 0; i < n->n; i++) {
+        const struct cnode *it = n->items[i];
+        char p[128];
+        snprintf(p, sizeof(p), "%s[%zu]", path, i);
+        if (it->kind != CN_SCALAR || !(it->type == CT_STRING || it->type == CT_PLAIN) ||
+            is_null(it) || it->s[0] == '\0')
+            return derr(d, it, p, "expected a non-empty string, got %s",
+                        it->kind == CN_SCALAR && it->s[0] == '\0' ? "\"\"" : describe(it));
+        uint8_t pin[32];
+        struct lb_err e;
+        if (pins && tlscheck_pin_parse(it->s, pin, &e) != LB_OK)
+            return derr(d, it, p, "%s", e.msg);
+        if (((*out)[i] = strdup(it->s)) == NULL)
+            return nomem(d);
+        *count = i + 1;
+    }
+    return LB_OK;
+}
+
+static int decode_verify(struct dec *d, const struct cnode *n)
+{
+    static const char *const keys[] = {"allowedCN", "allowedSanDNS", "allowedSanURI", "spkiPins",
+                                       NULL};
+    struct config_ssl *ssl = &d->cfg->ssl;
+    int rc;
+    if ((rc = check_map(d, n, "ssl.verify", keys)) != LB_OK ||
+        (rc = decode_strv(d, cn_get(n, "allowedCN"), "ssl.verify.allowedCN", false,
+                          &ssl->allowed_cn, &ssl->n_allowed_cn)) != LB_OK ||
+        (rc = decode_strv(d, cn_get(n, "allowedSanDNS"), "ssl.verify.allowedSanDNS", false,
+                          &ssl->allowed_san_dns, &ssl->n_allowed_san_dns)) != LB_OK ||
+        (rc = decode_strv(d, cn_get(n, "allowedSanURI"), "ssl.verify.allowedSanURI", false,
+                          &ssl->allowed_san_uri, &ssl->n_allowed_san_uri)) != LB_OK ||
+        (rc = decode_strv(d, cn_get(n, "spkiPins"), "ssl.verify.spkiPins", true, &ssl->spki_pins,
+                          &ssl->n_spki_pins)) != LB_OK)
+        return rc;
+    return LB_OK;
+}
+
 static int decode_ssl(struct dec *d, const struct cnode *n)
 {
-    static const char *const keys[] = {"certFile", "keyFile",      "caFile",
-                                       "crlFile",  "clientAuth",   "minVersion",
-                                       "ciphers",  "certificates", NULL};
+    static const char *const keys[] = {"certFile",   "keyFile",    "caFile",         "crlFile",
+                                       "clientAuth", "minVersion", "ciphers",        "ciphersuites",
+                                       "groups",     "verify",     "ticketRotation", "certificates",
+                                       NULL};
     struct config_ssl *ssl = &d->cfg->ssl;
     const char *path = "ssl";
     const struct cnode *cert_n, *key_n, *ca_n, *crl_n;
@@ -1211,7 +1349,13 @@ static int decode_ssl(struct dec *d, const struct cnode *n)
         (rc = get_str(d, n, path, "crlFile", &ssl->crl_file, &crl_n)) != LB_OK ||
         (rc = get_uint(d, n, path, "clientAuth", 0, 4, &ssl->client_auth)) != LB_OK ||
         (rc = get_enum(d, n, path, "minVersion", tls_versions, "TLS version", &ver)) != LB_OK ||
-        (rc = get_str(d, n, path, "ciphers", &ssl->ciphers, NULL)) != LB_OK)
+        (rc = get_str(d, n, path, "ciphers", &ssl->ciphers, NULL)) != LB_OK ||
+        (rc = get_str(d, n, path, "ciphersuites", &ssl->ciphersuites, NULL)) != LB_OK ||
+        (rc = get_str(d, n, path, "groups", &ssl->groups, NULL)) != LB_OK ||
+        (rc = get_dur(d, n, path, "ticketRotation", 1000, &ssl->ticket_rotation_ms)) != LB_OK)
+        return rc;
+    const struct cnode *verify = cn_get(n, "verify");
+    if (verify != NULL && !is_null(verify) && (rc = decode_verify(d, verify)) != LB_OK)
         return rc;
     ssl->present = true;
     free(ssl->min_version);
@@ -1812,6 +1956,12 @@ static struct cnode *to_tree(const struct config *c)
         put_str(m, "url", b->url);
         put_uint(m, "weight", b->weight);
         put_str(m, "state", config_backend_state_name(b->state));
+        /* Only when set, so that the hash of a config without them stays the
+         * one it had before these keys existed. */
+        if (b->ca_file && b->ca_file[0])
+            put_str(m, "caFile", b->ca_file);
+        if (b->sni && b->sni[0])
+            put_str(m, "sni", b->sni);
         if (m == NULL || cn_push(bs, m) != 0) {
             cn_free(bs);
             bs = NULL;
@@ -1842,6 +1992,15 @@ static struct cnode *to_tree(const struct config *c)
         put_uint(m, "clientAuth", s->client_auth);
         put_str(m, "minVersion", s->min_version);
         put_str(m, "ciphers", s->ciphers);
+        put_str(m, "ciphersuites", s->ciphersuites);
+        put_str(m, "groups", s->groups);
+        struct cnode *vm = cn_new(CN_MAP);
+        put_strv(vm, "allowedCN", s->allowed_cn, s->n_allowed_cn);
+        put_strv(vm, "allowedSanDNS", s->allowed_san_dns, s->n_allowed_san_dns);
+        put_strv(vm, "allowedSanURI", s->allowed_san_uri, s->n_allowed_san_uri);
+        put_strv(vm, "spkiPins", s->spki_pins, s->n_spki_pins);
+        put(m, "verify", vm);
+        put_dur(m, "ticketRotation", s->ticket_rotation_ms);
         struct cnode *certs = cn_new(CN_SEQ);
         for (size_t i = 0; certs && i < s->n_certificates; i++) {
             const struct config_certificate *ce = &s->certificates[i];
@@ -2215,15 +2374,19 @@ static char *render(const struct cnode *n)
 static void diff_maps(struct diff_builder *b, const struct cnode *a, const struct cnode *c,
                       const char *path, const char *subject)
 {
-    for (size_t i = 0; i < cn_map_len(a); i++) {
-        const char *key = cn_key(a, i)->s;
-        const struct cnode *va = cn_val(a, i), *vc = cn_get(c, key);
+    /* Optional keys (a backend's caFile, sni) may be on one side only; the
+     * missing side reads as "". */
+    static const struct cnode none = {.kind = CN_SCALAR, .type = CT_STRING, .s = ""};
+    for (size_t i = 0; i < cn_map_len(a) + cn_map_len(c); i++) {
+        bool left = i < cn_map_len(a);
+        const char *key = left ? cn_key(a, i)->s : cn_key(c, i - cn_map_len(a))->s;
+        if (!left && cn_get(a, key) != NULL)
+            continue;
+        const struct cnode *va = cn_get(a, key), *vc = cn_get(c, key);
         char p[256], field[256];
         snprintf(p, sizeof(p), "%s.%s", path, key);
         snprintf(field, sizeof(field), "%s", subject ? key : p);
-        if (vc == NULL)
-            continue;
-        char *ra = render(va), *rc = render(vc);
+        char *ra = render(va ? va : &none), *rc = render(vc ? vc : &none);
         if (ra == NULL || rc == NULL)
             b->failed = true;
         else if (strcmp(ra, rc) != 0)

@@ -62,6 +62,10 @@ struct config_backend {
     char *host;                      /* parsed from url: name or IP literal, without [] */
     uint32_t port;                   /* parsed from url; default 80 (http) or 443 (https) */
     bool https;                      /* scheme is https */
+    char *ca_file;                   /* https only: CA bundle verifying the backend; "" = the
+                                      * system store; relative to the config's directory */
+    char *sni;                       /* https only: server name sent and verified; "" = the
+                                      * URL's host when it is a name, none for IP literals */
     uint32_t weight;                 /* 1..1000; default 1 */
     enum config_backend_state state; /* default active */
 };
@@ -95,8 +99,23 @@ struct config_ssl {
     uint32_t client_auth; /* 0..4, values of lb.v1.ClientAuth; default 0 */
     char *min_version;    /* "TLSv1.2" (default) or "TLSv1.3" */
     char *ciphers;        /* TLS 1.2 cipher list; "" = secure default */
+    char *ciphersuites;   /* TLS 1.3 suites; "" = OpenSSL default */
+    char *groups;         /* key exchange groups; "" = X25519:P-256:P-384 */
     struct config_certificate *certificates;
     size_t n_certificates;
+    /* verify: checks of client certificates beyond the chain; an empty list
+     * checks nothing. */
+    char **allowed_cn; /* verify.allowedCN: accepted subject CNs */
+    size_t n_allowed_cn;
+    char **allowed_san_dns; /* verify.allowedSanDNS */
+    size_t n_allowed_san_dns;
+    char **allowed_san_uri; /* verify.allowedSanURI */
+    size_t n_allowed_san_uri;
+    char **spki_pins; /* verify.spkiPins as written: 64 hex digits or base64 of 32 bytes
+                       * (SHA-256 of the SubjectPublicKeyInfo), each checked at parse */
+    size_t n_spki_pins;
+    uint32_t ticket_rotation_ms; /* ticketRotation: session ticket key lifetime; at least
+                                  * 1s, default 1h */
 };
 
 struct config_ratelimit {

@@ -1095,6 +1095,8 @@ int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, u
     free(gone.id);
     free(gone.url);
     free(gone.host);
+    free(gone.ca_file);
+    free(gone.sni);
     struct config *cfg = NULL;
     if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
         return rc;

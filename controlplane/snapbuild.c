@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "lb_err.h"
+#include "tlscheck.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -113,6 +114,55 @@ static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *c
     return LB_OK;
 }
 
+static int copy_strv(char ***dst, size_t *dn, char *const *src, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if ((*dst = calloc(n, sizeof(**dst))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (((*dst)[i] = strdup(src[i])) == NULL)
+            return -1;
+        *dn = i + 1;
+    }
+    return 0;
+}
+
+/* ssl.verify -> ClientVerify; absent when every list is empty. Pins were
+ * checked by the config parser; a bad one here is a config built in memory. */
+static int build_verify(Lb__V1__Tls *tls, const struct config_ssl *ssl, struct lb_err *err)
+{
+    if (ssl->n_allowed_cn + ssl->n_allowed_san_dns + ssl->n_allowed_san_uri + ssl->n_spki_pins == 0)
+        return LB_OK;
+    Lb__V1__ClientVerify *v = malloc(sizeof(*v));
+    if (v == NULL)
+        return nomem(err);
+    lb__v1__client_verify__init(v);
+    tls->verify = v;
+    if (copy_strv(&v->allowed_cn, &v->n_allowed_cn, ssl->allowed_cn, ssl->n_allowed_cn) != 0 ||
+        copy_strv(&v->allowed_san_dns, &v->n_allowed_san_dns, ssl->allowed_san_dns,
+                  ssl->n_allowed_san_dns) != 0 ||
+        copy_strv(&v->allowed_san_uri, &v->n_allowed_san_uri, ssl->allowed_san_uri,
+                  ssl->n_allowed_san_uri) != 0)
+        return nomem(err);
+    if (ssl->n_spki_pins == 0)
+        return LB_OK;
+    v->spki_sha256_pins = calloc(ssl->n_spki_pins, sizeof(*v->spki_sha256_pins));
+    if (v->spki_sha256_pins == NULL)
+        return nomem(err);
+    for (size_t i = 0; i < ssl->n_spki_pins; i++) {
+        uint8_t *pin = malloc(32);
+        if (pin == NULL)
+            return nomem(err);
+        v->spki_sha256_pins[i] = (ProtobufCBinaryData){.len = 32, .data = pin};
+        v->n_spki_sha256_pins = i + 1;
+        struct lb_err e;
+        if (tlscheck_pin_parse(ssl->spki_pins[i], pin, &e) != LB_OK)
+            return lb_err_set(err, LB_EINVAL, 0, "ssl.verify.spkiPins[%zu]: %s", i, e.msg);
+    }
+    return LB_OK;
+}
+
 static int build_tls(Lb__V1__Frontend *f, const struct config_ssl *ssl, const char *base_dir,
                      struct lb_err *err)
 {
@@ -139,9 +189,12 @@ static int build_tls(Lb__V1__Frontend *f, const struct config_ssl *ssl, const ch
         return rc;
     tls->client_auth = (Lb__V1__ClientAuth)ssl->client_auth;
     if (set_str(&tls->min_version, ssl->min_version) != 0 ||
-        set_str(&tls->ciphers, ssl->ciphers) != 0)
+        set_str(&tls->ciphers, ssl->ciphers) != 0 ||
+        set_str(&tls->ciphersuites, ssl->ciphersuites) != 0 ||
+        set_str(&tls->groups, ssl->groups) != 0)
         return nomem(err);
-    return LB_OK;
+    tls->ticket_rotation_s = ssl->ticket_rotation_ms / 1000;
+    return build_verify(tls, ssl, err);
 }
 
 static bool is_ip_literal(const char *host)
@@ -213,8 +266,16 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
                              : LB__V1__ADMIN_STATE__ADMIN_ACTIVE;
         b->health = health_of(in, i, cb->id);
         b->tls = cb->https;
-        if (cb->https && !is_ip_literal(cb->host) && set_str(&b->sni, cb->host) != 0)
+        if (!cb->https)
+            continue;
+        if (cb->sni != NULL && cb->sni[0] != '\0') {
+            if (set_str(&b->sni, cb->sni) != 0)
+                return nomem(err);
+        } else if (!is_ip_literal(cb->host) && set_str(&b->sni, cb->host) != 0) {
             return nomem(err);
+        }
+        if ((rc = read_file(in->base_dir, cb->ca_file, &b->ca_pem, err)) != LB_OK)
+            return rc;
     }
     return LB_OK;
 }

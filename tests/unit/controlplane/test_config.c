@@ -318,6 +318,141 @@ START_TEST(diff_new_keys)
 }
 END_TEST
 
+#define BE  "backends:\n  - url: \"http://a:1\"\n"
+#define FE  "frontends:\n  - port: 8080\n"
+#define FEB "frontends:\n  - port: 8080\nbackends:\n"
+#define SSL "ssl:\n  certFile: cert.pem\n  keyFile: key.pem\n"
+#define FEB_TLS_BACKENDS                                                                           \
+    "backends:\n  - {url: \"https://api.local:8443\", caFile: ca.pem, sni: api.example}\n"
+#define TLS_FE  "frontends:\n  - {port: 8443, tls: true}\n"
+#define PIN_HEX "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+#define PIN_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define TLS_KEYS                                                                                   \
+    "ssl:\n  certFile: cert.pem\n  keyFile: key.pem\n"                                             \
+    "  ciphersuites: TLS_AES_128_GCM_SHA256\n  groups: X25519\n  ticketRotation: 10m\n"            \
+    "  verify:\n    allowedCN: [client-a]\n    allowedSanDNS: [a.example, b.example]\n"            \
+    "    allowedSanURI: [\"spiffe://lb/a\"]\n    spkiPins: [" PIN_HEX ", \"" PIN_B64 "\"]\n"
+
+START_TEST(tls_keys_defaults)
+{
+    struct config *c = parse_ok(TLS_FE BE "ssl: {certFile: cert.pem, keyFile: key.pem}\n");
+    ck_assert_str_eq(c->ssl.ciphersuites, "");
+    ck_assert_str_eq(c->ssl.groups, "");
+    ck_assert_uint_eq(c->ssl.ticket_rotation_ms, 3600000);
+    ck_assert_uint_eq(c->ssl.n_allowed_cn, 0);
+    ck_assert_uint_eq(c->ssl.n_allowed_san_dns, 0);
+    ck_assert_uint_eq(c->ssl.n_allowed_san_uri, 0);
+    ck_assert_uint_eq(c->ssl.n_spki_pins, 0);
+    ck_assert_str_eq(c->backends[0].ca_file, "");
+    ck_assert_str_eq(c->backends[0].sni, "");
+    char *y = config_export_yaml(c, NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(y, "  ticketRotation: \"1h\"\n"));
+    ck_assert_ptr_nonnull(strstr(y, "    spkiPins: []\n"));
+    /* An unset caFile/sni is not exported: older configs keep their hash. */
+    ck_assert_ptr_nonnull(strstr(y, "  state: \"active\"\nhealthcheck:\n"));
+    ck_assert_ptr_null(strstr(y, "sni:"));
+    free(y);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(tls_keys_parsed)
+{
+    struct config *c = parse_ok(TLS_FE BE TLS_KEYS);
+    ck_assert_str_eq(c->ssl.ciphersuites, "TLS_AES_128_GCM_SHA256");
+    ck_assert_str_eq(c->ssl.groups, "X25519");
+    ck_assert_uint_eq(c->ssl.ticket_rotation_ms, 600000);
+    ck_assert_uint_eq(c->ssl.n_allowed_cn, 1);
+    ck_assert_str_eq(c->ssl.allowed_cn[0], "client-a");
+    ck_assert_uint_eq(c->ssl.n_allowed_san_dns, 2);
+    ck_assert_str_eq(c->ssl.allowed_san_dns[1], "b.example");
+    ck_assert_uint_eq(c->ssl.n_allowed_san_uri, 1);
+    ck_assert_str_eq(c->ssl.allowed_san_uri[0], "spiffe://lb/a");
+    ck_assert_uint_eq(c->ssl.n_spki_pins, 2);
+    ck_assert_str_eq(c->ssl.spki_pins[0], PIN_HEX);
+    ck_assert_str_eq(c->ssl.spki_pins[1], PIN_B64);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(backend_tls_keys)
+{
+    struct config *c = parse_ok(FEB "  - {url: \"https://api.local:8443\", caFile: ca.pem, "
+                                    "sni: api.example}\n"
+                                    "  - url: \"https://10.0.0.1\"\n");
+    ck_assert(c->backends[0].https);
+    ck_assert_str_eq(c->backends[0].ca_file, "ca.pem");
+    ck_assert_str_eq(c->backends[0].sni, "api.example");
+    ck_assert_str_eq(c->backends[1].ca_file, "");
+    ck_assert_str_eq(c->backends[1].sni, "");
+    config_free(c);
+}
+END_TEST
+
+/* Every new key survives YAML and JSON exports, config_dup and config_validate. */
+START_TEST(tls_keys_round_trip)
+{
+    struct config *a = parse_ok(TLS_FE FEB_TLS_BACKENDS TLS_KEYS);
+    char *y1 = config_export_yaml(a, NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(y1, "  ciphersuites: \"TLS_AES_128_GCM_SHA256\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  ticketRotation: \"10m\"\n"));
+    ck_assert_ptr_nonnull(
+        strstr(y1, "  state: \"active\"\n  caFile: \"ca.pem\"\n  sni: \"api.example\"\n"));
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
+    char *y2 = config_export_yaml(b, NULL, NULL);
+    ck_assert_str_eq(y1, y2);
+    char *j = config_export_json(a, NULL);
+    ck_assert_ptr_nonnull(strstr(j, "\"verify\":{\"allowedCN\":[\"client-a\"]"));
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(config_parse_json(j, strlen(j), tmpdir, &c, &err) == LB_OK, "%s", err.msg);
+    ck_assert(config_equal(a, c));
+    ck_assert_str_eq(c->ssl.spki_pins[1], PIN_B64);
+    ck_assert_str_eq(c->backends[0].sni, "api.example");
+    struct config *d = config_dup(a);
+    ck_assert(config_equal(a, d));
+    ck_assert_str_eq(d->ssl.allowed_san_dns[1], "b.example");
+    ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_OK);
+    free(y1);
+    free(y2);
+    free(j);
+    config_free(a);
+    config_free(b);
+    config_free(c);
+    config_free(d);
+}
+END_TEST
+
+START_TEST(tls_keys_diff)
+{
+    struct config *a = parse_ok(TLS_FE BE "ssl: {certFile: cert.pem, keyFile: key.pem}\n");
+    struct config *b = parse_ok(TLS_FE "backends:\n  - {url: \"http://a:1\"}\n"
+                                       "  - {id: s, url: \"https://s:1\", caFile: ca.pem}\n"
+                                       "ssl: {certFile: cert.pem, keyFile: key.pem, "
+                                       "ticketRotation: 2h, verify: {allowedCN: [x]}}\n");
+    struct config *c = parse_ok(TLS_FE "backends:\n  - {url: \"http://a:1\"}\n"
+                                       "  - {id: s, url: \"https://s:1\", sni: s.example}\n"
+                                       "ssl: {certFile: cert.pem, keyFile: key.pem, "
+                                       "ticketRotation: 2h, verify: {allowedCN: [x]}}\n");
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    char *text = config_diff_text(d);
+    ck_assert_msg(strstr(text, "ssl.ticketRotation: 1h -> 2h\n") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "ssl.verify: {\"allowedCN\":[]") != NULL, "%s", text);
+    free(text);
+    config_diff_free(d);
+    /* A key present on one side only reads as "" on the other. */
+    d = config_diff_new(b, c, NULL);
+    text = config_diff_text(d);
+    ck_assert_str_eq(text, "backend s: caFile ca.pem -> \"\"\nbackend s: sni \"\" -> s.example\n");
+    free(text);
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+    config_free(c);
+}
+END_TEST
+
 /* The duplicate checks and the diff index thousands of backends: a
  * duplicate far down the list is still found, and the diff pairs items by id
  * whatever their order. */
@@ -369,10 +504,6 @@ struct bad {
     const char *where; /* "line:col" */
     const char *what;  /* message fragment */
 };
-
-#define BE  "backends:\n  - url: \"http://a:1\"\n"
-#define FE  "frontends:\n  - port: 8080\n"
-#define FEB "frontends:\n  - port: 8080\nbackends:\n"
 
 static const struct bad bad_cases[] = {
     {"frontends: [\n" BE, "3:3", "YAML syntax error"},
@@ -457,6 +588,26 @@ static const struct bad bad_cases[] = {
     {FE BE "ratelimit:\n  trustedProxies: \"10.0.0.0/8\"\n", "6:19",
      "ratelimit.trustedProxies: expected a list"},
     {FE BE "ratelimit:\n  headersOnAllowed: 1\n", "6:21", "expected true or false"},
+    {FE BE SSL "  verify:\n    spkiPins: [\"abcd\"]\n", "9:16", "ssl.verify.spkiPins[0]: "},
+    {FE BE SSL "  verify:\n    spkiPins:\n      - " PIN_HEX "\n      - " PIN_HEX "0\n", "11:9",
+     "ssl.verify.spkiPins[1]: "},
+    {FE BE SSL "  verify:\n    allowedCn: [x]\n", "9:5",
+     "ssl.verify: unknown key \"allowedCn\" (did you mean \"allowedCN\"?)"},
+    {FE BE SSL "  verify:\n    allowedSanDNS: [\"\"]\n", "9:21",
+     "ssl.verify.allowedSanDNS[0]: expected a non-empty string"},
+    {FE BE SSL "  verify:\n    allowedSanURI: x\n", "9:20",
+     "ssl.verify.allowedSanURI: expected a list"},
+    {FE BE SSL "  ticketRotation: 500ms\n", "8:19",
+     "ssl.ticketRotation: 500ms is too short (at least 1s)"},
+    {FE BE SSL "  ticketRotation: 10\n", "8:19", "ssl.ticketRotation: 10 has no unit"},
+    {FEB "  - url: \"https://a:1\"\n    caFile: nope.pem\n", "5:13",
+     "backends[0].caFile: cannot read"},
+    {FEB "  - url: \"http://a:1\"\n    caFile: ca.pem\n", "5:13",
+     "backends[0].caFile: caFile applies only to https:// backends"},
+    {FEB "  - url: \"http://a:1\"\n    sni: a.example\n", "5:10",
+     "backends[0].sni: sni applies only to https:// backends"},
+    {FEB "  - url: \"https://a:1\"\n    sni: 10.0.0.1\n", "5:10",
+     "backends[0].sni: \"10.0.0.1\" is not a server name"},
     {FE BE "ratelimit:\n  enabled: true\n", "6:3",
      "ratelimit.rate: must be at least 1 when the rate limit is enabled"},
 };
@@ -730,6 +881,9 @@ static Suite *config_suite(void)
     tcase_add_test(tc, resilience_keys);
     tcase_add_test(tc, many_backends);
     tcase_add_test(tc, same_port_other_address_ok);
+    tcase_add_test(tc, tls_keys_defaults);
+    tcase_add_test(tc, tls_keys_parsed);
+    tcase_add_test(tc, backend_tls_keys);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -746,11 +900,13 @@ static Suite *config_suite(void)
     tcase_add_test(tc, yaml_round_trip_everything);
     tcase_add_test(tc, json_round_trip);
     tcase_add_test(tc, hash_is_content);
+    tcase_add_test(tc, tls_keys_round_trip);
     suite_add_tcase(s, tc);
     tc = tcase_create("diff");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, diff_cases);
     tcase_add_test(tc, diff_new_keys);
+    tcase_add_test(tc, tls_keys_diff);
     suite_add_tcase(s, tc);
     return s;
 }

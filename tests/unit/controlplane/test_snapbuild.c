@@ -335,6 +335,116 @@ START_TEST(unreadable_tls_file)
 }
 END_TEST
 
+START_TEST(tls_keys_mapped)
+{
+    /* The same pin twice: hex and base64 of bytes 0x00..0x1f. */
+    struct config *cfg =
+        parse("frontends:\n  - {port: 8443, tls: true}\n"
+              "backends:\n  - url: \"http://127.0.0.1:1\"\n"
+              "ssl:\n  certFile: cert.pem\n  keyFile: key.pem\n"
+              "  ciphersuites: TLS_AES_256_GCM_SHA384\n  groups: X25519:P-384\n"
+              "  ticketRotation: 2m30s\n"
+              "  verify:\n    allowedCN: [client-a, client-b]\n"
+              "    allowedSanDNS: [a.example]\n    allowedSanURI: [\"spiffe://lb/a\"]\n"
+              "    spkiPins:\n"
+              "      - 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
+              "      - \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n");
+    Lb__V1__Snapshot *s = build(cfg);
+    const Lb__V1__Tls *t = s->frontends[0]->tls;
+    ck_assert_ptr_nonnull(t);
+    ck_assert_str_eq(t->ciphersuites, "TLS_AES_256_GCM_SHA384");
+    ck_assert_str_eq(t->groups, "X25519:P-384");
+    ck_assert_uint_eq(t->ticket_rotation_s, 150);
+    ck_assert_ptr_nonnull(t->verify);
+    ck_assert_uint_eq(t->verify->n_allowed_cn, 2);
+    ck_assert_str_eq(t->verify->allowed_cn[1], "client-b");
+    ck_assert_uint_eq(t->verify->n_allowed_san_dns, 1);
+    ck_assert_str_eq(t->verify->allowed_san_dns[0], "a.example");
+    ck_assert_uint_eq(t->verify->n_allowed_san_uri, 1);
+    ck_assert_str_eq(t->verify->allowed_san_uri[0], "spiffe://lb/a");
+    ck_assert_uint_eq(t->verify->n_spki_sha256_pins, 2);
+    for (size_t p = 0; p < 2; p++) {
+        ck_assert_uint_eq(t->verify->spki_sha256_pins[p].len, 32);
+        for (unsigned i = 0; i < 32; i++)
+            ck_assert_uint_eq(t->verify->spki_sha256_pins[p].data[i], i);
+    }
+    snapbuild_free(s);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(tls_defaults_mapped)
+{
+    struct config *cfg = parse("frontends:\n  - {port: 8443, tls: true}\n"
+                               "backends:\n  - url: \"http://127.0.0.1:1\"\n"
+                               "ssl: {certFile: cert.pem, keyFile: key.pem}\n");
+    Lb__V1__Snapshot *s = build(cfg);
+    const Lb__V1__Tls *t = s->frontends[0]->tls;
+    ck_assert_str_eq(t->ciphersuites, "");
+    ck_assert_str_eq(t->groups, "");
+    ck_assert_uint_eq(t->ticket_rotation_s, 3600);
+    ck_assert_ptr_null(t->verify); /* nothing to check beyond the chain */
+    snapbuild_free(s);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(backend_tls_mapped)
+{
+    struct config *cfg =
+        parse("frontends:\n  - port: 8080\n"
+              "backends:\n"
+              "  - {id: named, url: \"https://localhost:9443\", caFile: ca.pem}\n"
+              "  - {id: ip, url: \"https://127.0.0.1:9444\"}\n"
+              "  - {id: ipsni, url: \"https://[::1]:9445\", sni: api.internal, caFile: ca.pem}\n"
+              "  - {id: override, url: \"https://localhost:9446\", sni: other.example}\n"
+              "  - {id: plain, url: \"http://localhost:9001\"}\n");
+    Lb__V1__Snapshot *s = build(cfg);
+    ck_assert_uint_eq(s->n_backends, 5);
+    ck_assert(s->backends[0]->tls);
+    ck_assert_str_eq(s->backends[0]->sni, "localhost"); /* the URL's host name */
+    ck_assert(bytes_eq(s->backends[0]->ca_pem, "-----BEGIN CERTIFICATE-----\nca\n"));
+    ck_assert(s->backends[1]->tls);
+    ck_assert_str_eq(s->backends[1]->sni, ""); /* no SNI for an IP literal */
+    ck_assert_uint_eq(s->backends[1]->ca_pem.len, 0);
+    ck_assert_str_eq(s->backends[2]->sni, "api.internal");
+    ck_assert(bytes_eq(s->backends[2]->ca_pem, "-----BEGIN CERTIFICATE-----\nca\n"));
+    ck_assert_str_eq(s->backends[3]->sni, "other.example");
+    ck_assert(!s->backends[4]->tls);
+    ck_assert_str_eq(s->backends[4]->sni, "");
+    /* What the data plane gets survives the wire. */
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(snapbuild_encode(s, &buf, &len, NULL), LB_OK);
+    Lb__V1__Snapshot *d = lb__v1__snapshot__unpack(NULL, len, buf);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_str_eq(d->backends[2]->sni, "api.internal");
+    ck_assert(bytes_eq(d->backends[2]->ca_pem, "-----BEGIN CERTIFICATE-----\nca\n"));
+    lb__v1__snapshot__free_unpacked(d, NULL);
+    free(buf);
+    snapbuild_free(s);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(backend_ca_removed)
+{
+    struct config *cfg =
+        parse("frontends:\n  - port: 8080\n"
+              "backends:\n  - {url: \"https://localhost:9443\", caFile: ca.pem}\n");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/ca.pem", tmpdir);
+    ck_assert_int_eq(unlink(path), 0); /* removed after validation */
+    struct snapbuild_input in = {.cfg = cfg, .base_dir = tmpdir};
+    Lb__V1__Snapshot *s = NULL;
+    struct lb_err err = {0};
+    ck_assert_int_eq(snapbuild_build(&in, &s, &err), LB_ESYS);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
+    config_free(cfg);
+}
+END_TEST
+
 static Suite *snapbuild_suite(void)
 {
     Suite *s = suite_create("snapbuild");
@@ -344,11 +454,15 @@ static Suite *snapbuild_suite(void)
     tcase_add_test(tc, encode_decode_round_trip);
     tcase_add_test(tc, seed_defaults);
     tcase_add_test(tc, retries_off);
+    tcase_add_test(tc, tls_keys_mapped);
+    tcase_add_test(tc, tls_defaults_mapped);
+    tcase_add_test(tc, backend_tls_mapped);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, unresolvable_host);
     tcase_add_test(tc, unreadable_tls_file);
+    tcase_add_test(tc, backend_ca_removed);
     suite_add_tcase(s, tc);
     return s;
 }
