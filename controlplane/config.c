@@ -553,6 +553,8 @@ struct dec {
     struct lb_err *err;
     struct config *cfg;
     bool ssl_present;
+    bool check_tls; /* read the ssl files and check them as tlscheck does */
+    int64_t now_ms; /* for the certificate dates when check_tls */
 };
 
 __attribute__((format(printf, 4, 5))) static int derr(struct dec *d, const struct cnode *n,
@@ -1227,6 +1229,96 @@ static int decode_healthcheck(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
+static void resolve_path(const struct dec *d, const char *file, char *full, size_t size)
+{
+    if (file[0] == '/' || d->base_dir == NULL || d->base_dir[0] == '\0')
+        snprintf(full, size, "%s", file);
+    else
+        snprintf(full, size, "%s/%s", d->base_dir, file);
+}
+
+/* With check_tls: the certificate at <cert_n> and the key at <key_n> (keys
+ * <path>.certFile and <path>.keyFile) form a valid pair at now_ms; an error
+ * points at the node of the file at fault. */
+static int check_pair(struct dec *d, const char *path, const struct cnode *cert_n,
+                      const struct cnode *key_n, const char *cert_file, const char *key_file)
+{
+    if (!d->check_tls || cert_file[0] == '\0')
+        return LB_OK;
+    char cert_label[96], key_label[96], cert_path[4096], key_path[4096], ca_path[4096];
+    child_path(cert_label, sizeof(cert_label), path, "certFile");
+    child_path(key_label, sizeof(key_label), path, "keyFile");
+    resolve_path(d, cert_file, cert_path, sizeof(cert_path));
+    resolve_path(d, key_file, key_path, sizeof(key_path));
+    const char *ca_file = d->cfg->ssl.ca_file;
+    uint8_t *cert = NULL, *key = NULL, *ca = NULL;
+    size_t cert_len = 0, key_len = 0, ca_len = 0;
+    struct lb_err e = {0};
+    int rc;
+    if ((rc = tlscheck_read_file(cert_path, &cert, &cert_len, &e)) != LB_OK) {
+        rc = rc == LB_ENOMEM ? nomem(d) : derr(d, cert_n, cert_label, "%s", e.msg);
+        goto out;
+    }
+    if ((rc = tlscheck_read_file(key_path, &key, &key_len, &e)) != LB_OK) {
+        rc = rc == LB_ENOMEM ? nomem(d) : derr(d, key_n, key_label, "%s", e.msg);
+        goto out;
+    }
+    if (ca_file[0] != '\0') {
+        resolve_path(d, ca_file, ca_path, sizeof(ca_path));
+        if ((rc = tlscheck_read_file(ca_path, &ca, &ca_len, &e)) != LB_OK) {
+            rc = rc == LB_ENOMEM ? nomem(d) : derr(d, NULL, "ssl.caFile", "%s", e.msg);
+            goto out;
+        }
+    }
+    struct tlscheck_pair_in in = {
+        .cert_label = cert_label,
+        .cert_path = cert_path,
+        .cert_pem = cert,
+        .cert_len = cert_len,
+        .key_label = key_label,
+        .key_path = key_path,
+        .key_pem = key,
+        .key_len = key_len,
+        .ca_pem = ca,
+        .ca_len = ca_len,
+        .now_ms = d->now_ms,
+    };
+    enum tlscheck_fault fault = TLSCHECK_FAULT_CERT;
+    if ((rc = tlscheck_pair(&in, NULL, &fault, &e)) == LB_ENOMEM)
+        rc = nomem(d);
+    else if (rc != LB_OK && fault == TLSCHECK_FAULT_KEY)
+        rc = derr(d, key_n, key_label, "%s", e.msg);
+    else if (rc != LB_OK)
+        rc = derr(d, cert_n, cert_label, "%s", e.msg);
+out:
+    free(cert);
+    free(key);
+    free(ca);
+    return rc;
+}
+
+/* With check_tls: <file> at <n> (key <path>.<key>) parses as CA
+ * certificates, or as CRLs when <crl>. */
+static int check_pem(struct dec *d, const struct cnode *n, const char *path, const char *key,
+                     const char *file, bool crl)
+{
+    if (!d->check_tls || file[0] == '\0')
+        return LB_OK;
+    char label[96], full[4096];
+    child_path(label, sizeof(label), path, key);
+    resolve_path(d, file, full, sizeof(full));
+    uint8_t *pem = NULL;
+    size_t len = 0;
+    struct lb_err e = {0};
+    int rc = tlscheck_read_file(full, &pem, &len, &e);
+    if (rc == LB_OK)
+        rc = crl ? tlscheck_crl(full, pem, len, &e) : tlscheck_ca(full, pem, len, &e);
+    free(pem);
+    if (rc == LB_ENOMEM)
+        return nomem(d);
+    return rc == LB_OK ? LB_OK : derr(d, n, label, "%s", e.msg);
+}
+
 static int decode_certificates(struct dec *d, const struct cnode *n)
 {
     static const char *const keys[] = {"certFile", "keyFile", "sni", NULL};
@@ -1253,7 +1345,8 @@ static int decode_certificates(struct dec *d, const struct cnode *n)
         if (c->key_file == NULL || c->key_file[0] == '\0')
             return derr(d, it, path, "keyFile is required");
         if ((rc = check_file(d, cert_n, path, "certFile", c->cert_file)) != LB_OK ||
-            (rc = check_file(d, key_n, path, "keyFile", c->key_file)) != LB_OK)
+            (rc = check_file(d, key_n, path, "keyFile", c->key_file)) != LB_OK ||
+            (rc = check_pair(d, path, cert_n, key_n, c->cert_file, c->key_file)) != LB_OK)
             return rc;
         const struct cnode *sni = cn_get(it, "sni");
         if (sni == NULL)
@@ -1376,7 +1469,10 @@ static int decode_ssl(struct dec *d, const struct cnode *n)
     if ((rc = check_file(d, cert_n, path, "certFile", ssl->cert_file)) != LB_OK ||
         (rc = check_file(d, key_n, path, "keyFile", ssl->key_file)) != LB_OK ||
         (rc = check_file(d, ca_n, path, "caFile", ssl->ca_file)) != LB_OK ||
-        (rc = check_file(d, crl_n, path, "crlFile", ssl->crl_file)) != LB_OK)
+        (rc = check_file(d, crl_n, path, "crlFile", ssl->crl_file)) != LB_OK ||
+        (rc = check_pem(d, ca_n, path, "caFile", ssl->ca_file, false)) != LB_OK ||
+        (rc = check_pem(d, crl_n, path, "crlFile", ssl->crl_file, true)) != LB_OK ||
+        (rc = check_pair(d, path, cert_n, key_n, ssl->cert_file, ssl->key_file)) != LB_OK)
         return rc;
     return LB_OK;
 }
@@ -1752,7 +1848,17 @@ static struct cnode *from_yaml(struct yconv *y, yaml_node_t *yn, int depth, cons
     return n;
 }
 
+static int parse_yaml(const char *yaml, size_t len, const char *name, struct dec *d,
+                      struct config **out, struct lb_err *err);
+
 int config_parse_yaml(const char *yaml, size_t len, const char *name, const char *base_dir,
+                      struct config **out, struct lb_err *err)
+{
+    struct dec d = {.base_dir = base_dir, .err = err};
+    return parse_yaml(yaml, len, name, &d, out, err);
+}
+
+static int parse_yaml(const char *yaml, size_t len, const char *name, struct dec *d,
                       struct config **out, struct lb_err *err)
 {
     if (name == NULL)
@@ -1785,8 +1891,8 @@ int config_parse_yaml(const char *yaml, size_t len, const char *name, const char
             return lb_err_set(err, LB_EINVAL, 0, "%s: %s", name, why);
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory while reading the config");
     }
-    struct dec d = {.name = name, .base_dir = base_dir, .err = err};
-    int rc = decode(&d, tree, out);
+    d->name = name;
+    int rc = decode(d, tree, out);
     cn_free(tree);
     return rc;
 }
@@ -1905,7 +2011,27 @@ static struct cnode *from_json(json_t *j, int depth, size_t *count)
     return n;
 }
 
+static int parse_json(const char *json, size_t len, struct dec *d, struct config **out,
+                      struct lb_err *err);
+
 int config_parse_json(const char *json, size_t len, const char *base_dir, struct config **out,
+                      struct lb_err *err)
+{
+    struct dec d = {.base_dir = base_dir, .err = err};
+    return parse_json(json, len, &d, out, err);
+}
+
+int config_parse_checked(const char *text, size_t len, bool json, const char *name,
+                         const char *base_dir, int64_t now_ms, struct config **out,
+                         struct lb_err *err)
+{
+    struct dec d = {.base_dir = base_dir, .err = err, .check_tls = true, .now_ms = now_ms};
+    if (json)
+        return parse_json(text, len, &d, out, err);
+    return parse_yaml(text, len, name ? name : "config", &d, out, err);
+}
+
+static int parse_json(const char *json, size_t len, struct dec *d, struct config **out,
                       struct lb_err *err)
 {
     json_error_t je;
@@ -1921,8 +2047,7 @@ int config_parse_json(const char *json, size_t len, const char *base_dir, struct
             return lb_err_set(err, LB_EINVAL, 0, "the JSON config is too large or too deep");
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory while reading the config");
     }
-    struct dec d = {.base_dir = base_dir, .err = err};
-    int rc = decode(&d, tree, out);
+    int rc = decode(d, tree, out);
     cn_free(tree);
     return rc;
 }

@@ -228,6 +228,19 @@ int config_load_yaml(const char *path, const char *base_dir, struct config **out
 int config_parse_json(const char *json, size_t len, const char *base_dir, struct config **out,
                       struct lb_err *err);
 
+/* Parses <text> as config_parse_json() (<json>) or config_parse_yaml() (with
+ * <name> in messages) do, and also reads every ssl file and checks it as
+ * tlscheck does at <now_ms> (Unix ms): each certFile/keyFile pair parses,
+ * matches and is within its dates (chained to caFile when that names the
+ * issuer), caFile and crlFile parse. The error points at the file key at
+ * fault: "config.yaml:7:12: ssl.keyFile: /etc/lb/key.pem does not match
+ * ssl.certFile /etc/lb/cert.pem". For configs being applied; stored versions
+ * use the plain parsers so that an expired certificate never stops a start.
+ * LB_OK, LB_EINVAL or LB_ENOMEM. */
+int config_parse_checked(const char *text, size_t len, bool json, const char *name,
+                         const char *base_dir, int64_t now_ms, struct config **out,
+                         struct lb_err *err);
+
 /* Validates a config built or edited in memory with the same rules as the
  * parsers (messages name the path). An empty frontend name or backend id gets
  * its default for the check. The derived backend fields (host, port, https)

@@ -937,9 +937,10 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
     if (rc != LB_OK)
         return rc;
     struct config *cfg = NULL;
-    rc = fmt == CP_FORMAT_JSON
-             ? config_parse_json(text, len, cp->config_dir, &cfg, err)
-             : config_parse_yaml(text, len, "config.yaml", cp->config_dir, &cfg, err);
+    /* The ssl files are checked here so that a bad one is refused with the
+     * line of its key; stored versions are parsed without these checks. */
+    rc = config_parse_checked(text, len, fmt == CP_FORMAT_JSON, "config.yaml", cp->config_dir,
+                              now_unix_ms(), &cfg, err);
     if (rc != LB_OK)
         return rc;
     if (cp->cfg != NULL && config_equal(cp->cfg, cfg)) {

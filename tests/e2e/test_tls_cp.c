@@ -152,6 +152,8 @@ START_TEST(reload_publishes_and_refuses)
     e2e_cp_path(w, "bad.yaml", path, sizeof(path));
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "apply", path, NULL), 1);
     ck_assert_msg(strstr(r.err, "other.key does not match ssl.certFile") != NULL, "%s", r.err);
+    /* The message names the line and column of the key at fault. */
+    ck_assert_msg(strstr(r.err, "config.yaml:7:12: ssl.keyFile: ") != NULL, "%s", r.err);
     e2e_cmd_free(&r);
     e2e_cp_stop(w);
 }

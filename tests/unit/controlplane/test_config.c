@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -453,6 +454,69 @@ START_TEST(tls_keys_diff)
 }
 END_TEST
 
+/* Real key pairs for the apply-time checks, made with the openssl CLI. */
+static void make_pair(const char *cert, const char *key)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout %s -out %s -days 30 -subj /CN=t.test >/dev/null 2>&1",
+             tmpdir, key, cert);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static int parse_checked(const char *text, bool json, struct lb_err *err)
+{
+    struct config *c = NULL;
+    int rc = config_parse_checked(text, strlen(text), json, "config.yaml", tmpdir,
+                                  (int64_t)time(NULL) * 1000, &c, err);
+    config_free(c);
+    return rc;
+}
+
+START_TEST(checked_parse_names_the_line)
+{
+    make_pair("real.pem", "real.key");
+    make_pair("other.pem", "other.key");
+    struct lb_err err = {0};
+    ck_assert_msg(parse_checked(TLS_FE BE "ssl:\n  certFile: real.pem\n  keyFile: real.key\n",
+                                false, &err) == LB_OK,
+                  "%s", err.msg);
+    /* The key of another certificate: the error points at keyFile. */
+    const char *bad = TLS_FE BE "ssl:\n  certFile: real.pem\n  keyFile: other.key\n";
+    ck_assert_int_eq(parse_checked(bad, false, &err), LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:7:12: ssl.keyFile: ", 31) == 0, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "other.key does not match ssl.certFile") != NULL, "%s", err.msg);
+    /* The plain parse (stored versions) does not read the contents. */
+    config_free(parse_ok(bad));
+    /* Not a certificate: the error points at certFile. */
+    ck_assert_int_eq(
+        parse_checked(TLS_FE BE "ssl:\n  certFile: cert.pem\n  keyFile: real.key\n", false, &err),
+        LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:6:13: ssl.certFile: ", 32) == 0, "%s", err.msg);
+    /* SNI certificates are checked the same way. */
+    ck_assert_int_eq(parse_checked(TLS_FE BE "ssl:\n  certificates:\n"
+                                             "    - certFile: other.pem\n"
+                                             "      keyFile: real.key\n",
+                                   false, &err),
+                     LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:8:16: ssl.certificates[0].keyFile: ", 47) == 0,
+                  "%s", err.msg);
+    /* A caFile that is no CA bundle. */
+    ck_assert_int_eq(parse_checked(TLS_FE BE "ssl:\n  certFile: real.pem\n  keyFile: real.key\n"
+                                             "  caFile: key.pem\n",
+                                   false, &err),
+                     LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:8:11: ssl.caFile: ", 30) == 0, "%s", err.msg);
+    /* JSON names the path. */
+    const char *json = "{\"frontends\":[{\"port\":8443,\"tls\":true}],"
+                       "\"backends\":[{\"url\":\"http://a:1\"}],"
+                       "\"ssl\":{\"certFile\":\"real.pem\",\"keyFile\":\"other.key\"}}";
+    ck_assert_int_eq(parse_checked(json, true, &err), LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "ssl.keyFile: ", 13) == 0, "%s", err.msg);
+}
+END_TEST
+
 /* The duplicate checks and the diff index thousands of backends: a
  * duplicate far down the list is still found, and the diff pairs items by id
  * whatever their order. */
@@ -889,6 +953,7 @@ static Suite *config_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_loop_test(tc, bad_config, 0, (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
     tcase_add_test(tc, json_errors);
+    tcase_add_test(tc, checked_parse_names_the_line);
     tcase_add_test(tc, validate_in_memory);
     suite_add_tcase(s, tc);
     tc = tcase_create("durations");
