@@ -684,6 +684,10 @@ static int configure(struct tls_ctx *ctx, const Lb__V1__Tls *cfg, struct lb_err 
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
+    /* one read() takes a whole flight or several records, not 5 bytes of
+     * header then the rest; one ticket per handshake is what clients use */
+    SSL_CTX_set_read_ahead(s, 1);
+    SSL_CTX_set_num_tickets(s, 1);
 
     const char *ciphers = cfg->ciphers && cfg->ciphers[0] ? cfg->ciphers : TLS_DEFAULT_CIPHERS;
     if (SSL_CTX_set_cipher_list(s, ciphers) != 1)
@@ -704,7 +708,7 @@ static int configure(struct tls_ctx *ctx, const Lb__V1__Tls *cfg, struct lb_err 
 
     if (session_context(s, cfg) != LB_OK)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory setting the TLS session context");
-    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR);
     SSL_CTX_sess_set_cache_size(s, TLS_SESSION_CACHE_SIZE);
     SSL_CTX_set_timeout(s, (long)ctx->rotation_s);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(s, on_ticket);
@@ -987,6 +991,7 @@ struct tls_client_ctx *tls_client_ctx_new(const uint8_t *ca_pem, size_t ca_len, 
     SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(s, 1);
     SSL_CTX_set_verify(s, SSL_VERIFY_PEER, client_on_verify);
     /* our own cache keyed by name: OpenSSL's internal one is for servers */
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -1180,14 +1185,23 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
         t->err = EINVAL;
         return TRANSPORT_ERROR;
     }
-    ERR_clear_error();
-    errno = 0;
-    size_t n = 0;
-    int r = SSL_read_ex(c->ssl, buf, len, &n);
-    int sys = errno;
-    if (r == 1)
-        return (ssize_t)n;
-    return io_error(t, c, r, sys);
+    /* With read-ahead OpenSSL may hold whole records the socket no longer
+     * shows to epoll: take everything it has, so that a short read still
+     * means "drained" to the caller. */
+    size_t total = 0;
+    while (total < len) {
+        ERR_clear_error();
+        errno = 0;
+        size_t n = 0;
+        int r = SSL_read_ex(c->ssl, (unsigned char *)buf + total, len - total, &n);
+        int sys = errno;
+        if (r != 1)
+            return total > 0 ? (ssize_t)total : io_error(t, c, r, sys);
+        total += n;
+        if (!SSL_has_pending(c->ssl))
+            break;
+    }
+    return (ssize_t)total;
 }
 
 /* Copies up to TLS_RECORD bytes starting at iov[i] + off into <dst>. */
