@@ -89,68 +89,82 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     lb_prom_u64(p, "lb_pool_fail_open", NULL, 0, snap->fail_open ? 1 : 0);
     if (dp->breakers == NULL || !snap->breaker.enabled)
         return;
+    /* one registry look-up per backend, then one pass per family */
+    struct breaker_row {
+        int state;
+        struct breaker_counters bc;
+    } *rows = calloc(snap->n_backends ? snap->n_backends : 1, sizeof(*rows));
+    if (rows == NULL) {
+        p->oom = true;
+        return;
+    }
     uint64_t now_ms = (uint64_t)(ev_time() * 1000.0);
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
+        rows[i].state = -1;
+        if (b == NULL)
+            continue;
+        rows[i].state = (int)breaker_state(b, now_ms);
+        breaker_counters_read(b, &rows[i].bc);
+        breaker_registry_release(dp->breakers, b);
+    }
     static const char *const to_names[3] = {"closed", "open", "half_open"};
     lb_prom_family(p, "lb_breaker_state", "gauge",
                    "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
-        if (b == NULL)
-            continue;
         struct lb_prom_label l = {"backend", snap->backends[i].id};
-        lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)breaker_state(b, now_ms));
-        breaker_registry_release(dp->breakers, b);
+        if (rows[i].state >= 0)
+            lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)rows[i].state);
     }
     lb_prom_family(p, "lb_breaker_transitions_total", "counter",
                    "Circuit breaker transitions, by the state entered.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
-        if (b == NULL)
+        if (rows[i].state < 0)
             continue;
-        struct breaker_counters bc;
-        breaker_counters_read(b, &bc);
-        uint64_t v[3] = {bc.closed, bc.opened, bc.half_opened};
+        uint64_t v[3] = {rows[i].bc.closed, rows[i].bc.opened, rows[i].bc.half_opened};
         for (int k = 0; k < 3; k++) {
             struct lb_prom_label l[2] = {{"backend", snap->backends[i].id}, {"to", to_names[k]}};
             lb_prom_u64(p, "lb_breaker_transitions_total", l, 2, v[k]);
         }
-        breaker_registry_release(dp->breakers, b);
     }
     lb_prom_family(p, "lb_breaker_rejected_total", "counter",
                    "Requests a circuit breaker kept from a backend.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
-        if (b == NULL)
-            continue;
-        struct breaker_counters bc;
-        breaker_counters_read(b, &bc);
         struct lb_prom_label l = {"backend", snap->backends[i].id};
-        lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, bc.rejected);
-        breaker_registry_release(dp->breakers, b);
+        if (rows[i].state >= 0)
+            lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, rows[i].bc.rejected);
     }
+    free(rows);
 }
 
 static void render_ratelimit(struct lb_prom *p, const struct snap *snap)
 {
     if (snap == NULL || snap->rl == NULL)
         return;
+    struct limiter_stats *st = calloc(snap->n_frontends, sizeof(*st));
+    if (st == NULL) {
+        p->oom = true;
+        return;
+    }
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->rl[i] != NULL)
+            limiter_stats(snap->rl[i]->l, &st[i]);
+    }
     lb_prom_family(p, "lb_ratelimit_requests_total", "counter",
                    "Requests the rate limiter let through or refused, by scope.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
         if (snap->rl[i] == NULL)
             continue;
-        struct limiter_stats st;
-        limiter_stats(snap->rl[i]->l, &st);
         const char *fe = snap->frontends[i].name;
         struct {
             const char *scope, *result;
             uint64_t v;
             bool on;
         } rows[4] = {
-            {"client", "allowed", st.allowed_client, snap->rl_cfg.per_client},
-            {"client", "limited", st.limited_client, snap->rl_cfg.per_client},
-            {"global", "allowed", st.allowed_global, snap->rl_cfg.global},
-            {"global", "limited", st.limited_global, snap->rl_cfg.global},
+            {"client", "allowed", st[i].allowed_client, snap->rl_cfg.per_client},
+            {"client", "limited", st[i].limited_client, snap->rl_cfg.per_client},
+            {"global", "allowed", st[i].allowed_global, snap->rl_cfg.global},
+            {"global", "limited", st[i].limited_global, snap->rl_cfg.global},
         };
         for (int k = 0; k < 4; k++) {
             if (!rows[k].on)
@@ -162,23 +176,18 @@ static void render_ratelimit(struct lb_prom *p, const struct snap *snap)
     }
     lb_prom_family(p, "lb_ratelimit_keys", "gauge", "Client keys the rate limiter holds.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->rl[i] == NULL)
-            continue;
-        struct limiter_stats st;
-        limiter_stats(snap->rl[i]->l, &st);
         struct lb_prom_label l = {"frontend", snap->frontends[i].name};
-        lb_prom_u64(p, "lb_ratelimit_keys", &l, 1, st.keys);
+        if (snap->rl[i] != NULL)
+            lb_prom_u64(p, "lb_ratelimit_keys", &l, 1, st[i].keys);
     }
     lb_prom_family(p, "lb_ratelimit_evictions_total", "counter",
                    "Client keys dropped to stay within ratelimit.maxKeys (least recently used).");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->rl[i] == NULL)
-            continue;
-        struct limiter_stats st;
-        limiter_stats(snap->rl[i]->l, &st);
         struct lb_prom_label l = {"frontend", snap->frontends[i].name};
-        lb_prom_u64(p, "lb_ratelimit_evictions_total", &l, 1, st.evictions);
+        if (snap->rl[i] != NULL)
+            lb_prom_u64(p, "lb_ratelimit_evictions_total", &l, 1, st[i].evictions);
     }
+    free(st);
 }
 
 /* TLS counters belong to a context: a certificate reload starts new ones. */
