@@ -1,10 +1,12 @@
 #!/bin/bash
 # tests/bench/ratelimit.sh BUILD_DIR: what the rate limiter costs when it never
-# limits. Two lb-dataplane processes in front of the same origin, one with the
-# limiter off and one with a per-client token bucket at a rate no load here can
-# reach; wrk alternates between them (ROUNDS rounds of DURATION seconds, 2
-# threads, CONNS connections) and the medians are compared. Everything listens
-# on free 127.0.0.1 ports and is stopped by pid on exit and on Ctrl-C.
+# limits. One lb-dataplane in front of the origin switches by SIGHUP between a
+# snapshot with the limiter off and one with a per-client token bucket at a
+# rate no load here can reach (the same process and sockets, so only the
+# limiter differs); wrk runs ROUNDS rounds of DURATION seconds in each state
+# (2 threads, CONNS connections, all from one client address: the worst case,
+# every request takes the same key's lock) and the medians are compared.
+# Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
 set -euo pipefail
 
 BUILD=${1:?usage: tests/bench/ratelimit.sh BUILD_DIR}
@@ -48,38 +50,50 @@ for _ in $(seq 1 200); do
 done
 [ -n "$ORIGIN" ] || { echo "ratelimit bench: lb-backend did not start" >&2; exit 1; }
 
-declare -A PORT
+P=$(free_port)
+M=$(free_port)
+gen=0
 for mode in off on; do
-    p=$(free_port)
-    PORT[$mode]=$p
     rl=""
     [ "$mode" = on ] && rl='ratelimit { enabled: true rate: 100000000 burst: 100000000 per_client: true }'
     cat >"$TMP/$mode.txt" <<SNAP
-config_version: 1
-generation: 1
-frontends { name: "bench" bind_address: "127.0.0.1" port: $p }
+frontends { name: "bench" bind_address: "127.0.0.1" port: $P }
 backends { id: "origin" host: "127.0.0.1" port: $ORIGIN }
 logging { level: LOG_WARN access_log_off: true }
+metrics { enabled: true bind_address: "127.0.0.1" port: $M }
 $rl
 SNAP
-    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/$mode.txt" >"$TMP/$mode.pb"
-    "$BUILD/lb-dataplane" --snapshot "$TMP/$mode.pb" --workers 2 --log-level warn >"$TMP/$mode.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$p"
 done
+# switch MODE: write its snapshot with the next generation and reload
+switch() {
+    gen=$((gen + 1))
+    { echo "config_version: $gen generation: $gen"; cat "$TMP/$1.txt"; } |
+        protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" >"$TMP/cur.pb.tmp"
+    mv "$TMP/cur.pb.tmp" "$TMP/cur.pb"
+    [ -n "${LB_PID:-}" ] && kill -HUP "$LB_PID"
+    sleep 0.5
+}
+switch off
+"$BUILD/lb-dataplane" --snapshot "$TMP/cur.pb" --workers 2 --log-level warn >"$TMP/lb.log" 2>&1 &
+LB_PID=$!
+PIDS+=($LB_PID)
+wait_port "$P"
 
 declare -A RUNS
 for r in $(seq 1 "$ROUNDS"); do
     for mode in off on; do
-        rps=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:${PORT[$mode]}/" |
-            awk '/Requests\/sec/{print $2}')
+        switch "$mode"
+        rps=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$P/" | awk '/Requests\/sec/{print $2}')
         echo "ratelimit bench: round $r limiter $mode: $rps req/s" >&2
         RUNS[$mode]="${RUNS[$mode]:-} $rps"
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# proof that the limiter was on: it counted the last "on" round's requests
+seen=$(python3 -c "import urllib.request as u; print(sum(float(l.split()[-1]) for l in u.urlopen('http://127.0.0.1:$M/metrics').read().decode().splitlines() if l.startswith('lb_ratelimit_requests_total')))" 2>/dev/null || echo 0)
 off=$(echo "${RUNS[off]}" | median)
 on=$(echo "${RUNS[on]}" | median)
 printf '\nlimiter  req/s (median of %s x %ss)\n' "$ROUNDS" "$DURATION"
 printf 'off      %s\non       %s\n' "$off" "$on"
 awk -v a="$off" -v b="$on" 'BEGIN { printf "cost     %.1f %%\n", (a - b) / a * 100 }'
+printf 'requests the limiter counted in its last "on" round: %.0f\n' "$seen"
