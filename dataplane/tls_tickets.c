@@ -78,6 +78,22 @@ uint64_t tls_tickets_generation(struct tls_tickets *k)
     return g;
 }
 
+/* Fetched once: an EVP_aes_256_cbc() handed to EncryptInit would be looked
+ * up again, under OpenSSL's locks, for every ticket of every handshake. */
+static EVP_CIPHER *ticket_cipher;
+static pthread_once_t ticket_cipher_once = PTHREAD_ONCE_INIT;
+
+static void ticket_cipher_fetch(void)
+{
+    ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+}
+
+static const EVP_CIPHER *cipher(void)
+{
+    pthread_once(&ticket_cipher_once, ticket_cipher_fetch);
+    return ticket_cipher != NULL ? ticket_cipher : EVP_aes_256_cbc();
+}
+
 static int key_setup(const struct ticket_key *key, unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
@@ -88,8 +104,8 @@ static int key_setup(const struct ticket_key *key, unsigned char *iv, EVP_CIPHER
     params[2] = OSSL_PARAM_construct_end();
     if (EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
-    int ok = enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv)
-                 : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv);
+    int ok = enc ? EVP_EncryptInit_ex2(cctx, cipher(), key->aes, iv, NULL)
+                 : EVP_DecryptInit_ex2(cctx, cipher(), key->aes, iv, NULL);
     return ok == 1 ? 0 : -1;
 }
 
@@ -121,7 +137,7 @@ int tls_tickets__step(struct tls_tickets *k, uint32_t period_s, unsigned char *n
             k->generation++;
             OPENSSL_cleanse(&fresh, sizeof(fresh));
         }
-        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(cipher())) != 1)
             goto out;
         memcpy(name, k->cur.name, TLS_TICKETS_NAME_LEN);
         rc = key_setup(&k->cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
