@@ -48,6 +48,11 @@ static int tls_list(struct lbctl *ctx, int argc, char **argv)
         return rc;
     if (ctx->json)
         return lbctl_emit_json(root);
+    if (json_array_size(json_object_get(root, "certificates")) == 0) {
+        printf("no certificates: no frontend of the active config has tls: true\n");
+        json_decref(root);
+        return LBCTL_EXIT_OK;
+    }
     struct table *t = table_new(7, headers);
     size_t i;
     json_t *c;
