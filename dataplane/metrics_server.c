@@ -195,17 +195,22 @@ static void render_tls(struct lb_prom *p, const struct snap *snap)
 {
     if (snap == NULL || snap->tls == NULL)
         return;
+    struct tls_stats *st = calloc(snap->n_frontends, sizeof(*st));
+    if (st == NULL) {
+        p->oom = true;
+        return;
+    }
+    for (uint32_t i = 0; i < snap->n_frontends; i++) {
+        if (snap->tls[i] != NULL)
+            tls_ctx_stats(snap->tls[i], &st[i]);
+    }
     lb_prom_family(p, "lb_tls_handshakes_total", "counter",
                    "Completed TLS handshakes, by protocol version.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->tls[i] == NULL)
-            continue;
-        struct tls_stats st;
-        tls_ctx_stats(snap->tls[i], &st);
-        for (int v = 0; v < TLS_VER_COUNT; v++) {
+        for (int v = 0; snap->tls[i] != NULL && v < TLS_VER_COUNT; v++) {
             struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
                                          {"version", tls_version_name((enum tls_version)v)}};
-            lb_prom_u64(p, "lb_tls_handshakes_total", l, 2, st.handshakes[v]);
+            lb_prom_u64(p, "lb_tls_handshakes_total", l, 2, st[i].handshakes[v]);
         }
     }
     lb_prom_family(p, "lb_tls_sessions_total", "counter",
@@ -213,34 +218,27 @@ static void render_tls(struct lb_prom *p, const struct snap *snap)
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
         if (snap->tls[i] == NULL)
             continue;
-        struct tls_stats st;
-        tls_ctx_stats(snap->tls[i], &st);
         struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name}, {"kind", "full"}};
-        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st.full);
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st[i].full);
         l[1].value = "resumed";
-        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st.resumed);
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st[i].resumed);
     }
     lb_prom_family(p, "lb_tls_handshake_errors_total", "counter",
                    "Failed TLS handshakes, by reason.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->tls[i] == NULL)
-            continue;
-        struct tls_stats st;
-        tls_ctx_stats(snap->tls[i], &st);
-        for (int e = 0; e < TLS_ERR_COUNT; e++) {
-            if (st.errors[e] == 0)
+        for (int e = 0; snap->tls[i] != NULL && e < TLS_ERR_COUNT; e++) {
+            if (st[i].errors[e] == 0)
                 continue;
             struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
                                          {"reason", tls_error_name((enum tls_error)e)}};
-            lb_prom_u64(p, "lb_tls_handshake_errors_total", l, 2, st.errors[e]);
+            lb_prom_u64(p, "lb_tls_handshake_errors_total", l, 2, st[i].errors[e]);
         }
     }
+    free(st);
     lb_prom_family(p, "lb_tls_cert_not_after_seconds", "gauge",
                    "When each served certificate expires (unix seconds).");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->tls[i] == NULL)
-            continue;
-        for (size_t k = 0; k < tls_ctx_cert_count(snap->tls[i]); k++) {
+        for (size_t k = 0; snap->tls[i] != NULL && k < tls_ctx_cert_count(snap->tls[i]); k++) {
             struct tls_cert_info ci;
             if (tls_ctx_cert_info(snap->tls[i], k, &ci) != 0)
                 continue;

@@ -917,11 +917,11 @@ char *e2e_raw(unsigned port, const void *req, size_t req_len, uint64_t ms, size_
 
 /* ---- backends and metrics ---------------------------------------------------- */
 
-long e2e_backend_stat(struct e2e *t, unsigned i, const char *key)
+/* The field <key> of the /stats answer of the lb-backend on <port>, or -1. */
+static long stat_at(unsigned port, const char *key)
 {
     struct e2e_resp r;
-    if (i >= t->nb ||
-        e2e_request(t->bport[i], "GET", "/stats", "Connection: close\r\n", NULL, 0, &r) != 0)
+    if (e2e_request(port, "GET", "/stats", "Connection: close\r\n", NULL, 0, &r) != 0)
         return -1;
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":", key);
@@ -931,10 +931,11 @@ long e2e_backend_stat(struct e2e *t, unsigned i, const char *key)
     return v;
 }
 
-char *e2e_scrape(struct e2e *t)
+/* The /metrics text served on <port> (caller frees), or NULL. */
+static char *scrape_at(unsigned port)
 {
     struct e2e_resp r;
-    if (e2e_request(t->mport, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
+    if (e2e_request(port, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
         return NULL;
     char *out = NULL;
     if (r.status == 200) {
@@ -943,6 +944,16 @@ char *e2e_scrape(struct e2e *t)
     }
     e2e_resp_free(&r);
     return out;
+}
+
+long e2e_backend_stat(struct e2e *t, unsigned i, const char *key)
+{
+    return i < t->nb ? stat_at(t->bport[i], key) : -1;
+}
+
+char *e2e_scrape(struct e2e *t)
+{
+    return scrape_at(t->mport);
 }
 
 static bool labels_match(const char *lb, size_t lb_len, const char *want)
@@ -1546,30 +1557,12 @@ const char *e2e_cp_backend_url(const struct e2e_cp *w, unsigned i)
 
 long e2e_cp_backend_stat(struct e2e_cp *w, unsigned i, const char *key)
 {
-    struct e2e_resp r;
-    if (i >= w->nb ||
-        e2e_request(w->bport[i], "GET", "/stats", "Connection: close\r\n", NULL, 0, &r) != 0)
-        return -1;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(r.body, pat);
-    long v = p ? strtol(p + strlen(pat), NULL, 10) : -1;
-    e2e_resp_free(&r);
-    return v;
+    return i < w->nb ? stat_at(w->bport[i], key) : -1;
 }
 
 char *e2e_cp_scrape(struct e2e_cp *w)
 {
-    struct e2e_resp r;
-    if (e2e_request(w->mport, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
-        return NULL;
-    char *out = NULL;
-    if (r.status == 200) {
-        out = r.body;
-        r.body = NULL;
-    }
-    e2e_resp_free(&r);
-    return out;
+    return scrape_at(w->mport);
 }
 
 #define LBCTL_MAX_ARGS 32
