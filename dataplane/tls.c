@@ -624,7 +624,13 @@ static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
                      EVP_MAC_CTX *hctx, int enc)
 {
     struct tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-    return tls_tickets__step(ctx->tickets, ctx->rotation_s, name, iv, cctx, hctx, enc);
+    int rc = tls_tickets__step(ctx->tickets, ctx->rotation_s, name, iv, cctx, hctx, enc);
+    /* A TLS 1.3 client uses a ticket once (RFC 8446, C.4), so a resumed
+     * handshake must hand out a fresh one or the client's next connection
+     * is a full handshake; OpenSSL only sends it when asked to renew. */
+    if (!enc && rc == 1 && SSL_version(ssl) == TLS1_3_VERSION)
+        rc = 2;
+    return rc;
 }
 
 /* ---- context life ------------------------------------------------------ */

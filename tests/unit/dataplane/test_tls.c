@@ -956,6 +956,44 @@ START_TEST(resume_across_reload_with_shared_keys)
 }
 END_TEST
 
+static bool same_ticket(SSL_SESSION *a, SSL_SESSION *b)
+{
+    const unsigned char *ta, *tb;
+    size_t la, lb;
+    SSL_SESSION_get0_ticket(a, &ta, &la);
+    SSL_SESSION_get0_ticket(b, &tb, &lb);
+    return la == lb && memcmp(ta, tb, la) == 0;
+}
+
+/* Each resumed TLS 1.3 handshake hands out a fresh ticket, so a client that
+ * uses every ticket once keeps resuming; TLS 1.2 tickets stay reusable. */
+START_TEST(resume_chain_gets_fresh_tickets)
+{
+    for (int v = 0; v < 2; v++) {
+        struct copts o = {.max_version = v ? TLS1_2_VERSION : 0};
+        struct cfg c;
+        cfg_init(&c);
+        struct tls_ctx *ctx = ctx_ok(&c, NULL);
+        SSL_CTX *cctx = client_ctx(&o);
+        SSL_SESSION *s = full_handshake(ctx, cctx);
+        for (int i = 0; i < 3; i++) {
+            SSL_SESSION *next = NULL;
+            ck_assert_msg(resumes(ctx, cctx, s, &next), "v%d: hop %d not resumed", v, i);
+            ck_assert_msg(v == 1 || !same_ticket(s, next), "hop %d: no fresh ticket", i);
+            SSL_SESSION_free(s);
+            s = next;
+        }
+        struct tls_stats st;
+        tls_ctx_stats(ctx, &st);
+        ck_assert_uint_eq(st.full, 1);
+        ck_assert_uint_eq(st.resumed, 3);
+        SSL_SESSION_free(s);
+        SSL_CTX_free(cctx);
+        tls_ctx_unref(ctx);
+    }
+}
+END_TEST
+
 static uint64_t fake_clock(void *arg)
 {
     return *(uint64_t *)arg;
@@ -1240,8 +1278,8 @@ static Suite *tls_suite(void)
           client_auth_verify_if_given, client_auth_require_and_verify, crl_refuses_revoked}},
         {"verify", {pins_accept_and_refuse, allow_lists_accept_and_refuse}},
         {"resume",
-         {resume_same_context, resume_mtls_keeps_identity, resume_across_reload_with_shared_keys,
-          ticket_keys_rotate}},
+         {resume_same_context, resume_chain_gets_fresh_tickets, resume_mtls_keeps_identity,
+          resume_across_reload_with_shared_keys, ticket_keys_rotate}},
         {"data",
          {data_round_trip_1mib, eof_without_close_notify_is_error, handshake_eof_and_abandoned,
           writev_retry_must_offer_the_pending_bytes, writev_coalesces_small_iovecs}},
