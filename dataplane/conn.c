@@ -1994,8 +1994,6 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr_storage *peer, 
         close(fd);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->w = w;
     struct tls_ctx *tls = v->snap->tls ? v->snap->tls[fe_index] : NULL;
     if (tls != NULL) {
