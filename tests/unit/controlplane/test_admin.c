@@ -494,10 +494,18 @@ END_TEST
 
 START_TEST(tcp_tokens)
 {
+    /* liveness needs no token; everything else does */
     struct resp r = request(true, NULL, "GET", "/health", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "status"), "ok");
+    resp_free(&r);
+    r = request(true, NULL, "POST", "/health", NULL, "{}");
     expect_error(&r, 401, "unauthorized");
     resp_free(&r);
-    r = request(true, "not-a-token", "GET", "/health", NULL, NULL);
+    r = request(true, NULL, "GET", "/metrics", NULL, NULL);
+    expect_error(&r, 401, "unauthorized");
+    resp_free(&r);
+    r = request(true, "not-a-token", "GET", "/api/v1/backends", NULL, NULL);
     expect_error(&r, 401, "unauthorized");
     resp_free(&r);
     r = request(true, RO_TOKEN, "GET", "/api/v1/backends", NULL, NULL);
