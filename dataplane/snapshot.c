@@ -457,6 +457,12 @@ int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets
         s->tls[i] = tls_ctx_new(cfg, tickets, &e);
         if (s->tls[i] == NULL)
             return lb_err_set(err, e.code ? e.code : LB_EINVAL, 0, "frontends[%u].%s", i, e.msg);
+        for (uint32_t j = 0; old != NULL && old->tls != NULL && j < old->n_frontends; j++) {
+            if (old->tls[j] != NULL && strcmp(old->frontends[j].name, s->frontends[i].name) == 0) {
+                tls_ctx_continue_counters(s->tls[i], old->tls[j]);
+                break;
+            }
+        }
     }
     return LB_OK;
 }

@@ -57,8 +57,10 @@ struct tls_strlist {
 };
 
 /* Handshake counters of a server or client context: relaxed atomics, bumped
- * by every worker. */
+ * by every worker. A server context's are shared, by reference, with the
+ * context that replaces it, so a frontend's counters survive reloads. */
 struct tls_counters {
+    atomic_int refs; /* server contexts only */
     _Atomic uint64_t handshakes[TLS_VER_COUNT];
     _Atomic uint64_t full;
     _Atomic uint64_t resumed;
@@ -78,7 +80,7 @@ struct tls_ctx {
     struct tls_strlist allow_cn, allow_dns, allow_uri;
     unsigned char (*pins)[SHA256_DIGEST_LENGTH];
     size_t n_pins;
-    struct tls_counters cnt;
+    struct tls_counters *cnt; /* one reference */
 };
 
 /* A session the client side may resume, per (SNI, verified name). */
@@ -635,8 +637,15 @@ static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
 
 /* ---- context life ------------------------------------------------------ */
 
+static void counters_unref(struct tls_counters *c)
+{
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free(c);
+}
+
 static void ctx_free(struct tls_ctx *ctx)
 {
+    counters_unref(ctx->cnt);
     SSL_CTX_free(ctx->ssl);
     tls_tickets_unref(ctx->tickets);
     for (size_t i = 0; i < ctx->n_certs; i++) {
@@ -761,9 +770,12 @@ struct tls_ctx *tls_ctx_new(const Lb__V1__Tls *cfg, struct tls_tickets *tickets,
     atomic_init(&ctx->refs, 1);
     ctx->rotation_s = cfg->ticket_rotation_s ? cfg->ticket_rotation_s : TLS_DEFAULT_ROTATION_S;
     ERR_clear_error();
+    ctx->cnt = calloc(1, sizeof(*ctx->cnt));
+    if (ctx->cnt != NULL)
+        atomic_init(&ctx->cnt->refs, 1);
     ctx->tickets = tickets ? tls_tickets_ref(tickets) : tls_tickets_new(NULL, NULL, err);
     ctx->certs = calloc(cfg->n_certificates, sizeof(*ctx->certs));
-    if (ctx->tickets == NULL || ctx->certs == NULL) {
+    if (ctx->cnt == NULL || ctx->tickets == NULL || ctx->certs == NULL) {
         lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS context");
         goto fail;
     }
@@ -819,7 +831,16 @@ static void counters_get(struct tls_counters *c, struct tls_stats *out)
 
 void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out)
 {
-    counters_get(&ctx->cnt, out);
+    counters_get(ctx->cnt, out);
+}
+
+void tls_ctx_continue_counters(struct tls_ctx *ctx, const struct tls_ctx *from)
+{
+    if (ctx->cnt == from->cnt)
+        return;
+    atomic_fetch_add_explicit(&from->cnt->refs, 1, memory_order_relaxed);
+    counters_unref(ctx->cnt);
+    ctx->cnt = from->cnt;
 }
 
 size_t tls_ctx_cert_count(const struct tls_ctx *ctx)
@@ -1369,7 +1390,7 @@ int tls_transport_init(struct transport *t, int fd, struct tls_ctx *ctx, struct 
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS connection");
     SSL_set_accept_state(c->ssl);
     c->ctx = tls_ctx_ref(ctx);
-    c->cnt = &ctx->cnt;
+    c->cnt = ctx->cnt;
     t->impl = c;
     return LB_OK;
 }

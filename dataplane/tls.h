@@ -136,6 +136,12 @@ void tls_ctx_unref(struct tls_ctx *ctx);
 /* Copies the context's counters into <out>. Any thread. */
 void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out);
 
+/* <ctx>, new and not yet handed to any connection, counts from now on into
+ * the counters of <from> (which it replaces), so a frontend's handshake
+ * counters stay monotonic across certificate reloads; connections still on
+ * <from> count there too. */
+void tls_ctx_continue_counters(struct tls_ctx *ctx, const struct tls_ctx *from);
+
 /* Number of certificates (= cfg->n_certificates). */
 size_t tls_ctx_cert_count(const struct tls_ctx *ctx);
 

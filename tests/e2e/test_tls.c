@@ -385,6 +385,11 @@ START_TEST(certificate_replaced_without_a_restart)
     served_cn(&old, cn, sizeof(cn));
     ck_assert_str_eq(cn, "a.example.com");
 
+    char *text = e2e_scrape(t);
+    double before = e2e_metric(text, "lb_tls_sessions_total", "kind=\"full\"");
+    free(text);
+    ck_assert(before >= 1);
+
     /* the default certificate becomes the ECDSA one */
     struct tls_setup next = {.default_cert = "srv-ec"};
     write_snapshot(t, &next, 2);
@@ -403,6 +408,12 @@ START_TEST(certificate_replaced_without_a_restart)
     /* the connection made before the change carries on */
     ck_assert_int_eq(tls_request(&old, "/", NULL, body, sizeof(body)), 200);
     tls_close(&old);
+    /* the frontend's counters went on from where they were */
+    text = e2e_scrape(t);
+    double after = e2e_metric(text, "lb_tls_sessions_total", "kind=\"full\"");
+    free(text);
+    ck_assert_msg(after >= before + 1, "full handshakes %.0f before the reload, %.0f after", before,
+                  after);
 
     /* a certificate that does not parse is refused: the last good one serves */
     struct tls_setup broken = {.default_cert = "srv-rsa", .garbage = true};

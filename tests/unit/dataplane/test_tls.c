@@ -994,6 +994,31 @@ START_TEST(resume_chain_gets_fresh_tickets)
 }
 END_TEST
 
+/* A context that replaces another counts on from its counters, and the old
+ * one's remaining connections count into the same ones. */
+START_TEST(counters_continue_across_contexts)
+{
+    struct cfg c;
+    cfg_init(&c);
+    struct tls_ctx *old = ctx_ok(&c, NULL);
+    ck_assert_int_eq(connect_once(old, NULL, "a.example.com", NULL), 1);
+    struct tls_ctx *fresh = ctx_ok(&c, NULL);
+    tls_ctx_continue_counters(fresh, old);
+    ck_assert_int_eq(connect_once(fresh, NULL, "a.example.com", NULL), 1);
+    ck_assert_int_eq(connect_once(old, NULL, "a.example.com", NULL), 1);
+    tls_ctx_unref(old);
+    ck_assert_int_eq(connect_once(fresh, NULL, "a.example.com", NULL), 1);
+    struct tls_stats st;
+    tls_ctx_stats(fresh, &st);
+    ck_assert_uint_eq(st.full, 4);
+    ck_assert_uint_eq(st.handshakes[TLS_VER_13], 4);
+    tls_ctx_continue_counters(fresh, fresh);
+    tls_ctx_stats(fresh, &st);
+    ck_assert_uint_eq(st.full, 4);
+    tls_ctx_unref(fresh);
+}
+END_TEST
+
 static uint64_t fake_clock(void *arg)
 {
     return *(uint64_t *)arg;
@@ -1278,8 +1303,8 @@ static Suite *tls_suite(void)
           client_auth_verify_if_given, client_auth_require_and_verify, crl_refuses_revoked}},
         {"verify", {pins_accept_and_refuse, allow_lists_accept_and_refuse}},
         {"resume",
-         {resume_same_context, resume_chain_gets_fresh_tickets, resume_mtls_keeps_identity,
-          resume_across_reload_with_shared_keys, ticket_keys_rotate}},
+         {resume_same_context, resume_chain_gets_fresh_tickets, counters_continue_across_contexts,
+          resume_mtls_keeps_identity, resume_across_reload_with_shared_keys, ticket_keys_rotate}},
         {"data",
          {data_round_trip_1mib, eof_without_close_notify_is_error, handshake_eof_and_abandoned,
           writev_retry_must_offer_the_pending_bytes, writev_coalesces_small_iovecs}},
