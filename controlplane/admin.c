@@ -378,11 +378,21 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
     /* <b> is an element of cp_config()'s backends; the reports are keyed by its index. */
     struct cp_backend_runtime rt;
     cp_backend_runtime(cp, (size_t)(b - cp_config(cp)->backends), admin_now_ms(), &rt);
-    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:s,s:I,s:I,s:I}", "id", b->id, "url", b->url,
-                     "weight", (json_int_t)b->weight, "state", config_backend_state_name(b->state),
-                     "health", health, "last_check_ms", last_check, "last_error", last_error,
-                     "breaker", rt.breaker, "requests", (json_int_t)rt.requests, "errors",
-                     (json_int_t)rt.errors, "effective_weight", (json_int_t)rt.effective_weight);
+    json_t *j =
+        json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o,s:s,s:I,s:I,s:I}", "id", b->id, "url", b->url,
+                  "weight", (json_int_t)b->weight, "state", config_backend_state_name(b->state),
+                  "health", health, "last_check_ms", last_check, "last_error", last_error,
+                  "breaker", rt.breaker, "requests", (json_int_t)rt.requests, "errors",
+                  (json_int_t)rt.errors, "effective_weight", (json_int_t)rt.effective_weight);
+    /* As written in the config ("" = the system store, the URL's host); an
+     * http:// backend has neither. */
+    if (j != NULL && b->https &&
+        (json_object_set_new(j, "caFile", json_string(b->ca_file ? b->ca_file : "")) != 0 ||
+         json_object_set_new(j, "sni", json_string(b->sni ? b->sni : "")) != 0)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
 }
 
 static json_t *version_json(const struct store_version *v, uint64_t active, bool content)
@@ -601,17 +611,31 @@ static void respond_backend(struct req *r, unsigned status, const char *id)
                            backend_json(cp, &cp_config(cp)->backends[i])));
 }
 
-/* Reads weight/state/url of a backend body into <chg>; false when answered. */
+/* String member <key> of <body> into <*out> (borrowed from <body>; left
+ * alone when absent); false when answered. */
+static bool read_str_field(struct req *r, json_t *body, const char *key, const char **out)
+{
+    json_t *v = json_object_get(body, key);
+    if (v == NULL)
+        return true;
+    if (!json_is_string(v)) {
+        respond_error(r, 400, "invalid_request", "%s must be a string", key);
+        return false;
+    }
+    *out = json_string_value(v);
+    return true;
+}
+
+/* Reads weight/state/url/caFile/sni of a backend body into <chg>; false
+ * when answered. caFile and sni are checked by the core with the config's
+ * rules (https only, a server name, a readable file). */
 static bool read_backend_fields(struct req *r, json_t *body, struct cp_backend_change *chg)
 {
     json_t *v;
-    if ((v = json_object_get(body, "url")) != NULL) {
-        if (!json_is_string(v)) {
-            respond_error(r, 400, "invalid_request", "url must be a string");
-            return false;
-        }
-        chg->url = json_string_value(v);
-    }
+    if (!read_str_field(r, body, "url", &chg->url) ||
+        !read_str_field(r, body, "caFile", &chg->ca_file) ||
+        !read_str_field(r, body, "sni", &chg->sni))
+        return false;
     if ((v = json_object_get(body, "weight")) != NULL) {
         if (!json_is_integer(v)) {
             respond_error(r, 400, "invalid_request", "weight must be an integer");
@@ -668,7 +692,8 @@ static bool write_start(struct req *r, bool json_body, json_t **body, struct cp_
 
 static void h_backends_add(struct req *r)
 {
-    static const char *const keys[] = {"url", "weight", "id", "state", "comment", NULL};
+    static const char *const keys[] = {"url",    "weight", "id",      "state",
+                                       "caFile", "sni",    "comment", NULL};
     json_t *body;
     struct cp_write w = {0};
     char comment[ADMIN_COMMENT_MAX + 1];
@@ -701,7 +726,7 @@ out:
 
 static void h_backend_update(struct req *r, const char *id)
 {
-    static const char *const keys[] = {"url", "weight", "state", "comment", NULL};
+    static const char *const keys[] = {"url", "weight", "state", "caFile", "sni", "comment", NULL};
     json_t *body;
     struct cp_write w = {0};
     char comment[ADMIN_COMMENT_MAX + 1];

@@ -1020,7 +1020,9 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     b->weight = chg->has_weight ? chg->weight : 1;
     b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
     if (set_str(&b->url, chg->url, err) != LB_OK || set_str(&b->host, "", err) != LB_OK ||
-        set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK) {
+        set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK ||
+        set_str(&b->ca_file, chg->ca_file ? chg->ca_file : "", err) != LB_OK ||
+        set_str(&b->sni, chg->sni ? chg->sni : "", err) != LB_OK) {
         config_free(ed);
         return LB_ENOMEM;
     }
@@ -1064,7 +1066,9 @@ int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_cha
         b->weight = chg->weight;
     if (chg->has_state)
         b->state = chg->state;
-    if (chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) {
+    if ((chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) ||
+        (chg->ca_file != NULL && set_str(&b->ca_file, chg->ca_file, err) != LB_OK) ||
+        (chg->sni != NULL && set_str(&b->sni, chg->sni, err) != LB_OK)) {
         config_free(ed);
         return LB_ENOMEM;
     }

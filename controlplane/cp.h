@@ -47,7 +47,8 @@ struct cp_write {
 };
 
 /* Fields of a backend add or update; unset fields keep their value (update)
- * or take the default (add: weight 1, state active, id from the URL). */
+ * or take the default (add: weight 1, state active, id from the URL, no
+ * caFile, no sni). */
 struct cp_backend_change {
     const char *id;  /* add only; NULL = derived "<host>-<port>" */
     const char *url; /* add: required; update: NULL = keep */
@@ -55,6 +56,11 @@ struct cp_backend_change {
     uint32_t weight;
     bool has_state;
     enum config_backend_state state;
+    const char *ca_file; /* https only: CA bundle verifying the backend, relative to the
+                          * config directory; NULL = keep (update) or "" (add); "" = the
+                          * system store */
+    const char *sni;     /* https only: server name sent and verified; NULL = keep
+                          * (update) or "" (add); "" = the URL's host when it is a name */
 };
 
 /* Opens the store at cfg->db_path, creates the publisher on <loop> and
@@ -105,12 +111,16 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
              struct config_diff **diff, struct lb_err *err);
 
 /* Adds a backend at the end of the list. LB_ECONFLICT when its id or URL is
- * already used. Fills *<version> and the new backend's index in cp_config()
+ * already used; LB_EINVAL naming the field when the config rules refuse it
+ * (caFile or sni on an http:// backend, sni not a server name, caFile not
+ * readable). Fills *<version> and the new backend's index in cp_config()
  * in *<index> (may be NULL). */
 int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
                    uint64_t *version, int *index, struct lb_err *err);
 
-/* Changes weight, state and/or url of backend <id>. LB_ENOTFOUND if unknown. */
+/* Changes weight, state, url, caFile and/or sni of backend <id>. LB_ENOTFOUND
+ * if unknown; LB_EINVAL as cp_backend_add() checks the result (a URL turned
+ * http:// while caFile or sni stays set is refused: clear them with ""). */
 int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
                       const struct cp_write *w, uint64_t *version, struct lb_err *err);
 

@@ -12,8 +12,10 @@ static const char backends_help[] =
     "Usage: lbctl backends list|add|update|remove|drain ...\n"
     "\n"
     "  list                 the backends with their state and health\n"
-    "  add URL              add a backend (--weight N --id ID --state S --comment TEXT)\n"
-    "  update ID            change --weight N, --state S, --url URL (--comment TEXT)\n"
+    "  add URL              add a backend (--weight N --id ID --state S --ca-file FILE\n"
+    "                       --sni NAME --comment TEXT)\n"
+    "  update ID            change --weight N, --state S, --url URL, --ca-file FILE,\n"
+    "                       --sni NAME (--comment TEXT)\n"
     "  remove ID            remove a backend (--comment TEXT)\n"
     "  drain ID             stop sending new requests to a backend (--comment TEXT)\n"
     "\n"
@@ -29,28 +31,43 @@ static const char list_help[] =
     "(GET /api/v1/backends). --json adds requests, errors and effective_weight.\n";
 
 static const char add_help[] =
-    "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--comment TEXT]\n"
-    "                              [--if-match VERSION] [--json]\n"
+    "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--ca-file FILE]\n"
+    "                              [--sni NAME] [--comment TEXT] [--if-match VERSION] [--json]\n"
     "\n"
-    "Adds the backend at URL (e.g. http://10.0.0.5:8080) to the active config as a new\n"
-    "config version (POST /api/v1/backends).\n"
+    "Adds the backend at URL (e.g. http://10.0.0.5:8080, or https://... to speak TLS to\n"
+    "it) to the active config as a new config version (POST /api/v1/backends).\n"
     "  --weight N          share of the traffic (default: the server's, 1)\n"
     "  --id ID             its name (default: chosen by the server)\n"
     "  --state S           active, draining or disabled (default active)\n"
+    "  --ca-file FILE      https only: CA bundle (PEM) that verifies the backend\n"
+    "                      (default: the system store). FILE is read by the control\n"
+    "                      plane, and a relative FILE is taken from its config\n"
+    "                      directory, not from here: give an absolute path\n"
+    "  --sni NAME          https only: server name sent and verified (default: the\n"
+    "                      URL's host when it is a name)\n"
     "  --comment TEXT      recorded with the new config version\n"
     "  --if-match VERSION  fail unless VERSION is the active config version\n";
 
 static const char update_help[] =
-    "Usage: lbctl backends update ID [--weight N] [--state S] [--url URL] [--comment TEXT]\n"
-    "                                [--if-match VERSION] [--json]\n"
+    "Usage: lbctl backends update ID [--weight N] [--state S] [--url URL] [--ca-file FILE]\n"
+    "                                [--sni NAME] [--comment TEXT] [--if-match VERSION]\n"
+    "                                [--json]\n"
     "\n"
     "Changes backend ID as a new config version (PUT /api/v1/backends/ID).\n"
-    "At least one of --weight, --state and --url is needed.\n"
+    "At least one of --weight, --state, --url, --ca-file and --sni is needed.\n"
     "  --weight N          share of the traffic\n"
     "  --state S           active, draining or disabled\n"
     "  --url URL           where the backend listens\n"
+    "  --ca-file FILE      https only: CA bundle (PEM) that verifies the backend;\n"
+    "                      '' = the system store. FILE is read by the control plane,\n"
+    "                      and a relative FILE is taken from its config directory,\n"
+    "                      not from here: give an absolute path\n"
+    "  --sni NAME          https only: server name sent and verified; '' = the URL's\n"
+    "                      host when it is a name\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n"
+    "Turning an https:// URL into http:// needs --ca-file '' and --sni '' when they\n"
+    "are set.\n";
 
 static const char remove_help[] =
     "Usage: lbctl backends remove ID [--comment TEXT] [--if-match VERSION] [--json]\n"
@@ -143,6 +160,8 @@ enum {
     A_WEIGHT,
     A_ID,
     A_STATE,
+    A_CA_FILE,
+    A_SNI,
     A_COMMENT,
     A_IF_MATCH,
     A_COUNT
@@ -151,6 +170,8 @@ enum {
     U_WEIGHT,
     U_STATE,
     U_URL,
+    U_CA_FILE,
+    U_SNI,
     U_COMMENT,
     U_IF_MATCH,
     U_COUNT
@@ -163,6 +184,8 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
         [A_WEIGHT] = {"weight", true, NULL, false},
         [A_ID] = {"id", true, NULL, false},
         [A_STATE] = {"state", true, NULL, false},
+        [A_CA_FILE] = {"ca-file", true, NULL, false},
+        [A_SNI] = {"sni", true, NULL, false},
         [A_COMMENT] = {"comment", true, NULL, false},
         [A_IF_MATCH] = {"if-match", true, NULL, false},
     };
@@ -191,6 +214,8 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
          (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
         (o[A_ID].set && (rc = lbctl_set_str(verb, body, "id", o[A_ID].value))) ||
         (o[A_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[A_STATE].value))) ||
+        (o[A_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[A_CA_FILE].value))) ||
+        (o[A_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[A_SNI].value))) ||
         (o[A_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[A_COMMENT].value)))) {
         json_decref(body);
         return rc;
@@ -227,6 +252,8 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         [U_WEIGHT] = {"weight", true, NULL, false},
         [U_STATE] = {"state", true, NULL, false},
         [U_URL] = {"url", true, NULL, false},
+        [U_CA_FILE] = {"ca-file", true, NULL, false},
+        [U_SNI] = {"sni", true, NULL, false},
         [U_COMMENT] = {"comment", true, NULL, false},
         [U_IF_MATCH] = {"if-match", true, NULL, false},
     };
@@ -237,8 +264,9 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     if (npos != 1)
         return lbctl_usage(verb, "missing the backend's ID");
-    if (!o[U_WEIGHT].set && !o[U_STATE].set && !o[U_URL].set)
-        return lbctl_usage(verb, "nothing to change: give --weight, --state or --url");
+    if (!o[U_WEIGHT].set && !o[U_STATE].set && !o[U_URL].set && !o[U_CA_FILE].set && !o[U_SNI].set)
+        return lbctl_usage(verb,
+                           "nothing to change: give --weight, --state, --url, --ca-file or --sni");
     long long weight = 0;
     if ((o[U_WEIGHT].set &&
          (rc = lbctl_parse_int(verb, "--weight", o[U_WEIGHT].value, 0, WEIGHT_MAX, &weight))) ||
@@ -258,6 +286,8 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
          (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
         (o[U_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[U_STATE].value))) ||
         (o[U_URL].set && (rc = lbctl_set_str(verb, body, "url", o[U_URL].value))) ||
+        (o[U_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[U_CA_FILE].value))) ||
+        (o[U_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[U_SNI].value))) ||
         (o[U_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[U_COMMENT].value)))) {
         json_decref(body);
         free(path);

@@ -23,7 +23,7 @@ static const char help_text[] =
     "  status                     control plane health, active version, data planes in sync\n"
     "  backends list              the backends with their state and health\n"
     "  backends add URL           add a backend\n"
-    "  backends update ID         change a backend's weight, state or URL\n"
+    "  backends update ID         change a backend's weight, state, URL, CA file or SNI\n"
     "  backends remove ID         remove a backend\n"
     "  backends drain ID          stop sending new requests to a backend\n"
     "  config get                 the active (or an earlier) config as YAML\n"

@@ -3,7 +3,9 @@
  * a new generation of the same version with the new fingerprint; a corrupt
  * replacement is refused (`lbctl tls reload` exits 1 with the reason) and the
  * old certificate stays listed; a config whose key does not match is refused
- * by name. Certificates are made by the openssl CLI in the world's dir. */
+ * by name. An https:// backend added with `lbctl backends add --ca-file
+ * --sni` is reached over verified TLS. Certificates are made by the openssl
+ * CLI in the world's dir. */
 #include "e2e.h"
 
 #include <check.h>
@@ -159,11 +161,128 @@ START_TEST(reload_publishes_and_refuses)
 }
 END_TEST
 
+/* One GET / through <w>'s frontend on a new connection: the status (-1 when
+ * nothing came back), the body in <body>. */
+static int front_get(struct e2e_cp *w, char *body, size_t bodysz)
+{
+    struct e2e_resp r;
+    if (e2e_request(e2e_cp_frontend_port(w), "GET", "/", NULL, NULL, 0, &r) != 0)
+        return -1;
+    int st = r.status;
+    snprintf(body, bodysz, "%s", r.body ? r.body : "");
+    e2e_resp_free(&r);
+    return st;
+}
+
+/* Polls front_get() until it answers <status>, at most e2e_timeout_ms(). */
+static bool front_answers(struct e2e_cp *w, int status, char *body, size_t bodysz)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (front_get(w, body, bodysz) != status) {
+        if (e2e_now_ms() >= deadline)
+            return false;
+        e2e_sleep_ms(50);
+    }
+    return true;
+}
+
+/* World <tls> serves its backend b0 on an HTTPS frontend (certificate for
+ * backend.test from its own CA); world <w> adds that frontend as an https://
+ * backend with --ca-file and --sni and loses its own b0, so every answer it
+ * gives came through verified TLS. */
+START_TEST(https_backend_added_by_lbctl)
+{
+    struct e2e_cp_opts o = {.backends = 1, .dataplanes = 1};
+    struct e2e_cp *tls = e2e_cp_start(&o);
+    sh(tls, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+            "-out ca.pem -days 30 -subj /CN=e2e-CA && "
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
+            "-out leaf.csr -subj /CN=backend.test && "
+            "printf 'subjectAltName=DNS:backend.test\\n' > leaf.ext && "
+            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 30 "
+            "-extfile leaf.ext -out cert.pem");
+    char dir[512], path[600], ca[600];
+    e2e_cp_path(tls, "", dir, sizeof(dir));
+    e2e_cp_path(tls, "tls.yaml", path, sizeof(path));
+    e2e_cp_path(tls, "ca.pem", ca, sizeof(ca));
+    unsigned tls_port = e2e_free_port();
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "frontends:\n"
+            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
+            "backends:\n"
+            "  - {id: b0, url: \"%s\"}\n"
+            "metrics: {enabled: false}\n"
+            "ssl:\n"
+            "  certFile: %s/cert.pem\n"
+            "  keyFile: %s/key.pem\n",
+            tls_port, e2e_cp_backend_url(tls, 0), dir, dir);
+    ck_assert_int_eq(fclose(f), 0);
+    struct e2e_cmd r;
+    ck_assert_msg(e2e_cp_lbctl(tls, &r, "config", "apply", path, NULL) == 0, "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(tls, 1, NULL), 0);
+
+    struct e2e_cp *w = e2e_cp_start(&o);
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", tls_port);
+    ck_assert_msg(e2e_cp_lbctl(w, &r, "backends", "add", url, "--id", "secure", "--ca-file", ca,
+                               "--sni", "backend.test", NULL) == 0,
+                  "%s", r.err);
+    ck_assert_msg(strstr(r.out, "added backend secure") != NULL, "%s", r.out);
+    e2e_cmd_free(&r);
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "--json", "backends", "list", NULL), 0);
+    char want[700];
+    snprintf(want, sizeof(want), "\"caFile\": \"%s\"", ca);
+    ck_assert_msg(strstr(r.out, want) != NULL, "%s", r.out);
+    ck_assert_msg(strstr(r.out, "\"sni\": \"backend.test\"") != NULL, "%s", r.out);
+    e2e_cmd_free(&r);
+    ck_assert_msg(e2e_cp_lbctl(w, &r, "backends", "remove", "b0", NULL) == 0, "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), 0);
+
+    long before = e2e_cp_backend_stat(tls, 0, "requests");
+    char body[64];
+    ck_assert_msg(front_answers(w, 200, body, sizeof(body)), "no answer through TLS");
+    ck_assert_str_eq(body, "b0");
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(front_get(w, body, sizeof(body)), 200);
+        ck_assert_str_eq(body, "b0");
+    }
+    ck_assert_int_ge(e2e_cp_backend_stat(tls, 0, "requests"), before + 6);
+
+    /* A name the certificate does not carry: the handshake is refused. */
+    ck_assert_msg(
+        e2e_cp_lbctl(w, &r, "backends", "update", "secure", "--sni", "wrong.test", NULL) == 0, "%s",
+        r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), 0);
+    ck_assert_msg(front_answers(w, 502, body, sizeof(body)), "a wrong name was not refused");
+
+    /* The config's rules come back as lbctl's one-line error. */
+    ck_assert_int_eq(
+        e2e_cp_lbctl(w, &r, "backends", "add", "http://127.0.0.1:1", "--sni", "x.test", NULL), 1);
+    ck_assert_msg(strstr(r.err, "sni applies only to https:// backends") != NULL, "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "backends", "update", "secure", "--ca-file",
+                                  "/nonexistent/ca.pem", NULL),
+                     1);
+    ck_assert_msg(strstr(r.err, "cannot read \"/nonexistent/ca.pem\"") != NULL, "%s", r.err);
+    e2e_cmd_free(&r);
+    e2e_cp_stop(w);
+    e2e_cp_stop(tls);
+}
+END_TEST
+
 static Suite *tls_cp_suite(void)
 {
     Suite *s = suite_create("tls_cp");
     TCase *tc = e2e_tcase("reload");
     tcase_add_test(tc, reload_publishes_and_refuses);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("https_backend");
+    tcase_add_test(tc, https_backend_added_by_lbctl);
     suite_add_tcase(s, tc);
     return s;
 }

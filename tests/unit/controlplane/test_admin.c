@@ -368,6 +368,119 @@ START_TEST(backend_routes)
 }
 END_TEST
 
+/* A self-signed CA certificate at <tmpdir>/ca.pem, made with the openssl CLI. */
+static void make_ca(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout ca.key -out ca.pem -days 30 -subj /CN=Test-CA >/dev/null 2>&1",
+             tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static json_int_t active_version(void)
+{
+    struct resp r = req_unix("GET", "/health", NULL, NULL);
+    json_int_t v = jint(r.json, "active_version");
+    resp_free(&r);
+    return v;
+}
+
+/* Expects a 400 invalid_config whose message holds <part>. */
+static void expect_config_error(struct resp *r, const char *part)
+{
+    expect_error(r, 400, "invalid_config");
+    const char *msg = jstr(json_object_get(r->json, "error"), "message");
+    ck_assert_msg(strstr(msg, part) != NULL, "\"%s\" not in \"%s\"", part, msg);
+}
+
+START_TEST(backend_tls_fields)
+{
+    make_ca();
+    /* caFile is relative to the config's directory (the bootstrap file's). */
+    struct resp r = req_unix("POST", "/api/v1/backends", NULL,
+                             "{\"url\": \"https://127.0.0.1:9443\", \"id\": \"s\", "
+                             "\"caFile\": \"ca.pem\", \"sni\": \"backend.test\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    json_t *b = json_object_get(r.json, "backend");
+    ck_assert_str_eq(jstr(b, "caFile"), "ca.pem");
+    ck_assert_str_eq(jstr(b, "sni"), "backend.test");
+    resp_free(&r);
+
+    /* http:// backends show neither key; https:// ones show both, "" = default. */
+    r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": \"https://localhost:9444\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "caFile"), "");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "sni"), "");
+    resp_free(&r);
+    r = req_unix("GET", "/api/v1/backends/a", NULL, NULL);
+    ck_assert_ptr_null(json_object_get(json_object_get(r.json, "backend"), "caFile"));
+    ck_assert_ptr_null(json_object_get(json_object_get(r.json, "backend"), "sni"));
+    resp_free(&r);
+
+    /* Refusals name the field and change nothing. */
+    ck_assert_int_eq(active_version(), 3);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"http://127.0.0.1:9010\", \"sni\": \"x.test\"}");
+    expect_config_error(&r, "sni applies only to https:// backends");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"https://127.0.0.1:9011\", \"caFile\": \"/nonexistent/ca.pem\"}");
+    expect_config_error(&r, "caFile: cannot read \"/nonexistent/ca.pem\"");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"https://127.0.0.1:9012\", \"sni\": \"bad name\"}");
+    expect_config_error(&r, "sni: \"bad name\" is not a server name");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"https://127.0.0.1:9013\", \"caFile\": 5}");
+    expect_error(&r, 400, "invalid_request");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "message"), "caFile must be a string");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/s", NULL, "{\"sni\": null}");
+    expect_error(&r, 400, "invalid_request");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "message"), "sni must be a string");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"caFile\": \"ca.pem\"}");
+    expect_config_error(&r, "caFile applies only to https:// backends");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/s", NULL, "{\"url\": \"http://127.0.0.1:9443\"}");
+    expect_config_error(&r, "caFile applies only to https:// backends");
+    resp_free(&r);
+    ck_assert_int_eq(active_version(), 3);
+
+    /* sni alone; caFile stays. */
+    r = req_unix("PUT", "/api/v1/backends/s", NULL, "{\"sni\": \"other.test\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    b = json_object_get(r.json, "backend");
+    ck_assert_str_eq(jstr(b, "sni"), "other.test");
+    ck_assert_str_eq(jstr(b, "caFile"), "ca.pem");
+    resp_free(&r);
+
+    /* "" clears. */
+    r = req_unix("PUT", "/api/v1/backends/s", NULL, "{\"caFile\": \"\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    b = json_object_get(r.json, "backend");
+    ck_assert_str_eq(jstr(b, "caFile"), "");
+    ck_assert_str_eq(jstr(b, "sni"), "other.test");
+    resp_free(&r);
+
+    /* To http:// in one request that also clears them. */
+    r = req_unix("PUT", "/api/v1/backends/s", NULL,
+                 "{\"url\": \"http://127.0.0.1:9443\", \"sni\": \"\", \"caFile\": \"\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_int_eq(jint(r.json, "version"), 6);
+    b = json_object_get(r.json, "backend");
+    ck_assert_str_eq(jstr(b, "url"), "http://127.0.0.1:9443");
+    ck_assert_ptr_null(json_object_get(b, "caFile"));
+    ck_assert_ptr_null(json_object_get(b, "sni"));
+    resp_free(&r);
+}
+END_TEST
+
 START_TEST(config_routes)
 {
     struct resp r = req_unix("GET", "/api/v1/config", NULL, NULL);
@@ -724,6 +837,7 @@ static Suite *admin_suite(void)
     } cases[] = {
         {"health_metrics", health_and_metrics},
         {"backends", backend_routes},
+        {"backend_tls", backend_tls_fields},
         {"config", config_routes},
         {"dataplanes", dataplanes_listed},
         {"tcp_tokens", tcp_tokens},

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -303,6 +304,142 @@ START_TEST(rejected_changes_change_nothing)
     ck_assert_int_eq(cp_backend_update(cp, "a", &w2, &fresh, &v, &err), LB_OK);
     ck_assert_uint_eq(v, 2);
     free(f.snap);
+    cp_free(cp);
+}
+END_TEST
+
+static const Lb__V1__Backend *snap_backend(const Lb__V1__Snapshot *s, const char *id)
+{
+    for (size_t i = 0; i < s->n_backends; i++)
+        if (strcmp(s->backends[i]->id, id) == 0)
+            return s->backends[i];
+    ck_abort_msg("no backend %s in the snapshot", id);
+    return NULL;
+}
+
+/* A self-signed CA certificate at <tmpdir>/ca.pem; its size in bytes. */
+static size_t make_ca(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout ca.key -out ca.pem -days 30 -subj /CN=Test-CA >/dev/null 2>&1",
+             tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/ca.pem", tmpdir);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (size_t)st.st_size;
+}
+
+START_TEST(backend_tls_fields)
+{
+    size_t ca_size = make_ca();
+    struct cp *cp = open_cp(boot);
+    struct lb_err err = {0};
+    uint64_t v = 0;
+    int idx = -1;
+
+    /* caFile relative to the config's directory (the bootstrap file's). */
+    struct cp_backend_change add = {
+        .id = "s", .url = "https://127.0.0.1:9443", .ca_file = "ca.pem", .sni = "backend.test"};
+    ck_assert_msg(cp_backend_add(cp, &add, &writer, &v, &idx, &err) == LB_OK, "%s", err.msg);
+    ck_assert_uint_eq(v, 2);
+    const struct config_backend *b = &cp_config(cp)->backends[idx];
+    ck_assert(b->https);
+    ck_assert_str_eq(b->ca_file, "ca.pem");
+    ck_assert_str_eq(b->sni, "backend.test");
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    const Lb__V1__Backend *sb = snap_backend(s, "s");
+    ck_assert(sb->tls);
+    ck_assert_str_eq(sb->sni, "backend.test");
+    ck_assert_uint_eq(sb->ca_pem.len, ca_size);
+    ck_assert(memcmp(sb->ca_pem.data, "-----BEGIN CERTIFICATE-----", 27) == 0);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    struct store_version *sv = NULL;
+    ck_assert_int_eq(cp_version_get(cp, v, &sv, NULL), LB_OK);
+    ck_assert_ptr_nonnull(strstr(sv->content, "caFile: \"ca.pem\""));
+    store_version_free(sv);
+
+    /* Defaults: no caFile (the system store), sni from the URL's host. */
+    struct cp_backend_change plain = {.id = "t", .url = "https://localhost:9444"};
+    ck_assert_msg(cp_backend_add(cp, &plain, &writer, &v, &idx, &err) == LB_OK, "%s", err.msg);
+    ck_assert_str_eq(cp_config(cp)->backends[idx].ca_file, "");
+    ck_assert_str_eq(cp_config(cp)->backends[idx].sni, "");
+    s = snapshot_of(cp);
+    ck_assert_str_eq(snap_backend(s, "t")->sni, "localhost");
+    ck_assert_uint_eq(snap_backend(s, "t")->ca_pem.len, 0);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+
+    struct frozen f;
+    freeze(cp, &f);
+    struct cp_backend_change http_sni = {.url = "http://127.0.0.1:9010", .sni = "x.test"};
+    ck_assert_int_eq(cp_backend_add(cp, &http_sni, &writer, &v, NULL, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "sni applies only to https:// backends") != NULL, "%s", err.msg);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change no_ca = {.url = "https://127.0.0.1:9011",
+                                      .ca_file = "/nonexistent/ca.pem"};
+    ck_assert_int_eq(cp_backend_add(cp, &no_ca, &writer, &v, NULL, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "caFile") != NULL &&
+                      strstr(err.msg, "cannot read \"/nonexistent/ca.pem\"") != NULL,
+                  "%s", err.msg);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change bad_sni = {.sni = "not a name"};
+    ck_assert_int_eq(cp_backend_update(cp, "s", &bad_sni, &writer, &v, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "sni: \"not a name\" is not a server name") != NULL, "%s",
+                  err.msg);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change ip_sni = {.sni = "127.0.0.1"};
+    ck_assert_int_eq(cp_backend_update(cp, "s", &ip_sni, &writer, &v, &err), LB_EINVAL);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change to_http = {.url = "http://127.0.0.1:9443"};
+    ck_assert_int_eq(cp_backend_update(cp, "s", &to_http, &writer, &v, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "caFile applies only to https:// backends") != NULL, "%s",
+                  err.msg);
+    expect_frozen(cp, &f);
+
+    struct cp_backend_change http_a = {.ca_file = "ca.pem"};
+    ck_assert_int_eq(cp_backend_update(cp, "a", &http_a, &writer, &v, &err), LB_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "caFile"));
+    expect_frozen(cp, &f);
+    free(f.snap);
+
+    /* sni alone; caFile stays. */
+    struct cp_backend_change sni_only = {.sni = "other.test"};
+    ck_assert_msg(cp_backend_update(cp, "s", &sni_only, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    b = &cp_config(cp)->backends[cp_backend_find(cp, "s")];
+    ck_assert_str_eq(b->sni, "other.test");
+    ck_assert_str_eq(b->ca_file, "ca.pem");
+
+    /* "" clears caFile; the snapshot then carries no CA. */
+    struct cp_backend_change clear_ca = {.ca_file = ""};
+    ck_assert_msg(cp_backend_update(cp, "s", &clear_ca, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    b = &cp_config(cp)->backends[cp_backend_find(cp, "s")];
+    ck_assert_str_eq(b->ca_file, "");
+    ck_assert_str_eq(b->sni, "other.test");
+    s = snapshot_of(cp);
+    ck_assert_uint_eq(snap_backend(s, "s")->ca_pem.len, 0);
+    ck_assert_str_eq(snap_backend(s, "s")->sni, "other.test");
+    lb__v1__snapshot__free_unpacked(s, NULL);
+
+    /* To http:// while sni is set: refused, unless the same change clears it. */
+    ck_assert_int_eq(cp_backend_update(cp, "s", &to_http, &writer, &v, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "sni applies only to https:// backends") != NULL, "%s", err.msg);
+    struct cp_backend_change to_http_clear = {
+        .url = "http://127.0.0.1:9443", .ca_file = "", .sni = ""};
+    ck_assert_msg(cp_backend_update(cp, "s", &to_http_clear, &writer, &v, &err) == LB_OK, "%s",
+                  err.msg);
+    b = &cp_config(cp)->backends[cp_backend_find(cp, "s")];
+    ck_assert(!b->https);
+    ck_assert_str_eq(b->sni, "");
+    s = snapshot_of(cp);
+    ck_assert(!snap_backend(s, "s")->tls);
+    lb__v1__snapshot__free_unpacked(s, NULL);
     cp_free(cp);
 }
 END_TEST
@@ -597,6 +734,7 @@ static Suite *cp_suite(void)
         {"empty", no_bootstrap_starts_empty},
         {"mutations", each_mutation_makes_one_version},
         {"rejected", rejected_changes_change_nothing},
+        {"backend_tls", backend_tls_fields},
         {"store_failure", store_failure_changes_nothing},
         {"rollback", rollback_restores_weights},
         {"restart", restart_keeps_version_and_raises_generation},
