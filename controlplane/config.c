@@ -1098,6 +1098,9 @@ static size_t bindex_put(struct bindex *x, const struct config_backend *bs, size
     }
 }
 
+static int check_pem(struct dec *d, const struct cnode *n, const char *path, const char *key,
+                     const char *file, bool crl);
+
 static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struct bindex *by_id,
                           struct bindex *by_server)
 {
@@ -1138,7 +1141,8 @@ static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struc
         child_path(p, sizeof(p), path, "sni");
         return derr(d, sni_n, p, "\"%.64s\" is not a server name", b->sni);
     }
-    if ((rc = check_file(d, ca_n, path, "caFile", b->ca_file)) != LB_OK)
+    if ((rc = check_file(d, ca_n, path, "caFile", b->ca_file)) != LB_OK ||
+        (rc = check_pem(d, ca_n, path, "caFile", b->ca_file, false)) != LB_OK)
         return rc;
     if (b->id == NULL) {
         char buf[300];

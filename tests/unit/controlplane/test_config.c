@@ -508,6 +508,17 @@ START_TEST(checked_parse_names_the_line)
                                    false, &err),
                      LB_EINVAL);
     ck_assert_msg(strncmp(err.msg, "config.yaml:8:11: ssl.caFile: ", 30) == 0, "%s", err.msg);
+    /* A backend's caFile too: a readable file that holds no certificate. */
+    ck_assert_int_eq(parse_checked("frontends:\n  - port: 8080\nbackends:\n"
+                                   "  - {url: \"https://b.test\", caFile: real.key}\n",
+                                   false, &err),
+                     LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "config.yaml:4:37: backends[0].caFile: ", 38) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(parse_checked("frontends:\n  - port: 8080\nbackends:\n"
+                                   "  - {url: \"https://b.test\", caFile: real.pem}\n",
+                                   false, &err),
+                     LB_OK);
     /* JSON names the path. */
     const char *json = "{\"frontends\":[{\"port\":8443,\"tls\":true}],"
                        "\"backends\":[{\"url\":\"http://a:1\"}],"

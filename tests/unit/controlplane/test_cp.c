@@ -387,6 +387,23 @@ START_TEST(backend_tls_fields)
                   "%s", err.msg);
     expect_frozen(cp, &f);
 
+    /* Readable, but no certificate in it: refused before anything is stored. */
+    char junk[512];
+    snprintf(junk, sizeof(junk), "%s/junk.pem", tmpdir);
+    FILE *jf = fopen(junk, "w");
+    ck_assert_ptr_nonnull(jf);
+    fputs("not a certificate\n", jf);
+    fclose(jf);
+    struct cp_backend_change junk_ca = {.url = "https://127.0.0.1:9012", .ca_file = "junk.pem"};
+    ck_assert_int_eq(cp_backend_add(cp, &junk_ca, &writer, &v, NULL, &err), LB_EINVAL);
+    ck_assert_msg(strncmp(err.msg, "backends[", 9) == 0 && strstr(err.msg, "].caFile: ") != NULL,
+                  "%s", err.msg);
+    expect_frozen(cp, &f);
+    struct cp_backend_change junk_update = {.ca_file = "junk.pem"};
+    ck_assert_int_eq(cp_backend_update(cp, "s", &junk_update, &writer, &v, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "caFile") != NULL, "%s", err.msg);
+    expect_frozen(cp, &f);
+
     struct cp_backend_change bad_sni = {.sni = "not a name"};
     ck_assert_int_eq(cp_backend_update(cp, "s", &bad_sni, &writer, &v, &err), LB_EINVAL);
     ck_assert_msg(strstr(err.msg, "sni: \"not a name\" is not a server name") != NULL, "%s",
