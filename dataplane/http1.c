@@ -37,6 +37,7 @@ struct ctx {
     bool have_te;       /* a Transfer-Encoding header was seen */
     bool te_last_chunk; /* the last transfer coding so far is "chunked" */
     bool te_chunked;    /* "chunked" appeared in the codings */
+    bool te_other;      /* a coding other than "chunked" appeared */
     bool ka_token;      /* a Connection header lists keep-alive */
     bool have_conn;     /* a Connection header lists at least one token */
     bool expect_bad;    /* an Expect value other than 100-continue (HTTP/1.1) */
@@ -315,6 +316,7 @@ static int on_transfer_encoding(struct ctx *x, struct http1_slice v)
         if (!is_token(e, n))
             return refuse(x, 400, "invalid transfer coding");
         x->te_last_chunk = SLICE_IS(e, n, "chunked");
+        x->te_other = x->te_other || !x->te_last_chunk;
         if (x->te_last_chunk) {
             if (x->te_chunked)
                 return refuse(x, 400, "chunked applied more than once");
@@ -623,6 +625,10 @@ int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
             return refuse(&x, 400, "Transfer-Encoding in HTTP/1.0");
         if (!x.te_last_chunk)
             return refuse(&x, 400, "final transfer coding is not chunked");
+        /* RFC 9112 §6.1: a coding the server does not understand gets 501;
+         * the origin behind us may not understand it either */
+        if (x.te_other)
+            return refuse(&x, 501, "transfer coding other than chunked");
         msg->framing = HTTP1_BODY_CHUNKED;
     } else if (x.have_cl) {
         msg->framing = HTTP1_BODY_LENGTH;

@@ -27,6 +27,8 @@ static const struct bad_case cases[] = {
      REQ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
          "chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
      400},
+    {"unknown_transfer_coding",
+     REQ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), 501},
     {"obs_fold", REQ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n"), 400},
     {"space_before_colon", REQ("GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n"), 400},
     {"bare_cr", REQ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n"), 400},
