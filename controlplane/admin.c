@@ -527,7 +527,10 @@ static void h_metrics(struct req *r)
 /* GET /api/v1/tls -> {"certificates": [{"name", "frontend", "subject", "sans",
  * "fingerprint_sha256", "not_before", "not_after" (ms), "expires_in_days",
  * "status": "ok|expiring|expired"}] (each served certificate for each TLS
- * frontend), "reloads", "reload_errors", "last_reload": null | {"at_ms",
+ * frontend), "backend_cas": [{"backend", "file", "subject", "not_before",
+ * "not_after" (ms), "expires_in_days", "fingerprint_sha256", "status"}] (the
+ * caFile of each https:// backend naming one, described by its first
+ * certificate), "reloads", "reload_errors", "last_reload": null | {"at_ms",
  * "generation", "detail"}, "last_error": null | "..."} */
 static void h_tls_get(struct req *r)
 {
@@ -558,15 +561,28 @@ static void h_tls_get(struct req *r)
                                  tlscheck_status_name(tlscheck_status_at(&c->info, now))));
         }
     }
+    json_t *cas = json_array();
+    for (size_t i = 0; st.bundle != NULL && i < st.bundle->n_backend_cas; i++) {
+        const struct tlscheck_backend_ca *ca = &st.bundle->backend_cas[i];
+        int64_t left = ca->info.not_after_ms - now;
+        json_array_append_new(
+            cas, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "backend", ca->backend, "file",
+                           ca->file.name, "subject", ca->info.subject, "not_before",
+                           (json_int_t)ca->info.not_before_ms, "not_after",
+                           (json_int_t)ca->info.not_after_ms, "expires_in_days",
+                           (json_int_t)(left > 0 ? left / 86400000 : 0), "fingerprint_sha256",
+                           ca->info.fingerprint, "status",
+                           tlscheck_status_name(tlscheck_status_at(&ca->info, now))));
+    }
     json_t *last =
         st.last_reload_ms == 0
             ? json_null()
             : json_pack("{s:I,s:I,s:s}", "at_ms", (json_int_t)st.last_reload_ms, "generation",
                         (json_int_t)st.last_reload_generation, "detail", st.last_reload);
     respond_json(r, 200,
-                 json_pack("{s:o,s:I,s:I,s:o,s:o}", "certificates", certs, "reloads",
-                           (json_int_t)st.reloads, "reload_errors", (json_int_t)st.reload_errors,
-                           "last_reload", last, "last_error",
+                 json_pack("{s:o,s:o,s:I,s:I,s:o,s:o}", "certificates", certs, "backend_cas", cas,
+                           "reloads", (json_int_t)st.reloads, "reload_errors",
+                           (json_int_t)st.reload_errors, "last_reload", last, "last_error",
                            st.last_error[0] ? json_string(st.last_error) : json_null()));
 }
 

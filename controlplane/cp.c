@@ -376,29 +376,32 @@ static bool has_tls(const struct config *cfg)
     return false;
 }
 
-/* Makes <snap> (built from <cfg> by reading the files) carry validated bytes:
- * the files as they are when they pass the checks, else the bytes served so
- * far when they name the same files. *<out> receives the bundle to serve
- * (caller owns; NULL without TLS). Fails only when nothing valid exists. */
-static int tls_adopt(struct cp *cp, const struct config *cfg, const char *base_dir,
-                     Lb__V1__Snapshot *snap, struct tlscheck_bundle **out, struct lb_err *err)
+static bool has_ca_file(const struct config_backend *b)
 {
-    *out = NULL;
-    if (!has_tls(cfg))
-        return LB_OK;
-    struct tlscheck_bundle *b = NULL;
-    struct lb_err e = {0};
-    if (tlscheck_bundle_load(&cfg->ssl, base_dir, now_unix_ms(), &b, &e) == LB_OK) {
-        int rc = tlscheck_bundle_patch(b, snap, err);
-        if (rc != LB_OK)
-            tlscheck_bundle_free(b);
-        else
-            *out = b;
-        return rc;
-    }
-    /* Same ssl section, broken files: the served bytes stay. */
-    bool same = cp->tls != NULL && cp->cfg != NULL && cp->cfg->ssl.present &&
-                cp->tls_base != NULL && strcmp(cp->tls_base, base_dir ? base_dir : "") == 0 &&
+    return b->https && b->ca_file != NULL && b->ca_file[0] != '\0';
+}
+
+/* True when <cfg> has TLS files to read: a TLS frontend's ssl section or
+ * the caFile of an https:// backend. */
+static bool has_tls_files(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_backends; i++)
+        if (has_ca_file(&cfg->backends[i]))
+            return true;
+    return has_tls(cfg);
+}
+
+/* True when the served bundle was read under <base_dir>. */
+static bool same_base(const struct cp *cp, const char *base_dir)
+{
+    return cp->tls != NULL && cp->tls_base != NULL &&
+           strcmp(cp->tls_base, base_dir ? base_dir : "") == 0;
+}
+
+/* True when the served bundle holds the files of <cfg>'s ssl section. */
+static bool same_ssl(const struct cp *cp, const struct config *cfg, const char *base_dir)
+{
+    bool same = same_base(cp, base_dir) && cp->cfg != NULL && has_tls(cp->cfg) &&
                 strcmp(cp->cfg->ssl.cert_file, cfg->ssl.cert_file) == 0 &&
                 strcmp(cp->cfg->ssl.key_file, cfg->ssl.key_file) == 0 &&
                 strcmp(cp->cfg->ssl.ca_file, cfg->ssl.ca_file) == 0 &&
@@ -409,37 +412,111 @@ static int tls_adopt(struct cp *cp, const struct config *cfg, const char *base_d
             strcmp(cp->cfg->ssl.certificates[i].cert_file, cfg->ssl.certificates[i].cert_file) ==
                 0 &&
             strcmp(cp->cfg->ssl.certificates[i].key_file, cfg->ssl.certificates[i].key_file) == 0;
-    if (!same) {
-        if (err != NULL)
-            *err = e;
-        return e.code != LB_OK ? e.code : LB_EINVAL;
-    }
-    lb_log(LB_LOG_ERROR, "tls_files_refused", "%s; the previously validated files keep serving",
-           e.msg);
-    snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
-    return tlscheck_bundle_patch(cp->tls, snap, err);
+    return same;
 }
 
-/* Every file path of <cfg>'s ssl section, resolved against <base>. */
+static void tls_refused(struct cp *cp, const struct lb_err *e)
+{
+    lb_log(LB_LOG_ERROR, "tls_files_refused", "%s; the previously validated files keep serving",
+           e->msg);
+    snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e->msg);
+}
+
+/* Reads and validates every TLS file of <cfg> (paths relative to
+ * <base_dir>): the ssl section when a frontend has TLS, the caFile of every
+ * https:// backend. *<out> receives the bundle (caller owns; NULL when <cfg>
+ * has no TLS file). With <keep_served>, a refused file that the served
+ * bundle holds under the same name (the same ssl section; the same backend
+ * with the same caFile) leaves its served bytes in the bundle, and the
+ * refusal is logged and kept for the API; otherwise the first refusal fails
+ * with <err> naming the file (and the backend). */
+static int tls_load(struct cp *cp, const struct config *cfg, const char *base_dir, bool keep_served,
+                    struct tlscheck_bundle **out, struct lb_err *err)
+{
+    *out = NULL;
+    if (!has_tls_files(cfg))
+        return LB_OK;
+    struct tlscheck_bundle *b = NULL;
+    struct lb_err e = {0};
+    int rc = tlscheck_bundle_load(has_tls(cfg) ? &cfg->ssl : NULL, base_dir, now_unix_ms(), &b, &e);
+    if (rc != LB_OK && keep_served && same_ssl(cp, cfg, base_dir)) {
+        tls_refused(cp, &e);
+        rc = tlscheck_bundle_copy_ssl(cp->tls, &b, &e);
+    }
+    for (size_t i = 0; rc == LB_OK && i < cfg->n_backends; i++) {
+        const struct config_backend *cb = &cfg->backends[i];
+        if (!has_ca_file(cb))
+            continue;
+        rc = tlscheck_bundle_add_backend_ca(b, cb->id, cb->ca_file, base_dir, &e);
+        const struct tlscheck_backend_ca *old = keep_served && same_base(cp, base_dir)
+                                                    ? tlscheck_bundle_backend_ca(cp->tls, cb->id)
+                                                    : NULL;
+        if (rc != LB_OK && old != NULL && strcmp(old->file.name, cb->ca_file) == 0) {
+            tls_refused(cp, &e);
+            rc = tlscheck_bundle_copy_backend_ca(b, old, &e);
+        }
+    }
+    if (rc != LB_OK) {
+        tlscheck_bundle_free(b);
+        if (err != NULL)
+            *err = e;
+        return rc;
+    }
+    *out = b;
+    return LB_OK;
+}
+
+/* Makes <snap> (built from <cfg> by reading the files) carry validated bytes:
+ * the files as they are when they pass the checks, else the bytes served so
+ * far for the same files (tls_load()). *<out> receives the bundle to serve
+ * (caller owns; NULL without TLS files). Fails only when nothing valid
+ * exists. */
+static int tls_adopt(struct cp *cp, const struct config *cfg, const char *base_dir,
+                     Lb__V1__Snapshot *snap, struct tlscheck_bundle **out, struct lb_err *err)
+{
+    int rc = tls_load(cp, cfg, base_dir, true, out, err);
+    if (rc != LB_OK || *out == NULL)
+        return rc;
+    if ((rc = tlscheck_bundle_patch(*out, snap, err)) != LB_OK) {
+        tlscheck_bundle_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* Appends <name> resolved against <base> to <paths> (room for it). */
+static void watch_add(char **paths, size_t *n, const char *base, const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return;
+    if (name[0] == '/' || base == NULL || base[0] == '\0')
+        paths[*n] = strdup(name);
+    else if (asprintf(&paths[*n], "%s/%s", base, name) < 0)
+        paths[*n] = NULL;
+    if (paths[*n] != NULL)
+        (*n)++;
+}
+
+/* Every TLS file path of <cfg> (ssl section, backend caFiles), resolved
+ * against <base>. */
 static void tls_watch(struct cp *cp, const struct config *cfg, const char *base)
 {
     const struct config_ssl *ssl = &cfg->ssl;
-    size_t n = 0, cap = 4 + 2 * ssl->n_certificates;
+    size_t n = 0, cap = 4 + 2 * ssl->n_certificates + cfg->n_backends;
     char **paths = calloc(cap, sizeof(*paths));
-    const char *names[] = {ssl->cert_file, ssl->key_file, ssl->ca_file, ssl->crl_file};
-    for (size_t i = 0; paths != NULL && has_tls(cfg) && i < cap; i++) {
-        const char *name = i < 4 ? names[i]
-                                 : (i % 2 == 0 ? ssl->certificates[(i - 4) / 2].cert_file
-                                               : ssl->certificates[(i - 4) / 2].key_file);
-        if (name == NULL || name[0] == '\0')
-            continue;
-        if (name[0] == '/' || base == NULL || base[0] == '\0')
-            paths[n] = strdup(name);
-        else if (asprintf(&paths[n], "%s/%s", base, name) < 0)
-            paths[n] = NULL;
-        if (paths[n] != NULL)
-            n++;
+    if (paths != NULL && has_tls(cfg)) {
+        watch_add(paths, &n, base, ssl->cert_file);
+        watch_add(paths, &n, base, ssl->key_file);
+        watch_add(paths, &n, base, ssl->ca_file);
+        watch_add(paths, &n, base, ssl->crl_file);
+        for (size_t i = 0; i < ssl->n_certificates; i++) {
+            watch_add(paths, &n, base, ssl->certificates[i].cert_file);
+            watch_add(paths, &n, base, ssl->certificates[i].key_file);
+        }
     }
+    for (size_t i = 0; paths != NULL && i < cfg->n_backends; i++)
+        if (has_ca_file(&cfg->backends[i]))
+            watch_add(paths, &n, base, cfg->backends[i].ca_file);
     struct lb_err e = {0};
     if (paths == NULL || certwatch_set(cp->certwatch, (const char *const *)paths, n, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "certwatch_failed", "certificate files are not watched: %s",
@@ -470,7 +547,13 @@ void cp_tls_status(const struct cp *cp, struct cp_tls_status *out)
     out->bundle = cp->tls;
 }
 
-/* "cert.pem changed, fingerprint ab.. -> cd..; key.pem changed" */
+static const char *base_name(const char *name)
+{
+    return strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+}
+
+/* "cert.pem changed, fingerprint ab.. -> cd..; key.pem changed; ca-api.pem
+ * of backend api changed, fingerprint 12.. -> 34.." */
 static void describe_reload(const struct tlscheck_bundle *old, const struct tlscheck_bundle *b,
                             char *buf, size_t size)
 {
@@ -481,29 +564,41 @@ static void describe_reload(const struct tlscheck_bundle *old, const struct tlsc
         const struct tlscheck_file *o = tlscheck_bundle_file(old, f->name);
         if (o != NULL && memcmp(o->sha256, f->sha256, 32) == 0)
             continue;
-        const char *base = strrchr(f->name, '/') ? strrchr(f->name, '/') + 1 : f->name;
-        off += (size_t)snprintf(buf + off, size - off, "%s%s changed", off ? "; " : "", base);
+        off += (size_t)snprintf(buf + off, size - off, "%s%s changed", off ? "; " : "",
+                                base_name(f->name));
         for (size_t c = 0; c < b->n_certs && off < size; c++)
             if (b->certs[c].cert == f && old != NULL && c < old->n_certs)
                 off +=
                     (size_t)snprintf(buf + off, size - off, ", fingerprint %.16s -> %.16s",
                                      old->certs[c].info.fingerprint, b->certs[c].info.fingerprint);
     }
+    for (size_t i = 0; i < b->n_backend_cas && off < size; i++) {
+        const struct tlscheck_backend_ca *ca = &b->backend_cas[i];
+        const struct tlscheck_backend_ca *o = tlscheck_bundle_backend_ca(old, ca->backend);
+        if (o != NULL && strcmp(o->file.name, ca->file.name) == 0 &&
+            memcmp(o->file.sha256, ca->file.sha256, 32) == 0)
+            continue;
+        off += (size_t)snprintf(buf + off, size - off, "%s%s of backend %s changed",
+                                off ? "; " : "", base_name(ca->file.name), ca->backend);
+        if (o != NULL && off < size)
+            off += (size_t)snprintf(buf + off, size - off, ", fingerprint %.16s -> %.16s",
+                                    o->info.fingerprint, ca->info.fingerprint);
+    }
 }
 
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err)
 {
     *reloaded = false;
-    if (cp->cfg == NULL || !has_tls(cp->cfg) || cp->snap == NULL)
+    if (cp->cfg == NULL || !has_tls_files(cp->cfg) || cp->snap == NULL)
         return LB_OK;
     struct tlscheck_bundle *b = NULL;
     struct lb_err e = {0};
-    int rc = tlscheck_bundle_load(&cp->cfg->ssl, cp->tls_base, now_unix_ms(), &b, &e);
+    int rc = tls_load(cp, cp->cfg, cp->tls_base, false, &b, &e);
     if (rc != LB_OK) {
         cp->tls_st.reload_errors++;
         snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
-        lb_log(LB_LOG_ERROR, "tls_reload_refused", "%s; the previous certificate keeps serving",
-               e.msg);
+        lb_log(LB_LOG_ERROR, "tls_reload_refused",
+               "%s; the previously validated files keep serving", e.msg);
         if (err != NULL)
             *err = e;
         return rc;
@@ -612,10 +707,8 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     snap->config_version = number;
     snap->generation = gen;
     size_t len = lb__v1__snapshot__pack(snap, buf);
-    bool keep_tls = tls == NULL && has_tls(cfg); /* refused files: the served ones stay */
     install(cp, cfg, hash, number, gen, buf, len);
-    if (!keep_tls)
-        tls_install(cp, tls, base_dir);
+    tls_install(cp, tls, base_dir);
     health_resync(cp, snap);
     snapbuild_free(snap);
     if (version != NULL)

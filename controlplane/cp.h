@@ -162,15 +162,17 @@ int cp_diff(struct cp *cp, uint64_t from, uint64_t to, struct config_diff **out,
             struct lb_err *err);
 
 /* ---- TLS certificates ---------------------------------------------------
- * The files of the active ssl section are read and validated as a whole
- * (tlscheck bundle) when a version becomes active and whenever certwatch sees
- * one change (debounced). A valid set with new contents is published as a new
- * generation of the same config version, with an audit row "tls.reload" by
- * "certwatch"; an invalid set is refused: the previous bytes keep serving
- * (also in snapshots built later for other changes), the error is logged,
+ * The TLS files of the active config (the ssl section when a frontend has
+ * TLS, the caFile of every https:// backend) are read and validated as a
+ * whole (tlscheck bundle) when a version becomes active and whenever
+ * certwatch sees one change (debounced). A valid set with new contents is
+ * published as a new generation of the same config version, with an audit
+ * row "tls.reload" by "certwatch"; an invalid set is refused: the previous
+ * bytes keep serving (also in snapshots built later for other changes, for
+ * the same ssl section or the same backend and caFile), the error is logged,
  * counted and kept for the API until a reload succeeds. */
 struct cp_tls_status {
-    const struct tlscheck_bundle *bundle; /* serving now (borrowed); NULL = no TLS */
+    const struct tlscheck_bundle *bundle; /* serving now (borrowed); NULL = no TLS file */
     uint64_t reloads;                     /* successful reloads */
     uint64_t reload_errors;               /* refused sets */
     int64_t last_reload_ms;               /* 0 = never */
@@ -182,11 +184,12 @@ struct cp_tls_status {
 /* The TLS state, borrowed until the next mutation or reload. */
 void cp_tls_status(const struct cp *cp, struct cp_tls_status *out);
 
-/* Re-reads and validates every file of the active ssl section now. LB_OK
- * with *<reloaded> true and a new generation when their contents changed and
- * are valid, false when nothing changed (or there is no TLS); LB_EINVAL or
- * LB_ESYS when the new files are refused (the old ones keep serving), LB_ENOMEM,
- * LB_ESTORE. */
+/* Re-reads and validates every TLS file of the active config now (ssl
+ * section, backend caFiles). LB_OK with *<reloaded> true and a new
+ * generation when their contents changed and are all valid, false when
+ * nothing changed (or there is no TLS file); LB_EINVAL or LB_ESYS when the
+ * new files are refused (the message names the file, and the backend for a
+ * caFile; the old ones keep serving), LB_ENOMEM, LB_ESTORE. */
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
 
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */

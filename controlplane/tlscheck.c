@@ -402,6 +402,13 @@ void tlscheck_bundle_free(struct tlscheck_bundle *b)
     }
     free(b->files);
     free(b->certs);
+    for (size_t i = 0; i < b->n_backend_cas; i++) {
+        free(b->backend_cas[i].backend);
+        free(b->backend_cas[i].file.name);
+        free(b->backend_cas[i].file.path);
+        free(b->backend_cas[i].file.data);
+    }
+    free(b->backend_cas);
     free(b);
 }
 
@@ -411,6 +418,20 @@ const struct tlscheck_file *tlscheck_bundle_file(const struct tlscheck_bundle *b
         if (strcmp(b->files[i].name, name) == 0)
             return &b->files[i];
     return NULL;
+}
+
+static void resolve(const char *base_dir, const char *name, char *path, size_t size)
+{
+    if (name[0] == '/' || base_dir == NULL || base_dir[0] == '\0')
+        snprintf(path, size, "%s", name);
+    else
+        snprintf(path, size, "%s/%s", base_dir, name);
+}
+
+static void file_sha256(struct tlscheck_file *f)
+{
+    unsigned int mdlen = 0;
+    EVP_Digest(f->data, f->len, f->sha256, &mdlen, EVP_sha256(), NULL);
 }
 
 /* Index of <name> among the bundle's files, read on first use; -1 on error. */
@@ -427,10 +448,7 @@ static ssize_t bundle_add(struct tlscheck_bundle *b, size_t cap, const char *bas
     struct tlscheck_file *f = &b->files[b->n_files];
     memset(f, 0, sizeof(*f));
     char path[4096];
-    if (name[0] == '/' || base_dir == NULL || base_dir[0] == '\0')
-        snprintf(path, sizeof(path), "%s", name);
-    else
-        snprintf(path, sizeof(path), "%s/%s", base_dir, name);
+    resolve(base_dir, name, path, sizeof(path));
     f->name = strdup(name);
     f->path = strdup(path);
     if (f->name == NULL || f->path == NULL) {
@@ -444,14 +462,18 @@ static ssize_t bundle_add(struct tlscheck_bundle *b, size_t cap, const char *bas
         free(f->path);
         return -1;
     }
-    unsigned int mdlen = 0;
-    EVP_Digest(f->data, f->len, f->sha256, &mdlen, EVP_sha256(), NULL);
+    file_sha256(f);
     return (ssize_t)b->n_files++;
 }
 
 int tlscheck_bundle_load(const struct config_ssl *ssl, const char *base_dir, int64_t now_ms,
                          struct tlscheck_bundle **out, struct lb_err *err)
 {
+    if (ssl == NULL) {
+        if ((*out = calloc(1, sizeof(**out))) == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        return LB_OK;
+    }
     size_t ncerts = ssl->n_certificates + (ssl->cert_file[0] ? 1 : 0);
     size_t cap = 2 * ncerts + 2;
     struct tlscheck_bundle *b = calloc(1, sizeof(*b));
@@ -537,7 +559,130 @@ bool tlscheck_bundle_same(const struct tlscheck_bundle *a, const struct tlscheck
         if (strcmp(a->files[i].name, b->files[i].name) != 0 ||
             memcmp(a->files[i].sha256, b->files[i].sha256, 32) != 0)
             return false;
+    if (a->n_backend_cas != b->n_backend_cas)
+        return false;
+    for (size_t i = 0; i < a->n_backend_cas; i++) {
+        const struct tlscheck_backend_ca *x = &a->backend_cas[i], *y = &b->backend_cas[i];
+        if (strcmp(x->backend, y->backend) != 0 || strcmp(x->file.name, y->file.name) != 0 ||
+            memcmp(x->file.sha256, y->file.sha256, 32) != 0)
+            return false;
+    }
     return true;
+}
+
+/* Fills <dst> with copies of <src>'s strings and bytes; -1 when out of
+ * memory (then <dst> holds nothing). */
+static int file_copy(struct tlscheck_file *dst, const struct tlscheck_file *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->name = strdup(src->name);
+    dst->path = strdup(src->path);
+    dst->data = malloc(src->len + 1);
+    if (dst->name == NULL || dst->path == NULL || dst->data == NULL) {
+        free(dst->name);
+        free(dst->path);
+        free(dst->data);
+        memset(dst, 0, sizeof(*dst));
+        return -1;
+    }
+    memcpy(dst->data, src->data, src->len);
+    dst->data[src->len] = '\0';
+    dst->len = src->len;
+    memcpy(dst->sha256, src->sha256, sizeof(dst->sha256));
+    return 0;
+}
+
+int tlscheck_bundle_copy_ssl(const struct tlscheck_bundle *src, struct tlscheck_bundle **out,
+                             struct lb_err *err)
+{
+    struct tlscheck_bundle *b = calloc(1, sizeof(*b));
+    bool ok = b != NULL;
+    if (ok && src->n_files > 0)
+        ok = (b->files = calloc(src->n_files, sizeof(*b->files))) != NULL;
+    if (ok && src->n_certs > 0)
+        ok = (b->certs = calloc(src->n_certs, sizeof(*b->certs))) != NULL;
+    for (size_t i = 0; ok && i < src->n_files; i++)
+        if ((ok = file_copy(&b->files[i], &src->files[i]) == 0))
+            b->n_files++;
+    if (!ok) {
+        tlscheck_bundle_free(b);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    /* The certificates point into files[]: the same indexes in the copy. */
+    for (size_t i = 0; i < src->n_certs; i++) {
+        b->certs[i] = src->certs[i];
+        b->certs[i].cert = &b->files[src->certs[i].cert - src->files];
+        b->certs[i].key = &b->files[src->certs[i].key - src->files];
+    }
+    b->n_certs = src->n_certs;
+    b->ca = src->ca != NULL ? &b->files[src->ca - src->files] : NULL;
+    b->crl = src->crl != NULL ? &b->files[src->crl - src->files] : NULL;
+    *out = b;
+    return LB_OK;
+}
+
+/* Appends <ca> to <b>, which takes it; on LB_ENOMEM <ca> is freed. */
+static int backend_ca_append(struct tlscheck_bundle *b, struct tlscheck_backend_ca *ca,
+                             struct lb_err *err)
+{
+    struct tlscheck_backend_ca *n =
+        ca->backend != NULL && ca->file.name != NULL && ca->file.path != NULL
+            ? realloc(b->backend_cas, (b->n_backend_cas + 1) * sizeof(*n))
+            : NULL;
+    if (n == NULL) {
+        free(ca->backend);
+        free(ca->file.name);
+        free(ca->file.path);
+        free(ca->file.data);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    b->backend_cas = n;
+    b->backend_cas[b->n_backend_cas++] = *ca;
+    return LB_OK;
+}
+
+int tlscheck_bundle_add_backend_ca(struct tlscheck_bundle *b, const char *backend, const char *name,
+                                   const char *base_dir, struct lb_err *err)
+{
+    struct tlscheck_backend_ca ca = {0};
+    char path[4096];
+    resolve(base_dir, name, path, sizeof(path));
+    struct lb_err e = {0};
+    int rc = tlscheck_read_file(path, &ca.file.data, &ca.file.len, &e);
+    if (rc == LB_OK)
+        rc = tlscheck_ca(path, ca.file.data, ca.file.len, &e);
+    if (rc == LB_OK)
+        rc = tlscheck_cert_info(path, ca.file.data, ca.file.len, &ca.info, &e);
+    if (rc != LB_OK) {
+        free(ca.file.data);
+        if (rc == LB_ENOMEM)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory reading %s", path);
+        return lb_err_set(err, rc, e.sys_errno, "backend %s caFile: %s", backend, e.msg);
+    }
+    file_sha256(&ca.file);
+    ca.backend = strdup(backend);
+    ca.file.name = strdup(name);
+    ca.file.path = strdup(path);
+    return backend_ca_append(b, &ca, err);
+}
+
+int tlscheck_bundle_copy_backend_ca(struct tlscheck_bundle *b, const struct tlscheck_backend_ca *ca,
+                                    struct lb_err *err)
+{
+    struct tlscheck_backend_ca c = {.info = ca->info};
+    if (file_copy(&c.file, &ca->file) != 0)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    c.backend = strdup(ca->backend);
+    return backend_ca_append(b, &c, err);
+}
+
+const struct tlscheck_backend_ca *tlscheck_bundle_backend_ca(const struct tlscheck_bundle *b,
+                                                             const char *backend)
+{
+    for (size_t i = 0; b != NULL && backend != NULL && i < b->n_backend_cas; i++)
+        if (strcmp(b->backend_cas[i].backend, backend) == 0)
+            return &b->backend_cas[i];
+    return NULL;
 }
 
 static int copy_bytes(ProtobufCBinaryData *dst, const struct tlscheck_file *f)
@@ -566,8 +711,16 @@ int tlscheck_bundle_patch(const struct tlscheck_bundle *b, Lb__V1__Snapshot *sna
                               "frontend %s has %zu certificates, the files name %zu",
                               snap->frontends[i]->name, tls->n_certificates, b->n_certs);
     }
-    /* Copies first, so that running out of memory leaves <snap> as it was. */
-    size_t per = 2 * b->n_certs + 2, total = per * snap->n_frontends;
+    for (size_t i = 0; i < snap->n_backends; i++) {
+        const Lb__V1__Backend *be = snap->backends[i];
+        if (be->ca_pem.len > 0 && tlscheck_bundle_backend_ca(b, be->id) == NULL)
+            return lb_err_set(err, LB_EINVAL, 0, "backend %s carries a CA the files do not name",
+                              be->id);
+    }
+    /* Copies first, so that running out of memory leaves <snap> as it was:
+     * per frontend, <per> buffers; then one per backend. */
+    size_t per = 2 * b->n_certs + 2, nfe = per * snap->n_frontends;
+    size_t total = nfe + snap->n_backends;
     ProtobufCBinaryData *nb = calloc(total ? total : 1, sizeof(*nb));
     if (nb == NULL)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
@@ -580,6 +733,10 @@ int tlscheck_bundle_patch(const struct tlscheck_bundle *b, Lb__V1__Snapshot *sna
             ok = copy_bytes(&d[2 * c], b->certs[c].cert) == 0 &&
                  copy_bytes(&d[2 * c + 1], b->certs[c].key) == 0;
         ok = ok && copy_bytes(&d[per - 2], b->ca) == 0 && copy_bytes(&d[per - 1], b->crl) == 0;
+    }
+    for (size_t i = 0; ok && i < snap->n_backends; i++) {
+        const struct tlscheck_backend_ca *ca = tlscheck_bundle_backend_ca(b, snap->backends[i]->id);
+        ok = ca == NULL || copy_bytes(&nb[nfe + i], &ca->file) == 0;
     }
     if (!ok) {
         for (size_t i = 0; i < total; i++)
@@ -602,6 +759,13 @@ int tlscheck_bundle_patch(const struct tlscheck_bundle *b, Lb__V1__Snapshot *sna
         free(tls->crl_pem.data);
         tls->ca_pem = d[per - 2];
         tls->crl_pem = d[per - 1];
+    }
+    for (size_t i = 0; i < snap->n_backends; i++) {
+        Lb__V1__Backend *be = snap->backends[i];
+        if (tlscheck_bundle_backend_ca(b, be->id) == NULL)
+            continue;
+        free(be->ca_pem.data);
+        be->ca_pem = nb[nfe + i];
     }
     free(nb);
     return LB_OK;

@@ -2,8 +2,9 @@
  * with OpenSSL 3 before the data plane ever sees it: certificates and keys
  * parse, every key matches its certificate, a chain given in certFile is in
  * order, dates are valid, CA bundles and CRLs parse, SPKI pins are 32-byte
- * SHA-256 values. A bundle is the whole ssl section read from disk at once,
- * validated, fingerprinted, and able to replace the bytes of a snapshot.
+ * SHA-256 values. A bundle is the TLS material of a config read from disk at
+ * once (the ssl section and the caFile of every https:// backend), validated,
+ * fingerprinted, and able to replace the bytes of a snapshot.
  *
  * Nothing here keeps global state; any thread may call any function on
  * distinct objects. Messages name the file and the reason. */
@@ -119,37 +120,74 @@ struct tlscheck_bundle_cert {
     struct tlscheck_cert_info info;
 };
 
+/* The caFile of one https:// backend: the CA bundle that verifies it. */
+struct tlscheck_backend_ca {
+    char *backend;                  /* backend id */
+    struct tlscheck_file file;      /* owned: the file and its contents */
+    struct tlscheck_cert_info info; /* its first certificate */
+};
+
 struct tlscheck_bundle {
-    struct tlscheck_file *files; /* every distinct path, in config order */
+    struct tlscheck_file *files; /* every distinct path of the ssl section, in config order */
     size_t n_files;
     struct tlscheck_bundle_cert *certs;
     size_t n_certs;
-    const struct tlscheck_file *ca;  /* NULL = no caFile */
-    const struct tlscheck_file *crl; /* NULL = no crlFile */
+    const struct tlscheck_file *ca;          /* NULL = no caFile */
+    const struct tlscheck_file *crl;         /* NULL = no crlFile */
+    struct tlscheck_backend_ca *backend_cas; /* backends naming a caFile, in config order */
+    size_t n_backend_cas;
 };
 
 /* Reads every file <ssl> names (paths relative to <base_dir>, NULL = cwd)
  * and checks them all at <now_ms> as tlscheck_pair(), tlscheck_ca() and
- * tlscheck_crl() do. LB_OK with *<out> owned by the caller
+ * tlscheck_crl() do; <ssl> NULL (no TLS frontend) gives a bundle without
+ * files or certificates. Backend CAs are added by
+ * tlscheck_bundle_add_backend_ca(). LB_OK with *<out> owned by the caller
  * (tlscheck_bundle_free()), LB_ESYS (unreadable file), LB_EINVAL (the first
  * problem, naming the file), LB_ENOMEM. */
 int tlscheck_bundle_load(const struct config_ssl *ssl, const char *base_dir, int64_t now_ms,
                          struct tlscheck_bundle **out, struct lb_err *err);
 
+/* A new bundle holding copies of <src>'s ssl files and certificates, and no
+ * backend CA. LB_OK with *<out> owned by the caller, or LB_ENOMEM. */
+int tlscheck_bundle_copy_ssl(const struct tlscheck_bundle *src, struct tlscheck_bundle **out,
+                             struct lb_err *err);
+
+/* Reads file <name> (relative to <base_dir>, NULL = cwd), the caFile of
+ * backend <backend>, checks it as tlscheck_ca() does and appends it to
+ * <b>'s backend CAs. LB_OK; LB_ESYS (unreadable) or LB_EINVAL with a
+ * message naming the backend and the file ("backend api caFile:
+ * /etc/lb/ca.pem holds no PEM certificate"), LB_ENOMEM; on failure <b> is
+ * unchanged. */
+int tlscheck_bundle_add_backend_ca(struct tlscheck_bundle *b, const char *backend, const char *name,
+                                   const char *base_dir, struct lb_err *err);
+
+/* Appends a copy of <ca> (another bundle's) to <b>'s backend CAs. LB_OK or
+ * LB_ENOMEM (<b> unchanged). */
+int tlscheck_bundle_copy_backend_ca(struct tlscheck_bundle *b, const struct tlscheck_backend_ca *ca,
+                                    struct lb_err *err);
+
+/* The CA of backend <backend> in <b>, or NULL (<b> may be NULL). */
+const struct tlscheck_backend_ca *tlscheck_bundle_backend_ca(const struct tlscheck_bundle *b,
+                                                             const char *backend);
+
 /* Frees <b>; NULL is a no-op. */
 void tlscheck_bundle_free(struct tlscheck_bundle *b);
 
-/* True when <a> and <b> name the same files with the same contents. */
+/* True when <a> and <b> name the same files with the same contents, and the
+ * same backends the same CA files with the same contents. */
 bool tlscheck_bundle_same(const struct tlscheck_bundle *a, const struct tlscheck_bundle *b);
 
 /* The file of <b> named <name> (as configured), or NULL. */
 const struct tlscheck_file *tlscheck_bundle_file(const struct tlscheck_bundle *b, const char *name);
 
 /* Replaces the PEM bytes of every TLS frontend of <snap> (certificates,
- * ca_pem, crl_pem) with <b>'s. <snap> must have been built from the ssl
- * section <b> was loaded from, and its byte buffers malloc'd (built or
+ * ca_pem, crl_pem) and the ca_pem of every backend <b> holds a CA for (by
+ * backend id) with <b>'s. <snap> must have been built from the
+ * config <b> was loaded from, and its byte buffers malloc'd (built or
  * unpacked with the default allocator). LB_OK, LB_EINVAL when the
- * certificates do not line up, LB_ENOMEM (then <snap> is unchanged). */
+ * certificates do not line up or a backend carries a CA <b> does not hold,
+ * LB_ENOMEM (then <snap> is unchanged). */
 int tlscheck_bundle_patch(const struct tlscheck_bundle *b, Lb__V1__Snapshot *snap,
                           struct lb_err *err);
 

@@ -8,55 +8,58 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char tls_help[] = "Usage: lbctl tls list|reload [--json]\n"
-                               "\n"
-                               "  list     the certificates the data planes serve\n"
-                               "  reload   check the certificate files now and publish them\n"
-                               "\n"
-                               "'lbctl tls COMMAND --help' describes a command.\n";
+static const char tls_help[] =
+    "Usage: lbctl tls list|reload [--json]\n"
+    "\n"
+    "  list     the certificates and backend CAs the data planes use\n"
+    "  reload   check the certificate and CA files now and publish them\n"
+    "\n"
+    "'lbctl tls COMMAND --help' describes a command.\n";
 
 static const char list_help[] =
     "Usage: lbctl tls list [--json]\n"
     "\n"
     "Lists the certificates served by each TLS frontend (GET /api/v1/tls): file,\n"
     "frontend, subject, SANs, SHA-256 fingerprint (first 16 hex digits), expiry\n"
-    "date (local time) and status (ok, expiring within 30 days, expired). The last\n"
-    "reload and the last refused reload follow the table.\n"
+    "date (local time) and status (ok, expiring within 30 days, expired). A second\n"
+    "table lists the CA file of each https:// backend that names one: backend,\n"
+    "file, and the subject, fingerprint, expiry and status of its first\n"
+    "certificate. The last reload and the last refused reload follow the tables.\n"
     "With --json prints the server's JSON.\n";
 
 static const char reload_help[] =
     "Usage: lbctl tls reload [--json]\n"
     "\n"
     "Makes the control plane re-read and validate every file of the ssl section\n"
-    "now (POST /api/v1/tls/reload). Changed valid files are published as a new\n"
-    "generation; unchanged files change nothing. When the new files are refused\n"
-    "(key does not match, expired, unreadable...) the reason is printed, the old\n"
-    "certificate keeps serving and the exit status is 1.\n";
+    "and the CA file of every https:// backend now (POST /api/v1/tls/reload).\n"
+    "Changed valid files are published as a new generation; unchanged files\n"
+    "change nothing. When the new files are refused (key does not match, expired,\n"
+    "not a certificate, unreadable...) the reason is printed, naming the file\n"
+    "(and the backend), the old files keep serving and the exit status is 1.\n";
 
 static const char *const headers[] = {"NAME",        "FRONTEND", "SUBJECT", "SANS",
                                       "FINGERPRINT", "EXPIRES",  "STATUS"};
 
-static int tls_list(struct lbctl *ctx, int argc, char **argv)
+static const char *const ca_headers[] = {"BACKEND",     "FILE",    "SUBJECT",
+                                         "FINGERPRINT", "EXPIRES", "STATUS"};
+
+/* Prints <t> and frees it; -1 when it is NULL (out of memory). */
+static int print_table(struct table *t)
 {
-    size_t npos;
-    int rc = lbctl_parse(ctx, "tls list", list_help, argc, argv, NULL, 0, NULL, 0, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
-    json_t *root;
-    struct lbctl_req r = {.method = "GET", .path = "/api/v1/tls"};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
-        return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
-    if (json_array_size(json_object_get(root, "certificates")) == 0) {
-        printf("no certificates: no frontend of the active config has tls: true\n");
-        json_decref(root);
-        return LBCTL_EXIT_OK;
-    }
+    if (t == NULL)
+        return -1;
+    table_print(t, stdout);
+    table_free(t);
+    return 0;
+}
+
+/* The "certificates" of GET /api/v1/tls as a table; -1 when out of memory. */
+static int print_certs(const json_t *certs)
+{
     struct table *t = table_new(7, headers);
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(root, "certificates"), i, c)
+    json_array_foreach(certs, i, c)
     {
         char name[256], fe[128], subject[256], fp[20], expires[32], status[16], sans[512] = "";
         size_t k, off = 0;
@@ -83,12 +86,67 @@ static int tls_list(struct lbctl *ctx, int argc, char **argv)
             t = NULL;
         }
     }
-    if (t == NULL) {
+    return print_table(t);
+}
+
+/* The "backend_cas" of GET /api/v1/tls as a table; -1 when out of memory. */
+static int print_cas(const json_t *cas)
+{
+    struct table *t = table_new(6, ca_headers);
+    size_t i;
+    json_t *c;
+    json_array_foreach(cas, i, c)
+    {
+        char backend[128], file[256], subject[256], fp[20], expires[32], status[16];
+        output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
+        fp[16] = '\0';
+        const char *row[] = {
+            output_cell(json_object_get(c, "backend"), backend, sizeof(backend)),
+            output_cell(json_object_get(c, "file"), file, sizeof(file)),
+            output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
+            fp,
+            output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
+            output_cell(json_object_get(c, "status"), status, sizeof(status)),
+        };
+        if (t != NULL && table_add(t, row) != 0) {
+            table_free(t);
+            t = NULL;
+        }
+    }
+    return print_table(t);
+}
+
+static int tls_list(struct lbctl *ctx, int argc, char **argv)
+{
+    size_t npos;
+    int rc = lbctl_parse(ctx, "tls list", list_help, argc, argv, NULL, 0, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    json_t *root;
+    struct lbctl_req r = {.method = "GET", .path = "/api/v1/tls"};
+    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    const json_t *certs = json_object_get(root, "certificates");
+    const json_t *cas = json_object_get(root, "backend_cas");
+    if (json_array_size(certs) == 0) {
+        printf("no certificates: no frontend of the active config has tls: true\n");
+        if (json_array_size(cas) == 0) {
+            json_decref(root);
+            return LBCTL_EXIT_OK;
+        }
+    } else if (print_certs(certs) != 0) {
         json_decref(root);
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     }
-    table_print(t, stdout);
-    table_free(t);
+    if (json_array_size(cas) > 0) {
+        printf("\n");
+        if (print_cas(cas) != 0) {
+            json_decref(root);
+            return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+        }
+    }
     json_t *last = json_object_get(root, "last_reload");
     if (json_is_object(last)) {
         char at[32];

@@ -4,8 +4,9 @@
  * replacement is refused (`lbctl tls reload` exits 1 with the reason) and the
  * old certificate stays listed; a config whose key does not match is refused
  * by name. An https:// backend added with `lbctl backends add --ca-file
- * --sni` is reached over verified TLS. Certificates are made by the openssl
- * CLI in the world's dir. */
+ * --sni` is reached over verified TLS, and its caFile is reloaded when it
+ * changes on disk. Certificates are made by the openssl CLI in the world's
+ * dir. */
 #include "e2e.h"
 
 #include <check.h>
@@ -275,6 +276,148 @@ START_TEST(https_backend_added_by_lbctl)
 }
 END_TEST
 
+/* `lbctl --json tls list` of <w> holds <needle>, polled up to e2e_timeout_ms(). */
+static bool tls_list_has(struct e2e_cp *w, const char *needle)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        char *list = tls_list(w);
+        bool seen = strstr(list, needle) != NULL;
+        free(list);
+        if (seen || e2e_now_ms() >= deadline)
+            return seen;
+        e2e_sleep_ms(50);
+    }
+}
+
+/* World <tls> serves b0 over HTTPS with a certificate from CA 1; world <w>
+ * reaches it as the https:// backend "secure" whose caFile (in w's dir)
+ * holds CA 1. The upstream moves to a certificate from CA 2: w's handshakes
+ * fail (502) until CA 2 is written into the caFile, which w's control plane
+ * notices and publishes without a config change. A corrupt caFile is then
+ * refused by `lbctl tls reload` and CA 2 keeps serving. */
+START_TEST(backend_ca_file_reloads)
+{
+    struct e2e_cp_opts o = {.backends = 1, .dataplanes = 1};
+    struct e2e_cp *tls = e2e_cp_start(&o);
+    sh(tls, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+            "-out ca.pem -days 30 -subj /CN=e2e-CA && "
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca2.key "
+            "-out ca2.pem -days 30 -subj /CN=e2e-CA-2 && "
+            "printf 'subjectAltName=DNS:backend.test\\n' > leaf.ext && "
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
+            "-out leaf.csr -subj /CN=backend.test && "
+            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 30 "
+            "-extfile leaf.ext -out cert.pem && "
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key2.pem "
+            "-out leaf2.csr -subj /CN=backend.test && "
+            "openssl x509 -req -in leaf2.csr -CA ca2.pem -CAkey ca2.key -set_serial 2 -days 30 "
+            "-extfile leaf.ext -out cert2.pem");
+    char dir[512], path[600], tca[600], tca2[600];
+    e2e_cp_path(tls, "", dir, sizeof(dir));
+    e2e_cp_path(tls, "tls.yaml", path, sizeof(path));
+    e2e_cp_path(tls, "ca.pem", tca, sizeof(tca));
+    e2e_cp_path(tls, "ca2.pem", tca2, sizeof(tca2));
+    unsigned tls_port = e2e_free_port();
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "frontends:\n"
+            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
+            "backends:\n"
+            "  - {id: b0, url: \"%s\"}\n"
+            "metrics: {enabled: false}\n"
+            "ssl:\n"
+            "  certFile: %s/cert.pem\n"
+            "  keyFile: %s/key.pem\n",
+            tls_port, e2e_cp_backend_url(tls, 0), dir, dir);
+    ck_assert_int_eq(fclose(f), 0);
+    struct e2e_cmd r;
+    ck_assert_msg(e2e_cp_lbctl(tls, &r, "config", "apply", path, NULL) == 0, "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(tls, 1, NULL), 0);
+
+    struct e2e_cp *w = e2e_cp_start(&o);
+    sh(w, "cp %s upstream-ca.pem", tca);
+    char ca[600], url[64];
+    e2e_cp_path(w, "upstream-ca.pem", ca, sizeof(ca));
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", tls_port);
+    ck_assert_msg(e2e_cp_lbctl(w, &r, "backends", "add", url, "--id", "secure", "--ca-file", ca,
+                               "--sni", "backend.test", NULL) == 0,
+                  "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_msg(e2e_cp_lbctl(w, &r, "backends", "remove", "b0", NULL) == 0, "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), 0);
+    char body[64];
+    ck_assert_msg(front_answers(w, 200, body, sizeof(body)), "no answer through TLS");
+    ck_assert_str_eq(body, "b0");
+    ck_assert_msg(tls_list_has(w, "\"subject\": \"CN=e2e-CA\""), "CA 1 not listed");
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "tls", "list", NULL), 0);
+    ck_assert_msg(strstr(r.out, "no certificates: no frontend") != NULL, "%s", r.out);
+    ck_assert_msg(strstr(r.out, "BACKEND") != NULL && strstr(r.out, "secure") != NULL &&
+                      strstr(r.out, "CN=e2e-CA") != NULL,
+                  "%s", r.out);
+    e2e_cmd_free(&r);
+
+    /* The upstream moves to CA 2's certificate. Its data plane restarts
+     * meanwhile, so that no pooled keep-alive connection of w's (handshaken
+     * under the old certificate) outlives the change. */
+    ck_assert_int_eq(e2e_cp_dataplane_stop(tls, 0), 0);
+    sh(tls, "cp cert2.pem cert.new && cp key2.pem key.new && mv key.new key.pem && "
+            "mv cert.new cert.pem");
+    ck_assert_msg(e2e_cp_lbctl(tls, &r, "tls", "reload", NULL) == 0, "%s", r.err);
+    e2e_cmd_free(&r);
+    char fp2[65];
+    fingerprint(tls, "cert2.pem", fp2);
+    ck_assert_msg(tls_list_has(tls, fp2), "the upstream's new certificate is not served");
+    e2e_cp_dataplane_start(tls, 0);
+    ck_assert_int_gt(e2e_cp_wait_in_sync(tls, 1, NULL), 0);
+    ck_assert_msg(front_answers(w, 502, body, sizeof(body)), "CA 1 accepted CA 2's certificate");
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(front_get(w, body, sizeof(body)), 502);
+    long version = 0, gen = 0;
+    ck_assert_int_ge(e2e_cp_dataplanes(w, NULL, 0, &version, &gen), 0);
+
+    /* CA 2 renamed over the caFile: watched, published, handshakes verify. */
+    sh(w, "cp %s ca.new && mv ca.new upstream-ca.pem", tca2);
+    ck_assert_msg(front_answers(w, 200, body, sizeof(body)), "CA 2 was not picked up");
+    ck_assert_str_eq(body, "b0");
+    long version2 = 0, gen2 = 0;
+    ck_assert_int_ge(e2e_cp_dataplanes(w, NULL, 0, &version2, &gen2), 0);
+    ck_assert_int_eq(version2, version);
+    ck_assert_int_gt(gen2, gen);
+    char *list = tls_list(w);
+    ck_assert_msg(strstr(list, "\"subject\": \"CN=e2e-CA-2\"") != NULL, "%s", list);
+    ck_assert_msg(strstr(list, "upstream-ca.pem of backend secure changed") != NULL, "%s", list);
+    free(list);
+
+    /* A corrupt caFile is refused, naming the file and the backend; CA 2
+     * keeps serving. */
+    sh(w, "printf -- '-----BEGIN CERTIFICATE-----\\nbm9wZQ==\\n-----END CERTIFICATE-----\\n' "
+          "> ca.new && mv ca.new upstream-ca.pem");
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "tls", "reload", NULL), 1);
+    char want[700];
+    snprintf(want, sizeof(want),
+             "backend secure caFile: %s holds a PEM block that is not a valid certificate", ca);
+    ck_assert_msg(strstr(r.err, want) != NULL, "%s", r.err);
+    e2e_cmd_free(&r);
+    long gen3 = 0;
+    ck_assert_int_ge(e2e_cp_dataplanes(w, NULL, 0, NULL, &gen3), 0);
+    ck_assert_int_eq(gen3, gen2);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(front_get(w, body, sizeof(body)), 200);
+        ck_assert_str_eq(body, "b0");
+    }
+    list = tls_list(w);
+    ck_assert_msg(strstr(list, "\"subject\": \"CN=e2e-CA-2\"") != NULL, "%s", list);
+    ck_assert_msg(strstr(list, "\"last_error\": \"backend secure caFile: ") != NULL, "%s", list);
+    free(list);
+    e2e_cp_stop(w);
+    e2e_cp_stop(tls);
+}
+END_TEST
+
 static Suite *tls_cp_suite(void)
 {
     Suite *s = suite_create("tls_cp");
@@ -283,6 +426,9 @@ static Suite *tls_cp_suite(void)
     suite_add_tcase(s, tc);
     tc = e2e_tcase("https_backend");
     tcase_add_test(tc, https_backend_added_by_lbctl);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("backend_ca_reload");
+    tcase_add_test(tc, backend_ca_file_reloads);
     suite_add_tcase(s, tc);
     return s;
 }

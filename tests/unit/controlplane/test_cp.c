@@ -7,6 +7,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "store.h"
+#include "tlscheck.h"
 
 #include <check.h>
 #include <ev.h>
@@ -461,6 +462,257 @@ START_TEST(backend_tls_fields)
 }
 END_TEST
 
+/* Runs <cmd> in <tmpdir>, quietly. */
+static void sh_tmp(const char *cmd)
+{
+    char full[2048];
+    snprintf(full, sizeof(full), "cd %s && (%s) >/dev/null 2>&1", tmpdir, cmd);
+    ck_assert_msg(system(full) == 0, "failed: %s", cmd);
+}
+
+/* The contents of <tmpdir>/<name> (caller frees), its size in *<len>. */
+static uint8_t *slurp(const char *name, size_t *len)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    uint8_t *buf = malloc(65536);
+    ck_assert_ptr_nonnull(buf);
+    *len = fread(buf, 1, 65536, f);
+    fclose(f);
+    return buf;
+}
+
+/* Writes <yaml> as <tmpdir>/<name>; returns its path (static buffer). */
+static const char *write_tmp(const char *name, const char *yaml)
+{
+    static char path[400];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(yaml, f);
+    fclose(f);
+    return path;
+}
+
+/* Backend <id>'s ca_pem in the served snapshot equals file <name>. */
+static void expect_backend_ca(struct cp *cp, const char *id, const char *name)
+{
+    size_t len = 0;
+    uint8_t *want = slurp(name, &len);
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    const Lb__V1__Backend *b = snap_backend(s, id);
+    ck_assert_uint_eq(b->ca_pem.len, len);
+    ck_assert(memcmp(b->ca_pem.data, want, len) == 0);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    free(want);
+}
+
+/* A second CA (another key, another name) at <tmpdir>/<name>. */
+static void make_other_ca(const char *name, const char *cn)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout %s.key -out %s -days 30 -subj /CN=%s",
+             name, name, cn);
+    sh_tmp(cmd);
+}
+
+static const char *const https_yaml =
+    "frontends:\n"
+    "  - {name: web, address: 127.0.0.1, port: 8080}\n"
+    "backends:\n"
+    "  - {id: a, url: \"http://127.0.0.1:9001\"}\n"
+    "  - {id: s, url: \"https://127.0.0.1:9443\", caFile: ca.pem, sni: backend.test}\n";
+
+/* No TLS frontend, one https:// backend with a caFile (relative to the
+ * config's directory): its CA file is reloaded like a frontend's files. */
+START_TEST(backend_ca_reloads)
+{
+    make_ca();
+    make_other_ca("ca2.pem", "Test-CA-2");
+    struct cp *cp = open_cp(write_tmp("https.yaml", https_yaml));
+    expect_backend_ca(cp, "s", "ca.pem");
+    struct cp_tls_status st;
+    cp_tls_status(cp, &st);
+    ck_assert_ptr_nonnull(st.bundle);
+    ck_assert_uint_eq(st.bundle->n_certs, 0);
+    ck_assert_uint_eq(st.bundle->n_backend_cas, 1);
+    ck_assert_str_eq(st.bundle->backend_cas[0].backend, "s");
+    ck_assert_str_eq(st.bundle->backend_cas[0].file.name, "ca.pem");
+    ck_assert_str_eq(st.bundle->backend_cas[0].info.subject, "CN=Test-CA");
+
+    /* Nothing changed: nothing published. */
+    bool reloaded = true;
+    struct lb_err err = {0};
+    uint64_t v0 = cp_active_version(cp), g0 = cp_generation(cp);
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(!reloaded);
+    ck_assert_uint_eq(cp_generation(cp), g0);
+
+    /* Another valid CA, renamed over the file: a new generation of the same
+     * version carries its bytes. */
+    sh_tmp("cp ca2.pem ca.new && mv ca.new ca.pem");
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(reloaded);
+    ck_assert_uint_eq(cp_active_version(cp), v0);
+    ck_assert_uint_eq(cp_generation(cp), g0 + 1);
+    expect_backend_ca(cp, "s", "ca2.pem");
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(s->generation, g0 + 1);
+    ck_assert_uint_eq(s->config_version, v0);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    cp_tls_status(cp, &st);
+    ck_assert_uint_eq(st.reloads, 1);
+    ck_assert_uint_eq(st.last_reload_generation, g0 + 1);
+    ck_assert_msg(strstr(st.last_reload, "ca.pem of backend s changed") != NULL, "%s",
+                  st.last_reload);
+    ck_assert_str_eq(st.bundle->backend_cas[0].info.subject, "CN=Test-CA-2");
+    struct store_audit *au = NULL;
+    size_t n_au = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &au, &n_au, NULL), LB_OK);
+    ck_assert_uint_eq(n_au, 1);
+    ck_assert_str_eq(au[0].action, "tls.reload");
+    ck_assert_str_eq(au[0].who, "certwatch");
+    ck_assert_msg(strstr(au[0].detail, "ca.pem of backend s changed") != NULL, "%s", au[0].detail);
+    store_audit_free(au, n_au);
+
+    /* Garbage: refused, naming the file and the backend; nothing changes. */
+    struct frozen f;
+    freeze(cp, &f);
+    write_tmp("ca.pem", "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n");
+    ck_assert_int_eq(cp_tls_reload(cp, &reloaded, &err), LB_EINVAL);
+    ck_assert(!reloaded);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "backend s caFile: %s/ca.pem holds a PEM block that is not a valid certificate",
+             tmpdir);
+    ck_assert_str_eq(err.msg, want);
+    expect_frozen(cp, &f);
+    free(f.snap);
+    cp_tls_status(cp, &st);
+    ck_assert_uint_eq(st.reload_errors, 1);
+    ck_assert_str_eq(st.last_error, want);
+    ck_assert_str_eq(st.bundle->backend_cas[0].info.subject, "CN=Test-CA-2");
+    /* A missing file is refused the same way. */
+    sh_tmp("rm ca.pem");
+    ck_assert_int_eq(cp_tls_reload(cp, &reloaded, &err), LB_ESYS);
+    ck_assert_msg(strncmp(err.msg, "backend s caFile: cannot read ", 30) == 0, "%s", err.msg);
+
+    /* A write while the file is broken keeps the validated bytes. */
+    write_tmp("ca.pem", "not a certificate\n");
+    uint64_t v = 0;
+    struct cp_backend_change upd = {.has_weight = true, .weight = 4};
+    ck_assert_msg(cp_backend_update(cp, "a", &upd, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    ck_assert_uint_eq(v, v0 + 1);
+    expect_backend_ca(cp, "s", "ca2.pem");
+    cp_tls_status(cp, &st);
+    ck_assert_msg(strstr(st.last_error, "backend s caFile: ") != NULL, "%s", st.last_error);
+
+    /* Fixed: the next reload publishes it and clears the error. */
+    sh_tmp("cp ca2.pem ca.pem");
+    g0 = cp_generation(cp);
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(!reloaded); /* the bytes served are these */
+    cp_tls_status(cp, &st);
+    ck_assert_str_eq(st.last_error, "");
+    make_other_ca("ca3.pem", "Test-CA-3");
+    sh_tmp("cp ca3.pem ca.pem");
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(reloaded);
+    ck_assert_uint_eq(cp_generation(cp), g0 + 1);
+    expect_backend_ca(cp, "s", "ca3.pem");
+    cp_free(cp);
+}
+END_TEST
+
+/* A stored config whose backend CA turned to garbage still starts (the
+ * admin API must come up to repair it), without publishing those bytes. */
+START_TEST(backend_ca_broken_at_start)
+{
+    make_ca();
+    struct cp *cp = open_cp(write_tmp("https.yaml", https_yaml));
+    uint64_t v = cp_active_version(cp);
+    cp_free(cp);
+    write_tmp("ca.pem", "not a certificate\n");
+    struct cp_config cfg = {.db_path = db, .config_dir = tmpdir, .control_base = base};
+    struct lb_err err = {0};
+    cp = cp_new(loop, &cfg, &err);
+    ck_assert_msg(cp != NULL, "cp_new: %s", err.msg);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    const uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
+    /* A write repairs it: the backend without its caFile is published. */
+    struct cp_backend_change clear = {.ca_file = ""};
+    ck_assert_msg(cp_backend_update(cp, "s", &clear, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
+    cp_free(cp);
+}
+END_TEST
+
+/* A TLS frontend and an https:// backend: each part reloads on its own
+ * change, and a write while the frontend's certificate is broken keeps the
+ * served certificate next to the backend's new CA. */
+START_TEST(frontend_and_backend_tls_files)
+{
+    make_ca();
+    make_other_ca("ca2.pem", "Test-CA-2");
+    sh_tmp("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
+           "-out cert.pem -days 90 -subj /CN=web.test -addext subjectAltName=DNS:web.test");
+    struct cp *cp = open_cp(
+        write_tmp("tls.yaml", "frontends:\n"
+                              "  - {name: web, address: 127.0.0.1, port: 8443, tls: true}\n"
+                              "backends:\n"
+                              "  - {id: a, url: \"http://127.0.0.1:9001\"}\n"
+                              "  - {id: s, url: \"https://127.0.0.1:9443\", caFile: ca.pem}\n"
+                              "ssl: {certFile: cert.pem, keyFile: key.pem}\n"));
+    struct cp_tls_status st;
+    cp_tls_status(cp, &st);
+    ck_assert_uint_eq(st.bundle->n_certs, 1);
+    ck_assert_uint_eq(st.bundle->n_backend_cas, 1);
+    size_t cert_len = 0;
+    uint8_t *cert = slurp("cert.pem", &cert_len);
+
+    sh_tmp("cp ca2.pem ca.pem");
+    bool reloaded = false;
+    struct lb_err err = {0};
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(reloaded);
+    expect_backend_ca(cp, "s", "ca2.pem");
+    cp_tls_status(cp, &st);
+    ck_assert_msg(strstr(st.last_reload, "cert.pem") == NULL, "%s", st.last_reload);
+
+    /* Broken certificate: a reload is refused as a whole. */
+    write_tmp("cert.pem", "garbage\n");
+    make_other_ca("ca3.pem", "Test-CA-3");
+    sh_tmp("cp ca3.pem ca.pem");
+    ck_assert_int_eq(cp_tls_reload(cp, &reloaded, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "cert.pem holds no PEM certificate") != NULL, "%s", err.msg);
+    expect_backend_ca(cp, "s", "ca2.pem");
+
+    /* A write: the served certificate stays, the valid new CA is taken. */
+    uint64_t v = 0;
+    struct cp_backend_change upd = {.has_weight = true, .weight = 2};
+    ck_assert_msg(cp_backend_update(cp, "a", &upd, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    expect_backend_ca(cp, "s", "ca3.pem");
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    ck_assert_uint_eq(s->frontends[0]->tls->n_certificates, 1);
+    const ProtobufCBinaryData *served = &s->frontends[0]->tls->certificates[0]->cert_pem;
+    ck_assert_uint_eq(served->len, cert_len);
+    ck_assert(memcmp(served->data, cert, cert_len) == 0);
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    cp_tls_status(cp, &st);
+    ck_assert_uint_eq(st.bundle->n_certs, 1);
+    ck_assert_str_eq(st.bundle->certs[0].info.subject, "CN=web.test");
+    ck_assert_str_eq(st.bundle->backend_cas[0].info.subject, "CN=Test-CA-3");
+    free(cert);
+    cp_free(cp);
+}
+END_TEST
+
 START_TEST(store_failure_changes_nothing)
 {
     struct cp *cp = open_cp(boot);
@@ -752,6 +1004,9 @@ static Suite *cp_suite(void)
         {"mutations", each_mutation_makes_one_version},
         {"rejected", rejected_changes_change_nothing},
         {"backend_tls", backend_tls_fields},
+        {"backend_ca_reload", backend_ca_reloads},
+        {"backend_ca_start", backend_ca_broken_at_start},
+        {"tls_files", frontend_and_backend_tls_files},
         {"store_failure", store_failure_changes_nothing},
         {"rollback", rollback_restores_weights},
         {"restart", restart_keeps_version_and_raises_generation},

@@ -371,6 +371,125 @@ START_TEST(bundle_refuses_a_broken_crl)
 }
 END_TEST
 
+START_TEST(bundle_backend_cas)
+{
+    /* No TLS frontend: a bundle with no files, to which backend CAs go. */
+    struct tlscheck_bundle *a = NULL, *b = NULL;
+    struct lb_err e = {0};
+    ck_assert_int_eq(tlscheck_bundle_load(NULL, dir, now_ms(), &a, &e), LB_OK);
+    ck_assert_uint_eq(a->n_files, 0);
+    ck_assert_uint_eq(a->n_certs, 0);
+    ck_assert_msg(tlscheck_bundle_add_backend_ca(a, "api", "ca.pem", dir, &e) == LB_OK, "%s",
+                  e.msg);
+    ck_assert_uint_eq(a->n_backend_cas, 1);
+    const struct tlscheck_backend_ca *ca = tlscheck_bundle_backend_ca(a, "api");
+    ck_assert_ptr_nonnull(ca);
+    ck_assert_str_eq(ca->backend, "api");
+    ck_assert_str_eq(ca->file.name, "ca.pem");
+    ck_assert_str_eq(ca->info.subject, "CN=Test-CA");
+    ck_assert_uint_eq(strlen(ca->info.fingerprint), 64);
+    ck_assert_ptr_null(tlscheck_bundle_backend_ca(a, "web"));
+    ck_assert_ptr_null(tlscheck_bundle_backend_ca(NULL, "api"));
+
+    /* A broken or missing file names the backend and the file; the bundle
+     * keeps what it had. */
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(a, "web", "garbage.pem", dir, &e), LB_EINVAL);
+    char want[600];
+    snprintf(want, sizeof(want),
+             "backend web caFile: %s/garbage.pem holds a PEM block that is not a valid "
+             "certificate",
+             dir);
+    ck_assert_str_eq(e.msg, want);
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(a, "web", "empty.pem", dir, &e), LB_EINVAL);
+    ck_assert_msg(strstr(e.msg, "backend web caFile: ") == e.msg &&
+                      strstr(e.msg, "empty.pem holds no PEM certificate") != NULL,
+                  "%s", e.msg);
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(a, "web", "nope.pem", dir, &e), LB_ESYS);
+    ck_assert_msg(strstr(e.msg, "backend web caFile: cannot read ") == e.msg, "%s", e.msg);
+    ck_assert_uint_eq(a->n_backend_cas, 1);
+
+    /* Same backends, files and contents compare equal; a copy too. */
+    ck_assert_int_eq(tlscheck_bundle_load(NULL, dir, now_ms(), &b, &e), LB_OK);
+    ck_assert(!tlscheck_bundle_same(a, b));
+    ck_assert_int_eq(tlscheck_bundle_copy_backend_ca(b, ca, &e), LB_OK);
+    ck_assert(tlscheck_bundle_same(a, b));
+    ck_assert_ptr_ne(b->backend_cas[0].file.data, ca->file.data);
+    ck_assert_uint_eq(b->backend_cas[0].file.len, ca->file.len);
+    ck_assert_mem_eq(b->backend_cas[0].file.data, ca->file.data, ca->file.len);
+    ck_assert_str_eq(b->backend_cas[0].info.fingerprint, ca->info.fingerprint);
+    tlscheck_bundle_free(b);
+    b = NULL;
+    /* Another backend for the same file, or another file: not the same. */
+    ck_assert_int_eq(tlscheck_bundle_load(NULL, dir, now_ms(), &b, &e), LB_OK);
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(b, "web", "ca.pem", dir, &e), LB_OK);
+    ck_assert(!tlscheck_bundle_same(a, b));
+    tlscheck_bundle_free(b);
+    b = NULL;
+    ck_assert_int_eq(tlscheck_bundle_load(NULL, dir, now_ms(), &b, &e), LB_OK);
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(b, "api", "fake.pem", dir, &e), LB_OK);
+    ck_assert(!tlscheck_bundle_same(a, b));
+    tlscheck_bundle_free(b);
+
+    /* Patching: the https:// backend with a CA gets the bundle's bytes, one
+     * without keeps none, a CA the bundle does not hold is refused. */
+    Lb__V1__Snapshot snap = LB__V1__SNAPSHOT__INIT;
+    Lb__V1__Backend api = LB__V1__BACKEND__INIT, sys = LB__V1__BACKEND__INIT;
+    Lb__V1__Backend *bes[] = {&sys, &api};
+    api.id = "api";
+    api.tls = true;
+    api.ca_pem.data = (uint8_t *)strdup("old");
+    api.ca_pem.len = 3;
+    sys.id = "sys";
+    sys.tls = true;
+    snap.backends = bes;
+    snap.n_backends = 2;
+    ck_assert_int_eq(tlscheck_bundle_patch(a, &snap, &e), LB_OK);
+    ck_assert_uint_eq(api.ca_pem.len, ca->file.len);
+    ck_assert_mem_eq(api.ca_pem.data, ca->file.data, ca->file.len);
+    ck_assert_uint_eq(sys.ca_pem.len, 0);
+    sys.ca_pem.data = (uint8_t *)strdup("stray");
+    sys.ca_pem.len = 5;
+    ck_assert_int_eq(tlscheck_bundle_patch(a, &snap, &e), LB_EINVAL);
+    ck_assert_msg(strstr(e.msg, "backend sys carries a CA") != NULL, "%s", e.msg);
+    ck_assert_mem_eq(api.ca_pem.data, ca->file.data, ca->file.len);
+    free(api.ca_pem.data);
+    free(sys.ca_pem.data);
+    tlscheck_bundle_free(a);
+}
+END_TEST
+
+START_TEST(bundle_copy_ssl)
+{
+    struct config *cfg = ssl_config("  certFile: chain.pem\n  keyFile: leaf.key\n"
+                                    "  caFile: ca.pem\n"
+                                    "  certificates: [{certFile: ec.pem, keyFile: ec.key}]\n");
+    struct tlscheck_bundle *a = NULL, *b = NULL;
+    struct lb_err e = {0};
+    ck_assert_msg(tlscheck_bundle_load(&cfg->ssl, dir, now_ms(), &a, &e) == LB_OK, "%s", e.msg);
+    ck_assert_int_eq(tlscheck_bundle_add_backend_ca(a, "api", "ca.pem", dir, &e), LB_OK);
+    ck_assert_int_eq(tlscheck_bundle_copy_ssl(a, &b, &e), LB_OK);
+    /* The ssl part only, pointing into the copy's own files. */
+    ck_assert_uint_eq(b->n_backend_cas, 0);
+    ck_assert_uint_eq(b->n_files, a->n_files);
+    ck_assert_uint_eq(b->n_certs, 2);
+    for (size_t i = 0; i < b->n_certs; i++) {
+        ck_assert(b->certs[i].cert >= b->files && b->certs[i].cert < b->files + b->n_files);
+        ck_assert(b->certs[i].key >= b->files && b->certs[i].key < b->files + b->n_files);
+        ck_assert_str_eq(b->certs[i].cert->name, a->certs[i].cert->name);
+        ck_assert_str_eq(b->certs[i].info.fingerprint, a->certs[i].info.fingerprint);
+    }
+    ck_assert_ptr_eq(b->ca, tlscheck_bundle_file(b, "ca.pem"));
+    ck_assert_ptr_null(b->crl);
+    ck_assert_ptr_ne(b->ca->data, a->ca->data);
+    ck_assert_mem_eq(b->ca->data, a->ca->data, a->ca->len);
+    ck_assert_int_eq(tlscheck_bundle_copy_backend_ca(b, &a->backend_cas[0], &e), LB_OK);
+    ck_assert(tlscheck_bundle_same(a, b));
+    tlscheck_bundle_free(a);
+    tlscheck_bundle_free(b);
+    config_free(cfg);
+}
+END_TEST
+
 static Suite *tlscheck_suite(void)
 {
     Suite *s = suite_create("tlscheck");
@@ -391,6 +510,8 @@ static Suite *tlscheck_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, bundle_load_patch_and_compare);
     tcase_add_test(tc, bundle_refuses_a_broken_crl);
+    tcase_add_test(tc, bundle_backend_cas);
+    tcase_add_test(tc, bundle_copy_ssl);
     suite_add_tcase(s, tc);
     return s;
 }
