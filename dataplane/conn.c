@@ -1133,6 +1133,11 @@ static bool build_client_head(struct conn *c, const struct http1_msg *m, bool in
         buf_append(b, h->value.p, h->value.len);
         buf_appends(b, "\r\n");
     }
+    if ((m->flags & HTTP1_MF_CL_CANONICAL) && m->framing == HTTP1_BODY_LENGTH) {
+        n = snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
+                     (unsigned long long)m->content_length);
+        buf_append(b, line, (size_t)n);
+    }
     if (!interim) {
         buf_append(b, c->rl_hdr, c->rl_len);
         if (!c->resp_keepalive)
@@ -1443,6 +1448,24 @@ static void conn_read_upstream(struct conn *c)
     }
 }
 
+/* A backend's chunked body does not parse: a 502 while the client has had
+ * nothing of the response (its head waits in c->out), else only a close. */
+static void conn_bad_upstream_body(struct conn *c)
+{
+    lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from backend %s",
+           c->up->be->id);
+    if (c->bytes_out == 0) {
+        c->resp_head_done = false;
+        conn_answer_error(c, 502, "malformed chunked body from the backend");
+        return;
+    }
+    conn_log_request(c, NULL);
+    conn_drop_upstream(c, OUT_FAIL);
+    c->closing = true;
+    c->state = CS_LINGER;
+    c->progress = true;
+}
+
 /* Sends our pending bytes and response body bytes to the client. */
 static void conn_write_client(struct conn *c)
 {
@@ -1457,9 +1480,7 @@ static void conn_write_client(struct conn *c)
     struct upstream *u = c->up;
     if (u && c->resp_head_done && !c->resp.done && u->in) {
         if (stream_prepare(&c->resp, u->in) < 0) {
-            c->closing = true;
-            conn_drop_upstream(c, OUT_FAIL);
-            lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from a backend");
+            conn_bad_upstream_body(c);
             return;
         }
         if (c->resp.ready) {
@@ -1624,12 +1645,7 @@ static void conn_arm(struct conn *c)
             conn_answer_error(c, 400, "malformed chunked request body");
         } else if (c->resp_head_done && !c->resp.done && c->up->in != NULL &&
                    stream_prepare(&c->resp, c->up->in) < 0) {
-            lb_log(LB_LOG_WARN, "upstream_bad_body", "malformed chunked body from backend %s",
-                   c->up->be->id);
-            conn_log_request(c, NULL);
-            conn_drop_upstream(c, OUT_FAIL);
-            c->closing = true;
-            c->state = CS_LINGER;
+            conn_bad_upstream_body(c);
         }
     }
     uint8_t phase = conn_timer_phase(c);

@@ -42,6 +42,7 @@ struct ctx {
     bool have_conn;     /* a Connection header lists at least one token */
     bool expect_bad;    /* an Expect value other than 100-continue (HTTP/1.1) */
     uint64_t cl;        /* the Content-Length value once have_cl */
+    uint32_t cl_elems;  /* Content-Length values seen, over all its fields */
 };
 
 static bool is_cls(unsigned char c, unsigned bit)
@@ -300,6 +301,7 @@ static int on_content_length(struct ctx *x, struct http1_slice v)
             return refuse(x, 400, "conflicting Content-Length values");
         x->have_cl = true;
         x->cl = val;
+        x->cl_elems++;
     }
     return 0;
 }
@@ -665,6 +667,19 @@ int http1_parse_response(struct http1_parser *p, const char *buf, size_t len,
         return refuse(&x, 502, "Transfer-Encoding in HTTP/1.0 response");
     set_keep_alive(&x);
     mark_connection_options(&x);
+    /* RFC 9110 §8.6: no Content-Length on 1xx and 204; a non-zero one means
+     * the server may send bytes nobody will read, so its connection ends.
+     * Repeated equal values are sent on as one. */
+    bool cl_204 = x.have_cl && (st < 200 || st == 204);
+    if (cl_204 || x.cl_elems > 1) {
+        for (uint32_t i = 0; i < msg->n_headers; i++)
+            if (msg->headers[i].id == HTTP1_H_CONTENT_LENGTH)
+                msg->headers[i].flags |= HTTP1_HF_HOP;
+        if (cl_204 && x.cl > 0)
+            msg->flags &= ~HTTP1_MF_KEEP_ALIVE;
+        if (!cl_204)
+            msg->flags |= HTTP1_MF_CL_CANONICAL;
+    }
     if (st < 200 || st == 204 || st == 304 || request_meth == HTTP1_M_HEAD) {
         msg->framing = HTTP1_BODY_NONE;
     } else if (x.have_te && x.te_last_chunk) {

@@ -75,6 +75,9 @@ enum http1_framing {
 #define HTTP1_MF_EXPECT_CONTINUE 0x02u /* request: Expect: 100-continue */
 #define HTTP1_MF_CONN_CLOSE      0x04u /* a Connection header says close */
 #define HTTP1_MF_UPGRADE         0x08u /* an Upgrade header was present */
+/* response: Content-Length was repeated; its fields are marked HOP and the
+ * value goes out once (LENGTH framing) */
+#define HTTP1_MF_CL_CANONICAL 0x10u
 
 struct http1_limits {
     uint32_t max_request_line; /* bytes, CRLF excluded; over it: 414 (status line: 502) */
@@ -140,7 +143,10 @@ int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
  * Transfer-Encoding with final "chunked" gives CHUNKED (any Content-Length
  * header is then marked HTTP1_HF_HOP and KEEP_ALIVE cleared); other
  * Transfer-Encoding, or no length at all, gives CLOSE (KEEP_ALIVE cleared).
- * Transfer-Encoding in an HTTP/1.0 response is refused. */
+ * Transfer-Encoding in an HTTP/1.0 response is refused. Content-Length on a
+ * 1xx or 204 response is marked HTTP1_HF_HOP (KEEP_ALIVE cleared when not 0);
+ * repeated equal values ("3, 3", or two fields) are marked HOP with
+ * HTTP1_MF_CL_CANONICAL set. */
 int http1_parse_response(struct http1_parser *p, const char *buf, size_t len,
                          const struct http1_limits *lim, uint8_t request_meth,
                          struct http1_msg *msg);

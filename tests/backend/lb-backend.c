@@ -19,6 +19,11 @@
  *   /stats           {"connections":N,"requests":N}: accepted connections and
  *                    parsed request heads since start, this request included
  *   /close           answers NAME and closes the connection
+ *   /bad/NAME        an off-spec response, then a close: bad-chunk (a chunk
+ *                    size that is no hex number), length-204 (204 with
+ *                    Content-Length: 3 and 3 bytes), length-list
+ *                    (Content-Length: 3, 3), length-twice (two equal
+ *                    Content-Length fields)
  * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0.
  * Memory: one allocation per connection (state and both buffers), none per
  * request. */
@@ -58,6 +63,7 @@ enum route {
     ROUTE_SLOW,
     ROUTE_STATS,
     ROUTE_CLOSE,
+    ROUTE_BAD,
 };
 
 enum cstate {
@@ -288,6 +294,18 @@ static bool conn_flush(struct conn *c)
     return true;
 }
 
+/* /bad/NAME: responses a backend should not send, to test the proxy. */
+static const struct {
+    const char *path;
+    const char *raw;
+} bad_answers[] = {
+    {"/bad/bad-chunk",
+     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"},
+    {"/bad/length-204", "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc"},
+    {"/bad/length-list", "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc"},
+    {"/bad/length-twice", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"},
+};
+
 static enum route route_of(struct conn *c, const char *path, size_t plen)
 {
     const char *q = memchr(path, '?', plen);
@@ -305,6 +323,13 @@ static enum route route_of(struct conn *c, const char *path, size_t plen)
         return ROUTE_STATS;
     if (n == 6 && memcmp(path, "/close", 6) == 0)
         return ROUTE_CLOSE;
+    for (size_t i = 0; i < sizeof(bad_answers) / sizeof(bad_answers[0]); i++) {
+        size_t bl = strlen(bad_answers[i].path);
+        if (n == bl && memcmp(path, bad_answers[i].path, bl) == 0) {
+            c->arg = i;
+            return ROUTE_BAD;
+        }
+    }
     if (n > 8 && memcmp(path, "/status/", 8) == 0 && parse_u64(path + 8, n - 8, &c->arg) &&
         c->arg >= 200 && c->arg <= 599)
         return ROUTE_STATUS;
@@ -386,7 +411,7 @@ static void conn_start_request(struct conn *c, size_t hlen)
         l = le + 1;
     }
     c->keep_alive = c->http10 ? conn_ka && !conn_close : !conn_close;
-    if (c->route == ROUTE_CLOSE)
+    if (c->route == ROUTE_CLOSE || c->route == ROUTE_BAD)
         c->keep_alive = false;
     c->body = chunked ? BODY_CHUNKED : (have_cl && cl > 0) ? BODY_CL : BODY_NONE;
     c->body_left = c->body == BODY_CL ? cl : 0;
@@ -568,6 +593,9 @@ static void conn_finish_request(struct conn *c)
         break;
     case ROUTE_STATUS:
         put_simple(c, (unsigned)c->arg, "", 0, NULL);
+        break;
+    case ROUTE_BAD:
+        wput(c, bad_answers[c->arg].raw, strlen(bad_answers[c->arg].raw));
         break;
     case ROUTE_STATS:
         n = snprintf(tmp, sizeof tmp, "{\"connections\":%lu,\"requests\":%lu}",

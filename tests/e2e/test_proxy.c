@@ -248,6 +248,65 @@ START_TEST(head_204_304_framing)
 }
 END_TEST
 
+/* Number of header lines called <name> in a response head. */
+static unsigned head_count(const struct e2e_resp *r, const char *name)
+{
+    return count_header(r->head, name);
+}
+
+/* Responses a backend should not send: repaired on the way, or a 502 while
+ * the client has seen nothing of the response. */
+START_TEST(off_spec_responses_repaired_or_refused)
+{
+    struct e2e *t = e2e_start(1);
+    unsigned port = e2e_lb_port(t);
+    struct e2e_resp r;
+    char v[32];
+
+    struct e2e_conn *c = e2e_connect(port);
+    ck_assert_ptr_nonnull(c);
+    const char *bad_chunk = "GET /bad/bad-chunk HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(e2e_conn_send(c, bad_chunk, strlen(bad_chunk)), 0);
+    ck_assert_int_eq(e2e_conn_read(c, &r, false), 0);
+    ck_assert_int_eq(r.status, 502);
+    ck_assert(r.closed);
+    e2e_resp_free(&r);
+    e2e_conn_close(c);
+
+    c = e2e_connect(port);
+    ck_assert_ptr_nonnull(c);
+    const char *no_content = "GET /bad/length-204 HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(e2e_conn_send(c, no_content, strlen(no_content)), 0);
+    ck_assert_int_eq(e2e_conn_read(c, &r, false), 0);
+    ck_assert_int_eq(r.status, 204);
+    ck_assert_uint_eq(head_count(&r, "Content-Length"), 0);
+    e2e_resp_free(&r);
+    /* the stray body bytes were not taken for the next response */
+    const char *get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(e2e_conn_send(c, get, strlen(get)), 0);
+    ck_assert_int_eq(e2e_conn_read(c, &r, false), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "b0");
+    e2e_resp_free(&r);
+
+    const char *paths[] = {"/bad/length-list", "/bad/length-twice"};
+    for (int i = 0; i < 2; i++) {
+        char req[128];
+        int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", paths[i]);
+        ck_assert_int_eq(e2e_conn_send(c, req, (size_t)n), 0);
+        ck_assert_int_eq(e2e_conn_read(c, &r, false), 0);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_uint_eq(head_count(&r, "Content-Length"), 1);
+        ck_assert(e2e_resp_header(&r, "Content-Length", v, sizeof v));
+        ck_assert_str_eq(v, "3");
+        ck_assert_str_eq(r.body, "abc");
+        e2e_resp_free(&r);
+    }
+    e2e_conn_close(c);
+    e2e_stop(t);
+}
+END_TEST
+
 START_TEST(pipelined_answered_in_order)
 {
     struct e2e *t = e2e_start(1);
@@ -340,6 +399,7 @@ int main(void)
         {"forwarded_headers", forwarded_headers_added_hop_by_hop_removed},
         {"request_id", request_id_added_or_kept},
         {"bodiless_framing", head_204_304_framing},
+        {"off_spec_responses", off_spec_responses_repaired_or_refused},
         {"pipelining", pipelined_answered_in_order},
         {"expect_continue", expect_100_continue},
         {"http10", http10_without_keepalive_closes},
