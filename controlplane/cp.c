@@ -1105,6 +1105,9 @@ static int check_backend_ca(const struct cp *cp, const struct config *cfg, size_
     free(pem);
     if (rc == LB_ENOMEM)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    if (rc == LB_ESYS && e.sys_errno != 0)
+        return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].caFile: cannot read \"%s\": %s", i,
+                          full, strerror(e.sys_errno));
     if (rc != LB_OK)
         return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].caFile: %s", i, e.msg);
     return LB_OK;

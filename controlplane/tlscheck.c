@@ -28,12 +28,12 @@ int tlscheck_read_file(const char *path, uint8_t **data, size_t *len, struct lb_
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1)
-        return lb_err_set(err, LB_ESYS, errno, "cannot read %s: %s", path, strerror(errno));
+        return lb_err_set(err, LB_ESYS, errno, "cannot read %s", path);
     struct stat sb;
     if (fstat(fd, &sb) == -1) {
         int e = errno;
         close(fd);
-        return lb_err_set(err, LB_ESYS, e, "cannot read %s: %s", path, strerror(e));
+        return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
     }
     if (!S_ISREG(sb.st_mode) || sb.st_size > (off_t)TLSCHECK_MAX_FILE) {
         close(fd);
@@ -56,7 +56,7 @@ int tlscheck_read_file(const char *path, uint8_t **data, size_t *len, struct lb_
             free(buf);
             if (e == 0)
                 return lb_err_set(err, LB_ESYS, 0, "%s shrank while being read", path);
-            return lb_err_set(err, LB_ESYS, e, "cannot read %s: %s", path, strerror(e));
+            return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
         }
         got += (size_t)r;
     }

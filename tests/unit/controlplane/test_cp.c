@@ -650,6 +650,21 @@ START_TEST(backend_ca_broken_at_start)
     ck_assert_msg(cp_backend_update(cp, "s", &clear, &writer, &v, &err) == LB_OK, "%s", err.msg);
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
     cp_free(cp);
+
+    /* A file gone missing does not stop a start either. */
+    struct cp_backend_change back = {.ca_file = "ca.pem"};
+    make_ca();
+    cp = cp_new(loop, &cfg, &err);
+    ck_assert_msg(cp != NULL, "cp_new: %s", err.msg);
+    ck_assert_msg(cp_backend_update(cp, "s", &back, &writer, &v, &err) == LB_OK, "%s", err.msg);
+    cp_free(cp);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/ca.pem", tmpdir);
+    ck_assert_int_eq(unlink(path), 0);
+    cp = cp_new(loop, &cfg, &err);
+    ck_assert_msg(cp != NULL, "cp_new with the CA file gone: %s", err.msg);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    cp_free(cp);
 }
 END_TEST
 
