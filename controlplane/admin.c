@@ -501,6 +501,14 @@ static void h_metrics(struct req *r)
         lb_prom_f64(&p, "lb_cp_tls_cert_not_after_seconds", &l, 1,
                     (double)tls.bundle->certs[i].info.not_after_ms / 1000.0);
     }
+    lb_prom_family(&p, "lb_cp_tls_backend_ca_not_after_seconds", "gauge",
+                   "Unix time at which the first certificate of each backend's caFile expires.");
+    for (size_t i = 0; tls.bundle != NULL && i < tls.bundle->n_backend_cas; i++) {
+        const struct tlscheck_backend_ca *ca = &tls.bundle->backend_cas[i];
+        struct lb_prom_label l[2] = {{"backend", ca->backend}, {"file", ca->file.name}};
+        lb_prom_f64(&p, "lb_cp_tls_backend_ca_not_after_seconds", l, 2,
+                    (double)ca->info.not_after_ms / 1000.0);
+    }
     lb_prom_family(&p, "lb_cp_tls_reloads_total", "counter",
                    "Certificate file changes published as a new generation.");
     lb_prom_u64(&p, "lb_cp_tls_reloads_total", NULL, 0, tls.reloads);

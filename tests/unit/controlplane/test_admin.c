@@ -408,6 +408,13 @@ START_TEST(backend_tls_fields)
     ck_assert_str_eq(jstr(b, "caFile"), "ca.pem");
     ck_assert_str_eq(jstr(b, "sni"), "backend.test");
     resp_free(&r);
+    /* its CA's expiry is a metric */
+    r = req_unix("GET", "/metrics", NULL, NULL);
+    ck_assert_msg(
+        strstr(r.body, "lb_cp_tls_backend_ca_not_after_seconds{backend=\"s\",file=\"ca.pem\"} ") !=
+            NULL,
+        "%s", r.body);
+    resp_free(&r);
 
     /* http:// backends show neither key; https:// ones show both, "" = default. */
     r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": \"https://localhost:9444\"}");
