@@ -2427,21 +2427,26 @@ char *config_export_json(const struct config *cfg, struct lb_err *err)
     return s;
 }
 
+int config_hash_yaml(const char *yaml, size_t len, char hex[65], struct lb_err *err)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(yaml, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+        return lb_err_set(err, LB_ENOMEM, 0, "SHA-256 of the config failed");
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return LB_OK;
+}
+
 int config_hash(const struct config *cfg, char hex[65], struct lb_err *err)
 {
     size_t len;
     char *y = config_export_yaml(cfg, &len, err);
     if (y == NULL)
         return LB_ENOMEM;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    int ok = EVP_Digest(y, len, md, &mdlen, EVP_sha256(), NULL);
+    int rc = config_hash_yaml(y, len, hex, err);
     free(y);
-    if (!ok || mdlen != 32)
-        return lb_err_set(err, LB_ENOMEM, 0, "SHA-256 of the config failed");
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return LB_OK;
+    return rc;
 }
 
 bool config_equal(const struct config *a, const struct config *b)

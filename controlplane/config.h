@@ -262,6 +262,10 @@ char *config_export_json(const struct config *cfg, struct lb_err *err);
  * <hex>. LB_OK or LB_ENOMEM. */
 int config_hash(const struct config *cfg, char hex[65], struct lb_err *err);
 
+/* The same from an export already made: <yaml> is config_export_yaml()'s
+ * text of <len> bytes. */
+int config_hash_yaml(const char *yaml, size_t len, char hex[65], struct lb_err *err);
+
 /* Deep equality of two configs (every field). */
 bool config_equal(const struct config *a, const struct config *b);
 

@@ -683,10 +683,10 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
         rc = tls_adopt(cp, cfg, base_dir, snap, &tls, err);
     if (rc == LB_OK)
         rc = reserve_encoding(snap, &buf, err);
-    if (rc == LB_OK && (rc = config_hash(cfg, hash, err)) == LB_OK && rollback_to == 0) {
-        yaml = config_export_yaml(cfg, NULL, err);
-        if (yaml == NULL)
-            rc = LB_ENOMEM;
+    if (rc == LB_OK) {
+        size_t ylen = 0;
+        yaml = config_export_yaml(cfg, &ylen, err);
+        rc = yaml == NULL ? LB_ENOMEM : config_hash_yaml(yaml, ylen, hash, err);
     }
     if (rc == LB_OK) {
         if (rollback_to == 0)
@@ -1036,7 +1036,12 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
                               now_unix_ms(), &cfg, err);
     if (rc != LB_OK)
         return rc;
-    if (cp->cfg != NULL && config_equal(cp->cfg, cfg)) {
+    char hash[65];
+    if (cp->cfg != NULL && (rc = config_hash(cfg, hash, err)) != LB_OK) {
+        config_free(cfg);
+        return rc;
+    }
+    if (cp->cfg != NULL && strcmp(hash, cp->hash) == 0) {
         config_free(cfg);
         *unchanged = true;
         *version = cp->version;
