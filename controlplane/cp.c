@@ -586,11 +586,55 @@ static void describe_reload(const struct tlscheck_bundle *old, const struct tlsc
     }
 }
 
+/* The active config has no snapshot: its files were broken when the control
+ * plane started. Tries again, so that fixing the files is enough. */
+static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
+{
+    Lb__V1__Snapshot *snap = NULL;
+    uint8_t *buf = NULL;
+    uint64_t gen = 0;
+    struct tlscheck_bundle *tls = NULL;
+    struct lb_err e = {0};
+    int rc;
+    if ((rc = build_snapshot(cp, cp->cfg, cp->config_dir, &snap, &e)) != LB_OK ||
+        (rc = tls_adopt(cp, cp->cfg, cp->config_dir, snap, &tls, &e)) != LB_OK ||
+        (rc = reserve_encoding(snap, &buf, &e)) != LB_OK ||
+        (rc = store_generation_bump(cp->store, &gen, &e)) != LB_OK) {
+        snapbuild_free(snap);
+        free(buf);
+        tlscheck_bundle_free(tls);
+        cp->tls_st.reload_errors++;
+        snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
+        lb_log(LB_LOG_ERROR, "snapshot_failed", "active version %llu still not published: %s",
+               (unsigned long long)cp->version, e.msg);
+        if (err != NULL)
+            *err = e;
+        return rc;
+    }
+    snap->config_version = cp->version;
+    snap->generation = gen;
+    size_t len = lb__v1__snapshot__pack(snap, buf);
+    serve(cp, gen, buf, len);
+    tls_install(cp, tls, cp->config_dir);
+    health_resync(cp, snap);
+    snapbuild_free(snap);
+    cp->tls_st.reloads++;
+    cp->tls_st.last_reload_ms = now_unix_ms();
+    cp->tls_st.last_reload_generation = gen;
+    snprintf(cp->tls_st.last_reload, sizeof(cp->tls_st.last_reload),
+             "files fixed: version %llu published", (unsigned long long)cp->version);
+    cp->tls_st.last_error[0] = '\0';
+    *reloaded = true;
+    return LB_OK;
+}
+
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err)
 {
     *reloaded = false;
-    if (cp->cfg == NULL || !has_tls_files(cp->cfg) || cp->snap == NULL)
+    if (cp->cfg == NULL || !has_tls_files(cp->cfg))
         return LB_OK;
+    if (cp->snap == NULL)
+        return publish_pending(cp, reloaded, err);
     struct tlscheck_bundle *b = NULL;
     struct lb_err e = {0};
     int rc = tls_load(cp, cp->cfg, cp->tls_base, false, &b, &e);

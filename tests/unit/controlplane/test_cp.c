@@ -645,6 +645,22 @@ START_TEST(backend_ca_broken_at_start)
     const uint8_t *buf;
     size_t len;
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
+    /* still broken: a reload says why and publishes nothing */
+    bool reloaded = true;
+    ck_assert_int_ne(cp_tls_reload(cp, &reloaded, &err), LB_OK);
+    ck_assert(!reloaded);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
+    /* fixing the file is enough: the reload publishes the active version */
+    make_ca();
+    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert(reloaded);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
+    ck_assert_uint_eq(cp_active_version(cp), v);
+    cp_free(cp);
+    write_tmp("ca.pem", "not a certificate\n");
+    cp = cp_new(loop, &cfg, &err);
+    ck_assert_msg(cp != NULL, "cp_new: %s", err.msg);
+    ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
     /* A write repairs it: the backend without its caFile is published. */
     struct cp_backend_change clear = {.ca_file = ""};
     ck_assert_msg(cp_backend_update(cp, "s", &clear, &writer, &v, &err) == LB_OK, "%s", err.msg);
