@@ -72,6 +72,7 @@ struct admin {
     struct cp *cp;         /* borrowed */
     int unix_fd, tcp_fd;   /* -1 = none */
     ev_io unix_io, tcp_io; /* accept watchers */
+    ev_timer accept_pause; /* accepting again after running out of descriptors */
     char *unix_path;       /* the socket file we created */
     dev_t unix_dev;        /* identity of that file, so admin_free removes only ours */
     ino_t unix_ino;
@@ -1382,11 +1383,31 @@ static void conn_on_idle(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(w->data);
 }
 
+static void on_accept_resume(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct admin *a = t->data;
+    ev_io_start(loop, &a->unix_io);
+    if (a->tcp_fd >= 0)
+        ev_io_start(loop, &a->tcp_io);
+}
+
 static void accept_one(struct admin *a, int lfd, bool tcp)
 {
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        /* out of descriptors or memory: the listener stays readable, so
+         * pause instead of spinning */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            lb_log(LB_LOG_WARN, "admin_accept_paused", "accept: %s; accepting again in 500 ms",
+                   strerror(errno));
+            ev_io_stop(a->loop, &a->unix_io);
+            if (a->tcp_fd >= 0)
+                ev_io_stop(a->loop, &a->tcp_io);
+            ev_timer_set(&a->accept_pause, 0.5, 0.);
+            ev_timer_start(a->loop, &a->accept_pause);
+        }
         return;
+    }
     if (a->n_conns >= ADMIN_MAX_CONNS) {
         lb_log(LB_LOG_WARN, "admin_busy", "%d admin connections open; refusing one",
                ADMIN_MAX_CONNS);
@@ -1590,6 +1611,8 @@ struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_
         admin_free(a);
         return NULL;
     }
+    ev_timer_init(&a->accept_pause, on_accept_resume, 0., 0.);
+    a->accept_pause.data = a;
     ev_io_init(&a->unix_io, on_accept_unix, a->unix_fd, EV_READ);
     a->unix_io.data = a;
     ev_io_start(loop, &a->unix_io);
@@ -1612,6 +1635,8 @@ void admin_free(struct admin *a)
         return;
     while (a->conns != NULL)
         conn_close(a->conns);
+    if (a->loop != NULL)
+        ev_timer_stop(a->loop, &a->accept_pause);
     if (a->unix_fd >= 0) {
         ev_io_stop(a->loop, &a->unix_io);
         close(a->unix_fd);

@@ -292,7 +292,7 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
 
 struct agg_fe {
     const char *name;
-    uint64_t accepted, closed, bytes_in, bytes_out, duration_us;
+    uint64_t accepted, accept_pauses, closed, bytes_in, bytes_out, duration_us;
     uint64_t rejected[REJECT_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
 };
@@ -337,6 +337,13 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
     for (unsigned i = 0; i < n_fe; i++) {
         struct lb_prom_label l = {"frontend", fe[i].name};
         lb_prom_u64(p, "lb_connections_accepted_total", &l, 1, fe[i].accepted);
+    }
+    lb_prom_family(p, "lb_accept_pauses_total", "counter",
+                   "Times accepting stopped for a while: the process ran out of file "
+                   "descriptors or memory.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        struct lb_prom_label l = {"frontend", fe[i].name};
+        lb_prom_u64(p, "lb_accept_pauses_total", &l, 1, fe[i].accept_pauses);
     }
     lb_prom_family(p, "lb_connections_open", "gauge", "Client connections open now.");
     for (unsigned i = 0; i < n_fe; i++) {
@@ -412,6 +419,7 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
                 fe[n_fe++].name = f->name;
             }
             fe[k].accepted += METRIC_GET(f->accepted);
+            fe[k].accept_pauses += METRIC_GET(f->accept_pauses);
             fe[k].closed += METRIC_GET(f->closed);
             fe[k].bytes_in += METRIC_GET(f->bytes_in);
             fe[k].bytes_out += METRIC_GET(f->bytes_out);

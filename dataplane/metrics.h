@@ -55,6 +55,7 @@ enum metrics_retry {
 struct metrics_fe {
     char name[128];
     metric_t accepted;
+    metric_t accept_pauses; /* out of descriptors or memory: accepting paused */
     metric_t closed;
     metric_t bytes_in;
     metric_t bytes_out;

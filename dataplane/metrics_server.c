@@ -42,6 +42,7 @@ struct metrics_server {
     struct dp *dp;
     int fd;
     ev_io io;
+    ev_timer pause; /* accepting again after running out of descriptors */
     struct mclient *clients;
     unsigned n_clients;
 };
@@ -374,13 +375,29 @@ static void mclient_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     mclient_free(t->data);
 }
 
+static void server_on_resume(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct metrics_server *s = t->data;
+    ev_io_start(loop, &s->io);
+}
+
 static void server_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct metrics_server *s = io->data;
     for (int i = 0; i < 16; i++) {
         int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd == -1)
+        if (fd == -1 && errno == EINTR)
+            continue;
+        if (fd == -1) {
+            /* out of descriptors or memory: the socket stays readable, so
+             * pause instead of spinning */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                ev_io_stop(loop, &s->io);
+                ev_timer_set(&s->pause, 0.5, 0.);
+                ev_timer_start(loop, &s->pause);
+            }
             return;
+        }
         struct mclient *c = s->n_clients < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
         if (c == NULL) {
             close(fd);
@@ -429,6 +446,8 @@ struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
     s->fd = fd;
     ev_io_init(&s->io, server_on_accept, fd, EV_READ);
     s->io.data = s;
+    ev_timer_init(&s->pause, server_on_resume, 0., 0.);
+    s->pause.data = s;
     ev_io_start(loop, &s->io);
     return s;
 }
@@ -440,6 +459,7 @@ void metrics_server_free(struct metrics_server *s)
     while (s->clients != NULL)
         mclient_free(s->clients);
     ev_io_stop(s->loop, &s->io);
+    ev_timer_stop(s->loop, &s->pause);
     close(s->fd);
     free(s);
 }

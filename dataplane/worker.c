@@ -17,12 +17,14 @@
 #include "lb_err.h"
 #include "lb_log.h"
 
-#define MAX_FREE_BUFS  256
-#define MAX_FREE_CONNS 256
-#define ACCEPT_BATCH   64
-#define LISTEN_BACKLOG 4096
-#define LOGBUF_SIZE    (64u * 1024u)
-#define TICK_SECONDS   0.1
+#define MAX_FREE_BUFS      256
+#define MAX_FREE_CONNS     256
+#define ACCEPT_BATCH       64
+#define ACCEPT_PAUSE_MIN_S 0.1
+#define ACCEPT_PAUSE_MAX_S 1.0
+#define LISTEN_BACKLOG     4096
+#define LOGBUF_SIZE        (64u * 1024u)
+#define TICK_SECONDS       0.1
 
 /* ---- the process context ---------------------------------------------------- */
 
@@ -301,6 +303,32 @@ nomem:
 
 /* ---- listeners -------------------------------------------------------------------- */
 
+static void listener_on_resume(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct listener *l = t->data;
+    if (!l->w->draining)
+        ev_io_start(loop, &l->io);
+}
+
+/* accept() failed for want of descriptors or memory: the connection stays
+ * in the kernel's queue and the socket stays readable, so asking again at
+ * once would spin. Stop for a while, doubling up to a second. */
+static void listener_pause(struct listener *l, int err)
+{
+    struct worker *w = l->w;
+    l->pause_s = l->pause_s > 0 ? l->pause_s * 2 : ACCEPT_PAUSE_MIN_S;
+    if (l->pause_s > ACCEPT_PAUSE_MAX_S)
+        l->pause_s = ACCEPT_PAUSE_MAX_S;
+    ev_io_stop(w->loop, &l->io);
+    ev_timer_set(&l->pause, l->pause_s, 0.);
+    ev_timer_start(w->loop, &l->pause);
+    METRIC_ADD(w->metrics.fe[w->view->fe_stat[l->fe_index]].accept_pauses, 1);
+    lb_log(LB_LOG_WARN, "accept_paused",
+           "worker %u on %s: %s; accepting again in %.0f ms (new connections wait in the "
+           "listen queue)",
+           w->id, l->key, strerror(err), l->pause_s * 1000);
+}
+
 static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct listener *l = io->data;
@@ -312,11 +340,14 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (fd == -1) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                listener_pause(l, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 lb_log(LB_LOG_WARN, "accept_failed", "worker %u on %s: %s", w->id, l->key,
                        strerror(errno));
             return;
         }
+        l->pause_s = 0;
         conn_accept(w, fd, &peer, l->fe_index);
     }
 }
@@ -360,6 +391,8 @@ static int listener_open(struct worker *w, const struct snap_frontend *fe, uint3
     snprintf(l->key, sizeof(l->key), "%s", fe->key);
     ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
     l->io.data = l;
+    ev_timer_init(&l->pause, listener_on_resume, 0., 0.);
+    l->pause.data = l;
     if (!w->draining)
         ev_io_start(w->loop, &l->io);
     l->next = w->listeners;
@@ -370,6 +403,7 @@ static int listener_open(struct worker *w, const struct snap_frontend *fe, uint3
 static void listener_close(struct worker *w, struct listener *l)
 {
     ev_io_stop(w->loop, &l->io);
+    ev_timer_stop(w->loop, &l->pause);
     close(l->fd);
     free(l);
 }

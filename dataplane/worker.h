@@ -68,6 +68,8 @@ struct wview {
 struct listener {
     struct worker *w;
     ev_io io;
+    ev_timer pause; /* accepting again after running out of descriptors */
+    double pause_s; /* the current pause; 0 after a successful accept */
     int fd;
     char key[80];      /* "address:port" */
     uint32_t fe_index; /* the frontend's index in the current view */

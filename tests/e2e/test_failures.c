@@ -2,10 +2,16 @@
  * data plane's own graceful shutdown. */
 #include "e2e.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 START_TEST(killed_backend_traffic_moves)
 {
@@ -121,6 +127,92 @@ START_TEST(sigterm_drains_in_flight)
 }
 END_TEST
 
+static int open_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* user + system CPU of <pid>, in clock ticks */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    ck_assert_ptr_nonnull(p);
+    long ut = 0, st = 0;
+    /* after the name: state and 10 more fields, then utime and stime */
+    ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st),
+                     2);
+    return ut + st;
+}
+
+/* Out of file descriptors: accepting pauses (no spinning on a listener that
+ * stays readable, no log flood), and resumes once connections close. */
+START_TEST(out_of_descriptors_pauses_accepting)
+{
+    struct e2e_opts o = {.backends = 1, .workers = 1};
+    struct e2e *t = e2e_start_opts(&o);
+    pid_t pid = e2e_lb_pid(t);
+    unsigned port = e2e_lb_port(t);
+    struct rlimit rl;
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, NULL, &rl), 0);
+    struct rlimit low = {.rlim_cur = (rlim_t)open_fds(pid) + 4, .rlim_max = rl.rlim_max};
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
+
+    enum {
+        N = 32
+    };
+    int fds[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    for (int i = 0; i < N; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fds[i], 0);
+        ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+    }
+    e2e_sleep_ms(500);
+    long before = cpu_ticks(pid);
+    e2e_sleep_ms(1000);
+    long used = cpu_ticks(pid) - before;
+    long hz = sysconf(_SC_CLK_TCK);
+    ck_assert_msg(used * 4 < hz, "lb used %ld of %ld ticks in a second with its descriptors gone",
+                  used, hz);
+
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
+    uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+    bool served = false;
+    while (!served && e2e_now_ms() < end) {
+        struct e2e_resp r;
+        if (e2e_request(port, "GET", "/", NULL, NULL, 0, &r) == 0) {
+            served = r.status == 200;
+            e2e_resp_free(&r);
+        }
+        if (!served)
+            e2e_sleep_ms(100);
+    }
+    ck_assert_msg(served, "no request served after the descriptors came back");
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_accept_pauses_total", "frontend=\"web\"") >= 1);
+    free(text);
+    e2e_stop(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_failures");
@@ -135,6 +227,9 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = e2e_tcase("graceful_shutdown");
     tcase_add_test(tc, sigterm_drains_in_flight);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("out_of_descriptors");
+    tcase_add_test(tc, out_of_descriptors_pauses_accepting);
     suite_add_tcase(s, tc);
     return e2e_run(s);
 }
