@@ -412,7 +412,14 @@ static void upstream_release(struct worker *w, struct upstream *u, bool reusable
         w->pool_old = u;
 }
 
-/* Opens a new connection to <be>. Returns NULL and sets *errnum on failure. */
+/* A connect that failed for want of this process's or this host's resources
+ * (descriptors, memory, local ports): the backend is not to blame. */
+static bool local_shortage(int errnum)
+{
+    return errnum == EMFILE || errnum == ENFILE || errnum == ENOBUFS || errnum == ENOMEM ||
+           errnum == EADDRNOTAVAIL;
+}
+
 /* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
  * name) when it is an https:// backend. Returns NULL and sets *errnum on
  * failure. */
@@ -930,11 +937,24 @@ static bool conn_attach_upstream(struct conn *c)
             conn_bind_upstream(c, u, i);
             return true;
         }
+        be->active++;
+        be->bal.active++;
+        if (local_shortage(errnum)) {
+            /* not the backend's fault: no breaker or failure count; a retry
+             * after its backoff may find a pooled connection or a free slot */
+            lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id,
+                   strerror(errnum));
+            conn_attempt_end(c, be, OUT_ABANDON);
+            if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
+                return true;
+            conn_answer_error(c, 503,
+                              errnum == EADDRNOTAVAIL ? "out of local ports"
+                                                      : "out of file descriptors or memory");
+            return false;
+        }
         METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
         lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
                strerror(errnum));
-        be->active++;
-        be->bal.active++;
         conn_attempt_end(c, be, OUT_FAIL);
         if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
             return true;
@@ -1544,6 +1564,16 @@ static void conn_upstream_failed(struct conn *c, const char *why)
             c->up = nu;
             c->uphead_sent = 0;
             c->progress = true;
+            return;
+        }
+        if (local_shortage(errnum)) {
+            lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id,
+                   strerror(errnum));
+            conn_attempt_end(c, be, OUT_ABANDON);
+            if (!conn_try_again(c, be, METRICS_RETRY_CONNECT))
+                conn_answer_error(c, 503,
+                                  errnum == EADDRNOTAVAIL ? "out of local ports"
+                                                          : "out of file descriptors or memory");
             return;
         }
         METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);

@@ -127,17 +127,25 @@ START_TEST(sigterm_drains_in_flight)
 }
 END_TEST
 
-static int open_fds(pid_t pid)
+/* The lowest descriptor number <pid> does not use: with RLIMIT_NOFILE at
+ * this plus n, it can open exactly n more. */
+static int lowest_free_fd(pid_t pid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    bool used[4096] = {false};
     DIR *d = opendir(path);
     ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
-        n += e->d_name[0] != '.';
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd >= 0 && fd < 4096)
+            used[fd] = true;
+    }
     closedir(d);
-    return n;
+    int fd = 0;
+    while (fd < 4096 && used[fd])
+        fd++;
+    return fd;
 }
 
 /* user + system CPU of <pid>, in clock ticks */
@@ -159,17 +167,45 @@ static long cpu_ticks(pid_t pid)
     return ut + st;
 }
 
-/* Out of file descriptors: accepting pauses (no spinning on a listener that
- * stays readable, no log flood), and resumes once connections close. */
+/* Out of file descriptors: a request that needs a new upstream connection
+ * gets 503 without blaming the backend; accepting pauses (no spinning on a
+ * listener that stays readable, no log flood) and resumes once connections
+ * close. */
+static void short_pool(Lb__V1__Snapshot *snap, void *arg)
+{
+    snap->timeouts->pool_idle_ms = 50;
+}
+
 START_TEST(out_of_descriptors_pauses_accepting)
 {
-    struct e2e_opts o = {.backends = 1, .workers = 1};
+    struct e2e_opts o = {.backends = 1, .workers = 1, .tweak = short_pool};
     struct e2e *t = e2e_start_opts(&o);
     pid_t pid = e2e_lb_pid(t);
     unsigned port = e2e_lb_port(t);
     struct rlimit rl;
     ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, NULL, &rl), 0);
-    struct rlimit low = {.rlim_cur = (rlim_t)open_fds(pid) + 4, .rlim_max = rl.rlim_max};
+
+    /* Room for one client and nothing else, no pooled upstream connection
+     * left: its request gets 503 after its retries, and the backend is not
+     * blamed for it. */
+    e2e_sleep_ms(1500); /* the pool is swept every second */
+    struct rlimit low = {.rlim_cur = (rlim_t)lowest_free_fd(pid) + 1, .rlim_max = rl.rlim_max};
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
+    struct e2e_conn *a = e2e_connect(port);
+    ck_assert_ptr_nonnull(a);
+    const char *get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(e2e_conn_send(a, get, strlen(get)), 0);
+    struct e2e_resp ra;
+    ck_assert_int_eq(e2e_conn_read(a, &ra, false), 0);
+    ck_assert_int_eq(ra.status, 503);
+    e2e_resp_free(&ra);
+    e2e_conn_close(a);
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
+    char *text = e2e_scrape(t);
+    ck_assert(e2e_metric(text, "lb_backend_connect_failures_total", "backend=\"b0\"") == 0);
+    free(text);
+
+    low.rlim_cur = (rlim_t)lowest_free_fd(pid) + 4;
     ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
 
     enum {
@@ -206,7 +242,7 @@ START_TEST(out_of_descriptors_pauses_accepting)
             e2e_sleep_ms(100);
     }
     ck_assert_msg(served, "no request served after the descriptors came back");
-    char *text = e2e_scrape(t);
+    text = e2e_scrape(t);
     ck_assert(e2e_metric(text, "lb_accept_pauses_total", "frontend=\"web\"") >= 1);
     free(text);
     e2e_stop(t);
