@@ -476,10 +476,14 @@ static void h_metrics(struct req *r)
     lb_prom_u64(&p, "lb_cp_backends_up", NULL, 0, hc.up);
     lb_prom_family(&p, "lb_cp_backends_down", "gauge", "Checked backends whose health is down.");
     lb_prom_u64(&p, "lb_cp_backends_down", NULL, 0, hc.down);
-    lb_prom_family(&p, "lb_cp_health_checks_total", "counter", "Active health checks finished.");
-    struct lb_prom_label pass = {"result", "pass"}, fail = {"result", "fail"};
+    lb_prom_family(&p, "lb_cp_health_checks_total", "counter",
+                   "Active health checks: finished (pass, fail), or skipped because the "
+                   "control plane ran out of descriptors, memory or ports.");
+    struct lb_prom_label pass = {"result", "pass"}, fail = {"result", "fail"},
+                         skip = {"result", "skipped"};
     lb_prom_u64(&p, "lb_cp_health_checks_total", &pass, 1, hc.passes);
     lb_prom_u64(&p, "lb_cp_health_checks_total", &fail, 1, hc.fails);
+    lb_prom_u64(&p, "lb_cp_health_checks_total", &skip, 1, hc.skips);
     lb_prom_family(&p, "lb_cp_pool_all_down", "gauge",
                    "1 when every checked backend is down, else 0.");
     lb_prom_u64(&p, "lb_cp_pool_all_down", NULL, 0, health_pool_all_down(cp_health(cp)) ? 1 : 0);

@@ -61,7 +61,7 @@ struct health {
     char *host;               /* owned; "" = per target */
     struct hc **v;            /* targets sorted by id */
     size_t n;
-    uint64_t passes, fails;
+    uint64_t passes, fails, skips;
     size_t n_up, n_down, n_unknown, n_disabled;
     bool all_down; /* as last logged */
     uint64_t rng;  /* xorshift64 state for the jitter */
@@ -344,12 +344,30 @@ static void on_limit(struct ev_loop *loop, ev_timer *w, int revents)
     finish(c, false, msg);
 }
 
+/* Descriptors, memory or local ports ran out here: the check did not run,
+ * and saying the backend failed it would take a healthy backend down. */
+static bool local_shortage(int e)
+{
+    return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
+static void skip_check(struct hc *c, const char *what, int e)
+{
+    cancel_check(c);
+    c->h->skips++;
+    lb_log(LB_LOG_WARN, "health_check_skipped", "backend %s: %s: %s; its state stays as it was",
+           c->id, what, strerror(e));
+}
+
 static void start_check(struct hc *c)
 {
     struct health *h = c->h;
     c->fd = socket(c->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
-        fail_errno(c, "socket", errno);
+        if (local_shortage(errno))
+            skip_check(c, "socket", errno);
+        else
+            fail_errno(c, "socket", errno);
         return;
     }
     ev_timer_set(&c->limit, (double)h->s.timeout_ms / 1000.0, 0.0);
@@ -362,7 +380,10 @@ static void start_check(struct hc *c)
         return;
     }
     if (errno != EINPROGRESS && errno != EINTR) {
-        fail_errno(c, "connect", errno);
+        if (local_shortage(errno))
+            skip_check(c, "connect", errno);
+        else
+            fail_errno(c, "connect", errno);
         return;
     }
     watch(c, EV_WRITE);
@@ -703,6 +724,7 @@ void health_counts_get(const struct health *h, struct health_counts *out)
     out->disabled = h->n_disabled;
     out->passes = h->passes;
     out->fails = h->fails;
+    out->skips = h->skips;
 }
 
 bool health_pool_all_down(const struct health *h)

@@ -98,6 +98,7 @@ struct health_counts {
     size_t up, down, unknown; /* checked (not disabled) targets by state */
     size_t disabled;
     uint64_t passes, fails; /* checks ever finished, by result */
+    uint64_t skips;         /* checks not run: out of descriptors, memory or ports */
 };
 
 /* A checker with no targets on <loop>; <on_result> (may be NULL) gets <ctx>.

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,6 +349,50 @@ START_TEST(http_results_and_errors)
     srv_stop(bad);
     srv_stop(mute);
     close(rfd);
+}
+END_TEST
+
+/* The lowest descriptor number this process does not use. */
+static int lowest_free_fd(void)
+{
+    int fd = 0;
+    while (fcntl(fd, F_GETFD) != -1)
+        fd++;
+    return fd;
+}
+
+/* Out of descriptors here: the checks are skipped, not failed, so a healthy
+ * backend is not taken down; they resume when descriptors come back. */
+START_TEST(local_shortage_skips_checks)
+{
+    struct srv *ok = srv_start(SRV_200);
+    struct rec rec = {.ids = {"ok"}, .n_ids = 1};
+    struct health_target t = {
+        .id = "ok", .addr = "127.0.0.1", .port = ok->port, .host_header = "svc:80"};
+    struct health *h = health_new(loop, on_result, &rec, NULL);
+    ck_assert_int_eq(health_sync(h, &fast, &t, 1, NULL), LB_OK);
+    run_until(loop, &rec, 2, 5000);
+    ck_assert_int_eq(rec.state[0], STORE_HEALTH_UP);
+
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct rlimit none = {.rlim_cur = (rlim_t)lowest_free_fd(), .rlim_max = rl.rlim_max};
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+    int before = rec.results[0];
+    run_until(loop, &rec, before + 1, 1000); /* five intervals */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    ck_assert_int_eq(rec.results[0], before);
+    ck_assert_int_eq(rec.state[0], STORE_HEALTH_UP);
+    struct health_counts hc;
+    health_counts_get(h, &hc);
+    ck_assert_uint_ge(hc.skips, 2);
+    ck_assert_uint_eq(hc.fails, 0);
+
+    run_until(loop, &rec, before + 1, 5000);
+    ck_assert_int_eq(rec.results[0], before + 1);
+    ck_assert(rec.last_pass[0]);
+    health_free(h);
+    srv_stop(ok);
 }
 END_TEST
 
@@ -694,6 +739,7 @@ static Suite *health_suite(void)
     tcase_set_timeout(checks, 30);
     tcase_add_test(checks, http_results_and_errors);
     tcase_add_test(checks, tcp_and_exact_status);
+    tcase_add_test(checks, local_shortage_skips_checks);
     tcase_add_test(checks, default_status_any_2xx_explicit_exact);
     tcase_add_test(checks, flapping_server_keeps_state);
     tcase_add_test(checks, sync_adds_removes_disables);
