@@ -1401,7 +1401,7 @@ static void accept_one(struct admin *a, int lfd, bool tcp)
     if (fd < 0) {
         /* out of descriptors or memory: the listener stays readable, so
          * pause instead of spinning */
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        if (lb_errno_shortage(errno)) {
             lb_log(LB_LOG_WARN, "admin_accept_paused", "accept: %s; accepting again in 500 ms",
                    strerror(errno));
             ev_io_stop(a->loop, &a->unix_io);

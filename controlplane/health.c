@@ -346,11 +346,6 @@ static void on_limit(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Descriptors, memory or local ports ran out here: the check did not run,
  * and saying the backend failed it would take a healthy backend down. */
-static bool local_shortage(int e)
-{
-    return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
-}
-
 static void skip_check(struct hc *c, const char *what, int e)
 {
     cancel_check(c);
@@ -364,7 +359,7 @@ static void start_check(struct hc *c)
     struct health *h = c->h;
     c->fd = socket(c->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
-        if (local_shortage(errno))
+        if (lb_errno_shortage(errno))
             skip_check(c, "socket", errno);
         else
             fail_errno(c, "socket", errno);
@@ -380,7 +375,7 @@ static void start_check(struct hc *c)
         return;
     }
     if (errno != EINPROGRESS && errno != EINTR) {
-        if (local_shortage(errno))
+        if (lb_errno_shortage(errno))
             skip_check(c, "connect", errno);
         else
             fail_errno(c, "connect", errno);

@@ -412,14 +412,6 @@ static void upstream_release(struct worker *w, struct upstream *u, bool reusable
         w->pool_old = u;
 }
 
-/* A connect that failed for want of this process's or this host's resources
- * (descriptors, memory, local ports): the backend is not to blame. */
-static bool local_shortage(int errnum)
-{
-    return errnum == EMFILE || errnum == ENFILE || errnum == ENOBUFS || errnum == ENOMEM ||
-           errnum == EADDRNOTAVAIL;
-}
-
 /* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
  * name) when it is an https:// backend. Returns NULL and sets *errnum on
  * failure. */
@@ -901,6 +893,22 @@ static void conn_bind_upstream(struct conn *c, struct upstream *u, int index)
 
 static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason);
 
+/* A new upstream connection could not be made for want of local resources
+ * (lb_errno_shortage): not the backend's fault, so no breaker or failure
+ * count. A retry after its backoff may find a pooled connection or a free
+ * descriptor; else 503. True when a retry is on its way. */
+static bool conn_connect_short(struct conn *c, struct backend_rt *be, int errnum)
+{
+    lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id, strerror(errnum));
+    conn_attempt_end(c, be, OUT_ABANDON);
+    if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
+        return true;
+    conn_answer_error(c, 503,
+                      errnum == EADDRNOTAVAIL ? "out of local ports"
+                                              : "out of file descriptors or memory");
+    return false;
+}
+
 /* Picks a backend not tried yet and attaches an upstream connection. Returns
  * false after answering the client itself. */
 static bool conn_attach_upstream(struct conn *c)
@@ -939,19 +947,8 @@ static bool conn_attach_upstream(struct conn *c)
         }
         be->active++;
         be->bal.active++;
-        if (local_shortage(errnum)) {
-            /* not the backend's fault: no breaker or failure count; a retry
-             * after its backoff may find a pooled connection or a free slot */
-            lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id,
-                   strerror(errnum));
-            conn_attempt_end(c, be, OUT_ABANDON);
-            if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
-                return true;
-            conn_answer_error(c, 503,
-                              errnum == EADDRNOTAVAIL ? "out of local ports"
-                                                      : "out of file descriptors or memory");
-            return false;
-        }
+        if (lb_errno_shortage(errnum))
+            return conn_connect_short(c, be, errnum);
         METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
         lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
                strerror(errnum));
@@ -1566,14 +1563,8 @@ static void conn_upstream_failed(struct conn *c, const char *why)
             c->progress = true;
             return;
         }
-        if (local_shortage(errnum)) {
-            lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id,
-                   strerror(errnum));
-            conn_attempt_end(c, be, OUT_ABANDON);
-            if (!conn_try_again(c, be, METRICS_RETRY_CONNECT))
-                conn_answer_error(c, 503,
-                                  errnum == EADDRNOTAVAIL ? "out of local ports"
-                                                          : "out of file descriptors or memory");
+        if (lb_errno_shortage(errnum)) {
+            conn_connect_short(c, be, errnum);
             return;
         }
         METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);

@@ -391,7 +391,7 @@ static void server_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (fd == -1) {
             /* out of descriptors or memory: the socket stays readable, so
              * pause instead of spinning */
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (lb_errno_shortage(errno)) {
                 ev_io_stop(loop, &s->io);
                 ev_timer_set(&s->pause, 0.5, 0.);
                 ev_timer_start(loop, &s->pause);

@@ -340,7 +340,7 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (fd == -1) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            if (lb_errno_shortage(errno))
                 listener_pause(l, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 lb_log(LB_LOG_WARN, "accept_failed", "worker %u on %s: %s", w->id, l->key,

@@ -1,6 +1,7 @@
 /* proto/lb_err.c */
 #include "lb_err.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,4 +53,10 @@ const char *lb_code_name(enum lb_code code)
         return "EPROTO";
     }
     return "EUNKNOWN";
+}
+
+bool lb_errno_shortage(int sys_errno)
+{
+    return sys_errno == EMFILE || sys_errno == ENFILE || sys_errno == ENOBUFS ||
+           sys_errno == ENOMEM || sys_errno == EADDRNOTAVAIL;
 }

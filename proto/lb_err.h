@@ -2,6 +2,8 @@
 #ifndef LB_ERR_H
 #define LB_ERR_H
 
+#include <stdbool.h>
+
 enum lb_code {
     LB_OK = 0,
     LB_EINVAL, /* bad input: config, snapshot, argument */
@@ -30,5 +32,11 @@ void lb_err_clear(struct lb_err *err);
 
 /* Short stable name of <code>: "EINVAL", "ENOMEM", ... */
 const char *lb_code_name(enum lb_code code);
+
+/* True when a socket call failed with <sys_errno> for want of this process's
+ * or this host's resources (descriptors, memory, local ports), not because
+ * of the peer: accept, socket and connect callers pause or retry instead of
+ * blaming anyone. */
+bool lb_errno_shortage(int sys_errno);
 
 #endif
