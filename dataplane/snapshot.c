@@ -444,25 +444,27 @@ int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets
         if (!s->frontends[i].tls)
             continue;
         const Lb__V1__Tls *cfg = s->pb->frontends[i]->tls;
+        /* the same frontend before: its context when nothing changed, else
+         * a new one that carries on its counters */
+        struct tls_ctx *prev = NULL;
+        const Lb__V1__Tls *prev_cfg = NULL;
         for (uint32_t j = 0; old != NULL && old->tls != NULL && j < old->n_frontends; j++) {
-            if (old->tls[j] != NULL && strcmp(old->frontends[j].name, s->frontends[i].name) == 0 &&
-                tls_same(old->pb->frontends[j]->tls, cfg)) {
-                s->tls[i] = tls_ctx_ref(old->tls[j]);
+            if (old->tls[j] != NULL && strcmp(old->frontends[j].name, s->frontends[i].name) == 0) {
+                prev = old->tls[j];
+                prev_cfg = old->pb->frontends[j]->tls;
                 break;
             }
         }
-        if (s->tls[i] != NULL)
+        if (prev != NULL && tls_same(prev_cfg, cfg)) {
+            s->tls[i] = tls_ctx_ref(prev);
             continue;
+        }
         struct lb_err e = {0};
         s->tls[i] = tls_ctx_new(cfg, tickets, &e);
         if (s->tls[i] == NULL)
             return lb_err_set(err, e.code ? e.code : LB_EINVAL, 0, "frontends[%u].%s", i, e.msg);
-        for (uint32_t j = 0; old != NULL && old->tls != NULL && j < old->n_frontends; j++) {
-            if (old->tls[j] != NULL && strcmp(old->frontends[j].name, s->frontends[i].name) == 0) {
-                tls_ctx_continue_counters(s->tls[i], old->tls[j]);
-                break;
-            }
-        }
+        if (prev != NULL)
+            tls_ctx_continue_counters(s->tls[i], prev);
     }
     return LB_OK;
 }
