@@ -586,29 +586,23 @@ static void describe_reload(const struct tlscheck_bundle *old, const struct tlsc
     }
 }
 
-/* The active config has no snapshot: its files were broken when the control
- * plane started. Tries again, so that fixing the files is enough. */
-static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
+/* Builds the snapshot of the active config (cp->cfg, cp->version) and
+ * serves it as a new generation, with its TLS files and health targets.
+ * On failure nothing changes. */
+static int publish_active(struct cp *cp, struct lb_err *err)
 {
     Lb__V1__Snapshot *snap = NULL;
     uint8_t *buf = NULL;
     uint64_t gen = 0;
     struct tlscheck_bundle *tls = NULL;
-    struct lb_err e = {0};
     int rc;
-    if ((rc = build_snapshot(cp, cp->cfg, cp->config_dir, &snap, &e)) != LB_OK ||
-        (rc = tls_adopt(cp, cp->cfg, cp->config_dir, snap, &tls, &e)) != LB_OK ||
-        (rc = reserve_encoding(snap, &buf, &e)) != LB_OK ||
-        (rc = store_generation_bump(cp->store, &gen, &e)) != LB_OK) {
+    if ((rc = build_snapshot(cp, cp->cfg, cp->config_dir, &snap, err)) != LB_OK ||
+        (rc = tls_adopt(cp, cp->cfg, cp->config_dir, snap, &tls, err)) != LB_OK ||
+        (rc = reserve_encoding(snap, &buf, err)) != LB_OK ||
+        (rc = store_generation_bump(cp->store, &gen, err)) != LB_OK) {
         snapbuild_free(snap);
         free(buf);
         tlscheck_bundle_free(tls);
-        cp->tls_st.reload_errors++;
-        snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
-        lb_log(LB_LOG_ERROR, "snapshot_failed", "active version %llu still not published: %s",
-               (unsigned long long)cp->version, e.msg);
-        if (err != NULL)
-            *err = e;
         return rc;
     }
     snap->config_version = cp->version;
@@ -618,9 +612,27 @@ static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
     tls_install(cp, tls, cp->config_dir);
     health_resync(cp, snap);
     snapbuild_free(snap);
+    return LB_OK;
+}
+
+/* The active config has no snapshot: its files were broken when the control
+ * plane started. Tries again, so that fixing the files is enough. */
+static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
+{
+    struct lb_err e = {0};
+    int rc = publish_active(cp, &e);
+    if (rc != LB_OK) {
+        cp->tls_st.reload_errors++;
+        snprintf(cp->tls_st.last_error, sizeof(cp->tls_st.last_error), "%s", e.msg);
+        lb_log(LB_LOG_ERROR, "snapshot_failed", "active version %llu still not published: %s",
+               (unsigned long long)cp->version, e.msg);
+        if (err != NULL)
+            *err = e;
+        return rc;
+    }
     cp->tls_st.reloads++;
     cp->tls_st.last_reload_ms = now_unix_ms();
-    cp->tls_st.last_reload_generation = gen;
+    cp->tls_st.last_reload_generation = cp->generation;
     snprintf(cp->tls_st.last_reload, sizeof(cp->tls_st.last_reload),
              "files fixed: version %llu published", (unsigned long long)cp->version);
     cp->tls_st.last_error[0] = '\0';
@@ -799,33 +811,15 @@ static int load_active(struct cp *cp, struct lb_err *err)
     }
     /* A snapshot that cannot be built now (a name that stopped resolving, a
      * missing certificate) must not keep the admin API down: start without
-     * one so that the next write can repair the config. */
-    Lb__V1__Snapshot *snap = NULL;
-    uint8_t *buf = NULL;
-    uint64_t gen = 0;
+     * one so that the next write, or fixing the files, repairs it. */
+    install(cp, cfg, hash, active, 0, NULL, 0);
     struct lb_err e = {0};
-    struct tlscheck_bundle *tls = NULL;
-    if (build_snapshot(cp, cfg, cp->config_dir, &snap, &e) != LB_OK ||
-        tls_adopt(cp, cfg, cp->config_dir, snap, &tls, &e) != LB_OK ||
-        reserve_encoding(snap, &buf, &e) != LB_OK ||
-        store_generation_bump(cp->store, &gen, &e) != LB_OK) {
+    if (publish_active(cp, &e) != LB_OK) {
         lb_log(LB_LOG_ERROR, "snapshot_failed",
                "active version %llu loaded but not published: %s; fix it through the admin API",
                (unsigned long long)active, e.msg);
-        snapbuild_free(snap);
-        free(buf);
-        tlscheck_bundle_free(tls);
-        install(cp, cfg, hash, active, 0, NULL, 0);
         tls_install(cp, NULL, cp->config_dir);
-        return LB_OK;
     }
-    snap->config_version = active;
-    snap->generation = gen;
-    size_t len = lb__v1__snapshot__pack(snap, buf);
-    install(cp, cfg, hash, active, gen, buf, len);
-    tls_install(cp, tls, cp->config_dir);
-    health_resync(cp, snap);
-    snapbuild_free(snap);
     return LB_OK;
 }
 
