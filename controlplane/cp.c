@@ -1126,36 +1126,6 @@ static int set_str(char **dst, const char *src, struct lb_err *err)
     return LB_OK;
 }
 
-/* A caFile given through the API must hold CA certificates, as config apply
- * checks: the data planes would refuse the whole snapshot otherwise. */
-static int check_backend_ca(const struct cp *cp, const struct config *cfg, size_t i,
-                            struct lb_err *err)
-{
-    const char *file = cfg->backends[i].ca_file;
-    if (file == NULL || file[0] == '\0')
-        return LB_OK;
-    char full[PATH_MAX + 256];
-    if (file[0] == '/' || cp->config_dir == NULL || cp->config_dir[0] == '\0')
-        snprintf(full, sizeof(full), "%s", file);
-    else
-        snprintf(full, sizeof(full), "%s/%s", cp->config_dir, file);
-    uint8_t *pem = NULL;
-    size_t len = 0;
-    struct lb_err e = {0};
-    int rc = tlscheck_read_file(full, &pem, &len, &e);
-    if (rc == LB_OK)
-        rc = tlscheck_ca(full, pem, len, &e);
-    free(pem);
-    if (rc == LB_ENOMEM)
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
-    if (rc == LB_ESYS && e.sys_errno != 0)
-        return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].caFile: cannot read \"%s\": %s", i,
-                          full, strerror(e.sys_errno));
-    if (rc != LB_OK)
-        return lb_err_set(err, LB_EINVAL, 0, "backends[%zu].caFile: %s", i, e.msg);
-    return LB_OK;
-}
-
 int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
                    uint64_t *version, int *index, struct lb_err *err)
 {
@@ -1195,10 +1165,6 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     struct config *cfg = NULL;
     if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
         return rc;
-    if ((rc = check_backend_ca(cp, cfg, cfg->n_backends - 1, err)) != LB_OK) {
-        config_free(cfg);
-        return rc;
-    }
     const char *new_id = cfg->backends[cfg->n_backends - 1].id;
     if (cp_backend_find(cp, new_id) >= 0) {
         lb_err_set(err, LB_ECONFLICT, 0, "backend id \"%s\" is already used", new_id);
@@ -1245,10 +1211,6 @@ int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_cha
     struct config *cfg = NULL;
     if ((rc = normalise(cp, ed, &cfg, err)) != LB_OK)
         return rc;
-    if (chg->ca_file != NULL && (rc = check_backend_ca(cp, cfg, (size_t)i, err)) != LB_OK) {
-        config_free(cfg);
-        return rc;
-    }
     return commit(cp, cfg, w, cp->config_dir, 0, version, err);
 }
 

@@ -9,17 +9,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#define MAX_PEM (4u << 20)
 
 static int nomem(struct lb_err *err)
 {
@@ -38,8 +33,10 @@ static int set_str(char **field, const char *s)
     return 0;
 }
 
-static int read_file(const char *base_dir, const char *file, ProtobufCBinaryData *out,
-                     struct lb_err *err)
+/* Reads <file> (relative to <base_dir>) into <out>; a failure names <key>
+ * ("backends[2].caFile") and the file. "" reads nothing. */
+static int read_file(const char *base_dir, const char *key, const char *file,
+                     ProtobufCBinaryData *out, struct lb_err *err)
 {
     if (file == NULL || file[0] == '\0')
         return LB_OK;
@@ -48,48 +45,22 @@ static int read_file(const char *base_dir, const char *file, ProtobufCBinaryData
         snprintf(path, sizeof(path), "%s", file);
     else
         snprintf(path, sizeof(path), "%s/%s", base_dir, file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd == -1)
-        return lb_err_set(err, LB_ESYS, errno, "cannot read %s", path);
-    struct stat sb;
-    if (fstat(fd, &sb) == -1) {
-        int e = errno;
-        close(fd);
-        return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
-    }
-    if (!S_ISREG(sb.st_mode) || sb.st_size > (off_t)MAX_PEM) {
-        close(fd);
-        return lb_err_set(err, LB_ESYS, 0, "%s is not a regular file of at most 4 MiB", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = malloc(size ? size : 1);
-    if (buf == NULL) {
-        close(fd);
+    struct lb_err e = {0};
+    int rc = tlscheck_read_file(path, &out->data, &out->len, &e);
+    if (rc == LB_ENOMEM)
         return nomem(err);
+    if (rc != LB_OK) {
+        lb_err_set(err, rc, 0, "%s: %s", key, e.msg);
+        if (err != NULL)
+            err->sys_errno = e.sys_errno;
     }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r == -1 ? errno : 0;
-            close(fd);
-            free(buf);
-            if (e == 0)
-                return lb_err_set(err, LB_ESYS, 0, "%s shrank while being read", path);
-            return lb_err_set(err, LB_ESYS, e, "cannot read %s", path);
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    out->data = buf;
-    out->len = size;
-    return LB_OK;
+    return rc;
 }
 
-static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *cert_file,
-                           const char *key_file, char *const *sni, size_t n_sni, struct lb_err *err)
+/* <where> names the certificate's config entry: "ssl", "ssl.certificates[1]". */
+static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *where,
+                           const char *cert_file, const char *key_file, char *const *sni,
+                           size_t n_sni, struct lb_err *err)
 {
     Lb__V1__Certificate *c = malloc(sizeof(*c));
     if (c == NULL)
@@ -98,9 +69,12 @@ static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *c
     tls->certificates[tls->n_certificates++] = c;
     if (set_str(&c->name, cert_file) != 0)
         return nomem(err);
-    int rc = read_file(base_dir, cert_file, &c->cert_pem, err);
+    char key[64];
+    snprintf(key, sizeof(key), "%s.certFile", where);
+    int rc = read_file(base_dir, key, cert_file, &c->cert_pem, err);
+    snprintf(key, sizeof(key), "%s.keyFile", where);
     if (rc == LB_OK)
-        rc = read_file(base_dir, key_file, &c->key_pem, err);
+        rc = read_file(base_dir, key, key_file, &c->key_pem, err);
     if (rc != LB_OK || n_sni == 0)
         return rc;
     c->sni = calloc(n_sni, sizeof(*c->sni));
@@ -177,15 +151,18 @@ static int build_tls(Lb__V1__Frontend *f, const struct config_ssl *ssl, const ch
         return nomem(err);
     int rc = LB_OK;
     if (ssl->cert_file[0])
-        rc = add_certificate(tls, base_dir, ssl->cert_file, ssl->key_file, NULL, 0, err);
+        rc = add_certificate(tls, base_dir, "ssl", ssl->cert_file, ssl->key_file, NULL, 0, err);
     for (size_t i = 0; rc == LB_OK && i < ssl->n_certificates; i++) {
         const struct config_certificate *c = &ssl->certificates[i];
-        rc = add_certificate(tls, base_dir, c->cert_file, c->key_file, c->sni, c->n_sni, err);
+        char where[48];
+        snprintf(where, sizeof(where), "ssl.certificates[%zu]", i);
+        rc =
+            add_certificate(tls, base_dir, where, c->cert_file, c->key_file, c->sni, c->n_sni, err);
     }
     if (rc != LB_OK)
         return rc;
-    if ((rc = read_file(base_dir, ssl->ca_file, &tls->ca_pem, err)) != LB_OK ||
-        (rc = read_file(base_dir, ssl->crl_file, &tls->crl_pem, err)) != LB_OK)
+    if ((rc = read_file(base_dir, "ssl.caFile", ssl->ca_file, &tls->ca_pem, err)) != LB_OK ||
+        (rc = read_file(base_dir, "ssl.crlFile", ssl->crl_file, &tls->crl_pem, err)) != LB_OK)
         return rc;
     tls->client_auth = (Lb__V1__ClientAuth)ssl->client_auth;
     if (set_str(&tls->min_version, ssl->min_version) != 0 ||
@@ -274,7 +251,9 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
         } else if (!is_ip_literal(cb->host) && set_str(&b->sni, cb->host) != 0) {
             return nomem(err);
         }
-        if ((rc = read_file(in->base_dir, cb->ca_file, &b->ca_pem, err)) != LB_OK)
+        char key[48];
+        snprintf(key, sizeof(key), "backends[%zu].caFile", i);
+        if ((rc = read_file(in->base_dir, key, cb->ca_file, &b->ca_pem, err)) != LB_OK)
             return rc;
     }
     return LB_OK;

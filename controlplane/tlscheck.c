@@ -657,7 +657,11 @@ int tlscheck_bundle_add_backend_ca(struct tlscheck_bundle *b, const char *backen
         free(ca.file.data);
         if (rc == LB_ENOMEM)
             return lb_err_set(err, LB_ENOMEM, 0, "out of memory reading %s", path);
-        return lb_err_set(err, rc, e.sys_errno, "backend %s caFile: %s", backend, e.msg);
+        /* e.msg already ends with the errno text */
+        lb_err_set(err, rc, 0, "backend %s caFile: %s", backend, e.msg);
+        if (err != NULL)
+            err->sys_errno = e.sys_errno;
+        return rc;
     }
     file_sha256(&ca.file);
     ca.backend = strdup(backend);

@@ -269,7 +269,8 @@ START_TEST(https_backend_added_by_lbctl)
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "backends", "update", "secure", "--ca-file",
                                   "/nonexistent/ca.pem", NULL),
                      1);
-    ck_assert_msg(strstr(r.err, "cannot read \"/nonexistent/ca.pem\"") != NULL, "%s", r.err);
+    ck_assert_msg(strstr(r.err, "backends[0].caFile: cannot read /nonexistent/ca.pem") != NULL,
+                  "%s", r.err);
     e2e_cmd_free(&r);
     e2e_cp_stop(w);
     e2e_cp_stop(tls);

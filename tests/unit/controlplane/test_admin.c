@@ -435,7 +435,7 @@ START_TEST(backend_tls_fields)
     resp_free(&r);
     r = req_unix("POST", "/api/v1/backends", NULL,
                  "{\"url\": \"https://127.0.0.1:9011\", \"caFile\": \"/nonexistent/ca.pem\"}");
-    expect_config_error(&r, "caFile: cannot read \"/nonexistent/ca.pem\"");
+    expect_config_error(&r, "].caFile: cannot read /nonexistent/ca.pem: ");
     resp_free(&r);
     r = req_unix("POST", "/api/v1/backends", NULL,
                  "{\"url\": \"https://127.0.0.1:9012\", \"sni\": \"bad name\"}");

@@ -331,6 +331,7 @@ START_TEST(unreadable_tls_file)
     ck_assert_ptr_null(s);
     ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
     ck_assert_msg(strstr(err.msg, "No such file") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, ".keyFile: cannot read ") != NULL, "%s", err.msg);
     config_free(cfg);
 }
 END_TEST
@@ -440,6 +441,7 @@ START_TEST(backend_ca_removed)
     struct lb_err err = {0};
     ck_assert_int_eq(snapbuild_build(&in, &s, &err), LB_ESYS);
     ck_assert_ptr_null(s);
+    ck_assert_msg(strncmp(err.msg, "backends[0].caFile: cannot read ", 32) == 0, "%s", err.msg);
     ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
     config_free(cfg);
 }
