@@ -191,22 +191,14 @@ static bool front_answers(struct e2e_cp *w, int status, char *body, size_t bodys
  * backend.test from its own CA); world <w> adds that frontend as an https://
  * backend with --ca-file and --sni and loses its own b0, so every answer it
  * gives came through verified TLS. */
-START_TEST(https_backend_added_by_lbctl)
+/* Serves <tls>'s backend b0 on a TLS frontend with the cert.pem and key.pem
+ * the caller made in its directory; returns the frontend's port. */
+static unsigned serve_over_tls(struct e2e_cp *tls)
 {
-    struct e2e_cp_opts o = {.backends = 1, .dataplanes = 1};
-    struct e2e_cp *tls = e2e_cp_start(&o);
-    sh(tls, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
-            "-out ca.pem -days 30 -subj /CN=e2e-CA && "
-            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
-            "-out leaf.csr -subj /CN=backend.test && "
-            "printf 'subjectAltName=DNS:backend.test\\n' > leaf.ext && "
-            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 30 "
-            "-extfile leaf.ext -out cert.pem");
-    char dir[512], path[600], ca[600];
+    char dir[512], path[600];
     e2e_cp_path(tls, "", dir, sizeof(dir));
     e2e_cp_path(tls, "tls.yaml", path, sizeof(path));
-    e2e_cp_path(tls, "ca.pem", ca, sizeof(ca));
-    unsigned tls_port = e2e_free_port();
+    unsigned port = e2e_free_port();
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f,
@@ -218,12 +210,30 @@ START_TEST(https_backend_added_by_lbctl)
             "ssl:\n"
             "  certFile: %s/cert.pem\n"
             "  keyFile: %s/key.pem\n",
-            tls_port, e2e_cp_backend_url(tls, 0), dir, dir);
+            port, e2e_cp_backend_url(tls, 0), dir, dir);
     ck_assert_int_eq(fclose(f), 0);
     struct e2e_cmd r;
     ck_assert_msg(e2e_cp_lbctl(tls, &r, "config", "apply", path, NULL) == 0, "%s", r.err);
     e2e_cmd_free(&r);
     ck_assert_int_gt(e2e_cp_wait_in_sync(tls, 1, NULL), 0);
+    return port;
+}
+
+START_TEST(https_backend_added_by_lbctl)
+{
+    struct e2e_cp_opts o = {.backends = 1, .dataplanes = 1};
+    struct e2e_cp *tls = e2e_cp_start(&o);
+    sh(tls, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+            "-out ca.pem -days 30 -subj /CN=e2e-CA && "
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
+            "-out leaf.csr -subj /CN=backend.test && "
+            "printf 'subjectAltName=DNS:backend.test\\n' > leaf.ext && "
+            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 30 "
+            "-extfile leaf.ext -out cert.pem");
+    char ca[600];
+    e2e_cp_path(tls, "ca.pem", ca, sizeof(ca));
+    unsigned tls_port = serve_over_tls(tls);
+    struct e2e_cmd r;
 
     struct e2e_cp *w = e2e_cp_start(&o);
     char url[64];
@@ -314,29 +324,11 @@ START_TEST(backend_ca_file_reloads)
             "-out leaf2.csr -subj /CN=backend.test && "
             "openssl x509 -req -in leaf2.csr -CA ca2.pem -CAkey ca2.key -set_serial 2 -days 30 "
             "-extfile leaf.ext -out cert2.pem");
-    char dir[512], path[600], tca[600], tca2[600];
-    e2e_cp_path(tls, "", dir, sizeof(dir));
-    e2e_cp_path(tls, "tls.yaml", path, sizeof(path));
+    char tca[600], tca2[600];
     e2e_cp_path(tls, "ca.pem", tca, sizeof(tca));
     e2e_cp_path(tls, "ca2.pem", tca2, sizeof(tca2));
-    unsigned tls_port = e2e_free_port();
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "frontends:\n"
-            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
-            "backends:\n"
-            "  - {id: b0, url: \"%s\"}\n"
-            "metrics: {enabled: false}\n"
-            "ssl:\n"
-            "  certFile: %s/cert.pem\n"
-            "  keyFile: %s/key.pem\n",
-            tls_port, e2e_cp_backend_url(tls, 0), dir, dir);
-    ck_assert_int_eq(fclose(f), 0);
+    unsigned tls_port = serve_over_tls(tls);
     struct e2e_cmd r;
-    ck_assert_msg(e2e_cp_lbctl(tls, &r, "config", "apply", path, NULL) == 0, "%s", r.err);
-    e2e_cmd_free(&r);
-    ck_assert_int_gt(e2e_cp_wait_in_sync(tls, 1, NULL), 0);
 
     struct e2e_cp *w = e2e_cp_start(&o);
     sh(w, "cp %s upstream-ca.pem", tca);
