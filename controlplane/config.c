@@ -820,10 +820,7 @@ static int check_file(struct dec *d, const struct cnode *n, const char *path, co
     if (!d->check_tls || file[0] == '\0')
         return LB_OK;
     char full[4096];
-    if (file[0] == '/' || d->base_dir == NULL || d->base_dir[0] == '\0')
-        snprintf(full, sizeof(full), "%s", file);
-    else
-        snprintf(full, sizeof(full), "%s/%s", d->base_dir, file);
+    tlscheck_resolve(d->base_dir, file, full, sizeof(full));
     int fd = open(full, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
         char p[160];
@@ -1234,14 +1231,6 @@ static int decode_healthcheck(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
-static void resolve_path(const struct dec *d, const char *file, char *full, size_t size)
-{
-    if (file[0] == '/' || d->base_dir == NULL || d->base_dir[0] == '\0')
-        snprintf(full, size, "%s", file);
-    else
-        snprintf(full, size, "%s/%s", d->base_dir, file);
-}
-
 /* With check_tls: the certificate at <cert_n> and the key at <key_n> (keys
  * <path>.certFile and <path>.keyFile) form a valid pair at now_ms; an error
  * points at the node of the file at fault. */
@@ -1253,8 +1242,8 @@ static int check_pair(struct dec *d, const char *path, const struct cnode *cert_
     char cert_label[96], key_label[96], cert_path[4096], key_path[4096], ca_path[4096];
     child_path(cert_label, sizeof(cert_label), path, "certFile");
     child_path(key_label, sizeof(key_label), path, "keyFile");
-    resolve_path(d, cert_file, cert_path, sizeof(cert_path));
-    resolve_path(d, key_file, key_path, sizeof(key_path));
+    tlscheck_resolve(d->base_dir, cert_file, cert_path, sizeof(cert_path));
+    tlscheck_resolve(d->base_dir, key_file, key_path, sizeof(key_path));
     const char *ca_file = d->cfg->ssl.ca_file;
     uint8_t *cert = NULL, *key = NULL, *ca = NULL;
     size_t cert_len = 0, key_len = 0, ca_len = 0;
@@ -1269,7 +1258,7 @@ static int check_pair(struct dec *d, const char *path, const struct cnode *cert_
         goto out;
     }
     if (ca_file[0] != '\0') {
-        resolve_path(d, ca_file, ca_path, sizeof(ca_path));
+        tlscheck_resolve(d->base_dir, ca_file, ca_path, sizeof(ca_path));
         if ((rc = tlscheck_read_file(ca_path, &ca, &ca_len, &e)) != LB_OK) {
             rc = rc == LB_ENOMEM ? nomem(d) : derr(d, NULL, "ssl.caFile", "%s", e.msg);
             goto out;
@@ -1311,7 +1300,7 @@ static int check_pem(struct dec *d, const struct cnode *n, const char *path, con
         return LB_OK;
     char label[96], full[4096];
     child_path(label, sizeof(label), path, key);
-    resolve_path(d, file, full, sizeof(full));
+    tlscheck_resolve(d->base_dir, file, full, sizeof(full));
     uint8_t *pem = NULL;
     size_t len = 0;
     struct lb_err e = {0};

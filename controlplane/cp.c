@@ -489,10 +489,9 @@ static void watch_add(char **paths, size_t *n, const char *base, const char *nam
 {
     if (name == NULL || name[0] == '\0')
         return;
-    if (name[0] == '/' || base == NULL || base[0] == '\0')
-        paths[*n] = strdup(name);
-    else if (asprintf(&paths[*n], "%s/%s", base, name) < 0)
-        paths[*n] = NULL;
+    char path[PATH_MAX];
+    tlscheck_resolve(base, name, path, sizeof(path));
+    paths[*n] = strdup(path);
     if (paths[*n] != NULL)
         (*n)++;
 }

@@ -41,10 +41,7 @@ static int read_file(const char *base_dir, const char *key, const char *file,
     if (file == NULL || file[0] == '\0')
         return LB_OK;
     char path[4096];
-    if (file[0] == '/' || base_dir == NULL || base_dir[0] == '\0')
-        snprintf(path, sizeof(path), "%s", file);
-    else
-        snprintf(path, sizeof(path), "%s/%s", base_dir, file);
+    tlscheck_resolve(base_dir, file, path, sizeof(path));
     struct lb_err e = {0};
     int rc = tlscheck_read_file(path, &out->data, &out->len, &e);
     if (rc == LB_ENOMEM)

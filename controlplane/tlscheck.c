@@ -420,7 +420,7 @@ const struct tlscheck_file *tlscheck_bundle_file(const struct tlscheck_bundle *b
     return NULL;
 }
 
-static void resolve(const char *base_dir, const char *name, char *path, size_t size)
+void tlscheck_resolve(const char *base_dir, const char *name, char *path, size_t size)
 {
     if (name[0] == '/' || base_dir == NULL || base_dir[0] == '\0')
         snprintf(path, size, "%s", name);
@@ -448,7 +448,7 @@ static ssize_t bundle_add(struct tlscheck_bundle *b, size_t cap, const char *bas
     struct tlscheck_file *f = &b->files[b->n_files];
     memset(f, 0, sizeof(*f));
     char path[4096];
-    resolve(base_dir, name, path, sizeof(path));
+    tlscheck_resolve(base_dir, name, path, sizeof(path));
     f->name = strdup(name);
     f->path = strdup(path);
     if (f->name == NULL || f->path == NULL) {
@@ -646,7 +646,7 @@ int tlscheck_bundle_add_backend_ca(struct tlscheck_bundle *b, const char *backen
 {
     struct tlscheck_backend_ca ca = {0};
     char path[4096];
-    resolve(base_dir, name, path, sizeof(path));
+    tlscheck_resolve(base_dir, name, path, sizeof(path));
     struct lb_err e = {0};
     int rc = tlscheck_read_file(path, &ca.file.data, &ca.file.len, &e);
     if (rc == LB_OK)

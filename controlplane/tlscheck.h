@@ -46,6 +46,10 @@ struct tlscheck_cert_info {
  * names the path), LB_ENOMEM. */
 int tlscheck_read_file(const char *path, uint8_t **data, size_t *len, struct lb_err *err);
 
+/* <name> as configured, resolved against <base_dir> (absolute names, and
+ * any name when <base_dir> is NULL or "", stay as they are) into <path>. */
+void tlscheck_resolve(const char *base_dir, const char *name, char *path, size_t size);
+
 /* Parses the first certificate of PEM <pem> and fills <info>. LB_OK, or
  * LB_EINVAL "<name>: no PEM certificate" when none parses. */
 int tlscheck_cert_info(const char *name, const uint8_t *pem, size_t len,
