@@ -20,18 +20,6 @@ struct breaker {
     _Atomic uint64_t n_half_opened;
     _Atomic uint64_t n_closed;
     _Atomic uint64_t n_rejected;
-    /* registry fields, under the registry lock */
-    char *id;
-    uint32_t refs;
-    uint64_t hash;
-    struct breaker *next;
-};
-
-struct breaker_registry {
-    pthread_mutex_t lock;
-    struct breaker **buckets;
-    uint32_t cap; /* power of two */
-    uint32_t n;
 };
 
 struct limits {
@@ -81,7 +69,6 @@ void breaker_free(struct breaker *b)
     if (b == NULL)
         return;
     pthread_mutex_destroy(&b->lock);
-    free(b->id);
     free(b);
 }
 
@@ -213,161 +200,4 @@ void breaker_counters_read(struct breaker *b, struct breaker_counters *out)
     out->half_opened = LOAD(b->n_half_opened);
     out->closed = LOAD(b->n_closed);
     out->rejected = LOAD(b->n_rejected);
-}
-
-const char *breaker_id(const struct breaker *b)
-{
-    return b->id != NULL ? b->id : "";
-}
-
-/* ---- registry ---------------------------------------------------------------------- */
-
-static uint64_t hash_id(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s != '\0'; s++) {
-        h ^= (uint8_t)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-struct breaker_registry *breaker_registry_new(struct lb_err *err)
-{
-    struct breaker_registry *r = calloc(1, sizeof(*r));
-    if (r != NULL) {
-        r->cap = 64;
-        r->buckets = calloc(r->cap, sizeof(*r->buckets));
-    }
-    if (r == NULL || r->buckets == NULL) {
-        free(r);
-        lb_err_set(err, LB_ENOMEM, 0, "out of memory creating the circuit breaker registry");
-        return NULL;
-    }
-    pthread_mutex_init(&r->lock, NULL);
-    return r;
-}
-
-void breaker_registry_free(struct breaker_registry *r)
-{
-    if (r == NULL)
-        return;
-    for (uint32_t i = 0; i < r->cap; i++) {
-        struct breaker *b = r->buckets[i];
-        while (b != NULL) {
-            struct breaker *next = b->next;
-            breaker_free(b);
-            b = next;
-        }
-    }
-    free(r->buckets);
-    pthread_mutex_destroy(&r->lock);
-    free(r);
-}
-
-/* Under lock. */
-static struct breaker *reg_lookup(struct breaker_registry *r, const char *id, uint64_t h)
-{
-    for (struct breaker *b = r->buckets[h & (r->cap - 1)]; b != NULL; b = b->next) {
-        if (b->hash == h && strcmp(b->id, id) == 0)
-            return b;
-    }
-    return NULL;
-}
-
-/* Under lock. Doubles the table when it is more than 3/4 full; on no memory
- * it keeps the old one (longer chains, still correct). */
-static void reg_grow(struct breaker_registry *r)
-{
-    if (r->n < r->cap / 4 * 3 || r->cap > UINT32_MAX / 2)
-        return;
-    uint32_t cap = r->cap * 2;
-    struct breaker **nb = calloc(cap, sizeof(*nb));
-    if (nb == NULL)
-        return;
-    for (uint32_t i = 0; i < r->cap; i++) {
-        struct breaker *b = r->buckets[i];
-        while (b != NULL) {
-            struct breaker *next = b->next;
-            b->next = nb[b->hash & (cap - 1)];
-            nb[b->hash & (cap - 1)] = b;
-            b = next;
-        }
-    }
-    free(r->buckets);
-    r->buckets = nb;
-    r->cap = cap;
-}
-
-struct breaker *breaker_registry_get(struct breaker_registry *r, const char *id, struct lb_err *err)
-{
-    if (id == NULL || id[0] == '\0') {
-        lb_err_set(err, LB_EINVAL, 0, "circuit breaker: empty backend id");
-        return NULL;
-    }
-    uint64_t h = hash_id(id);
-    pthread_mutex_lock(&r->lock);
-    struct breaker *b = reg_lookup(r, id, h);
-    if (b == NULL) {
-        b = malloc(sizeof(*b));
-        char *copy = strdup(id);
-        if (b == NULL || copy == NULL) {
-            pthread_mutex_unlock(&r->lock);
-            free(b);
-            free(copy);
-            lb_err_set(err, LB_ENOMEM, 0, "out of memory creating the circuit breaker of %s", id);
-            return NULL;
-        }
-        breaker_init(b);
-        b->id = copy;
-        b->hash = h;
-        reg_grow(r);
-        b->next = r->buckets[h & (r->cap - 1)];
-        r->buckets[h & (r->cap - 1)] = b;
-        r->n++;
-    }
-    b->refs++;
-    pthread_mutex_unlock(&r->lock);
-    return b;
-}
-
-struct breaker *breaker_registry_find(struct breaker_registry *r, const char *id)
-{
-    if (id == NULL)
-        return NULL;
-    uint64_t h = hash_id(id);
-    pthread_mutex_lock(&r->lock);
-    struct breaker *b = reg_lookup(r, id, h);
-    if (b != NULL)
-        b->refs++;
-    pthread_mutex_unlock(&r->lock);
-    return b;
-}
-
-void breaker_registry_release(struct breaker_registry *r, struct breaker *b)
-{
-    if (b == NULL)
-        return;
-    pthread_mutex_lock(&r->lock);
-    if (--b->refs > 0) {
-        pthread_mutex_unlock(&r->lock);
-        return;
-    }
-    struct breaker **pp = &r->buckets[b->hash & (r->cap - 1)];
-    while (*pp != NULL && *pp != b)
-        pp = &(*pp)->next;
-    if (*pp == b) {
-        *pp = b->next;
-        r->n--;
-    }
-    pthread_mutex_unlock(&r->lock);
-    breaker_free(b);
-}
-
-uint32_t breaker_registry_count(struct breaker_registry *r)
-{
-    pthread_mutex_lock(&r->lock);
-    uint32_t n = r->n;
-    pthread_mutex_unlock(&r->lock);
-    return n;
 }

@@ -1,7 +1,8 @@
 /* dataplane/breaker.h: circuit breaker per backend (closed -> open -> half-open).
  *
- * One breaker per backend id, shared by every worker thread through a
- * process-wide registry, so its state survives snapshot swaps. All functions
+ * One breaker per backend id, shared by every worker thread through the
+ * process-wide backend registry (bshared.h), so its state survives snapshot
+ * swaps. All functions
  * taking a breaker may be called from any thread at the same time: the states
  * a request start sees most (closed, open before its time is up) are read with
  * atomics; transitions and the half-open trial slots take the breaker's own
@@ -21,7 +22,6 @@
 
 struct lb_err;
 struct breaker;
-struct breaker_registry;
 
 /* Defaults for zero fields, as lb.proto's CircuitBreaker documents them. */
 #define BREAKER_DEFAULT_THRESHOLD      5
@@ -63,12 +63,10 @@ struct breaker_counters {
 };
 
 /* Creates a closed breaker with no counts. Returns NULL and fills <err> on no
- * memory. Caller owns the result; release with breaker_free(). For breakers
- * shared between workers use the registry below instead. */
+ * memory. Caller owns the result; release with breaker_free(). */
 struct breaker *breaker_new(struct lb_err *err);
 
-/* Frees <b> (NULL: no-op). No other thread may still use it. Never call it on
- * a breaker obtained from a registry. */
+/* Frees <b> (NULL: no-op). No other thread may still use it. */
 void breaker_free(struct breaker *b);
 
 /* At the start of a request to this backend at <now_ms>: PASS, TRIAL or REJECT
@@ -105,39 +103,5 @@ uint32_t breaker_open_time_ms(struct breaker *b);
 
 /* Copies the counters into <out>. Any thread; each value is read atomically. */
 void breaker_counters_read(struct breaker *b, struct breaker_counters *out);
-
-/* ---- registry: one breaker per backend id, shared by all workers ------------------ */
-
-/* Creates an empty registry. Returns NULL and fills <err> on no memory.
- * Caller owns it; release with breaker_registry_free(). */
-struct breaker_registry *breaker_registry_new(struct lb_err *err);
-
-/* Frees <r> and every breaker still in it (NULL: no-op). Call it once no
- * thread uses <r> or any of its breakers (after the workers stopped). */
-void breaker_registry_free(struct breaker_registry *r);
-
-/* Returns the breaker of backend <id> with one more reference, creating a
- * closed one when <id> has none. Returns NULL and fills <err> on no memory or
- * an empty <id>. <id> is copied. Any thread (takes the registry lock); for
- * building a worker's view, not per request. */
-struct breaker *breaker_registry_get(struct breaker_registry *r, const char *id,
-                                     struct lb_err *err);
-
-/* Like breaker_registry_get() but never creates: NULL when <id> has no
- * breaker. A non-NULL result holds a reference. Any thread. */
-struct breaker *breaker_registry_find(struct breaker_registry *r, const char *id);
-
-/* Drops one reference taken by _get or _find (NULL: no-op). The last one
- * frees the breaker, so a backend removed from the config loses its state
- * once no view names it; take the new view's references before releasing the
- * old view's to carry the state across a swap. Any thread. */
-void breaker_registry_release(struct breaker_registry *r, struct breaker *b);
-
-/* Number of breakers in <r>. Any thread. */
-uint32_t breaker_registry_count(struct breaker_registry *r);
-
-/* The backend id of a registry breaker ("" for one from breaker_new()).
- * Valid while the caller holds a reference. */
-const char *breaker_id(const struct breaker *b);
 
 #endif

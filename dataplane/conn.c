@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dp.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "tls.h"
@@ -41,6 +42,7 @@ enum timer_phase {
     TP_UPSTREAM, /* waiting on the backend's body bytes */
     TP_LINGER,
     TP_BACKOFF, /* before a retry */
+    TP_QUEUE,   /* waiting in a backend's queue for a connection slot */
 };
 
 /* How an attempt on a backend ended, for its breaker and effective weight. */
@@ -50,8 +52,9 @@ enum outcome {
     OUT_ABANDON, /* the client went away or broke the request: not the backend's doing */
 };
 
-#define LINGER_SECONDS 2.0
-#define MAX_TRIES      6
+#define LINGER_SECONDS     2.0
+#define MAX_TRIES          6
+#define RETRY_BUDGET_WAITS 3 /* backoffs a retry waits for room in the budget */
 
 /* How one message body moves from a buffer to the other side. */
 struct stream {
@@ -145,9 +148,13 @@ struct conn {
     int32_t tried[MAX_TRIES]; /* backend indexes of the attempts */
     uint8_t bdec;             /* enum breaker_decision of the attempt in progress */
     bool bdec_valid;
-    bool in_retry;   /* the attempt in progress holds a retry budget slot */
-    bool retry_wait; /* waiting the backoff before the next attempt */
-    bool counted;    /* counted in the worker's requests in flight */
+    bool in_retry;        /* the attempt in progress holds a retry budget slot */
+    bool retry_wait;      /* waiting the backoff before the next attempt */
+    bool counted;         /* counted in the data plane's requests in flight */
+    uint8_t budget_waits; /* backoffs waited for room in the retry budget */
+    bool qwait;           /* waiting in the queue of backend <q_index> (counted in its active) */
+    int32_t q_index;
+    struct connq_waiter qw;
     double backoff_s;
 
     /* the response */
@@ -322,7 +329,9 @@ static void pool_unlink(struct worker *w, struct upstream *u)
     u->bnext = u->bprev = u->lnext = u->lprev = NULL;
 }
 
-static void upstream_free(struct upstream *u)
+/* Closes <u> and frees it; its slot in the backend's connection count stays
+ * taken (for a connection that replaces it). */
+static void upstream_close(struct upstream *u)
 {
     struct worker *w = u->w;
     set_events(w->loop, &u->io, &u->events, 0);
@@ -333,6 +342,16 @@ static void upstream_free(struct upstream *u)
     free(u);
 }
 
+/* Closes <u> and frees it; its slot goes back (maybe to a queued request). */
+static void upstream_free(struct upstream *u)
+{
+    struct worker *w = u->w;
+    struct backend_rt *be = u->be;
+    upstream_close(u);
+    if (be->sh != NULL)
+        connq_release(&be->sh->q, be->max_conns, (uint64_t)(ev_now(w->loop) * 1000.0));
+}
+
 void conn_pool_free(struct worker *w, struct upstream *list)
 {
     while (list != NULL) {
@@ -340,6 +359,19 @@ void conn_pool_free(struct worker *w, struct upstream *list)
         pool_unlink(w, list);
         upstream_free(list);
         list = next;
+    }
+}
+
+void conn_pool_yield(struct worker *w)
+{
+    for (struct upstream *u = w->pool_new; u != NULL;) {
+        struct upstream *next = u->lnext;
+        struct backend_rt *be = u->be;
+        if (be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed)) {
+            pool_unlink(w, u);
+            upstream_free(u);
+        }
+        u = next;
     }
 }
 
@@ -386,8 +418,10 @@ static void upstream_release(struct worker *w, struct upstream *u, bool reusable
     struct wview *v = w->view;
     uint32_t max_idle = v ? v->snap->pool_max_idle : 0;
     /* a socket not known to be drained may hold bytes nobody asked for */
+    /* requests queued for the backend (in any worker) get the slot instead */
+    bool wanted = be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed);
     if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
-        buf_len(u->in)) {
+        buf_len(u->in) || wanted) {
         upstream_free(u);
         return;
     }
@@ -488,8 +522,13 @@ static void conn_log_request(struct conn *c, const char *backend)
 {
     struct worker *w = c->w;
     if (c->counted) {
-        retry_budget_request_finished(&w->budget);
+        retry_budget_request_finished(&w->dp->budget, w->id);
         c->counted = false;
+    }
+    if (c->in_retry && c->up == NULL) {
+        /* answered between attempts: the retry it held is over */
+        retry_budget_done(&w->dp->budget);
+        c->in_retry = false;
     }
     double dur = ev_now(w->loop) - c->t_start;
     if (dur < 0)
@@ -573,7 +612,7 @@ static void conn_attempt_end(struct conn *c, struct backend_rt *be, enum outcome
     }
     c->bdec_valid = false;
     if (c->in_retry) {
-        retry_budget_done(&c->w->budget);
+        retry_budget_done(&c->w->dp->budget);
         c->in_retry = false;
     }
 }
@@ -701,6 +740,8 @@ static bool backend_ok(void *ctx, uint32_t k)
     const struct snap_backend *b = &v->snap->backends[i];
     if (b->health == SNAP_HEALTH_DOWN && !v->panic)
         return false;
+    if (v->be[i]->sh != NULL && eject_is_out(&v->be[i]->sh->eject))
+        return false;
     for (unsigned t = 0; t < c->tries; t++) {
         if (c->tried[t] == (int32_t)i)
             return false;
@@ -714,11 +755,13 @@ static bool backend_ok(void *ctx, uint32_t k)
 static const char *no_backend_reason(struct conn *c)
 {
     const struct wview *v = c->view;
-    uint32_t n_down = 0, n_open = 0;
+    uint32_t n_down = 0, n_open = 0, n_out = 0;
     for (uint32_t k = 0; k < v->bal.n; k++) {
         uint32_t i = v->cand[k];
         if (v->snap->backends[i].health == SNAP_HEALTH_DOWN && !v->panic)
             n_down++;
+        else if (v->be[i]->sh != NULL && eject_is_out(&v->be[i]->sh->eject))
+            n_out++;
         else if (v->be[i]->breaker != NULL && v->snap->breaker.enabled &&
                  !breaker_is_available(v->be[i]->breaker, &v->snap->breaker, conn_now_ms(c)))
             n_open++;
@@ -727,10 +770,12 @@ static const char *no_backend_reason(struct conn *c)
         return "no backend is active";
     if (n_down == v->bal.n)
         return "every backend is down (healthcheck.failOpen is off)";
+    if (n_out == v->bal.n)
+        return "every backend is ejected: connects to each of them failed";
     if (n_open == v->bal.n)
         return "every backend's circuit breaker is open";
-    if (n_down + n_open == v->bal.n)
-        return "every backend is down or has its circuit breaker open";
+    if (n_down + n_open + n_out == v->bal.n)
+        return "every backend is down, ejected or has its circuit breaker open";
     return "no backend may take the request";
 }
 
@@ -892,39 +937,157 @@ static void conn_bind_upstream(struct conn *c, struct upstream *u, int index)
 }
 
 static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason);
+static void conn_attach_upstream(struct conn *c);
+
+/* The slot a new connection to <be> took in its backend's count goes back
+ * (maybe to a queued request). */
+static void conn_slot_release(struct worker *w, struct backend_rt *be)
+{
+    if (be->sh != NULL)
+        connq_release(&be->sh->q, be->max_conns, (uint64_t)(ev_now(w->loop) * 1000.0));
+}
 
 /* A new upstream connection could not be made for want of local resources
  * (lb_errno_shortage): not the backend's fault, so no breaker or failure
  * count. A retry after its backoff may find a pooled connection or a free
- * descriptor; else 503. True when a retry is on its way. */
-static bool conn_connect_short(struct conn *c, struct backend_rt *be, int errnum)
+ * descriptor; else 503. */
+static void conn_connect_short(struct conn *c, struct backend_rt *be, int errnum)
 {
     lb_log(LB_LOG_WARN, "upstream_connect_local", "backend %s: %s", be->id, strerror(errnum));
     conn_attempt_end(c, be, OUT_ABANDON);
     if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
-        return true;
+        return;
     conn_answer_error(c, 503,
                       errnum == EADDRNOTAVAIL ? "out of local ports"
                                               : "out of file descriptors or memory");
+}
+
+/* A connect to <be> failed (refused, reset or timed out: the backend's
+ * doing): it leaves rotation for every worker at once, and the requests in
+ * its queue go elsewhere. Only the thread that ejects it logs. */
+static void conn_eject(struct conn *c, struct backend_rt *be, const char *why)
+{
+    if (be->sh == NULL)
+        return;
+    struct eject_config ec = c->view->snap->eject;
+    ec.controlled = c->w->dp->controlled;
+    uint64_t now_ms = conn_now_ms(c);
+    if (!eject_on_connect_failure(&be->sh->eject, &ec, now_ms))
+        return;
+    bshared_registry_note_ejected(c->w->dp->backends, 1);
+    connq_flush(&be->sh->q, now_ms);
+    if (ec.controlled)
+        lb_log(LB_LOG_WARN, "backend_ejected",
+               "backend %s (%s): %s; out of rotation in every worker until the health checks "
+               "take it over",
+               be->id, be->host_port, why);
+    else
+        lb_log(LB_LOG_WARN, "backend_ejected",
+               "backend %s (%s): %s; out of rotation in every worker, probed in %u ms", be->id,
+               be->host_port, why, eject_backoff_ms(&be->sh->eject));
+}
+
+/* Whether a request may still go to another backend: one is eligible and
+ * the request has attempts left. */
+static bool conn_has_elsewhere(struct conn *c)
+{
+    if (c->tries >= MAX_TRIES || c->w->draining)
+        return false;
+    for (uint32_t k = 0; k < c->view->bal.n; k++) {
+        if (backend_ok(c, k))
+            return true;
+    }
     return false;
 }
 
-/* Picks a backend not tried yet and attaches an upstream connection. Returns
- * false after answering the client itself. */
-static bool conn_attach_upstream(struct conn *c)
+/* The connect of the attempt in progress on <be> failed (the attempt is
+ * still counted, no upstream is attached). Nothing reached a backend, so the
+ * request, whatever its method, goes to another backend at once: no backoff,
+ * no retry budget. <eject>: a TCP failure, the backend leaves rotation (a
+ * failed TLS handshake leaves it in). With nowhere else to go: 503. */
+static void conn_connect_failed(struct conn *c, struct backend_rt *be, const char *why, bool eject)
+{
+    struct worker *w = c->w;
+    METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+    lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
+           why);
+    conn_attempt_end(c, be, OUT_FAIL);
+    if (eject)
+        conn_eject(c, be, why);
+    if (!conn_has_elsewhere(c)) {
+        conn_answer_error(c, 503, "no backend could be reached");
+        return;
+    }
+    METRIC_ADD(w->metrics.be[be->stat_slot]->retries[METRICS_RETRY_CONNECT], 1);
+    c->uphead_sent = 0;
+    c->progress = true;
+    conn_attach_upstream(c);
+}
+
+/* Opens a new connection to backend <i> (<be>), whose slot the request holds,
+ * for the attempt in progress, and binds it. */
+static void conn_connect_new(struct conn *c, struct backend_rt *be, int i)
+{
+    const struct snap *s = c->view->snap;
+    int errnum = 0;
+    struct upstream *u =
+        upstream_connect(c->w, be, &s->backends[i], s->be_tls ? s->be_tls[i] : NULL, &errnum);
+    if (u != NULL) {
+        conn_bind_upstream(c, u, i);
+        return;
+    }
+    conn_slot_release(c->w, be);
+    be->active++;
+    be->bal.active++;
+    if (lb_errno_shortage(errnum))
+        conn_connect_short(c, be, errnum);
+    else
+        conn_connect_failed(c, be, strerror(errnum), true);
+}
+
+/* 503 with Retry-After: the backends are busy, not broken (queue full or
+ * waited too long); the connection stays open when it can. */
+static void conn_answer_busy(struct conn *c, const char *why)
+{
+    static const char retry_after[] = "Retry-After: 1\r\n";
+    lb_log(LB_LOG_WARN, "request_error", "503 for %s %s from %s: %s", c->method, c->path,
+           c->peer_ip, why);
+    conn_answer_local(c, 503, retry_after, sizeof(retry_after) - 1, why);
+}
+
+/* Leaves the queue of backend c->q_index: the attempt ends as abandoned and
+ * a slot granted meanwhile goes back. */
+static void conn_leave_queue(struct conn *c, bool timed_out)
+{
+    struct backend_rt *be = c->view->be[c->q_index];
+    if (connq_cancel(&c->qw, timed_out) == CONNQ_SLOT)
+        conn_slot_release(c->w, be);
+    c->qwait = false;
+    be->bal.active++; /* conn_attempt_end() takes both counts back */
+    conn_attempt_end(c, be, OUT_ABANDON);
+}
+
+/* Picks a backend not tried yet and attaches an upstream connection, a
+ * pooled one or a new one (waiting in the backend's queue when it is at its
+ * connection limit). Answers the client itself when no backend can take the
+ * request. */
+static void conn_attach_upstream(struct conn *c)
 {
     struct worker *w = c->w;
     struct wview *v = c->view;
     const struct snap *s = v->snap;
     uint64_t now_ms = conn_now_ms(c);
+    bool full = false;
     for (;;) {
         int k = c->tries < MAX_TRIES ? balancer_pick_at(&v->bal, now_ms, backend_ok, c) : -1;
         if (k < 0) {
-            if (c->tries == 0)
+            if (full)
+                conn_answer_busy(c, "every backend that could take it has a full queue");
+            else if (c->tries == 0)
                 conn_answer_error(c, 503, no_backend_reason(c));
             else
-                conn_answer_error(c, 502, "no other backend could take the request");
-            return false;
+                conn_answer_error(c, 503, "no other backend could take the request");
+            return;
         }
         int i = (int)v->cand[k];
         c->tried[c->tries++] = i;
@@ -938,34 +1101,69 @@ static bool conn_attach_upstream(struct conn *c)
         c->bdec = (uint8_t)d;
         c->bdec_valid = true;
         struct upstream *u = upstream_from_pool(w, be, c->req.done);
-        int errnum = 0;
-        if (u == NULL)
-            u = upstream_connect(w, be, &s->backends[i], s->be_tls ? s->be_tls[i] : NULL, &errnum);
         if (u != NULL) {
             conn_bind_upstream(c, u, i);
-            return true;
+            return;
         }
+        if (be->sh != NULL) {
+            enum connq_result r =
+                connq_acquire(&be->sh->q, be->max_conns, be->max_queue, &c->qw, &w->inbox, now_ms);
+            if (r == CONNQ_FULL) {
+                be->active++;
+                be->bal.active++;
+                conn_attempt_end(c, be, OUT_ABANDON);
+                full = true;
+                continue;
+            }
+            if (r == CONNQ_QUEUED) {
+                /* counted as active so that its state stays while it waits */
+                be->active++;
+                c->qwait = true;
+                c->q_index = i;
+                c->tphase = TP_NONE; /* arm the queue timer */
+                c->progress = true;
+                return;
+            }
+        }
+        conn_connect_new(c, be, i);
+        return;
+    }
+}
+
+void conn_on_grant(struct connq_waiter *cw)
+{
+    struct conn *c = (struct conn *)((char *)cw - offsetof(struct conn, qw));
+    if (!c->qwait)
+        return;
+    struct backend_rt *be = c->view->be[c->q_index];
+    c->qwait = false;
+    be->active--;
+    if (cw->grant == CONNQ_SLOT) {
+        conn_connect_new(c, be, c->q_index);
+    } else {
+        /* ejected or out of rotation while it waited: somewhere else, at once */
         be->active++;
         be->bal.active++;
-        if (lb_errno_shortage(errnum))
-            return conn_connect_short(c, be, errnum);
-        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
-        lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
-               strerror(errnum));
-        conn_attempt_end(c, be, OUT_FAIL);
-        if (conn_try_again(c, be, METRICS_RETRY_CONNECT))
-            return true;
-        conn_answer_error(c, 502, "backend connection failed");
-        return false;
+        conn_attempt_end(c, be, OUT_ABANDON);
+        if (conn_has_elsewhere(c))
+            conn_attach_upstream(c);
+        else
+            conn_answer_error(c, 503, "its backend left rotation while it waited");
+    }
+    if (c->tr.fd >= 0) {
+        c->tphase = TP_NONE;
+        c->progress = true;
+        conn_run(c);
     }
 }
 
 /* ---- retries -------------------------------------------------------------- */
 
-/* Whether another attempt may follow a failed one. Nothing of a request's
- * body may have left (it is not kept); after a connect failure nothing was
- * sent at all, so any method may go again; after a response or a timeout the
- * backend may have acted, so only idempotent methods do. */
+/* Whether another attempt may follow a failed one that may have reached its
+ * backend (a reset, a timeout, a 502/503/504). Nothing of a request's body
+ * may have left (it is not kept), and the backend may have acted, so only
+ * idempotent methods go again. Connect failures never come here
+ * (conn_connect_failed). */
 static bool conn_may_retry(struct conn *c, int reason)
 {
     const struct snap *s = c->view->snap;
@@ -975,38 +1173,54 @@ static bool conn_may_retry(struct conn *c, int reason)
     if (reason != METRICS_RETRY_CONNECT &&
         (!s->retry_5xx || !retry_is_idempotent(c->meth) || !c->req.done))
         return false;
-    /* a retry needs somewhere to go */
-    bool somewhere = false;
-    for (uint32_t k = 0; k < c->view->bal.n && !somewhere; k++)
-        somewhere = backend_ok(c, k);
-    if (!somewhere)
-        return false;
-    struct retry_budget *b = &c->w->budget;
-    if (b->retries >= retry_budget_limit(b)) {
-        retry_budget_try(b); /* refused: counted as exhausted */
-        return false;
-    }
-    return true;
+    return conn_has_elsewhere(c);
 }
 
 /* After a failed attempt on <failed> (already detached): schedules another
- * on a different backend after a backoff with jitter, within the worker's
- * retry budget. Returns false when policy or budget says no. */
+ * on a different backend after a backoff with jitter, within the data
+ * plane's retry budget. A retry that finds the budget spent waits for room,
+ * a backoff at a time up to RETRY_BUDGET_WAITS times (a burst of failures,
+ * such as every request in flight on a backend that died, drains through it
+ * instead of failing), then gives up. Returns false when policy says no. */
 static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason)
 {
     struct worker *w = c->w;
     const struct snap *s = c->view->snap;
-    if (!conn_may_retry(c, reason) || !retry_budget_try(&w->budget))
+    if (!conn_may_retry(c, reason))
         return false;
-    c->in_retry = true;
     METRIC_ADD(w->metrics.be[failed->stat_slot]->retries[reason], 1);
+    c->budget_waits = 0;
+    c->in_retry = retry_budget_try(&w->dp->budget);
     uint32_t ms = retry_backoff_ms(c->tries, s->backoff_base_ms, s->backoff_cap_ms, &w->rng);
+    if (!c->in_retry)
+        ms = s->backoff_cap_ms; /* waiting for room in the budget */
     c->backoff_s = ms / 1000.0;
     c->retry_wait = true;
     c->uphead_sent = 0;
     c->tphase = TP_NONE; /* arm the backoff timer */
     c->progress = true;
     return true;
+}
+
+/* The backoff before a retry is over: the retry goes, or waits again for
+ * room in the budget, or fails. */
+static void conn_backoff_over(struct conn *c)
+{
+    c->retry_wait = false;
+    if (!c->in_retry) {
+        c->in_retry = retry_budget_try(&c->w->dp->budget);
+        if (!c->in_retry) {
+            if (++c->budget_waits < RETRY_BUDGET_WAITS && conn_has_elsewhere(c)) {
+                c->retry_wait = true;
+                c->backoff_s = c->view->snap->backoff_cap_ms / 1000.0;
+                c->tphase = TP_NONE;
+                return;
+            }
+            conn_answer_error(c, 502, "the backend failed and the retry budget is spent");
+            return;
+        }
+    }
+    conn_attach_upstream(c);
 }
 
 /* The frontend's rate limits: false after answering 429. The RateLimit
@@ -1046,7 +1260,7 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
     c->in->start += (uint32_t)head_len;
     c->bytes_in += (uint64_t)head_len;
     stream_init(&c->req, m->framing, m->content_length, false);
-    retry_budget_request_started(&c->w->budget);
+    retry_budget_request_started(&c->w->dp->budget, c->w->id);
     c->counted = true;
     memset(&c->resp, 0, sizeof(c->resp));
     c->resp_head_done = false;
@@ -1547,10 +1761,11 @@ static void conn_upstream_failed(struct conn *c, const char *why)
     bool replayable = !u->got_bytes && c->body_sent == 0 && c->uphead != NULL;
     if (u->reused && replayable) {
         /* the backend closed an idle pooled connection as we used it: the
-         * same attempt goes on over a fresh connection with the same bytes */
+         * same attempt goes on over a fresh connection (in the same slot of
+         * the backend's count) with the same bytes */
         c->up = NULL;
         u->c = NULL;
-        upstream_free(u);
+        upstream_close(u);
         int errnum = 0;
         const struct snap *snap = c->view->snap;
         struct upstream *nu =
@@ -1563,23 +1778,26 @@ static void conn_upstream_failed(struct conn *c, const char *why)
             c->progress = true;
             return;
         }
-        if (lb_errno_shortage(errnum)) {
+        conn_slot_release(w, be);
+        if (lb_errno_shortage(errnum))
             conn_connect_short(c, be, errnum);
-            return;
-        }
-        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
-        lb_log(LB_LOG_WARN, "upstream_connect_failed", "backend %s (%s): %s", be->id, be->host_port,
-               strerror(errnum));
-        conn_attempt_end(c, be, OUT_FAIL);
-        if (!conn_try_again(c, be, METRICS_RETRY_CONNECT))
-            conn_answer_error(c, 502, "backend connection failed");
+        else
+            conn_connect_failed(c, be, strerror(errnum), true);
         return;
     }
-    if (!connected)
-        METRIC_ADD(w->metrics.be[be->stat_slot]->connect_failures, 1);
+    if (!connected) {
+        /* nothing reached the backend: a refused, reset or timed-out connect
+         * ejects it; a failed TLS handshake does not (it answered) */
+        bool tcp = !u->connected;
+        c->up = NULL;
+        u->c = NULL;
+        upstream_free(u);
+        conn_connect_failed(c, be, why, tcp);
+        return;
+    }
     lb_log(LB_LOG_WARN, "upstream_failed", "backend %s (%s): %s", be->id, be->host_port, why);
     conn_drop_upstream(c, OUT_FAIL);
-    if (!conn_try_again(c, be, connected ? METRICS_RETRY_RESET : METRICS_RETRY_CONNECT))
+    if (!conn_try_again(c, be, METRICS_RETRY_RESET))
         conn_answer_error(c, 502, why);
 }
 
@@ -1621,7 +1839,7 @@ static uint8_t conn_timer_phase(const struct conn *c)
         break;
     }
     if (c->up == NULL)
-        return c->retry_wait ? TP_BACKOFF : TP_CLIENT;
+        return c->retry_wait ? TP_BACKOFF : c->qwait ? TP_QUEUE : TP_CLIENT;
     if (!c->up->connected)
         return TP_CONNECT;
     if (!c->resp_head_done)
@@ -1651,6 +1869,8 @@ static double phase_seconds(const struct conn *c, uint8_t phase)
         return LINGER_SECONDS;
     case TP_BACKOFF:
         return c->backoff_s > 0.001 ? c->backoff_s : 0.001;
+    case TP_QUEUE:
+        return t->queue / 1000.0;
     default:
         return 0;
     }
@@ -1671,7 +1891,8 @@ static void conn_arm(struct conn *c)
     }
     uint8_t phase = conn_timer_phase(c);
     /* the head timer counts from the request's first byte and never extends */
-    if (phase != c->tphase || (c->progress && phase != TP_HEAD && phase != TP_LINGER)) {
+    if (phase != c->tphase ||
+        (c->progress && phase != TP_HEAD && phase != TP_LINGER && phase != TP_QUEUE)) {
         c->tphase = phase;
         c->timer.repeat = phase_seconds(c, phase);
         ev_timer_again(loop, &c->timer);
@@ -1934,8 +2155,11 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_answer_error(c, 504, "backend did not answer in time");
         break;
     case TP_BACKOFF:
-        c->retry_wait = false;
-        conn_attach_upstream(c);
+        conn_backoff_over(c);
+        break;
+    case TP_QUEUE:
+        conn_leave_queue(c, true);
+        conn_answer_busy(c, "waited too long for a connection to the backend (timeouts.queue)");
         break;
     case TP_CLIENT:
         if (!c->resp_head_done && buf_len(c->out) == 0) {
@@ -1972,10 +2196,12 @@ static void conn_close(struct conn *c)
     struct worker *w = c->w;
     if (c->tr.fd < 0)
         return;
-    if (c->up != NULL && c->status == 0)
+    if ((c->up != NULL || c->qwait || c->retry_wait) && c->status == 0)
         c->status = 499; /* closed with a request in flight */
     if (c->counted)
         conn_log_request(c, NULL);
+    if (c->qwait)
+        conn_leave_queue(c, false);
     conn_drop_upstream(c, OUT_ABANDON);
     set_events(w->loop, &c->io, &c->events, 0);
     ev_timer_stop(w->loop, &c->timer);

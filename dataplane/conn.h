@@ -35,6 +35,15 @@ void conn_close_all(struct worker *w);
  * <now> (INFINITY closes them all). */
 void conn_pool_expire(struct worker *w, double now);
 
+/* Housekeeping: idle pooled connections to a backend whose queue has
+ * requests waiting (in any worker) are closed, so their slots go to them. */
+void conn_pool_yield(struct worker *w);
+
+/* The queued request owning <cw> got its grant (connq_inbox_pop()): it
+ * connects, or goes to another backend. Worker thread. */
+struct connq_waiter;
+void conn_on_grant(struct connq_waiter *cw);
+
 /* Housekeeping (never from inside a connection's callback): frees closed
  * connection objects beyond <keep>. */
 void conn_free_list_trim(struct worker *w, uint32_t keep);

@@ -6,7 +6,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-struct breaker_registry;
+#include "retry.h"
+
+struct bshared_registry;
 struct tls_tickets;
 struct snap;
 struct worker;
@@ -18,7 +20,9 @@ struct dp {
     atomic_bool stopping; /* drain time is up: close everything */
     unsigned n_workers;
     struct worker *workers;
-    struct breaker_registry *breakers; /* per backend id, shared by the workers */
+    struct bshared_registry *backends; /* per backend id, shared by the workers */
+    struct retry_budget budget;        /* retries in flight, all workers */
+    bool controlled;                   /* fed by a control plane (--control) */
     struct tls_tickets *tickets;       /* session-ticket keys, shared by TLS frontends */
 };
 

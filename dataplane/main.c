@@ -14,7 +14,7 @@
 
 #include <ev.h>
 
-#include "breaker.h"
+#include "bshared.h"
 #include "dp.h"
 #include "lb_err.h"
 #include "lb_log.h"
@@ -473,9 +473,11 @@ int main(int argc, char **argv)
         return 1;
     }
     m.loop = ev_default_loop(EVFLAG_AUTO);
-    m.dp.breakers = breaker_registry_new(NULL);
+    m.dp.backends = bshared_registry_new(NULL);
+    m.dp.controlled = m.control != NULL;
+    retry_budget_init(&m.dp.budget, 0, 0, m.n_workers);
     m.dp.tickets = tls_tickets_new(NULL, NULL, NULL);
-    if (m.dp.breakers == NULL || m.dp.tickets == NULL) {
+    if (m.dp.backends == NULL || m.dp.tickets == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;
     }
@@ -528,7 +530,7 @@ int main(int argc, char **argv)
     if (rc != LB_OK) {
         stop_workers(&m);
         metrics_server_free(m.metrics);
-        breaker_registry_free(m.dp.breakers);
+        bshared_registry_free(m.dp.backends);
         tls_tickets_unref(m.dp.tickets);
         free(m.dp.workers);
         snap_unref(m.dp.snap);
@@ -542,7 +544,7 @@ int main(int argc, char **argv)
 
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
-    breaker_registry_free(m.dp.breakers);
+    bshared_registry_free(m.dp.backends);
     sync_free(m.sync);
     metrics_server_free(m.metrics);
     snap_unref(m.dp.snap); /* its TLS contexts hold references to the ticket keys */

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "breaker.h"
+#include "bshared.h"
 #include "dp.h"
 #include "http1.h"
 #include "lb_err.h"
@@ -64,15 +64,13 @@ static void mclient_free(struct mclient *c)
     free(c);
 }
 
-/* Breakers (shared by the workers), the retry budget and the pool's panic. */
+/* What the workers share per backend (breaker, ejection, connections and
+ * queue), the retry budget and the pool's panic. */
 static void render_resilience(struct lb_prom *p, struct dp *dp, const struct snap *snap)
 {
-    uint64_t exhausted = 0;
-    for (unsigned i = 0; i < dp->n_workers; i++)
-        exhausted += retry_budget_exhausted(&dp->workers[i].budget);
     lb_prom_family(p, "lb_retry_budget_exhausted_total", "counter",
                    "Retries not sent because the retry budget was spent.");
-    lb_prom_u64(p, "lb_retry_budget_exhausted_total", NULL, 0, exhausted);
+    lb_prom_u64(p, "lb_retry_budget_exhausted_total", NULL, 0, retry_budget_exhausted(&dp->budget));
     if (snap == NULL)
         return;
     bool any_active = false, any_up = false;
@@ -88,12 +86,14 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     lb_prom_family(p, "lb_pool_fail_open", "gauge",
                    "1: with every backend down, traffic goes to all of them; 0: 503.");
     lb_prom_u64(p, "lb_pool_fail_open", NULL, 0, snap->fail_open ? 1 : 0);
-    if (dp->breakers == NULL || !snap->breaker.enabled)
+    if (dp->backends == NULL)
         return;
     /* one registry look-up per backend, then one pass per family */
-    struct breaker_row {
+    struct be_row {
+        bool found;
         int state;
         struct breaker_counters bc;
+        uint64_t v[7]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us */
     } *rows = calloc(snap->n_backends ? snap->n_backends : 1, sizeof(*rows));
     if (rows == NULL) {
         p->oom = true;
@@ -101,26 +101,67 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     }
     uint64_t now_ms = (uint64_t)(ev_time() * 1000.0);
     for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct breaker *b = breaker_registry_find(dp->breakers, snap->backends[i].id);
-        rows[i].state = -1;
-        if (b == NULL)
+        struct bshared *sh = bshared_registry_find(dp->backends, snap->backends[i].id);
+        if (sh == NULL)
             continue;
-        rows[i].state = (int)breaker_state(b, now_ms);
-        breaker_counters_read(b, &rows[i].bc);
-        breaker_registry_release(dp->breakers, b);
+        rows[i].found = true;
+        rows[i].state = (int)breaker_state(sh->breaker, now_ms);
+        breaker_counters_read(sh->breaker, &rows[i].bc);
+        rows[i].v[0] = eject_is_out(&sh->eject);
+        rows[i].v[1] = eject_count(&sh->eject);
+        rows[i].v[2] = atomic_load(&sh->q.conns);
+        rows[i].v[3] = atomic_load(&sh->q.queued);
+        rows[i].v[4] = atomic_load(&sh->q.timeouts);
+        rows[i].v[5] = atomic_load(&sh->q.waited);
+        rows[i].v[6] = atomic_load(&sh->q.wait_us);
+        bshared_registry_release(dp->backends, sh);
+    }
+    static const struct {
+        const char *name, *type, *help;
+    } fam[5] = {
+        {"lb_backend_ejected", "gauge",
+         "1 while the backend is out of rotation after failed connects (passive ejection)."},
+        {"lb_backend_ejections_total", "counter", "Times the backend was ejected."},
+        {"lb_backend_connections", "gauge",
+         "Upstream connections open or being set up to the backend, all workers."},
+        {"lb_backend_queue_length", "gauge",
+         "Requests waiting for a connection to the backend (maxConnections reached)."},
+        {"lb_backend_queue_timeouts_total", "counter",
+         "Requests answered 503 after waiting in the backend's queue for timeouts.queue."},
+    };
+    for (int f = 0; f < 5; f++) {
+        lb_prom_family(p, fam[f].name, fam[f].type, fam[f].help);
+        for (uint32_t i = 0; i < snap->n_backends; i++) {
+            struct lb_prom_label l = {"backend", snap->backends[i].id};
+            if (rows[i].found)
+                lb_prom_u64(p, fam[f].name, &l, 1, rows[i].v[f]);
+        }
+    }
+    lb_prom_family(p, "lb_backend_queue_wait_seconds", "summary",
+                   "Time requests spent in the backend's queue before they got a connection.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct lb_prom_label l = {"backend", snap->backends[i].id};
+        if (!rows[i].found)
+            continue;
+        lb_prom_f64(p, "lb_backend_queue_wait_seconds_sum", &l, 1, rows[i].v[6] / 1e6);
+        lb_prom_u64(p, "lb_backend_queue_wait_seconds_count", &l, 1, rows[i].v[5]);
+    }
+    if (!snap->breaker.enabled) {
+        free(rows);
+        return;
     }
     static const char *const to_names[3] = {"closed", "open", "half_open"};
     lb_prom_family(p, "lb_breaker_state", "gauge",
                    "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
         struct lb_prom_label l = {"backend", snap->backends[i].id};
-        if (rows[i].state >= 0)
+        if (rows[i].found)
             lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)rows[i].state);
     }
     lb_prom_family(p, "lb_breaker_transitions_total", "counter",
                    "Circuit breaker transitions, by the state entered.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
-        if (rows[i].state < 0)
+        if (!rows[i].found)
             continue;
         uint64_t v[3] = {rows[i].bc.closed, rows[i].bc.opened, rows[i].bc.half_opened};
         for (int k = 0; k < 3; k++) {
@@ -132,7 +173,7 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
                    "Requests a circuit breaker kept from a backend.");
     for (uint32_t i = 0; i < snap->n_backends; i++) {
         struct lb_prom_label l = {"backend", snap->backends[i].id};
-        if (rows[i].state >= 0)
+        if (rows[i].found)
             lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, rows[i].bc.rejected);
     }
     free(rows);

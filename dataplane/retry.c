@@ -24,54 +24,77 @@ uint32_t retry_backoff_ms(uint32_t attempt, uint32_t base_ms, uint32_t cap_ms, u
     return (uint32_t)(r % (ceiling + 1));
 }
 
-void retry_budget_init(struct retry_budget *b, uint32_t min, uint32_t percent)
+#define RELAXED memory_order_relaxed
+
+void retry_budget_init(struct retry_budget *b, uint32_t min, uint32_t percent, uint32_t n_slots)
 {
-    b->min = min ? min : RETRY_BUDGET_MIN;
-    b->percent = percent ? percent : RETRY_BUDGET_PERCENT;
-    b->active = 0;
-    b->retries = 0;
+    atomic_init(&b->min, 0);
+    atomic_init(&b->percent, 0);
+    atomic_init(&b->retries, 0);
     atomic_init(&b->exhausted, 0);
+    b->n_slots = n_slots == 0 ? 1 : n_slots > RETRY_BUDGET_SLOTS ? RETRY_BUDGET_SLOTS : n_slots;
+    for (uint32_t i = 0; i < RETRY_BUDGET_SLOTS; i++)
+        atomic_init(&b->slot[i].active, 0);
+    retry_budget_configure(b, min, percent);
 }
 
-void retry_budget_request_started(struct retry_budget *b)
+void retry_budget_configure(struct retry_budget *b, uint32_t min, uint32_t percent)
 {
-    b->active++;
+    atomic_store_explicit(&b->min, min ? min : RETRY_BUDGET_MIN, RELAXED);
+    atomic_store_explicit(&b->percent, percent ? percent : RETRY_BUDGET_PERCENT, RELAXED);
 }
 
-void retry_budget_request_finished(struct retry_budget *b)
+void retry_budget_request_started(struct retry_budget *b, uint32_t slot)
 {
-    if (b->active > 0)
-        b->active--;
+    atomic_fetch_add_explicit(&b->slot[slot % b->n_slots].active, 1, RELAXED);
 }
 
-uint32_t retry_budget_limit(const struct retry_budget *b)
+void retry_budget_request_finished(struct retry_budget *b, uint32_t slot)
 {
-    uint64_t share = (uint64_t)b->active * b->percent / 100;
-    return share > b->min ? (uint32_t)share : b->min;
+    _Atomic uint32_t *a = &b->slot[slot % b->n_slots].active;
+    uint32_t v = atomic_load_explicit(a, RELAXED);
+    while (v > 0 && !atomic_compare_exchange_weak_explicit(a, &v, v - 1, RELAXED, RELAXED))
+        ;
+}
+
+uint32_t retry_budget_limit(struct retry_budget *b)
+{
+    uint64_t active = 0;
+    for (uint32_t i = 0; i < b->n_slots; i++)
+        active += atomic_load_explicit(&b->slot[i].active, RELAXED);
+    uint32_t min = atomic_load_explicit(&b->min, RELAXED);
+    uint64_t share = active * atomic_load_explicit(&b->percent, RELAXED) / 100;
+    return share > min ? (uint32_t)share : min;
+}
+
+bool retry_budget_is_spent(struct retry_budget *b)
+{
+    return atomic_load_explicit(&b->retries, RELAXED) >= retry_budget_limit(b);
 }
 
 bool retry_budget_try(struct retry_budget *b)
 {
-    if (b->retries < retry_budget_limit(b)) {
-        b->retries++;
-        return true;
+    uint32_t limit = retry_budget_limit(b);
+    uint32_t v = atomic_load_explicit(&b->retries, RELAXED);
+    while (v < limit) {
+        if (atomic_compare_exchange_weak_explicit(&b->retries, &v, v + 1, RELAXED, RELAXED))
+            return true;
     }
-    /* one writer: a relaxed load and store, as the metrics counters */
-    atomic_store_explicit(&b->exhausted,
-                          atomic_load_explicit(&b->exhausted, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->exhausted, 1, RELAXED);
     return false;
 }
 
 void retry_budget_done(struct retry_budget *b)
 {
-    if (b->retries > 0)
-        b->retries--;
+    uint32_t v = atomic_load_explicit(&b->retries, RELAXED);
+    while (v > 0 &&
+           !atomic_compare_exchange_weak_explicit(&b->retries, &v, v - 1, RELAXED, RELAXED))
+        ;
 }
 
 uint64_t retry_budget_exhausted(struct retry_budget *b)
 {
-    return atomic_load_explicit(&b->exhausted, memory_order_relaxed);
+    return atomic_load_explicit(&b->exhausted, RELAXED);
 }
 
 bool retry_is_idempotent(uint8_t method)

@@ -1,9 +1,8 @@
 /* dataplane/retry.h: when to retry a request on another backend.
  *
- * Backoff with full jitter, a per-worker retry budget that keeps retries from
- * multiplying the load on a failing fleet, and the RFC 9110 idempotency rule.
- * A budget belongs to one worker thread; only its exhausted counter may be
- * read from another thread (the metrics scraper). */
+ * Backoff with full jitter, a retry budget for the whole data plane that
+ * keeps retries from multiplying the load on a failing fleet, and the RFC 9110
+ * idempotency rule. */
 #ifndef LB_RETRY_H
 #define LB_RETRY_H
 
@@ -23,37 +22,60 @@
  * <rng>. */
 uint32_t retry_backoff_ms(uint32_t attempt, uint32_t base_ms, uint32_t cap_ms, uint64_t *rng);
 
-/* Per-worker retry budget: at most max(<min>, <percent> % of the active
- * requests) retries in flight. Fields are the module's; read them only
- * through the functions below. */
-struct retry_budget {
-    uint32_t min;               /* retries in flight always allowed */
-    uint32_t percent;           /* of active requests */
-    uint32_t active;            /* client requests in flight */
-    uint32_t retries;           /* retries in flight */
-    _Atomic uint64_t exhausted; /* retries refused; one writer, read by the scraper */
+/* The data plane's retry budget, shared by its workers: at most
+ * max(<min>, <percent> % of the client requests in flight in the whole
+ * process) retries in flight. Each worker counts its requests in a slot of
+ * its own (its own cache line, so counting costs no contended atomic on the
+ * request path); retries are taken and given back with one atomic. It limits
+ * retries of requests a backend may have seen (after a reset, a timeout or a
+ * 502/503/504): a request whose connect failed never reached a backend and
+ * goes elsewhere outside the budget. Fields are the module's. */
+#define RETRY_BUDGET_SLOTS 64
+
+struct retry_budget_slot {
+    _Atomic uint32_t active; /* client requests in flight on this slot's worker */
+    char pad[60];
 };
 
-/* Initializes <b> in the caller's memory; zero <min> or <percent> take
- * RETRY_BUDGET_MIN / RETRY_BUDGET_PERCENT. Nothing to deinit. Worker thread. */
-void retry_budget_init(struct retry_budget *b, uint32_t min, uint32_t percent);
+struct retry_budget {
+    _Atomic uint32_t min;       /* retries in flight always allowed */
+    _Atomic uint32_t percent;   /* of active requests */
+    _Atomic uint32_t retries;   /* retries in flight, all workers */
+    _Atomic uint64_t exhausted; /* retries refused */
+    uint32_t n_slots;
+    struct retry_budget_slot slot[RETRY_BUDGET_SLOTS];
+};
 
-/* A client request starts / finishes (once per client request, whatever the
- * number of attempts). Finishing more than started is ignored. Worker thread. */
-void retry_budget_request_started(struct retry_budget *b);
-void retry_budget_request_finished(struct retry_budget *b);
+/* Initializes <b> in the caller's memory for <n_slots> workers (1..
+ * RETRY_BUDGET_SLOTS; more workers share slots, still correctly); zero <min>
+ * or <percent> take RETRY_BUDGET_MIN / RETRY_BUDGET_PERCENT. Nothing to
+ * deinit. Before any worker runs. */
+void retry_budget_init(struct retry_budget *b, uint32_t min, uint32_t percent, uint32_t n_slots);
+
+/* New limits from a snapshot (zero: the defaults); the counts carry on. Any
+ * thread. */
+void retry_budget_configure(struct retry_budget *b, uint32_t min, uint32_t percent);
+
+/* A client request starts / finishes on worker <slot> (once per client
+ * request, whatever the number of attempts). Finishing more than started is
+ * ignored. The worker's thread; no contended atomic. */
+void retry_budget_request_started(struct retry_budget *b, uint32_t slot);
+void retry_budget_request_finished(struct retry_budget *b, uint32_t slot);
 
 /* Asks to send one retry. True: the retry counts as in flight until
  * retry_budget_done(). False: the budget is exhausted (counted); answer with
- * the error at hand. Worker thread; never allocates. */
+ * the error at hand. Any thread; never allocates. */
 bool retry_budget_try(struct retry_budget *b);
 
-/* The retry that retry_budget_try() allowed has ended (any outcome). Worker
+/* The retry that retry_budget_try() allowed has ended (any outcome). Any
  * thread. */
 void retry_budget_done(struct retry_budget *b);
 
 /* Retries allowed in flight right now: max(min, percent % of active). */
-uint32_t retry_budget_limit(const struct retry_budget *b);
+uint32_t retry_budget_limit(struct retry_budget *b);
+
+/* True when retry_budget_try() would refuse now (nothing is counted). */
+bool retry_budget_is_spent(struct retry_budget *b);
 
 /* Retries refused so far. Any thread. */
 uint64_t retry_budget_exhausted(struct retry_budget *b);

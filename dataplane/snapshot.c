@@ -199,6 +199,13 @@ static int build_backends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
         sb->weight = weight;
         sb->admin = (uint8_t)b->admin_state;
         sb->health = (uint8_t)b->health;
+        sb->max_connections = b->max_connections;
+        sb->max_queue = or_default(b->max_queue, CONNQ_DEFAULT_MAX_QUEUE);
+        if (sb->max_connections > 1000000 || sb->max_queue > 100000)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu]: max_connections %u or max_queue %u is out of range "
+                              "(0..1000000, 1..100000)",
+                              i, sb->max_connections, sb->max_queue);
         format_host_port(sb->host_port, sizeof(sb->host_port), &sb->addr);
     }
     return check_unique_ids(s, err);
@@ -215,6 +222,14 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     s->timeouts.upstream_idle = or_default(t ? t->upstream_idle_ms : 0, 60000);
     s->timeouts.drain = or_default(t ? t->drain_ms : 0, 30000);
     s->timeouts.pool_idle = or_default(t ? t->pool_idle_ms : 0, 30000);
+    s->timeouts.queue = or_default(t ? t->queue_ms : 0, CONNQ_DEFAULT_TIMEOUT_MS);
+
+    const Lb__V1__Ejection *ej = pb->ejection;
+    s->eject.enabled = ej == NULL || !ej->disabled;
+    s->eject.probe_base_ms = or_default(ej ? ej->probe_base_ms : 0, EJECT_DEFAULT_PROBE_BASE_MS);
+    s->eject.probe_max_ms = or_default(ej ? ej->probe_max_ms : 0, EJECT_DEFAULT_PROBE_MAX_MS);
+    if (s->eject.probe_max_ms < s->eject.probe_base_ms)
+        s->eject.probe_max_ms = s->eject.probe_base_ms;
 
     const Lb__V1__Limits *l = pb->limits;
     s->limits.max_request_line = or_default(l ? l->max_request_line : 0, 8192);

@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 
 #include "breaker.h"
+#include "connq.h"
+#include "eject.h"
 #include "http1.h"
 #include "limiter.h"
 
@@ -56,13 +58,15 @@ struct snap_backend {
     const char *url;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char host_port[72];    /* "127.0.0.1:9001" or "[::1]:9001", for Host and logs */
-    uint32_t weight;       /* 1..1000 */
-    uint8_t admin;         /* enum snap_admin */
-    uint8_t health;        /* enum snap_health */
-    bool tls;              /* https://: its client context is in snap.be_tls[] */
-    const char *sni;       /* server name to send ("" none) */
-    char verify_name[256]; /* name (or IP literal) the certificate must match */
+    char host_port[72];       /* "127.0.0.1:9001" or "[::1]:9001", for Host and logs */
+    uint32_t weight;          /* 1..1000 */
+    uint8_t admin;            /* enum snap_admin */
+    uint8_t health;           /* enum snap_health */
+    bool tls;                 /* https://: its client context is in snap.be_tls[] */
+    const char *sni;          /* server name to send ("" none) */
+    char verify_name[256];    /* name (or IP literal) the certificate must match */
+    uint32_t max_connections; /* per data plane; 0: no limit */
+    uint32_t max_queue;       /* waiters at most when at the limit */
 };
 
 struct snap_timeouts { /* milliseconds, defaults filled in */
@@ -74,6 +78,7 @@ struct snap_timeouts { /* milliseconds, defaults filled in */
     uint32_t upstream_idle;
     uint32_t drain;
     uint32_t pool_idle;
+    uint32_t queue; /* longest wait in a backend's queue */
 };
 
 /* A rate limiter shared by every snapshot whose limits for a frontend are
@@ -100,9 +105,10 @@ struct snap {
     uint32_t slow_start_ms;   /* ramp of an added or recovered backend; 0: none */
     bool fail_open;           /* every backend down: send to all (else 503) */
     struct breaker_config breaker;
-    bool breaker_ignore_5xx; /* only connect errors and timeouts open it */
-    uint32_t max_retries;    /* per request, on other backends */
-    bool retry_5xx;          /* idempotent requests retried after 502/503/504/timeout */
+    struct eject_config eject; /* .controlled is the process's, not the snapshot's */
+    bool breaker_ignore_5xx;   /* only connect errors and timeouts open it */
+    uint32_t max_retries;      /* per request, on other backends */
+    bool retry_5xx;            /* idempotent requests retried after 502/503/504/timeout */
     uint32_t retry_budget_percent;
     uint32_t retry_budget_min;
     uint32_t backoff_base_ms;

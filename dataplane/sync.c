@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "breaker.h"
+#include "bshared.h"
 #include "dp.h"
 #include "lb.pb-c.h"
 #include "lb_endpoints.h"
@@ -241,12 +241,17 @@ static void sync_send_report(struct sync *s)
             brs[i].connect_failures = tot[i].connect_failures;
             brs[i].timeouts = tot[i].timeouts;
             brs[i].effective_weight = snap->backends[i].weight;
-            struct breaker *b = dp->breakers && snap->breaker.enabled
-                                    ? breaker_registry_find(dp->breakers, ids[i])
-                                    : NULL;
-            if (b != NULL) {
-                brs[i].breaker = (Lb__V1__BreakerState)breaker_state(b, (uint64_t)now_ms());
-                breaker_registry_release(dp->breakers, b);
+            struct bshared *sh = dp->backends ? bshared_registry_find(dp->backends, ids[i]) : NULL;
+            if (sh != NULL) {
+                if (snap->breaker.enabled)
+                    brs[i].breaker =
+                        (Lb__V1__BreakerState)breaker_state(sh->breaker, (uint64_t)now_ms());
+                brs[i].ejected = eject_is_out(&sh->eject);
+                brs[i].ejections = eject_count(&sh->eject);
+                brs[i].connections = atomic_load(&sh->q.conns);
+                brs[i].queued = atomic_load(&sh->q.queued);
+                brs[i].queue_timeouts = atomic_load(&sh->q.timeouts);
+                bshared_registry_release(dp->backends, sh);
             }
             brp[i] = &brs[i];
         }

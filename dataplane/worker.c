@@ -159,7 +159,8 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
         return NULL;
     }
     b->stat_slot = (uint32_t)slot;
-    b->breaker = w->dp->breakers ? breaker_registry_get(w->dp->breakers, id, NULL) : NULL;
+    b->sh = w->dp->backends ? bshared_registry_get(w->dp->backends, id, NULL) : NULL;
+    b->breaker = b->sh ? b->sh->breaker : NULL;
     b->health = SNAP_HEALTH_UNKNOWN;
     /* a backend added to a running worker ramps up (slow start) */
     if (w->view != NULL)
@@ -187,8 +188,8 @@ static void be_sweep(struct worker *w, bool all)
             conn_pool_free(w, b->idle);
             *pp = b->hnext;
             w->n_be--;
-            if (b->breaker != NULL)
-                breaker_registry_release(w->dp->breakers, b->breaker);
+            if (b->sh != NULL)
+                bshared_registry_release(w->dp->backends, b->sh);
             if (n_gone == cap_gone) {
                 cap_gone = cap_gone ? cap_gone * 2 : 64;
                 uint32_t *g = realloc(gone, cap_gone * sizeof(*g));
@@ -482,8 +483,8 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
                v->panic ? "every backend is down: failing open, traffic goes to all of them"
                         : "a backend is up again: health decides again");
     /* limits change; the counts of requests and retries in flight carry on */
-    w->budget.min = s->retry_budget_min;
-    w->budget.percent = s->retry_budget_percent;
+    if (w->id == 0)
+        retry_budget_configure(&w->dp->budget, s->retry_budget_min, s->retry_budget_percent);
     uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
     /* New weights, or a new set of candidates, start a fresh smooth cycle:
      * running weights earned under the old ones would skew the first turns. A
@@ -509,6 +510,20 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         if (b->health == SNAP_HEALTH_DOWN && sb->health != SNAP_HEALTH_DOWN)
             b->bal.start_ms = now_ms; /* back from down: slow start */
         b->health = sb->health;
+        b->max_conns = sb->max_connections;
+        b->max_queue = sb->max_queue;
+        if (b->sh != NULL) {
+            if (sb->health == SNAP_HEALTH_DOWN && eject_hand_over(&b->sh->eject, now_ms)) {
+                bshared_registry_note_ejected(w->dp->backends, -1);
+                lb_log(LB_LOG_INFO, "backend_ejection_handed_over",
+                       "backend %s (%s): marked down by the health checks, which decide its "
+                       "return",
+                       b->id, sb->host_port);
+            }
+            connq_kick(&b->sh->q, sb->max_connections, now_ms);
+            if (sb->admin != SNAP_ADMIN_ACTIVE || (sb->health == SNAP_HEALTH_DOWN && !v->panic))
+                connq_flush(&b->sh->q, now_ms);
+        }
         if (b->addrlen != sb->addrlen || memcmp(&b->addr, &sb->addr, sb->addrlen) != 0) {
             /* a new address: pooled connections go to the old one */
             conn_pool_free(w, b->idle);
@@ -587,12 +602,155 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     snap_unref(s);
 }
 
+/* ---- probes of ejected backends ----------------------------------------------------- */
+
+/* A TCP connect to an ejected backend whose probe is due. */
+struct probe {
+    struct worker *w;
+    struct bshared *sh; /* a registry reference */
+    ev_io io;
+    ev_timer timer;
+    int fd;
+    char host_port[72];
+    struct probe *next;
+};
+
+static void probe_end(struct probe *p, bool ok)
+{
+    struct worker *w = p->w;
+    const struct snap *s = w->view->snap;
+    struct eject_config ec = s->eject;
+    ec.controlled = w->dp->controlled;
+    uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
+    if (eject_probe_done(&p->sh->eject, &ec, ok, now_ms)) {
+        bshared_registry_note_ejected(w->dp->backends, -1);
+        lb_log(LB_LOG_INFO, "backend_returned",
+               "backend %s (%s): a probe connected; back in "
+               "rotation",
+               p->sh->id, p->host_port);
+    } else if (!ok && lb_log_enabled(LB_LOG_DEBUG)) {
+        lb_log(LB_LOG_DEBUG, "backend_probe_failed", "backend %s (%s): next probe in %u ms",
+               p->sh->id, p->host_port, eject_backoff_ms(&p->sh->eject));
+    }
+    ev_io_stop(w->loop, &p->io);
+    ev_timer_stop(w->loop, &p->timer);
+    if (p->fd >= 0)
+        close(p->fd);
+    struct probe **pp = &w->probes;
+    while (*pp != p)
+        pp = &(*pp)->next;
+    *pp = p->next;
+    bshared_registry_release(w->dp->backends, p->sh);
+    free(p);
+}
+
+static void probe_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct probe *p = io->data;
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1)
+        soerr = errno;
+    probe_end(p, soerr == 0);
+}
+
+static void probe_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    probe_end(t->data, false);
+}
+
+static void probe_start(struct worker *w, struct backend_rt *be)
+{
+    struct probe *p = calloc(1, sizeof(*p));
+    struct bshared *sh = bshared_registry_find(w->dp->backends, be->id);
+    if (p == NULL || sh == NULL) {
+        free(p);
+        bshared_registry_release(w->dp->backends, sh);
+        return;
+    }
+    p->w = w;
+    p->sh = sh;
+    p->fd = -1;
+    snprintf(p->host_port, sizeof(p->host_port), "%s", be->host_port);
+    p->next = w->probes;
+    w->probes = p;
+    ev_io_init(&p->io, probe_on_io, 0, EV_WRITE);
+    p->io.data = p;
+    ev_timer_init(&p->timer, probe_on_timeout, w->view->snap->timeouts.upstream_connect / 1000.0,
+                  0.);
+    p->timer.data = p;
+    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        probe_end(p, false);
+        return;
+    }
+    p->fd = fd;
+    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+        probe_end(p, true);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        probe_end(p, false);
+        return;
+    }
+    ev_io_set(&p->io, fd, EV_WRITE);
+    ev_io_start(w->loop, &p->io);
+    ev_timer_start(w->loop, &p->timer);
+}
+
+/* Worker 0, each tick: probes the ejected backends whose probe is due. */
+static void probes_run(struct worker *w)
+{
+    if (w->id != 0 || w->view == NULL || w->draining ||
+        bshared_registry_ejected(w->dp->backends) == 0)
+        return;
+    uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
+    const struct wview *v = w->view;
+    for (uint32_t k = 0; k < v->bal.n; k++) {
+        struct backend_rt *be = v->be[v->cand[k]];
+        if (be->sh != NULL && eject_probe_claim(&be->sh->eject, now_ms))
+            probe_start(w, be);
+    }
+}
+
+static void probes_free(struct worker *w)
+{
+    while (w->probes != NULL) {
+        struct probe *p = w->probes;
+        w->probes = p->next;
+        ev_io_stop(w->loop, &p->io);
+        ev_timer_stop(w->loop, &p->timer);
+        if (p->fd >= 0)
+            close(p->fd);
+        bshared_registry_release(w->dp->backends, p->sh);
+        free(p);
+    }
+}
+
+/* ---- queue grants ---------------------------------------------------------------------- */
+
+static void worker_wake_grants(void *arg)
+{
+    struct worker *w = arg;
+    ev_async_send(w->loop, &w->grants);
+}
+
+static void worker_on_grants(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = a->data;
+    struct connq_waiter *cw;
+    while ((cw = connq_inbox_pop(&w->inbox)) != NULL)
+        conn_on_grant(cw);
+}
+
 static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct worker *w = t->data;
     lb_logbuf_flush(w->log);
     conn_pool_expire(w, ev_now(loop));
+    conn_pool_yield(w);
     conn_free_list_trim(w, MAX_FREE_CONNS);
+    probes_run(w);
 }
 
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -623,7 +781,6 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     w->dp = dp;
     w->id = id;
     w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ id ^ (uint64_t)time(NULL);
-    retry_budget_init(&w->budget, 0, 0);
     if (metrics_worker_init(&w->metrics) != 0)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for worker metrics");
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
@@ -631,6 +788,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
         metrics_worker_deinit(&w->metrics);
         return lb_err_set(err, LB_ESYS, errno, "cannot create the event loop of worker %u", id);
     }
+    connq_inbox_init(&w->inbox, worker_wake_grants, w);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
     int rc = w->log ? worker_adopt(w, snap, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
@@ -642,6 +800,9 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     ev_async_init(&w->wake, worker_on_wake);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
+    ev_async_init(&w->grants, worker_on_grants);
+    w->grants.data = w;
+    ev_async_start(w->loop, &w->grants);
     ev_timer_init(&w->tick, worker_on_tick, TICK_SECONDS, TICK_SECONDS);
     w->tick.data = w;
     ev_timer_start(w->loop, &w->tick);
@@ -667,6 +828,8 @@ void worker_join(struct worker *w)
         pthread_join(w->thread, NULL);
     w->thread = 0;
     listeners_close_all(w);
+    if (w->loop != NULL)
+        probes_free(w);
     if (w->view != NULL) {
         for (uint32_t i = 0; i < w->view->snap->n_backends; i++)
             if (w->view->be[i] != NULL)
@@ -694,4 +857,5 @@ void worker_join(struct worker *w)
         ev_loop_destroy(w->loop);
     w->loop = NULL;
     metrics_worker_deinit(&w->metrics);
+    connq_inbox_deinit(&w->inbox);
 }

@@ -12,6 +12,8 @@
 
 #include "balancer.h"
 #include "breaker.h"
+#include "bshared.h"
+#include "connq.h"
 #include "http1.h"
 #include "metrics.h"
 #include "retry.h"
@@ -22,6 +24,7 @@ struct lb_logbuf;
 struct conn;
 struct upstream;
 struct dp;
+struct probe;
 
 /* A fixed-size I/O buffer from the worker's pool. Bytes live in [start, end). */
 struct buf {
@@ -40,7 +43,10 @@ struct backend_rt {
     struct upstream *idle;    /* keep-alive pool, most recently used first */
     uint32_t n_idle;
     uint32_t active;              /* requests in flight on this worker */
-    struct breaker *breaker;      /* shared by the workers (a registry reference), or NULL */
+    struct bshared *sh;           /* shared by the workers (a registry reference), or NULL */
+    struct breaker *breaker;      /* sh->breaker, or NULL */
+    uint32_t max_conns;           /* the newest snapshot's limit, all workers (0: none) */
+    uint32_t max_queue;           /* ... and queue length */
     uint8_t health;               /* as the newest snapshot says: enum snap_health */
     const void *tls_ctx;          /* the client context its pooled connections used */
     char tls_name[256];           /* ... and the name they verified */
@@ -103,7 +109,9 @@ struct worker {
     uint32_t scratch_cap;
     struct lb_logbuf *log;         /* access log buffer */
     struct metrics_worker metrics; /* this worker's counters */
-    struct retry_budget budget;    /* retries in flight against requests in flight */
+    struct connq_inbox inbox;      /* grants of backend queues to this worker's requests */
+    ev_async grants;               /* ... rings when one arrives */
+    struct probe *probes;          /* ejected backends being probed (worker 0) */
     uint64_t rng;                  /* request id generator state */
     bool draining;                 /* shutdown: no accept, close idle connections */
     atomic_bool stopped;           /* set when the loop has exited */

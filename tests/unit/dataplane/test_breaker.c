@@ -299,123 +299,6 @@ START_TEST(half_open_limit_holds_under_concurrency)
 }
 END_TEST
 
-/* ---- registry ---------------------------------------------------------------------- */
-
-START_TEST(registry_shares_state_by_id)
-{
-    struct breaker_registry *r = breaker_registry_new(NULL);
-    struct breaker *w1 = breaker_registry_get(r, "api-1", NULL);
-    struct breaker *w2 = breaker_registry_get(r, "api-1", NULL);
-    struct breaker *other = breaker_registry_get(r, "api-2", NULL);
-    ck_assert_ptr_nonnull(w1);
-    ck_assert_ptr_eq(w1, w2);
-    ck_assert_ptr_ne(w1, other);
-    ck_assert_str_eq(breaker_id(w1), "api-1");
-    ck_assert_uint_eq(breaker_registry_count(r), 2);
-    open_at(w1, 0);
-    ck_assert_int_eq(breaker_allow(w2, &cfg, 1), BREAKER_REJECT);
-    ck_assert_int_eq(breaker_allow(other, &cfg, 1), BREAKER_PASS);
-    /* a new view takes its reference before the old one lets go: state kept */
-    struct breaker *w3 = breaker_registry_get(r, "api-1", NULL);
-    breaker_registry_release(r, w1);
-    breaker_registry_release(r, w2);
-    ck_assert_int_eq(breaker_state(w3, 1), BREAKER_STATE_OPEN);
-    struct breaker *f = breaker_registry_find(r, "api-1");
-    ck_assert_ptr_eq(f, w3);
-    breaker_registry_release(r, f);
-    breaker_registry_release(r, w3);
-    /* the last reference gone: the entry is freed, a new one starts closed */
-    ck_assert_uint_eq(breaker_registry_count(r), 1);
-    ck_assert_ptr_null(breaker_registry_find(r, "api-1"));
-    struct breaker *again = breaker_registry_get(r, "api-1", NULL);
-    ck_assert_int_eq(breaker_state(again, 1), BREAKER_STATE_CLOSED);
-    breaker_registry_release(r, again);
-    breaker_registry_release(r, NULL);
-    breaker_registry_release(r, other);
-    ck_assert_uint_eq(breaker_registry_count(r), 0);
-    breaker_registry_free(r);
-    breaker_registry_free(NULL);
-}
-END_TEST
-
-START_TEST(registry_rejects_empty_id)
-{
-    struct breaker_registry *r = breaker_registry_new(NULL);
-    struct lb_err err = {0};
-    ck_assert_ptr_null(breaker_registry_get(r, "", &err));
-    ck_assert_int_eq(err.code, LB_EINVAL);
-    ck_assert_ptr_null(breaker_registry_get(r, NULL, NULL));
-    ck_assert_ptr_null(breaker_registry_find(r, NULL));
-    breaker_registry_free(r);
-}
-END_TEST
-
-START_TEST(registry_grows_and_frees_leftovers)
-{
-    struct breaker_registry *r = breaker_registry_new(NULL);
-    struct breaker *b[500];
-    char id[32];
-    for (int i = 0; i < 500; i++) {
-        snprintf(id, sizeof(id), "backend-%d", i);
-        b[i] = breaker_registry_get(r, id, NULL);
-        ck_assert_ptr_nonnull(b[i]);
-    }
-    ck_assert_uint_eq(breaker_registry_count(r), 500);
-    for (int i = 0; i < 500; i++) {
-        snprintf(id, sizeof(id), "backend-%d", i);
-        struct breaker *f = breaker_registry_find(r, id);
-        ck_assert_ptr_eq(f, b[i]);
-        ck_assert_str_eq(breaker_id(f), id);
-        breaker_registry_release(r, f);
-    }
-    for (int i = 0; i < 250; i++)
-        breaker_registry_release(r, b[i]);
-    ck_assert_uint_eq(breaker_registry_count(r), 250);
-    /* the other 250 are freed with the registry (ASan checks) */
-    breaker_registry_free(r);
-}
-END_TEST
-
-struct reg_hammer {
-    struct breaker_registry *r;
-    struct breaker *first;
-    atomic_int mismatch;
-};
-
-static void *reg_run(void *arg)
-{
-    struct reg_hammer *h = arg;
-    for (int i = 0; i < 2000; i++) {
-        struct breaker *b = breaker_registry_get(h->r, "shared", NULL);
-        if (b != h->first)
-            atomic_fetch_add(&h->mismatch, 1);
-        (void)breaker_allow(b, &cfg, (uint64_t)i);
-        breaker_registry_release(h->r, b);
-        char id[32];
-        snprintf(id, sizeof(id), "tmp-%d", i % 7);
-        b = breaker_registry_get(h->r, id, NULL);
-        breaker_registry_release(h->r, b);
-    }
-    return NULL;
-}
-
-START_TEST(registry_is_thread_safe)
-{
-    struct reg_hammer h = {.r = breaker_registry_new(NULL)};
-    h.first = breaker_registry_get(h.r, "shared", NULL);
-    pthread_t t[THREADS];
-    for (int i = 0; i < THREADS; i++)
-        ck_assert_int_eq(pthread_create(&t[i], NULL, reg_run, &h), 0);
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
-    ck_assert_int_eq(atomic_load(&h.mismatch), 0);
-    ck_assert_uint_eq(breaker_registry_count(h.r), 1);
-    breaker_registry_release(h.r, h.first);
-    ck_assert_uint_eq(breaker_registry_count(h.r), 0);
-    breaker_registry_free(h.r);
-}
-END_TEST
-
 Suite *breaker_suite(void);
 Suite *breaker_suite(void)
 {
@@ -433,13 +316,7 @@ Suite *breaker_suite(void)
     TCase *cc = tcase_create("concurrency");
     tcase_set_timeout(cc, 120);
     tcase_add_test(cc, half_open_limit_holds_under_concurrency);
-    tcase_add_test(cc, registry_is_thread_safe);
     suite_add_tcase(s, cc);
-    TCase *rg = tcase_create("registry");
-    tcase_add_test(rg, registry_shares_state_by_id);
-    tcase_add_test(rg, registry_rejects_empty_id);
-    tcase_add_test(rg, registry_grows_and_frees_leftovers);
-    suite_add_tcase(s, rg);
     return s;
 }
 

@@ -50,9 +50,9 @@ END_TEST
 START_TEST(budget_floor_of_three)
 {
     struct retry_budget b;
-    retry_budget_init(&b, 0, 0);
+    retry_budget_init(&b, 0, 0, 1);
     ck_assert_uint_eq(retry_budget_limit(&b), 3);
-    retry_budget_request_started(&b);
+    retry_budget_request_started(&b, 0);
     for (int i = 0; i < 3; i++)
         ck_assert(retry_budget_try(&b));
     ck_assert(!retry_budget_try(&b));
@@ -73,9 +73,9 @@ END_TEST
 START_TEST(budget_scales_with_active_requests)
 {
     struct retry_budget b;
-    retry_budget_init(&b, 0, 0);
+    retry_budget_init(&b, 0, 0, 1);
     for (int i = 0; i < 50; i++)
-        retry_budget_request_started(&b);
+        retry_budget_request_started(&b, 0);
     ck_assert_uint_eq(retry_budget_limit(&b), 10);
     for (int i = 0; i < 10; i++)
         ck_assert(retry_budget_try(&b));
@@ -83,7 +83,7 @@ START_TEST(budget_scales_with_active_requests)
     ck_assert_uint_eq(retry_budget_exhausted(&b), 1);
     /* requests finishing shrink the budget; retries in flight still count */
     for (int i = 0; i < 40; i++)
-        retry_budget_request_finished(&b);
+        retry_budget_request_finished(&b, 0);
     ck_assert_uint_eq(retry_budget_limit(&b), 3);
     for (int i = 0; i < 7; i++)
         retry_budget_done(&b);
@@ -91,9 +91,9 @@ START_TEST(budget_scales_with_active_requests)
     retry_budget_done(&b);
     ck_assert(retry_budget_try(&b));
     for (int i = 0; i < 20; i++)
-        retry_budget_request_finished(&b); /* more than started: stays at zero */
+        retry_budget_request_finished(&b, 0); /* more than started: stays at zero */
     ck_assert_uint_eq(retry_budget_limit(&b), 3);
-    retry_budget_request_started(&b);
+    retry_budget_request_started(&b, 0);
     ck_assert_uint_eq(retry_budget_limit(&b), 3);
 }
 END_TEST
@@ -101,10 +101,10 @@ END_TEST
 START_TEST(budget_custom_parameters)
 {
     struct retry_budget b;
-    retry_budget_init(&b, 1, 50);
+    retry_budget_init(&b, 1, 50, 1);
     ck_assert_uint_eq(retry_budget_limit(&b), 1);
     for (int i = 0; i < 9; i++)
-        retry_budget_request_started(&b);
+        retry_budget_request_started(&b, 0);
     ck_assert_uint_eq(retry_budget_limit(&b), 4);
 }
 END_TEST
