@@ -1,5 +1,7 @@
 /* tests/unit/dataplane/test_retry.c */
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "http1.h"
@@ -98,6 +100,75 @@ START_TEST(budget_scales_with_active_requests)
 }
 END_TEST
 
+START_TEST(budget_is_shared_by_the_workers)
+{
+    struct retry_budget b;
+    retry_budget_init(&b, 0, 50, 2);
+    /* worker 0 carries all the load, worker 1 none: one budget for both */
+    for (int i = 0; i < 10; i++)
+        retry_budget_request_started(&b, 0);
+    ck_assert_uint_eq(retry_budget_limit(&b), 5);
+    for (int i = 0; i < 5; i++)
+        ck_assert(retry_budget_try(&b));
+    ck_assert(retry_budget_is_spent(&b));
+    ck_assert(!retry_budget_try(&b));
+    /* the idle worker's requests add room; its retries draw on the same */
+    for (int i = 0; i < 4; i++)
+        retry_budget_request_started(&b, 1);
+    ck_assert_uint_eq(retry_budget_limit(&b), 7);
+    ck_assert(retry_budget_try(&b));
+    ck_assert(retry_budget_try(&b));
+    ck_assert(!retry_budget_try(&b));
+    /* more workers than slots share slots and still count right */
+    struct retry_budget c;
+    retry_budget_init(&c, 1, 100, 1000);
+    for (uint32_t w = 0; w < 200; w++)
+        retry_budget_request_started(&c, w);
+    ck_assert_uint_eq(retry_budget_limit(&c), 200);
+    for (uint32_t w = 0; w < 200; w++)
+        retry_budget_request_finished(&c, w);
+    ck_assert_uint_eq(retry_budget_limit(&c), 1);
+}
+END_TEST
+
+struct budget_hammer {
+    struct retry_budget b;
+    atomic_uint peak;
+    atomic_uint inflight;
+};
+
+static void *budget_run(void *arg)
+{
+    struct budget_hammer *h = arg;
+    for (int i = 0; i < 20000; i++) {
+        if (!retry_budget_try(&h->b))
+            continue;
+        unsigned n = atomic_fetch_add(&h->inflight, 1) + 1;
+        unsigned p = atomic_load(&h->peak);
+        while (n > p && !atomic_compare_exchange_weak(&h->peak, &p, n))
+            ;
+        atomic_fetch_sub(&h->inflight, 1);
+        retry_budget_done(&h->b);
+    }
+    return NULL;
+}
+
+START_TEST(budget_limit_holds_across_threads)
+{
+    static struct budget_hammer h;
+    retry_budget_init(&h.b, 2, 1, 4);
+    atomic_init(&h.peak, 0);
+    atomic_init(&h.inflight, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, budget_run, &h), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_uint_le(atomic_load(&h.peak), 2);
+    ck_assert(!retry_budget_is_spent(&h.b));
+}
+END_TEST
+
 START_TEST(budget_custom_parameters)
 {
     struct retry_budget b;
@@ -137,6 +208,8 @@ Suite *retry_suite(void)
     tcase_add_test(bu, budget_floor_of_three);
     tcase_add_test(bu, budget_scales_with_active_requests);
     tcase_add_test(bu, budget_custom_parameters);
+    tcase_add_test(bu, budget_is_shared_by_the_workers);
+    tcase_add_test(bu, budget_limit_holds_across_threads);
     suite_add_tcase(s, bu);
     TCase *id = tcase_create("idempotency");
     tcase_add_test(id, idempotent_methods_per_rfc9110);
