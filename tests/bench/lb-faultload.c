@@ -28,7 +28,9 @@
  *    "p50_ms","p99_ms","max_ms","failed_ids":[...at most 1000]}
  * failed_after_fault counts failures that finished at or after the fault;
  * fault_at_ms is -1 without --kill-pid. With --ids, every finished request
- * also writes "ID STATUS" (0: no answer) to FILE, one line each.
+ * also writes "ID STATUS START_MS END_MS" to FILE, one line each: STATUS 0
+ * when no answer came, the times in milliseconds since the start (the
+ * request started when its connect or its first byte was issued).
  * Exit status: 0, or 2 on bad arguments or a failure to start. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -167,7 +169,9 @@ static void request_end(struct run *r, struct client *c, int status, bool timed_
     if (lat > t->max_us)
         t->max_us = lat;
     if (r->ids && c->id[0])
-        fprintf(r->ids, "%s %d\n", c->id, status);
+        fprintf(r->ids, "%s %d %llu %llu\n", c->id, status,
+                (unsigned long long)(c->start_us - r->t0_us) / 1000,
+                (unsigned long long)(now - r->t0_us) / 1000);
 }
 
 /* Builds the next request of <c> into c->req. */
