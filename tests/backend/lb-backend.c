@@ -1,6 +1,7 @@
 /* tests/backend/lb-backend.c: the demo, test and benchmark origin server.
  *
  * lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]
+ *            [--backlog N] [--log FILE]
  *
  * A small HTTP/1.1 server on libev with its own minimal parser (it must not
  * share code with the data plane it tests). It prints
@@ -25,6 +26,23 @@
  *                    (Content-Length: 3, 3), length-twice (two equal
  *                    Content-Length fields)
  * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0.
+ *
+ * Fault injection, for the dead-backend tests:
+ *   SIGUSR1          behave like a process that crashed, without exiting:
+ *                    the listening socket is shut down (new connects are
+ *                    refused, connections waiting in the accept queue are
+ *                    reset) and every open connection is closed at once, by
+ *                    every thread; requests in progress get no answer. The
+ *                    port stays closed until the process exits (SIGTERM),
+ *                    and another lb-backend may bind it meanwhile.
+ *   --backlog N      listen backlog (default 1024; the kernel caps it at
+ *                    net.core.somaxconn): a small one with --threads 1 makes
+ *                    a backend that is slow to accept a burst.
+ *   --log FILE       appends one line per request head parsed:
+ *                    "METHOD PATH ID\n", ID being the X-Test-Id header value
+ *                    or "-" (one write(2) per line on an O_APPEND file, so
+ *                    lines of several threads do not mix). Lets a test count
+ *                    which requests reached which backend.
  * Memory: one allocation per connection (state and both buffers), none per
  * request. */
 #include <arpa/inet.h>
@@ -102,6 +120,7 @@ struct worker {
     struct ev_loop *loop; /* this worker's loop */
     ev_io accept_io;      /* shared listening socket */
     ev_async stop;        /* asks the loop to break */
+    ev_async crash;       /* SIGUSR1: drop the listener and every connection */
     struct conn *conns;   /* open connections, freed on exit */
     pthread_t tid;        /* 0 for the main thread's worker */
 };
@@ -109,6 +128,7 @@ struct worker {
 /* Process-wide state. */
 struct server {
     int lfd;                                   /* listening socket */
+    int logfd;                                 /* --log file, or -1 */
     char name[NAME_MAX_];                      /* body of GET / */
     size_t name_len;                           /* strlen(name) */
     atomic_ulong connections;                  /* accepted since start */
@@ -353,6 +373,18 @@ static void conn_reject(struct conn *c, unsigned status)
     c->state = ST_CLOSING;
 }
 
+/* --log: one line per request, written whole (a short line is cut, never
+ * split), so that lines of concurrent threads do not interleave. */
+static void log_request(int fd, const char *method, size_t mlen, const char *path, size_t plen,
+                        const char *id, size_t idlen)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%.*s %.*s %.*s\n", (int)(mlen > 32 ? 32 : mlen), method,
+                     (int)(plen > 512 ? 512 : plen), path, (int)(idlen > 256 ? 256 : idlen), id);
+    if (n > 0 && write(fd, line, (size_t)n) < 0)
+        return; /* a test reading the log sees the line missing */
+}
+
 /* Parses rbuf[rpos..rpos+hlen) (ends with CRLFCRLF) and starts the request. */
 static void conn_start_request(struct conn *c, size_t hlen)
 {
@@ -363,6 +395,8 @@ static void conn_start_request(struct conn *c, size_t hlen)
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
     bool have_cl = false, chunked = false, expect = false, conn_close = false, conn_ka = false;
     uint64_t cl = 0;
+    const char *test_id = "-";
+    size_t test_id_len = 1;
 
     atomic_fetch_add_explicit(&c->w->srv->requests, 1, memory_order_relaxed);
     c->chunked_out = false;
@@ -407,9 +441,15 @@ static void conn_start_request(struct conn *c, size_t hlen)
             conn_ka = has_token(v, vl, "keep-alive");
         } else if (nl == 6 && strncasecmp(l, "expect", 6) == 0) {
             expect = has_token(v, vl, "100-continue");
+        } else if (nl == 9 && strncasecmp(l, "x-test-id", 9) == 0 && vl > 0) {
+            test_id = v;
+            test_id_len = vl;
         }
         l = le + 1;
     }
+    if (c->w->srv->logfd != -1)
+        log_request(c->w->srv->logfd, h, (size_t)(sp1 - h), sp1 + 1, (size_t)(sp2 - sp1 - 1),
+                    test_id, test_id_len);
     c->keep_alive = c->http10 ? conn_ka && !conn_close : !conn_close;
     if (c->route == ROUTE_CLOSE || c->route == ROUTE_BAD)
         c->keep_alive = false;
@@ -847,6 +887,16 @@ static void worker_on_stop(struct ev_loop *loop, ev_async *a, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* What the kernel does to a process that dies: its connections close (a
+ * reset where unread bytes remain) and the listener goes away. */
+static void worker_on_crash(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = a->data;
+    ev_io_stop(loop, &w->accept_io);
+    while (w->conns)
+        conn_free(w->conns);
+}
+
 static void *worker_run(void *arg)
 {
     struct worker *w = arg;
@@ -857,6 +907,18 @@ static void *worker_run(void *arg)
 static void main_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     ev_break(loop, EVBREAK_ALL);
+}
+
+static void main_on_crash(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    struct server *srv = s->data;
+    /* Refuse new connects first, then close what is open, every thread at
+     * once. The listening fd stays open (shut down) so that no watcher ever
+     * sees it closed; shutdown() resets what waits in its accept queue. */
+    shutdown(srv->lfd, SHUT_RDWR);
+    for (unsigned i = 1; i < srv->nworkers; i++)
+        ev_async_send(srv->workers[i].loop, &srv->workers[i].crash);
+    worker_on_crash(loop, &srv->workers[0].crash, 0);
 }
 
 static int worker_init(struct worker *w, struct server *s, struct ev_loop *loop)
@@ -870,6 +932,9 @@ static int worker_init(struct worker *w, struct server *s, struct ev_loop *loop)
     ev_io_start(loop, &w->accept_io);
     ev_async_init(&w->stop, worker_on_stop);
     ev_async_start(loop, &w->stop);
+    ev_async_init(&w->crash, worker_on_crash);
+    w->crash.data = w;
+    ev_async_start(loop, &w->crash);
     return 0;
 }
 
@@ -879,9 +944,10 @@ static void worker_deinit(struct worker *w)
         conn_free(w->conns);
     ev_io_stop(w->loop, &w->accept_io);
     ev_async_stop(w->loop, &w->stop);
+    ev_async_stop(w->loop, &w->crash);
 }
 
-static int listen_on(const char *addr, unsigned port, unsigned *bound)
+static int listen_on(const char *addr, unsigned port, int backlog, unsigned *bound)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
@@ -894,7 +960,7 @@ static int listen_on(const char *addr, unsigned port, unsigned *bound)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t len = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == -1 || listen(fd, 1024) == -1 ||
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == -1 || listen(fd, backlog) == -1 ||
         getsockname(fd, (struct sockaddr *)&sa, &len) == -1) {
         fprintf(stderr, "lb-backend: listen on %s:%u: %s\n", addr, port, strerror(errno));
         close(fd);
@@ -906,15 +972,16 @@ static int listen_on(const char *addr, unsigned port, unsigned *bound)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]\n");
+    fprintf(stderr, "usage: lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]\n"
+                    "                  [--backlog N] [--log FILE]\n");
 }
 
 int main(int argc, char **argv)
 {
     static struct server srv;
     const char *listen_addr = "127.0.0.1";
-    uint64_t port = 65536, threads = 1;
+    uint64_t port = 65536, threads = 1, backlog = 1024;
+    const char *log_path = NULL;
 
     snprintf(srv.name, sizeof srv.name, "backend");
     for (int i = 1; i < argc; i++) {
@@ -937,6 +1004,13 @@ int main(int argc, char **argv)
                 return 2;
             }
             snprintf(srv.name, sizeof srv.name, "%s", v);
+        } else if (strcmp(a, "--backlog") == 0) {
+            if (!parse_u64(v, strlen(v), &backlog) || backlog == 0 || backlog > 65535) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(a, "--log") == 0) {
+            log_path = v;
         } else if (strcmp(a, "--threads") == 0) {
             if (!parse_u64(v, strlen(v), &threads) || threads == 0 || threads > THREADS_MAX) {
                 usage();
@@ -956,9 +1030,17 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof srv.pattern; i++)
         srv.pattern[i] = (unsigned char)(i % PATTERN_MOD);
     signal(SIGPIPE, SIG_IGN);
+    srv.logfd = -1;
+    if (log_path) {
+        srv.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (srv.logfd == -1) {
+            fprintf(stderr, "lb-backend: --log %s: %s\n", log_path, strerror(errno));
+            return 1;
+        }
+    }
 
     unsigned bound = 0;
-    srv.lfd = listen_on(listen_addr, (unsigned)port, &bound);
+    srv.lfd = listen_on(listen_addr, (unsigned)port, (int)backlog, &bound);
     if (srv.lfd == -1)
         return 1;
     srv.nworkers = (unsigned)threads;
@@ -969,9 +1051,11 @@ int main(int argc, char **argv)
     }
 
     struct ev_loop *main_loop = ev_default_loop(0);
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sigusr1;
     ev_signal_init(&sigterm, main_on_signal, SIGTERM);
     ev_signal_init(&sigint, main_on_signal, SIGINT);
+    ev_signal_init(&sigusr1, main_on_crash, SIGUSR1);
+    sigusr1.data = &srv;
     ev_signal_start(main_loop, &sigterm);
     ev_signal_start(main_loop, &sigint);
     worker_init(&srv.workers[0], &srv, main_loop);
@@ -981,6 +1065,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     unsigned started = 1;
     for (; started < srv.nworkers; started++) {
@@ -997,6 +1082,8 @@ int main(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     srv.nworkers = started;
+    /* Started only now: the handler walks workers[0..nworkers). */
+    ev_signal_start(main_loop, &sigusr1);
 
     printf("{\"event\":\"listening\",\"port\":%u}\n", bound);
     fflush(stdout);
@@ -1011,8 +1098,11 @@ int main(int argc, char **argv)
     worker_deinit(&srv.workers[0]);
     ev_signal_stop(main_loop, &sigterm);
     ev_signal_stop(main_loop, &sigint);
+    ev_signal_stop(main_loop, &sigusr1);
     ev_loop_destroy(main_loop);
     close(srv.lfd);
+    if (srv.logfd != -1)
+        close(srv.logfd);
     free(srv.workers);
     return 0;
 }

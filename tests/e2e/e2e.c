@@ -62,6 +62,9 @@ struct e2e {
     Lb__V1__Metrics metrics;
     Lb__V1__Balancing balancing;
     Lb__V1__Retries retries;
+    Lb__V1__Ejection ejection;
+    char *const *bargs; /* e2e_opts.backend_args */
+    bool blog;          /* e2e_opts.backend_log */
 };
 
 static struct e2e *live_worlds;
@@ -353,6 +356,59 @@ static bool port_accepts(unsigned port)
     return c != NULL;
 }
 
+#define BACKEND_ARGS_MAX 24
+
+/* Spawns lb-backend <i> on <port> ("0": any) with the world's extra
+ * arguments, logging to b<i>.log; fails the test when fork fails. */
+static pid_t backend_spawn(struct e2e *t, unsigned i, const char *port)
+{
+    char log[256], reqlog[256], name[40];
+    char *argv[BACKEND_ARGS_MAX + 1];
+    size_t n = 0;
+    snprintf(name, sizeof name, "%s.log", t->bid[i]);
+    e2e_path(t, name, log, sizeof log);
+    argv[n++] = BACKEND_BIN;
+    argv[n++] = "--port";
+    argv[n++] = (char *)port;
+    argv[n++] = "--name";
+    argv[n++] = t->bid[i];
+    if (t->blog) {
+        snprintf(name, sizeof name, "%s.requests", t->bid[i]);
+        e2e_path(t, name, reqlog, sizeof reqlog);
+        argv[n++] = "--log";
+        argv[n++] = reqlog;
+    }
+    for (size_t k = 0; t->bargs && t->bargs[k]; k++) {
+        ck_assert_msg(n < BACKEND_ARGS_MAX, "too many backend arguments");
+        argv[n++] = t->bargs[k];
+    }
+    argv[n] = NULL;
+    pid_t pid = e2e_spawn(argv, log);
+    ck_assert_msg(pid > 0, "fork failed");
+    return pid;
+}
+
+pid_t e2e_backend_pid(const struct e2e *t, unsigned i)
+{
+    return i < t->nb ? t->bpid[i] : -1;
+}
+
+void e2e_restart_backend(struct e2e *t, unsigned i)
+{
+    ck_assert_msg(i < t->nb, "no backend %u", i);
+    e2e_kill_backend(t, i);
+    char log[256], old[256], name[40], port[16];
+    snprintf(name, sizeof name, "%s.log", t->bid[i]);
+    e2e_path(t, name, log, sizeof log);
+    snprintf(name, sizeof name, "%s.log.old", t->bid[i]);
+    e2e_path(t, name, old, sizeof old);
+    rename(log, old); /* wait_backend_port() reads the new process's line */
+    snprintf(port, sizeof port, "%u", t->bport[i]);
+    t->bpid[i] = backend_spawn(t, i, port);
+    ck_assert_msg(wait_backend_port(t, i) == t->bport[i], "backend %s did not start again on %u",
+                  t->bid[i], t->bport[i]);
+}
+
 static void build_snapshot(struct e2e *t, const struct e2e_opts *o)
 {
     Lb__V1__Snapshot snap = LB__V1__SNAPSHOT__INIT;
@@ -363,6 +419,7 @@ static void build_snapshot(struct e2e *t, const struct e2e_opts *o)
     Lb__V1__Metrics me = LB__V1__METRICS__INIT;
     Lb__V1__Balancing ba = LB__V1__BALANCING__INIT;
     Lb__V1__Retries re = LB__V1__RETRIES__INIT;
+    Lb__V1__Ejection ej = LB__V1__EJECTION__INIT;
     struct timespec now;
 
     clock_gettime(CLOCK_REALTIME, &now);
@@ -374,6 +431,7 @@ static void build_snapshot(struct e2e *t, const struct e2e_opts *o)
     t->metrics = me;
     t->balancing = ba;
     t->retries = re;
+    t->ejection = ej;
     t->snap.config_version = 1;
     t->snap.generation = 1;
     t->snap.created_unix_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
@@ -406,6 +464,7 @@ static void build_snapshot(struct e2e *t, const struct e2e_opts *o)
     t->balancing.algorithm = o->algorithm;
     t->snap.balancing = &t->balancing;
     t->snap.retries = &t->retries;
+    t->snap.ejection = &t->ejection;
     if (o->tweak)
         o->tweak(&t->snap, o->tweak_arg);
 }
@@ -443,14 +502,12 @@ struct e2e *e2e_start_opts(const struct e2e_opts *o)
     t->next_live = live_worlds;
     live_worlds = t;
 
-    char path[256], log[256], name[32];
+    char path[256], log[256];
+    t->bargs = o->backend_args;
+    t->blog = o->backend_log;
     for (unsigned i = 0; i < o->backends; i++) {
         snprintf(t->bid[i], sizeof t->bid[i], "b%u", i);
-        snprintf(name, sizeof name, "%s.log", t->bid[i]);
-        e2e_path(t, name, log, sizeof log);
-        char *argv[] = {BACKEND_BIN, "--port", "0", "--name", t->bid[i], NULL};
-        t->bpid[i] = e2e_spawn(argv, log);
-        ck_assert_msg(t->bpid[i] > 0, "fork failed");
+        t->bpid[i] = backend_spawn(t, i, "0");
         t->nb = i + 1;
     }
     for (unsigned i = 0; i < t->nb; i++) {

@@ -27,8 +27,9 @@ struct e2e;
 
 /* Called on the snapshot before it is written, to change timeouts, limits,
  * logging... Every sub-message of <snap> (timeouts, limits, logging, metrics,
- * balancing, retries) is already allocated and owned by the harness; strings
- * set by the callback must outlive e2e_stop() (use literals). */
+ * balancing, retries, ejection) is already allocated and owned by the
+ * harness; strings set by the callback must outlive e2e_stop() (use
+ * literals). */
 typedef void (*e2e_tweak_fn)(Lb__V1__Snapshot *snap, void *arg);
 
 struct e2e_opts {
@@ -38,6 +39,11 @@ struct e2e_opts {
     unsigned workers;            /* lb-dataplane --workers; 0 = 2 */
     e2e_tweak_fn tweak;          /* NULL or called on the snapshot */
     void *tweak_arg;             /* passed to <tweak> */
+    char *const *backend_args;   /* NULL or more lb-backend arguments for every
+                                  * backend, NULL-terminated ("--threads", "1",
+                                  * ...); kept: must outlive e2e_stop() */
+    bool backend_log;            /* each backend logs its requests (lb-backend
+                                  * --log) into the world's file b<i>.requests */
 };
 
 /* A raw HTTP response read by e2e_conn_read(). All strings NUL-terminated. */
@@ -106,6 +112,15 @@ void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz);
 
 /* Stops backend <i> by pid (SIGKILL: abrupt). */
 void e2e_kill_backend(struct e2e *t, unsigned i);
+
+/* pid of backend <i>, or -1 once stopped. A test may signal it (lb-backend:
+ * SIGUSR1 closes its port and connections); e2e_kill_backend() reaps it. */
+pid_t e2e_backend_pid(const struct e2e *t, unsigned i);
+
+/* Starts backend <i> again on its port, with the arguments it had (the old
+ * process is killed and reaped first if it still runs; its log moves to
+ * b<i>.log.old). Fails the test when it does not come up. */
+void e2e_restart_backend(struct e2e *t, unsigned i);
 
 /* Sends SIGTERM to lb-dataplane and waits up to <ms> for it to exit. Returns
  * true and fills <status> when it did (the pid is then reaped). */
