@@ -2141,7 +2141,7 @@ static struct cnode *to_tree(const struct config *c)
             put_str(m, "sni", b->sni);
         if (b->max_connections != 0)
             put_uint(m, "maxConnections", b->max_connections);
-        if (b->max_queue != CONFIG_DEFAULT_MAX_QUEUE)
+        if (b->max_queue != CONFIG_DEFAULT_MAX_QUEUE && b->max_queue != 0)
             put_uint(m, "maxQueue", b->max_queue);
         if (m == NULL || cn_push(bs, m) != 0) {
             cn_free(bs);

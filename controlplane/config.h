@@ -74,7 +74,8 @@ struct config_backend {
     uint32_t max_connections;        /* maxConnections: upstream connections open or being set
                                       * up, per data plane; 0..1000000, default 0 = unlimited */
     uint32_t max_queue;              /* maxQueue: requests waiting for a connection, per data
-                                      * plane; 1..100000, default 1024 */
+                                      * plane; 1..100000, default 1024 (parsed configs hold
+                                      * it; 0 in one built in memory means the default) */
 };
 
 struct config_healthcheck {

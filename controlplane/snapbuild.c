@@ -237,7 +237,7 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
         /* Zero is the default in the snapshot: a default config gives the
          * bytes it gave before these fields existed. */
         b->max_connections = cb->max_connections;
-        b->max_queue = cb->max_queue == CONFIG_DEFAULT_MAX_QUEUE ? 0 : cb->max_queue;
+        b->max_queue = cb->max_queue == CONFIG_DEFAULT_MAX_QUEUE ? 0 : cb->max_queue; /* 0 too */
         b->admin_state = cb->state == CONFIG_BACKEND_DRAINING ? LB__V1__ADMIN_STATE__ADMIN_DRAINING
                          : cb->state == CONFIG_BACKEND_DISABLED
                              ? LB__V1__ADMIN_STATE__ADMIN_DISABLED

@@ -376,9 +376,13 @@ START_TEST(limits_and_ejection_round_trip)
     ck_assert(config_equal(a, d));
     ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_OK);
     /* In-memory edits are validated like parsed ones. */
-    d->backends[0].max_queue = 0;
+    d->backends[0].max_queue = 100001;
     ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_EINVAL);
-    ck_assert_ptr_nonnull(strstr(err.msg, "backends[0].maxQueue: 0 is out of range (1..100000)"));
+    ck_assert_ptr_nonnull(
+        strstr(err.msg, "backends[0].maxQueue: 100001 is out of range (1..100000)"));
+    /* 0 in memory (a backend built field by field) is the default. */
+    d->backends[0].max_queue = 0;
+    ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_OK);
     char h1[65], h2[65];
     ck_assert_int_eq(config_hash(a, h1, NULL), LB_OK);
     ck_assert_int_eq(config_hash(b, h2, NULL), LB_OK);
