@@ -1262,6 +1262,25 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
     return commit(cp, cfg, w, cp->config_dir, target, version, err);
 }
 
+/* The hand-over from a data plane's passive ejection to the health checks:
+ * the snapshot saying DOWN ends the ejection there, and `rise` passing checks
+ * bring the backend back. While it is DOWN, reports still saying ejected
+ * (sent before the data plane saw that snapshot) change nothing. */
+static void cp_on_ejected(void *ctx, const char *id, const char *node_id)
+{
+    struct cp *cp = ctx;
+    struct health_status st;
+    if (health_status_get(cp->health, id, &st) != LB_OK || st.disabled ||
+        st.state == STORE_HEALTH_DOWN)
+        return;
+    char reason[HEALTH_ERROR_MAX];
+    snprintf(reason, sizeof(reason), "ejected by data plane %.80s", node_id);
+    lb_log(LB_LOG_WARN, "backend_ejected",
+           "backend %s ejected by data plane %s: down until %u health checks pass", id, node_id,
+           cp->cfg && cp->cfg->healthcheck.rise ? cp->cfg->healthcheck.rise : 1);
+    health_mark_down(cp->health, id, reason);
+}
+
 void cp_on_report(void *ctx, const Lb__V1__Report *report)
 {
     struct cp *cp = ctx;
@@ -1280,6 +1299,8 @@ void cp_on_report(void *ctx, const Lb__V1__Report *report)
         lb_log(LB_LOG_ERROR, "report_store_failed", "data plane %s: %s", report->node_id, e.msg);
     if (reports_add(cp->reports, report, dp.last_report_unix_ms, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "report_failed", "%s", e.msg);
+    else
+        reports_ejected_each(cp->reports, report->node_id, cp_on_ejected, cp);
     if (report->rejected_generation != 0)
         lb_log(LB_LOG_WARN, "snapshot_rejected", "data plane %s rejected generation %llu: %s",
                report->node_id, (unsigned long long)report->rejected_generation,
@@ -1304,6 +1325,12 @@ void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
     out->requests = rb.requests;
     out->errors = rb.errors;
     out->effective_weight = weight_of(cp, cp->cfg, b);
+    out->ejected = rb.ejected;
+    out->ejected_by = rb.ejected_by;
+    out->ejections = rb.ejections;
+    out->connections = rb.connections;
+    out->queued = rb.queued;
+    out->queue_timeouts = rb.queue_timeouts;
 }
 
 /* Appends "; <text>" pieces to an audit detail of bounded size. */

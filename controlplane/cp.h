@@ -197,7 +197,13 @@ struct store *cp__store(struct cp *cp);
 
 /* Publisher callback (publisher_report_fn, <ctx> = the cp): records the
  * report in the data plane table and keeps it in memory (breaker states,
- * counters for dynamic weights); a failure is logged. */
+ * counters for dynamic weights); a failure is logged. A backend the data
+ * plane reports ejected (or whose ejection counter rose since its previous
+ * report) that the health checks do not hold DOWN already is taken DOWN at
+ * once as if `fall` checks had failed (health_mark_down(): `rise` passing
+ * checks bring it back), logged once as "backend_ejected", and stored,
+ * audited and published as any health change is. Reports still saying
+ * ejected while it is DOWN change nothing. */
 void cp_on_report(void *ctx, const Lb__V1__Report *report);
 
 /* ---- breaker state and dynamic weights ------------------------------------ */
@@ -210,6 +216,12 @@ struct cp_backend_runtime {
     uint64_t requests;         /* sums over those data planes (cumulative counters) */
     uint64_t errors;           /* 5xx, connect failures and timeouts */
     uint32_t effective_weight; /* the weight published now (dynamic or configured) */
+    bool ejected;              /* a data plane that reported in the last 10 s has it ejected */
+    uint32_t ejected_by;       /* how many of them */
+    uint64_t ejections;        /* sums over those data planes: cumulative ejections, */
+    uint64_t connections;      /* upstream connections now, */
+    uint64_t queued;           /* requests in its queue now, */
+    uint64_t queue_timeouts;   /* cumulative queue timeouts (503s) */
 };
 
 /* Backend <index> of cp_config() as of <now_ms>; an index out of range gives
