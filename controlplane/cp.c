@@ -1154,6 +1154,8 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     ed->n_backends++;
     b->weight = chg->has_weight ? chg->weight : 1;
     b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
+    b->max_connections = chg->has_max_connections ? chg->max_connections : 0;
+    b->max_queue = chg->has_max_queue ? chg->max_queue : CONFIG_DEFAULT_MAX_QUEUE;
     if (set_str(&b->url, chg->url, err) != LB_OK || set_str(&b->host, "", err) != LB_OK ||
         set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK ||
         set_str(&b->ca_file, chg->ca_file ? chg->ca_file : "", err) != LB_OK ||
@@ -1201,6 +1203,10 @@ int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_cha
         b->weight = chg->weight;
     if (chg->has_state)
         b->state = chg->state;
+    if (chg->has_max_connections)
+        b->max_connections = chg->max_connections;
+    if (chg->has_max_queue)
+        b->max_queue = chg->max_queue;
     if ((chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) ||
         (chg->ca_file != NULL && set_str(&b->ca_file, chg->ca_file, err) != LB_OK) ||
         (chg->sni != NULL && set_str(&b->sni, chg->sni, err) != LB_OK)) {

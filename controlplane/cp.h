@@ -61,6 +61,10 @@ struct cp_backend_change {
                           * system store */
     const char *sni;     /* https only: server name sent and verified; NULL = keep
                           * (update) or "" (add); "" = the URL's host when it is a name */
+    bool has_max_connections;
+    uint32_t max_connections; /* 0..1000000, 0 = unlimited (add default) */
+    bool has_max_queue;
+    uint32_t max_queue; /* 1..100000 (add default 1024) */
 };
 
 /* Opens the store at cfg->db_path, creates the publisher on <loop> and
@@ -118,7 +122,8 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
 int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
                    uint64_t *version, int *index, struct lb_err *err);
 
-/* Changes weight, state, url, caFile and/or sni of backend <id>. LB_ENOTFOUND
+/* Changes weight, state, url, caFile, sni, maxConnections and/or maxQueue of
+ * backend <id>. LB_ENOTFOUND
  * if unknown; LB_EINVAL as cp_backend_add() checks the result (a URL turned
  * http:// while caFile or sni stays set is refused: clear them with ""). */
 int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
