@@ -385,6 +385,23 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
                   "health", health, "last_check_ms", last_check, "last_error", last_error,
                   "breaker", rt.breaker, "requests", (json_int_t)rt.requests, "errors",
                   (json_int_t)rt.errors, "effective_weight", (json_int_t)rt.effective_weight);
+    /* The limits as configured, the rest from the data planes that reported
+     * in the last 10 s: ejected by any of them, the others summed. */
+    if (j != NULL &&
+        (json_object_set_new(j, "maxConnections", json_integer(b->max_connections)) != 0 ||
+         json_object_set_new(
+             j, "maxQueue", json_integer(b->max_queue ? b->max_queue : CONFIG_DEFAULT_MAX_QUEUE)) !=
+             0 ||
+         json_object_set_new(j, "ejected", json_boolean(rt.ejected)) != 0 ||
+         json_object_set_new(j, "ejectedBy", json_integer(rt.ejected_by)) != 0 ||
+         json_object_set_new(j, "ejections", json_integer((json_int_t)rt.ejections)) != 0 ||
+         json_object_set_new(j, "connections", json_integer((json_int_t)rt.connections)) != 0 ||
+         json_object_set_new(j, "queued", json_integer((json_int_t)rt.queued)) != 0 ||
+         json_object_set_new(j, "queueTimeouts", json_integer((json_int_t)rt.queue_timeouts)) !=
+             0)) {
+        json_decref(j);
+        j = NULL;
+    }
     /* As written in the config ("" = the system store, the URL's host); an
      * http:// backend has neither. */
     if (j != NULL && b->https &&
@@ -496,6 +513,15 @@ static void h_metrics(struct req *r)
         cp_backend_runtime(cp, i, bnow, &rt);
         struct lb_prom_label l = {"backend", bcfg->backends[i].id};
         lb_prom_u64(&p, "lb_cp_backend_breaker_open", &l, 1, rt.breaker_open);
+    }
+    lb_prom_family(&p, "lb_cp_backend_ejected", "gauge",
+                   "1 when a data plane that reported in the last 10 s has the backend "
+                   "ejected after failed connects, else 0.");
+    for (size_t i = 0; bcfg != NULL && i < bcfg->n_backends; i++) {
+        struct cp_backend_runtime rt;
+        cp_backend_runtime(cp, i, bnow, &rt);
+        struct lb_prom_label l = {"backend", bcfg->backends[i].id};
+        lb_prom_u64(&p, "lb_cp_backend_ejected", &l, 1, rt.ejected ? 1 : 0);
     }
     struct cp_tls_status tls;
     cp_tls_status(cp, &tls);
@@ -655,15 +681,41 @@ static bool read_str_field(struct req *r, json_t *body, const char *key, const c
     return true;
 }
 
-/* Reads weight/state/url/caFile/sni of a backend body into <chg>; false
- * when answered. caFile and sni are checked by the core with the config's
+/* Integer member <key> of <body> in <min>..<max> into <*out>, <*has> set;
+ * left alone when absent; false when answered (the config's message). */
+static bool read_uint_field(struct req *r, json_t *body, const char *key, uint32_t min,
+                            uint32_t max, bool *has, uint32_t *out)
+{
+    json_t *v = json_object_get(body, key);
+    if (v == NULL)
+        return true;
+    if (!json_is_integer(v)) {
+        respond_error(r, 400, "invalid_request", "%s must be an integer", key);
+        return false;
+    }
+    json_int_t n = json_integer_value(v);
+    if (n < (json_int_t)min || n > (json_int_t)max) {
+        respond_error(r, 400, "invalid_config", "%s: %lld is out of range (%u..%u)", key,
+                      (long long)n, min, max);
+        return false;
+    }
+    *has = true;
+    *out = (uint32_t)n;
+    return true;
+}
+
+/* Reads weight/state/url/caFile/sni/maxConnections/maxQueue of a backend
+ * body into <chg>; false when answered. caFile and sni are checked by the core with the config's
  * rules (https only, a server name, a readable file). */
 static bool read_backend_fields(struct req *r, json_t *body, struct cp_backend_change *chg)
 {
     json_t *v;
     if (!read_str_field(r, body, "url", &chg->url) ||
         !read_str_field(r, body, "caFile", &chg->ca_file) ||
-        !read_str_field(r, body, "sni", &chg->sni))
+        !read_str_field(r, body, "sni", &chg->sni) ||
+        !read_uint_field(r, body, "maxConnections", 0, 1000000, &chg->has_max_connections,
+                         &chg->max_connections) ||
+        !read_uint_field(r, body, "maxQueue", 1, 100000, &chg->has_max_queue, &chg->max_queue))
         return false;
     if ((v = json_object_get(body, "weight")) != NULL) {
         if (!json_is_integer(v)) {
@@ -721,8 +773,8 @@ static bool write_start(struct req *r, bool json_body, json_t **body, struct cp_
 
 static void h_backends_add(struct req *r)
 {
-    static const char *const keys[] = {"url",    "weight", "id",      "state",
-                                       "caFile", "sni",    "comment", NULL};
+    static const char *const keys[] = {"url", "weight",         "id",       "state",   "caFile",
+                                       "sni", "maxConnections", "maxQueue", "comment", NULL};
     json_t *body;
     struct cp_write w = {0};
     char comment[ADMIN_COMMENT_MAX + 1];
@@ -755,7 +807,8 @@ out:
 
 static void h_backend_update(struct req *r, const char *id)
 {
-    static const char *const keys[] = {"url", "weight", "state", "caFile", "sni", "comment", NULL};
+    static const char *const keys[] = {
+        "url", "weight", "state", "caFile", "sni", "maxConnections", "maxQueue", "comment", NULL};
     json_t *body;
     struct cp_write w = {0};
     char comment[ADMIN_COMMENT_MAX + 1];

@@ -428,6 +428,11 @@ struct config *config_new_default(void)
         .backoff_base_ms = 25,
         .backoff_cap_ms = 250,
     };
+    c->ejection = (struct config_ejection){
+        .enabled = true,
+        .probe_interval_ms = 1000,
+        .max_probe_interval_ms = 30000,
+    };
     c->balancing.algorithm = CONFIG_BAL_WEIGHTED_ROUND_ROBIN;
     c->balancing.slow_start_ms = 30000;
     c->timeouts = (struct config_timeouts){
@@ -438,6 +443,7 @@ struct config *config_new_default(void)
         .upstream_header_ms = 30000,
         .upstream_idle_ms = 60000,
         .drain_ms = 30000,
+        .queue_ms = 5000,
     };
     c->limits = (struct config_limits){
         .max_request_line = 8192,
@@ -785,6 +791,25 @@ static int get_dur(struct dec *d, const struct cnode *map, const char *path, con
     return LB_OK;
 }
 
+/* get_dur() with an upper bound <max_ms> as well. */
+static int get_dur_max(struct dec *d, const struct cnode *map, const char *path, const char *key,
+                       uint32_t min_ms, uint32_t max_ms, uint32_t *out)
+{
+    uint32_t ms = *out;
+    int rc = get_dur(d, map, path, key, min_ms, &ms);
+    if (rc != LB_OK)
+        return rc;
+    if (ms > max_ms) {
+        char p[160], buf[32];
+        child_path(p, sizeof(p), path, key);
+        const struct cnode *n = cn_get(map, key);
+        return derr(d, n, p, "%s is too long (at most %s)", n->s,
+                    config_duration_format(max_ms, buf, sizeof(buf)));
+    }
+    *out = ms;
+    return LB_OK;
+}
+
 static int get_enum(struct dec *d, const struct cnode *map, const char *path, const char *key,
                     const char *const *names, const char *what, unsigned *out)
 {
@@ -1102,12 +1127,14 @@ static int check_pem(struct dec *d, const struct cnode *n, const char *path, con
 static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struct bindex *by_id,
                           struct bindex *by_server)
 {
-    static const char *const keys[] = {"id", "url", "weight", "state", "caFile", "sni", NULL};
+    static const char *const keys[] = {
+        "id", "url", "weight", "state", "caFile", "sni", "maxConnections", "maxQueue", NULL};
     struct config *cfg = d->cfg;
     int rc;
     struct config_backend *b = &cfg->backends[i];
     cfg->n_backends = i + 1;
     b->weight = 1;
+    b->max_queue = CONFIG_DEFAULT_MAX_QUEUE;
     char path[64], p[96];
     snprintf(path, sizeof(path), "backends[%zu]", i);
     const struct cnode *id_n, *url_n, *ca_n, *sni_n;
@@ -1118,6 +1145,8 @@ static int decode_backend(struct dec *d, const struct cnode *it, size_t i, struc
         (rc = get_str(d, it, path, "caFile", &b->ca_file, &ca_n)) != LB_OK ||
         (rc = get_str(d, it, path, "sni", &b->sni, &sni_n)) != LB_OK ||
         (rc = get_uint(d, it, path, "weight", 1, 1000, &b->weight)) != LB_OK ||
+        (rc = get_uint(d, it, path, "maxConnections", 0, 1000000, &b->max_connections)) != LB_OK ||
+        (rc = get_uint(d, it, path, "maxQueue", 1, 100000, &b->max_queue)) != LB_OK ||
         (rc = get_enum(d, it, path, "state", backend_states, "state", &st)) != LB_OK)
         return rc;
     b->state = (enum config_backend_state)st;
@@ -1619,6 +1648,29 @@ static int decode_retries(struct dec *d, const struct cnode *n)
     return LB_OK;
 }
 
+static int decode_ejection(struct dec *d, const struct cnode *n)
+{
+    static const char *const keys[] = {"enabled", "probeInterval", "maxProbeInterval", NULL};
+    struct config_ejection *e = &d->cfg->ejection;
+    const char *path = "ejection";
+    int rc;
+    if ((rc = check_map(d, n, path, keys)) != LB_OK ||
+        (rc = get_bool(d, n, path, "enabled", &e->enabled)) != LB_OK ||
+        (rc = get_dur_max(d, n, path, "probeInterval", 10, 3600000, &e->probe_interval_ms)) !=
+            LB_OK ||
+        (rc = get_dur_max(d, n, path, "maxProbeInterval", 10, 3600000,
+                          &e->max_probe_interval_ms)) != LB_OK)
+        return rc;
+    if (e->max_probe_interval_ms < e->probe_interval_ms) {
+        const struct cnode *c = cn_get(n, "maxProbeInterval");
+        char a[32], b[32];
+        return derr(d, c ? c : n, "ejection.maxProbeInterval", "%s is below probeInterval %s",
+                    config_duration_format(e->max_probe_interval_ms, a, sizeof(a)),
+                    config_duration_format(e->probe_interval_ms, b, sizeof(b)));
+    }
+    return LB_OK;
+}
+
 static int decode_balancing(struct dec *d, const struct cnode *n)
 {
     static const char *const keys[] = {"algorithm", "slowStart", "weights", NULL};
@@ -1643,9 +1695,9 @@ static int decode_balancing(struct dec *d, const struct cnode *n)
 
 static int decode_timeouts(struct dec *d, const struct cnode *n)
 {
-    static const char *const keys[] = {
-        "clientHeader",   "clientBody",   "keepAlive", "upstreamConnect",
-        "upstreamHeader", "upstreamIdle", "drain",     NULL};
+    static const char *const keys[] = {"clientHeader",    "clientBody",     "keepAlive",
+                                       "upstreamConnect", "upstreamHeader", "upstreamIdle",
+                                       "drain",           "queue",          NULL};
     struct config_timeouts *t = &d->cfg->timeouts;
     const char *path = "timeouts";
     int rc;
@@ -1656,7 +1708,8 @@ static int decode_timeouts(struct dec *d, const struct cnode *n)
         (rc = get_dur(d, n, path, "upstreamConnect", 1, &t->upstream_connect_ms)) != LB_OK ||
         (rc = get_dur(d, n, path, "upstreamHeader", 1, &t->upstream_header_ms)) != LB_OK ||
         (rc = get_dur(d, n, path, "upstreamIdle", 1, &t->upstream_idle_ms)) != LB_OK ||
-        (rc = get_dur(d, n, path, "drain", 1, &t->drain_ms)) != LB_OK)
+        (rc = get_dur(d, n, path, "drain", 1, &t->drain_ms)) != LB_OK ||
+        (rc = get_dur_max(d, n, path, "queue", 1, 600000, &t->queue_ms)) != LB_OK)
         return rc;
     return LB_OK;
 }
@@ -1718,10 +1771,9 @@ static int decode_metrics(struct dec *d, const struct cnode *n)
 
 static int decode(struct dec *d, const struct cnode *root, struct config **out)
 {
-    static const char *const keys[] = {"frontends", "backends",       "healthcheck", "ssl",
-                                       "ratelimit", "circuitbreaker", "retries",     "balancing",
-                                       "timeouts",  "limits",         "logging",     "metrics",
-                                       NULL};
+    static const char *const keys[] = {
+        "frontends", "backends", "healthcheck", "ssl",     "ratelimit", "circuitbreaker", "retries",
+        "balancing", "timeouts", "limits",      "logging", "metrics",   "ejection",       NULL};
     d->cfg = config_new_default();
     if (d->cfg == NULL)
         return nomem(d);
@@ -1752,6 +1804,7 @@ static int decode(struct dec *d, const struct cnode *root, struct config **out)
         {"ratelimit", decode_ratelimit},
         {"circuitbreaker", decode_circuitbreaker},
         {"retries", decode_retries},
+        {"ejection", decode_ejection},
         {"balancing", decode_balancing},
         {"timeouts", decode_timeouts},
         {"limits", decode_limits},
@@ -2048,6 +2101,11 @@ static int parse_json(const char *json, size_t len, struct dec *d, struct config
 
 /* ---- config -> canonical tree ---------------------------------------------- */
 
+static bool ejection_is_set(const struct config_ejection *e)
+{
+    return !e->enabled || e->probe_interval_ms != 1000 || e->max_probe_interval_ms != 30000;
+}
+
 static struct cnode *to_tree(const struct config *c)
 {
     struct cnode *root = cn_new(CN_MAP);
@@ -2081,6 +2139,10 @@ static struct cnode *to_tree(const struct config *c)
             put_str(m, "caFile", b->ca_file);
         if (b->sni && b->sni[0])
             put_str(m, "sni", b->sni);
+        if (b->max_connections != 0)
+            put_uint(m, "maxConnections", b->max_connections);
+        if (b->max_queue != CONFIG_DEFAULT_MAX_QUEUE && b->max_queue != 0)
+            put_uint(m, "maxQueue", b->max_queue);
         if (m == NULL || cn_push(bs, m) != 0) {
             cn_free(bs);
             bs = NULL;
@@ -2184,6 +2246,17 @@ static struct cnode *to_tree(const struct config *c)
     put_dur(m, "backoffCap", rt->backoff_cap_ms);
     put(root, "retries", m);
 
+    /* Like the optional keys: only when it differs from the defaults, so that
+     * existing versions keep their hash. */
+    const struct config_ejection *ej = &c->ejection;
+    if (ejection_is_set(ej)) {
+        m = cn_new(CN_MAP);
+        put_bool(m, "enabled", ej->enabled);
+        put_dur(m, "probeInterval", ej->probe_interval_ms);
+        put_dur(m, "maxProbeInterval", ej->max_probe_interval_ms);
+        put(root, "ejection", m);
+    }
+
     m = cn_new(CN_MAP);
     put_str(m, "algorithm", config_balancing_algorithm_name(c->balancing.algorithm));
     put_dur(m, "slowStart", c->balancing.slow_start_ms);
@@ -2199,6 +2272,8 @@ static struct cnode *to_tree(const struct config *c)
     put_dur(m, "upstreamHeader", t->upstream_header_ms);
     put_dur(m, "upstreamIdle", t->upstream_idle_ms);
     put_dur(m, "drain", t->drain_ms);
+    if (t->queue_ms != 5000)
+        put_dur(m, "queue", t->queue_ms);
     put(root, "timeouts", m);
 
     const struct config_limits *l = &c->limits;
@@ -2243,7 +2318,7 @@ static bool tree_complete(const struct cnode *n)
 static struct cnode *canonical(const struct config *c)
 {
     struct cnode *t = to_tree(c);
-    size_t want = c->ssl.present ? 24 : 22;
+    size_t want = (c->ssl.present ? 24 : 22) + (ejection_is_set(&c->ejection) ? 2 : 0);
     if (t != NULL && (t->n != want || !tree_complete(t))) {
         cn_free(t);
         t = NULL;
@@ -2495,12 +2570,31 @@ static char *render(const struct cnode *n)
     return s;
 }
 
-static void diff_maps(struct diff_builder *b, const struct cnode *a, const struct cnode *c,
-                      const char *path, const char *subject)
+/* Keys the export leaves out when they hold their default (so that versions
+ * written before they existed keep their hash): the side without one reads as
+ * this text. <section> is the top-level key ("backends" for every backend). */
+static const struct optional_key {
+    const char *section, *key, *value;
+} optional_keys[] = {
+    {"backends", "caFile", ""},          {"backends", "sni", ""},
+    {"backends", "maxConnections", "0"}, {"backends", "maxQueue", "1024"},
+    {"timeouts", "queue", "5s"},         {"ejection", "enabled", "true"},
+    {"ejection", "probeInterval", "1s"}, {"ejection", "maxProbeInterval", "30s"},
+};
+
+static const char *optional_default(const char *section, const char *key)
 {
-    /* Optional keys (a backend's caFile, sni) may be on one side only; the
-     * missing side reads as "". */
-    static const struct cnode none = {.kind = CN_SCALAR, .type = CT_STRING, .s = ""};
+    for (size_t i = 0; i < sizeof(optional_keys) / sizeof(optional_keys[0]); i++)
+        if (strcmp(optional_keys[i].section, section) == 0 &&
+            strcmp(optional_keys[i].key, key) == 0)
+            return optional_keys[i].value;
+    return "";
+}
+
+/* <section> is the top-level key <a> and <c> come from. */
+static void diff_maps(struct diff_builder *b, const struct cnode *a, const struct cnode *c,
+                      const char *section, const char *path, const char *subject)
+{
     for (size_t i = 0; i < cn_map_len(a) + cn_map_len(c); i++) {
         bool left = i < cn_map_len(a);
         const char *key = left ? cn_key(a, i)->s : cn_key(c, i - cn_map_len(a))->s;
@@ -2510,6 +2604,8 @@ static void diff_maps(struct diff_builder *b, const struct cnode *a, const struc
         char p[256], field[256];
         snprintf(p, sizeof(p), "%s.%s", path, key);
         snprintf(field, sizeof(field), "%s", subject ? key : p);
+        struct cnode none = {
+            .kind = CN_SCALAR, .type = CT_STRING, .s = (char *)optional_default(section, key)};
         char *ra = render(va ? va : &none), *rc = render(vc ? vc : &none);
         if (ra == NULL || rc == NULL)
             b->failed = true;
@@ -2591,7 +2687,7 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
             item_summary(a->items[i], backend, summary, sizeof(summary));
             diff_add(b, CONFIG_CHANGE_REMOVED, path, subject, NULL, summary, NULL);
         } else {
-            diff_maps(b, a->items[i], other, path, subject);
+            diff_maps(b, a->items[i], other, list, path, subject);
         }
     }
     for (size_t i = 0; i < c->n; i++) {
@@ -2638,19 +2734,26 @@ struct config_diff *config_diff_new(const struct config *a, const struct config 
     }
     diff_lists(&bd, fa, fb, "frontends", "name", "frontend", false);
     diff_lists(&bd, ba, bb, "backends", "id", "backend", true);
+    /* A section left out for holding its defaults (ejection) compares key by
+     * key against an empty map, whose keys read as their defaults. */
+    static const struct cnode empty = {.kind = CN_MAP};
     for (size_t i = 0; i < cn_map_len(ta); i++) {
         const char *key = cn_key(ta, i)->s;
         if (strcmp(key, "frontends") == 0 || strcmp(key, "backends") == 0)
             continue;
         const struct cnode *sb = cn_get(tb, key);
-        if (sb == NULL)
+        if (sb == NULL && strcmp(key, "ejection") == 0)
+            diff_maps(&bd, cn_val(ta, i), &empty, key, key, NULL);
+        else if (sb == NULL)
             diff_add(&bd, CONFIG_CHANGE_REMOVED, key, key, NULL, NULL, NULL);
         else
-            diff_maps(&bd, cn_val(ta, i), sb, key, NULL);
+            diff_maps(&bd, cn_val(ta, i), sb, key, key, NULL);
     }
     for (size_t i = 0; i < cn_map_len(tb); i++) {
         const char *key = cn_key(tb, i)->s;
-        if (cn_get(ta, key) == NULL)
+        if (cn_get(ta, key) == NULL && strcmp(key, "ejection") == 0)
+            diff_maps(&bd, &empty, cn_val(tb, i), key, key, NULL);
+        else if (cn_get(ta, key) == NULL)
             diff_add(&bd, CONFIG_CHANGE_ADDED, key, key, NULL, NULL, NULL);
     }
 out:

@@ -47,6 +47,9 @@ enum config_log_level {
     CONFIG_LOG_ERROR,
 };
 
+/* backends[].maxQueue when not set. */
+#define CONFIG_DEFAULT_MAX_QUEUE 1024
+
 /* frontends[]: one listener. */
 struct config_frontend {
     char *name;    /* unique; default "http-<port>" */
@@ -68,6 +71,11 @@ struct config_backend {
                                       * URL's host when it is a name, none for IP literals */
     uint32_t weight;                 /* 1..1000; default 1 */
     enum config_backend_state state; /* default active */
+    uint32_t max_connections;        /* maxConnections: upstream connections open or being set
+                                      * up, per data plane; 0..1000000, default 0 = unlimited */
+    uint32_t max_queue;              /* maxQueue: requests waiting for a connection, per data
+                                      * plane; 1..100000, default 1024 (parsed configs hold
+                                      * it; 0 in one built in memory means the default) */
 };
 
 struct config_healthcheck {
@@ -153,6 +161,15 @@ struct config_retries {
     uint32_t backoff_cap_ms;  /* default 250ms; not below backoffBase */
 };
 
+/* ejection: (optional section) passive ejection of backends whose connects
+ * fail, by the data plane; the control plane's health checks bring them back. */
+struct config_ejection {
+    bool enabled;                   /* default true */
+    uint32_t probe_interval_ms;     /* probeInterval: first probe back-off; default 1s, 10ms..1h */
+    uint32_t max_probe_interval_ms; /* maxProbeInterval: back-off cap; default 30s, at most 1h,
+                                     * not below probeInterval */
+};
+
 struct config_balancing {
     enum config_balancing_algorithm algorithm; /* default weighted_round_robin */
     uint32_t slow_start_ms;                    /* default 30s; 0 = off */
@@ -167,6 +184,8 @@ struct config_timeouts {          /* all > 0 */
     uint32_t upstream_header_ms;  /* default 30s */
     uint32_t upstream_idle_ms;    /* default 60s */
     uint32_t drain_ms;            /* default 30s */
+    uint32_t queue_ms;            /* queue: wait in a backend's queue, then 503; default 5s,
+                                   * at most 10m */
 };
 
 struct config_limits {
@@ -200,6 +219,7 @@ struct config {
     struct config_ratelimit ratelimit;
     struct config_circuitbreaker circuitbreaker;
     struct config_retries retries;
+    struct config_ejection ejection;
     struct config_balancing balancing;
     struct config_timeouts timeouts;
     struct config_limits limits;

@@ -1154,6 +1154,8 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     ed->n_backends++;
     b->weight = chg->has_weight ? chg->weight : 1;
     b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
+    b->max_connections = chg->has_max_connections ? chg->max_connections : 0;
+    b->max_queue = chg->has_max_queue ? chg->max_queue : CONFIG_DEFAULT_MAX_QUEUE;
     if (set_str(&b->url, chg->url, err) != LB_OK || set_str(&b->host, "", err) != LB_OK ||
         set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK ||
         set_str(&b->ca_file, chg->ca_file ? chg->ca_file : "", err) != LB_OK ||
@@ -1201,6 +1203,10 @@ int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_cha
         b->weight = chg->weight;
     if (chg->has_state)
         b->state = chg->state;
+    if (chg->has_max_connections)
+        b->max_connections = chg->max_connections;
+    if (chg->has_max_queue)
+        b->max_queue = chg->max_queue;
     if ((chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) ||
         (chg->ca_file != NULL && set_str(&b->ca_file, chg->ca_file, err) != LB_OK) ||
         (chg->sni != NULL && set_str(&b->sni, chg->sni, err) != LB_OK)) {
@@ -1262,6 +1268,25 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
     return commit(cp, cfg, w, cp->config_dir, target, version, err);
 }
 
+/* The hand-over from a data plane's passive ejection to the health checks:
+ * the snapshot saying DOWN ends the ejection there, and `rise` passing checks
+ * bring the backend back. While it is DOWN, reports still saying ejected
+ * (sent before the data plane saw that snapshot) change nothing. */
+static void cp_on_ejected(void *ctx, const char *id, const char *node_id)
+{
+    struct cp *cp = ctx;
+    struct health_status st;
+    if (health_status_get(cp->health, id, &st) != LB_OK || st.disabled ||
+        st.state == STORE_HEALTH_DOWN)
+        return;
+    char reason[HEALTH_ERROR_MAX];
+    snprintf(reason, sizeof(reason), "ejected by data plane %.80s", node_id);
+    lb_log(LB_LOG_WARN, "backend_ejected",
+           "backend %s ejected by data plane %s: down until %u health checks pass", id, node_id,
+           cp->cfg && cp->cfg->healthcheck.rise ? cp->cfg->healthcheck.rise : 1);
+    health_mark_down(cp->health, id, reason);
+}
+
 void cp_on_report(void *ctx, const Lb__V1__Report *report)
 {
     struct cp *cp = ctx;
@@ -1280,6 +1305,8 @@ void cp_on_report(void *ctx, const Lb__V1__Report *report)
         lb_log(LB_LOG_ERROR, "report_store_failed", "data plane %s: %s", report->node_id, e.msg);
     if (reports_add(cp->reports, report, dp.last_report_unix_ms, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "report_failed", "%s", e.msg);
+    else
+        reports_ejected_each(cp->reports, report->node_id, cp_on_ejected, cp);
     if (report->rejected_generation != 0)
         lb_log(LB_LOG_WARN, "snapshot_rejected", "data plane %s rejected generation %llu: %s",
                report->node_id, (unsigned long long)report->rejected_generation,
@@ -1304,6 +1331,12 @@ void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
     out->requests = rb.requests;
     out->errors = rb.errors;
     out->effective_weight = weight_of(cp, cp->cfg, b);
+    out->ejected = rb.ejected;
+    out->ejected_by = rb.ejected_by;
+    out->ejections = rb.ejections;
+    out->connections = rb.connections;
+    out->queued = rb.queued;
+    out->queue_timeouts = rb.queue_timeouts;
 }
 
 /* Appends "; <text>" pieces to an audit detail of bounded size. */

@@ -61,6 +61,10 @@ struct cp_backend_change {
                           * system store */
     const char *sni;     /* https only: server name sent and verified; NULL = keep
                           * (update) or "" (add); "" = the URL's host when it is a name */
+    bool has_max_connections;
+    uint32_t max_connections; /* 0..1000000, 0 = unlimited (add default) */
+    bool has_max_queue;
+    uint32_t max_queue; /* 1..100000 (add default 1024) */
 };
 
 /* Opens the store at cfg->db_path, creates the publisher on <loop> and
@@ -118,7 +122,8 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
 int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const struct cp_write *w,
                    uint64_t *version, int *index, struct lb_err *err);
 
-/* Changes weight, state, url, caFile and/or sni of backend <id>. LB_ENOTFOUND
+/* Changes weight, state, url, caFile, sni, maxConnections and/or maxQueue of
+ * backend <id>. LB_ENOTFOUND
  * if unknown; LB_EINVAL as cp_backend_add() checks the result (a URL turned
  * http:// while caFile or sni stays set is refused: clear them with ""). */
 int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
@@ -197,7 +202,13 @@ struct store *cp__store(struct cp *cp);
 
 /* Publisher callback (publisher_report_fn, <ctx> = the cp): records the
  * report in the data plane table and keeps it in memory (breaker states,
- * counters for dynamic weights); a failure is logged. */
+ * counters for dynamic weights); a failure is logged. A backend the data
+ * plane reports ejected (or whose ejection counter rose since its previous
+ * report) that the health checks do not hold DOWN already is taken DOWN at
+ * once as if `fall` checks had failed (health_mark_down(): `rise` passing
+ * checks bring it back), logged once as "backend_ejected", and stored,
+ * audited and published as any health change is. Reports still saying
+ * ejected while it is DOWN change nothing. */
 void cp_on_report(void *ctx, const Lb__V1__Report *report);
 
 /* ---- breaker state and dynamic weights ------------------------------------ */
@@ -210,6 +221,12 @@ struct cp_backend_runtime {
     uint64_t requests;         /* sums over those data planes (cumulative counters) */
     uint64_t errors;           /* 5xx, connect failures and timeouts */
     uint32_t effective_weight; /* the weight published now (dynamic or configured) */
+    bool ejected;              /* a data plane that reported in the last 10 s has it ejected */
+    uint32_t ejected_by;       /* how many of them */
+    uint64_t ejections;        /* sums over those data planes: cumulative ejections, */
+    uint64_t connections;      /* upstream connections now, */
+    uint64_t queued;           /* requests in its queue now, */
+    uint64_t queue_timeouts;   /* cumulative queue timeouts (503s) */
 };
 
 /* Backend <index> of cp_config() as of <now_ms>; an index out of range gives

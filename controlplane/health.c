@@ -95,6 +95,16 @@ bool health_fsm_feed(struct health_fsm *f, bool pass, uint32_t rise, uint32_t fa
     return f->state != old;
 }
 
+bool health_fsm_force_down(struct health_fsm *f, uint32_t fall)
+{
+    if (f->state == STORE_HEALTH_DOWN)
+        return false;
+    f->state = STORE_HEALTH_DOWN;
+    f->passes = 0;
+    f->fails = fall ? fall : 1;
+    return true;
+}
+
 /* ---- helpers ------------------------------------------------------------------ */
 
 static int64_t now_unix_ms(void)
@@ -171,6 +181,21 @@ static void hc_free(struct hc *c)
 
 /* ---- one check ---------------------------------------------------------------- */
 
+/* Incremental, so that a switch taking 10,000 backends down costs no scan per
+ * verdict. Only enabled targets change state. */
+static void count_change(struct health *h, enum store_health from_state, enum store_health to_state)
+{
+    size_t *from = from_state == STORE_HEALTH_UP     ? &h->n_up
+                   : from_state == STORE_HEALTH_DOWN ? &h->n_down
+                                                     : &h->n_unknown;
+    size_t *to = to_state == STORE_HEALTH_UP     ? &h->n_up
+                 : to_state == STORE_HEALTH_DOWN ? &h->n_down
+                                                 : &h->n_unknown;
+    (*from)--;
+    (*to)++;
+    note_pool(h);
+}
+
 static void finish(struct hc *c, bool pass, const char *error)
 {
     struct health *h = c->h;
@@ -190,19 +215,8 @@ static void finish(struct hc *c, bool pass, const char *error)
         h->passes++;
     else
         h->fails++;
-    if (r.changed) {
-        /* Incremental, so that a switch taking 10,000 backends down costs
-         * no scan per verdict. Only enabled targets are checked. */
-        size_t *from = r.old_state == STORE_HEALTH_UP     ? &h->n_up
-                       : r.old_state == STORE_HEALTH_DOWN ? &h->n_down
-                                                          : &h->n_unknown;
-        size_t *to = r.state == STORE_HEALTH_UP     ? &h->n_up
-                     : r.state == STORE_HEALTH_DOWN ? &h->n_down
-                                                    : &h->n_unknown;
-        (*from)--;
-        (*to)++;
-        note_pool(h);
-    }
+    if (r.changed)
+        count_change(h, r.old_state, r.state);
     if (h->on_result != NULL)
         h->on_result(h->ctx, &r);
 }
@@ -691,6 +705,30 @@ out:
     free(path);
     free(host);
     return rc;
+}
+
+bool health_mark_down(struct health *h, const char *id, const char *reason)
+{
+    struct hc *c = id ? find(h, id) : NULL;
+    if (c == NULL || c->disabled)
+        return false;
+    struct health_result r = {
+        .id = c->id,
+        .pass = false,
+        .error = reason ? reason : "",
+        .old_state = c->fsm.state,
+        .now_unix_ms = now_unix_ms(),
+    };
+    if (!health_fsm_force_down(&c->fsm, h->s.fall))
+        return false;
+    r.state = c->fsm.state;
+    r.changed = true;
+    c->last_check_ms = r.now_unix_ms;
+    snprintf(c->last_error, sizeof(c->last_error), "%s", r.error);
+    count_change(h, r.old_state, r.state);
+    if (h->on_result != NULL)
+        h->on_result(h->ctx, &r);
+    return true;
 }
 
 int health_status_get(const struct health *h, const char *id, struct health_status *out)

@@ -45,6 +45,12 @@ void health_fsm_init(struct health_fsm *f);
  * it. Returns true when the state changed (UNKNOWN -> UP counts). */
 bool health_fsm_feed(struct health_fsm *f, bool pass, uint32_t rise, uint32_t fall);
 
+/* Takes <f> down at once, as if <fall> checks had failed in a row (0 counts
+ * as 1): the passes restart from zero, so <rise> passes are needed to be UP
+ * again. Returns true when the state changed; a DOWN state is left as it is
+ * (its runs included). */
+bool health_fsm_force_down(struct health_fsm *f, uint32_t fall);
+
 /* ---- the checker -------------------------------------------------------------- */
 
 /* How to check; applies to every target. */
@@ -128,6 +134,15 @@ int health_status_get(const struct health *h, const char *id, struct health_stat
 
 /* The state of <id>; STORE_HEALTH_UNKNOWN when it is not a target. */
 enum store_health health_state(const struct health *h, const char *id);
+
+/* Backend <id> was seen failing by someone else (a data plane ejected it):
+ * unless it is already DOWN, it becomes DOWN as if <fall> checks had failed
+ * (health_fsm_force_down()), its last error becomes <reason>, and the result
+ * callback is called as for a check that changed the state (pass false,
+ * error <reason>, the current time). Checks go on as scheduled; <rise>
+ * passing ones bring it back. Returns true when the state changed; false
+ * when it was DOWN already, is disabled (not checked) or is not a target. */
+bool health_mark_down(struct health *h, const char *id, const char *reason);
 
 void health_counts_get(const struct health *h, struct health_counts *out);
 

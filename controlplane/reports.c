@@ -14,6 +14,11 @@ struct rb {
     uint64_t requests, errors, latency_sum_us; /* cumulative, as reported */
     bool marked;                               /* the base below is set */
     uint64_t base_requests, base_errors, base_latency_us;
+    bool ejected;                 /* as reported */
+    uint64_t ejections;           /* cumulative, as reported */
+    uint32_t connections, queued; /* now, as reported */
+    uint64_t queue_timeouts;      /* cumulative, as reported */
+    bool ejected_news;            /* ejected, or ejections rose since the previous report */
 };
 
 struct rdp {
@@ -96,6 +101,11 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
         nb[n].requests = br->requests;
         nb[n].errors = errors_of(br);
         nb[n].latency_sum_us = br->latency_sum_us;
+        nb[n].ejected = br->ejected;
+        nb[n].ejections = br->ejections;
+        nb[n].connections = br->connections;
+        nb[n].queued = br->queued;
+        nb[n].queue_timeouts = br->queue_timeouts;
     }
     if (d == NULL && nb != NULL && n == rep->n_backends && r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 4;
@@ -114,6 +124,7 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the report of %s", rep->node_id);
     }
     qsort(nb, n, sizeof(*nb), rb_cmp);
+    bool first = d == NULL;
     if (d == NULL) {
         d = &r->dps[r->n++];
         *d = (struct rdp){.node_id = node, .started_unix_ms = rep->started_unix_ms};
@@ -122,6 +133,8 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
     bool restarted = d->started_unix_ms != rep->started_unix_ms;
     for (size_t i = 0; i < n; i++) {
         const struct rb *old = rb_find(d, nb[i].id);
+        uint64_t before = restarted || old == NULL ? 0 : old->ejections;
+        nb[i].ejected_news = nb[i].ejected || (!first && nb[i].ejections > before);
         if (old == NULL || !old->marked)
             continue;
         nb[i].marked = true;
@@ -167,6 +180,28 @@ void reports_backend_get(const struct reports *r, const char *id, int64_t now_ms
             out->open++;
         out->requests += b->requests;
         out->errors += b->errors;
+        if (b->ejected) {
+            out->ejected = true;
+            out->ejected_by++;
+        }
+        out->ejections += b->ejections;
+        out->connections += b->connections;
+        out->queued += b->queued;
+        out->queue_timeouts += b->queue_timeouts;
+    }
+}
+
+void reports_ejected_each(const struct reports *r, const char *node_id, reports_ejected_fn fn,
+                          void *ctx)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rdp *d = &r->dps[i];
+        if (strcmp(d->node_id, node_id) != 0)
+            continue;
+        for (size_t j = 0; j < d->n; j++)
+            if (d->b[j].ejected_news)
+                fn(ctx, d->b[j].id, d->node_id);
+        return;
     }
 }
 

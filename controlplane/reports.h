@@ -41,10 +41,28 @@ struct reports_backend {
     uint32_t open;                /* data planes reporting it open */
     uint64_t requests;            /* sums of the cumulative counters */
     uint64_t errors;
+    bool ejected;            /* at least one data plane has it ejected */
+    uint32_t ejected_by;     /* data planes reporting it ejected */
+    uint64_t ejections;      /* sum of the cumulative ejection counters */
+    uint64_t connections;    /* sums of the current upstream connections ... */
+    uint64_t queued;         /* ... and requests waiting in its queue */
+    uint64_t queue_timeouts; /* sum of the cumulative queue timeouts */
 };
 
 void reports_backend_get(const struct reports *r, const char *id, int64_t now_ms,
                          struct reports_backend *out);
+
+/* Called with each backend id of a data plane's latest report that says the
+ * backend is ejected or whose ejection counter rose since that data plane's
+ * previous report (a data plane that restarted counts from zero; the first
+ * report of one never seen only by its ejected flag). <id> and <node_id> are
+ * borrowed for the call, which must not call reports_add(). */
+typedef void (*reports_ejected_fn)(void *ctx, const char *id, const char *node_id);
+
+/* Calls <fn> as above for data plane <node_id>'s latest report; nothing when
+ * it is not known. */
+void reports_ejected_each(const struct reports *r, const char *node_id, reports_ejected_fn fn,
+                          void *ctx);
 
 /* Backend <id>'s counters since the last reports_mark(), summed over the
  * fresh data planes (a data plane that restarted counts from zero; one first

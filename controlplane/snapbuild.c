@@ -234,6 +234,10 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
             return nomem(err);
         b->port = cb->port;
         b->weight = cb->weight;
+        /* Zero is the default in the snapshot: a default config gives the
+         * bytes it gave before these fields existed. */
+        b->max_connections = cb->max_connections;
+        b->max_queue = cb->max_queue == CONFIG_DEFAULT_MAX_QUEUE ? 0 : cb->max_queue; /* 0 too */
         b->admin_state = cb->state == CONFIG_BACKEND_DRAINING ? LB__V1__ADMIN_STATE__ADMIN_DRAINING
                          : cb->state == CONFIG_BACKEND_DISABLED
                              ? LB__V1__ADMIN_STATE__ADMIN_DISABLED
@@ -335,6 +339,7 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     t->upstream_header_ms = cfg->timeouts.upstream_header_ms;
     t->upstream_idle_ms = cfg->timeouts.upstream_idle_ms;
     t->drain_ms = cfg->timeouts.drain_ms;
+    t->queue_ms = cfg->timeouts.queue_ms == 5000 ? 0 : cfg->timeouts.queue_ms;
 
     l->max_request_line = cfg->limits.max_request_line;
     l->max_header_bytes = cfg->limits.max_header_bytes;
@@ -380,6 +385,19 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     rt->budget_min = cr->budget_min;
     rt->backoff_base_ms = cr->backoff_base_ms;
     rt->backoff_cap_ms = cr->backoff_cap_ms;
+
+    /* Only when it differs from the defaults (all zero in the snapshot). */
+    const struct config_ejection *ce = &cfg->ejection;
+    if (!ce->enabled || ce->probe_interval_ms != 1000 || ce->max_probe_interval_ms != 30000) {
+        Lb__V1__Ejection *ej = malloc(sizeof(*ej));
+        if (ej == NULL)
+            return nomem(err);
+        lb__v1__ejection__init(ej);
+        s->ejection = ej;
+        ej->disabled = !ce->enabled;
+        ej->probe_base_ms = ce->probe_interval_ms == 1000 ? 0 : ce->probe_interval_ms;
+        ej->probe_max_ms = ce->max_probe_interval_ms == 30000 ? 0 : ce->max_probe_interval_ms;
+    }
 
     hc->interval_ms = cfg->healthcheck.interval_ms;
     hc->timeout_ms = cfg->healthcheck.timeout_ms;

@@ -7,15 +7,17 @@
 #include <string.h>
 
 #define WEIGHT_MAX 1000000
+/* Bounds lbctl checks itself; the server checks the config's ranges. */
+#define LIMIT_MAX 100000000
 
 static const char backends_help[] =
     "Usage: lbctl backends list|add|update|remove|drain ...\n"
     "\n"
     "  list                 the backends with their state and health\n"
     "  add URL              add a backend (--weight N --id ID --state S --ca-file FILE\n"
-    "                       --sni NAME --comment TEXT)\n"
+    "                       --sni NAME --max-connections N --max-queue N --comment TEXT)\n"
     "  update ID            change --weight N, --state S, --url URL, --ca-file FILE,\n"
-    "                       --sni NAME (--comment TEXT)\n"
+    "                       --sni NAME, --max-connections N, --max-queue N (--comment TEXT)\n"
     "  remove ID            remove a backend (--comment TEXT)\n"
     "  drain ID             stop sending new requests to a backend (--comment TEXT)\n"
     "\n"
@@ -26,13 +28,25 @@ static const char list_help[] =
     "Usage: lbctl backends list [--json]\n"
     "\n"
     "Lists the backends of the active config: id, URL, weight, state (active,\n"
-    "draining, disabled), health (up, down, unknown), circuit breaker (closed, open,\n"
-    "half_open: the worst the data planes report), the last check and its error\n"
-    "(GET /api/v1/backends). --json adds requests, errors and effective_weight.\n";
+    "draining, disabled), health (up, down, unknown; \"(ejected)\" when a data plane\n"
+    "took it out of rotation after failed connects), circuit breaker (closed, open,\n"
+    "half_open: the worst the data planes report), connections (open/maxConnections\n"
+    "and requests queued, summed over the data planes; \"-\" without a limit), the\n"
+    "last check and its error (GET /api/v1/backends). --json adds requests, errors,\n"
+    "effective_weight, maxConnections, maxQueue, ejected, ejectedBy, ejections,\n"
+    "connections, queued and queueTimeouts.\n";
+
+#define MAX_HELP                                                                                   \
+    "  --max-connections N upstream connections to it per data plane, 0..1000000\n"                \
+    "                      (0 = unlimited, the default); requests beyond wait in its queue\n"      \
+    "  --max-queue N       requests waiting for a connection per data plane, 1..100000\n"          \
+    "                      (default 1024); a full queue or a wait over timeouts.queue\n"           \
+    "                      answers 503\n"
 
 static const char add_help[] =
     "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--ca-file FILE]\n"
-    "                              [--sni NAME] [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                              [--sni NAME] [--max-connections N] [--max-queue N]\n"
+    "                              [--comment TEXT] [--if-match VERSION] [--json]\n"
     "\n"
     "Adds the backend at URL (e.g. http://10.0.0.5:8080, or https://... to speak TLS to\n"
     "it) to the active config as a new config version (POST /api/v1/backends).\n"
@@ -44,17 +58,18 @@ static const char add_help[] =
     "                      plane, and a relative FILE is taken from its config\n"
     "                      directory, not from here: give an absolute path\n"
     "  --sni NAME          https only: server name sent and verified (default: the\n"
-    "                      URL's host when it is a name)\n"
+    "                      URL's host when it is a name)\n" MAX_HELP
     "  --comment TEXT      recorded with the new config version\n"
     "  --if-match VERSION  fail unless VERSION is the active config version\n";
 
 static const char update_help[] =
     "Usage: lbctl backends update ID [--weight N] [--state S] [--url URL] [--ca-file FILE]\n"
-    "                                [--sni NAME] [--comment TEXT] [--if-match VERSION]\n"
-    "                                [--json]\n"
+    "                                [--sni NAME] [--max-connections N] [--max-queue N]\n"
+    "                                [--comment TEXT] [--if-match VERSION] [--json]\n"
     "\n"
     "Changes backend ID as a new config version (PUT /api/v1/backends/ID).\n"
-    "At least one of --weight, --state, --url, --ca-file and --sni is needed.\n"
+    "At least one of --weight, --state, --url, --ca-file, --sni, --max-connections\n"
+    "and --max-queue is needed.\n"
     "  --weight N          share of the traffic\n"
     "  --state S           active, draining or disabled\n"
     "  --url URL           where the backend listens\n"
@@ -63,7 +78,7 @@ static const char update_help[] =
     "                      and a relative FILE is taken from its config directory,\n"
     "                      not from here: give an absolute path\n"
     "  --sni NAME          https only: server name sent and verified; '' = the URL's\n"
-    "                      host when it is a name\n"
+    "                      host when it is a name\n" MAX_HELP
     "  --comment TEXT      recorded with the new config version\n"
     "  --if-match VERSION  fail unless VERSION is the active config version\n"
     "Turning an https:// URL into http:// needs --ca-file '' and --sni '' when they\n"
@@ -84,19 +99,39 @@ static const char drain_help[] =
     "  --comment TEXT      recorded with the new config version\n"
     "  --if-match VERSION  fail unless VERSION is the active config version\n";
 
-static const char *const backend_headers[] = {"ID",     "URL",     "WEIGHT",     "STATE",
-                                              "HEALTH", "BREAKER", "LAST CHECK", "LAST ERROR"};
+static const char *const backend_headers[] = {
+    "ID", "URL", "WEIGHT", "STATE", "HEALTH", "BREAKER", "CONNS", "LAST CHECK", "LAST ERROR"};
+
+static json_int_t int_of(const json_t *b, const char *key)
+{
+    const json_t *v = json_object_get(b, key);
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
 
 static int add_backend_row(struct table *t, const json_t *b)
 {
-    char id[256], url[512], weight[32], state[32], health[32], breaker[32], check[32], error[512];
+    char id[256], url[512], weight[32], state[32], health[48], breaker[32], conns[96], check[32],
+        error[512];
+    output_cell(json_object_get(b, "health"), health, sizeof(health));
+    if (json_is_true(json_object_get(b, "ejected")))
+        snprintf(health + strlen(health), sizeof(health) - strlen(health), " (ejected)");
+    /* Connections only mean something against a limit. */
+    snprintf(conns, sizeof(conns), "-");
+    if (int_of(b, "maxConnections") > 0) {
+        int n = snprintf(conns, sizeof(conns), "%lld/%lld", (long long)int_of(b, "connections"),
+                         (long long)int_of(b, "maxConnections"));
+        if (int_of(b, "queued") > 0 && n > 0 && (size_t)n < sizeof(conns))
+            snprintf(conns + n, sizeof(conns) - (size_t)n, " +%lld queued",
+                     (long long)int_of(b, "queued"));
+    }
     const char *row[] = {
         output_cell(json_object_get(b, "id"), id, sizeof(id)),
         output_cell(json_object_get(b, "url"), url, sizeof(url)),
         output_cell(json_object_get(b, "weight"), weight, sizeof(weight)),
         output_cell(json_object_get(b, "state"), state, sizeof(state)),
-        output_cell(json_object_get(b, "health"), health, sizeof(health)),
+        health,
         output_cell(json_object_get(b, "breaker"), breaker, sizeof(breaker)),
+        conns,
         output_time(json_object_get(b, "last_check_ms"), check, sizeof(check)),
         output_cell(json_object_get(b, "last_error"), error, sizeof(error)),
     };
@@ -115,7 +150,7 @@ static int backends_list(struct lbctl *ctx, int argc, char **argv)
         return rc;
     if (ctx->json)
         return lbctl_emit_json(root);
-    struct table *t = table_new(8, backend_headers);
+    struct table *t = table_new(9, backend_headers);
     size_t i;
     json_t *b;
     json_array_foreach(json_object_get(root, "backends"), i, b)
@@ -130,6 +165,13 @@ static int backends_list(struct lbctl *ctx, int argc, char **argv)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     table_print(t, stdout);
     table_free(t);
+    return LBCTL_EXIT_OK;
+}
+
+static int set_int(json_t *body, const char *key, long long v)
+{
+    if (json_object_set_new(body, key, json_integer(v)) != 0)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     return LBCTL_EXIT_OK;
 }
 
@@ -162,6 +204,8 @@ enum {
     A_STATE,
     A_CA_FILE,
     A_SNI,
+    A_MAX_CONNS,
+    A_MAX_QUEUE,
     A_COMMENT,
     A_IF_MATCH,
     A_COUNT
@@ -172,6 +216,8 @@ enum {
     U_URL,
     U_CA_FILE,
     U_SNI,
+    U_MAX_CONNS,
+    U_MAX_QUEUE,
     U_COMMENT,
     U_IF_MATCH,
     U_COUNT
@@ -186,6 +232,8 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
         [A_STATE] = {"state", true, NULL, false},
         [A_CA_FILE] = {"ca-file", true, NULL, false},
         [A_SNI] = {"sni", true, NULL, false},
+        [A_MAX_CONNS] = {"max-connections", true, NULL, false},
+        [A_MAX_QUEUE] = {"max-queue", true, NULL, false},
         [A_COMMENT] = {"comment", true, NULL, false},
         [A_IF_MATCH] = {"if-match", true, NULL, false},
     };
@@ -196,9 +244,14 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     if (npos != 1)
         return lbctl_usage(verb, "missing the backend's URL");
-    long long weight = 0;
+    long long weight = 0, max_conns = 0, max_queue = 0;
     if ((o[A_WEIGHT].set &&
          (rc = lbctl_parse_int(verb, "--weight", o[A_WEIGHT].value, 0, WEIGHT_MAX, &weight))) ||
+        (o[A_MAX_CONNS].set &&
+         (rc = lbctl_parse_int(verb, "--max-connections", o[A_MAX_CONNS].value, 0, LIMIT_MAX,
+                               &max_conns))) ||
+        (o[A_MAX_QUEUE].set && (rc = lbctl_parse_int(verb, "--max-queue", o[A_MAX_QUEUE].value, 0,
+                                                     LIMIT_MAX, &max_queue))) ||
         (rc = check_state(verb, o[A_STATE].value)) ||
         (rc = lbctl_check_comment(verb, o[A_COMMENT].value)) ||
         (rc = lbctl_check_if_match(verb, o[A_IF_MATCH].value)))
@@ -216,6 +269,9 @@ static int backends_add(struct lbctl *ctx, int argc, char **argv)
         (o[A_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[A_STATE].value))) ||
         (o[A_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[A_CA_FILE].value))) ||
         (o[A_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[A_SNI].value))) ||
+        (o[A_MAX_CONNS].set &&
+         (rc = set_int(body, "maxConnections", max_conns)) != LBCTL_EXIT_OK) ||
+        (o[A_MAX_QUEUE].set && (rc = set_int(body, "maxQueue", max_queue)) != LBCTL_EXIT_OK) ||
         (o[A_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[A_COMMENT].value)))) {
         json_decref(body);
         return rc;
@@ -254,6 +310,8 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         [U_URL] = {"url", true, NULL, false},
         [U_CA_FILE] = {"ca-file", true, NULL, false},
         [U_SNI] = {"sni", true, NULL, false},
+        [U_MAX_CONNS] = {"max-connections", true, NULL, false},
+        [U_MAX_QUEUE] = {"max-queue", true, NULL, false},
         [U_COMMENT] = {"comment", true, NULL, false},
         [U_IF_MATCH] = {"if-match", true, NULL, false},
     };
@@ -264,12 +322,18 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     if (npos != 1)
         return lbctl_usage(verb, "missing the backend's ID");
-    if (!o[U_WEIGHT].set && !o[U_STATE].set && !o[U_URL].set && !o[U_CA_FILE].set && !o[U_SNI].set)
-        return lbctl_usage(verb,
-                           "nothing to change: give --weight, --state, --url, --ca-file or --sni");
-    long long weight = 0;
+    if (!o[U_WEIGHT].set && !o[U_STATE].set && !o[U_URL].set && !o[U_CA_FILE].set &&
+        !o[U_SNI].set && !o[U_MAX_CONNS].set && !o[U_MAX_QUEUE].set)
+        return lbctl_usage(verb, "nothing to change: give --weight, --state, --url, --ca-file, "
+                                 "--sni, --max-connections or --max-queue");
+    long long weight = 0, max_conns = 0, max_queue = 0;
     if ((o[U_WEIGHT].set &&
          (rc = lbctl_parse_int(verb, "--weight", o[U_WEIGHT].value, 0, WEIGHT_MAX, &weight))) ||
+        (o[U_MAX_CONNS].set &&
+         (rc = lbctl_parse_int(verb, "--max-connections", o[U_MAX_CONNS].value, 0, LIMIT_MAX,
+                               &max_conns))) ||
+        (o[U_MAX_QUEUE].set && (rc = lbctl_parse_int(verb, "--max-queue", o[U_MAX_QUEUE].value, 0,
+                                                     LIMIT_MAX, &max_queue))) ||
         (rc = check_state(verb, o[U_STATE].value)) ||
         (rc = lbctl_check_comment(verb, o[U_COMMENT].value)) ||
         (rc = lbctl_check_if_match(verb, o[U_IF_MATCH].value)))
@@ -288,6 +352,9 @@ static int backends_update(struct lbctl *ctx, int argc, char **argv)
         (o[U_URL].set && (rc = lbctl_set_str(verb, body, "url", o[U_URL].value))) ||
         (o[U_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[U_CA_FILE].value))) ||
         (o[U_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[U_SNI].value))) ||
+        (o[U_MAX_CONNS].set &&
+         (rc = set_int(body, "maxConnections", max_conns)) != LBCTL_EXIT_OK) ||
+        (o[U_MAX_QUEUE].set && (rc = set_int(body, "maxQueue", max_queue)) != LBCTL_EXIT_OK) ||
         (o[U_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[U_COMMENT].value)))) {
         json_decref(body);
         free(path);

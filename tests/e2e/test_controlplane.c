@@ -250,6 +250,87 @@ START_TEST(invalid_config_changes_nothing)
 }
 END_TEST
 
+/* ---- backend connection limits through lbctl -------------------------------- */
+
+/* The value of "<key>": in <json> after the first occurrence of <after>. */
+static long json_long_after(const char *json, const char *after, const char *key)
+{
+    const char *at = strstr(json, after);
+    ck_assert_msg(at != NULL, "no %s in %s", after, json);
+    long v = -1;
+    ck_assert_msg(e2e_json_long(at, key, &v), "no %s after %s in %s", key, after, json);
+    return v;
+}
+
+START_TEST(backend_limits_through_lbctl)
+{
+    struct e2e_cp_opts o = {.backends = 2, .dataplanes = 1};
+    struct e2e_cp *w = e2e_cp_start(&o);
+    long ver0 = 0;
+    ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, &ver0), 0);
+
+    /* The active config with maxConnections set on b1, applied as a file. */
+    struct e2e_cmd r;
+    int st = LBCTL(w, &r, "config", "get");
+    lbctl_ok(w, &r, "config get", st);
+    char *yaml = r.out;
+    char *b1 = strstr(yaml, "\"b1\"");
+    ck_assert_ptr_nonnull(b1);
+    char *wl = strstr(b1, "weight: 1\n");
+    ck_assert_ptr_nonnull(wl);
+    const char *bol = wl;
+    while (bol > yaml && bol[-1] != '\n')
+        bol--;
+    char path[256];
+    e2e_cp_path(w, "limits.yaml", path, sizeof path);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*sweight: 1\n%.*smaxConnections: 7\n%s", (int)(wl - yaml), yaml, (int)(wl - bol),
+            bol, wl + strlen("weight: 1\n"));
+    ck_assert_int_eq(fclose(f), 0);
+    e2e_cmd_free(&r);
+    st = LBCTL(w, &r, "config", "apply", path);
+    lbctl_ok(w, &r, "config apply", st);
+    e2e_cmd_free(&r);
+
+    st = LBCTL(w, &r, "--json", "backends", "list");
+    lbctl_ok(w, &r, "backends list", st);
+    ck_assert_int_eq(json_long_after(r.out, "\"b1\"", "maxConnections"), 7);
+    ck_assert_int_eq(json_long_after(r.out, "\"b1\"", "maxQueue"), 1024);
+    ck_assert_int_eq(json_long_after(r.out, "\"b0\"", "maxConnections"), 0);
+    ck_assert_msg(strstr(r.out, "\"ejected\": false") != NULL, "%s", r.out);
+    e2e_cmd_free(&r);
+
+    st = LBCTL(w, &r, "backends", "update", "b0", "--max-connections", "3", "--max-queue", "9");
+    lbctl_ok(w, &r, "backends update", st);
+    e2e_cmd_free(&r);
+    st = LBCTL(w, &r, "--json", "backends", "list");
+    lbctl_ok(w, &r, "backends list", st);
+    ck_assert_int_eq(json_long_after(r.out, "\"b0\"", "maxConnections"), 3);
+    ck_assert_int_eq(json_long_after(r.out, "\"b0\"", "maxQueue"), 9);
+    e2e_cmd_free(&r);
+    /* The table shows connections against the limit. */
+    st = LBCTL(w, &r, "backends", "list");
+    lbctl_ok(w, &r, "backends list", st);
+    ck_assert_msg(strstr(r.out, "CONNS") != NULL && strstr(r.out, "/3") != NULL, "%s", r.out);
+    e2e_cmd_free(&r);
+    /* Out of range: the server's message, exit 1, nothing changed. */
+    st = LBCTL(w, &r, "backends", "update", "b0", "--max-queue", "0");
+    ck_assert_msg(st == 1, "exit %d, stderr %s", st, r.err);
+    ck_assert_msg(strstr(r.err, "maxQueue") != NULL, "stderr: %s", r.err);
+    e2e_cmd_free(&r);
+    char from[32], to[32];
+    snprintf(from, sizeof from, "%ld", ver0);
+    snprintf(to, sizeof to, "%ld", ver0 + 2);
+    st = LBCTL(w, &r, "config", "diff", from, to);
+    lbctl_ok(w, &r, "config diff", st);
+    ck_assert_msg(strstr(r.out, "backend b1: maxConnections 0 -> 7") != NULL, "%s", r.out);
+    ck_assert_msg(strstr(r.out, "backend b0: maxQueue 1024 -> 9") != NULL, "%s", r.out);
+    e2e_cmd_free(&r);
+    e2e_cp_stop(w);
+}
+END_TEST
+
 /* ---- 4. rollback ----------------------------------------------------------------- */
 
 START_TEST(rollback_restores_weights)
@@ -667,6 +748,7 @@ int main(void)
         {"add", added_backend_gets_traffic},
         {"drain_remove", drain_and_remove_spare_requests_in_flight},
         {"invalid_config", invalid_config_changes_nothing},
+        {"backend_limits", backend_limits_through_lbctl},
         {"rollback", rollback_restores_weights},
         {"controlplane_kill", controlplane_kill_drops_nothing},
         {"cached_snapshot", cached_snapshot_serves_without_controlplane},

@@ -64,7 +64,8 @@ static struct fake *g_fake;
     "\"last_error\":null,\"breaker\":\"open\",\"requests\":7,\"errors\":5,"                        \
     "\"effective_weight\":4},{\"id\":\"b\",\"url\":\"http://10.1.2.3:18080\",\"weight\":10,"       \
     "\"state\":\"draining\",\"health\":\"down\",\"last_check_ms\":null,\"last_error\":"            \
-    "\"connect: connection refused\"}]}"
+    "\"connect: connection refused\",\"maxConnections\":50,\"maxQueue\":1024,"                     \
+    "\"ejected\":true,\"ejections\":2,\"connections\":12,\"queued\":3,\"queueTimeouts\":0}]}"
 
 #define DATAPLANES_JSON                                                                            \
     "{\"version\":8,\"generation\":14,\"dataplanes\":[{\"node_id\":\"host-a:1234\","               \
@@ -450,13 +451,15 @@ START_TEST(backends_list_table)
     struct run r;
     run_sock(&r, NULL, ARGS("backends", "list"));
     assert_ok(&r);
-    ck_assert_str_eq(
-        r.out,
-        "ID      URL                    WEIGHT  STATE     HEALTH  BREAKER  LAST CHECK           "
-        "LAST ERROR\n"
-        "demo-a  http://127.0.0.1:9001  5       active    up      open     2025-11-28 03:20:00  -\n"
-        "b       http://10.1.2.3:18080  10      draining  down    -        -                    "
-        "connect: connection refused\n");
+    ck_assert_str_eq(r.out, "ID      URL                    WEIGHT  STATE     HEALTH          "
+                            "BREAKER  CONNS            "
+                            "LAST CHECK           LAST ERROR\n"
+                            "demo-a  http://127.0.0.1:9001  5       active    up              open "
+                            "    -                "
+                            "2025-11-28 03:20:00  -\n"
+                            "b       http://10.1.2.3:18080  10      draining  down (ejected)  -    "
+                            "    12/50 +3 queued  "
+                            "-                    connect: connection refused\n");
     struct fake_req q = fake_req(0);
     ck_assert_str_eq(q.method, "GET");
     ck_assert_str_eq(q.path, "/api/v1/backends");
@@ -546,13 +549,16 @@ START_TEST(backends_writes)
     ck_assert(fake_header(&q, "Content-Type", v, sizeof(v)));
     ck_assert_str_eq(v, "application/json");
 
-    run_sock(&r, NULL, ARGS("backends", "update", "demo-c", "--weight", "2", "--state", "active"));
+    run_sock(&r, NULL,
+             ARGS("backends", "update", "demo-c", "--weight", "2", "--state", "active",
+                  "--max-connections", "100", "--max-queue", "10"));
     assert_ok(&r);
     ck_assert_str_eq(r.out, "updated backend demo-c (config version 5)\n");
     q = fake_req(1);
     ck_assert_str_eq(q.method, "PUT");
     ck_assert_str_eq(q.path, "/api/v1/backends/demo-c");
-    ck_assert_str_eq(q.body, "{\"weight\":2,\"state\":\"active\"}");
+    ck_assert_str_eq(q.body, "{\"weight\":2,\"state\":\"active\",\"maxConnections\":100,"
+                             "\"maxQueue\":10}");
     ck_assert(!fake_header(&q, "If-Match", v, sizeof(v)));
 
     run_sock(&r, NULL, ARGS("backends", "remove", "b", "--comment", "retired"));
@@ -790,6 +796,8 @@ static const char *const usage_cases[][8] = {
     {"backends", "add", "http://x", "--comment", "two\nlines", NULL},
     {"backends", "add", "http://x", "--id", "caf\xe9", NULL},
     {"backends", "update", "demo-a", NULL},
+    {"backends", "update", "demo-a", "--max-connections", "many", NULL},
+    {"backends", "add", "http://x", "--max-queue", "-1", NULL},
     {"backends", "drain", "demo-a", "--comment", "\xff", NULL},
     {"backends", "remove", NULL},
     {"backends", "remove", "a", "b", NULL},

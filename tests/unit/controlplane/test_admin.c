@@ -612,6 +612,93 @@ START_TEST(dataplanes_listed)
 }
 END_TEST
 
+/* The report fields reach the backend JSON and /metrics; the limits are
+ * set through the API with the config's ranges. */
+START_TEST(backend_limits_and_ejection)
+{
+    struct resp r =
+        req_unix("PUT", "/api/v1/backends/a", NULL, "{\"maxConnections\": 50, \"maxQueue\": 20}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    json_t *b = json_object_get(r.json, "backend");
+    ck_assert_int_eq(jint(b, "maxConnections"), 50);
+    ck_assert_int_eq(jint(b, "maxQueue"), 20);
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"http://127.0.0.1:9003\", \"id\": \"c\", \"maxConnections\": 7}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    b = json_object_get(r.json, "backend");
+    ck_assert_int_eq(jint(b, "maxConnections"), 7);
+    ck_assert_int_eq(jint(b, "maxQueue"), 1024);
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"maxQueue\": 0}");
+    expect_error(&r, 400, "invalid_config");
+    ck_assert_ptr_nonnull(strstr(r.body, "maxQueue: 0 is out of range (1..100000)"));
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"maxConnections\": 1000001}");
+    expect_error(&r, 400, "invalid_config");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"maxConnections\": \"5\"}");
+    expect_error(&r, 400, "invalid_request");
+    resp_free(&r);
+
+    char pub[LB_ENDPOINT_MAX], rep_ep[LB_ENDPOINT_MAX], pull[LB_ENDPOINT_MAX];
+    ck_assert_int_eq(lb_endpoints_split(base, pub, rep_ep, pull, NULL), LB_OK);
+    int sock = nn_socket(AF_SP, NN_PUSH);
+    ck_assert_int_ge(sock, 0);
+    ck_assert_int_ge(nn_connect(sock, pull), 0);
+    int timeout = 2000;
+    nn_setsockopt(sock, NN_SOL_SOCKET, NN_SNDTIMEO, &timeout, sizeof(timeout));
+    Lb__V1__BackendReport ba = LB__V1__BACKEND_REPORT__INIT;
+    Lb__V1__BackendReport *brs[1] = {&ba};
+    ba.id = "a";
+    ba.ejected = true;
+    ba.ejections = 2;
+    ba.connections = 50;
+    ba.queued = 4;
+    ba.queue_timeouts = 3;
+    Lb__V1__Report rep = LB__V1__REPORT__INIT;
+    rep.node_id = "host-a:1234";
+    rep.applied_version = 1;
+    rep.applied_generation = 1;
+    rep.rejection_reason = "";
+    rep.backends = brs;
+    rep.n_backends = 1;
+    uint8_t buf[256];
+    size_t blen = lb__v1__report__pack(&rep, buf);
+    ck_assert_int_eq(nn_send(sock, buf, blen, 0), (int)blen);
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    b = NULL;
+    r = (struct resp){0};
+    for (int i = 0; i < 300; i++) {
+        resp_free(&r);
+        r = req_unix("GET", "/api/v1/backends/a", NULL, NULL);
+        ck_assert_int_eq(r.status, 200);
+        b = json_object_get(r.json, "backend");
+        if (json_is_true(json_object_get(b, "ejected")) && strcmp(jstr(b, "health"), "down") == 0)
+            break;
+        nanosleep(&pause, NULL);
+    }
+    nn_close(sock);
+    ck_assert(json_is_true(json_object_get(b, "ejected")));
+    ck_assert_str_eq(jstr(b, "health"), "down"); /* handed to the health checks */
+    ck_assert_str_eq(jstr(b, "last_error"), "ejected by data plane host-a:1234");
+    ck_assert_int_eq(jint(b, "ejections"), 2);
+    ck_assert_int_eq(jint(b, "connections"), 50);
+    ck_assert_int_eq(jint(b, "queued"), 4);
+    ck_assert_int_eq(jint(b, "queueTimeouts"), 3);
+    resp_free(&r);
+    r = req_unix("GET", "/api/v1/backends/c", NULL, NULL);
+    b = json_object_get(r.json, "backend");
+    ck_assert(json_is_false(json_object_get(b, "ejected")));
+    ck_assert_int_eq(jint(b, "ejections"), 0);
+    resp_free(&r);
+    r = req_unix("GET", "/metrics", NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(r.body, "lb_cp_backend_ejected{backend=\"a\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "lb_cp_backend_ejected{backend=\"b\"} 0\n"));
+    resp_free(&r);
+}
+END_TEST
+
 START_TEST(tcp_tokens)
 {
     /* liveness needs no token; everything else does */
@@ -847,6 +934,7 @@ static Suite *admin_suite(void)
         {"backend_tls", backend_tls_fields},
         {"config", config_routes},
         {"dataplanes", dataplanes_listed},
+        {"backend_limits", backend_limits_and_ejection},
         {"tcp_tokens", tcp_tokens},
         {"errors", errors},
         {"limits", body_limits},

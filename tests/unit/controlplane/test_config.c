@@ -319,6 +319,117 @@ START_TEST(diff_new_keys)
 }
 END_TEST
 
+START_TEST(limits_and_ejection_defaults)
+{
+    struct config *c = parse_ok(MINIMAL);
+    ck_assert_uint_eq(c->backends[0].max_connections, 0);
+    ck_assert_uint_eq(c->backends[0].max_queue, 1024);
+    ck_assert_uint_eq(c->timeouts.queue_ms, 5000);
+    ck_assert(c->ejection.enabled);
+    ck_assert_uint_eq(c->ejection.probe_interval_ms, 1000);
+    ck_assert_uint_eq(c->ejection.max_probe_interval_ms, 30000);
+    /* Defaults are left out of the export: a config written before these
+     * keys existed keeps its hash. */
+    char *y = config_export_yaml(c, NULL, NULL);
+    ck_assert_ptr_null(strstr(y, "maxQueue"));
+    ck_assert_ptr_null(strstr(y, "maxConnections: 0"));
+    ck_assert_ptr_null(strstr(y, "ejection"));
+    ck_assert_ptr_null(strstr(y, "  queue:"));
+    free(y);
+    config_free(c);
+}
+END_TEST
+
+#define LIMITS_YAML                                                                                \
+    "frontends:\n  - port: 8080\n"                                                                 \
+    "backends:\n  - {url: \"http://a:1\", maxConnections: 50, maxQueue: 200}\n"                    \
+    "  - url: \"http://b:1\"\n"                                                                    \
+    "timeouts: {queue: 2s}\n"                                                                      \
+    "ejection:\n  enabled: false\n  probeInterval: 500ms\n  maxProbeInterval: 1m\n"
+
+START_TEST(limits_and_ejection_round_trip)
+{
+    struct config *a = parse_ok(LIMITS_YAML);
+    ck_assert_uint_eq(a->backends[0].max_connections, 50);
+    ck_assert_uint_eq(a->backends[0].max_queue, 200);
+    ck_assert_uint_eq(a->backends[1].max_connections, 0);
+    ck_assert_uint_eq(a->backends[1].max_queue, 1024);
+    ck_assert_uint_eq(a->timeouts.queue_ms, 2000);
+    ck_assert(!a->ejection.enabled);
+    ck_assert_uint_eq(a->ejection.probe_interval_ms, 500);
+    ck_assert_uint_eq(a->ejection.max_probe_interval_ms, 60000);
+    char *y1 = config_export_yaml(a, NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(y1, "  maxConnections: 50\n  maxQueue: 200\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  queue: \"2s\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "ejection:\n  enabled: false\n  probeInterval: \"500ms\"\n"
+                                     "  maxProbeInterval: \"1m\"\n"));
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
+    char *y2 = config_export_yaml(b, NULL, NULL);
+    ck_assert_str_eq(y1, y2);
+    char *j = config_export_json(a, NULL);
+    struct config *c = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(config_parse_json(j, strlen(j), tmpdir, &c, &err) == LB_OK, "%s", err.msg);
+    ck_assert(config_equal(a, c));
+    struct config *d = config_dup(a);
+    ck_assert(config_equal(a, d));
+    ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_OK);
+    /* In-memory edits are validated like parsed ones. */
+    d->backends[0].max_queue = 100001;
+    ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_EINVAL);
+    ck_assert_ptr_nonnull(
+        strstr(err.msg, "backends[0].maxQueue: 100001 is out of range (1..100000)"));
+    /* 0 in memory (a backend built field by field) is the default. */
+    d->backends[0].max_queue = 0;
+    ck_assert_int_eq(config_validate(d, tmpdir, &err), LB_OK);
+    char h1[65], h2[65];
+    ck_assert_int_eq(config_hash(a, h1, NULL), LB_OK);
+    ck_assert_int_eq(config_hash(b, h2, NULL), LB_OK);
+    ck_assert_str_eq(h1, h2);
+    free(y1);
+    free(y2);
+    free(j);
+    config_free(a);
+    config_free(b);
+    config_free(c);
+    config_free(d);
+}
+END_TEST
+
+START_TEST(limits_and_ejection_diff)
+{
+    struct config *a = parse_ok(MINIMAL);
+    struct config *b = parse_ok(LIMITS_YAML);
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    ck_assert_ptr_nonnull(d);
+    char *text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "backend a-1: maxConnections 0 -> 50\n"));
+    ck_assert_ptr_nonnull(strstr(text, "backend a-1: maxQueue 1024 -> 200\n"));
+    ck_assert_ptr_nonnull(strstr(text, "timeouts.queue: 5s -> 2s\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ejection.enabled: true -> false\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ejection.probeInterval: 1s -> 500ms\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ejection.maxProbeInterval: 30s -> 1m\n"));
+    ck_assert_ptr_null(strstr(text, "ejection added"));
+    free(text);
+    config_diff_free(d);
+    /* And back: the defaults reappear as the new values. */
+    d = config_diff_new(b, a, NULL);
+    text = config_diff_text(d);
+    ck_assert_ptr_nonnull(strstr(text, "backend a-1: maxConnections 50 -> 0\n"));
+    ck_assert_ptr_nonnull(strstr(text, "ejection.enabled: false -> true\n"));
+    ck_assert_ptr_null(strstr(text, "ejection removed"));
+    char *json = config_diff_json(d);
+    ck_assert_ptr_nonnull(strstr(json, "\"path\":\"backends[a-1].maxQueue\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"path\":\"ejection.maxProbeInterval\""));
+    free(json);
+    free(text);
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
 #define BE  "backends:\n  - url: \"http://a:1\"\n"
 #define FE  "frontends:\n  - port: 8080\n"
 #define FEB "frontends:\n  - port: 8080\nbackends:\n"
@@ -692,6 +803,27 @@ static const struct bad bad_cases[] = {
      "backends[0].sni: sni applies only to https:// backends"},
     {FEB "  - url: \"https://a:1\"\n    sni: 10.0.0.1\n", "5:10",
      "backends[0].sni: \"10.0.0.1\" is not a server name"},
+    {FEB "  - url: \"http://a:1\"\n    maxConnections: 1000001\n", "5:21",
+     "backends[0].maxConnections: 1000001 is out of range (0..1000000)"},
+    {FEB "  - url: \"http://a:1\"\n    maxConnections: -1\n", "5:21",
+     "backends[0].maxConnections: -1 is out of range (0..1000000)"},
+    {FEB "  - url: \"http://a:1\"\n    maxQueue: 0\n", "5:15",
+     "backends[0].maxQueue: 0 is out of range (1..100000)"},
+    {FEB "  - url: \"http://a:1\"\n    maxQeue: 5\n", "5:5",
+     "backends[0]: unknown key \"maxQeue\" (did you mean \"maxQueue\"?)"},
+    {FE BE "timeouts:\n  queue: 0s\n", "6:10", "timeouts.queue: 0s is too short (at least 1ms)"},
+    {FE BE "timeouts:\n  queue: 11m\n", "6:10", "timeouts.queue: 11m is too long (at most 10m)"},
+    {FE BE "ejection:\n  enabled: sometimes\n", "6:12", "ejection.enabled: expected true or false"},
+    {FE BE "ejection:\n  probeInterval: 5ms\n", "6:18",
+     "ejection.probeInterval: 5ms is too short (at least 10ms)"},
+    {FE BE "ejection:\n  probeInterval: 5s\n  maxProbeInterval: 2s\n", "7:21",
+     "ejection.maxProbeInterval: 2s is below probeInterval 5s"},
+    {FE BE "ejection:\n  probeInterval: 1m\n", "6:3",
+     "ejection.maxProbeInterval: 30s is below probeInterval 1m"},
+    {FE BE "ejection:\n  maxProbeInterval: 2h\n", "6:21",
+     "ejection.maxProbeInterval: 2h is too long (at most 1h)"},
+    {FE BE "ejection:\n  probeIntervall: 1s\n", "6:3",
+     "ejection: unknown key \"probeIntervall\" (did you mean \"probeInterval\"?)"},
     {FE BE "ratelimit:\n  enabled: true\n", "6:3",
      "ratelimit.rate: must be at least 1 when the rate limit is enabled"},
 };
@@ -968,6 +1100,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, tls_keys_defaults);
     tcase_add_test(tc, tls_keys_parsed);
     tcase_add_test(tc, backend_tls_keys);
+    tcase_add_test(tc, limits_and_ejection_defaults);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -986,11 +1119,13 @@ static Suite *config_suite(void)
     tcase_add_test(tc, json_round_trip);
     tcase_add_test(tc, hash_is_content);
     tcase_add_test(tc, tls_keys_round_trip);
+    tcase_add_test(tc, limits_and_ejection_round_trip);
     suite_add_tcase(s, tc);
     tc = tcase_create("diff");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, diff_cases);
     tcase_add_test(tc, diff_new_keys);
+    tcase_add_test(tc, limits_and_ejection_diff);
     tcase_add_test(tc, tls_keys_diff);
     suite_add_tcase(s, tc);
     return s;

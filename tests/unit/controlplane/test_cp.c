@@ -2,6 +2,7 @@
  * SQLite file and a real publisher on an ipc:// base in a temp dir. */
 #include "config.h"
 #include "cp.h"
+#include "health.h"
 #include "lb.pb-c.h"
 #include "lb_endpoints.h"
 #include "lb_err.h"
@@ -893,6 +894,108 @@ START_TEST(reports_are_recorded)
 }
 END_TEST
 
+static Lb__V1__Health snap_health(struct cp *cp, const char *id)
+{
+    Lb__V1__Snapshot *s = snapshot_of(cp);
+    Lb__V1__Health h = LB__V1__HEALTH__HEALTH_UNKNOWN;
+    for (size_t i = 0; i < s->n_backends; i++)
+        if (strcmp(s->backends[i]->id, id) == 0)
+            h = s->backends[i]->health;
+    lb__v1__snapshot__free_unpacked(s, NULL);
+    return h;
+}
+
+static void report_ejected(struct cp *cp, const char *node, bool ejected, uint64_t ejections)
+{
+    Lb__V1__BackendReport a = LB__V1__BACKEND_REPORT__INIT, b = LB__V1__BACKEND_REPORT__INIT;
+    Lb__V1__BackendReport *brs[2] = {&a, &b};
+    a.id = "a";
+    a.ejected = ejected;
+    a.ejections = ejections;
+    a.connections = 3;
+    b.id = "b";
+    Lb__V1__Report r = LB__V1__REPORT__INIT;
+    r.node_id = (char *)node;
+    r.started_unix_ms = 1;
+    r.backends = brs;
+    r.n_backends = 2;
+    r.rejection_reason = "";
+    cp_on_report(cp, &r);
+}
+
+static size_t audits_with(struct cp *cp, const char *text)
+{
+    struct store_audit *as = NULL;
+    size_t n = 0, found = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 0, &as, &n, NULL), LB_OK);
+    for (size_t i = 0; i < n; i++)
+        found += strstr(as[i].detail, text) != NULL;
+    store_audit_free(as, n);
+    return found;
+}
+
+/* A data plane's ejection hands the backend to the health checks: DOWN at
+ * once (stored, audited, published once), and later reports still saying
+ * ejected change nothing while it is DOWN. */
+START_TEST(ejection_marks_down_once)
+{
+    /* Checks an hour apart: no check runs during the test. */
+    FILE *f = fopen(boot, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%shealthcheck: {interval: 1h, timeout: 1s, rise: 2, fall: 3}\n", boot_yaml);
+    fclose(f);
+    struct cp *cp = open_cp(boot);
+    uint64_t g0 = cp_generation(cp);
+    ck_assert_int_eq(health_state(cp_health(cp), "a"), STORE_HEALTH_UNKNOWN);
+
+    /* Nothing ejected: nothing happens. */
+    report_ejected(cp, "dp1", false, 0);
+    spin(50);
+    ck_assert_uint_eq(cp_generation(cp), g0);
+
+    report_ejected(cp, "dp1", true, 1);
+    ck_assert_int_eq(health_state(cp_health(cp), "a"), STORE_HEALTH_DOWN);
+    ck_assert_int_eq(health_state(cp_health(cp), "b"), STORE_HEALTH_UNKNOWN);
+    struct health_status st;
+    ck_assert_int_eq(health_status_get(cp_health(cp), "a", &st), LB_OK);
+    ck_assert_str_eq(st.last_error, "ejected by data plane dp1");
+    for (int i = 0; i < 300 && cp_generation(cp) == g0; i++)
+        spin(10);
+    ck_assert_uint_eq(cp_generation(cp), g0 + 1);
+    ck_assert_int_eq(snap_health(cp, "a"), LB__V1__HEALTH__HEALTH_DOWN);
+    struct store_backend_health *h = NULL;
+    ck_assert_int_eq(store_health_get(cp__store(cp), "a", &h, NULL), LB_OK);
+    ck_assert_int_eq(h->health, STORE_HEALTH_DOWN);
+    store_health_free(h);
+    ck_assert_uint_eq(audits_with(cp, "backend a down: ejected by data plane dp1"), 1);
+
+    /* The runtime view sums the report fields. */
+    struct cp_backend_runtime rt;
+    cp_backend_runtime(cp, 0, time(NULL) * 1000LL, &rt);
+    ck_assert(rt.ejected);
+    ck_assert_uint_eq(rt.ejected_by, 1);
+    ck_assert_uint_eq(rt.ejections, 1);
+    ck_assert_uint_eq(rt.connections, 3);
+
+    /* The data plane has not seen the new snapshot yet: still ejected, from
+     * it and from another one, a counter rising too. Nothing changes. */
+    report_ejected(cp, "dp1", true, 1);
+    report_ejected(cp, "dp2", true, 4);
+    report_ejected(cp, "dp1", true, 2);
+    spin(50);
+    ck_assert_uint_eq(cp_generation(cp), g0 + 1);
+    ck_assert_uint_eq(audits_with(cp, "ejected by data plane"), 1);
+
+    /* A pass is not enough to be up again (rise 2): the passes restarted. */
+    struct health_fsm fsm = {.state = STORE_HEALTH_UP, .passes = 9};
+    ck_assert(health_fsm_force_down(&fsm, 3));
+    ck_assert(!health_fsm_feed(&fsm, true, 2, 3));
+    ck_assert(health_fsm_feed(&fsm, true, 2, 3));
+    ck_assert_int_eq(fsm.state, STORE_HEALTH_UP);
+    cp_free(cp);
+}
+END_TEST
+
 /* The publisher answers a sync request with the snapshot the core set. */
 START_TEST(sync_serves_current_snapshot)
 {
@@ -1043,6 +1146,7 @@ static Suite *cp_suite(void)
         {"rollback", rollback_restores_weights},
         {"restart", restart_keeps_version_and_raises_generation},
         {"reports", reports_are_recorded},
+        {"ejection", ejection_marks_down_once},
         {"sync", sync_serves_current_snapshot},
         {"dynamic_weights", dynamic_weights_follow_errors},
     };

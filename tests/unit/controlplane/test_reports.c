@@ -3,6 +3,7 @@
 #include "reports.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,6 +219,103 @@ START_TEST(silent_dataplanes_forgotten)
 }
 END_TEST
 
+struct seen {
+    char ids[8][16];
+    char nodes[8][16];
+    size_t n;
+};
+
+static void on_ejected(void *ctx, const char *id, const char *node_id)
+{
+    struct seen *s = ctx;
+    ck_assert_uint_lt(s->n, 8);
+    snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
+    snprintf(s->nodes[s->n], sizeof(s->nodes[0]), "%s", node_id);
+    s->n++;
+}
+
+static size_t ejected_now(struct reports *r, const char *node, struct seen *s)
+{
+    memset(s, 0, sizeof(*s));
+    reports_ejected_each(r, node, on_ejected, s);
+    return s->n;
+}
+
+START_TEST(ejection_fields_summed)
+{
+    struct reports *r = reports_new();
+    set_br(0, "a", 10, 0, 0, LB__V1__BREAKER_STATE__BREAKER_CLOSED);
+    br[0].ejected = true;
+    br[0].ejections = 2;
+    br[0].connections = 5;
+    br[0].queued = 3;
+    br[0].queue_timeouts = 7;
+    Lb__V1__Report r1 = report("dp1", 1, 1);
+    ck_assert_int_eq(reports_add(r, &r1, 1000, NULL), LB_OK);
+    set_br(0, "a", 10, 0, 0, LB__V1__BREAKER_STATE__BREAKER_CLOSED);
+    br[0].ejections = 1;
+    br[0].connections = 4;
+    br[0].queue_timeouts = 1;
+    Lb__V1__Report r2 = report("dp2", 1, 1);
+    ck_assert_int_eq(reports_add(r, &r2, 2000, NULL), LB_OK);
+    struct reports_backend b;
+    reports_backend_get(r, "a", 2000, &b);
+    ck_assert(b.ejected);
+    ck_assert_uint_eq(b.ejected_by, 1);
+    ck_assert_uint_eq(b.ejections, 3);
+    ck_assert_uint_eq(b.connections, 9);
+    ck_assert_uint_eq(b.queued, 3);
+    ck_assert_uint_eq(b.queue_timeouts, 8);
+    /* Only fresh data planes count: dp1 (ejected) went stale first. */
+    reports_backend_get(r, "a", 1000 + REPORTS_FRESH_MS + 1, &b);
+    ck_assert(!b.ejected);
+    ck_assert_uint_eq(b.ejections, 1);
+    reports_free(r);
+}
+END_TEST
+
+START_TEST(ejection_news_per_report)
+{
+    struct reports *r = reports_new();
+    struct seen s;
+    /* First report of dp1: a counter alone says nothing new (when was it?),
+     * the flag does. */
+    set_br(0, "a", 0, 0, 0, LB__V1__BREAKER_STATE__BREAKER_CLOSED);
+    br[0].ejections = 4;
+    set_br(1, "b", 0, 0, 0, LB__V1__BREAKER_STATE__BREAKER_CLOSED);
+    br[1].ejected = true;
+    br[1].ejections = 1;
+    Lb__V1__Report r1 = report("dp1", 1, 2);
+    reports_add(r, &r1, 1000, NULL);
+    ck_assert_uint_eq(ejected_now(r, "dp1", &s), 1);
+    ck_assert_str_eq(s.ids[0], "b");
+    ck_assert_str_eq(s.nodes[0], "dp1");
+    ck_assert_uint_eq(ejected_now(r, "dp2", &s), 0); /* unknown node */
+
+    /* Next report: a's counter rose (ejected and back between two reports),
+     * b still ejected; both are news to hand over. */
+    br[0].ejections = 5;
+    reports_add(r, &r1, 2000, NULL);
+    ck_assert_uint_eq(ejected_now(r, "dp1", &s), 2);
+    ck_assert_str_eq(s.ids[0], "a");
+    ck_assert_str_eq(s.ids[1], "b");
+
+    /* Nothing changed and nothing ejected: no news. */
+    br[1].ejected = false;
+    reports_add(r, &r1, 3000, NULL);
+    ck_assert_uint_eq(ejected_now(r, "dp1", &s), 0);
+
+    /* Restarted: its counters start from zero, so any ejection is news. */
+    br[0].ejections = 1;
+    br[1].ejections = 0;
+    Lb__V1__Report again = report("dp1", 2, 2);
+    reports_add(r, &again, 4000, NULL);
+    ck_assert_uint_eq(ejected_now(r, "dp1", &s), 1);
+    ck_assert_str_eq(s.ids[0], "a");
+    reports_free(r);
+}
+END_TEST
+
 static Suite *reports_suite(void)
 {
     Suite *s = suite_create("reports");
@@ -231,6 +329,8 @@ static Suite *reports_suite(void)
     tcase_add_test(tc, breaker_worst_over_fresh_dataplanes);
     tcase_add_test(tc, windows_are_deltas_since_mark);
     tcase_add_test(tc, silent_dataplanes_forgotten);
+    tcase_add_test(tc, ejection_fields_summed);
+    tcase_add_test(tc, ejection_news_per_report);
     suite_add_tcase(s, tc);
     return s;
 }

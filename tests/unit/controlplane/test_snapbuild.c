@@ -301,6 +301,52 @@ START_TEST(retries_off)
 }
 END_TEST
 
+/* Defaults travel as zero (and no ejection section), so that a data plane
+ * older than these fields sees what it saw before. */
+START_TEST(limits_and_ejection_mapped)
+{
+    struct config *cfg = parse("frontends:\n  - port: 8080\n"
+                               "backends:\n"
+                               "  - {url: \"http://10.1.2.3:9001\", maxConnections: 64, "
+                               "maxQueue: 10}\n"
+                               "  - url: \"http://10.1.2.3:9002\"\n"
+                               "timeouts: {queue: 750ms}\n"
+                               "ejection: {probeInterval: 200ms, maxProbeInterval: 5s}\n");
+    Lb__V1__Snapshot *s = build(cfg);
+    ck_assert_uint_eq(s->backends[0]->max_connections, 64);
+    ck_assert_uint_eq(s->backends[0]->max_queue, 10);
+    ck_assert_uint_eq(s->backends[1]->max_connections, 0);
+    ck_assert_uint_eq(s->backends[1]->max_queue, 0);
+    ck_assert_uint_eq(s->timeouts->queue_ms, 750);
+    ck_assert_ptr_nonnull(s->ejection);
+    ck_assert(!s->ejection->disabled);
+    ck_assert_uint_eq(s->ejection->probe_base_ms, 200);
+    ck_assert_uint_eq(s->ejection->probe_max_ms, 5000);
+    snapbuild_free(s);
+    config_free(cfg);
+
+    cfg = parse("frontends:\n  - port: 8080\n"
+                "backends:\n  - url: \"http://10.1.2.3:9001\"\n");
+    s = build(cfg);
+    ck_assert_uint_eq(s->backends[0]->max_queue, 0);
+    ck_assert_uint_eq(s->timeouts->queue_ms, 0);
+    ck_assert_ptr_null(s->ejection);
+    snapbuild_free(s);
+    config_free(cfg);
+
+    cfg = parse("frontends:\n  - port: 8080\n"
+                "backends:\n  - url: \"http://10.1.2.3:9001\"\n"
+                "ejection: {enabled: false}\n");
+    s = build(cfg);
+    ck_assert_ptr_nonnull(s->ejection);
+    ck_assert(s->ejection->disabled);
+    ck_assert_uint_eq(s->ejection->probe_base_ms, 0);
+    ck_assert_uint_eq(s->ejection->probe_max_ms, 0);
+    snapbuild_free(s);
+    config_free(cfg);
+}
+END_TEST
+
 START_TEST(unresolvable_host)
 {
     struct config *cfg = parse("frontends:\n  - port: 8080\n"
@@ -456,6 +502,7 @@ static Suite *snapbuild_suite(void)
     tcase_add_test(tc, encode_decode_round_trip);
     tcase_add_test(tc, seed_defaults);
     tcase_add_test(tc, retries_off);
+    tcase_add_test(tc, limits_and_ejection_mapped);
     tcase_add_test(tc, tls_keys_mapped);
     tcase_add_test(tc, tls_defaults_mapped);
     tcase_add_test(tc, backend_tls_mapped);
