@@ -27,8 +27,8 @@
 #define BURST_CONNS   5000 /* new client connections at once */
 /* max_connections of the cold-burst backend: below its accept queue
  * (backlog 16). At exactly 16 a few hundred overflows were still seen in a
- * 5,000 burst: lb counts a connection gone when it closes it, a moment before
- * the backend's kernel has let go of it. */
+ * 5,000 burst (lb's count and the kernel's queue do not move at the same
+ * instant); at 12 none. */
 #define BURST_LIMIT 12
 
 /* Milliseconds <ms> scaled like every wait (LB_TEST_TIMEOUT_MS / 10 s, at
