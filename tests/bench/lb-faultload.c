@@ -52,7 +52,7 @@
 #define REQ_MAX        512
 #define HEAD_MAX       8192
 #define HIST_STEP_US   100
-#define HIST_BUCKETS   100000 /* 100 us steps up to 10 s; slower ones go to the last */
+#define HIST_BUCKETS   600000 /* 100 us steps up to 60 s; slower ones go to the last */
 #define FAILED_IDS_MAX 1000
 #define RECONNECT_US   10000
 #define STATUS_MAX     600
