@@ -53,7 +53,6 @@ enum outcome {
 };
 
 #define LINGER_SECONDS     2.0
-#define MAX_TRIES          6
 #define RETRY_BUDGET_WAITS 3 /* backoffs a retry waits for room in the budget */
 
 /* How one message body moves from a buffer to the other side. */
@@ -138,6 +137,7 @@ struct conn {
     char path[256];
     char req_id[40];
     int reject;     /* enum metrics_reject of an answer of ours, or -1 */
+    char why[96];   /* why we answered or aborted it ourselves, for the access log */
     uint8_t rl_len; /* RateLimit header lines for the response, in <rl_hdr> */
     char rl_hdr[LIMITER_HEADERS_MAX];
 
@@ -145,8 +145,8 @@ struct conn {
     struct upstream *up;
     int be_index;
     uint8_t tries;
-    int32_t tried[MAX_TRIES]; /* backend indexes of the attempts */
-    uint8_t bdec;             /* enum breaker_decision of the attempt in progress */
+    int32_t tried[RETRY_MAX_TRIES]; /* backend indexes of the attempts */
+    uint8_t bdec;                   /* enum breaker_decision of the attempt in progress */
     bool bdec_valid;
     bool in_retry;        /* the attempt in progress holds a retry budget slot */
     bool retry_wait;      /* waiting the backoff before the next attempt */
@@ -553,6 +553,8 @@ static void conn_log_request(struct conn *c, const char *backend)
     lb_logbuf_double(w->log, "duration_ms", dur * 1000.0, 3);
     lb_logbuf_cstr(w->log, "backend", backend ? backend : (be ? be->id : NULL));
     lb_logbuf_cstr(w->log, "request_id", c->req_id[0] ? c->req_id : NULL);
+    if (c->why[0] != '\0')
+        lb_logbuf_cstr(w->log, "error", c->why);
     lb_logbuf_end(w->log);
 }
 
@@ -635,6 +637,7 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
 {
     struct worker *w = c->w;
     struct backend_rt *be = c->up ? c->up->be : NULL;
+    snprintf(c->why, sizeof(c->why), "%s", why);
     if (c->resp_head_done) {
         /* the response has begun: all that is left to say is a close */
         lb_log(LB_LOG_WARN, "request_aborted", "%s %s from %s: %s", c->method, c->path, c->peer_ip,
@@ -688,6 +691,7 @@ static void conn_answer_local(struct conn *c, unsigned status, const char *extra
 {
     struct worker *w = c->w;
     bool keep = c->keepalive && c->req.done && !c->closing && !w->draining;
+    snprintf(c->why, sizeof(c->why), "%s", why);
     c->status = (uint16_t)status;
     c->reject = reject_of(status);
     if (c->out == NULL)
@@ -987,12 +991,30 @@ static void conn_eject(struct conn *c, struct backend_rt *be, const char *why)
                be->host_port, why, eject_backoff_ms(&be->sh->eject));
 }
 
-/* Whether a request may still go to another backend: one is eligible and
- * the request has attempts left. */
+/* What the retry rule (retry_decide) says about the request after failure
+ * <f>. */
+static enum retry_action conn_retry_action(const struct conn *c, enum retry_failure f)
+{
+    const struct snap *s = c->view->snap;
+    const struct upstream *u = c->up;
+    struct retry_state st = {
+        .method = c->meth,
+        .body_complete = c->req.done,
+        .body_sent = c->body_sent > 0,
+        .head_kept = c->uphead != NULL,
+        .answer_started =
+            c->resp_head_done || (f == RETRY_FAIL_POOLED && u != NULL && u->got_bytes),
+        .seen_retries = s->retry_5xx,
+        .draining = c->w->draining,
+        .tries = c->tries,
+        .max_retries = s->max_retries,
+    };
+    return retry_decide(f, &st);
+}
+
+/* Whether another backend is there to take the request. */
 static bool conn_has_elsewhere(struct conn *c)
 {
-    if (c->tries >= MAX_TRIES || c->w->draining)
-        return false;
     for (uint32_t k = 0; k < c->view->bal.n; k++) {
         if (backend_ok(c, k))
             return true;
@@ -1004,7 +1026,8 @@ static bool conn_has_elsewhere(struct conn *c)
  * still counted, no upstream is attached). Nothing reached a backend, so the
  * request, whatever its method, goes to another backend at once: no backoff,
  * no retry budget. <eject>: a TCP failure, the backend leaves rotation (a
- * failed TLS handshake leaves it in). With nowhere else to go: 503. */
+ * failed TLS handshake leaves it in). With nowhere else to go: 503 (502
+ * after a failed handshake). */
 static void conn_connect_failed(struct conn *c, struct backend_rt *be, const char *why, bool eject)
 {
     struct worker *w = c->w;
@@ -1014,8 +1037,13 @@ static void conn_connect_failed(struct conn *c, struct backend_rt *be, const cha
     conn_attempt_end(c, be, OUT_FAIL);
     if (eject)
         conn_eject(c, be, why);
-    if (!conn_has_elsewhere(c)) {
-        conn_answer_error(c, 503, "no backend could be reached");
+    if (conn_retry_action(c, RETRY_FAIL_CONNECT) != RETRY_NOW || !conn_has_elsewhere(c)) {
+        /* unreachable backends are unavailable; one that failed its TLS
+         * handshake answered, wrongly: a bad gateway */
+        if (eject)
+            conn_answer_error(c, 503, "no backend could be reached");
+        else
+            conn_answer_error(c, 502, why);
         return;
     }
     METRIC_ADD(w->metrics.be[be->stat_slot]->retries[METRICS_RETRY_CONNECT], 1);
@@ -1079,7 +1107,7 @@ static void conn_attach_upstream(struct conn *c)
     uint64_t now_ms = conn_now_ms(c);
     bool full = false;
     for (;;) {
-        int k = c->tries < MAX_TRIES ? balancer_pick_at(&v->bal, now_ms, backend_ok, c) : -1;
+        int k = c->tries < RETRY_MAX_TRIES ? balancer_pick_at(&v->bal, now_ms, backend_ok, c) : -1;
         if (k < 0) {
             if (full)
                 conn_answer_busy(c, "every backend that could take it has a full queue");
@@ -1145,7 +1173,7 @@ void conn_on_grant(struct connq_waiter *cw)
         be->active++;
         be->bal.active++;
         conn_attempt_end(c, be, OUT_ABANDON);
-        if (conn_has_elsewhere(c))
+        if (c->tries < RETRY_MAX_TRIES && conn_has_elsewhere(c))
             conn_attach_upstream(c);
         else
             conn_answer_error(c, 503, "its backend left rotation while it waited");
@@ -1159,21 +1187,18 @@ void conn_on_grant(struct connq_waiter *cw)
 
 /* ---- retries -------------------------------------------------------------- */
 
-/* Whether another attempt may follow a failed one that may have reached its
- * backend (a reset, a timeout, a 502/503/504). Nothing of a request's body
- * may have left (it is not kept), and the backend may have acted, so only
- * idempotent methods go again. Connect failures never come here
+/* Whether a retry after a backoff may follow a failed attempt that may have
+ * reached its backend (a reset, a timeout, a 502/503/504) or found no local
+ * resources (<reason> METRICS_RETRY_CONNECT): retry_decide() says so and
+ * another backend is there. Connect failures never come here
  * (conn_connect_failed). */
 static bool conn_may_retry(struct conn *c, int reason)
 {
-    const struct snap *s = c->view->snap;
-    if (c->tries > s->max_retries || c->tries >= MAX_TRIES || c->body_sent > 0 ||
-        c->uphead == NULL || c->resp_head_done || c->w->draining)
-        return false;
-    if (reason != METRICS_RETRY_CONNECT &&
-        (!s->retry_5xx || !retry_is_idempotent(c->meth) || !c->req.done))
-        return false;
-    return conn_has_elsewhere(c);
+    enum retry_failure f = reason == METRICS_RETRY_5XX       ? RETRY_FAIL_5XX
+                           : reason == METRICS_RETRY_TIMEOUT ? RETRY_FAIL_TIMEOUT
+                           : reason == METRICS_RETRY_RESET   ? RETRY_FAIL_RESET
+                                                             : RETRY_FAIL_LOCAL;
+    return conn_retry_action(c, f) == RETRY_BACKOFF && conn_has_elsewhere(c);
 }
 
 /* After a failed attempt on <failed> (already detached): schedules another
@@ -1210,7 +1235,8 @@ static void conn_backoff_over(struct conn *c)
     if (!c->in_retry) {
         c->in_retry = retry_budget_try(&c->w->dp->budget);
         if (!c->in_retry) {
-            if (++c->budget_waits < RETRY_BUDGET_WAITS && conn_has_elsewhere(c)) {
+            if (++c->budget_waits < RETRY_BUDGET_WAITS && !c->w->draining &&
+                conn_has_elsewhere(c)) {
                 c->retry_wait = true;
                 c->backoff_s = c->view->snap->backoff_cap_ms / 1000.0;
                 c->tphase = TP_NONE;
@@ -1254,6 +1280,7 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
 {
     c->meth = m->meth;
     c->minor = m->minor;
+    c->why[0] = '\0';
     c->keepalive = (m->flags & HTTP1_MF_KEEP_ALIVE) && !c->closing && !c->w->draining;
     slice_copy(c->method, sizeof(c->method), m->method);
     slice_copy(c->path, sizeof(c->path), m->target);
@@ -1758,8 +1785,7 @@ static void conn_upstream_failed(struct conn *c, const char *why)
     struct backend_rt *be = u->be;
     /* a TLS handshake that failed sent nothing of the request: like a connect */
     bool connected = u->connected && (!u->tls || u->tls_done);
-    bool replayable = !u->got_bytes && c->body_sent == 0 && c->uphead != NULL;
-    if (u->reused && replayable) {
+    if (u->reused && conn_retry_action(c, RETRY_FAIL_POOLED) == RETRY_REPLAY) {
         /* the backend closed an idle pooled connection as we used it: the
          * same attempt goes on over a fresh connection (in the same slot of
          * the backend's count) with the same bytes */

@@ -97,6 +97,29 @@ uint64_t retry_budget_exhausted(struct retry_budget *b)
     return atomic_load_explicit(&b->exhausted, RELAXED);
 }
 
+enum retry_action retry_decide(enum retry_failure f, const struct retry_state *st)
+{
+    bool resendable = st->head_kept && !st->body_sent && !st->answer_started;
+    if (f == RETRY_FAIL_POOLED) {
+        if (resendable)
+            return RETRY_REPLAY; /* the same attempt goes on */
+        f = RETRY_FAIL_RESET;
+    }
+    if (st->tries >= RETRY_MAX_TRIES || st->draining || !resendable)
+        return RETRY_NONE;
+    switch (f) {
+    case RETRY_FAIL_CONNECT:
+        return RETRY_NOW;
+    case RETRY_FAIL_LOCAL:
+        return st->tries <= st->max_retries ? RETRY_BACKOFF : RETRY_NONE;
+    default:
+        if (!st->seen_retries || !retry_is_idempotent(st->method) || !st->body_complete ||
+            st->tries > st->max_retries)
+            return RETRY_NONE;
+        return RETRY_BACKOFF;
+    }
+}
+
 bool retry_is_idempotent(uint8_t method)
 {
     switch (method) {

@@ -14,6 +14,49 @@
 #define RETRY_BACKOFF_CAP_MS  250
 #define RETRY_BUDGET_MIN      3  /* retries in flight always allowed */
 #define RETRY_BUDGET_PERCENT  20 /* of the active requests */
+#define RETRY_MAX_TRIES       6  /* attempts per request, the first one included */
+
+/* How an attempt failed. */
+enum retry_failure {
+    RETRY_FAIL_CONNECT = 0, /* the connect or the TLS handshake failed: nothing was sent */
+    RETRY_FAIL_POOLED,      /* a reused keep-alive connection closed before any answer */
+    RETRY_FAIL_LOCAL,       /* no connection for want of local descriptors, memory, ports */
+    RETRY_FAIL_RESET,       /* closed or reset before the response head: maybe seen */
+    RETRY_FAIL_TIMEOUT,     /* no response head in time: maybe seen */
+    RETRY_FAIL_5XX,         /* answered 502, 503 or 504 */
+};
+
+/* What to do about it. */
+enum retry_action {
+    RETRY_NONE = 0, /* answer with the error at hand */
+    RETRY_NOW,      /* another backend at once, outside the budget: it never reached one */
+    RETRY_REPLAY,   /* the same backend over a fresh connection, the same bytes */
+    RETRY_BACKOFF,  /* another backend after a backoff, within the budget */
+};
+
+/* What the decision needs to know of the request. */
+struct retry_state {
+    uint8_t method;       /* enum http1_method */
+    bool body_complete;   /* the whole request body is in hand (none, or read to its end) */
+    bool body_sent;       /* body bytes went to a backend (they are not kept) */
+    bool head_kept;       /* the rewritten head is there to send again */
+    bool answer_started;  /* response bytes went to the client (for RETRY_FAIL_POOLED:
+                           * came back at all) */
+    bool seen_retries;    /* policy: retries of requests a backend may have seen are on */
+    bool draining;        /* the data plane is shutting down */
+    uint32_t tries;       /* attempts so far, the failed one included */
+    uint32_t max_retries; /* retries of requests a backend may have seen */
+};
+
+/* The retry rule, in one place: a request that never reached a backend
+ * (connect failed) goes elsewhere at once, whatever its method; a pooled
+ * connection closed under it is replayed on a fresh one when nothing came back
+ * and no body byte left; one a backend may have seen goes again only when it
+ * is idempotent, its body is complete and was not streamed, within
+ * <max_retries>; nothing goes again once RETRY_MAX_TRIES attempts were made or
+ * the data plane is draining. Whether another backend is there to take it is
+ * the caller's check. Pure; any thread. */
+enum retry_action retry_decide(enum retry_failure f, const struct retry_state *st);
 
 /* The delay before retry number <attempt> (1 for the first retry; 0 counts as
  * 1): uniform in [0, min(<cap_ms>, <base_ms> * 2^(attempt-1))] ("full jitter").

@@ -108,7 +108,7 @@ START_TEST(dead_backend_costs_nothing)
     struct e2e_opts o = {
         .backends = 3, .workers = c->workers, .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN};
     struct e2e *t = e2e_start_opts(&o);
-    char clients[16], seconds[16], pid[16], at[16], timeout[16];
+    char clients[16], seconds[16], pid[16], at[16], timeout[24];
     snprintf(clients, sizeof clients, "%u", c->clients);
     snprintf(seconds, sizeof seconds, "%u", LOAD_SECONDS);
     snprintf(pid, sizeof pid, "%d", (int)e2e_backend_pid(t, 1));
@@ -209,7 +209,7 @@ START_TEST(post_is_never_sent_twice)
                          .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
                          .backend_log = true};
     struct e2e *t = e2e_start_opts(&o);
-    char ids[256], seconds[16], pid[16], at[16], timeout[16];
+    char ids[256], seconds[16], pid[16], at[16], timeout[24];
     e2e_path(t, "ids", ids, sizeof ids);
     snprintf(seconds, sizeof seconds, "%u", LOAD_SECONDS);
     snprintf(pid, sizeof pid, "%d", (int)e2e_backend_pid(t, 1));
@@ -379,7 +379,7 @@ static long burst_once(uint32_t max_connections, struct load *l)
                          .backend_args = bargs};
     struct e2e *t = e2e_start_opts(&o);
     ck_assert_ptr_nonnull(e2e_get(t, "/"));
-    char clients[16], timeout[16];
+    char clients[24], timeout[24];
     snprintf(clients, sizeof clients, "%u", BURST_CONNS);
     snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)scaled_ms(6000));
     long before = listen_overflows();

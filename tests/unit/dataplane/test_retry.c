@@ -180,6 +180,96 @@ START_TEST(budget_custom_parameters)
 }
 END_TEST
 
+/* A GET with no body, after its first attempt, with retries on. */
+static struct retry_state fresh_get(void)
+{
+    struct retry_state st = {.method = HTTP1_M_GET,
+                             .body_complete = true,
+                             .head_kept = true,
+                             .seen_retries = true,
+                             .tries = 1,
+                             .max_retries = 2};
+    return st;
+}
+
+START_TEST(decide_connect_failure_goes_elsewhere_now)
+{
+    struct retry_state st = fresh_get();
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_CONNECT, &st), RETRY_NOW);
+    /* any method, a body not yet read to its end, retries of seen requests
+     * off, past max_retries: it never reached a backend */
+    st.method = HTTP1_M_POST;
+    st.body_complete = false;
+    st.seen_retries = false;
+    st.tries = 5;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_CONNECT, &st), RETRY_NOW);
+    st.tries = RETRY_MAX_TRIES;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_CONNECT, &st), RETRY_NONE);
+    st = fresh_get();
+    st.draining = true;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_CONNECT, &st), RETRY_NONE);
+}
+END_TEST
+
+START_TEST(decide_pooled_close_replays_when_nothing_came_back)
+{
+    struct retry_state st = fresh_get();
+    st.method = HTTP1_M_POST; /* nothing left lb but the head: safe for any method */
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_POOLED, &st), RETRY_REPLAY);
+    st.answer_started = true; /* bytes came back: the backend saw it */
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_POOLED, &st), RETRY_NONE);
+    st = fresh_get();
+    st.answer_started = true; /* ... and an idempotent one is a reset retry */
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_POOLED, &st), RETRY_NONE);
+    st = fresh_get();
+    st.body_sent = true;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_POOLED, &st), RETRY_NONE);
+}
+END_TEST
+
+START_TEST(decide_maybe_seen_only_idempotent_within_max)
+{
+    static const enum retry_failure seen[] = {RETRY_FAIL_RESET, RETRY_FAIL_TIMEOUT, RETRY_FAIL_5XX};
+    for (unsigned k = 0; k < 3; k++) {
+        struct retry_state st = fresh_get();
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_BACKOFF);
+        st.tries = 2;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_BACKOFF);
+        st.tries = 3; /* two retries done */
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st = fresh_get();
+        st.method = HTTP1_M_POST;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st.method = HTTP1_M_PUT;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_BACKOFF);
+        st.body_complete = false; /* a streamed body is not kept */
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st = fresh_get();
+        st.body_sent = true;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st = fresh_get();
+        st.answer_started = true;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st = fresh_get();
+        st.head_kept = false;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+        st = fresh_get();
+        st.seen_retries = false;
+        ck_assert_int_eq(retry_decide(seen[k], &st), RETRY_NONE);
+    }
+}
+END_TEST
+
+START_TEST(decide_local_shortage_backs_off_any_method)
+{
+    struct retry_state st = fresh_get();
+    st.method = HTTP1_M_POST;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_LOCAL, &st), RETRY_BACKOFF);
+    st.tries = 3;
+    ck_assert_int_eq(retry_decide(RETRY_FAIL_LOCAL, &st), RETRY_NONE);
+}
+END_TEST
+
 START_TEST(idempotent_methods_per_rfc9110)
 {
     ck_assert(retry_is_idempotent(HTTP1_M_GET));
@@ -213,6 +303,10 @@ Suite *retry_suite(void)
     suite_add_tcase(s, bu);
     TCase *id = tcase_create("idempotency");
     tcase_add_test(id, idempotent_methods_per_rfc9110);
+    tcase_add_test(id, decide_connect_failure_goes_elsewhere_now);
+    tcase_add_test(id, decide_pooled_close_replays_when_nothing_came_back);
+    tcase_add_test(id, decide_maybe_seen_only_idempotent_within_max);
+    tcase_add_test(id, decide_local_shortage_backs_off_any_method);
     suite_add_tcase(s, id);
     return s;
 }
