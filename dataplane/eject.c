@@ -53,8 +53,10 @@ bool eject_probe_done(struct eject *e, const struct eject_config *c, bool ok, ui
     if (ok) {
         bool expected = true;
         returned = atomic_compare_exchange_strong(&e->out, &expected, false);
-        if (returned)
+        if (returned) {
             STORE(e->back_at_ms, now_ms);
+            atomic_fetch_add(&e->probed_back, 1);
+        }
     } else {
         uint32_t b = LOAD(e->backoff_ms);
         b = b >= max_of(c) / 2 ? max_of(c) : (b ? b * 2 : base_of(c));
@@ -71,6 +73,7 @@ bool eject_hand_over(struct eject *e, uint64_t now_ms)
     if (!atomic_compare_exchange_strong(&e->out, &expected, false))
         return false;
     STORE(e->back_at_ms, now_ms);
+    atomic_fetch_add(&e->handed_over, 1);
     return true;
 }
 

@@ -46,6 +46,8 @@ struct eject {
     _Atomic uint64_t probe_at_ms; /* while out: when the next probe is due */
     _Atomic uint64_t back_at_ms;  /* when it last came back */
     _Atomic uint64_t ejections;   /* times ejected */
+    _Atomic uint64_t probed_back; /* times returned by a probe */
+    _Atomic uint64_t handed_over; /* times ended by a snapshot saying down */
 };
 
 /* True while the backend is out of rotation. Hot path: one relaxed load. */

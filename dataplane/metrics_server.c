@@ -93,7 +93,8 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
         bool found;
         int state;
         struct breaker_counters bc;
-        uint64_t v[7]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us */
+        uint64_t v[9]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us,
+                        * probed back, handed over */
     } *rows = calloc(snap->n_backends ? snap->n_backends : 1, sizeof(*rows));
     if (rows == NULL) {
         p->oom = true;
@@ -114,6 +115,8 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
         rows[i].v[4] = atomic_load(&sh->q.timeouts);
         rows[i].v[5] = atomic_load(&sh->q.waited);
         rows[i].v[6] = atomic_load(&sh->q.wait_us);
+        rows[i].v[7] = atomic_load(&sh->eject.probed_back);
+        rows[i].v[8] = atomic_load(&sh->eject.handed_over);
         bshared_registry_release(dp->backends, sh);
     }
     static const struct {
@@ -136,6 +139,17 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
             if (rows[i].found)
                 lb_prom_u64(p, fam[f].name, &l, 1, rows[i].v[f]);
         }
+    }
+    lb_prom_family(p, "lb_backend_ejection_ends_total", "counter",
+                   "Ejections ended: by a probe that connected, or handed over to the health "
+                   "checks (a snapshot marked the backend down).");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        if (!rows[i].found)
+            continue;
+        struct lb_prom_label l[2] = {{"backend", snap->backends[i].id}, {"how", "probe"}};
+        lb_prom_u64(p, "lb_backend_ejection_ends_total", l, 2, rows[i].v[7]);
+        l[1].value = "health";
+        lb_prom_u64(p, "lb_backend_ejection_ends_total", l, 2, rows[i].v[8]);
     }
     lb_prom_family(p, "lb_backend_queue_wait_seconds", "summary",
                    "Time requests spent in the backend's queue before they got a connection.");

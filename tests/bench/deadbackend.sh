@@ -21,7 +21,7 @@
 #    median p99 and the TcpExt ListenOverflows delta (host-wide counter).
 #
 # Environment: REPS (20), DURATION seconds (6), FAULT_AT_MS (DURATION/3),
-# CLIENTS ("4 16 64"), WORKERS ("1 2"), BURST (5000), BURST_LIMIT (16),
+# CLIENTS ("4 16 64"), WORKERS ("1 2"), BURST (5000), BURST_LIMIT (12),
 # BURST_REPS (5). Smoke check: REPS=1 DURATION=2 tests/bench/deadbackend.sh build
 # Everything listens on free 127.0.0.1 ports and is stopped by pid.
 set -euo pipefail
@@ -35,7 +35,7 @@ FAULT_AT_MS=${FAULT_AT_MS:-$((DURATION * 1000 / 3))}
 CLIENTS=${CLIENTS:-4 16 64}
 WORKERS=${WORKERS:-1 2}
 BURST=${BURST:-5000}
-BURST_LIMIT=${BURST_LIMIT:-16}
+BURST_LIMIT=${BURST_LIMIT:-12}
 BURST_REPS=${BURST_REPS:-5}
 
 for tool in protoc python3 curl; do

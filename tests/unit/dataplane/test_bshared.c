@@ -186,6 +186,7 @@ START_TEST(probe_backs_off_doubling_to_the_cap)
     ck_assert(eject_probe_claim(&e, 23000));
     ck_assert(eject_probe_done(&e, &ecfg, true, 23000));
     ck_assert(!eject_is_out(&e));
+    ck_assert_uint_eq(atomic_load(&e.probed_back), 1);
     ck_assert(!eject_probe_claim(&e, 99999)); /* in rotation: nothing to probe */
 }
 END_TEST
@@ -220,6 +221,7 @@ START_TEST(controlled_waits_for_the_hand_over)
     ck_assert(eject_hand_over(&e, 1200));
     ck_assert(!eject_is_out(&e));
     ck_assert(!eject_hand_over(&e, 1300)); /* once */
+    ck_assert_uint_eq(atomic_load(&e.handed_over), 1);
     /* and when the control plane is unreachable, the probe after the cap */
     eject_on_connect_failure(&e, &cc, 20000);
     ck_assert(eject_probe_claim(&e, 28000));
