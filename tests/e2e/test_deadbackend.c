@@ -478,6 +478,71 @@ START_TEST(queue_timeout_is_a_counted_503)
 }
 END_TEST
 
+/* Two backends with one connection each and room to queue: requests wait
+ * on both. When b0 dies, its request in flight is retried and its queue
+ * drains to b1 (the first waiter's connect is refused, which ejects b0 and
+ * sends the others elsewhere): every request gets 200, none waits out the
+ * queue timeout, and b0's ejection is counted once. */
+START_TEST(queue_drains_elsewhere_when_its_backend_dies)
+{
+    struct limit lim = {.max_connections = 1, .queue_ms = (uint32_t)scaled_ms(8000)};
+    struct e2e_opts o = {.backends = 2,
+                         .workers = 2,
+                         .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
+                         .tweak = limit_tweak,
+                         .tweak_arg = &lim};
+    struct e2e *t = e2e_start_opts(&o);
+    struct e2e_conn *c[QUEUE_CLIENTS];
+    static const char req[] = "GET /slow/300 HTTP/1.1\r\nHost: lb\r\n\r\n";
+    for (unsigned i = 0; i < QUEUE_CLIENTS; i++) {
+        c[i] = e2e_connect(e2e_lb_port(t));
+        ck_assert_ptr_nonnull(c[i]);
+        ck_assert_int_eq(e2e_conn_send(c[i], req, sizeof req - 1), 0);
+    }
+    /* wait until b0 has a request queued, then kill it */
+    double queued = 0;
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (e2e_now_ms() < deadline) {
+        char *m = e2e_scrape(t);
+        queued = m ? e2e_metric(m, "lb_backend_queue_length", "backend=\"b0\"") : NAN;
+        free(m);
+        if (queued >= 1)
+            break;
+        e2e_sleep_ms(5);
+    }
+    ck_assert_msg(queued >= 1, "nothing queued for b0 (%.0f)", queued);
+    uint64_t killed = e2e_now_ms();
+    e2e_kill_backend(t, 0);
+    unsigned n200 = 0, other = 0;
+    for (unsigned i = 0; i < QUEUE_CLIENTS; i++) {
+        struct e2e_resp r;
+        if (e2e_conn_read(c[i], &r, false) != 0) {
+            other++;
+        } else {
+            n200 += r.status == 200;
+            other += r.status != 200;
+            e2e_resp_free(&r);
+        }
+        e2e_conn_close(c[i]);
+    }
+    uint64_t took = e2e_now_ms() - killed;
+    char *m = e2e_scrape(t);
+    ck_assert_ptr_nonnull(m);
+    double ejections = e2e_metric(m, "lb_backend_ejections_total", "backend=\"b0\"");
+    double timeouts = e2e_metric(m, "lb_backend_queue_timeouts_total", NULL);
+    free(m);
+    fprintf(stderr,
+            "deadbackend: queue drain (max_connections 1 each, %u concurrent /slow/300, b0 "
+            "killed with %.0f queued): 200 %u, other %u, all answered %llu ms after the kill; "
+            "b0 ejections %.0f, queue timeouts %.0f\n",
+            QUEUE_CLIENTS, queued, n200, other, (unsigned long long)took, ejections, timeouts);
+    ck_assert_uint_eq(n200, QUEUE_CLIENTS);
+    ck_assert_msg(ejections == 1, "b0 ejected %.0f times", ejections);
+    ck_assert_msg(timeouts == 0, "%.0f queue timeouts", timeouts);
+    e2e_stop(t);
+}
+END_TEST
+
 /* ---- (f) ejection, visible and undone --------------------------------------------- */
 
 #define PROBE_BASE_MS 200
@@ -572,6 +637,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = e2e_tcase("queue");
     tcase_add_test(tc, queue_timeout_is_a_counted_503);
+    tcase_add_test(tc, queue_drains_elsewhere_when_its_backend_dies);
     suite_add_tcase(s, tc);
     tc = e2e_tcase("ejection");
     tcase_add_test(tc, ejection_is_shared_and_probed_back);
