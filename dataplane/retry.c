@@ -32,6 +32,7 @@ void retry_budget_init(struct retry_budget *b, uint32_t min, uint32_t percent, u
     atomic_init(&b->percent, 0);
     atomic_init(&b->retries, 0);
     atomic_init(&b->exhausted, 0);
+    b->exclusive = n_slots <= RETRY_BUDGET_SLOTS;
     b->n_slots = n_slots == 0 ? 1 : n_slots > RETRY_BUDGET_SLOTS ? RETRY_BUDGET_SLOTS : n_slots;
     for (uint32_t i = 0; i < RETRY_BUDGET_SLOTS; i++)
         atomic_init(&b->slot[i].active, 0);
@@ -46,13 +47,22 @@ void retry_budget_configure(struct retry_budget *b, uint32_t min, uint32_t perce
 
 void retry_budget_request_started(struct retry_budget *b, uint32_t slot)
 {
-    atomic_fetch_add_explicit(&b->slot[slot % b->n_slots].active, 1, RELAXED);
+    _Atomic uint32_t *a = &b->slot[slot % b->n_slots].active;
+    if (b->exclusive)
+        atomic_store_explicit(a, atomic_load_explicit(a, RELAXED) + 1, RELAXED);
+    else
+        atomic_fetch_add_explicit(a, 1, RELAXED);
 }
 
 void retry_budget_request_finished(struct retry_budget *b, uint32_t slot)
 {
     _Atomic uint32_t *a = &b->slot[slot % b->n_slots].active;
     uint32_t v = atomic_load_explicit(a, RELAXED);
+    if (b->exclusive) {
+        if (v > 0)
+            atomic_store_explicit(a, v - 1, RELAXED);
+        return;
+    }
     while (v > 0 && !atomic_compare_exchange_weak_explicit(a, &v, v - 1, RELAXED, RELAXED))
         ;
 }

@@ -68,7 +68,7 @@ uint32_t retry_backoff_ms(uint32_t attempt, uint32_t base_ms, uint32_t cap_ms, u
 /* The data plane's retry budget, shared by its workers: at most
  * max(<min>, <percent> % of the client requests in flight in the whole
  * process) retries in flight. Each worker counts its requests in a slot of
- * its own (its own cache line, so counting costs no contended atomic on the
+ * its own (its own cache line, one writer: no locked instruction on the
  * request path); retries are taken and given back with one atomic. It limits
  * retries of requests a backend may have seen (after a reset, a timeout or a
  * 502/503/504): a request whose connect failed never reached a backend and
@@ -86,6 +86,7 @@ struct retry_budget {
     _Atomic uint32_t retries;   /* retries in flight, all workers */
     _Atomic uint64_t exhausted; /* retries refused */
     uint32_t n_slots;
+    bool exclusive; /* one worker per slot: counting is a plain load and store */
     struct retry_budget_slot slot[RETRY_BUDGET_SLOTS];
 };
 
