@@ -1331,7 +1331,11 @@ void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
     out->requests = rb.requests;
     out->errors = rb.errors;
     out->effective_weight = weight_of(cp, cp->cfg, b);
-    out->ejected = rb.ejected;
+    /* ejected while a data plane says so, and after the hand-over for as long
+     * as the health checks keep the backend down */
+    struct health_status st;
+    out->ejected = rb.ejected || (cp->health != NULL &&
+                                  health_status_get(cp->health, b->id, &st) == LB_OK && st.ejected);
     out->ejected_by = rb.ejected_by;
     out->ejections = rb.ejections;
     out->connections = rb.connections;

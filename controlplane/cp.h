@@ -221,7 +221,8 @@ struct cp_backend_runtime {
     uint64_t requests;         /* sums over those data planes (cumulative counters) */
     uint64_t errors;           /* 5xx, connect failures and timeouts */
     uint32_t effective_weight; /* the weight published now (dynamic or configured) */
-    bool ejected;              /* a data plane that reported in the last 10 s has it ejected */
+    bool ejected;              /* a data plane that reported in the last 10 s has it ejected,
+                                * or it is down since an ejection (until checks pass) */
     uint32_t ejected_by;       /* how many of them */
     uint64_t ejections;        /* sums over those data planes: cumulative ejections, */
     uint64_t connections;      /* upstream connections now, */

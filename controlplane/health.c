@@ -39,6 +39,7 @@ struct hc {
     size_t req_len;
     bool tcp_only;
     bool disabled;
+    bool ejected; /* down because a data plane ejected it, until it is up again */
     struct health_fsm fsm;
     int64_t last_check_ms;
     char last_error[HEALTH_ERROR_MAX];
@@ -209,6 +210,8 @@ static void finish(struct hc *c, bool pass, const char *error)
     };
     r.changed = health_fsm_feed(&c->fsm, pass, h->s.rise, h->s.fall);
     r.state = c->fsm.state;
+    if (r.state == STORE_HEALTH_UP)
+        c->ejected = false;
     c->last_check_ms = r.now_unix_ms;
     snprintf(c->last_error, sizeof(c->last_error), "%s", r.error);
     if (pass)
@@ -723,6 +726,7 @@ bool health_mark_down(struct health *h, const char *id, const char *reason)
         return false;
     r.state = c->fsm.state;
     r.changed = true;
+    c->ejected = true;
     c->last_check_ms = r.now_unix_ms;
     snprintf(c->last_error, sizeof(c->last_error), "%s", r.error);
     count_change(h, r.old_state, r.state);
@@ -737,6 +741,7 @@ int health_status_get(const struct health *h, const char *id, struct health_stat
     if (c == NULL)
         return LB_ENOTFOUND;
     out->state = c->fsm.state;
+    out->ejected = c->ejected;
     out->last_check_unix_ms = c->last_check_ms;
     snprintf(out->last_error, sizeof(out->last_error), "%s", c->last_error);
     out->disabled = c->disabled;

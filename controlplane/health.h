@@ -97,6 +97,7 @@ struct health_status {
     int64_t last_check_unix_ms;        /* 0 = never checked */
     char last_error[HEALTH_ERROR_MAX]; /* "" when the last check passed or none ran */
     bool disabled;
+    bool ejected; /* down since a data plane ejected it (health_mark_down), until up again */
 };
 
 /* Counts over the targets of the last sync. */

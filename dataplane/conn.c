@@ -744,7 +744,7 @@ static bool backend_ok(void *ctx, uint32_t k)
     const struct snap_backend *b = &v->snap->backends[i];
     if (b->health == SNAP_HEALTH_DOWN && !v->panic)
         return false;
-    if (v->be[i]->sh != NULL && eject_is_out(&v->be[i]->sh->eject))
+    if (v->be[i]->sh != NULL && eject_blocks(&v->be[i]->sh->eject, v->snap->generation))
         return false;
     for (unsigned t = 0; t < c->tries; t++) {
         if (c->tried[t] == (int32_t)i)
@@ -764,7 +764,7 @@ static const char *no_backend_reason(struct conn *c)
         uint32_t i = v->cand[k];
         if (v->snap->backends[i].health == SNAP_HEALTH_DOWN && !v->panic)
             n_down++;
-        else if (v->be[i]->sh != NULL && eject_is_out(&v->be[i]->sh->eject))
+        else if (v->be[i]->sh != NULL && eject_blocks(&v->be[i]->sh->eject, v->snap->generation))
             n_out++;
         else if (v->be[i]->breaker != NULL && v->snap->breaker.enabled &&
                  !breaker_is_available(v->be[i]->breaker, &v->snap->breaker, conn_now_ms(c)))

@@ -20,6 +20,11 @@ bool eject_is_out(const struct eject *e)
     return atomic_load_explicit(&e->out, memory_order_relaxed);
 }
 
+bool eject_blocks(const struct eject *e, uint64_t view_gen)
+{
+    return eject_is_out(e) || view_gen < atomic_load_explicit(&e->hold_gen, memory_order_relaxed);
+}
+
 bool eject_on_connect_failure(struct eject *e, const struct eject_config *c, uint64_t now_ms)
 {
     if (!c->enabled || eject_is_out(e))
@@ -67,9 +72,15 @@ bool eject_probe_done(struct eject *e, const struct eject_config *c, bool ok, ui
     return returned;
 }
 
-bool eject_hand_over(struct eject *e, uint64_t now_ms)
+bool eject_hand_over(struct eject *e, uint64_t gen, uint64_t now_ms)
 {
     bool expected = true;
+    if (!eject_is_out(e))
+        return false;
+    /* first the hold, then the end: no moment where an older view sees it in */
+    uint64_t held = LOAD(e->hold_gen);
+    while (held < gen && !atomic_compare_exchange_weak(&e->hold_gen, &held, gen))
+        ;
     if (!atomic_compare_exchange_strong(&e->out, &expected, false))
         return false;
     STORE(e->back_at_ms, now_ms);

@@ -48,10 +48,17 @@ struct eject {
     _Atomic uint64_t ejections;   /* times ejected */
     _Atomic uint64_t probed_back; /* times returned by a probe */
     _Atomic uint64_t handed_over; /* times ended by a snapshot saying down */
+    _Atomic uint64_t hold_gen;    /* views older than this generation still see it out */
 };
 
 /* True while the backend is out of rotation. Hot path: one relaxed load. */
 bool eject_is_out(const struct eject *e);
+
+/* True when a worker whose view is of snapshot generation <view_gen> must
+ * not send it requests: out of rotation, or handed over by a snapshot newer
+ * than the view (that worker has not adopted the down state yet, and would
+ * otherwise send it a request and eject it again). Hot path. */
+bool eject_blocks(const struct eject *e, uint64_t view_gen);
 
 /* A connect to the backend failed at <now_ms> (refused, reset, timed out:
  * not a local shortage). Returns true when this call ejected it (the caller
@@ -67,9 +74,9 @@ bool eject_probe_claim(struct eject *e, uint64_t now_ms);
  * due after twice the back-off (capped). */
 bool eject_probe_done(struct eject *e, const struct eject_config *c, bool ok, uint64_t now_ms);
 
-/* A snapshot says the backend is down: health checks take it over. Returns
- * true when this call ended an ejection. */
-bool eject_hand_over(struct eject *e, uint64_t now_ms);
+/* Snapshot generation <gen> says the backend is down: health checks take it
+ * over. Returns true when this call ended an ejection. */
+bool eject_hand_over(struct eject *e, uint64_t gen, uint64_t now_ms);
 
 /* The back-off before the next probe, in ms (for logs and tests). */
 uint32_t eject_backoff_ms(const struct eject *e);

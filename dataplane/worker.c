@@ -513,7 +513,8 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         b->max_conns = sb->max_connections;
         b->max_queue = sb->max_queue;
         if (b->sh != NULL) {
-            if (sb->health == SNAP_HEALTH_DOWN && eject_hand_over(&b->sh->eject, now_ms)) {
+            if (sb->health == SNAP_HEALTH_DOWN &&
+                eject_hand_over(&b->sh->eject, s->generation, now_ms)) {
                 bshared_registry_note_ejected(w->dp->backends, -1);
                 lb_log(LB_LOG_INFO, "backend_ejection_handed_over",
                        "backend %s (%s): marked down by the health checks, which decide its "

@@ -400,11 +400,10 @@ START_TEST(ejection_hands_over_to_health_checks)
     ck_assert(e2e_wait_exit(victim, e2e_timeout_ms(), NULL));
 
     /* While the load runs: the control plane marks it down within
-     * DOWN_BOUND_MS, then the data plane hands over. "ejected" is shown only
-     * while the data plane's last report says so: from the report that made
-     * the control plane act to the next one after the hand-over, between a
-     * few ms and one report period (1 s). The admin API is polled for it
-     * (cheap); lbctl and the metric are asked as soon as it shows. */
+     * DOWN_BOUND_MS, then the data plane hands over. "ejected" is shown from
+     * the report that made the control plane act until the backend is up
+     * again. The admin API is polled for it (cheap); lbctl and the metric
+     * are asked as soon as it shows. */
     long seen_down = -1, seen_handover = -1, seen_ejected = -1;
     bool seen_json = false, seen_row = false, seen_metric = false;
     char row[256] = "";
@@ -440,10 +439,16 @@ START_TEST(ejection_hands_over_to_health_checks)
     ck_assert_msg(seen_down <= (long)scaled_ms(DOWN_BOUND_MS),
                   "down %ld ms after the kill (the checks alone: >= %llu ms)", seen_down,
                   (unsigned long long)scaled_ms((FALL - 1) * INTERVAL_MS));
-    /* Once down, the ejection count stays (the flag does not). */
+    /* Once down, it shows as ejected in every view until it is up again. */
     ck_assert(backend_view(w, "victim", &v));
     ck_assert_str_eq(v.health, "down");
     ck_assert_int_eq(v.ejections, 1);
+    ck_assert(v.ejected);
+    ck_assert(backend_row(w, "victim", row, sizeof row));
+    ck_assert_msg(strstr(row, "down (ejected)") != NULL, "lbctl row: %s", row);
+    char *cpm = cp_metrics(w);
+    ck_assert(e2e_metric(cpm, "lb_cp_backend_ejected", "backend=\"victim\"") == 1.0);
+    free(cpm);
     fprintf(stderr,
             "handover: control plane showed \"ejected\": %s (API at %ld ms); lbctl --json down "
             "+ ejected: %s; lbctl table \"down (ejected)\": %s; lb_cp_backend_ejected 1: %s\n",
@@ -492,7 +497,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     ck_assert(dp_victim(w, "lb_backend_ejections_total") == 1.0);
     ck_assert(backend_view(w, "victim", &v));
     ck_assert_str_eq(v.health, "down");
-    ck_assert(!v.ejected);
+    ck_assert(v.ejected); /* down since the ejection */
     fprintf(stderr,
             "handover: load 1: %ld requests, %ld failed; %.0f connect failures to the victim, none "
             "in the %llu ms after the hand-over\n",
@@ -515,6 +520,8 @@ START_TEST(ejection_hands_over_to_health_checks)
     load_wait(&l);
     ck_assert(dp_victim(w, "lb_backend_ejections_total") == 1.0);
     ck_assert(dp_victim(w, "lb_backend_ejected") == 0.0);
+    ck_assert(backend_view(w, "victim", &v));
+    ck_assert_msg(strcmp(v.health, "up") == 0 && !v.ejected, "%s, ejected %d", v.health, v.ejected);
     fprintf(stderr,
             "handover: restart -> up in the control plane %ld ms (rise %u x %llu ms), victim "
             "answers again %ld ms into load 2; load 2: %ld requests, %ld failed\n",

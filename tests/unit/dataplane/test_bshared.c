@@ -218,9 +218,12 @@ START_TEST(controlled_waits_for_the_hand_over)
     eject_on_connect_failure(&e, &cc, 0);
     ck_assert(!eject_probe_claim(&e, 1000)); /* the health checks should come first */
     ck_assert(!eject_probe_claim(&e, 7999));
-    ck_assert(eject_hand_over(&e, 1200));
+    ck_assert(eject_hand_over(&e, 7, 1200));
     ck_assert(!eject_is_out(&e));
-    ck_assert(!eject_hand_over(&e, 1300)); /* once */
+    /* a worker still on generation 6 (up there) keeps it out; 7 on, health decides */
+    ck_assert(eject_blocks(&e, 6));
+    ck_assert(!eject_blocks(&e, 7));
+    ck_assert(!eject_hand_over(&e, 7, 1300)); /* once */
     ck_assert_uint_eq(atomic_load(&e.handed_over), 1);
     /* and when the control plane is unreachable, the probe after the cap */
     eject_on_connect_failure(&e, &cc, 20000);
