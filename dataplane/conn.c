@@ -796,21 +796,19 @@ static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
         id = (struct rewrite_identity){p.verified, p.subject, p.san_uri, p.fingerprint};
         rq.identity = &id;
     }
-    size_t need = rewrite_head_max(&rq);
     struct buf *b = worker_buf_get(w);
-    if (b != NULL && need > b->cap) {
-        struct buf *g = worker_buf_grow(w, b, (uint32_t)need);
-        if (g == NULL) {
-            worker_buf_put(w, b);
-            b = NULL;
-        } else {
-            b = g;
-        }
-    }
     if (b == NULL)
         return false;
     struct http1_slice req_id;
     int n = rewrite_head(&rq, b->data, b->cap, &req_id);
+    if (n == REWRITE_NOSPACE) {
+        /* rare: a head near the limits is written again into a bigger buffer */
+        struct buf *g = worker_buf_grow(w, b, (uint32_t)rewrite_head_max(&rq));
+        if (g != NULL) {
+            b = g;
+            n = rewrite_head(&rq, b->data, b->cap, &req_id);
+        }
+    }
     if (n == REWRITE_NOSPACE) {
         worker_buf_put(w, b);
         return false;
