@@ -20,6 +20,7 @@
 #include "dp.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "rewrite.h"
 #include "tls.h"
 #include "transport.h"
 #include "worker.h"
@@ -783,149 +784,38 @@ static const char *no_backend_reason(struct conn *c)
     return "no backend may take the request";
 }
 
-static void request_id_new(struct conn *c)
-{
-    /* xorshift64*: unique enough for tracing, never a security token */
-    uint64_t x = c->w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    c->w->rng = x;
-    uint64_t v = x * 0x2545F4914F6CDD1Dull;
-    snprintf(c->req_id, sizeof(c->req_id), "%016llx%08x", (unsigned long long)v,
-             (unsigned)(ev_now(c->w->loop) * 1000.0));
-}
-
-/* Appends "Name: value\r\n" with every control byte of <value> replaced, so
- * that nothing a certificate says can end a header line. */
-static void append_clean_header(struct buf *b, const char *name, const char *value)
-{
-    buf_appends(b, name);
-    buf_appends(b, ": ");
-    for (const char *p = value; *p; p++) {
-        char ch = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
-        buf_append(b, &ch, 1);
-    }
-    buf_appends(b, "\r\n");
-}
-
-/* What a TLS client proved with its certificate, for the backend. */
-static void append_client_identity(struct conn *c, struct buf *b)
-{
-    struct tls_peer p;
-    if (tls_peer_info(&c->tr, &p) != LB_OK || !p.has_cert)
-        return;
-    append_clean_header(b, "X-Client-Cert-Verified", p.verified ? "yes" : "no");
-    append_clean_header(b, "X-Client-Cert-Subject", p.subject);
-    if (p.san_uri[0] != '\0')
-        append_clean_header(b, "X-Client-Cert-Uri", p.san_uri);
-    append_clean_header(b, "X-Client-Cert-Sha256", p.fingerprint);
-}
-
 /* Writes the rewritten request head for the backend into c->uphead. */
 static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
 {
     struct worker *w = c->w;
-    size_t need = (size_t)m->method.len + m->target.len + 64 + 256 + sizeof(c->req_id) +
-                  (c->tls ? sizeof(struct tls_peer) + 128 : 0);
-    for (uint32_t i = 0; i < m->n_headers; i++)
-        need += m->headers[i].name.len + m->headers[i].value.len + 4;
-    struct buf *b = worker_buf_get(w);
-    if (b != NULL && need > b->cap) {
-        struct buf *g = worker_buf_grow(w, b, (uint32_t)need);
-        if (g == NULL) {
-            worker_buf_put(w, b);
-            b = NULL;
-        } else {
-            b = g;
-        }
+    struct rewrite_request rq = {
+        .msg = m, .client_ip = c->peer_ip, .tls = c->tls, .now_ms = conn_now_ms(c), .rng = &w->rng};
+    struct tls_peer p;
+    struct rewrite_identity id;
+    if (c->tls && tls_peer_info(&c->tr, &p) == LB_OK && p.has_cert) {
+        id = (struct rewrite_identity){p.verified, p.subject, p.san_uri, p.fingerprint};
+        rq.identity = &id;
     }
+    struct buf *b = worker_buf_get(w);
     if (b == NULL)
         return false;
-    b->start = b->end = 0;
-    buf_append(b, m->method.p, m->method.len);
-    buf_appends(b, " ");
-    buf_append(b, m->target.p, m->target.len);
-    buf_appends(b, m->minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
-    int xff = -1;
-    for (uint32_t i = 0; i < m->n_headers; i++) {
-        const struct http1_header *h = &m->headers[i];
-        if (h->flags & HTTP1_HF_HOP)
-            continue;
-        /* identity headers are ours alone: a client's copies never pass */
-        if (h->name.len >= 14 && strncasecmp(h->name.p, "X-Client-Cert-", 14) == 0)
-            continue;
-        switch (h->id) {
-        case HTTP1_H_CONTENT_LENGTH:
-        case HTTP1_H_X_FORWARDED_PROTO:
-        case HTTP1_H_X_FORWARDED_HOST:
-            continue;
-        case HTTP1_H_X_FORWARDED_FOR:
-            if (xff < 0) {
-                xff = (int)i;
-            } else {
-                buf_appends(b, ", ");
-                buf_append(b, h->value.p, h->value.len);
-            }
-            if (xff == (int)i) {
-                buf_append(b, h->name.p, h->name.len);
-                buf_appends(b, ": ");
-                buf_append(b, h->value.p, h->value.len);
-            }
-            continue;
-        case HTTP1_H_X_REQUEST_ID:
-            slice_copy(c->req_id, sizeof(c->req_id), h->value);
-            break;
-        default:
-            break;
+    struct http1_slice req_id;
+    int n = rewrite_head(&rq, b->data, b->cap, &req_id);
+    if (n == REWRITE_NOSPACE) {
+        /* rare: a head near the limits is written again into a bigger buffer */
+        struct buf *g = worker_buf_grow(w, b, (uint32_t)rewrite_head_max(&rq));
+        if (g != NULL) {
+            b = g;
+            n = rewrite_head(&rq, b->data, b->cap, &req_id);
         }
-        if (xff >= 0) {
-            /* the X-Forwarded-For line is open until the next header */
-            buf_appends(b, ", ");
-            buf_appends(b, c->peer_ip);
-            buf_appends(b, "\r\n");
-            xff = -2;
-        }
-        buf_append(b, h->name.p, h->name.len);
-        buf_appends(b, ": ");
-        buf_append(b, h->value.p, h->value.len);
-        buf_appends(b, "\r\n");
     }
-    if (xff >= 0) {
-        buf_appends(b, ", ");
-        buf_appends(b, c->peer_ip);
-        buf_appends(b, "\r\n");
-    } else if (xff == -1) {
-        buf_appends(b, "X-Forwarded-For: ");
-        buf_appends(b, c->peer_ip);
-        buf_appends(b, "\r\n");
-    }
-    if (m->framing == HTTP1_BODY_LENGTH) {
-        char cl[48];
-        int n = snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
-                         (unsigned long long)m->content_length);
-        buf_append(b, cl, (size_t)n);
-    }
-    buf_appends(b, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (c->tls)
-        append_client_identity(c, b);
-    if (m->host >= 0 && m->headers[m->host].value.len > 0) {
-        buf_appends(b, "X-Forwarded-Host: ");
-        buf_append(b, m->headers[m->host].value.p, m->headers[m->host].value.len);
-        buf_appends(b, "\r\n");
-    }
-    if (c->req_id[0] == '\0') {
-        request_id_new(c);
-        buf_appends(b, "X-Request-Id: ");
-        buf_appends(b, c->req_id);
-        buf_appends(b, "\r\n");
-    }
-    if (m->minor == 0)
-        buf_appends(b, "Connection: keep-alive\r\n");
-    if (!buf_appends(b, "\r\n")) {
+    if (n == REWRITE_NOSPACE) {
         worker_buf_put(w, b);
         return false;
     }
+    b->start = 0;
+    b->end = (uint32_t)n;
+    slice_copy(c->req_id, sizeof(c->req_id), req_id);
     c->uphead = b;
     c->uphead_sent = 0;
     return true;
