@@ -2,6 +2,12 @@
  * JSON twin (jansson), validates it with file:line:column messages, exports it
  * back in canonical form, hashes it and diffs two versions semantically.
  *
+ * Every key is described once, in the table of config_schema.c (path, type,
+ * default, range or choices, where it lives); decoding (config_load.c),
+ * export (config_export.c), copy, free and the diff (config_diff.c) walk it.
+ * Rules between keys are checked after decoding (config_validate.c). Adding a
+ * key: a field here, a row there, and the code that uses it.
+ *
  * Nothing here keeps global state; every function may be called from any
  * thread on distinct objects. */
 #ifndef LB_CONFIG_H

@@ -32,10 +32,12 @@ static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
 #define CRT(f) CFG_IN(struct config_certificate, f)
 #define MS_1H  3600000
 
-/* Table order is the canonical export order and the order of the keys that
- * "did you mean" proposes. */
+/* Table order is the canonical export order (changing it changes every
+ * stored version's hash) and the order "did you mean" proposes keys in.
+ * A row: path, type, default text, then min/max (numbers, durations in ms)
+ * or .choices, where the value lives (CFG_AT in struct config, FE/BE/CRT in
+ * a list item), and flags (enum cfg_flag). */
 const struct cfg_key config__keys[] = {
-    /* path                       type          default  min  max  where */
     {"frontends", CFG_LIST, .what = "frontend", .help = " (a list of listeners)",
      CFG_VEC(frontends, n_frontends), .size = sizeof(struct config_frontend),
      .flags = CFG_REQUIRED | CFG_NULL_ABSENT},

@@ -640,6 +640,8 @@ static int check_values(const struct cfg_check *v, const void *base, const char 
         } else if (k->type == CFG_LIST) {
             config__child_prefix(k, sub, sizeof(sub));
             size_t n = *(const size_t *)((const char *)base + k->n_at);
+            if (n == 0 && (k->flags & CFG_REQUIRED))
+                rc = fail(v, p, "the list is empty; at least one %s is needed", k->what);
             for (size_t i = 0; i < n && rc == LB_OK; i++) {
                 char q[192];
                 snprintf(q, sizeof(q), "%s[%zu]", p, i);

@@ -1150,6 +1150,12 @@ START_TEST(normalize_completes_an_edit)
                      "backends[1].url: scheme \"ftp\" is not supported (use http or https)");
     config_free(b);
     b = config_dup(a);
+    b->n_backends = 0;
+    ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg, "backends: the list is empty; at least one backend is needed");
+    b->n_backends = a->n_backends;
+    config_free(b);
+    b = config_dup(a);
     b->timeouts.queue_ms = 0;
     ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
     ck_assert_str_eq(err.msg, "timeouts.queue: 0s is too short (at least 1ms)");
