@@ -2,6 +2,12 @@
  * JSON twin (jansson), validates it with file:line:column messages, exports it
  * back in canonical form, hashes it and diffs two versions semantically.
  *
+ * Every key is described once, in the table of config_schema.c (path, type,
+ * default, range or choices, where it lives); decoding (config_load.c),
+ * export (config_export.c), copy, free and the diff (config_diff.c) walk it.
+ * Rules between keys are checked after decoding (config_validate.c). Adding a
+ * key: a field here, a row there, and the code that uses it.
+ *
  * Nothing here keeps global state; every function may be called from any
  * thread on distinct objects. */
 #ifndef LB_CONFIG_H
@@ -262,11 +268,22 @@ int config_parse_checked(const char *text, size_t len, bool json, const char *na
                          struct lb_err *err);
 
 /* Validates a config built or edited in memory with the same rules as the
- * parsers (messages name the path). An empty frontend name or backend id gets
- * its default for the check. The derived backend fields (host, port, https)
- * are not refreshed: after editing a url, export and parse again to get them.
+ * parsers (messages name the path: "backends[1].weight: 0 is out of range
+ * (1..1000)."), directly, without a round trip through text. It reads as its
+ * export would: an empty frontend name or backend id gets its default for
+ * the check, and so on (see config_normalize()). <cfg> is not changed.
  * LB_OK, LB_EINVAL or LB_ENOMEM. */
 int config_validate(const struct config *cfg, const char *base_dir, struct lb_err *err);
+
+/* Completes a config built or edited in memory as parsing its export would,
+ * and validates it as config_validate() does: NULL strings become "", an
+ * empty frontend name becomes "http-<port>" and an empty backend id
+ * "<host>-<port>", an empty frontend address "0.0.0.0", a maxQueue of 0 the
+ * default, an ssl section not present its defaults; each backend's host,
+ * port and https are set from its url. On error <cfg> stays whole (free it
+ * with config_free()) but may be half completed. LB_OK, LB_EINVAL or
+ * LB_ENOMEM. */
+int config_normalize(struct config *cfg, const char *base_dir, struct lb_err *err);
 
 /* Canonical YAML: every key, defaults filled in, fixed order, strings double
  * quoted, durations like "1m30s". Byte-stable; parsing it gives an equal

@@ -771,18 +771,17 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     return LB_OK;
 }
 
-/* Round-trips an edited copy through JSON so that derived fields (host, port,
- * default id) are computed and every rule is checked; messages name the JSON
- * path. Takes <edited>. */
+/* Completes an edited copy (derived fields: host, port, default id) and
+ * checks every rule on it directly; messages name the path. Takes <edited>. */
 static int normalise(struct cp *cp, struct config *edited, struct config **out, struct lb_err *err)
 {
-    char *json = config_export_json(edited, err);
-    config_free(edited);
-    if (json == NULL)
-        return LB_ENOMEM;
-    int rc = config_parse_json(json, strlen(json), cp->config_dir, out, err);
-    free(json);
-    return rc;
+    int rc = config_normalize(edited, cp->config_dir, err);
+    if (rc != LB_OK) {
+        config_free(edited);
+        return rc;
+    }
+    *out = edited;
+    return LB_OK;
 }
 
 /* ---- start and stop ------------------------------------------------------ */

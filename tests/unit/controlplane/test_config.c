@@ -1085,6 +1085,85 @@ START_TEST(diff_cases)
 }
 END_TEST
 
+/* The defaults of a new config are the ones decoding fills in: against a
+ * parsed minimal config only the frontend and the backend differ. */
+START_TEST(new_default_matches_decoded_defaults)
+{
+    struct config *a = config_new_default();
+    struct config *b = parse_ok(MINIMAL);
+    struct config_diff *d = config_diff_new(a, b, NULL);
+    ck_assert_ptr_nonnull(d);
+    char *text = config_diff_text(d);
+    ck_assert_str_eq(text, "frontend http-8080 added (0.0.0.0:8080)\n"
+                           "backend a-1 added (http://a:1, weight 1)\n");
+    free(text);
+    config_diff_free(d);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+/* An edit made in memory is completed and checked without a round trip
+ * through text, and reads as its parsed export does. */
+START_TEST(normalize_completes_an_edit)
+{
+    struct config *a = parse_ok(MINIMAL);
+    struct config_backend *nb = realloc(a->backends, 2 * sizeof(*nb));
+    ck_assert_ptr_nonnull(nb);
+    a->backends = nb;
+    memset(&nb[1], 0, sizeof(nb[1]));
+    a->n_backends = 2;
+    nb[1].url = strdup("https://B.example:8443/");
+    nb[1].weight = 4;
+    free(a->frontends[0].name);
+    a->frontends[0].name = strdup("");
+    struct lb_err err = {0};
+    ck_assert_int_eq(config_validate(a, tmpdir, &err), LB_OK);
+    ck_assert_msg(config_normalize(a, tmpdir, &err) == LB_OK, "%s", err.msg);
+    ck_assert_str_eq(a->frontends[0].name, "http-8080");
+    ck_assert_str_eq(a->backends[1].id, "b.example-8443");
+    ck_assert_str_eq(a->backends[1].host, "b.example");
+    ck_assert_uint_eq(a->backends[1].port, 8443);
+    ck_assert(a->backends[1].https);
+    ck_assert_uint_eq(a->backends[1].max_queue, CONFIG_DEFAULT_MAX_QUEUE);
+    ck_assert_str_eq(a->backends[1].ca_file, "");
+    char *y = config_export_yaml(a, NULL, NULL);
+    struct config *b = parse_ok(y);
+    ck_assert(config_equal(a, b));
+    ck_assert_str_eq(b->backends[1].id, a->backends[1].id);
+    free(y);
+    config_free(b);
+
+    /* rules between keys, with the messages the parsers give */
+    b = config_dup(a);
+    free(b->backends[0].sni);
+    b->backends[0].sni = strdup("x.example");
+    ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg, "backends[0].sni: sni applies only to https:// backends");
+    ck_assert_int_eq(config_normalize(b, tmpdir, &err), LB_EINVAL);
+    config_free(b);
+    b = config_dup(a);
+    free(b->backends[1].url);
+    b->backends[1].url = strdup("ftp://x");
+    ck_assert_int_eq(config_normalize(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg,
+                     "backends[1].url: scheme \"ftp\" is not supported (use http or https)");
+    config_free(b);
+    b = config_dup(a);
+    b->n_backends = 0;
+    ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg, "backends: the list is empty; at least one backend is needed");
+    b->n_backends = a->n_backends;
+    config_free(b);
+    b = config_dup(a);
+    b->timeouts.queue_ms = 0;
+    ck_assert_int_eq(config_validate(b, tmpdir, &err), LB_EINVAL);
+    ck_assert_str_eq(err.msg, "timeouts.queue: 0s is too short (at least 1ms)");
+    config_free(b);
+    config_free(a);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1101,6 +1180,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, tls_keys_parsed);
     tcase_add_test(tc, backend_tls_keys);
     tcase_add_test(tc, limits_and_ejection_defaults);
+    tcase_add_test(tc, new_default_matches_decoded_defaults);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -1108,6 +1188,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, json_errors);
     tcase_add_test(tc, checked_parse_names_the_line);
     tcase_add_test(tc, validate_in_memory);
+    tcase_add_test(tc, normalize_completes_an_edit);
     suite_add_tcase(s, tc);
     tc = tcase_create("durations");
     tcase_add_test(tc, durations);
