@@ -223,7 +223,7 @@ static int decode_strlist(const struct cfg_check *v, const struct cfg_key *k, co
         return config__nomem(v);
     for (size_t i = 0; i < n->n; i++) {
         const struct cnode *it = n->items[i];
-        char p[160];
+        char p[192];
         snprintf(p, sizeof(p), "%s[%zu]", path, i);
         if (it->kind != CN_SCALAR || !(it->type == CT_STRING || it->type == CT_PLAIN) ||
             config__is_null(it) || ((k->flags & CFG_NONEMPTY) && it->s[0] == '\0'))
@@ -255,7 +255,7 @@ static int decode_list(const struct cfg_check *v, const struct cfg_key *k, const
         return LB_OK;
     if ((*items = calloc(n->n, k->size)) == NULL)
         return config__nomem(v);
-    char prefix[128], p[160];
+    char prefix[128], p[192];
     config__child_prefix(k, prefix, sizeof(prefix));
     for (size_t i = 0; i < n->n; i++) {
         void *item = *items + i * k->size;
