@@ -100,6 +100,23 @@ void e2e_sleep_ms(unsigned ms)
         ;
 }
 
+void e2e_poll_pause(unsigned ms)
+{
+    e2e_sleep_ms(ms);
+}
+
+bool e2e_wait_until(bool (*cond)(void *arg), void *arg, uint64_t ms)
+{
+    uint64_t deadline = e2e_now_ms() + ms;
+    for (;;) {
+        if (cond(arg))
+            return true;
+        if (e2e_now_ms() >= deadline)
+            return false;
+        e2e_poll_pause(5);
+    }
+}
+
 unsigned e2e_free_port(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -155,7 +172,7 @@ bool e2e_wait_exit(pid_t pid, uint64_t ms, int *status)
             return false;
         if (e2e_now_ms() >= deadline)
             return false;
-        e2e_sleep_ms(5);
+        e2e_poll_pause(5);
     }
 }
 
@@ -344,7 +361,7 @@ static unsigned wait_backend_port(struct e2e *t, unsigned i)
             t->bpid[i] = -1;
             return 0;
         }
-        e2e_sleep_ms(5);
+        e2e_poll_pause(5);
     }
     return 0;
 }
@@ -540,7 +557,7 @@ struct e2e *e2e_start_opts(const struct e2e_opts *o)
         }
         up = port_accepts(t->lbport);
         if (!up)
-            e2e_sleep_ms(10);
+            e2e_poll_pause(10);
     }
     if (!up)
         print_log_tail(t, "lb.log");
@@ -1013,6 +1030,51 @@ char *e2e_scrape(struct e2e *t)
     return scrape_at(t->mport);
 }
 
+char *e2e_scrape_port(unsigned port)
+{
+    return scrape_at(port);
+}
+
+double e2e_wait_metric(struct e2e *t, const char *name, const char *labels, double min)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        char *text = e2e_scrape(t);
+        double v = text ? e2e_metric(text, name, labels) : NAN;
+        free(text);
+        if (v >= min || e2e_now_ms() >= deadline)
+            return v;
+        e2e_poll_pause(10);
+    }
+}
+
+unsigned e2e_log_count(const struct e2e *t, const char *name, const char *needle)
+{
+    char path[512];
+    e2e_path(t, name, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    unsigned n = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+bool e2e_wait_log(const struct e2e *t, const char *name, const char *needle, unsigned n)
+{
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        if (e2e_log_count(t, name, needle) >= n)
+            return true;
+        if (e2e_now_ms() >= deadline)
+            return false;
+        e2e_poll_pause(10);
+    }
+}
+
 static bool labels_match(const char *lb, size_t lb_len, const char *want)
 {
     if (!want || !*want)
@@ -1358,7 +1420,7 @@ static unsigned cp_backend_port(pid_t pid, const char *log)
         }
         if (e2e_wait_exit(pid, 0, NULL))
             return 0;
-        e2e_sleep_ms(5);
+        e2e_poll_pause(5);
     }
     return 0;
 }
@@ -1453,7 +1515,7 @@ void e2e_cp_controlplane_start(struct e2e_cp *w)
         if (unix_accepts(w->sock) && (!w->aport || port_accepts(w->aport)))
             return;
         ck_assert_msg(e2e_now_ms() < deadline, "lb-controlplane did not come up, see %s", log);
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
 }
 
@@ -1522,7 +1584,7 @@ bool e2e_cp_dataplane_log_has(struct e2e_cp *w, unsigned i, const char *needle, 
             w->dppid[i] = -1;
             return false;
         }
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
 }
 
@@ -1702,6 +1764,6 @@ long e2e_cp_wait_in_sync(struct e2e_cp *w, unsigned n, long *version)
         }
         if (e2e_now_ms() >= deadline)
             return -1;
-        e2e_sleep_ms(50);
+        e2e_poll_pause(50);
     }
 }

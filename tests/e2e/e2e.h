@@ -67,8 +67,19 @@ uint64_t e2e_timeout_ms(void);
 /* Monotonic milliseconds. */
 uint64_t e2e_now_ms(void);
 
-/* Sleeps <ms> milliseconds. */
+/* Sleeps <ms> milliseconds. Only where the passing time is itself under test
+ * (outlasting a timeout, measuring what a process does meanwhile); say so at
+ * the call. To wait for something, use e2e_wait_until() or a poll loop
+ * paced by e2e_poll_pause(). */
 void e2e_sleep_ms(unsigned ms);
+
+/* The pause between two polls of a condition in a loop bounded by a
+ * deadline: it spaces the polls, it is not a wait by itself. */
+void e2e_poll_pause(unsigned ms);
+
+/* Polls <cond>(<arg>) until it returns true or <ms> pass (pausing a few ms
+ * between polls). Returns the last result. */
+bool e2e_wait_until(bool (*cond)(void *arg), void *arg, uint64_t ms);
 
 /* Binds 127.0.0.1:0, reads the port, closes. Returns the port or 0 on failure. */
 unsigned e2e_free_port(void);
@@ -184,6 +195,23 @@ long e2e_backend_stat(struct e2e *t, unsigned i, const char *key);
 
 /* GET /metrics from the world's metrics port. Caller frees; NULL on failure. */
 char *e2e_scrape(struct e2e *t);
+
+/* GET /metrics from 127.0.0.1:<port> (a process the test started itself).
+ * Caller frees; NULL on failure. */
+char *e2e_scrape_port(unsigned port);
+
+/* Polls metric <name> (<labels> as in e2e_metric()) on the world's metrics
+ * port until its value is at least <min>, up to e2e_timeout_ms(). Returns the
+ * last value seen (NAN when never scraped or absent). */
+double e2e_wait_metric(struct e2e *t, const char *name, const char *labels, double min);
+
+/* Lines of the world's file <name> (e.g. "lb.log") containing <needle>; 0
+ * when the file does not exist. */
+unsigned e2e_log_count(const struct e2e *t, const char *name, const char *needle);
+
+/* Polls e2e_log_count() until it is at least <n>, up to e2e_timeout_ms().
+ * Returns whether it got there. */
+bool e2e_wait_log(const struct e2e *t, const char *name, const char *needle, unsigned n);
 
 /* Sums the samples of metric <name> in Prometheus text <text> whose label set
  * contains every comma-separated pair of <labels> (e.g. "backend=\"b0\"",

@@ -146,7 +146,7 @@ START_TEST(drain_and_remove_spare_requests_in_flight)
                 victim = (int)i;
         }
         if (victim < 0)
-            e2e_sleep_ms(20);
+            e2e_poll_pause(20);
     }
     ck_assert_msg(victim >= 0, "the slow request reached no backend");
     char id[8];
@@ -440,7 +440,7 @@ START_TEST(cached_snapshot_serves_without_controlplane)
     uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
     struct e2e_conn *c = NULL;
     while ((c = e2e_connect(e2e_cp_frontend_port(w))) == NULL && e2e_now_ms() < deadline)
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     ck_assert_ptr_nonnull(c);
     e2e_conn_close(c);
     count_shares(w, 30, counts);
@@ -542,7 +542,7 @@ START_TEST(rejected_snapshot_is_reported)
     int n;
     while ((n = e2e_cp_dataplanes(w, dp, 1, NULL, &gen)) == 1 && dp[0].rejected_generation != gen &&
            e2e_now_ms() < deadline)
-        e2e_sleep_ms(50);
+        e2e_poll_pause(50);
     ck_assert_int_eq(n, 1);
     ck_assert_int_gt(gen, gen0);
     ck_assert_int_eq(dp[0].rejected_generation, gen);

@@ -515,7 +515,7 @@ START_TEST(queue_drains_elsewhere_when_its_backend_dies)
         free(m);
         if (queued >= 1)
             break;
-        e2e_sleep_ms(5);
+        e2e_poll_pause(5);
     }
     ck_assert_msg(queued >= 1, "nothing queued for b0 (%.0f)", queued);
     uint64_t killed = e2e_now_ms();
@@ -612,7 +612,7 @@ START_TEST(ejection_is_shared_and_probed_back)
         const char *body = e2e_get(t, "/");
         back = body && strcmp(body, "b1") == 0;
         if (!back)
-            e2e_sleep_ms(5);
+            e2e_poll_pause(5);
     }
     uint64_t took = e2e_now_ms() - killed;
     fprintf(stderr,

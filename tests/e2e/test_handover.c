@@ -80,7 +80,7 @@ static pid_t backend_start(struct e2e_cp *w, const char *name, unsigned port, co
             return pid;
         }
         ck_assert_msg(!e2e_wait_exit(pid, 0, NULL), "lb-backend %s exited at start", name);
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
     ck_abort_msg("lb-backend %s did not start", name);
     return -1;
@@ -274,7 +274,7 @@ static long wait_health(struct e2e_cp *w, const char *id, const char *want)
     while (e2e_now_ms() < deadline) {
         if (backend_view(w, id, &v) && strcmp(v.health, want) == 0)
             return (long)(e2e_now_ms() - t0);
-        e2e_sleep_ms(25);
+        e2e_poll_pause(25);
     }
     return -1;
 }
@@ -339,7 +339,7 @@ static int64_t log_wait(struct e2e_cp *w, const char *name, const char *event, c
     uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
     int64_t at = -1;
     while (log_count(w, name, event, needle, &at) == 0 && e2e_now_ms() < deadline)
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     return at;
 }
 
@@ -369,7 +369,7 @@ static bool wait_victim_answers(struct e2e_cp *w, double n)
     while (dp_victim_answers(w) < n) {
         if (e2e_now_ms() >= deadline)
             return false;
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
     return true;
 }
@@ -432,7 +432,7 @@ START_TEST(ejection_hands_over_to_health_checks)
         if (seen_handover < 0 &&
             log_count(w, "dp0.log", "backend_ejection_handed_over", "victim", NULL) > 0)
             seen_handover = (long)(e2e_now_ms() - kill_mono);
-        e2e_sleep_ms(5);
+        e2e_poll_pause(5);
     }
     ck_assert_msg(seen_down >= 0, "the victim was never shown down");
     ck_assert_msg(seen_handover >= 0, "the data plane never handed the ejection over");
@@ -562,7 +562,7 @@ START_TEST(two_dataplanes_one_verdict)
         if (n >= 100)
             break;
         ck_assert_msg(e2e_now_ms() < deadline, "the victim got no load");
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
     ck_assert_int_eq(kill(victim, SIGKILL), 0);
     int64_t kill_wall = wall_ms();

@@ -53,7 +53,7 @@ static pid_t backend_start(struct e2e_cp *w, const char *name, unsigned port, co
             return pid;
         }
         ck_assert_msg(!e2e_wait_exit(pid, 0, NULL), "lb-backend %s exited at start", name);
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
     ck_abort_msg("lb-backend %s did not start", name);
     return -1;
@@ -134,7 +134,7 @@ static long wait_health(struct e2e_cp *w, const char *id, const char *want)
     while (e2e_now_ms() < deadline) {
         if (backend_view(w, id, &v) && strcmp(v.health, want) == 0)
             return (long)(e2e_now_ms() - t0);
-        e2e_sleep_ms(25);
+        e2e_poll_pause(25);
     }
     return -1;
 }
@@ -374,7 +374,7 @@ START_TEST(flapping_backend_keeps_state)
         ck_assert(backend_view(w, "flap", &v));
         ck_assert_str_eq(v.health, "unknown");
         saw_error = saw_error || strcmp(v.last_error, "status 500") == 0;
-        e2e_sleep_ms(40);
+        e2e_poll_pause(40);
     }
     ck_assert_int_ge(atomic_load(&fl->served), start + 10);
     ck_assert(backend_view(w, "flap", &v));

@@ -122,7 +122,7 @@ START_TEST(reload_publishes_and_refuses)
         seen = strstr(list, fp2) != NULL;
         free(list);
         if (!seen)
-            e2e_sleep_ms(50);
+            e2e_poll_pause(50);
     }
     ck_assert_msg(seen, "the new certificate was not picked up");
     long version2 = 0, gen2 = 0;
@@ -182,7 +182,7 @@ static bool front_answers(struct e2e_cp *w, int status, char *body, size_t bodys
     while (front_get(w, body, bodysz) != status) {
         if (e2e_now_ms() >= deadline)
             return false;
-        e2e_sleep_ms(50);
+        e2e_poll_pause(50);
     }
     return true;
 }
@@ -297,7 +297,7 @@ static bool tls_list_has(struct e2e_cp *w, const char *needle)
         free(list);
         if (seen || e2e_now_ms() >= deadline)
             return seen;
-        e2e_sleep_ms(50);
+        e2e_poll_pause(50);
     }
 }
 
