@@ -105,7 +105,7 @@ START_TEST(sigterm_drains_in_flight)
         seen = r - polls;
         if (seen >= N)
             break;
-        e2e_sleep_ms(10);
+        e2e_poll_pause(10);
     }
     ck_assert_int_eq(seen, N);
     int st;
@@ -176,6 +176,25 @@ static void short_pool(Lb__V1__Snapshot *snap, void *arg)
     snap->timeouts->pool_idle_ms = 50;
 }
 
+/* True when lb holds no client, upstream or metrics connection: it counts
+ * none open, and closed the metrics connection this asked on. */
+static bool lb_holds_no_connection(void *arg)
+{
+    struct e2e *t = arg;
+    struct e2e_conn *c = e2e_connect(e2e_metrics_port(t));
+    if (c == NULL)
+        return false;
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    struct e2e_resp r = {0};
+    bool idle = e2e_conn_send(c, req, sizeof req - 1) == 0 && e2e_conn_read(c, &r, false) == 0 &&
+                r.status == 200 && e2e_metric(r.body, "lb_connections_open", NULL) == 0 &&
+                !(e2e_metric(r.body, "lb_backend_connections", NULL) > 0) &&
+                e2e_conn_is_closed(c, e2e_timeout_ms());
+    e2e_resp_free(&r);
+    e2e_conn_close(c);
+    return idle;
+}
+
 START_TEST(out_of_descriptors_pauses_accepting)
 {
     struct e2e_opts o = {.backends = 1, .workers = 1, .tweak = short_pool};
@@ -187,8 +206,11 @@ START_TEST(out_of_descriptors_pauses_accepting)
 
     /* Room for one client and nothing else, no pooled upstream connection
      * left: its request gets 503 after its retries, and the backend is not
-     * blamed for it. */
-    e2e_sleep_ms(1500); /* the pool is swept every second */
+     * blamed for it. The descriptors counted must be lb's own: wait until it
+     * holds no client connection (e2e_start's probe), no upstream one and no
+     * metrics one. */
+    ck_assert_msg(e2e_wait_until(lb_holds_no_connection, t, e2e_timeout_ms()),
+                  "lb still holds connections");
     struct rlimit low = {.rlim_cur = (rlim_t)lowest_free_fd(pid) + 1, .rlim_max = rl.rlim_max};
     ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
     struct e2e_conn *a = e2e_connect(port);
@@ -205,6 +227,7 @@ START_TEST(out_of_descriptors_pauses_accepting)
     ck_assert(e2e_metric(text, "lb_backend_connect_failures_total", "backend=\"b0\"") == 0);
     free(text);
 
+    unsigned paused = e2e_log_count(t, "lb.log", "\"accept_paused\"");
     low.rlim_cur = (rlim_t)lowest_free_fd(pid) + 4;
     ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
 
@@ -219,9 +242,11 @@ START_TEST(out_of_descriptors_pauses_accepting)
         ck_assert_int_ge(fds[i], 0);
         ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
     }
-    e2e_sleep_ms(500);
+    /* accepting paused (its descriptors are gone), then a second of it */
+    ck_assert_msg(e2e_wait_log(t, "lb.log", "\"accept_paused\"", paused + 1),
+                  "lb did not pause accepting");
     long before = cpu_ticks(pid);
-    e2e_sleep_ms(1000);
+    e2e_sleep_ms(1000); /* under test: what lb does with a second of it */
     long used = cpu_ticks(pid) - before;
     long hz = sysconf(_SC_CLK_TCK);
     ck_assert_msg(used * 4 < hz, "lb used %ld of %ld ticks in a second with its descriptors gone",
@@ -239,7 +264,7 @@ START_TEST(out_of_descriptors_pauses_accepting)
             e2e_resp_free(&r);
         }
         if (!served)
-            e2e_sleep_ms(100);
+            e2e_poll_pause(100); /* accepting resumes within a second */
     }
     ck_assert_msg(served, "no request served after the descriptors came back");
     text = e2e_scrape(t);
