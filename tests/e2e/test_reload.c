@@ -116,7 +116,7 @@ static void reload_to(struct e2e *t, uint64_t gen)
     while (e2e_now_ms() < end) {
         if (generation(t) == (double)gen)
             return;
-        e2e_sleep_ms(20);
+        e2e_poll_pause(20);
     }
     ck_abort_msg("the data plane did not reach generation %llu", (unsigned long long)gen);
 }
@@ -142,11 +142,24 @@ START_TEST(swap_moves_new_requests_and_finishes_old_ones)
     struct e2e_resp r;
     get_on(idle, &r, "/");
     e2e_resp_free(&r);
+    long before[3];
+    for (unsigned i = 0; i < 3; i++)
+        before[i] = e2e_backend_stat(t, i, "requests");
     struct e2e_conn *slow = e2e_connect(port);
     ck_assert_ptr_nonnull(slow);
     const char *slow_req = "GET /slow/1500 HTTP/1.1\r\nHost: t\r\n\r\n";
     ck_assert_int_eq(e2e_conn_send(slow, slow_req, strlen(slow_req)), 0);
-    e2e_sleep_ms(200);
+    /* wait until a backend holds it (each /stats poll counts itself) */
+    int holder = -1;
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (holder < 0 && e2e_now_ms() < deadline) {
+        for (unsigned i = 0; i < 3 && holder < 0; i++)
+            if (e2e_backend_stat(t, i, "requests") > ++before[i])
+                holder = (int)i;
+        if (holder < 0)
+            e2e_poll_pause(10);
+    }
+    ck_assert_msg(holder >= 0, "the slow request reached no backend");
 
     /* only b2 remains */
     write_snapshot(t, 2, &port, 1, 1u << 2);
@@ -159,9 +172,13 @@ START_TEST(swap_moves_new_requests_and_finishes_old_ones)
     for (int i = 0; i < 6; i++)
         ck_assert_str_eq(e2e_get(t, "/"), "b2");
 
-    /* the request that started on the old snapshot finishes on it */
+    /* the request that started on the old snapshot finishes on it, on the
+     * backend that held it */
     ck_assert_int_eq(e2e_conn_read(slow, &r, false), 0);
     ck_assert_int_eq(r.status, 200);
+    char held[8];
+    snprintf(held, sizeof(held), "b%d", holder);
+    ck_assert_str_eq(r.body, held);
     e2e_resp_free(&r);
 
     /* and back: b0 returns with fresh runtime state */
@@ -192,8 +209,10 @@ START_TEST(invalid_snapshot_keeps_the_old_one)
     ck_assert_ptr_nonnull(f);
     fputs("\xff\xff\xff\xff garbage", f);
     fclose(f);
+    unsigned rejected = e2e_log_count(t, "lb.log", "\"snapshot_rejected\"");
     ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
-    e2e_sleep_ms(300);
+    ck_assert_msg(e2e_wait_log(t, "lb.log", "\"snapshot_rejected\"", rejected + 1),
+                  "the data plane did not refuse the snapshot");
     ck_assert(generation(t) == 1.0);
     for (int i = 0; i < 4; i++)
         ck_assert_ptr_nonnull(e2e_get(t, "/"));
@@ -267,7 +286,7 @@ START_TEST(slow_start_ramps_a_returning_backend)
         early += strcmp(get_on(c, &r, "/"), "b1") == 0;
         e2e_resp_free(&r);
     }
-    e2e_sleep_ms(3100);
+    e2e_sleep_ms(3100); /* under test: the ramp takes slow_start_ms (3000) */
     int late = 0;
     for (int i = 0; i < 40; i++) {
         late += strcmp(get_on(c, &r, "/"), "b1") == 0;
