@@ -149,14 +149,18 @@ static int get_status(struct e2e *t, const char *method, const char *path, char 
     return status;
 }
 
-/* Waits until the breaker of b0 reports <state>. */
+/* lb's clock and ours tick apart: a lower bound on a duration it measured,
+ * seen from here, may come out this much short. */
+#define CLOCK_SLACK_MS 20
+
+/* Waits until the breaker of b0 reports <state> (2: half-open). */
 static void wait_breaker(struct e2e *t, double state)
 {
     uint64_t end = e2e_now_ms() + e2e_timeout_ms();
     while (e2e_now_ms() < end) {
         if (metric(t, "lb_breaker_state", "backend=\"b0\"") == state)
             return;
-        e2e_sleep_ms(20);
+        e2e_poll_pause(20);
     }
     ck_abort_msg("breaker of b0 never reached state %.0f", state);
 }
@@ -174,6 +178,7 @@ START_TEST(breaker_opens_half_opens_and_recovers)
     /* round robin: every other request meets the failing backend until its
      * breaker opens after 3 consecutive 500s */
     int failures = 0;
+    uint64_t opening = e2e_now_ms();
     for (int i = 0; i < 12; i++)
         failures += get_status(t, "GET", "/", NULL, 0) == 500;
     ck_assert_int_eq(failures, 3);
@@ -185,8 +190,10 @@ START_TEST(breaker_opens_half_opens_and_recovers)
     ck_assert_int_eq(atomic_load(&bad.requests), seen); /* skipped while open */
 
     /* half-open after 400 ms: one trial, which fails: open again, longer */
-    e2e_sleep_ms(450);
+    wait_breaker(t, 2);
+    ck_assert_uint_ge(e2e_now_ms() - opening, 400 - CLOCK_SLACK_MS);
     failures = 0;
+    uint64_t reopening = e2e_now_ms();
     for (int i = 0; i < 6; i++)
         failures += get_status(t, "GET", "/", NULL, 0) == 500;
     ck_assert_int_eq(failures, 1);
@@ -195,7 +202,8 @@ START_TEST(breaker_opens_half_opens_and_recovers)
 
     /* the backend heals: the next trial closes the breaker */
     atomic_store(&bad.mode, BAD_200);
-    e2e_sleep_ms(850);
+    wait_breaker(t, 2);
+    ck_assert_uint_ge(e2e_now_ms() - reopening, 800 - CLOCK_SLACK_MS);
     char body[64];
     int from_bad = 0;
     for (int i = 0; i < 10; i++) {
