@@ -167,6 +167,23 @@ static double generation(struct e2e *t)
     return g;
 }
 
+/* Polls the generation served by the data plane whose metrics are on <mport>
+ * until it is <gen>, up to e2e_timeout_ms(). */
+static bool generation_at_reaches(unsigned mport, double gen)
+{
+    uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        char *text = e2e_scrape_port(mport);
+        double g = text ? e2e_metric(text, "lb_snapshot_generation", NULL) : NAN;
+        free(text);
+        if (g == gen)
+            return true;
+        if (e2e_now_ms() >= end)
+            return false;
+        e2e_poll_pause(20);
+    }
+}
+
 /* ---- a blocking OpenSSL client ---------------------------------------------- */
 
 struct tls_client {
@@ -393,7 +410,7 @@ START_TEST(certificate_replaced_without_a_restart)
         before = e2e_metric(text, "lb_tls_sessions_total", "kind=\"full\"");
         free(text);
         if (before < 1)
-            e2e_sleep_ms(20);
+            e2e_poll_pause(20);
     }
     ck_assert(before >= 1);
 
@@ -403,7 +420,7 @@ START_TEST(certificate_replaced_without_a_restart)
     ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
     uint64_t end = e2e_now_ms() + e2e_timeout_ms();
     while (generation(t) != 2 && e2e_now_ms() < end)
-        e2e_sleep_ms(20);
+        e2e_poll_pause(20);
     ck_assert(generation(t) == 2);
 
     struct tls_client fresh;
@@ -425,8 +442,10 @@ START_TEST(certificate_replaced_without_a_restart)
     /* a certificate that does not parse is refused: the last good one serves */
     struct tls_setup broken = {.default_cert = "srv-rsa", .garbage = true};
     write_snapshot(t, &broken, 3);
+    unsigned rejected = e2e_log_count(t, "lb.log", "\"snapshot_rejected\"");
     ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
-    e2e_sleep_ms(300);
+    ck_assert_msg(e2e_wait_log(t, "lb.log", "\"snapshot_rejected\"", rejected + 1),
+                  "the data plane did not refuse the broken certificate");
     ck_assert(generation(t) == 2);
     ck_assert(tls_connect(&fresh, port, &o));
     served_cn(&fresh, cn, sizeof(cn));
@@ -442,6 +461,7 @@ struct tls_load {
     atomic_bool stop;
     atomic_int ok;
     atomic_int failed;
+    int target; /* load_progresses(): ok to reach */
 };
 
 static void *tls_load_main(void *arg)
@@ -477,6 +497,22 @@ static void *tls_load_main(void *arg)
     return NULL;
 }
 
+/* Requests the clients complete under one certificate before the next. */
+#define LOAD_STEP 6
+
+static bool load_reached(void *arg)
+{
+    struct tls_load *l = arg;
+    return atomic_load(&l->ok) >= l->target || atomic_load(&l->failed) > 0;
+}
+
+/* Waits until the clients completed LOAD_STEP more requests (or one failed). */
+static bool load_progresses(struct tls_load *l)
+{
+    l->target = atomic_load(&l->ok) + LOAD_STEP;
+    return e2e_wait_until(load_reached, l, e2e_timeout_ms());
+}
+
 START_TEST(reload_under_load_loses_nothing)
 {
     struct tls_setup s = {.default_cert = "srv-rsa"};
@@ -485,22 +521,23 @@ START_TEST(reload_under_load_loses_nothing)
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(pthread_create(&th[i], NULL, tls_load_main, &l), 0);
-    /* four certificate swaps while the clients run */
+    /* four certificate swaps while the clients run: each certificate serves
+     * some requests before the next one comes */
     for (uint64_t gen = 2; gen <= 5; gen++) {
-        e2e_sleep_ms(250);
+        ck_assert(load_progresses(&l));
         struct tls_setup next = {.default_cert = gen % 2 ? "srv-rsa" : "srv-ec"};
         write_snapshot(t, &next, gen);
         ck_assert_int_eq(kill(e2e_lb_pid(t), SIGHUP), 0);
         uint64_t end = e2e_now_ms() + e2e_timeout_ms();
         while (generation(t) != (double)gen && e2e_now_ms() < end)
-            e2e_sleep_ms(20);
+            e2e_poll_pause(20);
         ck_assert(generation(t) == (double)gen);
     }
-    e2e_sleep_ms(250);
+    ck_assert(load_progresses(&l));
     atomic_store(&l.stop, true);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
-    ck_assert_int_gt(atomic_load(&l.ok), 20);
+    ck_assert_int_ge(atomic_load(&l.ok), 5 * LOAD_STEP);
     ck_assert_msg(atomic_load(&l.failed) == 0, "%d of %d requests failed during the reloads",
                   atomic_load(&l.failed), atomic_load(&l.ok) + atomic_load(&l.failed));
     e2e_stop(t);
@@ -579,7 +616,7 @@ START_TEST(https_backend_is_verified)
     char body[256];
     int st = -1;
     while (e2e_now_ms() < end && (st = front_get(p1, body, sizeof(body))) < 0)
-        e2e_sleep_ms(20);
+        e2e_poll_pause(20);
     ck_assert_int_eq(st, 200);
     ck_assert_str_eq(body, "b0");
     for (int i = 0; i < 5; i++) {
@@ -590,13 +627,13 @@ START_TEST(https_backend_is_verified)
     /* a name the backend's certificate does not carry: refused (502) */
     write_front_snapshot(path, 2, p1, m1, e2e_lb_port(t), "wrong.example.com", "ca.pem");
     ck_assert_int_eq(kill(front, SIGHUP), 0);
-    e2e_sleep_ms(400);
+    ck_assert(generation_at_reaches(m1, 2));
     ck_assert_int_eq(front_get(p1, body, sizeof(body)), 502);
 
     /* the right name but another CA: refused too */
     write_front_snapshot(path, 3, p1, m1, e2e_lb_port(t), "a.example.com", "ca2.pem");
     ck_assert_int_eq(kill(front, SIGHUP), 0);
-    e2e_sleep_ms(400);
+    ck_assert(generation_at_reaches(m1, 3));
     ck_assert_int_eq(front_get(p1, body, sizeof(body)), 502);
 
     ck_assert_int_eq(e2e_kill(front), 0);
