@@ -568,6 +568,29 @@ START_TEST(config_routes)
 }
 END_TEST
 
+/* LB_TEST_TIMEOUT_MS from the environment, or 10000: the bound of every wait. */
+static uint64_t timeout_ms(void)
+{
+    const char *v = getenv("LB_TEST_TIMEOUT_MS");
+    unsigned long long n = v != NULL ? strtoull(v, NULL, 10) : 0;
+    return n > 0 ? n : 10000;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The pause between two polls of the API, whose loop runs in another thread:
+ * it spaces the polls, it is not a wait by itself. */
+static void poll_pause(void)
+{
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+}
+
 START_TEST(dataplanes_listed)
 {
     char pub[LB_ENDPOINT_MAX], rep_ep[LB_ENDPOINT_MAX], pull[LB_ENDPOINT_MAX];
@@ -587,14 +610,14 @@ START_TEST(dataplanes_listed)
     ck_assert_int_eq(nn_send(sock, buf, blen, 0), (int)blen);
     struct resp r = {0};
     json_t *d = NULL;
-    struct timespec pause = {0, 10 * 1000 * 1000};
-    for (int i = 0; i < 300 && d == NULL; i++) {
+    /* until the report was recorded */
+    for (uint64_t end = now_ms() + timeout_ms(); d == NULL && now_ms() < end;) {
         resp_free(&r);
         r = req_unix("GET", "/api/v1/dataplanes", NULL, NULL);
         ck_assert_int_eq(r.status, 200);
         d = json_array_get(json_object_get(r.json, "dataplanes"), 0);
         if (d == NULL)
-            nanosleep(&pause, NULL);
+            poll_pause();
     }
     nn_close(sock);
     ck_assert_ptr_nonnull(d);
@@ -666,17 +689,17 @@ START_TEST(backend_limits_and_ejection)
     uint8_t buf[256];
     size_t blen = lb__v1__report__pack(&rep, buf);
     ck_assert_int_eq(nn_send(sock, buf, blen, 0), (int)blen);
-    struct timespec pause = {0, 10 * 1000 * 1000};
     b = NULL;
     r = (struct resp){0};
-    for (int i = 0; i < 300; i++) {
+    /* until the report was recorded and handed the backend over */
+    for (uint64_t end = now_ms() + timeout_ms(); now_ms() < end;) {
         resp_free(&r);
         r = req_unix("GET", "/api/v1/backends/a", NULL, NULL);
         ck_assert_int_eq(r.status, 200);
         b = json_object_get(r.json, "backend");
         if (json_is_true(json_object_get(b, "ejected")) && strcmp(jstr(b, "health"), "down") == 0)
             break;
-        nanosleep(&pause, NULL);
+        poll_pause();
     }
     nn_close(sock);
     ck_assert(json_is_true(json_object_get(b, "ejected")));
