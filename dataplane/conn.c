@@ -23,6 +23,7 @@
 #include "rewrite.h"
 #include "tls.h"
 #include "transport.h"
+#include "upstream.h"
 #include "worker.h"
 
 enum conn_state {
@@ -64,34 +65,6 @@ struct stream {
     uint32_t ready; /* bytes at the buffer's start that may be written */
     uint64_t remaining;
     struct http1_chunked ch;
-};
-
-struct upstream {
-    struct worker *w;
-    struct backend_rt *be;
-    struct conn *c; /* NULL while pooled */
-    struct transport tr;
-    ev_io io;
-    int events;
-    struct buf *in;
-    struct http1_parser parser;
-    double idle_since;
-    bool connected;
-    bool reused;    /* came from the pool */
-    bool keepalive; /* the backend keeps the connection after this response */
-    bool readable;
-    bool writable;
-    bool wr_failed;
-    bool got_bytes;
-    bool eof;
-    bool tls;               /* https:// backend */
-    bool tls_done;          /* a byte went through: the handshake is over */
-    bool rd_on_write;       /* the transport's read waits for writability (TLS) */
-    bool wr_on_read;        /* the transport's write waits for readability (TLS) */
-    struct upstream *bnext; /* the backend's pool */
-    struct upstream *bprev;
-    struct upstream *lnext; /* the worker's pool, newest first */
-    struct upstream *lprev;
 };
 
 struct conn {
@@ -169,7 +142,11 @@ static void conn_run(struct conn *c);
 static void conn_close(struct conn *c);
 static bool conn_follow_view(struct conn *c);
 static void conn_upstream_failed(struct conn *c, const char *why);
-static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents);
+
+static void conn_on_upstream_ready(void *owner)
+{
+    conn_run(owner);
+}
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -309,214 +286,6 @@ static void stream_consumed(struct stream *s, struct buf *b, uint32_t n)
 
 /* ---- upstream connections ------------------------------------------------- */
 
-static void pool_unlink(struct worker *w, struct upstream *u)
-{
-    struct backend_rt *be = u->be;
-    if (u->bprev)
-        u->bprev->bnext = u->bnext;
-    else
-        be->idle = u->bnext;
-    if (u->bnext)
-        u->bnext->bprev = u->bprev;
-    be->n_idle--;
-    if (u->lprev)
-        u->lprev->lnext = u->lnext;
-    else
-        w->pool_new = u->lnext;
-    if (u->lnext)
-        u->lnext->lprev = u->lprev;
-    else
-        w->pool_old = u->lprev;
-    u->bnext = u->bprev = u->lnext = u->lprev = NULL;
-}
-
-/* Closes <u> and frees it; its slot in the backend's connection count stays
- * taken (for a connection that replaces it). */
-static void upstream_close(struct upstream *u)
-{
-    struct worker *w = u->w;
-    set_events(w->loop, &u->io, &u->events, 0);
-    u->tr.ops->release(&u->tr);
-    close(u->tr.fd);
-    if (u->in)
-        worker_buf_put(w, u->in);
-    free(u);
-}
-
-/* Closes <u> and frees it; its slot goes back (maybe to a queued request). */
-static void upstream_free(struct upstream *u)
-{
-    struct worker *w = u->w;
-    struct backend_rt *be = u->be;
-    upstream_close(u);
-    if (be->sh != NULL)
-        connq_release(&be->sh->q, be->max_conns, (uint64_t)(ev_now(w->loop) * 1000.0));
-}
-
-void conn_pool_free(struct worker *w, struct upstream *list)
-{
-    while (list != NULL) {
-        struct upstream *next = list->bnext;
-        pool_unlink(w, list);
-        upstream_free(list);
-        list = next;
-    }
-}
-
-void conn_pool_yield(struct worker *w)
-{
-    for (struct upstream *u = w->pool_new; u != NULL;) {
-        struct upstream *next = u->lnext;
-        struct backend_rt *be = u->be;
-        if (be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed)) {
-            pool_unlink(w, u);
-            upstream_free(u);
-        }
-        u = next;
-    }
-}
-
-void conn_pool_expire(struct worker *w, double now)
-{
-    double limit = w->view ? w->view->snap->timeouts.pool_idle / 1000.0 : 30.0;
-    while (w->pool_old != NULL && now - w->pool_old->idle_since >= limit) {
-        struct upstream *u = w->pool_old;
-        pool_unlink(w, u);
-        upstream_free(u);
-    }
-}
-
-/* A pooled connection is usable when the peer has neither closed it nor sent
- * anything unasked. Pooled sockets stay watched for reading, so a close seen
- * by the loop has freed them already; this check closes the remaining race
- * for requests that could not be replayed on a fresh connection. */
-static bool pooled_is_alive(struct upstream *u)
-{
-    char c;
-    ssize_t n = recv(u->tr.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-static struct upstream *upstream_from_pool(struct worker *w, struct backend_rt *be, bool replayable)
-{
-    while (be->idle != NULL) {
-        struct upstream *u = be->idle;
-        pool_unlink(w, u);
-        if (replayable || pooled_is_alive(u)) {
-            u->reused = true;
-            return u;
-        }
-        upstream_free(u);
-    }
-    return NULL;
-}
-
-/* Releases <u> after a complete exchange: back to the pool or closed. */
-static void upstream_release(struct worker *w, struct upstream *u, bool reusable)
-{
-    u->c = NULL;
-    struct backend_rt *be = u->be;
-    struct wview *v = w->view;
-    uint32_t max_idle = v ? v->snap->pool_max_idle : 0;
-    /* a socket not known to be drained may hold bytes nobody asked for */
-    /* requests queued for the backend (in any worker) get the slot instead */
-    bool wanted = be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed);
-    if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
-        buf_len(u->in) || wanted) {
-        upstream_free(u);
-        return;
-    }
-    if (u->in) {
-        worker_buf_put(w, u->in);
-        u->in = NULL;
-    }
-    u->idle_since = ev_now(w->loop);
-    u->got_bytes = false;
-    /* watched while pooled: readiness means the backend closed it */
-    set_events(w->loop, &u->io, &u->events, EV_READ);
-    u->bnext = be->idle;
-    if (be->idle)
-        be->idle->bprev = u;
-    be->idle = u;
-    be->n_idle++;
-    u->lnext = w->pool_new;
-    if (w->pool_new)
-        w->pool_new->lprev = u;
-    w->pool_new = u;
-    if (w->pool_old == NULL)
-        w->pool_old = u;
-}
-
-/* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
- * name) when it is an https:// backend. Returns NULL and sets *errnum on
- * failure. */
-static struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
-                                         const struct snap_backend *sb, struct tls_client_ctx *tls,
-                                         int *errnum)
-{
-    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        *errnum = errno;
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    bool connected = false;
-    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
-        connected = true;
-    } else if (errno != EINPROGRESS) {
-        *errnum = errno;
-        close(fd);
-        return NULL;
-    }
-    struct upstream *u = calloc(1, sizeof(*u));
-    if (u == NULL) {
-        *errnum = ENOMEM;
-        close(fd);
-        return NULL;
-    }
-    u->w = w;
-    u->be = be;
-    u->connected = connected;
-    if (tls != NULL) {
-        if (tls_client_transport_init(&u->tr, fd, tls, sb->sni, sb->verify_name, NULL) != LB_OK) {
-            *errnum = ENOMEM;
-            close(fd);
-            free(u);
-            return NULL;
-        }
-        u->tls = true;
-    } else {
-        transport_plain_init(&u->tr, fd);
-    }
-    ev_io_init(&u->io, upstream_on_io, fd, 0);
-    u->io.data = u;
-    return u;
-}
-
-static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
-{
-    struct upstream *u = io->data;
-    if (revents & EV_READ)
-        u->readable = true;
-    if (revents & EV_WRITE) {
-        u->writable = true;
-        if (u->rd_on_write) {
-            u->rd_on_write = false;
-            u->readable = true;
-        }
-    }
-    if (revents & EV_READ)
-        u->wr_on_read = false; /* the write that waited for it goes again */
-    if (u->c != NULL) {
-        conn_run(u->c);
-    } else {
-        /* pooled: a close, or bytes nobody asked for; either way it is done */
-        pool_unlink(u->w, u);
-        upstream_free(u);
-    }
-}
-
 /* ---- access log and counters ------------------------------------------- */
 
 static void conn_log_request(struct conn *c, const char *backend)
@@ -628,7 +397,7 @@ static void conn_drop_upstream(struct conn *c, enum outcome o)
     struct upstream *u = c->up;
     conn_attempt_end(c, u->be, o);
     c->up = NULL;
-    u->c = NULL;
+    upstream_detach(u);
     upstream_free(u);
 }
 
@@ -823,7 +592,7 @@ static bool build_upstream_head(struct conn *c, const struct http1_msg *m)
 
 static void conn_bind_upstream(struct conn *c, struct upstream *u, int index)
 {
-    u->c = c;
+    upstream_attach(u, conn_on_upstream_ready, c);
     u->be->active++;
     u->be->bal.active++;
     c->up = u;
@@ -832,14 +601,6 @@ static void conn_bind_upstream(struct conn *c, struct upstream *u, int index)
 
 static bool conn_try_again(struct conn *c, struct backend_rt *failed, int reason);
 static void conn_attach_upstream(struct conn *c);
-
-/* The slot a new connection to <be> took in its backend's count goes back
- * (maybe to a queued request). */
-static void conn_slot_release(struct worker *w, struct backend_rt *be)
-{
-    if (be->sh != NULL)
-        connq_release(&be->sh->q, be->max_conns, (uint64_t)(ev_now(w->loop) * 1000.0));
-}
 
 /* A new upstream connection could not be made for want of local resources
  * (lb_errno_shortage): not the backend's fault, so no breaker or failure
@@ -954,7 +715,7 @@ static void conn_connect_new(struct conn *c, struct backend_rt *be, int i)
         conn_bind_upstream(c, u, i);
         return;
     }
-    conn_slot_release(c->w, be);
+    upstream_slot_release(c->w, be);
     be->active++;
     be->bal.active++;
     if (lb_errno_shortage(errnum))
@@ -979,7 +740,7 @@ static void conn_leave_queue(struct conn *c, bool timed_out)
 {
     struct backend_rt *be = c->view->be[c->q_index];
     if (connq_cancel(&c->qw, timed_out) == CONNQ_SLOT)
-        conn_slot_release(c->w, be);
+        upstream_slot_release(c->w, be);
     c->qwait = false;
     be->bal.active++; /* conn_attempt_end() takes both counts back */
     conn_attempt_end(c, be, OUT_ABANDON);
@@ -1018,7 +779,7 @@ static void conn_attach_upstream(struct conn *c)
         }
         c->bdec = (uint8_t)d;
         c->bdec_valid = true;
-        struct upstream *u = upstream_from_pool(w, be, c->req.done);
+        struct upstream *u = upstream_pool_take(w, be, c->req.done);
         if (u != NULL) {
             conn_bind_upstream(c, u, i);
             return;
@@ -1680,7 +1441,7 @@ static void conn_upstream_failed(struct conn *c, const char *why)
          * same attempt goes on over a fresh connection (in the same slot of
          * the backend's count) with the same bytes */
         c->up = NULL;
-        u->c = NULL;
+        upstream_detach(u);
         upstream_close(u);
         int errnum = 0;
         const struct snap *snap = c->view->snap;
@@ -1688,13 +1449,13 @@ static void conn_upstream_failed(struct conn *c, const char *why)
             upstream_connect(w, be, &snap->backends[c->be_index],
                              snap->be_tls ? snap->be_tls[c->be_index] : NULL, &errnum);
         if (nu != NULL) {
-            nu->c = c;
+            upstream_attach(nu, conn_on_upstream_ready, c);
             c->up = nu;
             c->uphead_sent = 0;
             c->progress = true;
             return;
         }
-        conn_slot_release(w, be);
+        upstream_slot_release(w, be);
         if (lb_errno_shortage(errnum))
             conn_connect_short(c, be, errnum);
         else
@@ -1706,7 +1467,7 @@ static void conn_upstream_failed(struct conn *c, const char *why)
          * ejects it; a failed TLS handshake does not (it answered) */
         bool tcp = !u->connected;
         c->up = NULL;
-        u->c = NULL;
+        upstream_detach(u);
         upstream_free(u);
         conn_connect_failed(c, be, why, tcp);
         return;

@@ -31,14 +31,6 @@ void conn_drain_all(struct worker *w);
 /* Worker exit: closes every connection at once. */
 void conn_close_all(struct worker *w);
 
-/* Housekeeping: closes pooled upstream connections idle past the limit at
- * <now> (INFINITY closes them all). */
-void conn_pool_expire(struct worker *w, double now);
-
-/* Housekeeping: idle pooled connections to a backend whose queue has
- * requests waiting (in any worker) are closed, so their slots go to them. */
-void conn_pool_yield(struct worker *w);
-
 /* The queued request owning <cw> got its grant (connq_inbox_pop()): it
  * connects, or goes to another backend. Worker thread. */
 struct connq_waiter;
@@ -47,9 +39,5 @@ void conn_on_grant(struct connq_waiter *cw);
 /* Housekeeping (never from inside a connection's callback): frees closed
  * connection objects beyond <keep>. */
 void conn_free_list_trim(struct worker *w, uint32_t keep);
-
-/* Frees a pooled upstream connection list (worker exit or backend removed). */
-struct upstream;
-void conn_pool_free(struct worker *w, struct upstream *list);
 
 #endif

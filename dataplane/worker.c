@@ -16,6 +16,7 @@
 #include "dp.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "upstream.h"
 
 #define MAX_FREE_BUFS      256
 #define MAX_FREE_CONNS     256
@@ -185,7 +186,7 @@ static void be_sweep(struct worker *w, bool all)
                 pp = &b->hnext;
                 continue;
             }
-            conn_pool_free(w, b->idle);
+            upstream_pool_free(w, b->idle);
             *pp = b->hnext;
             w->n_be--;
             if (b->sh != NULL)
@@ -527,20 +528,20 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         }
         if (b->addrlen != sb->addrlen || memcmp(&b->addr, &sb->addr, sb->addrlen) != 0) {
             /* a new address: pooled connections go to the old one */
-            conn_pool_free(w, b->idle);
+            upstream_pool_free(w, b->idle);
             b->addr = sb->addr;
             b->addrlen = sb->addrlen;
         }
         const void *tls = s->be_tls ? (const void *)s->be_tls[i] : NULL;
         if (tls != b->tls_ctx || strcmp(b->tls_name, sb->verify_name) != 0) {
             /* pooled connections were verified against other settings */
-            conn_pool_free(w, b->idle);
+            upstream_pool_free(w, b->idle);
             b->tls_ctx = tls;
             snprintf(b->tls_name, sizeof(b->tls_name), "%s", sb->verify_name);
         }
         snprintf(b->host_port, sizeof(b->host_port), "%s", sb->host_port);
         if (sb->admin != SNAP_ADMIN_ACTIVE && b->idle != NULL)
-            conn_pool_free(w, b->idle);
+            upstream_pool_free(w, b->idle);
     }
     if (old != NULL) {
         old->next = w->retired;
@@ -575,7 +576,7 @@ static void worker_begin_drain(struct worker *w)
     w->draining = true;
     listeners_close_all(w);
     conn_drain_all(w);
-    conn_pool_expire(w, INFINITY);
+    upstream_pool_expire(w, INFINITY);
     if (w->n_conns == 0)
         worker_stop_loop(w);
 }
@@ -748,8 +749,8 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct worker *w = t->data;
     lb_logbuf_flush(w->log);
-    conn_pool_expire(w, ev_now(loop));
-    conn_pool_yield(w);
+    upstream_pool_expire(w, ev_now(loop));
+    upstream_pool_yield(w);
     conn_free_list_trim(w, MAX_FREE_CONNS);
     probes_run(w);
 }

@@ -1,0 +1,249 @@
+/* dataplane/upstream.c: backend connections and their keep-alive pools. */
+#include "upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lb_err.h"
+#include "tls.h"
+#include "worker.h"
+
+static void set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
+{
+    if (*cur == want)
+        return;
+    if (*cur != 0)
+        ev_io_stop(loop, io);
+    if (want != 0) {
+        ev_io_modify(io, want);
+        ev_io_start(loop, io);
+    }
+    *cur = want;
+}
+
+static uint32_t buf_len(const struct buf *b)
+{
+    return b ? b->end - b->start : 0;
+}
+
+void upstream_attach(struct upstream *u, upstream_ready_fn fn, void *owner)
+{
+    u->on_ready = fn;
+    u->owner = owner;
+}
+
+void upstream_detach(struct upstream *u)
+{
+    u->on_ready = NULL;
+    u->owner = NULL;
+}
+
+static void pool_unlink(struct worker *w, struct upstream *u)
+{
+    struct backend_rt *be = u->be;
+    if (u->bprev)
+        u->bprev->bnext = u->bnext;
+    else
+        be->idle = u->bnext;
+    if (u->bnext)
+        u->bnext->bprev = u->bprev;
+    be->n_idle--;
+    if (u->lprev)
+        u->lprev->lnext = u->lnext;
+    else
+        w->pool_new = u->lnext;
+    if (u->lnext)
+        u->lnext->lprev = u->lprev;
+    else
+        w->pool_old = u->lprev;
+    u->bnext = u->bprev = u->lnext = u->lprev = NULL;
+}
+
+void upstream_close(struct upstream *u)
+{
+    struct worker *w = u->w;
+    set_events(w->loop, &u->io, &u->events, 0);
+    u->tr.ops->release(&u->tr);
+    close(u->tr.fd);
+    if (u->in)
+        worker_buf_put(w, u->in);
+    free(u);
+}
+
+void upstream_slot_release(struct worker *w, struct backend_rt *be)
+{
+    if (be->sh != NULL)
+        connq_release(&be->sh->q, be->max_conns, (uint64_t)(ev_now(w->loop) * 1000.0));
+}
+
+void upstream_free(struct upstream *u)
+{
+    struct worker *w = u->w;
+    struct backend_rt *be = u->be;
+    upstream_close(u);
+    upstream_slot_release(w, be);
+}
+
+void upstream_pool_free(struct worker *w, struct upstream *list)
+{
+    while (list != NULL) {
+        struct upstream *next = list->bnext;
+        pool_unlink(w, list);
+        upstream_free(list);
+        list = next;
+    }
+}
+
+void upstream_pool_yield(struct worker *w)
+{
+    for (struct upstream *u = w->pool_new; u != NULL;) {
+        struct upstream *next = u->lnext;
+        struct backend_rt *be = u->be;
+        if (be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed)) {
+            pool_unlink(w, u);
+            upstream_free(u);
+        }
+        u = next;
+    }
+}
+
+void upstream_pool_expire(struct worker *w, double now)
+{
+    double limit = w->view ? w->view->snap->timeouts.pool_idle / 1000.0 : 30.0;
+    while (w->pool_old != NULL && now - w->pool_old->idle_since >= limit) {
+        struct upstream *u = w->pool_old;
+        pool_unlink(w, u);
+        upstream_free(u);
+    }
+}
+
+/* A pooled connection is usable when the peer has neither closed it nor sent
+ * anything unasked. Pooled sockets stay watched for reading, so a close seen
+ * by the loop has freed them already; this check closes the remaining race
+ * for requests that could not be replayed on a fresh connection. */
+static bool pooled_is_alive(struct upstream *u)
+{
+    char c;
+    ssize_t n = recv(u->tr.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be, bool replayable)
+{
+    while (be->idle != NULL) {
+        struct upstream *u = be->idle;
+        pool_unlink(w, u);
+        if (replayable || pooled_is_alive(u)) {
+            u->reused = true;
+            return u;
+        }
+        upstream_free(u);
+    }
+    return NULL;
+}
+
+void upstream_release(struct worker *w, struct upstream *u, bool reusable)
+{
+    upstream_detach(u);
+    struct backend_rt *be = u->be;
+    struct wview *v = w->view;
+    uint32_t max_idle = v ? v->snap->pool_max_idle : 0;
+    /* a socket not known to be drained may hold bytes nobody asked for */
+    /* requests queued for the backend (in any worker) get the slot instead */
+    bool wanted = be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed);
+    if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
+        buf_len(u->in) || wanted) {
+        upstream_free(u);
+        return;
+    }
+    if (u->in) {
+        worker_buf_put(w, u->in);
+        u->in = NULL;
+    }
+    u->idle_since = ev_now(w->loop);
+    u->got_bytes = false;
+    /* watched while pooled: readiness means the backend closed it */
+    set_events(w->loop, &u->io, &u->events, EV_READ);
+    u->bnext = be->idle;
+    if (be->idle)
+        be->idle->bprev = u;
+    be->idle = u;
+    be->n_idle++;
+    u->lnext = w->pool_new;
+    if (w->pool_new)
+        w->pool_new->lprev = u;
+    w->pool_new = u;
+    if (w->pool_old == NULL)
+        w->pool_old = u;
+}
+
+static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct upstream *u = io->data;
+    if (revents & EV_READ)
+        u->readable = true;
+    if (revents & EV_WRITE) {
+        u->writable = true;
+        if (u->rd_on_write) {
+            u->rd_on_write = false;
+            u->readable = true;
+        }
+    }
+    if (revents & EV_READ)
+        u->wr_on_read = false; /* the write that waited for it goes again */
+    if (u->on_ready != NULL) {
+        u->on_ready(u->owner);
+    } else {
+        /* pooled: a close, or bytes nobody asked for; either way it is done */
+        pool_unlink(u->w, u);
+        upstream_free(u);
+    }
+}
+
+struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
+                                  const struct snap_backend *sb, struct tls_client_ctx *tls,
+                                  int *errnum)
+{
+    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        *errnum = errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bool connected = false;
+    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
+        connected = true;
+    } else if (errno != EINPROGRESS) {
+        *errnum = errno;
+        close(fd);
+        return NULL;
+    }
+    struct upstream *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        *errnum = ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    u->w = w;
+    u->be = be;
+    u->connected = connected;
+    if (tls != NULL) {
+        if (tls_client_transport_init(&u->tr, fd, tls, sb->sni, sb->verify_name, NULL) != LB_OK) {
+            *errnum = ENOMEM;
+            close(fd);
+            free(u);
+            return NULL;
+        }
+        u->tls = true;
+    } else {
+        transport_plain_init(&u->tr, fd);
+    }
+    ev_io_init(&u->io, upstream_on_io, fd, 0);
+    u->io.data = u;
+    return u;
+}
