@@ -5,6 +5,7 @@
 #include "config_int.h"
 
 #include "lb_err.h"
+#include "lb_hash.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -114,7 +115,7 @@ static int item_index_init(struct item_index *x, const struct cnode *seq, const 
     if ((x->slots = calloc(cap, sizeof(*x->slots))) == NULL)
         return -1;
     for (size_t i = 0; i < seq->n; i++) {
-        size_t at = (size_t)config__hash_str(item_name(x, i)) & x->mask;
+        size_t at = (size_t)lb_hash_fnv1a_str(item_name(x, i)) & x->mask;
         while (x->slots[at] != 0)
             at = (at + 1) & x->mask;
         x->slots[at] = i + 1;
@@ -124,7 +125,7 @@ static int item_index_init(struct item_index *x, const struct cnode *seq, const 
 
 static const struct cnode *find_item(const struct item_index *x, const char *val)
 {
-    for (size_t at = (size_t)config__hash_str(val) & x->mask; x->slots[at] != 0;
+    for (size_t at = (size_t)lb_hash_fnv1a_str(val) & x->mask; x->slots[at] != 0;
          at = (at + 1) & x->mask)
         if (strcmp(item_name(x, x->slots[at] - 1), val) == 0)
             return x->seq->items[x->slots[at] - 1];

@@ -5,6 +5,7 @@
 #include "config_int.h"
 
 #include "lb_err.h"
+#include "lb_hash.h"
 #include "tlscheck.h"
 
 #include <arpa/inet.h>
@@ -438,19 +439,11 @@ struct bindex {
     size_t mask;
 };
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t len)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
 static uint64_t hash_server(const struct config_backend *b)
 {
-    uint64_t h = config__hash_str(b->host);
-    h = hash_bytes(h, &b->port, sizeof(b->port));
-    return hash_bytes(h, &b->https, sizeof(b->https));
+    uint64_t h = lb_hash_fnv1a_str(b->host);
+    h = lb_hash_fnv1a_more(h, &b->port, sizeof(b->port));
+    return lb_hash_fnv1a_more(h, &b->https, sizeof(b->https));
 }
 
 static bool same_server(const struct config_backend *a, const struct config_backend *b)
@@ -472,7 +465,7 @@ static int bindex_init(struct bindex *x, size_t n)
  * or SIZE_MAX after inserting i. */
 static size_t bindex_put(struct bindex *x, const struct config_backend *bs, size_t i, bool by_id)
 {
-    uint64_t h = by_id ? config__hash_str(bs[i].id) : hash_server(&bs[i]);
+    uint64_t h = by_id ? lb_hash_fnv1a_str(bs[i].id) : hash_server(&bs[i]);
     for (size_t at = (size_t)h & x->mask;; at = (at + 1) & x->mask) {
         size_t s = x->slots[at];
         if (s == 0) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lb_hash.h"
 #include "lb_log.h"
 #include "lb_prom.h"
 
@@ -53,14 +54,6 @@ int metrics_fe_slot(struct metrics_worker *m, const char *name)
     return slot;
 }
 
-static uint64_t id_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 #define INDEX_GONE UINT32_MAX
 
 static uint32_t pair_hash(uint16_t fe, uint32_t be);
@@ -69,7 +62,7 @@ static uint32_t pair_hash(uint16_t fe, uint32_t be);
 static uint32_t be_index_find(const struct metrics_worker *m, const char *id, bool *found)
 {
     uint32_t mask = m->be_index_cap - 1;
-    uint32_t at = (uint32_t)id_hash(id) & mask;
+    uint32_t at = (uint32_t)lb_hash_fnv1a_str(id) & mask;
     uint32_t first_free = UINT32_MAX;
     for (;;) {
         uint32_t v = m->be_index[at];
@@ -554,7 +547,7 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
         return;
     memset(slots, 0xff, cap * sizeof(*slots));
     for (uint32_t i = 0; i < n_ids; i++) {
-        size_t at = id_hash(ids[i]) & (cap - 1);
+        size_t at = lb_hash_fnv1a_str(ids[i]) & (cap - 1);
         while (slots[at] >= 0)
             at = (at + 1) & (cap - 1);
         slots[at] = (int32_t)i;
@@ -564,7 +557,7 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
         pthread_mutex_lock(&m->lock);
         for (uint32_t b = 0; b < m->n_be; b++) {
             const struct metrics_be *be = m->be[b];
-            size_t at = id_hash(be->id) & (cap - 1);
+            size_t at = lb_hash_fnv1a_str(be->id) & (cap - 1);
             while (slots[at] >= 0 && strcmp(ids[slots[at]], be->id) != 0)
                 at = (at + 1) & (cap - 1);
             if (slots[at] < 0)
