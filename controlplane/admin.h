@@ -5,7 +5,7 @@
  * uid, author "uid:<n>", full access) and optionally on TCP, where every
  * request needs "Authorization: Bearer <token>" from the tokens file (author
  * "token:<name>"; an "ro" token may only GET). Requests are parsed by the
- * project's HTTP/1 parser (dataplane/http1.h); keep-alive and pipelining are
+ * project's HTTP/1 parser (proto/http1.h); keep-alive and pipelining are
  * supported; heads are capped at ADMIN_HEAD_MAX bytes (431), bodies at
  * ADMIN_BODY_MAX (413, then the connection closes); bodies need a
  * Content-Length (a chunked request body is answered 411 and the connection

@@ -5,6 +5,7 @@
 #include "config_int.h"
 
 #include "lb_err.h"
+#include "lb_map.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -91,44 +92,25 @@ static void diff_maps(struct diff_builder *b, const struct cnode *a, const struc
     }
 }
 
-/* The items of a list by their <key> value (slot = index + 1, 0 = empty):
- * two 10,000-backend configs compared pairwise took most of an apply. */
+/* The items of a list by their <key> value: two 10,000-backend configs
+ * compared pairwise took most of an apply. With duplicates the first wins. */
 struct item_index {
-    const struct cnode *seq;
-    const char *key;
-    size_t *slots;
-    size_t mask;
+    struct lb_map by_name; /* value of <key> -> item (const struct cnode) */
 };
-
-static const char *item_name(const struct item_index *x, size_t i)
-{
-    return config__cn_get(x->seq->items[i], x->key)->s;
-}
 
 static int item_index_init(struct item_index *x, const struct cnode *seq, const char *key)
 {
-    size_t cap = 16;
-    while (cap < 2 * seq->n)
-        cap *= 2;
-    *x = (struct item_index){.seq = seq, .key = key, .mask = cap - 1};
-    if ((x->slots = calloc(cap, sizeof(*x->slots))) == NULL)
+    lb_map_init(&x->by_name, NULL, NULL);
+    if (seq->n > UINT32_MAX / 2 || !lb_map_reserve(&x->by_name, (uint32_t)seq->n))
         return -1;
-    for (size_t i = 0; i < seq->n; i++) {
-        size_t at = (size_t)config__hash_str(item_name(x, i)) & x->mask;
-        while (x->slots[at] != 0)
-            at = (at + 1) & x->mask;
-        x->slots[at] = i + 1;
-    }
+    for (size_t i = 0; i < seq->n; i++)
+        lb_map_add(&x->by_name, config__cn_get(seq->items[i], key)->s, (void *)seq->items[i], NULL);
     return 0;
 }
 
 static const struct cnode *find_item(const struct item_index *x, const char *val)
 {
-    for (size_t at = (size_t)config__hash_str(val) & x->mask; x->slots[at] != 0;
-         at = (at + 1) & x->mask)
-        if (strcmp(item_name(x, x->slots[at] - 1), val) == 0)
-            return x->seq->items[x->slots[at] - 1];
-    return NULL;
+    return lb_map_get(&x->by_name, val);
 }
 
 /* What an added or removed item line says about it. */
@@ -169,7 +151,7 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
         return;
     }
     if (item_index_init(&xc, c, key) != 0) {
-        free(xa.slots);
+        lb_map_deinit(&xa.by_name);
         b->failed = true;
         return;
     }
@@ -194,8 +176,8 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
         item_summary(c->items[i], list->path, summary, sizeof(summary));
         diff_add(b, CONFIG_CHANGE_ADDED, path, subject, NULL, NULL, summary);
     }
-    free(xa.slots);
-    free(xc.slots);
+    lb_map_deinit(&xa.by_name);
+    lb_map_deinit(&xc.by_name);
 }
 
 /* Items without their id cannot be matched; canonical trees of parsed

@@ -163,9 +163,6 @@ struct cnode *config__canonical(const struct config *cfg);
 struct json_t;
 struct json_t *config__tree_to_json(const struct cnode *n);
 
-/* FNV-1a of <s>, for the indexes of backends by id and server. */
-uint64_t config__hash_str(const char *s);
-
 /* ---- decoding and validation ---------------------------------------------------- */
 
 /* How errors are reported: "<name>:<line>:<col>: <path>: <reason>" when the

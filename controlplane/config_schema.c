@@ -578,11 +578,3 @@ char *config_duration_format(uint32_t ms, char *buf, size_t size)
         snprintf(buf + off, size - off, "%ums", r);
     return buf;
 }
-
-uint64_t config__hash_str(const char *s)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
-        h = (h ^ *c) * 1099511628211ull;
-    return h;
-}

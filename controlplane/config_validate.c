@@ -5,6 +5,8 @@
 #include "config_int.h"
 
 #include "lb_err.h"
+#include "lb_hash.h"
+#include "lb_map.h"
 #include "tlscheck.h"
 
 #include <arpa/inet.h>
@@ -430,65 +432,42 @@ static int check_frontends(const struct cfg_check *v, struct config *cfg)
     return LB_OK;
 }
 
-/* Open-addressing index of backends (slot = index + 1, 0 = empty) so that
- * duplicate ids and servers are found in linear time: a 10,000-backend config
- * spent most of its apply in the pairwise comparison. */
+/* Indexes of backends by id and by server, so that duplicates are found in
+ * linear time: a 10,000-backend config spent most of its apply in the pairwise
+ * comparison. */
 struct bindex {
-    size_t *slots;
-    size_t mask;
+    struct lb_map by_id;     /* id -> struct config_backend */
+    struct lb_map by_server; /* (host, port, https) -> struct config_backend */
 };
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t len)
+static uint64_t hash_server(const void *key)
 {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
+    const struct config_backend *b = key;
+    uint64_t h = lb_hash_fnv1a_str(b->host);
+    h = lb_hash_fnv1a_more(h, &b->port, sizeof(b->port));
+    return lb_hash_fnv1a_more(h, &b->https, sizeof(b->https));
 }
 
-static uint64_t hash_server(const struct config_backend *b)
+static bool same_server(const void *x, const void *y)
 {
-    uint64_t h = config__hash_str(b->host);
-    h = hash_bytes(h, &b->port, sizeof(b->port));
-    return hash_bytes(h, &b->https, sizeof(b->https));
-}
-
-static bool same_server(const struct config_backend *a, const struct config_backend *b)
-{
+    const struct config_backend *a = x, *b = y;
     return a->https == b->https && a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
-static int bindex_init(struct bindex *x, size_t n)
+/* Index of an entry equal to backends[i] in <m>, or SIZE_MAX after adding i
+ * (under <key>: its id, or itself for the server index). */
+static size_t bindex_put(struct lb_map *m, const void *key, const struct config_backend *bs,
+                         size_t i)
 {
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
-    x->slots = calloc(cap, sizeof(*x->slots));
-    x->mask = cap - 1;
-    return x->slots ? 0 : -1;
-}
-
-/* Index of an entry equal to backends[i] (by id when <by_id>, else by server),
- * or SIZE_MAX after inserting i. */
-static size_t bindex_put(struct bindex *x, const struct config_backend *bs, size_t i, bool by_id)
-{
-    uint64_t h = by_id ? config__hash_str(bs[i].id) : hash_server(&bs[i]);
-    for (size_t at = (size_t)h & x->mask;; at = (at + 1) & x->mask) {
-        size_t s = x->slots[at];
-        if (s == 0) {
-            x->slots[at] = i + 1;
-            return SIZE_MAX;
-        }
-        const struct config_backend *o = &bs[s - 1];
-        if (by_id ? strcmp(o->id, bs[i].id) == 0 : same_server(o, &bs[i]))
-            return s - 1;
-    }
+    void *was = NULL;
+    if (lb_map_add(m, key, (void *)&bs[i], &was) != LB_MAP_EXISTS)
+        return SIZE_MAX; /* room was reserved: never LB_MAP_NOMEM */
+    return (size_t)((const struct config_backend *)was - bs);
 }
 
 /* Sets host, port and https from the url and derives an absent id as
  * "<host>-<port>". */
-static int check_backend(const struct cfg_check *v, struct config *cfg, size_t i,
-                         struct bindex *by_id, struct bindex *by_server)
+static int check_backend(const struct cfg_check *v, struct config *cfg, size_t i, struct bindex *x)
 {
     struct config_backend *b = &cfg->backends[i];
     char path[64], p[96], reason[128];
@@ -524,10 +503,10 @@ static int check_backend(const struct cfg_check *v, struct config *cfg, size_t i
         return fail(v, p, "\"%s\" is not a valid id (1..64 letters, digits, '-', '_', '.', ':')",
                     b->id);
     }
-    size_t j = bindex_put(by_server, cfg->backends, i, false);
+    size_t j = bindex_put(&x->by_server, b, cfg->backends, i);
     if (j != SIZE_MAX)
         return fail(v, p, "%s is the same server as backends[%zu]", b->url, j);
-    if ((j = bindex_put(by_id, cfg->backends, i, true)) == SIZE_MAX)
+    if ((j = bindex_put(&x->by_id, b->id, cfg->backends, i)) == SIZE_MAX)
         return LB_OK;
     if (derived)
         return fail(v, p, "id \"%s\" is already used by backends[%zu]; set id", b->id, j);
@@ -537,17 +516,17 @@ static int check_backend(const struct cfg_check *v, struct config *cfg, size_t i
 
 static int check_backends(const struct cfg_check *v, struct config *cfg)
 {
-    struct bindex by_id, by_server;
-    if (bindex_init(&by_id, cfg->n_backends) != 0 ||
-        bindex_init(&by_server, cfg->n_backends) != 0) {
-        free(by_id.slots);
-        return config__nomem(v);
-    }
+    struct bindex x;
+    lb_map_init(&x.by_id, NULL, NULL);
+    lb_map_init(&x.by_server, hash_server, same_server);
     int rc = LB_OK;
+    if (cfg->n_backends > UINT32_MAX / 2 || !lb_map_reserve(&x.by_id, (uint32_t)cfg->n_backends) ||
+        !lb_map_reserve(&x.by_server, (uint32_t)cfg->n_backends))
+        rc = config__nomem(v);
     for (size_t i = 0; i < cfg->n_backends && rc == LB_OK; i++)
-        rc = check_backend(v, cfg, i, &by_id, &by_server);
-    free(by_id.slots);
-    free(by_server.slots);
+        rc = check_backend(v, cfg, i, &x);
+    lb_map_deinit(&x.by_id);
+    lb_map_deinit(&x.by_server);
     return rc;
 }
 

@@ -6,34 +6,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lb_assert.h"
 #include "lb_err.h"
+#include "lb_map.h"
+#include "lb_ref.h"
 
 struct entry {
     struct bshared pub;
     /* registry fields, under the registry lock */
     char *id;
-    uint32_t refs;
-    uint64_t hash;
-    struct entry *next;
+    struct lb_ref ref; /* views naming the id; the last release unlinks under the lock */
 };
 
 struct bshared_registry {
     pthread_mutex_t lock;
-    struct entry **buckets;
-    uint32_t cap; /* power of two */
-    uint32_t n;
+    struct lb_map by_id; /* id -> struct entry, under <lock> */
     _Atomic int32_t ejected;
 };
-
-static uint64_t hash_id(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s != '\0'; s++) {
-        h ^= (uint8_t)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 static void entry_free(struct entry *e)
 {
@@ -47,11 +36,13 @@ struct bshared_registry *bshared_registry_new(struct lb_err *err)
 {
     struct bshared_registry *r = calloc(1, sizeof(*r));
     if (r != NULL) {
-        r->cap = 64;
-        r->buckets = calloc(r->cap, sizeof(*r->buckets));
+        lb_map_init(&r->by_id, NULL, NULL);
+        if (!lb_map_reserve(&r->by_id, 48)) {
+            free(r);
+            r = NULL;
+        }
     }
-    if (r == NULL || r->buckets == NULL) {
-        free(r);
+    if (r == NULL) {
         lb_err_set(err, LB_ENOMEM, 0, "out of memory creating the backend registry");
         return NULL;
     }
@@ -64,54 +55,16 @@ void bshared_registry_free(struct bshared_registry *r)
 {
     if (r == NULL)
         return;
-    for (uint32_t i = 0; i < r->cap; i++) {
-        struct entry *e = r->buckets[i];
-        while (e != NULL) {
-            struct entry *next = e->next;
-            entry_free(e);
-            e = next;
-        }
-    }
-    free(r->buckets);
+    uint32_t pos = 0;
+    struct entry *e;
+    while ((e = lb_map_next(&r->by_id, &pos, NULL)) != NULL)
+        entry_free(e);
+    lb_map_deinit(&r->by_id);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
-/* Under lock. */
-static struct entry *reg_lookup(struct bshared_registry *r, const char *id, uint64_t h)
-{
-    for (struct entry *e = r->buckets[h & (r->cap - 1)]; e != NULL; e = e->next) {
-        if (e->hash == h && strcmp(e->id, id) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-/* Under lock. Doubles the table when it is more than 3/4 full; on no memory
- * it keeps the old one (longer chains, still correct). */
-static void reg_grow(struct bshared_registry *r)
-{
-    if (r->n < r->cap / 4 * 3 || r->cap > UINT32_MAX / 2)
-        return;
-    uint32_t cap = r->cap * 2;
-    struct entry **nb = calloc(cap, sizeof(*nb));
-    if (nb == NULL)
-        return;
-    for (uint32_t i = 0; i < r->cap; i++) {
-        struct entry *e = r->buckets[i];
-        while (e != NULL) {
-            struct entry *next = e->next;
-            e->next = nb[e->hash & (cap - 1)];
-            nb[e->hash & (cap - 1)] = e;
-            e = next;
-        }
-    }
-    free(r->buckets);
-    r->buckets = nb;
-    r->cap = cap;
-}
-
-static struct entry *entry_new(const char *id, uint64_t h)
+static struct entry *entry_new(const char *id)
 {
     struct entry *e = calloc(1, sizeof(*e));
     if (e == NULL)
@@ -126,7 +79,7 @@ static struct entry *entry_new(const char *id, uint64_t h)
     }
     e->pub.id = e->id;
     connq_init(&e->pub.q);
-    e->hash = h;
+    lb_ref_init(&e->ref);
     return e;
 }
 
@@ -136,35 +89,29 @@ struct bshared *bshared_registry_get(struct bshared_registry *r, const char *id,
         lb_err_set(err, LB_EINVAL, 0, "backend registry: empty backend id");
         return NULL;
     }
-    uint64_t h = hash_id(id);
     pthread_mutex_lock(&r->lock);
-    struct entry *e = reg_lookup(r, id, h);
-    if (e == NULL) {
-        e = entry_new(id, h);
-        if (e == NULL) {
-            pthread_mutex_unlock(&r->lock);
-            lb_err_set(err, LB_ENOMEM, 0, "out of memory creating the shared state of %s", id);
-            return NULL;
-        }
-        reg_grow(r);
-        e->next = r->buckets[h & (r->cap - 1)];
-        r->buckets[h & (r->cap - 1)] = e;
-        r->n++;
+    struct entry *e = lb_map_get(&r->by_id, id);
+    if (e != NULL) {
+        lb_ref_get(&e->ref);
+    } else if ((e = entry_new(id)) != NULL &&
+               lb_map_add(&r->by_id, e->id, e, NULL) != LB_MAP_ADDED) {
+        entry_free(e);
+        e = NULL;
     }
-    e->refs++;
     pthread_mutex_unlock(&r->lock);
-    return &e->pub;
+    if (e == NULL)
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory creating the shared state of %s", id);
+    return e != NULL ? &e->pub : NULL;
 }
 
 struct bshared *bshared_registry_find(struct bshared_registry *r, const char *id)
 {
     if (id == NULL)
         return NULL;
-    uint64_t h = hash_id(id);
     pthread_mutex_lock(&r->lock);
-    struct entry *e = reg_lookup(r, id, h);
+    struct entry *e = lb_map_get(&r->by_id, id);
     if (e != NULL)
-        e->refs++;
+        lb_ref_get(&e->ref);
     pthread_mutex_unlock(&r->lock);
     return e != NULL ? &e->pub : NULL;
 }
@@ -175,17 +122,13 @@ void bshared_registry_release(struct bshared_registry *r, struct bshared *b)
         return;
     struct entry *e = (struct entry *)b; /* pub is the first member */
     pthread_mutex_lock(&r->lock);
-    if (--e->refs > 0) {
+    if (!lb_ref_put(&e->ref)) {
         pthread_mutex_unlock(&r->lock);
         return;
     }
-    struct entry **pp = &r->buckets[e->hash & (r->cap - 1)];
-    while (*pp != NULL && *pp != e)
-        pp = &(*pp)->next;
-    if (*pp == e) {
-        *pp = e->next;
-        r->n--;
-    }
+    struct entry *was = lb_map_del(&r->by_id, e->id);
+    LB_ASSERT(was == e);
+    (void)was;
     if (eject_is_out(&e->pub.eject))
         atomic_fetch_sub(&r->ejected, 1);
     pthread_mutex_unlock(&r->lock);
@@ -195,7 +138,7 @@ void bshared_registry_release(struct bshared_registry *r, struct bshared *b)
 uint32_t bshared_registry_count(struct bshared_registry *r)
 {
     pthread_mutex_lock(&r->lock);
-    uint32_t n = r->n;
+    uint32_t n = lb_map_count(&r->by_id);
     pthread_mutex_unlock(&r->lock);
     return n;
 }

@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "lb_err.h"
+#include "lb_hash.h"
 
 /* Token bucket amounts are thousandths of a token: <rate> of them arrive every ms, so the
  * refill is exact integer arithmetic at any rate. */
@@ -71,7 +71,7 @@ struct global {
 
 struct limiter {
     struct limiter_config cfg;
-    uint64_t seed;                /* hash seed, random per limiter against chosen collisions */
+    struct lb_hash_key key;       /* SipHash key, random per limiter: clients choose the keys */
     uint32_t nshards;             /* power of two, at most max_keys */
     struct entry *entries;        /* all shards' entries, NULL without per_client */
     uint32_t *buckets;            /* hash heads (links) of all shards */
@@ -339,17 +339,6 @@ static int config_check(const struct limiter_config *c, struct lb_err *err)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-static uint64_t make_seed(const void *salt)
-{
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        seed = (uint64_t)(uintptr_t)salt ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
-    }
-    return seed;
-}
-
 static uint32_t pow2_at_least(uint32_t n)
 {
     uint32_t p = 1;
@@ -370,7 +359,7 @@ struct limiter *limiter_new(const struct limiter_config *cfg, struct lb_err *err
     }
     memset(l, 0, size);
     l->cfg = *cfg;
-    l->seed = make_seed(l);
+    lb_hash_key_random(&l->key);
     pthread_mutex_init(&l->global.mu, NULL);
     l->global.st.tokens = (uint64_t)cfg->burst * MILLI;
     l->nshards = LIMITER_MAX_SHARDS;
@@ -536,22 +525,9 @@ static void state_fill(const struct limiter_config *c, const struct lstate *s, u
 
 /* ---- the per-client table -------------------------------------------------------------- */
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t key_hash(const struct limiter *l, const uint8_t key[16])
 {
-    uint64_t a, b;
-    memcpy(&a, key, 8);
-    memcpy(&b, key + 8, 8);
-    return mix64(mix64(a ^ l->seed) ^ b);
+    return lb_hash_sip13(&l->key, key, 16);
 }
 
 static struct shard *shard_of(struct limiter *l, uint64_t h)

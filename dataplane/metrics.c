@@ -13,6 +13,7 @@
 int metrics_worker_init(struct metrics_worker *m)
 {
     memset(m, 0, sizeof(*m));
+    lb_map_init(&m->be_index, NULL, NULL);
     if (pthread_mutex_init(&m->lock, NULL) != 0)
         return -1;
     m->cap_pairs = 64;
@@ -31,7 +32,7 @@ void metrics_worker_deinit(struct metrics_worker *m)
     for (uint32_t i = 0; i < m->n_be; i++)
         free(m->be[i]);
     free(m->be);
-    free(m->be_index);
+    lb_map_deinit(&m->be_index);
     free(m->be_free);
     free(m->pairs);
     pthread_mutex_destroy(&m->lock);
@@ -53,75 +54,16 @@ int metrics_fe_slot(struct metrics_worker *m, const char *name)
     return slot;
 }
 
-static uint64_t id_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-#define INDEX_GONE UINT32_MAX
-
 static uint32_t pair_hash(uint16_t fe, uint32_t be);
-
-/* The index position of <id>, or of the first free place on its probe path. */
-static uint32_t be_index_find(const struct metrics_worker *m, const char *id, bool *found)
-{
-    uint32_t mask = m->be_index_cap - 1;
-    uint32_t at = (uint32_t)id_hash(id) & mask;
-    uint32_t first_free = UINT32_MAX;
-    for (;;) {
-        uint32_t v = m->be_index[at];
-        if (v == 0) {
-            *found = false;
-            return first_free != UINT32_MAX ? first_free : at;
-        }
-        if (v == INDEX_GONE) {
-            if (first_free == UINT32_MAX)
-                first_free = at;
-        } else if (strcmp(m->be[v - 1]->id, id) == 0) {
-            *found = true;
-            return at;
-        }
-        at = (at + 1) & mask;
-    }
-}
-
-static bool be_index_grow(struct metrics_worker *m)
-{
-    uint32_t cap = m->be_index_cap ? m->be_index_cap : 64;
-    while ((m->n_be + 1) * 2 > cap)
-        cap *= 2;
-    uint32_t *ni = calloc(cap, sizeof(*ni));
-    if (ni == NULL)
-        return false;
-    free(m->be_index);
-    m->be_index = ni;
-    m->be_index_cap = cap;
-    m->be_index_used = 0;
-    for (uint32_t i = 0; i < m->n_be; i++) {
-        if (m->be[i]->id[0] == '\0')
-            continue;
-        bool found;
-        uint32_t at = be_index_find(m, m->be[i]->id, &found);
-        m->be_index[at] = i + 1;
-        m->be_index_used++;
-    }
-    return true;
-}
 
 int metrics_be_slot(struct metrics_worker *m, const char *id)
 {
-    bool found = false;
-    if (m->be_index_cap != 0) {
-        uint32_t at = be_index_find(m, id, &found);
-        if (found)
-            return (int)m->be_index[at] - 1;
-    }
+    uintptr_t known = (uintptr_t)lb_map_get(&m->be_index, id);
+    if (known != 0)
+        return (int)(known - 1);
     struct metrics_be *b = NULL;
     pthread_mutex_lock(&m->lock);
-    if ((m->be_index_used + 1) * 2 > m->be_index_cap && !be_index_grow(m))
+    if (!lb_map_reserve(&m->be_index, lb_map_count(&m->be_index) + 1))
         goto fail;
     int slot;
     if (m->n_be_free > 0) {
@@ -144,10 +86,8 @@ int metrics_be_slot(struct metrics_worker *m, const char *id)
         m->be[m->n_be++] = b;
     }
     snprintf(b->id, sizeof(b->id), "%s", id);
-    uint32_t at = be_index_find(m, id, &found);
-    if (m->be_index[at] == 0)
-        m->be_index_used++;
-    m->be_index[at] = (uint32_t)slot + 1;
+    /* cannot fail for memory after the reserve above */
+    lb_map_add(&m->be_index, b->id, (void *)(uintptr_t)(slot + 1), NULL);
     pthread_mutex_unlock(&m->lock);
     return slot;
 fail:
@@ -168,10 +108,7 @@ void metrics_be_release(struct metrics_worker *m, const uint32_t *slots, uint32_
     m->be_free = nf;
     for (uint32_t k = 0; k < n; k++) {
         struct metrics_be *b = m->be[slots[k]];
-        bool found;
-        uint32_t at = be_index_find(m, b->id, &found);
-        if (found)
-            m->be_index[at] = INDEX_GONE;
+        lb_map_del(&m->be_index, b->id); /* before the key changes */
         b->id[0] = '\0';
         m->be_free[m->n_be_free++] = slots[k];
     }
@@ -546,30 +483,20 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
     memset(out, 0, sizeof(*out) * n_ids);
     if (n_ids == 0)
         return;
-    size_t cap = 16;
-    while (cap < (size_t)n_ids * 2)
-        cap <<= 1;
-    int32_t *slots = malloc(cap * sizeof(*slots));
-    if (slots == NULL)
+    struct lb_map by_id;
+    lb_map_init(&by_id, NULL, NULL);
+    if (!lb_map_reserve(&by_id, n_ids))
         return;
-    memset(slots, 0xff, cap * sizeof(*slots));
-    for (uint32_t i = 0; i < n_ids; i++) {
-        size_t at = id_hash(ids[i]) & (cap - 1);
-        while (slots[at] >= 0)
-            at = (at + 1) & (cap - 1);
-        slots[at] = (int32_t)i;
-    }
+    for (uint32_t i = 0; i < n_ids; i++)
+        lb_map_add(&by_id, ids[i], &out[i], NULL);
     for (unsigned w = 0; w < n; w++) {
         struct metrics_worker *m = workers[w];
         pthread_mutex_lock(&m->lock);
         for (uint32_t b = 0; b < m->n_be; b++) {
             const struct metrics_be *be = m->be[b];
-            size_t at = id_hash(be->id) & (cap - 1);
-            while (slots[at] >= 0 && strcmp(ids[slots[at]], be->id) != 0)
-                at = (at + 1) & (cap - 1);
-            if (slots[at] < 0)
+            struct metrics_be_totals *t = lb_map_get(&by_id, be->id);
+            if (t == NULL)
                 continue;
-            struct metrics_be_totals *t = &out[slots[at]];
             t->requests += METRIC_GET(be->requests);
             t->errors += METRIC_GET(be->errors);
             t->connect_failures += METRIC_GET(be->connect_failures);
@@ -577,5 +504,5 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
         }
         pthread_mutex_unlock(&m->lock);
     }
-    free(slots);
+    lb_map_deinit(&by_id);
 }

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "lb_map.h"
+
 struct lb_prom;
 
 #define METRIC_ADD(field, n)                                                                       \
@@ -87,9 +89,7 @@ struct metrics_worker {
     struct metrics_be **be; /* by slot; grows; a released slot has an empty id */
     uint32_t n_be;          /* slots in use or released */
     uint32_t cap_be;
-    uint32_t *be_index; /* open addressing on the id: slot + 1, 0 empty, UINT32_MAX gone */
-    uint32_t be_index_cap;
-    uint32_t be_index_used; /* entries and tombstones */
+    struct lb_map be_index; /* id (in be[slot]) -> slot + 1, as a pointer */
     uint32_t *be_free;      /* released slots, reused first */
     uint32_t n_be_free;
     struct metrics_pair *pairs; /* open addressing on (fe, be) */

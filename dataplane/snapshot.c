@@ -13,6 +13,7 @@
 #include "lb.pb-c.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "lb_map.h"
 #include "tls.h"
 
 #define MAX_SNAPSHOT_BYTES (256u << 20)
@@ -111,38 +112,21 @@ static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb
     return LB_OK;
 }
 
-/* Backend ids are looked up by hashing; duplicates are found the same way. */
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
+/* Backend ids are found by hashing, so a 10,000-backend snapshot is checked in
+ * linear time. */
 static int check_unique_ids(const struct snap *s, struct lb_err *err)
 {
-    size_t cap = 16;
-    while (cap < (size_t)s->n_backends * 2)
-        cap <<= 1;
-    int32_t *slots = malloc(cap * sizeof(*slots));
-    if (slots == NULL)
+    struct lb_map ids;
+    lb_map_init(&ids, NULL, NULL);
+    if (!lb_map_reserve(&ids, s->n_backends))
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
-    memset(slots, 0xff, cap * sizeof(*slots));
     int rc = LB_OK;
     for (uint32_t i = 0; i < s->n_backends && rc == LB_OK; i++) {
-        size_t at = hash_str(s->backends[i].id) & (cap - 1);
-        while (slots[at] >= 0) {
-            if (strcmp(s->backends[slots[at]].id, s->backends[i].id) == 0) {
-                rc = lb_err_set(err, LB_EINVAL, 0, "backends[%u].id: \"%s\" is used twice", i,
-                                s->backends[i].id);
-                break;
-            }
-            at = (at + 1) & (cap - 1);
-        }
-        slots[at] = (int32_t)i;
+        const struct snap_backend *b = &s->backends[i];
+        if (lb_map_add(&ids, b->id, (void *)b, NULL) == LB_MAP_EXISTS)
+            rc = lb_err_set(err, LB_EINVAL, 0, "backends[%u].id: \"%s\" is used twice", i, b->id);
     }
-    free(slots);
+    lb_map_deinit(&ids);
     return rc;
 }
 
@@ -344,7 +328,7 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
 
 static void rl_unref(struct snap_rl *r)
 {
-    if (r != NULL && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
+    if (r != NULL && lb_ref_put(&r->ref)) {
         limiter_free(r->l);
         free(r);
     }
@@ -371,7 +355,7 @@ int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err
                 prev = old->rl[j];
         }
         if (prev != NULL && rl_same(limiter_config(prev->l), &s->rl_cfg)) {
-            atomic_fetch_add_explicit(&prev->refs, 1, memory_order_relaxed);
+            lb_ref_get(&prev->ref);
             s->rl[i] = prev;
             continue;
         }
@@ -383,7 +367,7 @@ int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err
             free(r);
             return err ? err->code : LB_ENOMEM;
         }
-        atomic_init(&r->refs, 1);
+        lb_ref_init(&r->ref);
         if (prev != NULL)
             limiter_carry(r->l, prev->l);
         s->rl[i] = r;
@@ -521,7 +505,7 @@ int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb
     s->pb = pb;
     s->version = pb->config_version;
     s->generation = pb->generation;
-    atomic_init(&s->refs, 1);
+    lb_ref_init(&s->ref);
     int rc = build_frontends(s, pb, err);
     if (rc == LB_OK)
         rc = build_backends(s, pb, err);
@@ -580,13 +564,13 @@ int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err)
 struct snap *snap_ref(struct snap *s)
 {
     if (s != NULL)
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+        lb_ref_get(&s->ref);
     return s;
 }
 
 void snap_unref(struct snap *s)
 {
-    if (s != NULL && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    if (s != NULL && lb_ref_put(&s->ref))
         snap_free(s);
 }
 

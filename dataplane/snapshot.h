@@ -14,6 +14,7 @@
 #include "connq.h"
 #include "eject.h"
 #include "http1.h"
+#include "lb_ref.h"
 #include "limiter.h"
 
 struct lb_err;
@@ -84,13 +85,13 @@ struct snap_timeouts { /* milliseconds, defaults filled in */
 /* A rate limiter shared by every snapshot whose limits for a frontend are
  * the same, so that a change elsewhere in the config keeps its buckets. */
 struct snap_rl {
-    atomic_uint refs;
+    struct lb_ref ref;
     struct limiter *l;
 };
 
 /* An immutable runtime view. Shared by all threads; reference counted. */
 struct snap {
-    atomic_uint refs;
+    struct lb_ref ref;
     uint64_t version;
     uint64_t generation;
     struct snap_frontend *frontends;

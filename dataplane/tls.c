@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "lb_err.h"
+#include "lb_ref.h"
 #include "tls_tickets.h"
 
 /* Mozilla "intermediate" TLS 1.2 suites without the DHE ones. */
@@ -60,7 +61,7 @@ struct tls_strlist {
  * by every worker. A server context's are shared, by reference, with the
  * context that replaces it, so a frontend's counters survive reloads. */
 struct tls_counters {
-    atomic_int refs; /* server contexts only */
+    struct lb_ref ref; /* server contexts only */
     _Atomic uint64_t handshakes[TLS_VER_COUNT];
     _Atomic uint64_t full;
     _Atomic uint64_t resumed;
@@ -68,7 +69,7 @@ struct tls_counters {
 };
 
 struct tls_ctx {
-    atomic_int refs;
+    struct lb_ref ref;
     SSL_CTX *ssl;                /* owned; its app data points back here */
     struct tls_tickets *tickets; /* one reference */
     uint32_t rotation_s;         /* ticket key period */
@@ -91,7 +92,7 @@ struct tls_client_session {
 };
 
 struct tls_client_ctx {
-    atomic_int refs;
+    struct lb_ref ref;
     SSL_CTX *ssl;         /* owned */
     pthread_mutex_t lock; /* guards sessions and clock: every worker stores and looks up */
     struct tls_client_session sessions[TLS_CLIENT_SESSIONS];
@@ -639,7 +640,7 @@ static int on_ticket(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
 
 static void counters_unref(struct tls_counters *c)
 {
-    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+    if (c != NULL && lb_ref_put(&c->ref))
         free(c);
 }
 
@@ -767,12 +768,12 @@ struct tls_ctx *tls_ctx_new(const Lb__V1__Tls *cfg, struct tls_tickets *tickets,
         lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS context");
         return NULL;
     }
-    atomic_init(&ctx->refs, 1);
+    lb_ref_init(&ctx->ref);
     ctx->rotation_s = cfg->ticket_rotation_s ? cfg->ticket_rotation_s : TLS_DEFAULT_ROTATION_S;
     ERR_clear_error();
     ctx->cnt = calloc(1, sizeof(*ctx->cnt));
     if (ctx->cnt != NULL)
-        atomic_init(&ctx->cnt->refs, 1);
+        lb_ref_init(&ctx->cnt->ref);
     ctx->tickets = tickets ? tls_tickets_ref(tickets) : tls_tickets_new(NULL, NULL, err);
     ctx->certs = calloc(cfg->n_certificates, sizeof(*ctx->certs));
     if (ctx->cnt == NULL || ctx->tickets == NULL || ctx->certs == NULL) {
@@ -808,13 +809,13 @@ fail:
 
 struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx)
 {
-    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    lb_ref_get(&ctx->ref);
     return ctx;
 }
 
 void tls_ctx_unref(struct tls_ctx *ctx)
 {
-    if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+    if (ctx == NULL || !lb_ref_put(&ctx->ref))
         return;
     ctx_free(ctx);
 }
@@ -838,7 +839,7 @@ void tls_ctx_continue_counters(struct tls_ctx *ctx, const struct tls_ctx *from)
 {
     if (ctx->cnt == from->cnt)
         return;
-    atomic_fetch_add_explicit(&from->cnt->refs, 1, memory_order_relaxed);
+    lb_ref_get(&from->cnt->ref);
     counters_unref(ctx->cnt);
     ctx->cnt = from->cnt;
 }
@@ -996,7 +997,7 @@ struct tls_client_ctx *tls_client_ctx_new(const uint8_t *ca_pem, size_t ca_len, 
         lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS client context");
         return NULL;
     }
-    atomic_init(&cc->refs, 1);
+    lb_ref_init(&cc->ref);
     if (pthread_mutex_init(&cc->lock, NULL) != 0) {
         free(cc);
         lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS client context");
@@ -1035,13 +1036,13 @@ fail:
 
 struct tls_client_ctx *tls_client_ctx_ref(struct tls_client_ctx *ctx)
 {
-    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    lb_ref_get(&ctx->ref);
     return ctx;
 }
 
 void tls_client_ctx_unref(struct tls_client_ctx *ctx)
 {
-    if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+    if (ctx == NULL || !lb_ref_put(&ctx->ref))
         return;
     client_ctx_free(ctx);
 }

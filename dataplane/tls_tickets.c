@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "lb_err.h"
+#include "lb_ref.h"
 
 struct ticket_key {
     bool valid;
@@ -25,7 +26,7 @@ struct ticket_key {
 };
 
 struct tls_tickets {
-    atomic_int refs;
+    struct lb_ref ref;
     tls_tickets_clock_fn clock;
     void *clock_arg;
     pthread_mutex_t lock;   /* guards cur, prev, generation */
@@ -48,7 +49,7 @@ struct tls_tickets *tls_tickets_new(tls_tickets_clock_fn clock, void *clock_arg,
         lb_err_set(err, LB_ENOMEM, 0, "out of memory for the ticket key store");
         return NULL;
     }
-    atomic_init(&k->refs, 1);
+    lb_ref_init(&k->ref);
     k->clock = clock ? clock : monotonic_s;
     k->clock_arg = clock_arg;
     pthread_mutex_init(&k->lock, NULL);
@@ -57,13 +58,13 @@ struct tls_tickets *tls_tickets_new(tls_tickets_clock_fn clock, void *clock_arg,
 
 struct tls_tickets *tls_tickets_ref(struct tls_tickets *k)
 {
-    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    lb_ref_get(&k->ref);
     return k;
 }
 
 void tls_tickets_unref(struct tls_tickets *k)
 {
-    if (k == NULL || atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) != 1)
+    if (k == NULL || !lb_ref_put(&k->ref))
         return;
     pthread_mutex_destroy(&k->lock);
     OPENSSL_cleanse(k, sizeof(*k));

@@ -1,4 +1,4 @@
-/* dataplane/http1.c: strict, zero-copy HTTP/1.1 parser (RFC 9112). */
+/* proto/http1.c: strict, zero-copy HTTP/1.1 parser (RFC 9112). */
 #include "http1.h"
 
 #include <limits.h>

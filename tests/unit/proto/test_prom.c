@@ -1,4 +1,4 @@
-/* tests/unit/dataplane/test_prom.c: Prometheus text writer (proto/lb_prom.h). */
+/* tests/unit/proto/test_prom.c: Prometheus text writer (proto/lb_prom.h). */
 #include "lb_prom.h"
 
 #include <check.h>

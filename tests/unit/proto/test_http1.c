@@ -1,4 +1,4 @@
-/* tests/unit/dataplane/test_http1.c: the strict HTTP/1.1 parser. Every case is
+/* tests/unit/proto/test_http1.c: the strict HTTP/1.1 parser. Every case is
  * parsed whole, byte by byte against a PROT_NONE guard page, and split in two
  * at every position; all must agree. */
 #include "http1.h"

@@ -1,4 +1,4 @@
-/* proto/lb_assert.h: invariants of state machines and ownership hand-overs.
+/* proto/base/lb_assert.h: invariants of state machines and ownership hand-overs.
  * Checked in debug and sanitizer builds, compiled out in release (NDEBUG);
  * never for input validation. */
 #ifndef LB_ASSERT_H

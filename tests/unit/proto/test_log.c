@@ -1,4 +1,4 @@
-/* tests/unit/dataplane/test_log.c: JSON escaping and JSON-lines logging (proto/lb_log.h). */
+/* tests/unit/proto/test_log.c: JSON escaping and JSON-lines logging (proto/lb_log.h). */
 #include "lb_log.h"
 
 #include <check.h>

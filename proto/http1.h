@@ -1,4 +1,4 @@
-/* dataplane/http1.h: strict, zero-copy HTTP/1.1 parser (RFC 9112).
+/* proto/http1.h: strict, zero-copy HTTP/1.1 parser (RFC 9112).
  *
  * The parser copies nothing: a parsed message holds (pointer, length) slices of
  * the caller's buffer, valid until the caller moves or overwrites those bytes.
