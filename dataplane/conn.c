@@ -111,7 +111,6 @@ struct conn {
     char path[256];
     char req_id[40];
     int reject;     /* enum metrics_reject of an answer of ours, or -1 */
-    char why[96];   /* why we answered or aborted it ourselves, for the access log */
     uint8_t rl_len; /* RateLimit header lines for the response, in <rl_hdr> */
     char rl_hdr[LIMITER_HEADERS_MAX];
 
@@ -128,7 +127,7 @@ struct conn {
     uint8_t budget_waits; /* backoffs waited for room in the retry budget */
     bool qwait;           /* waiting in the queue of backend <q_index> (counted in its active) */
     int32_t q_index;
-    struct connq_waiter qw;
+    struct connq_waiter *qw; /* while it waits (qwait) */
     double backoff_s;
 
     /* the response */
@@ -288,7 +287,7 @@ static void stream_consumed(struct stream *s, struct buf *b, uint32_t n)
 
 /* ---- access log and counters ------------------------------------------- */
 
-static void conn_log_request(struct conn *c, const char *backend)
+static void conn_log_request(struct conn *c, const char *backend, const char *why)
 {
     struct worker *w = c->w;
     if (c->counted) {
@@ -323,8 +322,8 @@ static void conn_log_request(struct conn *c, const char *backend)
     lb_logbuf_double(w->log, "duration_ms", dur * 1000.0, 3);
     lb_logbuf_cstr(w->log, "backend", backend ? backend : (be ? be->id : NULL));
     lb_logbuf_cstr(w->log, "request_id", c->req_id[0] ? c->req_id : NULL);
-    if (c->why[0] != '\0')
-        lb_logbuf_cstr(w->log, "error", c->why);
+    if (why != NULL)
+        lb_logbuf_cstr(w->log, "error", why);
     lb_logbuf_end(w->log);
 }
 
@@ -407,12 +406,11 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
 {
     struct worker *w = c->w;
     struct backend_rt *be = c->up ? c->up->be : NULL;
-    snprintf(c->why, sizeof(c->why), "%s", why);
     if (c->resp_head_done) {
         /* the response has begun: all that is left to say is a close */
         lb_log(LB_LOG_WARN, "request_aborted", "%s %s from %s: %s", c->method, c->path, c->peer_ip,
                why);
-        conn_log_request(c, NULL);
+        conn_log_request(c, NULL, why);
         conn_drop_upstream(c, status == 502 || status == 504 ? OUT_FAIL : OUT_ABANDON);
         c->closing = true;
         c->state = CS_LINGER;
@@ -442,7 +440,7 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
                "%u for %s %s from %s%s%s: %s", status, c->method[0] ? c->method : "-",
                c->path[0] ? c->path : "-", c->peer_ip, be ? " via " : "", be ? be->id : "", why);
     c->bytes_out += buf_len(c->out);
-    conn_log_request(c, be ? be->id : NULL);
+    conn_log_request(c, be ? be->id : NULL, why);
     conn_drop_upstream(c, status == 502 || status == 504 ? OUT_FAIL : OUT_ABANDON);
     if (c->uphead) {
         worker_buf_put(w, c->uphead);
@@ -461,7 +459,6 @@ static void conn_answer_local(struct conn *c, unsigned status, const char *extra
 {
     struct worker *w = c->w;
     bool keep = c->keepalive && c->req.done && !c->closing && !w->draining;
-    snprintf(c->why, sizeof(c->why), "%s", why);
     c->status = (uint16_t)status;
     c->reject = reject_of(status);
     if (c->out == NULL)
@@ -491,7 +488,7 @@ static void conn_answer_local(struct conn *c, unsigned status, const char *extra
         lb_log(LB_LOG_DEBUG, "request_answered", "%u for %s %s from %s: %s", status, c->method,
                c->path, c->peer_ip, why);
     c->bytes_out += buf_len(c->out);
-    conn_log_request(c, NULL);
+    conn_log_request(c, NULL, why);
     if (c->uphead) {
         worker_buf_put(w, c->uphead);
         c->uphead = NULL;
@@ -739,8 +736,10 @@ static void conn_answer_busy(struct conn *c, const char *why)
 static void conn_leave_queue(struct conn *c, bool timed_out)
 {
     struct backend_rt *be = c->view->be[c->q_index];
-    if (connq_cancel(&c->qw, timed_out) == CONNQ_SLOT)
+    if (connq_cancel(c->qw, timed_out) == CONNQ_SLOT)
         upstream_slot_release(c->w, be);
+    free(c->qw);
+    c->qw = NULL;
     c->qwait = false;
     be->bal.active++; /* conn_attempt_end() takes both counts back */
     conn_attempt_end(c, be, OUT_ABANDON);
@@ -785,8 +784,17 @@ static void conn_attach_upstream(struct conn *c)
             return;
         }
         if (be->sh != NULL) {
-            enum connq_result r =
-                connq_acquire(&be->sh->q, be->max_conns, be->max_queue, &c->qw, &w->inbox, now_ms);
+            /* a waiter only where there is a limit to wait for (not on the
+             * request path of a backend without one) */
+            struct connq_waiter *qw = be->max_conns ? calloc(1, sizeof(*qw)) : NULL;
+            if (qw != NULL)
+                qw->owner = c;
+            enum connq_result r = be->max_conns && qw == NULL
+                                      ? CONNQ_FULL
+                                      : connq_acquire(&be->sh->q, be->max_conns, be->max_queue, qw,
+                                                      &w->inbox, now_ms);
+            if (r != CONNQ_QUEUED)
+                free(qw);
             if (r == CONNQ_FULL) {
                 be->active++;
                 be->bal.active++;
@@ -797,6 +805,7 @@ static void conn_attach_upstream(struct conn *c)
             if (r == CONNQ_QUEUED) {
                 /* counted as active so that its state stays while it waits */
                 be->active++;
+                c->qw = qw;
                 c->qwait = true;
                 c->q_index = i;
                 c->tphase = TP_NONE; /* arm the queue timer */
@@ -811,13 +820,14 @@ static void conn_attach_upstream(struct conn *c)
 
 void conn_on_grant(struct connq_waiter *cw)
 {
-    struct conn *c = (struct conn *)((char *)cw - offsetof(struct conn, qw));
-    if (!c->qwait)
-        return;
+    struct conn *c = cw->owner;
+    uint8_t grant = cw->grant;
+    free(cw);
+    c->qw = NULL;
     struct backend_rt *be = c->view->be[c->q_index];
     c->qwait = false;
     be->active--;
-    if (cw->grant == CONNQ_SLOT) {
+    if (grant == CONNQ_SLOT) {
         conn_connect_new(c, be, c->q_index);
     } else {
         /* ejected or out of rotation while it waited: somewhere else, at once */
@@ -931,7 +941,6 @@ static void conn_start_request(struct conn *c, const struct http1_msg *m, int he
 {
     c->meth = m->meth;
     c->minor = m->minor;
-    c->why[0] = '\0';
     c->keepalive = (m->flags & HTTP1_MF_KEEP_ALIVE) && !c->closing && !c->w->draining;
     slice_copy(c->method, sizeof(c->method), m->method);
     slice_copy(c->path, sizeof(c->path), m->target);
@@ -1192,7 +1201,7 @@ static void conn_finish(struct conn *c)
 {
     struct worker *w = c->w;
     struct upstream *u = c->up;
-    conn_log_request(c, NULL);
+    conn_log_request(c, NULL, NULL);
     bool reusable = u->keepalive && !u->wr_failed && c->req.done && c->resp.done &&
                     c->resp.framing != HTTP1_BODY_CLOSE && !u->eof;
     bool failed = c->status >= 500 && !c->view->snap->breaker_ignore_5xx;
@@ -1368,7 +1377,7 @@ static void conn_bad_upstream_body(struct conn *c)
         conn_answer_error(c, 502, "malformed chunked body from the backend");
         return;
     }
-    conn_log_request(c, NULL);
+    conn_log_request(c, NULL, NULL);
     conn_drop_upstream(c, OUT_FAIL);
     c->closing = true;
     c->state = CS_LINGER;
@@ -1657,7 +1666,7 @@ static void conn_step_proxy(struct conn *c)
             c->closing = true;
             conn_drop_upstream(c, OUT_ABANDON);
             c->status = 499;
-            conn_log_request(c, NULL);
+            conn_log_request(c, NULL, NULL);
             c->state = CS_LINGER;
             return;
         }
@@ -1687,7 +1696,7 @@ static void conn_step_proxy(struct conn *c)
             lb_log(LB_LOG_WARN, "upstream_truncated", "backend %s closed mid response body",
                    u->be->id);
             c->closing = true;
-            conn_log_request(c, NULL);
+            conn_log_request(c, NULL, NULL);
             conn_drop_upstream(c, OUT_FAIL);
             c->state = CS_LINGER;
             return;
@@ -1843,7 +1852,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
             conn_answer_error(c, 408, "client body too slow");
         } else {
             c->status = c->status ? c->status : 408;
-            conn_log_request(c, NULL);
+            conn_log_request(c, NULL, NULL);
             conn_drop_upstream(c, OUT_ABANDON);
             conn_close(c);
             return;
@@ -1854,7 +1863,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
             METRIC_ADD(c->w->metrics.be[c->up->be->stat_slot]->timeouts, 1);
         lb_log(LB_LOG_WARN, "upstream_idle_timeout", "backend %s stalled mid response",
                c->up ? c->up->be->id : "-");
-        conn_log_request(c, NULL);
+        conn_log_request(c, NULL, NULL);
         conn_drop_upstream(c, OUT_FAIL);
         conn_close(c);
         return;
@@ -1876,7 +1885,7 @@ static void conn_close(struct conn *c)
     if ((c->up != NULL || c->qwait || c->retry_wait) && c->status == 0)
         c->status = 499; /* closed with a request in flight */
     if (c->counted)
-        conn_log_request(c, NULL);
+        conn_log_request(c, NULL, NULL);
     if (c->qwait)
         conn_leave_queue(c, false);
     conn_drop_upstream(c, OUT_ABANDON);

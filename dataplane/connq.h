@@ -51,9 +51,10 @@ struct connq_inbox {
     void *wake_arg;
 };
 
-/* Lives inside the waiting request (caller's memory); fields are the
- * module's but <grant> once popped and <since_ms>. */
+/* The caller's memory for one waiting request; fields are the module's but
+ * <owner> (the caller's), <grant> once popped and <since_ms>. */
 struct connq_waiter {
+    void *owner;
     struct connq_waiter *next;
     struct connq_waiter *prev;
     struct connq_inbox *inbox;
