@@ -40,6 +40,19 @@ uint32_t balancer_slot_weight(const struct balancer_slot *s, uint32_t slow_start
     return w > 0 ? (uint32_t)w : 1;
 }
 
+void balancer_slot_set_weight(struct balancer_slot *s, uint32_t weight)
+{
+    if (s->weight != weight)
+        s->eff_weight = 0;
+    s->weight = weight;
+}
+
+void balancer_restart(struct balancer *b)
+{
+    for (uint32_t k = 0; k < b->n; k++)
+        b->slots[k]->current = 0;
+}
+
 void balancer_slot_on_failure(struct balancer_slot *s)
 {
     uint32_t w = s->weight ? s->weight : 1;

@@ -64,6 +64,16 @@ int balancer_pick(struct balancer *b, balancer_ok_fn ok, void *ctx);
 /* Seeds the least-request random choices (0 is replaced by a constant). */
 void balancer_seed(struct balancer *b, uint64_t seed);
 
+/* Sets the slot's configured weight (>= 1). A changed weight starts whole:
+ * the effective weight earned under the old one is dropped. Only the
+ * balancer writes its own fields; this is how the caller changes a weight. */
+void balancer_slot_set_weight(struct balancer_slot *s, uint32_t weight);
+
+/* A fresh smooth cycle: every slot's running weight back to zero (after new
+ * weights or a new set of slots, where old running weights would skew the
+ * first turns). */
+void balancer_restart(struct balancer *b);
+
 /* A request to the slot's backend failed (connect error, timeout, 5xx as the
  * policy counts it): the effective weight drops by max(1, weight / 4), to 1
  * at least. */

@@ -495,19 +495,15 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         reshuffle = v->cand[k] != old->cand[k] ||
                     strcmp(s->backends[v->cand[k]].id, old->snap->backends[old->cand[k]].id) != 0 ||
                     v->slots[k]->weight != s->backends[v->cand[k]].weight;
-    if (reshuffle) {
-        for (uint32_t k = 0; k < v->bal.n; k++)
-            v->slots[k]->current = 0;
-    }
+    if (reshuffle)
+        balancer_restart(&v->bal);
     for (uint32_t i = 0; i < s->n_backends; i++) {
         struct backend_rt *b = v->be[i];
         const struct snap_backend *sb = &s->backends[i];
         if (b == NULL)
             continue;
         b->in_view = true;
-        if (b->bal.weight != sb->weight)
-            b->bal.eff_weight = 0; /* a new weight starts whole, not where failures left it */
-        b->bal.weight = sb->weight;
+        balancer_slot_set_weight(&b->bal, sb->weight);
         if (b->health == SNAP_HEALTH_DOWN && sb->health != SNAP_HEALTH_DOWN)
             b->bal.start_ms = now_ms; /* back from down: slow start */
         b->health = sb->health;

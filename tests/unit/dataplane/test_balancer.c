@@ -396,6 +396,34 @@ START_TEST(p2c_three_eligible_of_many_even)
 }
 END_TEST
 
+START_TEST(set_weight_and_restart_are_the_balancers)
+{
+    struct fixture f;
+    const uint32_t w[] = {5, 1};
+    setup(&f, SNAP_ALGO_WEIGHTED, w, 2);
+    /* failures took slot 0 down to 2 of 5 */
+    balancer_slot_on_failure(&f.slot[0]);
+    balancer_slot_on_failure(&f.slot[0]);
+    balancer_slot_on_failure(&f.slot[0]);
+    ck_assert_uint_eq(balancer_slot_weight(&f.slot[0], 0, 0), 2);
+    /* the same weight again keeps what failures earned ... */
+    balancer_slot_set_weight(&f.slot[0], 5);
+    ck_assert_uint_eq(balancer_slot_weight(&f.slot[0], 0, 0), 2);
+    /* ... a new one starts whole */
+    balancer_slot_set_weight(&f.slot[0], 8);
+    ck_assert_uint_eq(balancer_slot_weight(&f.slot[0], 0, 0), 8);
+    /* a restart: the next cycle is the one a fresh balancer would run */
+    for (int i = 0; i < 5; i++)
+        balancer_pick(&f.b, NULL, NULL);
+    balancer_restart(&f.b);
+    struct fixture g;
+    const uint32_t w2[] = {8, 1};
+    setup(&g, SNAP_ALGO_WEIGHTED, w2, 2);
+    for (int i = 0; i < 18; i++)
+        ck_assert_int_eq(balancer_pick(&f.b, NULL, NULL), balancer_pick(&g.b, NULL, NULL));
+}
+END_TEST
+
 Suite *balancer_suite(void);
 Suite *balancer_suite(void)
 {
@@ -412,6 +440,7 @@ Suite *balancer_suite(void)
     tcase_add_test(sw, swrr_skips_and_keeps_shares_of_the_rest);
     suite_add_tcase(s, sw);
     TCase *ew = tcase_create("effective_weight");
+    tcase_add_test(ew, set_weight_and_restart_are_the_balancers);
     tcase_add_test(ew, effective_weight_decays_and_recovers);
     tcase_add_test(ew, swrr_uses_effective_weights);
     suite_add_tcase(s, ew);
