@@ -98,48 +98,9 @@ void worker_buf_put(struct worker *w, struct buf *b)
 
 /* ---- backend runtime state, by id ---------------------------------------------- */
 
-static uint64_t hash_id(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static struct backend_rt *be_find(struct worker *w, const char *id)
 {
-    if (w->be_hash_cap == 0)
-        return NULL;
-    struct backend_rt *b = w->be_hash[hash_id(id) & (w->be_hash_cap - 1)];
-    while (b != NULL && strcmp(b->id, id) != 0)
-        b = b->hnext;
-    return b;
-}
-
-static bool be_hash_grow(struct worker *w, uint32_t want)
-{
-    uint32_t cap = w->be_hash_cap ? w->be_hash_cap : 64;
-    while (cap < want * 2)
-        cap *= 2;
-    if (cap == w->be_hash_cap)
-        return true;
-    struct backend_rt **nh = calloc(cap, sizeof(*nh));
-    if (nh == NULL)
-        return false;
-    for (uint32_t i = 0; i < w->be_hash_cap; i++) {
-        struct backend_rt *b = w->be_hash[i];
-        while (b != NULL) {
-            struct backend_rt *next = b->hnext;
-            uint64_t at = hash_id(b->id) & (cap - 1);
-            b->hnext = nh[at];
-            nh[at] = b;
-            b = next;
-        }
-    }
-    free(w->be_hash);
-    w->be_hash = nh;
-    w->be_hash_cap = cap;
-    return true;
+    return lb_map_get(&w->be_map, id);
 }
 
 static struct backend_rt *be_get(struct worker *w, const char *id)
@@ -147,7 +108,7 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
     struct backend_rt *b = be_find(w, id);
     if (b != NULL)
         return b;
-    if (!be_hash_grow(w, w->n_be + 1))
+    if (!lb_map_reserve(&w->be_map, lb_map_count(&w->be_map) + 1))
         return NULL;
     b = calloc(1, sizeof(*b));
     if (b == NULL)
@@ -166,10 +127,7 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
     /* a backend added to a running worker ramps up (slow start) */
     if (w->view != NULL)
         b->bal.start_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
-    uint64_t at = hash_id(id) & (w->be_hash_cap - 1);
-    b->hnext = w->be_hash[at];
-    w->be_hash[at] = b;
-    w->n_be++;
+    lb_map_add(&w->be_map, b->id, b, NULL); /* room was reserved above */
     return b;
 }
 
@@ -178,32 +136,27 @@ static void be_sweep(struct worker *w, bool all)
 {
     uint32_t *gone = NULL;
     uint32_t n_gone = 0, cap_gone = 0;
-    for (uint32_t i = 0; i < w->be_hash_cap; i++) {
-        struct backend_rt **pp = &w->be_hash[i];
-        while (*pp != NULL) {
-            struct backend_rt *b = *pp;
-            if (!all && (b->in_view || b->active > 0)) {
-                pp = &b->hnext;
-                continue;
-            }
-            upstream_pool_free(w, b->idle);
-            *pp = b->hnext;
-            w->n_be--;
-            if (b->sh != NULL)
-                bshared_registry_release(w->dp->backends, b->sh);
-            if (n_gone == cap_gone) {
-                cap_gone = cap_gone ? cap_gone * 2 : 64;
-                uint32_t *g = realloc(gone, cap_gone * sizeof(*g));
-                if (g != NULL)
-                    gone = g;
-                else
-                    cap_gone = n_gone;
-            }
-            if (n_gone < cap_gone)
-                gone[n_gone++] = b->stat_slot;
-            free(b->id);
-            free(b);
+    uint32_t pos = 0;
+    struct backend_rt *b;
+    while ((b = lb_map_next(&w->be_map, &pos, NULL)) != NULL) {
+        if (!all && (b->in_view || b->active > 0))
+            continue;
+        upstream_pool_free(w, b->idle);
+        lb_map_del(&w->be_map, b->id);
+        if (b->sh != NULL)
+            bshared_registry_release(w->dp->backends, b->sh);
+        if (n_gone == cap_gone) {
+            cap_gone = cap_gone ? cap_gone * 2 : 64;
+            uint32_t *g = realloc(gone, cap_gone * sizeof(*g));
+            if (g != NULL)
+                gone = g;
+            else
+                cap_gone = n_gone;
         }
+        if (n_gone < cap_gone)
+            gone[n_gone++] = b->stat_slot;
+        free(b->id);
+        free(b);
     }
     if (!all)
         metrics_be_release(&w->metrics, gone, n_gone);
@@ -787,6 +740,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
         return lb_err_set(err, LB_ESYS, errno, "cannot create the event loop of worker %u", id);
     }
     connq_inbox_init(&w->inbox, worker_wake_grants, w);
+    lb_map_init(&w->be_map, NULL, NULL);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
     int rc = w->log ? worker_adopt(w, snap, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
@@ -841,8 +795,7 @@ void worker_join(struct worker *w)
         view_free(v);
     }
     be_sweep(w, true);
-    free(w->be_hash);
-    w->be_hash = NULL;
+    lb_map_deinit(&w->be_map);
     while (w->free_bufs != NULL) {
         struct buf *b = w->free_bufs;
         w->free_bufs = b->next;

@@ -15,6 +15,7 @@
 #include "bshared.h"
 #include "connq.h"
 #include "http1.h"
+#include "lb_map.h"
 #include "metrics.h"
 #include "retry.h"
 #include "snapshot.h"
@@ -53,8 +54,7 @@ struct backend_rt {
     struct sockaddr_storage addr; /* from the newest snapshot naming it */
     socklen_t addrlen;
     char host_port[72];
-    bool in_view;             /* named by the worker's current view */
-    struct backend_rt *hnext; /* id hash chain */
+    bool in_view; /* named by the worker's current view */
 };
 
 /* A worker's view of one snapshot: runtime state indexed like the snapshot. */
@@ -102,9 +102,7 @@ struct worker {
     struct upstream *pool_old; /* ... and its oldest end */
     struct buf *free_bufs;
     uint32_t n_free_bufs;
-    struct backend_rt **be_hash; /* id -> runtime state */
-    uint32_t be_hash_cap;
-    uint32_t n_be;
+    struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */
     struct http1_header *scratch_hdrs; /* parse scratch, sized for the view's limits */
     uint32_t scratch_cap;
     struct lb_logbuf *log;         /* access log buffer */
