@@ -149,24 +149,6 @@ static void conn_on_upstream_ready(void *owner)
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static void set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
-{
-    if (*cur == want)
-        return;
-    if (*cur != 0)
-        ev_io_stop(loop, io);
-    if (want != 0) {
-        ev_io_modify(io, want);
-        ev_io_start(loop, io);
-    }
-    *cur = want;
-}
-
-static uint32_t buf_len(const struct buf *b)
-{
-    return b ? b->end - b->start : 0;
-}
-
 /* Makes room at the end of <b> by moving its bytes to the start. */
 static void buf_compact(struct buf *b)
 {
@@ -225,7 +207,7 @@ static int stream_prepare(struct stream *s, struct buf *b)
         s->ready = 0;
         return 0;
     }
-    uint32_t avail = buf_len(b);
+    uint32_t avail = worker_buf_len(b);
     switch (s->framing) {
     case HTTP1_BODY_LENGTH:
         s->ready = avail < s->remaining ? avail : (uint32_t)s->remaining;
@@ -439,7 +421,7 @@ static void conn_answer_error(struct conn *c, unsigned status, const char *why)
         lb_log(status >= 500 ? LB_LOG_WARN : LB_LOG_DEBUG, "request_error",
                "%u for %s %s from %s%s%s: %s", status, c->method[0] ? c->method : "-",
                c->path[0] ? c->path : "-", c->peer_ip, be ? " via " : "", be ? be->id : "", why);
-    c->bytes_out += buf_len(c->out);
+    c->bytes_out += worker_buf_len(c->out);
     conn_log_request(c, be ? be->id : NULL, why);
     conn_drop_upstream(c, status == 502 || status == 504 ? OUT_FAIL : OUT_ABANDON);
     if (c->uphead) {
@@ -487,7 +469,7 @@ static void conn_answer_local(struct conn *c, unsigned status, const char *extra
     if (lb_log_enabled(LB_LOG_DEBUG))
         lb_log(LB_LOG_DEBUG, "request_answered", "%u for %s %s from %s: %s", status, c->method,
                c->path, c->peer_ip, why);
-    c->bytes_out += buf_len(c->out);
+    c->bytes_out += worker_buf_len(c->out);
     conn_log_request(c, NULL, why);
     if (c->uphead) {
         worker_buf_put(w, c->uphead);
@@ -982,11 +964,11 @@ static void conn_parse_head(struct conn *c)
     memset(&m, 0, sizeof(m));
     m.headers = w->scratch_hdrs;
     m.cap_headers = w->scratch_cap;
-    int n =
-        http1_parse_request(&c->parser, c->in->data + c->in->start, buf_len(c->in), &s->limits, &m);
+    int n = http1_parse_request(&c->parser, c->in->data + c->in->start, worker_buf_len(c->in),
+                                &s->limits, &m);
     if (n == HTTP1_INCOMPLETE) {
         if (c->rd_eof) {
-            if (buf_len(c->in) > 0)
+            if (worker_buf_len(c->in) > 0)
                 conn_answer_error(c, 400, "connection closed in the middle of a request head");
             else
                 c->closing = true;
@@ -1026,7 +1008,7 @@ static bool build_client_head(struct conn *c, const struct http1_msg *m, bool in
         return false;
     buf_compact(c->out);
     if (c->out->cap - c->out->end < need) {
-        struct buf *g = worker_buf_grow(w, c->out, (uint32_t)(need + buf_len(c->out)));
+        struct buf *g = worker_buf_grow(w, c->out, (uint32_t)(need + worker_buf_len(c->out)));
         if (g == NULL)
             return false;
         c->out = g;
@@ -1076,14 +1058,14 @@ static void conn_parse_response(struct conn *c)
         memset(&m, 0, sizeof(m));
         m.headers = w->scratch_hdrs;
         m.cap_headers = w->scratch_cap;
-        int n = http1_parse_response(&u->parser, u->in->data + u->in->start, buf_len(u->in),
+        int n = http1_parse_response(&u->parser, u->in->data + u->in->start, worker_buf_len(u->in),
                                      &s->limits, c->meth, &m);
         if (n == HTTP1_INCOMPLETE) {
             if (u->in->end == u->in->cap) {
                 buf_compact(u->in);
                 if (u->in->end == u->in->cap) {
                     struct buf *g = worker_buf_grow(w, u->in, s->limits.max_header_bytes + 2048);
-                    if (g == NULL || buf_len(u->in) > s->limits.max_header_bytes) {
+                    if (g == NULL || worker_buf_len(u->in) > s->limits.max_header_bytes) {
                         if (g != NULL)
                             u->in = g;
                         conn_answer_error(c, 502, "response head too large");
@@ -1135,7 +1117,7 @@ static void conn_parse_response(struct conn *c)
             conn_answer_error(c, 502, "no memory for the response head");
             return;
         }
-        if (c->uphead && c->uphead_sent == buf_len(c->uphead)) {
+        if (c->uphead && c->uphead_sent == worker_buf_len(c->uphead)) {
             worker_buf_put(w, c->uphead);
             c->uphead = NULL;
         }
@@ -1174,11 +1156,11 @@ static bool conn_follow_view(struct conn *c)
 static void conn_set_idle(struct conn *c)
 {
     struct worker *w = c->w;
-    if (c->in && buf_len(c->in) == 0) {
+    if (c->in && worker_buf_len(c->in) == 0) {
         worker_buf_put(w, c->in);
         c->in = NULL;
     }
-    if (c->out && buf_len(c->out) == 0) {
+    if (c->out && worker_buf_len(c->out) == 0) {
         worker_buf_put(w, c->out);
         c->out = NULL;
     }
@@ -1275,7 +1257,7 @@ static void conn_write_upstream(struct conn *c)
         return;
     struct iovec iov[2];
     int cnt = 0;
-    uint32_t head_left = c->uphead ? buf_len(c->uphead) - c->uphead_sent : 0;
+    uint32_t head_left = c->uphead ? worker_buf_len(c->uphead) - c->uphead_sent : 0;
     if (head_left) {
         iov[cnt].iov_base = c->uphead->data + c->uphead->start + c->uphead_sent;
         iov[cnt++].iov_len = head_left;
@@ -1390,7 +1372,7 @@ static void conn_write_client(struct conn *c)
     struct worker *w = c->w;
     struct iovec iov[2];
     int cnt = 0;
-    uint32_t out_left = buf_len(c->out);
+    uint32_t out_left = worker_buf_len(c->out);
     if (out_left) {
         iov[cnt].iov_base = c->out->data + c->out->start;
         iov[cnt++].iov_len = out_left;
@@ -1530,7 +1512,7 @@ static uint8_t conn_timer_phase(const struct conn *c)
         return TP_CONNECT;
     if (!c->resp_head_done)
         return (!c->req.done && c->req.ready == 0 && !c->need_100) ? TP_CLIENT : TP_RESPONSE;
-    if (buf_len(c->out) || c->resp.ready)
+    if (worker_buf_len(c->out) || c->resp.ready)
         return TP_CLIENT;
     return TP_UPSTREAM;
 }
@@ -1591,15 +1573,15 @@ static void conn_arm(struct conn *c)
         want = EV_READ;
         break;
     case CS_LINGER:
-        want = buf_len(c->out) ? EV_WRITE : EV_READ;
+        want = worker_buf_len(c->out) ? EV_WRITE : EV_READ;
         break;
     case CS_REPLY:
         want = EV_WRITE;
         break;
     default:
-        if (buf_len(c->out) || c->resp.ready)
+        if (worker_buf_len(c->out) || c->resp.ready)
             want |= EV_WRITE;
-        if (c->up && !c->req.done && c->in && buf_len(c->in) < c->in->cap && !c->rd_eof &&
+        if (c->up && !c->req.done && c->in && worker_buf_len(c->in) < c->in->cap && !c->rd_eof &&
             c->req.ready == 0)
             want |= EV_READ;
         break;
@@ -1616,7 +1598,7 @@ static void conn_arm(struct conn *c)
         want |= EV_WRITE;
     if (c->wr_on_read && (want & EV_WRITE))
         want = (want & ~EV_WRITE) | EV_READ;
-    set_events(loop, &c->io, &c->events, want);
+    worker_set_events(loop, &c->io, &c->events, want);
 
     struct upstream *u = c->up;
     if (u != NULL) {
@@ -1624,10 +1606,10 @@ static void conn_arm(struct conn *c)
         if (!u->connected)
             uw = EV_WRITE;
         else {
-            uint32_t head_left = c->uphead ? buf_len(c->uphead) - c->uphead_sent : 0;
+            uint32_t head_left = c->uphead ? worker_buf_len(c->uphead) - c->uphead_sent : 0;
             if (!u->wr_failed && (head_left || (c->req.ready && !c->need_100)))
                 uw |= EV_WRITE;
-            if (!u->eof && !c->resp.done && (u->in == NULL || buf_len(u->in) < u->in->cap))
+            if (!u->eof && !c->resp.done && (u->in == NULL || worker_buf_len(u->in) < u->in->cap))
                 uw |= EV_READ;
             if (u->rd_on_write)
                 uw |= EV_WRITE;
@@ -1636,7 +1618,7 @@ static void conn_arm(struct conn *c)
             else if ((u->events & EV_READ) && !u->readable && !u->eof)
                 uw |= EV_READ; /* as for the client: disarm only when bytes wait */
         }
-        set_events(loop, &u->io, &u->events, uw);
+        worker_set_events(loop, &u->io, &u->events, uw);
     }
 }
 
@@ -1650,7 +1632,7 @@ static void conn_step_proxy(struct conn *c)
         return;
     u = c->up;
 
-    if (!c->req.done && c->need_100 && c->uphead && c->uphead_sent == buf_len(c->uphead)) {
+    if (!c->req.done && c->need_100 && c->uphead && c->uphead_sent == worker_buf_len(c->uphead)) {
         if (c->out == NULL)
             c->out = worker_buf_get(c->w);
         if (c->out && buf_appends(c->out, "HTTP/1.1 100 Continue\r\n\r\n"))
@@ -1659,7 +1641,8 @@ static void conn_step_proxy(struct conn *c)
     conn_write_upstream(c);
     if (c->state != CS_PROXY)
         return;
-    if (!c->req.done && !c->rd_eof && (c->in == NULL || buf_len(c->in) == 0 || c->req.ready == 0)) {
+    if (!c->req.done && !c->rd_eof &&
+        (c->in == NULL || worker_buf_len(c->in) == 0 || c->req.ready == 0)) {
         conn_read_client(c);
         if (c->rd_eof && !c->req.done) {
             /* the client went away before its body ended */
@@ -1676,7 +1659,7 @@ static void conn_step_proxy(struct conn *c)
         return;
     u = c->up; /* a failed handshake may have replaced it */
     if (!c->resp_head_done) {
-        if (u->in && buf_len(u->in))
+        if (u->in && worker_buf_len(u->in))
             conn_parse_response(c);
         if (c->state != CS_PROXY)
             return;
@@ -1690,9 +1673,9 @@ static void conn_step_proxy(struct conn *c)
         conn_write_client(c);
         if (c->state != CS_PROXY || c->up == NULL)
             return;
-        if (c->resp.framing == HTTP1_BODY_CLOSE && u->eof && buf_len(u->in) == 0)
+        if (c->resp.framing == HTTP1_BODY_CLOSE && u->eof && worker_buf_len(u->in) == 0)
             c->resp.done = true;
-        if (!c->resp.done && u->eof && buf_len(u->in) == 0 && c->resp.ready == 0) {
+        if (!c->resp.done && u->eof && worker_buf_len(u->in) == 0 && c->resp.ready == 0) {
             lb_log(LB_LOG_WARN, "upstream_truncated", "backend %s closed mid response body",
                    u->be->id);
             c->closing = true;
@@ -1701,21 +1684,21 @@ static void conn_step_proxy(struct conn *c)
             c->state = CS_LINGER;
             return;
         }
-        if (c->resp.done && buf_len(c->out) == 0) {
+        if (c->resp.done && worker_buf_len(c->out) == 0) {
             if (!c->req.done)
                 c->closing = true;
             conn_finish(c);
         }
-    } else if (buf_len(c->out)) {
+    } else if (worker_buf_len(c->out)) {
         conn_write_client(c); /* 100 Continue or interim responses */
     }
 }
 
 static void conn_step_linger(struct conn *c)
 {
-    if (buf_len(c->out)) {
+    if (worker_buf_len(c->out)) {
         conn_write_client(c);
-        if (c->tr.fd < 0 || buf_len(c->out))
+        if (c->tr.fd < 0 || worker_buf_len(c->out))
             return;
     }
     if (!c->shut) {
@@ -1758,9 +1741,9 @@ static void conn_run(struct conn *c)
             break;
         case CS_HEAD:
             conn_read_client(c);
-            if (c->state == CS_HEAD && buf_len(c->in))
+            if (c->state == CS_HEAD && worker_buf_len(c->in))
                 conn_parse_head(c);
-            if (c->state == CS_HEAD && buf_len(c->in) == 0 && (c->rd_eof || c->closing)) {
+            if (c->state == CS_HEAD && worker_buf_len(c->in) == 0 && (c->rd_eof || c->closing)) {
                 conn_close(c);
                 return;
             }
@@ -1773,7 +1756,7 @@ static void conn_run(struct conn *c)
             break;
         case CS_REPLY:
             conn_write_client(c);
-            if (c->tr.fd >= 0 && c->state == CS_REPLY && buf_len(c->out) == 0) {
+            if (c->tr.fd >= 0 && c->state == CS_REPLY && worker_buf_len(c->out) == 0) {
                 if (c->closing) {
                     c->state = CS_LINGER;
                 } else {
@@ -1848,7 +1831,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_answer_busy(c, "waited too long for a connection to the backend (timeouts.queue)");
         break;
     case TP_CLIENT:
-        if (!c->resp_head_done && buf_len(c->out) == 0) {
+        if (!c->resp_head_done && worker_buf_len(c->out) == 0) {
             conn_answer_error(c, 408, "client body too slow");
         } else {
             c->status = c->status ? c->status : 408;
@@ -1889,7 +1872,7 @@ static void conn_close(struct conn *c)
     if (c->qwait)
         conn_leave_queue(c, false);
     conn_drop_upstream(c, OUT_ABANDON);
-    set_events(w->loop, &c->io, &c->events, 0);
+    worker_set_events(w->loop, &c->io, &c->events, 0);
     ev_timer_stop(w->loop, &c->timer);
     c->tr.ops->release(&c->tr);
     close(c->tr.fd);

@@ -12,24 +12,6 @@
 #include "tls.h"
 #include "worker.h"
 
-static void set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
-{
-    if (*cur == want)
-        return;
-    if (*cur != 0)
-        ev_io_stop(loop, io);
-    if (want != 0) {
-        ev_io_modify(io, want);
-        ev_io_start(loop, io);
-    }
-    *cur = want;
-}
-
-static uint32_t buf_len(const struct buf *b)
-{
-    return b ? b->end - b->start : 0;
-}
-
 void upstream_attach(struct upstream *u, upstream_ready_fn fn, void *owner)
 {
     u->on_ready = fn;
@@ -66,7 +48,7 @@ static void pool_unlink(struct worker *w, struct upstream *u)
 void upstream_close(struct upstream *u)
 {
     struct worker *w = u->w;
-    set_events(w->loop, &u->io, &u->events, 0);
+    worker_set_events(w->loop, &u->io, &u->events, 0);
     u->tr.ops->release(&u->tr);
     close(u->tr.fd);
     if (u->in)
@@ -156,7 +138,7 @@ void upstream_release(struct worker *w, struct upstream *u, bool reusable)
     /* requests queued for the backend (in any worker) get the slot instead */
     bool wanted = be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed);
     if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
-        buf_len(u->in) || wanted) {
+        worker_buf_len(u->in) || wanted) {
         upstream_free(u);
         return;
     }
@@ -167,7 +149,7 @@ void upstream_release(struct worker *w, struct upstream *u, bool reusable)
     u->idle_since = ev_now(w->loop);
     u->got_bytes = false;
     /* watched while pooled: readiness means the backend closed it */
-    set_events(w->loop, &u->io, &u->events, EV_READ);
+    worker_set_events(w->loop, &u->io, &u->events, EV_READ);
     u->bnext = be->idle;
     if (be->idle)
         be->idle->bprev = u;

@@ -96,6 +96,19 @@ void worker_buf_put(struct worker *w, struct buf *b)
     w->n_free_bufs++;
 }
 
+void worker_set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
+{
+    if (*cur == want)
+        return;
+    if (*cur != 0)
+        ev_io_stop(loop, io);
+    if (want != 0) {
+        ev_io_modify(io, want);
+        ev_io_start(loop, io);
+    }
+    *cur = want;
+}
+
 /* ---- backend runtime state, by id ---------------------------------------------- */
 
 static struct backend_rt *be_find(struct worker *w, const char *id)

@@ -126,6 +126,17 @@ void worker_notify(struct worker *w);
 /* Joins the thread and frees everything. After worker_notify with shutdown. */
 void worker_join(struct worker *w);
 
+/* Bytes in <b> (NULL: 0). */
+static inline uint32_t worker_buf_len(const struct buf *b)
+{
+    return b ? b->end - b->start : 0;
+}
+
+/* Worker thread: makes <io> (whose events are *<cur>) wait for <want>
+ * (EV_READ, EV_WRITE, both, or 0: stopped), touching the loop only when that
+ * changes. */
+void worker_set_events(struct ev_loop *loop, ev_io *io, int *cur, int want);
+
 /* Worker thread: takes and releases buffers of the pool. worker_buf_get()
  * returns a WORKER_BUF_SIZE buffer, or NULL on no memory; worker_buf_grow()
  * replaces <b> by a buffer of at least <cap> bytes holding the same bytes
