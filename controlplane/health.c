@@ -552,6 +552,67 @@ static bool settings_equal(const struct health_settings *a, const struct health_
            strcmp(a->host, b->host) == 0;
 }
 
+/* health_sync(), once nothing can fail: <q>'s target takes over its checker
+ * (new, or kept with its state unless what it checks changed). */
+static struct hc *adopt_prep(struct health *h, struct prep *q, bool same_settings)
+{
+    struct hc *c = q->c;
+    bool moved = true;
+    if (q->fresh) {
+        c->h = h;
+        c->fd = -1;
+        health_fsm_init(&c->fsm);
+        ev_init(&c->tick, on_tick);
+        ev_init(&c->limit, on_limit);
+        ev_init(&c->io, on_io);
+        c->tick.data = c->limit.data = c->io.data = c;
+    } else {
+        moved = c->salen != q->salen || memcmp(&c->sa, &q->sa, q->salen) != 0 ||
+                c->tcp_only != q->t->tcp_only || strcmp(c->host_header, q->host_header) != 0;
+    }
+    bool changed = q->fresh || moved || !same_settings || c->disabled != q->t->disabled;
+    if (changed && !q->fresh) {
+        cancel_check(c);
+        ev_timer_stop(h->loop, &c->tick);
+        c->fsm.passes = 0;
+        c->fsm.fails = 0;
+    }
+    c->sa = q->sa;
+    c->salen = q->salen;
+    free(c->host_header);
+    free(c->req);
+    c->host_header = q->host_header;
+    c->req = q->req;
+    c->req_len = q->req_len;
+    q->host_header = NULL;
+    q->req = NULL;
+    c->tcp_only = q->t->tcp_only;
+    c->disabled = q->t->disabled;
+    return c;
+}
+
+/* Targets of the previous sync that are not in <v> (sorted by id): their
+ * checks stop and they are freed. */
+static void drop_gone(struct health *h, struct hc *const *v, size_t n)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        struct hc *old = h->v[i];
+        bool kept = false;
+        for (size_t lo = 0, hi = n; lo < hi && !kept;) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = strcmp(v[mid]->id, old->id);
+            if (c == 0)
+                kept = true;
+            else if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (!kept)
+            hc_free(old);
+    }
+}
+
 int health_sync(struct health *h, const struct health_settings *s,
                 const struct health_target *targets, size_t n, struct lb_err *err)
 {
@@ -625,59 +686,9 @@ int health_sync(struct health *h, const struct health_settings *s,
 
     /* Nothing can fail from here on. */
     bool same_settings = h->path != NULL && settings_equal(&h->s, &ns);
-    for (size_t i = 0; i < n; i++) {
-        struct prep *q = &p[i];
-        struct hc *c = q->c;
-        bool moved = true;
-        if (q->fresh) {
-            c->h = h;
-            c->fd = -1;
-            health_fsm_init(&c->fsm);
-            ev_init(&c->tick, on_tick);
-            ev_init(&c->limit, on_limit);
-            ev_init(&c->io, on_io);
-            c->tick.data = c->limit.data = c->io.data = c;
-        } else {
-            moved = c->salen != q->salen || memcmp(&c->sa, &q->sa, q->salen) != 0 ||
-                    c->tcp_only != q->t->tcp_only || strcmp(c->host_header, q->host_header) != 0;
-        }
-        bool changed = q->fresh || moved || !same_settings || c->disabled != q->t->disabled;
-        if (changed && !q->fresh) {
-            cancel_check(c);
-            ev_timer_stop(h->loop, &c->tick);
-            c->fsm.passes = 0;
-            c->fsm.fails = 0;
-        }
-        c->sa = q->sa;
-        c->salen = q->salen;
-        free(c->host_header);
-        free(c->req);
-        c->host_header = q->host_header;
-        c->req = q->req;
-        c->req_len = q->req_len;
-        q->host_header = NULL;
-        q->req = NULL;
-        c->tcp_only = q->t->tcp_only;
-        c->disabled = q->t->disabled;
-        v[i] = c;
-    }
-    /* Targets that are gone: their checks stop and they are freed. */
-    for (size_t i = 0; i < h->n; i++) {
-        struct hc *old = h->v[i];
-        bool kept = false;
-        for (size_t lo = 0, hi = n; lo < hi && !kept;) {
-            size_t mid = lo + (hi - lo) / 2;
-            int c = strcmp(v[mid]->id, old->id);
-            if (c == 0)
-                kept = true;
-            else if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (!kept)
-            hc_free(old);
-    }
+    for (size_t i = 0; i < n; i++)
+        v[i] = adopt_prep(h, &p[i], same_settings);
+    drop_gone(h, v, n);
     free(h->v);
     h->v = v;
     h->n = n;

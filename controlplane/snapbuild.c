@@ -290,6 +290,64 @@ static int build_frontends(Lb__V1__Snapshot *s, const struct snapbuild_input *in
     return LB_OK;
 }
 
+/* The ratelimit section. LB_ENOMEM on no memory (<r> then holds what was
+ * copied, freed with the snapshot). */
+static int fill_ratelimit(Lb__V1__RateLimit *r, const struct config *cfg)
+{
+    r->enabled = cfg->ratelimit.enabled;
+    r->rate = cfg->ratelimit.rate;
+    r->burst = cfg->ratelimit.burst ? cfg->ratelimit.burst : cfg->ratelimit.rate;
+    r->algorithm = cfg->ratelimit.algorithm == CONFIG_RL_SLIDING_WINDOW
+                       ? LB__V1__RATE_LIMIT_ALGORITHM__SLIDING_WINDOW
+                       : LB__V1__RATE_LIMIT_ALGORITHM__TOKEN_BUCKET;
+    r->per_client = cfg->ratelimit.per_client;
+    r->global = cfg->ratelimit.global;
+    r->max_keys = cfg->ratelimit.max_keys;
+    r->ipv4_prefix = cfg->ratelimit.ipv4_prefix;
+    r->ipv6_prefix = cfg->ratelimit.ipv6_prefix;
+    r->headers_on_allowed = cfg->ratelimit.headers_on_allowed;
+    if (cfg->ratelimit.n_trusted_proxies) {
+        r->trusted_proxies = calloc(cfg->ratelimit.n_trusted_proxies, sizeof(char *));
+        if (r->trusted_proxies == NULL)
+            return LB_ENOMEM;
+        for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++) {
+            if ((r->trusted_proxies[i] = strdup(cfg->ratelimit.trusted_proxies[i])) == NULL)
+                return LB_ENOMEM;
+            r->n_trusted_proxies = i + 1;
+        }
+    }
+    return LB_OK;
+}
+
+/* The retries section and, when it differs from the defaults, ejection.
+ * LB_ENOMEM on no memory. */
+static int fill_retries(Lb__V1__Snapshot *s, Lb__V1__Retries *rt, const struct config *cfg)
+{
+    /* Zero means "default" in the snapshot, so "no retries" (enabled: false
+     * or max: 0) is the disabled flag. */
+    const struct config_retries *cr = &cfg->retries;
+    rt->disabled = !cr->enabled || cr->max == 0;
+    rt->max_retries = cr->max;
+    rt->budget_percent = cr->budget_percent;
+    rt->budget_min = cr->budget_min;
+    rt->backoff_base_ms = cr->backoff_base_ms;
+    rt->backoff_cap_ms = cr->backoff_cap_ms;
+
+    /* Only when it differs from the defaults (all zero in the snapshot). */
+    const struct config_ejection *ce = &cfg->ejection;
+    if (!ce->enabled || ce->probe_interval_ms != 1000 || ce->max_probe_interval_ms != 30000) {
+        Lb__V1__Ejection *ej = malloc(sizeof(*ej));
+        if (ej == NULL)
+            return LB_ENOMEM;
+        lb__v1__ejection__init(ej);
+        s->ejection = ej;
+        ej->disabled = !ce->enabled;
+        ej->probe_base_ms = ce->probe_interval_ms == 1000 ? 0 : ce->probe_interval_ms;
+        ej->probe_max_ms = ce->max_probe_interval_ms == 30000 ? 0 : ce->max_probe_interval_ms;
+    }
+    return LB_OK;
+}
+
 static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct lb_err *err)
 {
     Lb__V1__Timeouts *t = malloc(sizeof(*t));
@@ -346,28 +404,8 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     l->max_headers = cfg->limits.max_headers;
     l->max_connections = cfg->limits.max_connections;
 
-    r->enabled = cfg->ratelimit.enabled;
-    r->rate = cfg->ratelimit.rate;
-    r->burst = cfg->ratelimit.burst ? cfg->ratelimit.burst : cfg->ratelimit.rate;
-    r->algorithm = cfg->ratelimit.algorithm == CONFIG_RL_SLIDING_WINDOW
-                       ? LB__V1__RATE_LIMIT_ALGORITHM__SLIDING_WINDOW
-                       : LB__V1__RATE_LIMIT_ALGORITHM__TOKEN_BUCKET;
-    r->per_client = cfg->ratelimit.per_client;
-    r->global = cfg->ratelimit.global;
-    r->max_keys = cfg->ratelimit.max_keys;
-    r->ipv4_prefix = cfg->ratelimit.ipv4_prefix;
-    r->ipv6_prefix = cfg->ratelimit.ipv6_prefix;
-    r->headers_on_allowed = cfg->ratelimit.headers_on_allowed;
-    if (cfg->ratelimit.n_trusted_proxies) {
-        r->trusted_proxies = calloc(cfg->ratelimit.n_trusted_proxies, sizeof(char *));
-        if (r->trusted_proxies == NULL)
-            return nomem(err);
-        for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++) {
-            if ((r->trusted_proxies[i] = strdup(cfg->ratelimit.trusted_proxies[i])) == NULL)
-                return nomem(err);
-            r->n_trusted_proxies = i + 1;
-        }
-    }
+    if (fill_ratelimit(r, cfg) != LB_OK)
+        return nomem(err);
 
     cb->enabled = cfg->circuitbreaker.enabled;
     cb->threshold = cfg->circuitbreaker.threshold;
@@ -376,28 +414,8 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     cb->max_timeout_ms = cfg->circuitbreaker.max_timeout_ms;
     cb->ignore_5xx = cfg->circuitbreaker.ignore_5xx;
 
-    /* Zero means "default" in the snapshot, so "no retries" (enabled: false
-     * or max: 0) is the disabled flag. */
-    const struct config_retries *cr = &cfg->retries;
-    rt->disabled = !cr->enabled || cr->max == 0;
-    rt->max_retries = cr->max;
-    rt->budget_percent = cr->budget_percent;
-    rt->budget_min = cr->budget_min;
-    rt->backoff_base_ms = cr->backoff_base_ms;
-    rt->backoff_cap_ms = cr->backoff_cap_ms;
-
-    /* Only when it differs from the defaults (all zero in the snapshot). */
-    const struct config_ejection *ce = &cfg->ejection;
-    if (!ce->enabled || ce->probe_interval_ms != 1000 || ce->max_probe_interval_ms != 30000) {
-        Lb__V1__Ejection *ej = malloc(sizeof(*ej));
-        if (ej == NULL)
-            return nomem(err);
-        lb__v1__ejection__init(ej);
-        s->ejection = ej;
-        ej->disabled = !ce->enabled;
-        ej->probe_base_ms = ce->probe_interval_ms == 1000 ? 0 : ce->probe_interval_ms;
-        ej->probe_max_ms = ce->max_probe_interval_ms == 30000 ? 0 : ce->max_probe_interval_ms;
-    }
+    if (fill_retries(s, rt, cfg) != LB_OK)
+        return nomem(err);
 
     hc->interval_ms = cfg->healthcheck.interval_ms;
     hc->timeout_ms = cfg->healthcheck.timeout_ms;

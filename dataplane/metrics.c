@@ -322,6 +322,78 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
     }
 }
 
+/* lb_http_requests_total from the workers' (frontend, backend) pairs,
+ * merged. */
+static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pairs)
+{
+    qsort(pairs, n_pairs, sizeof(*pairs), cmp_pair);
+    lb_prom_family(p, "lb_http_requests_total", "counter",
+                   "Requests answered, by frontend, backend and status class.");
+    for (size_t i = 0; i < n_pairs;) {
+        size_t j = i + 1;
+        while (j < n_pairs && cmp_pair(&pairs[i], &pairs[j]) == 0) {
+            for (int c = 0; c < METRICS_CLASSES; c++)
+                pairs[i].by_class[c] += pairs[j].by_class[c];
+            j++;
+        }
+        for (int c = 0; c < METRICS_CLASSES; c++) {
+            if (pairs[i].by_class[c] == 0)
+                continue;
+            struct lb_prom_label l[3] = {
+                {"frontend", pairs[i].fe}, {"backend", pairs[i].be}, {"code", class_names[c]}};
+            lb_prom_u64(p, "lb_http_requests_total", l, 3, pairs[i].by_class[c]);
+        }
+        i = j;
+    }
+}
+
+/* The per-backend families from the workers' rows, merged by id. */
+static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
+{
+    qsort(bes, n_bes, sizeof(*bes), cmp_be);
+    for (size_t i = 0; i < n_bes;) {
+        size_t j = i + 1;
+        while (j < n_bes && strcmp(bes[i].id, bes[j].id) == 0) {
+            bes[i].requests += bes[j].requests;
+            bes[i].errors += bes[j].errors;
+            bes[i].connect_failures += bes[j].connect_failures;
+            bes[i].timeouts += bes[j].timeouts;
+            for (int r = 0; r < METRICS_RETRY_N; r++)
+                bes[i].retries[r] += bes[j].retries[r];
+            bes[j].id = NULL;
+            j++;
+        }
+        i = j;
+    }
+    lb_prom_family(p, "lb_backend_connect_failures_total", "counter",
+                   "Failed connection attempts to a backend.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        lb_prom_u64(p, "lb_backend_connect_failures_total", &l, 1, bes[i].connect_failures);
+    }
+    lb_prom_family(p, "lb_backend_timeouts_total", "counter", "Requests whose backend timed out.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        lb_prom_u64(p, "lb_backend_timeouts_total", &l, 1, bes[i].timeouts);
+    }
+
+    static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
+    lb_prom_family(p, "lb_retries_total", "counter",
+                   "Requests sent again to another backend after a failure on this one.");
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        for (int r = 0; r < METRICS_RETRY_N; r++) {
+            struct lb_prom_label l[2] = {{"backend", bes[i].id}, {"reason", retry_names[r]}};
+            lb_prom_u64(p, "lb_retries_total", l, 2, bes[i].retries[r]);
+        }
+    }
+}
+
 void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, unsigned n,
                     const struct metrics_backend_state *backends, uint32_t n_backends,
                     uint64_t config_version, uint64_t generation)
@@ -400,68 +472,8 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
 
     render_fe(p, fe, n_fe);
 
-    qsort(pairs, n_pairs, sizeof(*pairs), cmp_pair);
-    lb_prom_family(p, "lb_http_requests_total", "counter",
-                   "Requests answered, by frontend, backend and status class.");
-    for (size_t i = 0; i < n_pairs;) {
-        size_t j = i + 1;
-        while (j < n_pairs && cmp_pair(&pairs[i], &pairs[j]) == 0) {
-            for (int c = 0; c < METRICS_CLASSES; c++)
-                pairs[i].by_class[c] += pairs[j].by_class[c];
-            j++;
-        }
-        for (int c = 0; c < METRICS_CLASSES; c++) {
-            if (pairs[i].by_class[c] == 0)
-                continue;
-            struct lb_prom_label l[3] = {
-                {"frontend", pairs[i].fe}, {"backend", pairs[i].be}, {"code", class_names[c]}};
-            lb_prom_u64(p, "lb_http_requests_total", l, 3, pairs[i].by_class[c]);
-        }
-        i = j;
-    }
-
-    qsort(bes, n_bes, sizeof(*bes), cmp_be);
-    for (size_t i = 0; i < n_bes;) {
-        size_t j = i + 1;
-        while (j < n_bes && strcmp(bes[i].id, bes[j].id) == 0) {
-            bes[i].requests += bes[j].requests;
-            bes[i].errors += bes[j].errors;
-            bes[i].connect_failures += bes[j].connect_failures;
-            bes[i].timeouts += bes[j].timeouts;
-            for (int r = 0; r < METRICS_RETRY_N; r++)
-                bes[i].retries[r] += bes[j].retries[r];
-            bes[j].id = NULL;
-            j++;
-        }
-        i = j;
-    }
-    lb_prom_family(p, "lb_backend_connect_failures_total", "counter",
-                   "Failed connection attempts to a backend.");
-    for (size_t i = 0; i < n_bes; i++) {
-        if (bes[i].id == NULL)
-            continue;
-        struct lb_prom_label l = {"backend", bes[i].id};
-        lb_prom_u64(p, "lb_backend_connect_failures_total", &l, 1, bes[i].connect_failures);
-    }
-    lb_prom_family(p, "lb_backend_timeouts_total", "counter", "Requests whose backend timed out.");
-    for (size_t i = 0; i < n_bes; i++) {
-        if (bes[i].id == NULL)
-            continue;
-        struct lb_prom_label l = {"backend", bes[i].id};
-        lb_prom_u64(p, "lb_backend_timeouts_total", &l, 1, bes[i].timeouts);
-    }
-
-    static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
-    lb_prom_family(p, "lb_retries_total", "counter",
-                   "Requests sent again to another backend after a failure on this one.");
-    for (size_t i = 0; i < n_bes; i++) {
-        if (bes[i].id == NULL)
-            continue;
-        for (int r = 0; r < METRICS_RETRY_N; r++) {
-            struct lb_prom_label l[2] = {{"backend", bes[i].id}, {"reason", retry_names[r]}};
-            lb_prom_u64(p, "lb_retries_total", l, 2, bes[i].retries[r]);
-        }
-    }
+    render_pairs(p, pairs, n_pairs);
+    render_bes(p, bes, n_bes);
 
     lb_prom_family(p, "lb_backend_up", "gauge",
                    "1 when the backend may take traffic (active and not known down).");

@@ -64,6 +64,46 @@ static void mclient_free(struct mclient *c)
     free(c);
 }
 
+/* What the scrape read of one backend's shared state. */
+struct be_row {
+    bool found;
+    int state;
+    struct breaker_counters bc;
+    uint64_t v[9]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us,
+                    * probed back, handed over */
+};
+
+/* The breaker families from the rows read for <snap>'s backends. */
+static void render_breakers(struct lb_prom *p, const struct snap *snap, const struct be_row *rows)
+{
+    static const char *const to_names[3] = {"closed", "open", "half_open"};
+    lb_prom_family(p, "lb_breaker_state", "gauge",
+                   "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct lb_prom_label l = {"backend", snap->backends[i].id};
+        if (rows[i].found)
+            lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)rows[i].state);
+    }
+    lb_prom_family(p, "lb_breaker_transitions_total", "counter",
+                   "Circuit breaker transitions, by the state entered.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        if (!rows[i].found)
+            continue;
+        uint64_t v[3] = {rows[i].bc.closed, rows[i].bc.opened, rows[i].bc.half_opened};
+        for (int k = 0; k < 3; k++) {
+            struct lb_prom_label l[2] = {{"backend", snap->backends[i].id}, {"to", to_names[k]}};
+            lb_prom_u64(p, "lb_breaker_transitions_total", l, 2, v[k]);
+        }
+    }
+    lb_prom_family(p, "lb_breaker_rejected_total", "counter",
+                   "Requests a circuit breaker kept from a backend.");
+    for (uint32_t i = 0; i < snap->n_backends; i++) {
+        struct lb_prom_label l = {"backend", snap->backends[i].id};
+        if (rows[i].found)
+            lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, rows[i].bc.rejected);
+    }
+}
+
 /* What the workers share per backend (breaker, ejection, connections and
  * queue), the retry budget and the pool's panic. */
 static void render_resilience(struct lb_prom *p, struct dp *dp, const struct snap *snap)
@@ -89,13 +129,7 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     if (dp->backends == NULL)
         return;
     /* one registry look-up per backend, then one pass per family */
-    struct be_row {
-        bool found;
-        int state;
-        struct breaker_counters bc;
-        uint64_t v[9]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us,
-                        * probed back, handed over */
-    } *rows = calloc(snap->n_backends ? snap->n_backends : 1, sizeof(*rows));
+    struct be_row *rows = calloc(snap->n_backends ? snap->n_backends : 1, sizeof(*rows));
     if (rows == NULL) {
         p->oom = true;
         return;
@@ -160,36 +194,8 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
         lb_prom_f64(p, "lb_backend_queue_wait_seconds_sum", &l, 1, rows[i].v[6] / 1e6);
         lb_prom_u64(p, "lb_backend_queue_wait_seconds_count", &l, 1, rows[i].v[5]);
     }
-    if (!snap->breaker.enabled) {
-        free(rows);
-        return;
-    }
-    static const char *const to_names[3] = {"closed", "open", "half_open"};
-    lb_prom_family(p, "lb_breaker_state", "gauge",
-                   "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
-    for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct lb_prom_label l = {"backend", snap->backends[i].id};
-        if (rows[i].found)
-            lb_prom_u64(p, "lb_breaker_state", &l, 1, (uint64_t)rows[i].state);
-    }
-    lb_prom_family(p, "lb_breaker_transitions_total", "counter",
-                   "Circuit breaker transitions, by the state entered.");
-    for (uint32_t i = 0; i < snap->n_backends; i++) {
-        if (!rows[i].found)
-            continue;
-        uint64_t v[3] = {rows[i].bc.closed, rows[i].bc.opened, rows[i].bc.half_opened};
-        for (int k = 0; k < 3; k++) {
-            struct lb_prom_label l[2] = {{"backend", snap->backends[i].id}, {"to", to_names[k]}};
-            lb_prom_u64(p, "lb_breaker_transitions_total", l, 2, v[k]);
-        }
-    }
-    lb_prom_family(p, "lb_breaker_rejected_total", "counter",
-                   "Requests a circuit breaker kept from a backend.");
-    for (uint32_t i = 0; i < snap->n_backends; i++) {
-        struct lb_prom_label l = {"backend", snap->backends[i].id};
-        if (rows[i].found)
-            lb_prom_u64(p, "lb_breaker_rejected_total", &l, 1, rows[i].bc.rejected);
-    }
+    if (snap->breaker.enabled)
+        render_breakers(p, snap, rows);
     free(rows);
 }
 

@@ -195,6 +195,46 @@ static int build_backends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     return check_unique_ids(s, err);
 }
 
+/* The circuit breaker and retry settings, validated. */
+static int build_resilience(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
+{
+    const Lb__V1__CircuitBreaker *cb = pb->circuit_breaker;
+    s->breaker.enabled = cb != NULL && cb->enabled;
+    s->breaker.threshold = or_default(cb ? cb->threshold : 0, 5);
+    s->breaker.timeout_ms = or_default(cb ? cb->timeout_ms : 0, 30000);
+    s->breaker.max_half_open = or_default(cb ? cb->max_half_open : 0, 3);
+    s->breaker.max_timeout_ms = or_default(cb ? cb->max_timeout_ms : 0, 300000);
+    s->breaker_ignore_5xx = cb != NULL && cb->ignore_5xx;
+    if (s->breaker.threshold > 10000)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "circuit_breaker.threshold: %u is out of range (1..10000)",
+                          s->breaker.threshold);
+    if (s->breaker.max_half_open > 10000)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "circuit_breaker.max_half_open: %u is out of range (1..10000)",
+                          s->breaker.max_half_open);
+    if (s->breaker.max_timeout_ms < s->breaker.timeout_ms)
+        s->breaker.max_timeout_ms = s->breaker.timeout_ms;
+
+    const Lb__V1__Retries *rt = pb->retries;
+    bool retries_off = rt != NULL && rt->disabled;
+    s->max_retries = retries_off ? 1 : or_default(rt ? rt->max_retries : 0, 2);
+    s->retry_5xx = !retries_off;
+    if (s->max_retries > 5)
+        return lb_err_set(err, LB_EINVAL, 0, "retries.max_retries: %u is out of range (0..5)",
+                          s->max_retries);
+    s->retry_budget_percent = or_default(rt ? rt->budget_percent : 0, 20);
+    s->retry_budget_min = or_default(rt ? rt->budget_min : 0, 3);
+    s->backoff_base_ms = or_default(rt ? rt->backoff_base_ms : 0, 25);
+    s->backoff_cap_ms = or_default(rt ? rt->backoff_cap_ms : 0, 250);
+    if (s->retry_budget_percent > 100)
+        return lb_err_set(err, LB_EINVAL, 0, "retries.budget_percent: %u is out of range (0..100)",
+                          s->retry_budget_percent);
+    if (s->backoff_cap_ms < s->backoff_base_ms)
+        s->backoff_cap_ms = s->backoff_base_ms;
+    return LB_OK;
+}
+
 static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
 {
     const Lb__V1__Timeouts *t = pb->timeouts;
@@ -249,40 +289,9 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     }
     s->fail_open = pb->healthcheck == NULL || pb->healthcheck->fail_open;
 
-    const Lb__V1__CircuitBreaker *cb = pb->circuit_breaker;
-    s->breaker.enabled = cb != NULL && cb->enabled;
-    s->breaker.threshold = or_default(cb ? cb->threshold : 0, 5);
-    s->breaker.timeout_ms = or_default(cb ? cb->timeout_ms : 0, 30000);
-    s->breaker.max_half_open = or_default(cb ? cb->max_half_open : 0, 3);
-    s->breaker.max_timeout_ms = or_default(cb ? cb->max_timeout_ms : 0, 300000);
-    s->breaker_ignore_5xx = cb != NULL && cb->ignore_5xx;
-    if (s->breaker.threshold > 10000)
-        return lb_err_set(err, LB_EINVAL, 0,
-                          "circuit_breaker.threshold: %u is out of range (1..10000)",
-                          s->breaker.threshold);
-    if (s->breaker.max_half_open > 10000)
-        return lb_err_set(err, LB_EINVAL, 0,
-                          "circuit_breaker.max_half_open: %u is out of range (1..10000)",
-                          s->breaker.max_half_open);
-    if (s->breaker.max_timeout_ms < s->breaker.timeout_ms)
-        s->breaker.max_timeout_ms = s->breaker.timeout_ms;
-
-    const Lb__V1__Retries *rt = pb->retries;
-    bool retries_off = rt != NULL && rt->disabled;
-    s->max_retries = retries_off ? 1 : or_default(rt ? rt->max_retries : 0, 2);
-    s->retry_5xx = !retries_off;
-    if (s->max_retries > 5)
-        return lb_err_set(err, LB_EINVAL, 0, "retries.max_retries: %u is out of range (0..5)",
-                          s->max_retries);
-    s->retry_budget_percent = or_default(rt ? rt->budget_percent : 0, 20);
-    s->retry_budget_min = or_default(rt ? rt->budget_min : 0, 3);
-    s->backoff_base_ms = or_default(rt ? rt->backoff_base_ms : 0, 25);
-    s->backoff_cap_ms = or_default(rt ? rt->backoff_cap_ms : 0, 250);
-    if (s->retry_budget_percent > 100)
-        return lb_err_set(err, LB_EINVAL, 0, "retries.budget_percent: %u is out of range (0..100)",
-                          s->retry_budget_percent);
-    if (s->backoff_cap_ms < s->backoff_base_ms)
-        s->backoff_cap_ms = s->backoff_base_ms;
+    int rc = build_resilience(s, pb, err);
+    if (rc != LB_OK)
+        return rc;
 
     s->log_level = LB_LOG_INFO;
     s->access_log = true;
