@@ -69,8 +69,8 @@ struct be_row {
     bool found;
     int state;
     struct breaker_counters bc;
-    uint64_t v[9]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us,
-                    * probed back, handed over */
+    uint64_t v[10]; /* ejected, ejections, conns, queued, timeouts, waited, wait_us,
+                     * probed back, handed over, queue full */
 };
 
 /* The breaker families from the rows read for <snap>'s backends. */
@@ -151,27 +151,31 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
         rows[i].v[6] = atomic_load(&sh->q.wait_us);
         rows[i].v[7] = atomic_load(&sh->eject.probed_back);
         rows[i].v[8] = atomic_load(&sh->eject.handed_over);
+        rows[i].v[9] = atomic_load(&sh->q.full);
         bshared_registry_release(dp->backends, sh);
     }
     static const struct {
         const char *name, *type, *help;
-    } fam[5] = {
+        int at; /* in be_row.v */
+    } fam[] = {
         {"lb_backend_ejected", "gauge",
-         "1 while the backend is out of rotation after failed connects (passive ejection)."},
-        {"lb_backend_ejections_total", "counter", "Times the backend was ejected."},
+         "1 while the backend is out of rotation after failed connects (passive ejection).", 0},
+        {"lb_backend_ejections_total", "counter", "Times the backend was ejected.", 1},
         {"lb_backend_connections", "gauge",
-         "Upstream connections open or being set up to the backend, all workers."},
+         "Upstream connections open or being set up to the backend, all workers.", 2},
         {"lb_backend_queue_length", "gauge",
-         "Requests waiting for a connection to the backend (maxConnections reached)."},
+         "Requests waiting for a connection to the backend (maxConnections reached).", 3},
         {"lb_backend_queue_timeouts_total", "counter",
-         "Requests answered 503 after waiting in the backend's queue for timeouts.queue."},
+         "Requests answered 503 after waiting in the backend's queue for timeouts.queue.", 4},
+        {"lb_backend_queue_full_total", "counter",
+         "Requests that found the backend's queue full (maxQueue).", 9},
     };
-    for (int f = 0; f < 5; f++) {
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
         lb_prom_family(p, fam[f].name, fam[f].type, fam[f].help);
         for (uint32_t i = 0; i < snap->n_backends; i++) {
             struct lb_prom_label l = {"backend", snap->backends[i].id};
             if (rows[i].found)
-                lb_prom_u64(p, fam[f].name, &l, 1, rows[i].v[f]);
+                lb_prom_u64(p, fam[f].name, &l, 1, rows[i].v[fam[f].at]);
         }
     }
     lb_prom_family(p, "lb_backend_ejection_ends_total", "counter",

@@ -485,6 +485,69 @@ START_TEST(queue_timeout_is_a_counted_503)
 }
 END_TEST
 
+/* One connection and room for one waiter: of three concurrent slow
+ * requests one is served, one waits and is served after it, and the third
+ * finds the queue full and gets 503 with Retry-After at once, without
+ * waiting out the queue timeout. */
+START_TEST(full_queue_is_an_immediate_503)
+{
+    struct limit lim = {
+        .max_connections = 1, .max_queue = 1, .queue_ms = (uint32_t)scaled_ms(8000)};
+    struct e2e_opts o = {.backends = 1,
+                         .workers = 1,
+                         .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
+                         .tweak = limit_tweak,
+                         .tweak_arg = &lim};
+    struct e2e *t = e2e_start_opts(&o);
+    static const char req[] = "GET /slow/400 HTTP/1.1\r\nHost: lb\r\n\r\n";
+    struct e2e_conn *c[3];
+    for (unsigned i = 0; i < 3; i++) {
+        c[i] = e2e_connect(e2e_lb_port(t));
+        ck_assert_ptr_nonnull(c[i]);
+        ck_assert_int_eq(e2e_conn_send(c[i], req, sizeof req - 1), 0);
+        /* in order: the next one arrives once the previous one holds its place */
+        double want = i + 1;
+        uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+        double have = 0;
+        while (i < 2 && e2e_now_ms() < deadline) {
+            char *m = e2e_scrape(t);
+            have = m ? e2e_metric(m, "lb_backend_connections", "backend=\"b0\"") +
+                           e2e_metric(m, "lb_backend_queue_length", "backend=\"b0\"")
+                     : NAN;
+            free(m);
+            if (have >= want)
+                break;
+            e2e_poll_pause(5);
+        }
+    }
+    uint64_t t0 = e2e_now_ms();
+    struct e2e_resp r;
+    char v[32];
+    ck_assert_int_eq(e2e_conn_read(c[2], &r, false), 0);
+    uint64_t busy_ms = e2e_now_ms() - t0;
+    ck_assert_int_eq(r.status, 503);
+    ck_assert(e2e_resp_header(&r, "Retry-After", v, sizeof v));
+    e2e_resp_free(&r);
+    for (unsigned i = 0; i < 2; i++) {
+        ck_assert_int_eq(e2e_conn_read(c[i], &r, false), 0);
+        ck_assert_int_eq(r.status, 200);
+        e2e_resp_free(&r);
+    }
+    fprintf(stderr,
+            "deadbackend: full queue: 503 with Retry-After after %llu ms, the other two 200\n",
+            (unsigned long long)busy_ms);
+    ck_assert_msg(busy_ms < scaled_ms(300), "the 503 took %llu ms", (unsigned long long)busy_ms);
+    char *m = e2e_scrape(t);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(e2e_metric(m, "lb_backend_queue_full_total", "backend=\"b0\"") == 1.0);
+    ck_assert(e2e_metric(m, "lb_backend_queue_timeouts_total", "backend=\"b0\"") == 0.0);
+    free(m);
+    for (unsigned i = 0; i < 3; i++)
+        e2e_conn_close(c[i]);
+    e2e_stop(t);
+}
+END_TEST
+
 /* Two backends with one connection each and room to queue: requests wait
  * on both. When b0 dies, its request in flight is retried and its queue
  * drains to b1 (the first waiter's connect is refused, which ejects b0 and
@@ -645,6 +708,7 @@ int main(void)
     tc = e2e_tcase("queue");
     tcase_add_test(tc, queue_timeout_is_a_counted_503);
     tcase_add_test(tc, queue_drains_elsewhere_when_its_backend_dies);
+    tcase_add_test(tc, full_queue_is_an_immediate_503);
     suite_add_tcase(s, tc);
     tc = e2e_tcase("ejection");
     tcase_add_test(tc, ejection_is_shared_and_probed_back);
