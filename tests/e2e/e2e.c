@@ -86,6 +86,12 @@ uint64_t e2e_timeout_ms(void)
     return 10000;
 }
 
+uint64_t e2e_scaled_ms(uint64_t ms)
+{
+    uint64_t f = e2e_timeout_ms() / 10000;
+    return ms * (f ? f : 1);
+}
+
 uint64_t e2e_now_ms(void)
 {
     struct timespec ts;
@@ -1333,6 +1339,37 @@ static bool cp_exit_hooked;
 void e2e_cp_path(const struct e2e_cp *w, const char *name, char *out, size_t outsz)
 {
     snprintf(out, outsz, "%s/%s", w->dir, name);
+}
+
+pid_t e2e_cp_backend_spawn(struct e2e_cp *w, const char *name, unsigned port, const char *log,
+                           unsigned *bound)
+{
+    char path[256], portstr[16];
+    e2e_cp_path(w, log, path, sizeof path);
+    snprintf(portstr, sizeof portstr, "%u", port);
+    char *argv[] = {BACKEND_BIN, "--port", portstr, "--name", (char *)name, NULL};
+    pid_t pid = e2e_spawn(argv, path);
+    ck_assert_int_gt(pid, 0);
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    while (e2e_now_ms() < deadline) {
+        FILE *f = fopen(path, "r");
+        char line[256] = "";
+        unsigned p = 0;
+        if (f != NULL) {
+            while (fgets(line, sizeof line, f) != NULL)
+                if (sscanf(line, "{\"event\":\"listening\",\"port\":%u}", &p) == 1)
+                    break;
+            fclose(f);
+        }
+        if (p != 0) {
+            *bound = p;
+            return pid;
+        }
+        ck_assert_msg(!e2e_wait_exit(pid, 0, NULL), "lb-backend %s exited at start", name);
+        e2e_poll_pause(10);
+    }
+    ck_abort_msg("lb-backend %s did not start", name);
+    return -1;
 }
 
 /* SIGTERM, reap; records a non-zero exit. */

@@ -64,6 +64,10 @@ struct e2e_conn;
 /* LB_TEST_TIMEOUT_MS from the environment, or 10000. */
 uint64_t e2e_timeout_ms(void);
 
+/* <ms> scaled like every wait: times LB_TEST_TIMEOUT_MS / 10 s, at least
+ * once, so that bounds stretch with sanitizers and slow machines. */
+uint64_t e2e_scaled_ms(uint64_t ms);
+
 /* Monotonic milliseconds. */
 uint64_t e2e_now_ms(void);
 
@@ -322,6 +326,13 @@ const char *e2e_cp_backend_url(const struct e2e_cp *w, unsigned i);
 
 /* Path of the world's file <name> into <out>. */
 void e2e_cp_path(const struct e2e_cp *w, const char *name, char *out, size_t outsz);
+
+/* Starts an extra lb-backend --name <name> on <port> (0 = any), its output
+ * in the world's file <log>; waits until it listens, fills <bound> with its
+ * port and returns its pid (stop it with e2e_kill). Fails the test when it
+ * does not start. */
+pid_t e2e_cp_backend_spawn(struct e2e_cp *w, const char *name, unsigned port, const char *log,
+                           unsigned *bound);
 
 /* The field <key> of backend <i>'s /stats (adds one request); -1 on failure. */
 long e2e_cp_backend_stat(struct e2e_cp *w, unsigned i, const char *key);

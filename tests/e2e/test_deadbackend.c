@@ -38,14 +38,6 @@
  * instant); at 12 none. */
 #define BURST_LIMIT 12
 
-/* Milliseconds <ms> scaled like every wait (LB_TEST_TIMEOUT_MS / 10 s, at
- * least 1): slow machines and sanitizers get proportionally more. */
-static uint64_t scaled_ms(uint64_t ms)
-{
-    uint64_t f = e2e_timeout_ms() / 10000;
-    return ms * (f ? f : 1);
-}
-
 /* ---- lb-faultload --------------------------------------------------------- */
 
 struct load {
@@ -120,7 +112,7 @@ START_TEST(dead_backend_costs_nothing)
     snprintf(seconds, sizeof seconds, "%u", LOAD_SECONDS);
     snprintf(pid, sizeof pid, "%d", (int)e2e_backend_pid(t, 1));
     snprintf(at, sizeof at, "%u", FAULT_AT_MS);
-    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)scaled_ms(3000));
+    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)e2e_scaled_ms(3000));
     struct load l;
     load_run(&l, e2e_lb_port(t), "--clients", clients, "--seconds", seconds, "--timeout-ms",
              timeout, "--kill-pid", pid, "--kill-signal", c->signal, "--kill-at-ms", at, NULL);
@@ -221,7 +213,7 @@ START_TEST(post_is_never_sent_twice)
     snprintf(seconds, sizeof seconds, "%u", LOAD_SECONDS);
     snprintf(pid, sizeof pid, "%d", (int)e2e_backend_pid(t, 1));
     snprintf(at, sizeof at, "%u", FAULT_AT_MS);
-    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)scaled_ms(3000));
+    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)e2e_scaled_ms(3000));
     struct load l;
     load_run(&l, e2e_lb_port(t), "--clients", "8", "--seconds", seconds, "--post", "--ids", ids,
              "--timeout-ms", timeout, "--kill-pid", pid, "--kill-signal", post_signals[_i],
@@ -242,7 +234,7 @@ START_TEST(post_is_never_sent_twice)
          lines = 0;
     for (size_t i = 0; i < s.cap; i++)
         twice += s.ids[i] && s.count[i] > 1;
-    uint64_t slack = scaled_ms(100);
+    uint64_t slack = e2e_scaled_ms(100);
     FILE *f = fopen(ids, "r");
     ck_assert_ptr_nonnull(f);
     char id[128];
@@ -296,7 +288,7 @@ START_TEST(all_down_is_a_fast_503)
         ck_assert_ptr_nonnull(e2e_get(t, "/"));
     for (unsigned i = 0; i < 3; i++)
         e2e_kill_backend(t, i);
-    uint64_t bound = scaled_ms(DOWN_BOUND_MS), worst = 0;
+    uint64_t bound = e2e_scaled_ms(DOWN_BOUND_MS), worst = 0;
     unsigned n503 = 0, slow = 0, other = 0;
     int other_status = 0;
     for (unsigned i = 0; i < DOWN_REQUESTS; i++) {
@@ -377,7 +369,7 @@ static long burst_once(uint32_t max_connections, struct load *l)
     char *bargs[] = {"--threads", "1", "--backlog", "16", NULL};
     struct limit lim = {.max_connections = max_connections,
                         .max_queue = BURST_CONNS * 2,
-                        .queue_ms = (uint32_t)scaled_ms(8000)};
+                        .queue_ms = (uint32_t)e2e_scaled_ms(8000)};
     struct e2e_opts o = {.backends = 1,
                          .workers = 2,
                          .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
@@ -388,7 +380,7 @@ static long burst_once(uint32_t max_connections, struct load *l)
     ck_assert_ptr_nonnull(e2e_get(t, "/"));
     char clients[24], timeout[24];
     snprintf(clients, sizeof clients, "%u", BURST_CONNS);
-    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)scaled_ms(6000));
+    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)e2e_scaled_ms(6000));
     long before = listen_overflows();
     load_run(l, e2e_lb_port(t), "--burst", "--clients", clients, "--timeout-ms", timeout, NULL);
     long after = listen_overflows();
@@ -492,7 +484,7 @@ END_TEST
 START_TEST(full_queue_is_an_immediate_503)
 {
     struct limit lim = {
-        .max_connections = 1, .max_queue = 1, .queue_ms = (uint32_t)scaled_ms(8000)};
+        .max_connections = 1, .max_queue = 1, .queue_ms = (uint32_t)e2e_scaled_ms(8000)};
     struct e2e_opts o = {.backends = 1,
                          .workers = 1,
                          .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
@@ -536,7 +528,8 @@ START_TEST(full_queue_is_an_immediate_503)
     fprintf(stderr,
             "deadbackend: full queue: 503 with Retry-After after %llu ms, the other two 200\n",
             (unsigned long long)busy_ms);
-    ck_assert_msg(busy_ms < scaled_ms(300), "the 503 took %llu ms", (unsigned long long)busy_ms);
+    ck_assert_msg(busy_ms < e2e_scaled_ms(300), "the 503 took %llu ms",
+                  (unsigned long long)busy_ms);
     char *m = e2e_scrape(t);
     ck_assert_ptr_nonnull(m);
     ck_assert(e2e_metric(m, "lb_backend_queue_full_total", "backend=\"b0\"") == 1.0);
@@ -555,7 +548,7 @@ END_TEST
  * queue timeout, and b0's ejection is counted once. */
 START_TEST(queue_drains_elsewhere_when_its_backend_dies)
 {
-    struct limit lim = {.max_connections = 1, .queue_ms = (uint32_t)scaled_ms(8000)};
+    struct limit lim = {.max_connections = 1, .queue_ms = (uint32_t)e2e_scaled_ms(8000)};
     struct e2e_opts o = {.backends = 2,
                          .workers = 2,
                          .algorithm = LB__V1__ALGORITHM__ROUND_ROBIN,
@@ -668,7 +661,7 @@ START_TEST(ejection_is_shared_and_probed_back)
 
     uint64_t restarted = e2e_now_ms();
     e2e_restart_backend(t, 1);
-    uint64_t bound = 2 * (restarted - killed) + PROBE_BASE_MS + scaled_ms(500);
+    uint64_t bound = 2 * (restarted - killed) + PROBE_BASE_MS + e2e_scaled_ms(500);
     bool back = false;
     deadline = killed + bound;
     for (unsigned i = 0; i < 10000 && !back && e2e_now_ms() < deadline; i++) {

@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #define LBCTL(w, r, ...) e2e_cp_lbctl((w), (r), __VA_ARGS__, NULL)
-#define BACKEND_PATH     LB_BUILD_DIR "/lb-backend"
 #define FAULTLOAD_PATH   LB_BUILD_DIR "/lb-faultload"
 
 #define INTERVAL_MS   1000 /* health checks; scaled */
@@ -35,15 +34,6 @@
 #define BACK_LOAD_MS  1500 /* load once the victim is up again; scaled */
 #define CLIENTS       "8"
 
-/* Milliseconds <ms> scaled like every wait (LB_TEST_TIMEOUT_MS / 10 s, at
- * least 1): sanitizers and slow machines stretch the checks' interval and
- * the bounds alike, so the bound stays well under FALL intervals. */
-static uint64_t scaled_ms(uint64_t ms)
-{
-    uint64_t f = e2e_timeout_ms() / 10000;
-    return ms * (f ? f : 1);
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -52,39 +42,6 @@ static int64_t wall_ms(void)
 }
 
 /* ---- processes ---------------------------------------------------------------- */
-
-/* Starts lb-backend --name <name> on <port> (0 = any) logging to <log> in the
- * world's dir; returns its pid and fills the bound port. */
-static pid_t backend_start(struct e2e_cp *w, const char *name, unsigned port, const char *log,
-                           unsigned *bound)
-{
-    char path[256], portstr[16];
-    e2e_cp_path(w, log, path, sizeof path);
-    snprintf(portstr, sizeof portstr, "%u", port);
-    char *argv[] = {BACKEND_PATH, "--port", portstr, "--name", (char *)name, NULL};
-    pid_t pid = e2e_spawn(argv, path);
-    ck_assert_int_gt(pid, 0);
-    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
-    while (e2e_now_ms() < deadline) {
-        FILE *f = fopen(path, "r");
-        char line[256] = "";
-        unsigned p = 0;
-        if (f != NULL) {
-            while (fgets(line, sizeof line, f) != NULL)
-                if (sscanf(line, "{\"event\":\"listening\",\"port\":%u}", &p) == 1)
-                    break;
-            fclose(f);
-        }
-        if (p != 0) {
-            *bound = p;
-            return pid;
-        }
-        ck_assert_msg(!e2e_wait_exit(pid, 0, NULL), "lb-backend %s exited at start", name);
-        e2e_poll_pause(10);
-    }
-    ck_abort_msg("lb-backend %s did not start", name);
-    return -1;
-}
 
 /* lb-faultload running in the background, its output in the world's file
  * <log>. */
@@ -102,7 +59,7 @@ static void load_start(struct load *l, struct e2e_cp *w, const char *log, uint64
     e2e_cp_path(w, log, l->log, sizeof l->log);
     snprintf(port, sizeof port, "%u", e2e_cp_frontend_port(w));
     snprintf(seconds, sizeof seconds, "%llu", (unsigned long long)((ms + 999) / 1000));
-    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)scaled_ms(3000));
+    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)e2e_scaled_ms(3000));
     char *argv[] = {FAULTLOAD_PATH, "--port", port, "--clients",    CLIENTS, "--seconds",
                     seconds,        "--path", "/",  "--timeout-ms", timeout, NULL};
     l->pid = e2e_spawn(argv, l->log);
@@ -153,8 +110,8 @@ static void apply_config(struct e2e_cp *w, unsigned vport, bool metrics)
     fprintf(f,
             "healthcheck:\n  interval: \"%llums\"\n  timeout: \"%llums\"\n  path: \"/health\"\n"
             "  rise: %u\n  fall: %u\n",
-            (unsigned long long)scaled_ms(INTERVAL_MS), (unsigned long long)scaled_ms(500), RISE,
-            FALL);
+            (unsigned long long)e2e_scaled_ms(INTERVAL_MS), (unsigned long long)e2e_scaled_ms(500),
+            RISE, FALL);
     fprintf(f, "balancing:\n  algorithm: \"round_robin\"\n  slowStart: \"0s\"\n");
     fprintf(f, "timeouts:\n  drain: \"5s\"\n");
     fprintf(f, "logging:\n  level: \"info\"\n  accessLog: false\n");
@@ -381,7 +338,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     struct e2e_cp_opts o = {.backends = 2, .dataplanes = 1, .admin_tcp = true};
     struct e2e_cp *w = e2e_cp_start(&o);
     unsigned vport = 0;
-    pid_t victim = backend_start(w, "victim", 0, "victim.log", &vport);
+    pid_t victim = e2e_cp_backend_spawn(w, "victim", 0, "victim.log", &vport);
     apply_config(w, vport, true);
     ck_assert_int_ge(wait_health(w, "victim", "up"), 0);
     ck_assert_int_ge(wait_health(w, "b0", "up"), 0);
@@ -392,7 +349,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     /* Load, and the victim killed once it serves some of it. */
     struct load l;
     uint64_t load_t0 = e2e_now_ms();
-    load_start(&l, w, "load1.log", scaled_ms(LOAD_MS));
+    load_start(&l, w, "load1.log", e2e_scaled_ms(LOAD_MS));
     ck_assert(wait_victim_answers(w, 100));
     ck_assert_int_eq(kill(victim, SIGKILL), 0);
     uint64_t kill_mono = e2e_now_ms();
@@ -436,9 +393,9 @@ START_TEST(ejection_hands_over_to_health_checks)
     }
     ck_assert_msg(seen_down >= 0, "the victim was never shown down");
     ck_assert_msg(seen_handover >= 0, "the data plane never handed the ejection over");
-    ck_assert_msg(seen_down <= (long)scaled_ms(DOWN_BOUND_MS),
+    ck_assert_msg(seen_down <= (long)e2e_scaled_ms(DOWN_BOUND_MS),
                   "down %ld ms after the kill (the checks alone: >= %llu ms)", seen_down,
-                  (unsigned long long)scaled_ms((FALL - 1) * INTERVAL_MS));
+                  (unsigned long long)e2e_scaled_ms((FALL - 1) * INTERVAL_MS));
     /* Once down, it shows as ejected in every view until it is up again. */
     ck_assert(backend_view(w, "victim", &v));
     ck_assert_str_eq(v.health, "down");
@@ -468,7 +425,7 @@ START_TEST(ejection_hands_over_to_health_checks)
         log_count(w, "dp0.log", "backend_ejection_handed_over", "victim", &dp_handover), 1);
     ck_assert(dp_eject >= 0 && cp_eject >= 0 && cp_down >= 0 && dp_handover >= 0);
     ck_assert(dp_eject <= cp_eject && cp_eject <= cp_down && cp_down <= dp_handover);
-    ck_assert_msg(cp_down - kill_wall <= (int64_t)scaled_ms(DOWN_BOUND_MS),
+    ck_assert_msg(cp_down - kill_wall <= (int64_t)e2e_scaled_ms(DOWN_BOUND_MS),
                   "the control plane marked it down %lld ms after the kill",
                   (long long)(cp_down - kill_wall));
     fprintf(
@@ -478,7 +435,7 @@ START_TEST(ejection_hands_over_to_health_checks)
         "alone: >= %llu ms\n",
         (long long)(dp_eject - kill_wall), (long long)(cp_eject - kill_wall),
         (long long)(cp_down - kill_wall), seen_down, (long long)(dp_handover - kill_wall),
-        seen_handover, (unsigned long long)scaled_ms((FALL - 1) * INTERVAL_MS));
+        seen_handover, (unsigned long long)e2e_scaled_ms((FALL - 1) * INTERVAL_MS));
 
     /* Handed over: one new generation, the data plane's ejection over, and
      * from here to the end of the load nobody connects to the victim. */
@@ -489,7 +446,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     double answers = dp_victim_answers(w);
     double refused = dp_victim(w, "lb_backend_connect_failures_total");
     uint64_t handed_mono = e2e_now_ms();
-    ck_assert_msg(handed_mono < load_t0 + scaled_ms(LOAD_MS) - scaled_ms(500),
+    ck_assert_msg(handed_mono < load_t0 + e2e_scaled_ms(LOAD_MS) - e2e_scaled_ms(500),
                   "handed over too late to see the load go on without the victim");
     load_wait(&l);
     ck_assert(dp_victim_answers(w) == answers);
@@ -506,7 +463,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     /* Started again on the same port: up after RISE checks, traffic back. */
     unsigned again = 0;
     uint64_t restart_mono = e2e_now_ms();
-    victim = backend_start(w, "victim", vport, "victim2.log", &again);
+    victim = e2e_cp_backend_spawn(w, "victim", vport, "victim2.log", &again);
     ck_assert_uint_eq(again, vport);
     long up = wait_health(w, "victim", "up");
     ck_assert_int_ge(up, 0);
@@ -514,7 +471,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     ck_assert_int_eq(log_count(w, "cp.log", "backend_health", "victim up", NULL), 2);
     ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), gen_down);
     uint64_t back_t0 = e2e_now_ms();
-    load_start(&l, w, "load2.log", scaled_ms(BACK_LOAD_MS));
+    load_start(&l, w, "load2.log", e2e_scaled_ms(BACK_LOAD_MS));
     ck_assert(wait_victim_answers(w, answers + 50));
     long traffic = (long)(e2e_now_ms() - back_t0);
     load_wait(&l);
@@ -525,7 +482,7 @@ START_TEST(ejection_hands_over_to_health_checks)
     fprintf(stderr,
             "handover: restart -> up in the control plane %ld ms (rise %u x %llu ms), victim "
             "answers again %ld ms into load 2; load 2: %ld requests, %ld failed\n",
-            up, RISE, (unsigned long long)scaled_ms(INTERVAL_MS), traffic, l.total, l.failed);
+            up, RISE, (unsigned long long)e2e_scaled_ms(INTERVAL_MS), traffic, l.total, l.failed);
     ck_assert_int_ge(e2e_kill(victim), 0);
     e2e_cp_stop(w);
 }
@@ -540,7 +497,7 @@ START_TEST(two_dataplanes_one_verdict)
     struct e2e_cp_opts o = {.backends = 2, .dataplanes = 2, .no_metrics = true};
     struct e2e_cp *w = e2e_cp_start(&o);
     unsigned vport = 0;
-    pid_t victim = backend_start(w, "victim", 0, "victim.log", &vport);
+    pid_t victim = e2e_cp_backend_spawn(w, "victim", 0, "victim.log", &vport);
     apply_config(w, vport, false);
     ck_assert_int_ge(wait_health(w, "victim", "up"), 0);
     ck_assert_int_ge(wait_health(w, "b0", "up"), 0);
@@ -549,7 +506,7 @@ START_TEST(two_dataplanes_one_verdict)
     ck_assert_int_gt(gen_up, 0);
 
     struct load l;
-    load_start(&l, w, "load.log", scaled_ms(LOAD_MS) * 3 / 5);
+    load_start(&l, w, "load.log", e2e_scaled_ms(LOAD_MS) * 3 / 5);
     /* The victim answered some of the load (its /stats counts ours too). */
     uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
     for (;;) {
@@ -598,7 +555,7 @@ START_TEST(two_dataplanes_one_verdict)
     ck_assert_int_eq(
         log_count(w, "cp.log", "backend_health", "victim down: ejected by data plane", NULL), 1);
     ck_assert_int_eq(e2e_cp_wait_in_sync(w, 2, NULL), gen_down);
-    ck_assert_msg(cp_down - kill_wall <= (int64_t)scaled_ms(DOWN_BOUND_MS),
+    ck_assert_msg(cp_down - kill_wall <= (int64_t)e2e_scaled_ms(DOWN_BOUND_MS),
                   "the control plane marked it down %lld ms after the kill",
                   (long long)(cp_down - kill_wall));
     struct view v;

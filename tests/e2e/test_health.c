@@ -19,45 +19,11 @@
 #include <unistd.h>
 
 #define LBCTL(w, r, ...) e2e_cp_lbctl((w), (r), __VA_ARGS__, NULL)
-#define BACKEND_PATH     LB_BUILD_DIR "/lb-backend"
 #define INTERVAL_MS      200
 #define RISE             2
 #define FALL             3
 
 /* ---- helpers ------------------------------------------------------------------- */
-
-/* Starts lb-backend --name <name> on <port> (0 = any) logging to <log> in the
- * world's dir; returns its pid and fills the bound port. */
-static pid_t backend_start(struct e2e_cp *w, const char *name, unsigned port, const char *log,
-                           unsigned *bound)
-{
-    char path[256], portstr[16];
-    e2e_cp_path(w, log, path, sizeof path);
-    snprintf(portstr, sizeof portstr, "%u", port);
-    char *argv[] = {BACKEND_PATH, "--port", portstr, "--name", (char *)name, NULL};
-    pid_t pid = e2e_spawn(argv, path);
-    ck_assert_int_gt(pid, 0);
-    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
-    while (e2e_now_ms() < deadline) {
-        FILE *f = fopen(path, "r");
-        char line[256] = "";
-        unsigned p = 0;
-        if (f != NULL) {
-            while (fgets(line, sizeof line, f) != NULL)
-                if (sscanf(line, "{\"event\":\"listening\",\"port\":%u}", &p) == 1)
-                    break;
-            fclose(f);
-        }
-        if (p != 0) {
-            *bound = p;
-            return pid;
-        }
-        ck_assert_msg(!e2e_wait_exit(pid, 0, NULL), "lb-backend %s exited at start", name);
-        e2e_poll_pause(10);
-    }
-    ck_abort_msg("lb-backend %s did not start", name);
-    return -1;
-}
 
 /* Writes a config (frontend and metrics of the world, <n> backends with ids
  * ids[i] on ports[i], health checks every INTERVAL_MS) and applies it. */
@@ -178,7 +144,7 @@ START_TEST(killed_backend_down_then_up)
     struct e2e_cp *w = e2e_cp_start(&o);
     ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), 0);
     unsigned vport = 0;
-    pid_t victim = backend_start(w, "victim", 0, "victim.log", &vport);
+    pid_t victim = e2e_cp_backend_spawn(w, "victim", 0, "victim.log", &vport);
     const char *ids[] = {"b0", "victim"};
     unsigned ports[] = {e2e_cp_backend_port(w, 0), vport};
     apply_config(w, ids, ports, 2);
@@ -233,7 +199,7 @@ START_TEST(killed_backend_down_then_up)
 
     /* Restarted on the same port: up again after <rise> passes, traffic back. */
     unsigned again = 0;
-    victim = backend_start(w, "victim", vport, "victim2.log", &again);
+    victim = e2e_cp_backend_spawn(w, "victim", vport, "victim2.log", &again);
     ck_assert_uint_eq(again, vport);
     ck_assert_int_ge(wait_health(w, "victim", "up"), 0);
     ck_assert(backend_view(w, "victim", &v));
@@ -258,7 +224,7 @@ START_TEST(all_down_is_reported)
     struct e2e_cp *w = e2e_cp_start(&o);
     ck_assert_int_gt(e2e_cp_wait_in_sync(w, 1, NULL), 0);
     unsigned vport = 0;
-    pid_t victim = backend_start(w, "victim", 0, "victim.log", &vport);
+    pid_t victim = e2e_cp_backend_spawn(w, "victim", 0, "victim.log", &vport);
     const char *ids[] = {"victim"};
     apply_config(w, ids, &vport, 1);
     ck_assert_int_ge(wait_health(w, "victim", "up"), 0);
