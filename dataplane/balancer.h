@@ -24,7 +24,9 @@ struct balancer_slot {
                           * slow start ramps from here. 0: no ramp (a zero-filled
                           * slot, or backends present at process start) */
     uint32_t active;     /* caller: requests in flight to this backend on this
-                          * worker (+1 when sent, -1 when done); least request */
+                          * worker or waiting in its queue (+1 when one picks it,
+                          * -1 when its attempt ends); the worker's only count of
+                          * them, and least request's load */
 };
 
 /* Tells whether backend <i> may take this request. It must give the same

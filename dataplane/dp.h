@@ -1,4 +1,5 @@
-/* dataplane/dp.h: the data-plane process context shared by its threads. */
+/* dataplane/dp.h: the data-plane process context shared by its threads, and
+ * the newest snapshot they adopt. */
 #ifndef LB_DP_H
 #define LB_DP_H
 
@@ -29,8 +30,8 @@ struct dp {
 /* Any thread: a new reference to the newest snapshot. */
 struct snap *dp_snapshot(struct dp *dp);
 
-/* Any thread: makes <s> (reference taken over) the newest snapshot and tells
- * every worker. */
-void dp_publish(struct dp *dp, struct snap *s);
+/* Any thread: makes <s> (reference taken over) the newest snapshot and drops
+ * the previous one's reference. The caller tells the workers (worker_notify). */
+void dp_swap(struct dp *dp, struct snap *s);
 
 #endif

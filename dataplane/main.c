@@ -72,6 +72,14 @@ static void usage(FILE *out)
 
 /* ---- shutdown ---------------------------------------------------------------- */
 
+/* Every worker looks at the process context again: a new snapshot, a drain
+ * or a stop. */
+static void workers_notify(struct main_ctx *m)
+{
+    for (unsigned i = 0; i < m->dp.n_workers; i++)
+        worker_notify(&m->dp.workers[i]);
+}
+
 static void on_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct main_ctx *m = t->data;
@@ -87,8 +95,7 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     struct main_ctx *m = t->data;
     lb_log(LB_LOG_WARN, "drain_timeout", "drain time is up; closing the remaining connections");
     atomic_store(&m->dp.stopping, true);
-    for (unsigned i = 0; i < m->dp.n_workers; i++)
-        worker_notify(&m->dp.workers[i]);
+    workers_notify(m);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -104,8 +111,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     snap_unref(snap);
     lb_log(LB_LOG_INFO, "shutdown", "signal %d: draining for up to %.1f s", s->signum, drain);
     atomic_store(&m->dp.draining, true);
-    for (unsigned i = 0; i < m->dp.n_workers; i++)
-        worker_notify(&m->dp.workers[i]);
+    workers_notify(m);
     metrics_server_free(m->metrics);
     m->metrics = NULL;
     sync_free(m->sync);
@@ -172,8 +178,7 @@ static int check_new_frontends(const struct snap *cur, const struct snap *next, 
 static void stop_workers(struct main_ctx *m)
 {
     atomic_store(&m->dp.stopping, true);
-    for (unsigned i = 0; i < m->dp.n_workers; i++)
-        worker_notify(&m->dp.workers[i]);
+    workers_notify(m);
     for (unsigned i = 0; i < m->dp.n_workers; i++)
         worker_join(&m->dp.workers[i]);
     m->dp.n_workers = 0;
@@ -248,7 +253,8 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
         }
         if (!m->log_level_forced)
             lb_log_set_level((enum lb_log_level)snap->log_level);
-        dp_publish(&m->dp, snap);
+        dp_swap(&m->dp, snap);
+        workers_notify(m);
     }
     lb_log(LB_LOG_INFO, "snapshot_applied",
            "version %llu generation %llu: %u frontends, %u backends, %u workers",

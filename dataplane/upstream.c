@@ -10,7 +10,7 @@
 
 #include "lb_err.h"
 #include "tls.h"
-#include "worker.h"
+#include "worker_types.h"
 
 void upstream_attach(struct upstream *u, upstream_ready_fn fn, void *owner)
 {
@@ -48,11 +48,7 @@ static void pool_unlink(struct worker *w, struct upstream *u)
 void upstream_close(struct upstream *u)
 {
     struct worker *w = u->w;
-    worker_set_events(w->loop, &u->io, &u->events, 0);
-    u->tr.ops->release(&u->tr);
-    close(u->tr.fd);
-    if (u->in)
-        worker_buf_put(w, u->in);
+    endpoint_close(w->loop, &u->ep, &w->bufs);
     free(u);
 }
 
@@ -110,7 +106,7 @@ void upstream_pool_expire(struct worker *w, double now)
 static bool pooled_is_alive(struct upstream *u)
 {
     char c;
-    ssize_t n = recv(u->tr.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = recv(u->ep.tr.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -137,19 +133,17 @@ void upstream_release(struct worker *w, struct upstream *u, bool reusable)
     /* a socket not known to be drained may hold bytes nobody asked for */
     /* requests queued for the backend (in any worker) get the slot instead */
     bool wanted = be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed);
-    if (!reusable || u->readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
-        worker_buf_len(u->in) || wanted) {
+    if (!reusable || u->ep.readable || w->draining || !be->in_view || be->n_idle >= max_idle ||
+        buf_len(u->ep.in) || wanted) {
         upstream_free(u);
         return;
     }
-    if (u->in) {
-        worker_buf_put(w, u->in);
-        u->in = NULL;
-    }
+    buf_put(&w->bufs, u->ep.in);
+    u->ep.in = NULL;
     u->idle_since = ev_now(w->loop);
     u->got_bytes = false;
     /* watched while pooled: readiness means the backend closed it */
-    worker_set_events(w->loop, &u->io, &u->events, EV_READ);
+    endpoint_set_events(w->loop, &u->ep, EV_READ);
     u->bnext = be->idle;
     if (be->idle)
         be->idle->bprev = u;
@@ -166,17 +160,7 @@ void upstream_release(struct worker *w, struct upstream *u, bool reusable)
 static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct upstream *u = io->data;
-    if (revents & EV_READ)
-        u->readable = true;
-    if (revents & EV_WRITE) {
-        u->writable = true;
-        if (u->rd_on_write) {
-            u->rd_on_write = false;
-            u->readable = true;
-        }
-    }
-    if (revents & EV_READ)
-        u->wr_on_read = false; /* the write that waited for it goes again */
+    endpoint_on_events(&u->ep, revents);
     if (u->on_ready != NULL) {
         u->on_ready(u->owner);
     } else {
@@ -215,7 +199,8 @@ struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
     u->be = be;
     u->connected = connected;
     if (tls != NULL) {
-        if (tls_client_transport_init(&u->tr, fd, tls, sb->sni, sb->verify_name, NULL) != LB_OK) {
+        if (tls_client_transport_init(&u->ep.tr, fd, tls, sb->sni, sb->verify_name, NULL) !=
+            LB_OK) {
             *errnum = ENOMEM;
             close(fd);
             free(u);
@@ -223,9 +208,8 @@ struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
         }
         u->tls = true;
     } else {
-        transport_plain_init(&u->tr, fd);
+        transport_plain_init(&u->ep.tr, fd);
     }
-    ev_io_init(&u->io, upstream_on_io, fd, 0);
-    u->io.data = u;
+    endpoint_init(&u->ep, upstream_on_io, u);
     return u;
 }

@@ -14,11 +14,10 @@
 #include <ev.h>
 #include <stdbool.h>
 
+#include "endpoint.h"
 #include "http1.h"
-#include "transport.h"
 
 struct backend_rt;
-struct buf;
 struct snap_backend;
 struct tls_client_ctx;
 struct worker;
@@ -31,24 +30,16 @@ struct upstream {
     struct backend_rt *be;
     upstream_ready_fn on_ready; /* NULL while pooled */
     void *owner;                /* ... its argument */
-    struct transport tr;
-    ev_io io;
-    int events;
-    struct buf *in; /* response bytes */
+    struct endpoint ep;         /* ep.in: response bytes */
     struct http1_parser parser;
     double idle_since;
     bool connected;
     bool reused;    /* came from the pool */
     bool keepalive; /* the backend keeps the connection after this response */
-    bool readable;
-    bool writable;
     bool wr_failed;
     bool got_bytes;
-    bool eof;
     bool tls;               /* https:// backend */
     bool tls_done;          /* a byte went through: the handshake is over */
-    bool rd_on_write;       /* the transport's read waits for writability (TLS) */
-    bool wr_on_read;        /* the transport's write waits for readability (TLS) */
     struct upstream *bnext; /* the backend's pool */
     struct upstream *bprev;
     struct upstream *lnext; /* the worker's pool, newest first */

@@ -12,262 +12,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "dp.h"
+#include "exchange.h"
+#include "h1session.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "probe.h"
 #include "upstream.h"
+#include "view.h"
 
-#define MAX_FREE_BUFS      256
-#define MAX_FREE_CONNS     256
+#define MAX_FREE_SESSIONS  256
 #define ACCEPT_BATCH       64
 #define ACCEPT_PAUSE_MIN_S 0.1
 #define ACCEPT_PAUSE_MAX_S 1.0
 #define LISTEN_BACKLOG     4096
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
-
-/* ---- the process context ---------------------------------------------------- */
-
-struct snap *dp_snapshot(struct dp *dp)
-{
-    pthread_mutex_lock(&dp->lock);
-    struct snap *s = snap_ref(dp->snap);
-    pthread_mutex_unlock(&dp->lock);
-    return s;
-}
-
-void dp_publish(struct dp *dp, struct snap *s)
-{
-    pthread_mutex_lock(&dp->lock);
-    struct snap *old = dp->snap;
-    dp->snap = s;
-    pthread_mutex_unlock(&dp->lock);
-    snap_unref(old);
-    for (unsigned i = 0; i < dp->n_workers; i++)
-        worker_notify(&dp->workers[i]);
-}
-
-/* ---- buffers ------------------------------------------------------------------ */
-
-struct buf *worker_buf_get(struct worker *w)
-{
-    struct buf *b = w->free_bufs;
-    if (b != NULL) {
-        w->free_bufs = b->next;
-        w->n_free_bufs--;
-    } else {
-        b = malloc(sizeof(*b) + WORKER_BUF_SIZE);
-        if (b == NULL)
-            return NULL;
-        b->cap = WORKER_BUF_SIZE;
-    }
-    b->next = NULL;
-    b->start = b->end = 0;
-    return b;
-}
-
-struct buf *worker_buf_grow(struct worker *w, struct buf *b, uint32_t cap)
-{
-    if (cap <= b->cap)
-        return b;
-    struct buf *nb = malloc(sizeof(*nb) + cap);
-    if (nb == NULL)
-        return NULL;
-    nb->next = NULL;
-    nb->cap = cap;
-    nb->start = 0;
-    nb->end = b->end - b->start;
-    memcpy(nb->data, b->data + b->start, nb->end);
-    worker_buf_put(w, b);
-    return nb;
-}
-
-void worker_buf_put(struct worker *w, struct buf *b)
-{
-    if (b == NULL)
-        return;
-    if (b->cap != WORKER_BUF_SIZE || w->n_free_bufs >= MAX_FREE_BUFS) {
-        free(b);
-        return;
-    }
-    b->next = w->free_bufs;
-    w->free_bufs = b;
-    w->n_free_bufs++;
-}
-
-void worker_set_events(struct ev_loop *loop, ev_io *io, int *cur, int want)
-{
-    if (*cur == want)
-        return;
-    if (*cur != 0)
-        ev_io_stop(loop, io);
-    if (want != 0) {
-        ev_io_modify(io, want);
-        ev_io_start(loop, io);
-    }
-    *cur = want;
-}
-
-/* ---- backend runtime state, by id ---------------------------------------------- */
-
-static struct backend_rt *be_find(struct worker *w, const char *id)
-{
-    return lb_map_get(&w->be_map, id);
-}
-
-static struct backend_rt *be_get(struct worker *w, const char *id)
-{
-    struct backend_rt *b = be_find(w, id);
-    if (b != NULL)
-        return b;
-    if (!lb_map_reserve(&w->be_map, lb_map_count(&w->be_map) + 1))
-        return NULL;
-    b = calloc(1, sizeof(*b));
-    if (b == NULL)
-        return NULL;
-    b->id = strdup(id);
-    int slot = metrics_be_slot(&w->metrics, id);
-    if (b->id == NULL || slot < 0) {
-        free(b->id);
-        free(b);
-        return NULL;
-    }
-    b->stat_slot = (uint32_t)slot;
-    b->sh = w->dp->backends ? bshared_registry_get(w->dp->backends, id, NULL) : NULL;
-    b->breaker = b->sh ? b->sh->breaker : NULL;
-    b->health = SNAP_HEALTH_UNKNOWN;
-    /* a backend added to a running worker ramps up (slow start) */
-    if (w->view != NULL)
-        b->bal.start_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
-    lb_map_add(&w->be_map, b->id, b, NULL); /* room was reserved above */
-    return b;
-}
-
-/* Frees the runtime state of backends no view names and nothing uses. */
-static void be_sweep(struct worker *w, bool all)
-{
-    uint32_t *gone = NULL;
-    uint32_t n_gone = 0, cap_gone = 0;
-    uint32_t pos = 0;
-    struct backend_rt *b;
-    while ((b = lb_map_next(&w->be_map, &pos, NULL)) != NULL) {
-        if (!all && (b->in_view || b->active > 0))
-            continue;
-        upstream_pool_free(w, b->idle);
-        lb_map_del(&w->be_map, b->id);
-        if (b->sh != NULL)
-            bshared_registry_release(w->dp->backends, b->sh);
-        if (n_gone == cap_gone) {
-            cap_gone = cap_gone ? cap_gone * 2 : 64;
-            uint32_t *g = realloc(gone, cap_gone * sizeof(*g));
-            if (g != NULL)
-                gone = g;
-            else
-                cap_gone = n_gone;
-        }
-        if (n_gone < cap_gone)
-            gone[n_gone++] = b->stat_slot;
-        free(b->id);
-        free(b);
-    }
-    if (!all)
-        metrics_be_release(&w->metrics, gone, n_gone);
-    free(gone);
-}
-
-/* ---- views ------------------------------------------------------------------------ */
-
-static void view_free(struct wview *v)
-{
-    if (v == NULL)
-        return;
-    snap_unref(v->snap);
-    free(v->be);
-    free(v->cand);
-    free(v->slots);
-    free(v->fe_stat);
-    free(v);
-}
-
-void worker_view_unref(struct worker *w, struct wview *v)
-{
-    if (v == NULL || --v->refs > 0)
-        return;
-    struct wview **pp = &w->retired;
-    while (*pp != NULL && *pp != v)
-        pp = &(*pp)->next;
-    if (*pp == v)
-        *pp = v->next;
-    view_free(v);
-    if (w->retired == NULL && w->view != NULL)
-        be_sweep(w, false);
-}
-
-static struct wview *view_build(struct worker *w, struct snap *s, struct lb_err *err)
-{
-    struct wview *v = calloc(1, sizeof(*v));
-    if (v == NULL)
-        goto nomem;
-    v->snap = snap_ref(s);
-    v->refs = 1;
-    v->be = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->be));
-    v->slots = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->slots));
-    v->cand = calloc(s->n_backends ? s->n_backends : 1, sizeof(*v->cand));
-    v->fe_stat = calloc(s->n_frontends, sizeof(*v->fe_stat));
-    if (v->be == NULL || v->slots == NULL || v->cand == NULL || v->fe_stat == NULL)
-        goto nomem;
-    for (uint32_t i = 0; i < s->n_frontends; i++) {
-        int slot = metrics_fe_slot(&w->metrics, s->frontends[i].name);
-        if (slot < 0) {
-            view_free(v);
-            lb_err_set(err, LB_EINVAL, 0, "frontends: more than %d distinct frontend names",
-                       METRICS_MAX_FE);
-            return NULL;
-        }
-        v->fe_stat[i] = (uint16_t)slot;
-    }
-    /* Only active backends get runtime state made for them: a draining or
-     * disabled one keeps what it has (requests finishing, a pool to close)
-     * and nothing more, so 10,000 configured but disabled backends cost a
-     * worker nothing at a swap. */
-    for (uint32_t i = 0; i < s->n_backends; i++) {
-        bool active = s->backends[i].admin == SNAP_ADMIN_ACTIVE;
-        struct backend_rt *b =
-            active ? be_get(w, s->backends[i].id) : be_find(w, s->backends[i].id);
-        if (b == NULL && active)
-            goto nomem;
-        v->be[i] = b;
-    }
-    /* draining and disabled backends never take a new request: a pick does
-     * not even look at them (10,000 configured, a few active, stays cheap) */
-    uint32_t n_cand = 0;
-    for (uint32_t i = 0; i < s->n_backends; i++) {
-        if (s->backends[i].admin != SNAP_ADMIN_ACTIVE)
-            continue;
-        v->cand[n_cand] = i;
-        v->slots[n_cand++] = &v->be[i]->bal;
-    }
-    v->bal.algorithm = s->algorithm;
-    v->bal.n = n_cand;
-    v->bal.slots = v->slots;
-    v->bal.slow_start_ms = s->slow_start_ms;
-    balancer_seed(&v->bal, w->rng ^ (uint64_t)(uintptr_t)v);
-    /* every active backend known down: fail open (health ignored) or 503 */
-    bool any_active = false, any_up = false;
-    for (uint32_t i = 0; i < s->n_backends; i++) {
-        if (s->backends[i].admin != SNAP_ADMIN_ACTIVE)
-            continue;
-        any_active = true;
-        any_up = any_up || s->backends[i].health != SNAP_HEALTH_DOWN;
-    }
-    v->panic = s->fail_open && any_active && !any_up;
-    return v;
-nomem:
-    view_free(v);
-    lb_err_set(err, LB_ENOMEM, 0, "out of memory building the worker view");
-    return NULL;
-}
 
 /* ---- listeners -------------------------------------------------------------------- */
 
@@ -316,7 +76,7 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         l->pause_s = 0;
-        conn_accept(w, fd, &peer, l->fe_index);
+        h1session_accept(w, fd, &peer, l->fe_index);
     }
 }
 
@@ -508,13 +268,13 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
     if (old != NULL) {
         old->next = w->retired;
         w->retired = old;
-        worker_view_unref(w, old);
+        view_unref(w, old);
     }
     w->view = v;
-    conn_views_refresh(w);
+    h1session_views_refresh(w);
     /* backend state named only by retired views goes once they are gone */
     if (w->retired == NULL)
-        be_sweep(w, false);
+        view_sweep(w, false);
     return LB_OK;
 }
 
@@ -525,21 +285,15 @@ static void worker_stop_loop(struct worker *w)
     ev_break(w->loop, EVBREAK_ALL);
 }
 
-void worker_conn_closed(struct worker *w)
-{
-    if (w->draining && w->n_conns == 0)
-        worker_stop_loop(w);
-}
-
 static void worker_begin_drain(struct worker *w)
 {
     if (w->draining)
         return;
     w->draining = true;
     listeners_close_all(w);
-    conn_drain_all(w);
+    h1session_drain_all(w);
     upstream_pool_expire(w, INFINITY);
-    if (w->n_conns == 0)
+    if (w->n_sessions == 0)
         worker_stop_loop(w);
 }
 
@@ -548,7 +302,7 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     struct worker *w = a->data;
     struct dp *dp = w->dp;
     if (atomic_load(&dp->stopping)) {
-        conn_close_all(w);
+        h1session_close_all(w);
         worker_stop_loop(w);
         return;
     }
@@ -566,131 +320,6 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     snap_unref(s);
 }
 
-/* ---- probes of ejected backends ----------------------------------------------------- */
-
-/* A TCP connect to an ejected backend whose probe is due. */
-struct probe {
-    struct worker *w;
-    struct bshared *sh; /* a registry reference */
-    ev_io io;
-    ev_timer timer;
-    int fd;
-    char host_port[72];
-    struct probe *next;
-};
-
-static void probe_end(struct probe *p, bool ok)
-{
-    struct worker *w = p->w;
-    const struct snap *s = w->view->snap;
-    struct eject_config ec = s->eject;
-    ec.controlled = w->dp->controlled;
-    uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
-    if (eject_probe_done(&p->sh->eject, &ec, ok, now_ms)) {
-        bshared_registry_note_ejected(w->dp->backends, -1);
-        lb_log(LB_LOG_INFO, "backend_returned",
-               "backend %s (%s): a probe connected; back in "
-               "rotation",
-               p->sh->id, p->host_port);
-    } else if (!ok && lb_log_enabled(LB_LOG_DEBUG)) {
-        lb_log(LB_LOG_DEBUG, "backend_probe_failed", "backend %s (%s): next probe in %u ms",
-               p->sh->id, p->host_port, eject_backoff_ms(&p->sh->eject));
-    }
-    ev_io_stop(w->loop, &p->io);
-    ev_timer_stop(w->loop, &p->timer);
-    if (p->fd >= 0)
-        close(p->fd);
-    struct probe **pp = &w->probes;
-    while (*pp != p)
-        pp = &(*pp)->next;
-    *pp = p->next;
-    bshared_registry_release(w->dp->backends, p->sh);
-    free(p);
-}
-
-static void probe_on_io(struct ev_loop *loop, ev_io *io, int revents)
-{
-    struct probe *p = io->data;
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1)
-        soerr = errno;
-    probe_end(p, soerr == 0);
-}
-
-static void probe_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    probe_end(t->data, false);
-}
-
-static void probe_start(struct worker *w, struct backend_rt *be)
-{
-    struct probe *p = calloc(1, sizeof(*p));
-    struct bshared *sh = bshared_registry_find(w->dp->backends, be->id);
-    if (p == NULL || sh == NULL) {
-        free(p);
-        bshared_registry_release(w->dp->backends, sh);
-        return;
-    }
-    p->w = w;
-    p->sh = sh;
-    p->fd = -1;
-    snprintf(p->host_port, sizeof(p->host_port), "%s", be->host_port);
-    p->next = w->probes;
-    w->probes = p;
-    ev_io_init(&p->io, probe_on_io, 0, EV_WRITE);
-    p->io.data = p;
-    ev_timer_init(&p->timer, probe_on_timeout, w->view->snap->timeouts.upstream_connect / 1000.0,
-                  0.);
-    p->timer.data = p;
-    int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        probe_end(p, false);
-        return;
-    }
-    p->fd = fd;
-    if (connect(fd, (const struct sockaddr *)&be->addr, be->addrlen) == 0) {
-        probe_end(p, true);
-        return;
-    }
-    if (errno != EINPROGRESS) {
-        probe_end(p, false);
-        return;
-    }
-    ev_io_set(&p->io, fd, EV_WRITE);
-    ev_io_start(w->loop, &p->io);
-    ev_timer_start(w->loop, &p->timer);
-}
-
-/* Worker 0, each tick: probes the ejected backends whose probe is due. */
-static void probes_run(struct worker *w)
-{
-    if (w->id != 0 || w->view == NULL || w->draining ||
-        bshared_registry_ejected(w->dp->backends) == 0)
-        return;
-    uint64_t now_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
-    const struct wview *v = w->view;
-    for (uint32_t k = 0; k < v->bal.n; k++) {
-        struct backend_rt *be = v->be[v->cand[k]];
-        if (be->sh != NULL && eject_probe_claim(&be->sh->eject, now_ms))
-            probe_start(w, be);
-    }
-}
-
-static void probes_free(struct worker *w)
-{
-    while (w->probes != NULL) {
-        struct probe *p = w->probes;
-        w->probes = p->next;
-        ev_io_stop(w->loop, &p->io);
-        ev_timer_stop(w->loop, &p->timer);
-        if (p->fd >= 0)
-            close(p->fd);
-        bshared_registry_release(w->dp->backends, p->sh);
-        free(p);
-    }
-}
-
 /* ---- queue grants ---------------------------------------------------------------------- */
 
 static void worker_wake_grants(void *arg)
@@ -704,7 +333,7 @@ static void worker_on_grants(struct ev_loop *loop, ev_async *a, int revents)
     struct worker *w = a->data;
     struct connq_waiter *cw;
     while ((cw = connq_inbox_pop(&w->inbox)) != NULL)
-        conn_on_grant(cw);
+        exchange_on_grant(cw);
 }
 
 static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
@@ -713,7 +342,7 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     lb_logbuf_flush(w->log);
     upstream_pool_expire(w, ev_now(loop));
     upstream_pool_yield(w);
-    conn_free_list_trim(w, MAX_FREE_CONNS);
+    h1session_free_list_trim(w, MAX_FREE_SESSIONS);
     probes_run(w);
 }
 
@@ -721,7 +350,10 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct worker *w = p->data;
     /* closed connections may be referenced only inside their callbacks */
-    conn_free_list_trim(w, MAX_FREE_CONNS);
+    h1session_free_list_trim(w, MAX_FREE_SESSIONS);
+    /* the last connection of a drain closed during this turn */
+    if (w->draining && w->n_sessions == 0)
+        worker_stop_loop(w);
 }
 
 static void *worker_main(void *arg)
@@ -731,8 +363,8 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "lb-worker-%u", w->id);
     pthread_setname_np(pthread_self(), name);
     ev_run(w->loop, 0);
-    conn_close_all(w);
-    conn_free_list_trim(w, 0);
+    h1session_close_all(w);
+    h1session_free_list_trim(w, 0);
     lb_logbuf_flush(w->log);
     atomic_store(&w->stopped, true);
     return NULL;
@@ -807,13 +439,9 @@ void worker_join(struct worker *w)
         w->retired = v->next;
         view_free(v);
     }
-    be_sweep(w, true);
+    view_sweep(w, true);
     lb_map_deinit(&w->be_map);
-    while (w->free_bufs != NULL) {
-        struct buf *b = w->free_bufs;
-        w->free_bufs = b->next;
-        free(b);
-    }
+    buf_pool_deinit(&w->bufs);
     free(w->scratch_hdrs);
     lb_logbuf_free(w->log);
     w->log = NULL;

@@ -1,0 +1,60 @@
+/* dataplane/buf.c: the buffer pool. */
+#include "buf.h"
+
+#include <stdlib.h>
+
+struct buf *buf_get(struct buf_pool *p)
+{
+    struct buf *b = p->free;
+    if (b != NULL) {
+        p->free = b->next;
+        p->n_free--;
+    } else {
+        b = malloc(sizeof(*b) + BUF_SIZE);
+        if (b == NULL)
+            return NULL;
+        b->cap = BUF_SIZE;
+    }
+    b->next = NULL;
+    b->start = b->end = 0;
+    return b;
+}
+
+struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap)
+{
+    if (cap <= b->cap)
+        return b;
+    struct buf *nb = malloc(sizeof(*nb) + cap);
+    if (nb == NULL)
+        return NULL;
+    nb->next = NULL;
+    nb->cap = cap;
+    nb->start = 0;
+    nb->end = b->end - b->start;
+    memcpy(nb->data, b->data + b->start, nb->end);
+    buf_put(p, b);
+    return nb;
+}
+
+void buf_put(struct buf_pool *p, struct buf *b)
+{
+    if (b == NULL)
+        return;
+    if (b->cap != BUF_SIZE || p->n_free >= BUF_POOL_MAX) {
+        free(b);
+        return;
+    }
+    b->next = p->free;
+    p->free = b;
+    p->n_free++;
+}
+
+void buf_pool_deinit(struct buf_pool *p)
+{
+    while (p->free != NULL) {
+        struct buf *b = p->free;
+        p->free = b->next;
+        free(b);
+    }
+    p->n_free = 0;
+}

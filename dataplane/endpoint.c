@@ -1,0 +1,82 @@
+/* dataplane/endpoint.c: reads, writes and waits of one side of a connection. */
+#include "endpoint.h"
+
+#include <unistd.h>
+
+void endpoint_init(struct endpoint *ep, endpoint_io_fn cb, void *owner)
+{
+    ev_io_init(&ep->io, cb, ep->tr.fd, 0);
+    ep->io.data = owner;
+    ep->events = 0;
+}
+
+ssize_t endpoint_read(struct endpoint *ep, struct buf_pool *pool)
+{
+    if (ep->in == NULL && (ep->in = buf_get(pool)) == NULL)
+        return ENDPOINT_NOMEM;
+    struct buf *b = ep->in;
+    buf_compact(b);
+    size_t room = b->cap - b->end;
+    if (room == 0)
+        return ENDPOINT_FULL;
+    ssize_t n = ep->tr.ops->read(&ep->tr, b->data + b->end, room);
+    if (n > 0) {
+        b->end += (uint32_t)n;
+        if ((size_t)n < room)
+            ep->readable = false; /* short read: the socket is drained */
+    } else if (n == 0 || n == TRANSPORT_ERROR) {
+        ep->eof = true;
+        ep->readable = false;
+    } else {
+        ep->readable = false;
+        if (n == TRANSPORT_WANT_WRITE)
+            ep->rd_on_write = true;
+    }
+    return n;
+}
+
+ssize_t endpoint_writev(struct endpoint *ep, const struct iovec *iov, int cnt)
+{
+    ssize_t n = ep->tr.ops->writev(&ep->tr, iov, cnt);
+    if (n == TRANSPORT_AGAIN)
+        ep->wr_on_read = true;
+    else if (n != TRANSPORT_WANT_WRITE)
+        ep->wr_on_read = false;
+    return n;
+}
+
+void endpoint_set_events(struct ev_loop *loop, struct endpoint *ep, int want)
+{
+    if (ep->events == want)
+        return;
+    if (ep->events != 0)
+        ev_io_stop(loop, &ep->io);
+    if (want != 0) {
+        ev_io_modify(&ep->io, want);
+        ev_io_start(loop, &ep->io);
+    }
+    ep->events = want;
+}
+
+void endpoint_arm(struct ev_loop *loop, struct endpoint *ep, int want)
+{
+    if (!(want & EV_READ) && (ep->events & EV_READ) && !ep->readable && !ep->eof)
+        want |= EV_READ;
+    if (ep->rd_on_write)
+        want |= EV_WRITE;
+    if (ep->wr_on_read && (want & EV_WRITE))
+        want = (want & ~EV_WRITE) | EV_READ;
+    endpoint_set_events(loop, ep, want);
+}
+
+void endpoint_close(struct ev_loop *loop, struct endpoint *ep, struct buf_pool *pool)
+{
+    endpoint_set_events(loop, ep, 0);
+    if (ep->tr.fd >= 0) {
+        ep->tr.ops->release(&ep->tr);
+        close(ep->tr.fd);
+        ep->tr.fd = -1;
+    }
+    buf_put(pool, ep->in);
+    ep->in = NULL;
+}

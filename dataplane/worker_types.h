@@ -1,0 +1,110 @@
+/* dataplane/worker_types.h: the worker's state, types only. The modules a
+ * worker runs (view, h1session, exchange, upstream, probe) read and write
+ * these fields on the worker's thread; worker.h has the worker's functions.
+ * Everything here belongs to the worker's thread unless a field says
+ * otherwise. */
+#ifndef LB_WORKER_TYPES_H
+#define LB_WORKER_TYPES_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "balancer.h"
+#include "breaker.h"
+#include "bshared.h"
+#include "buf.h"
+#include "connq.h"
+#include "http1.h"
+#include "lb_map.h"
+#include "lb_ref.h"
+#include "metrics.h"
+#include "retry.h"
+#include "snapshot.h"
+
+struct lb_logbuf;
+struct h1session;
+struct upstream;
+struct dp;
+struct probe;
+
+/* Per worker, per backend id: survives snapshot swaps while the id exists. */
+struct backend_rt {
+    char *id;
+    uint32_t stat_slot;       /* index in the worker's metrics backend table */
+    struct balancer_slot bal; /* smooth WRR state */
+    struct upstream *idle;    /* keep-alive pool, most recently used first */
+    uint32_t n_idle;
+    struct bshared *sh;           /* shared by the workers (a registry reference), or NULL */
+    struct breaker *breaker;      /* sh->breaker, or NULL */
+    uint32_t max_conns;           /* the newest snapshot's limit, all workers (0: none) */
+    uint32_t max_queue;           /* ... and queue length */
+    uint8_t health;               /* as the newest snapshot says: enum snap_health */
+    const void *tls_ctx;          /* the client context its pooled connections used */
+    char tls_name[256];           /* ... and the name they verified */
+    struct sockaddr_storage addr; /* from the newest snapshot naming it */
+    socklen_t addrlen;
+    char host_port[72];
+    bool in_view; /* named by the worker's current view */
+};
+
+/* A worker's view of one snapshot: runtime state indexed like the snapshot. */
+struct wview {
+    struct snap *snap;
+    struct backend_rt **be;       /* per snapshot backend */
+    uint32_t *cand;               /* backends that may take new requests (admin active):
+                                   * the balancer picks among these only */
+    struct balancer_slot **slots; /* per candidate */
+    struct balancer bal;
+    uint16_t *fe_stat;  /* per snapshot frontend: metrics frontend slot */
+    struct lb_ref ref;  /* connections using it, +1 while current */
+    bool panic;         /* every active backend is down and the pool fails open */
+    struct wview *next; /* retired views still referenced */
+};
+
+struct listener {
+    struct worker *w;
+    ev_io io;
+    ev_timer pause; /* accepting again after running out of descriptors */
+    double pause_s; /* the current pause; 0 after a successful accept */
+    int fd;
+    char key[80];      /* "address:port" */
+    uint32_t fe_index; /* the frontend's index in the current view */
+    bool seen;         /* mark during a swap */
+    struct listener *next;
+};
+
+struct worker {
+    struct dp *dp; /* the process (shared, read-only after start) */
+    unsigned id;
+    pthread_t thread;
+    struct ev_loop *loop;  /* this thread's loop */
+    ev_async wake;         /* another thread asks: new snapshot or shutdown */
+    ev_timer tick;         /* 100 ms housekeeping: log flush, pool expiry */
+    ev_prepare prep;       /* flush of the access log after each loop turn */
+    struct wview *view;    /* current view */
+    struct wview *retired; /* older views with connections still on them */
+    struct listener *listeners;
+    struct h1session *sessions; /* every open client connection */
+    uint32_t n_sessions;
+    struct h1session *free_sessions;
+    uint32_t n_free_sessions;
+    struct upstream *pool_new; /* every pooled upstream, newest first */
+    struct upstream *pool_old; /* ... and its oldest end */
+    struct buf_pool bufs;
+    struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */
+    struct http1_header *scratch_hdrs; /* parse scratch, sized for the view's limits */
+    uint32_t scratch_cap;
+    struct lb_logbuf *log;         /* access log buffer */
+    struct metrics_worker metrics; /* this worker's counters */
+    struct connq_inbox inbox;      /* grants of backend queues to this worker's requests */
+    ev_async grants;               /* ... rings when one arrives */
+    struct probe *probes;          /* ejected backends being probed (worker 0) */
+    uint64_t rng;                  /* request id generator state */
+    bool draining;                 /* shutdown: no accept, close idle connections */
+    atomic_bool stopped;           /* set when the loop has exited */
+};
+
+#endif
