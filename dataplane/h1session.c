@@ -35,9 +35,9 @@ enum h1_state {
 
 struct h1session {
     struct worker *w;
-    struct h1session *prev;
-    struct h1session *next;
-    struct endpoint ep; /* ep.in: client bytes */
+    struct lb_list link;         /* in the worker's sessions */
+    struct h1session *free_next; /* in its free list, once closed */
+    struct endpoint ep;          /* ep.in: client bytes */
     ev_timer timer;
     uint8_t tphase; /* enum timer_phase the timer runs for */
     uint8_t state;
@@ -647,16 +647,11 @@ static void h1_close(struct h1session *c)
     METRIC_ADD(w->metrics.fe[c->x.fe_stat].closed, 1);
     view_unref(w, c->x.view);
     c->x.view = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->sessions = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    lb_list_del(&c->link);
     w->n_sessions--;
     /* the object stays readable (fd -1) until the worker's housekeeping
      * trims the free list, so callers up the stack may still test it */
-    c->next = w->free_sessions;
+    c->free_next = w->free_sessions;
     w->free_sessions = c;
     w->n_free_sessions++;
 }
@@ -682,7 +677,7 @@ static struct h1session *h1_alloc(struct worker *w)
     struct h1session *c = w->free_sessions;
     if (c == NULL)
         return calloc(1, sizeof(*c));
-    w->free_sessions = c->next;
+    w->free_sessions = c->free_next;
     w->n_free_sessions--;
     memset(c, 0, sizeof(*c));
     return c;
@@ -712,7 +707,7 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
         if (tls_transport_init(&c->ep.tr, fd, tls, NULL) != LB_OK) {
             METRIC_ADD(w->metrics.fe[fe_stat].closed, 1);
             close(fd);
-            c->next = w->free_sessions;
+            c->free_next = w->free_sessions;
             w->free_sessions = c;
             w->n_free_sessions++;
             return;
@@ -732,39 +727,40 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
     endpoint_init(&c->ep, h1_on_io, c);
     ev_init(&c->timer, h1_on_timer);
     c->timer.data = c;
-    c->next = w->sessions;
-    if (w->sessions)
-        w->sessions->prev = c;
-    w->sessions = c;
+    lb_list_add(&w->sessions, &c->link);
     w->n_sessions++;
     c->state = CS_IDLE;
     c->x.t_start = ev_now(w->loop);
     h1_run(c);
 }
 
+static struct h1session *of_link(struct lb_list *l)
+{
+    return LB_LIST_ENTRY(l, struct h1session, link);
+}
+
 void h1session_drain_all(struct worker *w)
 {
-    struct h1session *c = w->sessions;
-    while (c != NULL) {
-        struct h1session *next = c->next;
+    for (struct lb_list *l = w->sessions.next, *next; l != &w->sessions; l = next) {
+        next = l->next;
+        struct h1session *c = of_link(l);
         c->closing = true;
         if (c->state == CS_IDLE)
             h1_close(c);
-        c = next;
     }
 }
 
 void h1session_close_all(struct worker *w)
 {
-    while (w->sessions != NULL)
-        h1_close(w->sessions);
+    while (!lb_list_empty(&w->sessions))
+        h1_close(of_link(w->sessions.next));
 }
 
 void h1session_free_list_trim(struct worker *w, uint32_t keep)
 {
     while (w->n_free_sessions > keep) {
         struct h1session *c = w->free_sessions;
-        w->free_sessions = c->next;
+        w->free_sessions = c->free_next;
         w->n_free_sessions--;
         free(c);
     }
@@ -772,11 +768,10 @@ void h1session_free_list_trim(struct worker *w, uint32_t keep)
 
 void h1session_views_refresh(struct worker *w)
 {
-    struct h1session *c = w->sessions;
-    while (c != NULL) {
-        struct h1session *next = c->next;
+    for (struct lb_list *l = w->sessions.next, *next; l != &w->sessions; l = next) {
+        next = l->next;
+        struct h1session *c = of_link(l);
         if (c->state == CS_IDLE && !h1_follow_view(c))
             h1_close(c);
-        c = next;
     }
 }

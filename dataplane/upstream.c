@@ -24,25 +24,21 @@ void upstream_detach(struct upstream *u)
     u->owner = NULL;
 }
 
-static void pool_unlink(struct worker *w, struct upstream *u)
+static struct upstream *of_bpool(struct lb_list *l)
 {
-    struct backend_rt *be = u->be;
-    if (u->bprev)
-        u->bprev->bnext = u->bnext;
-    else
-        be->idle = u->bnext;
-    if (u->bnext)
-        u->bnext->bprev = u->bprev;
-    be->n_idle--;
-    if (u->lprev)
-        u->lprev->lnext = u->lnext;
-    else
-        w->pool_new = u->lnext;
-    if (u->lnext)
-        u->lnext->lprev = u->lprev;
-    else
-        w->pool_old = u->lprev;
-    u->bnext = u->bprev = u->lnext = u->lprev = NULL;
+    return LB_LIST_ENTRY(l, struct upstream, bpool);
+}
+
+static struct upstream *of_wpool(struct lb_list *l)
+{
+    return LB_LIST_ENTRY(l, struct upstream, wpool);
+}
+
+static void pool_unlink(struct upstream *u)
+{
+    lb_list_del(&u->bpool);
+    lb_list_del(&u->wpool);
+    u->be->n_idle--;
 }
 
 void upstream_close(struct upstream *u)
@@ -66,35 +62,36 @@ void upstream_free(struct upstream *u)
     upstream_slot_release(w, be);
 }
 
-void upstream_pool_free(struct worker *w, struct upstream *list)
+void upstream_pool_free(struct worker *w, struct backend_rt *be)
 {
-    while (list != NULL) {
-        struct upstream *next = list->bnext;
-        pool_unlink(w, list);
-        upstream_free(list);
-        list = next;
+    while (!lb_list_empty(&be->idle)) {
+        struct upstream *u = of_bpool(be->idle.next);
+        pool_unlink(u);
+        upstream_free(u);
     }
 }
 
 void upstream_pool_yield(struct worker *w)
 {
-    for (struct upstream *u = w->pool_new; u != NULL;) {
-        struct upstream *next = u->lnext;
+    for (struct lb_list *l = w->pool.next, *next; l != &w->pool; l = next) {
+        next = l->next;
+        struct upstream *u = of_wpool(l);
         struct backend_rt *be = u->be;
         if (be->sh != NULL && atomic_load_explicit(&be->sh->q.queued, memory_order_relaxed)) {
-            pool_unlink(w, u);
+            pool_unlink(u);
             upstream_free(u);
         }
-        u = next;
     }
 }
 
 void upstream_pool_expire(struct worker *w, double now)
 {
     double limit = w->view ? w->view->snap->timeouts.pool_idle / 1000.0 : 30.0;
-    while (w->pool_old != NULL && now - w->pool_old->idle_since >= limit) {
-        struct upstream *u = w->pool_old;
-        pool_unlink(w, u);
+    while (!lb_list_empty(&w->pool)) {
+        struct upstream *u = of_wpool(w->pool.prev); /* the oldest */
+        if (now - u->idle_since < limit)
+            break;
+        pool_unlink(u);
         upstream_free(u);
     }
 }
@@ -112,9 +109,9 @@ static bool pooled_is_alive(struct upstream *u)
 
 struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be, bool replayable)
 {
-    while (be->idle != NULL) {
-        struct upstream *u = be->idle;
-        pool_unlink(w, u);
+    while (!lb_list_empty(&be->idle)) {
+        struct upstream *u = of_bpool(be->idle.next);
+        pool_unlink(u);
         if (replayable || pooled_is_alive(u)) {
             u->reused = true;
             return u;
@@ -144,17 +141,9 @@ void upstream_release(struct worker *w, struct upstream *u, bool reusable)
     u->got_bytes = false;
     /* watched while pooled: readiness means the backend closed it */
     endpoint_set_events(w->loop, &u->ep, EV_READ);
-    u->bnext = be->idle;
-    if (be->idle)
-        be->idle->bprev = u;
-    be->idle = u;
+    lb_list_add(&be->idle, &u->bpool);
+    lb_list_add(&w->pool, &u->wpool);
     be->n_idle++;
-    u->lnext = w->pool_new;
-    if (w->pool_new)
-        w->pool_new->lprev = u;
-    w->pool_new = u;
-    if (w->pool_old == NULL)
-        w->pool_old = u;
 }
 
 static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
@@ -165,7 +154,7 @@ static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
         u->on_ready(u->owner);
     } else {
         /* pooled: a close, or bytes nobody asked for; either way it is done */
-        pool_unlink(u->w, u);
+        pool_unlink(u);
         upstream_free(u);
     }
 }
@@ -197,6 +186,8 @@ struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
     }
     u->w = w;
     u->be = be;
+    lb_list_init(&u->bpool);
+    lb_list_init(&u->wpool);
     u->connected = connected;
     if (tls != NULL) {
         if (tls_client_transport_init(&u->ep.tr, fd, tls, sb->sni, sb->verify_name, NULL) !=

@@ -16,6 +16,7 @@
 
 #include "endpoint.h"
 #include "http1.h"
+#include "lb_list.h"
 
 struct backend_rt;
 struct snap_backend;
@@ -38,12 +39,10 @@ struct upstream {
     bool keepalive; /* the backend keeps the connection after this response */
     bool wr_failed;
     bool got_bytes;
-    bool tls;               /* https:// backend */
-    bool tls_done;          /* a byte went through: the handshake is over */
-    struct upstream *bnext; /* the backend's pool */
-    struct upstream *bprev;
-    struct upstream *lnext; /* the worker's pool, newest first */
-    struct upstream *lprev;
+    bool tls;             /* https:// backend */
+    bool tls_done;        /* a byte went through: the handshake is over */
+    struct lb_list bpool; /* in its backend's pool (most recently used first) */
+    struct lb_list wpool; /* in its worker's pool (newest first) */
 };
 
 /* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
@@ -78,8 +77,8 @@ void upstream_free(struct upstream *u);
 /* A slot of <be>'s count taken for a connection never made goes back. */
 void upstream_slot_release(struct worker *w, struct backend_rt *be);
 
-/* Frees a backend's pool <list> (worker exit, backend removed or changed). */
-void upstream_pool_free(struct worker *w, struct upstream *list);
+/* Frees <be>'s pool (worker exit, backend removed or changed). */
+void upstream_pool_free(struct worker *w, struct backend_rt *be);
 
 /* Housekeeping: frees pooled connections idle past the limit at <now>
  * (INFINITY frees them all). */

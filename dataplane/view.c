@@ -24,6 +24,7 @@ static struct backend_rt *be_get(struct worker *w, const char *id)
     b = calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
+    lb_list_init(&b->idle);
     b->id = strdup(id);
     int slot = metrics_be_slot(&w->metrics, id);
     if (b->id == NULL || slot < 0) {
@@ -52,7 +53,7 @@ void view_sweep(struct worker *w, bool all)
     while ((b = lb_map_next(&w->be_map, &pos, NULL)) != NULL) {
         if (!all && (b->in_view || b->bal.active > 0))
             continue;
-        upstream_pool_free(w, b->idle);
+        upstream_pool_free(w, b);
         lb_map_del(&w->be_map, b->id);
         if (b->sh != NULL)
             bshared_registry_release(w->dp->backends, b->sh);

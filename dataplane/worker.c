@@ -250,20 +250,20 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         }
         if (b->addrlen != sb->addrlen || memcmp(&b->addr, &sb->addr, sb->addrlen) != 0) {
             /* a new address: pooled connections go to the old one */
-            upstream_pool_free(w, b->idle);
+            upstream_pool_free(w, b);
             b->addr = sb->addr;
             b->addrlen = sb->addrlen;
         }
         const void *tls = s->be_tls ? (const void *)s->be_tls[i] : NULL;
         if (tls != b->tls_ctx || strcmp(b->tls_name, sb->verify_name) != 0) {
             /* pooled connections were verified against other settings */
-            upstream_pool_free(w, b->idle);
+            upstream_pool_free(w, b);
             b->tls_ctx = tls;
             snprintf(b->tls_name, sizeof(b->tls_name), "%s", sb->verify_name);
         }
         snprintf(b->host_port, sizeof(b->host_port), "%s", sb->host_port);
-        if (sb->admin != SNAP_ADMIN_ACTIVE && b->idle != NULL)
-            upstream_pool_free(w, b->idle);
+        if (sb->admin != SNAP_ADMIN_ACTIVE && !lb_list_empty(&b->idle))
+            upstream_pool_free(w, b);
     }
     if (old != NULL) {
         old->next = w->retired;
@@ -386,6 +386,8 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     }
     connq_inbox_init(&w->inbox, worker_wake_grants, w);
     lb_map_init(&w->be_map, NULL, NULL);
+    lb_list_init(&w->pool);
+    lb_list_init(&w->sessions);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
     int rc = w->log ? worker_adopt(w, snap, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");

@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "connq.h"
 #include "http1.h"
+#include "lb_list.h"
 #include "lb_map.h"
 #include "lb_ref.h"
 #include "metrics.h"
@@ -35,7 +36,7 @@ struct backend_rt {
     char *id;
     uint32_t stat_slot;       /* index in the worker's metrics backend table */
     struct balancer_slot bal; /* smooth WRR state */
-    struct upstream *idle;    /* keep-alive pool, most recently used first */
+    struct lb_list idle;      /* keep-alive pool (upstream.bpool), most recently used first */
     uint32_t n_idle;
     struct bshared *sh;           /* shared by the workers (a registry reference), or NULL */
     struct breaker *breaker;      /* sh->breaker, or NULL */
@@ -87,12 +88,11 @@ struct worker {
     struct wview *view;    /* current view */
     struct wview *retired; /* older views with connections still on them */
     struct listener *listeners;
-    struct h1session *sessions; /* every open client connection */
+    struct lb_list sessions; /* every open client connection (h1session.link) */
     uint32_t n_sessions;
     struct h1session *free_sessions;
     uint32_t n_free_sessions;
-    struct upstream *pool_new; /* every pooled upstream, newest first */
-    struct upstream *pool_old; /* ... and its oldest end */
+    struct lb_list pool; /* every pooled upstream (upstream.wpool), newest first */
     struct buf_pool bufs;
     struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */
     struct http1_header *scratch_hdrs; /* parse scratch, sized for the view's limits */
