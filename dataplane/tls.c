@@ -57,7 +57,7 @@ static void count(_Atomic uint64_t *c)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-void tls__counters_get(struct tls_counters *c, struct tls_stats *out)
+static void counters_get(struct tls_counters *c, struct tls_stats *out)
 {
     for (int i = 0; i < TLS_VER_COUNT; i++)
         out->handshakes[i] = atomic_load_explicit(&c->handshakes[i], memory_order_relaxed);
@@ -65,6 +65,16 @@ void tls__counters_get(struct tls_counters *c, struct tls_stats *out)
     out->resumed = atomic_load_explicit(&c->resumed, memory_order_relaxed);
     for (int i = 0; i < TLS_ERR_COUNT; i++)
         out->errors[i] = atomic_load_explicit(&c->errors[i], memory_order_relaxed);
+}
+
+void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out)
+{
+    counters_get(ctx->cnt, out);
+}
+
+void tls_client_ctx_stats(struct tls_client_ctx *ctx, struct tls_stats *out)
+{
+    counters_get(&ctx->cnt, out);
 }
 
 void tls__conn_mark(SSL *ssl, enum tls_error reason)

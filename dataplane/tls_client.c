@@ -116,6 +116,8 @@ static void client_ctx_free(struct tls_client_ctx *cc)
     free(cc);
 }
 
+TLS_REF_FUNCS(tls_client_ctx, client_ctx_free)
+
 /* TLS 1.2 minimum, ALPN http/1.1, verification always on, and our cache. */
 static int client_ctx_configure(struct tls_client_ctx *cc, const uint8_t *ca_pem, size_t ca_len,
                                 struct lb_err *err)
@@ -150,17 +152,10 @@ struct tls_client_ctx *tls_client_ctx_new(const uint8_t *ca_pem, size_t ca_len, 
     }
     lb_ref_init(&cc->ref);
     ERR_clear_error();
-    int rc = client_ctx_configure(cc, ca_pem, ca_len, err);
+    if (client_ctx_configure(cc, ca_pem, ca_len, err) != LB_OK) {
+        client_ctx_free(cc);
+        cc = NULL;
+    }
     ERR_clear_error();
-    if (rc == LB_OK)
-        return cc;
-    client_ctx_free(cc);
-    return NULL;
-}
-
-TLS_REF_FUNCS(tls_client_ctx, client_ctx_free)
-
-void tls_client_ctx_stats(struct tls_client_ctx *ctx, struct tls_stats *out)
-{
-    tls__counters_get(&ctx->cnt, out);
+    return cc;
 }

@@ -314,8 +314,6 @@ static void counters_unref(struct tls_counters *c)
 
 static void ctx_free(struct tls_ctx *ctx)
 {
-    if (ctx == NULL)
-        return;
     counters_unref(ctx->cnt);
     SSL_CTX_free(ctx->ssl);
     tls_tickets_unref(ctx->tickets);
@@ -333,6 +331,8 @@ static void ctx_free(struct tls_ctx *ctx)
     tls__verify_free(ctx);
     free(ctx);
 }
+
+TLS_REF_FUNCS(tls_ctx, ctx_free)
 
 /* Sessions are bound to the whole configuration: what a resumed session
  * proved about the client must still hold under the current rules. */
@@ -432,6 +432,9 @@ static int ctx_build(struct tls_ctx *ctx, const Lb__V1__Tls *cfg, struct tls_tic
                      struct lb_err *err)
 {
     lb_ref_init(&ctx->ref);
+    if (cfg == NULL || cfg->n_certificates == 0)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "tls.certificates: at least one certificate is required");
     ctx->rotation_s = cfg->ticket_rotation_s ? cfg->ticket_rotation_s : TLS_DEFAULT_ROTATION_S;
     ctx->cnt = calloc(1, sizeof(*ctx->cnt));
     if (ctx->cnt != NULL)
@@ -460,26 +463,18 @@ static int ctx_build(struct tls_ctx *ctx, const Lb__V1__Tls *cfg, struct tls_tic
 
 struct tls_ctx *tls_ctx_new(const Lb__V1__Tls *cfg, struct tls_tickets *tickets, struct lb_err *err)
 {
-    if (cfg == NULL || cfg->n_certificates == 0) {
-        lb_err_set(err, LB_EINVAL, 0, "tls.certificates: at least one certificate is required");
+    struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS context");
         return NULL;
     }
     ERR_clear_error();
-    struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
-    int rc = ctx != NULL ? ctx_build(ctx, cfg, tickets, err)
-                         : lb_err_set(err, LB_ENOMEM, 0, "out of memory for a TLS context");
+    if (ctx_build(ctx, cfg, tickets, err) != LB_OK) {
+        ctx_free(ctx);
+        ctx = NULL;
+    }
     ERR_clear_error();
-    if (rc == LB_OK)
-        return ctx;
-    ctx_free(ctx);
-    return NULL;
-}
-
-TLS_REF_FUNCS(tls_ctx, ctx_free)
-
-void tls_ctx_stats(struct tls_ctx *ctx, struct tls_stats *out)
-{
-    tls__counters_get(ctx->cnt, out);
+    return ctx;
 }
 
 void tls_ctx_continue_counters(struct tls_ctx *ctx, const struct tls_ctx *from)

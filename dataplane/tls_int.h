@@ -128,9 +128,6 @@ struct tls_conn {
  * already chose one. For OpenSSL callbacks, on the connection's thread. */
 void tls__conn_mark(SSL *ssl, enum tls_error reason);
 
-/* Copies <c> into <out>. Any thread. */
-void tls__counters_get(struct tls_counters *c, struct tls_stats *out);
-
 /* ---- tls_pem.c ---------------------------------------------------------- */
 
 /* pem_password_cb that refuses: keys come from memory and never prompt. */
