@@ -1,6 +1,7 @@
 /* dataplane/metrics.c */
 #include "metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,9 +228,11 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
 
 /* ---- rendering ----------------------------------------------------------- */
 
+/* Rows start with their label value: render_rows() reads it there. */
 struct agg_fe {
     const char *name;
     uint64_t accepted, accept_pauses, closed, bytes_in, bytes_out, duration_us;
+    uint64_t open; /* accepted - closed, set by render_fe() */
     uint64_t rejected[REJECT_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
 };
@@ -241,7 +244,7 @@ struct agg_pair {
 };
 
 struct agg_be {
-    const char *id;
+    const char *id; /* NULL: merged into an earlier row */
     uint64_t requests, errors, connect_failures, timeouts;
     uint64_t retries[METRICS_RETRY_N];
 };
@@ -268,36 +271,48 @@ static const char *const reject_names[REJECT_N] = {
 static const char *const class_names[METRICS_CLASSES] = {"1xx", "2xx", "3xx",
                                                          "4xx", "5xx", "other"};
 
+/* A family with one value per row: the uint64_t at offset <at> of the row. */
+struct row_family {
+    const char *name, *type, *help;
+    size_t at;
+};
+
+/* Renders each of <fams> over <n> rows of <size> bytes at <rows>, one sample
+ * a row labelled <label> with the string the row starts with; rows whose
+ * string is NULL are skipped. */
+static void render_rows(struct lb_prom *p, const struct row_family *fams, size_t n_fams,
+                        const char *label, const void *rows, size_t n, size_t size)
+{
+    for (size_t f = 0; f < n_fams; f++) {
+        lb_prom_family(p, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < n; i++) {
+            const char *row = (const char *)rows + i * size;
+            struct lb_prom_label l = {label, *(const char *const *)row};
+            if (l.value != NULL)
+                lb_prom_u64(p, fams[f].name, &l, 1, *(const uint64_t *)(row + fams[f].at));
+        }
+    }
+}
+
 static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
 {
-    lb_prom_family(p, "lb_connections_accepted_total", "counter", "Client connections accepted.");
-    for (unsigned i = 0; i < n_fe; i++) {
-        struct lb_prom_label l = {"frontend", fe[i].name};
-        lb_prom_u64(p, "lb_connections_accepted_total", &l, 1, fe[i].accepted);
-    }
-    lb_prom_family(p, "lb_accept_pauses_total", "counter",
-                   "Times accepting stopped for a while: the process ran out of file "
-                   "descriptors or memory.");
-    for (unsigned i = 0; i < n_fe; i++) {
-        struct lb_prom_label l = {"frontend", fe[i].name};
-        lb_prom_u64(p, "lb_accept_pauses_total", &l, 1, fe[i].accept_pauses);
-    }
-    lb_prom_family(p, "lb_connections_open", "gauge", "Client connections open now.");
-    for (unsigned i = 0; i < n_fe; i++) {
-        struct lb_prom_label l = {"frontend", fe[i].name};
-        uint64_t open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
-        lb_prom_u64(p, "lb_connections_open", &l, 1, open);
-    }
-    lb_prom_family(p, "lb_received_bytes_total", "counter", "Bytes received from clients.");
-    for (unsigned i = 0; i < n_fe; i++) {
-        struct lb_prom_label l = {"frontend", fe[i].name};
-        lb_prom_u64(p, "lb_received_bytes_total", &l, 1, fe[i].bytes_in);
-    }
-    lb_prom_family(p, "lb_sent_bytes_total", "counter", "Bytes sent to clients.");
-    for (unsigned i = 0; i < n_fe; i++) {
-        struct lb_prom_label l = {"frontend", fe[i].name};
-        lb_prom_u64(p, "lb_sent_bytes_total", &l, 1, fe[i].bytes_out);
-    }
+    static const struct row_family fams[] = {
+        {"lb_connections_accepted_total", "counter", "Client connections accepted.",
+         offsetof(struct agg_fe, accepted)},
+        {"lb_accept_pauses_total", "counter",
+         "Times accepting stopped for a while: the process ran out of file "
+         "descriptors or memory.",
+         offsetof(struct agg_fe, accept_pauses)},
+        {"lb_connections_open", "gauge", "Client connections open now.",
+         offsetof(struct agg_fe, open)},
+        {"lb_received_bytes_total", "counter", "Bytes received from clients.",
+         offsetof(struct agg_fe, bytes_in)},
+        {"lb_sent_bytes_total", "counter", "Bytes sent to clients.",
+         offsetof(struct agg_fe, bytes_out)},
+    };
+    for (unsigned i = 0; i < n_fe; i++)
+        fe[i].open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
+    render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "frontend", fe, n_fe, sizeof(*fe));
     lb_prom_family(p, "lb_requests_rejected_total", "counter",
                    "Requests answered by the data plane itself, by reason.");
     for (unsigned i = 0; i < n_fe; i++) {
@@ -365,21 +380,13 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
         }
         i = j;
     }
-    lb_prom_family(p, "lb_backend_connect_failures_total", "counter",
-                   "Failed connection attempts to a backend.");
-    for (size_t i = 0; i < n_bes; i++) {
-        if (bes[i].id == NULL)
-            continue;
-        struct lb_prom_label l = {"backend", bes[i].id};
-        lb_prom_u64(p, "lb_backend_connect_failures_total", &l, 1, bes[i].connect_failures);
-    }
-    lb_prom_family(p, "lb_backend_timeouts_total", "counter", "Requests whose backend timed out.");
-    for (size_t i = 0; i < n_bes; i++) {
-        if (bes[i].id == NULL)
-            continue;
-        struct lb_prom_label l = {"backend", bes[i].id};
-        lb_prom_u64(p, "lb_backend_timeouts_total", &l, 1, bes[i].timeouts);
-    }
+    static const struct row_family fams[] = {
+        {"lb_backend_connect_failures_total", "counter", "Failed connection attempts to a backend.",
+         offsetof(struct agg_be, connect_failures)},
+        {"lb_backend_timeouts_total", "counter", "Requests whose backend timed out.",
+         offsetof(struct agg_be, timeouts)},
+    };
+    render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "backend", bes, n_bes, sizeof(*bes));
 
     static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
     lb_prom_family(p, "lb_retries_total", "counter",

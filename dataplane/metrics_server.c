@@ -25,8 +25,7 @@
 
 struct mclient {
     struct metrics_server *srv;
-    struct mclient *next;
-    struct mclient *prev;
+    unsigned slot; /* index in srv->clients */
     int fd;
     ev_io io;
     ev_timer timer;
@@ -42,8 +41,8 @@ struct metrics_server {
     struct dp *dp;
     int fd;
     ev_io io;
-    ev_timer pause; /* accepting again after running out of descriptors */
-    struct mclient *clients;
+    ev_timer pause;                       /* accepting again after running out of descriptors */
+    struct mclient *clients[MAX_CLIENTS]; /* the first n_clients are open */
     unsigned n_clients;
 };
 
@@ -53,13 +52,9 @@ static void mclient_free(struct mclient *c)
     ev_io_stop(s->loop, &c->io);
     ev_timer_stop(s->loop, &c->timer);
     close(c->fd);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->n_clients--;
+    struct mclient *last = s->clients[--s->n_clients];
+    s->clients[c->slot] = last;
+    last->slot = c->slot;
     free(c->resp);
     free(c);
 }
@@ -203,108 +198,116 @@ static void render_resilience(struct lb_prom *p, struct dp *dp, const struct sna
     free(rows);
 }
 
-static void render_ratelimit(struct lb_prom *p, const struct snap *snap)
+/* What the scrape read of one frontend's rate limiter and TLS context. */
+struct fe_row {
+    bool has_rl, has_tls;
+    struct limiter_stats rl;
+    struct tls_stats tls;
+};
+
+/* One read per frontend, then one pass per family: NULL (p->oom set) when
+ * out of memory. */
+static struct fe_row *read_frontends(struct lb_prom *p, const struct snap *snap)
 {
-    if (snap == NULL || snap->rl == NULL)
-        return;
-    struct limiter_stats *st = calloc(snap->n_frontends, sizeof(*st));
-    if (st == NULL) {
+    struct fe_row *rows = calloc(snap->n_frontends ? snap->n_frontends : 1, sizeof(*rows));
+    if (rows == NULL) {
         p->oom = true;
-        return;
+        return NULL;
     }
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->rl[i] != NULL)
-            limiter_stats(snap->rl[i]->l, &st[i]);
+        rows[i].has_rl = snap->rl != NULL && snap->rl[i] != NULL;
+        if (rows[i].has_rl)
+            limiter_stats(snap->rl[i]->l, &rows[i].rl);
+        rows[i].has_tls = snap->tls != NULL && snap->tls[i] != NULL;
+        if (rows[i].has_tls)
+            tls_ctx_stats(snap->tls[i], &rows[i].tls);
     }
+    return rows;
+}
+
+static void render_ratelimit(struct lb_prom *p, const struct snap *snap, const struct fe_row *rows)
+{
+    if (snap->rl == NULL)
+        return;
     lb_prom_family(p, "lb_ratelimit_requests_total", "counter",
                    "Requests the rate limiter let through or refused, by scope.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->rl[i] == NULL)
+        if (!rows[i].has_rl)
             continue;
+        const struct limiter_stats *st = &rows[i].rl;
         const char *fe = snap->frontends[i].name;
         struct {
             const char *scope, *result;
             uint64_t v;
             bool on;
-        } rows[4] = {
-            {"client", "allowed", st[i].allowed_client, snap->rl_cfg.per_client},
-            {"client", "limited", st[i].limited_client, snap->rl_cfg.per_client},
-            {"global", "allowed", st[i].allowed_global, snap->rl_cfg.global},
-            {"global", "limited", st[i].limited_global, snap->rl_cfg.global},
+        } by[4] = {
+            {"client", "allowed", st->allowed_client, snap->rl_cfg.per_client},
+            {"client", "limited", st->limited_client, snap->rl_cfg.per_client},
+            {"global", "allowed", st->allowed_global, snap->rl_cfg.global},
+            {"global", "limited", st->limited_global, snap->rl_cfg.global},
         };
         for (int k = 0; k < 4; k++) {
-            if (!rows[k].on)
+            if (!by[k].on)
                 continue;
             struct lb_prom_label l[3] = {
-                {"frontend", fe}, {"scope", rows[k].scope}, {"result", rows[k].result}};
-            lb_prom_u64(p, "lb_ratelimit_requests_total", l, 3, rows[k].v);
+                {"frontend", fe}, {"scope", by[k].scope}, {"result", by[k].result}};
+            lb_prom_u64(p, "lb_ratelimit_requests_total", l, 3, by[k].v);
         }
     }
     lb_prom_family(p, "lb_ratelimit_keys", "gauge", "Client keys the rate limiter holds.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
         struct lb_prom_label l = {"frontend", snap->frontends[i].name};
-        if (snap->rl[i] != NULL)
-            lb_prom_u64(p, "lb_ratelimit_keys", &l, 1, st[i].keys);
+        if (rows[i].has_rl)
+            lb_prom_u64(p, "lb_ratelimit_keys", &l, 1, rows[i].rl.keys);
     }
     lb_prom_family(p, "lb_ratelimit_evictions_total", "counter",
                    "Client keys dropped to stay within ratelimit.maxKeys (least recently used).");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
         struct lb_prom_label l = {"frontend", snap->frontends[i].name};
-        if (snap->rl[i] != NULL)
-            lb_prom_u64(p, "lb_ratelimit_evictions_total", &l, 1, st[i].evictions);
+        if (rows[i].has_rl)
+            lb_prom_u64(p, "lb_ratelimit_evictions_total", &l, 1, rows[i].rl.evictions);
     }
-    free(st);
 }
 
 /* TLS counters belong to a context: a certificate reload starts new ones. */
-static void render_tls(struct lb_prom *p, const struct snap *snap)
+static void render_tls(struct lb_prom *p, const struct snap *snap, const struct fe_row *rows)
 {
-    if (snap == NULL || snap->tls == NULL)
+    if (snap->tls == NULL)
         return;
-    struct tls_stats *st = calloc(snap->n_frontends, sizeof(*st));
-    if (st == NULL) {
-        p->oom = true;
-        return;
-    }
-    for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->tls[i] != NULL)
-            tls_ctx_stats(snap->tls[i], &st[i]);
-    }
     lb_prom_family(p, "lb_tls_handshakes_total", "counter",
                    "Completed TLS handshakes, by protocol version.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        for (int v = 0; snap->tls[i] != NULL && v < TLS_VER_COUNT; v++) {
+        for (int v = 0; rows[i].has_tls && v < TLS_VER_COUNT; v++) {
             struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
                                          {"version", tls_version_name((enum tls_version)v)}};
-            lb_prom_u64(p, "lb_tls_handshakes_total", l, 2, st[i].handshakes[v]);
+            lb_prom_u64(p, "lb_tls_handshakes_total", l, 2, rows[i].tls.handshakes[v]);
         }
     }
     lb_prom_family(p, "lb_tls_sessions_total", "counter",
                    "Completed TLS handshakes: full, or resumed from a ticket or the cache.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        if (snap->tls[i] == NULL)
+        if (!rows[i].has_tls)
             continue;
         struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name}, {"kind", "full"}};
-        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st[i].full);
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, rows[i].tls.full);
         l[1].value = "resumed";
-        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, st[i].resumed);
+        lb_prom_u64(p, "lb_tls_sessions_total", l, 2, rows[i].tls.resumed);
     }
     lb_prom_family(p, "lb_tls_handshake_errors_total", "counter",
                    "Failed TLS handshakes, by reason.");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        for (int e = 0; snap->tls[i] != NULL && e < TLS_ERR_COUNT; e++) {
-            if (st[i].errors[e] == 0)
+        for (int e = 0; rows[i].has_tls && e < TLS_ERR_COUNT; e++) {
+            if (rows[i].tls.errors[e] == 0)
                 continue;
             struct lb_prom_label l[2] = {{"frontend", snap->frontends[i].name},
                                          {"reason", tls_error_name((enum tls_error)e)}};
-            lb_prom_u64(p, "lb_tls_handshake_errors_total", l, 2, st[i].errors[e]);
+            lb_prom_u64(p, "lb_tls_handshake_errors_total", l, 2, rows[i].tls.errors[e]);
         }
     }
-    free(st);
     lb_prom_family(p, "lb_tls_cert_not_after_seconds", "gauge",
                    "When each served certificate expires (unix seconds).");
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        for (size_t k = 0; snap->tls[i] != NULL && k < tls_ctx_cert_count(snap->tls[i]); k++) {
+        for (size_t k = 0; rows[i].has_tls && k < tls_ctx_cert_count(snap->tls[i]); k++) {
             struct tls_cert_info ci;
             if (tls_ctx_cert_info(snap->tls[i], k, &ci) != 0)
                 continue;
@@ -313,6 +316,19 @@ static void render_tls(struct lb_prom *p, const struct snap *snap)
                         ci.not_after > 0 ? (uint64_t)ci.not_after : 0);
         }
     }
+}
+
+/* The frontends' rate limiters and TLS contexts, read once for both. */
+static void render_frontends(struct lb_prom *p, const struct snap *snap)
+{
+    if (snap == NULL || (snap->rl == NULL && snap->tls == NULL))
+        return;
+    struct fe_row *rows = read_frontends(p, snap);
+    if (rows == NULL)
+        return;
+    render_ratelimit(p, snap, rows);
+    render_tls(p, snap, rows);
+    free(rows);
 }
 
 static void render_metrics(struct metrics_server *s, struct lb_prom *p)
@@ -335,8 +351,7 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
         metrics_render(p, ws, dp->n_workers, bs, nb, snap ? snap->version : 0,
                        snap ? snap->generation : 0);
         render_resilience(p, dp, snap);
-        render_ratelimit(p, snap);
-        render_tls(p, snap);
+        render_frontends(p, snap);
     }
     free(ws);
     free(bs);
@@ -476,11 +491,8 @@ static void server_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         c->timer.data = c;
         ev_io_start(loop, &c->io);
         ev_timer_start(loop, &c->timer);
-        c->next = s->clients;
-        if (s->clients)
-            s->clients->prev = c;
-        s->clients = c;
-        s->n_clients++;
+        c->slot = s->n_clients++;
+        s->clients[c->slot] = c;
     }
 }
 
@@ -521,8 +533,8 @@ void metrics_server_free(struct metrics_server *s)
 {
     if (s == NULL)
         return;
-    while (s->clients != NULL)
-        mclient_free(s->clients);
+    while (s->n_clients > 0)
+        mclient_free(s->clients[0]);
     ev_io_stop(s->loop, &s->io);
     ev_timer_stop(s->loop, &s->pause);
     close(s->fd);

@@ -16,6 +16,7 @@
 
 #include "lb_err.h"
 #include "lb_ref.h"
+#include "tls_int.h"
 
 struct ticket_key {
     bool valid;
@@ -56,20 +57,14 @@ struct tls_tickets *tls_tickets_new(tls_tickets_clock_fn clock, void *clock_arg,
     return k;
 }
 
-struct tls_tickets *tls_tickets_ref(struct tls_tickets *k)
+static void tickets_free(struct tls_tickets *k)
 {
-    lb_ref_get(&k->ref);
-    return k;
-}
-
-void tls_tickets_unref(struct tls_tickets *k)
-{
-    if (k == NULL || !lb_ref_put(&k->ref))
-        return;
     pthread_mutex_destroy(&k->lock);
     OPENSSL_cleanse(k, sizeof(*k));
     free(k);
 }
+
+TLS_REF_FUNCS(tls_tickets, tickets_free)
 
 uint64_t tls_tickets_generation(struct tls_tickets *k)
 {

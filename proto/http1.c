@@ -602,21 +602,32 @@ static void set_keep_alive(struct ctx *x)
         m->flags |= HTTP1_MF_KEEP_ALIVE;
 }
 
-int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
-                        const struct http1_limits *lim, struct http1_msg *msg)
+/* Finds the end of the head and parses its start line (a status line when
+ * x->resp) and fields into x->msg. Returns the head length,
+ * HTTP1_INCOMPLETE or HTTP1_INVALID. Once per message, off the byte loops. */
+static int parse_head(struct http1_parser *p, const char *buf, size_t len,
+                      const struct http1_limits *lim, struct ctx *x)
 {
-    struct ctx x = {.msg = msg};
-    msg_reset(msg);
-    int hend = scan_head(p, buf, len, lim, &x);
+    msg_reset(x->msg);
+    int hend = scan_head(p, buf, len, lim, x);
     if (hend < 0)
         return hend;
     size_t next;
     size_t e = line_bounds(buf, p->start, (size_t)hend, &next);
-    int rc = parse_request_line(&x, buf, p->start, e);
+    int rc =
+        x->resp ? parse_status_line(x, buf, p->start, e) : parse_request_line(x, buf, p->start, e);
     if (rc == 0)
-        rc = parse_fields(&x, buf, next, (size_t)hend, lim);
-    if (rc != 0)
-        return rc;
+        rc = parse_fields(x, buf, next, (size_t)hend, lim);
+    return rc != 0 ? rc : hend;
+}
+
+int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
+                        const struct http1_limits *lim, struct http1_msg *msg)
+{
+    struct ctx x = {.msg = msg};
+    int hend = parse_head(p, buf, len, lim, &x);
+    if (hend < 0)
+        return hend;
 
     if (msg->minor == 1 && msg->host < 0)
         return refuse(&x, 400, "HTTP/1.1 request without Host");
@@ -648,17 +659,9 @@ int http1_parse_response(struct http1_parser *p, const char *buf, size_t len,
                          struct http1_msg *msg)
 {
     struct ctx x = {.msg = msg, .resp = true};
-    msg_reset(msg);
-    int hend = scan_head(p, buf, len, lim, &x);
+    int hend = parse_head(p, buf, len, lim, &x);
     if (hend < 0)
         return hend;
-    size_t next;
-    size_t e = line_bounds(buf, p->start, (size_t)hend, &next);
-    int rc = parse_status_line(&x, buf, p->start, e);
-    if (rc == 0)
-        rc = parse_fields(&x, buf, next, (size_t)hend, lim);
-    if (rc != 0)
-        return rc;
 
     unsigned st = msg->status;
     if (request_meth == HTTP1_M_CONNECT && st / 100 == 2)

@@ -32,27 +32,24 @@ void lb_err_clear(struct lb_err *err)
     err->msg[0] = '\0';
 }
 
+const char *lb_enum_name(const char *const *names, size_t n, unsigned value, const char *fallback)
+{
+    return value < n && names[value] != NULL ? names[value] : fallback;
+}
+
 const char *lb_code_name(enum lb_code code)
 {
-    switch (code) {
-    case LB_OK:
-        return "OK";
-    case LB_EINVAL:
-        return "EINVAL";
-    case LB_ENOMEM:
-        return "ENOMEM";
-    case LB_ESYS:
-        return "ESYS";
-    case LB_ESTORE:
-        return "ESTORE";
-    case LB_ENOTFOUND:
-        return "ENOTFOUND";
-    case LB_ECONFLICT:
-        return "ECONFLICT";
-    case LB_EPROTO:
-        return "EPROTO";
-    }
-    return "EUNKNOWN";
+    static const char *const names[] = {
+        [LB_OK] = "OK",
+        [LB_EINVAL] = "EINVAL",
+        [LB_ENOMEM] = "ENOMEM",
+        [LB_ESYS] = "ESYS",
+        [LB_ESTORE] = "ESTORE",
+        [LB_ENOTFOUND] = "ENOTFOUND",
+        [LB_ECONFLICT] = "ECONFLICT",
+        [LB_EPROTO] = "EPROTO",
+    };
+    return LB_ENUM_NAME(names, code, "EUNKNOWN");
 }
 
 bool lb_errno_shortage(int sys_errno)

@@ -3,6 +3,7 @@
 #define LB_ERR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum lb_code {
     LB_OK = 0,
@@ -29,6 +30,15 @@ int lb_err_set(struct lb_err *err, enum lb_code code, int sys_errno, const char 
 
 /* Resets <err> (may be NULL) to LB_OK with an empty message. */
 void lb_err_clear(struct lb_err *err);
+
+/* The name of enum value <value> in <names>, a table of <n> names indexed by
+ * value (designated initializers); <fallback> when <value> is out of range
+ * or has no entry. The one shape behind every enum's _name() function. */
+const char *lb_enum_name(const char *const *names, size_t n, unsigned value, const char *fallback);
+
+/* lb_enum_name() over the whole static array <names>. */
+#define LB_ENUM_NAME(names, value, fallback)                                                       \
+    lb_enum_name((names), sizeof(names) / sizeof((names)[0]), (unsigned)(value), (fallback))
 
 /* Short stable name of <code>: "EINVAL", "ENOMEM", ... */
 const char *lb_code_name(enum lb_code code);

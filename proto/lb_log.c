@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lb_err.h"
+
 #define LOG_PREFIX_MAX   256 /* {"ts":...,"level":...,"proc":... with the longest proc */
 #define LOG_TAIL         2   /* "}\n", kept free while a line is open */
 #define LOG_EAGAIN_WAITS 10  /* 1 ms polls per write before the rest is dropped */
@@ -218,17 +220,13 @@ int lb_log_level_parse(const char *s, enum lb_log_level *out)
 
 const char *lb_log_level_name(enum lb_log_level level)
 {
-    switch (level) {
-    case LB_LOG_DEBUG:
-        return "debug";
-    case LB_LOG_INFO:
-        return "info";
-    case LB_LOG_WARN:
-        return "warn";
-    case LB_LOG_ERROR:
-        return "error";
-    }
-    return "unknown";
+    static const char *const names[] = {
+        [LB_LOG_DEBUG] = "debug",
+        [LB_LOG_INFO] = "info",
+        [LB_LOG_WARN] = "warn",
+        [LB_LOG_ERROR] = "error",
+    };
+    return LB_ENUM_NAME(names, level, "unknown");
 }
 
 uint64_t lb_log_dropped(void)
