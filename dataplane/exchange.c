@@ -1041,6 +1041,12 @@ double exchange_wait_seconds(const struct exchange *x, uint8_t phase)
 {
     const struct snap_timeouts *t = &x->view->snap->timeouts;
     switch (phase) {
+    case TP_IDLE:
+        return t->keepalive / 1000.0;
+    case TP_HEAD:
+        return t->client_header / 1000.0;
+    case TP_LINGER:
+        return TP_LINGER_SECONDS;
     case TP_CLIENT:
         return t->client_body / 1000.0;
     case TP_CONNECT:

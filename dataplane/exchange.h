@@ -32,8 +32,8 @@ struct upstream;
 struct worker;
 struct wview;
 
-/* What the owner's one timer waits for; the TP_IDLE.. phases are the
- * session's own. */
+/* What the owner's one timer waits for; TP_IDLE, TP_HEAD and TP_LINGER are
+ * the session's own (the exchange knows their timeouts too). */
 enum timer_phase {
     TP_NONE = 0,
     TP_IDLE,
@@ -46,6 +46,8 @@ enum timer_phase {
     TP_BACKOFF, /* before a retry */
     TP_QUEUE,   /* waiting in a backend's queue for a connection slot */
 };
+
+#define TP_LINGER_SECONDS 2.0 /* reading what a client still sends after our close */
 
 /* The owner's side, in its protocol. */
 struct exchange_ops {
@@ -165,7 +167,8 @@ void exchange_finish(struct exchange *x);
 void exchange_check_bodies(struct exchange *x);
 
 /* What a proxying exchange waits for (<out_pending>: the owner has bytes
- * for the client) and how long (its phase's timeout, in seconds). */
+ * for the client), and how long a timer of <phase> (any phase) runs, in
+ * seconds, under the exchange's snapshot. */
 uint8_t exchange_wait(const struct exchange *x, bool out_pending);
 double exchange_wait_seconds(const struct exchange *x, uint8_t phase);
 

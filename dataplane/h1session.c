@@ -31,8 +31,6 @@ enum h1_state {
     CS_REPLY,    /* sending an answer of our own; then the next request */
 };
 
-#define LINGER_SECONDS 2.0
-
 struct h1session {
     struct worker *w;
     struct lb_list link;         /* in the worker's sessions */
@@ -479,21 +477,6 @@ static uint8_t h1_timer_phase(const struct h1session *c)
     }
 }
 
-static double h1_phase_seconds(const struct h1session *c, uint8_t phase)
-{
-    const struct snap_timeouts *t = &c->x.view->snap->timeouts;
-    switch (phase) {
-    case TP_IDLE:
-        return t->keepalive / 1000.0;
-    case TP_HEAD:
-        return t->client_header / 1000.0;
-    case TP_LINGER:
-        return LINGER_SECONDS;
-    default:
-        return exchange_wait_seconds(&c->x, phase);
-    }
-}
-
 static void h1_arm(struct h1session *c)
 {
     struct exchange *x = &c->x;
@@ -511,7 +494,7 @@ static void h1_arm(struct h1session *c)
     if (phase != c->tphase || ((c->progress || x->progress) && phase != TP_HEAD &&
                                phase != TP_LINGER && phase != TP_QUEUE)) {
         c->tphase = phase;
-        c->timer.repeat = h1_phase_seconds(c, phase);
+        c->timer.repeat = exchange_wait_seconds(&c->x, phase);
         ev_timer_again(c->w->loop, &c->timer);
     }
 

@@ -5,34 +5,34 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* What a read or write that returned <n> tells: the count, <blocked> when
+ * the socket would block, or TRANSPORT_ERROR (errno kept in t->err). */
+static ssize_t plain_result(struct transport *t, ssize_t n, ssize_t blocked)
+{
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return blocked;
+    t->err = errno;
+    return TRANSPORT_ERROR;
+}
+
 static ssize_t plain_read(struct transport *t, void *buf, size_t len)
 {
-    for (;;) {
-        ssize_t n = read(t->fd, buf, len);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return TRANSPORT_AGAIN;
-        t->err = errno;
-        return TRANSPORT_ERROR;
-    }
+    ssize_t n;
+    do
+        n = read(t->fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    return plain_result(t, n, TRANSPORT_AGAIN);
 }
 
 static ssize_t plain_writev(struct transport *t, const struct iovec *iov, int iovcnt)
 {
-    for (;;) {
-        ssize_t n = writev(t->fd, iov, iovcnt);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return TRANSPORT_WANT_WRITE;
-        t->err = errno;
-        return TRANSPORT_ERROR;
-    }
+    ssize_t n;
+    do
+        n = writev(t->fd, iov, iovcnt);
+    while (n < 0 && errno == EINTR);
+    return plain_result(t, n, TRANSPORT_WANT_WRITE);
 }
 
 static void plain_shutdown_write(struct transport *t)
