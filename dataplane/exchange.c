@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "dp.h"
@@ -27,6 +28,7 @@ enum outcome {
 static void x_attach_upstream(struct exchange *x);
 static bool x_try_again(struct exchange *x, struct backend_rt *failed, int reason);
 static void x_upstream_failed(struct exchange *x, const char *why);
+static bool x_upgrade_wanted(const struct http1_msg *m);
 
 static void x_on_upstream_ready(void *owner)
 {
@@ -47,7 +49,8 @@ static const struct snap_frontend *x_frontend(const struct exchange *x)
     return &x->view->snap->frontends[x->fe_index];
 }
 
-static void x_log(struct exchange *x, const char *backend, const char *why)
+/* Counts the request in the metrics and ends its share of the retry budget. */
+static void x_count(struct exchange *x)
 {
     struct worker *w = x->w;
     if (x->counted) {
@@ -68,8 +71,18 @@ static void x_log(struct exchange *x, const char *backend, const char *why)
     metrics_request(&w->metrics, x->fe_stat, be_slot, x->status, dur_us);
     if (x->reject >= 0 && x->fe_stat < w->metrics.n_fe)
         METRIC_ADD(w->metrics.fe[x->fe_stat].rejected[x->reject], 1);
+}
+
+/* The access-log line: <backend> names it when no upstream is attached. */
+static void x_access_log(struct exchange *x, const char *backend, const char *why)
+{
+    struct worker *w = x->w;
     if (!x->view->snap->access_log || w->log == NULL)
         return;
+    double dur = ev_now(w->loop) - x->t_start;
+    if (dur < 0)
+        dur = 0;
+    struct backend_rt *be = x->up ? x->up->be : NULL;
     if (!lb_logbuf_begin(w->log, LB_LOG_INFO, "access"))
         return;
     lb_logbuf_cstr(w->log, "frontend", x_frontend(x)->name);
@@ -85,6 +98,12 @@ static void x_log(struct exchange *x, const char *backend, const char *why)
     if (why != NULL)
         lb_logbuf_cstr(w->log, "error", why);
     lb_logbuf_end(w->log);
+}
+
+static void x_log(struct exchange *x, const char *backend, const char *why)
+{
+    x_count(x);
+    x_access_log(x, backend, why);
 }
 
 static int reject_of(unsigned status)
@@ -268,6 +287,7 @@ static bool build_upstream_head(struct exchange *x, const struct http1_msg *m)
     struct rewrite_request rq = {.msg = m,
                                  .client_ip = x->peer_ip,
                                  .tls = x->tls_tr != NULL,
+                                 .upgrade = x->upgrade,
                                  .now_ms = x_now_ms(x),
                                  .rng = &w->rng};
     struct tls_peer p;
@@ -654,11 +674,47 @@ void exchange_start(struct exchange *x, const struct http1_msg *m, uint32_t head
     }
     if (!x_rate_limit(x, m))
         return;
+    x->upgrade = x_upgrade_wanted(m);
+    if (x->upgrade && x->w->n_tunnels >= x->view->snap->max_tunnels) {
+        x_answer_busy(x, "too many open tunnels (limits.maxTunnels)");
+        return;
+    }
     if (!build_upstream_head(x, m)) {
         exchange_fail(x, 431, "request head does not fit in memory");
         return;
     }
     x_attach_upstream(x);
+}
+
+/* Whether request <m> asks for a protocol switch lb forwards: an HTTP/1.1
+ * request with "Connection: upgrade", an Upgrade field naming a protocol
+ * other than h2c (HTTP/2 is lb's to speak with the client, never tunnelled),
+ * and no body. Any other Upgrade is dropped as hop-by-hop. */
+static bool x_upgrade_wanted(const struct http1_msg *m)
+{
+    const uint32_t both = HTTP1_MF_UPGRADE | HTTP1_MF_CONN_UPGRADE;
+    if ((m->flags & both) != both || m->minor != 1 || m->meth == HTTP1_M_CONNECT ||
+        (m->framing != HTTP1_BODY_NONE &&
+         !(m->framing == HTTP1_BODY_LENGTH && m->content_length == 0)))
+        return false;
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        if (m->headers[i].id != HTTP1_H_UPGRADE)
+            continue;
+        const char *p = m->headers[i].value.p, *end = p + m->headers[i].value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *name = p;
+            while (p < end && *p != '/' && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            size_t n = (size_t)(p - name);
+            if (n > 0 && !(n == 3 && strncasecmp(name, "h2c", 3) == 0))
+                return true;
+            while (p < end && *p != ',')
+                p++;
+        }
+    }
+    return false;
 }
 
 void exchange_note_request(struct exchange *x, const struct http1_msg *m)
@@ -668,6 +724,40 @@ void exchange_note_request(struct exchange *x, const struct http1_msg *m)
 }
 
 /* ---- the response ---------------------------------------------------------- */
+
+/* The backend switched protocols (101) for an Upgrade request: the owner
+ * sends the 101 on and turns the connection into a tunnel. The attempt was a
+ * success for the breaker and the effective weight, and the request leaves
+ * the retry budget's count (it is answered); the backend keeps counting it in
+ * flight, which keeps its runtime state, until exchange_tunnel_end(). */
+static void x_switch(struct exchange *x, const struct http1_msg *m, int head_len)
+{
+    struct worker *w = x->w;
+    struct upstream *u = x->up;
+    x->status = 101;
+    x->need_100 = false;
+    if (!x->ops->head(x, m, false)) {
+        exchange_fail(x, 502, "no memory for the response head");
+        return;
+    }
+    x->resp_head_done = true;
+    u->ep.in->start += (uint32_t)head_len;
+    buf_put(&w->bufs, x->uphead);
+    x->uphead = NULL;
+    balancer_slot_on_success(&u->be->bal);
+    if (x->bdec_valid && u->be->breaker != NULL)
+        breaker_done(u->be->breaker, &x->view->snap->breaker, (enum breaker_decision)x->bdec, true,
+                     x_now_ms(x));
+    x->bdec_valid = false;
+    if (x->in_retry) {
+        retry_budget_done(&w->dp->budget);
+        x->in_retry = false;
+    }
+    x_count(x);
+    x->tunnel = true;
+    w->n_tunnels++;
+    METRIC_ADD(w->metrics.fe[x->fe_stat].tunnels_opened, 1);
+}
 
 static void x_parse_response(struct exchange *x)
 {
@@ -703,7 +793,10 @@ static void x_parse_response(struct exchange *x)
         }
         if (m.status >= 100 && m.status < 200) {
             if (m.status == 101) {
-                exchange_fail(x, 502, "backend switched protocols unasked");
+                if (x->upgrade)
+                    x_switch(x, &m, n);
+                else
+                    exchange_fail(x, 502, "backend switched protocols unasked");
                 return;
             }
             /* we answer 100 ourselves; the owner passes other interim answers on
@@ -923,6 +1016,8 @@ void exchange_init(struct exchange *x, const struct exchange_ops *ops, struct wo
 
 void exchange_reset(struct exchange *x, double now)
 {
+    x->upgrade = false;
+    x->tunnel = false;
     x->meth = HTTP1_M_OTHER;
     x->method[0] = x->path[0] = x->req_id[0] = '\0';
     x->bytes_in = x->bytes_out = 0;
@@ -1059,6 +1154,8 @@ double exchange_wait_seconds(const struct exchange *x, uint8_t phase)
         return x->backoff_s > 0.001 ? x->backoff_s : 0.001;
     case TP_QUEUE:
         return t->queue / 1000.0;
+    case TP_TUNNEL:
+        return t->tunnel_idle / 1000.0;
     default:
         return 0;
     }
@@ -1143,6 +1240,10 @@ bool exchange_on_timeout(struct exchange *x, uint8_t phase, bool out_pending)
 
 void exchange_abandon(struct exchange *x, unsigned status)
 {
+    if (x->tunnel) {
+        exchange_tunnel_end(x, "the client connection failed");
+        return;
+    }
     x_drop_upstream(x, OUT_ABANDON);
     if (status != 0) {
         x->status = (uint16_t)status;
@@ -1151,8 +1252,29 @@ void exchange_abandon(struct exchange *x, unsigned status)
     x->live = false;
 }
 
+void exchange_tunnel_end(struct exchange *x, const char *why)
+{
+    struct worker *w = x->w;
+    struct upstream *u = x->up;
+    if (!x->tunnel)
+        return;
+    x->tunnel = false;
+    x_access_log(x, NULL, why);
+    u->be->bal.active--;
+    x->up = NULL;
+    upstream_detach(u);
+    upstream_free(u);
+    w->n_tunnels--;
+    METRIC_ADD(w->metrics.fe[x->fe_stat].tunnels_closed, 1);
+    x->live = false;
+}
+
 void exchange_close(struct exchange *x)
 {
+    if (x->tunnel) {
+        exchange_tunnel_end(x, NULL);
+        return;
+    }
     if ((x->up != NULL || x->qwait || x->retry_wait) && x->status == 0)
         x->status = 499; /* closed with a request in flight */
     if (x->counted)

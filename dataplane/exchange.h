@@ -45,6 +45,7 @@ enum timer_phase {
     TP_LINGER,
     TP_BACKOFF, /* before a retry */
     TP_QUEUE,   /* waiting in a backend's queue for a connection slot */
+    TP_TUNNEL,  /* an Upgrade tunnel with no byte either way */
 };
 
 #define TP_LINGER_SECONDS 2.0 /* reading what a client still sends after our close */
@@ -84,6 +85,9 @@ struct exchange {
     bool live;     /* from exchange_start() to its end: answered, finished or aborted */
     bool progress; /* it moved during the current run */
     bool rearm;    /* its wait started over: the owner restarts its timer */
+    bool upgrade;  /* the request asks for a protocol switch lb forwards */
+    bool tunnel;   /* the backend switched (101): <up> is the tunnel's backend
+                    * side until exchange_tunnel_end() */
 
     /* the request */
     uint8_t meth;
@@ -189,8 +193,14 @@ void exchange_fail(struct exchange *x, unsigned status, const char *why);
  * else the log line waits for exchange_close(). */
 void exchange_abandon(struct exchange *x, unsigned status);
 
+/* The tunnel the exchange became is over (<why>: NULL, or what ended it for
+ * the log): its access-log line (101, the bytes the owner added to
+ * bytes_in/bytes_out, the whole duration) is written and the backend
+ * connection closed. */
+void exchange_tunnel_end(struct exchange *x, const char *why);
+
 /* The owner closes: a request in flight is logged (499 unless answered) and
- * leaves any queue and upstream. */
+ * leaves any queue and upstream; a tunnel ends. */
 void exchange_close(struct exchange *x);
 
 /* The queued exchange owning <cw> got its grant (connq_inbox_pop()): it

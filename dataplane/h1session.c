@@ -19,6 +19,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "tls.h"
+#include "tunnel.h"
 #include "upstream.h"
 #include "view.h"
 #include "worker_types.h"
@@ -29,6 +30,7 @@ enum h1_state {
     CS_PROXY,    /* a request is being proxied by the exchange */
     CS_LINGER,   /* answered and closed for writing; reading what is left */
     CS_REPLY,    /* sending an answer of our own; then the next request */
+    CS_TUNNEL,   /* a backend switched protocols (101): bytes both ways */
 };
 
 struct h1session {
@@ -50,6 +52,9 @@ struct h1session {
     struct buf *out; /* our bytes to the client: response head, 100, answers */
     struct http1_parser parser;
     struct exchange x; /* the request in progress; x.view is the session's view */
+    struct tunnel tun; /* CS_TUNNEL: the client and x.up's endpoint */
+    uint64_t tun_in;   /* tunnel bytes counted in the metrics so far, each way */
+    uint64_t tun_out;
 };
 
 static void h1_run(struct h1session *c);
@@ -89,7 +94,8 @@ static bool h1_on_head(struct exchange *x, const struct http1_msg *m, bool inter
     struct h1session *c = h1_of(x);
     struct worker *w = c->w;
     if (interim && c->minor != 1)
-        return true; /* an HTTP/1.0 client knows no interim answers */
+        return true;                               /* an HTTP/1.0 client knows no interim answers */
+    bool switching = !interim && m->status == 101; /* an Upgrade the exchange forwards */
     if (!interim)
         c->resp_keepalive = x->keepalive && !c->closing && !w->draining &&
                             m->framing != HTTP1_BODY_CLOSE && !x->resp.dechunk;
@@ -118,7 +124,7 @@ static bool h1_on_head(struct exchange *x, const struct http1_msg *m, bool inter
     buf_appends(b, "\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (h->flags & HTTP1_HF_HOP)
+        if ((h->flags & HTTP1_HF_HOP) && !(switching && h->id == HTTP1_H_UPGRADE))
             continue;
         if (x->resp.dechunk && h->id == HTTP1_H_TRANSFER_ENCODING)
             continue;
@@ -132,7 +138,9 @@ static bool h1_on_head(struct exchange *x, const struct http1_msg *m, bool inter
                      (unsigned long long)m->content_length);
         buf_append(b, line, (size_t)n);
     }
-    if (!interim) {
+    if (switching) {
+        buf_appends(b, "Connection: upgrade\r\n");
+    } else if (!interim) {
         buf_append(b, x->rl_hdr, x->rl_len);
         if (!c->resp_keepalive)
             buf_appends(b, "Connection: close\r\n");
@@ -415,6 +423,12 @@ static void h1_step_proxy(struct h1session *c)
     exchange_receive(x);
     if (c->state != CS_PROXY || x->up == NULL)
         return;
+    if (x->tunnel) {
+        c->state = CS_TUNNEL;
+        tunnel_init(&c->tun, &c->ep, &x->up->ep);
+        c->progress = true;
+        return;
+    }
     if (!x->resp_head_done) {
         if (buf_len(c->out))
             h1_write(c); /* 100 Continue or interim responses */
@@ -428,6 +442,42 @@ static void h1_step_proxy(struct h1session *c)
             c->closing = true;
         h1_finish(c);
     }
+}
+
+/* The 101 goes out first, then bytes move both ways until both directions
+ * ended or one failed. */
+static void h1_step_tunnel(struct h1session *c)
+{
+    struct worker *w = c->w;
+    struct exchange *x = &c->x;
+    if (buf_len(c->out)) {
+        h1_write(c);
+        if (c->ep.tr.fd < 0 || c->state != CS_TUNNEL || buf_len(c->out))
+            return;
+    }
+    enum tunnel_state st = tunnel_pump(&c->tun, &w->bufs);
+    struct metrics_fe *fm = &w->metrics.fe[x->fe_stat];
+    METRIC_ADD(fm->tunnel_bytes_in, c->tun.a_to_b - c->tun_in);
+    METRIC_ADD(fm->tunnel_bytes_out, c->tun.b_to_a - c->tun_out);
+    c->tun_in = c->tun.a_to_b;
+    c->tun_out = c->tun.b_to_a;
+    c->progress = c->progress || c->tun.progress;
+    if (st == TUNNEL_OPEN)
+        return;
+    x->bytes_in += c->tun.a_to_b;
+    x->bytes_out += c->tun.b_to_a;
+    exchange_tunnel_end(x, st == TUNNEL_ERROR ? c->tun.error : NULL);
+    h1_close(c);
+}
+
+/* Ends the tunnel of <c> (if it is one) with <why> in its log line. */
+static void h1_tunnel_stop(struct h1session *c, const char *why)
+{
+    if (c->state != CS_TUNNEL)
+        return;
+    c->x.bytes_in += c->tun.a_to_b;
+    c->x.bytes_out += c->tun.b_to_a;
+    exchange_tunnel_end(&c->x, why);
 }
 
 static void h1_step_linger(struct h1session *c)
@@ -472,6 +522,8 @@ static uint8_t h1_timer_phase(const struct h1session *c)
         return TP_LINGER;
     case CS_REPLY:
         return TP_CLIENT;
+    case CS_TUNNEL:
+        return TP_TUNNEL;
     default:
         return exchange_wait(&c->x, buf_len(c->out) != 0);
     }
@@ -498,11 +550,18 @@ static void h1_arm(struct h1session *c)
         ev_timer_again(c->w->loop, &c->timer);
     }
 
+    if (c->state == CS_TUNNEL && buf_len(c->out) == 0) {
+        tunnel_arm(c->w->loop, &c->tun);
+        return;
+    }
     int want = 0;
     switch (c->state) {
     case CS_IDLE:
     case CS_HEAD:
         want = EV_READ;
+        break;
+    case CS_TUNNEL:
+        want = EV_WRITE; /* the 101 first */
         break;
     case CS_LINGER:
         want = buf_len(c->out) ? EV_WRITE : EV_READ;
@@ -555,6 +614,9 @@ static void h1_run(struct h1session *c)
         case CS_LINGER:
             h1_step_linger(c);
             break;
+        case CS_TUNNEL:
+            h1_step_tunnel(c);
+            break;
         case CS_REPLY:
             h1_write(c);
             if (c->ep.tr.fd >= 0 && c->state == CS_REPLY && buf_len(c->out) == 0) {
@@ -590,6 +652,10 @@ static void h1_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     case TP_IDLE:
     case TP_LINGER:
     case TP_NONE:
+        h1_close(c);
+        return;
+    case TP_TUNNEL:
+        h1_tunnel_stop(c, "no byte either way for timeouts.tunnelIdle");
         h1_close(c);
         return;
     case TP_HEAD:
@@ -731,12 +797,19 @@ void h1session_drain_all(struct worker *w)
         if (c->state == CS_IDLE)
             h1_close(c);
     }
+    if (w->n_tunnels > 0)
+        lb_log(LB_LOG_INFO, "drain_tunnels",
+               "worker %u: %u tunnels stay open until they end or the drain time is up", w->id,
+               w->n_tunnels);
 }
 
 void h1session_close_all(struct worker *w)
 {
-    while (!lb_list_empty(&w->sessions))
-        h1_close(of_link(w->sessions.next));
+    while (!lb_list_empty(&w->sessions)) {
+        struct h1session *c = of_link(w->sessions.next);
+        h1_tunnel_stop(c, "closed at shutdown (the drain time ran out)");
+        h1_close(c);
+    }
 }
 
 void h1session_free_list_trim(struct worker *w, uint32_t keep)

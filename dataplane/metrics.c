@@ -232,7 +232,9 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
 struct agg_fe {
     const char *name;
     uint64_t accepted, accept_pauses, closed, bytes_in, bytes_out, duration_us;
-    uint64_t open; /* accepted - closed, set by render_fe() */
+    uint64_t tunnels_opened, tunnels_closed, tunnel_bytes_in, tunnel_bytes_out;
+    uint64_t open;         /* accepted - closed, set by render_fe() */
+    uint64_t tunnels_open; /* tunnels_opened - tunnels_closed, likewise */
     uint64_t rejected[REJECT_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
 };
@@ -309,9 +311,23 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
          offsetof(struct agg_fe, bytes_in)},
         {"lb_sent_bytes_total", "counter", "Bytes sent to clients.",
          offsetof(struct agg_fe, bytes_out)},
+        {"lb_tunnels_total", "counter",
+         "Upgrade requests (WebSocket) a backend switched to a tunnel with 101.",
+         offsetof(struct agg_fe, tunnels_opened)},
+        {"lb_tunnels_open", "gauge", "Upgrade tunnels open now.",
+         offsetof(struct agg_fe, tunnels_open)},
+        {"lb_tunnel_received_bytes_total", "counter", "Bytes clients sent through Upgrade tunnels.",
+         offsetof(struct agg_fe, tunnel_bytes_in)},
+        {"lb_tunnel_sent_bytes_total", "counter",
+         "Bytes backends sent to clients through Upgrade tunnels.",
+         offsetof(struct agg_fe, tunnel_bytes_out)},
     };
-    for (unsigned i = 0; i < n_fe; i++)
+    for (unsigned i = 0; i < n_fe; i++) {
         fe[i].open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
+        fe[i].tunnels_open = fe[i].tunnels_opened >= fe[i].tunnels_closed
+                                 ? fe[i].tunnels_opened - fe[i].tunnels_closed
+                                 : 0;
+    }
     render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "frontend", fe, n_fe, sizeof(*fe));
     lb_prom_family(p, "lb_requests_rejected_total", "counter",
                    "Requests answered by the data plane itself, by reason.");
@@ -439,6 +455,10 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             fe[k].closed += METRIC_GET(f->closed);
             fe[k].bytes_in += METRIC_GET(f->bytes_in);
             fe[k].bytes_out += METRIC_GET(f->bytes_out);
+            fe[k].tunnels_opened += METRIC_GET(f->tunnels_opened);
+            fe[k].tunnels_closed += METRIC_GET(f->tunnels_closed);
+            fe[k].tunnel_bytes_in += METRIC_GET(f->tunnel_bytes_in);
+            fe[k].tunnel_bytes_out += METRIC_GET(f->tunnel_bytes_out);
             fe[k].duration_us += METRIC_GET(f->duration_us);
             for (int r = 0; r < REJECT_N; r++)
                 fe[k].rejected[r] += METRIC_GET(f->rejected[r]);

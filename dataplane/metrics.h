@@ -61,6 +61,10 @@ struct metrics_fe {
     metric_t closed;
     metric_t bytes_in;
     metric_t bytes_out;
+    metric_t tunnels_opened;   /* Upgrade requests a backend switched (101) */
+    metric_t tunnels_closed;   /* ... and those of them over */
+    metric_t tunnel_bytes_in;  /* bytes clients sent through tunnels */
+    metric_t tunnel_bytes_out; /* bytes backends sent through tunnels */
     metric_t rejected[REJECT_N];
     metric_t hist[METRICS_NBUCKETS + 1];
     metric_t duration_us; /* sum */

@@ -189,8 +189,11 @@ int rewrite_head(const struct rewrite_request *rq, char *out, size_t cap,
         PUT_LIT(&o, " HTTP/1.1\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (!is_passed(h))
+        if (!is_passed(h)) {
+            if (rq->upgrade && h->id == HTTP1_H_UPGRADE)
+                put_field(&o, h);
             continue;
+        }
         if (h->id == HTTP1_H_X_FORWARDED_FOR) {
             if (!have_xff)
                 put_forwarded_for(&o, m, i, rq->client_ip);
@@ -235,7 +238,9 @@ int rewrite_head(const struct rewrite_request *rq, char *out, size_t cap,
         id = (struct http1_slice){out + at, REWRITE_ID_LEN};
         PUT_LIT(&o, "\r\n");
     }
-    if (m->minor == 0)
+    if (rq->upgrade)
+        PUT_LIT(&o, "Connection: upgrade\r\n");
+    else if (m->minor == 0)
         PUT_LIT(&o, "Connection: keep-alive\r\n");
     PUT_LIT(&o, "\r\n");
     if (o.full)

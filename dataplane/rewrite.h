@@ -34,6 +34,8 @@ struct rewrite_request {
     uint64_t now_ms;                         /* wall clock; its low 32 bits end a new id */
     uint64_t *rng;                           /* id generator state (xorshift64*, not 0);
                                               * advanced only when an id is generated */
+    bool upgrade; /* a protocol upgrade to forward (exchange_start decided): the
+                   * Upgrade field goes along, with "Connection: upgrade" */
 };
 
 /* An upper bound of the bytes rewrite_head() writes for <rq>: a buffer this
@@ -62,6 +64,8 @@ size_t rewrite_head_max(const struct rewrite_request *rq);
  *   <now_ms> and added;
  * - "Connection: keep-alive" for an HTTP/1.0 request, so that the backend
  *   connection can be reused;
+ * - with <upgrade>: the Upgrade field(s) as received and "Connection:
+ *   upgrade" (the only Connection option that goes upstream);
  * - the empty line.
  * Returns the head's length, or REWRITE_NOSPACE when it does not fit in <cap>
  * bytes (<out> then holds garbage, <*rng> may have advanced). On success

@@ -247,6 +247,7 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     s->timeouts.drain = or_default(t ? t->drain_ms : 0, 30000);
     s->timeouts.pool_idle = or_default(t ? t->pool_idle_ms : 0, 30000);
     s->timeouts.queue = or_default(t ? t->queue_ms : 0, CONNQ_DEFAULT_TIMEOUT_MS);
+    s->timeouts.tunnel_idle = or_default(t ? t->tunnel_idle_ms : 0, 3600000);
 
     const Lb__V1__Ejection *ej = pb->ejection;
     s->eject.enabled = ej == NULL || !ej->disabled;
@@ -261,6 +262,7 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     s->limits.max_headers = or_default(l ? l->max_headers : 0, 100);
     s->max_connections = or_default(l ? l->max_connections : 0, 10000);
     s->pool_max_idle = or_default(l ? l->pool_max_idle : 0, 64);
+    s->max_tunnels = or_default(l ? l->max_tunnels : 0, 10000);
     if (s->limits.max_request_line < 64 || s->limits.max_request_line > (1u << 20))
         return lb_err_set(err, LB_EINVAL, 0,
                           "limits.max_request_line: %u is out of range (64..1048576)",

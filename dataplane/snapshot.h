@@ -79,7 +79,8 @@ struct snap_timeouts { /* milliseconds, defaults filled in */
     uint32_t upstream_idle;
     uint32_t drain;
     uint32_t pool_idle;
-    uint32_t queue; /* longest wait in a backend's queue */
+    uint32_t queue;       /* longest wait in a backend's queue */
+    uint32_t tunnel_idle; /* an Upgrade tunnel with no byte either way */
 };
 
 /* A rate limiter shared by every snapshot whose limits for a frontend are
@@ -102,6 +103,7 @@ struct snap {
     struct http1_limits limits;
     uint32_t max_connections; /* per worker */
     uint32_t pool_max_idle;   /* per backend per worker */
+    uint32_t max_tunnels;     /* open Upgrade tunnels per worker */
     uint8_t algorithm;        /* enum snap_algorithm */
     uint32_t slow_start_ms;   /* ramp of an added or recovered backend; 0: none */
     bool fail_open;           /* every backend down: send to all (else 503) */

@@ -90,6 +90,7 @@ struct worker {
     struct listener *listeners;
     struct lb_list sessions; /* every open client connection (h1session.link) */
     uint32_t n_sessions;
+    uint32_t n_tunnels; /* sessions that became Upgrade tunnels */
     struct h1session *free_sessions;
     uint32_t n_free_sessions;
     struct lb_list pool; /* every pooled upstream (upstream.wpool), newest first */

@@ -343,6 +343,8 @@ static int on_connection(struct ctx *x, struct http1_slice v)
             x->msg->flags |= HTTP1_MF_CONN_CLOSE;
         else if (SLICE_IS(e, n, "keep-alive"))
             x->ka_token = true;
+        else if (SLICE_IS(e, n, "upgrade"))
+            x->msg->flags |= HTTP1_MF_CONN_UPGRADE;
     }
     return 0;
 }

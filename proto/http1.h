@@ -78,6 +78,7 @@ enum http1_framing {
 /* response: Content-Length was repeated; its fields are marked HOP and the
  * value goes out once (LENGTH framing) */
 #define HTTP1_MF_CL_CANONICAL 0x10u
+#define HTTP1_MF_CONN_UPGRADE 0x20u /* a Connection header names "upgrade" */
 
 struct http1_limits {
     uint32_t max_request_line; /* bytes, CRLF excluded; over it: 414 (status line: 502) */

@@ -44,7 +44,7 @@ static void parse(const char *req)
 static const char *rewrite_ident(const char *req, bool tls, const struct rewrite_identity *ident)
 {
     parse(req);
-    struct rewrite_request rq = {&msg, CLIENT, tls, ident, NOW_MS, &rng};
+    struct rewrite_request rq = {&msg, CLIENT, tls, ident, NOW_MS, &rng, false};
     struct http1_slice id = {NULL, 0};
     rng = RNG0;
     out_len = rewrite_head(&rq, out, MAX_OUT, &id);
@@ -312,7 +312,7 @@ START_TEST(request_id_generated_when_absent)
 
     /* the next request gets the next id */
     uint64_t state = rng;
-    struct rewrite_request rq = {&msg, CLIENT, false, NULL, NOW_MS, &rng};
+    struct rewrite_request rq = {&msg, CLIENT, false, NULL, NOW_MS, &rng, false};
     struct http1_slice id;
     ck_assert_int_eq(rewrite_head(&rq, out, MAX_OUT, &id), out_len);
     ck_assert_uint_eq(id.len, REWRITE_ID_LEN);
@@ -526,7 +526,7 @@ START_TEST(exact_fit_and_one_byte_short)
     int want = out_len;
     char *b = malloc((size_t)want);
     ck_assert_ptr_nonnull(b);
-    struct rewrite_request rq = {&msg, CLIENT, true, &client1, NOW_MS, &rng};
+    struct rewrite_request rq = {&msg, CLIENT, true, &client1, NOW_MS, &rng, false};
     struct http1_slice id;
     rng = RNG0;
     ck_assert_int_eq(rewrite_head(&rq, b, (size_t)want, &id), want);
@@ -552,7 +552,7 @@ START_TEST(big_head_within_bound)
                               i, 0);
     snprintf(req + n, sizeof(req) - n, "\r\n");
     const struct rewrite_identity big = {true, "CN=x", "", "ff"};
-    struct rewrite_request rq = {&msg, CLIENT, true, &big, NOW_MS, &rng};
+    struct rewrite_request rq = {&msg, CLIENT, true, &big, NOW_MS, &rng, false};
     parse(req);
     size_t max = rewrite_head_max(&rq);
     rewrite_ident(req, true, &big);
@@ -562,11 +562,41 @@ START_TEST(big_head_within_bound)
 }
 END_TEST
 
+/* An Upgrade the exchange forwards keeps its Upgrade field and says so in
+ * "Connection: upgrade"; otherwise both stay hop-by-hop. */
+START_TEST(upgrade_kept_only_when_forwarded)
+{
+    parse("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+          "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    ck_assert_uint_eq(msg.flags & (HTTP1_MF_UPGRADE | HTTP1_MF_CONN_UPGRADE),
+                      HTTP1_MF_UPGRADE | HTTP1_MF_CONN_UPGRADE);
+    for (int up = 0; up <= 1; up++) {
+        struct rewrite_request rq = {&msg, CLIENT, false, NULL, NOW_MS, &rng, up == 1};
+        struct http1_slice id;
+        rng = RNG0;
+        out_len = rewrite_head(&rq, out, MAX_OUT, &id);
+        ck_assert_int_gt(out_len, 0);
+        ck_assert_uint_le((size_t)out_len, rewrite_head_max(&rq));
+        out[out_len] = '\0';
+        ck_assert_ptr_nonnull(strstr(out, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+        ck_assert_ptr_null(strstr(out, "keep-alive"));
+        if (up) {
+            ck_assert_ptr_nonnull(strstr(out, "\r\nUpgrade: websocket\r\n"));
+            ck_assert_ptr_nonnull(strstr(out, "\r\nConnection: upgrade\r\n"));
+        } else {
+            ck_assert_ptr_null(strstr(out, "Upgrade:"));
+            ck_assert_ptr_null(strstr(out, "Connection:"));
+        }
+    }
+}
+END_TEST
+
 static Suite *rewrite_suite(void)
 {
     Suite *s = suite_create("rewrite");
     TCase *hop = tcase_create("hop_by_hop");
     tcase_add_test(hop, hop_by_hop_fields_removed);
+    tcase_add_test(hop, upgrade_kept_only_when_forwarded);
     tcase_add_test(hop, expect_is_not_forwarded);
     tcase_add_test(hop, connection_naming_x_forwarded_for);
     tcase_add_test(hop, connection_naming_x_request_id);
