@@ -32,6 +32,11 @@ ssize_t endpoint_read(struct endpoint *ep, struct buf_pool *pool)
         if (n == TRANSPORT_WANT_WRITE)
             ep->rd_on_write = true;
     }
+    if (n <= 0 && b->start == b->end) {
+        /* nothing came: an idle connection holds no buffer */
+        buf_put(pool, b);
+        ep->in = NULL;
+    }
     return n;
 }
 

@@ -77,13 +77,6 @@ void tls_client_ctx_stats(struct tls_client_ctx *ctx, struct tls_stats *out)
     counters_get(&ctx->cnt, out);
 }
 
-void tls__conn_mark(SSL *ssl, enum tls_error reason)
-{
-    struct tls_conn *c = SSL_get_app_data(ssl);
-    if (c != NULL && c->reason < 0)
-        c->reason = (int)reason;
-}
-
 /* ---- the transport ----------------------------------------------------- */
 
 static enum tls_error classify(const struct tls_conn *c, int ssl_error, int sys_errno)

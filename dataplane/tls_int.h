@@ -126,7 +126,12 @@ struct tls_conn {
 
 /* Records <reason> as why the handshake on <ssl> fails, unless a callback
  * already chose one. For OpenSSL callbacks, on the connection's thread. */
-void tls__conn_mark(SSL *ssl, enum tls_error reason);
+static inline void tls__conn_mark(SSL *ssl, enum tls_error reason)
+{
+    struct tls_conn *c = SSL_get_app_data(ssl);
+    if (c != NULL && c->reason < 0)
+        c->reason = (int)reason;
+}
 
 /* ---- tls_pem.c ---------------------------------------------------------- */
 
