@@ -97,6 +97,17 @@ static void assert_watching(int want)
 
 /* ---- read ------------------------------------------------------------------------------ */
 
+/* A read that brings nothing leaves no buffer behind: an idle connection
+ * holds none (endpoint.h: "NULL while there are none"). */
+START_TEST(idle_read_holds_no_buffer)
+{
+    ep.readable = true; /* as a fresh connection: nothing sent yet */
+    ck_assert_int_eq(endpoint_read(&ep, &pool), TRANSPORT_AGAIN);
+    ck_assert_ptr_null(ep.in);
+    ck_assert_uint_eq(pool.n_free, 1);
+}
+END_TEST
+
 START_TEST(read_appends_to_a_buffer_from_the_pool)
 {
     struct buf *pooled = buf_get(&pool);
@@ -595,6 +606,7 @@ Suite *endpoint_suite(void)
     TCase *rd = tcase_create("read");
     tcase_add_checked_fixture(rd, setup, teardown);
     tcase_add_test(rd, read_appends_to_a_buffer_from_the_pool);
+    tcase_add_test(rd, idle_read_holds_no_buffer);
     tcase_add_test(rd, read_from_an_empty_pool_allocates);
     tcase_add_test(rd, full_read_keeps_readable_then_full);
     tcase_add_test(rd, full_buffer_leaves_the_socket_alone);
