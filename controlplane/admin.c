@@ -6,6 +6,7 @@
 
 #include "lb_err.h"
 #include "lb_log.h"
+#include "mem.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -392,11 +393,9 @@ struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_
         lb_err_set(err, LB_EINVAL, 0, "--admin-listen needs --admin-tokens FILE");
         return NULL;
     }
-    struct admin *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct admin *a = mem_zalloc(sizeof(*a), NULL, err);
+    if (a == NULL)
         return NULL;
-    }
     a->loop = loop;
     a->cp = cp;
     a->unix_fd = a->tcp_fd = -1;

@@ -8,6 +8,7 @@
 #include "health.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "mem.h"
 #include "publisher.h"
 #include "reports.h"
 #include "snapbuild.h"
@@ -291,11 +292,9 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         lb_err_set(err, LB_EINVAL, 0, "cp: db path and control base are required");
         return NULL;
     }
-    struct cp *cp = calloc(1, sizeof(*cp));
-    if (cp == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct cp *cp = mem_zalloc(sizeof(*cp), NULL, err);
+    if (cp == NULL)
         return NULL;
-    }
     cp->loop = loop;
     if (cfg->config_dir != NULL)
         cp->config_dir = strdup(cfg->config_dir);

@@ -4,6 +4,7 @@
 #include "store.h"
 
 #include "lb_err.h"
+#include "mem.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -269,11 +270,9 @@ static int migrate(struct store *st, const char *path, struct lb_err *err)
 
 struct store *store_open(const char *path, struct lb_err *err)
 {
-    struct store *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+    struct store *st = mem_zalloc(sizeof(*st), "store", err);
+    if (st == NULL)
         return NULL;
-    }
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
