@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,67 +91,51 @@ struct flags {
     char socket_buf[4200];
 };
 
+/* The flags that take a path or an address, and where each goes. */
+static const struct {
+    const char *name;
+    size_t at; /* offsetof(struct flags, the field) */
+} str_flags[] = {
+    {"db", offsetof(struct flags, db)},
+    {"bootstrap", offsetof(struct flags, bootstrap)},
+    {"runtime-dir", offsetof(struct flags, runtime_dir)},
+    {"control", offsetof(struct flags, control)},
+    {"admin-socket", offsetof(struct flags, admin_socket)},
+    {"admin-listen", offsetof(struct flags, admin_listen)},
+    {"admin-tokens", offsetof(struct flags, admin_tokens)},
+    {"config-dir", offsetof(struct flags, config_dir)},
+};
+
+#define N_STR_FLAGS (sizeof(str_flags) / sizeof(str_flags[0]))
+
+/* getopt_long() values past the string flags (1..N_STR_FLAGS). */
+enum {
+    OPT_LOG_LEVEL = N_STR_FLAGS + 1,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
 /* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
  * version and bad flags end the process here). */
 static int main_parse(int argc, char **argv, struct flags *f)
 {
-    enum {
-        OPT_DB = 1,
-        OPT_BOOTSTRAP,
-        OPT_RUNTIME_DIR,
-        OPT_CONTROL,
-        OPT_ADMIN_SOCKET,
-        OPT_ADMIN_LISTEN,
-        OPT_ADMIN_TOKENS,
-        OPT_CONFIG_DIR,
-        OPT_LOG_LEVEL,
-        OPT_HELP,
-        OPT_VERSION,
+    struct option opts[N_STR_FLAGS + 4] = {
+        [N_STR_FLAGS] = {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        [N_STR_FLAGS + 1] = {"help", no_argument, NULL, OPT_HELP},
+        [N_STR_FLAGS + 2] = {"version", no_argument, NULL, OPT_VERSION},
     };
-    static const struct option opts[] = {
-        {"db", required_argument, NULL, OPT_DB},
-        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
-        {"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
-        {"control", required_argument, NULL, OPT_CONTROL},
-        {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},
-        {"admin-tokens", required_argument, NULL, OPT_ADMIN_TOKENS},
-        {"config-dir", required_argument, NULL, OPT_CONFIG_DIR},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
+    for (size_t i = 0; i < N_STR_FLAGS; i++)
+        opts[i] = (struct option){str_flags[i].name, required_argument, NULL, (int)i + 1};
     f->db = "./lb.db";
     f->runtime_dir = "/run/lb";
     f->level = LB_LOG_INFO;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt >= 1 && opt <= (int)N_STR_FLAGS) {
+            *(const char **)((char *)f + str_flags[opt - 1].at) = optarg;
+            continue;
+        }
         switch (opt) {
-        case OPT_DB:
-            f->db = optarg;
-            break;
-        case OPT_BOOTSTRAP:
-            f->bootstrap = optarg;
-            break;
-        case OPT_RUNTIME_DIR:
-            f->runtime_dir = optarg;
-            break;
-        case OPT_CONTROL:
-            f->control = optarg;
-            break;
-        case OPT_ADMIN_SOCKET:
-            f->admin_socket = optarg;
-            break;
-        case OPT_ADMIN_LISTEN:
-            f->admin_listen = optarg;
-            break;
-        case OPT_ADMIN_TOKENS:
-            f->admin_tokens = optarg;
-            break;
-        case OPT_CONFIG_DIR:
-            f->config_dir = optarg;
-            break;
         case OPT_LOG_LEVEL:
             if (lb_log_level_parse(optarg, &f->level) != 0) {
                 fprintf(stderr,
