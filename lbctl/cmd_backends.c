@@ -192,41 +192,52 @@ struct field {
     long long max;
 };
 
-/* In the order of the request body; --comment and --if-match follow. */
-static const struct field add_fields[] = {
-    {"weight", "weight", F_INT, WEIGHT_MAX},
-    {"id", "id", F_STR, 0},
-    {"state", "state", F_STATE, 0},
-    {"ca-file", "caFile", F_STR, 0},
-    {"sni", "sni", F_STR, 0},
-    {"max-connections", "maxConnections", F_INT, LIMIT_MAX},
-    {"max-queue", "maxQueue", F_INT, LIMIT_MAX},
+enum {
+    FOR_ADD = 1,
+    FOR_UPDATE = 2,
 };
 
-static const struct field update_fields[] = {
-    {"weight", "weight", F_INT, WEIGHT_MAX},
-    {"state", "state", F_STATE, 0},
-    {"url", "url", F_STR, 0},
-    {"ca-file", "caFile", F_STR, 0},
-    {"sni", "sni", F_STR, 0},
-    {"max-connections", "maxConnections", F_INT, LIMIT_MAX},
-    {"max-queue", "maxQueue", F_INT, LIMIT_MAX},
+/* The fields each verb takes (<verbs>), in the order of the request body;
+ * --comment and --if-match follow them. */
+static const struct {
+    struct field f;
+    unsigned verbs;
+} fields[] = {
+    {{"weight", "weight", F_INT, WEIGHT_MAX}, FOR_ADD | FOR_UPDATE},
+    {{"id", "id", F_STR, 0}, FOR_ADD},
+    {{"state", "state", F_STATE, 0}, FOR_ADD | FOR_UPDATE},
+    {{"url", "url", F_STR, 0}, FOR_UPDATE},
+    {{"ca-file", "caFile", F_STR, 0}, FOR_ADD | FOR_UPDATE},
+    {{"sni", "sni", F_STR, 0}, FOR_ADD | FOR_UPDATE},
+    {{"max-connections", "maxConnections", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
+    {{"max-queue", "maxQueue", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
 };
 
-#define MAX_FIELDS (sizeof(add_fields) / sizeof(add_fields[0]))
-#define ADD_ID     1 /* add_fields[ADD_ID] is --id */
-_Static_assert(sizeof(update_fields) == sizeof(add_fields), "MAX_FIELDS fits both");
+#define MAX_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
 /* What add and update differ in. */
 struct backend_write {
     const char *verb;
     const char *help;
-    const struct field *fields;
-    size_t n_fields;
+    unsigned which;      /* FOR_ADD or FOR_UPDATE */
     const char *missing; /* the message when the operand is missing */
     bool add;            /* the operand is the URL, first in the body; --id must not be
                           * empty. Else (update) at least one field is needed. */
+    /* filled by read_write(): the fields of this verb */
+    const struct field *f[MAX_FIELDS];
+    size_t n_fields;
 };
+
+/* The value of option --<name> among <w>'s fields in <o>, NULL when not
+ * given. */
+static const char *option_value(const struct backend_write *w, const struct lbctl_opt *o,
+                                const char *name)
+{
+    for (size_t i = 0; i < w->n_fields; i++)
+        if (strcmp(w->f[i]->opt, name) == 0 && o[i].set)
+            return o[i].value;
+    return NULL;
+}
 
 /* Checks the values of <o> (the options of <w>'s fields, then --comment and
  * --if-match): the numbers into <nums>, then the state, the comment,
@@ -236,13 +247,13 @@ static int check_fields(const struct backend_write *w, const struct lbctl_opt *o
     int rc;
     for (size_t i = 0; i < w->n_fields; i++) {
         char what[32];
-        snprintf(what, sizeof(what), "--%s", w->fields[i].opt);
-        if (w->fields[i].kind == F_INT && o[i].set &&
-            (rc = lbctl_parse_int(w->verb, what, o[i].value, 0, w->fields[i].max, &nums[i])))
+        snprintf(what, sizeof(what), "--%s", w->f[i]->opt);
+        if (w->f[i]->kind == F_INT && o[i].set &&
+            (rc = lbctl_parse_int(w->verb, what, o[i].value, 0, w->f[i]->max, &nums[i])))
             return rc;
     }
     for (size_t i = 0; i < w->n_fields; i++)
-        if (w->fields[i].kind == F_STATE && (rc = check_state(w->verb, o[i].value)))
+        if (w->f[i]->kind == F_STATE && (rc = check_state(w->verb, o[i].value)))
             return rc;
     return lbctl_check_write(w->verb, &o[w->n_fields]);
 }
@@ -255,9 +266,8 @@ static int fill_body(const struct backend_write *w, const struct lbctl_opt *o,
     for (size_t i = 0; i < w->n_fields && rc == LBCTL_EXIT_OK; i++) {
         if (!o[i].set)
             continue;
-        rc = w->fields[i].kind == F_INT
-                 ? set_int(body, w->fields[i].key, nums[i])
-                 : lbctl_set_str(w->verb, body, w->fields[i].key, o[i].value);
+        rc = w->f[i]->kind == F_INT ? set_int(body, w->f[i]->key, nums[i])
+                                    : lbctl_set_str(w->verb, body, w->f[i]->key, o[i].value);
     }
     if (rc == LBCTL_EXIT_OK && o[w->n_fields].set)
         rc = lbctl_set_str(w->verb, body, "comment", o[w->n_fields].value);
@@ -268,12 +278,16 @@ static int fill_body(const struct backend_write *w, const struct lbctl_opt *o,
  * and the one operand into <operand>, checks them and fills <body> (a
  * new object, owned by the caller; add puts the URL first). Returns the
  * exit status, -1 after --help. */
-static int read_write(struct lbctl *ctx, const struct backend_write *w, int argc, char **argv,
+static int read_write(struct lbctl *ctx, struct backend_write *w, int argc, char **argv,
                       struct lbctl_opt *o, char **operand, json_t **body)
 {
     *body = NULL;
+    w->n_fields = 0;
+    for (size_t i = 0; i < MAX_FIELDS; i++)
+        if (fields[i].verbs & w->which)
+            w->f[w->n_fields++] = &fields[i].f;
     for (size_t i = 0; i < w->n_fields; i++)
-        o[i] = (struct lbctl_opt){w->fields[i].opt, true, NULL, false};
+        o[i] = (struct lbctl_opt){w->f[i]->opt, true, NULL, false};
     o[w->n_fields] = (struct lbctl_opt){"comment", true, NULL, false};
     o[w->n_fields + 1] = (struct lbctl_opt){"if-match", true, NULL, false};
     int rc =
@@ -289,7 +303,8 @@ static int read_write(struct lbctl *ctx, const struct backend_write *w, int argc
     long long nums[MAX_FIELDS] = {0};
     if ((rc = check_fields(w, o, nums)) != LBCTL_EXIT_OK)
         return rc;
-    if (w->add && o[ADD_ID].set && o[ADD_ID].value[0] == '\0')
+    const char *id = w->add ? option_value(w, o, "id") : NULL;
+    if (id != NULL && id[0] == '\0')
         return lbctl_usage(w->verb, "--id is empty");
     if ((*body = json_object()) == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
@@ -313,24 +328,32 @@ static char *backend_path(struct lbctl *ctx, const char *id, const char *suffix)
 }
 
 /* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
-static int backends_write(struct lbctl *ctx, const struct backend_write *w, int argc, char **argv)
+/* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
+static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
 {
+    struct backend_write w = {
+        .verb = add ? "backends add" : "backends update",
+        .help = add ? add_help : update_help,
+        .which = add ? FOR_ADD : FOR_UPDATE,
+        .missing = add ? "missing the backend's URL" : "missing the backend's ID",
+        .add = add,
+    };
     struct lbctl_opt o[MAX_FIELDS + 2];
     char *pos[1];
     json_t *body;
-    int rc = read_write(ctx, w, argc, argv, o, pos, &body);
+    int rc = read_write(ctx, &w, argc, argv, o, pos, &body);
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    char *path = w->add ? strdup("/api/v1/backends") : backend_path(ctx, pos[0], "");
+    char *path = add ? strdup("/api/v1/backends") : backend_path(ctx, pos[0], "");
     if (path == NULL) {
         json_decref(body);
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     }
     struct lbctl_req r = {
-        .method = w->add ? "POST" : "PUT",
+        .method = add ? "POST" : "PUT",
         .path = path,
         .json = body,
-        .if_match = o[w->n_fields + 1].value,
+        .if_match = o[w.n_fields + 1].value,
     };
     json_t *root;
     rc = lbctl_call(ctx, &r, &root, NULL);
@@ -338,24 +361,9 @@ static int backends_write(struct lbctl *ctx, const struct backend_write *w, int 
     free(path);
     if (rc != LBCTL_EXIT_OK)
         return rc;
-    if (!w->add)
-        return report_write(ctx, root, "updated", pos[0]);
-    return report_write(ctx, root, "added", o[ADD_ID].set ? o[ADD_ID].value : pos[0]);
+    const char *id = add ? option_value(&w, o, "id") : NULL;
+    return report_write(ctx, root, add ? "added" : "updated", id ? id : pos[0]);
 }
-
-static const struct backend_write add_write = {"backends add",
-                                               add_help,
-                                               add_fields,
-                                               sizeof(add_fields) / sizeof(add_fields[0]),
-                                               "missing the backend's URL",
-                                               true};
-
-static const struct backend_write update_write = {"backends update",
-                                                  update_help,
-                                                  update_fields,
-                                                  sizeof(update_fields) / sizeof(update_fields[0]),
-                                                  "missing the backend's ID",
-                                                  false};
 
 /* remove and drain: an ID, a comment, If-Match. */
 static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drain)
@@ -413,9 +421,9 @@ int cmd_backends(struct lbctl *ctx, int argc, char **argv)
     if (strcmp(sub, "list") == 0)
         return backends_list(ctx, argc - 1, argv + 1);
     if (strcmp(sub, "add") == 0)
-        return backends_write(ctx, &add_write, argc - 1, argv + 1);
+        return backends_write(ctx, true, argc - 1, argv + 1);
     if (strcmp(sub, "update") == 0)
-        return backends_write(ctx, &update_write, argc - 1, argv + 1);
+        return backends_write(ctx, false, argc - 1, argv + 1);
     if (strcmp(sub, "remove") == 0)
         return backends_id_write(ctx, argc - 1, argv + 1, false);
     if (strcmp(sub, "drain") == 0)
