@@ -79,6 +79,12 @@ const char *config__key_name(const struct cfg_key *k);
  * result; NULL at the end. CFG_HIDDEN rows are included. */
 const struct cfg_key *config__next_child(const char *prefix, const struct cfg_key *prev);
 
+/* Walks the rows directly under <prefix> with config__next_child(), <k>
+ * naming each. */
+#define CONFIG_EACH_CHILD(k, prefix)                                                               \
+    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;                            \
+         k = config__next_child(prefix, k))
+
 /* The row at <path> exactly, or NULL. */
 const struct cfg_key *config__key(const char *path);
 

@@ -51,8 +51,8 @@ static const char *unknown_key(const char *prefix, const char *key, const char *
 {
     size_t best_dist = SIZE_MAX;
     *best = NULL;
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         if (k->flags & CFG_HIDDEN)
             continue;
         const char *name = config__key_name(k);

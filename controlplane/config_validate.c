@@ -662,8 +662,8 @@ static bool fill_unset(void *base, const char *prefix)
 {
     bool ok = true;
     char sub[128];
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         void *f = config__field(base, k);
         if (k->type == CFG_SECTION && (k->flags & CFG_OMIT_UNMARKED) && !*(bool *)f) {
             config__free_fields(base, k->path);
