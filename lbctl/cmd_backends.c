@@ -316,6 +316,20 @@ static int read_write(struct lbctl *ctx, struct backend_write *w, int argc, char
     return rc;
 }
 
+/* Sends the write <r> (whose <body> and <path> it takes) and reports it as
+ * report_write() does. */
+static int send_write(struct lbctl *ctx, const struct lbctl_req *r, json_t *body, char *path,
+                      const char *done, const char *id)
+{
+    json_t *root;
+    int rc = lbctl_call(ctx, r, &root, NULL);
+    json_decref(body);
+    free(path);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    return report_write(ctx, root, done, id);
+}
+
 /* "/api/v1/backends/<id><suffix>" with <id> percent-encoded; caller frees. */
 static char *backend_path(struct lbctl *ctx, const char *id, const char *suffix)
 {
@@ -355,14 +369,8 @@ static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
         .json = body,
         .if_match = o[w.n_fields + 1].value,
     };
-    json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
-    json_decref(body);
-    free(path);
-    if (rc != LBCTL_EXIT_OK)
-        return rc;
     const char *id = add ? option_value(&w, o, "id") : NULL;
-    return report_write(ctx, root, add ? "added" : "updated", id ? id : pos[0]);
+    return send_write(ctx, &r, body, path, add ? "added" : "updated", id ? id : pos[0]);
 }
 
 /* remove and drain: an ID, a comment, If-Match. */
@@ -400,13 +408,7 @@ static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drai
         .comment = drain ? NULL : o[0].value,
         .if_match = o[1].value,
     };
-    json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
-    json_decref(body);
-    free(path);
-    if (rc != LBCTL_EXIT_OK)
-        return rc;
-    return report_write(ctx, root, drain ? "draining" : "removed", pos[0]);
+    return send_write(ctx, &r, body, path, drain ? "draining" : "removed", pos[0]);
 }
 
 int cmd_backends(struct lbctl *ctx, int argc, char **argv)
