@@ -6,6 +6,7 @@
 
 #include "lb_err.h"
 #include "lb_log.h"
+#include "mem.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -163,11 +164,9 @@ static void cw_on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 struct certwatch *certwatch_new(struct ev_loop *loop, double debounce_s, double poll_s,
                                 certwatch_fn fn, void *ctx, struct lb_err *err)
 {
-    struct certwatch *w = calloc(1, sizeof(*w));
-    if (w == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct certwatch *w = mem_zalloc(sizeof(*w), NULL, err);
+    if (w == NULL)
         return NULL;
-    }
     w->loop = loop;
     w->fn = fn;
     w->ctx = ctx;

@@ -132,10 +132,11 @@ static const struct cfg_key *id_key(const struct cfg_key *k)
     if (k->type != CFG_LIST)
         return NULL;
     config__child_prefix(k, prefix, sizeof(prefix));
-    for (const struct cfg_key *c = config__next_child(prefix, NULL); c;
-         c = config__next_child(prefix, c))
+    CONFIG_EACH_CHILD(c, prefix)
+    {
         if (c->flags & CFG_ID)
             return c;
+    }
     return NULL;
 }
 
@@ -184,7 +185,8 @@ static void diff_lists(struct diff_builder *b, const struct cnode *a, const stru
  * configs always have them. */
 static bool ids_present(const struct cnode *t)
 {
-    for (const struct cfg_key *k = config__next_child("", NULL); k; k = config__next_child("", k)) {
+    CONFIG_EACH_CHILD(k, "")
+    {
         const struct cfg_key *id = id_key(k);
         const struct cnode *seq = config__cn_get(t, k->path);
         for (size_t i = 0; id && seq && i < seq->n; i++)
@@ -200,9 +202,11 @@ static bool ids_present(const struct cnode *t)
 static void diff_top(struct diff_builder *bd, const struct cnode *ta, const struct cnode *tb)
 {
     static const struct cnode empty = {.kind = CN_MAP};
-    for (const struct cfg_key *k = config__next_child("", NULL); k; k = config__next_child("", k))
+    CONFIG_EACH_CHILD(k, "")
+    {
         if (id_key(k) != NULL)
             diff_lists(bd, config__cn_get(ta, k->path), config__cn_get(tb, k->path), k);
+    }
     for (size_t i = 0; i < config__cn_map_len(ta); i++) {
         const char *key = config__cn_key(ta, i)->s;
         const struct cfg_key *k = config__key(key);

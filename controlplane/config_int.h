@@ -1,6 +1,7 @@
 /* controlplane/config_int.h: the config schema and the node tree shared by
- * config_schema.c, config_tree.c, config_load.c, config_validate.c,
- * config_export.c and config_diff.c. Not for other modules: they use config.h.
+ * config_schema.c, config_tree.c, config_err.c, config_load.c,
+ * config_validate.c, config_export.c and config_diff.c. Not for other
+ * modules: they use config.h.
  *
  * Every key of the model is one row of config__keys[]; defaults, unknown-key
  * errors, decoding, export, copy, free and the diff walk it. Rules that tie
@@ -11,6 +12,7 @@
 
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +78,12 @@ const char *config__key_name(const struct cfg_key *k);
  * backend, "ssl.verify"), in table order: pass NULL first, then the previous
  * result; NULL at the end. CFG_HIDDEN rows are included. */
 const struct cfg_key *config__next_child(const char *prefix, const struct cfg_key *prev);
+
+/* Walks the rows directly under <prefix> with config__next_child(), <k>
+ * naming each. */
+#define CONFIG_EACH_CHILD(k, prefix)                                                               \
+    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;                            \
+         k = config__next_child(prefix, k))
 
 /* The row at <path> exactly, or NULL. */
 const struct cfg_key *config__key(const char *path);
@@ -177,10 +185,14 @@ struct cfg_check {
     struct lb_err *err;
 };
 
-/* Fills <err> with <reason> at <n> (may be NULL) for key <path>; LB_EINVAL. */
+/* Fills <err> with <reason> at <n> (may be NULL) for key <path>; LB_EINVAL
+ * (config_err.c). */
 __attribute__((format(printf, 4, 5))) int config__err_at(const struct cfg_check *v,
                                                          const struct cnode *n, const char *path,
                                                          const char *fmt, ...);
+int config__verr_at(const struct cfg_check *v, const struct cnode *n, const char *path,
+                    const char *fmt, va_list ap);
+/* LB_ENOMEM with the config reader's message. */
 int config__nomem(const struct cfg_check *v);
 
 /* Decodes <root> into a new config (table-driven: types, ranges, choices,

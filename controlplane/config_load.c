@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,30 +16,6 @@
 
 #define MAX_DEPTH 32
 #define MAX_NODES 100000
-
-int config__err_at(const struct cfg_check *v, const struct cnode *n, const char *path,
-                   const char *fmt, ...)
-{
-    char reason[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-    const char *sep = path[0] ? ": " : "";
-    if (n != NULL && n->line > 0)
-        lb_err_set(v->err, LB_EINVAL, 0, "%s:%d:%d: %s%s%s", v->name ? v->name : "config", n->line,
-                   n->col, path, sep, reason);
-    else if (v->name != NULL)
-        lb_err_set(v->err, LB_EINVAL, 0, "%s: %s%s%s", v->name, path, sep, reason);
-    else
-        lb_err_set(v->err, LB_EINVAL, 0, "%s%s%s", path, sep, reason);
-    return LB_EINVAL;
-}
-
-int config__nomem(const struct cfg_check *v)
-{
-    return lb_err_set(v->err, LB_ENOMEM, 0, "out of memory while reading the config");
-}
 
 /* ---- tree -> config, walking the schema ------------------------------------------ */
 
@@ -76,8 +51,8 @@ static const char *unknown_key(const char *prefix, const char *key, const char *
 {
     size_t best_dist = SIZE_MAX;
     *best = NULL;
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         if (k->flags & CFG_HIDDEN)
             continue;
         const char *name = config__key_name(k);

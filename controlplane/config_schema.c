@@ -313,10 +313,11 @@ static int set_default(void *base, const struct cfg_key *k)
 int config__set_defaults(void *base, const char *prefix)
 {
     int rc = 0;
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k))
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         if (set_default(base, k) != 0)
             rc = -1;
+    }
     return rc;
 }
 
@@ -330,8 +331,8 @@ static void free_strv(char **v, size_t n)
 void config__free_fields(void *base, const char *prefix)
 {
     char sub[128];
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         void *f = config__field(base, k);
         if (k->type == CFG_SECTION) {
             config__child_prefix(k, sub, sizeof(sub));
@@ -362,8 +363,8 @@ static bool dup_fields(void *base, const char *prefix)
 {
     bool ok = true;
     char sub[128];
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         void *f = config__field(base, k);
         if (k->type == CFG_SECTION) {
             config__child_prefix(k, sub, sizeof(sub));
@@ -426,10 +427,11 @@ bool config__field_is_default(const void *base, const struct cfg_key *k)
 
 bool config__is_default(const void *base, const char *prefix)
 {
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k))
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         if (!(k->flags & CFG_HIDDEN) && !config__field_is_default(base, k))
             return false;
+    }
     return true;
 }
 

@@ -57,12 +57,11 @@ static const struct cnode *node_at(const struct cfg_check *v, const char *path, 
 __attribute__((format(printf, 3, 4))) static int fail(const struct cfg_check *v, const char *path,
                                                       const char *fmt, ...)
 {
-    char reason[160];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
+    int rc = config__verr_at(v, node_at(v, path, false), path, fmt, ap);
     va_end(ap);
-    return config__err_at(v, node_at(v, path, false), path, "%s", reason);
+    return rc;
 }
 
 /* Whether key <path> was written: present in the source, or non-empty in a
@@ -663,8 +662,8 @@ static bool fill_unset(void *base, const char *prefix)
 {
     bool ok = true;
     char sub[128];
-    for (const struct cfg_key *k = config__next_child(prefix, NULL); k;
-         k = config__next_child(prefix, k)) {
+    CONFIG_EACH_CHILD(k, prefix)
+    {
         void *f = config__field(base, k);
         if (k->type == CFG_SECTION && (k->flags & CFG_OMIT_UNMARKED) && !*(bool *)f) {
             config__free_fields(base, k->path);

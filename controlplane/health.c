@@ -3,6 +3,7 @@
 
 #include "lb_err.h"
 #include "lb_log.h"
+#include "mem.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -427,11 +428,9 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 struct health *health_new(struct ev_loop *loop, health_result_fn on_result, void *ctx,
                           struct lb_err *err)
 {
-    struct health *h = calloc(1, sizeof(*h));
-    if (h == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    struct health *h = mem_zalloc(sizeof(*h), NULL, err);
+    if (h == NULL)
         return NULL;
-    }
     h->loop = loop;
     h->on_result = on_result;
     h->ctx = ctx;

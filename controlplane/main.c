@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,68 +75,69 @@ static int fail(const char *what, const struct lb_err *err)
     return 1;
 }
 
-int main(int argc, char **argv)
+/* The command line, with the defaults filled in. */
+struct flags {
+    const char *db;
+    const char *bootstrap;
+    const char *runtime_dir; /* absolute once main_paths() ran */
+    const char *control;
+    const char *admin_socket;
+    const char *admin_listen;
+    const char *admin_tokens;
+    const char *config_dir;
+    enum lb_log_level level;
+    char runtime_abs[PATH_MAX]; /* storage of the paths main_paths() makes */
+    char control_buf[4200];
+    char socket_buf[4200];
+};
+
+/* The flags that take a path or an address, and where each goes. */
+static const struct {
+    const char *name;
+    size_t at; /* offsetof(struct flags, the field) */
+} str_flags[] = {
+    {"db", offsetof(struct flags, db)},
+    {"bootstrap", offsetof(struct flags, bootstrap)},
+    {"runtime-dir", offsetof(struct flags, runtime_dir)},
+    {"control", offsetof(struct flags, control)},
+    {"admin-socket", offsetof(struct flags, admin_socket)},
+    {"admin-listen", offsetof(struct flags, admin_listen)},
+    {"admin-tokens", offsetof(struct flags, admin_tokens)},
+    {"config-dir", offsetof(struct flags, config_dir)},
+};
+
+#define N_STR_FLAGS (sizeof(str_flags) / sizeof(str_flags[0]))
+
+/* getopt_long() values past the string flags (1..N_STR_FLAGS). */
+enum {
+    OPT_LOG_LEVEL = N_STR_FLAGS + 1,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+/* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
+ * version and bad flags end the process here). */
+static int main_parse(int argc, char **argv, struct flags *f)
 {
-    enum {
-        OPT_DB = 1,
-        OPT_BOOTSTRAP,
-        OPT_RUNTIME_DIR,
-        OPT_CONTROL,
-        OPT_ADMIN_SOCKET,
-        OPT_ADMIN_LISTEN,
-        OPT_ADMIN_TOKENS,
-        OPT_CONFIG_DIR,
-        OPT_LOG_LEVEL,
-        OPT_HELP,
-        OPT_VERSION,
+    struct option opts[N_STR_FLAGS + 4] = {
+        [N_STR_FLAGS] = {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        [N_STR_FLAGS + 1] = {"help", no_argument, NULL, OPT_HELP},
+        [N_STR_FLAGS + 2] = {"version", no_argument, NULL, OPT_VERSION},
     };
-    static const struct option opts[] = {
-        {"db", required_argument, NULL, OPT_DB},
-        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
-        {"runtime-dir", required_argument, NULL, OPT_RUNTIME_DIR},
-        {"control", required_argument, NULL, OPT_CONTROL},
-        {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},
-        {"admin-tokens", required_argument, NULL, OPT_ADMIN_TOKENS},
-        {"config-dir", required_argument, NULL, OPT_CONFIG_DIR},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    const char *db = "./lb.db", *bootstrap = NULL, *runtime_dir = "/run/lb", *control = NULL;
-    const char *admin_socket = NULL, *admin_listen = NULL, *admin_tokens = NULL;
-    const char *config_dir = NULL;
-    enum lb_log_level level = LB_LOG_INFO;
+    for (size_t i = 0; i < N_STR_FLAGS; i++)
+        opts[i] = (struct option){str_flags[i].name, required_argument, NULL, (int)i + 1};
+    f->db = "./lb.db";
+    f->runtime_dir = "/run/lb";
+    f->level = LB_LOG_INFO;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt >= 1 && opt <= (int)N_STR_FLAGS) {
+            *(const char **)((char *)f + str_flags[opt - 1].at) = optarg;
+            continue;
+        }
         switch (opt) {
-        case OPT_DB:
-            db = optarg;
-            break;
-        case OPT_BOOTSTRAP:
-            bootstrap = optarg;
-            break;
-        case OPT_RUNTIME_DIR:
-            runtime_dir = optarg;
-            break;
-        case OPT_CONTROL:
-            control = optarg;
-            break;
-        case OPT_ADMIN_SOCKET:
-            admin_socket = optarg;
-            break;
-        case OPT_ADMIN_LISTEN:
-            admin_listen = optarg;
-            break;
-        case OPT_ADMIN_TOKENS:
-            admin_tokens = optarg;
-            break;
-        case OPT_CONFIG_DIR:
-            config_dir = optarg;
-            break;
         case OPT_LOG_LEVEL:
-            if (lb_log_level_parse(optarg, &level) != 0) {
+            if (lb_log_level_parse(optarg, &f->level) != 0) {
                 fprintf(stderr,
                         "lb-controlplane: --log-level %s: want debug, info, warn or "
                         "error\n",
@@ -159,79 +161,115 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
-    if (admin_listen != NULL && admin_tokens == NULL) {
+    if (f->admin_listen != NULL && f->admin_tokens == NULL) {
         fprintf(stderr, "lb-controlplane: --admin-listen needs --admin-tokens FILE\n");
         return 1;
     }
-    lb_log_setup("lb-controlplane", 1, level);
-    signal(SIGPIPE, SIG_IGN);
+    return -1;
+}
 
-    if (mkdir(runtime_dir, 0750) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lb-controlplane: cannot create --runtime-dir %s: %s\n", runtime_dir,
+/* Creates the runtime directory and derives the feed base and the admin
+ * socket from it when not given. Returns 0, or 1 (message printed). */
+static int main_paths(struct flags *f)
+{
+    if (mkdir(f->runtime_dir, 0750) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lb-controlplane: cannot create --runtime-dir %s: %s\n", f->runtime_dir,
                 strerror(errno));
         return 1;
     }
     /* ipc:// endpoints need an absolute path; a relative --runtime-dir is
      * taken from the working directory */
-    char runtime_abs[PATH_MAX];
-    if (realpath(runtime_dir, runtime_abs) == NULL) {
-        fprintf(stderr, "lb-controlplane: --runtime-dir %s: %s\n", runtime_dir, strerror(errno));
+    if (realpath(f->runtime_dir, f->runtime_abs) == NULL) {
+        fprintf(stderr, "lb-controlplane: --runtime-dir %s: %s\n", f->runtime_dir, strerror(errno));
         return 1;
     }
-    runtime_dir = runtime_abs;
-    char control_buf[4200], socket_buf[4200];
-    if (control == NULL) {
-        snprintf(control_buf, sizeof(control_buf), "ipc://%s", runtime_dir);
-        control = control_buf;
+    f->runtime_dir = f->runtime_abs;
+    if (f->control == NULL) {
+        snprintf(f->control_buf, sizeof(f->control_buf), "ipc://%s", f->runtime_dir);
+        f->control = f->control_buf;
     }
-    if (admin_socket == NULL) {
-        snprintf(socket_buf, sizeof(socket_buf), "%s/admin.sock", runtime_dir);
-        admin_socket = socket_buf;
+    if (f->admin_socket == NULL) {
+        snprintf(f->socket_buf, sizeof(f->socket_buf), "%s/admin.sock", f->runtime_dir);
+        f->admin_socket = f->socket_buf;
     }
+    return 0;
+}
 
-    struct main_ctx m = {.loop = ev_default_loop(EVFLAG_AUTO)};
-    if (m.loop == NULL)
+/* Starts the core, the admin API, the signal watchers and the systemd
+ * watchdog on <m>. Returns 0, or 1 (message printed, nothing left running). */
+static int main_start(struct main_ctx *m, const struct flags *f)
+{
+    m->loop = ev_default_loop(EVFLAG_AUTO);
+    if (m->loop == NULL)
         return fail("cannot create the event loop", NULL);
     struct lb_err err = {0};
-    struct cp_config cc = {
-        .db_path = db, .bootstrap = bootstrap, .config_dir = config_dir, .control_base = control};
-    if ((m.cp = cp_new(m.loop, &cc, &err)) == NULL)
+    struct cp_config cc = {.db_path = f->db,
+                           .bootstrap = f->bootstrap,
+                           .config_dir = f->config_dir,
+                           .control_base = f->control};
+    if ((m->cp = cp_new(m->loop, &cc, &err)) == NULL)
         return fail("cannot start", &err);
-    struct admin_config ac = {
-        .unix_path = admin_socket, .tcp_listen = admin_listen, .tokens_file = admin_tokens};
-    if ((m.admin = admin_new(m.loop, m.cp, &ac, &err)) == NULL) {
-        cp_free(m.cp);
+    struct admin_config ac = {.unix_path = f->admin_socket,
+                              .tcp_listen = f->admin_listen,
+                              .tokens_file = f->admin_tokens};
+    if ((m->admin = admin_new(m->loop, m->cp, &ac, &err)) == NULL) {
+        cp_free(m->cp);
         return fail("cannot start the admin API", &err);
     }
 
-    ev_signal_init(&m.sigterm, on_stop_signal, SIGTERM);
-    ev_signal_init(&m.sigint, on_stop_signal, SIGINT);
-    ev_signal_init(&m.sighup, on_hup, SIGHUP);
-    ev_signal_start(m.loop, &m.sigterm);
-    ev_signal_start(m.loop, &m.sigint);
-    ev_signal_start(m.loop, &m.sighup);
+    ev_signal_init(&m->sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&m->sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&m->sighup, on_hup, SIGHUP);
+    ev_signal_start(m->loop, &m->sigterm);
+    ev_signal_start(m->loop, &m->sigint);
+    ev_signal_start(m->loop, &m->sighup);
     uint64_t wd_usec = 0;
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
-        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
-        m.watchdog.data = &m;
-        ev_timer_again(m.loop, &m.watchdog);
+        ev_timer_init(&m->watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
+        m->watchdog.data = m;
+        ev_timer_again(m->loop, &m->watchdog);
     }
+    return 0;
+}
 
+/* Says it is ready and serves until a stop signal. */
+static void main_run(struct main_ctx *m, const struct flags *f)
+{
     char tcp_note[64] = "";
-    if (admin_listen != NULL)
-        snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u", admin_tcp_port(m.admin));
-    lb_log(LB_LOG_INFO, "ready", "store %s, version %llu, generation %llu, feed %s, admin %s%s", db,
-           (unsigned long long)cp_active_version(m.cp), (unsigned long long)cp_generation(m.cp),
-           control, admin_socket, tcp_note);
+    if (f->admin_listen != NULL)
+        snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u", admin_tcp_port(m->admin));
+    lb_log(LB_LOG_INFO, "ready", "store %s, version %llu, generation %llu, feed %s, admin %s%s",
+           f->db, (unsigned long long)cp_active_version(m->cp),
+           (unsigned long long)cp_generation(m->cp), f->control, f->admin_socket, tcp_note);
     sd_notify(0, "READY=1\nSTATUS=serving");
-    ev_run(m.loop, 0);
+    ev_run(m->loop, 0);
+}
 
-    ev_timer_stop(m.loop, &m.watchdog);
-    ev_signal_stop(m.loop, &m.sigterm);
-    ev_signal_stop(m.loop, &m.sigint);
-    ev_signal_stop(m.loop, &m.sighup);
-    admin_free(m.admin);
-    cp_free(m.cp);
+static void main_stop(struct main_ctx *m)
+{
+    ev_timer_stop(m->loop, &m->watchdog);
+    ev_signal_stop(m->loop, &m->sigterm);
+    ev_signal_stop(m->loop, &m->sigint);
+    ev_signal_stop(m->loop, &m->sighup);
+    admin_free(m->admin);
+    cp_free(m->cp);
     lb_log(LB_LOG_INFO, "stopped", "clean shutdown");
+}
+
+int main(int argc, char **argv)
+{
+    struct flags f = {0};
+    int rc = main_parse(argc, argv, &f);
+    if (rc >= 0)
+        return rc;
+    lb_log_setup("lb-controlplane", 1, f.level);
+    signal(SIGPIPE, SIG_IGN);
+    if (main_paths(&f) != 0)
+        return 1;
+    struct main_ctx m = {0};
+    if (main_start(&m, &f) != 0)
+        return 1;
+    main_run(&m, &f);
+    main_stop(&m);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "lb_endpoints.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "mem.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -329,11 +330,9 @@ struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_con
         lb_err_set(err, LB_EINVAL, 0, "publisher: republish interval must be positive");
         return NULL;
     }
-    struct publisher *p = calloc(1, sizeof(*p));
-    if (p == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "publisher: out of memory");
+    struct publisher *p = mem_zalloc(sizeof(*p), "publisher", err);
+    if (p == NULL)
         return NULL;
-    }
     p->loop = loop;
     p->on_report = on_report;
     p->ctx = ctx;

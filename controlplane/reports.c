@@ -159,6 +159,21 @@ static bool fresh(const struct rdp *d, int64_t now_ms)
     return now_ms - d->last_ms <= REPORTS_FRESH_MS;
 }
 
+/* Backend <id> in the next data plane from *<i> on that reported in the
+ * last REPORTS_FRESH_MS and knows it; *<i> moves past it. NULL when none is
+ * left. */
+static const struct rb *next_fresh(const struct reports *r, size_t *i, const char *id,
+                                   int64_t now_ms)
+{
+    while (*i < r->n) {
+        const struct rdp *d = &r->dps[(*i)++];
+        const struct rb *b = fresh(d, now_ms) ? rb_find(d, id) : NULL;
+        if (b != NULL)
+            return b;
+    }
+    return NULL;
+}
+
 static int severity(Lb__V1__BreakerState s)
 {
     return s == LB__V1__BREAKER_STATE__BREAKER_OPEN        ? 2
@@ -170,10 +185,8 @@ void reports_backend_get(const struct reports *r, const char *id, int64_t now_ms
                          struct reports_backend *out)
 {
     *out = (struct reports_backend){.breaker = LB__V1__BREAKER_STATE__BREAKER_CLOSED};
-    for (size_t i = 0; i < r->n; i++) {
-        const struct rb *b = fresh(&r->dps[i], now_ms) ? rb_find(&r->dps[i], id) : NULL;
-        if (b == NULL)
-            continue;
+    const struct rb *b;
+    for (size_t i = 0; (b = next_fresh(r, &i, id, now_ms)) != NULL;) {
         if (severity(b->breaker) > severity(out->breaker))
             out->breaker = b->breaker;
         if (b->breaker == LB__V1__BREAKER_STATE__BREAKER_OPEN)
@@ -214,10 +227,8 @@ void reports_window_get(const struct reports *r, const char *id, int64_t now_ms,
                         struct reports_window *out)
 {
     *out = (struct reports_window){0};
-    for (size_t i = 0; i < r->n; i++) {
-        const struct rb *b = fresh(&r->dps[i], now_ms) ? rb_find(&r->dps[i], id) : NULL;
-        if (b == NULL)
-            continue;
+    const struct rb *b;
+    for (size_t i = 0; (b = next_fresh(r, &i, id, now_ms)) != NULL;) {
         out->requests += delta(b->requests, b->marked ? b->base_requests : 0);
         out->errors += delta(b->errors, b->marked ? b->base_errors : 0);
         out->latency_sum_us += delta(b->latency_sum_us, b->marked ? b->base_latency_us : 0);

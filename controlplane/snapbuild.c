@@ -21,6 +21,16 @@ static int nomem(struct lb_err *err)
     return lb_err_set(err, LB_ENOMEM, 0, "out of memory while building the snapshot");
 }
 
+/* A new message of type <desc>, initialised (malloc'd, so that
+ * protobuf_c_message_free_unpacked() releases it); NULL on no memory. */
+static void *new_msg(const ProtobufCMessageDescriptor *desc)
+{
+    void *m = malloc(desc->sizeof_message);
+    if (m != NULL)
+        protobuf_c_message_init(desc, m);
+    return m;
+}
+
 /* A string field: malloc'd copy, or the shared empty default for "". */
 static int set_str(char **field, const char *s)
 {
@@ -54,37 +64,8 @@ static int read_file(const char *base_dir, const char *key, const char *file,
     return rc;
 }
 
-/* <where> names the certificate's config entry: "ssl", "ssl.certificates[1]". */
-static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *where,
-                           const char *cert_file, const char *key_file, char *const *sni,
-                           size_t n_sni, struct lb_err *err)
-{
-    Lb__V1__Certificate *c = malloc(sizeof(*c));
-    if (c == NULL)
-        return nomem(err);
-    lb__v1__certificate__init(c);
-    tls->certificates[tls->n_certificates++] = c;
-    if (set_str(&c->name, cert_file) != 0)
-        return nomem(err);
-    char key[64];
-    snprintf(key, sizeof(key), "%s.certFile", where);
-    int rc = read_file(base_dir, key, cert_file, &c->cert_pem, err);
-    snprintf(key, sizeof(key), "%s.keyFile", where);
-    if (rc == LB_OK)
-        rc = read_file(base_dir, key, key_file, &c->key_pem, err);
-    if (rc != LB_OK || n_sni == 0)
-        return rc;
-    c->sni = calloc(n_sni, sizeof(*c->sni));
-    if (c->sni == NULL)
-        return nomem(err);
-    for (size_t i = 0; i < n_sni; i++) {
-        if ((c->sni[i] = strdup(sni[i])) == NULL)
-            return nomem(err);
-        c->n_sni = i + 1;
-    }
-    return LB_OK;
-}
-
+/* Copies the <n> strings of <src> into a new array at *<dst>, counted in
+ * *<dn> as they are copied (so that a failure frees what was); 0 or -1. */
 static int copy_strv(char ***dst, size_t *dn, char *const *src, size_t n)
 {
     if (n == 0)
@@ -99,16 +80,37 @@ static int copy_strv(char ***dst, size_t *dn, char *const *src, size_t n)
     return 0;
 }
 
+/* <where> names the certificate's config entry: "ssl", "ssl.certificates[1]". */
+static int add_certificate(Lb__V1__Tls *tls, const char *base_dir, const char *where,
+                           const char *cert_file, const char *key_file, char *const *sni,
+                           size_t n_sni, struct lb_err *err)
+{
+    Lb__V1__Certificate *c = new_msg(&lb__v1__certificate__descriptor);
+    if (c == NULL)
+        return nomem(err);
+    tls->certificates[tls->n_certificates++] = c;
+    if (set_str(&c->name, cert_file) != 0)
+        return nomem(err);
+    char key[64];
+    snprintf(key, sizeof(key), "%s.certFile", where);
+    int rc = read_file(base_dir, key, cert_file, &c->cert_pem, err);
+    snprintf(key, sizeof(key), "%s.keyFile", where);
+    if (rc == LB_OK)
+        rc = read_file(base_dir, key, key_file, &c->key_pem, err);
+    if (rc != LB_OK)
+        return rc;
+    return copy_strv(&c->sni, &c->n_sni, sni, n_sni) != 0 ? nomem(err) : LB_OK;
+}
+
 /* ssl.verify -> ClientVerify; absent when every list is empty. Pins were
  * checked by the config parser; a bad one here is a config built in memory. */
 static int build_verify(Lb__V1__Tls *tls, const struct config_ssl *ssl, struct lb_err *err)
 {
     if (ssl->n_allowed_cn + ssl->n_allowed_san_dns + ssl->n_allowed_san_uri + ssl->n_spki_pins == 0)
         return LB_OK;
-    Lb__V1__ClientVerify *v = malloc(sizeof(*v));
+    Lb__V1__ClientVerify *v = new_msg(&lb__v1__client_verify__descriptor);
     if (v == NULL)
         return nomem(err);
-    lb__v1__client_verify__init(v);
     tls->verify = v;
     if (copy_strv(&v->allowed_cn, &v->n_allowed_cn, ssl->allowed_cn, ssl->n_allowed_cn) != 0 ||
         copy_strv(&v->allowed_san_dns, &v->n_allowed_san_dns, ssl->allowed_san_dns,
@@ -137,10 +139,9 @@ static int build_verify(Lb__V1__Tls *tls, const struct config_ssl *ssl, struct l
 static int build_tls(Lb__V1__Frontend *f, const struct config_ssl *ssl, const char *base_dir,
                      struct lb_err *err)
 {
-    Lb__V1__Tls *tls = malloc(sizeof(*tls));
+    Lb__V1__Tls *tls = new_msg(&lb__v1__tls__descriptor);
     if (tls == NULL)
         return nomem(err);
-    lb__v1__tls__init(tls);
     f->tls = tls;
     size_t total = ssl->n_certificates + (ssl->cert_file[0] ? 1 : 0);
     tls->certificates = calloc(total ? total : 1, sizeof(*tls->certificates));
@@ -220,10 +221,9 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
         return nomem(err);
     for (size_t i = 0; i < cfg->n_backends; i++) {
         const struct config_backend *cb = &cfg->backends[i];
-        Lb__V1__Backend *b = malloc(sizeof(*b));
+        Lb__V1__Backend *b = new_msg(&lb__v1__backend__descriptor);
         if (b == NULL)
             return nomem(err);
-        lb__v1__backend__init(b);
         s->backends[s->n_backends++] = b;
         char ip[INET6_ADDRSTRLEN + 1];
         int rc = resolve(cb, ip, sizeof(ip), err);
@@ -269,10 +269,9 @@ static int build_frontends(Lb__V1__Snapshot *s, const struct snapbuild_input *in
         return nomem(err);
     for (size_t i = 0; i < cfg->n_frontends; i++) {
         const struct config_frontend *cf = &cfg->frontends[i];
-        Lb__V1__Frontend *f = malloc(sizeof(*f));
+        Lb__V1__Frontend *f = new_msg(&lb__v1__frontend__descriptor);
         if (f == NULL)
             return nomem(err);
-        lb__v1__frontend__init(f);
         s->frontends[s->n_frontends++] = f;
         if (set_str(&f->name, cf->name) != 0 || set_str(&f->bind_address, cf->address) != 0)
             return nomem(err);
@@ -306,17 +305,10 @@ static int fill_ratelimit(Lb__V1__RateLimit *r, const struct config *cfg)
     r->ipv4_prefix = cfg->ratelimit.ipv4_prefix;
     r->ipv6_prefix = cfg->ratelimit.ipv6_prefix;
     r->headers_on_allowed = cfg->ratelimit.headers_on_allowed;
-    if (cfg->ratelimit.n_trusted_proxies) {
-        r->trusted_proxies = calloc(cfg->ratelimit.n_trusted_proxies, sizeof(char *));
-        if (r->trusted_proxies == NULL)
-            return LB_ENOMEM;
-        for (size_t i = 0; i < cfg->ratelimit.n_trusted_proxies; i++) {
-            if ((r->trusted_proxies[i] = strdup(cfg->ratelimit.trusted_proxies[i])) == NULL)
-                return LB_ENOMEM;
-            r->n_trusted_proxies = i + 1;
-        }
-    }
-    return LB_OK;
+    return copy_strv(&r->trusted_proxies, &r->n_trusted_proxies, cfg->ratelimit.trusted_proxies,
+                     cfg->ratelimit.n_trusted_proxies) != 0
+               ? LB_ENOMEM
+               : LB_OK;
 }
 
 /* The retries section and, when it differs from the defaults, ejection.
@@ -336,10 +328,9 @@ static int fill_retries(Lb__V1__Snapshot *s, Lb__V1__Retries *rt, const struct c
     /* Only when it differs from the defaults (all zero in the snapshot). */
     const struct config_ejection *ce = &cfg->ejection;
     if (!ce->enabled || ce->probe_interval_ms != 1000 || ce->max_probe_interval_ms != 30000) {
-        Lb__V1__Ejection *ej = malloc(sizeof(*ej));
+        Lb__V1__Ejection *ej = new_msg(&lb__v1__ejection__descriptor);
         if (ej == NULL)
             return LB_ENOMEM;
-        lb__v1__ejection__init(ej);
         s->ejection = ej;
         ej->disabled = !ce->enabled;
         ej->probe_base_ms = ce->probe_interval_ms == 1000 ? 0 : ce->probe_interval_ms;
@@ -350,45 +341,26 @@ static int fill_retries(Lb__V1__Snapshot *s, Lb__V1__Retries *rt, const struct c
 
 static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct lb_err *err)
 {
-    Lb__V1__Timeouts *t = malloc(sizeof(*t));
-    Lb__V1__Limits *l = malloc(sizeof(*l));
-    Lb__V1__RateLimit *r = malloc(sizeof(*r));
-    Lb__V1__CircuitBreaker *cb = malloc(sizeof(*cb));
-    Lb__V1__HealthCheck *hc = malloc(sizeof(*hc));
-    Lb__V1__Logging *lg = malloc(sizeof(*lg));
-    Lb__V1__Metrics *m = malloc(sizeof(*m));
-    Lb__V1__Balancing *b = malloc(sizeof(*b));
-    Lb__V1__Retries *rt = malloc(sizeof(*rt));
-    /* Attach first so that a failure below frees whatever was allocated. */
-    if (t)
-        lb__v1__timeouts__init(t);
-    if (l)
-        lb__v1__limits__init(l);
-    if (r)
-        lb__v1__rate_limit__init(r);
-    if (cb)
-        lb__v1__circuit_breaker__init(cb);
-    if (hc)
-        lb__v1__health_check__init(hc);
-    if (lg)
-        lb__v1__logging__init(lg);
-    if (m)
-        lb__v1__metrics__init(m);
-    if (b)
-        lb__v1__balancing__init(b);
-    if (rt)
-        lb__v1__retries__init(rt);
-    s->timeouts = t;
-    s->limits = l;
-    s->ratelimit = r;
-    s->circuit_breaker = cb;
-    s->healthcheck = hc;
-    s->logging = lg;
-    s->metrics = m;
-    s->balancing = b;
-    s->retries = rt;
-    if (!t || !l || !r || !cb || !hc || !lg || !m || !b || !rt)
+    /* Attached at once so that a failure below frees whatever was allocated. */
+    if ((s->timeouts = new_msg(&lb__v1__timeouts__descriptor)) == NULL ||
+        (s->limits = new_msg(&lb__v1__limits__descriptor)) == NULL ||
+        (s->ratelimit = new_msg(&lb__v1__rate_limit__descriptor)) == NULL ||
+        (s->circuit_breaker = new_msg(&lb__v1__circuit_breaker__descriptor)) == NULL ||
+        (s->healthcheck = new_msg(&lb__v1__health_check__descriptor)) == NULL ||
+        (s->logging = new_msg(&lb__v1__logging__descriptor)) == NULL ||
+        (s->metrics = new_msg(&lb__v1__metrics__descriptor)) == NULL ||
+        (s->balancing = new_msg(&lb__v1__balancing__descriptor)) == NULL ||
+        (s->retries = new_msg(&lb__v1__retries__descriptor)) == NULL)
         return nomem(err);
+    Lb__V1__Timeouts *t = s->timeouts;
+    Lb__V1__Limits *l = s->limits;
+    Lb__V1__RateLimit *r = s->ratelimit;
+    Lb__V1__CircuitBreaker *cb = s->circuit_breaker;
+    Lb__V1__HealthCheck *hc = s->healthcheck;
+    Lb__V1__Logging *lg = s->logging;
+    Lb__V1__Metrics *m = s->metrics;
+    Lb__V1__Balancing *b = s->balancing;
+    Lb__V1__Retries *rt = s->retries;
 
     t->client_header_ms = cfg->timeouts.client_header_ms;
     t->client_body_ms = cfg->timeouts.client_body_ms;
@@ -453,10 +425,9 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
 
 int snapbuild_build(const struct snapbuild_input *in, Lb__V1__Snapshot **out, struct lb_err *err)
 {
-    Lb__V1__Snapshot *s = malloc(sizeof(*s));
+    Lb__V1__Snapshot *s = new_msg(&lb__v1__snapshot__descriptor);
     if (s == NULL)
         return nomem(err);
-    lb__v1__snapshot__init(s);
     s->config_version = in->config_version;
     s->generation = in->generation;
     s->created_unix_ms = in->now_unix_ms;

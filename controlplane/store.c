@@ -4,6 +4,7 @@
 #include "store.h"
 
 #include "lb_err.h"
+#include "mem.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -158,6 +159,64 @@ static char *col_dup(sqlite3_stmt *s, int i, bool *ok)
     return d;
 }
 
+/* A parameter of a statement; they are bound in order from ?1. */
+struct param {
+    enum {
+        PARAM_INT,
+        PARAM_TEXT,     /* NULL binds "" */
+        PARAM_INT_NULL, /* an integer; 0 binds NULL */
+    } type;
+    sqlite3_int64 i;
+    const char *text;
+};
+
+#define P_INT(v)                                                                                   \
+    {                                                                                              \
+        PARAM_INT, (sqlite3_int64)(v), NULL                                                        \
+    }
+#define P_TEXT(t)                                                                                  \
+    {                                                                                              \
+        PARAM_TEXT, 0, (t)                                                                         \
+    }
+#define P_INT_NULL(v)                                                                              \
+    {                                                                                              \
+        PARAM_INT_NULL, (sqlite3_int64)(v), NULL                                                   \
+    }
+#define N_PARAMS(p) (sizeof(p) / sizeof((p)[0]))
+
+/* Prepares <sql> and binds the <n> parameters <p>. */
+static int prepare_bound(struct store *st, const char *sql, const struct param *p, size_t n,
+                         sqlite3_stmt **s, struct lb_err *err)
+{
+    int rc = prepare(st, sql, s, err);
+    for (size_t i = 0; rc == LB_OK && i < n; i++) {
+        int at = (int)i + 1;
+        if (p[i].type == PARAM_TEXT)
+            sqlite3_bind_text(*s, at, p[i].text ? p[i].text : "", -1, SQLITE_STATIC);
+        else if (p[i].type == PARAM_INT || p[i].i != 0)
+            sqlite3_bind_int64(*s, at, p[i].i);
+    }
+    return rc;
+}
+
+/* Runs <sql> with the <n> parameters <p>; its rows are ignored. */
+static int exec_bound(struct store *st, const char *sql, const struct param *p, size_t n,
+                      const char *what, struct lb_err *err)
+{
+    sqlite3_stmt *s;
+    int rc = prepare_bound(st, sql, p, n, &s, err);
+    return rc != LB_OK ? rc : run(st, s, what, err);
+}
+
+/* Clears each of the <n> <size>-byte items of <arr> with <clear>, then
+ * frees <arr>; NULL is a no-op. */
+static void free_rows(void *arr, size_t n, size_t size, void (*clear)(void *))
+{
+    for (size_t i = 0; arr != NULL && i < n; i++)
+        clear((char *)arr + i * size);
+    free(arr);
+}
+
 /* ---- open, migrations -------------------------------------------------- */
 
 static int schema_version(struct store *st, int *version, struct lb_err *err)
@@ -211,11 +270,9 @@ static int migrate(struct store *st, const char *path, struct lb_err *err)
 
 struct store *store_open(const char *path, struct lb_err *err)
 {
-    struct store *st = calloc(1, sizeof(*st));
-    if (st == NULL) {
-        lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
+    struct store *st = mem_zalloc(sizeof(*st), "store", err);
+    if (st == NULL)
         return NULL;
-    }
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -273,22 +330,12 @@ static int query_u64(struct store *st, const char *sql, uint64_t *out, const cha
 static int audit_insert(struct store *st, int64_t now, const char *who, const char *action,
                         const char *detail, uint64_t from, uint64_t to, struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "INSERT INTO audit (time_unix_ms, who, action, detail, from_version, "
-                     "to_version) VALUES (?, ?, ?, ?, ?, ?)",
-                     &s, err);
-    if (rc != LB_OK)
-        return rc;
-    sqlite3_bind_int64(s, 1, now);
-    sqlite3_bind_text(s, 2, who, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_STATIC);
-    if (from)
-        sqlite3_bind_int64(s, 5, (sqlite3_int64)from);
-    if (to)
-        sqlite3_bind_int64(s, 6, (sqlite3_int64)to);
-    return run(st, s, "audit insert", err);
+    const struct param p[] = {P_INT(now),     P_TEXT(who),      P_TEXT(action),
+                              P_TEXT(detail), P_INT_NULL(from), P_INT_NULL(to)};
+    return exec_bound(st,
+                      "INSERT INTO audit (time_unix_ms, who, action, detail, from_version, "
+                      "to_version) VALUES (?, ?, ?, ?, ?, ?)",
+                      p, N_PARAMS(p), "audit insert", err);
 }
 
 /* Inside a transaction: new version with <content>, activated. Fills <prev>
@@ -309,45 +356,55 @@ static int insert_version(struct store *st, int64_t now, const char *content, co
     } else if (rc != LB_OK) {
         return rc;
     }
-    sqlite3_stmt *s;
-    if ((rc = prepare(st,
-                      "INSERT INTO config_versions (number, created_unix_ms, author, comment, "
-                      "hash, content) VALUES (?, ?, ?, ?, ?, ?)",
-                      &s, err)) != LB_OK)
+    const struct param v[] = {P_INT(*number),  P_INT(now),   P_TEXT(author),
+                              P_TEXT(comment), P_TEXT(hash), P_TEXT(content)};
+    if ((rc = exec_bound(st,
+                         "INSERT INTO config_versions (number, created_unix_ms, author, comment, "
+                         "hash, content) VALUES (?, ?, ?, ?, ?, ?)",
+                         v, N_PARAMS(v), "version insert", err)) != LB_OK)
         return rc;
-    sqlite3_bind_int64(s, 1, (sqlite3_int64)*number);
-    sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_text(s, 3, author, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, comment ? comment : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, hash, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 6, content, -1, SQLITE_STATIC);
-    if ((rc = run(st, s, "version insert", err)) != LB_OK)
-        return rc;
-    if ((rc = prepare(st,
+    const struct param a[] = {P_INT(*number), P_INT(now)};
+    return exec_bound(st,
                       "INSERT INTO active_version (id, number, activated_unix_ms) VALUES (1, ?, ?) "
                       "ON CONFLICT (id) DO UPDATE SET number = excluded.number, "
                       "activated_unix_ms = excluded.activated_unix_ms",
-                      &s, err)) != LB_OK)
-        return rc;
-    sqlite3_bind_int64(s, 1, (sqlite3_int64)*number);
-    sqlite3_bind_int64(s, 2, now);
-    return run(st, s, "activate version", err);
+                      a, N_PARAMS(a), "activate version", err);
 }
 
 /* Inside a transaction: generation + 1, persisted in meta; fills <gen>. */
 static int generation_bump(struct store *st, uint64_t *gen, struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "INSERT INTO meta (key, value) VALUES ('generation', '1') "
-                     "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-                     &s, err);
-    if (rc != LB_OK || (rc = run(st, s, "generation bump", err)) != LB_OK)
+    int rc = exec_bound(st,
+                        "INSERT INTO meta (key, value) VALUES ('generation', '1') "
+                        "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                        NULL, 0, "generation bump", err);
+    if (rc != LB_OK)
         return rc;
     rc = query_u64(st, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'", gen,
                    "generation read", err);
     if (rc == LB_ENOTFOUND)
         rc = lb_err_set(err, LB_ESTORE, 0, "store: generation row vanished");
+    return rc;
+}
+
+/* Ends the transaction that made version <number> active (after <prev>):
+ * its audit row (<action>, <detail>), the generation bump when <generation>
+ * is wanted, commit (or rollback when <rc> or any of them failed). Fills
+ * the outputs on success. */
+static int version_finish(struct store *st, int rc, int64_t now, const char *author,
+                          const char *action, const char *detail, uint64_t prev, uint64_t number,
+                          uint64_t *new_number, uint64_t *generation, struct lb_err *err)
+{
+    uint64_t gen = 0;
+    if (rc == LB_OK)
+        rc = audit_insert(st, now, author, action, detail, prev, number, err);
+    if (rc == LB_OK && generation != NULL)
+        rc = generation_bump(st, &gen, err);
+    rc = tx_end(st, rc, err);
+    if (rc == LB_OK && new_number != NULL)
+        *new_number = number;
+    if (rc == LB_OK && generation != NULL)
+        *generation = gen;
     return rc;
 }
 
@@ -362,18 +419,10 @@ static int version_put(struct store *st, const char *content, const char *hash, 
     if (rc != LB_OK)
         return rc;
     int64_t now = now_unix_ms();
-    uint64_t prev = 0, number = 0, gen = 0;
+    uint64_t prev = 0, number = 0;
     rc = insert_version(st, now, content, hash, author, comment, &prev, &number, err);
-    if (rc == LB_OK)
-        rc = audit_insert(st, now, author, "config.put", comment, prev, number, err);
-    if (rc == LB_OK && generation != NULL)
-        rc = generation_bump(st, &gen, err);
-    rc = tx_end(st, rc, err);
-    if (rc == LB_OK && new_number != NULL)
-        *new_number = number;
-    if (rc == LB_OK && generation != NULL)
-        *generation = gen;
-    return rc;
+    return version_finish(st, rc, now, author, "config.put", comment, prev, number, new_number,
+                          generation, err);
 }
 
 int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
@@ -426,8 +475,9 @@ static int read_version(sqlite3_stmt *s, struct store_version *v, bool with_cont
     return ok && v->content != NULL ? LB_OK : LB_ENOMEM;
 }
 
-static void version_clear(struct store_version *v)
+static void clear_version(void *item)
 {
+    struct store_version *v = item;
     free(v->author);
     free(v->comment);
     free(v->hash);
@@ -436,57 +486,28 @@ static void version_clear(struct store_version *v)
 
 void store_version_free(struct store_version *v)
 {
-    if (v == NULL)
-        return;
-    version_clear(v);
-    free(v);
+    free_rows(v, 1, sizeof(*v), clear_version);
 }
 
 void store_versions_free(struct store_version *vs, size_t n)
 {
-    for (size_t i = 0; vs != NULL && i < n; i++)
-        version_clear(&vs[i]);
-    free(vs);
+    free_rows(vs, n, sizeof(*vs), clear_version);
 }
 
-int store_version_get(struct store *st, uint64_t number, struct store_version **out,
-                      struct lb_err *err)
+/* Runs <sql> with the <np> parameters <p> and collects its rows into a
+ * growing array of <size>-byte items via <read>: *<out> (caller frees) of
+ * *<n> items. */
+static int list(struct store *st, const char *sql, const struct param *p, size_t np, size_t size,
+                int (*read)(sqlite3_stmt *, void *), void (*clear)(void *), void **out, size_t *n,
+                const char *what, struct lb_err *err)
 {
     sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "SELECT number, created_unix_ms, author, comment, hash, content "
-                     "FROM config_versions WHERE number = ?",
-                     &s, err);
+    int rc = prepare_bound(st, sql, p, np, &s, err);
     if (rc != LB_OK)
         return rc;
-    sqlite3_bind_int64(s, 1, (sqlite3_int64)number);
-    int r = step(st, s);
-    if (r == SQLITE_ROW) {
-        struct store_version *v = calloc(1, sizeof(*v));
-        if (v == NULL || read_version(s, v, true) != LB_OK) {
-            store_version_free(v);
-            rc = lb_err_set(err, LB_ENOMEM, 0, "store: out of memory");
-        } else {
-            *out = v;
-        }
-    } else if (r == SQLITE_DONE) {
-        rc = lb_err_set(err, LB_ENOTFOUND, 0, "config version %llu does not exist",
-                        (unsigned long long)number);
-    } else {
-        rc = db_fail(st, err, "version get");
-    }
-    sqlite3_finalize(s);
-    return rc;
-}
-
-/* Collects rows of <s> into a growing array of <size>-byte items via <read>. */
-static int collect(struct store *st, sqlite3_stmt *s, size_t size,
-                   int (*read)(sqlite3_stmt *, void *), void (*clear)(void *), void **out,
-                   size_t *n, const char *what, struct lb_err *err)
-{
     char *arr = NULL;
     size_t count = 0, cap = 0;
-    int r, rc = LB_OK;
+    int r;
     while ((r = step(st, s)) == SQLITE_ROW) {
         if (count == cap) {
             cap = cap ? cap * 2 : 16;
@@ -524,25 +545,43 @@ static int read_version_row(sqlite3_stmt *s, void *item)
     return read_version(s, item, false);
 }
 
-static void clear_version(void *item)
+static int read_version_content(sqlite3_stmt *s, void *item)
 {
-    version_clear(item);
+    return read_version(s, item, true);
+}
+
+int store_version_get(struct store *st, uint64_t number, struct store_version **out,
+                      struct lb_err *err)
+{
+    const struct param p[] = {P_INT(number)};
+    void *arr = NULL;
+    size_t n = 0;
+    int rc = list(st,
+                  "SELECT number, created_unix_ms, author, comment, hash, content "
+                  "FROM config_versions WHERE number = ?",
+                  p, N_PARAMS(p), sizeof(struct store_version), read_version_content, clear_version,
+                  &arr, &n, "version get", err);
+    if (rc != LB_OK)
+        return rc;
+    if (n == 0) {
+        free(arr);
+        return lb_err_set(err, LB_ENOTFOUND, 0, "config version %llu does not exist",
+                          (unsigned long long)number);
+    }
+    *out = arr;
+    return LB_OK;
 }
 
 int store_versions_list(struct store *st, size_t limit, struct store_version **out, size_t *n,
                         struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "SELECT number, created_unix_ms, author, comment, hash FROM config_versions "
-                     "ORDER BY number DESC LIMIT ?",
-                     &s, err);
-    if (rc != LB_OK)
-        return rc;
-    sqlite3_bind_int64(s, 1, limit ? (sqlite3_int64)limit : -1);
+    const struct param p[] = {P_INT(limit ? (sqlite3_int64)limit : -1)};
     void *arr = NULL;
-    rc = collect(st, s, sizeof(struct store_version), read_version_row, clear_version, &arr, n,
-                 "version list", err);
+    int rc = list(st,
+                  "SELECT number, created_unix_ms, author, comment, hash FROM config_versions "
+                  "ORDER BY number DESC LIMIT ?",
+                  p, N_PARAMS(p), sizeof(struct store_version), read_version_row, clear_version,
+                  &arr, n, "version list", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;
@@ -566,12 +605,13 @@ static int rollback(struct store *st, uint64_t target, const char *author, const
     if (rc != LB_OK)
         return rc;
     int64_t now = now_unix_ms();
-    uint64_t prev = 0, number = 0, gen = 0;
+    uint64_t prev = 0, number = 0;
     sqlite3_stmt *s = NULL;
     char *content = NULL, *hash = NULL;
-    rc = prepare(st, "SELECT content, hash FROM config_versions WHERE number = ?", &s, err);
+    const struct param p[] = {P_INT(target)};
+    rc = prepare_bound(st, "SELECT content, hash FROM config_versions WHERE number = ?", p,
+                       N_PARAMS(p), &s, err);
     if (rc == LB_OK) {
-        sqlite3_bind_int64(s, 1, (sqlite3_int64)target);
         int r = step(st, s);
         if (r == SQLITE_ROW) {
             bool ok = true;
@@ -593,18 +633,10 @@ static int rollback(struct store *st, uint64_t target, const char *author, const
     if (rc == LB_OK)
         rc = insert_version(st, now, content, hash, author,
                             comment && comment[0] ? comment : detail, &prev, &number, err);
-    if (rc == LB_OK)
-        rc = audit_insert(st, now, author, "rollback", detail, prev, number, err);
-    if (rc == LB_OK && generation != NULL)
-        rc = generation_bump(st, &gen, err);
     free(content);
     free(hash);
-    rc = tx_end(st, rc, err);
-    if (rc == LB_OK && new_number != NULL)
-        *new_number = number;
-    if (rc == LB_OK && generation != NULL)
-        *generation = gen;
-    return rc;
+    return version_finish(st, rc, now, author, "rollback", detail, prev, number, new_number,
+                          generation, err);
 }
 
 int store_rollback(struct store *st, uint64_t target, const char *author, const char *comment,
@@ -626,24 +658,17 @@ int store_rollback_gen(struct store *st, uint64_t target, const char *author, co
 static int health_upsert(struct store *st, const char *id, enum store_health health,
                          const char *last_error, int64_t now_ms, struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "INSERT INTO backend_state (id, health, last_check_unix_ms, last_error, "
-                     "health_changed_unix_ms) VALUES (?1, ?2, ?3, ?4, ?3) "
-                     "ON CONFLICT (id) DO UPDATE SET "
-                     "health_changed_unix_ms = CASE WHEN health = excluded.health "
-                     "THEN health_changed_unix_ms ELSE excluded.last_check_unix_ms END, "
-                     "health = excluded.health, last_check_unix_ms = excluded.last_check_unix_ms, "
-                     "last_error = excluded.last_error",
-                     &s, err);
-    if (rc == LB_OK) {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, health_names[health], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, now_ms);
-        sqlite3_bind_text(s, 4, last_error ? last_error : "", -1, SQLITE_STATIC);
-        rc = run(st, s, "health set", err);
-    }
-    return rc;
+    const struct param p[] = {P_TEXT(id), P_TEXT(health_names[health]), P_INT(now_ms),
+                              P_TEXT(last_error)};
+    return exec_bound(st,
+                      "INSERT INTO backend_state (id, health, last_check_unix_ms, last_error, "
+                      "health_changed_unix_ms) VALUES (?1, ?2, ?3, ?4, ?3) "
+                      "ON CONFLICT (id) DO UPDATE SET "
+                      "health_changed_unix_ms = CASE WHEN health = excluded.health "
+                      "THEN health_changed_unix_ms ELSE excluded.last_check_unix_ms END, "
+                      "health = excluded.health, last_check_unix_ms = excluded.last_check_unix_ms, "
+                      "last_error = excluded.last_error",
+                      p, N_PARAMS(p), "health set", err);
 }
 
 int store_health_set(struct store *st, const char *id, enum store_health health,
@@ -703,17 +728,12 @@ static void clear_health(void *item)
 
 void store_health_free(struct store_backend_health *h)
 {
-    if (h == NULL)
-        return;
-    clear_health(h);
-    free(h);
+    free_rows(h, 1, sizeof(*h), clear_health);
 }
 
 void store_health_list_free(struct store_backend_health *hs, size_t n)
 {
-    for (size_t i = 0; hs != NULL && i < n; i++)
-        clear_health(&hs[i]);
-    free(hs);
+    free_rows(hs, n, sizeof(*hs), clear_health);
 }
 
 #define HEALTH_COLS "id, health, last_check_unix_ms, last_error, health_changed_unix_ms"
@@ -721,15 +741,13 @@ void store_health_list_free(struct store_backend_health *hs, size_t n)
 int store_health_get(struct store *st, const char *id, struct store_backend_health **out,
                      struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st, "SELECT " HEALTH_COLS " FROM backend_state WHERE id = ?", &s, err);
-    if (rc != LB_OK)
-        return rc;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    const struct param p[] = {P_TEXT(id)};
     void *arr = NULL;
     size_t n = 0;
-    if ((rc = collect(st, s, sizeof(struct store_backend_health), read_health, clear_health, &arr,
-                      &n, "health get", err)) != LB_OK)
+    int rc = list(st, "SELECT " HEALTH_COLS " FROM backend_state WHERE id = ?", p, N_PARAMS(p),
+                  sizeof(struct store_backend_health), read_health, clear_health, &arr, &n,
+                  "health get", err);
+    if (rc != LB_OK)
         return rc;
     if (n == 0) {
         free(arr);
@@ -742,13 +760,10 @@ int store_health_get(struct store *st, const char *id, struct store_backend_heal
 int store_health_list(struct store *st, struct store_backend_health **out, size_t *n,
                       struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st, "SELECT " HEALTH_COLS " FROM backend_state ORDER BY id", &s, err);
-    if (rc != LB_OK)
-        return rc;
     void *arr = NULL;
-    rc = collect(st, s, sizeof(struct store_backend_health), read_health, clear_health, &arr, n,
-                 "health list", err);
+    int rc = list(st, "SELECT " HEALTH_COLS " FROM backend_state ORDER BY id", NULL, 0,
+                  sizeof(struct store_backend_health), read_health, clear_health, &arr, n,
+                  "health list", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;
@@ -763,27 +778,22 @@ int store_dataplane_upsert(struct store *st, const struct store_dataplane *dp, s
     int rc = tx_begin(st, err);
     if (rc != LB_OK)
         return rc;
-    sqlite3_stmt *s;
-    rc = prepare(st,
-                 "INSERT INTO dataplanes (node_id, applied_version, applied_generation, "
-                 "last_report_unix_ms, rejected_generation, rejection_reason) "
-                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                 "applied_version = excluded.applied_version, "
-                 "applied_generation = excluded.applied_generation, "
-                 "last_report_unix_ms = excluded.last_report_unix_ms, "
-                 "rejected_generation = excluded.rejected_generation, "
-                 "rejection_reason = excluded.rejection_reason",
-                 &s, err);
-    if (rc == LB_OK) {
-        sqlite3_bind_text(s, 1, dp->node_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, (sqlite3_int64)dp->applied_version);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)dp->applied_generation);
-        sqlite3_bind_int64(s, 4, dp->last_report_unix_ms);
-        sqlite3_bind_int64(s, 5, (sqlite3_int64)dp->rejected_generation);
-        sqlite3_bind_text(s, 6, dp->rejection_reason ? dp->rejection_reason : "", -1,
-                          SQLITE_STATIC);
-        rc = run(st, s, "data plane upsert", err);
-    }
+    const struct param p[] = {P_TEXT(dp->node_id),
+                              P_INT(dp->applied_version),
+                              P_INT(dp->applied_generation),
+                              P_INT(dp->last_report_unix_ms),
+                              P_INT(dp->rejected_generation),
+                              P_TEXT(dp->rejection_reason)};
+    rc = exec_bound(st,
+                    "INSERT INTO dataplanes (node_id, applied_version, applied_generation, "
+                    "last_report_unix_ms, rejected_generation, rejection_reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                    "applied_version = excluded.applied_version, "
+                    "applied_generation = excluded.applied_generation, "
+                    "last_report_unix_ms = excluded.last_report_unix_ms, "
+                    "rejected_generation = excluded.rejected_generation, "
+                    "rejection_reason = excluded.rejection_reason",
+                    p, N_PARAMS(p), "data plane upsert", err);
     return tx_end(st, rc, err);
 }
 
@@ -809,24 +819,18 @@ static void clear_dataplane(void *item)
 
 void store_dataplanes_free(struct store_dataplane *dps, size_t n)
 {
-    for (size_t i = 0; dps != NULL && i < n; i++)
-        clear_dataplane(&dps[i]);
-    free(dps);
+    free_rows(dps, n, sizeof(*dps), clear_dataplane);
 }
 
 int store_dataplanes_list(struct store *st, struct store_dataplane **out, size_t *n,
                           struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "SELECT node_id, applied_version, applied_generation, last_report_unix_ms, "
-                     "rejected_generation, rejection_reason FROM dataplanes ORDER BY node_id",
-                     &s, err);
-    if (rc != LB_OK)
-        return rc;
     void *arr = NULL;
-    rc = collect(st, s, sizeof(struct store_dataplane), read_dataplane, clear_dataplane, &arr, n,
-                 "data plane list", err);
+    int rc = list(st,
+                  "SELECT node_id, applied_version, applied_generation, last_report_unix_ms, "
+                  "rejected_generation, rejection_reason FROM dataplanes ORDER BY node_id",
+                  NULL, 0, sizeof(struct store_dataplane), read_dataplane, clear_dataplane, &arr, n,
+                  "data plane list", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;
@@ -870,25 +874,19 @@ static void clear_audit(void *item)
 
 void store_audit_free(struct store_audit *as, size_t n)
 {
-    for (size_t i = 0; as != NULL && i < n; i++)
-        clear_audit(&as[i]);
-    free(as);
+    free_rows(as, n, sizeof(*as), clear_audit);
 }
 
 int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
                      struct lb_err *err)
 {
-    sqlite3_stmt *s;
-    int rc = prepare(st,
-                     "SELECT id, time_unix_ms, who, action, detail, from_version, to_version "
-                     "FROM audit ORDER BY id DESC LIMIT ?",
-                     &s, err);
-    if (rc != LB_OK)
-        return rc;
-    sqlite3_bind_int64(s, 1, limit ? (sqlite3_int64)limit : -1);
+    const struct param p[] = {P_INT(limit ? (sqlite3_int64)limit : -1)};
     void *arr = NULL;
-    rc = collect(st, s, sizeof(struct store_audit), read_audit, clear_audit, &arr, n, "audit list",
-                 err);
+    int rc = list(st,
+                  "SELECT id, time_unix_ms, who, action, detail, from_version, to_version "
+                  "FROM audit ORDER BY id DESC LIMIT ?",
+                  p, N_PARAMS(p), sizeof(struct store_audit), read_audit, clear_audit, &arr, n,
+                  "audit list", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;

@@ -140,32 +140,14 @@ static int add_backend_row(struct table *t, const json_t *b)
 
 static int backends_list(struct lbctl *ctx, int argc, char **argv)
 {
-    size_t npos;
-    int rc = lbctl_parse(ctx, "backends list", list_help, argc, argv, NULL, 0, NULL, 0, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
     json_t *root;
-    struct lbctl_req r = {.method = "GET", .path = "/api/v1/backends"};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    int rc =
+        lbctl_get(ctx, "backends list", list_help, argc, argv, "GET", "/api/v1/backends", &root);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
-    struct table *t = table_new(9, backend_headers);
-    size_t i;
-    json_t *b;
-    json_array_foreach(json_object_get(root, "backends"), i, b)
-    {
-        if (t != NULL && add_backend_row(t, b) != 0) {
-            table_free(t);
-            t = NULL;
-        }
-    }
+    rc = lbctl_print_table(9, backend_headers, json_object_get(root, "backends"), add_backend_row);
     json_decref(root);
-    if (t == NULL)
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    table_print(t, stdout);
-    table_free(t);
-    return LBCTL_EXIT_OK;
+    return rc;
 }
 
 static int set_int(json_t *body, const char *key, long long v)
@@ -198,96 +180,154 @@ static int report_write(struct lbctl *ctx, json_t *root, const char *done, const
     return LBCTL_EXIT_OK;
 }
 
-enum {
-    A_WEIGHT,
-    A_ID,
-    A_STATE,
-    A_CA_FILE,
-    A_SNI,
-    A_MAX_CONNS,
-    A_MAX_QUEUE,
-    A_COMMENT,
-    A_IF_MATCH,
-    A_COUNT
-};
-enum {
-    U_WEIGHT,
-    U_STATE,
-    U_URL,
-    U_CA_FILE,
-    U_SNI,
-    U_MAX_CONNS,
-    U_MAX_QUEUE,
-    U_COMMENT,
-    U_IF_MATCH,
-    U_COUNT
+/* A field of a backend that add and update set from an option. */
+struct field {
+    const char *opt; /* the option, without the dashes */
+    const char *key; /* the member of the request body */
+    enum {
+        F_STR,   /* a string */
+        F_INT,   /* a whole number in 0..<max> */
+        F_STATE, /* active, draining or disabled */
+    } kind;
+    long long max;
 };
 
-static int backends_add(struct lbctl *ctx, int argc, char **argv)
+enum {
+    FOR_ADD = 1,
+    FOR_UPDATE = 2,
+};
+
+/* The fields each verb takes (<verbs>), in the order of the request body;
+ * --comment and --if-match follow them. */
+static const struct {
+    struct field f;
+    unsigned verbs;
+} fields[] = {
+    {{"weight", "weight", F_INT, WEIGHT_MAX}, FOR_ADD | FOR_UPDATE},
+    {{"id", "id", F_STR, 0}, FOR_ADD},
+    {{"state", "state", F_STATE, 0}, FOR_ADD | FOR_UPDATE},
+    {{"url", "url", F_STR, 0}, FOR_UPDATE},
+    {{"ca-file", "caFile", F_STR, 0}, FOR_ADD | FOR_UPDATE},
+    {{"sni", "sni", F_STR, 0}, FOR_ADD | FOR_UPDATE},
+    {{"max-connections", "maxConnections", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
+    {{"max-queue", "maxQueue", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
+};
+
+#define MAX_FIELDS (sizeof(fields) / sizeof(fields[0]))
+
+/* What add and update differ in. */
+struct backend_write {
+    const char *verb;
+    const char *help;
+    unsigned which;      /* FOR_ADD or FOR_UPDATE */
+    const char *missing; /* the message when the operand is missing */
+    bool add;            /* the operand is the URL, first in the body; --id must not be
+                          * empty. Else (update) at least one field is needed. */
+    /* filled by read_write(): the fields of this verb */
+    const struct field *f[MAX_FIELDS];
+    size_t n_fields;
+};
+
+/* The value of option --<name> among <w>'s fields in <o>, NULL when not
+ * given. */
+static const char *option_value(const struct backend_write *w, const struct lbctl_opt *o,
+                                const char *name)
 {
-    const char *verb = "backends add";
-    struct lbctl_opt o[] = {
-        [A_WEIGHT] = {"weight", true, NULL, false},
-        [A_ID] = {"id", true, NULL, false},
-        [A_STATE] = {"state", true, NULL, false},
-        [A_CA_FILE] = {"ca-file", true, NULL, false},
-        [A_SNI] = {"sni", true, NULL, false},
-        [A_MAX_CONNS] = {"max-connections", true, NULL, false},
-        [A_MAX_QUEUE] = {"max-queue", true, NULL, false},
-        [A_COMMENT] = {"comment", true, NULL, false},
-        [A_IF_MATCH] = {"if-match", true, NULL, false},
-    };
-    char *pos[1];
-    size_t npos;
-    int rc = lbctl_parse(ctx, verb, add_help, argc, argv, o, A_COUNT, pos, 1, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if (npos != 1)
-        return lbctl_usage(verb, "missing the backend's URL");
-    long long weight = 0, max_conns = 0, max_queue = 0;
-    if ((o[A_WEIGHT].set &&
-         (rc = lbctl_parse_int(verb, "--weight", o[A_WEIGHT].value, 0, WEIGHT_MAX, &weight))) ||
-        (o[A_MAX_CONNS].set &&
-         (rc = lbctl_parse_int(verb, "--max-connections", o[A_MAX_CONNS].value, 0, LIMIT_MAX,
-                               &max_conns))) ||
-        (o[A_MAX_QUEUE].set && (rc = lbctl_parse_int(verb, "--max-queue", o[A_MAX_QUEUE].value, 0,
-                                                     LIMIT_MAX, &max_queue))) ||
-        (rc = check_state(verb, o[A_STATE].value)) ||
-        (rc = lbctl_check_comment(verb, o[A_COMMENT].value)) ||
-        (rc = lbctl_check_if_match(verb, o[A_IF_MATCH].value)))
-        return rc;
-    if (o[A_ID].set && o[A_ID].value[0] == '\0')
-        return lbctl_usage(verb, "--id is empty");
+    for (size_t i = 0; i < w->n_fields; i++)
+        if (strcmp(w->f[i]->opt, name) == 0 && o[i].set)
+            return o[i].value;
+    return NULL;
+}
 
-    json_t *body = json_object();
-    if (body == NULL)
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    if ((rc = lbctl_set_str(verb, body, "url", pos[0])) ||
-        (o[A_WEIGHT].set && json_object_set_new(body, "weight", json_integer(weight)) != 0 &&
-         (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
-        (o[A_ID].set && (rc = lbctl_set_str(verb, body, "id", o[A_ID].value))) ||
-        (o[A_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[A_STATE].value))) ||
-        (o[A_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[A_CA_FILE].value))) ||
-        (o[A_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[A_SNI].value))) ||
-        (o[A_MAX_CONNS].set &&
-         (rc = set_int(body, "maxConnections", max_conns)) != LBCTL_EXIT_OK) ||
-        (o[A_MAX_QUEUE].set && (rc = set_int(body, "maxQueue", max_queue)) != LBCTL_EXIT_OK) ||
-        (o[A_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[A_COMMENT].value)))) {
-        json_decref(body);
-        return rc;
+/* Checks the values of <o> (the options of <w>'s fields, then --comment and
+ * --if-match): the numbers into <nums>, then the state, the comment,
+ * If-Match. */
+static int check_fields(const struct backend_write *w, const struct lbctl_opt *o, long long *nums)
+{
+    int rc;
+    for (size_t i = 0; i < w->n_fields; i++) {
+        char what[32];
+        snprintf(what, sizeof(what), "--%s", w->f[i]->opt);
+        if (w->f[i]->kind == F_INT && o[i].set &&
+            (rc = lbctl_parse_int(w->verb, what, o[i].value, 0, w->f[i]->max, &nums[i])))
+            return rc;
     }
-    struct lbctl_req r = {
-        .method = "POST",
-        .path = "/api/v1/backends",
-        .json = body,
-        .if_match = o[A_IF_MATCH].value,
-    };
-    json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
-    json_decref(body);
+    for (size_t i = 0; i < w->n_fields; i++)
+        if (w->f[i]->kind == F_STATE && (rc = check_state(w->verb, o[i].value)))
+            return rc;
+    return lbctl_check_write(w->verb, &o[w->n_fields]);
+}
+
+/* Adds the fields given in <o> and the comment to <body>. */
+static int fill_body(const struct backend_write *w, const struct lbctl_opt *o,
+                     const long long *nums, json_t *body)
+{
+    int rc = LBCTL_EXIT_OK;
+    for (size_t i = 0; i < w->n_fields && rc == LBCTL_EXIT_OK; i++) {
+        if (!o[i].set)
+            continue;
+        rc = w->f[i]->kind == F_INT ? set_int(body, w->f[i]->key, nums[i])
+                                    : lbctl_set_str(w->verb, body, w->f[i]->key, o[i].value);
+    }
+    if (rc == LBCTL_EXIT_OK && o[w->n_fields].set)
+        rc = lbctl_set_str(w->verb, body, "comment", o[w->n_fields].value);
+    return rc;
+}
+
+/* Parses the options of <w> into <o> (its fields, --comment, --if-match)
+ * and the one operand into <operand>, checks them and fills <body> (a
+ * new object, owned by the caller; add puts the URL first). Returns the
+ * exit status, -1 after --help. */
+static int read_write(struct lbctl *ctx, struct backend_write *w, int argc, char **argv,
+                      struct lbctl_opt *o, char **operand, json_t **body)
+{
+    *body = NULL;
+    w->n_fields = 0;
+    for (size_t i = 0; i < MAX_FIELDS; i++)
+        if (fields[i].verbs & w->which)
+            w->f[w->n_fields++] = &fields[i].f;
+    for (size_t i = 0; i < w->n_fields; i++)
+        o[i] = (struct lbctl_opt){w->f[i]->opt, true, NULL, false};
+    o[w->n_fields] = (struct lbctl_opt){"comment", true, NULL, false};
+    o[w->n_fields + 1] = (struct lbctl_opt){"if-match", true, NULL, false};
+    int rc =
+        lbctl_parse_one(ctx, w->verb, w->help, argc, argv, o, w->n_fields + 2, operand, w->missing);
     if (rc != LBCTL_EXIT_OK)
         return rc;
-    return report_write(ctx, root, "added", o[A_ID].set ? o[A_ID].value : pos[0]);
+    bool any = false;
+    for (size_t i = 0; i < w->n_fields; i++)
+        any |= o[i].set;
+    if (!w->add && !any)
+        return lbctl_usage(w->verb, "nothing to change: give --weight, --state, --url, --ca-file, "
+                                    "--sni, --max-connections or --max-queue");
+    long long nums[MAX_FIELDS] = {0};
+    if ((rc = check_fields(w, o, nums)) != LBCTL_EXIT_OK)
+        return rc;
+    const char *id = w->add ? option_value(w, o, "id") : NULL;
+    if (id != NULL && id[0] == '\0')
+        return lbctl_usage(w->verb, "--id is empty");
+    if ((*body = json_object()) == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    if ((w->add && (rc = lbctl_set_str(w->verb, *body, "url", operand[0]))) ||
+        (rc = fill_body(w, o, nums, *body))) {
+        json_decref(*body);
+        *body = NULL;
+    }
+    return rc;
+}
+
+/* Sends the write <r> (whose <body> and <path> it takes) and reports it as
+ * report_write() does. */
+static int send_write(struct lbctl *ctx, const struct lbctl_req *r, json_t *body, char *path,
+                      const char *done, const char *id)
+{
+    json_t *root;
+    int rc = lbctl_call(ctx, r, &root, NULL);
+    json_decref(body);
+    free(path);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    return report_write(ctx, root, done, id);
 }
 
 /* "/api/v1/backends/<id><suffix>" with <id> percent-encoded; caller frees. */
@@ -301,98 +341,49 @@ static char *backend_path(struct lbctl *ctx, const char *id, const char *suffix)
     return p;
 }
 
-static int backends_update(struct lbctl *ctx, int argc, char **argv)
+/* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
+/* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
+static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
 {
-    const char *verb = "backends update";
-    struct lbctl_opt o[] = {
-        [U_WEIGHT] = {"weight", true, NULL, false},
-        [U_STATE] = {"state", true, NULL, false},
-        [U_URL] = {"url", true, NULL, false},
-        [U_CA_FILE] = {"ca-file", true, NULL, false},
-        [U_SNI] = {"sni", true, NULL, false},
-        [U_MAX_CONNS] = {"max-connections", true, NULL, false},
-        [U_MAX_QUEUE] = {"max-queue", true, NULL, false},
-        [U_COMMENT] = {"comment", true, NULL, false},
-        [U_IF_MATCH] = {"if-match", true, NULL, false},
+    struct backend_write w = {
+        .verb = add ? "backends add" : "backends update",
+        .help = add ? add_help : update_help,
+        .which = add ? FOR_ADD : FOR_UPDATE,
+        .missing = add ? "missing the backend's URL" : "missing the backend's ID",
+        .add = add,
     };
+    struct lbctl_opt o[MAX_FIELDS + 2];
     char *pos[1];
-    size_t npos;
-    int rc = lbctl_parse(ctx, verb, update_help, argc, argv, o, U_COUNT, pos, 1, &npos);
+    json_t *body;
+    int rc = read_write(ctx, &w, argc, argv, o, pos, &body);
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if (npos != 1)
-        return lbctl_usage(verb, "missing the backend's ID");
-    if (!o[U_WEIGHT].set && !o[U_STATE].set && !o[U_URL].set && !o[U_CA_FILE].set &&
-        !o[U_SNI].set && !o[U_MAX_CONNS].set && !o[U_MAX_QUEUE].set)
-        return lbctl_usage(verb, "nothing to change: give --weight, --state, --url, --ca-file, "
-                                 "--sni, --max-connections or --max-queue");
-    long long weight = 0, max_conns = 0, max_queue = 0;
-    if ((o[U_WEIGHT].set &&
-         (rc = lbctl_parse_int(verb, "--weight", o[U_WEIGHT].value, 0, WEIGHT_MAX, &weight))) ||
-        (o[U_MAX_CONNS].set &&
-         (rc = lbctl_parse_int(verb, "--max-connections", o[U_MAX_CONNS].value, 0, LIMIT_MAX,
-                               &max_conns))) ||
-        (o[U_MAX_QUEUE].set && (rc = lbctl_parse_int(verb, "--max-queue", o[U_MAX_QUEUE].value, 0,
-                                                     LIMIT_MAX, &max_queue))) ||
-        (rc = check_state(verb, o[U_STATE].value)) ||
-        (rc = lbctl_check_comment(verb, o[U_COMMENT].value)) ||
-        (rc = lbctl_check_if_match(verb, o[U_IF_MATCH].value)))
-        return rc;
-
-    json_t *body = json_object();
-    char *path = backend_path(ctx, pos[0], "");
-    if (body == NULL || path == NULL) {
+    char *path = add ? strdup("/api/v1/backends") : backend_path(ctx, pos[0], "");
+    if (path == NULL) {
         json_decref(body);
-        free(path);
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     }
-    if ((o[U_WEIGHT].set && json_object_set_new(body, "weight", json_integer(weight)) != 0 &&
-         (rc = lbctl_fail(LBCTL_EXIT_API, "out of memory"))) ||
-        (o[U_STATE].set && (rc = lbctl_set_str(verb, body, "state", o[U_STATE].value))) ||
-        (o[U_URL].set && (rc = lbctl_set_str(verb, body, "url", o[U_URL].value))) ||
-        (o[U_CA_FILE].set && (rc = lbctl_set_str(verb, body, "caFile", o[U_CA_FILE].value))) ||
-        (o[U_SNI].set && (rc = lbctl_set_str(verb, body, "sni", o[U_SNI].value))) ||
-        (o[U_MAX_CONNS].set &&
-         (rc = set_int(body, "maxConnections", max_conns)) != LBCTL_EXIT_OK) ||
-        (o[U_MAX_QUEUE].set && (rc = set_int(body, "maxQueue", max_queue)) != LBCTL_EXIT_OK) ||
-        (o[U_COMMENT].set && (rc = lbctl_set_str(verb, body, "comment", o[U_COMMENT].value)))) {
-        json_decref(body);
-        free(path);
-        return rc;
-    }
     struct lbctl_req r = {
-        .method = "PUT",
+        .method = add ? "POST" : "PUT",
         .path = path,
         .json = body,
-        .if_match = o[U_IF_MATCH].value,
+        .if_match = o[w.n_fields + 1].value,
     };
-    json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
-    json_decref(body);
-    free(path);
-    if (rc != LBCTL_EXIT_OK)
-        return rc;
-    return report_write(ctx, root, "updated", pos[0]);
+    const char *id = add ? option_value(&w, o, "id") : NULL;
+    return send_write(ctx, &r, body, path, add ? "added" : "updated", id ? id : pos[0]);
 }
 
 /* remove and drain: an ID, a comment, If-Match. */
 static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drain)
 {
     const char *verb = drain ? "backends drain" : "backends remove";
-    struct lbctl_opt o[] = {
-        {"comment", true, NULL, false},
-        {"if-match", true, NULL, false},
-    };
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
     char *pos[1];
-    size_t npos;
-    int rc =
-        lbctl_parse(ctx, verb, drain ? drain_help : remove_help, argc, argv, o, 2, pos, 1, &npos);
+    int rc = lbctl_parse_one(ctx, verb, drain ? drain_help : remove_help, argc, argv, o, 2, pos,
+                             "missing the backend's ID");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if (npos != 1)
-        return lbctl_usage(verb, "missing the backend's ID");
-    if ((rc = lbctl_check_comment(verb, o[0].value)) ||
-        (rc = lbctl_check_if_match(verb, o[1].value)))
+    if ((rc = lbctl_check_write(verb, o)) != LBCTL_EXIT_OK)
         return rc;
     char *path = backend_path(ctx, pos[0], drain ? "/drain" : "");
     if (path == NULL)
@@ -417,13 +408,7 @@ static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drai
         .comment = drain ? NULL : o[0].value,
         .if_match = o[1].value,
     };
-    json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
-    json_decref(body);
-    free(path);
-    if (rc != LBCTL_EXIT_OK)
-        return rc;
-    return report_write(ctx, root, drain ? "draining" : "removed", pos[0]);
+    return send_write(ctx, &r, body, path, drain ? "draining" : "removed", pos[0]);
 }
 
 int cmd_backends(struct lbctl *ctx, int argc, char **argv)
@@ -438,9 +423,9 @@ int cmd_backends(struct lbctl *ctx, int argc, char **argv)
     if (strcmp(sub, "list") == 0)
         return backends_list(ctx, argc - 1, argv + 1);
     if (strcmp(sub, "add") == 0)
-        return backends_add(ctx, argc - 1, argv + 1);
+        return backends_write(ctx, true, argc - 1, argv + 1);
     if (strcmp(sub, "update") == 0)
-        return backends_update(ctx, argc - 1, argv + 1);
+        return backends_write(ctx, false, argc - 1, argv + 1);
     if (strcmp(sub, "remove") == 0)
         return backends_id_write(ctx, argc - 1, argv + 1, false);
     if (strcmp(sub, "drain") == 0)

@@ -85,14 +85,7 @@ static int config_get(struct lbctl *ctx, int argc, char **argv)
         (rc = lbctl_parse_int(verb, "--version", o[0].value, 1, INT64_MAX, &version)) != 0)
         return rc;
 
-    json_t *root;
-    if (!o[0].set) {
-        if (ctx->json) {
-            struct lbctl_req r = {.method = "GET", .path = "/api/v1/config"};
-            if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
-                return rc;
-            return lbctl_emit_json(root);
-        }
+    if (!o[0].set && !ctx->json) {
         char *yaml;
         struct lbctl_req r = {
             .method = "GET",
@@ -105,13 +98,13 @@ static int config_get(struct lbctl *ctx, int argc, char **argv)
         free(yaml);
         return LBCTL_EXIT_OK;
     }
-    char path[64];
-    snprintf(path, sizeof(path), "/api/v1/config/versions/%lld", version);
+    char path[64] = "/api/v1/config";
+    if (o[0].set)
+        snprintf(path, sizeof(path), "/api/v1/config/versions/%lld", version);
+    json_t *root;
     struct lbctl_req r = {.method = "GET", .path = path};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    if ((rc = lbctl_fetch(ctx, &r, &root)) != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
     const char *content = json_string_value(json_object_get(root, "content"));
     if (content == NULL)
         rc = lbctl_fail(LBCTL_EXIT_API, "the answer for version %lld has no content", version);
@@ -168,51 +161,37 @@ static int read_file(const char *verb, const char *path, char **out, size_t *len
 
 static const char *const change_headers[] = {"CHANGE", "SUBJECT", "FIELD", "OLD", "NEW"};
 
+/* A row of a diff's changes. */
+static int add_change_row(struct table *t, const json_t *c)
+{
+    char kind[32], subject[256], field[256], old[512], new[512];
+    const json_t *subj = json_object_get(c, "subject");
+    const char *row[] = {
+        output_cell(json_object_get(c, "kind"), kind, sizeof(kind)),
+        output_cell(subj ? subj : json_object_get(c, "path"), subject, sizeof(subject)),
+        output_cell(json_object_get(c, "field"), field, sizeof(field)),
+        output_cell(json_object_get(c, "old"), old, sizeof(old)),
+        output_cell(json_object_get(c, "new"), new, sizeof(new)),
+    };
+    return table_add(t, row);
+}
+
 /* The diff entries of <changes> as a table. */
 static int print_changes(const json_t *changes)
 {
-    struct table *t = table_new(5, change_headers);
-    size_t i;
-    json_t *c;
-    json_array_foreach(changes, i, c)
-    {
-        char kind[32], subject[256], field[256], old[512], new[512];
-        const json_t *subj = json_object_get(c, "subject");
-        const char *row[] = {
-            output_cell(json_object_get(c, "kind"), kind, sizeof(kind)),
-            output_cell(subj ? subj : json_object_get(c, "path"), subject, sizeof(subject)),
-            output_cell(json_object_get(c, "field"), field, sizeof(field)),
-            output_cell(json_object_get(c, "old"), old, sizeof(old)),
-            output_cell(json_object_get(c, "new"), new, sizeof(new)),
-        };
-        if (t != NULL && table_add(t, row) != 0) {
-            table_free(t);
-            t = NULL;
-        }
-    }
-    if (t == NULL)
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    table_print(t, stdout);
-    table_free(t);
-    return LBCTL_EXIT_OK;
+    return lbctl_print_table(5, change_headers, changes, add_change_row);
 }
 
 static int config_apply(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "config apply";
-    struct lbctl_opt o[] = {
-        {"comment", true, NULL, false},
-        {"if-match", true, NULL, false},
-    };
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
     char *pos[1];
-    size_t npos;
-    int rc = lbctl_parse(ctx, verb, apply_help, argc, argv, o, 2, pos, 1, &npos);
+    int rc = lbctl_parse_one(ctx, verb, apply_help, argc, argv, o, 2, pos,
+                             "missing the config FILE (- for stdin)");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if (npos != 1)
-        return lbctl_usage(verb, "missing the config FILE (- for stdin)");
-    if ((rc = lbctl_check_comment(verb, o[0].value)) ||
-        (rc = lbctl_check_if_match(verb, o[1].value)))
+    if ((rc = lbctl_check_write(verb, o)) != LBCTL_EXIT_OK)
         return rc;
     char *body = NULL;
     size_t len = 0;
@@ -235,12 +214,10 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
         .if_match = o[1].value,
     };
     json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
+    rc = lbctl_fetch(ctx, &r, &root);
     free(body);
-    if (rc != LBCTL_EXIT_OK)
+    if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
     char version[32];
     output_cell(json_object_get(root, "version"), version, sizeof(version));
     const json_t *changes = json_object_get(root, "changes");
@@ -265,6 +242,22 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
 static const char *const history_headers[] = {"VERSION", "ACTIVE", "CREATED",
                                               "AUTHOR",  "HASH",   "COMMENT"};
 
+static int add_version_row(struct table *t, const json_t *v)
+{
+    char version[32], active[8], created[32], author[128], hash[16], comment[512];
+    output_cell(json_object_get(v, "hash"), hash, sizeof(hash));
+    hash[12] = '\0'; /* enough to tell versions apart, as git does */
+    const char *row[] = {
+        output_cell(json_object_get(v, "version"), version, sizeof(version)),
+        output_cell(json_object_get(v, "active"), active, sizeof(active)),
+        output_time(json_object_get(v, "created_ms"), created, sizeof(created)),
+        output_cell(json_object_get(v, "author"), author, sizeof(author)),
+        hash,
+        output_cell(json_object_get(v, "comment"), comment, sizeof(comment)),
+    };
+    return table_add(t, row);
+}
+
 static int config_history(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "config history";
@@ -281,37 +274,11 @@ static int config_history(struct lbctl *ctx, int argc, char **argv)
     snprintf(path, sizeof(path), "/api/v1/config/versions?limit=%lld", limit);
     struct lbctl_req r = {.method = "GET", .path = path};
     json_t *root;
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    if ((rc = lbctl_fetch(ctx, &r, &root)) != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
-    struct table *t = table_new(6, history_headers);
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(root, "versions"), i, v)
-    {
-        char version[32], active[8], created[32], author[128], hash[16], comment[512];
-        output_cell(json_object_get(v, "hash"), hash, sizeof(hash));
-        hash[12] = '\0'; /* enough to tell versions apart, as git does */
-        const char *row[] = {
-            output_cell(json_object_get(v, "version"), version, sizeof(version)),
-            output_cell(json_object_get(v, "active"), active, sizeof(active)),
-            output_time(json_object_get(v, "created_ms"), created, sizeof(created)),
-            output_cell(json_object_get(v, "author"), author, sizeof(author)),
-            hash,
-            output_cell(json_object_get(v, "comment"), comment, sizeof(comment)),
-        };
-        if (t != NULL && table_add(t, row) != 0) {
-            table_free(t);
-            t = NULL;
-        }
-    }
+    rc = lbctl_print_table(6, history_headers, json_object_get(root, "versions"), add_version_row);
     json_decref(root);
-    if (t == NULL)
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    table_print(t, stdout);
-    table_free(t);
-    return LBCTL_EXIT_OK;
+    return rc;
 }
 
 static int config_diff(struct lbctl *ctx, int argc, char **argv)
@@ -332,10 +299,8 @@ static int config_diff(struct lbctl *ctx, int argc, char **argv)
     snprintf(path, sizeof(path), "/api/v1/config/diff?from=%lld&to=%lld", a, b);
     struct lbctl_req r = {.method = "GET", .path = path};
     json_t *root;
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    if ((rc = lbctl_fetch(ctx, &r, &root)) != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
     const json_t *changes = json_object_get(root, "changes");
     const char *text = json_string_value(json_object_get(root, "text"));
     if (json_array_size(changes) == 0 && (text == NULL || text[0] == '\0'))
@@ -371,21 +336,15 @@ int cmd_config(struct lbctl *ctx, int argc, char **argv)
 int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "rollback";
-    struct lbctl_opt o[] = {
-        {"comment", true, NULL, false},
-        {"if-match", true, NULL, false},
-    };
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
     char *pos[1];
-    size_t npos;
-    int rc = lbctl_parse(ctx, verb, rollback_help, argc, argv, o, 2, pos, 1, &npos);
+    int rc = lbctl_parse_one(ctx, verb, rollback_help, argc, argv, o, 2, pos,
+                             "missing the config version N to roll back to");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if (npos != 1)
-        return lbctl_usage(verb, "missing the config version N to roll back to");
     long long n;
     if ((rc = lbctl_parse_int(verb, "version N", pos[0], 1, INT64_MAX, &n)) ||
-        (rc = lbctl_check_comment(verb, o[0].value)) ||
-        (rc = lbctl_check_if_match(verb, o[1].value)))
+        (rc = lbctl_check_write(verb, o)))
         return rc;
     json_t *body = json_pack("{sI}", "version", (json_int_t)n);
     if (body == NULL)
@@ -401,12 +360,10 @@ int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
         .if_match = o[1].value,
     };
     json_t *root;
-    rc = lbctl_call(ctx, &r, &root, NULL);
+    rc = lbctl_fetch(ctx, &r, &root);
     json_decref(body);
-    if (rc != LBCTL_EXIT_OK)
+    if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
     char version[32];
     printf("rolled back to version %lld as config version %s\n", n,
            output_cell(json_object_get(root, "version"), version, sizeof(version)));

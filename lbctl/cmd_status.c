@@ -67,49 +67,36 @@ int cmd_status(struct lbctl *ctx, int argc, char **argv)
 static const char *const dp_headers[] = {"NODE",      "VERSION", "GENERATION",
                                          "LAST SEEN", "IN SYNC", "REJECTED"};
 
+static int add_dp_row(struct table *t, const json_t *dp)
+{
+    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256];
+    json_t *rg = json_object_get(dp, "rejected_generation");
+    if (json_integer_value(rg) > 0) {
+        char why[200];
+        snprintf(rej, sizeof(rej), "generation %lld: %s", (long long)json_integer_value(rg),
+                 output_cell(json_object_get(dp, "rejection_reason"), why, sizeof(why)));
+    } else {
+        snprintf(rej, sizeof(rej), "-");
+    }
+    const char *row[] = {
+        output_cell(json_object_get(dp, "node_id"), node, sizeof(node)),
+        output_cell(json_object_get(dp, "applied_version"), ver, sizeof(ver)),
+        output_cell(json_object_get(dp, "applied_generation"), gen, sizeof(gen)),
+        output_time(json_object_get(dp, "last_seen_ms"), seen, sizeof(seen)),
+        output_cell(json_object_get(dp, "in_sync"), sync, sizeof(sync)),
+        rej,
+    };
+    return table_add(t, row);
+}
+
 int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv)
 {
-    size_t npos;
-    int rc = lbctl_parse(ctx, "dataplanes", dataplanes_help, argc, argv, NULL, 0, NULL, 0, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
     json_t *root;
-    struct lbctl_req r = {.method = "GET", .path = "/api/v1/dataplanes"};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    int rc = lbctl_get(ctx, "dataplanes", dataplanes_help, argc, argv, "GET", "/api/v1/dataplanes",
+                       &root);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
-    struct table *t = table_new(6, dp_headers);
-    size_t i;
-    json_t *dp;
-    json_array_foreach(json_object_get(root, "dataplanes"), i, dp)
-    {
-        char node[256], ver[32], gen[32], seen[32], sync[8], rej[256];
-        json_t *rg = json_object_get(dp, "rejected_generation");
-        if (json_integer_value(rg) > 0) {
-            char why[200];
-            snprintf(rej, sizeof(rej), "generation %lld: %s", (long long)json_integer_value(rg),
-                     output_cell(json_object_get(dp, "rejection_reason"), why, sizeof(why)));
-        } else {
-            snprintf(rej, sizeof(rej), "-");
-        }
-        const char *row[] = {
-            output_cell(json_object_get(dp, "node_id"), node, sizeof(node)),
-            output_cell(json_object_get(dp, "applied_version"), ver, sizeof(ver)),
-            output_cell(json_object_get(dp, "applied_generation"), gen, sizeof(gen)),
-            output_time(json_object_get(dp, "last_seen_ms"), seen, sizeof(seen)),
-            output_cell(json_object_get(dp, "in_sync"), sync, sizeof(sync)),
-            rej,
-        };
-        if (t != NULL && table_add(t, row) != 0) {
-            table_free(t);
-            t = NULL;
-        }
-    }
+    rc = lbctl_print_table(6, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
     json_decref(root);
-    if (t == NULL)
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    table_print(t, stdout);
-    table_free(t);
-    return LBCTL_EXIT_OK;
+    return rc;
 }

@@ -43,110 +43,52 @@ static const char *const headers[] = {"NAME",        "FRONTEND", "SUBJECT", "SAN
 static const char *const ca_headers[] = {"BACKEND",     "FILE",    "SUBJECT",
                                          "FINGERPRINT", "EXPIRES", "STATUS"};
 
-/* Prints <t> and frees it; -1 when it is NULL (out of memory). */
-static int print_table(struct table *t)
+/* A row of the "certificates" of GET /api/v1/tls. */
+static int add_cert_row(struct table *t, const json_t *c)
 {
-    if (t == NULL)
-        return -1;
-    table_print(t, stdout);
-    table_free(t);
-    return 0;
-}
-
-/* The "certificates" of GET /api/v1/tls as a table; -1 when out of memory. */
-static int print_certs(const json_t *certs)
-{
-    struct table *t = table_new(7, headers);
-    size_t i;
-    json_t *c;
-    json_array_foreach(certs, i, c)
+    char name[256], fe[128], subject[256], fp[20], expires[32], status[16], sans[512] = "";
+    size_t k, off = 0;
+    json_t *san;
+    json_array_foreach(json_object_get(c, "sans"), k, san)
     {
-        char name[256], fe[128], subject[256], fp[20], expires[32], status[16], sans[512] = "";
-        size_t k, off = 0;
-        json_t *san;
-        json_array_foreach(json_object_get(c, "sans"), k, san)
-        {
-            if (off < sizeof(sans))
-                off += (size_t)snprintf(sans + off, sizeof(sans) - off, "%s%s", k ? "," : "",
-                                        json_string_value(san) ? json_string_value(san) : "");
-        }
-        output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
-        fp[16] = '\0';
-        const char *row[] = {
-            output_cell(json_object_get(c, "name"), name, sizeof(name)),
-            output_cell(json_object_get(c, "frontend"), fe, sizeof(fe)),
-            output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
-            off ? sans : "-",
-            fp,
-            output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
-            output_cell(json_object_get(c, "status"), status, sizeof(status)),
-        };
-        if (t != NULL && table_add(t, row) != 0) {
-            table_free(t);
-            t = NULL;
-        }
+        if (off < sizeof(sans))
+            off += (size_t)snprintf(sans + off, sizeof(sans) - off, "%s%s", k ? "," : "",
+                                    json_string_value(san) ? json_string_value(san) : "");
     }
-    return print_table(t);
+    output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
+    fp[16] = '\0';
+    const char *row[] = {
+        output_cell(json_object_get(c, "name"), name, sizeof(name)),
+        output_cell(json_object_get(c, "frontend"), fe, sizeof(fe)),
+        output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
+        off ? sans : "-",
+        fp,
+        output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
+        output_cell(json_object_get(c, "status"), status, sizeof(status)),
+    };
+    return table_add(t, row);
 }
 
-/* The "backend_cas" of GET /api/v1/tls as a table; -1 when out of memory. */
-static int print_cas(const json_t *cas)
+/* A row of the "backend_cas" of GET /api/v1/tls. */
+static int add_ca_row(struct table *t, const json_t *c)
 {
-    struct table *t = table_new(6, ca_headers);
-    size_t i;
-    json_t *c;
-    json_array_foreach(cas, i, c)
-    {
-        char backend[128], file[256], subject[256], fp[20], expires[32], status[16];
-        output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
-        fp[16] = '\0';
-        const char *row[] = {
-            output_cell(json_object_get(c, "backend"), backend, sizeof(backend)),
-            output_cell(json_object_get(c, "file"), file, sizeof(file)),
-            output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
-            fp,
-            output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
-            output_cell(json_object_get(c, "status"), status, sizeof(status)),
-        };
-        if (t != NULL && table_add(t, row) != 0) {
-            table_free(t);
-            t = NULL;
-        }
-    }
-    return print_table(t);
+    char backend[128], file[256], subject[256], fp[20], expires[32], status[16];
+    output_cell(json_object_get(c, "fingerprint_sha256"), fp, sizeof(fp));
+    fp[16] = '\0';
+    const char *row[] = {
+        output_cell(json_object_get(c, "backend"), backend, sizeof(backend)),
+        output_cell(json_object_get(c, "file"), file, sizeof(file)),
+        output_cell(json_object_get(c, "subject"), subject, sizeof(subject)),
+        fp,
+        output_time(json_object_get(c, "not_after"), expires, sizeof(expires)),
+        output_cell(json_object_get(c, "status"), status, sizeof(status)),
+    };
+    return table_add(t, row);
 }
 
-static int tls_list(struct lbctl *ctx, int argc, char **argv)
+/* The last reload and the last refused one, after the tables. */
+static void print_reloads(const json_t *root)
 {
-    size_t npos;
-    int rc = lbctl_parse(ctx, "tls list", list_help, argc, argv, NULL, 0, NULL, 0, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
-    json_t *root;
-    struct lbctl_req r = {.method = "GET", .path = "/api/v1/tls"};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
-        return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
-    const json_t *certs = json_object_get(root, "certificates");
-    const json_t *cas = json_object_get(root, "backend_cas");
-    if (json_array_size(certs) == 0) {
-        printf("no certificates: no frontend of the active config has tls: true\n");
-        if (json_array_size(cas) == 0) {
-            json_decref(root);
-            return LBCTL_EXIT_OK;
-        }
-    } else if (print_certs(certs) != 0) {
-        json_decref(root);
-        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-    }
-    if (json_array_size(cas) > 0) {
-        printf("\n");
-        if (print_cas(cas) != 0) {
-            json_decref(root);
-            return lbctl_fail(LBCTL_EXIT_API, "out of memory");
-        }
-    }
     json_t *last = json_object_get(root, "last_reload");
     if (json_is_object(last)) {
         char at[32];
@@ -158,22 +100,37 @@ static int tls_list(struct lbctl *ctx, int argc, char **argv)
     const char *err = json_string_value(json_object_get(root, "last_error"));
     if (err != NULL)
         printf("last error: %s\n", err);
+}
+
+static int tls_list(struct lbctl *ctx, int argc, char **argv)
+{
+    json_t *root;
+    int rc = lbctl_get(ctx, "tls list", list_help, argc, argv, "GET", "/api/v1/tls", &root);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
+        return rc;
+    const json_t *certs = json_object_get(root, "certificates");
+    const json_t *cas = json_object_get(root, "backend_cas");
+    if (json_array_size(certs) == 0)
+        printf("no certificates: no frontend of the active config has tls: true\n");
+    else
+        rc = lbctl_print_table(7, headers, certs, add_cert_row);
+    if (rc == LBCTL_EXIT_OK && json_array_size(cas) > 0) {
+        printf("\n");
+        rc = lbctl_print_table(6, ca_headers, cas, add_ca_row);
+    }
+    if (rc == LBCTL_EXIT_OK && json_array_size(certs) + json_array_size(cas) > 0)
+        print_reloads(root);
     json_decref(root);
-    return LBCTL_EXIT_OK;
+    return rc;
 }
 
 static int tls_reload(struct lbctl *ctx, int argc, char **argv)
 {
-    size_t npos;
-    int rc = lbctl_parse(ctx, "tls reload", reload_help, argc, argv, NULL, 0, NULL, 0, &npos);
-    if (rc != LBCTL_EXIT_OK)
-        return rc < 0 ? LBCTL_EXIT_OK : rc;
     json_t *root;
-    struct lbctl_req r = {.method = "POST", .path = "/api/v1/tls/reload"};
-    if ((rc = lbctl_call(ctx, &r, &root, NULL)) != LBCTL_EXIT_OK)
+    int rc =
+        lbctl_get(ctx, "tls reload", reload_help, argc, argv, "POST", "/api/v1/tls/reload", &root);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    if (ctx->json)
-        return lbctl_emit_json(root);
     long long gen = (long long)json_integer_value(json_object_get(root, "generation"));
     if (json_is_true(json_object_get(root, "reloaded")))
         printf("reloaded: new certificates published as generation %lld\n", gen);

@@ -102,6 +102,16 @@ int lbctl_parse(struct lbctl *ctx, const char *verb, const char *help, int argc,
     return LBCTL_EXIT_OK;
 }
 
+int lbctl_parse_one(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
+                    struct lbctl_opt *opts, size_t nopts, char **operand, const char *missing)
+{
+    size_t npos;
+    int rc = lbctl_parse(ctx, verb, help, argc, argv, opts, nopts, operand, 1, &npos);
+    if (rc == LBCTL_EXIT_OK && npos != 1)
+        return lbctl_usage(verb, "%s", missing);
+    return rc;
+}
+
 int lbctl_check_if_match(const char *verb, const char *v)
 {
     if (v == NULL)
@@ -245,4 +255,55 @@ int lbctl_emit_json(json_t *root)
                                             : lbctl_fail(LBCTL_EXIT_API, "out of memory");
     json_decref(root);
     return rc;
+}
+
+int lbctl_fetch(struct lbctl *ctx, const struct lbctl_req *r, json_t **out)
+{
+    json_t *root;
+    *out = NULL;
+    int rc = lbctl_call(ctx, r, &root, NULL);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    if (ctx->json)
+        return lbctl_emit_json(root);
+    *out = root;
+    return LBCTL_EXIT_OK;
+}
+
+int lbctl_get(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
+              const char *method, const char *path, json_t **out)
+{
+    size_t npos;
+    *out = NULL;
+    int rc = lbctl_parse(ctx, verb, help, argc, argv, NULL, 0, NULL, 0, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    struct lbctl_req r = {.method = method, .path = path};
+    return lbctl_fetch(ctx, &r, out);
+}
+
+int lbctl_print_table(size_t ncols, const char *const *headers, const json_t *items,
+                      lbctl_row_fn row)
+{
+    struct table *t = table_new(ncols, headers);
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item)
+    {
+        if (t != NULL && row(t, item) != 0) {
+            table_free(t);
+            t = NULL;
+        }
+    }
+    if (t == NULL)
+        return lbctl_fail(LBCTL_EXIT_API, "out of memory");
+    table_print(t, stdout);
+    table_free(t);
+    return LBCTL_EXIT_OK;
+}
+
+int lbctl_check_write(const char *verb, const struct lbctl_opt *w)
+{
+    int rc = lbctl_check_comment(verb, w[0].value);
+    return rc != LBCTL_EXIT_OK ? rc : lbctl_check_if_match(verb, w[1].value);
 }

@@ -42,6 +42,11 @@ typedef int (*lbctl_cmd_fn)(struct lbctl *ctx, int argc, char **argv);
 int lbctl_parse(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
                 struct lbctl_opt *opts, size_t nopts, char **pos, size_t maxpos, size_t *npos);
 
+/* lbctl_parse() for a verb that takes exactly one operand, put in
+ * *<operand>; without it, "lbctl: <verb>: <missing> ..." (LBCTL_EXIT_USAGE). */
+int lbctl_parse_one(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
+                    struct lbctl_opt *opts, size_t nopts, char **operand, const char *missing);
+
 /* Prints "lbctl: <verb>: <message> (see 'lbctl <verb> --help')" on stderr
  * and returns LBCTL_EXIT_USAGE. */
 int lbctl_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -89,6 +94,38 @@ int lbctl_call(struct lbctl *ctx, const struct lbctl_req *r, json_t **out, char 
 /* Prints <root> with output_json() and releases it. Returns LBCTL_EXIT_OK, or
  * LBCTL_EXIT_API when out of memory (message printed). */
 int lbctl_emit_json(json_t *root);
+
+/* lbctl_call() for an answer that is JSON, printed by the verb for people:
+ * under --json the answer is printed here (lbctl_emit_json()) and *<out> is
+ * NULL. Returns the exit status; *<out> (caller decrefs) is set only when
+ * it is LBCTL_EXIT_OK and the verb has to print the answer itself. */
+int lbctl_fetch(struct lbctl *ctx, const struct lbctl_req *r, json_t **out);
+
+/* A verb without options or operands that sends <method> <path> and prints
+ * the JSON answer: lbctl_parse(), then lbctl_fetch(). Returns the exit
+ * status; *<out> is set only when the verb has to print the answer itself. */
+int lbctl_get(struct lbctl *ctx, const char *verb, const char *help, int argc, char **argv,
+              const char *method, const char *path, json_t **out);
+
+/* Adds the table row of <item> to <t>; 0, or -1 when out of memory. */
+struct table;
+typedef int (*lbctl_row_fn)(struct table *t, const json_t *item);
+
+/* Prints a table of <ncols> columns titled <headers> with a row per element
+ * of the array <items> (none when it is not an array). Returns
+ * LBCTL_EXIT_OK, or LBCTL_EXIT_API when out of memory (message printed). */
+int lbctl_print_table(size_t ncols, const char *const *headers, const json_t *items,
+                      lbctl_row_fn row);
+
+/* The options of every write, --comment TEXT and --if-match VERSION, as two
+ * consecutive elements of a verb's options; lbctl_check_write() checks them
+ * (comment first). */
+#define LBCTL_WRITE_OPTS                                                                           \
+    {"comment", true, NULL, false},                                                                \
+    {                                                                                              \
+        "if-match", true, NULL, false                                                              \
+    }
+int lbctl_check_write(const char *verb, const struct lbctl_opt *w);
 
 /* Percent-encodes <s> for a URL path segment; NULL when out of memory. */
 char *lbctl_escape(struct lbctl *ctx, const char *s);

@@ -1,0 +1,193 @@
+/* controlplane/admin_int.h: the admin API server's state and what its parts
+ * share: admin.c (listeners, connections), admin_auth.c (tokens, identity),
+ * admin_routes.c (path and method -> handler), the handlers per resource
+ * (admin_backends.c, admin_config.c, admin_status.c) and admin_http.c (the
+ * responses and the request readers every handler uses). Not for other
+ * modules: they use admin.h.
+ *
+ * The parts depend one way: admin.c -> admin_auth.c, admin_routes.c ->
+ * handlers -> admin_http.c. Single-threaded, as admin.h. */
+#ifndef LB_ADMIN_INT_H
+#define LB_ADMIN_INT_H
+
+#include "admin.h"
+#include "cp.h"
+#include "http1.h"
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct lb_err;
+
+struct token {
+    char *name;
+    char *secret;
+    bool rw;
+};
+
+/* One (method, status) pair of lb_cp_api_requests_total. */
+struct api_count {
+    const char *method;
+    unsigned status;
+    uint64_t n;
+};
+
+#define API_COUNT_MAX  96
+#define ADMIN_LINGER_S 2.0 /* bound on discarding input after a final answer */
+
+struct conn {
+    struct admin *a;
+    struct conn *prev, *next;
+    int fd;
+    bool tcp;      /* came through the TCP listener: needs a token */
+    long uid;      /* peer uid on the unix socket, -1 on TCP */
+    ev_io rio;     /* readable */
+    ev_io wio;     /* writable while output is pending */
+    ev_timer idle; /* ADMIN_TIMEOUT_S without progress closes */
+    char *in;      /* received bytes not consumed yet */
+    size_t in_len, in_cap;
+    char *out; /* response bytes */
+    size_t out_len, out_off;
+    bool close_after;   /* close once <out> is written */
+    bool continue_sent; /* "100 Continue" sent for the current request */
+    bool lingering;     /* answered and shut down for writing: discard input until EOF */
+    struct http1_parser parser;
+};
+
+struct admin {
+    struct ev_loop *loop;
+    struct cp *cp;         /* borrowed */
+    int unix_fd, tcp_fd;   /* -1 = none */
+    ev_io unix_io, tcp_io; /* accept watchers */
+    ev_timer accept_pause; /* accepting again after running out of descriptors */
+    char *unix_path;       /* the socket file we created */
+    dev_t unix_dev;        /* identity of that file, so admin_free removes only ours */
+    ino_t unix_ino;
+    uint16_t tcp_port;
+    struct token *tokens;
+    size_t n_tokens;
+    struct conn *conns; /* open connections */
+    size_t n_conns;
+    struct api_count counts[API_COUNT_MAX];
+    size_t n_counts;
+};
+
+/* What one request is about, for the handlers. */
+struct req {
+    struct conn *c;
+    const struct http1_msg *msg;
+    const char *body;
+    size_t body_len;
+    char author[80];
+    const char *method; /* "GET", ... or "OTHER" */
+};
+
+/* ---- admin_http.c: responses -------------------------------------------------- */
+
+/* Queues one complete response on the request's connection and counts it;
+ * <extra> holds more header lines ("X: y\r\n") or is NULL. Out of memory
+ * closes the connection once what is queued is written. */
+void admin__respond(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
+                    const char *extra);
+
+/* Serialises <j> (taken; NULL answers 500) as the body. */
+void admin__respond_json(struct req *r, unsigned status, json_t *j);
+
+/* {"error": {"code": <code>, "message": <fmt...>}} with <extra> header lines. */
+__attribute__((format(printf, 5, 6))) void admin__respond_error_x(struct req *r, unsigned status,
+                                                                  const char *code,
+                                                                  const char *extra,
+                                                                  const char *fmt, ...);
+#define admin__respond_error(r, status, code, ...)                                                 \
+    admin__respond_error_x(r, status, code, NULL, __VA_ARGS__)
+
+/* Maps a core error to the API's status and code. */
+void admin__respond_lb_err(struct req *r, const struct lb_err *e);
+
+/* ---- admin_http.c: reading a request ------------------------------------------- */
+
+/* The first header <name> of <m>, or NULL. */
+const struct http1_header *admin__find_header(const struct http1_msg *m, const char *name);
+
+/* Whether <s> starts with <lit>, ignoring case. */
+bool admin__slice_prefix(struct http1_slice s, const char *lit);
+
+/* Parses a plain decimal uint64 from [p, p+len): digits only, at most 19. */
+bool admin__parse_u64(const char *p, size_t len, uint64_t *out);
+
+/* Value of query parameter <key> in <query> (not decoded), length in <len>;
+ * NULL when absent. */
+const char *admin__query_get(const char *query, size_t qlen, const char *key, size_t *len);
+
+/* Refuses members of <obj> other than <allowed> (NULL-terminated); false
+ * when answered. */
+bool admin__only_keys(struct req *r, json_t *obj, const char *const *allowed);
+
+/* "GET", "POST", "PUT", "DELETE", "HEAD", else "OTHER". */
+const char *admin__method_name(uint8_t meth);
+
+/* Wall-clock time in ms since the epoch. */
+int64_t admin__now_ms(void);
+
+/* JSON text made by config.c (taken), parsed back to embed it; NULL when
+ * <text> is NULL. */
+json_t *admin__embed(char *text);
+
+/* A write being read: If-Match, the optional JSON body, the comment (the
+ * body's "comment", else X-Lb-Comment), the author. */
+struct admin_write {
+    json_t *body;      /* the JSON object when asked for, else NULL; owned */
+    struct cp_write w; /* for the core: points into <comment> and the request */
+    char comment[ADMIN_COMMENT_MAX + 1];
+};
+
+/* Reads <wr> from <r>, with a JSON object body when <json_body>; false when
+ * answered (400). Release with admin__write_end() when it returned true. */
+bool admin__write_start(struct req *r, bool json_body, struct admin_write *wr);
+void admin__write_end(struct admin_write *wr);
+
+/* ---- the handlers (admin_backends.c, admin_config.c, admin_status.c) ------------- */
+
+void admin__backends_list(struct req *r);
+void admin__backends_add(struct req *r);
+void admin__backend_get(struct req *r, const char *id);
+void admin__backend_update(struct req *r, const char *id);
+void admin__backend_delete(struct req *r, const char *id);
+void admin__backend_drain(struct req *r, const char *id);
+
+void admin__config_get(struct req *r);
+void admin__config_post(struct req *r);
+void admin__versions_list(struct req *r, const char *query, size_t qlen);
+void admin__version_get(struct req *r, const char *seg);
+void admin__diff(struct req *r, const char *query, size_t qlen);
+void admin__rollback(struct req *r);
+
+void admin__health(struct req *r);
+void admin__metrics(struct req *r);
+void admin__dataplanes(struct req *r);
+void admin__tls_get(struct req *r);
+void admin__tls_reload(struct req *r);
+
+/* ---- admin_routes.c ------------------------------------------------------------- */
+
+/* Answers <r>: 404 for an unknown path, 405 for a method the path does not
+ * take, else what its handler says. */
+void admin__route(struct req *r);
+
+/* ---- admin_auth.c ------------------------------------------------------------- */
+
+/* Reads the tokens file at <path> into a->tokens. */
+int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err);
+
+/* Releases a->tokens. */
+void admin__tokens_free(struct admin *a);
+
+/* Fills r->author from the peer's identity and checks its permission; false
+ * when answered (401, 403). */
+bool admin__authorise(struct req *r);
+
+#endif
