@@ -6,7 +6,9 @@
 #
 # Environment: DURATION seconds per wrk run (10), ROUNDS interleaved rounds
 # (3; medians are reported), CONNS wrk connections (64), IDLE_CONNS idle
-# keep-alive connections for the memory probe (1000).
+# keep-alive connections for the memory probe (1000), BASELINE another build
+# directory whose lb-dataplane runs as "lbbase" in the same interleaved rounds
+# (a before/after comparison: medians of per-round ratios are printed).
 # Smoke check: DURATION=2 ROUNDS=1 tests/bench/bench.sh build
 set -euo pipefail
 
@@ -125,6 +127,24 @@ SNAP
     fi
 else
     echo "bench: $BUILD/lb-dataplane is not built: skipped" >&2
+fi
+
+# ---- the baseline lb-dataplane (BASELINE=DIR), same snapshot but its port ----
+if [ -n "${BASELINE:-}" ] && [ -x "$BASELINE/lb-dataplane" ]; then
+    p=$(free_port)
+    m=$(free_port)
+    sed -e "s/port: ${PORT[lb]:-0} }/port: $p }/" -e "s/metrics { enabled: true bind_address: \"127.0.0.1\" port: [0-9]*/metrics { enabled: true bind_address: \"127.0.0.1\" port: $m/" \
+        "$TMP/lb.txt" >"$TMP/lbbase.txt"
+    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lbbase.txt" >"$TMP/lbbase.pb"
+    start lbbase "$BASELINE/lb-dataplane" --snapshot "$TMP/lbbase.pb" --workers 2 --log-level warn
+    if wait_port "$p" "$LAST_PID"; then
+        PROXIES+=(lbbase)
+        PORT[lbbase]=$p
+        ROOT[lbbase]=$LAST_PID
+    else
+        echo "bench: the baseline lb-dataplane did not start:" >&2
+        tail -5 "$TMP/lbbase.log" >&2
+    fi
 fi
 
 # ---- HAProxy --------------------------------------------------------------
@@ -253,7 +273,7 @@ for round in $(seq 1 "$ROUNDS"); do
                 continue
             fi
             [ -n "$errs" ] && echo "bench: $px/$sc round $round: $errs" >&2
-            echo "$px $sc $rps $(to_ms "$p50") $(to_ms "$p99") $rss" >>"$RESULTS"
+            echo "$px $sc $rps $(to_ms "$p50") $(to_ms "$p99") $rss $round" >>"$RESULTS"
             echo "bench: round $round $sc $px: $rps req/s" >&2
         done
     done
@@ -284,6 +304,20 @@ if [ -n "${PORT[lb]:-}" ] && [ -n "${PORT[haproxy]:-}" ]; then
             r1 = (b + 0 > 0) ? sprintf("%.2f", a / b) : "-"
             r2 = (d + 0 > 0) ? sprintf("%.2f", c / d) : "-"
             printf "%-9s %16s %16s\n", s, r1, r2 }'
+    done
+fi
+
+# ratio_median A B SCENARIO: the median over rounds of A's req/s / B's.
+ratio_median() {
+    awk -v a="$1" -v b="$2" -v s="$3" '$2==s && $1==a {x[$7]=$3} $2==s && $1==b {y[$7]=$3}
+        END { for (r in x) if (y[r] + 0 > 0) print x[r] / y[r] }' "$RESULTS" | median
+}
+if [ -n "${PORT[lbbase]:-}" ]; then
+    printf '\nbefore/after (medians of per-round ratios of req/s):\n%-9s %14s %18s %18s\n' \
+        scenario "lb/lbbase" "lb/haproxy" "lbbase/haproxy"
+    for sc in "${SCENARIOS[@]}"; do
+        printf '%-9s %14s %18s %18s\n' "$sc" "$(ratio_median lb lbbase "$sc")" \
+            "$(ratio_median lb haproxy "$sc")" "$(ratio_median lbbase haproxy "$sc")"
     done
 fi
 
