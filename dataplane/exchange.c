@@ -130,8 +130,9 @@ void exchange_start(struct exchange *x, const struct http1_msg *m, uint32_t head
 }
 
 /* Whether request <m> asks for a protocol switch lb forwards: an HTTP/1.1
- * request with "Connection: upgrade", an Upgrade field naming a protocol
- * other than h2c (HTTP/2 is lb's to speak with the client, never tunnelled),
+ * request with "Connection: upgrade", an Upgrade field naming protocols none
+ * of which is h2c (HTTP/2 is lb's to speak with the client, never tunnelled:
+ * a list that offers it is not forwarded at all, lest the backend pick it),
  * and no body. Any other Upgrade is dropped as hop-by-hop. */
 static bool x_upgrade_wanted(const struct http1_msg *m)
 {
@@ -140,6 +141,7 @@ static bool x_upgrade_wanted(const struct http1_msg *m)
         (m->framing != HTTP1_BODY_NONE &&
          !(m->framing == HTTP1_BODY_LENGTH && m->content_length == 0)))
         return false;
+    bool named = false;
     for (uint32_t i = 0; i < m->n_headers; i++) {
         if (m->headers[i].id != HTTP1_H_UPGRADE)
             continue;
@@ -151,13 +153,14 @@ static bool x_upgrade_wanted(const struct http1_msg *m)
             while (p < end && *p != '/' && *p != ',' && *p != ' ' && *p != '\t')
                 p++;
             size_t n = (size_t)(p - name);
-            if (n > 0 && !(n == 3 && strncasecmp(name, "h2c", 3) == 0))
-                return true;
+            if (n == 3 && strncasecmp(name, "h2c", 3) == 0)
+                return false;
+            named = named || n > 0;
             while (p < end && *p != ',')
                 p++;
         }
     }
-    return false;
+    return named;
 }
 
 void exchange_note_request(struct exchange *x, const struct http1_msg *m)

@@ -529,7 +529,9 @@ static uint8_t h1_timer_phase(const struct h1session *c)
     }
 }
 
-static void h1_arm(struct h1session *c)
+/* Makes the session wait for what it needs next; <moved>: the run that ends
+ * here moved something (an idle timer starts over). */
+static void h1_arm(struct h1session *c, bool moved)
 {
     struct exchange *x = &c->x;
     if (c->state == CS_PROXY) {
@@ -543,8 +545,8 @@ static void h1_arm(struct h1session *c)
     }
     uint8_t phase = h1_timer_phase(c);
     /* the head timer counts from the request's first byte and never extends */
-    if (phase != c->tphase || ((c->progress || x->progress) && phase != TP_HEAD &&
-                               phase != TP_LINGER && phase != TP_QUEUE)) {
+    if (phase != c->tphase ||
+        (moved && phase != TP_HEAD && phase != TP_LINGER && phase != TP_QUEUE)) {
         c->tphase = phase;
         c->timer.repeat = exchange_wait_seconds(&c->x, phase);
         ev_timer_again(c->w->loop, &c->timer);
@@ -584,6 +586,7 @@ static void h1_arm(struct h1session *c)
 
 static void h1_run(struct h1session *c)
 {
+    bool moved = false;
     for (int rounds = 0; rounds < 64; rounds++) {
         c->progress = false;
         c->x.progress = false;
@@ -632,8 +635,9 @@ static void h1_run(struct h1session *c)
             return;
         if (!c->progress && !c->x.progress)
             break;
+        moved = true;
     }
-    h1_arm(c);
+    h1_arm(c, moved);
 }
 
 /* ---- watchers ------------------------------------------------------------------------ */
