@@ -24,7 +24,8 @@
  *                    size that is no hex number), length-204 (204 with
  *                    Content-Length: 3 and 3 bytes), length-list
  *                    (Content-Length: 3, 3), length-twice (two equal
- *                    Content-Length fields)
+ *                    Content-Length fields), switch (a 101 to websocket
+ *                    whatever was asked, then the bytes "unasked")
  *   /ws              a WebSocket endpoint (RFC 6455), below
  * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0. Every
  * route but /ws ignores Upgrade and answers as it would without it (so
@@ -407,6 +408,8 @@ static const struct {
     {"/bad/length-204", "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc"},
     {"/bad/length-list", "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc"},
     {"/bad/length-twice", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"},
+    {"/bad/switch", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n\r\nunasked"},
 };
 
 static enum route route_of(struct conn *c, const char *path, size_t plen)
