@@ -1,9 +1,11 @@
 /* tests/e2e/test_tunnel.c: Upgrade tunnels through a real lb-dataplane, with
  * WebSocket (RFC 6455) to lb-backend's /ws: the handshake, messages both
- * ways, server pushes, the close handshake and half-close, the tunnel idle
- * timeout, drains, answers other than 101, Upgrade requests lb does not
- * forward (h2c, HTTP/1.0, with a body), the tunnel metrics and access-log
- * line, limits.max_tunnels, a TLS frontend.
+ * ways, server pushes, the close handshake and half-close, resets and dead
+ * backends, the tunnel idle timeout, drains, answers other than 101 and
+ * 101s nobody asked for, Upgrade requests lb does not forward (h2c, HTTP/1.0,
+ * with a body), the tunnel metrics and access-log line, limits.max_tunnels,
+ * back-pressure towards a client that does not read, tunnels side by side,
+ * a TLS frontend.
  *
  * The client below is a small WebSocket client of its own: a non-blocking
  * socket (or OpenSSL over it) driven by poll(), reading and writing at once
@@ -877,7 +879,8 @@ START_TEST(idle_timeout_closes_a_silent_tunnel)
     uint64_t quiet = e2e_now_ms();
     ck_assert_msg(ws_wait_eof(w, IDLE_MS + e2e_timeout_ms()), "a silent tunnel stayed open");
     uint64_t took = e2e_now_ms() - quiet;
-    ck_assert_msg(took >= IDLE_MS - 50, "closed after %llu ms of silence",
+    /* lb's quiet began a little before ours; libev's loop time lags too */
+    ck_assert_msg(took >= IDLE_MS * 3 / 4, "closed after %llu ms of silence",
                   (unsigned long long)took);
     ws_free(w);
     ck_assert(metric_becomes(t, "lb_tunnels_open", 0));
