@@ -24,8 +24,34 @@
  *                    size that is no hex number), length-204 (204 with
  *                    Content-Length: 3 and 3 bytes), length-list
  *                    (Content-Length: 3, 3), length-twice (two equal
- *                    Content-Length fields)
- * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0.
+ *                    Content-Length fields), switch (a 101 to websocket
+ *                    whatever was asked, then the bytes "unasked")
+ *   /ws              a WebSocket endpoint (RFC 6455), below
+ * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0. Every
+ * route but /ws ignores Upgrade and answers as it would without it (so
+ * /status/403 is a refusal of an Upgrade request, /headers shows what came).
+ *
+ * /ws: a GET with "Upgrade: websocket", "Connection: upgrade",
+ * Sec-WebSocket-Version 13 and a Sec-WebSocket-Key of 24 characters gets
+ * "101 Switching Protocols" with its Sec-WebSocket-Accept (400 without a
+ * good key, 426 without the Upgrade or with another version). Then:
+ *   - every client frame must be masked (else close 1002: protocol error);
+ *     RSV bits, unknown opcodes, control frames over 125 bytes or
+ *     fragmented, a continuation with nothing to continue are errors too;
+ *   - a data frame (text, binary, continuation) is echoed unmasked with the
+ *     same opcode and FIN bit, streamed as it arrives (any length, so a
+ *     fragmented message comes back fragmented alike); text is not
+ *     checked for UTF-8;
+ *   - a ping is answered with a pong of its payload, a pong is ignored;
+ *   - a close is answered with a close carrying the same status code (none
+ *     if it had none), then the server closes the connection.
+ * Query: ?push=N sends N text messages right after the 101, before reading
+ * any frame: message k (from 0) is the decimal k, ':', then the letters
+ * a..z over and over up to SIZE bytes (&size=SIZE; without it, no letters).
+ * &close=CODE sends a close frame with CODE (reason "bye") after the pushes;
+ * data frames are then read and dropped until the client's close, after
+ * which the server closes the connection. ?deny=NNN answers NNN (200..599,
+ * body "denied") to a good handshake instead of switching.
  *
  * Fault injection, for the dead-backend tests:
  *   SIGUSR1          behave like a process that crashed, without exiting:
@@ -51,6 +77,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -82,15 +109,17 @@ enum route {
     ROUTE_STATS,
     ROUTE_CLOSE,
     ROUTE_BAD,
+    ROUTE_WS,
 };
 
 enum cstate {
-    ST_HEAD,   /* waiting for a request head (output must be flushed first) */
-    ST_BODY,   /* consuming the request body */
-    ST_STREAM, /* generating a /bytes response body */
-    ST_SLOW,   /* a /slow timer is running */
-    ST_DONE,   /* response fully queued */
-    ST_CLOSING /* flush what is queued, then close */
+    ST_HEAD,    /* waiting for a request head (output must be flushed first) */
+    ST_BODY,    /* consuming the request body */
+    ST_STREAM,  /* generating a /bytes response body */
+    ST_SLOW,    /* a /slow timer is running */
+    ST_DONE,    /* response fully queued */
+    ST_CLOSING, /* flush what is queued, then close */
+    ST_WS       /* a WebSocket after its 101: frames both ways */
 };
 
 enum body_mode {
@@ -113,6 +142,29 @@ enum chunk_state {
 };
 
 struct server;
+
+/* The /ws state of a connection: its handshake fields, then its frames. */
+struct ws {
+    bool get;              /* the request is a GET */
+    bool upgrade;          /* Upgrade names websocket */
+    bool conn_upgrade;     /* Connection names upgrade */
+    bool version13;        /* Sec-WebSocket-Version: 13 */
+    char key[32];          /* Sec-WebSocket-Key, NUL-terminated */
+    size_t key_len;        /* its length (0: none; >= sizeof key: too long) */
+    uint64_t push_left;    /* ?push: messages still to send */
+    uint64_t push_next;    /* the number of the next one */
+    uint64_t push_size;    /* &size: the length of each */
+    uint64_t gen_left;     /* letters of the message being sent still to go */
+    uint64_t gen_off;      /* offset of the next letter in the message */
+    unsigned close_code;   /* &close: the code of our close after the pushes */
+    unsigned deny;         /* ?deny: the status to answer instead of 101 */
+    bool close_sent;       /* our close frame is queued: data is dropped now */
+    bool frag;             /* inside a fragmented message */
+    bool in_payload;       /* streaming the payload of a data frame */
+    uint64_t payload_left; /* its bytes still to come */
+    uint64_t mask_off;     /* offset of the next payload byte (for the mask) */
+    unsigned char mask[4]; /* its masking key */
+};
 
 /* One event loop: the main thread's or an extra thread's. */
 struct worker {
@@ -160,6 +212,7 @@ struct conn {
     uint64_t hash;            /* FNV-1a 64 of the body so far */
     uint64_t stream_left;     /* /bytes bytes still to generate */
     uint64_t stream_off;      /* /bytes offset of the next byte */
+    struct ws ws;             /* /ws: the handshake, then the frames */
     char rbuf[RBUF_SIZE];     /* request bytes */
     char wbuf[WBUF_SIZE];     /* response bytes */
 };
@@ -178,6 +231,22 @@ static bool parse_u64(const char *p, size_t n, uint64_t *out)
     }
     *out = v;
     return true;
+}
+
+/* The number after <key> ("push=") in query <q> (its <n> bytes), or 0. */
+static uint64_t query_u64(const char *q, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i + kl <= n; i++) {
+        if ((i == 0 || q[i - 1] == '?' || q[i - 1] == '&') && memcmp(q + i, key, kl) == 0) {
+            size_t d = i + kl;
+            while (d < n && q[d] >= '0' && q[d] <= '9')
+                d++;
+            uint64_t v = 0;
+            return parse_u64(q + i + kl, d - i - kl, &v) ? v : 0;
+        }
+    }
+    return 0;
 }
 
 static bool has_token(const char *v, size_t n, const char *tok)
@@ -208,8 +277,14 @@ static const char *reason(unsigned status)
         return "Not Modified";
     case 400:
         return "Bad Request";
+    case 101:
+        return "Switching Protocols";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
+    case 426:
+        return "Upgrade Required";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -243,9 +318,11 @@ static void wput(struct conn *c, const void *p, size_t n)
     c->wlen += n;
 }
 
-/* Queues a status line and headers. <clen> -1: chunked; -2: no length (the
- * connection closes after the body). */
-static void put_head(struct conn *c, unsigned status, long long clen, const char *ctype)
+/* Queues a status line and headers, <extra> (NULL or header lines ending in
+ * CRLF) among them. <clen> -1: chunked; -2: no length (the connection closes
+ * after the body). */
+static void put_head_extra(struct conn *c, unsigned status, long long clen, const char *ctype,
+                           const char *extra)
 {
     wfree(c);
     int n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen,
@@ -263,11 +340,18 @@ static void put_head(struct conn *c, unsigned status, long long clen, const char
         n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen, "Transfer-Encoding: chunked\r\n");
         c->wlen += (size_t)n;
     }
+    if (extra)
+        wput(c, extra, strlen(extra));
     if (!c->keep_alive)
         wput(c, "Connection: close\r\n", 19);
     else if (c->http10)
         wput(c, "Connection: keep-alive\r\n", 24);
     wput(c, "\r\n", 2);
+}
+
+static void put_head(struct conn *c, unsigned status, long long clen, const char *ctype)
+{
+    put_head_extra(c, status, clen, ctype, NULL);
 }
 
 static void put_simple(struct conn *c, unsigned status, const char *body, size_t len,
@@ -324,6 +408,8 @@ static const struct {
     {"/bad/length-204", "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc"},
     {"/bad/length-list", "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc"},
     {"/bad/length-twice", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"},
+    {"/bad/switch", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n\r\nunasked"},
 };
 
 static enum route route_of(struct conn *c, const char *path, size_t plen)
@@ -343,6 +429,17 @@ static enum route route_of(struct conn *c, const char *path, size_t plen)
         return ROUTE_STATS;
     if (n == 6 && memcmp(path, "/close", 6) == 0)
         return ROUTE_CLOSE;
+    if (n == 3 && memcmp(path, "/ws", 3) == 0) {
+        c->ws.push_left = q ? query_u64(q, plen - n, "push=") : 0;
+        c->ws.push_size = q ? query_u64(q, plen - n, "size=") : 0;
+        c->ws.close_code = q ? (unsigned)query_u64(q, plen - n, "close=") : 0;
+        c->ws.deny = q ? (unsigned)query_u64(q, plen - n, "deny=") : 0;
+        if (c->ws.close_code > 4999)
+            c->ws.close_code = 0;
+        if (c->ws.deny < 200 || c->ws.deny > 599)
+            c->ws.deny = 0;
+        return ROUTE_WS;
+    }
     for (size_t i = 0; i < sizeof(bad_answers) / sizeof(bad_answers[0]); i++) {
         size_t bl = strlen(bad_answers[i].path);
         if (n == bl && memcmp(path, bad_answers[i].path, bl) == 0) {
@@ -400,12 +497,14 @@ static void conn_start_request(struct conn *c, size_t hlen)
 
     atomic_fetch_add_explicit(&c->w->srv->requests, 1, memory_order_relaxed);
     c->chunked_out = false;
+    memset(&c->ws, 0, sizeof c->ws);
     if (!sp1 || !sp2 || (size_t)(eol - sp2 - 1) < 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0) {
         conn_reject(c, 400);
         return;
     }
     c->http10 = sp2[8] == '0';
     c->head_only = (sp1 - h) == 4 && memcmp(h, "HEAD", 4) == 0;
+    c->ws.get = (sp1 - h) == 3 && memcmp(h, "GET", 3) == 0;
     c->route = route_of(c, sp1 + 1, (size_t)(sp2 - sp1 - 1));
     for (const char *l = eol + 1; l < end;) {
         const char *le = memchr(l, '\n', (size_t)(end - l));
@@ -439,6 +538,15 @@ static void conn_start_request(struct conn *c, size_t hlen)
         } else if (nl == 10 && strncasecmp(l, "connection", 10) == 0) {
             conn_close = has_token(v, vl, "close");
             conn_ka = has_token(v, vl, "keep-alive");
+            c->ws.conn_upgrade = c->ws.conn_upgrade || has_token(v, vl, "upgrade");
+        } else if (nl == 7 && strncasecmp(l, "upgrade", 7) == 0) {
+            c->ws.upgrade = c->ws.upgrade || has_token(v, vl, "websocket");
+        } else if (nl == 17 && strncasecmp(l, "sec-websocket-key", 17) == 0) {
+            c->ws.key_len = vl;
+            if (vl < sizeof c->ws.key)
+                snprintf(c->ws.key, sizeof c->ws.key, "%.*s", (int)vl, v);
+        } else if (nl == 21 && strncasecmp(l, "sec-websocket-version", 21) == 0) {
+            c->ws.version13 = vl == 2 && memcmp(v, "13", 2) == 0;
         } else if (nl == 6 && strncasecmp(l, "expect", 6) == 0) {
             expect = has_token(v, vl, "100-continue");
         } else if (nl == 9 && strncasecmp(l, "x-test-id", 9) == 0 && vl > 0) {
@@ -615,6 +723,251 @@ static void conn_on_slow(struct ev_loop *loop, ev_timer *t, int revents)
     conn_process(c);
 }
 
+/* ---- /ws: WebSocket (RFC 6455) ------------------------------------------------ */
+
+enum ws_step {
+    WS_NEED_IN,  /* waiting for more client bytes */
+    WS_NEED_OUT, /* waiting for room in wbuf */
+    WS_CLOSE,    /* flush and close the connection */
+};
+
+#define WS_TEXT   0x1
+#define WS_BINARY 0x2
+#define WS_CLOSEF 0x8
+#define WS_PING   0x9
+#define WS_PONG   0xA
+
+/* Queues a frame header (server frames are never masked). */
+static void ws_put_header(struct conn *c, unsigned b0, uint64_t len)
+{
+    unsigned char h[10];
+    size_t n = 2;
+    h[0] = (unsigned char)b0;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+    } else if (len <= 0xFFFF) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    wput(c, h, n);
+}
+
+/* Queues our close frame with <code> (0: none) and <reason>. */
+static void ws_put_close(struct conn *c, unsigned code, const char *reason)
+{
+    size_t rl = code ? strlen(reason) : 0;
+    ws_put_header(c, 0x80 | WS_CLOSEF, code ? 2 + rl : 0);
+    if (code) {
+        unsigned char b[2] = {(unsigned char)(code >> 8), (unsigned char)code};
+        wput(c, b, 2);
+        wput(c, reason, rl);
+    }
+    c->ws.close_sent = true;
+}
+
+/* A protocol error: close 1002 (unless a close is out already), then close. */
+static enum ws_step ws_fail(struct conn *c)
+{
+    if (!c->ws.close_sent && wfree(c) >= 64)
+        ws_put_close(c, 1002, "protocol error");
+    return WS_CLOSE;
+}
+
+/* The 101 for a good handshake, or why not. */
+static void ws_handshake(struct conn *c)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    struct ws *ws = &c->ws;
+    if (!ws->upgrade || !ws->conn_upgrade || !ws->get || c->http10 || !ws->version13) {
+        put_head_extra(c, 426, 0, NULL, "Sec-WebSocket-Version: 13\r\n");
+        return;
+    }
+    if (ws->key_len != 24) {
+        put_simple(c, 400, "", 0, NULL);
+        return;
+    }
+    if (ws->deny) {
+        put_simple(c, ws->deny, "denied", 6, "text/plain");
+        return;
+    }
+    char in[64];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int n = snprintf(in, sizeof in, "%s%s", ws->key, guid);
+    char accept[64];
+    if (!EVP_Digest(in, (size_t)n, md, &mdlen, EVP_sha1(), NULL) ||
+        EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen) <= 0) {
+        c->keep_alive = false;
+        put_simple(c, 500, "", 0, NULL);
+        return;
+    }
+    wfree(c);
+    n = snprintf(c->wbuf + c->wlen, WBUF_SIZE - c->wlen,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Backend: %s\r\n\r\n",
+                 accept, c->w->srv->name);
+    c->wlen += (size_t)n;
+    ws->push_next = 0;
+    ws->gen_left = 0;
+    c->state = ST_WS;
+}
+
+/* Queues pushed messages and our close after them while wbuf has room.
+ * Returns false while some are left. */
+static bool ws_push(struct conn *c)
+{
+    struct ws *ws = &c->ws;
+    while (ws->push_left > 0 || ws->gen_left > 0) {
+        size_t room = wfree(c);
+        if (ws->gen_left == 0) { /* a new message: header and number */
+            char num[24];
+            int nl = snprintf(num, sizeof num, "%llu:", (unsigned long long)ws->push_next);
+            uint64_t len = ws->push_size > (uint64_t)nl ? ws->push_size : (uint64_t)nl;
+            if (room < 64)
+                return false;
+            ws_put_header(c, 0x80 | WS_TEXT, len);
+            wput(c, num, (size_t)nl);
+            ws->gen_left = len - (uint64_t)nl;
+            ws->gen_off = 0;
+            ws->push_next++;
+            ws->push_left--;
+            continue;
+        }
+        if (room < 64)
+            return false;
+        size_t take = room - 32 < ws->gen_left ? room - 32 : (size_t)ws->gen_left;
+        for (size_t i = 0; i < take; i++)
+            c->wbuf[c->wlen + i] = (char)('a' + (ws->gen_off + i) % 26);
+        c->wlen += take;
+        ws->gen_off += take;
+        ws->gen_left -= take;
+    }
+    if (ws->close_code && !ws->close_sent) {
+        if (wfree(c) < 64)
+            return false;
+        ws_put_close(c, ws->close_code, "bye");
+    }
+    return true;
+}
+
+/* Echoes (or, after our close, drops) payload bytes of the current data
+ * frame. */
+static void ws_stream(struct conn *c)
+{
+    struct ws *ws = &c->ws;
+    size_t avail = c->rlen - c->rpos;
+    size_t n = avail < ws->payload_left ? avail : (size_t)ws->payload_left;
+    if (!ws->close_sent) {
+        size_t room = wfree(c);
+        if (n > room)
+            n = room;
+        unsigned char *src = (unsigned char *)c->rbuf + c->rpos;
+        unsigned char *dst = (unsigned char *)c->wbuf + c->wlen;
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i] ^ ws->mask[(ws->mask_off + i) & 3];
+        c->wlen += n;
+    }
+    c->rpos += n;
+    ws->mask_off += n;
+    ws->payload_left -= n;
+    if (ws->payload_left == 0)
+        ws->in_payload = false;
+}
+
+/* A whole control frame: its payload at <p> (masked, <len> <= 125). */
+static enum ws_step ws_control(struct conn *c, unsigned op, unsigned char *p, size_t len)
+{
+    struct ws *ws = &c->ws;
+    for (size_t i = 0; i < len; i++)
+        p[i] ^= ws->mask[i & 3];
+    if (op == WS_PONG)
+        return WS_NEED_IN;
+    if (op == WS_PING) {
+        if (!ws->close_sent) {
+            ws_put_header(c, 0x80 | WS_PONG, len);
+            wput(c, p, len);
+        }
+        return WS_NEED_IN;
+    }
+    /* close: answer with its code, then close the connection */
+    if (len == 1)
+        return ws_fail(c);
+    if (!ws->close_sent) {
+        unsigned code = len >= 2 ? ((unsigned)p[0] << 8 | p[1]) : 0;
+        ws_put_close(c, code, "");
+    }
+    return WS_CLOSE;
+}
+
+/* Runs the frames as far as the buffers allow. */
+static enum ws_step ws_frames(struct conn *c)
+{
+    struct ws *ws = &c->ws;
+    if (!ws_push(c))
+        return WS_NEED_OUT;
+    for (;;) {
+        if (ws->in_payload) {
+            if (c->rpos == c->rlen)
+                return WS_NEED_IN;
+            if (!ws->close_sent && wfree(c) == 0)
+                return WS_NEED_OUT;
+            ws_stream(c);
+            continue;
+        }
+        size_t avail = c->rlen - c->rpos;
+        unsigned char *h = (unsigned char *)c->rbuf + c->rpos;
+        if (avail < 2)
+            return WS_NEED_IN;
+        unsigned fin = h[0] & 0x80, op = h[0] & 0x0F, len7 = h[1] & 0x7F;
+        size_t hl = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4;
+        if ((h[0] & 0x70) || !(h[1] & 0x80))
+            return ws_fail(c); /* reserved bits, or an unmasked client frame */
+        if (avail < hl)
+            return WS_NEED_IN;
+        uint64_t len = len7;
+        if (len7 == 126)
+            len = (uint64_t)h[2] << 8 | h[3];
+        else if (len7 == 127)
+            for (int i = 0; i < 8; i++)
+                len = (i ? len << 8 : 0) | h[2 + i];
+        if (len >> 63)
+            return ws_fail(c);
+        memcpy(ws->mask, h + hl - 4, 4);
+        if (op & 0x8) {
+            if (op > WS_PONG || !fin || len > 125)
+                return ws_fail(c);
+            if (avail < hl + len)
+                return WS_NEED_IN;
+            if (wfree(c) < 2 + 125 + 16)
+                return WS_NEED_OUT;
+            c->rpos += hl + (size_t)len;
+            enum ws_step r = ws_control(c, op, h + hl, (size_t)len);
+            if (r != WS_NEED_IN)
+                return r;
+            continue;
+        }
+        if (op > WS_BINARY || (op == 0) != ws->frag)
+            return ws_fail(c); /* unknown, or a broken fragment sequence */
+        if (!ws->close_sent) {
+            if (wfree(c) < 16)
+                return WS_NEED_OUT;
+            ws_put_header(c, fin | op, len);
+        }
+        ws->frag = !fin;
+        c->rpos += hl;
+        ws->in_payload = len > 0;
+        ws->payload_left = len;
+        ws->mask_off = 0;
+    }
+}
+
 /* The body is complete: queue the response (or start streaming it). */
 static void conn_finish_request(struct conn *c)
 {
@@ -630,6 +983,9 @@ static void conn_finish_request(struct conn *c)
         break;
     case ROUTE_HEALTH:
         put_simple(c, 200, "ok", 2, "text/plain");
+        break;
+    case ROUTE_WS:
+        ws_handshake(c);
         break;
     case ROUTE_STATUS:
         put_simple(c, (unsigned)c->arg, "", 0, NULL);
@@ -706,7 +1062,7 @@ static bool conn_stream(struct conn *c)
 static void conn_update_watchers(struct conn *c)
 {
     struct ev_loop *loop = c->w->loop;
-    bool want_read = !c->eof && (c->state == ST_HEAD || c->state == ST_BODY) &&
+    bool want_read = !c->eof && (c->state == ST_HEAD || c->state == ST_BODY || c->state == ST_WS) &&
                      !(c->rpos == 0 && c->rlen == RBUF_SIZE);
     bool want_write = c->wlen > c->wpos;
     if (want_read && !ev_is_active(&c->rio))
@@ -802,6 +1158,23 @@ static void conn_process(struct conn *c)
             continue;
         case ST_SLOW:
             goto wait;
+        case ST_WS: {
+            enum ws_step r = ws_frames(c);
+            if (r == WS_CLOSE) {
+                c->state = ST_CLOSING;
+                continue;
+            }
+            if (c->wlen > c->wpos && !conn_flush(c))
+                return;
+            conn_compact(c);
+            if (r == WS_NEED_IN && c->eof && c->rpos == c->rlen) {
+                conn_free(c); /* gone without a close frame */
+                return;
+            }
+            if (r == WS_NEED_OUT && c->wlen == c->wpos)
+                continue; /* the flush made room */
+            goto wait;
+        }
         case ST_DONE:
             if (!c->keep_alive) {
                 c->state = ST_CLOSING;

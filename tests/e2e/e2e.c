@@ -335,6 +335,13 @@ bool e2e_lb_term(struct e2e *t, uint64_t ms, int *status)
     if (t->lbpid <= 0)
         return false;
     kill(t->lbpid, SIGTERM);
+    return e2e_lb_wait_exit(t, ms, status);
+}
+
+bool e2e_lb_wait_exit(struct e2e *t, uint64_t ms, int *status)
+{
+    if (t->lbpid <= 0)
+        return false;
     int st;
     if (!e2e_wait_exit(t->lbpid, ms, &st))
         return false;

@@ -141,6 +141,12 @@ void e2e_restart_backend(struct e2e *t, unsigned i);
  * true and fills <status> when it did (the pid is then reaped). */
 bool e2e_lb_term(struct e2e *t, uint64_t ms, int *status);
 
+/* Waits up to <ms> for lb-dataplane to exit, sending nothing (a test that
+ * signalled it itself: a second SIGTERM would end a drain at once). Returns
+ * true and fills <status> (may be NULL) when it did (the pid is then
+ * reaped). */
+bool e2e_lb_wait_exit(struct e2e *t, uint64_t ms, int *status);
+
 /* ---- clients -------------------------------------------------------------- */
 
 /* Connects to 127.0.0.1:<port> (non-blocking socket, TCP_NODELAY).
