@@ -54,8 +54,9 @@ void fshared_registry_free(struct fshared_registry *r);
  * One thread at a time: the main thread, which publishes. Call it last
  * before publishing <s>, after everything that may still refuse <s>, since
  * what <s> binds becomes what the next snapshot is compared with. Workers
- * releasing old snapshots meanwhile are fine; they wait for the registry lock
- * at most while entries are looked up, never while limiters are built. */
+ * releasing old snapshots meanwhile are fine: they may wait for the registry
+ * lock while entries are looked up or updated, never while limiters are
+ * built or carried. */
 int fshared_registry_bind(struct fshared_registry *r, struct snap *s, struct lb_err *err);
 
 /* Number of entries in <r>. Any thread. */
