@@ -252,7 +252,7 @@ END_TEST
 
 /* ---- a swap under load ----------------------------------------------------------------- */
 
-/* The published snapshot, as dp_snapshot()/dp_publish() keep it. */
+/* The published snapshot, as dp_snapshot()/dp_swap() keep it. */
 struct published {
     pthread_mutex_t lock;
     struct snap *snap;
