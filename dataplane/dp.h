@@ -10,6 +10,7 @@
 #include "retry.h"
 
 struct bshared_registry;
+struct fshared_registry;
 struct tls_tickets;
 struct snap;
 struct worker;
@@ -21,10 +22,11 @@ struct dp {
     atomic_bool stopping; /* drain time is up: close everything */
     unsigned n_workers;
     struct worker *workers;
-    struct bshared_registry *backends; /* per backend id, shared by the workers */
-    struct retry_budget budget;        /* retries in flight, all workers */
-    bool controlled;                   /* fed by a control plane (--control) */
-    struct tls_tickets *tickets;       /* session-ticket keys, shared by TLS frontends */
+    struct bshared_registry *backends;  /* per backend id, shared by the workers */
+    struct fshared_registry *frontends; /* per frontend name; bound into each snapshot */
+    struct retry_budget budget;         /* retries in flight, all workers */
+    bool controlled;                    /* fed by a control plane (--control) */
+    struct tls_tickets *tickets;        /* session-ticket keys, shared by TLS frontends */
 };
 
 /* Any thread: a new reference to the newest snapshot. */

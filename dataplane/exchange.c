@@ -74,7 +74,8 @@ static bool x_rate_limit(struct exchange *x, const struct http1_msg *m)
 {
     const struct snap *s = x->view->snap;
     x->rl_len = 0;
-    if (s->rl == NULL || s->rl[x->fe_index] == NULL)
+    struct limiter *rl = fshared_limiter(s->fshared, x->fe_index);
+    if (rl == NULL)
         return true;
     const char *xff = NULL;
     size_t xff_len = 0;
@@ -86,8 +87,8 @@ static bool x_rate_limit(struct exchange *x, const struct http1_msg *m)
         }
     }
     struct limiter_verdict v;
-    bool ok = limiter_check(s->rl[x->fe_index]->l, (const struct sockaddr *)x->peer, xff, xff_len,
-                            exchange__now_ms(x), &v);
+    bool ok =
+        limiter_check(rl, (const struct sockaddr *)x->peer, xff, xff_len, exchange__now_ms(x), &v);
     x->rl_len = (uint8_t)limiter_headers(&v, x->rl_hdr, sizeof(x->rl_hdr));
     if (!ok)
         exchange__answer_local(x, 429, x->rl_hdr, x->rl_len, "rate limited");

@@ -16,6 +16,7 @@
 
 #include "bshared.h"
 #include "dp.h"
+#include "fshared.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "metrics_server.h"
@@ -227,9 +228,9 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
         return lb_err_set(err, LB_EINVAL, 0, "the data plane is shutting down");
     }
     if (!m->serving) {
-        int rc = snapshot_bind_limiters(snap, NULL, err);
+        int rc = snapshot_bind_tls(snap, NULL, m->dp.tickets, err);
         if (rc == LB_OK)
-            rc = snapshot_bind_tls(snap, NULL, m->dp.tickets, err);
+            rc = fshared_registry_bind(m->dp.frontends, snap, err);
         if (rc != LB_OK) {
             snap_unref(snap);
             return rc;
@@ -241,12 +242,12 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
         struct snap *cur = dp_snapshot(&m->dp);
         int rc = check_new_frontends(cur, snap, err);
         if (rc == LB_OK)
-            rc = snapshot_bind_limiters(snap, cur, err);
-        if (rc == LB_OK)
             rc = snapshot_bind_tls(snap, cur, m->dp.tickets, err);
         snap_unref(cur);
         if (rc == LB_OK)
             rc = metrics_follow(m, snap, err);
+        if (rc == LB_OK) /* last: what it binds is what the next snapshot meets */
+            rc = fshared_registry_bind(m->dp.frontends, snap, err);
         if (rc != LB_OK) {
             snap_unref(snap);
             return rc;
@@ -480,10 +481,11 @@ int main(int argc, char **argv)
     }
     m.loop = ev_default_loop(EVFLAG_AUTO);
     m.dp.backends = bshared_registry_new(NULL);
+    m.dp.frontends = fshared_registry_new(NULL);
     m.dp.controlled = m.control != NULL;
     retry_budget_init(&m.dp.budget, 0, 0, m.n_workers);
     m.dp.tickets = tls_tickets_new(NULL, NULL, NULL);
-    if (m.dp.backends == NULL || m.dp.tickets == NULL) {
+    if (m.dp.backends == NULL || m.dp.frontends == NULL || m.dp.tickets == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;
     }
@@ -540,6 +542,7 @@ int main(int argc, char **argv)
         tls_tickets_unref(m.dp.tickets);
         free(m.dp.workers);
         snap_unref(m.dp.snap);
+        fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
         return 1;
     }
 
@@ -555,6 +558,7 @@ int main(int argc, char **argv)
     metrics_server_free(m.metrics);
     snap_unref(m.dp.snap); /* its TLS contexts hold references to the ticket keys */
     tls_tickets_unref(m.dp.tickets);
+    fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
     free(m.dp.workers);
     pthread_mutex_destroy(&m.dp.lock);
     lb_log(LB_LOG_INFO, "stopped", "all connections closed");

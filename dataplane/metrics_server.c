@@ -215,9 +215,9 @@ static struct fe_row *read_frontends(struct lb_prom *p, const struct snap *snap)
         return NULL;
     }
     for (uint32_t i = 0; i < snap->n_frontends; i++) {
-        rows[i].has_rl = snap->rl != NULL && snap->rl[i] != NULL;
+        rows[i].has_rl = fshared_limiter(snap->fshared, i) != NULL;
         if (rows[i].has_rl)
-            limiter_stats(snap->rl[i]->l, &rows[i].rl);
+            limiter_stats(fshared_limiter(snap->fshared, i), &rows[i].rl);
         rows[i].has_tls = snap->tls != NULL && snap->tls[i] != NULL;
         if (rows[i].has_tls)
             tls_ctx_stats(snap->tls[i], &rows[i].tls);
@@ -227,7 +227,7 @@ static struct fe_row *read_frontends(struct lb_prom *p, const struct snap *snap)
 
 static void render_ratelimit(struct lb_prom *p, const struct snap *snap, const struct fe_row *rows)
 {
-    if (snap->rl == NULL)
+    if (!snap->rl_cfg.enabled)
         return;
     lb_prom_family(p, "lb_ratelimit_requests_total", "counter",
                    "Requests the rate limiter let through or refused, by scope.");
@@ -321,7 +321,7 @@ static void render_tls(struct lb_prom *p, const struct snap *snap, const struct 
 /* The frontends' rate limiters and TLS contexts, read once for both. */
 static void render_frontends(struct lb_prom *p, const struct snap *snap)
 {
-    if (snap == NULL || (snap->rl == NULL && snap->tls == NULL))
+    if (snap == NULL || (!snap->rl_cfg.enabled && snap->tls == NULL))
         return;
     struct fe_row *rows = read_frontends(p, snap);
     if (rows == NULL)

@@ -337,55 +337,6 @@ static int build_settings(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
     return limiter_config_from_pb(&s->rl_cfg, pb->ratelimit, err);
 }
 
-static void rl_unref(struct snap_rl *r)
-{
-    if (r != NULL && lb_ref_put(&r->ref)) {
-        limiter_free(r->l);
-        free(r);
-    }
-}
-
-static bool rl_same(const struct limiter_config *a, const struct limiter_config *b)
-{
-    return limiter_config_same_limits(a, b) && a->max_keys == b->max_keys &&
-           a->headers_on_allowed == b->headers_on_allowed && a->n_trusted == b->n_trusted &&
-           memcmp(a->trusted, b->trusted, a->n_trusted * sizeof(a->trusted[0])) == 0;
-}
-
-int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err *err)
-{
-    if (!s->rl_cfg.enabled)
-        return LB_OK;
-    s->rl = calloc(s->n_frontends, sizeof(*s->rl));
-    if (s->rl == NULL)
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the rate limiters");
-    for (uint32_t i = 0; i < s->n_frontends; i++) {
-        struct snap_rl *prev = NULL;
-        for (uint32_t j = 0; old != NULL && old->rl != NULL && j < old->n_frontends; j++) {
-            if (strcmp(old->frontends[j].name, s->frontends[i].name) == 0)
-                prev = old->rl[j];
-        }
-        if (prev != NULL && rl_same(limiter_config(prev->l), &s->rl_cfg)) {
-            lb_ref_get(&prev->ref);
-            s->rl[i] = prev;
-            continue;
-        }
-        struct snap_rl *r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the rate limiters");
-        r->l = limiter_new(&s->rl_cfg, err);
-        if (r->l == NULL) {
-            free(r);
-            return err ? err->code : LB_ENOMEM;
-        }
-        lb_ref_init(&r->ref);
-        if (prev != NULL)
-            limiter_carry(r->l, prev->l);
-        s->rl[i] = r;
-    }
-    return LB_OK;
-}
-
 /* Two Tls messages are the same settings when they pack to the same bytes. */
 static bool tls_same(const Lb__V1__Tls *a, const Lb__V1__Tls *b)
 {
@@ -491,9 +442,7 @@ static void snap_free(struct snap *s)
     for (uint32_t i = 0; s->be_tls != NULL && i < s->n_backends; i++)
         tls_client_ctx_unref(s->be_tls[i]);
     free(s->be_tls);
-    for (uint32_t i = 0; s->rl != NULL && i < s->n_frontends; i++)
-        rl_unref(s->rl[i]);
-    free(s->rl);
+    fshared_binding_release(s->fshared);
     free(s->frontends);
     free(s->backends);
     if (s->pb != NULL)

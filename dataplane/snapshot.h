@@ -13,6 +13,7 @@
 #include "breaker.h"
 #include "connq.h"
 #include "eject.h"
+#include "fshared.h"
 #include "http1.h"
 #include "lb_ref.h"
 #include "limiter.h"
@@ -83,13 +84,6 @@ struct snap_timeouts { /* milliseconds, defaults filled in */
     uint32_t tunnel_idle; /* an Upgrade tunnel with no byte either way */
 };
 
-/* A rate limiter shared by every snapshot whose limits for a frontend are
- * the same, so that a change elsewhere in the config keeps its buckets. */
-struct snap_rl {
-    struct lb_ref ref;
-    struct limiter *l;
-};
-
 /* An immutable runtime view. Shared by all threads; reference counted. */
 struct snap {
     struct lb_ref ref;
@@ -122,8 +116,12 @@ struct snap {
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
     struct limiter_config rl_cfg; /* validated ratelimit section */
-    struct snap_rl **rl;          /* per frontend, NULL when off; set by snapshot_bind_limiters */
-    struct tls_ctx **tls;         /* per frontend, NULL for plain HTTP; set by snapshot_bind_tls */
+    /* the frontends' runtime state (rate limiters) is not part of the snapshot:
+     * this is where the registry resolved them for it, set once by
+     * fshared_registry_bind() before publishing, released with the snapshot;
+     * fshared_limiter() reads it */
+    struct fshared_binding *fshared;
+    struct tls_ctx **tls; /* per frontend, NULL for plain HTTP; set by snapshot_bind_tls */
     struct tls_client_ctx **be_tls; /* per backend, NULL for http://; set by snapshot_bind_tls */
     struct Lb__V1__Snapshot *pb;    /* the decoded message; strings point into it */
 };
@@ -136,13 +134,6 @@ int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb
 
 /* Reads <path> and decodes it as above. */
 int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err);
-
-/* Gives every frontend of <s> its rate limiter before <s> is published:
- * the one of <old> (the snapshot it replaces, may be NULL) for a frontend of
- * the same name when the settings are the same, else a new one that keeps
- * the buckets of keys whose limits did not change. Main thread, before any
- * worker sees <s>. Returns LB_OK or LB_ENOMEM. */
-int snapshot_bind_limiters(struct snap *s, const struct snap *old, struct lb_err *err);
 
 /* Builds the TLS context of every HTTPS frontend of <s> before it is
  * published, keeping <old>'s context for a frontend of the same name whose TLS
