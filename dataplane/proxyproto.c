@@ -186,7 +186,8 @@ size_t proxy_write(int version, const struct sockaddr_storage *src,
     int af = s.ss_family == d.ss_family && (s.ss_family == AF_INET || s.ss_family == AF_INET6)
                  ? s.ss_family
                  : AF_UNSPEC;
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&s, *d4 = (const struct sockaddr_in *)&d;
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&s,
+                             *d4 = (const struct sockaddr_in *)&d;
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&s;
     const struct sockaddr_in6 *d6 = (const struct sockaddr_in6 *)&d;
     if (version == 1) {

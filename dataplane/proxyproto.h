@@ -22,9 +22,9 @@
 
 /* What a header says. */
 struct proxy_hdr {
-    uint8_t version; /* 1 or 2 */
-    bool local;      /* no client address to take: v2 LOCAL, v1 UNKNOWN, or a v2
-                      * address family other than TCP over IPv4/IPv6 */
+    uint8_t version;             /* 1 or 2 */
+    bool local;                  /* no client address to take: v2 LOCAL, v1 UNKNOWN, or a v2
+                                  * address family other than TCP over IPv4/IPv6 */
     struct sockaddr_storage src; /* the client (when !local) */
     struct sockaddr_storage dst; /* the address it connected to (when !local) */
 };
