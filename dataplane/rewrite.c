@@ -96,13 +96,47 @@ static bool is_identity_name(struct http1_slice name)
     return true;
 }
 
+/* The host the request is for: an absolute-form target's authority (RFC 9112
+ * §3.2.2: it replaces Host), else the Host value; empty when neither. */
+static struct http1_slice target_host(const struct http1_msg *m)
+{
+    if (m->authority.p != NULL)
+        return m->authority;
+    if (m->host >= 0)
+        return m->headers[m->host].value;
+    return (struct http1_slice){NULL, 0};
+}
+
+/* The request-target to send: an absolute-form one in origin-form (RFC 9112
+ * §3.2.1: what a client sends to an origin server), its path and query with
+ * "/" for an empty path ("*" for an OPTIONS without path or query); every
+ * other form as received. */
+static void put_target(struct out *o, const struct http1_msg *m)
+{
+    if (m->authority.p == NULL) {
+        put_slice(o, m->target);
+        return;
+    }
+    const char *rest = m->authority.p + m->authority.len;
+    size_t n = (size_t)(m->target.p + m->target.len - rest);
+    if (n == 0 && m->meth == HTTP1_M_OPTIONS) {
+        PUT_LIT(o, "*");
+        return;
+    }
+    if (n == 0 || rest[0] == '?')
+        PUT_LIT(o, "/");
+    put(o, rest, n);
+}
+
 /* Whether field <h> goes upstream as received (X-Forwarded-For is joined).
  * Inline: it runs for every field of every request. */
-static inline bool is_passed(const struct http1_header *h)
+static inline bool is_passed(const struct http1_msg *m, const struct http1_header *h)
 {
     if (h->flags & HTTP1_HF_HOP)
         return false;
     switch (h->id) {
+    case HTTP1_H_HOST:
+        return m->authority.p == NULL; /* else replaced by the target's authority */
     case HTTP1_H_CONTENT_LENGTH:
     case HTTP1_H_X_FORWARDED_PROTO:
     case HTTP1_H_X_FORWARDED_HOST:
@@ -125,7 +159,7 @@ static void put_forwarded_for(struct out *o, const struct http1_msg *m, uint32_t
     put_slice(o, m->headers[first].value);
     for (uint32_t i = first + 1; i < m->n_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (h->id == HTTP1_H_X_FORWARDED_FOR && is_passed(h)) {
+        if (h->id == HTTP1_H_X_FORWARDED_FOR && is_passed(m, h)) {
             PUT_LIT(o, ", ");
             put_slice(o, h->value);
         }
@@ -154,7 +188,11 @@ size_t rewrite_head_max(const struct rewrite_request *rq)
     const struct http1_msg *m = rq->msg;
     /* request line, then every field as received (a joined X-Forwarded-For
      * line takes ", " for the ": \r\n" of its own line) */
+    /* an origin-form target is no longer than the absolute-form one it
+     * comes from ("/" for at least "http://" dropped) */
     size_t n = (size_t)m->method.len + m->target.len + sizeof(" HTTP/1.1\r\n");
+    if (m->authority.p != NULL)
+        n += sizeof("Host: \r\n") + m->authority.len;
     for (uint32_t i = 0; i < m->n_headers; i++)
         n += (size_t)m->headers[i].name.len + m->headers[i].value.len + 4;
     n += sizeof("X-Forwarded-For: \r\n") + strlen(rq->client_ip);
@@ -165,8 +203,7 @@ size_t rewrite_head_max(const struct rewrite_request *rq)
         n += sizeof("X-Client-Cert-Verified: yes\r\n") + sizeof("X-Client-Cert-Subject: \r\n") +
              strlen(id->subject) + sizeof("X-Client-Cert-Uri: \r\n") + strlen(id->san_uri) +
              sizeof("X-Client-Cert-Sha256: \r\n") + strlen(id->fingerprint);
-    if (m->host >= 0)
-        n += sizeof("X-Forwarded-Host: \r\n") + m->headers[m->host].value.len;
+    n += sizeof("X-Forwarded-Host: \r\n") + target_host(m).len;
     n += sizeof("X-Request-Id: \r\n") + REWRITE_ID_LEN;
     n += sizeof("Connection: keep-alive\r\n") + sizeof("\r\n");
     return n;
@@ -182,14 +219,19 @@ int rewrite_head(const struct rewrite_request *rq, char *out, size_t cap,
 
     put_slice(&o, m->method);
     PUT_LIT(&o, " ");
-    put_slice(&o, m->target);
+    put_target(&o, m);
     if (m->minor == 0)
         PUT_LIT(&o, " HTTP/1.0\r\n");
     else
         PUT_LIT(&o, " HTTP/1.1\r\n");
+    if (m->authority.p != NULL) {
+        PUT_LIT(&o, "Host: ");
+        put_slice(&o, m->authority);
+        PUT_LIT(&o, "\r\n");
+    }
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (!is_passed(h)) {
+        if (!is_passed(m, h)) {
             if (rq->upgrade && h->id == HTTP1_H_UPGRADE)
                 put_field(&o, h);
             continue;
@@ -226,9 +268,10 @@ int rewrite_head(const struct rewrite_request *rq, char *out, size_t cap,
             PUT_CLEAN_FIELD(&o, "X-Client-Cert-Uri", ident->san_uri);
         PUT_CLEAN_FIELD(&o, "X-Client-Cert-Sha256", ident->fingerprint);
     }
-    if (m->host >= 0 && m->headers[m->host].value.len > 0) {
+    struct http1_slice host = target_host(m);
+    if (host.len > 0) {
         PUT_LIT(&o, "X-Forwarded-Host: ");
-        put_slice(&o, m->headers[m->host].value);
+        put_slice(&o, host);
         PUT_LIT(&o, "\r\n");
     }
     if (id.len == 0) {

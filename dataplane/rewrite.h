@@ -43,7 +43,11 @@ struct rewrite_request {
 size_t rewrite_head_max(const struct rewrite_request *rq);
 
 /* Writes the head to send upstream for <rq> into <out>[0..cap):
- * - the request line as received (HTTP/1.0 stays 1.0);
+ * - the request line as received (HTTP/1.0 stays 1.0), but an absolute-form
+ *   target goes in origin-form (RFC 9112 §3.2.1): "GET http://a/p?q" as
+ *   "GET /p?q", "http://a?q" as "/?q", "http://a" as "/" ("*" for OPTIONS);
+ * - for an absolute-form target, "Host: <its authority>" (RFC 9112 §3.2.2:
+ *   it replaces the Host field, which is not sent);
  * - every field in order and as received, except hop-by-hop ones (marked
  *   HTTP1_HF_HOP by the parser: Connection, Keep-Alive, Proxy-Connection, TE,
  *   Upgrade, Trailer, Expect and every field a Connection header names),
@@ -58,7 +62,8 @@ size_t rewrite_head_max(const struct rewrite_request *rq);
  * - X-Forwarded-Proto: http or https;
  * - X-Client-Cert-Verified, -Subject, -Uri (when there is one) and -Sha256
  *   from <identity>, each control byte replaced by '?';
- * - X-Forwarded-Host with the Host value, when there is a non-empty one;
+ * - X-Forwarded-Host with the Host value (the absolute-form target's
+ *   authority, when it has one), when there is a non-empty one;
  * - X-Request-Id: the client's is kept (the last one, when it sent several);
  *   when it sent none, or an empty one, a new id is generated from <rng> and
  *   <now_ms> and added;

@@ -7,13 +7,13 @@
 /* Byte classes, one bit each. */
 #define C_TCHAR  0x01u /* token character (RFC 9110 §5.6.2) */
 #define C_VALUE  0x02u /* field value: HTAB, SP, VCHAR, obs-text */
-#define C_TARGET 0x04u /* request-target byte: VCHAR (0x21..0x7E) */
+#define C_TARGET 0x04u /* request-target byte: VCHAR (0x21..0x7E) but '#' */
 #define C_HOST   0x08u /* reg-name: unreserved, sub-delims, '%' */
 #define C_HEX    0x10u /* HEXDIG */
 
 static const uint8_t cls[256] = {
     0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
-    0,  0,  0,  0,  0,  0,  0,  0,  2,  15, 6,  7,  15, 15, 15, 15, 14, 14, 15, 15, 14, 15, 15, 6,
+    0,  0,  0,  0,  0,  0,  0,  0,  2,  15, 6,  3,  15, 15, 15, 15, 14, 14, 15, 15, 14, 15, 15, 6,
     31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 6,  14, 6,  14, 6,  6,  6,  31, 31, 31, 31, 31, 31, 15,
     15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6,  6,  6,  7,  15,
     7,  31, 31, 31, 31, 31, 31, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
@@ -140,6 +140,7 @@ static void msg_reset(struct http1_msg *m)
     struct http1_slice none = {NULL, 0};
     m->method = none;
     m->target = none;
+    m->authority = none;
     m->meth = HTTP1_M_OTHER;
     m->status = 0;
     m->reason = none;
@@ -153,10 +154,15 @@ static void msg_reset(struct http1_msg *m)
     m->error_reason = NULL;
 }
 
+static int parse_start_line(struct ctx *x, const char *buf, size_t s, size_t e);
+
 /* Finds the end of the head, scanning only bytes not scanned by an earlier
- * call. Only the first max_header_bytes bytes are ever looked at, so the
- * outcome depends on the bytes alone, never on how they were split across
- * calls. Returns the head length, HTTP1_INCOMPLETE or HTTP1_INVALID. */
+ * call, and parses the first line as soon as it ends: a request line that
+ * can never start a valid head ("GET /" of HTTP/0.9) is refused then, not
+ * once a head end that may never come arrives. Only the first
+ * max_header_bytes bytes are ever looked at, so the outcome depends on the
+ * bytes alone, never on how they were split across calls. Returns the head
+ * length, HTTP1_INCOMPLETE or HTTP1_INVALID. */
 static int scan_head(struct http1_parser *p, const char *buf, size_t len,
                      const struct http1_limits *lim, struct ctx *x)
 {
@@ -183,6 +189,9 @@ static int scan_head(struct http1_parser *p, const char *buf, size_t len,
             if (n > lim->max_request_line)
                 return refuse(x, 414, "request line too long");
             p->line_end = (uint32_t)i;
+            int rc = parse_start_line(x, buf, p->start, p->start + n);
+            if (rc != 0)
+                return rc;
             continue;
         }
         /* at >= line_end >= 1, and a CR at at-1 lies past the first LF */
@@ -241,6 +250,27 @@ static uint8_t header_id(const char *p, size_t n)
         if (known_hdrs[i].len == n && mem_ieq(p, known_hdrs[i].name, n))
             return known_hdrs[i].id;
     return HTTP1_H_OTHER;
+}
+
+/* Case-insensitive equality of <n> bytes at <a> with the lowercase <lit>,
+ * '_' in <a> standing for '-': CGI maps both to the same variable. */
+static bool mem_ieq_cgi(const char *a, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = to_lower((unsigned char)a[i]);
+        if ((ch == '_' ? '-' : ch) != (unsigned char)lit[i])
+            return false;
+    }
+    return true;
+}
+
+/* A name that is no framing field but reads as one to a CGI-style backend:
+ * Content_Length, transfer_encoding, Transfer-encoding with a '_' (for an
+ * OTHER name, at least one '_' stands for a '-'). */
+static bool is_framing_alias(const char *p, size_t n)
+{
+    return (n == 14 && mem_ieq_cgi(p, "content-length", 14)) ||
+           (n == 17 && mem_ieq_cgi(p, "transfer-encoding", 17));
 }
 
 /* Iterates the elements of a comma-separated list, OWS-trimmed. */
@@ -419,6 +449,8 @@ static int parse_field(struct ctx *x, const char *buf, size_t s, size_t e,
     h->id = header_id(h->name.p, h->name.len);
     h->flags = 0;
     m->n_headers++;
+    if (h->id == HTTP1_H_OTHER && !x->resp && is_framing_alias(h->name.p, h->name.len))
+        return refuse(x, 400, "framing header name with '_' for '-'");
 
     switch (h->id) {
     case HTTP1_H_HOST:
@@ -546,8 +578,10 @@ static int parse_request_line(struct ctx *x, const char *buf, size_t s, size_t e
     size_t t = ++i;
     while (i < e && is_cls((unsigned char)buf[i], C_TARGET))
         i++;
+    if (i < e && buf[i] == '#')
+        return refuse(x, 400, "fragment in request-target");
     if (i == e)
-        return refuse_line(x, 400, "missing HTTP version", buf + s, e - s);
+        return refuse_line(x, 400, "missing HTTP version (HTTP/0.9 request line)", buf + s, e - s);
     if (buf[i] != ' ')
         return refuse_line(x, 400, "invalid byte in request-target", buf + s, e - s);
     if (i == t)
@@ -569,9 +603,24 @@ static int parse_request_line(struct ctx *x, const char *buf, size_t s, size_t e
         return 0;
     if (tn == 1 && tp[0] == '*')
         return m->meth == HTTP1_M_OPTIONS ? 0 : refuse(x, 400, "asterisk-form without OPTIONS");
-    if ((tn > 7 && mem_ieq(tp, "http://", 7)) || (tn > 8 && mem_ieq(tp, "https://", 8)))
-        return 0;
-    return refuse(x, 400, "invalid request-target form");
+    size_t a = 0;
+    if (tn > 7 && mem_ieq(tp, "http://", 7))
+        a = 7;
+    else if (tn > 8 && mem_ieq(tp, "https://", 8))
+        a = 8;
+    else
+        return refuse(x, 400, "invalid request-target form");
+    /* RFC 9112 §3.2.2: the authority stands for Host; RFC 9110 §4.2.4: no
+     * userinfo in an http(s) URI, §4.2.1: no empty host */
+    size_t b = a;
+    while (b < tn && tp[b] != '/' && tp[b] != '?')
+        b++;
+    if (memchr(tp + a, '@', b - a))
+        return refuse(x, 400, "userinfo in request-target");
+    if (b == a || !host_is_valid(tp + a, b - a))
+        return refuse(x, 400, "invalid authority in request-target");
+    m->authority = mk_slice(tp + a, b - a);
+    return 0;
 }
 
 static int parse_status_line(struct ctx *x, const char *buf, size_t s, size_t e)
@@ -596,6 +645,11 @@ static int parse_status_line(struct ctx *x, const char *buf, size_t s, size_t e)
     return 0;
 }
 
+static int parse_start_line(struct ctx *x, const char *buf, size_t s, size_t e)
+{
+    return x->resp ? parse_status_line(x, buf, s, e) : parse_request_line(x, buf, s, e);
+}
+
 static void set_keep_alive(struct ctx *x)
 {
     struct http1_msg *m = x->msg;
@@ -606,18 +660,20 @@ static void set_keep_alive(struct ctx *x)
 
 /* Finds the end of the head and parses its start line (a status line when
  * x->resp) and fields into x->msg. Returns the head length,
- * HTTP1_INCOMPLETE or HTTP1_INVALID. Once per message, off the byte loops. */
+ * HTTP1_INCOMPLETE or HTTP1_INVALID. Once per message, off the byte loops:
+ * scan_head() parses the start line when it ends, and it is parsed again here
+ * only when that was in an earlier call (whose msg this one may not be). */
 static int parse_head(struct http1_parser *p, const char *buf, size_t len,
                       const struct http1_limits *lim, struct ctx *x)
 {
     msg_reset(x->msg);
+    bool line_seen = p->line_end != 0; /* parsed by an earlier call, into its msg */
     int hend = scan_head(p, buf, len, lim, x);
     if (hend < 0)
         return hend;
     size_t next;
     size_t e = line_bounds(buf, p->start, (size_t)hend, &next);
-    int rc =
-        x->resp ? parse_status_line(x, buf, p->start, e) : parse_request_line(x, buf, p->start, e);
+    int rc = line_seen ? parse_start_line(x, buf, p->start, e) : 0;
     if (rc == 0)
         rc = parse_fields(x, buf, next, (size_t)hend, lim);
     return rc != 0 ? rc : hend;
@@ -802,6 +858,67 @@ const char *http1_reason(unsigned status)
     }
 }
 
+/* Fields a trailer section may not carry (RFC 9110 §6.5.1), lowercase;
+ * every one shorter than HTTP1_TRAILER_NAME_DECIDES. */
+static const struct {
+    const char *name;
+    uint8_t len;
+} trailer_refused[] = {
+    /* framing and routing */
+    {"content-length", 14},
+    {"transfer-encoding", 17},
+    {"trailer", 7},
+    {"host", 4},
+    /* connection options */
+    {"connection", 10},
+    {"keep-alive", 10},
+    {"proxy-connection", 16},
+    {"te", 2},
+    {"upgrade", 7},
+    /* request modifiers */
+    {"expect", 6},
+    {"max-forwards", 12},
+    {"range", 5},
+    {"if-match", 8},
+    {"if-none-match", 13},
+    {"if-modified-since", 17},
+    {"if-unmodified-since", 19},
+    {"if-range", 8},
+    /* authentication and state */
+    {"authorization", 13},
+    {"proxy-authorization", 19},
+    {"www-authenticate", 16},
+    {"proxy-authenticate", 18},
+    {"cookie", 6},
+    {"set-cookie", 10},
+    /* response controls */
+    {"cache-control", 13},
+    {"pragma", 6},
+    {"age", 3},
+    {"expires", 7},
+    {"vary", 4},
+    {"location", 8},
+    {"retry-after", 11},
+    /* content format */
+    {"content-encoding", 16},
+    {"content-type", 12},
+    {"content-range", 13},
+    /* only lb says these (and X-Client-Cert-*, by prefix) */
+    {"x-forwarded-for", 15},
+    {"x-forwarded-proto", 17},
+    {"x-forwarded-host", 16},
+};
+
+bool http1_trailer_is_allowed(const char *name, size_t len)
+{
+    if (len >= 14 && mem_ieq_cgi(name, "x-client-cert-", 14))
+        return false;
+    for (size_t i = 0; i < sizeof(trailer_refused) / sizeof(trailer_refused[0]); i++)
+        if (trailer_refused[i].len == len && mem_ieq_cgi(name, trailer_refused[i].name, len))
+            return false;
+    return true;
+}
+
 enum chunk_state {
     CK_SIZE = 0, /* hex digits of a chunk size */
     CK_EXT,      /* chunk extensions, up to CR */
@@ -837,15 +954,26 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, con
         c->remaining -= n;
         if (c->remaining == 0)
             c->state = CK_DATA_CR;
+        c->run = HTTP1_RUN_DATA;
         *data = buf;
         *data_len = n;
         return (int)n;
     }
+    c->run = c->state == CK_TR_NAME                            ? HTTP1_RUN_NAME
+             : c->state == CK_TR_VALUE || c->state == CK_TR_LF ? HTTP1_RUN_FIELD
+                                                               : HTTP1_RUN_FRAMING;
     size_t i = 0;
     while (i < len) {
-        unsigned char ch = (unsigned char)buf[i++];
-        if (c->state >= CK_TR_START && ++c->trailer_bytes > TRAILER_MAX)
-            return HTTP1_INVALID;
+        unsigned char ch = (unsigned char)buf[i];
+        if (c->state >= CK_TR_START) {
+            /* a trailer field line starts a run of its own, its colon another */
+            if (i > 0 &&
+                ((c->state == CK_TR_START && ch != '\r') || (c->state == CK_TR_NAME && ch == ':')))
+                return (int)i;
+            if (++c->trailer_bytes > TRAILER_MAX)
+                return HTTP1_INVALID;
+        }
+        i++;
         switch (c->state) {
         case CK_SIZE:
             if (++c->line_len > CHUNK_LINE_MAX)
@@ -893,18 +1021,22 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, con
             c->state = CK_SIZE;
             break;
         case CK_TR_START:
-            if (ch == '\r')
+            if (ch == '\r') {
                 c->state = CK_FINAL_LF;
-            else if (is_cls(ch, C_TCHAR))
+            } else if (is_cls(ch, C_TCHAR)) {
                 c->state = CK_TR_NAME;
-            else
+                c->run = HTTP1_RUN_NAME;
+            } else {
                 return HTTP1_INVALID;
+            }
             break;
         case CK_TR_NAME:
-            if (ch == ':')
+            if (ch == ':') {
                 c->state = CK_TR_VALUE;
-            else if (!is_cls(ch, C_TCHAR))
+                c->run = HTTP1_RUN_FIELD;
+            } else if (!is_cls(ch, C_TCHAR)) {
                 return HTTP1_INVALID;
+            }
             break;
         case CK_TR_VALUE:
             if (ch == '\r')
@@ -916,7 +1048,7 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, con
             if (ch != '\n')
                 return HTTP1_INVALID;
             c->state = CK_TR_START;
-            break;
+            return (int)i;
         case CK_FINAL_LF:
             if (ch != '\n')
                 return HTTP1_INVALID;

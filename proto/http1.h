@@ -95,6 +95,11 @@ struct http1_msg {
     /* request line (requests only) */
     struct http1_slice method;
     struct http1_slice target;
+    /* absolute-form target ("http://a:8080/p?q"): its authority, "a:8080",
+     * a valid non-empty Host value without userinfo; the target's path and
+     * query follow it up to the target's end ("/p?q", may be empty or start
+     * with '?'). {NULL, 0} for every other form. */
+    struct http1_slice authority;
     uint8_t meth; /* enum http1_method */
     /* status line (responses only) */
     uint16_t status;
@@ -131,30 +136,47 @@ void http1_parser_init(struct http1_parser *p);
  * (the body, if any, starts there; leading empty lines are included) when the
  * head is complete and valid,
  * HTTP1_INCOMPLETE when more bytes are needed (limits are enforced on partial
- * heads too: an over-long request line or head is refused before it ends), or
+ * heads too: an over-long request line or head is refused before it ends, and
+ * a request line is judged as soon as it ends, so that an HTTP/0.9 one, "GET
+ * /" with no version, is refused at once), or
  * HTTP1_INVALID with msg->error and msg->error_reason set. Call again with the
  * same <p> and a longer buffer (same bytes first) after HTTP1_INCOMPLETE.
+ * Beyond the grammar, 400 for: a request-target with a fragment ('#'); an
+ * absolute-form target whose authority is empty, not a valid Host or holds
+ * userinfo ('@'); a field named Content-Length or Transfer-Encoding with '_'
+ * for any '-' ("Content_Length", "transfer_encoding"), which CGI-style
+ * backends read as the framing field itself.
  * Hot path: no allocation, no logging. */
 int http1_parse_request(struct http1_parser *p, const char *buf, size_t len,
                         const struct http1_limits *lim, struct http1_msg *msg);
 
-/* Same for a response head; every refusal has error 502. <request_meth> is the
- * method of the request it answers (a response to HEAD, and 1xx/204/304
- * responses, have no body: framing NONE). 2xx responses to CONNECT are refused.
- * Transfer-Encoding with final "chunked" gives CHUNKED (any Content-Length
- * header is then marked HTTP1_HF_HOP and KEEP_ALIVE cleared); other
- * Transfer-Encoding, or no length at all, gives CLOSE (KEEP_ALIVE cleared).
- * Transfer-Encoding in an HTTP/1.0 response is refused. Content-Length on a
- * 1xx or 204 response is marked HTTP1_HF_HOP (KEEP_ALIVE cleared when not 0);
- * repeated equal values ("3, 3", or two fields) are marked HOP with
- * HTTP1_MF_CL_CANONICAL set. */
+/* Same for a response head (its status line, too, is judged as soon as it
+ * ends; the '_' rule is for requests only); every refusal has error 502.
+ * <request_meth> is the method of the request it answers (a response to HEAD,
+ * and 1xx/204/304 responses, have no body: framing NONE). 2xx responses to
+ * CONNECT are refused. Transfer-Encoding with final "chunked" gives CHUNKED
+ * (any Content-Length header is then marked HTTP1_HF_HOP and KEEP_ALIVE
+ * cleared); other Transfer-Encoding, or no length at all, gives CLOSE
+ * (KEEP_ALIVE cleared). Transfer-Encoding in an HTTP/1.0 response is refused.
+ * Content-Length on a 1xx or 204 response is marked HTTP1_HF_HOP (KEEP_ALIVE
+ * cleared when not 0); repeated equal values ("3, 3", or two fields) are
+ * marked HOP with HTTP1_MF_CL_CANONICAL set. */
 int http1_parse_response(struct http1_parser *p, const char *buf, size_t len,
                          const struct http1_limits *lim, uint8_t request_meth,
                          struct http1_msg *msg);
 
+/* What the bytes consumed by one http1_chunked_feed() call were. */
+enum http1_chunk_run {
+    HTTP1_RUN_FRAMING = 0, /* chunk-size lines, CRLFs after data, the final CRLF */
+    HTTP1_RUN_DATA,        /* chunk payload */
+    HTTP1_RUN_NAME,        /* the name of a trailer field, or a part of it */
+    HTTP1_RUN_FIELD,       /* the rest of a trailer field line: ':', value, CRLF, or a part */
+};
+
 /* Chunked body decoder. Zero it (http1_chunked_init) per body. */
 struct http1_chunked {
     uint8_t state;
+    uint8_t run;        /* enum http1_chunk_run of the last call's bytes */
     bool done;          /* the last chunk and trailer section were read */
     uint64_t remaining; /* payload bytes left in the current chunk */
     uint32_t line_len;  /* bytes of the current size/trailer line so far */
@@ -164,9 +186,14 @@ struct http1_chunked {
 void http1_chunked_init(struct http1_chunked *c);
 
 /* Decodes from <buf>[0..len). <data> and <data_len> may not be NULL.
- * Each call consumes one run of bytes of the same
- * kind: either payload (then *data = buf and *data_len = the returned count)
- * or framing (chunk-size lines, CRLFs, trailer fields; then *data_len = 0).
+ * Each call consumes one run of bytes of the same kind, given in c->run:
+ * either payload (then *data = buf and *data_len = the returned count) or
+ * framing (chunk-size lines, CRLFs, trailer fields; then *data_len = 0).
+ * Trailer fields come as runs of their own so that a forwarder can cut them
+ * out: each field line is one or more NAME runs (its name, never empty, up to
+ * its colon), then one or more FIELD runs (from its colon through its LF; the
+ * last one ends the line). A NAME run that follows anything but a NAME run
+ * starts a new field.
  * Returns the number of bytes consumed (0 only when len is 0 or c->done),
  * or HTTP1_INVALID on a malformed size line (sign, "0x", overflow, junk,
  * bare CR or LF, more than 15 significant hex digits, a size line with its
@@ -174,6 +201,24 @@ void http1_chunked_init(struct http1_chunked *c);
  * or trailers over 32 KiB. Chunk extensions are accepted and ignored. */
 int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, const char **data,
                        size_t *data_len);
+
+/* A trailer field name at least this long is judged by its first
+ * HTTP1_TRAILER_NAME_DECIDES bytes alone (see http1_trailer_is_allowed). */
+#define HTTP1_TRAILER_NAME_DECIDES 20u
+
+/* Whether a field named <name> may be forwarded in a trailer section. Refused
+ * (RFC 9110 §6.5.1): framing (Content-Length, Transfer-Encoding, Trailer),
+ * routing (Host), connection options (Connection, Keep-Alive,
+ * Proxy-Connection, TE, Upgrade), request modifiers (Expect, Max-Forwards,
+ * Range, If-*), authentication (Authorization, Proxy-Authorization,
+ * WWW-Authenticate, Proxy-Authenticate, Cookie, Set-Cookie), response
+ * controls (Cache-Control, Pragma, Age, Expires, Vary, Location, Retry-After),
+ * content format (Content-Encoding, Content-Type, Content-Range), and the
+ * fields only lb writes (X-Forwarded-For, -Proto, -Host, X-Client-Cert-*).
+ * Names compare in any case and with '_' for '-'. <len> is the name's length,
+ * or HTTP1_TRAILER_NAME_DECIDES for a name at least that long (of which the
+ * first HTTP1_TRAILER_NAME_DECIDES bytes are given). Pure; any thread. */
+bool http1_trailer_is_allowed(const char *name, size_t len);
 
 /* Case-insensitive comparison of a slice with a NUL-terminated string. */
 bool http1_slice_eq(struct http1_slice s, const char *lit);

@@ -16,6 +16,9 @@
  *   /echo            the request body back, streamed as it arrives
  *   /hash            FNV-1a 64 of the request body as 16 lowercase hex digits
  *   /headers         the request line and header lines as received
+ *   /trailers        the trailer lines of a chunked request body as received,
+ *                    as a chunked body (chunked even to HTTP/1.0) whose own
+ *                    trailer section is TRAILERS_OUT below
  *   /slow/MS         answers NAME after MS milliseconds
  *   /stats           {"connections":N,"requests":N}: accepted connections and
  *                    parsed request heads since start, this request included
@@ -105,6 +108,7 @@ enum route {
     ROUTE_ECHO,
     ROUTE_HASH,
     ROUTE_HEADERS,
+    ROUTE_TRAILERS,
     ROUTE_SLOW,
     ROUTE_STATS,
     ROUTE_CLOSE,
@@ -213,6 +217,8 @@ struct conn {
     uint64_t stream_left;     /* /bytes bytes still to generate */
     uint64_t stream_off;      /* /bytes offset of the next byte */
     struct ws ws;             /* /ws: the handshake, then the frames */
+    size_t tlen;              /* bytes in tbuf */
+    char tbuf[1024];          /* /trailers: the request's trailer lines */
     char rbuf[RBUF_SIZE];     /* request bytes */
     char wbuf[WBUF_SIZE];     /* response bytes */
 };
@@ -425,6 +431,8 @@ static enum route route_of(struct conn *c, const char *path, size_t plen)
         return ROUTE_HASH;
     if (n == 8 && memcmp(path, "/headers", 8) == 0)
         return ROUTE_HEADERS;
+    if (n == 9 && memcmp(path, "/trailers", 9) == 0)
+        return ROUTE_TRAILERS;
     if (n == 6 && memcmp(path, "/stats", 6) == 0)
         return ROUTE_STATS;
     if (n == 6 && memcmp(path, "/close", 6) == 0)
@@ -564,6 +572,7 @@ static void conn_start_request(struct conn *c, size_t hlen)
     c->body = chunked ? BODY_CHUNKED : (have_cl && cl > 0) ? BODY_CL : BODY_NONE;
     c->body_left = c->body == BODY_CL ? cl : 0;
     c->cst = CH_SIZE;
+    c->tlen = 0;
     c->hash = 14695981039346656037ULL;
     if (expect && c->body != BODY_NONE && !c->http10)
         wput(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -696,11 +705,15 @@ static int conn_body(struct conn *c)
         case CH_TRAILER: /* at the start of a trailer line */
             c->rpos++;
             c->cst = ch == '\r' ? CH_TRAILER_LF : CH_TRAILER_LINE;
+            if (ch != '\r' && c->tlen < sizeof(c->tbuf))
+                c->tbuf[c->tlen++] = ch;
             break;
         case CH_TRAILER_LINE:
             c->rpos++;
             if (ch == '\n')
                 c->cst = CH_TRAILER;
+            if (c->tlen < sizeof(c->tbuf))
+                c->tbuf[c->tlen++] = ch;
             break;
         case CH_TRAILER_LF:
             if (ch != '\n')
@@ -967,6 +980,11 @@ static enum ws_step ws_frames(struct conn *c)
         ws->mask_off = 0;
     }
 }
+/* The trailer section of a /trailers response: some fields a trailer may
+ * carry, some it may not. */
+#define TRAILERS_OUT                                                                               \
+    "X-Sum: 42\r\nContent-Length: 99\r\nSet-Cookie: s=1\r\nTransfer_Encoding: chunked\r\n"         \
+    "X-Late: yes\r\n"
 
 /* The body is complete: queue the response (or start streaming it). */
 static void conn_finish_request(struct conn *c)
@@ -1003,6 +1021,18 @@ static void conn_finish_request(struct conn *c)
         put_simple(c, 200, tmp, (size_t)n, "text/plain");
         break;
     case ROUTE_HEADERS:
+        break;
+    case ROUTE_TRAILERS:
+        put_head(c, 200, -1, "text/plain");
+        if (c->head_only)
+            break;
+        if (c->tlen > 0) {
+            n = snprintf(tmp, sizeof tmp, "%zx\r\n", c->tlen);
+            wput(c, tmp, (size_t)n);
+            wput(c, c->tbuf, c->tlen);
+            wput(c, "\r\n", 2);
+        }
+        wput(c, "0\r\n" TRAILERS_OUT "\r\n", strlen("0\r\n" TRAILERS_OUT "\r\n"));
         break;
     case ROUTE_ECHO:
         if (c->chunked_out && !c->head_only)

@@ -1,5 +1,6 @@
 /* tests/e2e/test_malformed.c: requests that could be read two ways, or break
- * limits, get their 4xx and a closed connection, and never reach a backend. */
+ * limits, get their 4xx and a closed connection at once, and never reach a
+ * backend. */
 #include "e2e.h"
 
 #include <stdio.h>
@@ -36,6 +37,19 @@ static const struct bad_case cases[] = {
     {"missing_host", REQ("GET / HTTP/1.1\r\nX-A: a\r\n\r\n"), 400},
     {"two_hosts", REQ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400},
     {"http_2_0", REQ("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505},
+    /* HTTP/0.9: nothing more to wait for once its only line ends */
+    {"http_0_9_line", REQ("GET /\r\n"), 400},
+    {"http_0_9_line_and_empty_line", REQ("GET /index.html\r\n\r\n"), 400},
+    {"fragment", REQ("GET /a?b#c HTTP/1.1\r\nHost: x\r\n\r\n"), 400},
+    {"absolute_form_userinfo", REQ("GET http://u:p@x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400},
+    {"absolute_form_empty_host", REQ("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"), 400},
+    /* framing names a CGI backend reads as the real ones */
+    {"content_length_underscore",
+     REQ("POST / HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\nhello"), 400},
+    {"transfer_encoding_underscore",
+     REQ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\ntransfer_encoding: chunked\r\n"
+         "\r\n0\r\n\r\n"),
+     400},
     {"request_line_over_8k", NULL, 0, 414},
     {"over_100_headers", NULL, 0, 431},
     {"header_block_over_32k", NULL, 0, 431},
@@ -86,13 +100,18 @@ START_TEST(rejected_and_closed)
     }
     size_t out_len;
     bool closed;
+    uint64_t t0 = e2e_now_ms();
     char *out = e2e_raw(e2e_lb_port(t), req, len, e2e_timeout_ms(), &out_len, &closed);
+    uint64_t took = e2e_now_ms() - t0;
     ck_assert_ptr_nonnull(out);
     char want[16];
     snprintf(want, sizeof want, "HTTP/1.1 %d ", bc->status);
     ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "%s: expected %d, got \"%.80s\"", bc->name,
                   bc->status, out);
     ck_assert_msg(closed, "%s: connection not closed", bc->name);
+    /* at once, not at the client head timeout (10 s) */
+    ck_assert_msg(took < e2e_scaled_ms(3000), "%s: answered after %llu ms", bc->name,
+                  (unsigned long long)took);
     long after = e2e_backend_stat(t, 0, "requests");
     ck_assert_int_ge(before, 1);
     ck_assert_msg(after == before + 1, "%s: the backend saw %ld request(s)", bc->name,

@@ -384,6 +384,85 @@ START_TEST(http10_without_keepalive_closes)
 }
 END_TEST
 
+/* RFC 9112 §3.2.2: an absolute-form target's authority is the Host the
+ * backend gets (and X-Forwarded-Host); the target goes in origin-form. */
+START_TEST(absolute_form_host_from_authority)
+{
+    struct e2e *t = e2e_start(1);
+    size_t len;
+    bool closed;
+    const char *req = "GET http://auth.example:8080/headers?x=1 HTTP/1.1\r\n"
+                      "Host: other.example\r\nConnection: close\r\n\r\n";
+    char *out = e2e_raw(e2e_lb_port(t), req, strlen(req), e2e_timeout_ms(), &len, &closed);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "got %s", out);
+    const char *dump = strstr(out, "\r\n\r\n");
+    ck_assert_ptr_nonnull(dump);
+    dump += 4;
+    char v[128];
+    ck_assert_msg(strncmp(dump, "GET /headers?x=1 HTTP/1.1\r\n", 27) == 0, "backend got:\n%s",
+                  dump);
+    ck_assert_uint_eq(count_header(dump, "Host"), 1);
+    ck_assert(dump_header(dump, "Host", v, sizeof v));
+    ck_assert_str_eq(v, "auth.example:8080");
+    ck_assert(dump_header(dump, "X-Forwarded-Host", v, sizeof v));
+    ck_assert_str_eq(v, "auth.example:8080");
+    ck_assert_msg(strstr(dump, "other.example") == NULL, "the client's Host went on:\n%s", dump);
+    free(out);
+    e2e_stop(t);
+}
+END_TEST
+
+/* The raw bytes after the response head in <out>. */
+static const char *after_head(const char *out)
+{
+    const char *p = strstr(out, "\r\n\r\n");
+    ck_assert_ptr_nonnull(p);
+    return p + 4;
+}
+
+/* RFC 9110 §6.5.1: framing, routing, authentication, response control and
+ * content fields never travel in a trailer section, either way. The backend
+ * answers with the request trailers it got as its body, and trailers of its
+ * own (see lb-backend's /trailers). */
+START_TEST(refused_trailer_fields_dropped)
+{
+    struct e2e *t = e2e_start(1);
+    size_t len;
+    bool closed;
+    const char *req = "POST /trailers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      "Connection: close\r\n\r\n"
+                      "3\r\nabc\r\n0\r\n"
+                      "X-Sum: 1\r\nContent-Length: 5\r\nHost: evil.example\r\n"
+                      "Authorization: Basic eA==\r\nX-Late: 2\r\ncontent_length: 7\r\n"
+                      "X-Forwarded-For: 192.0.2.1\r\n\r\n";
+    char *out = e2e_raw(e2e_lb_port(t), req, strlen(req), e2e_timeout_ms(), &len, &closed);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "got %s", out);
+    const char *body = after_head(out);
+    /* the request's trailers as the backend got them: one chunk */
+    const char *got = "15\r\nX-Sum: 1\r\nX-Late: 2\r\n\r\n";
+    ck_assert_msg(strncmp(body, got, strlen(got)) == 0, "backend got trailers, and answered:\n%s",
+                  body);
+    /* the response's trailers as the client gets them */
+    ck_assert_msg(strcmp(body + strlen(got), "0\r\nX-Sum: 42\r\nX-Late: yes\r\n\r\n") == 0,
+                  "client got trailers:\n%s", body + strlen(got));
+    free(out);
+
+    /* an HTTP/1.0 client gets the body dechunked, with no trailer at all */
+    req = "POST /trailers HTTP/1.0\r\nContent-Length: 0\r\n\r\n";
+    out = e2e_raw(e2e_lb_port(t), req, strlen(req), e2e_timeout_ms(), &len, &closed);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "got %s", out);
+    ck_assert_msg(closed, "HTTP/1.0 dechunked response not closed");
+    ck_assert_msg(strcmp(after_head(out), "") == 0, "HTTP/1.0 client got:\n%s", out);
+    ck_assert_msg(strstr(out, "X-Sum") == NULL && strstr(out, "Transfer-Encoding") == NULL,
+                  "HTTP/1.0 client got:\n%s", out);
+    free(out);
+    e2e_stop(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_proxy");
@@ -403,6 +482,8 @@ int main(void)
         {"pipelining", pipelined_answered_in_order},
         {"expect_continue", expect_100_continue},
         {"http10", http10_without_keepalive_closes},
+        {"absolute_form_host", absolute_form_host_from_authority},
+        {"trailer_fields", refused_trailer_fields_dropped},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = e2e_tcase(cases[i].name);

@@ -106,13 +106,18 @@ static void fuzz_head(int mode, const char *buf, size_t len, size_t split)
         fail("split parse differs from whole parse");
 }
 
-/* Decodes with at most <step> bytes per call; payload appended to <out>. */
-static int dechunk(const char *buf, size_t len, size_t step, char *out, size_t *out_len,
-                   size_t *used)
+/* Decodes with at most <step> bytes per call; payload appended to <out>,
+ * trailer fields to <tr> as "name|rest" with a NUL before each field.
+ * Checks that runs do not mix: a NAME run is name bytes, a field's first FIELD
+ * run starts at its colon, a field ends with its LF before anything else. */
+static int dechunk(const char *buf, size_t len, size_t step, char *out, size_t *out_len, char *tr,
+                   size_t *tr_len, size_t *used)
 {
     struct http1_chunked c;
     size_t pos = 0;
+    uint8_t last = HTTP1_RUN_FRAMING;
     *out_len = 0;
+    *tr_len = 0;
     http1_chunked_init(&c);
     while (!c.done && pos < len) {
         size_t n = len - pos < step ? len - pos : step;
@@ -127,6 +132,27 @@ static int dechunk(const char *buf, size_t len, size_t step, char *out, size_t *
             fail("payload run does not match the consumed bytes");
         memcpy(out + *out_len, d ? d : "", dl);
         *out_len += dl;
+        bool field_ended = last != HTTP1_RUN_FIELD || buf[pos - 1] == '\n';
+        if (c.run == HTTP1_RUN_NAME) {
+            if (memchr(buf + pos, ':', (size_t)rc) || (last != HTTP1_RUN_NAME && !field_ended))
+                fail("a NAME run holds more than a name");
+            if (last != HTTP1_RUN_NAME)
+                tr[(*tr_len)++] = '\0';
+        } else if (c.run == HTTP1_RUN_FIELD) {
+            if (last == HTTP1_RUN_NAME && buf[pos] != ':')
+                fail("a field's FIELD run does not start at its colon");
+            if (last != HTTP1_RUN_NAME && last != HTTP1_RUN_FIELD)
+                fail("a FIELD run without a name");
+            if (last == HTTP1_RUN_NAME)
+                tr[(*tr_len)++] = '|';
+        } else if (last == HTTP1_RUN_NAME || !field_ended) {
+            fail("a trailer field run ends mid field");
+        }
+        if (c.run == HTTP1_RUN_NAME || c.run == HTTP1_RUN_FIELD) {
+            memcpy(tr + *tr_len, buf + pos, (size_t)rc);
+            *tr_len += (size_t)rc;
+        }
+        last = c.run;
         pos += (size_t)rc;
     }
     *used = pos;
@@ -135,16 +161,22 @@ static int dechunk(const char *buf, size_t len, size_t step, char *out, size_t *
 
 static void fuzz_chunked(const char *buf, size_t len)
 {
-    char *a = malloc(len + 1), *b = malloc(len + 1);
-    if (!a || !b)
+    /* trailers: each byte once, and two separators per field of at least one byte */
+    char *a = malloc(len + 1), *b = malloc(len + 1), *ta = malloc(3 * len + 1),
+         *tb = malloc(3 * len + 1);
+    if (!a || !b || !ta || !tb)
         abort();
-    size_t la, lb, ua, ub;
-    int ra = dechunk(buf, len, len, a, &la, &ua);
-    int rb = dechunk(buf, len, 1, b, &lb, &ub);
+    size_t la, lb, ua, ub, tla, tlb;
+    int ra = dechunk(buf, len, len, a, &la, ta, &tla, &ua);
+    int rb = dechunk(buf, len, 1, b, &lb, tb, &tlb, &ub);
     if (ra != rb || (ra >= 0 && (la != lb || ua != ub || memcmp(a, b, la) != 0)))
         fail("chunked whole and byte by byte differ");
+    if (ra >= 0 && (tla != tlb || memcmp(ta, tb, tla) != 0))
+        fail("trailer fields whole and byte by byte differ");
     free(a);
     free(b);
+    free(ta);
+    free(tb);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -300,6 +300,71 @@ START_TEST(no_host_no_xfh)
 }
 END_TEST
 
+/* ---- absolute-form (RFC 9112 §3.2.2) ---------------------------------------- */
+
+/* The authority is the Host, sent first and as X-Forwarded-Host; the Host
+ * the client sent is not; the target goes in origin-form. */
+START_TEST(absolute_form_authority_replaces_host)
+{
+    const char *r = rewrite("GET http://h.example:8080/a/b?c=1 HTTP/1.1\r\n"
+                            "Accept: */*\r\nHost: other.example\r\nX-Forwarded-Host: evil\r\n\r\n");
+    char want[512];
+    snprintf(want, sizeof(want),
+             "GET /a/b?c=1 HTTP/1.1\r\nHost: h.example:8080\r\nAccept: */*\r\n"
+             "X-Forwarded-For: " CLIENT "\r\nX-Forwarded-Proto: http\r\n"
+             "X-Forwarded-Host: h.example:8080\r\nX-Request-Id: %s\r\n\r\n",
+             reference_id(RNG0));
+    ck_assert_str_eq(r, want);
+    ck_assert_int_eq(count_ci(r, "other.example"), 0);
+}
+END_TEST
+
+/* Equal authority and Host: one Host line, not two. */
+START_TEST(absolute_form_same_host_once)
+{
+    const char *r = rewrite("POST https://h.example/x HTTP/1.1\r\nHost: h.example\r\n"
+                            "Content-Length: 0\r\n\r\n");
+    ck_assert_ptr_nonnull(strstr(r, "POST /x HTTP/1.1\r\nHost: h.example\r\n"));
+    ck_assert_int_eq(count_ci(r, "\r\nHost:"), 1);
+}
+END_TEST
+
+START_TEST(absolute_form_empty_path)
+{
+    static const struct {
+        const char *line;
+        const char *sent;
+    } cases[] = {
+        {"GET http://h.example HTTP/1.1", "GET / HTTP/1.1\r\nHost: h.example\r\n"},
+        {"GET HTTP://h.example?q=1 HTTP/1.1", "GET /?q=1 HTTP/1.1\r\nHost: h.example\r\n"},
+        {"OPTIONS http://h.example HTTP/1.1", "OPTIONS * HTTP/1.1\r\nHost: h.example\r\n"},
+        {"OPTIONS http://h.example/ HTTP/1.1", "OPTIONS / HTTP/1.1\r\nHost: h.example\r\n"},
+        {"GET http://[::1]:80/ HTTP/1.1", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[256];
+        snprintf(req, sizeof(req), "%s\r\nHost: x\r\n\r\n", cases[i].line);
+        const char *r = rewrite(req);
+        ck_assert_msg(strncmp(r, cases[i].sent, strlen(cases[i].sent)) == 0, "%s sent as:\n%s",
+                      cases[i].line, r);
+    }
+}
+END_TEST
+
+/* HTTP/1.0 needs no Host: the authority gives one. */
+START_TEST(absolute_form_http10_gets_host)
+{
+    const char *r = rewrite("GET http://h.example/p HTTP/1.0\r\n\r\n");
+    char want[512];
+    snprintf(want, sizeof(want),
+             "GET /p HTTP/1.0\r\nHost: h.example\r\nX-Forwarded-For: " CLIENT "\r\n%s", lb_tail());
+    /* lb_tail() ends the head of an HTTP/1.1 request: 1.0 adds keep-alive */
+    char *end = want + strlen(want) - 2;
+    snprintf(end, sizeof(want) - (size_t)(end - want), "Connection: keep-alive\r\n\r\n");
+    ck_assert_str_eq(r, want);
+}
+END_TEST
+
 /* ---- X-Request-Id ---------------------------------------------------------- */
 
 START_TEST(request_id_generated_when_absent)
@@ -612,6 +677,12 @@ static Suite *rewrite_suite(void)
     tcase_add_test(fwd, xfh_from_host_client_copies_dropped);
     tcase_add_test(fwd, no_host_no_xfh);
     suite_add_tcase(s, fwd);
+    TCase *abs = tcase_create("absolute_form");
+    tcase_add_test(abs, absolute_form_authority_replaces_host);
+    tcase_add_test(abs, absolute_form_same_host_once);
+    tcase_add_test(abs, absolute_form_empty_path);
+    tcase_add_test(abs, absolute_form_http10_gets_host);
+    suite_add_tcase(s, abs);
     TCase *id = tcase_create("request_id");
     tcase_add_test(id, request_id_generated_when_absent);
     tcase_add_test(id, client_request_id_kept);

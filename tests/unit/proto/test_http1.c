@@ -80,6 +80,7 @@ static void summarize(char *out, size_t cap, int rc, const struct http1_msg *m, 
         return;
     put_slice(&o, &left, "meth", m->method, base);
     put_slice(&o, &left, "tgt", m->target, base);
+    put_slice(&o, &left, "auth", m->authority, base);
     put_slice(&o, &left, "rsn", m->reason, base);
     n = snprintf(o, left, "m=%u st=%u mi=%u nh=%u host=%d fr=%u cl=%llu fl=%x ", m->meth, m->status,
                  m->minor, m->n_headers, m->host, m->framing, (unsigned long long)m->content_length,
@@ -374,6 +375,18 @@ static const struct ok_case ok_requests[] = {
     OKQ("pipelined second request untouched",
         "HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 28, "HEAD", "/",
         HTTP1_M_HEAD, 1, 0, HTTP1_BODY_NONE, 0, KA, HOST("x")),
+    OKQ("absolute form without path", "GET http://a:8080?q HTTP/1.1\r\nHost: b\r\n\r\n", 0, "GET",
+        "http://a:8080?q", HTTP1_M_GET, 1, 0, HTTP1_BODY_NONE, 0, KA, HOST("b")),
+    OKQ("absolute form http/1.0 without host", "GET http://[::1]:80/x HTTP/1.0\r\n\r\n", 0, "GET",
+        "http://[::1]:80/x", HTTP1_M_GET, 0, -1, HTTP1_BODY_NONE, 0, 0, {0}),
+    OKQ("encoded hash in target", "GET /a%23b HTTP/1.1\r\nHost: x\r\n\r\n", 0, "GET", "/a%23b",
+        HTTP1_M_GET, 1, 0, HTTP1_BODY_NONE, 0, KA, HOST("x")),
+    OKQ("underscores in other names pass",
+        "GET / HTTP/1.1\r\nHost: x\r\nX_Content_Length: 1\r\nContent_Type: a\r\n"
+        "Content_Length_: 2\r\n\r\n",
+        0, "GET", "/", HTTP1_M_GET, 1, 0, HTTP1_BODY_NONE, 0, KA, HOST("x"),
+        H("X_Content_Length", "1", 0, 0), H("Content_Type", "a", 0, 0),
+        H("Content_Length_", "2", 0, 0)),
     OKQ("patch with empty connection elements",
         "PATCH / HTTP/1.1\r\nHost: x\r\nConnection: ,\r\n\r\n", 0, "PATCH", "/", HTTP1_M_PATCH, 1,
         0, HTTP1_BODY_NONE, 0, KA, HOST("x"), H("Connection", ",", HTTP1_H_CONNECTION, HOP)),
@@ -447,6 +460,12 @@ static const struct bad_case bad_requests[] = {
     BAD("space before version twice", "GET /  HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
     BAD("trailing space", "GET / HTTP/1.1 \r\nHost: x\r\n\r\n", R, 400),
     BAD("missing version", "GET /\r\nHost: x\r\n\r\n", R, 400),
+    /* HTTP/0.9: refused once its only line ends, with no head end to wait for */
+    BAD("http/0.9 line", "GET /\r\n", R, 400),
+    BAD("http/0.9 line bare LF", "GET /index.html\n", R, 400),
+    BAD("http/0.9 line and empty line", "GET /\r\n\r\n", R, 400),
+    BAD("http/0.9 after empty lines", "\r\n\r\nGET /x?y\r\n", R, 400),
+    BAD("method alone", "GET\r\n", R, 400),
     BAD("version junk", "GET / HTTP/1.1x\r\nHost: x\r\n\r\n", R, 400),
     BAD("version two digits", "GET / HTTP/11.1\r\nHost: x\r\n\r\n", R, 400),
     BAD("tab separator", "GET\t/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
@@ -464,6 +483,31 @@ static const struct bad_case bad_requests[] = {
     BAD("asterisk without OPTIONS", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
     BAD("other scheme", "GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
     BAD("scheme without authority", "GET http:// HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("fragment", "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("empty fragment", "GET /a?b# HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("fragment only", "GET # HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("fragment in absolute form", "GET http://x/a#b HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("fragment in http/0.9 line", "GET /#a\r\n", R, 400),
+    BAD("absolute form empty host", "GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form empty host query", "GET http://?a HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form userinfo", "GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form user and password", "GET https://u:p@x/ HTTP/1.1\r\nHost: x\r\n\r\n", R,
+        400),
+    BAD("absolute form empty userinfo", "GET http://@x/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form empty port", "GET http://x:/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form bad port", "GET http://x:8o/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form unclosed bracket", "GET http://[::1/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    BAD("absolute form backslash", "GET http://x\\y/ HTTP/1.1\r\nHost: x\r\n\r\n", R, 400),
+    /* framing names with '_' for '-', which CGI reads as the real ones */
+    BAD("Content_Length", "POST / HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\n", R, 400),
+    BAD("content_length lowercase", "POST / HTTP/1.0\r\ncontent_length: 5\r\n\r\n", R, 400),
+    BAD("CONTENT_LENGTH with Content-Length",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nCONTENT_LENGTH: 5\r\n\r\n", R, 400),
+    BAD("Transfer_Encoding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer_Encoding: chunked\r\n\r\n", R,
+        400),
+    BAD("transfer_encoding with Content-Length",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ntransfer_encoding: chunked\r\n\r\n", R,
+        400),
     /* field lines */
     BAD("empty name", "GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", R, 400),
     BAD("space in name", "GET / HTTP/1.1\r\nHost: x\r\nX Y: v\r\n\r\n", R, 400),
@@ -552,6 +596,10 @@ static const struct ok_case ok_responses[] = {
         HTTP1_M_GET, 0, 200, "OK", 1, HTTP1_BODY_LENGTH, 0, KA, H("Host", "a b", HTTP1_H_HOST, 0),
         H("Host", "c", HTTP1_H_HOST, 0), H("Expect", "x", HTTP1_H_EXPECT, 0),
         H("Content-Length", "0", HTTP1_H_CONTENT_LENGTH, 0)),
+    OKS("framing names with '_' pass in responses",
+        "HTTP/1.1 200 OK\r\nContent_Length: 9\r\nContent-Length: 0\r\n\r\n", HTTP1_M_GET, 0, 200,
+        "OK", 1, HTTP1_BODY_LENGTH, 0, KA, H("Content_Length", "9", 0, 0),
+        H("Content-Length", "0", HTTP1_H_CONTENT_LENGTH, 0)),
     OKS("407 to CONNECT", "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
         HTTP1_M_CONNECT, 0, 407, "Proxy Authentication Required", 1, HTTP1_BODY_LENGTH, 0, KA,
         H("Content-Length", "0", HTTP1_H_CONTENT_LENGTH, 0)),
@@ -574,6 +622,7 @@ static const struct bad_case bad_responses[] = {
     BAD("no space before reason", "HTTP/1.1 200OK\r\n\r\n", HTTP1_M_GET, 502),
     BAD("CTL in reason", "HTTP/1.1 200 O\x01K\r\n\r\n", HTTP1_M_GET, 502),
     BAD("missing status", "HTTP/1.1\r\n\r\n", HTTP1_M_GET, 502),
+    BAD("bad status line refused before the head ends", "HTTP/1.1 2000 OK\r\n", HTTP1_M_GET, 502),
     BAD("CL conflict", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         HTTP1_M_GET, 502),
     BAD("CL sign", "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", HTTP1_M_GET, 502),
@@ -749,6 +798,66 @@ START_TEST(incomplete_heads)
             parse_with(partial[i], strlen(partial[i]), &default_limits, &m, h, MAX_HDRS),
             HTTP1_INCOMPLETE);
         ck_assert_uint_eq(m.error, 0);
+    }
+}
+END_TEST
+
+/* An HTTP/0.9 request line has no head end to wait for: refused once it ends. */
+START_TEST(http09_refused_at_once)
+{
+    static const char in[] = "GET /index.html\r\n";
+    struct http1_header h[MAX_HDRS];
+    struct http1_msg m;
+    struct http1_parser p;
+    msg_init(&m, h);
+    http1_parser_init(&p);
+    ck_assert_int_eq(http1_parse_request(&p, in, sizeof(in) - 2, &default_limits, &m),
+                     HTTP1_INCOMPLETE);
+    ck_assert_int_eq(http1_parse_request(&p, in, sizeof(in) - 1, &default_limits, &m),
+                     HTTP1_INVALID);
+    ck_assert_uint_eq(m.error, 400);
+    ck_assert_ptr_nonnull(strstr(m.error_reason, "HTTP/0.9"));
+    /* a request line that is fine waits for the rest of the head */
+    ck_assert_int_eq(parse_with("GET / HTTP/1.1\r\n", 16, &default_limits, &m, h, MAX_HDRS),
+                     HTTP1_INCOMPLETE);
+    ck_assert_int_eq(
+        parse_with("GET / HTTP/1.1\r\nHost: x\r\n", 25, &default_limits, &m, h, MAX_HDRS),
+        HTTP1_INCOMPLETE);
+}
+END_TEST
+
+/* The authority of an absolute-form target, and none for other forms. */
+START_TEST(absolute_form_authority)
+{
+    static const struct {
+        const char *in;
+        const char *authority; /* NULL: none */
+        const char *rest;      /* what follows it in the target */
+    } cases[] = {
+        {"GET http://example.com/x HTTP/1.1\r\nHost: y\r\n\r\n", "example.com", "/x"},
+        {"GET HTTPS://a.b:8443?q=1 HTTP/1.1\r\nHost: y\r\n\r\n", "a.b:8443", "?q=1"},
+        {"GET http://[::1]:80 HTTP/1.1\r\nHost: y\r\n\r\n", "[::1]:80", ""},
+        {"GET http://a%41/p/q?r HTTP/1.1\r\nHost: y\r\n\r\n", "a%41", "/p/q?r"},
+        {"GET /x HTTP/1.1\r\nHost: y\r\n\r\n", NULL, NULL},
+        {"OPTIONS * HTTP/1.1\r\nHost: y\r\n\r\n", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http1_header h[MAX_HDRS];
+        struct http1_msg m;
+        size_t len = strlen(cases[i].in);
+        ck_assert_int_eq(check_all_feeds(cases[i].in, cases[i].in, len, &default_limits, NONE_M),
+                         (int)len);
+        ck_assert_int_eq(parse_with(cases[i].in, len, &default_limits, &m, h, MAX_HDRS), (int)len);
+        if (cases[i].authority == NULL) {
+            ck_assert_ptr_null(m.authority.p);
+            ck_assert_uint_eq(m.authority.len, 0);
+            continue;
+        }
+        check_slice(cases[i].in, "authority", m.authority, cases[i].authority);
+        const char *rest = m.authority.p + m.authority.len;
+        size_t rest_len = (size_t)(m.target.p + m.target.len - rest);
+        ck_assert_uint_eq(rest_len, strlen(cases[i].rest));
+        ck_assert(memcmp(rest, cases[i].rest, rest_len) == 0);
     }
 }
 END_TEST
@@ -967,6 +1076,154 @@ START_TEST(chunked_runs_alternate)
 }
 END_TEST
 
+/* The trailer fields of <in> fed <step> bytes at a time (0: all at once), as
+ * "<name>|<rest>" lines rebuilt from NAME and FIELD runs, into <out>. Checks
+ * that runs never mix: a NAME run holds name bytes only, a field's FIELD
+ * runs start at its colon and the last one ends with its LF. */
+static void trailer_fields(const char *in, size_t step, char *out, size_t cap)
+{
+    struct http1_chunked c;
+    size_t len = strlen(in), pos = 0, o = 0;
+    uint8_t last = HTTP1_RUN_FRAMING;
+    http1_chunked_init(&c);
+    out[0] = '\0';
+    while (!c.done && pos < len) {
+        size_t n = step && len - pos > step ? step : len - pos;
+        const char *d;
+        size_t dl;
+        int rc = http1_chunked_feed(&c, in + pos, n, &d, &dl);
+        ck_assert_int_gt(rc, 0);
+        if (c.run == HTTP1_RUN_NAME) {
+            ck_assert_ptr_null(memchr(in + pos, ':', (size_t)rc));
+            if (last != HTTP1_RUN_NAME) {
+                ck_assert(last != HTTP1_RUN_FIELD || in[pos - 1] == '\n');
+                if (o > 0)
+                    out[o++] = '\n';
+            }
+        } else if (c.run == HTTP1_RUN_FIELD) {
+            if (last == HTTP1_RUN_NAME) {
+                ck_assert_int_eq(in[pos], ':');
+                out[o++] = '|';
+            }
+        } else {
+            ck_assert(last != HTTP1_RUN_NAME);
+            ck_assert(last != HTTP1_RUN_FIELD || in[pos - 1] == '\n');
+        }
+        if (c.run == HTTP1_RUN_NAME || c.run == HTTP1_RUN_FIELD) {
+            ck_assert_uint_lt(o + (size_t)rc + 2, cap);
+            memcpy(out + o, in + pos, (size_t)rc);
+            o += (size_t)rc;
+        }
+        last = c.run;
+        pos += (size_t)rc;
+    }
+    ck_assert(c.done);
+    out[o] = '\0';
+}
+
+START_TEST(chunked_trailer_runs)
+{
+    static const char in[] = "3\r\nabc\r\n0;x\r\nX-Sum: 1\r\nContent-Length: 5\r\nA:\r\n"
+                             "Long-Trailer-Field-Name: a:b\r\n\r\n";
+    static const char want[] = "X-Sum|: 1\r\n\nContent-Length|: 5\r\n\nA|:\r\n\n"
+                               "Long-Trailer-Field-Name|: a:b\r\n";
+    static const size_t steps[] = {0, 1, 2, 3, 5, 8};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        char got[512];
+        trailer_fields(in, steps[i], got, sizeof(got));
+        ck_assert_msg(strcmp(got, want) == 0, "step %zu:\n%s", steps[i], got);
+    }
+    /* whole: framing up to the first field, then the field's name alone */
+    struct http1_chunked c;
+    const char *d;
+    size_t dl;
+    http1_chunked_init(&c);
+    ck_assert_int_eq(http1_chunked_feed(&c, in, 3, &d, &dl), 3);
+    ck_assert_uint_eq(c.run, HTTP1_RUN_FRAMING);
+    ck_assert_int_eq(http1_chunked_feed(&c, in + 3, sizeof(in) - 4, &d, &dl), 3);
+    ck_assert_uint_eq(c.run, HTTP1_RUN_DATA);
+    ck_assert_int_eq(http1_chunked_feed(&c, in + 6, sizeof(in) - 7, &d, &dl), 7);
+    ck_assert_uint_eq(c.run, HTTP1_RUN_FRAMING);
+    ck_assert_int_eq(http1_chunked_feed(&c, in + 13, sizeof(in) - 14, &d, &dl), 5);
+    ck_assert_uint_eq(c.run, HTTP1_RUN_NAME);
+    ck_assert_int_eq(http1_chunked_feed(&c, in + 18, sizeof(in) - 19, &d, &dl), 5);
+    ck_assert_uint_eq(c.run, HTTP1_RUN_FIELD);
+    ck_assert_uint_eq(dl, 0);
+}
+END_TEST
+
+START_TEST(trailer_names)
+{
+    static const char *const refused[] = {
+        "Content-Length",
+        "transfer-encoding",
+        "Trailer",
+        "HOST",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "TE",
+        "Upgrade",
+        "Expect",
+        "Max-Forwards",
+        "Range",
+        "If-Match",
+        "If-None-Match",
+        "If-Modified-Since",
+        "If-Unmodified-Since",
+        "If-Range",
+        "Authorization",
+        "Proxy-Authorization",
+        "WWW-Authenticate",
+        "Proxy-Authenticate",
+        "Cookie",
+        "Set-Cookie",
+        "Cache-Control",
+        "Pragma",
+        "Age",
+        "Expires",
+        "Vary",
+        "Location",
+        "Retry-After",
+        "Content-Encoding",
+        "Content-Type",
+        "Content-Range",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-Forwarded-Host",
+        "X-Client-Cert-Verified",
+        "x_client_cert_uri",
+        /* '_' for '-': CGI reads them as the same */
+        "content_length",
+        "Transfer_Encoding",
+        "SET_COOKIE",
+        "Content_Type",
+    };
+    static const char *const allowed[] = {
+        "X-Sum",
+        "Server-Timing",
+        "Digest",
+        "ETag",
+        "Date",
+        "Content-MD5",
+        "Content-Lengths",
+        "X-Content-Length",
+        "Hos",
+        "X-Client-Cert",
+        "Long-Trailer-Field-Name",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        ck_assert_msg(!http1_trailer_is_allowed(refused[i], strlen(refused[i])), "%s allowed",
+                      refused[i]);
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        ck_assert_msg(http1_trailer_is_allowed(allowed[i], strlen(allowed[i])), "%s refused",
+                      allowed[i]);
+    /* a long name is judged by its first HTTP1_TRAILER_NAME_DECIDES bytes */
+    ck_assert(!http1_trailer_is_allowed("X-Client-Cert-Subject-Alt", HTTP1_TRAILER_NAME_DECIDES));
+    ck_assert(http1_trailer_is_allowed("If-Unmodified-Since-X", HTTP1_TRAILER_NAME_DECIDES));
+}
+END_TEST
+
 static Suite *http1_suite(void)
 {
     Suite *s = suite_create("http1");
@@ -990,6 +1247,10 @@ static Suite *http1_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("incomplete");
     tcase_add_test(tc, incomplete_heads);
+    tcase_add_test(tc, http09_refused_at_once);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("absolute_form");
+    tcase_add_test(tc, absolute_form_authority);
     suite_add_tcase(s, tc);
     tc = tcase_create("helpers");
     tcase_add_test(tc, reason_and_slice_eq);
@@ -999,6 +1260,8 @@ static Suite *http1_suite(void)
     tcase_add_test(tc, chunked_invalid);
     tcase_add_test(tc, chunked_limits);
     tcase_add_test(tc, chunked_runs_alternate);
+    tcase_add_test(tc, chunked_trailer_runs);
+    tcase_add_test(tc, trailer_names);
     suite_add_tcase(s, tc);
     return s;
 }
