@@ -192,6 +192,8 @@ struct config_timeouts {          /* all > 0 */
     uint32_t drain_ms;            /* default 30s */
     uint32_t queue_ms;            /* queue: wait in a backend's queue, then 503; default 5s,
                                    * at most 10m */
+    uint32_t tunnel_idle_ms;      /* tunnelIdle: an Upgrade tunnel with no byte either way is
+                                   * closed; default 1h, 1s..24h */
 };
 
 struct config_limits {
@@ -199,6 +201,7 @@ struct config_limits {
     uint32_t max_header_bytes; /* 256..16777216, default 32768 */
     uint32_t max_headers;      /* 1..10000, default 100 */
     uint32_t max_connections;  /* 1..1000000, default 10000 */
+    uint32_t max_tunnels;      /* open Upgrade tunnels per worker; 1..1000000, default 10000 */
 };
 
 struct config_logging {

@@ -156,12 +156,16 @@ const struct cfg_key config__keys[] = {
     {"timeouts.drain", CFG_DURATION, "30s", 1, 0, CFG_AT(timeouts.drain_ms)},
     {"timeouts.queue", CFG_DURATION, "5s", 1, 600000, CFG_AT(timeouts.queue_ms),
      .flags = CFG_OMIT_DEFAULT},
+    {"timeouts.tunnelIdle", CFG_DURATION, "1h", 1000, 24 * MS_1H, CFG_AT(timeouts.tunnel_idle_ms),
+     .flags = CFG_OMIT_DEFAULT},
 
     {"limits", CFG_SECTION, .flags = CFG_NULL_ABSENT},
     {"limits.maxRequestLine", CFG_UINT, "8192", 64, 1048576, CFG_AT(limits.max_request_line)},
     {"limits.maxHeaderBytes", CFG_UINT, "32768", 256, 16777216, CFG_AT(limits.max_header_bytes)},
     {"limits.maxHeaders", CFG_UINT, "100", 1, 10000, CFG_AT(limits.max_headers)},
     {"limits.maxConnections", CFG_UINT, "10000", 1, 1000000, CFG_AT(limits.max_connections)},
+    {"limits.maxTunnels", CFG_UINT, "10000", 1, 1000000, CFG_AT(limits.max_tunnels),
+     .flags = CFG_OMIT_DEFAULT},
 
     {"logging", CFG_SECTION, .flags = CFG_NULL_ABSENT},
     {"logging.level", CFG_ENUM, "info", .choices = log_levels, CFG_AT(logging.level)},

@@ -370,11 +370,13 @@ static int build_sections(Lb__V1__Snapshot *s, const struct config *cfg, struct 
     t->upstream_idle_ms = cfg->timeouts.upstream_idle_ms;
     t->drain_ms = cfg->timeouts.drain_ms;
     t->queue_ms = cfg->timeouts.queue_ms == 5000 ? 0 : cfg->timeouts.queue_ms;
+    t->tunnel_idle_ms = cfg->timeouts.tunnel_idle_ms;
 
     l->max_request_line = cfg->limits.max_request_line;
     l->max_header_bytes = cfg->limits.max_header_bytes;
     l->max_headers = cfg->limits.max_headers;
     l->max_connections = cfg->limits.max_connections;
+    l->max_tunnels = cfg->limits.max_tunnels;
 
     if (fill_ratelimit(r, cfg) != LB_OK)
         return nomem(err);

@@ -325,6 +325,8 @@ START_TEST(limits_and_ejection_defaults)
     ck_assert_uint_eq(c->backends[0].max_connections, 0);
     ck_assert_uint_eq(c->backends[0].max_queue, 1024);
     ck_assert_uint_eq(c->timeouts.queue_ms, 5000);
+    ck_assert_uint_eq(c->timeouts.tunnel_idle_ms, 3600000);
+    ck_assert_uint_eq(c->limits.max_tunnels, 10000);
     ck_assert(c->ejection.enabled);
     ck_assert_uint_eq(c->ejection.probe_interval_ms, 1000);
     ck_assert_uint_eq(c->ejection.max_probe_interval_ms, 30000);
@@ -335,6 +337,8 @@ START_TEST(limits_and_ejection_defaults)
     ck_assert_ptr_null(strstr(y, "maxConnections: 0"));
     ck_assert_ptr_null(strstr(y, "ejection"));
     ck_assert_ptr_null(strstr(y, "  queue:"));
+    ck_assert_ptr_null(strstr(y, "tunnelIdle"));
+    ck_assert_ptr_null(strstr(y, "maxTunnels"));
     free(y);
     config_free(c);
 }
@@ -344,7 +348,8 @@ END_TEST
     "frontends:\n  - port: 8080\n"                                                                 \
     "backends:\n  - {url: \"http://a:1\", maxConnections: 50, maxQueue: 200}\n"                    \
     "  - url: \"http://b:1\"\n"                                                                    \
-    "timeouts: {queue: 2s}\n"                                                                      \
+    "timeouts: {queue: 2s, tunnelIdle: 10m}\n"                                                     \
+    "limits: {maxTunnels: 64}\n"                                                                   \
     "ejection:\n  enabled: false\n  probeInterval: 500ms\n  maxProbeInterval: 1m\n"
 
 START_TEST(limits_and_ejection_round_trip)
@@ -355,12 +360,15 @@ START_TEST(limits_and_ejection_round_trip)
     ck_assert_uint_eq(a->backends[1].max_connections, 0);
     ck_assert_uint_eq(a->backends[1].max_queue, 1024);
     ck_assert_uint_eq(a->timeouts.queue_ms, 2000);
+    ck_assert_uint_eq(a->timeouts.tunnel_idle_ms, 600000);
+    ck_assert_uint_eq(a->limits.max_tunnels, 64);
     ck_assert(!a->ejection.enabled);
     ck_assert_uint_eq(a->ejection.probe_interval_ms, 500);
     ck_assert_uint_eq(a->ejection.max_probe_interval_ms, 60000);
     char *y1 = config_export_yaml(a, NULL, NULL);
     ck_assert_ptr_nonnull(strstr(y1, "  maxConnections: 50\n  maxQueue: 200\n"));
-    ck_assert_ptr_nonnull(strstr(y1, "  queue: \"2s\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  queue: \"2s\"\n  tunnelIdle: \"10m\"\n"));
+    ck_assert_ptr_nonnull(strstr(y1, "  maxTunnels: 64\n"));
     ck_assert_ptr_nonnull(strstr(y1, "ejection:\n  enabled: false\n  probeInterval: \"500ms\"\n"
                                      "  maxProbeInterval: \"1m\"\n"));
     struct config *b = parse_ok(y1);
@@ -407,6 +415,8 @@ START_TEST(limits_and_ejection_diff)
     ck_assert_ptr_nonnull(strstr(text, "backend a-1: maxConnections 0 -> 50\n"));
     ck_assert_ptr_nonnull(strstr(text, "backend a-1: maxQueue 1024 -> 200\n"));
     ck_assert_ptr_nonnull(strstr(text, "timeouts.queue: 5s -> 2s\n"));
+    ck_assert_ptr_nonnull(strstr(text, "timeouts.tunnelIdle: 1h -> 10m\n"));
+    ck_assert_ptr_nonnull(strstr(text, "limits.maxTunnels: 10000 -> 64\n"));
     ck_assert_ptr_nonnull(strstr(text, "ejection.enabled: true -> false\n"));
     ck_assert_ptr_nonnull(strstr(text, "ejection.probeInterval: 1s -> 500ms\n"));
     ck_assert_ptr_nonnull(strstr(text, "ejection.maxProbeInterval: 30s -> 1m\n"));
@@ -797,6 +807,12 @@ static const struct bad bad_cases[] = {
     {FE BE SSL "  ticketRotation: 500ms\n", "8:19",
      "ssl.ticketRotation: 500ms is too short (at least 1s)"},
     {FE BE SSL "  ticketRotation: 10\n", "8:19", "ssl.ticketRotation: 10 has no unit"},
+    {FE BE "timeouts:\n  tunnelIdle: 500ms\n", "6:15",
+     "timeouts.tunnelIdle: 500ms is too short (at least 1s)"},
+    {FE BE "timeouts:\n  tunnelIdle: 25h\n", "6:15",
+     "timeouts.tunnelIdle: 25h is too long (at most 24h)"},
+    {FE BE "limits:\n  maxTunnels: 0\n", "6:15",
+     "limits.maxTunnels: 0 is out of range (1..1000000)"},
     {FEB "  - url: \"http://a:1\"\n    caFile: ca.pem\n", "5:13",
      "backends[0].caFile: caFile applies only to https:// backends"},
     {FEB "  - url: \"http://a:1\"\n    sni: a.example\n", "5:10",

@@ -69,8 +69,10 @@ static const char *const full_yaml =
     "retries: {max: 4, budgetPercent: 30, budgetMin: 5, backoffBase: 10ms, backoffCap: 1s}\n"
     "balancing: {algorithm: least_request, slowStart: 1m30s}\n"
     "timeouts: {clientHeader: 5s, clientBody: 6s, keepAlive: 7s, upstreamConnect: 1s500ms,\n"
-    "           upstreamHeader: 9s, upstreamIdle: 1h, drain: 2m}\n"
-    "limits: {maxRequestLine: 4096, maxHeaderBytes: 16384, maxHeaders: 50, maxConnections: 99}\n"
+    "           upstreamHeader: 9s, upstreamIdle: 1h, drain: 2m,\n"
+    "           tunnelIdle: 2h}\n"
+    "limits: {maxRequestLine: 4096, maxHeaderBytes: 16384, maxHeaders: 50, maxConnections: 99,\n"
+    "         maxTunnels: 500}\n"
     "logging: {level: debug, accessLog: false}\n"
     "metrics: {enabled: true, address: 127.0.0.2, port: 9100}\n";
 
@@ -170,6 +172,8 @@ static void check_snapshot(const Lb__V1__Snapshot *s)
     ck_assert_uint_eq(s->limits->max_header_bytes, 16384);
     ck_assert_uint_eq(s->limits->max_headers, 50);
     ck_assert_uint_eq(s->limits->max_connections, 99);
+    ck_assert_uint_eq(s->limits->max_tunnels, 500);
+    ck_assert_uint_eq(s->timeouts->tunnel_idle_ms, 7200000);
     ck_assert(s->ratelimit->enabled);
     ck_assert_uint_eq(s->ratelimit->rate, 100);
     ck_assert_uint_eq(s->ratelimit->burst, 100); /* burst 0 = rate */
