@@ -1,6 +1,10 @@
 /* dataplane/endpoint.c: reads, writes and waits of one side of a connection. */
 #include "endpoint.h"
 
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 void endpoint_init(struct endpoint *ep, endpoint_io_fn cb, void *owner)
@@ -10,8 +14,56 @@ void endpoint_init(struct endpoint *ep, endpoint_io_fn cb, void *owner)
     ep->events = 0;
 }
 
+bool endpoint_preamble(struct endpoint *ep, const uint8_t *bytes, size_t len)
+{
+    free(ep->pre);
+    ep->pre = malloc(len);
+    if (ep->pre == NULL)
+        return false;
+    memcpy(ep->pre, bytes, len);
+    ep->pre_len = (uint8_t)len;
+    return true;
+}
+
+/* Sends what is left of the preamble: 0 once it is all out, else a
+ * TRANSPORT_ code (the caller waits for writability or fails). */
+static ssize_t pre_flush(struct endpoint *ep)
+{
+    uint8_t *p = ep->pre;
+    ssize_t n;
+    do
+        n = send(ep->tr.fd, p, ep->pre_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return TRANSPORT_WANT_WRITE;
+        ep->tr.err = errno;
+        return TRANSPORT_ERROR;
+    }
+    if ((size_t)n < ep->pre_len) {
+        memmove(p, p + n, ep->pre_len - (size_t)n);
+        ep->pre_len = (uint8_t)(ep->pre_len - (size_t)n);
+        return TRANSPORT_WANT_WRITE;
+    }
+    free(p);
+    ep->pre = NULL;
+    ep->pre_len = 0;
+    return 0;
+}
+
 ssize_t endpoint_read(struct endpoint *ep, struct buf_pool *pool)
 {
+    if (ep->pre != NULL) {
+        ssize_t r = pre_flush(ep);
+        if (r != 0) {
+            ep->readable = false;
+            if (r == TRANSPORT_WANT_WRITE)
+                ep->rd_on_write = true;
+            else
+                ep->eof = true;
+            return r;
+        }
+    }
     if (ep->in == NULL && (ep->in = buf_get(pool)) == NULL)
         return ENDPOINT_NOMEM;
     struct buf *b = ep->in;
@@ -42,6 +94,11 @@ ssize_t endpoint_read(struct endpoint *ep, struct buf_pool *pool)
 
 ssize_t endpoint_writev(struct endpoint *ep, const struct iovec *iov, int cnt)
 {
+    if (ep->pre != NULL) {
+        ssize_t r = pre_flush(ep);
+        if (r != 0)
+            return r;
+    }
     ssize_t n = ep->tr.ops->writev(&ep->tr, iov, cnt);
     if (n == TRANSPORT_AGAIN)
         ep->wr_on_read = true;
@@ -84,4 +141,7 @@ void endpoint_close(struct ev_loop *loop, struct endpoint *ep, struct buf_pool *
     }
     buf_put(pool, ep->in);
     ep->in = NULL;
+    free(ep->pre);
+    ep->pre = NULL;
+    ep->pre_len = 0;
 }

@@ -35,6 +35,8 @@ struct endpoint {
     bool eof;         /* no more bytes: end of stream, or a read failed */
     bool rd_on_write; /* the transport's read waits for writability (TLS) */
     bool wr_on_read;  /* the transport's write waits for readability (TLS) */
+    uint8_t pre_len;  /* bytes of <pre> still to send before the transport's first */
+    uint8_t *pre;     /* raw bytes (a PROXY header) that go out first; NULL when none */
 };
 
 /* Sets up <ep> over <fd> (transport already made by the caller in ep->tr)
@@ -59,6 +61,11 @@ static inline void endpoint_on_events(struct endpoint *ep, int revents)
         }
     }
 }
+
+/* Makes the <len> (1..255) bytes at <bytes> go out on the socket, raw,
+ * before anything the transport sends or receives (a PROXY protocol header
+ * goes before a TLS ClientHello). Returns false on no memory. */
+bool endpoint_preamble(struct endpoint *ep, const uint8_t *bytes, size_t len);
 
 /* Reads what fits into ep->in (taken from <pool> when NULL). Returns the
  * bytes read (> 0; a short read clears <readable>), 0 at the end of the

@@ -67,6 +67,9 @@ struct exchange_ops {
     void (*abort)(struct exchange *x);
     /* Queues "100 Continue"; false when it cannot now. */
     bool (*send_continue)(struct exchange *x);
+    /* The address the client reached (what a PROXY header to a backend
+     * names as the destination); asked only for such backends. */
+    const struct sockaddr_storage *(*local)(struct exchange *x);
 };
 
 struct exchange {

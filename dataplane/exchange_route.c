@@ -179,14 +179,26 @@ static void x_connect_failed(struct exchange *x, struct backend_rt *be, const ch
     exchange__attach_upstream(x);
 }
 
+/* Who a new connection to <be> is for, when its PROXY header must say. */
+static const struct upstream_client *x_client(struct exchange *x, const struct backend_rt *be,
+                                              struct upstream_client *cl)
+{
+    if (be->send_proxy == 0)
+        return NULL;
+    cl->src = x->peer;
+    cl->dst = x->ops->local(x);
+    return cl;
+}
+
 /* Opens a new connection to backend <i> (<be>), whose slot the request holds,
  * for the attempt in progress, and binds it. */
 static void x_connect_new(struct exchange *x, struct backend_rt *be, int i)
 {
     const struct snap *s = x->view->snap;
     int errnum = 0;
-    struct upstream *u =
-        upstream_connect(x->w, be, &s->backends[i], s->be_tls ? s->be_tls[i] : NULL, &errnum);
+    struct upstream_client cl;
+    struct upstream *u = upstream_connect(
+        x->w, be, &s->backends[i], s->be_tls ? s->be_tls[i] : NULL, x_client(x, be, &cl), &errnum);
     if (u != NULL) {
         x_bind_upstream(x, u, i);
         return;
@@ -245,7 +257,7 @@ void exchange__attach_upstream(struct exchange *x)
         x->bdec = (uint8_t)d;
         x->bdec_valid = true;
         be->bal.active++; /* the attempt counts from here to exchange__attempt_end() */
-        struct upstream *u = upstream_pool_take(w, be, x->req.done);
+        struct upstream *u = upstream_pool_take(w, be, x->peer, x->req.done);
         if (u != NULL) {
             x_bind_upstream(x, u, i);
             return;
@@ -385,9 +397,10 @@ void exchange__upstream_failed(struct exchange *x, const char *why)
         upstream_close(u);
         int errnum = 0;
         const struct snap *snap = x->view->snap;
-        struct upstream *nu =
-            upstream_connect(w, be, &snap->backends[x->be_index],
-                             snap->be_tls ? snap->be_tls[x->be_index] : NULL, &errnum);
+        struct upstream_client cl;
+        struct upstream *nu = upstream_connect(w, be, &snap->backends[x->be_index],
+                                               snap->be_tls ? snap->be_tls[x->be_index] : NULL,
+                                               x_client(x, be, &cl), &errnum);
         if (nu != NULL) {
             upstream_attach(nu, exchange__on_upstream_ready, x);
             x->up = nu;

@@ -8,6 +8,7 @@
 #include "h1session.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include "exchange.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "limiter.h"
+#include "proxyproto.h"
 #include "tls.h"
 #include "tunnel.h"
 #include "upstream.h"
@@ -26,6 +29,7 @@
 
 enum h1_state {
     CS_IDLE = 0, /* keep-alive: no request, no buffer */
+    CS_PPHDR,    /* waiting for the PROXY protocol header (before a TLS handshake) */
     CS_HEAD,     /* reading a request head */
     CS_PROXY,    /* a request is being proxied by the exchange */
     CS_LINGER,   /* answered and closed for writing; reading what is left */
@@ -47,9 +51,14 @@ struct h1session {
     bool tls_pending;    /* no application byte read yet: the handshake may be running */
     bool closing;        /* close once the current response is out */
     bool resp_keepalive; /* the response in progress leaves the connection open */
+    bool pp_listed;      /* CS_PPHDR: the source is listed, a header must come */
+    bool local_known;    /* <local> is filled in */
+    uint16_t pp_have;    /* CS_PPHDR: bytes of a header taken so far, in <pp> */
+    uint8_t *pp;         /* ... (a header that came in pieces), or NULL */
     char peer_ip[INET6_ADDRSTRLEN];
     struct sockaddr_storage peer;
-    struct buf *out; /* our bytes to the client: response head, 100, answers */
+    struct sockaddr_storage local; /* the address the client reached */
+    struct buf *out;               /* our bytes to the client: response head, 100, answers */
     struct http1_parser parser;
     struct exchange x; /* the request in progress; x.view is the session's view */
     struct tunnel tun; /* CS_TUNNEL: the client and x.up's endpoint */
@@ -211,12 +220,25 @@ static bool h1_on_continue(struct exchange *x)
     return c->out && buf_appends(c->out, "HTTP/1.1 100 Continue\r\n\r\n");
 }
 
+static const struct sockaddr_storage *h1_on_local(struct exchange *x)
+{
+    struct h1session *c = h1_of(x);
+    if (!c->local_known) {
+        socklen_t len = sizeof(c->local);
+        if (getsockname(c->ep.tr.fd, (struct sockaddr *)&c->local, &len) != 0)
+            memset(&c->local, 0, sizeof(c->local));
+        c->local_known = true;
+    }
+    return &c->local;
+}
+
 static const struct exchange_ops h1_exchange_ops = {
     .wake = h1_on_wake,
     .head = h1_on_head,
     .answer = h1_on_answer,
     .abort = h1_on_abort,
     .send_continue = h1_on_continue,
+    .local = h1_on_local,
 };
 
 /* ---- request heads ------------------------------------------------------------- */
@@ -509,6 +531,132 @@ static void h1_step_linger(struct h1session *c)
         h1_close(c);
 }
 
+/* ---- the PROXY protocol header ------------------------------------------------------ */
+
+static void h1_peer_name(struct h1session *c, const struct sockaddr_storage *peer);
+
+/* True when <b>[0..len) starts like a PROXY header (v1 "PROXY " or the v2
+ * signature) as far as it goes, with enough of it to be sure. */
+static bool pp_signature(const uint8_t *b, size_t len)
+{
+    static const uint8_t v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                   0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    return (len >= 6 && memcmp(b, "PROXY ", 6) == 0) || (len >= 12 && memcmp(b, v2, 12) == 0);
+}
+
+/* The header phase ends with <result>: counted; false when the connection
+ * closed. */
+static bool h1_pp_end(struct h1session *c, enum metrics_proxy result, const char *why)
+{
+    struct worker *w = c->w;
+    if (result != METRICS_PROXY_N)
+        METRIC_ADD(w->metrics.fe[c->x.fe_stat].proxy[result], 1);
+    free(c->pp);
+    c->pp = NULL;
+    c->pp_have = 0;
+    if (why != NULL) {
+        lb_log(LB_LOG_WARN, "proxy_protocol_refused", "frontend %s: connection from %s: %s",
+               h1_frontend(c)->name, c->peer_ip, why);
+        h1_close(c);
+        return false;
+    }
+    c->state = CS_IDLE;
+    c->ep.readable = true;
+    c->progress = true;
+    return true;
+}
+
+/* Takes <n> bytes off the socket (bytes a peek saw there). */
+static bool pp_consume(int fd, uint8_t *to, size_t n)
+{
+    ssize_t r;
+    do
+        r = recv(fd, to, n, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    return r == (ssize_t)n;
+}
+
+/* A header parsed: the client it names becomes the connection's peer. */
+static void h1_pp_take(struct h1session *c, const struct proxy_hdr *h)
+{
+    if (h->local) {
+        h1_pp_end(c, METRICS_PROXY_LOCAL, NULL);
+        return;
+    }
+    h1_peer_name(c, &h->src);
+    c->local = h->dst;
+    c->local_known = true;
+    h1_pp_end(c, METRICS_PROXY_ACCEPTED, NULL);
+}
+
+/* Reads the PROXY header a listed source must send first, without taking a
+ * byte past it off the socket (a TLS handshake or the request follows), and
+ * looks at what an unlisted source sends first: a header there is a forgery. */
+static void h1_step_pphdr(struct h1session *c)
+{
+    if (!c->ep.readable)
+        return;
+    int fd = c->ep.tr.fd;
+    uint8_t b[PROXY_V2_MAX];
+    size_t have = c->pp_have;
+    if (have)
+        memcpy(b, c->pp, have);
+    ssize_t n;
+    do
+        n = recv(fd, b + have, sizeof(b) - have, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->ep.readable = false;
+        return;
+    }
+    if (n <= 0) {
+        /* a close before any byte is nothing to count (an L4 balancer's
+         * health check connects and closes) */
+        bool partial = c->pp_listed && have > 0;
+        h1_pp_end(c, partial ? METRICS_PROXY_MISSING : METRICS_PROXY_N,
+                  partial ? "closed before a whole PROXY header" : NULL);
+        if (c->ep.tr.fd >= 0)
+            h1_close(c);
+        return;
+    }
+    size_t len = have + (size_t)n;
+    if (!c->pp_listed) {
+        if (pp_signature(b, len))
+            h1_pp_end(c, METRICS_PROXY_UNTRUSTED,
+                      "a PROXY header from a source not in proxyProtocolFrom");
+        else
+            h1_pp_end(c, METRICS_PROXY_N, NULL);
+        return;
+    }
+    struct proxy_hdr h;
+    const char *why = NULL;
+    int r = proxy_parse(b, len, &h, &why);
+    if (r == PROXY_INVALID) {
+        h1_pp_end(c, METRICS_PROXY_MALFORMED, why);
+        return;
+    }
+    if (r == PROXY_INCOMPLETE) {
+        /* every byte so far belongs to the header: take them, wait for more */
+        if (c->pp == NULL && (c->pp = malloc(PROXY_V2_MAX)) == NULL) {
+            h1_pp_end(c, METRICS_PROXY_MISSING, "no memory for a PROXY header");
+            return;
+        }
+        if (!pp_consume(fd, c->pp + have, (size_t)n)) {
+            h1_pp_end(c, METRICS_PROXY_MISSING, "reading the PROXY header failed");
+            return;
+        }
+        c->pp_have = (uint16_t)len;
+        c->ep.readable = false;
+        c->progress = true;
+        return;
+    }
+    if ((size_t)r > have && !pp_consume(fd, b, (size_t)r - have)) {
+        h1_pp_end(c, METRICS_PROXY_MISSING, "reading the PROXY header failed");
+        return;
+    }
+    h1_pp_take(c, &h);
+}
+
 /* ---- the driver --------------------------------------------------------------------- */
 
 static uint8_t h1_timer_phase(const struct h1session *c)
@@ -517,6 +665,7 @@ static uint8_t h1_timer_phase(const struct h1session *c)
     case CS_IDLE:
         return c->tls_pending ? TP_HEAD : TP_IDLE; /* a handshake has the head's time */
     case CS_HEAD:
+    case CS_PPHDR:
         return TP_HEAD;
     case CS_LINGER:
         return TP_LINGER;
@@ -560,6 +709,7 @@ static void h1_arm(struct h1session *c, bool moved)
     switch (c->state) {
     case CS_IDLE:
     case CS_HEAD:
+    case CS_PPHDR:
         want = EV_READ;
         break;
     case CS_TUNNEL:
@@ -610,6 +760,13 @@ static void h1_run(struct h1session *c)
                 h1_close(c);
                 return;
             }
+            break;
+        case CS_PPHDR:
+            if (c->w->draining) {
+                h1_close(c);
+                return;
+            }
+            h1_step_pphdr(c);
             break;
         case CS_PROXY:
             h1_step_proxy(c);
@@ -663,6 +820,12 @@ static void h1_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         h1_close(c);
         return;
     case TP_HEAD:
+        if (c->state == CS_PPHDR) {
+            h1_pp_end(c, c->pp_listed ? METRICS_PROXY_MISSING : METRICS_PROXY_N,
+                      c->pp_listed ? "no whole PROXY header within timeouts.clientHeader" : NULL);
+            h1_close(c);
+            return;
+        }
         if (c->tls_pending) {
             tls_transport_note_timeout(&c->ep.tr);
             h1_close(c);
@@ -697,6 +860,8 @@ static void h1_close(struct h1session *c)
     endpoint_close(w->loop, &c->ep, &w->bufs);
     buf_put(&w->bufs, c->out);
     c->out = NULL;
+    free(c->pp);
+    c->pp = NULL;
     METRIC_ADD(w->metrics.fe[c->x.fe_stat].closed, 1);
     view_unref(w, c->x.view);
     c->x.view = NULL;
@@ -783,6 +948,12 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
     lb_list_add(&w->sessions, &c->link);
     w->n_sessions++;
     c->state = CS_IDLE;
+    const struct snap_frontend *sf = &v->snap->frontends[fe_index];
+    if (sf->n_proxy_from > 0) {
+        c->state = CS_PPHDR;
+        c->pp_listed =
+            limiter_cidr_match(sf->proxy_from, sf->n_proxy_from, (const struct sockaddr *)peer);
+    }
     c->x.t_start = ev_now(w->loop);
     h1_run(c);
 }
@@ -798,7 +969,7 @@ void h1session_drain_all(struct worker *w)
         next = l->next;
         struct h1session *c = of_link(l);
         c->closing = true;
-        if (c->state == CS_IDLE)
+        if (c->state == CS_IDLE || c->state == CS_PPHDR)
             h1_close(c);
     }
     if (w->n_tunnels > 0)

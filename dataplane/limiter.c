@@ -176,6 +176,18 @@ static void addr_from_sockaddr(const struct sockaddr *sa, uint8_t out[16])
     }
 }
 
+bool limiter_cidr_match(const struct limiter_cidr *set, uint32_t n, const struct sockaddr *sa)
+{
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return false;
+    uint8_t a[16];
+    addr_from_sockaddr(sa, a);
+    for (uint32_t i = 0; i < n; i++)
+        if (cidr_contains(&set[i], a))
+            return true;
+    return false;
+}
+
 static bool is_trusted(const struct limiter_config *c, const uint8_t a[16])
 {
     for (uint32_t i = 0; i < c->n_trusted; i++) {

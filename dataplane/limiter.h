@@ -104,6 +104,10 @@ int limiter_config_from_pb(struct limiter_config *out, const Lb__V1__RateLimit *
  * Returns true on success; false leaves <out> unspecified. Any thread. */
 bool limiter_cidr_parse(const char *s, struct limiter_cidr *out);
 
+/* True when <sa> (AF_INET or AF_INET6, IPv4-mapped IPv6 as IPv4) is inside
+ * one of the <n> blocks at <set>. Any thread. */
+bool limiter_cidr_match(const struct limiter_cidr *set, uint32_t n, const struct sockaddr *sa);
+
 /* True when <a> and <b> give the same limits to the same keys (algorithm, rate, burst, scopes,
  * prefixes): a limiter built from <a> can keep serving <b> and only differs in max_keys,
  * trusted proxies or headers_on_allowed if those changed. Any thread. */

@@ -236,6 +236,7 @@ struct agg_fe {
     uint64_t open;         /* accepted - closed, set by render_fe() */
     uint64_t tunnels_open; /* tunnels_opened - tunnels_closed, likewise */
     uint64_t rejected[REJECT_N];
+    uint64_t proxy[METRICS_PROXY_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
 };
 
@@ -268,6 +269,10 @@ static const char *const reject_names[REJECT_N] = {
     "bad_request",     "uri_too_long",     "header_too_large", "expectation_failed",
     "not_implemented", "version",          "client_timeout",   "no_backend",
     "upstream_failed", "upstream_timeout", "connection_limit", "rate_limited",
+};
+
+static const char *const proxy_names[METRICS_PROXY_N] = {
+    "accepted", "local", "missing", "malformed", "untrusted",
 };
 
 static const char *const class_names[METRICS_CLASSES] = {"1xx", "2xx", "3xx",
@@ -335,6 +340,15 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
         for (int r = 0; r < REJECT_N; r++) {
             struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"reason", reject_names[r]}};
             lb_prom_u64(p, "lb_requests_rejected_total", l, 2, fe[i].rejected[r]);
+        }
+    }
+    lb_prom_family(p, "lb_proxy_protocol_total", "counter",
+                   "Client connections on frontends that take PROXY protocol headers, by what "
+                   "their header was.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        for (int r = 0; r < METRICS_PROXY_N; r++) {
+            struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"result", proxy_names[r]}};
+            lb_prom_u64(p, "lb_proxy_protocol_total", l, 2, fe[i].proxy[r]);
         }
     }
     lb_prom_family(p, "lb_http_request_duration_seconds", "histogram",
@@ -462,6 +476,8 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             fe[k].duration_us += METRIC_GET(f->duration_us);
             for (int r = 0; r < REJECT_N; r++)
                 fe[k].rejected[r] += METRIC_GET(f->rejected[r]);
+            for (int r = 0; r < METRICS_PROXY_N; r++)
+                fe[k].proxy[r] += METRIC_GET(f->proxy[r]);
             for (int b = 0; b <= METRICS_NBUCKETS; b++)
                 fe[k].hist[b] += METRIC_GET(f->hist[b]);
         }

@@ -41,6 +41,18 @@ enum metrics_reject {
     REJECT_N,
 };
 
+/* What became of a connection's PROXY protocol header (frontends that take
+ * them). */
+enum metrics_proxy {
+    METRICS_PROXY_ACCEPTED = 0, /* from a listed source: the client it names is used */
+    METRICS_PROXY_LOCAL,        /* from a listed source, naming no client (v2 LOCAL, UNKNOWN) */
+    METRICS_PROXY_MISSING,      /* a listed source timed out, or closed after part of a
+                                 * header (a close before any byte is not counted) */
+    METRICS_PROXY_MALFORMED,    /* a listed source sent something else: closed */
+    METRICS_PROXY_UNTRUSTED,    /* a header from a source not listed: closed */
+    METRICS_PROXY_N,
+};
+
 /* Why a request went to another backend. */
 enum metrics_retry {
     METRICS_RETRY_CONNECT = 0, /* the connection failed: nothing was sent */
@@ -66,6 +78,7 @@ struct metrics_fe {
     metric_t tunnel_bytes_in;  /* bytes clients sent through tunnels */
     metric_t tunnel_bytes_out; /* bytes backends sent through tunnels */
     metric_t rejected[REJECT_N];
+    metric_t proxy[METRICS_PROXY_N]; /* PROXY protocol headers, by outcome */
     metric_t hist[METRICS_NBUCKETS + 1];
     metric_t duration_us; /* sum */
 };

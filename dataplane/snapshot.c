@@ -58,6 +58,29 @@ static void format_host_port(char *dst, size_t cap, const struct sockaddr_storag
     }
 }
 
+/* The sources a frontend takes PROXY headers from. */
+static int build_proxy_from(struct snap_frontend *sf, const Lb__V1__Frontend *f, size_t i,
+                            struct lb_err *err)
+{
+    if (f->n_proxy_from == 0)
+        return LB_OK;
+    if (f->n_proxy_from > SNAP_MAX_PROXY_FROM)
+        return lb_err_set(err, LB_EINVAL, 0, "frontends[%zu].proxy_from: %zu entries (at most %d)",
+                          i, f->n_proxy_from, SNAP_MAX_PROXY_FROM);
+    sf->proxy_from = calloc(f->n_proxy_from, sizeof(*sf->proxy_from));
+    if (sf->proxy_from == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory decoding the snapshot");
+    sf->n_proxy_from = (uint32_t)f->n_proxy_from;
+    for (size_t k = 0; k < f->n_proxy_from; k++) {
+        const char *c = f->proxy_from[k];
+        if (c == NULL || !limiter_cidr_parse(c, &sf->proxy_from[k]))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "frontends[%zu].proxy_from[%zu]: \"%.64s\" is not a CIDR", i, k,
+                              c ? c : "");
+    }
+    return LB_OK;
+}
+
 static bool id_is_valid(const char *id)
 {
     size_t n = strlen(id);
@@ -100,6 +123,8 @@ static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb
         sf->port = (uint16_t)f->port;
         sf->tls = f->tls != NULL;
         format_host_port(sf->key, sizeof(sf->key), &sf->addr);
+        if (build_proxy_from(sf, f, i, err) != LB_OK)
+            return err->code;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(s->frontends[j].name, sf->name) == 0)
                 return lb_err_set(err, LB_EINVAL, 0, "frontends[%zu].name: \"%s\" is used twice", i,
@@ -185,6 +210,11 @@ static int build_backends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_
         sb->health = (uint8_t)b->health;
         sb->max_connections = b->max_connections;
         sb->max_queue = or_default(b->max_queue, CONNQ_DEFAULT_MAX_QUEUE);
+        if (b->send_proxy > 2)
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "backends[%zu].send_proxy: %u is not 0 (none), 1 or 2", i,
+                              b->send_proxy);
+        sb->send_proxy = (uint8_t)b->send_proxy;
         if (sb->max_connections > 1000000 || sb->max_queue > 100000)
             return lb_err_set(err, LB_EINVAL, 0,
                               "backends[%zu]: max_connections %u or max_queue %u is out of range "
@@ -443,6 +473,8 @@ static void snap_free(struct snap *s)
         tls_client_ctx_unref(s->be_tls[i]);
     free(s->be_tls);
     fshared_binding_release(s->fshared);
+    for (uint32_t i = 0; s->frontends != NULL && i < s->n_frontends; i++)
+        free(s->frontends[i].proxy_from);
     free(s->frontends);
     free(s->backends);
     if (s->pb != NULL)

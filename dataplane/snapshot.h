@@ -46,13 +46,17 @@ enum snap_algorithm {
     SNAP_ALGO_LEAST_REQUEST = 2,
 };
 
+#define SNAP_MAX_PROXY_FROM 64 /* a frontend's proxy_from entries */
+
 struct snap_frontend {
     const char *name; /* unique */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint16_t port;
-    bool tls;     /* HTTPS: its context is in snap.tls[] */
-    char key[80]; /* "address:port": a listener's identity across snapshots */
+    bool tls;                        /* HTTPS: its context is in snap.tls[] */
+    char key[80];                    /* "address:port": a listener's identity across snapshots */
+    uint32_t n_proxy_from;           /* 0: no PROXY protocol */
+    struct limiter_cidr *proxy_from; /* sources that must send a PROXY header */
 };
 
 struct snap_backend {
@@ -69,6 +73,7 @@ struct snap_backend {
     char verify_name[256];    /* name (or IP literal) the certificate must match */
     uint32_t max_connections; /* per data plane; 0: no limit */
     uint32_t max_queue;       /* waiters at most when at the limit */
+    uint8_t send_proxy;       /* PROXY header on new connections: 0 none, 1 v1, 2 v2 */
 };
 
 struct snap_timeouts { /* milliseconds, defaults filled in */

@@ -5,10 +5,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "lb_err.h"
+#include "proxyproto.h"
 #include "tls.h"
 #include "worker_types.h"
 
@@ -107,10 +109,42 @@ static bool pooled_is_alive(struct upstream *u)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be, bool replayable)
+/* Same address and port. */
+static bool same_client(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
-    while (!lb_list_empty(&be->idle)) {
-        struct upstream *u = of_bpool(be->idle.next);
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/* The pooled connection a request from <client> may take: the most recently
+ * used, or with PROXY headers the newest one made for that client. */
+static struct upstream *pool_pick(struct backend_rt *be, const struct sockaddr_storage *client)
+{
+    if (be->send_proxy == 0)
+        return of_bpool(be->idle.next);
+    for (struct lb_list *l = be->idle.next; l != &be->idle; l = l->next) {
+        struct upstream *u = of_bpool(l);
+        if (client != NULL && same_client(&u->client, client))
+            return u;
+    }
+    return NULL;
+}
+
+struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be,
+                                    const struct sockaddr_storage *client, bool replayable)
+{
+    struct upstream *u;
+    while (!lb_list_empty(&be->idle) && (u = pool_pick(be, client)) != NULL) {
         pool_unlink(u);
         if (replayable || pooled_is_alive(u)) {
             u->reused = true;
@@ -159,9 +193,21 @@ static void upstream_on_io(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* The PROXY header of <version> for <cl> goes first on <u>. */
+static bool proxy_start(struct upstream *u, uint8_t version, const struct upstream_client *cl)
+{
+    static const struct sockaddr_storage none;
+    const struct sockaddr_storage *src = cl && cl->src ? cl->src : &none;
+    const struct sockaddr_storage *dst = cl && cl->dst ? cl->dst : &none;
+    uint8_t hdr[PROXY_WRITE_MAX];
+    size_t n = proxy_write(version, src, dst, hdr);
+    u->client = *src;
+    return endpoint_preamble(&u->ep, hdr, n);
+}
+
 struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
                                   const struct snap_backend *sb, struct tls_client_ctx *tls,
-                                  int *errnum)
+                                  const struct upstream_client *cl, int *errnum)
 {
     int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -202,5 +248,12 @@ struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
         transport_plain_init(&u->ep.tr, fd);
     }
     endpoint_init(&u->ep, upstream_on_io, u);
+    if (be->send_proxy != 0 && !proxy_start(u, be->send_proxy, cl)) {
+        *errnum = ENOMEM;
+        u->ep.tr.ops->release(&u->ep.tr);
+        close(fd);
+        free(u);
+        return NULL;
+    }
     return u;
 }

@@ -6,13 +6,19 @@
  * (most recently used first, what a request takes) and its worker's (oldest
  * last, what expiry walks). A pooled socket stays watched for reading: a close
  * or unasked bytes free it at once. Every new connection holds a slot in its
- * backend's connection count (connq); freeing one gives the slot back. Worker
- * thread only. */
+ * backend's connection count (connq); freeing one gives the slot back.
+ *
+ * A backend that wants the PROXY protocol gets a header naming the client on
+ * each new connection; such a connection then speaks for that client only,
+ * so the pool hands it to requests from the same client address and port
+ * (in practice: the same client connection's next requests). Worker thread
+ * only. */
 #ifndef LB_UPSTREAM_H
 #define LB_UPSTREAM_H
 
 #include <ev.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "endpoint.h"
 #include "http1.h"
@@ -39,24 +45,35 @@ struct upstream {
     bool keepalive; /* the backend keeps the connection after this response */
     bool wr_failed;
     bool got_bytes;
-    bool tls;             /* https:// backend */
-    bool tls_done;        /* a byte went through: the handshake is over */
-    struct lb_list bpool; /* in its backend's pool (most recently used first) */
-    struct lb_list wpool; /* in its worker's pool (newest first) */
+    bool tls;                       /* https:// backend */
+    bool tls_done;                  /* a byte went through: the handshake is over */
+    struct lb_list bpool;           /* in its backend's pool (most recently used first) */
+    struct lb_list wpool;           /* in its worker's pool (newest first) */
+    struct sockaddr_storage client; /* the client its PROXY header named (be->send_proxy) */
+};
+
+/* Who a connection is for: the client's address and the address it reached
+ * (what a PROXY header says). */
+struct upstream_client {
+    const struct sockaddr_storage *src;
+    const struct sockaddr_storage *dst;
 };
 
 /* Opens a new connection to <be>, over TLS with <tls> (verifying <sb>'s
- * name) when <tls> is not NULL. The caller holds a slot of the backend's
- * count for it. Returns NULL and sets *errnum on failure (the slot stays the
+ * name) when <tls> is not NULL, starting with a PROXY header for <cl> when
+ * be->send_proxy says so. The caller holds a slot of the backend's count
+ * for it. Returns NULL and sets *errnum on failure (the slot stays the
  * caller's). */
 struct upstream *upstream_connect(struct worker *w, struct backend_rt *be,
                                   const struct snap_backend *sb, struct tls_client_ctx *tls,
-                                  int *errnum);
+                                  const struct upstream_client *cl, int *errnum);
 
-/* Takes a pooled connection to <be>, or NULL. Unless <replayable> (the
- * request could go again on a fresh connection), a connection the backend
- * closed or wrote on is freed rather than returned. */
-struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be, bool replayable);
+/* Takes a pooled connection to <be> (one made for <client> when the backend
+ * gets PROXY headers), or NULL. Unless <replayable> (the request could go
+ * again on a fresh connection), a connection the backend closed or wrote on
+ * is freed rather than returned. */
+struct upstream *upstream_pool_take(struct worker *w, struct backend_rt *be,
+                                    const struct sockaddr_storage *client, bool replayable);
 
 /* <u> wakes <fn>(<owner>) when ready; upstream_detach() stops that. */
 void upstream_attach(struct upstream *u, upstream_ready_fn fn, void *owner);

@@ -261,6 +261,11 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
             b->tls_ctx = tls;
             snprintf(b->tls_name, sizeof(b->tls_name), "%s", sb->verify_name);
         }
+        if (b->send_proxy != sb->send_proxy) {
+            /* pooled connections began with another PROXY header, or none */
+            upstream_pool_free(w, b);
+            b->send_proxy = sb->send_proxy;
+        }
         snprintf(b->host_port, sizeof(b->host_port), "%s", sb->host_port);
         if (sb->admin != SNAP_ADMIN_ACTIVE && !lb_list_empty(&b->idle))
             upstream_pool_free(w, b);

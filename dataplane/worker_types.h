@@ -45,6 +45,8 @@ struct backend_rt {
     uint8_t health;               /* as the newest snapshot says: enum snap_health */
     const void *tls_ctx;          /* the client context its pooled connections used */
     char tls_name[256];           /* ... and the name they verified */
+    uint8_t send_proxy;           /* the PROXY version its connections start with (0: none);
+                                   * such pooled connections serve their client only */
     struct sockaddr_storage addr; /* from the newest snapshot naming it */
     socklen_t addrlen;
     char host_port[72];

@@ -246,6 +246,49 @@ START_TEST(writev_writes_every_part)
 }
 END_TEST
 
+/* A preamble goes out before the transport's first byte, whether a write or
+ * a read comes first, and only once. */
+START_TEST(preamble_goes_first)
+{
+    ck_assert(endpoint_preamble(&ep, (const uint8_t *)"PROXY UNKNOWN\r\n", 15));
+    struct iovec iov = {.iov_base = "GET", .iov_len = 3};
+    ck_assert_int_eq(endpoint_writev(&ep, &iov, 1), 3);
+    ck_assert_ptr_null(ep.pre);
+    ck_assert_int_eq(endpoint_writev(&ep, &iov, 1), 3);
+    char got[64] = {0};
+    ck_assert_int_eq(read(peer, got, sizeof(got) - 1), 21);
+    ck_assert_str_eq(got, "PROXY UNKNOWN\r\nGETGET");
+}
+END_TEST
+
+START_TEST(preamble_before_a_read)
+{
+    ck_assert(endpoint_preamble(&ep, (const uint8_t *)"HDR", 3));
+    ck_assert_int_eq(endpoint_read(&ep, &pool), TRANSPORT_AGAIN);
+    char got[8] = {0};
+    ck_assert_int_eq(read(peer, got, sizeof(got) - 1), 3);
+    ck_assert_str_eq(got, "HDR");
+    peer_send("ok", 2);
+    ep.readable = true;
+    ck_assert_int_eq(endpoint_read(&ep, &pool), 2);
+}
+END_TEST
+
+START_TEST(preamble_to_a_full_socket_waits)
+{
+    static char chunk[65536];
+    memset(chunk, 'w', sizeof(chunk));
+    struct iovec iov = {.iov_base = chunk, .iov_len = sizeof(chunk)};
+    for (int i = 0; i < 10000 && endpoint_writev(&ep, &iov, 1) > 0; i++) {
+    }
+    ck_assert(endpoint_preamble(&ep, (const uint8_t *)"HDR", 3));
+    ck_assert_int_eq(endpoint_writev(&ep, &iov, 1), TRANSPORT_WANT_WRITE);
+    ck_assert_int_eq(endpoint_read(&ep, &pool), TRANSPORT_WANT_WRITE);
+    ck_assert(ep.rd_on_write);
+    ck_assert_ptr_nonnull(ep.pre); /* still to go; endpoint_close() frees it */
+}
+END_TEST
+
 START_TEST(writev_full_socket_wants_write)
 {
     static char chunk[65536];
@@ -620,6 +663,9 @@ Suite *endpoint_suite(void)
     tcase_add_test(wr, writev_writes_every_part);
     tcase_add_test(wr, writev_full_socket_wants_write);
     tcase_add_test(wr, writev_to_a_closed_peer_is_an_error);
+    tcase_add_test(wr, preamble_goes_first);
+    tcase_add_test(wr, preamble_before_a_read);
+    tcase_add_test(wr, preamble_to_a_full_socket_waits);
     suite_add_tcase(s, wr);
 
     TCase *ev = tcase_create("events");

@@ -1,4 +1,5 @@
 /* tests/unit/dataplane/test_snapshot.c */
+#include <arpa/inet.h>
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,9 +111,42 @@ START_TEST(valid_snapshot_has_defaults)
     ck_assert_int_eq(snap_backend_find(s, "b"), 1);
     ck_assert_int_eq(snap_backend_find(s, "zz"), -1);
     ck_assert(snap_backend_is_eligible(&s->backends[0]));
+    ck_assert_uint_eq(s->frontends[0].n_proxy_from, 0);
+    ck_assert_uint_eq(s->backends[0].send_proxy, 0);
     struct snap *r = snap_ref(s);
     snap_unref(s);
     snap_unref(r);
+}
+END_TEST
+
+START_TEST(proxy_protocol_settings)
+{
+    struct sfix f;
+    sfix_init(&f);
+    static char *from[] = {"10.0.0.0/8", "::1", "192.0.2.1"};
+    f.fe[0].n_proxy_from = 3;
+    f.fe[0].proxy_from = from;
+    f.be[1].send_proxy = 1;
+    f.be[2].send_proxy = 2;
+    struct snap *s = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(sfix_decode(&f, &s, &err) == LB_OK, "%s", err.msg);
+    const struct snap_frontend *fe = &s->frontends[0];
+    ck_assert_uint_eq(fe->n_proxy_from, 3);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.20.30.40", &in.sin_addr);
+    ck_assert(limiter_cidr_match(fe->proxy_from, fe->n_proxy_from, (struct sockaddr *)&in));
+    inet_pton(AF_INET, "192.0.2.2", &in.sin_addr);
+    ck_assert(!limiter_cidr_match(fe->proxy_from, fe->n_proxy_from, (struct sockaddr *)&in));
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::1", &in6.sin6_addr);
+    ck_assert(limiter_cidr_match(fe->proxy_from, fe->n_proxy_from, (struct sockaddr *)&in6));
+    inet_pton(AF_INET6, "::ffff:192.0.2.1", &in6.sin6_addr); /* a mapped IPv4 peer */
+    ck_assert(limiter_cidr_match(fe->proxy_from, fe->n_proxy_from, (struct sockaddr *)&in6));
+    ck_assert_uint_eq(s->backends[0].send_proxy, 0);
+    ck_assert_uint_eq(s->backends[1].send_proxy, 1);
+    ck_assert_uint_eq(s->backends[2].send_proxy, 2);
+    snap_unref(s);
 }
 END_TEST
 
@@ -166,6 +200,8 @@ static const struct bad_case {
     {"max_header_bytes below line", "limits.max_header_bytes: 100 must be between"},
     {"max_request_line tiny", "limits.max_request_line: 10 is out of range"},
     {"slow start too long", "balancing.slow_start_ms: 4000000 is out of range"},
+    {"proxy_from not a CIDR", "frontends[1].proxy_from[1]: \"10.0.0.0/33\" is not a CIDR"},
+    {"send_proxy 3", "backends[0].send_proxy: 3 is not 0 (none), 1 or 2"},
 };
 
 static void break_case(struct sfix *f, int i)
@@ -235,6 +271,15 @@ static void break_case(struct sfix *f, int i)
     case 17:
         f->balancing.slow_start_ms = 4000000;
         break;
+    case 18: {
+        static char *from[] = {"10.0.0.0/8", "10.0.0.0/33"};
+        f->fe[1].n_proxy_from = 2;
+        f->fe[1].proxy_from = from;
+        break;
+    }
+    case 19:
+        f->be[0].send_proxy = 3;
+        break;
     default:
         ck_abort_msg("no such case");
     }
@@ -301,6 +346,7 @@ int main(void)
     TCase *ok = tcase_create("valid");
     tcase_add_test(ok, valid_snapshot_has_defaults);
     tcase_add_test(ok, zero_weight_means_one);
+    tcase_add_test(ok, proxy_protocol_settings);
     tcase_add_test(ok, draining_and_down_are_not_eligible);
     suite_add_tcase(s, ok);
     TCase *bad = tcase_create("invalid");
