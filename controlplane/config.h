@@ -25,6 +25,12 @@ enum config_backend_state {
     CONFIG_BACKEND_DISABLED,
 };
 
+enum config_send_proxy {
+    CONFIG_SEND_PROXY_OFF = 0,
+    CONFIG_SEND_PROXY_V1,
+    CONFIG_SEND_PROXY_V2,
+};
+
 enum config_hc_type {
     CONFIG_HC_HTTP = 0,
     CONFIG_HC_TCP,
@@ -58,30 +64,35 @@ enum config_log_level {
 
 /* frontends[]: one listener. */
 struct config_frontend {
-    char *name;    /* unique; default "http-<port>" */
-    char *address; /* IPv4 or IPv6 literal; default "0.0.0.0" */
-    uint32_t port; /* 1..65535; unique per address */
-    bool tls;      /* default false; true requires the ssl section */
+    char *name;        /* unique; default "http-<port>" */
+    char *address;     /* IPv4 or IPv6 literal; default "0.0.0.0" */
+    uint32_t port;     /* 1..65535; unique per address */
+    bool tls;          /* default false; true requires the ssl section */
+    char **proxy_from; /* proxyProtocolFrom: CIDRs whose connections start with a PROXY
+                        * header (v1 or v2); at most CONFIG_MAX_PROXY_FROM; none = off */
+    size_t n_proxy_from;
 };
 
 /* backends[]: one upstream server. */
 struct config_backend {
-    char *id;                        /* unique, stable; default "<host>-<port>" from the URL */
-    char *url;                       /* as written: http[s]://host[:port][/] */
-    char *host;                      /* parsed from url: name or IP literal, without [] */
-    uint32_t port;                   /* parsed from url; default 80 (http) or 443 (https) */
-    bool https;                      /* scheme is https */
-    char *ca_file;                   /* https only: CA bundle verifying the backend; "" = the
-                                      * system store; relative to the config's directory */
-    char *sni;                       /* https only: server name sent and verified; "" = the
-                                      * URL's host when it is a name, none for IP literals */
-    uint32_t weight;                 /* 1..1000; default 1 */
-    enum config_backend_state state; /* default active */
-    uint32_t max_connections;        /* maxConnections: upstream connections open or being set
-                                      * up, per data plane; 0..1000000, default 0 = unlimited */
-    uint32_t max_queue;              /* maxQueue: requests waiting for a connection, per data
-                                      * plane; 1..100000, default 1024 (parsed configs hold
-                                      * it; 0 in one built in memory means the default) */
+    char *id;                          /* unique, stable; default "<host>-<port>" from the URL */
+    char *url;                         /* as written: http[s]://host[:port][/] */
+    char *host;                        /* parsed from url: name or IP literal, without [] */
+    uint32_t port;                     /* parsed from url; default 80 (http) or 443 (https) */
+    bool https;                        /* scheme is https */
+    char *ca_file;                     /* https only: CA bundle verifying the backend; "" = the
+                                        * system store; relative to the config's directory */
+    char *sni;                         /* https only: server name sent and verified; "" = the
+                                        * URL's host when it is a name, none for IP literals */
+    uint32_t weight;                   /* 1..1000; default 1 */
+    enum config_backend_state state;   /* default active */
+    uint32_t max_connections;          /* maxConnections: upstream connections open or being set
+                                        * up, per data plane; 0..1000000, default 0 = unlimited */
+    uint32_t max_queue;                /* maxQueue: requests waiting for a connection, per data
+                                        * plane; 1..100000, default 1024 (parsed configs hold
+                                        * it; 0 in one built in memory means the default) */
+    enum config_send_proxy send_proxy; /* sendProxy: PROXY header on each new connection;
+                                        * default off */
 };
 
 struct config_healthcheck {

@@ -18,6 +18,7 @@ _Static_assert(sizeof(enum config_weights) == sizeof(unsigned), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(unsigned), "enum size");
 
 static const char *const backend_states[] = {"active", "draining", "disabled", NULL};
+static const char *const send_proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const hc_types[] = {"http", "tcp", NULL};
 static const char *const rl_algorithms[] = {"token_bucket", "sliding_window", NULL};
 static const char *const bal_algorithms[] = {"round_robin", "weighted_round_robin", "least_request",
@@ -45,6 +46,9 @@ const struct cfg_key config__keys[] = {
     {"frontends[].address", CFG_STR, "0.0.0.0", FE(address), .flags = CFG_EMPTY_DEFAULT},
     {"frontends[].port", CFG_UINT, "0", 1, 65535, FE(port), .flags = CFG_REQUIRED},
     {"frontends[].tls", CFG_BOOL, "false", FE(tls)},
+    {"frontends[].proxyProtocolFrom", CFG_STRLIST, .what = "a CIDR such as \"10.0.0.0/8\"",
+     CFG_VEC_IN(struct config_frontend, proxy_from, n_proxy_from),
+     .flags = CFG_NULL_ABSENT | CFG_OMIT_DEFAULT},
 
     {"backends", CFG_LIST, .what = "backend", .help = " (a list of servers)",
      CFG_VEC(backends, n_backends), .size = sizeof(struct config_backend),
@@ -59,6 +63,8 @@ const struct cfg_key config__keys[] = {
      .flags = CFG_OMIT_DEFAULT},
     {"backends[].maxQueue", CFG_UINT, "1024", 1, 100000, BE(max_queue),
      .flags = CFG_OMIT_DEFAULT | CFG_ZERO_DEFAULT},
+    {"backends[].sendProxy", CFG_ENUM, "off", .choices = send_proxy_names, BE(send_proxy),
+     .flags = CFG_OMIT_DEFAULT},
     {"backends[].host", CFG_STR, NULL, BE(host), .flags = CFG_HIDDEN},
 
     {"healthcheck", CFG_SECTION, .flags = CFG_NULL_ABSENT},

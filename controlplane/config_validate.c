@@ -23,6 +23,7 @@
 #define MAX_ID 64
 /* The data plane's limit (LIMITER_MAX_TRUSTED). */
 #define CONFIG_MAX_TRUSTED_PROXIES 64
+#define CONFIG_MAX_PROXY_FROM      64 /* as the data plane's SNAP_MAX_PROXY_FROM */
 
 /* The node at <path> ("backends[3].url") in the decoded tree; without
  * <exact>, the nearest parent that exists. NULL without a tree. */
@@ -410,6 +411,16 @@ static int check_frontends(const struct cfg_check *v, struct config *cfg)
         if (!valid_ip(f->address)) {
             child_path(p, sizeof(p), path, "address");
             return fail(v, p, "\"%s\" is not an IPv4 or IPv6 address", f->address);
+        }
+        if (f->n_proxy_from > CONFIG_MAX_PROXY_FROM) {
+            child_path(p, sizeof(p), path, "proxyProtocolFrom");
+            return fail(v, p, "%zu entries, at most %d", f->n_proxy_from, CONFIG_MAX_PROXY_FROM);
+        }
+        for (size_t k = 0; k < f->n_proxy_from; k++) {
+            char q[128];
+            snprintf(q, sizeof(q), "%s.proxyProtocolFrom[%zu]", path, k);
+            if (!valid_cidr(f->proxy_from[k]))
+                return fail(v, q, "\"%.64s\" is not a CIDR (address[/bits])", f->proxy_from[k]);
         }
         if (f->tls && !cfg->ssl.present) {
             child_path(p, sizeof(p), path, "tls");

@@ -37,6 +37,7 @@ void cp__health_resync(struct cp *cp, const Lb__V1__Snapshot *snap)
                 .host_header = hosts[i],
                 .tcp_only = b->https,
                 .disabled = b->state == CONFIG_BACKEND_DISABLED,
+                .send_proxy = (uint8_t)b->send_proxy,
             };
         }
         const struct config_healthcheck *hc = &cfg->healthcheck;

@@ -517,15 +517,26 @@ struct prep {
     size_t req_len;
 };
 
-static char *build_request(const char *path, const char *host, size_t *len)
+/* The PROXY header a check sends to a backend that wants one: it speaks for
+ * no client (v1 UNKNOWN, v2 LOCAL). */
+static const char pp_v1_unknown[] = "PROXY UNKNOWN\r\n";
+static const char pp_v2_local[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51,
+                                     0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00};
+
+static char *build_request(const char *path, const char *host, uint8_t send_proxy, size_t *len)
 {
+    const char *pre = send_proxy == 2 ? pp_v2_local : send_proxy == 1 ? pp_v1_unknown : "";
+    size_t pre_len = send_proxy == 2   ? sizeof(pp_v2_local)
+                     : send_proxy == 1 ? sizeof(pp_v1_unknown) - 1
+                                       : 0;
     char *req = NULL;
     int n = asprintf(&req,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lb-health\r\n"
+                     "%*sGET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lb-health\r\n"
                      "Connection: close\r\n\r\n",
-                     path, host);
+                     (int)pre_len, "", path, host);
     if (n < 0)
         return NULL;
+    memcpy(req, pre, pre_len);
     *len = (size_t)n;
     return req;
 }
@@ -670,7 +681,8 @@ int health_sync(struct health *h, const struct health_settings *s,
             goto out;
         }
         q->host_header = strdup(t->host_header ? t->host_header : "");
-        q->req = q->host_header ? build_request(path, host[0] ? host : q->host_header, &q->req_len)
+        q->req = q->host_header ? build_request(path, host[0] ? host : q->host_header,
+                                                t->send_proxy, &q->req_len)
                                 : NULL;
         if (q->req == NULL) {
             rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory");

@@ -74,6 +74,8 @@ struct health_target {
     const char *host_header; /* "host:port" as configured (name, not the address) */
     bool tcp_only;           /* https backends: the check is a TCP connect */
     bool disabled;           /* kept (state, last check) but not checked */
+    uint8_t send_proxy;      /* the backend wants a PROXY header first (1: v1, 2: v2): an
+                              * HTTP check starts with one naming no client */
 };
 
 /* One check's outcome, handed to the result callback. Borrowed for the call. */

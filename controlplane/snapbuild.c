@@ -238,6 +238,7 @@ static int build_backends(Lb__V1__Snapshot *s, const struct snapbuild_input *in,
          * bytes it gave before these fields existed. */
         b->max_connections = cb->max_connections;
         b->max_queue = cb->max_queue == CONFIG_DEFAULT_MAX_QUEUE ? 0 : cb->max_queue; /* 0 too */
+        b->send_proxy = (uint32_t)cb->send_proxy;
         b->admin_state = cb->state == CONFIG_BACKEND_DRAINING ? LB__V1__ADMIN_STATE__ADMIN_DRAINING
                          : cb->state == CONFIG_BACKEND_DISABLED
                              ? LB__V1__ADMIN_STATE__ADMIN_DISABLED
@@ -273,7 +274,8 @@ static int build_frontends(Lb__V1__Snapshot *s, const struct snapbuild_input *in
         if (f == NULL)
             return nomem(err);
         s->frontends[s->n_frontends++] = f;
-        if (set_str(&f->name, cf->name) != 0 || set_str(&f->bind_address, cf->address) != 0)
+        if (set_str(&f->name, cf->name) != 0 || set_str(&f->bind_address, cf->address) != 0 ||
+            copy_strv(&f->proxy_from, &f->n_proxy_from, cf->proxy_from, cf->n_proxy_from) != 0)
             return nomem(err);
         f->port = cf->port;
         if (cf->tls) {

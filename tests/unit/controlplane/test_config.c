@@ -811,6 +811,10 @@ static const struct bad bad_cases[] = {
      "timeouts.tunnelIdle: 500ms is too short (at least 1s)"},
     {FE BE "timeouts:\n  tunnelIdle: 25h\n", "6:15",
      "timeouts.tunnelIdle: 25h is too long (at most 24h)"},
+    {"frontends:\n  - port: 8080\n    proxyProtocolFrom: [\"10.0.0.0/8\", \"10.1/8\"]\n" BE, "3:39",
+     "frontends[0].proxyProtocolFrom[1]: \"10.1/8\" is not a CIDR"},
+    {FEB "  - {url: \"http://a:1\", sendProxy: v3}\n", "4:36",
+     "unknown sendProxy \"v3\" (expected off, v1 or v2)"},
     {FE BE "limits:\n  maxTunnels: 0\n", "6:15",
      "limits.maxTunnels: 0 is out of range (1..1000000)"},
     {FEB "  - url: \"http://a:1\"\n    caFile: ca.pem\n", "5:13",
@@ -955,6 +959,40 @@ START_TEST(yaml_round_trip_everything)
     free(y2);
     config_free(a);
     config_free(b);
+}
+END_TEST
+
+START_TEST(proxy_protocol_keys)
+{
+    struct config *d = parse_ok(MINIMAL);
+    ck_assert_uint_eq(d->frontends[0].n_proxy_from, 0);
+    ck_assert_int_eq(d->backends[0].send_proxy, CONFIG_SEND_PROXY_OFF);
+    char *y0 = config_export_yaml(d, NULL, NULL);
+    ck_assert_ptr_null(strstr(y0, "proxyProtocolFrom"));
+    ck_assert_ptr_null(strstr(y0, "sendProxy"));
+    free(y0);
+    struct config *a =
+        parse_ok("frontends:\n  - port: 8080\n    proxyProtocolFrom: [\"10.0.0.0/8\", \"::1\"]\n"
+                 "backends:\n  - {url: \"http://a:1\", sendProxy: v2}\n"
+                 "  - {url: \"http://b:1\", sendProxy: v1}\n");
+    ck_assert_uint_eq(a->frontends[0].n_proxy_from, 2);
+    ck_assert_str_eq(a->frontends[0].proxy_from[1], "::1");
+    ck_assert_int_eq(a->backends[0].send_proxy, CONFIG_SEND_PROXY_V2);
+    ck_assert_int_eq(a->backends[1].send_proxy, CONFIG_SEND_PROXY_V1);
+    char *y1 = config_export_yaml(a, NULL, NULL);
+    ck_assert_msg(strstr(y1, "sendProxy: \"v2\"") != NULL, "%s", y1);
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
+    struct config_diff *df = config_diff_new(d, a, NULL);
+    char *text = config_diff_text(df);
+    ck_assert_msg(strstr(text, "sendProxy") != NULL && strstr(text, "proxyProtocolFrom") != NULL,
+                  "%s", text);
+    free(text);
+    config_diff_free(df);
+    free(y1);
+    config_free(a);
+    config_free(b);
+    config_free(d);
 }
 END_TEST
 
@@ -1214,6 +1252,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, yaml_round_trip);
     tcase_add_test(tc, yaml_round_trip_everything);
     tcase_add_test(tc, json_round_trip);
+    tcase_add_test(tc, proxy_protocol_keys);
     tcase_add_test(tc, hash_is_content);
     tcase_add_test(tc, tls_keys_round_trip);
     tcase_add_test(tc, limits_and_ejection_round_trip);

@@ -113,6 +113,8 @@ struct srv {
     int held[64]; /* silent connections kept open */
     int n_held;
     char first_req[512]; /* the first request received */
+    char first_raw[512]; /* ... its bytes, NULs included */
+    size_t first_len;
 };
 
 static void *srv_main(void *arg)
@@ -142,8 +144,11 @@ static void *srv_main(void *arg)
                 break;
         }
         req[len] = '\0';
-        if (n == 0)
+        if (n == 0) {
             snprintf(s->first_req, sizeof(s->first_req), "%s", req);
+            memcpy(s->first_raw, req, len);
+            s->first_len = len;
+        }
         bool ok = s->mode == SRV_200 || (s->mode == SRV_FLAP && n % 2 == 0);
         if (s->mode == SRV_SILENT && s->n_held < 64) {
             s->held[s->n_held++] = fd;
@@ -349,6 +354,34 @@ START_TEST(http_results_and_errors)
     srv_stop(bad);
     srv_stop(mute);
     close(rfd);
+}
+END_TEST
+
+/* A backend that wants PROXY headers gets one naming no client before each
+ * HTTP check (v1 UNKNOWN, v2 LOCAL). */
+START_TEST(proxy_header_first)
+{
+    struct srv *v1 = srv_start(SRV_200), *v2 = srv_start(SRV_200);
+    struct rec rec = {.ids = {"v1", "v2"}, .n_ids = 2};
+    struct health_target t[2] = {
+        {.id = "v1", .addr = "127.0.0.1", .port = v1->port, .host_header = "a:1", .send_proxy = 1},
+        {.id = "v2", .addr = "127.0.0.1", .port = v2->port, .host_header = "b:1", .send_proxy = 2},
+    };
+    struct health *h = health_new(loop, on_result, &rec, NULL);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(health_sync(h, &fast, t, 2, NULL), LB_OK);
+    run_until(loop, &rec, 2, 5000);
+    ck_assert(rec.last_pass[0] && rec.last_pass[1]);
+    ck_assert_str_eq(v1->first_req, "PROXY UNKNOWN\r\nGET /healthz HTTP/1.1\r\nHost: a:1\r\n"
+                                    "User-Agent: lb-health\r\nConnection: close\r\n\r\n");
+    static const char local[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51,
+                                   0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00};
+    ck_assert_uint_gt(v2->first_len, 16);
+    ck_assert(memcmp(v2->first_raw, local, 16) == 0);
+    ck_assert(strncmp(v2->first_raw + 16, "GET /healthz HTTP/1.1\r\n", 23) == 0);
+    health_free(h);
+    srv_stop(v1);
+    srv_stop(v2);
 }
 END_TEST
 
@@ -738,6 +771,7 @@ static Suite *health_suite(void)
     tcase_add_checked_fixture(checks, loop_setup, loop_teardown);
     tcase_set_timeout(checks, 30);
     tcase_add_test(checks, http_results_and_errors);
+    tcase_add_test(checks, proxy_header_first);
     tcase_add_test(checks, tcp_and_exact_status);
     tcase_add_test(checks, local_shortage_skips_checks);
     tcase_add_test(checks, default_status_any_2xx_explicit_exact);

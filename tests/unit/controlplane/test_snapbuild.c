@@ -46,10 +46,10 @@ static void teardown(void)
 
 static const char *const full_yaml =
     "frontends:\n"
-    "  - {name: web, address: 127.0.0.1, port: 8080}\n"
+    "  - {name: web, address: 127.0.0.1, port: 8080, proxyProtocolFrom: [\"10.0.0.0/8\"]}\n"
     "  - {name: secure, port: 8443, tls: true}\n"
     "backends:\n"
-    "  - {id: a, url: \"http://127.0.0.1:9001\", weight: 5}\n"
+    "  - {id: a, url: \"http://127.0.0.1:9001\", weight: 5, sendProxy: v2}\n"
     "  - {id: b, url: \"https://[::1]:9443\", weight: 3, state: draining}\n"
     "  - {id: c, url: \"http://localhost:9003\", state: disabled}\n"
     "healthcheck: {interval: 2s, timeout: 500ms, path: /hz, rise: 4, fall: 5, failOpen: false}\n"
@@ -120,6 +120,11 @@ static void check_snapshot(const Lb__V1__Snapshot *s)
     ck_assert_str_eq(s->frontends[0]->bind_address, "127.0.0.1");
     ck_assert_uint_eq(s->frontends[0]->port, 8080);
     ck_assert_ptr_null(s->frontends[0]->tls);
+    ck_assert_uint_eq(s->frontends[0]->n_proxy_from, 1);
+    ck_assert_str_eq(s->frontends[0]->proxy_from[0], "10.0.0.0/8");
+    ck_assert_uint_eq(s->frontends[1]->n_proxy_from, 0);
+    ck_assert_uint_eq(s->backends[0]->send_proxy, 2);
+    ck_assert_uint_eq(s->backends[1]->send_proxy, 0);
     const Lb__V1__Tls *tls = s->frontends[1]->tls;
     ck_assert_ptr_nonnull(tls);
     ck_assert_str_eq(s->frontends[1]->bind_address, "0.0.0.0");
