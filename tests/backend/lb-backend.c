@@ -1,7 +1,7 @@
 /* tests/backend/lb-backend.c: the demo, test and benchmark origin server.
  *
  * lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]
- *            [--backlog N] [--log FILE]
+ *            [--backlog N] [--log FILE] [--proxy]
  *
  * A small HTTP/1.1 server on libev with its own minimal parser (it must not
  * share code with the data plane it tests). It prints
@@ -30,6 +30,9 @@
  *                    Content-Length fields), switch (a 101 to websocket
  *                    whatever was asked, then the bytes "unasked")
  *   /ws              a WebSocket endpoint (RFC 6455), below
+ *   /proxy           what this connection's PROXY header said (--proxy):
+ *                    "v1 TCP4 SRC DST SPORT DPORT" (v1 as written, v2 in the
+ *                    same words), "v1 UNKNOWN", "v2 LOCAL", or "none"
  * Every response carries X-Backend: NAME. SIGTERM or SIGINT exits 0. Every
  * route but /ws ignores Upgrade and answers as it would without it (so
  * /status/403 is a refusal of an Upgrade request, /headers shows what came).
@@ -67,6 +70,9 @@
  *   --backlog N      listen backlog (default 1024; the kernel caps it at
  *                    net.core.somaxconn): a small one with --threads 1 makes
  *                    a backend that is slow to accept a burst.
+ *   --proxy          every connection must start with a PROXY protocol header
+ *                    (v1 or v2; parsed here, not by the data plane's code):
+ *                    anything else closes it.
  *   --log FILE       appends one line per request head parsed:
  *                    "METHOD PATH ID\n", ID being the X-Test-Id header value
  *                    or "-" (one write(2) per line on an O_APPEND file, so
@@ -114,6 +120,7 @@ enum route {
     ROUTE_CLOSE,
     ROUTE_BAD,
     ROUTE_WS,
+    ROUTE_PROXY,
 };
 
 enum cstate {
@@ -185,6 +192,7 @@ struct worker {
 struct server {
     int lfd;                                   /* listening socket */
     int logfd;                                 /* --log file, or -1 */
+    bool proxy;                                /* --proxy */
     char name[NAME_MAX_];                      /* body of GET / */
     size_t name_len;                           /* strlen(name) */
     atomic_ulong connections;                  /* accepted since start */
@@ -217,6 +225,8 @@ struct conn {
     uint64_t stream_left;     /* /bytes bytes still to generate */
     uint64_t stream_off;      /* /bytes offset of the next byte */
     struct ws ws;             /* /ws: the handshake, then the frames */
+    bool pp_done;             /* --proxy: the header was read */
+    char pp[128];             /* ... what it said */
     size_t tlen;              /* bytes in tbuf */
     char tbuf[1024];          /* /trailers: the request's trailer lines */
     char rbuf[RBUF_SIZE];     /* request bytes */
@@ -437,6 +447,8 @@ static enum route route_of(struct conn *c, const char *path, size_t plen)
         return ROUTE_STATS;
     if (n == 6 && memcmp(path, "/close", 6) == 0)
         return ROUTE_CLOSE;
+    if (n == 6 && memcmp(path, "/proxy", 6) == 0)
+        return ROUTE_PROXY;
     if (n == 3 && memcmp(path, "/ws", 3) == 0) {
         c->ws.push_left = q ? query_u64(q, plen - n, "push=") : 0;
         c->ws.push_size = q ? query_u64(q, plen - n, "size=") : 0;
@@ -1011,6 +1023,10 @@ static void conn_finish_request(struct conn *c)
     case ROUTE_BAD:
         wput(c, bad_answers[c->arg].raw, strlen(bad_answers[c->arg].raw));
         break;
+    case ROUTE_PROXY:
+        n = snprintf(tmp, sizeof tmp, "%s", c->pp[0] ? c->pp : "none");
+        put_simple(c, 200, tmp, (size_t)n, "text/plain");
+        break;
     case ROUTE_STATS:
         n = snprintf(tmp, sizeof tmp, "{\"connections\":%lu,\"requests\":%lu}",
                      atomic_load(&s->connections), atomic_load(&s->requests));
@@ -1117,6 +1133,52 @@ static void conn_compact(struct conn *c)
 }
 
 /* Runs the state machine as far as the buffers allow. May free <c>. */
+/* --proxy: reads the PROXY header at rbuf[rpos..rlen) into c->pp. Returns
+ * 1 when read, 0 when more bytes are needed, -1 when it is not one. */
+static int proxy_header(struct conn *c)
+{
+    static const unsigned char sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    const unsigned char *b = (const unsigned char *)c->rbuf + c->rpos;
+    size_t n = c->rlen - c->rpos;
+    if (n >= 1 && b[0] == 'P') {
+        const char *e = memmem(b, n < 107 ? n : 107, "\r\n", 2);
+        if (e == NULL)
+            return n >= 107 ? -1 : 0;
+        size_t len = (size_t)(e - (const char *)b);
+        if (len < 6 || memcmp(b, "PROXY ", 6) != 0)
+            return -1;
+        snprintf(c->pp, sizeof(c->pp), "v1 %.*s", (int)(len - 6), (const char *)b + 6);
+        c->rpos += len + 2;
+        return 1;
+    }
+    if (n < 16)
+        return memcmp(b, sig, n < 12 ? n : 12) == 0 ? 0 : -1;
+    if (memcmp(b, sig, 12) != 0 || (b[12] & 0xF0) != 0x20)
+        return -1;
+    size_t len = 16 + ((size_t)b[14] << 8 | b[15]);
+    if (n < len)
+        return len > 1024 ? -1 : 0;
+    char src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN];
+    if ((b[12] & 0x0F) == 0) {
+        snprintf(c->pp, sizeof(c->pp), "v2 LOCAL");
+    } else if (b[13] == 0x11 && len >= 28) {
+        inet_ntop(AF_INET, b + 16, src, sizeof(src));
+        inet_ntop(AF_INET, b + 20, dst, sizeof(dst));
+        snprintf(c->pp, sizeof(c->pp), "v2 TCP4 %s %s %u %u", src, dst, b[24] << 8 | b[25],
+                 b[26] << 8 | b[27]);
+    } else if (b[13] == 0x21 && len >= 52) {
+        inet_ntop(AF_INET6, b + 16, src, sizeof(src));
+        inet_ntop(AF_INET6, b + 32, dst, sizeof(dst));
+        snprintf(c->pp, sizeof(c->pp), "v2 TCP6 %s %s %u %u", src, dst, b[48] << 8 | b[49],
+                 b[50] << 8 | b[51]);
+    } else {
+        snprintf(c->pp, sizeof(c->pp), "v2 family 0x%02x", b[13]);
+    }
+    c->rpos += len;
+    return 1;
+}
+
 static void conn_process(struct conn *c)
 {
     for (;;) {
@@ -1127,6 +1189,16 @@ static void conn_process(struct conn *c)
             if (c->wlen > c->wpos)
                 goto wait;
             conn_compact(c);
+            if (c->w->srv->proxy && !c->pp_done) {
+                int r = proxy_header(c);
+                if (r < 0 || (r == 0 && c->eof)) {
+                    conn_free(c);
+                    return;
+                }
+                if (r == 0)
+                    goto wait;
+                c->pp_done = true;
+            }
             size_t avail = c->rlen - c->rpos;
             const char *start = c->rbuf + c->rpos;
             /* Tolerate stray CRLFs between requests (RFC 9112 2.2). */
@@ -1272,6 +1344,8 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         c->state = ST_HEAD;
         c->rpos = c->rlen = c->wpos = c->wlen = 0;
         c->eof = false;
+        c->pp_done = false;
+        c->pp[0] = '\0';
         ev_io_init(&c->rio, conn_on_readable, fd, EV_READ);
         ev_io_init(&c->wio, conn_on_writable, fd, EV_WRITE);
         ev_timer_init(&c->slow, conn_on_slow, 0., 0.);
@@ -1376,7 +1450,7 @@ static int listen_on(const char *addr, unsigned port, int backlog, unsigned *bou
 static void usage(void)
 {
     fprintf(stderr, "usage: lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]\n"
-                    "                  [--backlog N] [--log FILE]\n");
+                    "                  [--backlog N] [--log FILE] [--proxy]\n");
 }
 
 int main(int argc, char **argv)
@@ -1390,6 +1464,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--proxy") == 0) {
+            srv.proxy = true;
+            continue;
+        }
         if (!v) {
             usage();
             return 2;
