@@ -7,6 +7,9 @@ ASAN    ?= build-asan
 TSAN    ?= build-tsan
 FUZZB   ?= build-fuzz
 FUZZ_SECONDS ?= 60
+# of which the PROXY protocol fuzzer gets a third, 20 s at most (a small parser)
+FUZZ_PP_SECONDS ?= $(shell s=$$(( $(FUZZ_SECONDS) / 3 )); [ $$s -gt 20 ] && s=20; \
+                     [ $$s -lt 1 ] && s=1; echo $$s)
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build test test-unit test-e2e test-tsan fuzz run bench format format-check clean
@@ -31,7 +34,7 @@ build: deps
 
 # Every test: the release build (what `make run` uses; -O2 warnings differ),
 # unit and end-to-end suites under ASan+UBSan, the threaded suites under TSan,
-# then the parser fuzzer for a bounded time.
+# then the parser fuzzers for a bounded time.
 test: deps
 	$(MAKE) --no-print-directory build
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DLB_SANITIZE=address,undefined $(CMAKE_FLAGS) >/dev/null
@@ -58,8 +61,10 @@ test-tsan: deps
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZB) -DCMAKE_BUILD_TYPE=Debug -DLB_FUZZ=ON \
 	  -DLB_SANITIZE=address,undefined -DLB_TESTS=OFF >/dev/null
-	cmake --build $(FUZZB) -j $(JOBS) --target fuzz_http1
-	tests/fuzz/run.sh $(FUZZB)/fuzz_http1 $(FUZZ_SECONDS)
+	cmake --build $(FUZZB) -j $(JOBS) --target fuzz_http1 fuzz_proxyproto
+	s=$$(( $(FUZZ_SECONDS) - $(FUZZ_PP_SECONDS) )); [ $$s -ge 1 ] || s=1; \
+	  tests/fuzz/run.sh $(FUZZB)/fuzz_http1 $$s
+	tests/fuzz/run.sh $(FUZZB)/fuzz_proxyproto $(FUZZ_PP_SECONDS) corpus-proxyproto
 
 run: build
 	tests/run-demo.sh $(BUILD)

@@ -39,7 +39,9 @@ static bool v1_addr(int af, const char *ip, size_t ip_len, const char *port, siz
 {
     char buf[INET6_ADDRSTRLEN];
     uint16_t p;
-    if (ip_len == 0 || ip_len >= sizeof(buf) || !v1_port(port, port_len, &p))
+    /* inet_pton() would stop at a NUL and take "1.2.3.4\0junk" for 1.2.3.4 */
+    if (ip_len == 0 || ip_len >= sizeof(buf) || memchr(ip, '\0', ip_len) != NULL ||
+        !v1_port(port, port_len, &p))
         return false;
     memcpy(buf, ip, ip_len);
     buf[ip_len] = '\0';
@@ -63,8 +65,11 @@ static int parse_v1(const uint8_t *buf, size_t len, struct proxy_hdr *out, const
     size_t end = 0;
     while (end + 1 < len && end + 2 <= PROXY_V1_MAX && !(s[end] == '\r' && s[end + 1] == '\n'))
         end++;
-    if (end + 1 >= len || s[end] != '\r')
-        return end + 2 > PROXY_V1_MAX ? invalid(why, "PROXY v1 line too long") : PROXY_INCOMPLETE;
+    /* stopped at the limit: whatever is at <end>, the line would be too long */
+    if (end + 2 > PROXY_V1_MAX)
+        return invalid(why, "PROXY v1 line too long");
+    if (end + 1 >= len)
+        return PROXY_INCOMPLETE;
     out->version = 1;
     /* the fields after "PROXY ", split on single spaces */
     const char *f[6];
@@ -107,6 +112,9 @@ static int parse_v2(const uint8_t *buf, size_t len, struct proxy_hdr *out, const
     uint8_t cmd = buf[12] & 0x0F;
     if (cmd > 1)
         return invalid(why, "PROXY v2 command is neither LOCAL nor PROXY");
+    /* the spec: other families and protocols "must be rejected as invalid by receivers" */
+    if ((buf[13] >> 4) > 3 || (buf[13] & 0x0F) > 2)
+        return invalid(why, "PROXY v2 address family or protocol is undefined");
     size_t total = 16 + ((size_t)buf[14] << 8 | buf[15]);
     if (total > PROXY_V2_MAX)
         return invalid(why, "PROXY v2 header too long");

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# tests/fuzz/run.sh FUZZER_BINARY SECONDS
+# tests/fuzz/run.sh FUZZER_BINARY SECONDS [CORPUS]
 # Replays every input kept in tests/fuzz/regressions/, then fuzzes for SECONDS
-# from a temporary copy of tests/fuzz/corpus/ (the repository is not modified
-# unless a crash is found: its input is then saved into regressions/).
+# from a temporary copy of tests/fuzz/CORPUS/ (default: corpus; an absolute
+# path is taken as is). The repository is not modified unless a crash is
+# found: its input is then saved into regressions/.
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
-    echo "usage: $0 FUZZER_BINARY SECONDS" >&2
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+    echo "usage: $0 FUZZER_BINARY SECONDS [CORPUS]" >&2
     exit 2
 fi
 fuzzer=$(realpath "$1")
 seconds=$2
 here=$(cd "$(dirname "$0")" && pwd)
 name=$(basename "$fuzzer")
+corpus=${3:-corpus}
+[[ $corpus == /* ]] || corpus=$here/$corpus
 [ -x "$fuzzer" ] || { echo "$0: $fuzzer is not executable" >&2; exit 2; }
+[ -d "$corpus" ] || { echo "$0: $corpus is not a directory" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -32,13 +36,14 @@ fi
 echo "$name: ${#regressions[@]} regression inputs pass"
 
 mkdir -p "$work/corpus" "$work/artifacts"
-cp "$here"/corpus/* "$work/corpus/" 2>/dev/null || true
+cp "$corpus"/* "$work/corpus/" 2>/dev/null || true
 rc=0
 "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" \
     >"$work/fuzz.log" 2>&1 || rc=$?
 
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz.log" | tail -n 1)
+cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$work/fuzz.log" | tail -n 1 || true)
 crashes=("$work"/artifacts/*)
 if [ $rc -ne 0 ] || [ ${#crashes[@]} -gt 0 ]; then
     tail -n 60 "$work/fuzz.log" >&2
@@ -51,4 +56,4 @@ if [ $rc -ne 0 ] || [ ${#crashes[@]} -gt 0 ]; then
     echo "$name: FAILED after ${runs:-?} runs in ${seconds}s (exit $rc)" >&2
     exit 1
 fi
-echo "$name: OK, ${runs:-?} runs in ${seconds}s, corpus $(ls "$work/corpus" | wc -l) inputs, no crash"
+echo "$name: OK, ${runs:-?} runs in ${seconds}s, ${cov:-cov: ?}, corpus $(ls "$work/corpus" | wc -l) inputs, no crash"
