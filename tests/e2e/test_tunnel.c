@@ -552,11 +552,13 @@ struct cfg {
     uint32_t max_tunnels;    /* 0: default */
     uint32_t drain_ms;       /* 0: the harness's */
     Lb__V1__Tls *tls;        /* NULL: plain */
+    uint32_t rate;           /* per-client rate limit, burst 1; 0: none */
+    Lb__V1__RateLimit rl;    /* storage for <rate> */
 };
 
 static void tweak(Lb__V1__Snapshot *snap, void *arg)
 {
-    const struct cfg *c = arg;
+    struct cfg *c = arg;
     if (c->tunnel_idle_ms)
         snap->timeouts->tunnel_idle_ms = c->tunnel_idle_ms;
     if (c->max_tunnels)
@@ -565,6 +567,14 @@ static void tweak(Lb__V1__Snapshot *snap, void *arg)
         snap->timeouts->drain_ms = c->drain_ms;
     if (c->tls)
         snap->frontends[0]->tls = c->tls;
+    if (c->rate) {
+        lb__v1__rate_limit__init(&c->rl);
+        c->rl.enabled = true;
+        c->rl.rate = c->rate;
+        c->rl.burst = 1;
+        c->rl.per_client = true;
+        snap->ratelimit = &c->rl;
+    }
 }
 
 static struct e2e *start(struct cfg *c, unsigned workers)
@@ -1296,6 +1306,26 @@ START_TEST(max_tunnels_answers_503)
 }
 END_TEST
 
+/* The rate limiter counts an upgrade request like any other: the second
+ * within the same second is refused with 429 and opens no tunnel. */
+START_TEST(rate_limit_counts_upgrades)
+{
+    struct cfg c = {.rate = 1};
+    struct e2e *t = start(&c, 1);
+    unsigned port = e2e_lb_port(t);
+    struct ws *w1 = ws_open(port, false, "/ws");
+    struct ws *w2 = ws_connect(port, false);
+    ck_assert_int_eq(ws_handshake(w2, "/ws"), 429);
+    ws_free(w2);
+    exchange_messages(w1, 10);
+    ws_close_handshake(w1, 1000);
+    ws_free(w1);
+    ck_assert(metric_becomes(t, "lb_tunnels_open", 0));
+    ck_assert_double_eq(metric(t, "lb_tunnels_total"), 1);
+    e2e_stop(t);
+}
+END_TEST
+
 /* The refused request is an ordinary answer: the connection stays HTTP. */
 START_TEST(max_tunnels_refusal_keeps_http)
 {
@@ -1413,6 +1443,7 @@ int main(void)
         {"concurrent", concurrent_tunnels},
         {"max_tunnels", max_tunnels_answers_503},
         {"max_tunnels_http", max_tunnels_refusal_keeps_http},
+        {"rate_limit", rate_limit_counts_upgrades},
         {"tls", tls_frontend},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
