@@ -1811,3 +1811,36 @@ long e2e_cp_wait_in_sync(struct e2e_cp *w, unsigned n, long *version)
         e2e_poll_pause(50);
     }
 }
+
+/* ---- certificates ------------------------------------------------------------ */
+
+void e2e_certs_make(char *dir, size_t size)
+{
+    snprintf(dir, size, "/tmp/lb-e2e-certs-XXXXXX");
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "sh %s/tests/unit/dataplane/tls/make-certs.sh %s", LB_SOURCE_DIR,
+             dir);
+    ck_assert_msg(system(cmd) == 0, "%s failed (see %s/log.txt)", cmd, dir);
+}
+
+void e2e_certs_remove(const char *dir)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+ProtobufCBinaryData e2e_file_bytes(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    uint8_t *buf = malloc(1 << 16);
+    ck_assert_ptr_nonnull(buf);
+    size_t n = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return (ProtobufCBinaryData){.len = n, .data = buf};
+}

@@ -242,6 +242,20 @@ TCase *e2e_tcase(const char *name);
 /* Runs <s> and returns the exit status for main(). */
 int e2e_run(Suite *s);
 
+/* ---- certificates ------------------------------------------------------------ */
+
+/* Makes the test certificates (tests/unit/dataplane/tls/make-certs.sh:
+ * srv-rsa.pem/.key for a.example.com, client certificates, CAs) in a new
+ * /tmp directory whose path goes into <dir>. Fails the test when it cannot. */
+void e2e_certs_make(char *dir, size_t size);
+
+/* Removes the directory e2e_certs_make() made. */
+void e2e_certs_remove(const char *dir);
+
+/* The bytes of <dir>/<name> (at most 64 KiB), for a snapshot's PEM fields;
+ * the caller frees .data. Fails the test when the file cannot be read. */
+ProtobufCBinaryData e2e_file_bytes(const char *dir, const char *name);
+
 /* ---- commands -------------------------------------------------------------- */
 
 /* What a finished child process printed and how it ended. */

@@ -1351,48 +1351,16 @@ END_TEST
 /* ---- 9. a TLS frontend
  * ------------------------------------------------------------------------------ */
 
-static char certdir[256];
-
-static void make_certs(void)
-{
-    snprintf(certdir, sizeof(certdir), "/tmp/lb-e2e-ws-tls-XXXXXX");
-    ck_assert(mkdtemp(certdir) != NULL);
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "sh %s/tests/unit/dataplane/tls/make-certs.sh %s", LB_SOURCE_DIR,
-             certdir);
-    ck_assert_msg(system(cmd) == 0, "%s failed (see %s/log.txt)", cmd, certdir);
-}
-
-static void remove_certs(void)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", certdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", certdir);
-}
-
-/* The file's bytes; freed when the forked test exits. */
-static ProtobufCBinaryData pem(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", certdir, name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    uint8_t *buf = malloc(1 << 16);
-    size_t n = fread(buf, 1, 1 << 16, f);
-    fclose(f);
-    return (ProtobufCBinaryData){.len = n, .data = buf};
-}
-
 START_TEST(tls_frontend)
 {
-    make_certs();
+    char certdir[256];
+    e2e_certs_make(certdir, sizeof(certdir));
     Lb__V1__Tls tls = LB__V1__TLS__INIT;
     Lb__V1__Certificate cert = LB__V1__CERTIFICATE__INIT;
     Lb__V1__Certificate *certp = &cert;
     cert.name = "srv-rsa";
-    cert.cert_pem = pem("srv-rsa.pem");
-    cert.key_pem = pem("srv-rsa.key");
+    cert.cert_pem = e2e_file_bytes(certdir, "srv-rsa.pem");
+    cert.key_pem = e2e_file_bytes(certdir, "srv-rsa.key");
     tls.n_certificates = 1;
     tls.certificates = &certp;
     struct cfg c = {.tls = &tls};
@@ -1412,7 +1380,7 @@ START_TEST(tls_frontend)
     e2e_stop(t);
     free(cert.cert_pem.data);
     free(cert.key_pem.data);
-    remove_certs();
+    e2e_certs_remove(certdir);
 }
 END_TEST
 
