@@ -1844,3 +1844,26 @@ ProtobufCBinaryData e2e_file_bytes(const char *dir, const char *name)
     fclose(f);
     return (ProtobufCBinaryData){.len = n, .data = buf};
 }
+
+void e2e_tls1_init(struct e2e_tls1 *x, const char *name)
+{
+    char file[128];
+    e2e_certs_make(x->dir, sizeof(x->dir));
+    lb__v1__tls__init(&x->tls);
+    lb__v1__certificate__init(&x->cert);
+    x->cert.name = (char *)name;
+    snprintf(file, sizeof(file), "%s.pem", name);
+    x->cert.cert_pem = e2e_file_bytes(x->dir, file);
+    snprintf(file, sizeof(file), "%s.key", name);
+    x->cert.key_pem = e2e_file_bytes(x->dir, file);
+    x->certp = &x->cert;
+    x->tls.n_certificates = 1;
+    x->tls.certificates = &x->certp;
+}
+
+void e2e_tls1_free(struct e2e_tls1 *x)
+{
+    free(x->cert.cert_pem.data);
+    free(x->cert.key_pem.data);
+    e2e_certs_remove(x->dir);
+}

@@ -256,6 +256,20 @@ void e2e_certs_remove(const char *dir);
  * the caller frees .data. Fails the test when the file cannot be read. */
 ProtobufCBinaryData e2e_file_bytes(const char *dir, const char *name);
 
+/* A frontend's TLS settings with one certificate, <name>.pem/.key of a fresh
+ * e2e_certs_make() directory: point a snapshot frontend's tls at &x->tls. */
+struct e2e_tls1 {
+    char dir[256];
+    Lb__V1__Tls tls;
+    Lb__V1__Certificate cert;
+    Lb__V1__Certificate *certp;
+};
+
+void e2e_tls1_init(struct e2e_tls1 *x, const char *name);
+
+/* Frees the PEM bytes and removes the directory. */
+void e2e_tls1_free(struct e2e_tls1 *x);
+
 /* ---- commands -------------------------------------------------------------- */
 
 /* What a finished child process printed and how it ended. */

@@ -463,17 +463,9 @@ END_TEST
 
 START_TEST(tls_after_the_header)
 {
-    char certdir[256];
-    e2e_certs_make(certdir, sizeof(certdir));
-    Lb__V1__Tls tls = LB__V1__TLS__INIT;
-    Lb__V1__Certificate cert = LB__V1__CERTIFICATE__INIT;
-    Lb__V1__Certificate *certp = &cert;
-    cert.name = "srv-rsa";
-    cert.cert_pem = e2e_file_bytes(certdir, "srv-rsa.pem");
-    cert.key_pem = e2e_file_bytes(certdir, "srv-rsa.key");
-    tls.n_certificates = 1;
-    tls.certificates = &certp;
-    struct cfg c = {.from = "127.0.0.1/32", .tls = &tls};
+    struct e2e_tls1 tls;
+    e2e_tls1_init(&tls, "srv-rsa");
+    struct cfg c = {.from = "127.0.0.1/32", .tls = &tls.tls};
     struct e2e *t = start(&c);
     char body[8192], v[128];
     for (int version = 1; version <= 2; version++) {
@@ -496,9 +488,7 @@ START_TEST(tls_after_the_header)
     }
     ck_assert(pp_metric_becomes(t, "accepted", 2));
     e2e_stop(t);
-    free(cert.cert_pem.data);
-    free(cert.key_pem.data);
-    e2e_certs_remove(certdir);
+    e2e_tls1_free(&tls);
 }
 END_TEST
 

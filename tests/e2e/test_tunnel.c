@@ -1353,17 +1353,9 @@ END_TEST
 
 START_TEST(tls_frontend)
 {
-    char certdir[256];
-    e2e_certs_make(certdir, sizeof(certdir));
-    Lb__V1__Tls tls = LB__V1__TLS__INIT;
-    Lb__V1__Certificate cert = LB__V1__CERTIFICATE__INIT;
-    Lb__V1__Certificate *certp = &cert;
-    cert.name = "srv-rsa";
-    cert.cert_pem = e2e_file_bytes(certdir, "srv-rsa.pem");
-    cert.key_pem = e2e_file_bytes(certdir, "srv-rsa.key");
-    tls.n_certificates = 1;
-    tls.certificates = &certp;
-    struct cfg c = {.tls = &tls};
+    struct e2e_tls1 tls;
+    e2e_tls1_init(&tls, "srv-rsa");
+    struct cfg c = {.tls = &tls.tls};
     struct e2e *t = start(&c, 2);
     struct ws *w = ws_connect(e2e_lb_port(t), true);
     ck_assert_int_eq(ws_handshake(w, "/ws?push=10&size=70000"), 101);
@@ -1378,9 +1370,7 @@ START_TEST(tls_frontend)
     ws_free(w);
     ck_assert(metric_becomes(t, "lb_tunnels_open", 0));
     e2e_stop(t);
-    free(cert.cert_pem.data);
-    free(cert.key_pem.data);
-    e2e_certs_remove(certdir);
+    e2e_tls1_free(&tls);
 }
 END_TEST
 
