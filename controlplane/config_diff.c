@@ -57,12 +57,15 @@ static char *render(const struct cnode *n)
     return s;
 }
 
-/* The text of key <key> under <prefix> when the export left it out. */
+/* The text of key <key> under <prefix> when the export left it out (an
+ * empty list for lists). */
 static const char *default_text(const char *prefix, const char *key)
 {
     char path[160];
     snprintf(path, sizeof(path), "%s.%s", prefix, key);
     const struct cfg_key *k = config__key(path);
+    if (k != NULL && (k->type == CFG_STRLIST || k->type == CFG_LIST))
+        return "[]";
     return k && k->def ? k->def : "";
 }
 

@@ -985,7 +985,9 @@ START_TEST(proxy_protocol_keys)
     ck_assert(config_equal(a, b));
     struct config_diff *df = config_diff_new(d, a, NULL);
     char *text = config_diff_text(df);
-    ck_assert_msg(strstr(text, "sendProxy") != NULL && strstr(text, "proxyProtocolFrom") != NULL,
+    ck_assert_msg(strstr(text, "backend a-1: sendProxy off -> v2\n") != NULL &&
+                      strstr(text, "frontend http-8080: proxyProtocolFrom [] -> "
+                                   "[\"10.0.0.0/8\",\"::1\"]\n") != NULL,
                   "%s", text);
     free(text);
     config_diff_free(df);
