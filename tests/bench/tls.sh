@@ -13,7 +13,10 @@
 # half the CPU; openssl s_time costs the client several times more per
 # handshake. lb's own counters of full and resumed handshakes are printed, so
 # the figures are known to measure what their names say, and so is each
-# proxy's CPU time per request or connection.
+# proxy's CPU time per request or connection. BASELINE=DIR: another build
+# directory whose lb-dataplane runs as "lbbase" (its own port, the same
+# certificate and origin) in the same interleaved rounds, for a before/after
+# comparison (medians of per-round lb/lbbase ratios are printed).
 # Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
 set -euo pipefail
 
@@ -87,6 +90,15 @@ protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.t
     --metrics-listen "127.0.0.1:$LBM" >"$TMP/lb.log" 2>&1 &
 PIDS+=($!)
 if wait_port "$p"; then PROXIES+=(lb); PORT[lb]=$p; PID[lb]=$!; else echo "tls bench: lb did not start" >&2; cat "$TMP/lb.log" >&2; fi
+
+if [ -n "${BASELINE:-}" ] && [ -x "$BASELINE/lb-dataplane" ]; then
+    p=$(free_port)
+    sed "s/port: ${PORT[lb]:-0} tls/port: $p tls/" "$TMP/lb.txt" >"$TMP/lbbase.txt"
+    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lbbase.txt" >"$TMP/lbbase.pb"
+    "$BASELINE/lb-dataplane" --snapshot "$TMP/lbbase.pb" --workers 2 --log-level warn >"$TMP/lbbase.log" 2>&1 &
+    PIDS+=($!)
+    if wait_port "$p"; then PROXIES+=(lbbase); PORT[lbbase]=$p; PID[lbbase]=$!; else echo "tls bench: the baseline lb did not start" >&2; cat "$TMP/lbbase.log" >&2; fi
+fi
 
 if command -v haproxy >/dev/null; then
     p=$(free_port)
@@ -212,7 +224,7 @@ for r in $(seq 1 "$ROUNDS"); do
             eval "R_$px=$rate"
         done
         echo "$line" >&2
-        for px in haproxy nginx; do
+        for px in haproxy nginx lbbase; do
             v=R_$px
             [ -n "${!v:-}" ] && [ -n "${R_lb:-}" ] &&
                 RUNS[ratio_$px,$sc]="${RUNS[ratio_$px,$sc]:-} $(awk -v a="$R_lb" -v b="${!v}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
@@ -236,7 +248,7 @@ if [ -n "${LBCOUNT[ka]:-}" ]; then
         "${LBCOUNT[ka]}" "${LBCOUNT[res]}" "${LBCOUNT[full]}"
 fi
 printf '\nmedian of per-round ratios\n'
-for px in haproxy nginx; do
+for px in haproxy nginx lbbase; do
     [ -n "${RUNS[ratio_$px,ka]:-}" ] || continue
     printf 'lb/%-8s ka %s  resumed %s  full %s\n' "$px" "$(echo "${RUNS[ratio_$px,ka]}" | median)" \
         "$(echo "${RUNS[ratio_$px,res]}" | median)" "$(echo "${RUNS[ratio_$px,full]}" | median)"
