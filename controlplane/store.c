@@ -880,13 +880,27 @@ void store_audit_free(struct store_audit *as, size_t n)
 int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
                      struct lb_err *err)
 {
-    const struct param p[] = {P_INT(limit ? (sqlite3_int64)limit : -1)};
+    const struct store_audit_filter f = {.limit = limit};
+    return store_audit_query(st, &f, out, n, err);
+}
+
+int store_audit_query(struct store *st, const struct store_audit_filter *f,
+                      struct store_audit **out, size_t *n, struct lb_err *err)
+{
+    const struct store_audit_filter all = {0};
+    if (f == NULL)
+        f = &all;
+    /* One statement for every combination: an empty who or action matches
+     * all rows, so no SQL is ever assembled from the filter. */
+    const struct param p[] = {P_INT(f->since_unix_ms), P_TEXT(f->who), P_TEXT(f->action),
+                              P_INT(f->limit ? (sqlite3_int64)f->limit : -1)};
     void *arr = NULL;
     int rc = list(st,
                   "SELECT id, time_unix_ms, who, action, detail, from_version, to_version "
-                  "FROM audit ORDER BY id DESC LIMIT ?",
+                  "FROM audit WHERE time_unix_ms >= ?1 AND (?2 = '' OR who = ?2) "
+                  "AND (?3 = '' OR action = ?3) ORDER BY id DESC LIMIT ?4",
                   p, N_PARAMS(p), sizeof(struct store_audit), read_audit, clear_audit, &arr, n,
-                  "audit list", err);
+                  "audit query", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;

@@ -178,6 +178,20 @@ int store_audit_add(struct store *st, const char *who, const char *action, const
 int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
                      struct lb_err *err);
 
+/* Which rows store_audit_query() returns; a zero field matches every row. */
+struct store_audit_filter {
+    int64_t since_unix_ms; /* rows written at or after this time; 0 = any */
+    const char *who;       /* exactly this who; NULL or "" = any */
+    const char *action;    /* exactly this action; NULL or "" = any */
+    size_t limit;          /* at most this many rows; 0 = all */
+};
+
+/* The audit rows matching <f> (borrowed; NULL matches all), newest first
+ * (by id). The filter runs in SQL with bound parameters. LB_OK with *<out>
+ * owned by the caller (store_audit_free(*out, *n)), LB_ESTORE or LB_ENOMEM. */
+int store_audit_query(struct store *st, const struct store_audit_filter *f,
+                      struct store_audit **out, size_t *n, struct lb_err *err);
+
 void store_audit_free(struct store_audit *as, size_t n);
 
 /* Test hook: the <n>th statement (1-based) executed inside the next write
