@@ -194,8 +194,13 @@ void cp_tls_status(const struct cp *cp, struct cp_tls_status *out);
  * generation when their contents changed and are all valid, false when
  * nothing changed (or there is no TLS file); LB_EINVAL or LB_ESYS when the
  * new files are refused (the message names the file, and the backend for a
- * caFile; the old ones keep serving), LB_ENOMEM, LB_ESTORE. */
+ * caFile; the old ones keep serving), LB_ENOMEM, LB_ESTORE. A reload is
+ * audited "tls.reload" by "certwatch". */
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
+
+/* cp_tls_reload() on behalf of <who> ("uid:0", "token:ops"), the audit
+ * row's who. LB_EINVAL when <who> is NULL or "". */
+int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
 
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
 struct store *cp__store(struct cp *cp);

@@ -84,6 +84,22 @@ int store_version_put_gen(struct store *st, const char *content, const char *has
                           const char *author, const char *comment, uint64_t *new_number,
                           uint64_t *generation, struct lb_err *err);
 
+/* What store_version_put_audited() stores. */
+struct store_put {
+    const char *content; /* canonical config text; required */
+    const char *hash;    /* its hash; required */
+    const char *author;  /* required; also the audit row's who */
+    const char *comment; /* NULL = "" */
+    const char *action;  /* the audit row's action; NULL = "config.put" */
+    const char *detail;  /* the audit row's detail; NULL = <comment> */
+};
+
+/* As store_version_put_gen() with the audit row said by <p>: a backend
+ * change is a new version whose row names the change ("backend.update",
+ * "backend b1: weight 5 -> 3"). */
+int store_version_put_audited(struct store *st, const struct store_put *p, uint64_t *new_number,
+                              uint64_t *generation, struct lb_err *err);
+
 /* The snapshot generation last handed out by a *_gen() call or
  * store_generation_bump() in *<generation>; 0 when none ever was. Generations
  * only grow, across restarts too. LB_OK or LB_ESTORE. */
