@@ -502,6 +502,12 @@ int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct
     return store_dataplanes_list(cp->store, out, n, err);
 }
 
+int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
+                   size_t *n, struct lb_err *err)
+{
+    return store_audit_query(cp->store, f, out, n, err);
+}
+
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
                   struct lb_err *err)
 {

@@ -147,6 +147,8 @@ int cp_versions_list(struct cp *cp, size_t limit, struct store_version **out, si
                      struct lb_err *err);
 int cp_version_get(struct cp *cp, uint64_t number, struct store_version **out, struct lb_err *err);
 int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct lb_err *err);
+int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
+                   size_t *n, struct lb_err *err);
 
 /* Backend <id>'s health as the checker knows it now (state, last check,
  * last error; health_changed_unix_ms is 0): LB_OK with *<out> owned by the
