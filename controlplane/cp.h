@@ -39,7 +39,10 @@ struct cp_config {
     double republish_s;       /* publisher's periodic republish; 0 = its default */
 };
 
-/* Who writes and under which condition. */
+/* Who writes and under which condition. The new version of a write is
+ * audited by <author> as "config.put" (cp_apply()), "backend.add",
+ * "backend.update", "backend.remove", "backend.drain" or "rollback", with
+ * the changes from the active config and the comment as detail. */
 struct cp_write {
     const char *author;        /* "uid:0", "token:ops", "bootstrap"; required */
     const char *comment;       /* NULL = "" */

@@ -53,8 +53,8 @@ struct store_dataplane {
 struct store_audit {
     int64_t id; /* increasing */
     int64_t time_unix_ms;
-    char *who;             /* "uid:1000" or "token:name" */
-    char *action;          /* "config.put", "rollback", ... */
+    char *who;             /* "uid:1000", "token:name", or "bootstrap", "health", ... */
+    char *action;          /* "config.put", "backend.update", "rollback", "health", ... */
     char *detail;          /* free text */
     uint64_t from_version; /* 0 = none */
     uint64_t to_version;   /* 0 = none */
