@@ -161,6 +161,23 @@ static void expect_step(struct cp *cp, uint64_t version, uint64_t v_before, uint
     lb__v1__snapshot__free_unpacked(s, NULL);
 }
 
+/* The newest audit row is <action> by <who>, from <from> to <to>, and its
+ * detail is <detail>. */
+static void expect_audit(struct cp *cp, const char *action, const char *who, uint64_t from,
+                         uint64_t to, const char *detail)
+{
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &as, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(as[0].action, action);
+    ck_assert_str_eq(as[0].who, who);
+    ck_assert_uint_eq(as[0].from_version, from);
+    ck_assert_uint_eq(as[0].to_version, to);
+    ck_assert_str_eq(as[0].detail, detail);
+    store_audit_free(as, n);
+}
+
 START_TEST(each_mutation_makes_one_version)
 {
     struct cp *cp = open_cp(boot);
@@ -176,6 +193,8 @@ START_TEST(each_mutation_makes_one_version)
     ck_assert_int_eq(idx, 2);
     ck_assert_str_eq(cp_config(cp)->backends[2].id, "127.0.0.1-9003");
     ck_assert_uint_eq(cp_config(cp)->backends[2].port, 9003);
+    expect_audit(cp, "backend.add", "uid:1000", v0, v,
+                 "backend 127.0.0.1-9003 added (http://127.0.0.1:9003, weight 7) (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     struct cp_backend_change upd = {.has_weight = true, .weight = 9};
@@ -184,17 +203,21 @@ START_TEST(each_mutation_makes_one_version)
     Lb__V1__Snapshot *s = snapshot_of(cp);
     ck_assert_uint_eq(snap_weight(s, "a"), 9);
     lb__v1__snapshot__free_unpacked(s, NULL);
+    expect_audit(cp, "backend.update", "uid:1000", v0, v, "backend a: weight 5 -> 9 (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     ck_assert_int_eq(cp_backend_drain(cp, "b", &writer, &v, &err), LB_OK);
     expect_step(cp, v, v0, g0);
     ck_assert_int_eq(cp_config(cp)->backends[cp_backend_find(cp, "b")].state,
                      CONFIG_BACKEND_DRAINING);
+    expect_audit(cp, "backend.drain", "uid:1000", v0, v,
+                 "backend b: state active -> draining (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     ck_assert_int_eq(cp_backend_remove(cp, "127.0.0.1-9003", &writer, &v, &err), LB_OK);
     expect_step(cp, v, v0, g0);
     ck_assert_int_eq(cp_backend_find(cp, "127.0.0.1-9003"), -1);
+    expect_audit(cp, "backend.remove", "uid:1000", v0, v, "backend 127.0.0.1-9003 removed (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     bool unchanged = true;
@@ -208,6 +231,8 @@ START_TEST(each_mutation_makes_one_version)
     ck_assert_ptr_nonnull(strstr(text, "backend a: weight 9 -> 5"));
     free(text);
     config_diff_free(d);
+    expect_audit(cp, "config.put", "uid:1000", v0, v,
+                 "backend a: weight 9 -> 5; backend b: state draining -> active (test)");
 
     /* The same config again creates nothing. */
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
@@ -654,10 +679,15 @@ START_TEST(backend_ca_broken_at_start)
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
     /* fixing the file is enough: the reload publishes the active version */
     make_ca();
-    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert_int_eq(cp_tls_reload_by(cp, "", &reloaded, &err), LB_EINVAL);
+    ck_assert_msg(cp_tls_reload_by(cp, "token:ops", &reloaded, &err) == LB_OK, "%s", err.msg);
     ck_assert(reloaded);
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
     ck_assert_uint_eq(cp_active_version(cp), v);
+    char fixed[64];
+    snprintf(fixed, sizeof(fixed), "tls reload: files fixed: version %llu published",
+             (unsigned long long)v);
+    expect_audit(cp, "tls.reload", "token:ops", v, v, fixed);
     cp_free(cp);
     write_tmp("ca.pem", "not a certificate\n");
     cp = cp_new(loop, &cfg, &err);
