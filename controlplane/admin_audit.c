@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -225,6 +226,22 @@ static bool read_query(struct req *r, const char *query, size_t qlen, struct aud
     return true;
 }
 
+/* <s> as a JSON string; bytes that are not UTF-8 (a file name, an old
+ * comment) become '?' rather than losing the entry. */
+static json_t *text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    char *copy = strdup(s);
+    for (unsigned char *p = (unsigned char *)copy; p != NULL && *p; p++)
+        if (*p >= 0x80)
+            *p = '?';
+    j = copy ? json_string(copy) : NULL;
+    free(copy);
+    return j;
+}
+
 static json_t *version_or_null(uint64_t v)
 {
     return v ? json_integer((json_int_t)v) : json_null();
@@ -252,11 +269,12 @@ void admin__audit_list(struct req *r, const char *query, size_t qlen)
         const struct store_audit *a = &as[i];
         char when[40];
         json_array_append_new(
-            arr, json_pack("{s:I,s:s,s:I,s:s,s:s,s:s,s:o,s:o}", "id", (json_int_t)a->id, "time",
-                           format_rfc3339(a->time_unix_ms, when, sizeof(when)), "time_ms",
-                           (json_int_t)a->time_unix_ms, "who", a->who, "action", a->action,
-                           "detail", a->detail, "from_version", version_or_null(a->from_version),
-                           "to_version", version_or_null(a->to_version)));
+            arr,
+            json_pack("{s:I,s:s,s:I,s:o,s:o,s:o,s:o,s:o}", "id", (json_int_t)a->id, "time",
+                      format_rfc3339(a->time_unix_ms, when, sizeof(when)), "time_ms",
+                      (json_int_t)a->time_unix_ms, "who", text(a->who), "action", text(a->action),
+                      "detail", text(a->detail), "from_version", version_or_null(a->from_version),
+                      "to_version", version_or_null(a->to_version)));
     }
     store_audit_free(as, n);
     admin__respond_json(r, 200, json_pack("{s:o,s:b}", "entries", arr, "more", n > want));

@@ -1194,10 +1194,21 @@ START_TEST(writes_audited)
     ck_assert(reloaded);
     expect_audited("tls.reload", "token:ops", "ca.pem of backend s changed");
 
+    /* A comment that could not go out in JSON is refused at the door. */
+    r = req_unix("POST", "/api/v1/backends/a/drain", "X-Lb-Comment: caf\xe9\r\n", NULL);
+    expect_error(&r, 400, "invalid_request");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "message"),
+                     "X-Lb-Comment must be UTF-8 text");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends/a/drain", "X-Lb-Comment: caf\xc3\xa9\r\n", NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.drain", me, "backend a: state active -> draining (caf\xc3\xa9)");
+
     /* Every one is there, each by the right caller. */
     char q[64];
     snprintf(q, sizeof(q), "who=%s", me);
-    ck_assert_uint_eq(audit_count(q), 4);
+    ck_assert_uint_eq(audit_count(q), 5);
     ck_assert_uint_ge(audit_count("who=token:ops"), 6);
 }
 END_TEST
