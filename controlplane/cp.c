@@ -170,18 +170,49 @@ static int check_if_match(const struct cp *cp, const struct cp_write *w, struct 
     return LB_OK;
 }
 
-/* The audit detail of making <cfg> active: the changes from the active
- * config ("backend c: weight 2 -> 9; backend c: state active -> disabled"),
- * cut after CP_AUDIT_CHANGES_MAX bytes, then the comment in parentheses.
- * NULL (the comment alone is audited) without an active config or memory. */
-static char *audit_detail(const struct cp *cp, const struct config *cfg, const char *comment)
+/* What the audit row of a new version says. */
+struct audit_note {
+    const char *action;             /* "config.put", "backend.update", ... */
+    const char *backend;            /* the one backend a backend.* write changes, else NULL */
+    const struct config_diff *diff; /* the changes when the caller has them, else NULL */
+};
+
+/* <cfg> seen with at most its backend <id>: the same settings, that backend
+ * alone (none when <cfg> has no <id>). Shares <cfg>'s memory; read only. */
+static struct config one_backend_view(const struct config *cfg, const char *id)
 {
-    if (cp->cfg == NULL)
-        return NULL;
-    struct config_diff *d = config_diff_new(cp->cfg, cfg, NULL);
+    struct config v = *cfg;
+    v.backends = NULL;
+    v.n_backends = 0;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        if (strcmp(cfg->backends[i].id, id) == 0) {
+            v.backends = &cfg->backends[i];
+            v.n_backends = 1;
+        }
+    }
+    return v;
+}
+
+/* The changes of making <cfg> active as one line: "backend c: weight 2 ->
+ * 9; backend c: state active -> disabled", cut after CP_AUDIT_CHANGES_MAX
+ * bytes, then the comment in parentheses. A backend write compares that
+ * backend alone, so that a large config costs no more than a small one.
+ * NULL (the comment alone is audited) without an active config or memory. */
+static char *audit_detail(const struct cp *cp, const struct config *cfg,
+                          const struct audit_note *note, const char *comment)
+{
+    struct config_diff *own = NULL;
+    const struct config_diff *d = note->diff;
+    if (d == NULL && cp->cfg != NULL && note->backend != NULL) {
+        struct config a = one_backend_view(cp->cfg, note->backend);
+        struct config b = one_backend_view(cfg, note->backend);
+        d = own = config_diff_new(&a, &b, NULL);
+    } else if (d == NULL && cp->cfg != NULL) {
+        d = own = config_diff_new(cp->cfg, cfg, NULL);
+    }
     char *text = d ? config_diff_text(d) : NULL;
     size_t n_changes = d ? d->n : 0;
-    config_diff_free(d);
+    config_diff_free(own);
     if (text == NULL)
         return NULL;
     size_t clen = comment ? strlen(comment) : 0;
@@ -207,11 +238,12 @@ static char *audit_detail(const struct cp *cp, const struct config *cfg, const c
 }
 
 /* The one path of every mutation. Takes <cfg> (validated). <rollback_to> 0
- * stores <cfg>'s canonical export as a new version audited as <action>
- * with the changes (audit_detail()), else copies version <rollback_to>
- * (whose content <cfg> was parsed from), audited "rollback". */
+ * stores <cfg>'s canonical export as a new version audited as <note> says
+ * (audit_detail()), else copies version <rollback_to> (whose content <cfg>
+ * was parsed from), audited "rollback". */
 static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, const char *base_dir,
-                  uint64_t rollback_to, const char *action, uint64_t *version, struct lb_err *err)
+                  uint64_t rollback_to, const struct audit_note *note, uint64_t *version,
+                  struct lb_err *err)
 {
     struct staged s;
     char *yaml = NULL;
@@ -226,12 +258,12 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     yaml = config_export_yaml(cfg, &ylen, err);
     rc = yaml == NULL ? LB_ENOMEM : config_hash_yaml(yaml, ylen, hash, err);
     if (rc == LB_OK && rollback_to == 0) {
-        char *detail = audit_detail(cp, cfg, w->comment);
+        char *detail = audit_detail(cp, cfg, note, w->comment);
         const struct store_put p = {.content = yaml,
                                     .hash = hash,
                                     .author = w->author,
                                     .comment = w->comment,
-                                    .action = action,
+                                    .action = note->action,
                                     .detail = detail};
         rc = store_version_put_audited(cp->store, &p, &number, &gen, err);
         free(detail);
@@ -265,13 +297,13 @@ static int normalise(struct cp *cp, struct config *edited, struct config **out, 
 }
 
 /* Commits <edited> (taken: an edited copy of the active config) once
- * normalised, audited as <action>. */
+ * normalised, audited as <note> says. */
 static int commit_edit(struct cp *cp, struct config *edited, const struct cp_write *w,
-                       const char *action, uint64_t *version, struct lb_err *err)
+                       const struct audit_note *note, uint64_t *version, struct lb_err *err)
 {
     struct config *cfg = NULL;
     int rc = normalise(cp, edited, &cfg, err);
-    return rc != LB_OK ? rc : commit(cp, cfg, w, cp->config_dir, 0, action, version, err);
+    return rc != LB_OK ? rc : commit(cp, cfg, w, cp->config_dir, 0, note, version, err);
 }
 
 /* The start of a write to backend <id>: If-Match, then its index in
@@ -335,7 +367,8 @@ static int bootstrap(struct cp *cp, const char *path, struct lb_err *err)
         char comment[PATH_MAX + 32];
         snprintf(comment, sizeof(comment), "bootstrap from %s", path);
         struct cp_write w = {.author = "bootstrap", .comment = comment};
-        rc = commit(cp, cfg, &w, dir, 0, "config.put", NULL, err);
+        const struct audit_note note = {.action = "config.put"};
+        rc = commit(cp, cfg, &w, dir, 0, &note, NULL, err);
     }
     free(dir);
     if (rc == LB_OK)
@@ -604,7 +637,9 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
         }
         config_free(empty);
     }
-    rc = commit(cp, cfg, w, cp->config_dir, 0, "config.put", version, err);
+    /* The changes the caller asked for are the audit's too. */
+    const struct audit_note note = {.action = "config.put", .diff = d};
+    rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err);
     if (rc != LB_OK) {
         config_diff_free(d);
         return rc;
@@ -679,7 +714,8 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
         return LB_ECONFLICT;
     }
     size_t n = cfg->n_backends;
-    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, "backend.add", version, err)) != LB_OK)
+    const struct audit_note note = {.action = "backend.add", .backend = new_id};
+    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err)) != LB_OK)
         return rc;
     if (index != NULL)
         *index = (int)n - 1;
@@ -719,7 +755,8 @@ static int backend_update(struct cp *cp, const char *id, const struct cp_backend
         config_free(ed);
         return LB_ENOMEM;
     }
-    return commit_edit(cp, ed, w, action, version, err);
+    const struct audit_note note = {.action = action, .backend = id};
+    return commit_edit(cp, ed, w, &note, version, err);
 }
 
 int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
@@ -750,7 +787,8 @@ int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, u
     free(gone.host);
     free(gone.ca_file);
     free(gone.sni);
-    return commit_edit(cp, ed, w, "backend.remove", version, err);
+    const struct audit_note note = {.action = "backend.remove", .backend = id};
+    return commit_edit(cp, ed, w, &note, version, err);
 }
 
 int cp_backend_drain(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
@@ -769,5 +807,6 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
     struct config *cfg = NULL;
     if ((rc = parse_version(cp, target, &cfg, err)) != LB_OK)
         return rc;
-    return commit(cp, cfg, w, cp->config_dir, target, "rollback", version, err);
+    const struct audit_note note = {.action = "rollback"};
+    return commit(cp, cfg, w, cp->config_dir, target, &note, version, err);
 }
