@@ -251,6 +251,42 @@ START_TEST(each_mutation_makes_one_version)
 }
 END_TEST
 
+/* A config change too long to list whole: the detail keeps the first
+ * changes, says how many there were, and keeps the comment. */
+START_TEST(long_audit_detail_is_cut)
+{
+    struct cp *cp = open_cp(boot);
+    char yaml[16384];
+    size_t off = (size_t)snprintf(yaml, sizeof(yaml), "%s", boot_yaml);
+    for (int i = 0; i < 100; i++)
+        off += (size_t)snprintf(yaml + off, sizeof(yaml) - off,
+                                "  - {id: extra-%d, url: \"http://127.0.0.1:%d\"}\n", i, 10000 + i);
+    ck_assert_uint_lt(off, sizeof(yaml));
+    uint64_t v = 0, v0 = cp_active_version(cp);
+    bool unchanged = true;
+    struct lb_err err = {0};
+    ck_assert_msg(cp_apply(cp, yaml, off, CP_FORMAT_YAML, &writer, &v, &unchanged, NULL, &err) ==
+                      LB_OK,
+                  "%s", err.msg);
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &as, &n, NULL), LB_OK);
+    ck_assert_str_eq(as[0].action, "config.put");
+    ck_assert_uint_eq(as[0].from_version, v0);
+    ck_assert_uint_eq(as[0].to_version, v);
+    const char *d = as[0].detail;
+    ck_assert_msg(strncmp(d, "backend extra-0 added (http://127.0.0.1:10000, weight 1); ", 58) == 0,
+                  "%s", d);
+    ck_assert_msg(strlen(d) <= 1024 + strlen("; ... (100 changes in all) (test)"), "%zu: %s",
+                  strlen(d), d);
+    const char *tail = "; ... (100 changes in all) (test)";
+    ck_assert_msg(strlen(d) > strlen(tail) && strcmp(d + strlen(d) - strlen(tail), tail) == 0, "%s",
+                  d);
+    store_audit_free(as, n);
+    cp_free(cp);
+}
+END_TEST
+
 struct frozen {
     uint64_t version, generation, total;
     uint8_t *snap;
@@ -1196,6 +1232,7 @@ static Suite *cp_suite(void)
         {"bootstrap", bootstrap_imports_version_one},
         {"empty", no_bootstrap_starts_empty},
         {"mutations", each_mutation_makes_one_version},
+        {"long_detail", long_audit_detail_is_cut},
         {"rejected", rejected_changes_change_nothing},
         {"backend_tls", backend_tls_fields},
         {"backend_ca_reload", backend_ca_reloads},
