@@ -124,7 +124,8 @@ static int hex_value(char c)
 
 /* Percent-decodes [p, p+len) into <buf> ('+' stays '+': it is the sign of an
  * RFC 3339 offset). False when an escape is malformed, the result holds a
- * control character or does not fit. */
+ * control character, is not UTF-8 (it may be echoed in a JSON error) or does
+ * not fit. */
 static bool decode(const char *p, size_t len, char *buf, size_t size)
 {
     size_t n = 0;
@@ -143,16 +144,19 @@ static bool decode(const char *p, size_t len, char *buf, size_t size)
         buf[n++] = (char)c;
     }
     buf[n] = '\0';
-    return true;
+    json_t *utf8 = json_stringn(buf, n);
+    json_decref(utf8);
+    return utf8 != NULL;
 }
 
-/* The query, read into <f>: false when answered (400). */
+/* A request's filter, with room for its strings. */
 struct audit_query {
     struct store_audit_filter f;
     char who[AUDIT_VALUE_MAX + 1];
     char action[AUDIT_VALUE_MAX + 1];
 };
 
+/* Reads the query string into <q>; false when answered (400). */
 static bool read_query(struct req *r, const char *query, size_t qlen, struct audit_query *q)
 {
     static const char *const keys[] = {"since", "who", "action", "limit"};
@@ -183,7 +187,7 @@ static bool read_query(struct req *r, const char *query, size_t qlen, struct aud
             const char *v = eq ? eq + 1 : stop;
             if (!decode(v, (size_t)(stop - v), val[k], sizeof(val[k]))) {
                 admin__respond_error(r, 400, "invalid_request",
-                                     "%s must be at most %d bytes of text, percent-encoded",
+                                     "%s must be at most %d bytes of UTF-8 text, percent-encoded",
                                      keys[k], AUDIT_VALUE_MAX);
                 return false;
             }

@@ -1094,9 +1094,11 @@ START_TEST(audit_route)
     expect_audit_refused("since=99999999999999999999", "since must be");
     expect_audit_refused("who=", "who must not be empty");
     expect_audit_refused("action=", "action must not be empty");
-    expect_audit_refused("who=a%zz", "who must be at most 128 bytes of text");
-    expect_audit_refused("who=a%0a", "who must be at most 128 bytes of text");
+    expect_audit_refused("who=a%zz", "who must be at most 128 bytes of UTF-8 text");
+    expect_audit_refused("who=a%0a", "who must be at most 128 bytes of UTF-8 text");
     expect_audit_refused("who=a%", "who must be at most");
+    expect_audit_refused("since=%ff", "since must be at most 128 bytes of UTF-8 text");
+    ck_assert_uint_eq(audit_count("who=caf%C3%A9"), 0);
     char longq[200] = "action=";
     memset(longq + 7, 'x', 129);
     longq[136] = '\0';
