@@ -193,6 +193,13 @@ static bool read_comment(struct req *r, const json_t *body, char *buf, size_t si
                              ADMIN_COMMENT_MAX);
         return false;
     }
+    /* Stored comments go out in JSON (history, audit): UTF-8 only. */
+    json_t *valid = json_stringn(h->value.p, h->value.len);
+    json_decref(valid);
+    if (valid == NULL) {
+        admin__respond_error(r, 400, "invalid_request", "X-Lb-Comment must be UTF-8 text");
+        return false;
+    }
     snprintf(buf, size, "%.*s", (int)h->value.len, h->value.p);
     return true;
 }

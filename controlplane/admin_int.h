@@ -1,9 +1,9 @@
 /* controlplane/admin_int.h: the admin API server's state and what its parts
  * share: admin.c (listeners, connections), admin_auth.c (tokens, identity),
  * admin_routes.c (path and method -> handler), the handlers per resource
- * (admin_backends.c, admin_config.c, admin_status.c) and admin_http.c (the
- * responses and the request readers every handler uses). Not for other
- * modules: they use admin.h.
+ * (admin_backends.c, admin_config.c, admin_status.c, admin_audit.c) and
+ * admin_http.c (the responses and the request readers every handler uses).
+ * Not for other modules: they use admin.h.
  *
  * The parts depend one way: admin.c -> admin_auth.c, admin_routes.c ->
  * handlers -> admin_http.c. Single-threaded, as admin.h. */
@@ -150,7 +150,7 @@ struct admin_write {
 bool admin__write_start(struct req *r, bool json_body, struct admin_write *wr);
 void admin__write_end(struct admin_write *wr);
 
-/* ---- the handlers (admin_backends.c, admin_config.c, admin_status.c) ------------- */
+/* ---- the handlers (admin_backends.c, admin_config.c, admin_status.c, admin_audit.c) */
 
 void admin__backends_list(struct req *r);
 void admin__backends_add(struct req *r);
@@ -171,6 +171,8 @@ void admin__metrics(struct req *r);
 void admin__dataplanes(struct req *r);
 void admin__tls_get(struct req *r);
 void admin__tls_reload(struct req *r);
+
+void admin__audit_list(struct req *r, const char *query, size_t qlen);
 
 /* ---- admin_routes.c ------------------------------------------------------------- */
 

@@ -110,6 +110,9 @@ void admin__route(struct req *r)
     } else if (strcmp(path, "/api/v1/tls/reload") == 0) {
         if (allow(r, M_POST, m))
             admin__tls_reload(r);
+    } else if (strcmp(path, "/api/v1/audit") == 0) {
+        if (allow(r, M_GET, m))
+            admin__audit_list(r, query, qlen);
     } else {
         admin__respond_error(r, 404, "not_found", "no such route: %s", path);
     }

@@ -242,7 +242,7 @@ void admin__tls_reload(struct req *r)
     struct cp *cp = r->c->a->cp;
     bool reloaded = false;
     struct lb_err e = {0};
-    if (cp_tls_reload(cp, &reloaded, &e) != LB_OK) {
+    if (cp_tls_reload_by(cp, r->author, &reloaded, &e) != LB_OK) {
         admin__respond_lb_err(r, &e);
         return;
     }

@@ -33,6 +33,9 @@ static char *dir_of(const char *path)
 
 /* ---- building and committing ------------------------------------------- */
 
+/* Longest list of changes in an audit detail; the comment comes on top. */
+#define CP_AUDIT_CHANGES_MAX 1024
+
 /* A snapshot of a config ready to go live: built, its TLS files adopted,
  * the room for its encoding reserved. */
 struct staged {
@@ -106,7 +109,7 @@ static int publish_active(struct cp *cp, struct lb_err *err)
 
 /* The active config has no snapshot: its files were broken when the control
  * plane started. Tries again, so that fixing the files is enough. */
-static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
+static int publish_pending(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err)
 {
     struct lb_err e = {0};
     int rc = publish_active(cp, &e);
@@ -123,18 +126,31 @@ static int publish_pending(struct cp *cp, bool *reloaded, struct lb_err *err)
     snprintf(what, sizeof(what), "files fixed: version %llu published",
              (unsigned long long)cp->version);
     cp__tls_reloaded(cp, cp->generation, what);
+    char detail[sizeof(what) + 16];
+    snprintf(detail, sizeof(detail), "tls reload: %s", what);
+    struct lb_err ae = {0};
+    if (store_audit_add(cp->store, who, "tls.reload", detail, cp->version, cp->version, &ae) !=
+        LB_OK)
+        lb_log(LB_LOG_ERROR, "audit_failed", "%s: %s", detail, ae.msg);
     *reloaded = true;
     return LB_OK;
 }
 
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err)
 {
+    return cp_tls_reload_by(cp, "certwatch", reloaded, err);
+}
+
+int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err)
+{
     *reloaded = false;
+    if (who == NULL || who[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "a reload needs a who");
     if (cp->cfg == NULL || !cp__has_tls_files(cp->cfg))
         return LB_OK;
     if (cp->snap == NULL)
-        return publish_pending(cp, reloaded, err);
-    return cp__tls_reload_served(cp, reloaded, err);
+        return publish_pending(cp, who, reloaded, err);
+    return cp__tls_reload_served(cp, who, reloaded, err);
 }
 
 static void cp_on_certs(void *ctx, const char *const *paths, size_t n)
@@ -154,11 +170,80 @@ static int check_if_match(const struct cp *cp, const struct cp_write *w, struct 
     return LB_OK;
 }
 
+/* What the audit row of a new version says. */
+struct audit_note {
+    const char *action;             /* "config.put", "backend.update", ... */
+    const char *backend;            /* the one backend a backend.* write changes, else NULL */
+    const struct config_diff *diff; /* the changes when the caller has them, else NULL */
+};
+
+/* <cfg> seen with at most its backend <id>: the same settings, that backend
+ * alone (none when <cfg> has no <id>). Shares <cfg>'s memory; read only. */
+static struct config one_backend_view(const struct config *cfg, const char *id)
+{
+    struct config v = *cfg;
+    v.backends = NULL;
+    v.n_backends = 0;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        if (strcmp(cfg->backends[i].id, id) == 0) {
+            v.backends = &cfg->backends[i];
+            v.n_backends = 1;
+        }
+    }
+    return v;
+}
+
+/* The changes of making <cfg> active as one line: "backend c: weight 2 ->
+ * 9; backend c: state active -> disabled", cut after CP_AUDIT_CHANGES_MAX
+ * bytes, then the comment in parentheses. A backend write compares that
+ * backend alone, so that a large config costs no more than a small one.
+ * NULL (the comment alone is audited) without an active config or memory. */
+static char *audit_detail(const struct cp *cp, const struct config *cfg,
+                          const struct audit_note *note, const char *comment)
+{
+    struct config_diff *own = NULL;
+    const struct config_diff *d = note->diff;
+    if (d == NULL && cp->cfg != NULL && note->backend != NULL) {
+        struct config a = one_backend_view(cp->cfg, note->backend);
+        struct config b = one_backend_view(cfg, note->backend);
+        d = own = config_diff_new(&a, &b, NULL);
+    } else if (d == NULL && cp->cfg != NULL) {
+        d = own = config_diff_new(cp->cfg, cfg, NULL);
+    }
+    char *text = d ? config_diff_text(d) : NULL;
+    size_t n_changes = d ? d->n : 0;
+    config_diff_free(own);
+    if (text == NULL)
+        return NULL;
+    size_t clen = comment ? strlen(comment) : 0;
+    size_t size = CP_AUDIT_CHANGES_MAX + clen + 64;
+    char *out = malloc(size);
+    size_t off = 0;
+    for (const char *line = text; out != NULL && *line != '\0';) {
+        size_t len = strcspn(line, "\n");
+        if (off + len + 2 > CP_AUDIT_CHANGES_MAX) {
+            off += (size_t)snprintf(out + off, size - off, "%s... (%zu changes in all)",
+                                    off ? "; " : "", n_changes);
+            break;
+        }
+        off += (size_t)snprintf(out + off, size - off, "%s%.*s", off ? "; " : "", (int)len, line);
+        line += len + (line[len] == '\n');
+    }
+    free(text);
+    if (out != NULL && off == 0)
+        off += (size_t)snprintf(out, size, "no change");
+    if (out != NULL && clen > 0)
+        snprintf(out + off, size - off, " (%s)", comment);
+    return out;
+}
+
 /* The one path of every mutation. Takes <cfg> (validated). <rollback_to> 0
- * stores <cfg>'s canonical export as a new version, else copies version
- * <rollback_to> (whose content <cfg> was parsed from). */
+ * stores <cfg>'s canonical export as a new version audited as <note> says
+ * (audit_detail()), else copies version <rollback_to> (whose content <cfg>
+ * was parsed from), audited "rollback". */
 static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, const char *base_dir,
-                  uint64_t rollback_to, uint64_t *version, struct lb_err *err)
+                  uint64_t rollback_to, const struct audit_note *note, uint64_t *version,
+                  struct lb_err *err)
 {
     struct staged s;
     char *yaml = NULL;
@@ -172,13 +257,18 @@ static int commit(struct cp *cp, struct config *cfg, const struct cp_write *w, c
     size_t ylen = 0;
     yaml = config_export_yaml(cfg, &ylen, err);
     rc = yaml == NULL ? LB_ENOMEM : config_hash_yaml(yaml, ylen, hash, err);
-    if (rc == LB_OK) {
-        if (rollback_to == 0)
-            rc = store_version_put_gen(cp->store, yaml, hash, w->author, w->comment, &number, &gen,
-                                       err);
-        else
-            rc = store_rollback_gen(cp->store, rollback_to, w->author, w->comment, &number, &gen,
-                                    err);
+    if (rc == LB_OK && rollback_to == 0) {
+        char *detail = audit_detail(cp, cfg, note, w->comment);
+        const struct store_put p = {.content = yaml,
+                                    .hash = hash,
+                                    .author = w->author,
+                                    .comment = w->comment,
+                                    .action = note->action,
+                                    .detail = detail};
+        rc = store_version_put_audited(cp->store, &p, &number, &gen, err);
+        free(detail);
+    } else if (rc == LB_OK) {
+        rc = store_rollback_gen(cp->store, rollback_to, w->author, w->comment, &number, &gen, err);
     }
     free(yaml);
     if (rc != LB_OK) {
@@ -207,13 +297,13 @@ static int normalise(struct cp *cp, struct config *edited, struct config **out, 
 }
 
 /* Commits <edited> (taken: an edited copy of the active config) once
- * normalised. */
+ * normalised, audited as <note> says. */
 static int commit_edit(struct cp *cp, struct config *edited, const struct cp_write *w,
-                       uint64_t *version, struct lb_err *err)
+                       const struct audit_note *note, uint64_t *version, struct lb_err *err)
 {
     struct config *cfg = NULL;
     int rc = normalise(cp, edited, &cfg, err);
-    return rc != LB_OK ? rc : commit(cp, cfg, w, cp->config_dir, 0, version, err);
+    return rc != LB_OK ? rc : commit(cp, cfg, w, cp->config_dir, 0, note, version, err);
 }
 
 /* The start of a write to backend <id>: If-Match, then its index in
@@ -277,7 +367,8 @@ static int bootstrap(struct cp *cp, const char *path, struct lb_err *err)
         char comment[PATH_MAX + 32];
         snprintf(comment, sizeof(comment), "bootstrap from %s", path);
         struct cp_write w = {.author = "bootstrap", .comment = comment};
-        rc = commit(cp, cfg, &w, dir, 0, NULL, err);
+        const struct audit_note note = {.action = "config.put"};
+        rc = commit(cp, cfg, &w, dir, 0, &note, NULL, err);
     }
     free(dir);
     if (rc == LB_OK)
@@ -444,6 +535,12 @@ int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct
     return store_dataplanes_list(cp->store, out, n, err);
 }
 
+int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
+                   size_t *n, struct lb_err *err)
+{
+    return store_audit_query(cp->store, f, out, n, err);
+}
+
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
                   struct lb_err *err)
 {
@@ -540,7 +637,9 @@ int cp_apply(struct cp *cp, const char *text, size_t len, enum cp_format fmt,
         }
         config_free(empty);
     }
-    rc = commit(cp, cfg, w, cp->config_dir, 0, version, err);
+    /* The changes the caller asked for are the audit's too. */
+    const struct audit_note note = {.action = "config.put", .diff = d};
+    rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err);
     if (rc != LB_OK) {
         config_diff_free(d);
         return rc;
@@ -615,15 +714,18 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
         return LB_ECONFLICT;
     }
     size_t n = cfg->n_backends;
-    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, version, err)) != LB_OK)
+    const struct audit_note note = {.action = "backend.add", .backend = new_id};
+    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err)) != LB_OK)
         return rc;
     if (index != NULL)
         *index = (int)n - 1;
     return LB_OK;
 }
 
-int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
-                      const struct cp_write *w, uint64_t *version, struct lb_err *err)
+/* cp_backend_update(), audited as <action>. */
+static int backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
+                          const struct cp_write *w, const char *action, uint64_t *version,
+                          struct lb_err *err)
 {
     int i;
     int rc = find_for_write(cp, id, w, &i, err);
@@ -653,7 +755,14 @@ int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_cha
         config_free(ed);
         return LB_ENOMEM;
     }
-    return commit_edit(cp, ed, w, version, err);
+    const struct audit_note note = {.action = action, .backend = id};
+    return commit_edit(cp, ed, w, &note, version, err);
+}
+
+int cp_backend_update(struct cp *cp, const char *id, const struct cp_backend_change *chg,
+                      const struct cp_write *w, uint64_t *version, struct lb_err *err)
+{
+    return backend_update(cp, id, chg, w, "backend.update", version, err);
 }
 
 int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
@@ -678,14 +787,15 @@ int cp_backend_remove(struct cp *cp, const char *id, const struct cp_write *w, u
     free(gone.host);
     free(gone.ca_file);
     free(gone.sni);
-    return commit_edit(cp, ed, w, version, err);
+    const struct audit_note note = {.action = "backend.remove", .backend = id};
+    return commit_edit(cp, ed, w, &note, version, err);
 }
 
 int cp_backend_drain(struct cp *cp, const char *id, const struct cp_write *w, uint64_t *version,
                      struct lb_err *err)
 {
     struct cp_backend_change chg = {.has_state = true, .state = CONFIG_BACKEND_DRAINING};
-    return cp_backend_update(cp, id, &chg, w, version, err);
+    return backend_update(cp, id, &chg, w, "backend.drain", version, err);
 }
 
 int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64_t *version,
@@ -697,5 +807,6 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
     struct config *cfg = NULL;
     if ((rc = parse_version(cp, target, &cfg, err)) != LB_OK)
         return rc;
-    return commit(cp, cfg, w, cp->config_dir, target, version, err);
+    const struct audit_note note = {.action = "rollback"};
+    return commit(cp, cfg, w, cp->config_dir, target, &note, version, err);
 }

@@ -39,7 +39,10 @@ struct cp_config {
     double republish_s;       /* publisher's periodic republish; 0 = its default */
 };
 
-/* Who writes and under which condition. */
+/* Who writes and under which condition. The new version of a write is
+ * audited by <author> as "config.put" (cp_apply()), "backend.add",
+ * "backend.update", "backend.remove", "backend.drain" or "rollback", with
+ * the changes from the active config and the comment as detail. */
 struct cp_write {
     const char *author;        /* "uid:0", "token:ops", "bootstrap"; required */
     const char *comment;       /* NULL = "" */
@@ -147,6 +150,8 @@ int cp_versions_list(struct cp *cp, size_t limit, struct store_version **out, si
                      struct lb_err *err);
 int cp_version_get(struct cp *cp, uint64_t number, struct store_version **out, struct lb_err *err);
 int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct lb_err *err);
+int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
+                   size_t *n, struct lb_err *err);
 
 /* Backend <id>'s health as the checker knows it now (state, last check,
  * last error; health_changed_unix_ms is 0): LB_OK with *<out> owned by the
@@ -194,8 +199,13 @@ void cp_tls_status(const struct cp *cp, struct cp_tls_status *out);
  * generation when their contents changed and are all valid, false when
  * nothing changed (or there is no TLS file); LB_EINVAL or LB_ESYS when the
  * new files are refused (the message names the file, and the backend for a
- * caFile; the old ones keep serving), LB_ENOMEM, LB_ESTORE. */
+ * caFile; the old ones keep serving), LB_ENOMEM, LB_ESTORE. A reload is
+ * audited "tls.reload" by "certwatch". */
 int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
+
+/* cp_tls_reload() on behalf of <who> ("uid:0", "token:ops"), the audit
+ * row's who. LB_EINVAL when <who> is NULL or "". */
+int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
 
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
 struct store *cp__store(struct cp *cp);

@@ -127,9 +127,10 @@ void cp__tls_install(struct cp *cp, struct tlscheck_bundle *b, const char *base_
  * <what> says what changed. */
 void cp__tls_reloaded(struct cp *cp, uint64_t gen, const char *what);
 
-/* cp_tls_reload() while a snapshot is served: re-reads the files and, when
- * they changed and are valid, publishes them as a new generation. */
-int cp__tls_reload_served(struct cp *cp, bool *reloaded, struct lb_err *err);
+/* cp_tls_reload_by() while a snapshot is served: re-reads the files and,
+ * when they changed and are valid, publishes them as a new generation,
+ * audited "tls.reload" by <who>. */
+int cp__tls_reload_served(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
 
 /* ---- cp_health.c: the checker's verdicts ---------------------------------------- */
 

@@ -245,7 +245,7 @@ void cp__tls_reloaded(struct cp *cp, uint64_t gen, const char *what)
     cp->tls_st.last_error[0] = '\0';
 }
 
-int cp__tls_reload_served(struct cp *cp, bool *reloaded, struct lb_err *err)
+int cp__tls_reload_served(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err)
 {
     struct tlscheck_bundle *b = NULL;
     struct lb_err e = {0};
@@ -283,8 +283,8 @@ int cp__tls_reload_served(struct cp *cp, bool *reloaded, struct lb_err *err)
     char detail[300];
     snprintf(detail, sizeof(detail), "tls reload: %s", what);
     struct lb_err ae = {0};
-    if (store_audit_add(cp->store, "certwatch", "tls.reload", detail, cp->version, cp->version,
-                        &ae) != LB_OK)
+    if (store_audit_add(cp->store, who, "tls.reload", detail, cp->version, cp->version, &ae) !=
+        LB_OK)
         lb_log(LB_LOG_ERROR, "audit_failed", "%s: %s", detail, ae.msg);
     lb_log(LB_LOG_INFO, "tls_reload", "%s (generation %llu)", detail, (unsigned long long)gen);
     cp__serve(cp, gen, buf, len);

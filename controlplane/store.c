@@ -408,36 +408,46 @@ static int version_finish(struct store *st, int rc, int64_t now, const char *aut
     return rc;
 }
 
-static int version_put(struct store *st, const char *content, const char *hash, const char *author,
-                       const char *comment, uint64_t *new_number, uint64_t *generation,
-                       struct lb_err *err)
+static int version_put(struct store *st, const struct store_put *p, uint64_t *new_number,
+                       uint64_t *generation, struct lb_err *err)
 {
-    if (content == NULL || content[0] == '\0' || author == NULL || author[0] == '\0' ||
-        hash == NULL)
+    if (p->content == NULL || p->content[0] == '\0' || p->author == NULL || p->author[0] == '\0' ||
+        p->hash == NULL)
         return lb_err_set(err, LB_EINVAL, 0, "store: a version needs content, hash and author");
     int rc = tx_begin(st, err);
     if (rc != LB_OK)
         return rc;
     int64_t now = now_unix_ms();
     uint64_t prev = 0, number = 0;
-    rc = insert_version(st, now, content, hash, author, comment, &prev, &number, err);
-    return version_finish(st, rc, now, author, "config.put", comment, prev, number, new_number,
-                          generation, err);
+    rc = insert_version(st, now, p->content, p->hash, p->author, p->comment, &prev, &number, err);
+    return version_finish(st, rc, now, p->author, p->action ? p->action : "config.put",
+                          p->detail ? p->detail : p->comment, prev, number, new_number, generation,
+                          err);
 }
 
 int store_version_put(struct store *st, const char *content, const char *hash, const char *author,
                       const char *comment, uint64_t *new_number, struct lb_err *err)
 {
-    return version_put(st, content, hash, author, comment, new_number, NULL, err);
+    const struct store_put p = {
+        .content = content, .hash = hash, .author = author, .comment = comment};
+    return version_put(st, &p, new_number, NULL, err);
 }
 
 int store_version_put_gen(struct store *st, const char *content, const char *hash,
                           const char *author, const char *comment, uint64_t *new_number,
                           uint64_t *generation, struct lb_err *err)
 {
+    const struct store_put p = {
+        .content = content, .hash = hash, .author = author, .comment = comment};
+    return store_version_put_audited(st, &p, new_number, generation, err);
+}
+
+int store_version_put_audited(struct store *st, const struct store_put *p, uint64_t *new_number,
+                              uint64_t *generation, struct lb_err *err)
+{
     if (generation == NULL)
         return lb_err_set(err, LB_EINVAL, 0, "store: generation output missing");
-    return version_put(st, content, hash, author, comment, new_number, generation, err);
+    return version_put(st, p, new_number, generation, err);
 }
 
 int store_generation(struct store *st, uint64_t *generation, struct lb_err *err)
@@ -880,13 +890,27 @@ void store_audit_free(struct store_audit *as, size_t n)
 int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
                      struct lb_err *err)
 {
-    const struct param p[] = {P_INT(limit ? (sqlite3_int64)limit : -1)};
+    const struct store_audit_filter f = {.limit = limit};
+    return store_audit_query(st, &f, out, n, err);
+}
+
+int store_audit_query(struct store *st, const struct store_audit_filter *f,
+                      struct store_audit **out, size_t *n, struct lb_err *err)
+{
+    const struct store_audit_filter all = {0};
+    if (f == NULL)
+        f = &all;
+    /* One statement for every combination: an empty who or action matches
+     * all rows, so no SQL is ever assembled from the filter. */
+    const struct param p[] = {P_INT(f->since_unix_ms), P_TEXT(f->who), P_TEXT(f->action),
+                              P_INT(f->limit ? (sqlite3_int64)f->limit : -1)};
     void *arr = NULL;
     int rc = list(st,
                   "SELECT id, time_unix_ms, who, action, detail, from_version, to_version "
-                  "FROM audit ORDER BY id DESC LIMIT ?",
+                  "FROM audit WHERE time_unix_ms >= ?1 AND (?2 = '' OR who = ?2) "
+                  "AND (?3 = '' OR action = ?3) ORDER BY id DESC LIMIT ?4",
                   p, N_PARAMS(p), sizeof(struct store_audit), read_audit, clear_audit, &arr, n,
-                  "audit list", err);
+                  "audit query", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;

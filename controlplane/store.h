@@ -53,8 +53,8 @@ struct store_dataplane {
 struct store_audit {
     int64_t id; /* increasing */
     int64_t time_unix_ms;
-    char *who;             /* "uid:1000" or "token:name" */
-    char *action;          /* "config.put", "rollback", ... */
+    char *who;             /* "uid:1000", "token:name", or "bootstrap", "health", ... */
+    char *action;          /* "config.put", "backend.update", "rollback", "health", ... */
     char *detail;          /* free text */
     uint64_t from_version; /* 0 = none */
     uint64_t to_version;   /* 0 = none */
@@ -83,6 +83,22 @@ int store_version_put(struct store *st, const char *content, const char *hash, c
 int store_version_put_gen(struct store *st, const char *content, const char *hash,
                           const char *author, const char *comment, uint64_t *new_number,
                           uint64_t *generation, struct lb_err *err);
+
+/* What store_version_put_audited() stores. */
+struct store_put {
+    const char *content; /* canonical config text; required */
+    const char *hash;    /* its hash; required */
+    const char *author;  /* required; also the audit row's who */
+    const char *comment; /* NULL = "" */
+    const char *action;  /* the audit row's action; NULL = "config.put" */
+    const char *detail;  /* the audit row's detail; NULL = <comment> */
+};
+
+/* As store_version_put_gen() with the audit row said by <p>: a backend
+ * change is a new version whose row names the change ("backend.update",
+ * "backend b1: weight 5 -> 3"). */
+int store_version_put_audited(struct store *st, const struct store_put *p, uint64_t *new_number,
+                              uint64_t *generation, struct lb_err *err);
 
 /* The snapshot generation last handed out by a *_gen() call or
  * store_generation_bump() in *<generation>; 0 when none ever was. Generations
@@ -177,6 +193,20 @@ int store_audit_add(struct store *st, const char *who, const char *action, const
  * store_audit_free(). */
 int store_audit_list(struct store *st, size_t limit, struct store_audit **out, size_t *n,
                      struct lb_err *err);
+
+/* Which rows store_audit_query() returns; a zero field matches every row. */
+struct store_audit_filter {
+    int64_t since_unix_ms; /* rows written at or after this time; 0 = any */
+    const char *who;       /* exactly this who; NULL or "" = any */
+    const char *action;    /* exactly this action; NULL or "" = any */
+    size_t limit;          /* at most this many rows; 0 = all */
+};
+
+/* The audit rows matching <f> (borrowed; NULL matches all), newest first
+ * (by id). The filter runs in SQL with bound parameters. LB_OK with *<out>
+ * owned by the caller (store_audit_free(*out, *n)), LB_ESTORE or LB_ENOMEM. */
+int store_audit_query(struct store *st, const struct store_audit_filter *f,
+                      struct store_audit **out, size_t *n, struct lb_err *err);
 
 void store_audit_free(struct store_audit *as, size_t n);
 

@@ -136,5 +136,6 @@ int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv);
 int cmd_backends(struct lbctl *ctx, int argc, char **argv);
 int cmd_config(struct lbctl *ctx, int argc, char **argv);
 int cmd_rollback(struct lbctl *ctx, int argc, char **argv);
+int cmd_audit(struct lbctl *ctx, int argc, char **argv);
 
 #endif

@@ -34,6 +34,8 @@ static const char help_text[] =
     "  dataplanes                 the data planes and the version each applied\n"
     "  tls list                   the served certificates, their fingerprints and expiry\n"
     "  tls reload                 re-read the certificate files now and publish them\n"
+    "  audit                      who changed what: the audit log, newest first\n"
+    "                             [--since T] [--who W] [--action A] [--limit N]\n"
     "\n"
     "Options:\n"
     "  --socket PATH       the admin unix socket (default $LB_ADMIN_SOCKET, else\n"
@@ -56,6 +58,7 @@ struct verb {
 static const struct verb verbs[] = {
     {"status", cmd_status},     {"backends", cmd_backends},     {"config", cmd_config},
     {"rollback", cmd_rollback}, {"dataplanes", cmd_dataplanes}, {"tls", cmd_tls},
+    {"audit", cmd_audit},
 };
 
 /* The first line of <path>, trimmed, into <*out> (caller frees). */

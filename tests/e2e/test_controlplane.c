@@ -99,6 +99,19 @@ START_TEST(added_backend_gets_traffic)
     ck_assert_msg(strstr(r.out, "b2") != NULL, "lbctl output: %s", r.out);
     e2e_cmd_free(&r);
 
+    /* In the audit, by this uid, saying what changed. */
+    char who[32];
+    snprintf(who, sizeof who, "uid:%ld", (long)getuid());
+    st = LBCTL(w, &r, "audit", "--who", who, "--action", "backend.add", "--since", "1h");
+    lbctl_ok(w, &r, "audit", st);
+    ck_assert_msg(strstr(r.out, "backend b2 added") != NULL && strstr(r.out, "(e2e add)") != NULL,
+                  "lbctl audit: %s", r.out);
+    unsigned lines = 0;
+    for (const char *p = r.out; *p; p++)
+        lines += *p == '\n';
+    ck_assert_msg(lines == 2, "one entry under the header: %s", r.out);
+    e2e_cmd_free(&r);
+
     long gen1 = e2e_cp_wait_in_sync(w, 1, NULL);
     ck_assert_int_gt(gen1, gen0);
     ck_assert_int_eq(dp_generation(w), gen1);

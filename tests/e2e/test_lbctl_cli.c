@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LBCTL    LB_BUILD_DIR "/lbctl"
@@ -79,6 +80,18 @@ static struct fake *g_fake;
     "{\"id\":\"demo-c\",\"url\":\"http://10.0.0.9:80\",\"weight\":3,\"state\":\"disabled\","       \
     "\"health\":\"unknown\",\"last_check_ms\":null,\"last_error\":null}"
 
+#define AUDIT_JSON                                                                                 \
+    "{\"entries\":[{\"id\":42,\"time\":\"2025-11-28T03:20:01.000Z\",\"time_ms\":1764300001000,"    \
+    "\"who\":\"certwatch\",\"action\":\"tls.reload\",\"detail\":\"tls reload: cert.pem changed\"," \
+    "\"from_version\":8,\"to_version\":8},{\"id\":41,\"time\":\"2025-11-28T03:20:00.000Z\","       \
+    "\"time_ms\":1764300000000,\"who\":\"token:ops\",\"action\":\"backend.update\",\"detail\":"    \
+    "\"backend demo-a: weight 5 -> 3\",\"from_version\":7,\"to_version\":8},{\"id\":3,"            \
+    "\"time\":\"2025-11-28T00:33:20.000Z\",\"time_ms\":1764290000000,\"who\":\"health\","          \
+    "\"action\":\"health\",\"detail\":\"backend b down: connect refused\",\"from_version\":null,"  \
+    "\"to_version\":null},{\"id\":1,\"time\":\"2025-11-28T00:33:20.000Z\",\"time_ms\":"            \
+    "1764290000000,\"who\":\"bootstrap\",\"action\":\"config.put\",\"detail\":\"bootstrap\","      \
+    "\"from_version\":null,\"to_version\":1}],\"more\":false}"
+
 #define YAML_CFG "frontends:\n  - name: web\n    listen: 0.0.0.0:8080\n"
 
 static const struct route good_routes[] = {
@@ -120,6 +133,19 @@ static const struct route good_routes[] = {
      "\"text\":\"backend demo-a: weight 5 -> 3\\n\"}"},
     {"POST", "/api/v1/config/rollback", NULL, 201, "application/json",
      "{\"version\":9,\"rolled_back_to\":5}"},
+    {"GET", "/api/v1/audit?limit=100", NULL, 200, "application/json", AUDIT_JSON},
+    {"GET",
+     "/api/v1/audit?limit=1&since=2025-11-28T03%3A00%3A00%2B01%3A00&who=token%3Aops&action=backend"
+     ".update",
+     NULL, 200, "application/json",
+     "{\"entries\":[{\"id\":41,\"time\":\"2025-11-28T03:20:00.000Z\",\"time_ms\":"
+     "1764300000000,\"who\":\"token:ops\",\"action\":\"backend.update\",\"detail\":"
+     "\"backend demo-a: weight 5 -> 3\",\"from_version\":7,\"to_version\":8}],\"more\":true}"},
+    {"GET", "/api/v1/audit?limit=100&action=nothing", NULL, 200, "application/json",
+     "{\"entries\":[],\"more\":false}"},
+    {"GET", "/api/v1/audit?limit=100&since=yesterday", NULL, 400, "application/json",
+     "{\"error\":{\"code\":\"invalid_request\",\"message\":\"since must be an RFC 3339 "
+     "time (2026-12-06T19:30:00Z) or unix milliseconds, not \\\"yesterday\\\"\"}}"},
 };
 
 static const struct route broken_routes[] = {
@@ -673,6 +699,63 @@ START_TEST(config_reads_and_rollback)
 }
 END_TEST
 
+START_TEST(audit_table)
+{
+    struct run r;
+    run_sock(&r, NULL, ARGS("audit"));
+    assert_ok(&r);
+    ck_assert_str_eq(r.out,
+                     "TIME                 WHO        ACTION          VERSION  DETAIL\n"
+                     "2025-11-28 03:20:01  certwatch  tls.reload      8        tls reload: "
+                     "cert.pem changed\n"
+                     "2025-11-28 03:20:00  token:ops  backend.update  7 -> 8   backend demo-a: "
+                     "weight 5 -> 3\n"
+                     "2025-11-28 00:33:20  health     health          -        backend b down: "
+                     "connect refused\n"
+                     "2025-11-28 00:33:20  bootstrap  config.put      - -> 1   bootstrap\n");
+    ck_assert_str_eq(fake_req(0).method, "GET");
+    ck_assert_str_eq(fake_req(0).path, "/api/v1/audit?limit=100");
+
+    /* Filters go in the query, percent-encoded; "more" says so. */
+    run_sock(&r, NULL,
+             ARGS("audit", "--since", "2025-11-28T03:00:00+01:00", "--who", "token:ops",
+                  "--action=backend.update", "--limit", "1"));
+    assert_ok(&r);
+    ck_assert_str_eq(r.out, "TIME                 WHO        ACTION          VERSION  DETAIL\n"
+                            "2025-11-28 03:20:00  token:ops  backend.update  7 -> 8   "
+                            "backend demo-a: weight 5 -> 3\n"
+                            "(older entries not shown: raise --limit, at most 1000, or narrow "
+                            "with --since, --who, --action)\n");
+
+    run_sock(&r, NULL, ARGS("audit", "--action", "nothing"));
+    assert_ok(&r);
+    ck_assert_str_eq(r.out, "no audit entries match\n");
+
+    /* --json is the server's answer */
+    run_sock(&r, NULL, ARGS("--json", "audit", "--action", "nothing"));
+    assert_ok(&r);
+    ck_assert_str_eq(r.out, "{\n  \"entries\": [],\n  \"more\": false\n}\n");
+
+    /* The server judges the time; its message is the one line. */
+    run_sock(&r, NULL, ARGS("audit", "--since", "yesterday"));
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_str_eq(r.err, "lbctl: since must be an RFC 3339 time (2026-12-06T19:30:00Z) or unix "
+                            "milliseconds, not \"yesterday\" (invalid_request)\n");
+
+    /* An age is turned into unix ms by lbctl. */
+    run_sock(&r, NULL, ARGS("audit", "--since", "15m"));
+    ck_assert_int_eq(r.status, 1); /* no canned route: the fake answers 404 */
+    const char *path = fake_req(fake_nreqs() - 1).path;
+    ck_assert_msg(strncmp(path, "/api/v1/audit?limit=100&since=", 30) == 0, "%s", path);
+    long long since = strtoll(path + 30, NULL, 10);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    ck_assert_msg(since > now - 15 * 60000 - 60000 && since <= now - 15 * 60000 + 1000,
+                  "since %lld, now %lld", since, now);
+}
+END_TEST
+
 START_TEST(api_errors_exit_1)
 {
     struct run r;
@@ -812,6 +895,11 @@ static const char *const usage_cases[][8] = {
     {"rollback", "5", "--comment", "\xc3", NULL},
     {"--timeout", "-1", "status", NULL},
     {"status", "extra", NULL},
+    {"audit", "--limit", "0", NULL},
+    {"audit", "--limit", "1001", NULL},
+    {"audit", "--who", "", NULL},
+    {"audit", "--since", NULL},
+    {"audit", "extra", NULL},
 };
 
 START_TEST(usage_errors_exit_2)
@@ -844,6 +932,7 @@ static const char *const help_cases[][4] = {
     {"config", "history", "--help", NULL},
     {"config", "diff", "--help", NULL},
     {"rollback", "--help", NULL},
+    {"audit", "--help", NULL},
 };
 
 START_TEST(help_exits_0)
@@ -873,6 +962,7 @@ int main(void)
     tcase_add_test(tc, backends_writes);
     tcase_add_test(tc, config_apply_yaml_and_json);
     tcase_add_test(tc, config_reads_and_rollback);
+    tcase_add_test(tc, audit_table);
     tcase_add_test(tc, api_errors_exit_1);
     tcase_add_test(tc, not_json_exit_1);
     tcase_add_test(tc, unreachable_exit_3);

@@ -945,6 +945,276 @@ START_TEST(refusals_at_start)
 }
 END_TEST
 
+/* GET /api/v1/audit (unix socket) -> its entries, checked to be newest first. */
+static json_t *audit_get(const char *query, struct resp *r)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/api/v1/audit%s%s", query[0] ? "?" : "", query);
+    *r = req_unix("GET", path, NULL, NULL);
+    ck_assert_msg(r->status == 200, "%s: %d %s", path, r->status, r->body);
+    json_t *es = json_object_get(r->json, "entries");
+    ck_assert(json_is_array(es));
+    for (size_t i = 1; i < json_array_size(es); i++)
+        ck_assert_int_lt(jint(json_array_get(es, i), "id"), jint(json_array_get(es, i - 1), "id"));
+    return es;
+}
+
+/* How many entries GET /api/v1/audit?<query> answers. */
+static size_t audit_count(const char *query)
+{
+    struct resp r;
+    size_t n = json_array_size(audit_get(query, &r));
+    resp_free(&r);
+    return n;
+}
+
+static void expect_audit_refused(const char *query, const char *part)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/api/v1/audit?%s", query);
+    struct resp r = req_unix("GET", path, NULL, NULL);
+    expect_error(&r, 400, "invalid_request");
+    const char *msg = jstr(json_object_get(r.json, "error"), "message");
+    ck_assert_msg(strstr(msg, part) != NULL, "%s: \"%s\" not in \"%s\"", query, part, msg);
+    resp_free(&r);
+}
+
+START_TEST(audit_route)
+{
+    /* The bootstrap import is the first entry. */
+    struct resp r;
+    json_t *es = audit_get("", &r);
+    ck_assert_uint_eq(json_array_size(es), 1);
+    json_t *e = json_array_get(es, 0);
+    ck_assert_int_gt(jint(e, "id"), 0);
+    ck_assert_str_eq(jstr(e, "who"), "bootstrap");
+    ck_assert_str_eq(jstr(e, "action"), "config.put");
+    ck_assert(json_is_null(json_object_get(e, "from_version")));
+    ck_assert_int_eq(jint(e, "to_version"), 1);
+    ck_assert_ptr_nonnull(strstr(jstr(e, "detail"), "bootstrap from "));
+    json_int_t t0 = jint(e, "time_ms");
+    const char *when = jstr(e, "time");
+    ck_assert_uint_eq(strlen(when), 24); /* 2026-12-06T19:30:00.123Z */
+    ck_assert_int_eq(when[10], 'T');
+    ck_assert_int_eq(when[23], 'Z');
+    ck_assert(json_is_false(json_object_get(r.json, "more")));
+    resp_free(&r);
+
+    /* Three writes: two by the unix peer, one by the "ops" token. */
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"weight\": 2}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends/b/drain", NULL, NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    r = request(true, RW_TOKEN, "PUT", "/api/v1/backends/a", NULL, "{\"weight\": 3}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    ck_assert_uint_eq(audit_count(""), 4);
+
+    /* Readable with a read-only token, and only with a token. */
+    r = request(true, RO_TOKEN, "GET", "/api/v1/audit?limit=1", NULL, NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    e = json_array_get(json_object_get(r.json, "entries"), 0);
+    ck_assert_str_eq(jstr(e, "who"), "token:ops");
+    ck_assert_str_eq(jstr(e, "action"), "backend.update");
+    ck_assert_str_eq(jstr(e, "detail"), "backend a: weight 2 -> 3");
+    ck_assert_int_eq(jint(e, "from_version"), 3);
+    ck_assert_int_eq(jint(e, "to_version"), 4);
+    ck_assert(json_is_true(json_object_get(r.json, "more")));
+    resp_free(&r);
+    r = request(true, NULL, "GET", "/api/v1/audit", NULL, NULL);
+    expect_error(&r, 401, "unauthorized");
+    resp_free(&r);
+    r = request(true, RO_TOKEN, "POST", "/api/v1/audit", NULL, "{}");
+    expect_error(&r, 403, "forbidden");
+    resp_free(&r);
+    r = req_unix("DELETE", "/api/v1/audit", NULL, NULL);
+    expect_error(&r, 405, "method_not_allowed");
+    resp_free(&r);
+
+    /* who and action: exact, percent-decoded, together */
+    char q[256], me[32];
+    snprintf(me, sizeof(me), "uid:%ld", (long)getuid());
+    snprintf(q, sizeof(q), "who=%s", me);
+    ck_assert_uint_eq(audit_count(q), 2);
+    ck_assert_uint_eq(audit_count("who=token%3Aops"), 1);
+    ck_assert_uint_eq(audit_count("who=token:ops"), 1);
+    ck_assert_uint_eq(audit_count("who=token"), 0);
+    ck_assert_uint_eq(audit_count("action=backend.drain"), 1);
+    ck_assert_uint_eq(audit_count("action=backend.update"), 2);
+    snprintf(q, sizeof(q), "who=%s&action=backend.update", me);
+    ck_assert_uint_eq(audit_count(q), 1);
+    ck_assert_uint_eq(audit_count("action=backend.%25"), 0);
+
+    /* since: unix ms or RFC 3339, inclusive */
+    snprintf(q, sizeof(q), "since=%lld", (long long)t0);
+    ck_assert_uint_eq(audit_count(q), 4);
+    ck_assert_uint_eq(audit_count("since=0"), 4);
+    ck_assert_uint_eq(audit_count("since=1970-01-01T00:00:00Z"), 4);
+    ck_assert_uint_eq(audit_count("since=2999-01-01T00:00:00Z"), 0);
+    ck_assert_uint_eq(audit_count("since=32503680000000"), 0); /* 3000-01-01 */
+    ck_assert_uint_eq(audit_count("since=2999-01-01T00:00:00.5%2B01:00"), 0);
+    ck_assert_uint_eq(audit_count("since=2020-02-29t23:59:60.999999z"), 4);
+    ck_assert_uint_eq(audit_count("since=2020-01-01T00:00:00-05:00&action=backend.drain"), 1);
+    /* the time of an entry read back as since finds it */
+    es = audit_get("limit=1", &r);
+    e = json_array_get(es, 0);
+    json_int_t newest = jint(e, "id");
+    snprintf(q, sizeof(q), "since=%s", jstr(e, "time"));
+    resp_free(&r);
+    es = audit_get(q, &r);
+    ck_assert_uint_ge(json_array_size(es), 1);
+    ck_assert_int_eq(jint(json_array_get(es, 0), "id"), newest);
+    resp_free(&r);
+
+    /* limit: default 100, 1..1000 */
+    ck_assert_uint_eq(audit_count("limit=2"), 2);
+    ck_assert_uint_eq(audit_count("limit=1000"), 4);
+    ck_assert_uint_eq(audit_count("limit=4"), 4);
+    es = audit_get("limit=4", &r);
+    ck_assert(json_is_false(json_object_get(r.json, "more")));
+    resp_free(&r);
+
+    /* Refusals say what is wrong. */
+    expect_audit_refused("limit=0", "limit must be a number in 1..1000");
+    expect_audit_refused("limit=1001", "limit must be a number in 1..1000");
+    expect_audit_refused("limit=-1", "limit must be a number");
+    expect_audit_refused("limit=ten", "limit must be a number");
+    expect_audit_refused("limit=", "limit must be a number");
+    expect_audit_refused("since=yesterday", "since must be an RFC 3339 time");
+    expect_audit_refused("since=", "since must be an RFC 3339 time");
+    expect_audit_refused("since=2026-13-01T00:00:00Z", "since must be");
+    expect_audit_refused("since=2026-02-29T00:00:00Z", "since must be"); /* not a leap year */
+    expect_audit_refused("since=2026-12-06T24:00:00Z", "since must be");
+    expect_audit_refused("since=2026-12-06T19:30:00", "since must be"); /* no offset */
+    expect_audit_refused("since=2026-12-06", "since must be");
+    expect_audit_refused("since=2026-12-06T19:30:00.Z", "since must be");
+    expect_audit_refused("since=2026-12-06T19:30:00Z%20", "since must be");
+    expect_audit_refused("since=99999999999999999999", "since must be");
+    expect_audit_refused("who=", "who must not be empty");
+    expect_audit_refused("action=", "action must not be empty");
+    expect_audit_refused("who=a%zz", "who must be at most 128 bytes of UTF-8 text");
+    expect_audit_refused("who=a%0a", "who must be at most 128 bytes of UTF-8 text");
+    expect_audit_refused("who=a%", "who must be at most");
+    expect_audit_refused("since=%ff", "since must be at most 128 bytes of UTF-8 text");
+    ck_assert_uint_eq(audit_count("who=caf%C3%A9"), 0);
+    char longq[200] = "action=";
+    memset(longq + 7, 'x', 129);
+    longq[136] = '\0';
+    expect_audit_refused(longq, "action must be at most 128 bytes");
+    expect_audit_refused("user=ops", "unknown query parameter \"user\"");
+    expect_audit_refused("limit=1&limit=2", "limit is given twice");
+}
+END_TEST
+
+/* The newest entry of GET /api/v1/audit?action=<action> (on the unix
+ * socket) is by <who> and holds <part> in its detail. */
+static void expect_audited(const char *action, const char *who, const char *part)
+{
+    char q[128];
+    snprintf(q, sizeof(q), "action=%s&limit=1", action);
+    struct resp r;
+    json_t *es = audit_get(q, &r);
+    ck_assert_msg(json_array_size(es) == 1, "no %s entry", action);
+    json_t *e = json_array_get(es, 0);
+    ck_assert_str_eq(jstr(e, "who"), who);
+    ck_assert_msg(strstr(jstr(e, "detail"), part) != NULL, "%s: \"%s\" not in \"%s\"", action, part,
+                  jstr(e, "detail"));
+    resp_free(&r);
+}
+
+/* Every write through the API lands in the audit with the caller as who. */
+START_TEST(writes_audited)
+{
+    char me[32];
+    snprintf(me, sizeof(me), "uid:%ld", (long)getuid());
+
+    /* config apply, by token then by the unix peer */
+    struct resp r = request(true, RW_TOKEN, "POST", "/api/v1/config",
+                            "Content-Type: application/yaml\r\nX-Lb-Comment: more b\r\n",
+                            "frontends:\n"
+                            "  - {name: web, address: 127.0.0.1, port: 8080}\n"
+                            "backends:\n"
+                            "  - {id: a, url: \"http://127.0.0.1:9001\", weight: 5}\n"
+                            "  - {id: b, url: \"http://127.0.0.1:9002\", weight: 4}\n");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    resp_free(&r);
+    expect_audited("config.put", "token:ops", "backend b: weight 3 -> 4 (more b)");
+
+    /* backend add, weight, state, other fields, drain, remove */
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"http://127.0.0.1:9003\", \"id\": \"c\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.add", me, "backend c added");
+    r = request(true, RW_TOKEN, "PUT", "/api/v1/backends/c", NULL, "{\"weight\": 7}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.update", "token:ops", "backend c: weight 1 -> 7");
+    r = req_unix("PUT", "/api/v1/backends/c", NULL,
+                 "{\"state\": \"disabled\", \"comment\": \"maintenance\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.update", me, "backend c: state active -> disabled (maintenance)");
+    r = request(true, RW_TOKEN, "PUT", "/api/v1/backends/c", NULL, "{\"maxConnections\": 10}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.update", "token:ops", "maxConnections 0 -> 10");
+    r = request(true, RW_TOKEN, "POST", "/api/v1/backends/a/drain", NULL, NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.drain", "token:ops", "backend a: state active -> draining");
+    r = req_unix("DELETE", "/api/v1/backends/c", NULL, NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.remove", me, "backend c removed");
+
+    /* rollback */
+    r = request(true, RW_TOKEN, "POST", "/api/v1/config/rollback", NULL,
+                "{\"version\": 1, \"comment\": \"back\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    resp_free(&r);
+    expect_audited("rollback", "token:ops", "content of version 1: back");
+
+    /* A TLS reload asked through the API is by the caller. certwatch may
+     * notice the new file first (it reloads as "certwatch" after 0.2 s): then
+     * the API finds nothing to reload, and the test changes it again. */
+    make_ca();
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"https://127.0.0.1:9443\", \"id\": \"s\", \"caFile\": \"ca.pem\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    resp_free(&r);
+    bool reloaded = false;
+    for (int i = 0; i < 5 && !reloaded; i++) {
+        make_ca();
+        r = request(true, RW_TOKEN, "POST", "/api/v1/tls/reload", NULL, NULL);
+        ck_assert_msg(r.status == 200, "%s", r.body);
+        reloaded = json_is_true(json_object_get(r.json, "reloaded"));
+        resp_free(&r);
+    }
+    ck_assert(reloaded);
+    expect_audited("tls.reload", "token:ops", "ca.pem of backend s changed");
+
+    /* A comment that could not go out in JSON is refused at the door. */
+    r = req_unix("POST", "/api/v1/backends/a/drain", "X-Lb-Comment: caf\xe9\r\n", NULL);
+    expect_error(&r, 400, "invalid_request");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "error"), "message"),
+                     "X-Lb-Comment must be UTF-8 text");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends/a/drain", "X-Lb-Comment: caf\xc3\xa9\r\n", NULL);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    resp_free(&r);
+    expect_audited("backend.drain", me, "backend a: state active -> draining (caf\xc3\xa9)");
+
+    /* Every one is there, each by the right caller. */
+    char q[64];
+    snprintf(q, sizeof(q), "who=%s", me);
+    ck_assert_uint_eq(audit_count(q), 5);
+    ck_assert_uint_ge(audit_count("who=token:ops"), 6);
+}
+END_TEST
+
 static Suite *admin_suite(void)
 {
     Suite *s = suite_create("admin");
@@ -964,6 +1234,8 @@ static Suite *admin_suite(void)
         {"keep_alive", keep_alive_pipelined},
         {"expect", expect_continue},
         {"socket_mode", socket_mode},
+        {"audit", audit_route},
+        {"audit_writes", writes_audited},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

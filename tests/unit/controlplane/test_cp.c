@@ -161,6 +161,23 @@ static void expect_step(struct cp *cp, uint64_t version, uint64_t v_before, uint
     lb__v1__snapshot__free_unpacked(s, NULL);
 }
 
+/* The newest audit row is <action> by <who>, from <from> to <to>, and its
+ * detail is <detail>. */
+static void expect_audit(struct cp *cp, const char *action, const char *who, uint64_t from,
+                         uint64_t to, const char *detail)
+{
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &as, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(as[0].action, action);
+    ck_assert_str_eq(as[0].who, who);
+    ck_assert_uint_eq(as[0].from_version, from);
+    ck_assert_uint_eq(as[0].to_version, to);
+    ck_assert_str_eq(as[0].detail, detail);
+    store_audit_free(as, n);
+}
+
 START_TEST(each_mutation_makes_one_version)
 {
     struct cp *cp = open_cp(boot);
@@ -176,6 +193,8 @@ START_TEST(each_mutation_makes_one_version)
     ck_assert_int_eq(idx, 2);
     ck_assert_str_eq(cp_config(cp)->backends[2].id, "127.0.0.1-9003");
     ck_assert_uint_eq(cp_config(cp)->backends[2].port, 9003);
+    expect_audit(cp, "backend.add", "uid:1000", v0, v,
+                 "backend 127.0.0.1-9003 added (http://127.0.0.1:9003, weight 7) (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     struct cp_backend_change upd = {.has_weight = true, .weight = 9};
@@ -184,17 +203,21 @@ START_TEST(each_mutation_makes_one_version)
     Lb__V1__Snapshot *s = snapshot_of(cp);
     ck_assert_uint_eq(snap_weight(s, "a"), 9);
     lb__v1__snapshot__free_unpacked(s, NULL);
+    expect_audit(cp, "backend.update", "uid:1000", v0, v, "backend a: weight 5 -> 9 (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     ck_assert_int_eq(cp_backend_drain(cp, "b", &writer, &v, &err), LB_OK);
     expect_step(cp, v, v0, g0);
     ck_assert_int_eq(cp_config(cp)->backends[cp_backend_find(cp, "b")].state,
                      CONFIG_BACKEND_DRAINING);
+    expect_audit(cp, "backend.drain", "uid:1000", v0, v,
+                 "backend b: state active -> draining (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     ck_assert_int_eq(cp_backend_remove(cp, "127.0.0.1-9003", &writer, &v, &err), LB_OK);
     expect_step(cp, v, v0, g0);
     ck_assert_int_eq(cp_backend_find(cp, "127.0.0.1-9003"), -1);
+    expect_audit(cp, "backend.remove", "uid:1000", v0, v, "backend 127.0.0.1-9003 removed (test)");
 
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
     bool unchanged = true;
@@ -208,6 +231,8 @@ START_TEST(each_mutation_makes_one_version)
     ck_assert_ptr_nonnull(strstr(text, "backend a: weight 9 -> 5"));
     free(text);
     config_diff_free(d);
+    expect_audit(cp, "config.put", "uid:1000", v0, v,
+                 "backend a: weight 9 -> 5; backend b: state draining -> active (test)");
 
     /* The same config again creates nothing. */
     v0 = cp_active_version(cp), g0 = cp_generation(cp);
@@ -222,6 +247,42 @@ START_TEST(each_mutation_makes_one_version)
     ck_assert_uint_eq(v, v0);
     ck_assert_uint_eq(cp_generation(cp), g0);
     ck_assert_uint_eq(versions_total(cp), v0);
+    cp_free(cp);
+}
+END_TEST
+
+/* A config change too long to list whole: the detail keeps the first
+ * changes, says how many there were, and keeps the comment. */
+START_TEST(long_audit_detail_is_cut)
+{
+    struct cp *cp = open_cp(boot);
+    char yaml[16384];
+    size_t off = (size_t)snprintf(yaml, sizeof(yaml), "%s", boot_yaml);
+    for (int i = 0; i < 100; i++)
+        off += (size_t)snprintf(yaml + off, sizeof(yaml) - off,
+                                "  - {id: extra-%d, url: \"http://127.0.0.1:%d\"}\n", i, 10000 + i);
+    ck_assert_uint_lt(off, sizeof(yaml));
+    uint64_t v = 0, v0 = cp_active_version(cp);
+    bool unchanged = true;
+    struct lb_err err = {0};
+    ck_assert_msg(cp_apply(cp, yaml, off, CP_FORMAT_YAML, &writer, &v, &unchanged, NULL, &err) ==
+                      LB_OK,
+                  "%s", err.msg);
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_audit_list(cp__store(cp), 1, &as, &n, NULL), LB_OK);
+    ck_assert_str_eq(as[0].action, "config.put");
+    ck_assert_uint_eq(as[0].from_version, v0);
+    ck_assert_uint_eq(as[0].to_version, v);
+    const char *d = as[0].detail;
+    ck_assert_msg(strncmp(d, "backend extra-0 added (http://127.0.0.1:10000, weight 1); ", 58) == 0,
+                  "%s", d);
+    ck_assert_msg(strlen(d) <= 1024 + strlen("; ... (100 changes in all) (test)"), "%zu: %s",
+                  strlen(d), d);
+    const char *tail = "; ... (100 changes in all) (test)";
+    ck_assert_msg(strlen(d) > strlen(tail) && strcmp(d + strlen(d) - strlen(tail), tail) == 0, "%s",
+                  d);
+    store_audit_free(as, n);
     cp_free(cp);
 }
 END_TEST
@@ -654,10 +715,15 @@ START_TEST(backend_ca_broken_at_start)
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_ENOTFOUND);
     /* fixing the file is enough: the reload publishes the active version */
     make_ca();
-    ck_assert_msg(cp_tls_reload(cp, &reloaded, &err) == LB_OK, "%s", err.msg);
+    ck_assert_int_eq(cp_tls_reload_by(cp, "", &reloaded, &err), LB_EINVAL);
+    ck_assert_msg(cp_tls_reload_by(cp, "token:ops", &reloaded, &err) == LB_OK, "%s", err.msg);
     ck_assert(reloaded);
     ck_assert_int_eq(cp_snapshot(cp, &buf, &len), LB_OK);
     ck_assert_uint_eq(cp_active_version(cp), v);
+    char fixed[64];
+    snprintf(fixed, sizeof(fixed), "tls reload: files fixed: version %llu published",
+             (unsigned long long)v);
+    expect_audit(cp, "tls.reload", "token:ops", v, v, fixed);
     cp_free(cp);
     write_tmp("ca.pem", "not a certificate\n");
     cp = cp_new(loop, &cfg, &err);
@@ -1166,6 +1232,7 @@ static Suite *cp_suite(void)
         {"bootstrap", bootstrap_imports_version_one},
         {"empty", no_bootstrap_starts_empty},
         {"mutations", each_mutation_makes_one_version},
+        {"long_detail", long_audit_detail_is_cut},
         {"rejected", rejected_changes_change_nothing},
         {"backend_tls", backend_tls_fields},
         {"backend_ca_reload", backend_ca_reloads},

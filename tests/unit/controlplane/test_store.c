@@ -360,6 +360,93 @@ START_TEST(audit_add_and_limit)
 }
 END_TEST
 
+/* Rows at known times through store_health_changes(), whose audit rows carry
+ * the check's time: 1000 "health" x, 2000 "health" y, then two by people. */
+static void audit_rows(void)
+{
+    const struct store_health_change chg[] = {
+        {.id = "x", .health = STORE_HEALTH_UP, .now_ms = 1000, .detail = "backend x up"},
+        {.id = "y", .health = STORE_HEALTH_DOWN, .now_ms = 2000, .detail = "backend y down"},
+    };
+    ck_assert_int_eq(store_health_changes(st, chg, 2, "health", NULL), LB_OK);
+    ck_assert_int_eq(store_audit_add(st, "uid:1000", "backend.drain", "b1", 4, 5, NULL), LB_OK);
+    ck_assert_int_eq(store_audit_add(st, "token:ops", "tls.reload", "cert", 5, 5, NULL), LB_OK);
+}
+
+/* Runs <f> and checks the details of the rows, newest first, against <want>
+ * (NULL-terminated). */
+static void expect_query(const struct store_audit_filter *f, const char *const *want)
+{
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    struct lb_err err = {0};
+    ck_assert_msg(store_audit_query(st, f, &as, &n, &err) == LB_OK, "%s", err.msg);
+    size_t k = 0;
+    while (want[k] != NULL)
+        k++;
+    ck_assert_uint_eq(n, k);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_str_eq(as[i].detail, want[i]);
+        if (i > 0)
+            ck_assert_int_lt(as[i].id, as[i - 1].id);
+    }
+    store_audit_free(as, n);
+}
+
+START_TEST(audit_query_filters)
+{
+    audit_rows();
+    const char *const all[] = {"cert", "b1", "backend y down", "backend x up", NULL};
+    expect_query(NULL, all);
+    struct store_audit_filter f = {0};
+    expect_query(&f, all);
+
+    /* since: inclusive */
+    f = (struct store_audit_filter){.since_unix_ms = 2000};
+    expect_query(&f, (const char *const[]){"cert", "b1", "backend y down", NULL});
+    f.since_unix_ms = 2001;
+    expect_query(&f, (const char *const[]){"cert", "b1", NULL});
+
+    /* who, action: exact, and together */
+    f = (struct store_audit_filter){.who = "health"};
+    expect_query(&f, (const char *const[]){"backend y down", "backend x up", NULL});
+    f = (struct store_audit_filter){.action = "tls.reload"};
+    expect_query(&f, (const char *const[]){"cert", NULL});
+    f = (struct store_audit_filter){.who = "", .action = ""};
+    expect_query(&f, all);
+    f = (struct store_audit_filter){.who = "uid:1000", .action = "tls.reload"};
+    expect_query(&f, (const char *const[]){NULL});
+    f = (struct store_audit_filter){.who = "health", .since_unix_ms = 1500};
+    expect_query(&f, (const char *const[]){"backend y down", NULL});
+
+    /* limit keeps the newest */
+    f = (struct store_audit_filter){.limit = 3};
+    expect_query(&f, (const char *const[]){"cert", "b1", "backend y down", NULL});
+    f = (struct store_audit_filter){.who = "health", .limit = 1};
+    expect_query(&f, (const char *const[]){"backend y down", NULL});
+
+    /* no pattern matching, no SQL from the values */
+    f = (struct store_audit_filter){.who = "%"};
+    expect_query(&f, (const char *const[]){NULL});
+    f = (struct store_audit_filter){.who = "uid:%"};
+    expect_query(&f, (const char *const[]){NULL});
+    f = (struct store_audit_filter){.action = "x' OR '1'='1"};
+    expect_query(&f, (const char *const[]){NULL});
+
+    /* the row's fields */
+    struct store_audit *as = NULL;
+    size_t n = 0;
+    f = (struct store_audit_filter){.action = "backend.drain"};
+    ck_assert_int_eq(store_audit_query(st, &f, &as, &n, NULL), LB_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(as[0].who, "uid:1000");
+    ck_assert_uint_eq(as[0].from_version, 4);
+    ck_assert_uint_eq(as[0].to_version, 5);
+    ck_assert_int_gt(as[0].time_unix_ms, 2000);
+    store_audit_free(as, n);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -381,6 +468,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, health_upsert);
     tcase_add_test(tc, dataplane_upsert);
     tcase_add_test(tc, audit_add_and_limit);
+    tcase_add_test(tc, audit_query_filters);
     suite_add_tcase(s, tc);
     return s;
 }
