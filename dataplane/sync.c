@@ -168,11 +168,86 @@ static void sync_reject(struct sync *s, uint64_t gen, const char *from, const ch
     sync_send_report(s);
 }
 
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t byte = *(*p)++;
+        r |= (uint64_t)(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The generation (Snapshot field 2) of the encoded snapshot <buf>, read off
+ * its top-level fields without decoding anything: a re-publication or a
+ * replay is then dropped before any allocation. False when the bytes do
+ * not walk as protobuf or carry no generation (the full decode judges). */
+static bool peek_generation(const uint8_t *buf, size_t len, uint64_t *gen)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    bool found = false;
+    while (p < end) {
+        uint64_t key, v;
+        if (!get_varint(&p, end, &key))
+            return false;
+        switch (key & 7) {
+        case 0: /* varint; the last occurrence wins, as in a decode */
+            if (!get_varint(&p, end, &v))
+                return false;
+            if (key >> 3 == 2) {
+                *gen = v;
+                found = true;
+            }
+            break;
+        case 1: /* 64-bit */
+            if (end - p < 8)
+                return false;
+            p += 8;
+            break;
+        case 2: /* length-delimited */
+            if (!get_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        case 5: /* 32-bit */
+            if (end - p < 4)
+                return false;
+            p += 4;
+            break;
+        default:
+            return false;
+        }
+    }
+    return found;
+}
+
+static void sync_refuse_older(struct sync *s, uint64_t gen, const char *from)
+{
+    /* an old message replayed, or a control plane that went back in time */
+    char detail[96];
+    snprintf(detail, sizeof(detail), ": generation %llu is older than the one serving",
+             (unsigned long long)gen);
+    feed_refuse(s, SEAL_REPLAY, from, detail);
+}
+
 /* Validates and applies the snapshot in <buf>; records the outcome. */
 static void sync_consider(struct sync *s, const uint8_t *buf, size_t len, const char *from)
 {
     struct snap *snap = NULL;
     struct lb_err err = {0};
+    uint64_t peeked = 0;
+    if (peek_generation(buf, len, &peeked) && peeked != 0) {
+        if (peeked < s->applied_generation) {
+            sync_refuse_older(s, peeked, from);
+            return;
+        }
+        if (peeked == s->applied_generation || peeked == s->rejected_generation)
+            return; /* the periodic re-publish */
+    }
     if (snapshot_decode(buf, len, &snap, &err) != LB_OK) {
         /* the generation is what the control plane shows next to the reason */
         Lb__V1__Snapshot *pb = lb__v1__snapshot__unpack(NULL, len, buf);
@@ -186,11 +261,7 @@ static void sync_consider(struct sync *s, const uint8_t *buf, size_t len, const 
     }
     uint64_t gen = snap->generation;
     if (gen < s->applied_generation) {
-        /* an old message replayed, or a control plane that went back in time */
-        char detail[96];
-        snprintf(detail, sizeof(detail), ": generation %llu is older than the one serving",
-                 (unsigned long long)gen);
-        feed_refuse(s, SEAL_REPLAY, from, detail);
+        sync_refuse_older(s, gen, from);
         snap_unref(snap);
         return;
     }
