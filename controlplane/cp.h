@@ -41,6 +41,7 @@ struct cp_config {
     const struct seal_keyring *feed_keys; /* seals the feed (borrowed, see publisher.h);
                                            * NULL = unsealed */
     bool feed_insecure;                   /* unsealed tcp:// by choice (metrics only) */
+    const char *feed_nodes;               /* "a,b": node ids allowed on the feed; NULL = any */
 };
 
 /* Who writes and under which condition. */

@@ -54,6 +54,7 @@ static void usage(FILE *out)
             "  --feed-key FILE        seal the feed with these keys (\"ID HEX64\" lines,\n"
             "                         mode 0600); SIGHUP re-reads it\n"
             "  --feed-insecure        allow an unsealed tcp:// feed (snapshots in clear)\n"
+            "  --feed-nodes A,B       only these data-plane node ids may sync and report\n"
             "  --log-level LEVEL      debug, info, warn or error (default info)\n"
             "  --help                 this text\n"
             "  --version              the version\n");
@@ -116,6 +117,7 @@ struct flags {
     const char *admin_tokens;
     const char *config_dir;
     const char *feed_key;
+    const char *feed_nodes;
     bool feed_insecure;
     enum lb_log_level level;
     char runtime_abs[PATH_MAX]; /* storage of the paths main_paths() makes */
@@ -137,6 +139,7 @@ static const struct {
     {"admin-tokens", offsetof(struct flags, admin_tokens)},
     {"config-dir", offsetof(struct flags, config_dir)},
     {"feed-key", offsetof(struct flags, feed_key)},
+    {"feed-nodes", offsetof(struct flags, feed_nodes)},
 };
 
 #define N_STR_FLAGS (sizeof(str_flags) / sizeof(str_flags[0]))
@@ -260,7 +263,8 @@ static int main_start(struct main_ctx *m, const struct flags *f)
                            .config_dir = f->config_dir,
                            .control_base = f->control,
                            .feed_keys = m->feed_keys,
-                           .feed_insecure = insecure};
+                           .feed_insecure = insecure,
+                           .feed_nodes = f->feed_nodes};
     if ((m->cp = cp_new(m->loop, &cc, &err)) == NULL) {
         seal_keyring_free(m->feed_keys);
         return fail("cannot start", &err);

@@ -93,6 +93,8 @@ struct publisher {
     uint8_t *sealed_reply;
     size_t sealed_reply_len;
     struct seal_counts feed; /* refusals by reason */
+    char **allowed;          /* node ids taken (publisher_config.nodes); NULL = any */
+    size_t n_allowed;
     struct node_seen *nodes; /* newest report per node, <n_nodes> of them */
     size_t n_nodes;
 
@@ -248,6 +250,21 @@ static void feed_refuse(struct publisher *p, enum seal_status why, int i, const 
                (unsigned long long)p->feed.n[why], (unsigned long long)more);
 }
 
+/* True when <node> may sync and report; refuses (counted, logged) otherwise. */
+static bool node_allowed(struct publisher *p, const char *node, int i)
+{
+    if (p->allowed == NULL)
+        return true;
+    for (size_t k = 0; k < p->n_allowed; k++)
+        if (node != NULL && strcmp(p->allowed[k], node) == 0)
+            return true;
+    char detail[96];
+    snprintf(detail, sizeof(detail), ": node \"%.48s\" is not in --feed-nodes",
+             node != NULL ? node : "");
+    feed_refuse(p, SEAL_UNKNOWN_NODE, i, detail);
+    return false;
+}
+
 /* Sends a small reply on REP, sealed when the feed is. */
 static int send_small_reply(struct publisher *p, const uint8_t *msg, size_t n)
 {
@@ -336,6 +353,10 @@ static void publisher_on_rep_readable(struct ev_loop *loop, ev_io *w, int revent
         }
         Lb__V1__SyncRequest *req = lb__v1__sync_request__unpack(NULL, len, body);
         nn_freemsg(msg);
+        if (req != NULL && !node_allowed(p, req->node_id, EP_REP)) {
+            lb__v1__sync_request__free_unpacked(req, NULL);
+            continue; /* no reply, as for a request that does not open */
+        }
         p->pending_bad = req == NULL;
         p->pending_have = 0;
         if (req == NULL) {
@@ -472,7 +493,7 @@ static void publisher_on_pull_readable(struct ev_loop *loop, ev_io *w, int reven
                    p->ep[EP_PULL], (unsigned long long)p->malformed);
             continue;
         }
-        if (p->keys != NULL && !report_is_fresh(p, r)) {
+        if (!node_allowed(p, r->node_id, EP_PULL) || (p->keys != NULL && !report_is_fresh(p, r))) {
             lb__v1__report__free_unpacked(r, NULL);
             continue;
         }
@@ -495,6 +516,30 @@ static int watch(struct publisher *p, ev_io *w, int i, int opt,
     return LB_OK;
 }
 
+/* Splits "a,b,c" into p->allowed. */
+static int parse_nodes(struct publisher *p, const char *list, struct lb_err *err)
+{
+    size_t n = 1;
+    for (const char *c = list; *c != '\0'; c++)
+        n += *c == ',';
+    p->allowed = calloc(n, sizeof(*p->allowed));
+    if (p->allowed == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    const char *start = list;
+    for (;;) {
+        const char *comma = strchr(start, ',');
+        size_t len = comma != NULL ? (size_t)(comma - start) : strlen(start);
+        if (len == 0)
+            return lb_err_set(err, LB_EINVAL, 0, "--feed-nodes %.100s: an empty node id", list);
+        if ((p->allowed[p->n_allowed] = strndup(start, len)) == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        p->n_allowed++;
+        if (comma == NULL)
+            return LB_OK;
+        start = comma + 1;
+    }
+}
+
 struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_config *cfg,
                                 publisher_report_fn on_report, void *ctx, struct lb_err *err)
 {
@@ -513,6 +558,10 @@ struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_con
     p->loop = loop;
     p->keys = cfg->keys;
     p->insecure = cfg->insecure;
+    if (cfg->nodes != NULL && parse_nodes(p, cfg->nodes, err) != LB_OK) {
+        publisher_free(p);
+        return NULL;
+    }
     p->on_report = on_report;
     p->ctx = ctx;
     for (int i = 0; i < EP_COUNT; i++)
@@ -700,5 +749,8 @@ void publisher_free(struct publisher *p)
     for (size_t i = 0; i < p->n_nodes; i++)
         free(p->nodes[i].node_id);
     free(p->nodes);
+    for (size_t i = 0; i < p->n_allowed; i++)
+        free(p->allowed[i]);
+    free(p->allowed);
     free(p);
 }

@@ -54,6 +54,8 @@ struct publisher_config {
     const struct seal_keyring *keys; /* seals the feed (borrowed: must outlive the publisher
                                       * or be replaced first); NULL = unsealed */
     bool insecure;                   /* unsealed over tcp:// by choice; only shown in metrics */
+    const char *nodes; /* "a,b,c": the node ids whose sync requests and reports are taken
+                        * (others: refused as unknown_node); NULL = any */
 };
 
 /* Binds the three sockets of <cfg>->base and watches them on <loop> through
@@ -63,7 +65,8 @@ struct publisher_config {
  * socket, is an error. <on_report> may be NULL (reports are then decoded,
  * counted and dropped); <ctx> is passed to it.
  * Returns the publisher (caller owns it; publisher_free()), or NULL with <err>
- * filled: LB_EINVAL for a bad config or endpoint base, LB_ESYS naming the
+ * filled: LB_EINVAL for a bad config, endpoint base or node list (an empty
+ * name), LB_ESYS naming the
  * endpoint that failed to bind, LB_ENOMEM. */
 struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_config *cfg,
                                 publisher_report_fn on_report, void *ctx, struct lb_err *err);

@@ -41,6 +41,7 @@ static const char *const status_names[] = {
     [SEAL_AUTH_FAILED] = "auth_failed",
     [SEAL_MALFORMED] = "malformed",
     [SEAL_REPLAY] = "replay",
+    [SEAL_UNKNOWN_NODE] = "unknown_node",
 };
 
 const char *seal_status_name(enum seal_status s)

@@ -50,17 +50,18 @@ enum seal_kind {
 /* Why a message was refused; also the label of lb_feed_rejected_total. */
 enum seal_status {
     SEAL_OK = 0,
-    SEAL_UNSEALED,    /* too short, not our magic or not format version 1 */
-    SEAL_WRONG_KIND,  /* sealed, but as another kind of message */
-    SEAL_UNKNOWN_KEY, /* sealed with a key id this keyring does not hold */
-    SEAL_AUTH_FAILED, /* the tag does not verify: wrong key or altered bytes */
-    SEAL_MALFORMED,   /* (callers) opened, but the plaintext does not decode */
-    SEAL_REPLAY,      /* (callers) authentic but older than what was already seen */
+    SEAL_UNSEALED,     /* too short, not our magic or not format version 1 */
+    SEAL_WRONG_KIND,   /* sealed, but as another kind of message */
+    SEAL_UNKNOWN_KEY,  /* sealed with a key id this keyring does not hold */
+    SEAL_AUTH_FAILED,  /* the tag does not verify: wrong key or altered bytes */
+    SEAL_MALFORMED,    /* (callers) opened, but the plaintext does not decode */
+    SEAL_REPLAY,       /* (callers) authentic but older than what was already seen */
+    SEAL_UNKNOWN_NODE, /* (callers) from a node id the control plane does not allow */
     SEAL_STATUS_COUNT
 };
 
 /* "ok", "unsealed", "wrong_kind", "unknown_key", "auth_failed", "malformed",
- * "replay"; "unknown" out of range. */
+ * "replay", "unknown_node"; "unknown" out of range. */
 const char *seal_status_name(enum seal_status s);
 
 /* Parses key-file text <text>[0..len) (need not be NUL-terminated); <name>

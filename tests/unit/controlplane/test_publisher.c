@@ -726,6 +726,44 @@ START_TEST(sealed_reports_refuse_replays)
 }
 END_TEST
 
+START_TEST(feed_nodes_allow_list)
+{
+    struct lb_err err = {0};
+    struct publisher_config bad = {.base = base, .nodes = "dp-1,,dp-2"};
+    ck_assert_ptr_null(publisher_new(loop, &bad, NULL, NULL, &err));
+    ck_assert_int_eq(err.code, LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "--feed-nodes") != NULL, "%s", err.msg);
+    struct publisher_config cfg = {.base = base, .republish_s = 60, .nodes = "dp-1,dp-2"};
+    struct publisher *p = publisher_new(loop, &cfg, on_report, &n_seen, &err);
+    ck_assert_msg(p != NULL, "%s", err.msg);
+    set_snapshot(p, 4, 1);
+    char ep[LB_ENDPOINT_MAX];
+    endpoint("pull", ep);
+    int push = client(NN_PUSH, ep);
+    push_report(push, "dp-7", 0, 0);
+    push_report(push, "dp-2", 0, 0);
+    wait_reports(1);
+    ck_assert_str_eq(seen_node, "dp-2");
+    ck_assert_uint_eq(refused(p, SEAL_UNKNOWN_NODE), 1);
+    endpoint("rep", ep);
+    int req = client(NN_REQ, ep);
+    Lb__V1__SyncRequest r = LB__V1__SYNC_REQUEST__INIT;
+    r.node_id = "intruder";
+    uint8_t buf[64];
+    size_t len = lb__v1__sync_request__pack(&r, buf);
+    send_within(req, buf, len);
+    void *msg;
+    ck_assert_int_lt(recv_within(req, &msg, 0.3), 0);
+    ck_assert_uint_eq(refused(p, SEAL_UNKNOWN_NODE), 2);
+    Lb__V1__SyncReply *reply = sync_req(req, 0); /* as "dp-1" */
+    ck_assert_ptr_nonnull(reply->snapshot);
+    lb__v1__sync_reply__free_unpacked(reply, NULL);
+    nn_close(req);
+    nn_close(push);
+    publisher_free(p);
+}
+END_TEST
+
 /* --- sizes ----------------------------------------------------------------- */
 
 START_TEST(ten_thousand_backends)
@@ -932,6 +970,7 @@ static Suite *publisher_suite(void)
         {"report_garbage", report_survives_garbage},
         {"sealed_pub_sync", sealed_pub_and_sync},
         {"sealed_reports", sealed_reports_refuse_replays},
+        {"feed_nodes", feed_nodes_allow_list},
         {"big", ten_thousand_backends},
         {"tcp", tcp_base},
         {"bind_errors", bind_errors_name_the_endpoint},

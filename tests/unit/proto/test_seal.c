@@ -356,6 +356,7 @@ START_TEST(counts_rate_limit_logs)
     ck_assert(strstr(p.buf, "lb_feed_rejected_total{reason=\"replay\"} 1\n") != NULL);
     ck_assert(strstr(p.buf, "lb_feed_rejected_total{reason=\"unsealed\"} 0\n") != NULL);
     ck_assert(strstr(p.buf, "reason=\"ok\"") == NULL);
+    ck_assert(strstr(p.buf, "lb_feed_rejected_total{reason=\"unknown_node\"} 0\n") != NULL);
     ck_assert(strstr(p.buf, "lb_feed_sealed 1\n") != NULL);
     ck_assert(strstr(p.buf, "lb_feed_insecure 0\n") != NULL);
     lb_prom_deinit(&p);
