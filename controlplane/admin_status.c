@@ -8,6 +8,7 @@
 #include "lb_err.h"
 #include "lb_prom.h"
 #include "publisher.h"
+#include "seal.h"
 #include "store.h"
 #include "tlscheck.h"
 
@@ -43,6 +44,9 @@ static void metrics_core(struct lb_prom *p, struct cp *cp, uint64_t total,
     prom_one(p, "lb_cp_publishes_total", "counter", "Snapshot publications, republishes included.",
              pub ? publisher_publishes(pub) : 0);
     prom_one(p, "lb_cp_dataplanes", "gauge", "Data planes that ever reported.", n);
+    if (pub != NULL)
+        seal_prom(p, publisher_feed_counts(pub), publisher_is_sealed(pub),
+                  publisher_is_insecure(pub));
     lb_prom_family(p, "lb_cp_dataplane_lag_generations", "gauge",
                    "Generations the data plane is behind the published one.");
     uint64_t gen = cp_generation(cp);

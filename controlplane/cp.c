@@ -411,7 +411,11 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         goto fail;
     if ((cp->store = store_open(cfg->db_path, err)) == NULL)
         goto fail;
-    struct publisher_config pc = {.base = cfg->control_base, .republish_s = cfg->republish_s};
+    struct publisher_config pc = {.base = cfg->control_base,
+                                  .republish_s = cfg->republish_s,
+                                  .keys = cfg->feed_keys,
+                                  .insecure = cfg->feed_insecure,
+                                  .nodes = cfg->feed_nodes};
     if ((cp->pub = publisher_new(loop, &pc, cp_on_report, cp, err)) == NULL)
         goto fail;
     struct lb_err e = {0};

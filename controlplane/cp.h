@@ -29,6 +29,7 @@ struct publisher;
 struct health;
 struct cp;
 struct tlscheck_bundle;
+struct seal_keyring;
 
 struct cp_config {
     const char *db_path;      /* SQLite file; required */
@@ -37,6 +38,10 @@ struct cp_config {
                                * NULL = the bootstrap file's directory, else the cwd */
     const char *control_base; /* publisher base ("ipc:///run/lb", "tcp://..."); required */
     double republish_s;       /* publisher's periodic republish; 0 = its default */
+    const struct seal_keyring *feed_keys; /* seals the feed (borrowed, see publisher.h);
+                                           * NULL = unsealed */
+    bool feed_insecure;                   /* unsealed tcp:// by choice (metrics only) */
+    const char *feed_nodes;               /* "a,b": node ids allowed on the feed; NULL = any */
 };
 
 /* Who writes and under which condition. The new version of a write is

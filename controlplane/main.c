@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,15 @@
 #include "cp.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "publisher.h"
+#include "seal.h"
 
 struct main_ctx {
     struct ev_loop *loop;
-    struct cp *cp;       /* the core: store, publisher */
-    struct admin *admin; /* the admin API */
+    struct cp *cp;                  /* the core: store, publisher */
+    struct admin *admin;            /* the admin API */
+    const char *feed_key_path;      /* --feed-key; NULL: the feed is not sealed */
+    struct seal_keyring *feed_keys; /* read from it at start and on SIGHUP */
     ev_signal sigterm;
     ev_signal sigint;
     ev_signal sighup;
@@ -46,6 +51,10 @@ static void usage(FILE *out)
             "  --admin-tokens FILE    bearer tokens: \"<name> <token> rw|ro\" per line\n"
             "  --config-dir DIR       base of relative TLS paths in applied configs\n"
             "                         (default: the bootstrap file's directory, else the cwd)\n"
+            "  --feed-key FILE        seal the feed with these keys (\"ID HEX64\" lines,\n"
+            "                         mode 0600); SIGHUP re-reads it\n"
+            "  --feed-insecure        allow an unsealed tcp:// feed (snapshots in clear)\n"
+            "  --feed-nodes A,B       only these data-plane node ids may sync and report\n"
             "  --log-level LEVEL      debug, info, warn or error (default info)\n"
             "  --help                 this text\n"
             "  --version              the version\n");
@@ -58,8 +67,30 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Re-reads the feed key file; on any error the keys in use stay. */
+static void reload_feed_keys(struct main_ctx *m)
+{
+    struct seal_keyring *kr = NULL;
+    struct lb_err err = {0};
+    if (seal_keyring_load(m->feed_key_path, &kr, &err) != LB_OK ||
+        publisher_set_keys(cp_publisher(m->cp), kr, &err) != LB_OK) {
+        seal_keyring_free(kr);
+        lb_log(LB_LOG_ERROR, "feed_key_reload_failed", "%s; the keys in use stay", err.msg);
+        return;
+    }
+    seal_keyring_free(m->feed_keys);
+    m->feed_keys = kr;
+    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s: %zu keys, sealing with key id %u",
+           m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+}
+
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
 {
+    struct main_ctx *m = s->data;
+    if (m->feed_key_path != NULL) {
+        reload_feed_keys(m);
+        return;
+    }
     lb_log(LB_LOG_INFO, "sighup",
            "SIGHUP ignored: config changes go through the admin API (lbctl apply)");
 }
@@ -85,6 +116,9 @@ struct flags {
     const char *admin_listen;
     const char *admin_tokens;
     const char *config_dir;
+    const char *feed_key;
+    const char *feed_nodes;
+    bool feed_insecure;
     enum lb_log_level level;
     char runtime_abs[PATH_MAX]; /* storage of the paths main_paths() makes */
     char control_buf[4200];
@@ -104,6 +138,8 @@ static const struct {
     {"admin-listen", offsetof(struct flags, admin_listen)},
     {"admin-tokens", offsetof(struct flags, admin_tokens)},
     {"config-dir", offsetof(struct flags, config_dir)},
+    {"feed-key", offsetof(struct flags, feed_key)},
+    {"feed-nodes", offsetof(struct flags, feed_nodes)},
 };
 
 #define N_STR_FLAGS (sizeof(str_flags) / sizeof(str_flags[0]))
@@ -113,16 +149,18 @@ enum {
     OPT_LOG_LEVEL = N_STR_FLAGS + 1,
     OPT_HELP,
     OPT_VERSION,
+    OPT_FEED_INSECURE,
 };
 
 /* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
  * version and bad flags end the process here). */
 static int main_parse(int argc, char **argv, struct flags *f)
 {
-    struct option opts[N_STR_FLAGS + 4] = {
+    struct option opts[N_STR_FLAGS + 5] = {
         [N_STR_FLAGS] = {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         [N_STR_FLAGS + 1] = {"help", no_argument, NULL, OPT_HELP},
         [N_STR_FLAGS + 2] = {"version", no_argument, NULL, OPT_VERSION},
+        [N_STR_FLAGS + 3] = {"feed-insecure", no_argument, NULL, OPT_FEED_INSECURE},
     };
     for (size_t i = 0; i < N_STR_FLAGS; i++)
         opts[i] = (struct option){str_flags[i].name, required_argument, NULL, (int)i + 1};
@@ -144,6 +182,9 @@ static int main_parse(int argc, char **argv, struct flags *f)
                         optarg);
                 return 1;
             }
+            break;
+        case OPT_FEED_INSECURE:
+            f->feed_insecure = true;
             break;
         case OPT_HELP:
             usage(stdout);
@@ -199,27 +240,48 @@ static int main_paths(struct flags *f)
  * watchdog on <m>. Returns 0, or 1 (message printed, nothing left running). */
 static int main_start(struct main_ctx *m, const struct flags *f)
 {
-    m->loop = ev_default_loop(EVFLAG_AUTO);
-    if (m->loop == NULL)
-        return fail("cannot create the event loop", NULL);
     struct lb_err err = {0};
+    bool insecure = false;
+    if (seal_feed_policy(f->control, f->feed_key != NULL, f->feed_insecure, &insecure, &err) !=
+        LB_OK)
+        return fail("cannot start", &err);
+    m->feed_key_path = f->feed_key;
+    if (f->feed_key != NULL && seal_keyring_load(f->feed_key, &m->feed_keys, &err) != LB_OK)
+        return fail("cannot start", &err);
+    if (insecure)
+        lb_log(LB_LOG_WARN, "feed_insecure",
+               "--feed-insecure: the feed on %s is NOT sealed; anyone who reaches it reads every "
+               "snapshot (TLS private keys included) and can send forged reports",
+               f->control);
+    m->loop = ev_default_loop(EVFLAG_AUTO);
+    if (m->loop == NULL) {
+        seal_keyring_free(m->feed_keys);
+        return fail("cannot create the event loop", NULL);
+    }
     struct cp_config cc = {.db_path = f->db,
                            .bootstrap = f->bootstrap,
                            .config_dir = f->config_dir,
-                           .control_base = f->control};
-    if ((m->cp = cp_new(m->loop, &cc, &err)) == NULL)
+                           .control_base = f->control,
+                           .feed_keys = m->feed_keys,
+                           .feed_insecure = insecure,
+                           .feed_nodes = f->feed_nodes};
+    if ((m->cp = cp_new(m->loop, &cc, &err)) == NULL) {
+        seal_keyring_free(m->feed_keys);
         return fail("cannot start", &err);
+    }
     struct admin_config ac = {.unix_path = f->admin_socket,
                               .tcp_listen = f->admin_listen,
                               .tokens_file = f->admin_tokens};
     if ((m->admin = admin_new(m->loop, m->cp, &ac, &err)) == NULL) {
         cp_free(m->cp);
+        seal_keyring_free(m->feed_keys);
         return fail("cannot start the admin API", &err);
     }
 
     ev_signal_init(&m->sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&m->sigint, on_stop_signal, SIGINT);
     ev_signal_init(&m->sighup, on_hup, SIGHUP);
+    m->sighup.data = m;
     ev_signal_start(m->loop, &m->sigterm);
     ev_signal_start(m->loop, &m->sigint);
     ev_signal_start(m->loop, &m->sighup);
@@ -238,9 +300,14 @@ static void main_run(struct main_ctx *m, const struct flags *f)
     char tcp_note[64] = "";
     if (f->admin_listen != NULL)
         snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u", admin_tcp_port(m->admin));
-    lb_log(LB_LOG_INFO, "ready", "store %s, version %llu, generation %llu, feed %s, admin %s%s",
+    char seal_note[64] = " (unsealed)";
+    if (m->feed_keys != NULL)
+        snprintf(seal_note, sizeof(seal_note), " (sealed with key id %u)",
+                 (unsigned)seal_keyring_seal_id(m->feed_keys));
+    lb_log(LB_LOG_INFO, "ready", "store %s, version %llu, generation %llu, feed %s%s, admin %s%s",
            f->db, (unsigned long long)cp_active_version(m->cp),
-           (unsigned long long)cp_generation(m->cp), f->control, f->admin_socket, tcp_note);
+           (unsigned long long)cp_generation(m->cp), f->control, seal_note, f->admin_socket,
+           tcp_note);
     sd_notify(0, "READY=1\nSTATUS=serving");
     ev_run(m->loop, 0);
 }
@@ -253,6 +320,7 @@ static void main_stop(struct main_ctx *m)
     ev_signal_stop(m->loop, &m->sighup);
     admin_free(m->admin);
     cp_free(m->cp);
+    seal_keyring_free(m->feed_keys); /* after the publisher that borrowed it */
     lb_log(LB_LOG_INFO, "stopped", "clean shutdown");
 }
 

@@ -5,6 +5,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "mem.h"
+#include "seal.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -20,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A busy socket gives the loop back after this many messages; its fd stays
@@ -38,6 +40,22 @@ enum {
 };
 
 static const char *const ep_role[EP_COUNT] = {"snapshot (PUB)", "sync (REP)", "report (PULL)"};
+
+/* Processes of one node remembered for replay checks (sealed feeds only).
+ * More than one: during a restart or an upgrade an old process may still
+ * report next to its successor. */
+#define NODE_BOOTS 4
+
+struct node_seen {
+    char *node_id;
+    struct {
+        uint64_t boot_id;   /* random per data-plane process */
+        uint64_t seq;       /* its newest report accepted */
+        int64_t started_ms; /* its start time, as it reports it */
+    } boots[NODE_BOOTS];
+    size_t n_boots;
+    int64_t forgotten_started_ms; /* newest start of a process dropped from <boots>; 0 none */
+};
 
 struct bound_file {
     bool made; /* we bound an ipc socket file here and may remove it */
@@ -64,6 +82,21 @@ struct publisher {
     size_t reply_len;
     size_t snap_off;
     uint64_t generation; /* 0: no snapshot yet */
+
+    /* Sealed feed: <keys> (borrowed) seals; <sealed_pub> and <sealed_reply>
+     * are the current snapshot and its sync reply sealed once, sent as they
+     * are until the snapshot or the keys change. */
+    const struct seal_keyring *keys;
+    bool insecure;
+    uint8_t *sealed_pub;
+    size_t sealed_pub_len;
+    uint8_t *sealed_reply;
+    size_t sealed_reply_len;
+    struct seal_counts feed; /* refusals by reason */
+    char **allowed;          /* node ids taken (publisher_config.nodes); NULL = any */
+    size_t n_allowed;
+    struct node_seen *nodes; /* newest report per node, <n_nodes> of them */
+    size_t n_nodes;
 
     bool pending;          /* a reply could not be sent yet (REP said EAGAIN) */
     bool pending_bad;      /* ... it answers an undecodable request */
@@ -179,7 +212,12 @@ static void publish_now(struct publisher *p)
     if (p->generation == 0)
         return;
     size_t len = p->reply_len - p->snap_off;
-    if (nn_send(p->sock[EP_PUB], p->reply + p->snap_off, len, NN_DONTWAIT) < 0) {
+    const uint8_t *msg = p->reply + p->snap_off;
+    if (p->keys != NULL) {
+        msg = p->sealed_pub;
+        len = p->sealed_pub_len;
+    }
+    if (nn_send(p->sock[EP_PUB], msg, len, NN_DONTWAIT) < 0) {
         int e = nn_errno();
         lb_log(LB_LOG_WARN, "publish_failed", "generation %llu (%zu bytes) on %s: %s",
                (unsigned long long)p->generation, len, p->ep[EP_PUB], nn_strerror(e));
@@ -193,6 +231,54 @@ static void publisher_on_republish(struct ev_loop *loop, ev_timer *w, int revent
     publish_now(w->data);
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Counts a refused message and logs it unless this reason was logged lately. */
+static void feed_refuse(struct publisher *p, enum seal_status why, int i, const char *detail)
+{
+    uint64_t more = 0;
+    if (seal_counts_add(&p->feed, why, wall_ms(), &more))
+        lb_log(LB_LOG_WARN, "feed_rejected",
+               "%s refused on %s: %s%s (%llu refused for this reason, %llu not logged since the "
+               "last line)",
+               ep_role[i], p->ep[i], seal_status_name(why), detail,
+               (unsigned long long)p->feed.n[why], (unsigned long long)more);
+}
+
+/* True when <node> may sync and report; refuses (counted, logged) otherwise. */
+static bool node_allowed(struct publisher *p, const char *node, int i)
+{
+    if (p->allowed == NULL)
+        return true;
+    for (size_t k = 0; k < p->n_allowed; k++)
+        if (node != NULL && strcmp(p->allowed[k], node) == 0)
+            return true;
+    char detail[96];
+    snprintf(detail, sizeof(detail), ": node \"%.48s\" is not in --feed-nodes",
+             node != NULL ? node : "");
+    feed_refuse(p, SEAL_UNKNOWN_NODE, i, detail);
+    return false;
+}
+
+/* Sends a small reply on REP, sealed when the feed is. */
+static int send_small_reply(struct publisher *p, const uint8_t *msg, size_t n)
+{
+    uint8_t sealed[256 + SEAL_OVERHEAD];
+    if (p->keys == NULL)
+        return nn_send(p->sock[EP_REP], msg, n, NN_DONTWAIT);
+    struct lb_err err = {0};
+    if (n > 256 || seal_seal(p->keys, SEAL_KIND_SYNC_REPLY, msg, n, sealed, &err) != LB_OK) {
+        lb_log(LB_LOG_WARN, "sync_reply_failed", "cannot seal a reply: %s", err.msg);
+        return 0; /* dropped; the requester asks again */
+    }
+    return nn_send(p->sock[EP_REP], sealed, n + SEAL_OVERHEAD, NN_DONTWAIT);
+}
+
 static int send_error_reply(struct publisher *p, const char *msg)
 {
     Lb__V1__SyncReply r = LB__V1__SYNC_REPLY__INIT;
@@ -203,7 +289,7 @@ static int send_error_reply(struct publisher *p, const char *msg)
         n = 0; /* cannot happen with the fixed messages below; an empty reply is still valid */
     else
         lb__v1__sync_reply__pack(&r, buf);
-    return nn_send(p->sock[EP_REP], buf, n, NN_DONTWAIT);
+    return send_small_reply(p, buf, n);
 }
 
 /* Sends the reply the pending fields describe, from the current state.
@@ -216,7 +302,9 @@ static int send_reply(struct publisher *p)
     else if (p->generation == 0)
         rc = send_error_reply(p, "the control plane has no snapshot yet");
     else if (p->pending_have == p->generation)
-        rc = nn_send(p->sock[EP_REP], "", 0, NN_DONTWAIT); /* empty SyncReply: up to date */
+        rc = send_small_reply(p, (const uint8_t *)"", 0); /* empty SyncReply: up to date */
+    else if (p->keys != NULL)
+        rc = nn_send(p->sock[EP_REP], p->sealed_reply, p->sealed_reply_len, NN_DONTWAIT);
     else
         rc = nn_send(p->sock[EP_REP], p->reply, p->reply_len, NN_DONTWAIT);
     if (rc >= 0)
@@ -251,12 +339,29 @@ static void publisher_on_rep_readable(struct ev_loop *loop, ev_io *w, int revent
                 lb_log(LB_LOG_WARN, "sync_recv_failed", "on %s: %s", p->ep[EP_REP], nn_strerror(e));
             return;
         }
-        Lb__V1__SyncRequest *req = lb__v1__sync_request__unpack(NULL, (size_t)n, msg);
+        const uint8_t *body = msg;
+        size_t len = (size_t)n;
+        if (p->keys != NULL) {
+            enum seal_status st =
+                seal_open(p->keys, SEAL_KIND_SYNC_REQUEST, msg, (size_t)n, &body, &len, NULL);
+            if (st != SEAL_OK) {
+                /* No reply at all: the requester learns nothing, not even an error. */
+                nn_freemsg(msg);
+                feed_refuse(p, st, EP_REP, "");
+                continue;
+            }
+        }
+        Lb__V1__SyncRequest *req = lb__v1__sync_request__unpack(NULL, len, body);
         nn_freemsg(msg);
+        if (req != NULL && !node_allowed(p, req->node_id, EP_REP)) {
+            lb__v1__sync_request__free_unpacked(req, NULL);
+            continue; /* no reply, as for a request that does not open */
+        }
         p->pending_bad = req == NULL;
         p->pending_have = 0;
         if (req == NULL) {
             p->malformed++;
+            seal_counts_add(&p->feed, SEAL_MALFORMED, wall_ms(), NULL);
             lb_log(LB_LOG_WARN, "sync_request_malformed",
                    "%d bytes on %s do not decode as SyncRequest (%llu malformed so far)", n,
                    p->ep[EP_REP], (unsigned long long)p->malformed);
@@ -277,6 +382,83 @@ static void publisher_on_rep_readable(struct ev_loop *loop, ev_io *w, int revent
     }
 }
 
+/* Records report <r> of node <n> if it is newer than what its process sent
+ * so far; a new process replaces the oldest one remembered when the table is
+ * full. Returns false for a report that is not newer (a replay). */
+static bool node_boot_seen(struct node_seen *n, const Lb__V1__Report *r)
+{
+    size_t i = 0;
+    while (i < n->n_boots && n->boots[i].boot_id != r->boot_id)
+        i++;
+    if (i < n->n_boots) {
+        if (r->seq <= n->boots[i].seq)
+            return false;
+        n->boots[i].seq = r->seq;
+        return true;
+    }
+    /* an unknown process: new, unless it started before one already forgotten */
+    if (n->forgotten_started_ms != 0 && r->started_unix_ms <= n->forgotten_started_ms)
+        return false;
+    if (n->n_boots == NODE_BOOTS) {
+        size_t oldest = 0;
+        for (size_t k = 1; k < NODE_BOOTS; k++)
+            if (n->boots[k].started_ms < n->boots[oldest].started_ms)
+                oldest = k;
+        /* older than every process remembered: never evict one of them for it */
+        if (r->started_unix_ms <= n->boots[oldest].started_ms)
+            return false;
+        if (n->boots[oldest].started_ms > n->forgotten_started_ms)
+            n->forgotten_started_ms = n->boots[oldest].started_ms;
+        n->boots[oldest] = n->boots[--n->n_boots];
+    }
+    i = n->n_boots++;
+    n->boots[i].boot_id = r->boot_id;
+    n->boots[i].seq = r->seq;
+    n->boots[i].started_ms = r->started_unix_ms;
+    return true;
+}
+
+/* A sealed report must be newer than the last one accepted from its process
+ * (boot_id, seq), come from a process not older than those forgotten, and be
+ * sent within the window around now, which also covers what a restarted
+ * control plane forgot. Refuses (counted, logged) or records. */
+static bool report_is_fresh(struct publisher *p, const Lb__V1__Report *r)
+{
+    int64_t now = wall_ms();
+    int64_t age = now - r->sent_unix_ms;
+    if (r->boot_id == 0 || r->node_id == NULL || r->node_id[0] == '\0') {
+        feed_refuse(p, SEAL_MALFORMED, EP_PULL, ": a sealed report needs node_id and boot_id");
+        return false;
+    }
+    if (age > PUBLISHER_REPORT_WINDOW_MS || age < -PUBLISHER_REPORT_WINDOW_MS) {
+        feed_refuse(p, SEAL_REPLAY, EP_PULL, ": sent too long ago or in the future");
+        return false;
+    }
+    struct node_seen *n = NULL;
+    for (size_t i = 0; i < p->n_nodes && n == NULL; i++)
+        if (strcmp(p->nodes[i].node_id, r->node_id) == 0)
+            n = &p->nodes[i];
+    if (n == NULL) {
+        char *id = strdup(r->node_id);
+        struct node_seen *grown = realloc(p->nodes, (p->n_nodes + 1) * sizeof(*grown));
+        if (id == NULL || grown == NULL) {
+            free(id);
+            if (grown != NULL)
+                p->nodes = grown;
+            lb_log(LB_LOG_WARN, "report_dropped", "out of memory recording node %.64s", r->node_id);
+            return false;
+        }
+        p->nodes = grown;
+        n = &p->nodes[p->n_nodes++];
+        *n = (struct node_seen){.node_id = id};
+    }
+    if (!node_boot_seen(n, r)) {
+        feed_refuse(p, SEAL_REPLAY, EP_PULL, ": not newer than the last report of its process");
+        return false;
+    }
+    return true;
+}
+
 static void publisher_on_pull_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct publisher *p = w->data;
@@ -290,13 +472,29 @@ static void publisher_on_pull_readable(struct ev_loop *loop, ev_io *w, int reven
                        nn_strerror(e));
             return;
         }
-        Lb__V1__Report *r = lb__v1__report__unpack(NULL, (size_t)n, msg);
+        const uint8_t *body = msg;
+        size_t len = (size_t)n;
+        if (p->keys != NULL) {
+            enum seal_status st =
+                seal_open(p->keys, SEAL_KIND_REPORT, msg, (size_t)n, &body, &len, NULL);
+            if (st != SEAL_OK) {
+                nn_freemsg(msg);
+                feed_refuse(p, st, EP_PULL, "");
+                continue;
+            }
+        }
+        Lb__V1__Report *r = lb__v1__report__unpack(NULL, len, body);
         nn_freemsg(msg);
         if (r == NULL) {
             p->malformed++;
+            seal_counts_add(&p->feed, SEAL_MALFORMED, wall_ms(), NULL);
             lb_log(LB_LOG_WARN, "report_malformed",
                    "%d bytes on %s do not decode as Report (%llu malformed so far)", n,
                    p->ep[EP_PULL], (unsigned long long)p->malformed);
+            continue;
+        }
+        if (!node_allowed(p, r->node_id, EP_PULL) || (p->keys != NULL && !report_is_fresh(p, r))) {
+            lb__v1__report__free_unpacked(r, NULL);
             continue;
         }
         p->reports++;
@@ -318,6 +516,30 @@ static int watch(struct publisher *p, ev_io *w, int i, int opt,
     return LB_OK;
 }
 
+/* Splits "a,b,c" into p->allowed. */
+static int parse_nodes(struct publisher *p, const char *list, struct lb_err *err)
+{
+    size_t n = 1;
+    for (const char *c = list; *c != '\0'; c++)
+        n += *c == ',';
+    p->allowed = calloc(n, sizeof(*p->allowed));
+    if (p->allowed == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    const char *start = list;
+    for (;;) {
+        const char *comma = strchr(start, ',');
+        size_t len = comma != NULL ? (size_t)(comma - start) : strlen(start);
+        if (len == 0)
+            return lb_err_set(err, LB_EINVAL, 0, "--feed-nodes %.100s: an empty node id", list);
+        if ((p->allowed[p->n_allowed] = strndup(start, len)) == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        p->n_allowed++;
+        if (comma == NULL)
+            return LB_OK;
+        start = comma + 1;
+    }
+}
+
 struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_config *cfg,
                                 publisher_report_fn on_report, void *ctx, struct lb_err *err)
 {
@@ -334,6 +556,12 @@ struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_con
     if (p == NULL)
         return NULL;
     p->loop = loop;
+    p->keys = cfg->keys;
+    p->insecure = cfg->insecure;
+    if (cfg->nodes != NULL && parse_nodes(p, cfg->nodes, err) != LB_OK) {
+        publisher_free(p);
+        return NULL;
+    }
     p->on_report = on_report;
     p->ctx = ctx;
     for (int i = 0; i < EP_COUNT; i++)
@@ -366,14 +594,84 @@ static size_t put_varint(uint8_t *out, uint64_t v)
     return n;
 }
 
+/* The current snapshot sealed for PUB and for REP. */
+struct sealed {
+    uint8_t *pub;
+    size_t pub_len;
+    uint8_t *reply;
+    size_t reply_len;
+};
+
+/* Seals <reply>[0..len) (a SyncReply whose snapshot starts at <off>) both ways
+ * into <s>. Returns LB_OK, or an error with nothing allocated. */
+static int seal_current(const struct seal_keyring *keys, const uint8_t *reply, size_t len,
+                        size_t off, struct sealed *s, struct lb_err *err)
+{
+    s->pub_len = len - off + SEAL_OVERHEAD;
+    s->reply_len = len + SEAL_OVERHEAD;
+    s->pub = malloc(s->pub_len);
+    s->reply = malloc(s->reply_len);
+    int rc = LB_OK;
+    if (s->pub == NULL || s->reply == NULL)
+        rc = lb_err_set(err, LB_ENOMEM, 0, "sealing a %zu-byte snapshot: out of memory", len);
+    if (rc == LB_OK)
+        rc = seal_seal(keys, SEAL_KIND_SNAPSHOT, reply + off, len - off, s->pub, err);
+    if (rc == LB_OK)
+        rc = seal_seal(keys, SEAL_KIND_SYNC_REPLY, reply, len, s->reply, err);
+    if (rc != LB_OK) {
+        free(s->pub);
+        free(s->reply);
+        *s = (struct sealed){0};
+    }
+    return rc;
+}
+
+static void sealed_install(struct publisher *p, struct sealed *s)
+{
+    free(p->sealed_pub);
+    free(p->sealed_reply);
+    p->sealed_pub = s->pub;
+    p->sealed_pub_len = s->pub_len;
+    p->sealed_reply = s->reply;
+    p->sealed_reply_len = s->reply_len;
+}
+
+int publisher_set_keys(struct publisher *p, const struct seal_keyring *keys, struct lb_err *err)
+{
+    struct sealed s = {0};
+    if (keys != NULL && p->generation != 0) {
+        int rc = seal_current(keys, p->reply, p->reply_len, p->snap_off, &s, err);
+        if (rc != LB_OK)
+            return rc;
+    }
+    p->keys = keys;
+    sealed_install(p, &s);
+    return LB_OK;
+}
+
+const struct seal_counts *publisher_feed_counts(const struct publisher *p)
+{
+    return &p->feed;
+}
+
+bool publisher_is_sealed(const struct publisher *p)
+{
+    return p->keys != NULL;
+}
+
+bool publisher_is_insecure(const struct publisher *p)
+{
+    return p->insecure;
+}
+
 int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
                            struct lb_err *err)
 {
     if (buf == NULL || len == 0 || generation == 0)
         return lb_err_set(err, LB_EINVAL, 0, "snapshot: empty buffer or generation 0");
-    if (len > PUBLISHER_MAX_MSG - 1 - VARINT_MAX)
+    if (len > PUBLISHER_MAX_MSG - 1 - VARINT_MAX - SEAL_OVERHEAD)
         return lb_err_set(err, LB_EINVAL, 0, "snapshot of %zu bytes exceeds the %d-byte limit", len,
-                          PUBLISHER_MAX_MSG - 1 - VARINT_MAX);
+                          PUBLISHER_MAX_MSG - 1 - VARINT_MAX - SEAL_OVERHEAD);
     uint8_t hdr[1 + VARINT_MAX];
     hdr[0] = SYNC_REPLY_SNAPSHOT_TAG;
     size_t hdr_len = 1 + put_varint(hdr + 1, len);
@@ -382,11 +680,20 @@ int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, 
         return lb_err_set(err, LB_ENOMEM, 0, "snapshot of %zu bytes: out of memory", len);
     memcpy(reply, hdr, hdr_len);
     memcpy(reply + hdr_len, buf, len);
+    struct sealed s = {0};
+    if (p->keys != NULL) {
+        int rc = seal_current(p->keys, reply, hdr_len + len, hdr_len, &s, err);
+        if (rc != LB_OK) {
+            free(reply);
+            return rc;
+        }
+    }
     free(p->reply);
     p->reply = reply;
     p->reply_len = hdr_len + len;
     p->snap_off = hdr_len;
     p->generation = generation;
+    sealed_install(p, &s);
     publish_now(p);
     ev_timer_again(p->loop, &p->republish);
     return LB_OK;
@@ -437,5 +744,13 @@ void publisher_free(struct publisher *p)
             unlink(path);
     }
     free(p->reply);
+    free(p->sealed_pub);
+    free(p->sealed_reply);
+    for (size_t i = 0; i < p->n_nodes; i++)
+        free(p->nodes[i].node_id);
+    free(p->nodes);
+    for (size_t i = 0; i < p->n_allowed; i++)
+        free(p->allowed[i]);
+    free(p->allowed);
     free(p);
 }

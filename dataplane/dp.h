@@ -13,6 +13,7 @@ struct bshared_registry;
 struct fshared_registry;
 struct tls_tickets;
 struct snap;
+struct sync;
 struct worker;
 
 struct dp {
@@ -27,6 +28,7 @@ struct dp {
     struct retry_budget budget;         /* retries in flight, all workers */
     bool controlled;                    /* fed by a control plane (--control) */
     struct tls_tickets *tickets;        /* session-ticket keys, shared by TLS frontends */
+    struct sync *sync;                  /* main thread only: the feed (for /metrics), or NULL */
 };
 
 /* Any thread: a new reference to the newest snapshot. */

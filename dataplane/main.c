@@ -20,6 +20,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "metrics_server.h"
+#include "seal.h"
 #include "snapshot.h"
 #include "sync.h"
 #include "tls_tickets.h"
@@ -30,11 +31,14 @@
 struct main_ctx {
     struct ev_loop *loop;
     struct dp dp;
-    const char *snapshot_path; /* --snapshot */
-    const char *control;       /* --control */
-    const char *state_dir;     /* --state-dir */
-    bool metrics_forced;       /* --metrics-listen given */
-    bool metrics_off;          /* --metrics-listen off */
+    const char *snapshot_path;      /* --snapshot */
+    const char *control;            /* --control */
+    const char *state_dir;          /* --state-dir */
+    const char *feed_key_path;      /* --feed-key; NULL: the feed is not sealed */
+    bool feed_insecure;             /* --feed-insecure */
+    struct seal_keyring *feed_keys; /* read from <feed_key_path> at start and on SIGHUP */
+    bool metrics_forced;            /* --metrics-listen given */
+    bool metrics_off;               /* --metrics-listen off */
     struct sockaddr_storage metrics_listen;
     socklen_t metrics_listen_len;
     char node_id[256];
@@ -62,6 +66,9 @@ static void usage(FILE *out)
             "  --control BASE      follow the control plane: ipc:///run/lb or tcp://HOST:PORT\n"
             "  --snapshot FILE     serve this binary lb.v1.Snapshot (SIGHUP reloads it)\n"
             "  --state-dir DIR     keep the last good snapshot here; serve it at start\n"
+            "  --feed-key FILE     the feed is sealed with these keys (\"ID HEX64\" lines,\n"
+            "                      mode 0600); SIGHUP re-reads it\n"
+            "  --feed-insecure     allow an unsealed tcp:// feed (snapshots in clear)\n"
             "  --node-id ID        this data plane's name in reports (default: host name)\n"
             "  --workers N         worker threads (default: one per CPU)\n"
             "  --metrics-listen A  serve /metrics on ADDR:PORT, not the snapshot's address\n"
@@ -117,6 +124,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     m->metrics = NULL;
     sync_free(m->sync);
     m->sync = NULL;
+    m->dp.sync = NULL;
     ev_timer_set(&m->drain_timer, drain, 0);
     ev_timer_start(loop, &m->drain_timer);
     ev_timer_start(loop, &m->poll_timer);
@@ -266,10 +274,28 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
     return LB_OK;
 }
 
+/* Re-reads the feed key file; on any error the keys in use stay. */
+static void reload_feed_keys(struct main_ctx *m)
+{
+    struct seal_keyring *kr = NULL;
+    struct lb_err err = {0};
+    if (seal_keyring_load(m->feed_key_path, &kr, &err) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "feed_key_reload_failed", "%s; the keys in use stay", err.msg);
+        return;
+    }
+    sync_set_keys(m->sync, kr);
+    seal_keyring_free(m->feed_keys);
+    m->feed_keys = kr;
+    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s: %zu keys, sealing with key id %u",
+           m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+}
+
 static void on_reload(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
     sd_notify(0, "RELOADING=1");
+    if (m->sync != NULL && m->feed_key_path != NULL)
+        reload_feed_keys(m);
     if (m->sync != NULL) {
         lb_log(LB_LOG_INFO, "reload", "asking the control plane for its current snapshot");
         sync_request(m->sync);
@@ -349,6 +375,8 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {"metrics-listen", required_argument, NULL, 'm'},
+        {"feed-key", required_argument, NULL, 'k'},
+        {"feed-insecure", no_argument, NULL, 'i'},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -363,6 +391,12 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
             break;
         case 'd':
             m->state_dir = optarg;
+            break;
+        case 'k':
+            m->feed_key_path = optarg;
+            break;
+        case 'i':
+            m->feed_insecure = true;
             break;
         case 'n':
             if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
@@ -424,6 +458,10 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
                         "(see --help)\n");
         return 2;
     }
+    if (m->control == NULL && (m->feed_key_path != NULL || m->feed_insecure)) {
+        fprintf(stderr, "lb-dataplane: --feed-key and --feed-insecure go with --control\n");
+        return 2;
+    }
     return -1;
 }
 
@@ -473,6 +511,21 @@ int main(int argc, char **argv)
 
     lb_log_setup("lb-dataplane", STDOUT_FILENO, level);
     signal(SIGPIPE, SIG_IGN);
+    struct lb_err err = {0};
+    bool insecure = false;
+    if (seal_feed_policy(m.control, m.feed_key_path != NULL, m.feed_insecure, &insecure, &err) !=
+            LB_OK ||
+        (m.feed_key_path != NULL &&
+         seal_keyring_load(m.feed_key_path, &m.feed_keys, &err) != LB_OK)) {
+        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+        return 1;
+    }
+    if (insecure)
+        lb_log(LB_LOG_WARN, "feed_insecure",
+               "--feed-insecure: the feed from %s is NOT sealed; anyone on the path reads every "
+               "snapshot (TLS private keys included) and can feed this data plane its own",
+               m.control);
     pthread_mutex_init(&m.dp.lock, NULL);
     m.dp.workers = calloc(m.n_workers, sizeof(*m.dp.workers));
     if (m.dp.workers == NULL) {
@@ -511,7 +564,6 @@ int main(int argc, char **argv)
     }
     int fatal = 0;
     struct snap *snap = initial_snapshot(&m, &fatal);
-    struct lb_err err = {0};
     rc = fatal ? LB_EINVAL : LB_OK;
     if (rc == LB_OK && snap != NULL) {
         rc = apply_snapshot(&m, snap, &err);
@@ -521,8 +573,13 @@ int main(int argc, char **argv)
         }
     }
     if (rc == LB_OK && m.control != NULL) {
-        struct sync_config sc = {.base = m.control, .node_id = m.node_id, .state_dir = m.state_dir};
+        struct sync_config sc = {.base = m.control,
+                                 .node_id = m.node_id,
+                                 .state_dir = m.state_dir,
+                                 .keys = m.feed_keys,
+                                 .insecure = insecure};
         m.sync = sync_new(m.loop, &sc, &m.dp, apply_snapshot, &m, &err);
+        m.dp.sync = m.sync;
         if (m.sync == NULL) {
             fprintf(stderr, "lb-dataplane: %s\n", err.msg);
             lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
@@ -543,6 +600,7 @@ int main(int argc, char **argv)
         free(m.dp.workers);
         snap_unref(m.dp.snap);
         fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
+        seal_keyring_free(m.feed_keys);
         return 1;
     }
 
@@ -554,9 +612,11 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
     bshared_registry_free(m.dp.backends);
-    sync_free(m.sync);
     metrics_server_free(m.metrics);
-    snap_unref(m.dp.snap); /* its TLS contexts hold references to the ticket keys */
+    sync_free(m.sync);
+    m.dp.sync = NULL;
+    seal_keyring_free(m.feed_keys); /* after the sync that borrowed it */
+    snap_unref(m.dp.snap);          /* its TLS contexts hold references to the ticket keys */
     tls_tickets_unref(m.dp.tickets);
     fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
     free(m.dp.workers);

@@ -16,6 +16,7 @@
 #include "lb_prom.h"
 #include "metrics.h"
 #include "snapshot.h"
+#include "sync.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -352,6 +353,8 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
                        snap ? snap->generation : 0);
         render_resilience(p, dp, snap);
         render_frontends(p, snap);
+        if (dp->sync != NULL)
+            sync_prom(dp->sync, p);
     }
     free(ws);
     free(bs);

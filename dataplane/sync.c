@@ -7,6 +7,7 @@
 #include <nanomsg/pipeline.h>
 #include <nanomsg/pubsub.h>
 #include <nanomsg/reqrep.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "metrics.h"
+#include "seal.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -52,6 +54,11 @@ struct sync {
     uint64_t rejected_generation;
     char rejection[200];
     int64_t started_ms;
+    const struct seal_keyring *keys; /* NULL: the feed is not sealed */
+    bool insecure;
+    struct seal_counts feed; /* refused messages by reason */
+    uint64_t boot_id;        /* random per process; reports carry it ... */
+    uint64_t seq;            /* ... and this, one more per report */
 };
 
 static int64_t now_ms(void)
@@ -106,6 +113,51 @@ int sync_load_cached(const char *state_dir, struct snap **out, struct lb_err *er
 
 static void sync_send_report(struct sync *s);
 
+/* Counts a refused message and logs it unless this reason was logged lately. */
+static void feed_refuse(struct sync *s, enum seal_status why, const char *from, const char *detail)
+{
+    uint64_t more = 0;
+    if (seal_counts_add(&s->feed, why, now_ms(), &more))
+        lb_log(LB_LOG_WARN, "feed_rejected",
+               "message from %s refused: %s%s; generation %llu keeps serving (%llu refused for "
+               "this reason, %llu not logged since the last line)",
+               from, seal_status_name(why), detail, (unsigned long long)s->applied_generation,
+               (unsigned long long)s->feed.n[why], (unsigned long long)more);
+}
+
+/* Opens a sealed message in place; unsealed feeds pass it through. False
+ * when refused (counted and logged). */
+static bool feed_open(struct sync *s, enum seal_kind kind, uint8_t *msg, size_t n,
+                      const uint8_t **body, size_t *len, const char *from)
+{
+    *body = msg;
+    *len = n;
+    if (s->keys == NULL)
+        return true;
+    enum seal_status st = seal_open(s->keys, kind, msg, n, body, len, NULL);
+    if (st == SEAL_OK)
+        return true;
+    feed_refuse(s, st, from, "");
+    return false;
+}
+
+/* Sends <buf>[0..len) as <kind> on <sock>, sealed when the feed is. */
+static int feed_send(struct sync *s, int sock, enum seal_kind kind, const uint8_t *buf, size_t len)
+{
+    if (s->keys == NULL)
+        return nn_send(sock, buf, len, NN_DONTWAIT);
+    uint8_t *sealed = malloc(len + SEAL_OVERHEAD);
+    struct lb_err err = {0};
+    if (sealed == NULL || seal_seal(s->keys, kind, buf, len, sealed, &err) != LB_OK) {
+        free(sealed);
+        lb_log(LB_LOG_WARN, "feed_seal_failed", "%s", sealed ? err.msg : "out of memory");
+        return -1;
+    }
+    int rc = nn_send(sock, sealed, len + SEAL_OVERHEAD, NN_DONTWAIT);
+    free(sealed);
+    return rc;
+}
+
 static void sync_reject(struct sync *s, uint64_t gen, const char *from, const char *why)
 {
     s->rejected_generation = gen;
@@ -116,11 +168,86 @@ static void sync_reject(struct sync *s, uint64_t gen, const char *from, const ch
     sync_send_report(s);
 }
 
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t byte = *(*p)++;
+        r |= (uint64_t)(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The generation (Snapshot field 2) of the encoded snapshot <buf>, read off
+ * its top-level fields without decoding anything: a re-publication or a
+ * replay is then dropped before any allocation. False when the bytes do
+ * not walk as protobuf or carry no generation (the full decode judges). */
+static bool peek_generation(const uint8_t *buf, size_t len, uint64_t *gen)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    bool found = false;
+    while (p < end) {
+        uint64_t key, v;
+        if (!get_varint(&p, end, &key))
+            return false;
+        switch (key & 7) {
+        case 0: /* varint; the last occurrence wins, as in a decode */
+            if (!get_varint(&p, end, &v))
+                return false;
+            if (key >> 3 == 2) {
+                *gen = v;
+                found = true;
+            }
+            break;
+        case 1: /* 64-bit */
+            if (end - p < 8)
+                return false;
+            p += 8;
+            break;
+        case 2: /* length-delimited */
+            if (!get_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        case 5: /* 32-bit */
+            if (end - p < 4)
+                return false;
+            p += 4;
+            break;
+        default:
+            return false;
+        }
+    }
+    return found;
+}
+
+static void sync_refuse_older(struct sync *s, uint64_t gen, const char *from)
+{
+    /* an old message replayed, or a control plane that went back in time */
+    char detail[96];
+    snprintf(detail, sizeof(detail), ": generation %llu is older than the one serving",
+             (unsigned long long)gen);
+    feed_refuse(s, SEAL_REPLAY, from, detail);
+}
+
 /* Validates and applies the snapshot in <buf>; records the outcome. */
 static void sync_consider(struct sync *s, const uint8_t *buf, size_t len, const char *from)
 {
     struct snap *snap = NULL;
     struct lb_err err = {0};
+    uint64_t peeked = 0;
+    if (peek_generation(buf, len, &peeked) && peeked != 0) {
+        if (peeked < s->applied_generation) {
+            sync_refuse_older(s, peeked, from);
+            return;
+        }
+        if (peeked == s->applied_generation || peeked == s->rejected_generation)
+            return; /* the periodic re-publish */
+    }
     if (snapshot_decode(buf, len, &snap, &err) != LB_OK) {
         /* the generation is what the control plane shows next to the reason */
         Lb__V1__Snapshot *pb = lb__v1__snapshot__unpack(NULL, len, buf);
@@ -133,8 +260,13 @@ static void sync_consider(struct sync *s, const uint8_t *buf, size_t len, const 
         return;
     }
     uint64_t gen = snap->generation;
-    if (gen <= s->applied_generation || gen == s->rejected_generation) {
+    if (gen < s->applied_generation) {
+        sync_refuse_older(s, gen, from);
         snap_unref(snap);
+        return;
+    }
+    if (gen == s->applied_generation || gen == s->rejected_generation) {
+        snap_unref(snap); /* the periodic re-publish */
         return;
     }
     if (s->apply(s->ctx, snap, &err) != LB_OK) {
@@ -155,8 +287,12 @@ static void sync_on_sub(struct ev_loop *loop, ev_io *io, int revents)
         int n = nn_recv(s->sub, &msg, NN_MSG, NN_DONTWAIT);
         if (n < 0)
             return;
-        s->last_feed = ev_now(loop);
-        sync_consider(s, msg, (size_t)n, "the feed");
+        const uint8_t *body;
+        size_t len;
+        if (feed_open(s, SEAL_KIND_SNAPSHOT, msg, (size_t)n, &body, &len, "the feed")) {
+            s->last_feed = ev_now(loop);
+            sync_consider(s, body, len, "the feed");
+        }
         nn_freemsg(msg);
     }
 }
@@ -172,7 +308,7 @@ void sync_request(struct sync *s)
         return;
     lb__v1__sync_request__pack(&rq, buf);
     /* a REQ socket drops the old request when a new one is sent */
-    if (nn_send(s->req, buf, len, NN_DONTWAIT) < 0) {
+    if (feed_send(s, s->req, SEAL_KIND_SYNC_REQUEST, buf, len) < 0) {
         lb_log(LB_LOG_WARN, "sync_request_failed", "%s: %s", s->rep, nn_strerror(nn_errno()));
         return;
     }
@@ -187,19 +323,25 @@ static void sync_on_req(struct ev_loop *loop, ev_io *io, int revents)
     if (n < 0)
         return;
     s->req_pending = false;
+    const uint8_t *body;
+    size_t len;
+    if (!feed_open(s, SEAL_KIND_SYNC_REPLY, msg, (size_t)n, &body, &len, "the start-up sync")) {
+        nn_freemsg(msg);
+        return;
+    }
     s->last_feed = ev_now(loop);
-    Lb__V1__SyncReply *rp = lb__v1__sync_reply__unpack(NULL, (size_t)n, msg);
+    Lb__V1__SyncReply *rp = lb__v1__sync_reply__unpack(NULL, len, body);
     if (rp == NULL) {
         lb_log(LB_LOG_WARN, "sync_reply_invalid", "%d bytes from %s are not a SyncReply", n,
                s->rep);
     } else if (rp->error != NULL && rp->error[0] != '\0') {
         lb_log(LB_LOG_WARN, "sync_refused", "the control plane has no snapshot: %s", rp->error);
     } else if (rp->snapshot != NULL) {
-        size_t len = lb__v1__snapshot__get_packed_size(rp->snapshot);
-        uint8_t *buf = malloc(len ? len : 1);
+        size_t snap_len = lb__v1__snapshot__get_packed_size(rp->snapshot);
+        uint8_t *buf = malloc(snap_len ? snap_len : 1);
         if (buf != NULL) {
             lb__v1__snapshot__pack(rp->snapshot, buf);
-            sync_consider(s, buf, len, "the start-up sync");
+            sync_consider(s, buf, snap_len, "the start-up sync");
             free(buf);
         }
     }
@@ -221,6 +363,8 @@ static void sync_send_report(struct sync *s)
     r.sent_unix_ms = now_ms();
     r.pid = (uint32_t)getpid();
     r.started_unix_ms = s->started_ms;
+    r.boot_id = s->boot_id;
+    r.seq = ++s->seq;
     uint32_t nb = snap && dp->n_workers ? snap->n_backends : 0;
     Lb__V1__BackendReport *brs = calloc(nb ? nb : 1, sizeof(*brs));
     Lb__V1__BackendReport **brp = calloc(nb ? nb : 1, sizeof(*brp));
@@ -262,7 +406,7 @@ static void sync_send_report(struct sync *s)
         if (buf != NULL) {
             lb__v1__report__pack(&r, buf);
             /* PUSH with no peer would queue; a report is only worth its moment */
-            nn_send(s->push, buf, len, NN_DONTWAIT);
+            feed_send(s, s->push, SEAL_KIND_REPORT, buf, len);
             free(buf);
         }
     }
@@ -282,6 +426,16 @@ static void sync_on_report(struct ev_loop *loop, ev_timer *t, int revents)
      * (or the control plane is down); asking again costs one message */
     if (ev_now(loop) - s->last_feed > RESYNC_SECONDS && !s->req_pending)
         sync_request(s);
+}
+
+void sync_set_keys(struct sync *s, const struct seal_keyring *keys)
+{
+    s->keys = keys;
+}
+
+void sync_prom(const struct sync *s, struct lb_prom *p)
+{
+    seal_prom(p, &s->feed, s->keys != NULL, s->insecure);
 }
 
 void sync_set_applied(struct sync *s, uint64_t version, uint64_t generation)
@@ -333,6 +487,15 @@ struct sync *sync_new(struct ev_loop *loop, const struct sync_config *cfg, struc
     s->ctx = ctx;
     s->sub = s->req = s->push = -1;
     s->started_ms = now_ms();
+    s->keys = cfg->keys;
+    s->insecure = cfg->insecure;
+    /* zero means "no boot id" to the control plane */
+    while (s->boot_id == 0)
+        if (RAND_bytes((unsigned char *)&s->boot_id, sizeof(s->boot_id)) != 1) {
+            lb_err_set(err, LB_ESYS, 0, "no randomness for the report boot id");
+            free(s);
+            return NULL;
+        }
     s->node_id = strdup(cfg->node_id);
     s->state_dir = cfg->state_dir ? strdup(cfg->state_dir) : NULL;
     if (s->node_id == NULL || (cfg->state_dir && s->state_dir == NULL)) {

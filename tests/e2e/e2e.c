@@ -1335,6 +1335,8 @@ struct e2e_cp {
     pid_t cppid;                      /* -1 when not running */
     pid_t dppid[E2E_MAX_DATAPLANES];  /* -1 when not running */
     unsigned workers;                 /* --workers */
+    char *const *cp_args;             /* more control-plane arguments, or NULL */
+    char *const *dp_args;             /* more data-plane arguments, or NULL */
     unsigned feport, mport, aport;    /* frontend, metrics, admin TCP (0: none) */
     bool failed;                      /* a daemon did not exit 0 on SIGTERM */
     struct e2e_cp *next_live;         /* registry for the atexit hook */
@@ -1538,13 +1540,21 @@ void e2e_cp_controlplane_start(struct e2e_cp *w)
     e2e_cp_path(w, "cp.log", log, sizeof log);
     e2e_cp_path(w, "tokens", tokens, sizeof tokens);
     snprintf(listen, sizeof listen, "127.0.0.1:%u", w->aport);
-    char *argv[] = {CP_BIN, "--db", db,   "--bootstrap", config, "--runtime-dir",
-                    run,    NULL,   NULL, NULL,          NULL,   NULL};
+    char *argv[24] = {CP_BIN, "--db", db, "--bootstrap", config, "--runtime-dir", run};
+    size_t n = 7;
     if (w->aport) {
-        argv[7] = "--admin-listen";
-        argv[8] = listen;
-        argv[9] = "--admin-tokens";
-        argv[10] = tokens;
+        argv[n++] = "--admin-listen";
+        argv[n++] = listen;
+        argv[n++] = "--admin-tokens";
+        argv[n++] = tokens;
+    }
+    if (strncmp(w->control, "ipc://", 6) != 0) {
+        argv[n++] = "--control";
+        argv[n++] = w->control;
+    }
+    for (size_t i = 0; w->cp_args != NULL && w->cp_args[i] != NULL; i++) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1, "too many cp_args");
+        argv[n++] = w->cp_args[i];
     }
     w->cppid = e2e_spawn(argv, log);
     ck_assert_msg(w->cppid > 0, "fork failed");
@@ -1589,10 +1599,25 @@ void e2e_cp_dataplane_start(struct e2e_cp *w, unsigned i)
     e2e_cp_path(w, name, log, sizeof log);
     snprintf(node, sizeof node, "dp%u", i);
     snprintf(workers, sizeof workers, "%u", w->workers);
-    char *argv[] = {LB_BIN,      "--control", w->control,  "--state-dir", state,
-                    "--node-id", node,        "--workers", workers,       NULL};
+    char *argv[24] = {LB_BIN,      "--control", w->control,  "--state-dir", state,
+                      "--node-id", node,        "--workers", workers};
+    size_t n = 9;
+    for (size_t k = 0; w->dp_args != NULL && w->dp_args[k] != NULL; k++) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1, "too many dp_args");
+        argv[n++] = w->dp_args[k];
+    }
     w->dppid[i] = e2e_spawn(argv, log);
     ck_assert_msg(w->dppid[i] > 0, "fork failed");
+}
+
+pid_t e2e_cp_controlplane_pid(const struct e2e_cp *w)
+{
+    return w->cppid;
+}
+
+pid_t e2e_cp_dataplane_pid(const struct e2e_cp *w, unsigned i)
+{
+    return i < E2E_MAX_DATAPLANES ? w->dppid[i] : -1;
 }
 
 int e2e_cp_dataplane_stop(struct e2e_cp *w, unsigned i)
@@ -1658,7 +1683,12 @@ struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o)
     w->next_live = live_cps;
     live_cps = w;
     e2e_cp_path(w, "run/admin.sock", w->sock, sizeof w->sock);
-    snprintf(w->control, sizeof w->control, "ipc://%s/run", w->dir);
+    if (o->control != NULL)
+        snprintf(w->control, sizeof w->control, "%s", o->control);
+    else
+        snprintf(w->control, sizeof w->control, "ipc://%s/run", w->dir);
+    w->cp_args = o->cp_args;
+    w->dp_args = o->dp_args;
 
     char log[256], name[32];
     for (unsigned i = 0; i < o->backends; i++) {

@@ -316,6 +316,11 @@ struct e2e_cp_opts {
                               * "rw.token" and "ro.token" */
     unsigned dataplanes;     /* data planes started and awaited (snapshot applied) */
     unsigned workers;        /* --workers of each data plane; 0 = 2 */
+    const char *control;     /* NULL: the feed on ipc://<dir>/run; else the --control
+                              * base both daemons get ("tcp://127.0.0.2:7000"); kept */
+    char *const *cp_args;    /* NULL or more lb-controlplane arguments (at most 8),
+                              * NULL-terminated; kept: must outlive e2e_cp_stop() */
+    char *const *dp_args;    /* the same for every data plane */
 };
 
 /* Starts the backends, writes config.yaml, starts the control plane (waits
@@ -340,6 +345,11 @@ int e2e_cp_controlplane_kill(struct e2e_cp *w, int sig);
 /* Starts data plane <i> (node id "dp<i>", state dir "dp<i>/", log "dp<i>.log")
  * without waiting; fails the test when it is already running. */
 void e2e_cp_dataplane_start(struct e2e_cp *w, unsigned i);
+
+/* pids of the control plane and of data plane <i> (-1: not running), for a
+ * test that signals them itself (SIGHUP). */
+pid_t e2e_cp_controlplane_pid(const struct e2e_cp *w);
+pid_t e2e_cp_dataplane_pid(const struct e2e_cp *w, unsigned i);
 
 /* SIGTERM to data plane <i>; returns its wait status (-1: not running). */
 int e2e_cp_dataplane_stop(struct e2e_cp *w, unsigned i);

@@ -2,6 +2,7 @@
 #include "lb_endpoints.h"
 #include "lb_err.h"
 #include "publisher.h"
+#include "seal.h"
 
 #include <check.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAIT_S 3.0 /* bound of every wait for a message */
@@ -520,6 +522,248 @@ START_TEST(report_survives_garbage)
 }
 END_TEST
 
+/* --- sealed feed ------------------------------------------------------------- */
+
+#define HEX_1 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define HEX_2 "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+
+static struct seal_keyring *ring(const char *text)
+{
+    struct seal_keyring *kr = NULL;
+    ck_assert_int_eq(seal_keyring_parse(text, strlen(text), "t", &kr, NULL), LB_OK);
+    return kr;
+}
+
+static struct publisher *start_sealed(const struct seal_keyring *kr)
+{
+    struct lb_err err = {0};
+    struct publisher_config cfg = {.base = base, .republish_s = 60, .keys = kr};
+    struct publisher *p = publisher_new(loop, &cfg, on_report, &n_seen, &err);
+    ck_assert_msg(p != NULL, "publisher_new: %s", err.msg);
+    return p;
+}
+
+/* Receives one message of <kind> on <s> and opens it with <kr>; returns the
+ * plaintext's length (at *plain inside *msg: nn_freemsg() it) and the key id. */
+static size_t recv_sealed(int s, const struct seal_keyring *kr, enum seal_kind kind, void **msg,
+                          const uint8_t **plain, uint32_t *key_id)
+{
+    int n = recv_within(s, msg, WAIT_S);
+    ck_assert_msg(n >= 0, "nothing received");
+    size_t len = 0;
+    ck_assert_int_eq(seal_open(kr, kind, *msg, (size_t)n, plain, &len, key_id), SEAL_OK);
+    return len;
+}
+
+static void send_sealed(int s, const struct seal_keyring *kr, enum seal_kind kind,
+                        const uint8_t *plain, size_t len)
+{
+    uint8_t *buf = malloc(len + SEAL_OVERHEAD);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(seal_seal(kr, kind, plain, len, buf, NULL), LB_OK);
+    send_within(s, buf, len + SEAL_OVERHEAD);
+    free(buf);
+}
+
+static uint64_t refused(const struct publisher *p, enum seal_status why)
+{
+    return publisher_feed_counts(p)->n[why];
+}
+
+START_TEST(sealed_pub_and_sync)
+{
+    struct seal_keyring *k1 = ring("1 " HEX_1), *k12 = ring("2 " HEX_2 "\n1 " HEX_1);
+    struct publisher *p = start_sealed(k1);
+    ck_assert(publisher_is_sealed(p));
+    char ep[LB_ENDPOINT_MAX];
+    endpoint("pub", ep);
+    int sub = client(NN_SUB, ep);
+    wait_connected(sub);
+    set_snapshot(p, 7, 3);
+    void *msg;
+    const uint8_t *plain;
+    uint32_t id = 0;
+    size_t len = recv_sealed(sub, k12, SEAL_KIND_SNAPSHOT, &msg, &plain, &id);
+    Lb__V1__Snapshot *snap = lb__v1__snapshot__unpack(NULL, len, plain);
+    ck_assert_ptr_nonnull(snap);
+    ck_assert_uint_eq(snap->generation, 7);
+    ck_assert_uint_eq(id, 1);
+    lb__v1__snapshot__free_unpacked(snap, NULL);
+    nn_freemsg(msg);
+
+    /* an unsealed request gets no reply at all, a sealed one a sealed reply */
+    endpoint("rep", ep);
+    int req = client(NN_REQ, ep);
+    Lb__V1__SyncRequest r = LB__V1__SYNC_REQUEST__INIT;
+    r.node_id = "dp-1";
+    uint8_t buf[64];
+    size_t rl = lb__v1__sync_request__pack(&r, buf);
+    send_within(req, buf, rl);
+    ck_assert_int_lt(recv_within(req, &msg, 0.3), 0);
+    ck_assert_uint_eq(refused(p, SEAL_UNSEALED), 1);
+    send_sealed(req, k1, SEAL_KIND_SNAPSHOT, buf, rl); /* right key, wrong kind */
+    ck_assert_int_lt(recv_within(req, &msg, 0.3), 0);
+    ck_assert_uint_eq(refused(p, SEAL_WRONG_KIND), 1);
+    send_sealed(req, k1, SEAL_KIND_SYNC_REQUEST, buf, rl);
+    len = recv_sealed(req, k1, SEAL_KIND_SYNC_REPLY, &msg, &plain, NULL);
+    Lb__V1__SyncReply *reply = lb__v1__sync_reply__unpack(NULL, len, plain);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_ptr_nonnull(reply->snapshot);
+    ck_assert_uint_eq(reply->snapshot->generation, 7);
+    lb__v1__sync_reply__free_unpacked(reply, NULL);
+    nn_freemsg(msg);
+    ck_assert_uint_eq(publisher_sync_requests(p), 1);
+
+    /* rotation: the current snapshot is sealed again with the new first key */
+    ck_assert_int_eq(publisher_set_keys(p, k12, NULL), LB_OK);
+    r.have_generation = 7;
+    rl = lb__v1__sync_request__pack(&r, buf);
+    send_sealed(req, k1, SEAL_KIND_SYNC_REQUEST, buf, rl); /* the old key still opens */
+    len = recv_sealed(req, k12, SEAL_KIND_SYNC_REPLY, &msg, &plain, &id);
+    ck_assert_uint_eq(len, 0); /* up to date: an empty reply, sealed */
+    ck_assert_uint_eq(id, 2);
+    nn_freemsg(msg);
+    r.have_generation = 0;
+    rl = lb__v1__sync_request__pack(&r, buf);
+    send_sealed(req, k12, SEAL_KIND_SYNC_REQUEST, buf, rl);
+    len = recv_sealed(req, k12, SEAL_KIND_SYNC_REPLY, &msg, &plain, &id);
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_eq(id, 2);
+    nn_freemsg(msg);
+    set_snapshot(p, 8, 1);
+    len = recv_sealed(sub, k12, SEAL_KIND_SNAPSHOT, &msg, &plain, &id);
+    ck_assert_uint_eq(id, 2);
+    nn_freemsg(msg);
+    nn_close(req);
+    nn_close(sub);
+    publisher_free(p);
+    seal_keyring_free(k1);
+    seal_keyring_free(k12);
+}
+END_TEST
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void push_sealed_report(int push, const struct seal_keyring *kr, const char *node,
+                               uint64_t boot, uint64_t seq, int64_t started, int64_t sent)
+{
+    Lb__V1__Report r = LB__V1__REPORT__INIT;
+    r.node_id = (char *)node;
+    r.boot_id = boot;
+    r.seq = seq;
+    r.started_unix_ms = started;
+    r.sent_unix_ms = sent;
+    uint8_t buf[256];
+    size_t len = lb__v1__report__pack(&r, buf);
+    send_sealed(push, kr, SEAL_KIND_REPORT, buf, len);
+}
+
+/* Sends the report and waits until the publisher accepted or refused it. */
+static bool report_accepted(struct publisher *p, int push, const struct seal_keyring *kr,
+                            const char *node, uint64_t boot, uint64_t seq, int64_t started)
+{
+    const struct seal_counts *c = publisher_feed_counts(p);
+    uint64_t before = publisher_reports(p), refusals = c->n[SEAL_REPLAY] + c->n[SEAL_MALFORMED];
+    push_sealed_report(push, kr, node, boot, seq, started, now_ms());
+    double end = ev_time() + WAIT_S;
+    while (publisher_reports(p) == before && c->n[SEAL_REPLAY] + c->n[SEAL_MALFORMED] == refusals &&
+           ev_time() < end)
+        step();
+    ck_assert_msg(ev_time() < end, "the report was neither accepted nor refused");
+    return publisher_reports(p) > before;
+}
+
+START_TEST(sealed_reports_refuse_replays)
+{
+    struct seal_keyring *k1 = ring("1 " HEX_1), *k2 = ring("1 " HEX_2);
+    struct publisher *p = start_sealed(k1);
+    char ep[LB_ENDPOINT_MAX];
+    endpoint("pull", ep);
+    int push = client(NN_PUSH, ep);
+    int64_t t = now_ms() - 60000;
+    ck_assert(report_accepted(p, push, k1, "dp", 11, 1, t + 100));
+    ck_assert(!report_accepted(p, push, k1, "dp", 11, 1, t + 100)); /* the same again */
+    ck_assert(report_accepted(p, push, k1, "dp", 11, 2, t + 100));
+    ck_assert(!report_accepted(p, push, k1, "dp", 11, 1, t + 100));   /* an older one */
+    ck_assert(report_accepted(p, push, k1, "other", 11, 1, t + 100)); /* per node */
+    ck_assert_uint_eq(refused(p, SEAL_REPLAY), 2);
+    /* a successor and its predecessor both report for a while */
+    ck_assert(report_accepted(p, push, k1, "dp", 12, 1, t + 200));
+    ck_assert(report_accepted(p, push, k1, "dp", 11, 3, t + 100));
+    ck_assert(report_accepted(p, push, k1, "dp", 13, 1, t + 300));
+    ck_assert(report_accepted(p, push, k1, "dp", 14, 1, t + 400));
+    /* a fifth process pushes the oldest out; that one is then a replay */
+    ck_assert(report_accepted(p, push, k1, "dp", 15, 1, t + 500));
+    ck_assert(!report_accepted(p, push, k1, "dp", 11, 9, t + 100));
+    ck_assert(!report_accepted(p, push, k1, "dp", 10, 1, t + 50));
+    /* older than every process remembered: refused, and evicts nobody */
+    ck_assert(!report_accepted(p, push, k1, "dp", 9, 1, t + 150));
+    ck_assert(report_accepted(p, push, k1, "dp", 12, 2, t + 200));
+    ck_assert_uint_eq(refused(p, SEAL_REPLAY), 5);
+    /* outside the window, no boot id, another key */
+    push_sealed_report(push, k1, "dp", 16, 1, t + 600,
+                       now_ms() - PUBLISHER_REPORT_WINDOW_MS - 1000);
+    for (double end = ev_time() + WAIT_S; refused(p, SEAL_REPLAY) < 6 && ev_time() < end;)
+        step();
+    ck_assert_uint_eq(refused(p, SEAL_REPLAY), 6);
+    ck_assert(!report_accepted(p, push, k1, "dp", 0, 1, t + 600));
+    ck_assert_uint_eq(refused(p, SEAL_MALFORMED), 1);
+    push_sealed_report(push, k2, "dp", 16, 1, t + 600, now_ms());
+    send_within(push, "\x0a\x02dp", 4); /* unsealed */
+    ck_assert(report_accepted(p, push, k1, "dp", 16, 1, t + 600));
+    ck_assert_uint_eq(refused(p, SEAL_AUTH_FAILED), 1);
+    ck_assert_uint_eq(refused(p, SEAL_UNSEALED), 1);
+    ck_assert_int_eq(n_seen, (int)publisher_reports(p));
+    nn_close(push);
+    publisher_free(p);
+    seal_keyring_free(k1);
+    seal_keyring_free(k2);
+}
+END_TEST
+
+START_TEST(feed_nodes_allow_list)
+{
+    struct lb_err err = {0};
+    struct publisher_config bad = {.base = base, .nodes = "dp-1,,dp-2"};
+    ck_assert_ptr_null(publisher_new(loop, &bad, NULL, NULL, &err));
+    ck_assert_int_eq(err.code, LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "--feed-nodes") != NULL, "%s", err.msg);
+    struct publisher_config cfg = {.base = base, .republish_s = 60, .nodes = "dp-1,dp-2"};
+    struct publisher *p = publisher_new(loop, &cfg, on_report, &n_seen, &err);
+    ck_assert_msg(p != NULL, "%s", err.msg);
+    set_snapshot(p, 4, 1);
+    char ep[LB_ENDPOINT_MAX];
+    endpoint("pull", ep);
+    int push = client(NN_PUSH, ep);
+    push_report(push, "dp-7", 0, 0);
+    push_report(push, "dp-2", 0, 0);
+    wait_reports(1);
+    ck_assert_str_eq(seen_node, "dp-2");
+    ck_assert_uint_eq(refused(p, SEAL_UNKNOWN_NODE), 1);
+    endpoint("rep", ep);
+    int req = client(NN_REQ, ep);
+    Lb__V1__SyncRequest r = LB__V1__SYNC_REQUEST__INIT;
+    r.node_id = "intruder";
+    uint8_t buf[64];
+    size_t len = lb__v1__sync_request__pack(&r, buf);
+    send_within(req, buf, len);
+    void *msg;
+    ck_assert_int_lt(recv_within(req, &msg, 0.3), 0);
+    ck_assert_uint_eq(refused(p, SEAL_UNKNOWN_NODE), 2);
+    Lb__V1__SyncReply *reply = sync_req(req, 0); /* as "dp-1" */
+    ck_assert_ptr_nonnull(reply->snapshot);
+    lb__v1__sync_reply__free_unpacked(reply, NULL);
+    nn_close(req);
+    nn_close(push);
+    publisher_free(p);
+}
+END_TEST
+
 /* --- sizes ----------------------------------------------------------------- */
 
 START_TEST(ten_thousand_backends)
@@ -724,6 +968,9 @@ static Suite *publisher_suite(void)
         {"sync_garbage", sync_survives_garbage},
         {"report", report_reaches_callback},
         {"report_garbage", report_survives_garbage},
+        {"sealed_pub_sync", sealed_pub_and_sync},
+        {"sealed_reports", sealed_reports_refuse_replays},
+        {"feed_nodes", feed_nodes_allow_list},
         {"big", ten_thousand_backends},
         {"tcp", tcp_base},
         {"bind_errors", bind_errors_name_the_endpoint},
