@@ -73,7 +73,8 @@ int sync_save_cached(const char *state_dir, const uint8_t *buf, size_t len, stru
     char path[4096], tmp[4200];
     snprintf(path, sizeof(path), "%s/%s", state_dir, CACHE_NAME);
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    /* the snapshot holds TLS private keys: the service user's alone */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd == -1)
         return lb_err_set(err, LB_ESYS, errno, "cannot write %s", tmp);
     size_t off = 0;

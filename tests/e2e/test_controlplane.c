@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -446,6 +447,10 @@ START_TEST(cached_snapshot_serves_without_controlplane)
     char path[256];
     e2e_cp_path(w, "dp0/snapshot.bin", path, sizeof path);
     ck_assert_msg(access(path, R_OK) == 0, "no cached snapshot at %s", path);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_msg((sb.st_mode & 0777) == 0600, "%s has mode %o: it holds private keys", path,
+                  (unsigned)(sb.st_mode & 0777));
 
     e2e_cp_dataplane_start(w, 0);
     ck_assert(e2e_cp_dataplane_log_has(w, 0, "\"snapshot_cached\"", e2e_timeout_ms()));
