@@ -237,7 +237,9 @@ static void on_accept_resume(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void accept_one(struct admin *a, int lfd, bool tcp)
 {
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
         /* out of descriptors or memory: the listener stays readable, so
          * pause instead of spinning */
@@ -267,6 +269,8 @@ static void accept_one(struct admin *a, int lfd, bool tcp)
     c->fd = fd;
     c->tcp = tcp;
     c->uid = -1;
+    if (tcp)
+        admin__peer_name(&peer, c->peer, sizeof(c->peer));
     if (!tcp) {
         struct ucred cred;
         socklen_t len = sizeof(cred);

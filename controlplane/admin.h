@@ -32,6 +32,11 @@ struct admin;
 #define ADMIN_MAX_HEADERS 64
 #define ADMIN_COMMENT_MAX 500
 
+/* A TCP source with ADMIN_AUTH_FAILS failed authentications (401) within
+ * ADMIN_AUTH_WINDOW_S seconds gets 429 until the window ends. */
+#define ADMIN_AUTH_FAILS    10
+#define ADMIN_AUTH_WINDOW_S 60
+
 struct admin_config {
     const char *unix_path;   /* required; a stale socket file there is replaced */
     const char *tcp_listen;  /* "ADDR:PORT" ("127.0.0.1:9180", "[::1]:9180"); NULL = none.

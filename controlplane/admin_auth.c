@@ -4,8 +4,11 @@
 #include "admin_int.h"
 
 #include "lb_err.h"
+#include "lb_log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +22,13 @@ int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
     if (f == NULL)
         return lb_err_set(err, LB_ESYS, errno, "admin tokens file %s", path);
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IROTH | S_IWOTH))) {
+    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO))) {
+        unsigned mode = (unsigned)(st.st_mode & 0777);
         fclose(f);
         return lb_err_set(err, LB_EINVAL, 0,
-                          "admin tokens file %s is world-readable or -writable; chmod o-rwx it",
-                          path);
+                          "admin tokens file %s has mode %04o: its group or others may read it; "
+                          "chmod 600 it",
+                          path, mode);
     }
     char line[1024];
     int lineno = 0, rc = LB_OK;
@@ -73,7 +78,76 @@ static const struct token *find_token(const struct admin *a, struct http1_slice 
     return found;
 }
 
-/* Identity and permission; false when answered (401/403). */
+void admin__peer_name(const struct sockaddr_storage *sa, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (sa->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+/* The failure record of <peer>: its own, a free one, or the oldest
+ * (replaced). */
+static struct auth_fails *fails_of(struct admin *a, const char *peer, double now)
+{
+    struct auth_fails *free_slot = NULL, *oldest = &a->fails[0];
+    for (size_t i = 0; i < ADMIN_AUTH_SOURCES; i++) {
+        struct auth_fails *f = &a->fails[i];
+        if (f->peer[0] != '\0' && strcmp(f->peer, peer) == 0) {
+            if (now - f->since >= ADMIN_AUTH_WINDOW_S) {
+                f->count = 0;
+                f->since = now;
+            }
+            return f;
+        }
+        if (f->peer[0] == '\0' && free_slot == NULL)
+            free_slot = f;
+        if (f->since < oldest->since)
+            oldest = f;
+    }
+    struct auth_fails *f = free_slot ? free_slot : oldest;
+    snprintf(f->peer, sizeof(f->peer), "%s", peer);
+    f->count = 0;
+    f->since = now;
+    return f;
+}
+
+/* A source over the limit gets 429 without its token being looked at. */
+static bool auth_limited(struct req *r)
+{
+    struct admin *a = r->c->a;
+    double now = ev_now(a->loop);
+    struct auth_fails *f = fails_of(a, r->c->peer, now);
+    if (f->count < ADMIN_AUTH_FAILS)
+        return false;
+    a->auth_limited++;
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Retry-After: %d\r\n",
+             (int)(ADMIN_AUTH_WINDOW_S - (now - f->since)) + 1);
+    admin__respond_error_x(r, 429, "too_many_failures", extra,
+                           "too many failed authentications from %s; try again later", r->c->peer);
+    return true;
+}
+
+static void auth_failed(struct req *r)
+{
+    struct admin *a = r->c->a;
+    struct auth_fails *f = fails_of(a, r->c->peer, ev_now(a->loop));
+    f->count++;
+    a->auth_failures++;
+    /* the first failure of a window and the one that locks are logged:
+     * a flood of wrong tokens does not flood the log */
+    if (f->count == 1 || f->count == ADMIN_AUTH_FAILS)
+        lb_log(LB_LOG_WARN, "admin_auth_failed", "%s: no valid bearer token (%u in %d s%s)",
+               r->c->peer, f->count, ADMIN_AUTH_WINDOW_S,
+               f->count == ADMIN_AUTH_FAILS ? "; further requests get 429 until the window ends"
+                                            : "");
+    admin__respond_error_x(r, 401, "unauthorized", "WWW-Authenticate: Bearer\r\n",
+                           "a valid bearer token is required");
+}
+
+/* Identity and permission; false when answered (401/403/429). */
 bool admin__authorise(struct req *r)
 {
     struct conn *c = r->c;
@@ -87,6 +161,8 @@ bool admin__authorise(struct req *r)
         snprintf(r->author, sizeof(r->author), "anonymous");
         return true;
     }
+    if (auth_limited(r))
+        return false;
     const struct http1_header *h = admin__find_header(r->msg, "Authorization");
     const struct token *t = NULL;
     if (h != NULL && h->value.len > 7 && strncasecmp(h->value.p, "Bearer ", 7) == 0) {
@@ -98,8 +174,7 @@ bool admin__authorise(struct req *r)
         t = find_token(c->a, s);
     }
     if (t == NULL) {
-        admin__respond_error_x(r, 401, "unauthorized", "WWW-Authenticate: Bearer\r\n",
-                               "a valid bearer token is required");
+        auth_failed(r);
         return false;
     }
     if (!t->rw && r->msg->meth != HTTP1_M_GET) {

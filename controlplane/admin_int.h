@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 struct lb_err;
@@ -45,6 +46,7 @@ struct conn {
     int fd;
     bool tcp;      /* came through the TCP listener: needs a token */
     long uid;      /* peer uid on the unix socket, -1 on TCP */
+    char peer[48]; /* TCP: the client's address, for the failed-authentication limit */
     ev_io rio;     /* readable */
     ev_io wio;     /* writable while output is pending */
     ev_timer idle; /* ADMIN_TIMEOUT_S without progress closes */
@@ -56,6 +58,15 @@ struct conn {
     bool continue_sent; /* "100 Continue" sent for the current request */
     bool lingering;     /* answered and shut down for writing: discard input until EOF */
     struct http1_parser parser;
+};
+
+#define ADMIN_AUTH_SOURCES 256 /* sources whose failed authentications are remembered */
+
+/* Failed authentications of one TCP source. */
+struct auth_fails {
+    char peer[48]; /* "" = free */
+    uint32_t count;
+    double since; /* start of the window (ev_now) */
 };
 
 struct admin {
@@ -74,6 +85,9 @@ struct admin {
     size_t n_conns;
     struct api_count counts[API_COUNT_MAX];
     size_t n_counts;
+    struct auth_fails fails[ADMIN_AUTH_SOURCES];
+    uint64_t auth_failures; /* 401s on TCP, for /metrics */
+    uint64_t auth_limited;  /* 429s to sources over the limit */
 };
 
 /* What one request is about, for the handlers. */
@@ -182,14 +196,19 @@ void admin__route(struct req *r);
 
 /* ---- admin_auth.c ------------------------------------------------------------- */
 
-/* Reads the tokens file at <path> into a->tokens. */
+/* Reads the tokens file at <path> into a->tokens; a file that its group or
+ * others may access is refused. */
 int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err);
 
 /* Releases a->tokens. */
 void admin__tokens_free(struct admin *a);
 
 /* Fills r->author from the peer's identity and checks its permission; false
- * when answered (401, 403). */
+ * when answered (401, 403, or 429 to a TCP source with ADMIN_AUTH_FAILS
+ * failed authentications in ADMIN_AUTH_WINDOW_S). */
 bool admin__authorise(struct req *r);
+
+/* <sa>'s address as text ("" when not IP) into <out>. */
+void admin__peer_name(const struct sockaddr_storage *sa, char *out, size_t size);
 
 #endif

@@ -141,6 +141,12 @@ static void metrics_api(struct lb_prom *p, const struct admin *a)
         struct lb_prom_label l[2] = {{"method", a->counts[i].method}, {"code", code}};
         lb_prom_u64(p, "lb_cp_api_requests_total", l, 2, a->counts[i].n);
     }
+    prom_one(p, "lb_cp_api_auth_failures_total", "counter",
+             "TCP admin requests without a valid bearer token (401).", a->auth_failures);
+    prom_one(p, "lb_cp_api_auth_limited_total", "counter",
+             "TCP admin requests refused (429) because their source failed to authenticate too "
+             "often.",
+             a->auth_limited);
 }
 
 void admin__metrics(struct req *r)

@@ -209,10 +209,30 @@ static int main_parse(int argc, char **argv, struct flags *f)
     return -1;
 }
 
+/* Refuses <path> (a <what>) when others may access it: the runtime
+ * directory holds the admin socket and the feed, the database the config
+ * history and the audit. Returns 0, or 1 (message printed); a path that does
+ * not exist yet passes. */
+static int private_path(const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    if ((st.st_mode & S_IRWXO) == 0)
+        return 0;
+    fprintf(stderr, "lb-controlplane: %s %s has mode %04o: others may access it; chmod o-rwx %s\n",
+            what, path, (unsigned)(st.st_mode & 07777), path);
+    return 1;
+}
+
 /* Creates the runtime directory and derives the feed base and the admin
  * socket from it when not given. Returns 0, or 1 (message printed). */
 static int main_paths(struct flags *f)
 {
+    /* what we create (runtime directory, database, its journal) is not
+     * for others, whatever umask we were started with */
+    mode_t mask = umask(0);
+    umask(mask | 027);
     if (mkdir(f->runtime_dir, 0750) != 0 && errno != EEXIST) {
         fprintf(stderr, "lb-controlplane: cannot create --runtime-dir %s: %s\n", f->runtime_dir,
                 strerror(errno));
@@ -225,6 +245,8 @@ static int main_paths(struct flags *f)
         return 1;
     }
     f->runtime_dir = f->runtime_abs;
+    if (private_path(f->runtime_dir, "--runtime-dir") != 0 || private_path(f->db, "--db") != 0)
+        return 1;
     if (f->control == NULL) {
         snprintf(f->control_buf, sizeof(f->control_buf), "ipc://%s", f->runtime_dir);
         f->control = f->control_buf;

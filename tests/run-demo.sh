@@ -80,6 +80,9 @@ cp_ready() {
 }
 
 mkdir -p "$STATE" "$STATE/dataplane"
+# the control plane refuses a database or runtime directory others may read
+# (a .state made before it checked gets the demo's own files tightened)
+chmod o-rwx "$STATE" "$STATE/dataplane" "$STATE"/lb.db* "$STATE/run" 2>/dev/null || true
 FRESH=yes
 [ -e "$STATE/lb.db" ] && FRESH=no
 for i in 0 1 2; do

@@ -749,6 +749,35 @@ START_TEST(daemons_refuse_bad_start)
     assert_one_line(r.err);
     ck_assert_msg(strstr(r.err, db) != NULL, "stderr: %s", r.err);
     e2e_cmd_free(&r);
+
+    /* A runtime directory or database others may access is refused, by
+     * name; nothing is created or changed. */
+    char dir2[] = "/tmp/lb-e2e-perm-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir2));
+    snprintf(run, sizeof run, "%s/run", dir2);
+    snprintf(db, sizeof db, "%s/lb.db", dir2);
+    ck_assert_int_eq(mkdir(run, 0700), 0);
+    ck_assert_int_eq(chmod(run, 0755), 0);
+    char *argv2[] = {CP_BIN_PATH, "--db", db, "--runtime-dir", run, NULL};
+    st = e2e_cmd_run(argv2, NULL, &r);
+    ck_assert_int_eq(st, 1);
+    assert_one_line(r.err);
+    ck_assert_msg(strstr(r.err, "--runtime-dir") && strstr(r.err, "has mode 0755"), "stderr: %s",
+                  r.err);
+    ck_assert_int_eq(access(db, F_OK), -1);
+    e2e_cmd_free(&r);
+    ck_assert_int_eq(chmod(run, 0750), 0);
+    f = fopen(db, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(chmod(db, 0644), 0);
+    st = e2e_cmd_run(argv2, NULL, &r);
+    ck_assert_int_eq(st, 1);
+    ck_assert_msg(strstr(r.err, "--db") && strstr(r.err, "has mode 0644"), "stderr: %s", r.err);
+    e2e_cmd_free(&r);
+    unlink(db);
+    rmdir(run);
+    rmdir(dir2);
 }
 END_TEST
 

@@ -91,7 +91,7 @@ static void paths(void)
                "ops " RW_TOKEN " rw\n"
                "\n"
                "viewer " RO_TOKEN " ro   # read only\n",
-               0640);
+               0600);
     loop = ev_loop_new(EVFLAG_AUTO);
     ck_assert_ptr_nonnull(loop);
     struct cp_config cc = {.db_path = db, .bootstrap = boot, .control_base = base};
@@ -754,6 +754,28 @@ START_TEST(tcp_tokens)
 }
 END_TEST
 
+/* Wrong tokens from one source: each logged and counted; after
+ * ADMIN_AUTH_FAILS of them in the window, that source gets 429 even with a
+ * good token, while the unix socket is not affected. */
+START_TEST(failed_authentications_are_limited)
+{
+    for (int i = 0; i < ADMIN_AUTH_FAILS; i++) {
+        struct resp r = request(true, "wrong", "GET", "/api/v1/backends", NULL, NULL);
+        expect_error(&r, 401, "unauthorized");
+        resp_free(&r);
+    }
+    struct resp r = request(true, RW_TOKEN, "GET", "/api/v1/backends", NULL, NULL);
+    expect_error(&r, 429, "too_many_failures");
+    ck_assert_ptr_nonnull(strstr(r.raw, "Retry-After: "));
+    resp_free(&r);
+    r = req_unix("GET", "/metrics", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(strstr(r.body, "lb_cp_api_auth_failures_total 10\n") != NULL, "%s", r.body);
+    ck_assert_ptr_nonnull(strstr(r.body, "lb_cp_api_auth_limited_total 1\n"));
+    resp_free(&r);
+}
+END_TEST
+
 START_TEST(errors)
 {
     struct resp r = req_unix("POST", "/api/v1/backends", NULL, "{\"url\": ");
@@ -914,7 +936,11 @@ START_TEST(refusals_at_start)
     ck_assert_int_eq(chmod(tokens_path, 0644), 0);
     ac.tokens_file = tokens_path;
     ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
-    ck_assert_ptr_nonnull(strstr(err.msg, "world-readable"));
+    ck_assert_msg(strstr(err.msg, "has mode 0644: its group or others may read it") != NULL, "%s",
+                  err.msg);
+    ck_assert_int_eq(chmod(tokens_path, 0640), 0); /* the group too */
+    ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "has mode 0640"));
 
     ac.tokens_file = "/nonexistent/tokens";
     ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
@@ -1229,6 +1255,7 @@ static Suite *admin_suite(void)
         {"dataplanes", dataplanes_listed},
         {"backend_limits", backend_limits_and_ejection},
         {"tcp_tokens", tcp_tokens},
+        {"auth_limit", failed_authentications_are_limited},
         {"errors", errors},
         {"limits", body_limits},
         {"keep_alive", keep_alive_pipelined},
