@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+static const char *const send_proxy_names[] = {"off", "v1", "v2"}; /* config_send_proxy */
+
 static json_t *backend_json(struct cp *cp, const struct config_backend *b)
 {
     struct store_backend_health *h = NULL;
@@ -46,7 +48,8 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
          json_object_set_new(j, "connections", json_integer((json_int_t)rt.connections)) != 0 ||
          json_object_set_new(j, "queued", json_integer((json_int_t)rt.queued)) != 0 ||
          json_object_set_new(j, "queueTimeouts", json_integer((json_int_t)rt.queue_timeouts)) !=
-             0)) {
+             0 ||
+         json_object_set_new(j, "sendProxy", json_string(send_proxy_names[b->send_proxy])) != 0)) {
         json_decref(j);
         j = NULL;
     }
@@ -101,6 +104,24 @@ static bool read_str_field(struct req *r, json_t *body, const char *key, const c
     return true;
 }
 
+/* sendProxy of <body> into <chg>; false when answered. */
+static bool read_send_proxy(struct req *r, json_t *body, struct cp_backend_change *chg)
+{
+    json_t *v = json_object_get(body, "sendProxy");
+    if (v == NULL)
+        return true;
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(s, send_proxy_names[i]) == 0) {
+            chg->has_send_proxy = true;
+            chg->send_proxy = (enum config_send_proxy)i;
+            return true;
+        }
+    }
+    admin__respond_error(r, 400, "invalid_config", "sendProxy must be \"off\", \"v1\" or \"v2\"");
+    return false;
+}
+
 /* Integer member <key> of <body> in <min>..<max> into <*out>, <*has> set;
  * left alone when absent; false when answered (the config's message). */
 static bool read_uint_field(struct req *r, json_t *body, const char *key, uint32_t min,
@@ -124,7 +145,7 @@ static bool read_uint_field(struct req *r, json_t *body, const char *key, uint32
     return true;
 }
 
-/* Reads weight/state/url/caFile/sni/maxConnections/maxQueue of a backend
+/* Reads weight/state/url/caFile/sni/maxConnections/maxQueue/sendProxy of a backend
  * body into <chg>; false when answered. caFile and sni are checked by the core with the config's
  * rules (https only, a server name, a readable file). */
 static bool read_backend_fields(struct req *r, json_t *body, struct cp_backend_change *chg)
@@ -136,7 +157,8 @@ static bool read_backend_fields(struct req *r, json_t *body, struct cp_backend_c
         !read_uint_field(r, body, "maxConnections", 0, 1000000, &chg->has_max_connections,
                          &chg->max_connections) ||
         !read_uint_field(r, body, "maxQueue", 1, 100000, &chg->has_max_queue, &chg->max_queue) ||
-        !read_uint_field(r, body, "weight", 1, 1000, &chg->has_weight, &chg->weight))
+        !read_uint_field(r, body, "weight", 1, 1000, &chg->has_weight, &chg->weight) ||
+        !read_send_proxy(r, body, chg))
         return false;
     if ((v = json_object_get(body, "state")) != NULL) {
         const char *s = json_is_string(v) ? json_string_value(v) : "";
@@ -161,8 +183,9 @@ static bool read_backend_fields(struct req *r, json_t *body, struct cp_backend_c
 
 void admin__backends_add(struct req *r)
 {
-    static const char *const keys[] = {"url", "weight",         "id",       "state",   "caFile",
-                                       "sni", "maxConnections", "maxQueue", "comment", NULL};
+    static const char *const keys[] = {"url", "weight",         "id",       "state",     "caFile",
+                                       "sni", "maxConnections", "maxQueue", "sendProxy", "comment",
+                                       NULL};
     struct admin_write wr;
     if (!admin__write_start(r, true, &wr))
         return;
@@ -199,7 +222,8 @@ void admin__backend_get(struct req *r, const char *id)
 void admin__backend_update(struct req *r, const char *id)
 {
     static const char *const keys[] = {
-        "url", "weight", "state", "caFile", "sni", "maxConnections", "maxQueue", "comment", NULL};
+        "url",      "weight",    "state",   "caFile", "sni", "maxConnections",
+        "maxQueue", "sendProxy", "comment", NULL};
     struct admin_write wr;
     if (!admin__write_start(r, true, &wr))
         return;

@@ -701,6 +701,7 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
     b->max_connections = chg->has_max_connections ? chg->max_connections : 0;
     b->max_queue = chg->has_max_queue ? chg->max_queue : CONFIG_DEFAULT_MAX_QUEUE;
+    b->send_proxy = chg->has_send_proxy ? chg->send_proxy : CONFIG_SEND_PROXY_OFF;
     if (set_str(&b->url, chg->url, err) != LB_OK || set_str(&b->host, "", err) != LB_OK ||
         set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK ||
         set_str(&b->ca_file, chg->ca_file ? chg->ca_file : "", err) != LB_OK ||
@@ -753,6 +754,8 @@ static int backend_update(struct cp *cp, const char *id, const struct cp_backend
         b->max_connections = chg->max_connections;
     if (chg->has_max_queue)
         b->max_queue = chg->max_queue;
+    if (chg->has_send_proxy)
+        b->send_proxy = chg->send_proxy;
     if ((chg->url != NULL && set_str(&b->url, chg->url, err) != LB_OK) ||
         (chg->ca_file != NULL && set_str(&b->ca_file, chg->ca_file, err) != LB_OK) ||
         (chg->sni != NULL && set_str(&b->sni, chg->sni, err) != LB_OK)) {

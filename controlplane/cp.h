@@ -73,6 +73,8 @@ struct cp_backend_change {
     uint32_t max_connections; /* 0..1000000, 0 = unlimited (add default) */
     bool has_max_queue;
     uint32_t max_queue; /* 1..100000 (add default 1024) */
+    bool has_send_proxy;
+    enum config_send_proxy send_proxy; /* PROXY header on new connections (add default off) */
 };
 
 /* Opens the store at cfg->db_path, creates the publisher on <loop> and

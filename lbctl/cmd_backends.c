@@ -15,9 +15,11 @@ static const char backends_help[] =
     "\n"
     "  list                 the backends with their state and health\n"
     "  add URL              add a backend (--weight N --id ID --state S --ca-file FILE\n"
-    "                       --sni NAME --max-connections N --max-queue N --comment TEXT)\n"
+    "                       --sni NAME --max-connections N --max-queue N --send-proxy V\n"
+    "                       --comment TEXT)\n"
     "  update ID            change --weight N, --state S, --url URL, --ca-file FILE,\n"
-    "                       --sni NAME, --max-connections N, --max-queue N (--comment TEXT)\n"
+    "                       --sni NAME, --max-connections N, --max-queue N,\n"
+    "                       --send-proxy V (--comment TEXT)\n"
     "  remove ID            remove a backend (--comment TEXT)\n"
     "  drain ID             stop sending new requests to a backend (--comment TEXT)\n"
     "\n"
@@ -41,12 +43,15 @@ static const char list_help[] =
     "                      (0 = unlimited, the default); requests beyond wait in its queue\n"      \
     "  --max-queue N       requests waiting for a connection per data plane, 1..100000\n"          \
     "                      (default 1024); a full queue or a wait over timeouts.queue\n"           \
-    "                      answers 503\n"
+    "                      answers 503\n"                                                          \
+    "  --send-proxy V      off, v1 or v2: a PROXY protocol header naming the client first\n"       \
+    "                      on each new connection to it (default off)\n"
 
 static const char add_help[] =
     "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--ca-file FILE]\n"
     "                              [--sni NAME] [--max-connections N] [--max-queue N]\n"
-    "                              [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                              [--send-proxy V] [--comment TEXT] [--if-match VERSION]\n"
+    "                              [--json]\n"
     "\n"
     "Adds the backend at URL (e.g. http://10.0.0.5:8080, or https://... to speak TLS to\n"
     "it) to the active config as a new config version (POST /api/v1/backends).\n"
@@ -65,11 +70,12 @@ static const char add_help[] =
 static const char update_help[] =
     "Usage: lbctl backends update ID [--weight N] [--state S] [--url URL] [--ca-file FILE]\n"
     "                                [--sni NAME] [--max-connections N] [--max-queue N]\n"
-    "                                [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                                [--send-proxy V] [--comment TEXT] [--if-match VERSION]\n"
+    "                                [--json]\n"
     "\n"
     "Changes backend ID as a new config version (PUT /api/v1/backends/ID).\n"
-    "At least one of --weight, --state, --url, --ca-file, --sni, --max-connections\n"
-    "and --max-queue is needed.\n"
+    "At least one of --weight, --state, --url, --ca-file, --sni, --max-connections,\n"
+    "--max-queue and --send-proxy is needed.\n"
     "  --weight N          share of the traffic\n"
     "  --state S           active, draining or disabled\n"
     "  --url URL           where the backend listens\n"
@@ -211,6 +217,7 @@ static const struct {
     {{"sni", "sni", F_STR, 0}, FOR_ADD | FOR_UPDATE},
     {{"max-connections", "maxConnections", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
     {{"max-queue", "maxQueue", F_INT, LIMIT_MAX}, FOR_ADD | FOR_UPDATE},
+    {{"send-proxy", "sendProxy", F_STR, 0}, FOR_ADD | FOR_UPDATE},
 };
 
 #define MAX_FIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -299,7 +306,7 @@ static int read_write(struct lbctl *ctx, struct backend_write *w, int argc, char
         any |= o[i].set;
     if (!w->add && !any)
         return lbctl_usage(w->verb, "nothing to change: give --weight, --state, --url, --ca-file, "
-                                    "--sni, --max-connections or --max-queue");
+                                    "--sni, --max-connections, --max-queue or --send-proxy");
     long long nums[MAX_FIELDS] = {0};
     if ((rc = check_fields(w, o, nums)) != LBCTL_EXIT_OK)
         return rc;

@@ -635,6 +635,32 @@ START_TEST(dataplanes_listed)
 }
 END_TEST
 
+/* sendProxy through the API: shown, set on add and update, checked, and
+ * in the config's export. */
+START_TEST(backend_send_proxy)
+{
+    struct resp r = req_unix("GET", "/api/v1/backends/a", NULL, NULL);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "sendProxy"), "off");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"sendProxy\": \"v2\"}");
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "sendProxy"), "v2");
+    resp_free(&r);
+    r = req_unix("POST", "/api/v1/backends", NULL,
+                 "{\"url\": \"http://127.0.0.1:9004\", \"id\": \"d\", \"sendProxy\": \"v1\"}");
+    ck_assert_msg(r.status == 201, "%s", r.body);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "backend"), "sendProxy"), "v1");
+    resp_free(&r);
+    r = req_unix("PUT", "/api/v1/backends/a", NULL, "{\"sendProxy\": \"v3\"}");
+    expect_error(&r, 400, "invalid_config");
+    ck_assert_ptr_nonnull(strstr(r.body, "sendProxy must be"));
+    resp_free(&r);
+    r = req_unix("GET", "/api/v1/config", "Accept: application/yaml\r\n", NULL);
+    ck_assert_msg(strstr(r.body, "sendProxy: \"v2\"") != NULL, "%s", r.body);
+    resp_free(&r);
+}
+END_TEST
+
 /* The report fields reach the backend JSON and /metrics; the limits are
  * set through the API with the config's ranges. */
 START_TEST(backend_limits_and_ejection)
@@ -1256,6 +1282,7 @@ static Suite *admin_suite(void)
         {"backend_limits", backend_limits_and_ejection},
         {"tcp_tokens", tcp_tokens},
         {"auth_limit", failed_authentications_are_limited},
+        {"send_proxy", backend_send_proxy},
         {"errors", errors},
         {"limits", body_limits},
         {"keep_alive", keep_alive_pipelined},
