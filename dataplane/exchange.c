@@ -37,10 +37,10 @@ static bool build_upstream_head(struct exchange *x, const struct http1_msg *m)
                                  .upgrade = x->upgrade,
                                  .now_ms = exchange__now_ms(x),
                                  .rng = &w->rng};
-    struct tls_peer p;
+    const struct tls_peer *p = x->tls_tr != NULL ? tls_peer_get(x->tls_tr) : NULL;
     struct rewrite_identity id;
-    if (x->tls_tr != NULL && tls_peer_info(x->tls_tr, &p) == LB_OK && p.has_cert) {
-        id = (struct rewrite_identity){p.verified, p.subject, p.san_uri, p.fingerprint};
+    if (p != NULL && p->has_cert) {
+        id = (struct rewrite_identity){p->verified, p->subject, p->san_uri, p->fingerprint};
         rq.identity = &id;
     }
     struct buf *b = buf_get(&w->bufs);

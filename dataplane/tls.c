@@ -375,6 +375,7 @@ static void tls_release(struct transport *t)
     tls_ctx_unref(c->ctx);
     tls_client_ctx_unref(c->cctx);
     free(c->skey);
+    free(c->peer);
     free(c);
     t->impl = NULL;
 }

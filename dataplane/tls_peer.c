@@ -71,3 +71,19 @@ int tls_peer_info(struct transport *t, struct tls_peer *out)
     ERR_clear_error();
     return LB_OK;
 }
+
+const struct tls_peer *tls_peer_get(struct transport *t)
+{
+    struct tls_conn *c = t->impl;
+    if (c == NULL || c->state != TLS_CONN_OPEN)
+        return NULL;
+    if (c->peer == NULL) {
+        struct tls_peer *p = malloc(sizeof(*p));
+        if (p == NULL || tls_peer_info(t, p) != LB_OK) {
+            free(p);
+            return NULL;
+        }
+        c->peer = p;
+    }
+    return c->peer;
+}

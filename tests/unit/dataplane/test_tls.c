@@ -338,8 +338,14 @@ static int connect_once(struct tls_ctx *ctx, const struct copts *o, const char *
     struct pair p;
     pair_open(&p, ctx, cctx, sni, NULL);
     int r = pair_handshake(&p);
-    if (r == 1 && peer)
+    if (r == 1 && peer) {
         ck_assert_int_eq(tls_peer_info(&p.t, peer), LB_OK);
+        /* kept for the connection: made once, the same answer */
+        const struct tls_peer *kept = tls_peer_get(&p.t);
+        ck_assert_ptr_nonnull(kept);
+        ck_assert_ptr_eq(tls_peer_get(&p.t), kept);
+        ck_assert(memcmp(kept, peer, sizeof(*peer)) == 0);
+    }
     pair_close(&p);
     SSL_CTX_free(cctx);
     return r;
@@ -527,6 +533,7 @@ START_TEST(plain_http_is_refused)
     ck_assert_int_eq(t.err, EPROTO);
     ck_assert_int_eq(t.ops->read(&t, buf, sizeof(buf)), TRANSPORT_ERROR);
     ck_assert_int_eq(tls_peer_info(&t, &(struct tls_peer){0}), LB_EINVAL);
+    ck_assert_ptr_null(tls_peer_get(&t));
     t.ops->release(&t);
     close(sv[0]);
     close(sv[1]);
