@@ -724,8 +724,11 @@ static void h1_arm(struct h1session *c, bool moved)
     default:
         if (buf_len(c->out) || x->resp.ready)
             want |= EV_WRITE;
-        if (x->up && !x->req.done && c->ep.in && buf_len(c->ep.in) < c->ep.in->cap && !c->ep.eof &&
-            x->req.ready == 0)
+        /* more request body is wanted while there is room for it; an
+         * input buffer emptied by a read that found nothing went back to
+         * the pool (NULL), which is room too */
+        if (x->up && !x->req.done && !c->ep.eof && x->req.ready == 0 &&
+            (c->ep.in == NULL || buf_len(c->ep.in) < c->ep.in->cap))
             want |= EV_READ;
         break;
     }
