@@ -99,11 +99,11 @@ struct tls_conn {
     char *skey;                  /* client side: session cache key, owned */
     char why[TLS_WHY_LEN];       /* tls_transport_error(): "" until something failed */
     enum tls_conn_state state;
-    int reason;      /* enum tls_error a callback chose, or -1 */
-    bool timed_out;  /* tls_transport_note_timeout() was called */
-    bool broken;     /* a fatal error after the handshake */
-    bool shut;       /* shutdown_write ran */
-    size_t wpending; /* plaintext bytes of a record OpenSSL still has to send */
+    int reason;            /* enum tls_error a callback chose, or -1 */
+    bool timed_out;        /* tls_transport_note_timeout() was called */
+    bool broken;           /* a fatal error after the handshake */
+    bool shut;             /* shutdown_write ran */
+    size_t wpending;       /* plaintext bytes of a record OpenSSL still has to send */
     struct tls_peer *peer; /* tls_peer_get(): made on its first call, owned */
 };
 
