@@ -9,6 +9,8 @@ struct buf *buf_get(struct buf_pool *p)
     if (b != NULL) {
         p->free = b->next;
         p->n_free--;
+        if (p->n_free < p->low)
+            p->low = p->n_free;
     } else {
         b = malloc(sizeof(*b) + BUF_SIZE);
         if (b == NULL)
@@ -47,6 +49,20 @@ void buf_put(struct buf_pool *p, struct buf *b)
     b->next = p->free;
     p->free = b;
     p->n_free++;
+}
+
+uint32_t buf_pool_trim(struct buf_pool *p)
+{
+    uint32_t idle = p->low < p->n_free ? p->low : p->n_free;
+    uint32_t n = idle > BUF_POOL_KEEP ? idle - BUF_POOL_KEEP : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct buf *b = p->free;
+        p->free = b->next;
+        free(b);
+    }
+    p->n_free -= n;
+    p->low = p->n_free;
+    return n;
 }
 
 void buf_pool_deinit(struct buf_pool *p)

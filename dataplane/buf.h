@@ -11,8 +11,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BUF_SIZE     (16u * 1024u)
-#define BUF_POOL_MAX 256 /* free buffers a pool keeps */
+#define BUF_SIZE      (16u * 1024u)
+#define BUF_POOL_MAX  256 /* free buffers a pool keeps at most */
+#define BUF_POOL_KEEP 16  /* ... and keeps through buf_pool_trim() */
 
 struct buf {
     struct buf *next; /* free list link */
@@ -25,6 +26,7 @@ struct buf {
 struct buf_pool {
     struct buf *free;
     uint32_t n_free;
+    uint32_t low; /* the fewest free buffers since the last buf_pool_trim() */
 };
 
 /* A BUF_SIZE buffer, empty, from <p> (or the heap); NULL on no memory. */
@@ -37,6 +39,12 @@ struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap);
 
 /* Gives <b> (NULL: nothing) back to <p>, or frees it. */
 void buf_put(struct buf_pool *p, struct buf *b);
+
+/* Frees the buffers that stayed unused since the previous call (the pool's
+ * low-water mark), keeping at least BUF_POOL_KEEP: after a burst the pool
+ * shrinks back within two calls, while a steady load keeps what it uses.
+ * Returns how many it freed. */
+uint32_t buf_pool_trim(struct buf_pool *p);
 
 /* Frees every buffer <p> keeps (worker exit). */
 void buf_pool_deinit(struct buf_pool *p);

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +29,8 @@
 #define LISTEN_BACKLOG     4096
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
+#define TRIM_TICKS         20 /* every 2 s: buffers a burst left idle go back */
+#define TRIM_MALLOC_MIN    32 /* ... and when this many did, the heap gives memory back */
 
 /* ---- listeners -------------------------------------------------------------------- */
 
@@ -349,6 +352,13 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     upstream_pool_yield(w);
     h1session_free_list_trim(w, MAX_FREE_SESSIONS);
     probes_run(w);
+    if (++w->trim_ticks >= TRIM_TICKS) {
+        w->trim_ticks = 0;
+        /* glibc keeps freed memory in the thread's arena: without a trim the
+         * peak of a burst (buffers, TLS connections) stays resident */
+        if (buf_pool_trim(&w->bufs) >= TRIM_MALLOC_MIN)
+            malloc_trim(0);
+    }
 }
 
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)

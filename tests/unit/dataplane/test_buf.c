@@ -137,6 +137,40 @@ START_TEST(pool_keeps_at_most_max)
 }
 END_TEST
 
+/* After a burst the pool gives back what stayed idle, down to
+ * BUF_POOL_KEEP; what a steady load uses between two trims stays. */
+START_TEST(trim_frees_what_stayed_idle)
+{
+    enum {
+        N = 100
+    };
+    static struct buf *b[N];
+    for (int i = 0; i < N; i++)
+        b[i] = buf_get(&pool);
+    for (int i = 0; i < N; i++)
+        buf_put(&pool, b[i]);
+    ck_assert_uint_eq(pool.n_free, N);
+    /* the burst's low-water mark was 0: nothing is known idle yet */
+    ck_assert_uint_eq(buf_pool_trim(&pool), 0);
+    ck_assert_uint_eq(pool.n_free, N);
+    /* a steady load takes and returns 30 at a time: those stay */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 30; i++)
+            b[i] = buf_get(&pool);
+        for (int i = 0; i < 30; i++)
+            buf_put(&pool, b[i]);
+    }
+    ck_assert_uint_eq(buf_pool_trim(&pool), N - 30 - BUF_POOL_KEEP);
+    ck_assert_uint_eq(pool.n_free, 30 + BUF_POOL_KEEP);
+    ck_assert_uint_eq(free_list_len(&pool), 30 + BUF_POOL_KEEP);
+    /* idle since: down to the floor, and no further */
+    ck_assert_uint_eq(buf_pool_trim(&pool), 30);
+    ck_assert_uint_eq(pool.n_free, BUF_POOL_KEEP);
+    ck_assert_uint_eq(buf_pool_trim(&pool), 0);
+    ck_assert_uint_eq(pool.n_free, BUF_POOL_KEEP);
+}
+END_TEST
+
 START_TEST(pool_deinit_frees_everything)
 {
     struct buf *b[10];
@@ -376,6 +410,7 @@ Suite *buf_suite(void)
     tcase_add_test(p, put_null_is_a_no_op);
     tcase_add_test(p, pool_keeps_at_most_max);
     tcase_add_test(p, pool_deinit_frees_everything);
+    tcase_add_test(p, trim_frees_what_stayed_idle);
     suite_add_tcase(s, p);
 
     TCase *g = tcase_create("grow");
