@@ -1547,6 +1547,7 @@ void e2e_cp_controlplane_start(struct e2e_cp *w)
         argv[n++] = listen;
         argv[n++] = "--admin-tokens";
         argv[n++] = tokens;
+        argv[n++] = "--admin-insecure-http";
     }
     if (strncmp(w->control, "ipc://", 6) != 0) {
         argv[n++] = "--control";
