@@ -236,6 +236,15 @@ static void conn_step(struct conn *c)
         conn_flush(c);
 }
 
+/* Reads what the peer already sent (bounded) so that closing sends FIN, not
+ * a reset that could destroy the TLS alert before the client reads it. */
+static void conn_drain(struct conn *c)
+{
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(c->fd, sink, sizeof(sink), 0) > 0; i++)
+        ;
+}
+
 /* Advances the TLS handshake; once done, the connection reads requests. */
 static void conn_handshake(struct conn *c)
 {
@@ -258,6 +267,7 @@ static void conn_handshake(struct conn *c)
         ev_io_start(loop, &c->wio);
         return;
     default:
+        conn_drain(c);
         conn_close(c);
         return;
     }
