@@ -80,6 +80,15 @@ struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_
 /* The bound TCP port, 0 when there is no TCP listener. */
 uint16_t admin_tcp_port(const struct admin *a);
 
+/* Whether the TCP listener speaks TLS. */
+bool admin_has_tls(const struct admin *a);
+
+/* Re-reads the TLS certificate, key and client CA files given to
+ * admin_new(): new connections use them, open ones finish with the old.
+ * Returns LB_OK (also without a TLS listener), or LB_EINVAL / LB_ENOMEM with
+ * <err> filled as admin_new() would; the files in use then stay. */
+int admin_tls_reload(struct admin *a, struct lb_err *err);
+
 /* Closes every connection and listener and removes the unix socket file it
  * created. NULL is a no-op. */
 void admin_free(struct admin *a);

@@ -97,14 +97,15 @@ struct admin {
     struct api_count counts[API_COUNT_MAX];
     size_t n_counts;
     struct auth_fails fails[ADMIN_AUTH_SOURCES];
-    uint64_t auth_failures;  /* 401s on TCP, for /metrics */
-    uint64_t auth_limited;   /* 429s to sources over the limit */
-    SSL_CTX *ssl_ctx;        /* the TCP listener speaks TLS; NULL = plain HTTP (or no TCP) */
-    bool client_ca;          /* client certificates are asked for and verified */
-    double handshake_s;      /* bound on a TLS handshake */
-    uint64_t tls_handshakes; /* completed, for /metrics */
-    uint64_t tls_handshake_failures; /* refused by TLS (plain HTTP, bad certificate) or
-                                      * not done in time */
+    uint64_t auth_failures; /* 401s on TCP, for /metrics */
+    uint64_t auth_limited;  /* 429s to sources over the limit */
+    SSL_CTX *ssl_ctx;       /* the TCP listener speaks TLS; NULL = plain HTTP (or no TCP) */
+    char *tls_cert, *tls_key, *tls_ca; /* its files, for admin_tls_reload(); tls_ca may be NULL */
+    bool client_ca;                    /* client certificates are asked for and verified */
+    double handshake_s;                /* bound on a TLS handshake */
+    uint64_t tls_handshakes;           /* completed, for /metrics */
+    uint64_t tls_handshake_failures;   /* refused by TLS (plain HTTP, bad certificate) or
+                                        * not done in time */
 };
 
 /* What one request is about, for the handlers. */
@@ -216,13 +217,13 @@ enum admin_io {
     ADMIN_IO_FAILED,     /* the connection is broken: close it */
 };
 
-/* Creates a->ssl_ctx from cfg->tls_cert, tls_key and tls_client_ca: TLS 1.2
- * or later, forward-secret AEAD ciphers, no renegotiation, no session
- * resumption; the key must match the certificate. LB_EINVAL with a one-line
- * reason otherwise. */
+/* Creates a->ssl_ctx from cfg->tls_cert, tls_key and tls_client_ca (their
+ * paths are kept for admin_tls_reload()): TLS 1.2 or later, forward-secret
+ * AEAD ciphers, no renegotiation, no session resumption; the key must match
+ * the certificate. LB_EINVAL with a one-line reason otherwise. */
 int admin__tls_setup(struct admin *a, const struct admin_config *cfg, struct lb_err *err);
 
-/* Releases a->ssl_ctx. */
+/* Releases a->ssl_ctx and the kept paths. */
 void admin__tls_free(struct admin *a);
 
 /* Gives <c> (accepted on the TCP listener) its SSL object; false when out

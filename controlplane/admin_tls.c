@@ -2,7 +2,7 @@
  * context (checked at start), non-blocking handshakes and encrypted I/O for
  * admin.c's loop, and the identity of a verified client certificate (its
  * subject CN and DNS subjectAltNames, mapped to a role by the tokens file's
- * "cert:<name>" lines). */
+ * "cert:<name>" lines); SIGHUP reloads go through admin_tls_reload(). */
 #include "admin_int.h"
 
 #include "lb_assert.h"
@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -25,13 +26,16 @@ static const char *ssl_reason(void)
     return r ? r : "unknown error";
 }
 
-int admin__tls_setup(struct admin *a, const struct admin_config *cfg, struct lb_err *err)
+/* A server context for <cert>, <key> and <ca> (may be NULL); NULL and
+ * <err> filled when one cannot be loaded. */
+static SSL_CTX *ctx_new(const char *cert, const char *key, const char *ca, struct lb_err *err)
 {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL)
-        return lb_err_set(err, LB_ENOMEM, 0, "cannot create a TLS context: %s", ssl_reason());
-    a->ssl_ctx = ctx;
+    if (ctx == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "cannot create a TLS context: %s", ssl_reason());
+        return NULL;
+    }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
@@ -41,34 +45,68 @@ int admin__tls_setup(struct admin *a, const struct admin_config *cfg, struct lb_
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL") != 1)
-        return lb_err_set(err, LB_EINVAL, 0, "admin TLS ciphers: %s", ssl_reason());
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
-        return lb_err_set(err, LB_EINVAL, 0, "--admin-cert %s: %s", cfg->tls_cert, ssl_reason());
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)
-        return lb_err_set(err, LB_EINVAL, 0, "--admin-key %s: %s", cfg->tls_key, ssl_reason());
-    if (SSL_CTX_check_private_key(ctx) != 1)
-        return lb_err_set(err, LB_EINVAL, 0, "--admin-key %s does not match --admin-cert %s",
-                          cfg->tls_key, cfg->tls_cert);
-    if (cfg->tls_client_ca != NULL) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->tls_client_ca);
-        if (names == NULL || SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
-            sk_X509_NAME_pop_free(names, X509_NAME_free);
-            return lb_err_set(err, LB_EINVAL, 0, "--admin-client-ca %s: %s", cfg->tls_client_ca,
-                              ERR_peek_last_error() ? ssl_reason() : "no certificate in it");
+        lb_err_set(err, LB_EINVAL, 0, "admin TLS ciphers: %s", ssl_reason());
+    else if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        lb_err_set(err, LB_EINVAL, 0, "--admin-cert %s: %s", cert, ssl_reason());
+    else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        lb_err_set(err, LB_EINVAL, 0, "--admin-key %s: %s", key, ssl_reason());
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        lb_err_set(err, LB_EINVAL, 0, "--admin-key %s does not match --admin-cert %s", key, cert);
+    else if (ca == NULL)
+        return ctx;
+    else {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+        if (names != NULL && SSL_CTX_load_verify_locations(ctx, ca, NULL) == 1) {
+            SSL_CTX_set_client_CA_list(ctx, names);
+            /* asked for, not required: a client without one uses a bearer token */
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+            SSL_CTX_set_verify_depth(ctx, 4);
+            return ctx;
         }
-        SSL_CTX_set_client_CA_list(ctx, names);
-        /* asked for, not required: a client without one uses a bearer token */
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        SSL_CTX_set_verify_depth(ctx, 4);
-        a->client_ca = true;
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        lb_err_set(err, LB_EINVAL, 0, "--admin-client-ca %s: %s", ca,
+                   ERR_peek_last_error() ? ssl_reason() : "no certificate in it");
     }
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int admin__tls_setup(struct admin *a, const struct admin_config *cfg, struct lb_err *err)
+{
+    if ((a->tls_cert = strdup(cfg->tls_cert)) == NULL ||
+        (a->tls_key = strdup(cfg->tls_key)) == NULL ||
+        (cfg->tls_client_ca != NULL && (a->tls_ca = strdup(cfg->tls_client_ca)) == NULL))
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    a->client_ca = a->tls_ca != NULL;
+    a->ssl_ctx = ctx_new(a->tls_cert, a->tls_key, a->tls_ca, err);
+    return a->ssl_ctx != NULL ? LB_OK : err ? err->code : LB_EINVAL;
+}
+
+int admin_tls_reload(struct admin *a, struct lb_err *err)
+{
+    if (a->ssl_ctx == NULL)
+        return LB_OK;
+    SSL_CTX *ctx = ctx_new(a->tls_cert, a->tls_key, a->tls_ca, err);
+    if (ctx == NULL)
+        return err ? err->code : LB_EINVAL;
+    /* open connections hold a reference to the old context */
+    SSL_CTX_free(a->ssl_ctx);
+    a->ssl_ctx = ctx;
     return LB_OK;
+}
+
+bool admin_has_tls(const struct admin *a)
+{
+    return a->ssl_ctx != NULL;
 }
 
 void admin__tls_free(struct admin *a)
 {
     SSL_CTX_free(a->ssl_ctx);
     a->ssl_ctx = NULL;
+    free(a->tls_cert);
+    free(a->tls_key);
+    free(a->tls_ca);
 }
 
 bool admin__tls_accept(struct conn *c)

@@ -51,7 +51,8 @@ static void usage(FILE *out)
             "                         --admin-tokens and --admin-cert/--admin-key)\n"
             "  --admin-tokens FILE    who may use it: \"<name> <token> rw|ro\" (bearer tokens)\n"
             "                         and \"cert:<name> - rw|ro\" (client certificates) per line\n"
-            "  --admin-cert FILE      PEM certificate (chain) of the HTTPS admin listener\n"
+            "  --admin-cert FILE      PEM certificate (chain) of the HTTPS admin listener;\n"
+            "                         SIGHUP re-reads it, the key and the client CA\n"
             "  --admin-key FILE       its PEM private key\n"
             "  --admin-client-ca FILE verify client certificates against these CAs (mTLS);\n"
             "                         clients without one still use bearer tokens\n"
@@ -91,13 +92,29 @@ static void reload_feed_keys(struct main_ctx *m)
            m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
 }
 
+/* Re-reads the admin listener's certificate, key and client CA; on any
+ * error the ones in use stay. */
+static void reload_admin_tls(struct main_ctx *m)
+{
+    struct lb_err err = {0};
+    if (admin_tls_reload(m->admin, &err) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "admin_tls_reload_failed", "%s; the certificate in use stays",
+               err.msg);
+        return;
+    }
+    lb_log(LB_LOG_INFO, "admin_tls_reloaded",
+           "admin certificate, key and client CA re-read; new connections use them");
+}
+
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
-    if (m->feed_key_path != NULL) {
+    if (m->feed_key_path != NULL)
         reload_feed_keys(m);
+    if (admin_has_tls(m->admin))
+        reload_admin_tls(m);
+    if (m->feed_key_path != NULL || admin_has_tls(m->admin))
         return;
-    }
     lb_log(LB_LOG_INFO, "sighup",
            "SIGHUP ignored: config changes go through the admin API (lbctl apply)");
 }

@@ -3,10 +3,13 @@
  * token and with client certificates mapped to rw and ro, the options and
  * their environment variables; a CA that did not issue the server's
  * certificate, a client certificate of another CA and plain http:// all end
- * with exit 3; the audit names each write's caller (token:NAME, cert:NAME). */
+ * with exit 3; the audit names each write's caller (token:NAME, cert:NAME);
+ * SIGHUP re-reads the certificate. */
 #include "e2e.h"
 
 #include <check.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +71,26 @@ static char *admin_metrics(struct e2e_cp *w)
     buf[len] = '\0';
     close(fd);
     return buf;
+}
+
+/* Polls the control plane's log until a line holds <needle>. */
+static bool cp_log_has(struct e2e_cp *w, const char *needle)
+{
+    char path[256], line[4096];
+    e2e_cp_path(w, "cp.log", path, sizeof path);
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    do {
+        FILE *f = fopen(path, "r");
+        bool found = false;
+        while (f != NULL && !found && fgets(line, sizeof line, f) != NULL)
+            found = strstr(line, needle) != NULL;
+        if (f != NULL)
+            fclose(f);
+        if (found)
+            return true;
+        e2e_poll_pause(20);
+    } while (e2e_now_ms() < deadline);
+    return false;
 }
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -200,6 +223,13 @@ START_TEST(refused_connections_exit_3)
         failures = strtol(at + strlen("\nlb_cp_api_tls_handshake_failures_total "), NULL, 10);
     ck_assert_msg(failures >= 2, "failures %ld", failures);
     free(m);
+
+    /* SIGHUP re-reads the admin certificate; lbctl goes on working */
+    ck_assert_int_eq(kill(e2e_cp_controlplane_pid(w), SIGHUP), 0);
+    ck_assert(cp_log_has(w, "\"admin_tls_reloaded\""));
+    st = lbctl(w, &r, "https", NULL,
+               ARGS("--ca", "certs/ca.pem", "--token-file", "ro.token", "status"));
+    expect_exit(&r, st, 0, NULL);
     e2e_cp_stop(w);
 }
 END_TEST

@@ -558,6 +558,79 @@ START_TEST(refusals_at_start)
 }
 END_TEST
 
+/* The loop thread of a server made by the test itself. */
+static void loop_start(void)
+{
+    ev_async_init(&stop_async, on_stop);
+    ev_async_start(loop, &stop_async);
+    ck_assert_int_eq(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
+}
+
+static void loop_stop(void)
+{
+    ev_async_send(loop, &stop_async);
+    pthread_join(loop_thread, NULL);
+    ev_async_stop(loop, &stop_async);
+}
+
+/* Copies <certs>/<from> to <to>. */
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "cp %s/%s %s", certs, from, to);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* SIGHUP's admin_tls_reload(): a key that does not match keeps the files in
+ * use; a good pair is served to the next connections. */
+START_TEST(reload)
+{
+    char cert[400], key[400], ca[128];
+    snprintf(cert, sizeof(cert), "%s/admin.pem", tmpdir);
+    snprintf(key, sizeof(key), "%s/admin.key", tmpdir);
+    copy_file("srv-ip.pem", cert);
+    copy_file("srv-ip.key", key);
+    struct admin_config ac = {.unix_path = sock_path,
+                              .tcp_listen = "127.0.0.1:0",
+                              .tokens_file = tokens_path,
+                              .tls_cert = cert,
+                              .tls_key = key,
+                              .tls_client_ca = cert_path("ca.pem", ca, sizeof(ca))};
+    struct lb_err err = {0};
+    adm = admin_new(loop, core, &ac, &err);
+    ck_assert_msg(adm != NULL, "%s", err.msg);
+    ck_assert(admin_has_tls(adm));
+    tcp_port = admin_tcp_port(adm);
+    loop_start();
+    struct client c = {.token = RO_TOKEN};
+    struct resp r;
+    ck_assert_int_eq(https(&c, "GET", "/api/v1/backends", NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+
+    loop_stop();
+    copy_file("other.key", key);
+    ck_assert_int_eq(admin_tls_reload(adm, &err), LB_EINVAL);
+    ck_assert_msg(strstr(err.msg, "does not match") != NULL, "%s", err.msg);
+    loop_start();
+    ck_assert_int_eq(https(&c, "GET", "/api/v1/backends", NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+
+    /* srv-rsa is for a.example.com: the client, expecting 127.0.0.1, now
+     * refuses the server */
+    loop_stop();
+    copy_file("srv-rsa.pem", cert);
+    copy_file("srv-rsa.key", key);
+    ck_assert_int_eq(admin_tls_reload(adm, &err), LB_OK);
+    loop_start();
+    ck_assert_int_eq(https(&c, "GET", "/api/v1/backends", NULL, &r), HANDSHAKE_FAILED);
+    resp_free(&r);
+    loop_stop();
+    admin_free(adm);
+}
+END_TEST
+
 static Suite *admin_tls_suite(void)
 {
     Suite *s = suite_create("admin_tls");
@@ -581,6 +654,11 @@ static Suite *admin_tls_suite(void)
     TCase *tc = tcase_create("refusals");
     tcase_add_checked_fixture(tc, bare_setup, bare_teardown);
     tcase_add_test(tc, refusals_at_start);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reload");
+    tcase_add_checked_fixture(tc, bare_setup, bare_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, reload);
     suite_add_tcase(s, tc);
     return s;
 }
