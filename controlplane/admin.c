@@ -307,6 +307,8 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     io = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len, &n);
+    /* WANT_WRITE: TLS answering a key update into a full send buffer; the
+     * next readable event (the client's next record) retries it */
     if (io == ADMIN_IO_WANT_READ || io == ADMIN_IO_WANT_WRITE)
         return;
     if (io != ADMIN_IO_DONE) {

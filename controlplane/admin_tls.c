@@ -26,10 +26,26 @@ static const char *ssl_reason(void)
     return r ? r : "unknown error";
 }
 
+/* Whether <path> (given as <flag>) can be opened; else <err> says why, as
+ * OpenSSL only says "system lib". */
+static bool readable(const char *flag, const char *path, struct lb_err *err)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        lb_err_set(err, LB_EINVAL, errno, "%s %s", flag, path); /* adds strerror */
+        return false;
+    }
+    fclose(f);
+    return true;
+}
+
 /* A server context for <cert>, <key> and <ca> (may be NULL); NULL and
  * <err> filled when one cannot be loaded. */
 static SSL_CTX *ctx_new(const char *cert, const char *key, const char *ca, struct lb_err *err)
 {
+    if (!readable("--admin-cert", cert, err) || !readable("--admin-key", key, err) ||
+        (ca != NULL && !readable("--admin-client-ca", ca, err)))
+        return NULL;
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {

@@ -517,7 +517,7 @@ START_TEST(refusals_at_start)
     ac.tls_key = other;
     expect_refused(&ac, "does not match --admin-cert");
     ac.tls_key = "/nonexistent.key";
-    expect_refused(&ac, "--admin-key /nonexistent.key");
+    expect_refused(&ac, "--admin-key /nonexistent.key: No such file or directory");
     ac.tls_key = key;
     ac.tls_cert = "/nonexistent.pem";
     expect_refused(&ac, "--admin-cert /nonexistent.pem");
