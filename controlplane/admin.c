@@ -1,7 +1,8 @@
 /* controlplane/admin.c: the admin API server (see admin.h): the unix and
- * TCP listeners, and the connections: reading, parsing and framing
- * requests (keep-alive, pipelining, 100-continue, size limits), writing
- * answers, idle timeouts. What a request means is admin_routes.c's. */
+ * TCP listeners, and the connections: the TLS handshake (admin_tls.c does
+ * the OpenSSL part), reading, parsing and framing requests (keep-alive,
+ * pipelining, 100-continue, size limits), writing answers, idle timeouts.
+ * What a request means is admin_routes.c's. */
 #include "admin_int.h"
 
 #include "lb_err.h"
@@ -12,6 +13,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,7 @@ static const struct http1_limits limits = {
 static void conn_close(struct conn *c)
 {
     struct admin *a = c->a;
+    admin__tls_close(c, false);
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->idle);
@@ -139,23 +143,65 @@ static void conn_process(struct conn *c)
     }
 }
 
+/* Sends bytes of <buf>: plain or through TLS. */
+static enum admin_io conn_send(struct conn *c, const char *buf, size_t len, size_t *n)
+{
+    if (c->ssl != NULL)
+        return admin__tls_write(c, buf, len, n);
+    for (;;) {
+        ssize_t w = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (w > 0) {
+            *n = (size_t)w;
+            return ADMIN_IO_DONE;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return ADMIN_IO_WANT_WRITE;
+        return ADMIN_IO_FAILED;
+    }
+}
+
+/* Receives into <buf>: plain or through TLS. */
+static enum admin_io conn_recv(struct conn *c, char *buf, size_t len, size_t *n)
+{
+    if (c->ssl != NULL)
+        return admin__tls_read(c, buf, len, n);
+    ssize_t r = recv(c->fd, buf, len, 0);
+    if (r > 0) {
+        *n = (size_t)r;
+        return ADMIN_IO_DONE;
+    }
+    if (r == 0)
+        return ADMIN_IO_EOF;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return ADMIN_IO_WANT_READ;
+    return ADMIN_IO_FAILED;
+}
+
 static void conn_flush(struct conn *c)
 {
     struct ev_loop *loop = c->a->loop;
     while (c->out_off < c->out_len) {
-        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        size_t w = 0;
+        enum admin_io io = conn_send(c, c->out + c->out_off, c->out_len - c->out_off, &w);
+        if (io == ADMIN_IO_WANT_WRITE) {
             ev_io_stop(loop, &c->rio);
             ev_io_start(loop, &c->wio);
             return;
         }
-        if (w <= 0) {
+        if (io == ADMIN_IO_WANT_READ) {
+            /* TLS needs the peer's bytes before it can write more */
+            c->write_wants_read = true;
+            ev_io_stop(loop, &c->wio);
+            ev_io_start(loop, &c->rio);
+            return;
+        }
+        if (io != ADMIN_IO_DONE) {
             conn_close(c);
             return;
         }
-        c->out_off += (size_t)w;
+        c->out_off += w;
         ev_timer_again(loop, &c->idle);
     }
     free(c->out);
@@ -166,6 +212,10 @@ static void conn_flush(struct conn *c)
         /* Closing with unread input would reset the connection and could
          * destroy the answer before the client reads it (413 while the body
          * is still arriving): shut down writing, then discard until EOF. */
+        if (c->ssl != NULL) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl); /* close_notify first, best effort */
+        }
         if (shutdown(c->fd, SHUT_WR) != 0) {
             conn_close(c);
             return;
@@ -186,17 +236,69 @@ static void conn_step(struct conn *c)
         conn_flush(c);
 }
 
+/* Reads what the peer already sent (bounded) so that closing sends FIN, not
+ * a reset that could destroy the TLS alert before the client reads it. */
+static void conn_drain(struct conn *c)
+{
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(c->fd, sink, sizeof(sink), 0) > 0; i++)
+        ;
+}
+
+/* Advances the TLS handshake; once done, the connection reads requests. */
+static void conn_handshake(struct conn *c)
+{
+    struct ev_loop *loop = c->a->loop;
+    switch (admin__tls_handshake(c)) {
+    case ADMIN_IO_DONE:
+        c->idle.repeat = ADMIN_TIMEOUT_S;
+        ev_timer_again(loop, &c->idle);
+        ev_io_stop(loop, &c->wio);
+        ev_io_start(loop, &c->rio);
+        /* the request may have come with the client's last handshake flight */
+        ev_feed_event(loop, &c->rio, EV_READ);
+        return;
+    case ADMIN_IO_WANT_READ:
+        ev_io_stop(loop, &c->wio);
+        ev_io_start(loop, &c->rio);
+        return;
+    case ADMIN_IO_WANT_WRITE:
+        ev_io_stop(loop, &c->rio);
+        ev_io_start(loop, &c->wio);
+        return;
+    default:
+        conn_drain(c);
+        conn_close(c);
+        return;
+    }
+}
+
+/* Free room to read into: a whole TLS record (16 KiB), so that OpenSSL holds
+ * no decrypted bytes back once the socket has none. */
+#define CONN_READ_ROOM (16 * 1024 + 256)
+
 static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct conn *c = w->data;
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
+    if (c->write_wants_read) {
+        c->write_wants_read = false;
+        conn_flush(c);
+        return;
+    }
+    size_t n = 0;
+    enum admin_io io;
     if (c->lingering) {
         char sink[4096];
-        ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        io = conn_recv(c, sink, sizeof(sink), &n);
+        if (io == ADMIN_IO_EOF || io == ADMIN_IO_FAILED)
             conn_close(c);
         return;
     }
-    size_t want = c->in_len + 4096;
+    size_t want = c->in_len + (c->ssl != NULL ? CONN_READ_ROOM : 4096);
     if (want < c->in_cap)
         want = c->in_cap;
     /* Bounded: a head is at most ADMIN_HEAD_MAX, a body ADMIN_BODY_MAX. */
@@ -204,14 +306,16 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c);
         return;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    io = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len, &n);
+    /* WANT_WRITE: TLS answering a key update into a full send buffer; the
+     * next readable event (the client's next record) retries it */
+    if (io == ADMIN_IO_WANT_READ || io == ADMIN_IO_WANT_WRITE)
         return;
-    if (n <= 0) {
+    if (io != ADMIN_IO_DONE) {
         conn_close(c);
         return;
     }
-    c->in_len += (size_t)n;
+    c->in_len += n;
     ev_timer_again(loop, &c->idle);
     conn_step(c);
 }
@@ -219,12 +323,18 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
 static void conn_on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct conn *c = w->data;
-    conn_flush(c);
+    if (c->handshaking)
+        conn_handshake(c);
+    else
+        conn_flush(c);
 }
 
 static void conn_on_idle(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    conn_close(w->data);
+    struct conn *c = w->data;
+    if (c->handshaking)
+        admin__tls_timed_out(c);
+    conn_close(c);
 }
 
 static void on_accept_resume(struct ev_loop *loop, ev_timer *t, int revents)
@@ -277,11 +387,17 @@ static void accept_one(struct admin *a, int lfd, bool tcp)
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
             c->uid = (long)cred.uid;
     }
+    if (tcp && a->ssl_ctx != NULL && !admin__tls_accept(c)) {
+        close(fd);
+        free(c);
+        return;
+    }
     http1_parser_init(&c->parser);
     ev_io_init(&c->rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&c->wio, conn_on_writable, fd, EV_WRITE);
     ev_init(&c->idle, conn_on_idle);
-    c->idle.repeat = ADMIN_TIMEOUT_S;
+    /* the handshake has a bound of its own; progress does not extend it */
+    c->idle.repeat = c->handshaking ? a->handshake_s : ADMIN_TIMEOUT_S;
     c->rio.data = c->wio.data = c->idle.data = c;
     c->next = a->conns;
     if (a->conns)
@@ -343,7 +459,18 @@ static int bind_unix(struct admin *a, const char *path, struct lb_err *err)
     return LB_OK;
 }
 
-static int bind_tcp(struct admin *a, const char *addr, struct lb_err *err)
+/* 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. */
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family != AF_INET6)
+        return false;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+static int bind_tcp(struct admin *a, const char *addr, bool loopback_only, struct lb_err *err)
 {
     char host[128];
     const char *colon = strrchr(addr, ':');
@@ -366,6 +493,13 @@ static int bind_tcp(struct admin *a, const char *addr, struct lb_err *err)
     struct addrinfo *res = NULL;
     if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || res == NULL)
         return lb_err_set(err, LB_EINVAL, 0, "admin listen address %s needs an IP literal", addr);
+    if (loopback_only && !is_loopback(res->ai_addr)) {
+        freeaddrinfo(res);
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "--admin-insecure-http serves plain HTTP on a loopback address only, "
+                          "not %s; use --admin-cert and --admin-key",
+                          addr);
+    }
     int rc = LB_OK;
     a->tcp_fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -386,6 +520,29 @@ static int bind_tcp(struct admin *a, const char *addr, struct lb_err *err)
     return LB_OK;
 }
 
+/* The TLS flags that make no sense together; true when refused. */
+static bool tls_flags_refused(const struct admin_config *cfg, struct lb_err *err)
+{
+    const char *why = NULL;
+    if (cfg->tcp_listen == NULL &&
+        (cfg->tls_cert || cfg->tls_key || cfg->tls_client_ca || cfg->insecure_http))
+        why = "--admin-cert, --admin-key, --admin-client-ca and --admin-insecure-http go with "
+              "--admin-listen";
+    else if (cfg->tcp_listen == NULL)
+        return false;
+    else if (cfg->insecure_http && (cfg->tls_cert || cfg->tls_key || cfg->tls_client_ca))
+        why = "--admin-insecure-http serves plain HTTP: give it or --admin-cert/--admin-key, not "
+              "both";
+    else if (!cfg->insecure_http && cfg->tls_cert == NULL && cfg->tls_key == NULL)
+        why = "--admin-listen serves HTTPS: give --admin-cert FILE and --admin-key FILE (plain "
+              "HTTP only with --admin-insecure-http on a loopback address)";
+    else if (!cfg->insecure_http && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
+        why = "--admin-cert and --admin-key go together";
+    if (why != NULL)
+        lb_err_set(err, LB_EINVAL, 0, "%s", why);
+    return why != NULL;
+}
+
 struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_config *cfg,
                         struct lb_err *err)
 {
@@ -397,18 +554,37 @@ struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_
         lb_err_set(err, LB_EINVAL, 0, "--admin-listen needs --admin-tokens FILE");
         return NULL;
     }
+    if (tls_flags_refused(cfg, err))
+        return NULL;
     struct admin *a = mem_zalloc(sizeof(*a), NULL, err);
     if (a == NULL)
         return NULL;
     a->loop = loop;
     a->cp = cp;
     a->unix_fd = a->tcp_fd = -1;
+    a->handshake_s =
+        cfg->handshake_timeout_s > 0 ? cfg->handshake_timeout_s : ADMIN_TLS_HANDSHAKE_S;
+    bool tls = cfg->tcp_listen != NULL && !cfg->insecure_http;
     if ((cfg->tcp_listen != NULL && admin__load_tokens(a, cfg->tokens_file, err) != LB_OK) ||
+        (tls && admin__tls_setup(a, cfg, err) != LB_OK) ||
         bind_unix(a, cfg->unix_path, err) != LB_OK ||
-        (cfg->tcp_listen != NULL && bind_tcp(a, cfg->tcp_listen, err) != LB_OK)) {
+        (cfg->tcp_listen != NULL &&
+         bind_tcp(a, cfg->tcp_listen, cfg->insecure_http, err) != LB_OK)) {
         admin_free(a);
         return NULL;
     }
+    bool cert_lines = false;
+    for (size_t i = 0; i < a->n_tokens; i++)
+        cert_lines = cert_lines || a->tokens[i].cert;
+    if (cert_lines && !a->client_ca)
+        lb_log(LB_LOG_WARN, "admin_cert_lines_unused",
+               "%s maps client certificates (cert:...) but there is no --admin-client-ca: "
+               "those lines are not used",
+               cfg->tokens_file);
+    if (cfg->tcp_listen != NULL && cfg->insecure_http)
+        lb_log(LB_LOG_WARN, "admin_insecure_http",
+               "--admin-insecure-http: the admin API on %s is plain HTTP (bearer tokens in clear)",
+               cfg->tcp_listen);
     ev_timer_init(&a->accept_pause, on_accept_resume, 0., 0.);
     a->accept_pause.data = a;
     ev_io_init(&a->unix_io, on_accept_unix, a->unix_fd, EV_READ);
@@ -449,5 +625,6 @@ void admin_free(struct admin *a)
         unlink(a->unix_path);
     free(a->unix_path);
     admin__tokens_free(a);
+    admin__tls_free(a);
     free(a);
 }

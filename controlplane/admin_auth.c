@@ -1,6 +1,7 @@
 /* controlplane/admin_auth.c: who is asking and what they may do: the peer
- * uid on the unix socket (full access), a bearer token from the tokens file
- * on TCP ("ro" tokens may only GET), no token for GET /health. */
+ * uid on the unix socket (full access), on TCP a bearer token from the
+ * tokens file or a verified client certificate that file maps to a role
+ * ("ro" may only GET), no credential for GET /health. */
 #include "admin_int.h"
 
 #include "lb_err.h"
@@ -43,7 +44,17 @@ int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
             continue;
         if (k != 3 || (strcmp(mode, "rw") != 0 && strcmp(mode, "ro") != 0)) {
             rc = lb_err_set(err, LB_EINVAL, 0,
-                            "admin tokens file %s:%d: want \"<name> <token> rw|ro\"", path, lineno);
+                            "admin tokens file %s:%d: want \"<name> <token> rw|ro\" or "
+                            "\"cert:<name> - rw|ro\"",
+                            path, lineno);
+            break;
+        }
+        bool cert = strncmp(name, "cert:", 5) == 0;
+        if (cert && (name[5] == '\0' || strcmp(secret, "-") != 0)) {
+            rc =
+                lb_err_set(err, LB_EINVAL, 0,
+                           "admin tokens file %s:%d: a certificate line is \"cert:<name> - rw|ro\"",
+                           path, lineno);
             break;
         }
         struct token *nt = realloc(a->tokens, (a->n_tokens + 1) * sizeof(*nt));
@@ -53,11 +64,12 @@ int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
         }
         a->tokens = nt;
         struct token *t = &nt[a->n_tokens];
-        t->name = strdup(name);
-        t->secret = strdup(secret);
+        t->name = strdup(cert ? name + 5 : name);
+        t->secret = cert ? NULL : strdup(secret);
         t->rw = strcmp(mode, "rw") == 0;
+        t->cert = cert;
         a->n_tokens++;
-        if (t->name == NULL || t->secret == NULL)
+        if (t->name == NULL || (!cert && t->secret == NULL))
             rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory");
     }
     fclose(f);
@@ -71,6 +83,8 @@ static const struct token *find_token(const struct admin *a, struct http1_slice 
     const struct token *found = NULL;
     for (size_t i = 0; i < a->n_tokens; i++) {
         const struct token *t = &a->tokens[i];
+        if (t->cert)
+            continue;
         /* Constant-time over the secret so that timing reveals no prefix. */
         if (strlen(t->secret) == secret.len && CRYPTO_memcmp(t->secret, secret.p, secret.len) == 0)
             found = t;
@@ -163,9 +177,18 @@ bool admin__authorise(struct req *r)
     }
     if (auth_limited(r))
         return false;
+    /* A bearer token, when sent, decides; else the client certificate. */
     const struct http1_header *h = admin__find_header(r->msg, "Authorization");
     const struct token *t = NULL;
-    if (h != NULL && h->value.len > 7 && strncasecmp(h->value.p, "Bearer ", 7) == 0) {
+    if (h == NULL && c->cert_subject[0] != '\0') {
+        if (c->cert_role == NULL) {
+            admin__respond_error(r, 403, "forbidden",
+                                 "client certificate \"%s\" maps to no role in the tokens file",
+                                 c->cert_subject);
+            return false;
+        }
+        t = c->cert_role;
+    } else if (h != NULL && h->value.len > 7 && strncasecmp(h->value.p, "Bearer ", 7) == 0) {
         struct http1_slice s = {h->value.p + 7, h->value.len - 7};
         while (s.len > 0 && s.p[0] == ' ') {
             s.p++;
@@ -177,11 +200,13 @@ bool admin__authorise(struct req *r)
         auth_failed(r);
         return false;
     }
+    const char *kind = t->cert ? "cert" : "token";
     if (!t->rw && r->msg->meth != HTTP1_M_GET) {
-        admin__respond_error(r, 403, "forbidden", "token \"%s\" is read-only", t->name);
+        admin__respond_error(r, 403, "forbidden", "%s \"%s\" is read-only",
+                             t->cert ? "certificate" : "token", t->name);
         return false;
     }
-    snprintf(r->author, sizeof(r->author), "token:%s", t->name);
+    snprintf(r->author, sizeof(r->author), "%s:%s", kind, t->name);
     return true;
 }
 

@@ -1,11 +1,13 @@
 /* controlplane/admin_int.h: the admin API server's state and what its parts
  * share: admin.c (listeners, connections), admin_auth.c (tokens, identity),
- * admin_routes.c (path and method -> handler), the handlers per resource
+ * admin_tls.c (the TLS context, handshakes, encrypted reads and writes,
+ * client certificate identities), admin_routes.c (path and method ->
+ * handler), the handlers per resource
  * (admin_backends.c, admin_config.c, admin_status.c, admin_audit.c) and
  * admin_http.c (the responses and the request readers every handler uses).
  * Not for other modules: they use admin.h.
  *
- * The parts depend one way: admin.c -> admin_auth.c, admin_routes.c ->
+ * The parts depend one way: admin.c -> admin_tls.c, admin_auth.c, admin_routes.c ->
  * handlers -> admin_http.c. Single-threaded, as admin.h. */
 #ifndef LB_ADMIN_INT_H
 #define LB_ADMIN_INT_H
@@ -23,11 +25,15 @@
 #include <sys/types.h>
 
 struct lb_err;
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
 
+/* One line of the tokens file: a bearer token, or a client certificate name. */
 struct token {
-    char *name;
-    char *secret;
+    char *name;   /* the token's name, or the certificate name after "cert:" */
+    char *secret; /* the bearer token; NULL for a certificate line */
     bool rw;
+    bool cert; /* a "cert:<name> - rw|ro" line */
 };
 
 /* One (method, status) pair of lb_cp_api_requests_total. */
@@ -58,6 +64,11 @@ struct conn {
     bool continue_sent; /* "100 Continue" sent for the current request */
     bool lingering;     /* answered and shut down for writing: discard input until EOF */
     struct http1_parser parser;
+    SSL *ssl;                      /* TLS on the TCP listener, else NULL */
+    bool handshaking;              /* <ssl>'s handshake is not done: <idle> bounds it */
+    bool write_wants_read;         /* SSL_write needs input first: readable means flush */
+    const struct token *cert_role; /* the tokens-file line the client certificate maps to */
+    char cert_subject[80];         /* the verified client certificate's name, "" = none */
 };
 
 #define ADMIN_AUTH_SOURCES 256 /* sources whose failed authentications are remembered */
@@ -88,6 +99,13 @@ struct admin {
     struct auth_fails fails[ADMIN_AUTH_SOURCES];
     uint64_t auth_failures; /* 401s on TCP, for /metrics */
     uint64_t auth_limited;  /* 429s to sources over the limit */
+    SSL_CTX *ssl_ctx;       /* the TCP listener speaks TLS; NULL = plain HTTP (or no TCP) */
+    char *tls_cert, *tls_key, *tls_ca; /* its files, for admin_tls_reload(); tls_ca may be NULL */
+    bool client_ca;                    /* client certificates are asked for and verified */
+    double handshake_s;                /* bound on a TLS handshake */
+    uint64_t tls_handshakes;           /* completed, for /metrics */
+    uint64_t tls_handshake_failures;   /* refused by TLS (plain HTTP, bad certificate) or
+                                        * not done in time */
 };
 
 /* What one request is about, for the handlers. */
@@ -187,6 +205,47 @@ void admin__tls_get(struct req *r);
 void admin__tls_reload(struct req *r);
 
 void admin__audit_list(struct req *r, const char *query, size_t qlen);
+
+/* ---- admin_tls.c ---------------------------------------------------------------- */
+
+/* What a TLS step left to do. */
+enum admin_io {
+    ADMIN_IO_DONE,       /* done: the handshake is over, or bytes were moved */
+    ADMIN_IO_WANT_READ,  /* call again once the socket is readable */
+    ADMIN_IO_WANT_WRITE, /* call again once the socket is writable */
+    ADMIN_IO_EOF,        /* the peer closed cleanly */
+    ADMIN_IO_FAILED,     /* the connection is broken: close it */
+};
+
+/* Creates a->ssl_ctx from cfg->tls_cert, tls_key and tls_client_ca (their
+ * paths are kept for admin_tls_reload()): TLS 1.2 or later, forward-secret
+ * AEAD ciphers, no renegotiation, no session resumption; the key must match
+ * the certificate. LB_EINVAL with a one-line reason otherwise. */
+int admin__tls_setup(struct admin *a, const struct admin_config *cfg, struct lb_err *err);
+
+/* Releases a->ssl_ctx and the kept paths. */
+void admin__tls_free(struct admin *a);
+
+/* Gives <c> (accepted on the TCP listener) its SSL object; false when out
+ * of memory. */
+bool admin__tls_accept(struct conn *c);
+
+/* Advances <c>'s handshake. When DONE, c->cert_subject and c->cert_role
+ * hold the client certificate's identity. FAILED is counted and logged
+ * (plain HTTP, a certificate the client CA did not issue, ...). */
+enum admin_io admin__tls_handshake(struct conn *c);
+
+/* Reads decrypted bytes into <buf>; <n> gets the count when DONE. */
+enum admin_io admin__tls_read(struct conn *c, char *buf, size_t len, size_t *n);
+
+/* Writes from <buf> (partial writes allowed); <n> gets the count when DONE. */
+enum admin_io admin__tls_write(struct conn *c, const char *buf, size_t len, size_t *n);
+
+/* Counts and logs a handshake not done within a->handshake_s. */
+void admin__tls_timed_out(struct conn *c);
+
+/* Releases c->ssl after sending close_notify when <notify>. */
+void admin__tls_close(struct conn *c, bool notify);
 
 /* ---- admin_routes.c ------------------------------------------------------------- */
 

@@ -147,6 +147,12 @@ static void metrics_api(struct lb_prom *p, const struct admin *a)
              "TCP admin requests refused (429) because their source failed to authenticate too "
              "often.",
              a->auth_limited);
+    prom_one(p, "lb_cp_api_tls_handshakes_total", "counter",
+             "TLS handshakes completed on the admin TCP listener.", a->tls_handshakes);
+    prom_one(p, "lb_cp_api_tls_handshake_failures_total", "counter",
+             "TLS handshakes on the admin TCP listener refused (plain HTTP, a client certificate "
+             "the client CA did not issue, no common version or cipher) or not done in time.",
+             a->tls_handshake_failures);
 }
 
 void admin__metrics(struct req *r)

@@ -47,8 +47,16 @@ static void usage(FILE *out)
             "  --runtime-dir DIR      sockets live here (default /run/lb; created 0750)\n"
             "  --control BASE         snapshot feed base (default ipc://<runtime-dir>)\n"
             "  --admin-socket PATH    admin API unix socket (default <runtime-dir>/admin.sock)\n"
-            "  --admin-listen A:P     also serve the admin API on TCP (needs --admin-tokens)\n"
-            "  --admin-tokens FILE    bearer tokens: \"<name> <token> rw|ro\" per line\n"
+            "  --admin-listen A:P     also serve the admin API on TCP, over HTTPS (needs\n"
+            "                         --admin-tokens and --admin-cert/--admin-key)\n"
+            "  --admin-tokens FILE    who may use it: \"<name> <token> rw|ro\" (bearer tokens)\n"
+            "                         and \"cert:<name> - rw|ro\" (client certificates) per line\n"
+            "  --admin-cert FILE      PEM certificate (chain) of the HTTPS admin listener;\n"
+            "                         SIGHUP re-reads it, the key and the client CA\n"
+            "  --admin-key FILE       its PEM private key\n"
+            "  --admin-client-ca FILE verify client certificates against these CAs (mTLS);\n"
+            "                         clients without one still use bearer tokens\n"
+            "  --admin-insecure-http  plain HTTP on --admin-listen instead (loopback only)\n"
             "  --config-dir DIR       base of relative TLS paths in applied configs\n"
             "                         (default: the bootstrap file's directory, else the cwd)\n"
             "  --feed-key FILE        seal the feed with these keys (\"ID HEX64\" lines,\n"
@@ -84,13 +92,29 @@ static void reload_feed_keys(struct main_ctx *m)
            m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
 }
 
+/* Re-reads the admin listener's certificate, key and client CA; on any
+ * error the ones in use stay. */
+static void reload_admin_tls(struct main_ctx *m)
+{
+    struct lb_err err = {0};
+    if (admin_tls_reload(m->admin, &err) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "admin_tls_reload_failed", "%s; the certificate in use stays",
+               err.msg);
+        return;
+    }
+    lb_log(LB_LOG_INFO, "admin_tls_reloaded",
+           "admin certificate, key and client CA re-read; new connections use them");
+}
+
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
-    if (m->feed_key_path != NULL) {
+    if (m->feed_key_path != NULL)
         reload_feed_keys(m);
+    if (admin_has_tls(m->admin))
+        reload_admin_tls(m);
+    if (m->feed_key_path != NULL || admin_has_tls(m->admin))
         return;
-    }
     lb_log(LB_LOG_INFO, "sighup",
            "SIGHUP ignored: config changes go through the admin API (lbctl apply)");
 }
@@ -115,6 +139,10 @@ struct flags {
     const char *admin_socket;
     const char *admin_listen;
     const char *admin_tokens;
+    const char *admin_cert;
+    const char *admin_key;
+    const char *admin_client_ca;
+    bool admin_insecure_http;
     const char *config_dir;
     const char *feed_key;
     const char *feed_nodes;
@@ -137,6 +165,9 @@ static const struct {
     {"admin-socket", offsetof(struct flags, admin_socket)},
     {"admin-listen", offsetof(struct flags, admin_listen)},
     {"admin-tokens", offsetof(struct flags, admin_tokens)},
+    {"admin-cert", offsetof(struct flags, admin_cert)},
+    {"admin-key", offsetof(struct flags, admin_key)},
+    {"admin-client-ca", offsetof(struct flags, admin_client_ca)},
     {"config-dir", offsetof(struct flags, config_dir)},
     {"feed-key", offsetof(struct flags, feed_key)},
     {"feed-nodes", offsetof(struct flags, feed_nodes)},
@@ -150,17 +181,19 @@ enum {
     OPT_HELP,
     OPT_VERSION,
     OPT_FEED_INSECURE,
+    OPT_ADMIN_INSECURE_HTTP,
 };
 
 /* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
  * version and bad flags end the process here). */
 static int main_parse(int argc, char **argv, struct flags *f)
 {
-    struct option opts[N_STR_FLAGS + 5] = {
+    struct option opts[N_STR_FLAGS + 6] = {
         [N_STR_FLAGS] = {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         [N_STR_FLAGS + 1] = {"help", no_argument, NULL, OPT_HELP},
         [N_STR_FLAGS + 2] = {"version", no_argument, NULL, OPT_VERSION},
         [N_STR_FLAGS + 3] = {"feed-insecure", no_argument, NULL, OPT_FEED_INSECURE},
+        [N_STR_FLAGS + 4] = {"admin-insecure-http", no_argument, NULL, OPT_ADMIN_INSECURE_HTTP},
     };
     for (size_t i = 0; i < N_STR_FLAGS; i++)
         opts[i] = (struct option){str_flags[i].name, required_argument, NULL, (int)i + 1};
@@ -185,6 +218,9 @@ static int main_parse(int argc, char **argv, struct flags *f)
             break;
         case OPT_FEED_INSECURE:
             f->feed_insecure = true;
+            break;
+        case OPT_ADMIN_INSECURE_HTTP:
+            f->admin_insecure_http = true;
             break;
         case OPT_HELP:
             usage(stdout);
@@ -293,7 +329,11 @@ static int main_start(struct main_ctx *m, const struct flags *f)
     }
     struct admin_config ac = {.unix_path = f->admin_socket,
                               .tcp_listen = f->admin_listen,
-                              .tokens_file = f->admin_tokens};
+                              .tokens_file = f->admin_tokens,
+                              .tls_cert = f->admin_cert,
+                              .tls_key = f->admin_key,
+                              .tls_client_ca = f->admin_client_ca,
+                              .insecure_http = f->admin_insecure_http};
     if ((m->admin = admin_new(m->loop, m->cp, &ac, &err)) == NULL) {
         cp_free(m->cp);
         seal_keyring_free(m->feed_keys);
@@ -321,7 +361,8 @@ static void main_run(struct main_ctx *m, const struct flags *f)
 {
     char tcp_note[64] = "";
     if (f->admin_listen != NULL)
-        snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u", admin_tcp_port(m->admin));
+        snprintf(tcp_note, sizeof(tcp_note), " and tcp port %u (%s)", admin_tcp_port(m->admin),
+                 f->admin_insecure_http ? "plain http" : "https");
     char seal_note[64] = " (unsealed)";
     if (m->feed_keys != NULL)
         snprintf(seal_note, sizeof(seal_note), " (sealed with key id %u)",

@@ -16,6 +16,9 @@ struct client {
     char *auth;      /* "Authorization: Bearer ..." header line, or NULL */
     char *target;    /* socket path or URL, for messages */
     long timeout_ms; /* whole-exchange timeout */
+    char *ca;        /* CURLOPT_CAINFO, or NULL */
+    char *cert;      /* CURLOPT_SSLCERT, or NULL */
+    char *key;       /* CURLOPT_SSLKEY, or NULL */
 };
 
 struct buf {
@@ -79,6 +82,10 @@ struct client *client_new(const struct client_opts *o, struct lb_err *err)
     }
     if (c->base == NULL || c->target == NULL)
         goto oom;
+    if ((o->ca_file != NULL && (c->ca = strdup(o->ca_file)) == NULL) ||
+        (o->cert_file != NULL && (c->cert = strdup(o->cert_file)) == NULL) ||
+        (o->key_file != NULL && (c->key = strdup(o->key_file)) == NULL))
+        goto oom;
     if (o->token != NULL && asprintf(&c->auth, "Bearer %s", o->token) == -1) {
         c->auth = NULL;
         goto oom;
@@ -100,6 +107,9 @@ void client_free(struct client *c)
     free(c->socket);
     free(c->auth);
     free(c->target);
+    free(c->ca);
+    free(c->cert);
+    free(c->key);
     free(c);
 }
 
@@ -188,6 +198,13 @@ int client_do(struct client *c, const struct client_req *r, struct client_resp *
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (c->ca != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca);
+    if (c->cert != NULL) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->key);
+    }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -213,6 +230,19 @@ int client_do(struct client *c, const struct client_req *r, struct client_resp *
         curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
         if (cc == CURLE_OPERATION_TIMEDOUT)
             rc = lb_err_set(err, LB_ESYS, 0, "no answer within %ld ms", c->timeout_ms);
+        else if (cc == CURLE_PEER_FAILED_VERIFICATION)
+            rc = lb_err_set(err, LB_ESYS, 0, "TLS: the server's certificate is not trusted (%s)",
+                            errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        else if (cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_CACERT_BADFILE)
+            rc =
+                lb_err_set(err, LB_ESYS, 0, "TLS: %s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        else if (cc == CURLE_GOT_NOTHING && strncmp(c->base, "http://", 7) == 0 &&
+                 c->socket == NULL)
+            rc = lb_err_set(err, LB_ESYS, 0,
+                            "it closed without answering (an HTTPS listener? use https://)");
+        else if (cc == CURLE_SSL_CONNECT_ERROR || (c->cert != NULL && cc == CURLE_RECV_ERROR))
+            rc = lb_err_set(err, LB_ESYS, 0, "TLS handshake failed: %s",
+                            errbuf[0] ? errbuf : curl_easy_strerror(cc));
         else if (os_errno != 0)
             rc = lb_err_set(err, LB_ESYS, 0, "%s", strerror((int)os_errno));
         else

@@ -1,5 +1,6 @@
 /* lbctl/client.h: one HTTP exchange with the admin API, over the control
- * plane's unix socket or over TCP with a bearer token (libcurl). */
+ * plane's unix socket or over TCP (HTTPS, or loopback HTTP) with a bearer
+ * token or a client certificate (libcurl). */
 #ifndef LBCTL_CLIENT_H
 #define LBCTL_CLIENT_H
 
@@ -14,6 +15,10 @@ struct client_opts {
     const char *socket_path; /* unix socket; used when <url> is NULL */
     const char *url;         /* "http://127.0.0.1:9180" (no trailing path), or NULL */
     const char *token;       /* bearer token sent with every request, or NULL */
+    const char *ca_file;     /* https: PEM CAs that verify the server, or NULL (the
+                              * system's) */
+    const char *cert_file;   /* https: PEM client certificate, or NULL */
+    const char *key_file;    /* its PEM private key; required with <cert_file> */
     long timeout_ms;         /* whole-exchange timeout; > 0 */
 };
 
@@ -54,9 +59,10 @@ const char *client_target(const struct client *c);
 char *client_escape(struct client *c, const char *s);
 
 /* Sends <r> and reads the whole answer into <resp>, whatever its status.
- * Returns LB_OK, LB_ESYS when the control plane could not be reached or did
- * not answer in time (<err> holds the reason, without the target), or
- * LB_ENOMEM. On failure <resp> holds nothing to release. */
+ * Returns LB_OK, LB_ESYS when the control plane could not be reached, the
+ * TLS handshake failed (a server certificate the CA did not issue, a client
+ * certificate the server refused) or it did not answer in time (<err> holds the reason, without the
+ * target), or LB_ENOMEM. On failure <resp> holds nothing to release. */
 int client_do(struct client *c, const struct client_req *r, struct client_resp *resp,
               struct lb_err *err);
 

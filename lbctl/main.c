@@ -14,8 +14,8 @@
 #define TOKEN_MAX       4096
 
 static const char help_text[] =
-    "Usage: lbctl [--socket PATH | --url URL --token-file FILE] [--json] [--timeout SECONDS]\n"
-    "             COMMAND ...\n"
+    "Usage: lbctl [--socket PATH | --url URL [--ca FILE] [--token-file FILE |\n"
+    "             --cert FILE --key FILE]] [--json] [--timeout SECONDS] COMMAND ...\n"
     "\n"
     "The command-line client of the lb control plane's admin API.\n"
     "\n"
@@ -40,8 +40,13 @@ static const char help_text[] =
     "Options:\n"
     "  --socket PATH       the admin unix socket (default $LB_ADMIN_SOCKET, else\n"
     "                      " DEFAULT_SOCKET ")\n"
-    "  --url URL           the admin TCP listener, e.g. http://127.0.0.1:9180 (or $LB_ADMIN_URL)\n"
+    "  --url URL           the admin TCP listener, e.g. https://lb1.example.org:9180\n"
+    "                      (or $LB_ADMIN_URL)\n"
     "  --token-file FILE   bearer token on FILE's first line, for --url (or $LB_TOKEN_FILE)\n"
+    "  --ca FILE           PEM CAs that verify an https:// server (or $LB_CA_FILE;\n"
+    "                      default: the system's)\n"
+    "  --cert FILE         PEM client certificate for an https:// URL (or $LB_CERT_FILE)\n"
+    "  --key FILE          its PEM private key (or $LB_KEY_FILE)\n"
     "  --json              print the server's JSON instead of tables\n"
     "  --timeout SECONDS   give up after SECONDS (default 10)\n"
     "  --help              this text; 'lbctl COMMAND --help' describes a command\n"
@@ -84,6 +89,13 @@ static int read_token(const char *path, char **out)
     return LBCTL_EXIT_OK;
 }
 
+/* $<name> when set and not empty, else NULL. */
+static const char *env_file(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
 static int parse_timeout(const char *s, long *ms)
 {
     char *end;
@@ -122,6 +134,7 @@ int main(int argc, char **argv)
 {
     struct lbctl ctx = {0};
     const char *socket_path = NULL, *url = NULL, *token_file = NULL, *timeout = NULL;
+    const char *ca = NULL, *cert = NULL, *key = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
@@ -141,6 +154,9 @@ int main(int argc, char **argv)
         if ((m = global_value(argc, argv, &i, "--socket", &socket_path)) == 0 &&
             (m = global_value(argc, argv, &i, "--url", &url)) == 0 &&
             (m = global_value(argc, argv, &i, "--token-file", &token_file)) == 0 &&
+            (m = global_value(argc, argv, &i, "--ca", &ca)) == 0 &&
+            (m = global_value(argc, argv, &i, "--cert", &cert)) == 0 &&
+            (m = global_value(argc, argv, &i, "--key", &key)) == 0 &&
             (m = global_value(argc, argv, &i, "--timeout", &timeout)) == 0)
             return lbctl_usage("", "unknown option '%s'", a);
         if (m < 0)
@@ -165,6 +181,16 @@ int main(int argc, char **argv)
         token_file = getenv("LB_TOKEN_FILE");
     if (token_file != NULL && url == NULL)
         return lbctl_usage("", "--token-file goes with --url");
+    bool https = url != NULL && strncmp(url, "https://", 8) == 0;
+    if (https) {
+        ca = ca ? ca : env_file("LB_CA_FILE");
+        cert = cert ? cert : env_file("LB_CERT_FILE");
+        key = key ? key : env_file("LB_KEY_FILE");
+    }
+    if ((ca != NULL || cert != NULL || key != NULL) && !https)
+        return lbctl_usage("", "--ca, --cert and --key go with an https:// --url");
+    if ((cert == NULL) != (key == NULL))
+        return lbctl_usage("", "--cert and --key go together");
     if (socket_path == NULL && url == NULL) {
         socket_path = getenv("LB_ADMIN_SOCKET");
         if (socket_path == NULL || socket_path[0] == '\0')
@@ -184,6 +210,9 @@ int main(int argc, char **argv)
         .socket_path = socket_path,
         .url = url,
         .token = token,
+        .ca_file = ca,
+        .cert_file = cert,
+        .key_file = key,
         .timeout_ms = timeout_ms,
     };
     struct lb_err err;

@@ -1338,6 +1338,7 @@ struct e2e_cp {
     char *const *cp_args;             /* more control-plane arguments, or NULL */
     char *const *dp_args;             /* more data-plane arguments, or NULL */
     unsigned feport, mport, aport;    /* frontend, metrics, admin TCP (0: none) */
+    bool admin_tls;                   /* the admin TCP port speaks HTTPS (certs/) */
     bool failed;                      /* a daemon did not exit 0 on SIGTERM */
     struct e2e_cp *next_live;         /* registry for the atexit hook */
 };
@@ -1498,10 +1499,30 @@ static void cp_write_config(struct e2e_cp *w, const struct e2e_cp_opts *o)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* make-certs.sh into <dir>/certs, plus viewer.pem/.key (CN viewer1, DNS
+ * viewer1.example.org) of the same CA. */
+static void cp_make_certs(struct e2e_cp *w)
+{
+    char certs[256], cmd[1024];
+    e2e_cp_path(w, "certs", certs, sizeof certs);
+    ck_assert_msg(mkdir(certs, 0700) == 0, "mkdir %s failed", certs);
+    snprintf(cmd, sizeof cmd,
+             "sh %s/tests/unit/dataplane/tls/make-certs.sh %s && cd %s && "
+             "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+             "-keyout viewer.key -out viewer.csr -subj /CN=viewer1 >>log.txt 2>&1 && "
+             "printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+             "subjectAltName=DNS:viewer1.example.org\n' >viewer.ext && "
+             "openssl x509 -req -in viewer.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-days 30 -extfile viewer.ext -out viewer.pem >>log.txt 2>&1",
+             LB_SOURCE_DIR, certs, certs);
+    ck_assert_msg(system(cmd) == 0, "making certificates failed (see %s/log.txt)", certs);
+}
+
 static void cp_write_tokens(struct e2e_cp *w)
 {
     static const char *const files[][2] = {
-        {"tokens", "# name token access\nadmin rw-7f3a9c1e5b rw\nviewer ro-2d8e4b6a0c ro\n"},
+        {"tokens", "# name token access\nadmin rw-7f3a9c1e5b rw\nviewer ro-2d8e4b6a0c ro\n"
+                   "cert:client1.example.org - rw\ncert:viewer1.example.org - ro\n"},
         {"rw.token", "rw-7f3a9c1e5b\n"},
         {"ro.token", "ro-2d8e4b6a0c\n"},
     };
@@ -1534,19 +1555,33 @@ void e2e_cp_controlplane_start(struct e2e_cp *w)
 {
     ck_assert_msg(w->cppid <= 0, "the control plane is already running");
     char db[256], config[256], run[256], log[256], tokens[256], listen[32];
+    char cert[256], key[256], ca[256];
     e2e_cp_path(w, "lb.db", db, sizeof db);
     e2e_cp_path(w, "config.yaml", config, sizeof config);
     e2e_cp_path(w, "run", run, sizeof run);
     e2e_cp_path(w, "cp.log", log, sizeof log);
     e2e_cp_path(w, "tokens", tokens, sizeof tokens);
     snprintf(listen, sizeof listen, "127.0.0.1:%u", w->aport);
-    char *argv[24] = {CP_BIN, "--db", db, "--bootstrap", config, "--runtime-dir", run};
+    char *argv[32] = {CP_BIN, "--db", db, "--bootstrap", config, "--runtime-dir", run};
     size_t n = 7;
     if (w->aport) {
         argv[n++] = "--admin-listen";
         argv[n++] = listen;
         argv[n++] = "--admin-tokens";
         argv[n++] = tokens;
+        if (w->admin_tls) {
+            e2e_cp_path(w, "certs/srv-ip.pem", cert, sizeof cert);
+            e2e_cp_path(w, "certs/srv-ip.key", key, sizeof key);
+            e2e_cp_path(w, "certs/ca.pem", ca, sizeof ca);
+            argv[n++] = "--admin-cert";
+            argv[n++] = cert;
+            argv[n++] = "--admin-key";
+            argv[n++] = key;
+            argv[n++] = "--admin-client-ca";
+            argv[n++] = ca;
+        } else {
+            argv[n++] = "--admin-insecure-http";
+        }
     }
     if (strncmp(w->control, "ipc://", 6) != 0) {
         argv[n++] = "--control";
@@ -1714,6 +1749,9 @@ struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o)
     cp_write_config(w, o);
     if (o->admin_tcp)
         cp_write_tokens(w);
+    w->admin_tls = o->admin_tcp && o->admin_tls;
+    if (w->admin_tls)
+        cp_make_certs(w);
     e2e_cp_controlplane_start(w);
     for (unsigned i = 0; i < o->dataplanes; i++)
         e2e_cp_dataplane_start(w, i);

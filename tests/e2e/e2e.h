@@ -313,7 +313,13 @@ struct e2e_cp_opts {
     bool admin_tcp;          /* also --admin-listen 127.0.0.1:<free port> with the
                               * tokens file "tokens" (mode 0600) holding "admin" (rw)
                               * and "viewer" (ro); their tokens alone in the files
-                              * "rw.token" and "ro.token" */
+                              * "rw.token" and "ro.token"; plain HTTP
+                              * (--admin-insecure-http) unless admin_tls */
+    bool admin_tls;          /* with admin_tcp: HTTPS with the certificates of
+                              * make-certs.sh in "certs/" (srv-ip.pem for 127.0.0.1,
+                              * client CA ca.pem); the tokens file also maps the
+                              * certificate client1.example.org to rw and
+                              * viewer1.example.org (certs/viewer.pem) to ro */
     unsigned dataplanes;     /* data planes started and awaited (snapshot applied) */
     unsigned workers;        /* --workers of each data plane; 0 = 2 */
     const char *control;     /* NULL: the feed on ipc://<dir>/run; else the --control

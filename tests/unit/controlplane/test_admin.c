@@ -1,7 +1,8 @@
 /* tests/unit/controlplane/test_admin.c: the admin API over a unix socket and
- * TCP 127.0.0.1 (free port, bearer tokens), driven with raw HTTP. The core,
- * the publisher and the server run on a libev loop in a second thread; the
- * test talks to them through blocking sockets with timeouts. */
+ * TCP 127.0.0.1 (free port, bearer tokens, plain HTTP with insecure_http),
+ * driven with raw HTTP. The core, the publisher and the server run on a
+ * libev loop in a second thread; the test talks to them through blocking
+ * sockets with timeouts. */
 #include "admin.h"
 #include "cp.h"
 #include "lb_endpoints.h"
@@ -104,7 +105,11 @@ static void setup(void)
 {
     paths();
     struct admin_config ac = {
-        .unix_path = sock_path, .tcp_listen = "127.0.0.1:0", .tokens_file = tokens_path};
+        .unix_path = sock_path,
+        .tcp_listen = "127.0.0.1:0",
+        .tokens_file = tokens_path,
+        .insecure_http = true, /* plain HTTP on loopback; TLS is test_admin_tls.c's */
+    };
     struct lb_err err = {0};
     adm = admin_new(loop, core, &ac, &err);
     ck_assert_msg(adm != NULL, "admin_new: %s", err.msg);
@@ -955,7 +960,8 @@ END_TEST
 START_TEST(refusals_at_start)
 {
     struct lb_err err = {0};
-    struct admin_config ac = {.unix_path = sock_path, .tcp_listen = "127.0.0.1:0"};
+    struct admin_config ac = {
+        .unix_path = sock_path, .tcp_listen = "127.0.0.1:0", .insecure_http = true};
     ck_assert_ptr_null(admin_new(loop, core, &ac, &err));
     ck_assert_int_eq(err.code, LB_EINVAL);
 
