@@ -117,11 +117,11 @@ struct exchange {
     int32_t tried[RETRY_MAX_TRIES]; /* backend indexes of the attempts */
     uint8_t bdec;                   /* enum breaker_decision of the attempt in progress */
     bool bdec_valid;
-    bool in_retry;        /* the attempt in progress holds a retry budget slot */
-    bool retry_wait;      /* waiting the backoff before the next attempt */
-    bool counted;         /* counted in the data plane's requests in flight */
-    uint8_t budget_waits; /* backoffs waited for room in the retry budget */
-    bool qwait;           /* waiting in the queue of backend <q_index> */
+    bool in_retry;             /* the attempt in progress holds a retry budget slot */
+    bool retry_wait;           /* waiting the backoff before the next attempt */
+    bool counted;              /* counted in the data plane's requests in flight */
+    uint32_t budget_waited_ms; /* time waited for room in the retry budget */
+    bool qwait;                /* waiting in the queue of backend <q_index> */
     int32_t q_index;
     struct connq_waiter *qw; /* while it waits (qwait) */
     double backoff_s;

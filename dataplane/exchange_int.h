@@ -21,7 +21,9 @@ enum outcome {
     OUT_ABANDON, /* the client went away or broke the request: not the backend's doing */
 };
 
-#define RETRY_BUDGET_WAITS 3 /* backoffs a retry waits for room in the budget */
+#define RETRY_BUDGET_WAITS                                                                         \
+    3 /* a retry waits for room in the budget up to this many                                      \
+       * backoff caps, looking again every backoff base */
 
 static inline uint64_t exchange__now_ms(const struct exchange *x)
 {

@@ -330,12 +330,23 @@ bool exchange__may_retry(struct exchange *x, int reason)
     return x_retry_action(x, f) == RETRY_BACKOFF && x_has_elsewhere(x);
 }
 
+/* How long a retry that found the budget spent waits before it looks
+ * again: a retry in flight holds its room for a backoff and one attempt, so
+ * room comes back about every backoff base; jittered (half to all of it) so
+ * that the waiters do not all look at once. */
+static uint32_t x_budget_poll_ms(struct exchange *x)
+{
+    uint32_t base = x->view->snap->backoff_base_ms;
+    return base / 2 + retry_backoff_ms(1, base - base / 2, base - base / 2, &x->w->rng);
+}
+
 /* After a failed attempt on <failed> (already detached): schedules another
  * on a different backend after a backoff with jitter, within the data
  * plane's retry budget. A retry that finds the budget spent waits for room,
- * a backoff at a time up to RETRY_BUDGET_WAITS times (a burst of failures,
- * such as every request in flight on a backend that died, drains through it
- * instead of failing), then gives up. Returns false when policy says no. */
+ * looking again every backoff base (jittered) for up to RETRY_BUDGET_WAITS
+ * backoff caps (a burst of failures, such as every request in flight on a
+ * backend that died, drains through the budget as its retries end, instead
+ * of failing), then gives up. Returns false when policy says no. */
 bool exchange__try_again(struct exchange *x, struct backend_rt *failed, int reason)
 {
     struct worker *w = x->w;
@@ -343,11 +354,11 @@ bool exchange__try_again(struct exchange *x, struct backend_rt *failed, int reas
     if (!exchange__may_retry(x, reason))
         return false;
     METRIC_ADD(w->metrics.be[failed->stat_slot]->retries[reason], 1);
-    x->budget_waits = 0;
+    x->budget_waited_ms = 0;
     x->in_retry = retry_budget_try(&w->dp->budget);
-    uint32_t ms = retry_backoff_ms(x->tries, s->backoff_base_ms, s->backoff_cap_ms, &w->rng);
-    if (!x->in_retry)
-        ms = s->backoff_cap_ms; /* waiting for room in the budget */
+    uint32_t ms = x->in_retry
+                      ? retry_backoff_ms(x->tries, s->backoff_base_ms, s->backoff_cap_ms, &w->rng)
+                      : x_budget_poll_ms(x);
     x->backoff_s = ms / 1000.0;
     x->retry_wait = true;
     x->uphead_sent = 0;
@@ -364,9 +375,12 @@ void exchange__backoff_over(struct exchange *x)
     if (!x->in_retry) {
         x->in_retry = retry_budget_try(&x->w->dp->budget);
         if (!x->in_retry) {
-            if (++x->budget_waits < RETRY_BUDGET_WAITS && !x->w->draining && x_has_elsewhere(x)) {
+            const struct snap *s = x->view->snap;
+            x->budget_waited_ms += (uint32_t)(x->backoff_s * 1000.0 + 0.5);
+            if (x->budget_waited_ms < RETRY_BUDGET_WAITS * s->backoff_cap_ms && !x->w->draining &&
+                x_has_elsewhere(x)) {
                 x->retry_wait = true;
-                x->backoff_s = x->view->snap->backoff_cap_ms / 1000.0;
+                x->backoff_s = x_budget_poll_ms(x) / 1000.0;
                 x->rearm = true;
                 return;
             }
