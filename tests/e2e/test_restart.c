@@ -113,8 +113,12 @@ static pid_t successor_spawn(struct rworld *r, char *const *extra)
     e2e_path(r->t, "snapshot.pb", snap, sizeof(snap));
     snprintf(name, sizeof(name), "s%u.log", r->n + 1);
     e2e_path(r->t, name, log, sizeof(log));
-    char *argv[24] = {LB_DP, "--snapshot", snap, "--workers", "2", "--handover-socket",
-                      r->ho, "--takeover", r->ho};
+    /* other worker counts than the old process: the sockets are dealt
+     * round robin, a worker may accept on several of a frontend */
+    static char *const workers[] = {"3", "1", "2"};
+    char *argv[24] = {LB_DP,       "--snapshot",      snap,
+                      "--workers", workers[r->n % 3], "--handover-socket",
+                      r->ho,       "--takeover",      r->ho};
     size_t n = 9;
     for (size_t k = 0; extra != NULL && extra[k] != NULL && n < 23; k++)
         argv[n++] = extra[k];
