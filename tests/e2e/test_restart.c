@@ -430,6 +430,52 @@ START_TEST(failed_handovers_leave_the_old_serving)
 }
 END_TEST
 
+/* The new side's refusal, against an old process written by hand that
+ * hands over a snapshot the successor cannot decode: it answers "failed"
+ * with the reason and exits 1, saying why. */
+START_TEST(successor_refuses_an_undecodable_snapshot)
+{
+    struct rworld *r = rworld_start();
+    char fake[100];
+    snprintf(fake, sizeof(fake), "%s/fake.sock", r->dir);
+    int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(l, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fake);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(l, 1), 0);
+    char *to_fake[] = {"--takeover", fake, NULL};
+    pid_t p = successor_spawn(r, to_fake);
+    struct timeval tv = {.tv_sec = (time_t)(e2e_timeout_ms() / 1000)};
+    setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int c = accept(l, NULL, NULL);
+    ck_assert_int_ge(c, 0);
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    const char garbage[] = "S\xff\xff\xff\xff not a snapshot";
+    ck_assert_int_eq(send(c, garbage, sizeof(garbage) - 1, MSG_NOSIGNAL), sizeof(garbage) - 1);
+    char end[17] = {'E'};
+    uint64_t counts[2] = {0, sizeof(garbage) - 2};
+    memcpy(end + 1, counts, sizeof(counts));
+    ck_assert_int_eq(send(c, end, sizeof(end), MSG_NOSIGNAL), sizeof(end));
+    char answer[600];
+    ssize_t n = recv(c, answer, sizeof(answer) - 1, 0);
+    ck_assert_int_gt(n, 1);
+    answer[n] = '\0';
+    fprintf(stderr, "restart: the successor answered \"%s\"\n", answer);
+    ck_assert_int_eq(answer[0], 'F');
+    ck_assert_ptr_nonnull(strstr(answer, "takeover from"));
+    int st;
+    ck_assert(e2e_wait_exit(p, e2e_timeout_ms(), &st));
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    ck_assert_uint_eq(e2e_log_count(r->t, "s1.log", "startup_failed"), 1);
+    close(c);
+    close(l);
+    unlink(fake);
+    ck_assert_int_eq(get_status(e2e_lb_port(r->t), "/"), 200);
+    rworld_stop(r);
+}
+END_TEST
+
 /* SIGUSR2 started it: ours to stop if a check fails before the test does */
 static pid_t usr2_successor;
 
@@ -480,6 +526,7 @@ int main(void)
     tcase_add_test(tc, load_across_handovers);
     tcase_add_test(tc, slow_request_finishes_on_the_old_process);
     tcase_add_test(tc, failed_handovers_leave_the_old_serving);
+    tcase_add_test(tc, successor_refuses_an_undecodable_snapshot);
     tcase_add_test(tc, sigusr2_starts_a_successor);
     suite_add_tcase(s, tc);
     return e2e_run(s);
