@@ -152,8 +152,16 @@ static void begin_drain(struct main_ctx *m, const char *why)
     handover_close(m);
     atomic_store(&m->dp.draining, true);
     workers_notify(m);
-    metrics_server_free(m->metrics);
-    m->metrics = NULL;
+    if (atomic_load(&m->dp.handed_over)) {
+        /* the successor accepts on this socket: closing our descriptor would
+         * leave its epoll registration behind (epoll forgets a socket only
+         * when its last descriptor anywhere closes) under a number another
+         * thread may reuse; it closes at exit, after the workers */
+        metrics_server_stop_accepting(m->metrics);
+    } else {
+        metrics_server_free(m->metrics);
+        m->metrics = NULL;
+    }
     sync_free(m->sync);
     m->sync = NULL;
     m->dp.sync = NULL;

@@ -552,6 +552,14 @@ int metrics_server_fd(const struct metrics_server *s)
     return s->fd;
 }
 
+void metrics_server_stop_accepting(struct metrics_server *s)
+{
+    if (s == NULL)
+        return;
+    ev_io_stop(s->loop, &s->io);
+    ev_timer_stop(s->loop, &s->pause);
+}
+
 void metrics_server_free(struct metrics_server *s)
 {
     if (s == NULL)

@@ -19,6 +19,11 @@ struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
 
 /* The listening socket, for a hand-over (main thread). */
 int metrics_server_fd(const struct metrics_server *m);
+
+/* After a hand-over: accepts no more (the successor does, on the same
+ * socket), answers the scrapes in progress, keeps the socket open until
+ * metrics_server_free(). NULL is a no-op. */
+void metrics_server_stop_accepting(struct metrics_server *m);
 void metrics_server_free(struct metrics_server *m);
 
 #endif

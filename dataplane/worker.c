@@ -346,9 +346,20 @@ static void worker_begin_drain(struct worker *w)
     if (w->draining)
         return;
     w->draining = true;
-    if (atomic_load(&w->dp->handed_over))
+    if (atomic_load(&w->dp->handed_over)) {
         w->drain_idle_s = DP_HANDOVER_IDLE_S;
-    listeners_close_all(w);
+        /* The successor accepts on the same sockets. Closing ours now would
+         * leave their registrations in this loop's epoll set (epoll forgets
+         * a socket only when its last descriptor anywhere closes), firing
+         * under descriptor numbers that other threads may reuse meanwhile:
+         * stop watching, close in worker_join(). */
+        for (struct listener *l = w->listeners; l != NULL; l = l->next) {
+            ev_io_stop(w->loop, &l->io);
+            ev_timer_stop(w->loop, &l->pause);
+        }
+    } else {
+        listeners_close_all(w);
+    }
     h1session_drain_all(w);
     upstream_pool_expire(w, INFINITY);
     if (w->n_sessions == 0)
