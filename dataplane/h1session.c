@@ -50,6 +50,8 @@ struct h1session {
     bool shut;           /* our sending side is closed */
     bool tls_pending;    /* no application byte read yet: the handshake may be running */
     bool closing;        /* close once the current response is out */
+    bool drain_wait;     /* CS_IDLE in a hand-over's drain: one more request may come
+                          * within w->drain_idle_s */
     bool resp_keepalive; /* the response in progress leaves the connection open */
     bool pp_listed;      /* CS_PPHDR: the source is listed, a header must come */
     bool local_known;    /* <local> is filled in */
@@ -367,6 +369,7 @@ static void h1_read(struct h1session *c)
         c->progress = true;
     } else if (n == TRANSPORT_ERROR) {
         c->closing = true;
+        c->drain_wait = false;
         c->progress = true;
     } else if (n == ENDPOINT_NOMEM) {
         c->closing = true;
@@ -698,6 +701,8 @@ static void h1_arm(struct h1session *c, bool moved)
         (moved && phase != TP_HEAD && phase != TP_LINGER && phase != TP_QUEUE)) {
         c->tphase = phase;
         c->timer.repeat = exchange_wait_seconds(&c->x, phase);
+        if (c->drain_wait && phase == TP_IDLE && c->timer.repeat > c->w->drain_idle_s)
+            c->timer.repeat = c->w->drain_idle_s;
         ev_timer_again(c->w->loop, &c->timer);
     }
 
@@ -745,7 +750,7 @@ static void h1_run(struct h1session *c)
         c->x.progress = false;
         switch (c->state) {
         case CS_IDLE:
-            if (c->closing || c->w->draining) {
+            if ((c->closing || c->w->draining) && !c->drain_wait) {
                 h1_close(c);
                 return;
             }
@@ -972,6 +977,16 @@ void h1session_drain_all(struct worker *w)
         next = l->next;
         struct h1session *c = of_link(l);
         c->closing = true;
+        if (c->state == CS_IDLE && w->drain_idle_s > 0) {
+            /* after a hand-over: a request already on its way is answered
+             * (with Connection: close) rather than met with a reset */
+            c->drain_wait = true;
+            c->tphase = TP_IDLE;
+            double keepalive = exchange_wait_seconds(&c->x, TP_IDLE);
+            c->timer.repeat = keepalive < w->drain_idle_s ? keepalive : w->drain_idle_s;
+            ev_timer_again(w->loop, &c->timer);
+            continue;
+        }
         if (c->state == CS_IDLE || c->state == CS_PPHDR)
             h1_close(c);
     }

@@ -26,7 +26,9 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
  * backend state only they name can be released. */
 void h1session_views_refresh(struct worker *w);
 
-/* Shutdown: idle connections close now; busy ones close after their
+/* Shutdown: idle connections close now (after a hand-over, when
+ * w->drain_idle_s > 0: once idle that long, a request that comes meanwhile
+ * being answered with Connection: close); busy ones close after their
  * current response. */
 void h1session_drain_all(struct worker *w);
 

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -17,6 +20,8 @@
 #include "bshared.h"
 #include "dp.h"
 #include "fshared.h"
+#include "handover.h"
+#include "lb.pb-c.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "metrics_server.h"
@@ -27,6 +32,10 @@
 #include "worker.h"
 
 #define MAX_WORKERS 256
+/* a successor that took the sockets has this long to say it is ready */
+#define HANDOVER_READY_S 30.0
+/* each message of the hand-over, both ways */
+#define HANDOVER_IO_MS 10000
 
 struct main_ctx {
     struct ev_loop *loop;
@@ -54,6 +63,23 @@ struct main_ctx {
     ev_timer drain_timer;
     ev_timer poll_timer;
     ev_timer watchdog;
+    /* hand-over, the old side: */
+    const char *handover_path; /* --handover-socket, or <state-dir>/handover.sock; NULL */
+    char handover_default[PATH_MAX];
+    bool handover_off; /* --handover-socket off */
+    int ho_listen_fd;  /* listening on <handover_path>, or -1 */
+    ino_t ho_ino;      /* its file, to unlink only our own at exit */
+    ev_io ho_listen_io;
+    int ho_conn_fd;     /* the successor being handed the sockets, or -1 */
+    ev_io ho_conn_io;   /* ... its answer */
+    ev_timer ho_timer;  /* ... its time to answer */
+    ev_signal sigusr2;  /* starts a successor: our binary, --takeover */
+    ev_child child;     /* ... and reaps it if it fails */
+    char exe[PATH_MAX]; /* this binary's path at start (/proc/self/exe) */
+    char **argv;        /* our arguments, for the successor */
+    /* hand-over, the new side: */
+    const char *takeover_path; /* --takeover */
+    struct handover_state inherit;
 };
 
 static void usage(FILE *out)
@@ -74,6 +100,11 @@ static void usage(FILE *out)
             "  --metrics-listen A  serve /metrics on ADDR:PORT, not the snapshot's address\n"
             "                      (\"off\": none); one per data plane on a host\n"
             "  --log-level LEVEL   debug, info, warn or error (default: the snapshot's)\n"
+            "  --handover-socket P hand the listening sockets to a successor that connects\n"
+            "                      here (default: STATE-DIR/handover.sock; \"off\": none);\n"
+            "                      SIGUSR2 starts this binary again with --takeover P\n"
+            "  --takeover P        start by taking the sockets, ticket keys and snapshot of\n"
+            "                      the data plane listening on hand-over socket P\n"
             "  --help              this text\n"
             "  --version           the version\n");
 }
@@ -106,6 +137,39 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     workers_notify(m);
 }
 
+static void handover_close(struct main_ctx *m);
+
+/* Stops accepting, finishes what is in flight, then exits (within the
+ * snapshot's drain time). */
+static void begin_drain(struct main_ctx *m, const char *why)
+{
+    struct ev_loop *loop = m->loop;
+    sd_notify(0, "STOPPING=1");
+    struct snap *snap = dp_snapshot(&m->dp);
+    double drain = snap ? snap->timeouts.drain / 1000.0 : 30.0;
+    snap_unref(snap);
+    lb_log(LB_LOG_INFO, "shutdown", "%s: draining for up to %.1f s", why, drain);
+    handover_close(m);
+    atomic_store(&m->dp.draining, true);
+    workers_notify(m);
+    if (atomic_load(&m->dp.handed_over)) {
+        /* the successor accepts on this socket: closing our descriptor would
+         * leave its epoll registration behind (epoll forgets a socket only
+         * when its last descriptor anywhere closes) under a number another
+         * thread may reuse; it closes at exit, after the workers */
+        metrics_server_stop_accepting(m->metrics);
+    } else {
+        metrics_server_free(m->metrics);
+        m->metrics = NULL;
+    }
+    sync_free(m->sync);
+    m->sync = NULL;
+    m->dp.sync = NULL;
+    ev_timer_set(&m->drain_timer, drain, 0);
+    ev_timer_start(loop, &m->drain_timer);
+    ev_timer_start(loop, &m->poll_timer);
+}
+
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
@@ -113,21 +177,9 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
         lb_log(LB_LOG_WARN, "shutdown_forced", "second signal: exiting at once");
         _exit(1);
     }
-    sd_notify(0, "STOPPING=1");
-    struct snap *snap = dp_snapshot(&m->dp);
-    double drain = snap ? snap->timeouts.drain / 1000.0 : 30.0;
-    snap_unref(snap);
-    lb_log(LB_LOG_INFO, "shutdown", "signal %d: draining for up to %.1f s", s->signum, drain);
-    atomic_store(&m->dp.draining, true);
-    workers_notify(m);
-    metrics_server_free(m->metrics);
-    m->metrics = NULL;
-    sync_free(m->sync);
-    m->sync = NULL;
-    m->dp.sync = NULL;
-    ev_timer_set(&m->drain_timer, drain, 0);
-    ev_timer_start(loop, &m->drain_timer);
-    ev_timer_start(loop, &m->poll_timer);
+    char why[32];
+    snprintf(why, sizeof(why), "signal %d", s->signum);
+    begin_drain(m, why);
 }
 
 /* ---- applying snapshots ---------------------------------------------------------- */
@@ -146,7 +198,14 @@ static int metrics_follow(struct main_ctx *m, const struct snap *snap, struct lb
     memset(&m->metrics_addr, 0, sizeof(m->metrics_addr));
     if (!enabled)
         return LB_OK;
-    m->metrics = metrics_server_new(m->loop, &m->dp, addr, len, err);
+    int fd = -1; /* a takeover's metrics socket, used once */
+    for (size_t i = 0; i < m->inherit.n_fds && fd < 0; i++) {
+        if (m->inherit.fds[i].fd >= 0 && strcmp(m->inherit.fds[i].key, HANDOVER_METRICS_KEY) == 0) {
+            fd = m->inherit.fds[i].fd;
+            m->inherit.fds[i].fd = -1;
+        }
+    }
+    m->metrics = metrics_server_new(m->loop, &m->dp, addr, len, fd, err);
     if (m->metrics == NULL)
         return err->code;
     memcpy(&m->metrics_addr, addr, len);
@@ -316,6 +375,264 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
     sd_notify(0, "WATCHDOG=1");
 }
 
+/* ---- hand-over: the old side ------------------------------------------------------ */
+
+/* Forgets the successor in progress (if any) and listens for the next. */
+static void handover_conn_end(struct main_ctx *m)
+{
+    if (m->ho_conn_fd < 0)
+        return;
+    ev_io_stop(m->loop, &m->ho_conn_io);
+    ev_timer_stop(m->loop, &m->ho_timer);
+    close(m->ho_conn_fd);
+    m->ho_conn_fd = -1;
+    if (m->ho_listen_fd >= 0)
+        ev_io_start(m->loop, &m->ho_listen_io);
+}
+
+/* Stops listening for successors. The file goes too, unless it is a
+ * successor's by now. */
+static void handover_close(struct main_ctx *m)
+{
+    handover_conn_end(m);
+    if (m->ho_listen_fd < 0)
+        return;
+    ev_io_stop(m->loop, &m->ho_listen_io);
+    close(m->ho_listen_fd);
+    m->ho_listen_fd = -1;
+    struct stat st;
+    if (!atomic_load(&m->dp.handed_over) && stat(m->handover_path, &st) == 0 &&
+        st.st_ino == m->ho_ino)
+        unlink(m->handover_path);
+}
+
+/* What a successor gets: every listening socket, the ticket keys, the
+ * snapshot serving now. */
+static int handover_export(struct main_ctx *m, struct handover_state *st, uint64_t *version,
+                           struct lb_err *err)
+{
+    memset(st, 0, sizeof(*st));
+    int rc = dp_listeners_export(&m->dp, st, err);
+    if (rc == LB_OK && m->metrics != NULL)
+        rc = handover_state_add_fd(st, metrics_server_fd(m->metrics), HANDOVER_METRICS_KEY, err);
+    if (rc == LB_OK) {
+        st->tickets = malloc(TLS_TICKETS_EXPORT_LEN);
+        if (st->tickets == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the hand-over");
+        tls_tickets_export(m->dp.tickets, st->tickets);
+        st->tickets_len = TLS_TICKETS_EXPORT_LEN;
+    }
+    struct snap *snap = dp_snapshot(&m->dp);
+    if (rc == LB_OK && snap != NULL) {
+        size_t len = lb__v1__snapshot__get_packed_size(snap->pb);
+        st->snapshot = malloc(len ? len : 1);
+        if (st->snapshot == NULL)
+            rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory for the hand-over");
+        else
+            st->snapshot_len = lb__v1__snapshot__pack(snap->pb, st->snapshot);
+        *version = snap->version;
+    }
+    snap_unref(snap);
+    return rc;
+}
+
+static void on_handover_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct main_ctx *m = io->data;
+    int c = accept4(m->ho_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c == -1)
+        return;
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    const char *refuse = NULL;
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
+        (cred.uid != geteuid() && cred.uid != 0))
+        refuse = "it runs as another user";
+    else if (!m->serving)
+        refuse = "this data plane has no snapshot yet";
+    else if (atomic_load(&m->dp.draining))
+        refuse = "this data plane is shutting down";
+    if (refuse != NULL) {
+        lb_log(LB_LOG_WARN, "handover_refused", "a successor connected; refused: %s", refuse);
+        close(c);
+        return;
+    }
+    struct lb_err err = {0};
+    struct handover_state st;
+    uint64_t version = 0;
+    int rc = handover_export(m, &st, &version, &err);
+    if (rc == LB_OK)
+        rc = handover_send(c, &st, HANDOVER_IO_MS, &err);
+    size_t n = st.n_fds;
+    handover_state_deinit(&st);
+    if (rc != LB_OK) {
+        lb_log(LB_LOG_ERROR, "handover_failed", "%s; this data plane keeps serving", err.msg);
+        close(c);
+        return;
+    }
+    lb_log(LB_LOG_INFO, "handover_sent",
+           "%zu listening sockets, the ticket keys and snapshot version %llu handed to a "
+           "successor; waiting up to %.0f s for it to accept",
+           n, (unsigned long long)version, HANDOVER_READY_S);
+    m->ho_conn_fd = c;
+    ev_io_stop(loop, &m->ho_listen_io); /* one successor at a time */
+    ev_io_set(&m->ho_conn_io, c, EV_READ);
+    ev_io_start(loop, &m->ho_conn_io);
+    ev_timer_set(&m->ho_timer, HANDOVER_READY_S, 0);
+    ev_timer_start(loop, &m->ho_timer);
+}
+
+static void on_handover_answer(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct main_ctx *m = io->data;
+    struct lb_err err = {0};
+    int rc = handover_read_answer(m->ho_conn_fd, &err);
+    if (rc == LB_ENOTFOUND)
+        return;
+    if (rc != LB_OK) {
+        lb_log(LB_LOG_ERROR, "handover_refused", "the successor %s; this data plane keeps serving",
+               err.msg);
+        handover_conn_end(m);
+        return;
+    }
+    lb_log(LB_LOG_INFO, "handover_done",
+           "the successor accepts on every socket; this data plane stops accepting");
+    atomic_store(&m->dp.handed_over, true);
+    begin_drain(m, "handed over");
+}
+
+static void on_handover_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct main_ctx *m = t->data;
+    lb_log(LB_LOG_ERROR, "handover_refused",
+           "the successor did not say it was ready within %.0f s; this data plane keeps serving",
+           HANDOVER_READY_S);
+    handover_conn_end(m);
+}
+
+/* Listens on <m->handover_path>, replacing whatever file is there. */
+static void handover_start(struct main_ctx *m)
+{
+    if (m->handover_path == NULL)
+        return;
+    struct lb_err err = {0};
+    struct stat st;
+    if (handover_listen(m->handover_path, &m->ho_listen_fd, &err) != LB_OK ||
+        stat(m->handover_path, &st) != 0) {
+        lb_log(LB_LOG_WARN, "handover_unavailable", "%s; no successor can take over", err.msg);
+        if (m->ho_listen_fd >= 0)
+            close(m->ho_listen_fd);
+        m->ho_listen_fd = -1;
+        return;
+    }
+    m->ho_ino = st.st_ino;
+    ev_io_init(&m->ho_listen_io, on_handover_accept, m->ho_listen_fd, EV_READ);
+    m->ho_listen_io.data = m;
+    ev_io_start(m->loop, &m->ho_listen_io);
+    lb_log(LB_LOG_INFO, "handover_listening", "a successor may take over through %s",
+           m->handover_path);
+}
+
+static void on_child(struct ev_loop *loop, ev_child *c, int revents)
+{
+    ev_child_stop(loop, c);
+    if (WIFEXITED(c->rstatus) && WEXITSTATUS(c->rstatus) == 0)
+        lb_log(LB_LOG_INFO, "successor_exited", "successor pid %d exited (status 0)", c->rpid);
+    else
+        lb_log(LB_LOG_ERROR, "successor_exited",
+               "successor pid %d ended with exit status %d, signal %d (see its log)", c->rpid,
+               WIFEXITED(c->rstatus) ? WEXITSTATUS(c->rstatus) : -1,
+               WIFSIGNALED(c->rstatus) ? WTERMSIG(c->rstatus) : 0);
+}
+
+/* SIGUSR2: starts the binary installed at our path (a new version, after
+ * an upgrade) with our arguments and --takeover; it takes over, or fails
+ * and this process goes on serving. */
+static void on_upgrade_signal(struct ev_loop *loop, ev_signal *sig, int revents)
+{
+    struct main_ctx *m = sig->data;
+    if (m->ho_listen_fd < 0 || atomic_load(&m->dp.draining)) {
+        lb_log(LB_LOG_WARN, "upgrade_refused", "SIGUSR2: %s",
+               atomic_load(&m->dp.draining)
+                   ? "this data plane is shutting down"
+                   : "no hand-over socket (--handover-socket or --state-dir)");
+        return;
+    }
+    if (m->ho_conn_fd >= 0 || ev_is_active(&m->child)) {
+        lb_log(LB_LOG_WARN, "upgrade_refused", "SIGUSR2: a successor is starting already");
+        return;
+    }
+    size_t n = 0;
+    while (m->argv[n] != NULL)
+        n++;
+    char **argv = calloc(n + 3, sizeof(*argv));
+    if (argv == NULL) {
+        lb_log(LB_LOG_ERROR, "upgrade_failed", "SIGUSR2: out of memory");
+        return;
+    }
+    size_t k = 0;
+    argv[k++] = m->exe;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(m->argv[i], "--takeover") == 0) {
+            i++; /* and its value */
+            continue;
+        }
+        if (strncmp(m->argv[i], "--takeover=", 11) == 0)
+            continue;
+        argv[k++] = m->argv[i];
+    }
+    argv[k++] = "--takeover";
+    argv[k++] = (char *)m->handover_path;
+    argv[k] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(m->exe, argv);
+        _exit(127);
+    }
+    int e = errno;
+    free(argv);
+    if (pid == -1) {
+        lb_log(LB_LOG_ERROR, "upgrade_failed", "SIGUSR2: fork: %s", strerror(e));
+        return;
+    }
+    ev_child_set(&m->child, pid, 0);
+    ev_child_start(loop, &m->child);
+    lb_log(LB_LOG_INFO, "upgrade_started", "SIGUSR2: started %s (pid %d) to take over", m->exe,
+           (int)pid);
+}
+
+/* ---- hand-over: the new side -------------------------------------------------------- */
+
+/* Connects to the running data plane and receives its sockets (into
+ * m->inherit, each given to a worker), ticket keys and snapshot. *conn
+ * stays open for the answer. */
+static int takeover_receive(struct main_ctx *m, int *conn, struct snap **snap, struct lb_err *err)
+{
+    int rc = handover_connect(m->takeover_path, HANDOVER_IO_MS, conn, err);
+    if (rc == LB_OK)
+        rc = handover_recv(*conn, &m->inherit, err);
+    if (rc == LB_OK && m->inherit.tickets_len > 0)
+        rc = tls_tickets_import(m->dp.tickets, m->inherit.tickets, m->inherit.tickets_len, err);
+    if (rc == LB_OK && m->inherit.snapshot_len == 0)
+        rc = lb_err_set(err, LB_EPROTO, 0, "the running data plane sent no snapshot");
+    if (rc == LB_OK)
+        rc = snapshot_decode(m->inherit.snapshot, m->inherit.snapshot_len, snap, err);
+    if (rc != LB_OK)
+        return rc;
+    /* every socket must be accepted on, or its queue is lost: the k-th of a
+     * frontend goes to worker k mod n */
+    for (size_t i = 0; i < m->inherit.n_fds; i++) {
+        unsigned k = 0;
+        for (size_t j = 0; j < i; j++)
+            k += strcmp(m->inherit.fds[j].key, m->inherit.fds[i].key) == 0;
+        m->inherit.fds[i].owner = (int)(k % m->n_workers);
+    }
+    return LB_OK;
+}
+
 /* ---- start-up ------------------------------------------------------------------ */
 
 static unsigned default_workers(void)
@@ -377,6 +694,8 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         {"metrics-listen", required_argument, NULL, 'm'},
         {"feed-key", required_argument, NULL, 'k'},
         {"feed-insecure", no_argument, NULL, 'i'},
+        {"handover-socket", required_argument, NULL, 'H'},
+        {"takeover", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -397,6 +716,13 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
             break;
         case 'i':
             m->feed_insecure = true;
+            break;
+        case 'H':
+            m->handover_off = strcmp(optarg, "off") == 0;
+            m->handover_path = m->handover_off ? NULL : optarg;
+            break;
+        case 'T':
+            m->takeover_path = optarg;
             break;
         case 'n':
             if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
@@ -462,6 +788,18 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         fprintf(stderr, "lb-dataplane: --feed-key and --feed-insecure go with --control\n");
         return 2;
     }
+    if (m->handover_path == NULL && !m->handover_off && m->state_dir != NULL) {
+        int n = snprintf(m->handover_default, sizeof(m->handover_default), "%s/handover.sock",
+                         m->state_dir);
+        if (n > 0 && (size_t)n < sizeof(m->handover_default))
+            m->handover_path = m->handover_default;
+    }
+    struct sockaddr_un sun;
+    if (m->handover_path != NULL && strlen(m->handover_path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "lb-dataplane: --handover-socket: \"%s\" is longer than %zu bytes\n",
+                m->handover_path, sizeof(sun.sun_path) - 1);
+        return 2;
+    }
     return -1;
 }
 
@@ -502,6 +840,8 @@ int main(int argc, char **argv)
     struct main_ctx m;
     memset(&m, 0, sizeof(m));
     m.n_workers = default_workers();
+    m.ho_listen_fd = m.ho_conn_fd = -1;
+    m.argv = argv;
     enum lb_log_level level = LB_LOG_INFO;
     int rc = parse_args(&m, argc, argv, &level);
     if (rc >= 0)
@@ -552,6 +892,21 @@ int main(int argc, char **argv)
     ev_signal_start(m.loop, &m.sigterm);
     ev_signal_start(m.loop, &m.sigint);
     ev_signal_start(m.loop, &m.sighup);
+    ev_signal_init(&m.sigusr2, on_upgrade_signal, SIGUSR2);
+    m.sigusr2.data = &m;
+    ev_signal_start(m.loop, &m.sigusr2);
+    ev_init(&m.child, on_child);
+    ev_init(&m.ho_conn_io, on_handover_answer);
+    m.ho_conn_io.data = &m;
+    ev_init(&m.ho_timer, on_handover_timeout);
+    m.ho_timer.data = &m;
+    /* the path now, not at SIGUSR2: by then it may name a newer binary,
+     * which is the point, while /proc/self/exe would name our own */
+    ssize_t exe_len = readlink("/proc/self/exe", m.exe, sizeof(m.exe) - 1);
+    if (exe_len > 0)
+        m.exe[exe_len] = '\0';
+    else
+        snprintf(m.exe, sizeof(m.exe), "%s", argv[0]);
     ev_timer_init(&m.drain_timer, on_drain_timeout, 30, 0);
     m.drain_timer.data = &m;
     ev_timer_init(&m.poll_timer, on_poll, 0.02, 0.02);
@@ -563,14 +918,40 @@ int main(int argc, char **argv)
         ev_timer_again(m.loop, &m.watchdog);
     }
     int fatal = 0;
-    struct snap *snap = initial_snapshot(&m, &fatal);
-    rc = fatal ? LB_EINVAL : LB_OK;
-    if (rc == LB_OK && snap != NULL) {
-        rc = apply_snapshot(&m, snap, &err);
-        if (rc != LB_OK) {
-            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-            lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+    struct snap *snap = NULL;
+    int ho_conn = -1; /* --takeover: the running data plane, waiting for our answer */
+    if (m.takeover_path != NULL) {
+        rc = takeover_receive(&m, &ho_conn, &snap, &err);
+        if (rc == LB_OK)
+            lb_log(LB_LOG_INFO, "takeover_received",
+                   "%zu listening sockets, the ticket keys and snapshot version %llu from %s",
+                   m.inherit.n_fds, (unsigned long long)snap->version, m.takeover_path);
+        else {
+            char why[sizeof(err.msg)];
+            snprintf(why, sizeof(why), "%s", err.msg);
+            lb_err_set(&err, err.code, 0, "takeover from %s: %s", m.takeover_path, why);
         }
+        m.dp.inherit = &m.inherit;
+    } else {
+        snap = initial_snapshot(&m, &fatal);
+        rc = fatal ? LB_EINVAL : LB_OK;
+    }
+    if (rc == LB_OK && snap != NULL)
+        rc = apply_snapshot(&m, snap, &err);
+    else if (rc != LB_OK)
+        snap_unref(snap);
+    m.dp.inherit = NULL;
+    size_t unused = 0;
+    for (size_t i = 0; i < m.inherit.n_fds; i++) /* the metrics socket may go unused */
+        unused +=
+            m.inherit.fds[i].fd >= 0 && strcmp(m.inherit.fds[i].key, HANDOVER_METRICS_KEY) != 0;
+    if (rc == LB_OK && unused > 0)
+        lb_log(LB_LOG_WARN, "takeover_unused",
+               "%zu of the sockets taken over serve no frontend of the snapshot; closed", unused);
+    handover_state_deinit(&m.inherit); /* closes what no worker took */
+    if (rc != LB_OK && !fatal) {
+        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
     }
     if (rc == LB_OK && m.control != NULL) {
         struct sync_config sc = {.base = m.control,
@@ -592,6 +973,23 @@ int main(int argc, char **argv)
             sd_notify(0, "STATUS=waiting for the control plane");
         }
     }
+    if (ho_conn >= 0) {
+        /* the old process stops accepting once it reads this: say it only
+         * when every socket has its accepting worker */
+        struct lb_err aerr = {0};
+        if (handover_answer(ho_conn, rc == LB_OK ? NULL : err.msg, &aerr) != LB_OK && rc == LB_OK) {
+            rc = aerr.code;
+            fprintf(stderr, "lb-dataplane: takeover: %s; the old data plane keeps serving\n",
+                    aerr.msg);
+            lb_log(LB_LOG_ERROR, "startup_failed", "takeover: %s; the old data plane keeps serving",
+                   aerr.msg);
+        }
+        close(ho_conn);
+        if (rc == LB_OK)
+            lb_log(LB_LOG_INFO, "takeover_done", "accepting on every socket taken over");
+    }
+    if (rc == LB_OK)
+        handover_start(&m);
     if (rc != LB_OK) {
         stop_workers(&m);
         metrics_server_free(m.metrics);
@@ -600,7 +998,9 @@ int main(int argc, char **argv)
         free(m.dp.workers);
         snap_unref(m.dp.snap);
         fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
+        sync_free(m.sync);
         seal_keyring_free(m.feed_keys);
+        free(m.dp.listeners);
         return 1;
     }
 
@@ -609,6 +1009,7 @@ int main(int argc, char **argv)
 
     ev_run(m.loop, 0);
 
+    handover_close(&m);
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
     bshared_registry_free(m.dp.backends);
@@ -620,6 +1021,7 @@ int main(int argc, char **argv)
     tls_tickets_unref(m.dp.tickets);
     fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
     free(m.dp.workers);
+    free(m.dp.listeners);
     pthread_mutex_destroy(&m.dp.lock);
     lb_log(LB_LOG_INFO, "stopped", "all connections closed");
     return 0;

@@ -3,6 +3,7 @@
 #include "metrics_server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,16 +502,30 @@ static void server_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 
 struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
                                           const struct sockaddr_storage *addr, socklen_t len,
-                                          struct lb_err *err)
+                                          int fd, struct lb_err *err)
 {
-    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        /* a hand-over's socket serves only if it is where we listen now */
+        struct sockaddr_storage cur;
+        socklen_t cur_len = sizeof(cur);
+        if (getsockname(fd, (struct sockaddr *)&cur, &cur_len) != 0 || cur_len != len ||
+            memcmp(&cur, addr, len) != 0) {
+            close(fd);
+            fd = -1;
+        } else {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        }
+    }
+    bool bound = fd >= 0;
+    if (fd < 0)
+        fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         lb_err_set(err, LB_ESYS, errno, "metrics socket");
         return NULL;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)addr, len) == -1 || listen(fd, 64) == -1) {
+    if ((!bound && bind(fd, (const struct sockaddr *)addr, len) == -1) || listen(fd, 64) == -1) {
         lb_err_set(err, LB_ESYS, errno, "cannot listen on the metrics address");
         close(fd);
         return NULL;
@@ -530,6 +545,19 @@ struct metrics_server *metrics_server_new(struct ev_loop *loop, struct dp *dp,
     s->pause.data = s;
     ev_io_start(loop, &s->io);
     return s;
+}
+
+int metrics_server_fd(const struct metrics_server *s)
+{
+    return s->fd;
+}
+
+void metrics_server_stop_accepting(struct metrics_server *s)
+{
+    if (s == NULL)
+        return;
+    ev_io_stop(s->loop, &s->io);
+    ev_timer_stop(s->loop, &s->pause);
 }
 
 void metrics_server_free(struct metrics_server *s)

@@ -14,6 +14,7 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "lb_assert.h"
 #include "lb_err.h"
 #include "lb_ref.h"
 #include "tls_int.h"
@@ -72,6 +73,72 @@ uint64_t tls_tickets_generation(struct tls_tickets *k)
     uint64_t g = k->generation;
     pthread_mutex_unlock(&k->lock);
     return g;
+}
+
+/* ---- export and import: a version byte, then the fields in host order (the
+ * importer runs on the same host) ---------------------------------------------- */
+
+#define EXPORT_VERSION 1
+
+static uint8_t *put(uint8_t *p, const void *v, size_t n)
+{
+    memcpy(p, v, n);
+    return p + n;
+}
+
+static const uint8_t *get(const uint8_t *p, void *v, size_t n)
+{
+    memcpy(v, p, n);
+    return p + n;
+}
+
+void tls_tickets_export(struct tls_tickets *k, uint8_t out[TLS_TICKETS_EXPORT_LEN])
+{
+    uint64_t now = k->clock(k->clock_arg);
+    uint8_t *p = out;
+    *p++ = EXPORT_VERSION;
+    pthread_mutex_lock(&k->lock);
+    p = put(p, &k->generation, 8);
+    const struct ticket_key *slots[2] = {&k->cur, &k->prev};
+    for (int i = 0; i < 2; i++) {
+        const struct ticket_key *key = slots[i];
+        uint64_t age = key->valid && now > key->created ? now - key->created : 0;
+        *p++ = key->valid ? 1 : 0;
+        p = put(p, &age, 8);
+        p = put(p, key->name, sizeof(key->name));
+        p = put(p, key->aes, sizeof(key->aes));
+        p = put(p, key->hmac, sizeof(key->hmac));
+    }
+    pthread_mutex_unlock(&k->lock);
+    LB_ASSERT(p == out + TLS_TICKETS_EXPORT_LEN);
+}
+
+int tls_tickets_import(struct tls_tickets *k, const uint8_t *buf, size_t len, struct lb_err *err)
+{
+    if (len != TLS_TICKETS_EXPORT_LEN || buf[0] != EXPORT_VERSION)
+        return lb_err_set(err, LB_EINVAL, 0, "ticket keys: %zu bytes of version %u, want %u of %u",
+                          len, len ? buf[0] : 0, (unsigned)TLS_TICKETS_EXPORT_LEN, EXPORT_VERSION);
+    uint64_t now = k->clock(k->clock_arg);
+    struct ticket_key keys[2];
+    uint64_t generation;
+    const uint8_t *p = get(buf + 1, &generation, 8);
+    for (int i = 0; i < 2; i++) {
+        uint64_t age;
+        keys[i].valid = *p++ != 0;
+        p = get(p, &age, 8);
+        p = get(p, keys[i].name, sizeof(keys[i].name));
+        p = get(p, keys[i].aes, sizeof(keys[i].aes));
+        p = get(p, keys[i].hmac, sizeof(keys[i].hmac));
+        /* a clock younger than the key (another boot) counts it as new */
+        keys[i].created = now > age ? now - age : 0;
+    }
+    pthread_mutex_lock(&k->lock);
+    k->cur = keys[0];
+    k->prev = keys[1];
+    k->generation = generation;
+    pthread_mutex_unlock(&k->lock);
+    OPENSSL_cleanse(keys, sizeof(keys));
+    return LB_OK;
 }
 
 /* Fetched once: an EVP_aes_256_cbc() handed to EncryptInit would be looked

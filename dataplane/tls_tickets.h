@@ -4,6 +4,7 @@
 #ifndef LB_TLS_TICKETS_H
 #define LB_TLS_TICKETS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <openssl/evp.h>
@@ -31,6 +32,20 @@ void tls_tickets_unref(struct tls_tickets *k);
 
 /* Number of keys made so far (1 after the first ticket, +1 per rotation). */
 uint64_t tls_tickets_generation(struct tls_tickets *k);
+
+/* Bytes tls_tickets_export() writes. */
+#define TLS_TICKETS_EXPORT_LEN (1 + 8 + 2 * (1 + 8 + TLS_TICKETS_NAME_LEN + 32 + 32))
+
+/* Writes the current and previous keys (secret: never log them), their
+ * ages and the generation into out[0..TLS_TICKETS_EXPORT_LEN), for a
+ * process that takes over (dataplane/handover.h). Any thread. */
+void tls_tickets_export(struct tls_tickets *k, uint8_t out[TLS_TICKETS_EXPORT_LEN]);
+
+/* Replaces <k>'s keys with what tls_tickets_export() wrote, keeping their
+ * ages on this store's clock, so tickets issued by the exporting process
+ * resume here and rotation goes on where it was. Returns LB_OK, or
+ * LB_EINVAL (wrong length or version) with <k> unchanged. Any thread. */
+int tls_tickets_import(struct tls_tickets *k, const uint8_t *buf, size_t len, struct lb_err *err);
 
 /* The OpenSSL ticket step (SSL_CTX_set_tlsext_ticket_key_evp_cb contract) for
  * a context whose keys rotate every <period_s> seconds (> 0).

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include "dp.h"
 #include "exchange.h"
 #include "h1session.h"
+#include "handover.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "probe.h"
@@ -83,6 +85,36 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* Makes the listening socket <fd> (taken over: closed on failure) a
+ * listener of <w> for frontend <index>. */
+static int listener_add(struct worker *w, int fd, const struct snap_frontend *fe, uint32_t index,
+                        struct lb_err *err)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        close(fd);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key);
+    }
+    if (dp_listener_add(w->dp, fd, fe->key, err) != LB_OK) {
+        close(fd);
+        free(l);
+        return LB_ENOMEM;
+    }
+    l->w = w;
+    l->fd = fd;
+    l->fe_index = index;
+    snprintf(l->key, sizeof(l->key), "%s", fe->key);
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    ev_timer_init(&l->pause, listener_on_resume, 0., 0.);
+    l->pause.data = l;
+    if (!w->draining)
+        ev_io_start(w->loop, &l->io);
+    l->next = w->listeners;
+    w->listeners = l;
+    return LB_OK;
+}
+
 static int listener_open(struct worker *w, const struct snap_frontend *fe, uint32_t index,
                          struct lb_err *err)
 {
@@ -111,30 +143,38 @@ static int listener_open(struct worker *w, const struct snap_frontend *fe, uint3
         close(fd);
         return lb_err_set(err, LB_ESYS, e, "listen %s", fe->key);
     }
-    struct listener *l = calloc(1, sizeof(*l));
-    if (l == NULL) {
-        close(fd);
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key);
+    return listener_add(w, fd, fe, index, err);
+}
+
+/* Adopts every socket of <inherit> (a takeover's, may be NULL) that is
+ * <w>'s and serves <fe>. Returns how many, or -1 with <err> set. */
+static int listeners_inherit(struct worker *w, struct handover_state *inherit,
+                             const struct snap_frontend *fe, uint32_t index, struct lb_err *err)
+{
+    int n = 0;
+    for (size_t j = 0; inherit != NULL && j < inherit->n_fds; j++) {
+        struct handover_fd *f = &inherit->fds[j];
+        if (f->fd < 0 || f->owner != (int)w->id || strcmp(f->key, fe->key) != 0)
+            continue;
+        int fd = f->fd;
+        f->fd = -1;
+        /* the descriptor's flags came from the old process: non-blocking */
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        if (listener_add(w, fd, fe, index, err) != LB_OK)
+            return -1;
+        w->listeners->seen = true;
+        n++;
     }
-    l->w = w;
-    l->fd = fd;
-    l->fe_index = index;
-    snprintf(l->key, sizeof(l->key), "%s", fe->key);
-    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
-    l->io.data = l;
-    ev_timer_init(&l->pause, listener_on_resume, 0., 0.);
-    l->pause.data = l;
-    if (!w->draining)
-        ev_io_start(w->loop, &l->io);
-    l->next = w->listeners;
-    w->listeners = l;
-    return LB_OK;
+    return n;
 }
 
 static void listener_close(struct worker *w, struct listener *l)
 {
     ev_io_stop(w->loop, &l->io);
     ev_timer_stop(w->loop, &l->pause);
+    dp_listener_remove(w->dp, l->fd);
+    /* after a hand-over the successor holds the same socket: its accept
+     * queue lives on there */
     close(l->fd);
     free(l);
 }
@@ -148,21 +188,31 @@ static void listeners_close_all(struct worker *w)
     }
 }
 
-/* Opens listeners for new frontends and closes those of removed ones;
- * the others keep their sockets (and their accept queues). */
-static int listeners_sync(struct worker *w, const struct snap *s, struct lb_err *err)
+/* Opens listeners for new frontends (adopting <inherit>'s sockets first, if
+ * any) and closes those of removed ones; the others keep their sockets (and
+ * their accept queues). A worker may hold several listeners of a frontend
+ * after a takeover from a process with more workers. */
+static int listeners_sync(struct worker *w, const struct snap *s, struct handover_state *inherit,
+                          struct lb_err *err)
 {
     for (struct listener *l = w->listeners; l != NULL; l = l->next)
         l->seen = false;
     for (uint32_t i = 0; i < s->n_frontends; i++) {
-        struct listener *l = w->listeners;
-        while (l != NULL && strcmp(l->key, s->frontends[i].key) != 0)
-            l = l->next;
-        if (l != NULL) {
-            l->seen = true;
-            l->fe_index = i;
-            continue;
+        bool found = false;
+        for (struct listener *l = w->listeners; l != NULL; l = l->next) {
+            if (strcmp(l->key, s->frontends[i].key) == 0) {
+                l->seen = true;
+                l->fe_index = i;
+                found = true;
+            }
         }
+        if (found)
+            continue;
+        int n = listeners_inherit(w, inherit, &s->frontends[i], i, err);
+        if (n < 0)
+            return err ? err->code : LB_ENOMEM;
+        if (n > 0)
+            continue;
         int rc = listener_open(w, &s->frontends[i], i, err);
         if (rc != LB_OK)
             return rc;
@@ -184,7 +234,8 @@ static int listeners_sync(struct worker *w, const struct snap *s, struct lb_err 
 
 /* ---- adopting a snapshot ---------------------------------------------------------- */
 
-static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
+static int worker_adopt(struct worker *w, struct snap *s, struct handover_state *inherit,
+                        struct lb_err *err)
 {
     if (w->scratch_cap < s->limits.max_headers + 1) {
         struct http1_header *h = realloc(w->scratch_hdrs, (s->limits.max_headers + 1) * sizeof(*h));
@@ -196,7 +247,7 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
     struct wview *v = view_build(w, s, err);
     if (v == NULL)
         return err ? err->code : LB_ENOMEM;
-    int rc = listeners_sync(w, s, err);
+    int rc = listeners_sync(w, s, inherit, err);
     if (rc != LB_OK) {
         view_free(v);
         return rc;
@@ -298,7 +349,20 @@ static void worker_begin_drain(struct worker *w)
     if (w->draining)
         return;
     w->draining = true;
-    listeners_close_all(w);
+    if (atomic_load(&w->dp->handed_over)) {
+        w->drain_idle_s = DP_HANDOVER_IDLE_S;
+        /* The successor accepts on the same sockets. Closing ours now would
+         * leave their registrations in this loop's epoll set (epoll forgets
+         * a socket only when its last descriptor anywhere closes), firing
+         * under descriptor numbers that other threads may reuse meanwhile:
+         * stop watching, close in worker_join(). */
+        for (struct listener *l = w->listeners; l != NULL; l = l->next) {
+            ev_io_stop(w->loop, &l->io);
+            ev_timer_stop(w->loop, &l->pause);
+        }
+    } else {
+        listeners_close_all(w);
+    }
     h1session_drain_all(w);
     upstream_pool_expire(w, INFINITY);
     if (w->n_sessions == 0)
@@ -321,7 +385,7 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     struct snap *s = dp_snapshot(dp);
     if (s != NULL && (w->view == NULL || s != w->view->snap)) {
         struct lb_err err = {0};
-        if (worker_adopt(w, s, &err) != LB_OK)
+        if (worker_adopt(w, s, NULL, &err) != LB_OK)
             lb_log(LB_LOG_ERROR, "snapshot_apply_failed", "worker %u keeps generation %llu: %s",
                    w->id, (unsigned long long)(w->view ? w->view->snap->generation : 0), err.msg);
     }
@@ -404,7 +468,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     lb_list_init(&w->pool);
     lb_list_init(&w->sessions);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
-    int rc = w->log ? worker_adopt(w, snap, err)
+    int rc = w->log ? worker_adopt(w, snap, dp->inherit, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
     if (rc != LB_OK) {
         listeners_close_all(w);

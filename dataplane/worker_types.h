@@ -108,6 +108,8 @@ struct worker {
     struct probe *probes;          /* ejected backends being probed (worker 0) */
     uint64_t rng;                  /* request id generator state */
     bool draining;                 /* shutdown: no accept, close idle connections */
+    double drain_idle_s;           /* draining after a hand-over: how long an idle keep-alive
+                                    * connection waits for a last request (0: closed at once) */
     atomic_bool stopped;           /* set when the loop has exited */
 };
 

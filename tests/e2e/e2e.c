@@ -556,7 +556,12 @@ struct e2e *e2e_start_opts(const struct e2e_opts *o)
     char workers[16];
     snprintf(workers, sizeof workers, "%u", o->workers ? o->workers : 2);
     e2e_path(t, "lb.log", log, sizeof log);
-    char *argv[] = {LB_BIN, "--snapshot", path, "--workers", workers, NULL};
+    char *argv[24] = {LB_BIN, "--snapshot", path, "--workers", workers};
+    size_t n = 5;
+    for (size_t k = 0; o->dp_args != NULL && o->dp_args[k] != NULL; k++) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1, "too many dp_args");
+        argv[n++] = o->dp_args[k];
+    }
     t->lbpid = e2e_spawn(argv, log);
     ck_assert_msg(t->lbpid > 0, "fork failed");
     uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();

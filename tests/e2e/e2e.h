@@ -44,6 +44,8 @@ struct e2e_opts {
                                   * ...); kept: must outlive e2e_stop() */
     bool backend_log;            /* each backend logs its requests (lb-backend
                                   * --log) into the world's file b<i>.requests */
+    char *const *dp_args;        /* NULL or more lb-dataplane arguments,
+                                  * NULL-terminated; kept: must outlive e2e_stop() */
 };
 
 /* A raw HTTP response read by e2e_conn_read(). All strings NUL-terminated. */

@@ -1069,6 +1069,47 @@ START_TEST(ticket_keys_rotate)
 }
 END_TEST
 
+/* A process that takes over (dataplane/handover.h) imports the keys of the
+ * one it replaces: tickets issued before resume after, with the keys' ages
+ * kept on the new store's clock. */
+START_TEST(ticket_keys_move_to_another_store)
+{
+    uint64_t now_a = 1000, now_b = 50000;
+    struct tls_tickets *a = tls_tickets_new(fake_clock, &now_a, NULL);
+    struct tls_tickets *b = tls_tickets_new(fake_clock, &now_b, NULL);
+    struct cfg c;
+    cfg_init(&c);
+    c.tls.ticket_rotation_s = 100;
+    struct tls_ctx *ctx_a = ctx_ok(&c, a);
+    struct tls_ctx *ctx_b = ctx_ok(&c, b);
+    SSL_CTX *cctx = client_ctx(NULL);
+    SSL_SESSION *s1 = full_handshake(ctx_a, cctx);
+    ck_assert(!resumes(ctx_b, cctx, s1, NULL)); /* b has keys of its own */
+    now_a = 1040;
+    uint8_t blob[TLS_TICKETS_EXPORT_LEN];
+    tls_tickets_export(a, blob);
+    struct lb_err err = {0};
+    ck_assert_int_eq(tls_tickets_import(b, blob, sizeof(blob) - 1, &err), LB_EINVAL);
+    ck_assert_int_eq(tls_tickets_import(b, blob, sizeof(blob), &err), LB_OK);
+    ck_assert_uint_eq(tls_tickets_generation(b), tls_tickets_generation(a));
+    ck_assert(resumes(ctx_b, cctx, s1, NULL));
+    now_b += 59; /* the key is 99 s old: still current */
+    ck_assert(resumes(ctx_b, cctx, s1, NULL));
+    ck_assert_uint_eq(tls_tickets_generation(b), 1);
+    now_b += 2; /* 101 s: the next ticket needs a new key */
+    SSL_SESSION *s2 = NULL;
+    ck_assert(resumes(ctx_b, cctx, s1, &s2));
+    ck_assert_uint_eq(tls_tickets_generation(b), 2);
+    SSL_SESSION_free(s1);
+    SSL_SESSION_free(s2);
+    SSL_CTX_free(cctx);
+    tls_ctx_unref(ctx_a);
+    tls_ctx_unref(ctx_b);
+    tls_tickets_unref(a);
+    tls_tickets_unref(b);
+}
+END_TEST
+
 /* ---- data ---------------------------------------------------------------- */
 
 #define MIB (1u << 20)
@@ -1311,7 +1352,8 @@ static Suite *tls_suite(void)
         {"verify", {pins_accept_and_refuse, allow_lists_accept_and_refuse}},
         {"resume",
          {resume_same_context, resume_chain_gets_fresh_tickets, counters_continue_across_contexts,
-          resume_mtls_keeps_identity, resume_across_reload_with_shared_keys, ticket_keys_rotate}},
+          resume_mtls_keeps_identity, resume_across_reload_with_shared_keys, ticket_keys_rotate,
+          ticket_keys_move_to_another_store}},
         {"data",
          {data_round_trip_1mib, eof_without_close_notify_is_error, handshake_eof_and_abandoned,
           writev_retry_must_offer_the_pending_bytes, writev_coalesces_small_iovecs}},
