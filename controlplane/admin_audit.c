@@ -5,6 +5,7 @@
 
 #include "cp.h"
 #include "lb_err.h"
+#include "lb_hex.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -111,17 +112,6 @@ static const char *format_rfc3339(int64_t ms, char *buf, size_t size)
     return buf;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes [p, p+len) into <buf> ('+' stays '+': it is the sign of an
  * RFC 3339 offset). False when an escape is malformed, the result holds a
  * control character, is not UTF-8 (it may be echoed in a JSON error) or does
@@ -132,8 +122,8 @@ static bool decode(const char *p, size_t len, char *buf, size_t size)
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c == '%') {
-            int hi = i + 2 < len ? hex_value(p[i + 1]) : -1;
-            int lo = hi >= 0 ? hex_value(p[i + 2]) : -1;
+            int hi = i + 2 < len ? lb_hex_value(p[i + 1]) : -1;
+            int lo = hi >= 0 ? lb_hex_value(p[i + 2]) : -1;
             if (lo < 0)
                 return false;
             c = (unsigned char)(hi * 16 + lo);

@@ -2,6 +2,7 @@
 #include "seal.h"
 
 #include "lb_err.h"
+#include "lb_hex.h"
 #include "lb_prom.h"
 
 #include <errno.h>
@@ -51,17 +52,6 @@ const char *seal_status_name(enum seal_status s)
 
 /* ---- key files ------------------------------------------------------------------ */
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
@@ -92,7 +82,7 @@ static int parse_line(const char *p, const char *end, struct seal_key *k)
         return -1;
     k->id = (uint32_t)id;
     for (size_t i = 0; i < SEAL_KEY_LEN; i++) {
-        int hi = hex_val(p[2 * i]), lo = hex_val(p[2 * i + 1]);
+        int hi = lb_hex_value(p[2 * i]), lo = lb_hex_value(p[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         k->key[i] = (uint8_t)(hi << 4 | lo);
