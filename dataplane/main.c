@@ -835,6 +835,193 @@ static struct snap *initial_snapshot(struct main_ctx *m, int *fatal)
     return NULL;
 }
 
+/* The feed's sealing policy and keys (--feed-key, --feed-insecure). Returns
+ * 0, or 1 (message printed and logged); <insecure> says whether a tcp://
+ * feed runs unsealed on purpose. */
+static int main_feed(struct main_ctx *m, bool *insecure)
+{
+    struct lb_err err = {0};
+    if (seal_feed_policy(m->control, m->feed_key_path != NULL, m->feed_insecure, insecure, &err) !=
+            LB_OK ||
+        (m->feed_key_path != NULL &&
+         seal_keyring_load(m->feed_key_path, &m->feed_keys, &err) != LB_OK)) {
+        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+        return 1;
+    }
+    if (*insecure)
+        lb_log(LB_LOG_WARN, "feed_insecure",
+               "--feed-insecure: the feed from %s is NOT sealed; anyone on the path reads every "
+               "snapshot (TLS private keys included) and can feed this data plane its own",
+               m->control);
+    return 0;
+}
+
+/* The process context the workers share. Returns 0, or 1 (printed). */
+static int main_core(struct main_ctx *m)
+{
+    pthread_mutex_init(&m->dp.lock, NULL);
+    m->dp.workers = calloc(m->n_workers, sizeof(*m->dp.workers));
+    if (m->dp.workers == NULL) {
+        fprintf(stderr, "lb-dataplane: out of memory\n");
+        return 1;
+    }
+    m->loop = ev_default_loop(EVFLAG_AUTO);
+    m->dp.backends = bshared_registry_new(NULL);
+    m->dp.frontends = fshared_registry_new(NULL);
+    m->dp.controlled = m->control != NULL;
+    retry_budget_init(&m->dp.budget, 0, 0, m->n_workers);
+    m->dp.tickets = tls_tickets_new(NULL, NULL, NULL);
+    if (m->dp.backends == NULL || m->dp.frontends == NULL || m->dp.tickets == NULL) {
+        fprintf(stderr, "lb-dataplane: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* Signals, the hand-over's watchers, the drain and watchdog timers. */
+static void main_watchers(struct main_ctx *m, char **argv)
+{
+    /* signals are watched before anything listens: a SIGTERM that comes
+     * right after the first connection must drain, not kill */
+    ev_signal_init(&m->sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&m->sigint, on_stop_signal, SIGINT);
+    ev_signal_init(&m->sighup, on_reload, SIGHUP);
+    m->sigterm.data = m->sigint.data = m->sighup.data = m;
+    ev_signal_start(m->loop, &m->sigterm);
+    ev_signal_start(m->loop, &m->sigint);
+    ev_signal_start(m->loop, &m->sighup);
+    ev_signal_init(&m->sigusr2, on_upgrade_signal, SIGUSR2);
+    m->sigusr2.data = m;
+    ev_signal_start(m->loop, &m->sigusr2);
+    ev_init(&m->child, on_child);
+    ev_init(&m->ho_conn_io, on_handover_answer);
+    m->ho_conn_io.data = m;
+    ev_init(&m->ho_timer, on_handover_timeout);
+    m->ho_timer.data = m;
+    /* the path now, not at SIGUSR2: by then it may name a newer binary,
+     * which is the point, while /proc/self/exe would name our own */
+    ssize_t exe_len = readlink("/proc/self/exe", m->exe, sizeof(m->exe) - 1);
+    if (exe_len > 0)
+        m->exe[exe_len] = '\0';
+    else
+        snprintf(m->exe, sizeof(m->exe), "%s", argv[0]);
+    ev_timer_init(&m->drain_timer, on_drain_timeout, 30, 0);
+    m->drain_timer.data = m;
+    ev_timer_init(&m->poll_timer, on_poll, 0.02, 0.02);
+    m->poll_timer.data = m;
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+        ev_timer_init(&m->watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
+        m->watchdog.data = m;
+        ev_timer_again(m->loop, &m->watchdog);
+    }
+}
+
+/* The first snapshot, taken over (--takeover: *<ho_conn> is then the running
+ * data plane, waiting for our answer) or loaded, applied: the workers start.
+ * Returns LB_OK, or an error in <err> (*<fatal>: already reported). */
+static int main_first_snapshot(struct main_ctx *m, int *ho_conn, int *fatal, struct snap **applied,
+                               struct lb_err *err)
+{
+    struct snap *snap = NULL;
+    int rc;
+    if (m->takeover_path != NULL) {
+        rc = takeover_receive(m, ho_conn, &snap, err);
+        if (rc == LB_OK)
+            lb_log(LB_LOG_INFO, "takeover_received",
+                   "%zu listening sockets, the ticket keys and snapshot version %llu from %s",
+                   m->inherit.n_fds, (unsigned long long)snap->version, m->takeover_path);
+        else {
+            char why[sizeof(err->msg)];
+            snprintf(why, sizeof(why), "%s", err->msg);
+            lb_err_set(err, err->code, 0, "takeover from %s: %s", m->takeover_path, why);
+        }
+        m->dp.inherit = &m->inherit;
+    } else {
+        snap = initial_snapshot(m, fatal);
+        rc = *fatal ? LB_EINVAL : LB_OK;
+    }
+    if (rc == LB_OK && snap != NULL)
+        rc = apply_snapshot(m, snap, err);
+    else if (rc != LB_OK)
+        snap_unref(snap);
+    *applied = rc == LB_OK ? snap : NULL;
+    m->dp.inherit = NULL;
+    size_t unused = 0;
+    for (size_t i = 0; i < m->inherit.n_fds; i++) /* the metrics socket may go unused */
+        unused +=
+            m->inherit.fds[i].fd >= 0 && strcmp(m->inherit.fds[i].key, HANDOVER_METRICS_KEY) != 0;
+    if (rc == LB_OK && unused > 0)
+        lb_log(LB_LOG_WARN, "takeover_unused",
+               "%zu of the sockets taken over serve no frontend of the snapshot; closed", unused);
+    handover_state_deinit(&m->inherit); /* closes what no worker took */
+    if (rc != LB_OK && !*fatal) {
+        fprintf(stderr, "lb-dataplane: %s\n", err->msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err->msg);
+    }
+    return rc;
+}
+
+/* Follows the control plane (--control), from <snap> when one is served. */
+static int main_sync(struct main_ctx *m, bool insecure, const struct snap *snap, struct lb_err *err)
+{
+    struct sync_config sc = {.base = m->control,
+                             .node_id = m->node_id,
+                             .state_dir = m->state_dir,
+                             .keys = m->feed_keys,
+                             .insecure = insecure};
+    m->sync = sync_new(m->loop, &sc, &m->dp, apply_snapshot, m, err);
+    m->dp.sync = m->sync;
+    if (m->sync == NULL) {
+        fprintf(stderr, "lb-dataplane: %s\n", err->msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err->msg);
+        return err->code ? err->code : LB_EINVAL;
+    }
+    if (m->serving) {
+        sync_set_applied(m->sync, snap->version, snap->generation);
+    } else {
+        lb_log(LB_LOG_INFO, "waiting", "no snapshot yet: waiting for the control plane at %s",
+               m->control);
+        sd_notify(0, "STATUS=waiting for the control plane");
+    }
+    return LB_OK;
+}
+
+/* --takeover: tells the running data plane how it went (<rc>, <err>). The
+ * old process stops accepting once it reads a success: say it only when
+ * every socket has its accepting worker. Returns <rc>, or the failure to
+ * answer. */
+static int main_answer_takeover(int ho_conn, int rc, const struct lb_err *err)
+{
+    struct lb_err aerr = {0};
+    if (handover_answer(ho_conn, rc == LB_OK ? NULL : err->msg, &aerr) != LB_OK && rc == LB_OK) {
+        rc = aerr.code;
+        fprintf(stderr, "lb-dataplane: takeover: %s; the old data plane keeps serving\n", aerr.msg);
+        lb_log(LB_LOG_ERROR, "startup_failed", "takeover: %s; the old data plane keeps serving",
+               aerr.msg);
+    }
+    close(ho_conn);
+    if (rc == LB_OK)
+        lb_log(LB_LOG_INFO, "takeover_done", "accepting on every socket taken over");
+    return rc;
+}
+
+/* Releases what main() made, in the order their borrowers need. */
+static void main_free(struct main_ctx *m)
+{
+    bshared_registry_free(m->dp.backends);
+    metrics_server_free(m->metrics);
+    sync_free(m->sync);
+    m->dp.sync = NULL;
+    seal_keyring_free(m->feed_keys); /* after the sync that borrowed it */
+    snap_unref(m->dp.snap);          /* its TLS contexts hold references to the ticket keys */
+    tls_tickets_unref(m->dp.tickets);
+    fshared_registry_free(m->dp.frontends); /* after the snapshots bound to it */
+    free(m->dp.workers);
+    free(m->dp.listeners);
+}
+
 int main(int argc, char **argv)
 {
     struct main_ctx m;
@@ -851,159 +1038,25 @@ int main(int argc, char **argv)
 
     lb_log_setup("lb-dataplane", STDOUT_FILENO, level);
     signal(SIGPIPE, SIG_IGN);
-    struct lb_err err = {0};
     bool insecure = false;
-    if (seal_feed_policy(m.control, m.feed_key_path != NULL, m.feed_insecure, &insecure, &err) !=
-            LB_OK ||
-        (m.feed_key_path != NULL &&
-         seal_keyring_load(m.feed_key_path, &m.feed_keys, &err) != LB_OK)) {
-        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
+    if (main_feed(&m, &insecure) != 0 || main_core(&m) != 0)
         return 1;
-    }
-    if (insecure)
-        lb_log(LB_LOG_WARN, "feed_insecure",
-               "--feed-insecure: the feed from %s is NOT sealed; anyone on the path reads every "
-               "snapshot (TLS private keys included) and can feed this data plane its own",
-               m.control);
-    pthread_mutex_init(&m.dp.lock, NULL);
-    m.dp.workers = calloc(m.n_workers, sizeof(*m.dp.workers));
-    if (m.dp.workers == NULL) {
-        fprintf(stderr, "lb-dataplane: out of memory\n");
-        return 1;
-    }
-    m.loop = ev_default_loop(EVFLAG_AUTO);
-    m.dp.backends = bshared_registry_new(NULL);
-    m.dp.frontends = fshared_registry_new(NULL);
-    m.dp.controlled = m.control != NULL;
-    retry_budget_init(&m.dp.budget, 0, 0, m.n_workers);
-    m.dp.tickets = tls_tickets_new(NULL, NULL, NULL);
-    if (m.dp.backends == NULL || m.dp.frontends == NULL || m.dp.tickets == NULL) {
-        fprintf(stderr, "lb-dataplane: out of memory\n");
-        return 1;
-    }
-
-    /* signals are watched before anything listens: a SIGTERM that comes
-     * right after the first connection must drain, not kill */
-    ev_signal_init(&m.sigterm, on_stop_signal, SIGTERM);
-    ev_signal_init(&m.sigint, on_stop_signal, SIGINT);
-    ev_signal_init(&m.sighup, on_reload, SIGHUP);
-    m.sigterm.data = m.sigint.data = m.sighup.data = &m;
-    ev_signal_start(m.loop, &m.sigterm);
-    ev_signal_start(m.loop, &m.sigint);
-    ev_signal_start(m.loop, &m.sighup);
-    ev_signal_init(&m.sigusr2, on_upgrade_signal, SIGUSR2);
-    m.sigusr2.data = &m;
-    ev_signal_start(m.loop, &m.sigusr2);
-    ev_init(&m.child, on_child);
-    ev_init(&m.ho_conn_io, on_handover_answer);
-    m.ho_conn_io.data = &m;
-    ev_init(&m.ho_timer, on_handover_timeout);
-    m.ho_timer.data = &m;
-    /* the path now, not at SIGUSR2: by then it may name a newer binary,
-     * which is the point, while /proc/self/exe would name our own */
-    ssize_t exe_len = readlink("/proc/self/exe", m.exe, sizeof(m.exe) - 1);
-    if (exe_len > 0)
-        m.exe[exe_len] = '\0';
-    else
-        snprintf(m.exe, sizeof(m.exe), "%s", argv[0]);
-    ev_timer_init(&m.drain_timer, on_drain_timeout, 30, 0);
-    m.drain_timer.data = &m;
-    ev_timer_init(&m.poll_timer, on_poll, 0.02, 0.02);
-    m.poll_timer.data = &m;
-    uint64_t wd_usec = 0;
-    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
-        ev_timer_init(&m.watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
-        m.watchdog.data = &m;
-        ev_timer_again(m.loop, &m.watchdog);
-    }
+    main_watchers(&m, argv);
+    struct lb_err err = {0};
     int fatal = 0;
+    int ho_conn = -1;
     struct snap *snap = NULL;
-    int ho_conn = -1; /* --takeover: the running data plane, waiting for our answer */
-    if (m.takeover_path != NULL) {
-        rc = takeover_receive(&m, &ho_conn, &snap, &err);
-        if (rc == LB_OK)
-            lb_log(LB_LOG_INFO, "takeover_received",
-                   "%zu listening sockets, the ticket keys and snapshot version %llu from %s",
-                   m.inherit.n_fds, (unsigned long long)snap->version, m.takeover_path);
-        else {
-            char why[sizeof(err.msg)];
-            snprintf(why, sizeof(why), "%s", err.msg);
-            lb_err_set(&err, err.code, 0, "takeover from %s: %s", m.takeover_path, why);
-        }
-        m.dp.inherit = &m.inherit;
-    } else {
-        snap = initial_snapshot(&m, &fatal);
-        rc = fatal ? LB_EINVAL : LB_OK;
-    }
-    if (rc == LB_OK && snap != NULL)
-        rc = apply_snapshot(&m, snap, &err);
-    else if (rc != LB_OK)
-        snap_unref(snap);
-    m.dp.inherit = NULL;
-    size_t unused = 0;
-    for (size_t i = 0; i < m.inherit.n_fds; i++) /* the metrics socket may go unused */
-        unused +=
-            m.inherit.fds[i].fd >= 0 && strcmp(m.inherit.fds[i].key, HANDOVER_METRICS_KEY) != 0;
-    if (rc == LB_OK && unused > 0)
-        lb_log(LB_LOG_WARN, "takeover_unused",
-               "%zu of the sockets taken over serve no frontend of the snapshot; closed", unused);
-    handover_state_deinit(&m.inherit); /* closes what no worker took */
-    if (rc != LB_OK && !fatal) {
-        fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-        lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
-    }
-    if (rc == LB_OK && m.control != NULL) {
-        struct sync_config sc = {.base = m.control,
-                                 .node_id = m.node_id,
-                                 .state_dir = m.state_dir,
-                                 .keys = m.feed_keys,
-                                 .insecure = insecure};
-        m.sync = sync_new(m.loop, &sc, &m.dp, apply_snapshot, &m, &err);
-        m.dp.sync = m.sync;
-        if (m.sync == NULL) {
-            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
-            lb_log(LB_LOG_ERROR, "startup_failed", "%s", err.msg);
-            rc = err.code ? err.code : LB_EINVAL;
-        } else if (m.serving) {
-            sync_set_applied(m.sync, snap->version, snap->generation);
-        } else {
-            lb_log(LB_LOG_INFO, "waiting", "no snapshot yet: waiting for the control plane at %s",
-                   m.control);
-            sd_notify(0, "STATUS=waiting for the control plane");
-        }
-    }
-    if (ho_conn >= 0) {
-        /* the old process stops accepting once it reads this: say it only
-         * when every socket has its accepting worker */
-        struct lb_err aerr = {0};
-        if (handover_answer(ho_conn, rc == LB_OK ? NULL : err.msg, &aerr) != LB_OK && rc == LB_OK) {
-            rc = aerr.code;
-            fprintf(stderr, "lb-dataplane: takeover: %s; the old data plane keeps serving\n",
-                    aerr.msg);
-            lb_log(LB_LOG_ERROR, "startup_failed", "takeover: %s; the old data plane keeps serving",
-                   aerr.msg);
-        }
-        close(ho_conn);
-        if (rc == LB_OK)
-            lb_log(LB_LOG_INFO, "takeover_done", "accepting on every socket taken over");
-    }
-    if (rc == LB_OK)
-        handover_start(&m);
+    rc = main_first_snapshot(&m, &ho_conn, &fatal, &snap, &err);
+    if (rc == LB_OK && m.control != NULL)
+        rc = main_sync(&m, insecure, snap, &err);
+    if (ho_conn >= 0)
+        rc = main_answer_takeover(ho_conn, rc, &err);
     if (rc != LB_OK) {
         stop_workers(&m);
-        metrics_server_free(m.metrics);
-        bshared_registry_free(m.dp.backends);
-        tls_tickets_unref(m.dp.tickets);
-        free(m.dp.workers);
-        snap_unref(m.dp.snap);
-        fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
-        sync_free(m.sync);
-        seal_keyring_free(m.feed_keys);
-        free(m.dp.listeners);
+        main_free(&m);
         return 1;
     }
-
+    handover_start(&m);
     lb_log(LB_LOG_INFO, "started", "%u workers, node %s, %s %s", m.n_workers, m.node_id,
            m.control ? "control" : "snapshot", m.control ? m.control : m.snapshot_path);
 
@@ -1012,16 +1065,7 @@ int main(int argc, char **argv)
     handover_close(&m);
     for (unsigned i = 0; i < m.dp.n_workers; i++)
         worker_join(&m.dp.workers[i]);
-    bshared_registry_free(m.dp.backends);
-    metrics_server_free(m.metrics);
-    sync_free(m.sync);
-    m.dp.sync = NULL;
-    seal_keyring_free(m.feed_keys); /* after the sync that borrowed it */
-    snap_unref(m.dp.snap);          /* its TLS contexts hold references to the ticket keys */
-    tls_tickets_unref(m.dp.tickets);
-    fshared_registry_free(m.dp.frontends); /* after the snapshots bound to it */
-    free(m.dp.workers);
-    free(m.dp.listeners);
+    main_free(&m);
     pthread_mutex_destroy(&m.dp.lock);
     lb_log(LB_LOG_INFO, "stopped", "all connections closed");
     return 0;
