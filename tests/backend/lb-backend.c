@@ -20,8 +20,10 @@
  *                    as a chunked body (chunked even to HTTP/1.0) whose own
  *                    trailer section is TRAILERS_OUT below
  *   /slow/MS         answers NAME after MS milliseconds
- *   /stats           {"connections":N,"requests":N}: accepted connections and
- *                    parsed request heads since start, this request included
+ *   /stats           {"connections":N,"requests":N,"health":N,"others":N}:
+ *                    accepted connections and parsed request heads since
+ *                    start, this request included; of those, GET /health
+ *                    (health checks) and the rest
  *   /close           answers NAME and closes the connection
  *   /bad/NAME        an off-spec response, then a close: bad-chunk (a chunk
  *                    size that is no hex number), length-204 (204 with
@@ -197,6 +199,7 @@ struct server {
     size_t name_len;                           /* strlen(name) */
     atomic_ulong connections;                  /* accepted since start */
     atomic_ulong requests;                     /* request heads parsed since start */
+    atomic_ulong health;                       /* ... of them /health */
     unsigned nworkers;                         /* entries used in workers[] */
     struct worker *workers;                    /* [0] runs on the main thread */
     unsigned char pattern[4096 + PATTERN_MOD]; /* bytes i mod 251, for /bytes */
@@ -1012,6 +1015,7 @@ static void conn_finish_request(struct conn *c)
         put_simple(c, 200, s->name, s->name_len, "text/plain");
         break;
     case ROUTE_HEALTH:
+        atomic_fetch_add_explicit(&s->health, 1, memory_order_relaxed);
         put_simple(c, 200, "ok", 2, "text/plain");
         break;
     case ROUTE_WS:
@@ -1027,11 +1031,14 @@ static void conn_finish_request(struct conn *c)
         n = snprintf(tmp, sizeof tmp, "%s", c->pp[0] ? c->pp : "none");
         put_simple(c, 200, tmp, (size_t)n, "text/plain");
         break;
-    case ROUTE_STATS:
-        n = snprintf(tmp, sizeof tmp, "{\"connections\":%lu,\"requests\":%lu}",
-                     atomic_load(&s->connections), atomic_load(&s->requests));
+    case ROUTE_STATS: {
+        unsigned long req = atomic_load(&s->requests), health = atomic_load(&s->health);
+        n = snprintf(tmp, sizeof tmp,
+                     "{\"connections\":%lu,\"requests\":%lu,\"health\":%lu,\"others\":%lu}",
+                     atomic_load(&s->connections), req, health, req - health);
         put_simple(c, 200, tmp, (size_t)n, "application/json");
         break;
+    }
     case ROUTE_HASH:
         n = snprintf(tmp, sizeof tmp, "%016llx", (unsigned long long)c->hash);
         put_simple(c, 200, tmp, (size_t)n, "text/plain");

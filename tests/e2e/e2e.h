@@ -201,7 +201,7 @@ char *e2e_raw(unsigned port, const void *req, size_t req_len, uint64_t ms, size_
 
 /* ---- backends and metrics -------------------------------------------------- */
 
-/* The field <key> ("connections" or "requests") of backend <i>'s /stats,
+/* The field <key> ("connections", "requests", "health", "others") of backend <i>'s /stats,
  * asked directly (this adds one request). Returns -1 on failure. */
 long e2e_backend_stat(struct e2e *t, unsigned i, const char *key);
 
