@@ -124,6 +124,7 @@ lb is running: control plane + 1 data plane + 3 demo backends, all on 127.0.0.1
   $LBCTL backends update demo-c --weight 5
   $LBCTL config history
   $LBCTL rollback 1
+  $LBCTL audit                                  # who changed what, newest first
   $LBCTL dataplanes
 $DB_NOTE; rm -rf $STATE starts afresh.
 Logs: $STATE/lb-controlplane.log, $STATE/lb-dataplane.log, $STATE/demo-*.log
