@@ -680,101 +680,90 @@ static int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t
     return -1;
 }
 
-static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_level *level)
+/* One option of the command line (<opt> as getopt_long() returned it, its
+ * value in optarg). Returns -1 to go on, else the exit status (message
+ * printed). */
+static int parse_option(struct main_ctx *m, int opt, char **argv, enum lb_log_level *level)
 {
-    static const struct option opts[] = {
-        {"snapshot", required_argument, NULL, 's'},
-        {"control", required_argument, NULL, 'c'},
-        {"state-dir", required_argument, NULL, 'd'},
-        {"node-id", required_argument, NULL, 'n'},
-        {"workers", required_argument, NULL, 'w'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"metrics-listen", required_argument, NULL, 'm'},
-        {"feed-key", required_argument, NULL, 'k'},
-        {"feed-insecure", no_argument, NULL, 'i'},
-        {"handover-socket", required_argument, NULL, 'H'},
-        {"takeover", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-    opterr = 0; /* one line of our own instead of getopt's */
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 's':
-            m->snapshot_path = optarg;
-            break;
-        case 'c':
-            m->control = optarg;
-            break;
-        case 'd':
-            m->state_dir = optarg;
-            break;
-        case 'k':
-            m->feed_key_path = optarg;
-            break;
-        case 'i':
-            m->feed_insecure = true;
-            break;
-        case 'H':
-            m->handover_off = strcmp(optarg, "off") == 0;
-            m->handover_path = m->handover_off ? NULL : optarg;
-            break;
-        case 'T':
-            m->takeover_path = optarg;
-            break;
-        case 'n':
-            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
-                fprintf(stderr, "lb-dataplane: --node-id: must be 1..255 characters\n");
-                return 2;
-            }
-            snprintf(m->node_id, sizeof(m->node_id), "%s", optarg);
-            break;
-        case 'w': {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*end != '\0' || n < 1 || n > MAX_WORKERS) {
-                fprintf(stderr, "lb-dataplane: --workers: \"%s\" is not a number in 1..%d\n",
-                        optarg, MAX_WORKERS);
-                return 2;
-            }
-            m->n_workers = (unsigned)n;
-            break;
-        }
-        case 'l':
-            if (lb_log_level_parse(optarg, level) != 0) {
-                fprintf(stderr,
-                        "lb-dataplane: --log-level: \"%s\" is not debug, info, warn or error\n",
-                        optarg);
-                return 2;
-            }
-            m->log_level_forced = true;
-            break;
-        case 'm':
-            m->metrics_forced = true;
-            if (strcmp(optarg, "off") == 0) {
-                m->metrics_off = true;
-            } else if (parse_listen(optarg, &m->metrics_listen, &m->metrics_listen_len) != 0) {
-                fprintf(stderr,
-                        "lb-dataplane: --metrics-listen: \"%s\" is not ADDR:PORT, [ADDR6]:PORT "
-                        "or off\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("lb-dataplane %s\n", LB_VERSION);
-            return 0;
-        default:
-            fprintf(stderr, "lb-dataplane: unknown option or missing value: %s (see --help)\n",
-                    argv[optind - 1]);
+    switch (opt) {
+    case 's':
+        m->snapshot_path = optarg;
+        return -1;
+    case 'c':
+        m->control = optarg;
+        return -1;
+    case 'd':
+        m->state_dir = optarg;
+        return -1;
+    case 'k':
+        m->feed_key_path = optarg;
+        return -1;
+    case 'i':
+        m->feed_insecure = true;
+        return -1;
+    case 'H':
+        m->handover_off = strcmp(optarg, "off") == 0;
+        m->handover_path = m->handover_off ? NULL : optarg;
+        return -1;
+    case 'T':
+        m->takeover_path = optarg;
+        return -1;
+    case 'n':
+        if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
+            fprintf(stderr, "lb-dataplane: --node-id: must be 1..255 characters\n");
             return 2;
         }
+        snprintf(m->node_id, sizeof(m->node_id), "%s", optarg);
+        return -1;
+    case 'w': {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > MAX_WORKERS) {
+            fprintf(stderr, "lb-dataplane: --workers: \"%s\" is not a number in 1..%d\n", optarg,
+                    MAX_WORKERS);
+            return 2;
+        }
+        m->n_workers = (unsigned)n;
+        return -1;
     }
+    case 'l':
+        if (lb_log_level_parse(optarg, level) != 0) {
+            fprintf(stderr, "lb-dataplane: --log-level: \"%s\" is not debug, info, warn or error\n",
+                    optarg);
+            return 2;
+        }
+        m->log_level_forced = true;
+        return -1;
+    case 'm':
+        m->metrics_forced = true;
+        if (strcmp(optarg, "off") == 0) {
+            m->metrics_off = true;
+        } else if (parse_listen(optarg, &m->metrics_listen, &m->metrics_listen_len) != 0) {
+            fprintf(stderr,
+                    "lb-dataplane: --metrics-listen: \"%s\" is not ADDR:PORT, [ADDR6]:PORT "
+                    "or off\n",
+                    optarg);
+            return 2;
+        }
+        return -1;
+    case 'h':
+        usage(stdout);
+        return 0;
+    case 'V':
+        printf("lb-dataplane %s\n", LB_VERSION);
+        return 0;
+    default:
+        fprintf(stderr, "lb-dataplane: unknown option or missing value: %s (see --help)\n",
+                argv[optind - 1]);
+        return 2;
+    }
+    return -1;
+}
+
+/* What the options say together. Returns -1 when they hold, else 2 (message
+ * printed). */
+static int check_args(struct main_ctx *m, int argc, char **argv)
+{
     if (optind < argc) {
         fprintf(stderr, "lb-dataplane: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
@@ -801,6 +790,34 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         return 2;
     }
     return -1;
+}
+
+static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_level *level)
+{
+    static const struct option opts[] = {
+        {"snapshot", required_argument, NULL, 's'},
+        {"control", required_argument, NULL, 'c'},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"node-id", required_argument, NULL, 'n'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"metrics-listen", required_argument, NULL, 'm'},
+        {"feed-key", required_argument, NULL, 'k'},
+        {"feed-insecure", no_argument, NULL, 'i'},
+        {"handover-socket", required_argument, NULL, 'H'},
+        {"takeover", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    opterr = 0; /* one line of our own instead of getopt's */
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int rc = parse_option(m, opt, argv, level);
+        if (rc >= 0)
+            return rc;
+    }
+    return check_args(m, argc, argv);
 }
 
 /* The snapshot to serve before the control plane answers, if any. */

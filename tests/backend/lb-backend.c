@@ -1460,19 +1460,23 @@ static void usage(void)
                     "                  [--backlog N] [--log FILE] [--proxy]\n");
 }
 
-int main(int argc, char **argv)
-{
-    static struct server srv;
-    const char *listen_addr = "127.0.0.1";
-    uint64_t port = 65536, threads = 1, backlog = 1024;
-    const char *log_path = NULL;
+/* The command line's settings. */
+struct options {
+    const char *listen_addr;
+    uint64_t port, threads, backlog;
+    const char *log_path;
+};
 
-    snprintf(srv.name, sizeof srv.name, "backend");
+/* Parses the command line into <o> and <srv> (name, --proxy). Returns -1,
+ * or the exit status (usage printed). */
+static int parse_options(int argc, char **argv, struct server *srv, struct options *o)
+{
+    snprintf(srv->name, sizeof srv->name, "backend");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--proxy") == 0) {
-            srv.proxy = true;
+            srv->proxy = true;
             continue;
         }
         if (!v) {
@@ -1480,27 +1484,28 @@ int main(int argc, char **argv)
             return 2;
         }
         if (strcmp(a, "--port") == 0) {
-            if (!parse_u64(v, strlen(v), &port) || port > 65535) {
+            if (!parse_u64(v, strlen(v), &o->port) || o->port > 65535) {
                 usage();
                 return 2;
             }
         } else if (strcmp(a, "--listen") == 0) {
-            listen_addr = v;
+            o->listen_addr = v;
         } else if (strcmp(a, "--name") == 0) {
-            if (strlen(v) >= sizeof srv.name || strpbrk(v, "\r\n")) {
+            if (strlen(v) >= sizeof srv->name || strpbrk(v, "\r\n")) {
                 fprintf(stderr, "lb-backend: --name too long or has a line break\n");
                 return 2;
             }
-            snprintf(srv.name, sizeof srv.name, "%s", v);
+            snprintf(srv->name, sizeof srv->name, "%s", v);
         } else if (strcmp(a, "--backlog") == 0) {
-            if (!parse_u64(v, strlen(v), &backlog) || backlog == 0 || backlog > 65535) {
+            if (!parse_u64(v, strlen(v), &o->backlog) || o->backlog == 0 || o->backlog > 65535) {
                 usage();
                 return 2;
             }
         } else if (strcmp(a, "--log") == 0) {
-            log_path = v;
+            o->log_path = v;
         } else if (strcmp(a, "--threads") == 0) {
-            if (!parse_u64(v, strlen(v), &threads) || threads == 0 || threads > THREADS_MAX) {
+            if (!parse_u64(v, strlen(v), &o->threads) || o->threads == 0 ||
+                o->threads > THREADS_MAX) {
                 usage();
                 return 2;
             }
@@ -1510,28 +1515,66 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (port > 65535) {
+    if (o->port > 65535) {
         usage();
         return 2;
     }
+    return -1;
+}
+
+/* Starts the worker threads beyond the first (which runs on the main
+ * thread); srv->nworkers becomes how many run. */
+static void start_threads(struct server *srv)
+{
+    /* Extra threads must not take the signals: block them while spawning. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    unsigned started = 1;
+    for (; started < srv->nworkers; started++) {
+        struct worker *w = &srv->workers[started];
+        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+        if (!loop)
+            break;
+        worker_init(w, srv, loop);
+        if (pthread_create(&w->tid, NULL, worker_run, w) != 0) {
+            worker_deinit(w);
+            ev_loop_destroy(loop);
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    srv->nworkers = started;
+}
+
+int main(int argc, char **argv)
+{
+    static struct server srv;
+    struct options o = {.listen_addr = "127.0.0.1", .port = 65536, .threads = 1, .backlog = 1024};
+    int rc = parse_options(argc, argv, &srv, &o);
+    if (rc >= 0)
+        return rc;
     srv.name_len = strlen(srv.name);
     for (size_t i = 0; i < sizeof srv.pattern; i++)
         srv.pattern[i] = (unsigned char)(i % PATTERN_MOD);
     signal(SIGPIPE, SIG_IGN);
     srv.logfd = -1;
-    if (log_path) {
-        srv.logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (o.log_path) {
+        srv.logfd = open(o.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (srv.logfd == -1) {
-            fprintf(stderr, "lb-backend: --log %s: %s\n", log_path, strerror(errno));
+            fprintf(stderr, "lb-backend: --log %s: %s\n", o.log_path, strerror(errno));
             return 1;
         }
     }
 
     unsigned bound = 0;
-    srv.lfd = listen_on(listen_addr, (unsigned)port, (int)backlog, &bound);
+    srv.lfd = listen_on(o.listen_addr, (unsigned)o.port, (int)o.backlog, &bound);
     if (srv.lfd == -1)
         return 1;
-    srv.nworkers = (unsigned)threads;
+    srv.nworkers = (unsigned)o.threads;
     srv.workers = calloc(srv.nworkers, sizeof *srv.workers);
     if (!srv.workers) {
         fprintf(stderr, "lb-backend: out of memory\n");
@@ -1548,28 +1591,7 @@ int main(int argc, char **argv)
     ev_signal_start(main_loop, &sigint);
     worker_init(&srv.workers[0], &srv, main_loop);
 
-    /* Extra threads must not take the signals: block them while spawning. */
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
-    unsigned started = 1;
-    for (; started < srv.nworkers; started++) {
-        struct worker *w = &srv.workers[started];
-        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-        if (!loop)
-            break;
-        worker_init(w, &srv, loop);
-        if (pthread_create(&w->tid, NULL, worker_run, w) != 0) {
-            worker_deinit(w);
-            ev_loop_destroy(loop);
-            break;
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    srv.nworkers = started;
+    start_threads(&srv);
     /* Started only now: the handler walks workers[0..nworkers). */
     ev_signal_start(main_loop, &sigusr1);
 
