@@ -37,9 +37,9 @@ static bool build_upstream_head(struct exchange *x, const struct http1_msg *m)
                                  .upgrade = x->upgrade,
                                  .now_ms = exchange__now_ms(x),
                                  .rng = &w->rng};
-    const struct tls_peer *p = x->tls_tr != NULL ? tls_peer_get(x->tls_tr) : NULL;
+    const struct tls_peer *p = x->tls_tr != NULL ? tls_peer_identity(x->tls_tr) : NULL;
     struct rewrite_identity id;
-    if (p != NULL && p->has_cert) {
+    if (p != NULL) {
         id = (struct rewrite_identity){p->verified, p->subject, p->san_uri, p->fingerprint};
         rq.identity = &id;
     }

@@ -197,12 +197,13 @@ void tls_transport_note_timeout(struct transport *t);
  * Allocates a little: call once per connection, not per request. */
 int tls_peer_info(struct transport *t, struct tls_peer *out);
 
-/* What tls_peer_info() says of <t>, made on the first call and kept for the
- * connection's life (its certificate cannot change: no renegotiation, no
- * post-handshake authentication), so that a request on a kept-alive
- * connection costs no certificate parsing. NULL before the handshake
- * completed or on no memory. */
-const struct tls_peer *tls_peer_get(struct transport *t);
+/* What tls_peer_info() says of <t> when its client presented a certificate,
+ * made on the first call and kept for the connection's life (the certificate
+ * cannot change: no renegotiation, no post-handshake authentication), so
+ * that a request on a kept-alive connection costs no certificate parsing.
+ * NULL without a client certificate (no allocation then), before the
+ * handshake completed, or on no memory. */
+const struct tls_peer *tls_peer_identity(struct transport *t);
 
 /* Why TLS transport <t> (server or client side) failed, in one sentence for
  * logs: "certificate verify failed: hostname mismatch", "certificate verify

@@ -104,7 +104,7 @@ struct tls_conn {
     bool broken;           /* a fatal error after the handshake */
     bool shut;             /* shutdown_write ran */
     size_t wpending;       /* plaintext bytes of a record OpenSSL still has to send */
-    struct tls_peer *peer; /* tls_peer_get(): made on its first call, owned */
+    struct tls_peer *peer; /* tls_peer_identity(): made on its first call, owned */
 };
 
 /* Defines <name>_ref() and <name>_unref() for struct <name>, whose field

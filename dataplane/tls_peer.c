@@ -72,12 +72,14 @@ int tls_peer_info(struct transport *t, struct tls_peer *out)
     return LB_OK;
 }
 
-const struct tls_peer *tls_peer_get(struct transport *t)
+const struct tls_peer *tls_peer_identity(struct transport *t)
 {
     struct tls_conn *c = t->impl;
     if (c == NULL || c->state != TLS_CONN_OPEN)
         return NULL;
     if (c->peer == NULL) {
+        if (SSL_get0_peer_certificate(c->ssl) == NULL)
+            return NULL;
         struct tls_peer *p = malloc(sizeof(*p));
         if (p == NULL || tls_peer_info(t, p) != LB_OK) {
             free(p);
