@@ -1940,3 +1940,23 @@ void e2e_tls1_free(struct e2e_tls1 *x)
     free(x->cert.key_pem.data);
     e2e_certs_remove(x->dir);
 }
+
+void e2e_cp_write_tls_config(struct e2e_cp *w, const char *name, const char *key, const char *extra)
+{
+    char dir[512], path[600];
+    e2e_cp_path(w, "", dir, sizeof(dir));
+    e2e_cp_path(w, name, path, sizeof(path));
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "frontends:\n"
+            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
+            "backends:\n"
+            "  - {id: b0, url: \"%s\"}\n"
+            "ssl:\n"
+            "  certFile: %s/cert.pem\n"
+            "  keyFile: %s/%s\n"
+            "%s",
+            e2e_free_port(), e2e_cp_backend_url(w, 0), dir, dir, key, extra ? extra : "");
+    ck_assert_int_eq(fclose(f), 0);
+}

@@ -396,6 +396,12 @@ char *e2e_cp_scrape(struct e2e_cp *w);
  * arguments. Returns its exit status; release <r> with e2e_cmd_free(). */
 int e2e_cp_lbctl(struct e2e_cp *w, struct e2e_cmd *r, ...) __attribute__((sentinel));
 
+/* Writes the world's file <name>: a config with one TLS frontend "web-tls"
+ * (127.0.0.1, a free port), backend b0, ssl.certFile <dir>/cert.pem and
+ * ssl.keyFile <dir>/<key>, then the YAML lines <extra> (may be NULL). */
+void e2e_cp_write_tls_config(struct e2e_cp *w, const char *name, const char *key,
+                             const char *extra);
+
 /* One entry of `lbctl --json dataplanes`. */
 struct e2e_dp_status {
     char node_id[64];

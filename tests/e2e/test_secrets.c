@@ -133,26 +133,6 @@ static char *slurp(const char *path)
     return buf;
 }
 
-static void write_config(struct e2e_cp *w, const char *name, const char *key)
-{
-    char dir[512], path[600];
-    e2e_cp_path(w, "", dir, sizeof(dir));
-    e2e_cp_path(w, name, path, sizeof(path));
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "frontends:\n"
-            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
-            "backends:\n"
-            "  - {id: b0, url: \"%s\"}\n"
-            "ssl:\n"
-            "  certFile: %s/cert.pem\n"
-            "  keyFile: %s/%s\n"
-            "metrics: {enabled: true, port: %u}\n",
-            e2e_free_port(), e2e_cp_backend_url(w, 0), dir, dir, key, e2e_cp_metrics_port(w));
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 START_TEST(private_keys_stay_in_the_data_plane)
 {
     struct e2e_cp_opts o = {.backends = 1, .dataplanes = 1};
@@ -173,7 +153,10 @@ START_TEST(private_keys_stay_in_the_data_plane)
     ck_assert_uint_eq(strlen(needle), 64);
     free(key);
 
-    write_config(w, "tls.yaml", "key.pem");
+    char metrics[64];
+    snprintf(metrics, sizeof(metrics), "metrics: {enabled: true, port: %u}\n",
+             e2e_cp_metrics_port(w));
+    e2e_cp_write_tls_config(w, "tls.yaml", "key.pem", metrics);
     e2e_cp_path(w, "tls.yaml", path, sizeof(path));
     ck_assert_int_eq(lbctl(w, "config", "apply", path, NULL), 0);
     long gen = 0;
@@ -214,7 +197,7 @@ START_TEST(private_keys_stay_in_the_data_plane)
     free(m);
 
     /* errors that name key files */
-    write_config(w, "bad.yaml", "other.key");
+    e2e_cp_write_tls_config(w, "bad.yaml", "other.key", metrics);
     e2e_cp_path(w, "bad.yaml", path, sizeof(path));
     ck_assert_int_eq(lbctl(w, "config", "apply", path, NULL), 1);
     sh(w, "cp key.pem key.good && head -c 200 key.good > key.pem");

@@ -46,28 +46,6 @@ static void fingerprint(struct e2e_cp *w, const char *name, char out[65])
     ck_assert_uint_eq(strlen(out), 64);
 }
 
-static void write_config(struct e2e_cp *w, const char *name, const char *key)
-{
-    char dir[512], path[600];
-    e2e_cp_path(w, "", dir, sizeof(dir));
-    e2e_cp_path(w, name, path, sizeof(path));
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "frontends:\n"
-            "  - {name: web-tls, address: 127.0.0.1, port: %u, tls: true}\n"
-            "backends:\n"
-            "  - {id: b0, url: \"%s\"}\n"
-            "ssl:\n"
-            "  certFile: %s/cert.pem\n"
-            "  keyFile: %s/%s\n"
-            /* no health change publishes a generation while the test counts
-             * them: the first check is spread over the interval */
-            "healthcheck: {interval: 10m}\n",
-            e2e_free_port(), e2e_cp_backend_url(w, 0), dir, dir, key);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 /* `lbctl --json tls list` output (caller frees). */
 static char *tls_list(struct e2e_cp *w)
 {
@@ -95,7 +73,9 @@ START_TEST(reload_publishes_and_refuses)
     fingerprint(w, "cert.pem", fp1);
     fingerprint(w, "cert2.pem", fp2);
 
-    write_config(w, "tls.yaml", "key.pem");
+    /* no health change publishes a generation while the test counts them:
+     * the first check is spread over the interval */
+    e2e_cp_write_tls_config(w, "tls.yaml", "key.pem", "healthcheck: {interval: 10m}\n");
     char path[600];
     e2e_cp_path(w, "tls.yaml", path, sizeof(path));
     struct e2e_cmd r;
@@ -154,7 +134,7 @@ START_TEST(reload_publishes_and_refuses)
 
     /* A config whose key does not match its certificate is refused. */
     sh(w, "cp cert2.pem cert.pem");
-    write_config(w, "bad.yaml", "other.key");
+    e2e_cp_write_tls_config(w, "bad.yaml", "other.key", "healthcheck: {interval: 10m}\n");
     e2e_cp_path(w, "bad.yaml", path, sizeof(path));
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "apply", path, NULL), 1);
     ck_assert_msg(strstr(r.err, "other.key does not match ssl.certFile") != NULL, "%s", r.err);
