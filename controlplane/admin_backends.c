@@ -9,8 +9,6 @@
 
 #include <string.h>
 
-static const char *const send_proxy_names[] = {"off", "v1", "v2"}; /* config_send_proxy */
-
 static json_t *backend_json(struct cp *cp, const struct config_backend *b)
 {
     struct store_backend_health *h = NULL;
@@ -49,7 +47,8 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
          json_object_set_new(j, "queued", json_integer((json_int_t)rt.queued)) != 0 ||
          json_object_set_new(j, "queueTimeouts", json_integer((json_int_t)rt.queue_timeouts)) !=
              0 ||
-         json_object_set_new(j, "sendProxy", json_string(send_proxy_names[b->send_proxy])) != 0)) {
+         json_object_set_new(j, "sendProxy", json_string(config_send_proxy_name(b->send_proxy))) !=
+             0)) {
         json_decref(j);
         j = NULL;
     }
@@ -111,10 +110,12 @@ static bool read_send_proxy(struct req *r, json_t *body, struct cp_backend_chang
     if (v == NULL)
         return true;
     const char *s = json_is_string(v) ? json_string_value(v) : "";
+    static const enum config_send_proxy values[] = {CONFIG_SEND_PROXY_OFF, CONFIG_SEND_PROXY_V1,
+                                                    CONFIG_SEND_PROXY_V2};
     for (size_t i = 0; i < 3; i++) {
-        if (strcmp(s, send_proxy_names[i]) == 0) {
+        if (strcmp(s, config_send_proxy_name(values[i])) == 0) {
             chg->has_send_proxy = true;
-            chg->send_proxy = (enum config_send_proxy)i;
+            chg->send_proxy = values[i];
             return true;
         }
     }

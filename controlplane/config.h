@@ -341,6 +341,7 @@ char *config_duration_format(uint32_t ms, char *buf, size_t size);
 
 /* Names used by the YAML/JSON form. */
 const char *config_backend_state_name(enum config_backend_state s);
+const char *config_send_proxy_name(enum config_send_proxy v);
 const char *config_balancing_algorithm_name(enum config_balancing_algorithm a);
 const char *config_weights_name(enum config_weights w);
 

@@ -508,6 +508,11 @@ const char *config_backend_state_name(enum config_backend_state s)
     return (unsigned)s < 3 ? backend_states[s] : "active";
 }
 
+const char *config_send_proxy_name(enum config_send_proxy v)
+{
+    return (unsigned)v < 3 ? send_proxy_names[v] : "off";
+}
+
 const char *config_balancing_algorithm_name(enum config_balancing_algorithm a)
 {
     return (unsigned)a < 3 ? bal_algorithms[a] : "weighted_round_robin";
