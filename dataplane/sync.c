@@ -364,6 +364,7 @@ static void sync_send_report(struct sync *s)
     r.sent_unix_ms = now_ms();
     r.pid = (uint32_t)getpid();
     r.started_unix_ms = s->started_ms;
+    r.binary_version = (char *)LB_VERSION;
     r.boot_id = s->boot_id;
     r.seq = ++s->seq;
     uint32_t nb = snap && dp->n_workers ? snap->n_backends : 0;

@@ -94,7 +94,6 @@ if wait_for 20 serves; then
 else
     bad "no 200 from $BASE/"
 fi
-$B/lbctl dataplanes >/out/dataplanes.txt 2>&1
 
 # ---- reload: in place, same process ------------------------------------------------------
 pid0=$(prop $DP MainPID)
@@ -146,6 +145,21 @@ if [ "$(prop $DP MainPID)" = "$pid2" ] && is_running $DP && [ "$(prop $DP NResta
 else
     bad "watchdog after upgrades: main pid $(prop $DP MainPID), NRestarts=$(prop $DP NRestarts)"
 fi
+# lbctl dataplanes: the version and pid of the process serving now
+ver=$($B/lb-dataplane --version | sed 's/^lb-dataplane //')
+reports_successor() {
+    local j
+    j=$($B/lbctl --json dataplanes | tr -d ' \n')
+    case "$j" in *"\"pid\":$pid2,"*) ;; *) return 1 ;; esac
+    case "$j" in *"\"binary_version\":\"$ver\""*) ;; *) return 1 ;; esac
+    case "$j" in *"\"started_unix_ms\":1"*) return 0 ;; *) return 1 ;; esac
+}
+if wait_for 20 reports_successor; then
+    ok "lbctl dataplanes shows the successor: pid $pid2, binary $ver, its start time"
+else
+    bad "lbctl dataplanes does not show pid $pid2 and version $ver: $($B/lbctl --json dataplanes)"
+fi
+$B/lbctl dataplanes >/out/dataplanes.txt 2>&1
 n=$(journalctl --no-pager -u $DP | grep -c 'reception only permitted for main PID')
 [ "$n" = 0 ] && ok "no notification refused by systemd" ||
     bad "systemd refused $n notifications (journal: reception only permitted for main PID)"
