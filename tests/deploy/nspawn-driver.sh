@@ -180,7 +180,15 @@ wait_for 10 serves && ok "restart: serving again" || bad "restart: not serving"
 $B/lb-faultload --port "$FE_PORT" --clients 8 --seconds 4 >/out/load-cp-restart.json &
 lp=$!
 sleep 1
-systemctl restart $CP || bad "systemctl restart $CP failed"
+systemctl stop $CP || bad "systemctl stop $CP failed"
+out=$($B/lbctl status 2>&1)
+rc=$?
+case "$rc:$out" in
+"3:lbctl: cannot reach the control plane at /run/lb/admin.sock: it is not running or is restarting"*)
+    ok "lbctl with the control plane stopped: exit 3, '$out'" ;;
+*) bad "lbctl with the control plane stopped: exit $rc, '$out'" ;;
+esac
+systemctl start $CP || bad "systemctl start $CP failed"
 wait $lp
 load_check "control plane restart under load" /out/load-cp-restart.json
 wait_for 10 $B/lbctl status && ok "lbctl answers after the control plane restart" ||
