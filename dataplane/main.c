@@ -87,6 +87,9 @@ struct main_ctx {
     /* hand-over, the new side: */
     const char *takeover_path; /* --takeover */
     struct handover_state inherit;
+    Lb__V1__HandoverRuntime *carry; /* its runtime state, until the workers run */
+    void **carry_refs;              /* ... the breakers it set, held until then */
+    size_t carry_limits;            /* ... the rate limits it set */
 };
 
 static void usage(FILE *out)
@@ -324,6 +327,9 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
             snap_unref(snap);
             return rc;
         }
+        if (m->carry != NULL) /* a takeover: the limiters exist, no worker serves yet */
+            m->carry_limits =
+                handover_runtime_limits(snap, m->carry, (uint64_t)(ev_time() * 1000.0));
         rc = start_serving(m, snap, err);
         if (rc != LB_OK)
             return rc;
@@ -452,7 +458,7 @@ static void handover_close(struct main_ctx *m)
 /* What a successor gets: every listening socket, the ticket keys, the
  * snapshot serving now. */
 static int handover_export(struct main_ctx *m, struct handover_state *st, uint64_t *version,
-                           struct lb_err *err)
+                           size_t carried[2], struct lb_err *err)
 {
     memset(st, 0, sizeof(*st));
     int rc = dp_listeners_export(&m->dp, st, err);
@@ -475,6 +481,9 @@ static int handover_export(struct main_ctx *m, struct handover_state *st, uint64
             st->snapshot_len = lb__v1__snapshot__pack(snap->pb, st->snapshot);
         *version = snap->version;
     }
+    if (rc == LB_OK)
+        rc = handover_runtime_export(m->dp.backends, snap, (uint64_t)(ev_time() * 1000.0),
+                                     &st->runtime, &st->runtime_len, &carried[0], &carried[1], err);
     snap_unref(snap);
     return rc;
 }
@@ -505,7 +514,8 @@ static void on_handover_accept(struct ev_loop *loop, ev_io *io, int revents)
     struct lb_err err = {0};
     struct handover_state st;
     uint64_t version = 0;
-    int rc = handover_export(m, &st, &version, &err);
+    size_t carried[2] = {0, 0};
+    int rc = handover_export(m, &st, &version, carried, &err);
     if (rc == LB_OK)
         rc = handover_send(c, &st, HANDOVER_IO_MS, &err);
     size_t n = st.n_fds;
@@ -517,9 +527,10 @@ static void on_handover_accept(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     lb_log(LB_LOG_INFO, "handover_sent",
-           "%zu listening sockets, the ticket keys and snapshot version %llu handed to a "
-           "successor; waiting up to %.0f s for it to accept",
-           n, (unsigned long long)version, HANDOVER_READY_S);
+           "%zu listening sockets, the ticket keys, snapshot version %llu and the state of %zu "
+           "circuit breakers and %zu global rate limits handed to a successor; waiting up to "
+           "%.0f s for it to accept",
+           n, (unsigned long long)version, carried[0], carried[1], HANDOVER_READY_S);
     m->ho_conn_fd = c;
     ev_io_stop(loop, &m->ho_listen_io); /* one successor at a time */
     ev_io_set(&m->ho_conn_io, c, EV_READ);
@@ -792,6 +803,11 @@ static int takeover_receive(struct main_ctx *m, int *conn, struct snap **snap, s
         rc = lb_err_set(err, LB_EPROTO, 0, "the running data plane sent no snapshot");
     if (rc == LB_OK)
         rc = snapshot_decode(m->inherit.snapshot, m->inherit.snapshot_len, snap, err);
+    if (rc == LB_OK && m->inherit.runtime_len > 0)
+        rc = handover_runtime_decode(m->inherit.runtime, m->inherit.runtime_len, &m->carry, err);
+    if (rc == LB_OK && m->carry != NULL) /* before any worker's view takes the backends */
+        rc = handover_runtime_breakers(m->dp.backends, m->carry, (uint64_t)(ev_time() * 1000.0),
+                                       &m->carry_refs, err);
     if (rc != LB_OK)
         return rc;
     /* every socket must be accepted on, or its queue is lost: the k-th of a
@@ -1144,6 +1160,16 @@ static int main_first_snapshot(struct main_ctx *m, int *ho_conn, int *fatal, str
         lb_log(LB_LOG_WARN, "takeover_unused",
                "%zu of the sockets taken over serve no frontend of the snapshot; closed", unused);
     handover_state_deinit(&m->inherit); /* closes what no worker took */
+    if (m->carry != NULL) {
+        if (rc == LB_OK)
+            lb_log(LB_LOG_INFO, "takeover_runtime",
+                   "carried over: %zu circuit breakers, %zu of %zu global rate limits",
+                   m->carry->n_breakers, m->carry_limits, m->carry->n_limits);
+        handover_runtime_release(m->dp.backends, m->carry_refs, m->carry->n_breakers);
+        m->carry_refs = NULL;
+        lb__v1__handover_runtime__free_unpacked(m->carry, NULL);
+        m->carry = NULL;
+    }
     if (rc != LB_OK && !*fatal) {
         fprintf(stderr, "lb-dataplane: %s\n", err->msg);
         lb_log(LB_LOG_ERROR, "startup_failed", "%s", err->msg);

@@ -47,6 +47,9 @@ struct rworld {
     unsigned tls_port;
     pid_t cur;  /* the successor serving now; 0: the world's own data plane */
     unsigned n; /* successors started, s1.log ... */
+    bool carry; /* with a global rate limit and a circuit breaker (runtime_state_*) */
+    Lb__V1__RateLimit rl;
+    Lb__V1__CircuitBreaker cb;
 };
 
 /* A second frontend, "tls", on its own port with a certificate. */
@@ -61,12 +64,28 @@ static void tweak(Lb__V1__Snapshot *snap, void *arg)
     r->fes[1] = &r->tfe;
     snap->frontends = r->fes;
     snap->n_frontends = 2;
+    if (!r->carry)
+        return;
+    /* 20 requests at once, then one a second, over the whole frontend */
+    lb__v1__rate_limit__init(&r->rl);
+    r->rl.enabled = true;
+    r->rl.rate = 1;
+    r->rl.burst = 20;
+    r->rl.global = true;
+    snap->ratelimit = &r->rl;
+    /* one failed connect opens a breaker for a minute */
+    lb__v1__circuit_breaker__init(&r->cb);
+    r->cb.enabled = true;
+    r->cb.threshold = 1;
+    r->cb.timeout_ms = 60000;
+    snap->circuit_breaker = &r->cb;
 }
 
-static struct rworld *rworld_start(void)
+static struct rworld *rworld_start_opts(bool carry)
 {
     struct rworld *r = calloc(1, sizeof(*r));
     ck_assert_ptr_nonnull(r);
+    r->carry = carry;
     snprintf(r->dir, sizeof(r->dir), "/tmp/lb-restart-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(r->dir));
     snprintf(r->ho, sizeof(r->ho), "%s/handover.sock", r->dir);
@@ -80,6 +99,11 @@ static struct rworld *rworld_start(void)
     ck_assert_msg(e2e_wait_log(r->t, "lb.log", "handover_listening", 1),
                   "the data plane does not listen for successors");
     return r;
+}
+
+static struct rworld *rworld_start(void)
+{
+    return rworld_start_opts(false);
 }
 
 static void rworld_stop(struct rworld *r)
@@ -519,6 +543,48 @@ START_TEST(sigusr2_starts_a_successor)
 }
 END_TEST
 
+/* Runtime state goes with the sockets: a circuit breaker open at the old
+ * process is open at the successor, and the global rate-limit bucket the
+ * old process spent stays spent (a fresh one would pass a whole burst). */
+START_TEST(runtime_state_carried_over)
+{
+    struct rworld *r = rworld_start_opts(true);
+    unsigned port = e2e_lb_port(r->t);
+    /* b1 gone: its first failed connect opens its breaker */
+    e2e_kill_backend(r->t, 1);
+    for (int i = 0; i < 4; i++)
+        get_status(port, "/");
+    ck_assert(e2e_wait_metric(r->t, "lb_breaker_state", "backend=\"b1\"", 1) == 1);
+    /* spend the bucket */
+    int limited = 0;
+    for (int i = 0; i < 60 && !limited; i++)
+        limited = get_status(port, "/") == 429;
+    ck_assert_msg(limited, "the global rate limit never answered 429");
+    uint64_t spent_at = e2e_now_ms();
+    hand_over(r);
+    char *text = e2e_scrape_port(e2e_metrics_port(r->t));
+    ck_assert_ptr_nonnull(text);
+    double st = e2e_metric(text, "lb_breaker_state", "backend=\"b1\"");
+    free(text);
+    ck_assert_msg(st == 1, "b1's breaker at the successor: %g, not open (1)", st);
+    int passed = 0;
+    for (int i = 0; i < 20; i++)
+        passed += get_status(port, "/") == 200;
+    /* a token a second since the bucket ran dry, one more for the edges */
+    uint64_t refilled = (e2e_now_ms() - spent_at) / 1000 + 1;
+    fprintf(stderr,
+            "restart: after the hand-over %d of 20 requests passed (%llu tokens refilled)\n",
+            passed, (unsigned long long)refilled);
+    ck_assert_msg((uint64_t)passed <= refilled && passed < 20,
+                  "%d of 20 passed: the successor's bucket started full", passed);
+    char log[16];
+    cur_log(r, log, sizeof(log));
+    ck_assert(e2e_wait_log(r->t, log, "takeover_runtime", 1));
+    ck_assert_uint_eq(e2e_log_count(r->t, log, "1 circuit breakers, 2 of 2 global rate limits"), 1);
+    rworld_stop(r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_restart");
@@ -528,6 +594,7 @@ int main(void)
     tcase_add_test(tc, failed_handovers_leave_the_old_serving);
     tcase_add_test(tc, successor_refuses_an_undecodable_snapshot);
     tcase_add_test(tc, sigusr2_starts_a_successor);
+    tcase_add_test(tc, runtime_state_carried_over);
     suite_add_tcase(s, tc);
     return e2e_run(s);
 }
