@@ -4,7 +4,7 @@
 # same run (issue 15).
 #
 # One lb-backend; a connection-per-request load at a fixed RATE (requests/s,
-# open loop: tests/bench/restart_load.py) for SECONDS, during which the proxy
+# open loop: tests/bench/restart_load.py) for DURATION seconds, during which the proxy
 # is restarted RESTARTS times, evenly spread:
 #   lb       lb-dataplane --snapshot ... --handover-socket S, each restart a
 #            successor started with --takeover S (what SIGUSR2 or the systemd
@@ -15,7 +15,7 @@
 # Requests scheduled within 1 s after a restart count as "during the
 # hand-over", the rest as "steady". Prints per proxy: requests, failures
 # (with their kinds), p50/p99/max latency steady and during hand-overs.
-# Environment: RATE (400), SECONDS (33), RESTARTS (10), ROUNDS (1; the
+# Environment: RATE (400), DURATION seconds (33), RESTARTS (10), ROUNDS (1; the
 # proxies alternate order each round).
 # Everything listens on free 127.0.0.1 ports and is stopped by pid.
 set -euo pipefail
@@ -24,7 +24,7 @@ BUILD=${1:?usage: tests/bench/restart.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 RATE=${RATE:-400}
-SECONDS_=${SECONDS:-33}
+DURATION=${DURATION:-33}
 RESTARTS=${RESTARTS:-10}
 ROUNDS=${ROUNDS:-1}
 PY=/usr/bin/python3
@@ -112,7 +112,7 @@ run_lb() {
     printf '#!/bin/sh\n' >"$TMP/lb-restart.sh"
     printf '%q ' "$BUILD/lb-dataplane" "${args[@]}" --takeover "$TMP/ho.sock" >>"$TMP/lb-restart.sh"
     printf '>>%q 2>&1 &\necho $! >>%q\n' "$TMP/lb.log" "$TMP/lb.pids" >>"$TMP/lb-restart.sh"
-    $PY "$SRC/tests/bench/restart_load.py" --port "$port" --rate "$RATE" --seconds "$SECONDS_" \
+    $PY "$SRC/tests/bench/restart_load.py" --port "$port" --rate "$RATE" --seconds "$DURATION" \
         --restarts "$RESTARTS" --restart-cmd "sh $TMP/lb-restart.sh"
     local all=()
     mapfile -t all <"$TMP/lb.pids"
@@ -142,7 +142,7 @@ EOF
     haproxy -W -db -f "$TMP/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
     pid=$!
     wait_port "$port" "$pid" || { echo "restart: haproxy did not start" >&2; tail -5 "$TMP/haproxy.log" >&2; exit 1; }
-    $PY "$SRC/tests/bench/restart_load.py" --port "$port" --rate "$RATE" --seconds "$SECONDS_" \
+    $PY "$SRC/tests/bench/restart_load.py" --port "$port" --rate "$RATE" --seconds "$DURATION" \
         --restarts "$RESTARTS" --restart-cmd "kill -USR2 $pid"
     stop "$pid" # the master stops its workers
 }
@@ -159,7 +159,7 @@ print(f"{name:8} {r['restarts']:3} restarts  steady: {s['n']:6} req {s['failed']
 EOF
 }
 
-echo "restart: $RATE new connections/s for $SECONDS_ s, $RESTARTS restarts, $ROUNDS round(s)" >&2
+echo "restart: $RATE new connections/s for $DURATION s, $RESTARTS restarts, $ROUNDS round(s)" >&2
 for round in $(seq 1 "$ROUNDS"); do
     order=(lb haproxy)
     [ $((round % 2)) -eq 0 ] && order=(haproxy lb)

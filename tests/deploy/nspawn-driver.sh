@@ -232,6 +232,27 @@ for u in $CP $DP; do
     else
         bad "$u sandbox: user $user, $st, own mount namespace: $mnt_own"
     fi
+    # what a container may not enforce: the device ACL (PrivateDevices=,
+    # ProtectClock=) lives in the devices cgroup controller (v1) or a BPF
+    # program (v2); ProtectHostname= needs a UTS namespace
+    cg=$(sed -n 's/^[0-9]*:devices:\(.*\)/\1/p' /proc/$pid/cgroup)
+    if [ -n "$cg" ] && [ -r "/sys/fs/cgroup/devices$cg/devices.list" ]; then
+        acl=$(tr '\n' ' ' <"/sys/fs/cgroup/devices$cg/devices.list")
+        case "$acl" in
+        "a *:* rwm ") figure "$u: device ACL NOT in force (devices cgroup $cg allows all)" ;;
+        *) figure "$u: device ACL in force: $acl" ;;
+        esac
+    else
+        figure "$u: device ACL not visible here (no devices cgroup v1 for the unit)"
+    fi
+    if [ "$(readlink /proc/$pid/ns/uts)" != "$(readlink /proc/1/ns/uts)" ]; then
+        figure "$u: ProtectHostname= in force (own UTS namespace)"
+    else
+        figure "$u: ProtectHostname= NOT in force (the container's UTS namespace)"
+    fi
+    sed -n 's/^\([0-9]* [0-9]* [^ ]* [^ ]* \/proc .* - proc proc \)\(.*\)/\2/p' /proc/$pid/mountinfo |
+        grep -q 'hidepid=invisible' && figure "$u: ProtectProc=invisible in force (/proc hidepid=invisible)" ||
+        figure "$u: ProtectProc=invisible NOT in force"
     # ProtectSystem=strict: the process cannot write /usr or /etc
     # (no awk: it is an alternatives link, and /etc starts empty here)
     ro=$(sed -n 's#^[0-9]* [0-9]* [^ ]* [^ ]* \(/\|/usr\|/etc\) \([^ ]*\) .*#\1:\2#p' \

@@ -602,6 +602,36 @@ START_TEST(runtime_state_carried_over)
 }
 END_TEST
 
+/* A client that connected just before the hand-over and sends its first
+ * request later than the 1 s an idle keep-alive connection gets (a slow
+ * client, a stalled one) is still answered by the old process, with
+ * Connection: close: it would not retry on a close, as a keep-alive client
+ * does. (tests/bench/restart.sh found these as empty replies.) */
+START_TEST(fresh_connection_waits_through_the_drain)
+{
+    struct rworld *r = rworld_start();
+    unsigned port = e2e_lb_port(r->t);
+    struct e2e_conn *c = e2e_connect(port);
+    ck_assert_ptr_nonnull(c);
+    ck_assert(e2e_wait_metric(r->t, "lb_connections_open", NULL, 1) >= 1);
+    pid_t old = hand_over_begin(r);
+    /* time passing is the point here: past DP_HANDOVER_IDLE_S */
+    e2e_sleep_ms(1600);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: fresh\r\n\r\n";
+    ck_assert_int_eq(e2e_conn_send(c, req, sizeof(req) - 1), 0);
+    struct e2e_resp resp;
+    ck_assert_msg(e2e_conn_read(c, &resp, false) == 0,
+                  "the old process closed a connection that had not sent its request yet");
+    ck_assert_int_eq(resp.status, 200);
+    ck_assert(e2e_conn_is_closed(c, e2e_timeout_ms()));
+    e2e_resp_free(&resp);
+    e2e_conn_close(c);
+    int st = old_wait_exit(r, old);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rworld_stop(r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_restart");
@@ -612,6 +642,7 @@ int main(void)
     tcase_add_test(tc, successor_refuses_an_undecodable_snapshot);
     tcase_add_test(tc, sigusr2_starts_a_successor);
     tcase_add_test(tc, runtime_state_carried_over);
+    tcase_add_test(tc, fresh_connection_waits_through_the_drain);
     suite_add_tcase(s, tc);
     return e2e_run(s);
 }
