@@ -214,6 +214,27 @@ int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
  * row's who. LB_EINVAL when <who> is NULL or "". */
 int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
 
+/* ---- rollouts (rollout_run.h) ------------------------------------------- */
+
+struct rollouts;
+struct reports;
+
+/* The rollout engine (borrowed). */
+struct rollouts *cp_rollouts(const struct cp *cp);
+
+/* The data planes' latest reports (borrowed), for the rollout gates. */
+const struct reports *cp_reports(const struct cp *cp);
+
+/* One version replacing backends: removes the backends <remove> (<n_remove>
+ * ids) and adds <n_add> backends <add> (as cp_backend_add() fills them, id
+ * required), audited as <action> with the changes and the comment.
+ * LB_ENOTFOUND for an unknown id to remove, LB_ECONFLICT for an id or URL
+ * already used, LB_EINVAL as cp_backend_add() or when no backend would be
+ * left. */
+int cp_backends_replace(struct cp *cp, const struct cp_backend_change *add, size_t n_add,
+                        const char *const *remove, size_t n_remove, const struct cp_write *w,
+                        const char *action, uint64_t *version, struct lb_err *err);
+
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
 struct store *cp__store(struct cp *cp);
 
