@@ -871,35 +871,41 @@ static int append_backend(struct config *ed, const struct cp_backend_change *chg
     return LB_OK;
 }
 
-int cp_backends_replace(struct cp *cp, const struct cp_backend_change *add, size_t n_add,
-                        const char *const *remove, size_t n_remove, const struct cp_write *w,
+int cp_backends_replace(struct cp *cp, const struct cp_replace *rp, const struct cp_write *w,
                         const char *action, uint64_t *version, struct lb_err *err)
 {
     int rc = check_if_match(cp, w, err);
     if (rc != LB_OK || (rc = need_config(cp, err)) != LB_OK)
         return rc;
-    for (size_t i = 0; i < n_remove; i++)
-        if (cp_backend_find(cp, remove[i]) < 0)
-            return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", remove[i]);
-    for (size_t i = 0; i < n_add; i++) {
-        if (add[i].url == NULL || add[i].url[0] == '\0')
+    for (size_t i = 0; i < rp->n_remove + rp->n_activate; i++) {
+        const char *id = i < rp->n_remove ? rp->remove[i] : rp->activate[i - rp->n_remove];
+        if (cp_backend_find(cp, id) < 0)
+            return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", id ? id : "");
+    }
+    for (size_t i = 0; i < rp->n_add; i++) {
+        const struct cp_backend_change *a = &rp->add[i];
+        if (a->url == NULL || a->url[0] == '\0')
             return lb_err_set(err, LB_EINVAL, 0, "a backend needs a url");
         for (size_t j = 0; j < cp->cfg->n_backends; j++) {
             const struct config_backend *b = &cp->cfg->backends[j];
-            if ((add[i].id != NULL && strcmp(b->id, add[i].id) == 0) ||
-                strcmp(b->url, add[i].url) == 0)
+            if ((a->id != NULL && strcmp(b->id, a->id) == 0) || strcmp(b->url, a->url) == 0)
                 return lb_err_set(err, LB_ECONFLICT, 0, "backend %s already has id %s or url %s",
-                                  b->id, add[i].id ? add[i].id : "", add[i].url);
+                                  b->id, a->id ? a->id : "", a->url);
         }
     }
-    if (cp->cfg->n_backends + n_add <= n_remove)
+    if (cp->cfg->n_backends + rp->n_add <= rp->n_remove)
         return lb_err_set(err, LB_EINVAL, 0, "a config needs at least one backend");
     struct config *ed = config_dup(cp->cfg);
     if (ed == NULL)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
-    for (size_t i = 0; i < n_remove; i++) {
+    for (size_t j = 0; j < ed->n_backends; j++) {
+        for (size_t i = 0; i < rp->n_activate; i++)
+            if (strcmp(ed->backends[j].id, rp->activate[i]) == 0)
+                ed->backends[j].state = CONFIG_BACKEND_ACTIVE;
+    }
+    for (size_t i = 0; i < rp->n_remove; i++) {
         for (size_t j = 0; j < ed->n_backends; j++) {
-            if (strcmp(ed->backends[j].id, remove[i]) != 0)
+            if (strcmp(ed->backends[j].id, rp->remove[i]) != 0)
                 continue;
             backend_clear(&ed->backends[j]);
             memmove(&ed->backends[j], &ed->backends[j + 1],
@@ -908,8 +914,8 @@ int cp_backends_replace(struct cp *cp, const struct cp_backend_change *add, size
             break;
         }
     }
-    for (size_t i = 0; i < n_add; i++) {
-        if ((rc = append_backend(ed, &add[i], err)) != LB_OK) {
+    for (size_t i = 0; i < rp->n_add; i++) {
+        if ((rc = append_backend(ed, &rp->add[i], err)) != LB_OK) {
             config_free(ed);
             return rc;
         }

@@ -195,7 +195,8 @@ static enum rollout_action wait_healthy(const struct rollout_spec *s, struct rol
             late = s->add_id[first + i];
     if (late == NULL) {
         to_phase(st, ROLLOUT_BAKE, in->now_ms);
-        return ROLLOUT_ACT_STATE;
+        st->down_since_ms = 0;
+        return ROLLOUT_ACT_ACTIVATE;
     }
     int64_t waited = in->now_ms - st->phase_since_ms;
     if (waited >= s->health_timeout_ms)
@@ -204,18 +205,34 @@ static enum rollout_action wait_healthy(const struct rollout_spec *s, struct rol
     return ROLLOUT_ACT_NONE;
 }
 
-/* BAKE: a new backend going down waits for health again; once the bake is
- * over every new backend's gate decides. */
+/* BAKE: a new backend not up stops the bake (the data planes send it
+ * nothing meanwhile) and fails the step when it stays so longer than the
+ * health bound; once it is back the bake starts again. Once the bake is over
+ * every new backend's gate decides. */
 static enum rollout_action bake(const struct rollout_spec *s, struct rollout_state *st,
                                 const struct rollout_input *in, struct rollout_figures *fig)
 {
     size_t first, n;
     rollout_batch(s, st->step, true, &first, &n);
-    for (size_t i = 0; i < n; i++) {
-        if (in->health[i] == ROLLOUT_HEALTH_DOWN) {
-            to_phase(st, ROLLOUT_WAIT_HEALTHY, in->now_ms);
-            return ROLLOUT_ACT_STATE;
-        }
+    const char *down = NULL;
+    for (size_t i = 0; i < n && down == NULL; i++)
+        if (in->health[i] != ROLLOUT_HEALTH_UP)
+            down = s->add_id[first + i];
+    if (down != NULL && st->down_since_ms == 0) {
+        st->down_since_ms = in->now_ms;
+        return ROLLOUT_ACT_STATE;
+    }
+    if (down != NULL) {
+        int64_t waited = in->now_ms - st->down_since_ms;
+        if (waited < s->health_timeout_ms)
+            return ROLLOUT_ACT_NONE;
+        return fail(s, st, in->now_ms, ROLLOUT_GATE_HEALTH, (double)waited / 1000.0,
+                    (double)s->health_timeout_ms / 1000.0, down);
+    }
+    if (st->down_since_ms != 0) {
+        st->down_since_ms = 0;
+        to_phase(st, ROLLOUT_BAKE, in->now_ms); /* a fresh bake window */
+        return ROLLOUT_ACT_STATE;
     }
     int64_t elapsed = in->now_ms - st->phase_since_ms;
     bool waiting = false;
@@ -327,6 +344,7 @@ bool rollout_resume_after_restart(struct rollout_state *st, int64_t now_ms)
     if (st->phase == ROLLOUT_WAIT_HEALTHY || st->phase == ROLLOUT_BAKE ||
         st->phase == ROLLOUT_INTERVAL || st->phase == ROLLOUT_REMOVE) {
         st->phase_since_ms = now_ms;
+        st->down_since_ms = st->down_since_ms ? now_ms : 0;
         return true;
     }
     return false;
@@ -407,14 +425,15 @@ char *rollout_spec_encode(const struct rollout_spec *s)
 
 char *rollout_state_encode(const struct rollout_state *st)
 {
-    return dump(json_pack(
-        "{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:f,s:f,s:s,s:s}", "status",
-        rollout_status_name(st->status), "phase", rollout_phase_name(st->phase), "step",
-        (json_int_t)st->step, "phaseSinceMs", (json_int_t)st->phase_since_ms, "startedMs",
-        (json_int_t)st->started_ms, "endedMs", (json_int_t)st->ended_ms, "lastVersion",
-        (json_int_t)st->last_version, "finalVersion", (json_int_t)st->final_version, "stepsDone",
-        (json_int_t)st->steps_done, "gate", rollout_gate_name(st->gate), "figure", st->figure,
-        "limit", st->limit, "backend", st->backend, "reason", st->reason));
+    return dump(
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:f,s:f,s:s,s:s,s:I}", "status",
+                  rollout_status_name(st->status), "phase", rollout_phase_name(st->phase), "step",
+                  (json_int_t)st->step, "phaseSinceMs", (json_int_t)st->phase_since_ms, "startedMs",
+                  (json_int_t)st->started_ms, "endedMs", (json_int_t)st->ended_ms, "lastVersion",
+                  (json_int_t)st->last_version, "finalVersion", (json_int_t)st->final_version,
+                  "stepsDone", (json_int_t)st->steps_done, "gate", rollout_gate_name(st->gate),
+                  "figure", st->figure, "limit", st->limit, "backend", st->backend, "reason",
+                  st->reason, "downSinceMs", (json_int_t)st->down_since_ms));
 }
 
 static int name_index(const char *const *names, size_t n, const char *s)
@@ -478,10 +497,10 @@ int rollout_state_decode(const char *text, struct rollout_state *st, struct lb_e
     memset(st, 0, sizeof(*st));
     json_t *j = json_loads(text, 0, NULL);
     const char *status = NULL, *phase = NULL, *gate = NULL, *backend = "", *reason = "";
-    json_int_t step = 0, since = 0, started = 0, ended = 0, last = 0, fin = 0, done = 0;
+    json_int_t step = 0, since = 0, started = 0, ended = 0, last = 0, fin = 0, done = 0, down = 0;
     bool ok =
         j != NULL &&
-        json_unpack(j, "{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:F,s:F,s:s,s:s}", "status",
+        json_unpack(j, "{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:F,s:F,s:s,s:s,s?I}", "status",
                     &status, "phase", &phase, "step", &step, "phaseSinceMs", &since, "startedMs",
                     &started, "endedMs", &ended, "lastVersion", &last, "finalVersion", &fin,
                     "stepsDone", &done, "gate", &gate, "figure", &st->figure, "limit", &st->limit,
@@ -501,6 +520,7 @@ int rollout_state_decode(const char *text, struct rollout_state *st, struct lb_e
         st->last_version = (uint64_t)last;
         st->final_version = (uint64_t)fin;
         st->steps_done = (uint32_t)done;
+        st->down_since_ms = down;
         snprintf(st->backend, sizeof(st->backend), "%s", backend);
         snprintf(st->reason, sizeof(st->reason), "%s", reason);
     }

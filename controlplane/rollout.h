@@ -1,12 +1,13 @@
 /* controlplane/rollout.h: the rolling backend update as a pure state
  * machine. A rollout replaces the old backends <remove> by the new ones
- * <add> in steps of <batch>: each step adds up to <batch> new backends
- * (one config version), waits until every one of them is healthy, lets them
- * serve traffic for <bake>, checks the gates, removes up to <batch> old
- * backends (one config version; requests in flight finish on the snapshot
- * they started with), then waits <interval>. A failed gate (or a pause,
- * abort, undo asked for) rolls the config back to <pre_version> as a new
- * version.
+ * <add> in steps of <batch>: each step adds up to <batch> new backends on
+ * standby (one config version: state draining, so they are health-checked
+ * but take no request), waits until every one of them is healthy, makes
+ * them active (one config version), lets them serve traffic for <bake>,
+ * checks the gates, removes up to <batch> old backends (one config version;
+ * requests in flight finish on the snapshot they started with), then waits
+ * <interval>. A failed gate, an abort or an undo rolls the config back to
+ * <pre_version> as a new version.
  *
  * Nothing here reads a clock, the store or the reports: rollout_next() takes
  * the time, the health of the new backends and their counters as input and
@@ -43,9 +44,9 @@ enum rollout_status {
 
 /* Where a running step is. */
 enum rollout_phase {
-    ROLLOUT_ADD = 0,      /* the step's new backends are to be added */
+    ROLLOUT_ADD = 0,      /* the step's new backends are to be added (on standby) */
     ROLLOUT_WAIT_HEALTHY, /* added; waiting for their health checks to pass */
-    ROLLOUT_BAKE,         /* healthy; serving traffic for the bake */
+    ROLLOUT_BAKE,         /* healthy and active; serving traffic for the bake */
     ROLLOUT_REMOVE,       /* gates passed; the step's old backends are to be removed */
     ROLLOUT_INTERVAL,     /* removed; waiting before the next step */
     ROLLOUT_END,          /* nothing left to do (see the status) */
@@ -82,6 +83,7 @@ struct rollout_state {
     enum rollout_phase phase;
     uint32_t step;                /* 0-based step being run; n_steps once ended */
     int64_t phase_since_ms;       /* when the phase (or its current wait) began */
+    int64_t down_since_ms;        /* BAKE: since when a new backend is not up; 0 = all up */
     int64_t started_ms;           /* when the rollout started */
     int64_t ended_ms;             /* 0 while not ended */
     uint64_t last_version;        /* the newest config version the rollout made */
@@ -108,7 +110,9 @@ struct rollout_figures {
 enum rollout_action {
     ROLLOUT_ACT_NONE = 0, /* nothing to write */
     ROLLOUT_ACT_STATE,    /* store the next state alone */
-    ROLLOUT_ACT_ADD,      /* a version adding the step's new backends, with the next state */
+    ROLLOUT_ACT_ADD,      /* a version adding the step's new backends on standby, with the
+                           * next state */
+    ROLLOUT_ACT_ACTIVATE, /* a version making them active, with the next state */
     ROLLOUT_ACT_REMOVE,   /* a version removing the step's old backends, with the next state */
     ROLLOUT_ACT_ROLLBACK, /* a version with the content of pre_version, with the next state */
 };

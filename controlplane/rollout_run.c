@@ -192,31 +192,47 @@ static void id_list(const char (*ids)[ROLLOUT_ID_MAX], size_t first, size_t n, c
         off += (size_t)snprintf(out + off, size - off, "%s%s", i > first ? ", " : "", ids[i]);
 }
 
-/* The version of an ADD or REMOVE transition. */
+/* The version of an ADD, ACTIVATE or REMOVE transition. */
 static int write_step(struct rollouts *ro, enum rollout_action act, uint64_t *version,
                       struct lb_err *err)
 {
     const struct rollout_spec *s = &ro->spec;
     size_t first, n;
-    bool add = act == ROLLOUT_ACT_ADD;
-    rollout_batch(s, ro->state.step, add, &first, &n);
+    bool rm = act == ROLLOUT_ACT_REMOVE;
+    rollout_batch(s, ro->state.step, !rm, &first, &n);
     char list[ROLLOUT_MAX_BACKENDS * (ROLLOUT_ID_MAX + 2)];
-    id_list(add ? s->add_id : s->remove_id, first, n, list, sizeof(list));
-    char comment[sizeof(list) + 128];
-    snprintf(comment, sizeof(comment), "rollout %llu step %u/%u: %s %s", (unsigned long long)s->id,
-             ro->state.step + 1, rollout_steps(s), add ? "add" : "remove", list);
+    id_list(rm ? s->remove_id : s->add_id, first, n, list, sizeof(list));
+    static const char *const verbs[] = {[ROLLOUT_ACT_ADD] = "add",
+                                        [ROLLOUT_ACT_ACTIVATE] = "activate",
+                                        [ROLLOUT_ACT_REMOVE] = "remove"};
+    char comment[sizeof(list) + 160];
+    snprintf(comment, sizeof(comment), "rollout %llu step %u/%u: %s %s%s",
+             (unsigned long long)s->id, ro->state.step + 1, rollout_steps(s), verbs[act], list,
+             act == ROLLOUT_ACT_ADD ? " (standby until healthy)" : "");
     struct cp_write w = {.author = s->author, .comment = comment};
     struct cp_backend_change chg[ROLLOUT_MAX_BACKENDS] = {{0}};
-    const char *rm[ROLLOUT_MAX_BACKENDS] = {0};
+    const char *ids[ROLLOUT_MAX_BACKENDS] = {0};
     for (size_t i = 0; i < n; i++) {
-        if (add)
-            chg[i] = (struct cp_backend_change){.id = s->add_id[first + i],
-                                                .url = s->add_url[first + i]};
-        else
-            rm[i] = s->remove_id[first + i];
+        ids[i] = rm ? s->remove_id[first + i] : s->add_id[first + i];
+        chg[i] = (struct cp_backend_change){.id = s->add_id[first + i],
+                                            .url = s->add_url[first + i],
+                                            .has_state = true,
+                                            .state = CONFIG_BACKEND_DRAINING};
     }
-    return cp_backends_replace(ro->cp, chg, add ? n : 0, rm, add ? 0 : n, &w,
-                               add ? "rollout.add" : "rollout.remove", version, err);
+    struct cp_replace rp = {0};
+    if (act == ROLLOUT_ACT_ADD) {
+        rp.add = chg;
+        rp.n_add = n;
+    } else if (act == ROLLOUT_ACT_ACTIVATE) {
+        rp.activate = ids;
+        rp.n_activate = n;
+    } else {
+        rp.remove = ids;
+        rp.n_remove = n;
+    }
+    char action[32];
+    snprintf(action, sizeof(action), "rollout.%s", verbs[act]);
+    return cp_backends_replace(ro->cp, &rp, &w, action, version, err);
 }
 
 /* The version of a ROLLBACK transition to <next>. */
@@ -272,7 +288,9 @@ static int transition(struct rollouts *ro, enum rollout_action act, const struct
     }
     if (act == ROLLOUT_ACT_ROLLBACK)
         next.final_version = version;
-    bool entering_bake = next.phase == ROLLOUT_BAKE && ro->state.phase != ROLLOUT_BAKE;
+    bool entering_bake =
+        next.phase == ROLLOUT_BAKE &&
+        (ro->state.phase != ROLLOUT_BAKE || ro->state.phase_since_ms != next.phase_since_ms);
     ro->state = next;
     ro->transitions++;
     if (entering_bake)

@@ -75,7 +75,8 @@ START_TEST(four_for_four_in_four_steps)
         /* not healthy yet: nothing */
         ck_assert_int_eq(next1(&st, t + 100, ROLLOUT_HEALTH_UNKNOWN, none, none, 3),
                          ROLLOUT_ACT_NONE);
-        ck_assert_int_eq(next1(&st, t + 200, ROLLOUT_HEALTH_UP, none, none, 4), ROLLOUT_ACT_STATE);
+        ck_assert_int_eq(next1(&st, t + 200, ROLLOUT_HEALTH_UP, none, none, 4),
+                         ROLLOUT_ACT_ACTIVATE);
         ck_assert_int_eq(st.phase, ROLLOUT_BAKE);
         /* the bake is not over: no verdict, even with errors */
         struct rollout_counts bad = {100, 90};
@@ -147,12 +148,29 @@ START_TEST(down_during_bake_waits_again)
     struct rollout_state st;
     rollout_state_init(&st, 0);
     next1(&st, 0, ROLLOUT_HEALTH_UNKNOWN, none, none, 3);
-    next1(&st, 100, ROLLOUT_HEALTH_UP, none, none, 3);
+    ck_assert_int_eq(next1(&st, 100, ROLLOUT_HEALTH_UP, none, none, 3), ROLLOUT_ACT_ACTIVATE);
     ck_assert_int_eq(st.phase, ROLLOUT_BAKE);
+    /* down: the bake stops ... */
     ck_assert_int_eq(next1(&st, 500, ROLLOUT_HEALTH_DOWN, none, none, 3), ROLLOUT_ACT_STATE);
-    ck_assert_int_eq(st.phase, ROLLOUT_WAIT_HEALTHY);
-    ck_assert_int_eq(st.phase_since_ms, 500);
-    ck_assert_int_eq(next1(&st, 5500, ROLLOUT_HEALTH_DOWN, none, none, 3), ROLLOUT_ACT_ROLLBACK);
+    ck_assert_int_eq(st.down_since_ms, 500);
+    struct rollout_counts good = {100, 0};
+    ck_assert_int_eq(next1(&st, 3000, ROLLOUT_HEALTH_DOWN, good, good, 3), ROLLOUT_ACT_NONE);
+    /* ... and starts again once it is back */
+    ck_assert_int_eq(next1(&st, 3100, ROLLOUT_HEALTH_UP, good, good, 3), ROLLOUT_ACT_STATE);
+    ck_assert_int_eq(st.phase, ROLLOUT_BAKE);
+    ck_assert_int_eq(st.phase_since_ms, 3100);
+    ck_assert_int_eq(st.down_since_ms, 0);
+    ck_assert_int_eq(next1(&st, 5000, ROLLOUT_HEALTH_UP, good, good, 3), ROLLOUT_ACT_NONE);
+    ck_assert_int_eq(next1(&st, 5100, ROLLOUT_HEALTH_UP, good, good, 3), ROLLOUT_ACT_STATE);
+    ck_assert_int_eq(st.phase, ROLLOUT_REMOVE);
+    /* down for longer than the health bound fails the step */
+    rollout_state_init(&st, 0);
+    next1(&st, 0, ROLLOUT_HEALTH_UNKNOWN, none, none, 3);
+    next1(&st, 100, ROLLOUT_HEALTH_UP, none, none, 3);
+    next1(&st, 200, ROLLOUT_HEALTH_DOWN, none, none, 3);
+    ck_assert_int_eq(next1(&st, 5199, ROLLOUT_HEALTH_DOWN, none, none, 3), ROLLOUT_ACT_NONE);
+    ck_assert_int_eq(next1(&st, 5200, ROLLOUT_HEALTH_DOWN, none, none, 3), ROLLOUT_ACT_ROLLBACK);
+    ck_assert_int_eq(st.gate, ROLLOUT_GATE_HEALTH);
 }
 END_TEST
 
@@ -535,7 +553,7 @@ START_TEST(engine_rolls_back_a_never_healthy_backend)
     ck_assert_int_ge(cp_backend_find(cp, "127.0.0.1-9003"), 0);
     struct store_version *v = NULL;
     ck_assert_int_eq(cp_version_get(cp, 2, &v, NULL), LB_OK);
-    ck_assert_str_eq(v->comment, "rollout 1 step 1/1: add 127.0.0.1-9003");
+    ck_assert_str_eq(v->comment, "rollout 1 step 1/1: add 127.0.0.1-9003 (standby until healthy)");
     store_version_free(v);
     /* someone else's write: 409 naming the rollout */
     struct cp_write w = {.author = "uid:0"};
