@@ -68,7 +68,7 @@ static json_t *view_json(const struct rollout_view *v)
         "{s:I,s:s,s:s,s:I,s:I,s:I,s:o,s:o,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:o}",
         "id", (json_int_t)s->id, "status", rollout_status_name(st->status), "phase",
         rollout_phase_name(st->phase), "step",
-        (json_int_t)(st->phase == ROLLOUT_END ? st->steps_done : st->step + 1), "steps",
+        (json_int_t)(st->step < v->n_steps ? st->step + 1 : v->n_steps), "steps",
         (json_int_t)v->n_steps, "stepsDone", (json_int_t)st->steps_done, "add", urls, "remove",
         ids_json(s->remove_id, 0, s->n_remove), "batchSize", (json_int_t)s->batch, "intervalMs",
         (json_int_t)s->interval_ms, "bakeMs", (json_int_t)s->bake_ms, "healthTimeoutMs",

@@ -260,6 +260,7 @@ void reports_samples_each(const struct reports *r, const char *id, int64_t now_m
         const struct reports_sample s = {.node_id = d->node_id,
                                          .started_unix_ms = d->started_unix_ms,
                                          .boot_id = d->boot_id,
+                                         .received_ms = d->last_ms,
                                          .requests = b->requests,
                                          .errors = b->errors};
         fn(ctx, &s);

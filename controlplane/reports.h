@@ -85,6 +85,7 @@ struct reports_sample {
     const char *node_id;     /* borrowed for the call */
     int64_t started_unix_ms; /* of that data plane */
     uint64_t boot_id;        /* of that data plane */
+    int64_t received_ms;     /* when its latest report arrived */
     uint64_t requests;
     uint64_t errors; /* 5xx, connect failures and timeouts */
 };

@@ -127,16 +127,17 @@ double rollout_rate(struct rollout_counts c)
 }
 
 enum rollout_verdict rollout_gate_eval(struct rollout_counts nw, struct rollout_counts ow,
-                                       double max_rate, int64_t elapsed_ms, int64_t bake_ms,
-                                       double *limit)
+                                       double max_rate, int64_t covered_ms, int64_t waited_ms,
+                                       int64_t bake_ms, double *limit)
 {
     double old_rate = rollout_rate(ow);
     double lim = old_rate + max_rate > max_rate ? old_rate + max_rate : max_rate;
     if (limit != NULL)
         *limit = lim;
-    if (elapsed_ms < bake_ms)
+    if (waited_ms < bake_ms)
         return ROLLOUT_WAIT;
-    if (nw.requests < ROLLOUT_MIN_REQUESTS && elapsed_ms < bake_ms * ROLLOUT_BAKE_STRETCH)
+    bool stretched = waited_ms >= bake_ms * ROLLOUT_BAKE_STRETCH;
+    if (!stretched && (covered_ms < bake_ms || nw.requests < ROLLOUT_MIN_REQUESTS))
         return ROLLOUT_WAIT;
     return rollout_rate(nw) > lim ? ROLLOUT_FAIL : ROLLOUT_PASS;
 }
@@ -235,6 +236,7 @@ static enum rollout_action bake(const struct rollout_spec *s, struct rollout_sta
         return ROLLOUT_ACT_STATE;
     }
     int64_t elapsed = in->now_ms - st->phase_since_ms;
+    int64_t covered = in->reported_ms > 0 ? in->reported_ms - st->phase_since_ms : 0;
     bool waiting = false;
     if (fig != NULL)
         *fig = (struct rollout_figures){.valid = n > 0,
@@ -243,7 +245,7 @@ static enum rollout_action bake(const struct rollout_spec *s, struct rollout_sta
     for (size_t i = 0; i < n; i++) {
         double limit = 0;
         enum rollout_verdict v = rollout_gate_eval(in->window[i], in->old_window, s->max_error_rate,
-                                                   elapsed, s->bake_ms, &limit);
+                                                   covered, elapsed, s->bake_ms, &limit);
         double rate = rollout_rate(in->window[i]);
         if (fig != NULL && (i == 0 || rate > fig->new_rate)) {
             fig->new_rate = rate;

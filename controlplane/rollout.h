@@ -137,6 +137,8 @@ struct rollout_input {
     const struct rollout_counts *window; /* their counters since the bake began */
     struct rollout_counts old_window;    /* the old backends still in the config, summed */
     uint32_t healthy_after_remove;       /* healthy backends left once the step's old ones go */
+    int64_t reported_ms; /* the oldest of the latest reports of the data planes counting the
+                          * step's new backends: the window ends there; 0 = none */
 };
 
 /* Checks <s> (borrowed) and fills its derived fields: an id for every new
@@ -209,16 +211,18 @@ enum rollout_verdict {
 };
 
 /* The error-rate gate for a new backend's window <nw> against the old
- * backends' <ow>, <elapsed_ms> into a bake of <bake_ms>: the limit is
- * max(<max_rate>, old rate + <max_rate>) (errors all the backends share do
- * not fail a step; a new backend worse than the old ones by more than the
- * margin does). Fewer than ROLLOUT_MIN_REQUESTS requests: WAIT until
- * ROLLOUT_BAKE_STRETCH bakes have passed, then decided on what there is
- * (no request at all passes: the health gate already did). *<limit> (may be
- * NULL) gets the limit. Pure. */
+ * backends' <ow>: the limit is max(<max_rate>, old rate + <max_rate>)
+ * (errors all the backends share do not fail a step; a new backend worse
+ * than the old ones by more than the margin does). <waited_ms> is the time
+ * since the bake began, <covered_ms> how much of it the reports cover (the
+ * data planes report every second). WAIT until both reach <bake_ms> and
+ * the window holds ROLLOUT_MIN_REQUESTS requests, but at most until
+ * <waited_ms> reaches ROLLOUT_BAKE_STRETCH bakes: then decided on what there
+ * is (no request at all passes: the health gate already did). *<limit> (may
+ * be NULL) gets the limit. Pure. */
 enum rollout_verdict rollout_gate_eval(struct rollout_counts nw, struct rollout_counts ow,
-                                       double max_rate, int64_t elapsed_ms, int64_t bake_ms,
-                                       double *limit);
+                                       double max_rate, int64_t covered_ms, int64_t waited_ms,
+                                       int64_t bake_ms, double *limit);
 
 /* ---- names and the stored form ------------------------------------------ */
 

@@ -45,6 +45,7 @@ struct samples {
     struct rollout_sample *s;
     size_t n, cap;
     bool oom;
+    int64_t oldest_ms; /* the oldest latest report among them, 0 = none */
 };
 
 static void on_sample(void *ctx, const struct reports_sample *rs)
@@ -60,6 +61,8 @@ static void on_sample(void *ctx, const struct reports_sample *rs)
         ss->s = p;
         ss->cap = cap;
     }
+    if (ss->oldest_ms == 0 || rs->received_ms < ss->oldest_ms)
+        ss->oldest_ms = rs->received_ms;
     struct rollout_sample *o = &ss->s[ss->n++];
     memset(o, 0, sizeof(*o));
     snprintf(o->node_id, sizeof(o->node_id), "%s", rs->node_id);
@@ -112,11 +115,15 @@ static void base_reset(struct rollouts *ro, int64_t now_ms)
     ro->based = true;
 }
 
-/* Backend <id>'s counters since the base. */
-static struct rollout_counts window_of(const struct rollouts *ro, const char *id, int64_t now_ms)
+/* Backend <id>'s counters since the base; *<reported_ms> (may be NULL)
+ * gets the oldest of the latest reports counted. */
+static struct rollout_counts window_of(const struct rollouts *ro, const char *id, int64_t now_ms,
+                                       int64_t *reported_ms)
 {
     struct samples ss;
     samples_of(ro, id, now_ms, &ss);
+    if (reported_ms != NULL)
+        *reported_ms = ss.oldest_ms;
     struct rollout_sample *bs = calloc(ro->n_base ? ro->n_base : 1, sizeof(*bs));
     size_t nb = 0;
     for (size_t i = 0; bs != NULL && i < ro->n_base; i++)
@@ -159,13 +166,16 @@ static void gather(struct rollouts *ro, int64_t now_ms, struct rollout_input *in
     *in = (struct rollout_input){.now_ms = now_ms, .health = health, .window = win};
     for (size_t i = 0; i < n; i++) {
         health[i] = health_of(ro, s->add_id[first + i]);
-        win[i] =
-            ro->based ? window_of(ro, s->add_id[first + i], now_ms) : (struct rollout_counts){0};
+        int64_t rep = 0;
+        win[i] = ro->based ? window_of(ro, s->add_id[first + i], now_ms, &rep)
+                           : (struct rollout_counts){0};
+        if (i == 0 || rep < in->reported_ms)
+            in->reported_ms = rep;
     }
     for (size_t i = 0; ro->based && i < s->n_remove; i++) {
         if (cp_backend_find(ro->cp, s->remove_id[i]) < 0)
             continue;
-        struct rollout_counts c = window_of(ro, s->remove_id[i], now_ms);
+        struct rollout_counts c = window_of(ro, s->remove_id[i], now_ms, NULL);
         in->old_window.requests += c.requests;
         in->old_window.errors += c.errors;
     }

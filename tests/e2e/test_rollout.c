@@ -258,6 +258,13 @@ START_TEST(four_old_for_four_new)
                           add[2],   "--add", add[3],      "--interval",    "300ms",
                           "--bake", "800ms", "--comment", "four for four", NULL};
     const char *id = start(w, args);
+    /* someone else's change meanwhile: refused, naming the rollout */
+    struct e2e_cmd r;
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "backends", "drain", "b3", NULL), 1);
+    char want409[64];
+    snprintf(want409, sizeof(want409), "rollout %s is running", id);
+    ck_assert_msg(strstr(r.err, want409) != NULL && strstr(r.err, "conflict") != NULL, "%s", r.err);
+    e2e_cmd_free(&r);
     char *done = wait_rollout(w, id, "succeeded", NULL, 0, e2e_scaled_ms(14000));
     ck_assert_msg(done != NULL, "the rollout did not succeed");
     uint64_t took = e2e_now_ms() - t0;

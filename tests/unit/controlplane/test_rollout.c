@@ -4,6 +4,7 @@
 #include "cp.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "lb_prom.h"
 #include "rollout.h"
 #include "rollout_run.h"
 #include "store.h"
@@ -52,7 +53,8 @@ static enum rollout_action next1(struct rollout_state *st, int64_t now, enum rol
                                .health = &h,
                                .window = &w,
                                .old_window = ow,
-                               .healthy_after_remove = healthy};
+                               .healthy_after_remove = healthy,
+                               .reported_ms = now};
     struct rollout_state next;
     enum rollout_action a = rollout_next(&spec4, st, &in, &next, NULL);
     *st = next;
@@ -181,7 +183,8 @@ START_TEST(error_rate_trips_the_gate)
     next1(&st, 0, ROLLOUT_HEALTH_UNKNOWN, none, none, 3);
     next1(&st, 100, ROLLOUT_HEALTH_UP, none, none, 3);
     struct rollout_counts bad = {40, 20}, old = {400, 4};
-    struct rollout_input in = {.now_ms = 2100, .old_window = old, .healthy_after_remove = 4};
+    struct rollout_input in = {
+        .now_ms = 2100, .old_window = old, .healthy_after_remove = 4, .reported_ms = 2100};
     enum rollout_health h = ROLLOUT_HEALTH_UP;
     in.health = &h;
     in.window = &bad;
@@ -340,16 +343,19 @@ START_TEST(gate_zero_traffic_and_tiny_windows)
     struct rollout_counts zero = {0, 0}, tiny_bad = {3, 3}, tiny_ok = {3, 0};
     double limit = 0;
     /* before the end of the bake: always wait */
-    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 999, 1000, &limit), ROLLOUT_WAIT);
+    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 999, 999, 1000, &limit), ROLLOUT_WAIT);
     /* too few requests: wait up to three bakes ... */
-    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 1000, 1000, NULL), ROLLOUT_WAIT);
-    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 2999, 1000, NULL), ROLLOUT_WAIT);
+    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 1000, 1000, 1000, NULL), ROLLOUT_WAIT);
+    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 2999, 2999, 1000, NULL), ROLLOUT_WAIT);
     /* ... then decide on what there is */
-    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 3000, 1000, NULL), ROLLOUT_PASS);
-    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 3000, 1000, NULL), ROLLOUT_FAIL);
-    ck_assert_int_eq(rollout_gate_eval(tiny_ok, zero, 0.05, 3000, 1000, NULL), ROLLOUT_PASS);
+    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 3000, 3000, 1000, NULL), ROLLOUT_PASS);
+    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 3000, 3000, 1000, NULL), ROLLOUT_FAIL);
+    ck_assert_int_eq(rollout_gate_eval(tiny_ok, zero, 0.05, 3000, 3000, 1000, NULL), ROLLOUT_PASS);
+    /* the bake is over but the reports do not cover it yet: wait for them */
+    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 500, 1200, 1000, NULL), ROLLOUT_WAIT);
+    ck_assert_int_eq(rollout_gate_eval(tiny_bad, zero, 0.05, 500, 3000, 1000, NULL), ROLLOUT_FAIL);
     /* a bake of 0 still asks for ROLLOUT_MIN_REQUESTS when it can wait: it cannot */
-    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 0, 0, NULL), ROLLOUT_PASS);
+    ck_assert_int_eq(rollout_gate_eval(zero, zero, 0.05, 0, 0, 0, NULL), ROLLOUT_PASS);
 }
 END_TEST
 
@@ -358,24 +364,24 @@ START_TEST(gate_limits)
     struct rollout_counts old_clean = {1000, 0}, old_bad = {1000, 200};
     double limit = 0;
     /* exactly at the limit passes, above fails */
-    ck_assert_int_eq(
-        rollout_gate_eval((struct rollout_counts){100, 5}, old_clean, 0.05, 1000, 1000, &limit),
-        ROLLOUT_PASS);
+    ck_assert_int_eq(rollout_gate_eval((struct rollout_counts){100, 5}, old_clean, 0.05, 1000, 1000,
+                                       1000, &limit),
+                     ROLLOUT_PASS);
     ck_assert_double_eq_tol(limit, 0.05, 1e-12);
     ck_assert_int_eq(
-        rollout_gate_eval((struct rollout_counts){100, 6}, old_clean, 0.05, 1000, 1000, NULL),
+        rollout_gate_eval((struct rollout_counts){100, 6}, old_clean, 0.05, 1000, 1000, 1000, NULL),
         ROLLOUT_FAIL);
     /* errors every backend has (old at 20 %) do not fail a step: limit 25 % */
-    ck_assert_int_eq(
-        rollout_gate_eval((struct rollout_counts){100, 24}, old_bad, 0.05, 1000, 1000, &limit),
-        ROLLOUT_PASS);
+    ck_assert_int_eq(rollout_gate_eval((struct rollout_counts){100, 24}, old_bad, 0.05, 1000, 1000,
+                                       1000, &limit),
+                     ROLLOUT_PASS);
     ck_assert_double_eq_tol(limit, 0.25, 1e-12);
     ck_assert_int_eq(
-        rollout_gate_eval((struct rollout_counts){100, 26}, old_bad, 0.05, 1000, 1000, NULL),
+        rollout_gate_eval((struct rollout_counts){100, 26}, old_bad, 0.05, 1000, 1000, 1000, NULL),
         ROLLOUT_FAIL);
     /* max rate 0: any error fails */
     ck_assert_int_eq(
-        rollout_gate_eval((struct rollout_counts){100, 1}, old_clean, 0.0, 1000, 1000, NULL),
+        rollout_gate_eval((struct rollout_counts){100, 1}, old_clean, 0.0, 1000, 1000, 1000, NULL),
         ROLLOUT_FAIL);
 }
 END_TEST
@@ -576,6 +582,13 @@ START_TEST(engine_rolls_back_a_never_healthy_backend)
     ck_assert_int_eq(rv->state.gate, ROLLOUT_GATE_HEALTH);
     ck_assert_uint_eq(rv->last_version, 3);
     ck_assert_str_eq(rv->state.backend, "127.0.0.1-9003");
+    struct lb_prom p;
+    lb_prom_init(&p);
+    rollouts_metrics(cp_rollouts(cp), &p);
+    ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_rollbacks_total{reason=\"gate\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_state{state=\"failed\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_write_errors_total 1\n"));
+    lb_prom_deinit(&p);
     /* writes are open again */
     ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_OK);
     cp_free(cp);
