@@ -1,9 +1,10 @@
 /* tests/e2e/test_rollout.c: rolling backend updates through the control
  * plane, under client load (lb-faultload's keep-alive clients and a client
- * opening a connection per request), through one data plane:
- *   - 4 old backends -> 4 new, batch 1: no request fails, every step is in
- *     the history (add, activate, remove), old backends get nothing after
- *     their removal;
+ * opening a connection per request):
+ *   - 4 old backends -> 4 new, batch 1, through two data planes (the gates
+ *     sum what both report): no request fails, every step is in the history
+ *     (add, activate, remove), old backends get nothing after their removal;
+ * and through one data plane:
  *   - a new backend answering 500 (its health endpoint fine): the error-rate
  *     gate trips, the config rolls back by itself, the failures clients saw
  *     are bounded and none come after the rollback;
@@ -28,11 +29,13 @@
 
 /* ---- the world -------------------------------------------------------------- */
 
-/* b0..b3 in the config, b4..b7 running for the rollouts to add; health
- * checks every 100 ms so that a step takes about a second. */
-static struct e2e_cp *world(void)
+/* b0..b3 in the config, b4..b7 running for the rollouts to add, <dps>
+ * data planes sharing the frontend port; health checks every 100 ms so that
+ * a step takes about a second. */
+static struct e2e_cp *world_n(unsigned dps)
 {
-    struct e2e_cp_opts o = {.backends = 8, .configured = 4, .dataplanes = 1};
+    struct e2e_cp_opts o = {
+        .backends = 8, .configured = 4, .dataplanes = dps, .no_metrics = dps > 1};
     struct e2e_cp *w = e2e_cp_start(&o);
     char path[256];
     e2e_cp_path(w, "config.yaml", path, sizeof(path));
@@ -43,8 +46,13 @@ static struct e2e_cp *world(void)
     struct e2e_cmd r;
     ck_assert_msg(e2e_cp_lbctl(w, &r, "config", "apply", path, NULL) == 0, "%s", r.err);
     e2e_cmd_free(&r);
-    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 1, NULL), 0);
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, dps, NULL), 0);
     return w;
+}
+
+static struct e2e_cp *world(void)
+{
+    return world_n(1);
 }
 
 /* Copies the string value of the first "<key>" of JSON text <json> into
@@ -246,9 +254,10 @@ static void load_end(struct e2e_cp *w, struct load *l, long *ka_total, long *ka_
 
 /* ---- tests ------------------------------------------------------------------------ */
 
+/* through two data planes: the gates sum what both report */
 START_TEST(four_old_for_four_new)
 {
-    struct e2e_cp *w = world();
+    struct e2e_cp *w = world_n(2);
     char add[4][160];
     for (unsigned i = 0; i < 4; i++)
         snprintf(add[i], sizeof(add[i]), "b%u=%s", 4 + i, e2e_cp_backend_url(w, 4 + i));
@@ -269,8 +278,11 @@ START_TEST(four_old_for_four_new)
     ck_assert_msg(done != NULL, "the rollout did not succeed");
     uint64_t took = e2e_now_ms() - t0;
     ck_assert_msg(took < l.ms, "the rollout outlasted the load: raise the load's seconds");
+    long old_req = 0, new_req = 0;
+    ck_assert(e2e_json_long(done, "oldRequests", &old_req));
+    ck_assert(e2e_json_long(done, "requests", &new_req));
     free(done);
-    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 1, NULL), 0);
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, NULL), 0);
     /* the old backends get nothing once removed */
     long before[4];
     for (unsigned i = 0; i < 4; i++)
@@ -303,8 +315,10 @@ START_TEST(four_old_for_four_new)
     free(b);
     fprintf(stderr,
             "rollout: 4 -> 4 in %llu ms; keep-alive %ld requests, %ld failed; per-request %ld "
-            "ok, %ld failed; new backends served %ld\n",
-            (unsigned long long)took, ka_total, ka_failed, pr_ok, pr_failed, newer);
+            "ok, %ld failed; new backends served %ld; last gate: %ld requests to the new "
+            "backend, %ld to the old ones\n",
+            (unsigned long long)took, ka_total, ka_failed, pr_ok, pr_failed, newer, new_req,
+            old_req);
     ck_assert_int_eq(ka_failed, 0);
     ck_assert_int_eq(pr_failed, 0);
     ck_assert_int_gt(ka_total, 0);
