@@ -390,6 +390,18 @@ START_TEST(failing_backend_rolls_back)
             "%ld failed; after the rollback %d of 50 failed\n",
             ka_total, ka_failed, pr_ok, pr_failed, after_failed);
     ck_assert_int_eq(after_failed, 0);
+    /* logged as a JSON line */
+    char cplog[512];
+    e2e_cp_path(w, "cp.log", cplog, sizeof(cplog));
+    FILE *lf = fopen(cplog, "r");
+    ck_assert_ptr_nonnull(lf);
+    char line[2048];
+    bool logged = false;
+    while (!logged && fgets(line, sizeof(line), lf) != NULL)
+        logged = strstr(line, "\"event\":\"rollout_rolled_back\"") != NULL &&
+                 strstr(line, "backend bad error rate") != NULL;
+    fclose(lf);
+    ck_assert_msg(logged, "no rollout_rolled_back line in cp.log");
     /* bounded: only what reached it during its bake */
     ck_assert_int_lt(ka_failed + pr_failed, (ka_total + pr_ok + pr_failed) / 2);
     e2e_kill(bp);

@@ -640,6 +640,49 @@ START_TEST(engine_resumes_after_restart_and_aborts)
 }
 END_TEST
 
+START_TEST(engine_undoes_a_success)
+{
+    struct cp *cp = open_cp();
+    /* remove-only: no health to wait for */
+    const char *rm[] = {"a"};
+    struct rollout_request rq = {.remove = rm,
+                                 .n_remove = 1,
+                                 .interval_ms = 0,
+                                 .bake_ms = 0,
+                                 .max_error_rate = -1,
+                                 .author = "uid:0"};
+    uint64_t id = 0;
+    struct lb_err e = {0};
+    ck_assert_msg(rollouts_start(cp_rollouts(cp), &rq, &id, &e) == LB_OK, "%s", e.msg);
+    int64_t t = now_ms();
+    for (int i = 0; i < 4; i++)
+        rollouts_tick(cp_rollouts(cp), t + i);
+    ck_assert_uint_eq(cp_active_version(cp), 2);
+    ck_assert_int_lt(cp_backend_find(cp, "a"), 0);
+    struct rollout_view *rv = malloc(sizeof(*rv));
+    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), id, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rv->state.status, ROLLOUT_SUCCEEDED);
+    ck_assert_uint_eq(rv->state.steps_done, 1);
+    /* writes are open again; undo goes back to version 1's content */
+    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_ABORT, "uid:0", &e),
+                     LB_ECONFLICT);
+    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_UNDO, "uid:0", &e), LB_OK);
+    ck_assert_uint_eq(cp_active_version(cp), 3);
+    ck_assert_int_ge(cp_backend_find(cp, "a"), 0);
+    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), id, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rv->state.status, ROLLOUT_UNDONE);
+    ck_assert_uint_eq(rv->state.final_version, 3);
+    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_UNDO, "uid:0", &e),
+                     LB_ECONFLICT);
+    struct store_version *v = NULL;
+    ck_assert_int_eq(cp_version_get(cp, 2, &v, NULL), LB_OK);
+    ck_assert_str_eq(v->comment, "rollout 1 step 1/1: remove a");
+    store_version_free(v);
+    free(rv);
+    cp_free(cp);
+}
+END_TEST
+
 static Suite *rollout_suite(void)
 {
     Suite *s = suite_create("rollout");
@@ -667,6 +710,7 @@ static Suite *rollout_suite(void)
     tcase_add_test(tc, store_transitions_are_atomic);
     tcase_add_test(tc, engine_rolls_back_a_never_healthy_backend);
     tcase_add_test(tc, engine_resumes_after_restart_and_aborts);
+    tcase_add_test(tc, engine_undoes_a_success);
     suite_add_tcase(s, tc);
     return s;
 }
