@@ -422,12 +422,12 @@ struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err
         free(ro);
         return NULL;
     }
-    if (n == 1 && load_row(&rows[0], &ro->spec, &ro->state, err) != LB_OK) {
-        store_rollouts_free(rows, n);
-        free(ro);
-        return NULL;
-    }
-    if (n == 1) {
+    struct lb_err le = {0};
+    if (n == 1 && load_row(&rows[0], &ro->spec, &ro->state, &le) != LB_OK) {
+        /* the admin API stays up to repair things; the row stays as it is */
+        lb_log(LB_LOG_ERROR, "rollout_unreadable", "rollout %llu not resumed: %s",
+               (unsigned long long)rows[0].id, le.msg);
+    } else if (n == 1) {
         ro->have = true;
         ro->last_version = rows[0].last_version;
         int64_t now = (int64_t)(ev_now(loop) * 1000.0);

@@ -7,7 +7,9 @@
  * version it makes (store_rollout_attach()); a failed write changes nothing
  * and is tried again on the next tick. On start the newest rollout is
  * loaded; an active one resumes in its phase, its wait (health, bake,
- * interval) starting again so that the gates see fresh reports only.
+ * interval) starting again so that the gates see fresh reports only. A
+ * stored row that does not decode is logged ("rollout_unreadable") and left
+ * alone.
  *
  * Single-threaded: the cp's loop. */
 #ifndef LB_ROLLOUT_RUN_H

@@ -13,6 +13,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -679,6 +680,15 @@ START_TEST(engine_undoes_a_success)
     ck_assert_str_eq(v->comment, "rollout 1 step 1/1: remove a");
     store_version_free(v);
     free(rv);
+    cp_free(cp);
+    /* a stored row that does not decode: logged, and the control plane starts */
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "UPDATE rollouts SET state = 'garbage'", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    cp = open_cp();
+    ck_assert_uint_eq(rollouts_current(cp_rollouts(cp)), 0);
     cp_free(cp);
 }
 END_TEST
