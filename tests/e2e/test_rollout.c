@@ -143,6 +143,25 @@ static char *backends(struct e2e_cp *w)
     return out;
 }
 
+/* Backends of the active config that are active and up. */
+static unsigned healthy_active(struct e2e_cp *w)
+{
+    char *b = backends(w);
+    unsigned n = 0;
+    /* each backend object starts with its "id" */
+    for (char *p = strstr(b, "\"id\":"); p != NULL;) {
+        char *next = strstr(p + 5, "\"id\":");
+        if (next != NULL)
+            *next = '\0';
+        n += strstr(p, "\"state\": \"active\"") != NULL && strstr(p, "\"health\": \"up\"") != NULL;
+        if (next != NULL)
+            *next = '"';
+        p = next;
+    }
+    free(b);
+    return n;
+}
+
 /* Starts a rollout with lbctl; returns its id (as text, static). */
 static const char *start(struct e2e_cp *w, const char *const *args)
 {
@@ -274,8 +293,23 @@ START_TEST(four_old_for_four_new)
     snprintf(want409, sizeof(want409), "rollout %s is running", id);
     ck_assert_msg(strstr(r.err, want409) != NULL && strstr(r.err, "conflict") != NULL, "%s", r.err);
     e2e_cmd_free(&r);
-    char *done = wait_rollout(w, id, "succeeded", NULL, 0, e2e_scaled_ms(14000));
+    /* capacity: at least 4 - 1 active healthy backends at every look */
+    unsigned min_healthy = 99, looks = 0;
+    char *done = NULL;
+    uint64_t end = e2e_now_ms() + e2e_scaled_ms(14000);
+    while (done == NULL && e2e_now_ms() < end) {
+        unsigned h = healthy_active(w);
+        min_healthy = h < min_healthy ? h : min_healthy;
+        looks++;
+        char *st = status_json(w, id), buf[32];
+        if (st != NULL && strcmp(json_str(st, "status", buf, sizeof(buf)), "succeeded") == 0)
+            done = st;
+        else
+            free(st);
+    }
     ck_assert_msg(done != NULL, "the rollout did not succeed");
+    ck_assert_msg(min_healthy >= 3, "%u healthy active backends at one of %u looks", min_healthy,
+                  looks);
     uint64_t took = e2e_now_ms() - t0;
     ck_assert_msg(took < l.ms, "the rollout outlasted the load: raise the load's seconds");
     long old_req = 0, new_req = 0;
@@ -316,9 +350,9 @@ START_TEST(four_old_for_four_new)
     fprintf(stderr,
             "rollout: 4 -> 4 in %llu ms; keep-alive %ld requests, %ld failed; per-request %ld "
             "ok, %ld failed; new backends served %ld; last gate: %ld requests to the new "
-            "backend, %ld to the old ones\n",
+            "backend, %ld to the old ones; at least %u healthy active backends in %u looks\n",
             (unsigned long long)took, ka_total, ka_failed, pr_ok, pr_failed, newer, new_req,
-            old_req);
+            old_req, min_healthy, looks);
     ck_assert_int_eq(ka_failed, 0);
     ck_assert_int_eq(pr_failed, 0);
     ck_assert_int_gt(ka_total, 0);
