@@ -324,11 +324,40 @@ static void log_transition(const struct rollouts *ro, enum rollout_action act)
            (unsigned long long)ro->last_version);
 }
 
-/* A step's write refused for a reason a retry cannot fix (a URL that does
- * not resolve, an id taken meanwhile): the rollout fails and rolls back. */
-static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_err *e)
+/* The rollback itself is refused (the pre-rollout config cannot be served
+ * any more: a TLS file gone, a name that stopped resolving): the rollout
+ * ends failed without it, saying so, so that the operator can take over. */
+static void fail_without_rollback(struct rollouts *ro, struct rollout_state *next,
+                                  const struct lb_err *e)
 {
-    struct rollout_state next = ro->state;
+    size_t len = strlen(next->reason);
+    snprintf(next->reason + len, sizeof(next->reason) - len,
+             "; rolling back to version %llu was refused: %s",
+             (unsigned long long)ro->spec.pre_version, e->msg);
+    struct lb_err e2 = {0};
+    if (transition(ro, ROLLOUT_ACT_STATE, next, NULL, &e2) != LB_OK) {
+        ro->write_errors++;
+        lb_log(LB_LOG_ERROR, "rollout_write_failed", "rollout %llu: %s (tried again)",
+               (unsigned long long)ro->spec.id, e2.msg);
+        return;
+    }
+    lb_log(LB_LOG_ERROR, "rollout_rollback_refused",
+           "rollout %llu failed: %s; version %llu stays active", (unsigned long long)ro->spec.id,
+           ro->state.reason, (unsigned long long)cp_active_version(ro->cp));
+}
+
+/* A write refused for a reason a retry cannot fix. A step's write (a URL
+ * that does not resolve, an id taken meanwhile): the rollout fails and
+ * rolls back. The rollback <wanted> itself: see fail_without_rollback(). */
+static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_err *e,
+                          enum rollout_action act, const struct rollout_state *wanted)
+{
+    struct rollout_state next = *wanted;
+    if (act == ROLLOUT_ACT_ROLLBACK) {
+        fail_without_rollback(ro, &next, e);
+        return;
+    }
+    next = ro->state;
     snprintf(next.reason, sizeof(next.reason), "step %u/%u: %s", ro->state.step + 1,
              rollout_steps(&ro->spec), e->msg);
     next.status = ROLLOUT_FAILED;
@@ -337,15 +366,17 @@ static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_e
     next.ended_ms = now_ms;
     bool changed = cp_active_version(ro->cp) != ro->spec.pre_version;
     struct lb_err e2 = {0};
-    if (transition(ro, changed ? ROLLOUT_ACT_ROLLBACK : ROLLOUT_ACT_STATE, &next, NULL, &e2) !=
-        LB_OK) {
+    int rc = transition(ro, changed ? ROLLOUT_ACT_ROLLBACK : ROLLOUT_ACT_STATE, &next, NULL, &e2);
+    if (rc == LB_OK) {
+        ro->rollbacks[0] += changed;
+        log_transition(ro, ROLLOUT_ACT_ROLLBACK);
+    } else if (rc == LB_ESTORE || rc == LB_ENOMEM || !changed) {
         ro->write_errors++;
         lb_log(LB_LOG_ERROR, "rollout_write_failed", "rollout %llu: %s (tried again)",
                (unsigned long long)ro->spec.id, e2.msg);
-        return;
+    } else {
+        fail_without_rollback(ro, &next, &e2);
     }
-    ro->rollbacks[0] += changed;
-    log_transition(ro, ROLLOUT_ACT_ROLLBACK);
 }
 
 void rollouts_tick(struct rollouts *ro, int64_t now_ms)
@@ -377,7 +408,7 @@ void rollouts_tick(struct rollouts *ro, int64_t now_ms)
         lb_log(LB_LOG_ERROR, "rollout_write_failed", "rollout %llu: %s (tried again)",
                (unsigned long long)ro->spec.id, e.msg);
     } else {
-        fail_on_write(ro, now_ms, &e);
+        fail_on_write(ro, now_ms, &e, act, &next);
     }
 }
 

@@ -693,6 +693,42 @@ START_TEST(engine_undoes_a_success)
 }
 END_TEST
 
+START_TEST(engine_ends_when_it_cannot_roll_back)
+{
+    struct cp *cp = open_cp();
+    start(cp, "http://127.0.0.1:9007");
+    rollouts_tick(cp_rollouts(cp), now_ms());
+    ck_assert_uint_eq(cp_active_version(cp), 2);
+    cp_free(cp);
+    /* version 1 becomes unreadable behind the store's back */
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "DROP TRIGGER config_versions_no_update; UPDATE config_versions "
+                                  "SET content = 'backends: [' WHERE number = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    cp = open_cp();
+    ck_assert_uint_eq(cp_active_version(cp), 2);
+    rollouts_tick(cp_rollouts(cp), now_ms() + 1500); /* the health bound: roll back */
+    struct rollout_view *rv = malloc(sizeof(*rv));
+    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, now_ms(), rv, NULL), LB_OK);
+    ck_assert_int_eq(rv->state.status, ROLLOUT_FAILED);
+    ck_assert_int_eq(rv->state.gate, ROLLOUT_GATE_HEALTH);
+    ck_assert_msg(strstr(rv->state.reason, "rolling back to version 1 was refused") != NULL, "%s",
+                  rv->state.reason);
+    ck_assert_uint_eq(cp_active_version(cp), 2);
+    free(rv);
+    /* the operator can take over */
+    struct lb_err e = {0};
+    struct cp_write w = {.author = "uid:0"};
+    uint64_t ver = 0;
+    ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_OK);
+    cp_free(cp);
+}
+END_TEST
+
 static Suite *rollout_suite(void)
 {
     Suite *s = suite_create("rollout");
@@ -721,6 +757,7 @@ static Suite *rollout_suite(void)
     tcase_add_test(tc, engine_rolls_back_a_never_healthy_backend);
     tcase_add_test(tc, engine_resumes_after_restart_and_aborts);
     tcase_add_test(tc, engine_undoes_a_success);
+    tcase_add_test(tc, engine_ends_when_it_cannot_roll_back);
     suite_add_tcase(s, tc);
     return s;
 }
