@@ -391,8 +391,17 @@ START_TEST(failing_backend_rolls_back)
     const char *args[] = {"--add", bad, "--remove", "b0", "--bake", "1s", "--max-error-rate",
                           "5%",    NULL};
     const char *id = start(w, args);
+    /* from the start of its bake to the rollback: the bake, one report
+     * interval (1 s), and the polls of this test */
+    char *baking = wait_rollout(w, id, "running", "bake", 1, e2e_scaled_ms(8000));
+    ck_assert_msg(baking != NULL, "the new backend never baked");
+    free(baking);
+    uint64_t t_bake = e2e_now_ms();
     char *out = wait_rollout(w, id, "failed", NULL, 0, e2e_scaled_ms(8000));
     ck_assert_msg(out != NULL, "the rollout did not fail");
+    uint64_t tripped = e2e_now_ms() - t_bake;
+    ck_assert_msg(tripped < e2e_scaled_ms(3500), "the gate tripped %llu ms into the bake",
+                  (unsigned long long)tripped);
     char gate[32], be[32];
     long rb = 0, pre = 0;
     ck_assert_str_eq(json_str(out, "failedGate", gate, sizeof(gate)), "error_rate");
@@ -420,9 +429,10 @@ START_TEST(failing_backend_rolls_back)
     ck_assert_msg(strstr(m.out, "rollout") != NULL, "%s", m.out);
     e2e_cmd_free(&m);
     fprintf(stderr,
-            "rollout: 500 backend: keep-alive %ld requests, %ld failed; per-request %ld ok, "
-            "%ld failed; after the rollback %d of 50 failed\n",
-            ka_total, ka_failed, pr_ok, pr_failed, after_failed);
+            "rollout: 500 backend: rolled back %llu ms after its bake began (bake 1 s); "
+            "keep-alive %ld requests, %ld failed; per-request %ld ok, %ld failed; after the "
+            "rollback %d of 50 failed\n",
+            (unsigned long long)tripped, ka_total, ka_failed, pr_ok, pr_failed, after_failed);
     ck_assert_int_eq(after_failed, 0);
     /* logged as a JSON line */
     char cplog[512];
