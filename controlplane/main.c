@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "cp.h"
+#include "lb_cred.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
@@ -65,6 +66,10 @@ static void usage(FILE *out)
             "  --feed-nodes A,B       only these data-plane node ids may sync and report\n"
             "  --log-level LEVEL      debug, info, warn or error (default info)\n"
             "  --help                 this text\n"
+            "\n"
+            "Under systemd, the credentials feed.key, admin.tokens and admin.key\n"
+            "(LoadCredential=) stand for --feed-key, --admin-tokens and --admin-key when\n"
+            "those are not given; a blank credential is none.\n"
             "  --version              the version\n");
 }
 
@@ -149,6 +154,7 @@ struct flags {
     bool feed_insecure;
     enum lb_log_level level;
     char runtime_abs[PATH_MAX]; /* storage of the paths main_paths() makes */
+    char cred[3][512];          /* the paths of systemd credentials in use */
     char control_buf[4200];
     char socket_buf[4200];
 };
@@ -183,6 +189,23 @@ enum {
     OPT_FEED_INSECURE,
     OPT_ADMIN_INSECURE_HTTP,
 };
+
+/* The secrets a flag did not name, from the systemd credentials of the same
+ * job (lb_cred.h): feed.key (unless --feed-insecure), and with
+ * --admin-listen admin.tokens and, next to --admin-cert, admin.key. */
+static void main_credentials(struct flags *f)
+{
+    if (f->feed_key == NULL && !f->feed_insecure &&
+        lb_credential("feed.key", f->cred[0], sizeof(f->cred[0])))
+        f->feed_key = f->cred[0];
+    if (f->admin_listen == NULL)
+        return;
+    if (f->admin_key == NULL && f->admin_cert != NULL &&
+        lb_credential("admin.key", f->cred[1], sizeof(f->cred[1])))
+        f->admin_key = f->cred[1];
+    if (f->admin_tokens == NULL && lb_credential("admin.tokens", f->cred[2], sizeof(f->cred[2])))
+        f->admin_tokens = f->cred[2];
+}
 
 /* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
  * version and bad flags end the process here). */
@@ -238,6 +261,7 @@ static int main_parse(int argc, char **argv, struct flags *f)
         usage(stderr);
         return 1;
     }
+    main_credentials(f);
     if (f->admin_listen != NULL && f->admin_tokens == NULL) {
         fprintf(stderr, "lb-controlplane: --admin-listen needs --admin-tokens FILE\n");
         return 1;
