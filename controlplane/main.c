@@ -80,6 +80,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+#define HUP_WHO "signal:SIGHUP"
+
 /* Re-reads the feed key file; on any error the keys in use stay. */
 static void reload_feed_keys(struct main_ctx *m)
 {
@@ -93,8 +95,11 @@ static void reload_feed_keys(struct main_ctx *m)
     }
     seal_keyring_free(m->feed_keys);
     m->feed_keys = kr;
-    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s: %zu keys, sealing with key id %u",
-           m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+    char what[600];
+    snprintf(what, sizeof(what), "%s: %zu keys, sealing with key id %u", m->feed_key_path,
+             seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s", what);
+    cp_audit_note(m->cp, HUP_WHO, "feed.key_reload", what);
 }
 
 /* Re-reads the admin listener's certificate, key and client CA; on any
@@ -109,6 +114,22 @@ static void reload_admin_tls(struct main_ctx *m)
     }
     lb_log(LB_LOG_INFO, "admin_tls_reloaded",
            "admin certificate, key and client CA re-read; new connections use them");
+    cp_audit_note(m->cp, HUP_WHO, "admin.tls_reload", "admin certificate, key and client CA");
+}
+
+/* Re-reads the admin tokens file; on any error the tokens in use stay. */
+static void reload_admin_tokens(struct main_ctx *m)
+{
+    struct lb_err err = {0};
+    size_t n = 0;
+    if (admin_tokens_reload(m->admin, &n, &err) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "admin_tokens_reload_failed", "%s; the tokens in use stay", err.msg);
+        return;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "%zu lines", n);
+    lb_log(LB_LOG_INFO, "admin_tokens_reloaded", "admin tokens file re-read: %s", what);
+    cp_audit_note(m->cp, HUP_WHO, "admin.tokens_reload", what);
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
@@ -116,9 +137,11 @@ static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
     struct main_ctx *m = s->data;
     if (m->feed_key_path != NULL)
         reload_feed_keys(m);
+    if (admin_has_tokens(m->admin))
+        reload_admin_tokens(m);
     if (admin_has_tls(m->admin))
         reload_admin_tls(m);
-    if (m->feed_key_path != NULL || admin_has_tls(m->admin))
+    if (m->feed_key_path != NULL || admin_has_tokens(m->admin))
         return;
     lb_log(LB_LOG_INFO, "sighup",
            "SIGHUP ignored: config changes go through the admin API (lbctl apply)");

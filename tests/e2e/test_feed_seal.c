@@ -695,13 +695,13 @@ static uint64_t change_and_wait(struct e2e_cp *w, const char *weight)
     long version = 0, gen = 0;
     ck_assert_int_ge(e2e_cp_dataplanes(w, NULL, 0, &version, &gen), 0);
     uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
-    while (dp_metric(w, "lb_snapshot_generation", NULL) != (double)gen) {
+    while (dp_metric(w, "lb_snapshot_generation", NULL) < (double)gen) {
         ck_assert_msg(e2e_now_ms() < deadline, "generation %ld never served", gen);
         e2e_poll_pause(2);
     }
     uint64_t took = e2e_now_ms() - t0;
     /* and its reports, sealed as they are now, reach the control plane */
-    ck_assert_int_eq(e2e_cp_wait_in_sync(w, 1, NULL), gen);
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 1, NULL), gen);
     return took;
 }
 

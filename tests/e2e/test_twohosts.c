@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define CP_HOST  "127.0.0.2"
-#define CHANGES  24 /* per world */
+#define CHANGES  16 /* per world (p99 of 16 is their maximum) */
 #define KEY_TEXT "1 8a1f0c3e5d7b9a2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5\n"
 
 static const char *const hosts[2] = {"127.0.0.3", "127.0.0.4"};
@@ -131,11 +131,12 @@ static double change(struct world *wd, unsigned weight)
             e2e_poll_pause(1);
         }
     double took = (double)(e2e_now_ms() - t0);
-    /* what they serve is the control plane's newest generation */
+    /* what they serve is the control plane's generation of the change, or a
+     * newer one (a health check under load may have made one since) */
     long gen = 0;
     ck_assert_int_ge(e2e_cp_dataplanes(wd->cp, NULL, 0, NULL, &gen), 0);
     for (unsigned i = 0; i < 2; i++)
-        while (served(wd, i) != (double)gen) {
+        while (served(wd, i) < (double)gen) {
             ck_assert_msg(e2e_now_ms() < deadline, "%s never served generation %ld", hosts[i], gen);
             e2e_poll_pause(1);
         }
