@@ -6,8 +6,9 @@
  * counted by the control plane. A data plane fed by the test's own
  * publisher refuses unsealed, wrong-key, unknown-key, wrong-kind and
  * replayed older snapshots and keeps serving. tcp:// without a key does not
- * start; --feed-insecure does, with the gauge. Keys rotate in three SIGHUP
- * steps with traffic flowing and nothing refused. */
+ * start; --feed-insecure does, with the gauge; a systemd credential stands
+ * for --feed-key. Keys rotate in three SIGHUP steps under keep-alive load
+ * with no request failed and nothing refused. */
 #include "e2e.h"
 #include "lb_err.h"
 #include "seal.h"
@@ -705,6 +706,40 @@ static uint64_t change_and_wait(struct e2e_cp *w, const char *weight)
     return took;
 }
 
+/* Keep-alive clients on the world's frontend until load_stop(). */
+static pid_t load_start(struct e2e_cp *w)
+{
+    char port[16], out[256];
+    snprintf(port, sizeof(port), "%u", e2e_cp_frontend_port(w));
+    e2e_cp_path(w, "load.out", out, sizeof(out));
+    char *argv[] = {
+        LB_BUILD_DIR "/lb-faultload", "--port", port, "--clients", "4", "--seconds", "600", NULL};
+    pid_t pid = e2e_spawn(argv, out);
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+/* Stops the clients (SIGINT: they finish what is in flight) and asserts
+ * that every request they made succeeded. */
+static void load_stop(struct e2e_cp *w, pid_t pid)
+{
+    int st;
+    ck_assert_int_eq(kill(pid, SIGINT), 0);
+    ck_assert_msg(e2e_wait_exit(pid, e2e_timeout_ms(), &st), "lb-faultload hangs");
+    char path[256], text[4096] = "";
+    e2e_cp_path(w, "load.out", path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    long total = 0, failed = -1;
+    ck_assert_msg(e2e_json_long(text, "total", &total) && e2e_json_long(text, "failed", &failed),
+                  "%s", text);
+    fprintf(stderr, "feed_seal: rotation under load: %ld requests, %ld failed\n", total, failed);
+    ck_assert_msg(total > 0 && failed == 0, "%s", text);
+}
+
 START_TEST(rotation_with_traffic)
 {
     dir_make();
@@ -728,6 +763,7 @@ START_TEST(rotation_with_traffic)
     get_ok(w);
     fprintf(stderr, "feed_seal: sealed tcp:// propagation %llu ms\n",
             (unsigned long long)change_and_wait(w, "2"));
+    pid_t load = load_start(w);
 
     /* 1: the new key everywhere as a second line */
     write_file("dp.key", KEY_A KEY_B, 0600);
@@ -760,6 +796,7 @@ START_TEST(rotation_with_traffic)
     change_and_wait(w, "6");
     get_ok(w);
 
+    load_stop(w, load);
     /* Nothing was refused on either side, reports included. */
     ck_assert(dp_metric(w, "lb_feed_rejected_total", NULL) == 0);
     char *m = cp_metrics(w);
