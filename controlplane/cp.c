@@ -553,6 +553,13 @@ int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct sto
     return store_audit_query(cp->store, f, out, n, err);
 }
 
+void cp_audit_note(struct cp *cp, const char *who, const char *action, const char *detail)
+{
+    struct lb_err err = {0};
+    if (store_audit_add(cp->store, who, action, detail, cp->version, cp->version, &err) != LB_OK)
+        lb_log(LB_LOG_ERROR, "audit_failed", "%s: %s", detail, err.msg);
+}
+
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
                   struct lb_err *err)
 {

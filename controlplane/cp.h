@@ -160,6 +160,11 @@ int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct
 int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
                    size_t *n, struct lb_err *err);
 
+/* Records an operation that changes no config (a key or tokens file
+ * re-read) in the audit log, by <who>, at the active version; a failed
+ * write is logged, and changes nothing else. */
+void cp_audit_note(struct cp *cp, const char *who, const char *action, const char *detail);
+
 /* Backend <id>'s health as the checker knows it now (state, last check,
  * last error; health_changed_unix_ms is 0): LB_OK with *<out> owned by the
  * caller (store_health_free()), LB_ENOTFOUND when <id> is not a backend of
