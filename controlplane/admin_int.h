@@ -215,6 +215,11 @@ void admin__tls_reload(struct req *r);
 
 void admin__audit_list(struct req *r, const char *query, size_t qlen);
 
+void admin__rollouts_list(struct req *r);
+void admin__rollouts_start(struct req *r);
+void admin__rollout_get(struct req *r, const char *seg);
+void admin__rollout_op(struct req *r, const char *seg, const char *op);
+
 /* ---- admin_tls.c ---------------------------------------------------------------- */
 
 /* What a TLS step left to do. */

@@ -25,6 +25,7 @@ struct rdp {
     char *node_id;
     int64_t last_ms;         /* when its latest report arrived */
     int64_t started_unix_ms; /* a change means a restart: counters began again */
+    uint64_t boot_id;        /* of its latest report */
     struct rb *b;            /* sorted by id */
     size_t n;
 };
@@ -151,6 +152,7 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
     d->n = n;
     d->last_ms = now_ms;
     d->started_unix_ms = rep->started_unix_ms;
+    d->boot_id = rep->boot_id;
     return LB_OK;
 }
 
@@ -245,6 +247,24 @@ void reports_mark(struct reports *r)
             b->base_errors = b->errors;
             b->base_latency_us = b->latency_sum_us;
         }
+}
+
+void reports_samples_each(const struct reports *r, const char *id, int64_t now_ms,
+                          reports_sample_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rdp *d = &r->dps[i];
+        const struct rb *b = fresh(d, now_ms) ? rb_find(d, id) : NULL;
+        if (b == NULL)
+            continue;
+        const struct reports_sample s = {.node_id = d->node_id,
+                                         .started_unix_ms = d->started_unix_ms,
+                                         .boot_id = d->boot_id,
+                                         .received_ms = d->last_ms,
+                                         .requests = b->requests,
+                                         .errors = b->errors};
+        fn(ctx, &s);
+    }
 }
 
 /* ---- dynamic weights -------------------------------------------------------- */
