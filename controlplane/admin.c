@@ -565,6 +565,11 @@ struct admin *admin_new(struct ev_loop *loop, struct cp *cp, const struct admin_
     a->handshake_s =
         cfg->handshake_timeout_s > 0 ? cfg->handshake_timeout_s : ADMIN_TLS_HANDSHAKE_S;
     bool tls = cfg->tcp_listen != NULL && !cfg->insecure_http;
+    if (cfg->tcp_listen != NULL && (a->tokens_file = strdup(cfg->tokens_file)) == NULL) {
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        admin_free(a);
+        return NULL;
+    }
     if ((cfg->tcp_listen != NULL && admin__load_tokens(a, cfg->tokens_file, err) != LB_OK) ||
         (tls && admin__tls_setup(a, cfg, err) != LB_OK) ||
         bind_unix(a, cfg->unix_path, err) != LB_OK ||
@@ -603,6 +608,11 @@ uint16_t admin_tcp_port(const struct admin *a)
     return a->tcp_port;
 }
 
+bool admin_has_tokens(const struct admin *a)
+{
+    return a->tokens_file != NULL;
+}
+
 void admin_free(struct admin *a)
 {
     if (a == NULL)
@@ -625,6 +635,7 @@ void admin_free(struct admin *a)
         unlink(a->unix_path);
     free(a->unix_path);
     admin__tokens_free(a);
+    free(a->tokens_file);
     admin__tls_free(a);
     free(a);
 }

@@ -24,6 +24,7 @@
 #define LB_ADMIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct ev_loop;
@@ -82,6 +83,16 @@ uint16_t admin_tcp_port(const struct admin *a);
 
 /* Whether the TCP listener speaks TLS. */
 bool admin_has_tls(const struct admin *a);
+
+/* Re-reads the tokens file (SIGHUP): new requests are checked against the
+ * new lines at once, an open mTLS connection keeps the role its
+ * certificate's name has in the new file (none if gone). On any error the
+ * tokens in use stay. Returns LB_OK with the line count in *<count>, or the
+ * error naming the file and line (never a token). */
+int admin_tokens_reload(struct admin *a, size_t *count, struct lb_err *err);
+
+/* True when the admin API has a tokens file (a TCP listener). */
+bool admin_has_tokens(const struct admin *a);
 
 /* Re-reads the TLS certificate, key and client CA files given to
  * admin_new(): new connections use them, open ones finish with the old.

@@ -17,8 +17,20 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
+static void tokens_free(struct token *tokens, size_t n)
 {
+    for (size_t i = 0; i < n; i++) {
+        free(tokens[i].name);
+        free(tokens[i].secret);
+    }
+    free(tokens);
+}
+
+/* Reads the tokens file <path> into *<out> (<n> lines). */
+static int load_tokens(const char *path, struct token **out, size_t *n, struct lb_err *err)
+{
+    struct token *tokens = NULL;
+    size_t count = 0;
     FILE *f = fopen(path, "re");
     if (f == NULL)
         return lb_err_set(err, LB_ESYS, errno, "admin tokens file %s", path);
@@ -57,25 +69,63 @@ int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
                            path, lineno);
             break;
         }
-        struct token *nt = realloc(a->tokens, (a->n_tokens + 1) * sizeof(*nt));
+        struct token *nt = realloc(tokens, (count + 1) * sizeof(*nt));
         if (nt == NULL) {
             rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory");
             break;
         }
-        a->tokens = nt;
-        struct token *t = &nt[a->n_tokens];
+        tokens = nt;
+        struct token *t = &nt[count];
         t->name = strdup(cert ? name + 5 : name);
         t->secret = cert ? NULL : strdup(secret);
         t->rw = strcmp(mode, "rw") == 0;
         t->cert = cert;
-        a->n_tokens++;
+        count++;
         if (t->name == NULL || (!cert && t->secret == NULL))
             rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory");
     }
     fclose(f);
-    if (rc == LB_OK && a->n_tokens == 0)
+    if (rc == LB_OK && count == 0)
         rc = lb_err_set(err, LB_EINVAL, 0, "admin tokens file %s holds no token", path);
-    return rc;
+    if (rc != LB_OK) {
+        tokens_free(tokens, count);
+        return rc;
+    }
+    *out = tokens;
+    *n = count;
+    return LB_OK;
+}
+
+int admin__load_tokens(struct admin *a, const char *path, struct lb_err *err)
+{
+    return load_tokens(path, &a->tokens, &a->n_tokens, err);
+}
+
+int admin_tokens_reload(struct admin *a, size_t *count, struct lb_err *err)
+{
+    if (a->tokens_file == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "the admin API has no tokens file");
+    struct token *tokens = NULL;
+    size_t n = 0;
+    int rc = load_tokens(a->tokens_file, &tokens, &n, err);
+    if (rc != LB_OK)
+        return rc;
+    /* open connections keep the role of their certificate's name, if the
+     * new file still gives it one */
+    for (struct conn *c = a->conns; c != NULL; c = c->next) {
+        if (c->cert_role == NULL)
+            continue;
+        const char *name = c->cert_role->name;
+        c->cert_role = NULL;
+        for (size_t i = 0; i < n && c->cert_role == NULL; i++)
+            if (tokens[i].cert && strcmp(tokens[i].name, name) == 0)
+                c->cert_role = &tokens[i];
+    }
+    tokens_free(a->tokens, a->n_tokens);
+    a->tokens = tokens;
+    a->n_tokens = n;
+    *count = n;
+    return LB_OK;
 }
 
 static const struct token *find_token(const struct admin *a, struct http1_slice secret)
@@ -212,9 +262,7 @@ bool admin__authorise(struct req *r)
 
 void admin__tokens_free(struct admin *a)
 {
-    for (size_t i = 0; i < a->n_tokens; i++) {
-        free(a->tokens[i].name);
-        free(a->tokens[i].secret);
-    }
-    free(a->tokens);
+    tokens_free(a->tokens, a->n_tokens);
+    a->tokens = NULL;
+    a->n_tokens = 0;
 }

@@ -92,6 +92,7 @@ struct admin {
     uint16_t tcp_port;
     struct token *tokens;
     size_t n_tokens;
+    char *tokens_file;  /* --admin-tokens, re-read by admin_tokens_reload() */
     struct conn *conns; /* open connections */
     size_t n_conns;
     struct api_count counts[API_COUNT_MAX];
@@ -106,7 +107,15 @@ struct admin {
     uint64_t tls_handshakes;           /* completed, for /metrics */
     uint64_t tls_handshake_failures;   /* refused by TLS (plain HTTP, bad certificate) or
                                         * not done in time */
+    double hs_log_since;               /* start of the handshake-failure log window */
+    uint32_t hs_logged;                /* lines logged in it */
+    uint32_t hs_unlogged;              /* failures past the limit, not logged */
 };
+
+/* Refused TLS handshakes are logged at most this many times a window (all
+ * are counted in /metrics); a flood from a scanner does not flood the log. */
+#define ADMIN_HS_LOG_MAX      20
+#define ADMIN_HS_LOG_WINDOW_S 60.0
 
 /* What one request is about, for the handlers. */
 struct req {
@@ -205,6 +214,11 @@ void admin__tls_get(struct req *r);
 void admin__tls_reload(struct req *r);
 
 void admin__audit_list(struct req *r, const char *query, size_t qlen);
+
+void admin__rollouts_list(struct req *r);
+void admin__rollouts_start(struct req *r);
+void admin__rollout_get(struct req *r, const char *seg);
+void admin__rollout_op(struct req *r, const char *seg, const char *op);
 
 /* ---- admin_tls.c ---------------------------------------------------------------- */
 

@@ -113,6 +113,20 @@ void admin__route(struct req *r)
     } else if (strcmp(path, "/api/v1/audit") == 0) {
         if (allow(r, M_GET, m))
             admin__audit_list(r, query, qlen);
+    } else if (strcmp(path, "/api/v1/rollouts") == 0) {
+        if (allow(r, M_GET | M_POST, m))
+            m == M_GET ? admin__rollouts_list(r) : admin__rollouts_start(r);
+    } else if (strncmp(path, "/api/v1/rollouts/", 17) == 0 && path[17] != '\0') {
+        char *id = path + 17;
+        char *slash = strchr(id, '/');
+        if (slash == NULL) {
+            if (allow(r, M_GET, m))
+                admin__rollout_get(r, id);
+        } else {
+            *slash = '\0';
+            if (allow(r, M_POST, m))
+                admin__rollout_op(r, id, slash + 1);
+        }
     } else {
         admin__respond_error(r, 404, "not_found", "no such route: %s", path);
     }

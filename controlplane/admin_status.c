@@ -9,6 +9,7 @@
 #include "lb_prom.h"
 #include "publisher.h"
 #include "reports.h"
+#include "rollout_run.h"
 #include "seal.h"
 #include "store.h"
 #include "tlscheck.h"
@@ -183,6 +184,7 @@ void admin__metrics(struct req *r)
                   ejected_of);
     metrics_tls(&p, cp);
     metrics_api(&p, a);
+    rollouts_metrics(cp_rollouts(cp), &p);
     if (p.oom) {
         lb_prom_deinit(&p);
         admin__respond_error(r, 500, "internal", "out of memory");

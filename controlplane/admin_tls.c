@@ -205,7 +205,24 @@ static void handshake_failed(struct conn *c, int ssl_error)
         lb_log(LB_LOG_DEBUG, "admin_tls_closed", "%s: closed during the TLS handshake", c->peer);
         return;
     }
-    c->a->tls_handshake_failures++;
+    struct admin *a = c->a;
+    a->tls_handshake_failures++;
+    double now = ev_now(a->loop);
+    if (now - a->hs_log_since >= ADMIN_HS_LOG_WINDOW_S) {
+        if (a->hs_unlogged > 0)
+            lb_log(LB_LOG_WARN, "admin_tls_handshake_failures_unlogged",
+                   "%u more refused TLS handshakes in %.0f s were not logged one by one (see "
+                   "lb_cp_api_tls_handshake_failures_total)",
+                   a->hs_unlogged, ADMIN_HS_LOG_WINDOW_S);
+        a->hs_log_since = now;
+        a->hs_logged = 0;
+        a->hs_unlogged = 0;
+    }
+    if (a->hs_logged >= ADMIN_HS_LOG_MAX) {
+        a->hs_unlogged++;
+        return;
+    }
+    a->hs_logged++;
     if (ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
         lb_log(LB_LOG_INFO, "admin_tls_handshake_failed",
                "%s: plain HTTP sent to the TLS admin port; closed", c->peer);

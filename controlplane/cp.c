@@ -11,6 +11,7 @@
 #include "mem.h"
 #include "publisher.h"
 #include "reports.h"
+#include "rollout_run.h"
 #include "snapbuild.h"
 #include "tlscheck.h"
 
@@ -164,6 +165,10 @@ static int check_if_match(const struct cp *cp, const struct cp_write *w, struct 
 {
     if (w->author == NULL || w->author[0] == '\0')
         return lb_err_set(err, LB_EINVAL, 0, "a write needs an author");
+    /* a rollout running owns the backends: others' writes get a 409 naming it */
+    int rc = rollouts_write_check(cp->rollouts, err);
+    if (rc != LB_OK)
+        return rc;
     if (w->expected_version != 0 && w->expected_version != cp->version)
         return lb_err_set(err, LB_ECONFLICT, 0, "active version is %llu, not %llu",
                           (unsigned long long)cp->version, (unsigned long long)w->expected_version);
@@ -433,6 +438,8 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         goto fail;
     }
     ev_timer_start(loop, &cp->weights_timer);
+    if ((cp->rollouts = rollouts_new(cp, loop, err)) == NULL)
+        goto fail;
     return cp;
 fail:
     cp_free(cp);
@@ -443,6 +450,7 @@ void cp_free(struct cp *cp)
 {
     if (cp == NULL)
         return;
+    rollouts_free(cp->rollouts);
     ev_timer_stop(cp->loop, &cp->health_pub);
     ev_timer_stop(cp->loop, &cp->weights_timer);
     reports_free(cp->reports);
@@ -543,6 +551,13 @@ int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct sto
                    size_t *n, struct lb_err *err)
 {
     return store_audit_query(cp->store, f, out, n, err);
+}
+
+void cp_audit_note(struct cp *cp, const char *who, const char *action, const char *detail)
+{
+    struct lb_err err = {0};
+    if (store_audit_add(cp->store, who, action, detail, cp->version, cp->version, &err) != LB_OK)
+        lb_log(LB_LOG_ERROR, "audit_failed", "%s: %s", detail, err.msg);
 }
 
 int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **out,
@@ -816,4 +831,102 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
         return rc;
     const struct audit_note note = {.action = "rollback"};
     return commit(cp, cfg, w, cp->config_dir, target, &note, version, err);
+}
+
+/* ---- rollouts ----------------------------------------------------------------- */
+
+struct rollouts *cp_rollouts(const struct cp *cp)
+{
+    return cp->rollouts;
+}
+
+const struct reports *cp_reports(const struct cp *cp)
+{
+    return cp->reports;
+}
+
+static void backend_clear(struct config_backend *b)
+{
+    free(b->id);
+    free(b->url);
+    free(b->host);
+    free(b->ca_file);
+    free(b->sni);
+}
+
+/* Appends <chg> (id required) to <ed>'s backends as cp_backend_add() does. */
+static int append_backend(struct config *ed, const struct cp_backend_change *chg,
+                          struct lb_err *err)
+{
+    struct config_backend *nb = realloc(ed->backends, (ed->n_backends + 1) * sizeof(*nb));
+    if (nb == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    ed->backends = nb;
+    struct config_backend *b = &nb[ed->n_backends++];
+    memset(b, 0, sizeof(*b));
+    b->weight = chg->has_weight ? chg->weight : 1;
+    b->state = chg->has_state ? chg->state : CONFIG_BACKEND_ACTIVE;
+    b->max_connections = chg->has_max_connections ? chg->max_connections : 0;
+    b->max_queue = chg->has_max_queue ? chg->max_queue : CONFIG_DEFAULT_MAX_QUEUE;
+    b->send_proxy = chg->has_send_proxy ? chg->send_proxy : CONFIG_SEND_PROXY_OFF;
+    if (set_str(&b->url, chg->url ? chg->url : "", err) != LB_OK ||
+        set_str(&b->host, "", err) != LB_OK ||
+        set_str(&b->id, chg->id ? chg->id : "", err) != LB_OK ||
+        set_str(&b->ca_file, chg->ca_file ? chg->ca_file : "", err) != LB_OK ||
+        set_str(&b->sni, chg->sni ? chg->sni : "", err) != LB_OK)
+        return LB_ENOMEM;
+    return LB_OK;
+}
+
+int cp_backends_replace(struct cp *cp, const struct cp_replace *rp, const struct cp_write *w,
+                        const char *action, uint64_t *version, struct lb_err *err)
+{
+    int rc = check_if_match(cp, w, err);
+    if (rc != LB_OK || (rc = need_config(cp, err)) != LB_OK)
+        return rc;
+    for (size_t i = 0; i < rp->n_remove + rp->n_activate; i++) {
+        const char *id = i < rp->n_remove ? rp->remove[i] : rp->activate[i - rp->n_remove];
+        if (cp_backend_find(cp, id) < 0)
+            return lb_err_set(err, LB_ENOTFOUND, 0, "no backend has id \"%s\"", id ? id : "");
+    }
+    for (size_t i = 0; i < rp->n_add; i++) {
+        const struct cp_backend_change *a = &rp->add[i];
+        if (a->url == NULL || a->url[0] == '\0')
+            return lb_err_set(err, LB_EINVAL, 0, "a backend needs a url");
+        for (size_t j = 0; j < cp->cfg->n_backends; j++) {
+            const struct config_backend *b = &cp->cfg->backends[j];
+            if ((a->id != NULL && strcmp(b->id, a->id) == 0) || strcmp(b->url, a->url) == 0)
+                return lb_err_set(err, LB_ECONFLICT, 0, "backend %s already has id %s or url %s",
+                                  b->id, a->id ? a->id : "", a->url);
+        }
+    }
+    if (cp->cfg->n_backends + rp->n_add <= rp->n_remove)
+        return lb_err_set(err, LB_EINVAL, 0, "a config needs at least one backend");
+    struct config *ed = config_dup(cp->cfg);
+    if (ed == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    for (size_t j = 0; j < ed->n_backends; j++) {
+        for (size_t i = 0; i < rp->n_activate; i++)
+            if (strcmp(ed->backends[j].id, rp->activate[i]) == 0)
+                ed->backends[j].state = CONFIG_BACKEND_ACTIVE;
+    }
+    for (size_t i = 0; i < rp->n_remove; i++) {
+        for (size_t j = 0; j < ed->n_backends; j++) {
+            if (strcmp(ed->backends[j].id, rp->remove[i]) != 0)
+                continue;
+            backend_clear(&ed->backends[j]);
+            memmove(&ed->backends[j], &ed->backends[j + 1],
+                    (ed->n_backends - j - 1) * sizeof(ed->backends[j]));
+            ed->n_backends--;
+            break;
+        }
+    }
+    for (size_t i = 0; i < rp->n_add; i++) {
+        if ((rc = append_backend(ed, &rp->add[i], err)) != LB_OK) {
+            config_free(ed);
+            return rc;
+        }
+    }
+    const struct audit_note note = {.action = action ? action : "config.put"};
+    return commit_edit(cp, ed, w, &note, version, err);
 }

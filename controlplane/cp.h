@@ -160,6 +160,11 @@ int cp_dataplanes(struct cp *cp, struct store_dataplane **out, size_t *n, struct
 int cp_audit_query(struct cp *cp, const struct store_audit_filter *f, struct store_audit **out,
                    size_t *n, struct lb_err *err);
 
+/* Records an operation that changes no config (a key or tokens file
+ * re-read) in the audit log, by <who>, at the active version; a failed
+ * write is logged, and changes nothing else. */
+void cp_audit_note(struct cp *cp, const char *who, const char *action, const char *detail);
+
 /* Backend <id>'s health as the checker knows it now (state, last check,
  * last error; health_changed_unix_ms is 0): LB_OK with *<out> owned by the
  * caller (store_health_free()), LB_ENOTFOUND when <id> is not a backend of
@@ -213,6 +218,35 @@ int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
 /* cp_tls_reload() on behalf of <who> ("uid:0", "token:ops"), the audit
  * row's who. LB_EINVAL when <who> is NULL or "". */
 int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
+
+/* ---- rollouts (rollout_run.h) ------------------------------------------- */
+
+struct rollouts;
+struct reports;
+
+/* The rollout engine (borrowed). */
+struct rollouts *cp_rollouts(const struct cp *cp);
+
+/* The data planes' latest reports (borrowed), for the rollout gates. */
+const struct reports *cp_reports(const struct cp *cp);
+
+/* What cp_backends_replace() changes, in this order. */
+struct cp_replace {
+    const char *const *remove; /* backend ids to remove */
+    size_t n_remove;
+    const char *const *activate; /* backend ids whose state becomes active */
+    size_t n_activate;
+    const struct cp_backend_change *add; /* backends to add as cp_backend_add() fills
+                                          * them (id required) */
+    size_t n_add;
+};
+
+/* One version changing several backends as <rp> says, audited as <action>
+ * with the changes and the comment. LB_ENOTFOUND for an unknown id to remove
+ * or activate, LB_ECONFLICT for an id or URL already used, LB_EINVAL as
+ * cp_backend_add() or when no backend would be left. */
+int cp_backends_replace(struct cp *cp, const struct cp_replace *rp, const struct cp_write *w,
+                        const char *action, uint64_t *version, struct lb_err *err);
 
 /* Test hook: the core's store (borrowed), e.g. for store__fail_after(). */
 struct store *cp__store(struct cp *cp);

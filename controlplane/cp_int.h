@@ -43,6 +43,7 @@ struct cp {
     ev_timer weights_timer;      /* every CP_WEIGHTS_STEP_S: one dynamic weights step */
     struct cp_dyn *dyn;          /* dynamic weights differing from the configured ones, */
     size_t n_dyn;                /* sorted by id; empty unless balancing.weights: dynamic */
+    struct rollouts *rollouts;   /* owned: the rolling updates (rollout_run.h) */
 };
 
 /* A backend's dynamic weight, valid while its configured weight is <configured>. */

@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "cp.h"
+#include "lb_cred.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
@@ -65,6 +66,10 @@ static void usage(FILE *out)
             "  --feed-nodes A,B       only these data-plane node ids may sync and report\n"
             "  --log-level LEVEL      debug, info, warn or error (default info)\n"
             "  --help                 this text\n"
+            "\n"
+            "Under systemd, the credentials feed.key, admin.tokens and admin.key\n"
+            "(LoadCredential=) stand for --feed-key, --admin-tokens and --admin-key when\n"
+            "those are not given; a blank credential is none.\n"
             "  --version              the version\n");
 }
 
@@ -74,6 +79,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     sd_notify(0, "STOPPING=1");
     ev_break(loop, EVBREAK_ALL);
 }
+
+#define HUP_WHO "signal:SIGHUP"
 
 /* Re-reads the feed key file; on any error the keys in use stay. */
 static void reload_feed_keys(struct main_ctx *m)
@@ -88,8 +95,11 @@ static void reload_feed_keys(struct main_ctx *m)
     }
     seal_keyring_free(m->feed_keys);
     m->feed_keys = kr;
-    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s: %zu keys, sealing with key id %u",
-           m->feed_key_path, seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+    char what[600];
+    snprintf(what, sizeof(what), "%s: %zu keys, sealing with key id %u", m->feed_key_path,
+             seal_keyring_count(kr), (unsigned)seal_keyring_seal_id(kr));
+    lb_log(LB_LOG_INFO, "feed_key_reloaded", "%s", what);
+    cp_audit_note(m->cp, HUP_WHO, "feed.key_reload", what);
 }
 
 /* Re-reads the admin listener's certificate, key and client CA; on any
@@ -104,6 +114,22 @@ static void reload_admin_tls(struct main_ctx *m)
     }
     lb_log(LB_LOG_INFO, "admin_tls_reloaded",
            "admin certificate, key and client CA re-read; new connections use them");
+    cp_audit_note(m->cp, HUP_WHO, "admin.tls_reload", "admin certificate, key and client CA");
+}
+
+/* Re-reads the admin tokens file; on any error the tokens in use stay. */
+static void reload_admin_tokens(struct main_ctx *m)
+{
+    struct lb_err err = {0};
+    size_t n = 0;
+    if (admin_tokens_reload(m->admin, &n, &err) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "admin_tokens_reload_failed", "%s; the tokens in use stay", err.msg);
+        return;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "%zu lines", n);
+    lb_log(LB_LOG_INFO, "admin_tokens_reloaded", "admin tokens file re-read: %s", what);
+    cp_audit_note(m->cp, HUP_WHO, "admin.tokens_reload", what);
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
@@ -111,9 +137,11 @@ static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
     struct main_ctx *m = s->data;
     if (m->feed_key_path != NULL)
         reload_feed_keys(m);
+    if (admin_has_tokens(m->admin))
+        reload_admin_tokens(m);
     if (admin_has_tls(m->admin))
         reload_admin_tls(m);
-    if (m->feed_key_path != NULL || admin_has_tls(m->admin))
+    if (m->feed_key_path != NULL || admin_has_tokens(m->admin))
         return;
     lb_log(LB_LOG_INFO, "sighup",
            "SIGHUP ignored: config changes go through the admin API (lbctl apply)");
@@ -149,6 +177,7 @@ struct flags {
     bool feed_insecure;
     enum lb_log_level level;
     char runtime_abs[PATH_MAX]; /* storage of the paths main_paths() makes */
+    char cred[3][512];          /* the paths of systemd credentials in use */
     char control_buf[4200];
     char socket_buf[4200];
 };
@@ -183,6 +212,23 @@ enum {
     OPT_FEED_INSECURE,
     OPT_ADMIN_INSECURE_HTTP,
 };
+
+/* The secrets a flag did not name, from the systemd credentials of the same
+ * job (lb_cred.h): feed.key (unless --feed-insecure), and with
+ * --admin-listen admin.tokens and, next to --admin-cert, admin.key. */
+static void main_credentials(struct flags *f)
+{
+    if (f->feed_key == NULL && !f->feed_insecure &&
+        lb_credential("feed.key", f->cred[0], sizeof(f->cred[0])))
+        f->feed_key = f->cred[0];
+    if (f->admin_listen == NULL)
+        return;
+    if (f->admin_key == NULL && f->admin_cert != NULL &&
+        lb_credential("admin.key", f->cred[1], sizeof(f->cred[1])))
+        f->admin_key = f->cred[1];
+    if (f->admin_tokens == NULL && lb_credential("admin.tokens", f->cred[2], sizeof(f->cred[2])))
+        f->admin_tokens = f->cred[2];
+}
 
 /* Reads argv into <f>. Returns -1 to go on, else the exit status (help,
  * version and bad flags end the process here). */
@@ -238,6 +284,7 @@ static int main_parse(int argc, char **argv, struct flags *f)
         usage(stderr);
         return 1;
     }
+    main_credentials(f);
     if (f->admin_listen != NULL && f->admin_tokens == NULL) {
         fprintf(stderr, "lb-controlplane: --admin-listen needs --admin-tokens FILE\n");
         return 1;

@@ -28,6 +28,7 @@ struct rdp {
     int64_t started_unix_ms; /* a change means a restart: counters began again */
     uint32_t pid;            /* the reporting process (a hand-over changes it) */
     char binary_version[32]; /* its lb-dataplane version, "" if it sent none */
+    uint64_t boot_id;        /* of its latest report */
     struct rb *b;            /* sorted by id */
     size_t n;
 };
@@ -157,6 +158,7 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
     d->pid = rep->pid;
     snprintf(d->binary_version, sizeof(d->binary_version), "%s",
              rep->binary_version ? rep->binary_version : "");
+    d->boot_id = rep->boot_id;
     return LB_OK;
 }
 
@@ -266,6 +268,24 @@ void reports_mark(struct reports *r)
             b->base_errors = b->errors;
             b->base_latency_us = b->latency_sum_us;
         }
+}
+
+void reports_samples_each(const struct reports *r, const char *id, int64_t now_ms,
+                          reports_sample_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rdp *d = &r->dps[i];
+        const struct rb *b = fresh(d, now_ms) ? rb_find(d, id) : NULL;
+        if (b == NULL)
+            continue;
+        const struct reports_sample s = {.node_id = d->node_id,
+                                         .started_unix_ms = d->started_unix_ms,
+                                         .boot_id = d->boot_id,
+                                         .received_ms = d->last_ms,
+                                         .requests = b->requests,
+                                         .errors = b->errors};
+        fn(ctx, &s);
+    }
 }
 
 /* ---- dynamic weights -------------------------------------------------------- */

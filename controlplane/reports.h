@@ -91,6 +91,23 @@ void reports_window_get(const struct reports *r, const char *id, int64_t now_ms,
  * base of the next reports_window_get(). */
 void reports_mark(struct reports *r);
 
+/* One fresh data plane's cumulative counters for one backend. */
+struct reports_sample {
+    const char *node_id;     /* borrowed for the call */
+    int64_t started_unix_ms; /* of that data plane */
+    uint64_t boot_id;        /* of that data plane */
+    int64_t received_ms;     /* when its latest report arrived */
+    uint64_t requests;
+    uint64_t errors; /* 5xx, connect failures and timeouts */
+};
+
+typedef void (*reports_sample_fn)(void *ctx, const struct reports_sample *s);
+
+/* Calls <fn> for each data plane that reported within REPORTS_FRESH_MS of
+ * <now_ms> and knows backend <id>. */
+void reports_samples_each(const struct reports *r, const char *id, int64_t now_ms,
+                          reports_sample_fn fn, void *ctx);
+
 /* ---- dynamic weights -------------------------------------------------------- */
 
 /* Fewer requests than this in a window: the backend keeps its weight. */

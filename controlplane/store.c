@@ -19,6 +19,7 @@ struct store {
     int stmt_count; /* statements run in the current write transaction */
     int fail_after; /* test hook: fail statement number <fail_after>; 0 = off */
     bool injected;  /* the last failure came from the hook */
+    const struct store_rollout_row *attached; /* written with the next version, then cleared */
 };
 
 /* Migration N (1-based) brings the schema from version N-1 to N. Append only;
@@ -63,6 +64,15 @@ static const char *const migrations[] = {
     "  from_version INTEGER,"
     "  to_version INTEGER);"
     "CREATE INDEX audit_time ON audit (time_unix_ms);",
+    /* 2: rollouts (rollout.h); spec and state are rollout.c's JSON */
+    "CREATE TABLE rollouts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  created_unix_ms INTEGER NOT NULL,"
+    "  updated_unix_ms INTEGER NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  last_version INTEGER NOT NULL DEFAULT 0,"
+    "  spec TEXT NOT NULL,"
+    "  state TEXT NOT NULL);",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -391,13 +401,20 @@ static int generation_bump(struct store *st, uint64_t *gen, struct lb_err *err)
  * its audit row (<action>, <detail>), the generation bump when <generation>
  * is wanted, commit (or rollback when <rc> or any of them failed). Fills
  * the outputs on success. */
+static int rollout_upsert(struct store *st, const struct store_rollout_row *row, int64_t now,
+                          uint64_t version, struct lb_err *err);
+
 static int version_finish(struct store *st, int rc, int64_t now, const char *author,
                           const char *action, const char *detail, uint64_t prev, uint64_t number,
                           uint64_t *new_number, uint64_t *generation, struct lb_err *err)
 {
     uint64_t gen = 0;
+    const struct store_rollout_row *row = st->attached;
+    st->attached = NULL;
     if (rc == LB_OK)
         rc = audit_insert(st, now, author, action, detail, prev, number, err);
+    if (rc == LB_OK && row != NULL)
+        rc = rollout_upsert(st, row, now, number, err);
     if (rc == LB_OK && generation != NULL)
         rc = generation_bump(st, &gen, err);
     rc = tx_end(st, rc, err);
@@ -911,6 +928,87 @@ int store_audit_query(struct store *st, const struct store_audit_filter *f,
                   "AND (?3 = '' OR action = ?3) ORDER BY id DESC LIMIT ?4",
                   p, N_PARAMS(p), sizeof(struct store_audit), read_audit, clear_audit, &arr, n,
                   "audit query", err);
+    if (rc == LB_OK)
+        *out = arr;
+    return rc;
+}
+
+/* ---- rollouts ------------------------------------------------------------- */
+
+/* Inside a transaction: row <row> as it is at <now>; <version> (0 = keep)
+ * becomes its last version. */
+static int rollout_upsert(struct store *st, const struct store_rollout_row *row, int64_t now,
+                          uint64_t version, struct lb_err *err)
+{
+    if (row->id == 0 || row->status == NULL || row->spec == NULL || row->state == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "store: a rollout row needs id, status, spec, state");
+    const struct param p[] = {P_INT(row->id), P_INT(now),        P_TEXT(row->status),
+                              P_INT(version), P_TEXT(row->spec), P_TEXT(row->state)};
+    return exec_bound(st,
+                      "INSERT INTO rollouts (id, created_unix_ms, updated_unix_ms, status, "
+                      "last_version, spec, state) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6) "
+                      "ON CONFLICT (id) DO UPDATE SET updated_unix_ms = excluded.updated_unix_ms, "
+                      "status = excluded.status, spec = excluded.spec, state = excluded.state, "
+                      "last_version = CASE WHEN excluded.last_version = 0 THEN last_version "
+                      "ELSE excluded.last_version END",
+                      p, N_PARAMS(p), "rollout write", err);
+}
+
+void store_rollout_attach(struct store *st, const struct store_rollout_row *row)
+{
+    st->attached = row;
+}
+
+int store_rollout_put(struct store *st, const struct store_rollout_row *row, struct lb_err *err)
+{
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    return tx_end(st, rollout_upsert(st, row, now_unix_ms(), 0, err), err);
+}
+
+int store_rollout_next_id(struct store *st, uint64_t *id, struct lb_err *err)
+{
+    return query_u64(st, "SELECT COALESCE(MAX(id), 0) + 1 FROM rollouts", id, "rollout id", err);
+}
+
+static int read_rollout(sqlite3_stmt *s, void *item)
+{
+    struct store_rollout *r = item;
+    bool ok = true;
+    r->id = (uint64_t)sqlite3_column_int64(s, 0);
+    r->created_unix_ms = sqlite3_column_int64(s, 1);
+    r->updated_unix_ms = sqlite3_column_int64(s, 2);
+    r->status = col_dup(s, 3, &ok);
+    r->last_version = (uint64_t)sqlite3_column_int64(s, 4);
+    r->spec = col_dup(s, 5, &ok);
+    r->state = col_dup(s, 6, &ok);
+    return ok ? LB_OK : LB_ENOMEM;
+}
+
+static void clear_rollout(void *item)
+{
+    struct store_rollout *r = item;
+    free(r->status);
+    free(r->spec);
+    free(r->state);
+}
+
+void store_rollouts_free(struct store_rollout *rs, size_t n)
+{
+    free_rows(rs, n, sizeof(*rs), clear_rollout);
+}
+
+int store_rollouts_list(struct store *st, uint64_t id, size_t limit, struct store_rollout **out,
+                        size_t *n, struct lb_err *err)
+{
+    const struct param p[] = {P_INT(id), P_INT(limit ? (sqlite3_int64)limit : -1)};
+    void *arr = NULL;
+    int rc = list(st,
+                  "SELECT id, created_unix_ms, updated_unix_ms, status, last_version, spec, state "
+                  "FROM rollouts WHERE ?1 = 0 OR id = ?1 ORDER BY id DESC LIMIT ?2",
+                  p, N_PARAMS(p), sizeof(struct store_rollout), read_rollout, clear_rollout, &arr,
+                  n, "rollout list", err);
     if (rc == LB_OK)
         *out = arr;
     return rc;

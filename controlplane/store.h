@@ -15,7 +15,7 @@ struct lb_err;
 struct store;
 
 /* The schema version this build writes (migrations 1..STORE_SCHEMA_VERSION). */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 enum store_health {
     STORE_HEALTH_UNKNOWN = 0,
@@ -209,6 +209,45 @@ int store_audit_query(struct store *st, const struct store_audit_filter *f,
                       struct store_audit **out, size_t *n, struct lb_err *err);
 
 void store_audit_free(struct store_audit *as, size_t n);
+
+/* ---- rollouts (controlplane/rollout.h) ------------------------------------ */
+
+/* A rollout row to write; the strings are borrowed. */
+struct store_rollout_row {
+    uint64_t id;        /* >= 1 */
+    const char *status; /* rollout_status_name() */
+    const char *spec;   /* rollout_spec_encode() */
+    const char *state;  /* rollout_state_encode() */
+};
+
+/* A stored rollout; strings owned (store_rollouts_free()). */
+struct store_rollout {
+    uint64_t id;
+    int64_t created_unix_ms, updated_unix_ms;
+    char *status, *spec, *state;
+    uint64_t last_version; /* the newest config version one of its transitions made, 0 = none */
+};
+
+/* Makes the next config version write (store_version_put*(),
+ * store_rollback*()) also write <row> (borrowed until then) in its
+ * transaction, with that version as the row's last_version: the
+ * transition and its version commit or fail together. The attachment is
+ * used by that one write whatever its outcome; NULL clears it. */
+void store_rollout_attach(struct store *st, const struct store_rollout_row *row);
+
+/* Writes <row> alone (a transition without a version) in one transaction.
+ * LB_OK, LB_EINVAL (missing member) or LB_ESTORE with nothing written. */
+int store_rollout_put(struct store *st, const struct store_rollout_row *row, struct lb_err *err);
+
+/* The id the next rollout gets, in *<id>. */
+int store_rollout_next_id(struct store *st, uint64_t *id, struct lb_err *err);
+
+/* Rollout <id> (0 = every one), newest first, at most <limit> (0 = all);
+ * free with store_rollouts_free(). */
+int store_rollouts_list(struct store *st, uint64_t id, size_t limit, struct store_rollout **out,
+                        size_t *n, struct lb_err *err);
+
+void store_rollouts_free(struct store_rollout *rs, size_t n);
 
 /* Test hook: the <n>th statement (1-based) executed inside the next write
  * transaction fails with "injected failure", which rolls it back. 0 disarms. */

@@ -24,6 +24,7 @@
 #include "fshared.h"
 #include "handover.h"
 #include "lb.pb-c.h"
+#include "lb_cred.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "metrics_server.h"
@@ -46,6 +47,7 @@ struct main_ctx {
     const char *control;            /* --control */
     const char *state_dir;          /* --state-dir */
     const char *feed_key_path;      /* --feed-key; NULL: the feed is not sealed */
+    char feed_key_cred[512];        /* or the systemd credential feed.key (lb_cred.h) */
     bool feed_insecure;             /* --feed-insecure */
     struct seal_keyring *feed_keys; /* read from <feed_key_path> at start and on SIGHUP */
     bool metrics_forced;            /* --metrics-listen given */
@@ -103,8 +105,12 @@ static void usage(FILE *out)
             "  --snapshot FILE     serve this binary lb.v1.Snapshot (SIGHUP reloads it)\n"
             "  --state-dir DIR     keep the last good snapshot here; serve it at start\n"
             "  --feed-key FILE     the feed is sealed with these keys (\"ID HEX64\" lines,\n"
-            "                      mode 0600); SIGHUP re-reads it\n"
+            "                      mode 0600); SIGHUP re-reads it. Under systemd the\n"
+            "                      credential feed.key (LoadCredential=) stands for it;\n"
+            "                      a blank one is none\n"
             "  --feed-insecure     allow an unsealed tcp:// feed (snapshots in clear)\n"
+            "  --bind-address IP   frontends the config binds to 0.0.0.0 (or ::, for an\n"
+            "                      IPv6 IP) listen on IP on this host instead\n"
             "  --node-id ID        this data plane's name in reports (default: host name)\n"
             "  --workers N         worker threads (default: one per CPU)\n"
             "  --metrics-listen A  serve /metrics on ADDR:PORT, not the snapshot's address\n"
@@ -896,6 +902,14 @@ static int parse_option(struct main_ctx *m, int opt, char **argv, enum lb_log_le
     case 'T':
         m->takeover_path = optarg;
         return -1;
+    case 'B': {
+        struct lb_err err = {0};
+        if (snapshot_bind_address(optarg, &err) != LB_OK) {
+            fprintf(stderr, "lb-dataplane: %s\n", err.msg);
+            return 2;
+        }
+        return -1;
+    }
     case 'n':
         if (optarg[0] == '\0' || strlen(optarg) >= sizeof(m->node_id)) {
             fprintf(stderr, "lb-dataplane: --node-id: must be 1..255 characters\n");
@@ -965,6 +979,9 @@ static int check_args(struct main_ctx *m, int argc, char **argv)
         fprintf(stderr, "lb-dataplane: --feed-key and --feed-insecure go with --control\n");
         return 2;
     }
+    if (m->control != NULL && m->feed_key_path == NULL && !m->feed_insecure &&
+        lb_credential("feed.key", m->feed_key_cred, sizeof(m->feed_key_cred)))
+        m->feed_key_path = m->feed_key_cred;
     if (m->handover_path == NULL && !m->handover_off && m->state_dir != NULL) {
         int n = snprintf(m->handover_default, sizeof(m->handover_default), "%s/handover.sock",
                          m->state_dir);
@@ -996,6 +1013,7 @@ static int parse_args(struct main_ctx *m, int argc, char **argv, enum lb_log_lev
         {"feed-insecure", no_argument, NULL, 'i'},
         {"handover-socket", required_argument, NULL, 'H'},
         {"takeover", required_argument, NULL, 'T'},
+        {"bind-address", required_argument, NULL, 'B'},
         {NULL, 0, NULL, 0},
     };
     int opt;

@@ -44,6 +44,37 @@ static bool parse_addr(const char *text, uint16_t port, struct sockaddr_storage 
     return false;
 }
 
+/* --bind-address: where this host's wildcard frontends listen (see
+ * snapshot_bind_address()); set once before any snapshot is decoded. */
+static struct sockaddr_storage bind_override;
+static bool bind_override_set;
+
+int snapshot_bind_address(const char *addr, struct lb_err *err)
+{
+    socklen_t len;
+    if (!parse_addr(addr, 0, &bind_override, &len))
+        return lb_err_set(err, LB_EINVAL, 0, "--bind-address: \"%s\" is not an IP address", addr);
+    bind_override_set = true;
+    return LB_OK;
+}
+
+/* A wildcard frontend address of the override's family takes the override's
+ * address; the port stays. */
+static void apply_bind_override(struct sockaddr_storage *ss)
+{
+    if (!bind_override_set || ss->ss_family != bind_override.ss_family)
+        return;
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+        if (in4->sin_addr.s_addr == htonl(INADDR_ANY))
+            in4->sin_addr = ((const struct sockaddr_in *)&bind_override)->sin_addr;
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+            in6->sin6_addr = ((const struct sockaddr_in6 *)&bind_override)->sin6_addr;
+    }
+}
+
 static void format_host_port(char *dst, size_t cap, const struct sockaddr_storage *ss)
 {
     char ip[INET6_ADDRSTRLEN];
@@ -119,6 +150,7 @@ static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb
         if (!parse_addr(bind, (uint16_t)f->port, &sf->addr, &sf->addrlen))
             return lb_err_set(err, LB_EINVAL, 0,
                               "frontends[%zu].bind_address: \"%s\" is not an IP address", i, bind);
+        apply_bind_override(&sf->addr);
         sf->name = f->name;
         sf->port = (uint16_t)f->port;
         sf->tls = f->tls != NULL;

@@ -137,6 +137,13 @@ struct snap {
  * "backends[2].weight: 0 is out of range (1..1000)". Any thread. */
 int snapshot_decode(const uint8_t *buf, size_t len, struct snap **out, struct lb_err *err);
 
+/* This host's listening address (--bind-address <addr>, an IPv4 or IPv6
+ * address): a frontend the snapshot binds to the wildcard of that family
+ * (0.0.0.0 or ::) listens on <addr> instead, so one fleet-wide config serves
+ * hosts that must listen on one interface. Once, before the first decode
+ * and before any thread starts. Returns LB_OK, or LB_EINVAL. */
+int snapshot_bind_address(const char *addr, struct lb_err *err);
+
 /* Reads <path> and decodes it as above. */
 int snapshot_load_file(const char *path, struct snap **out, struct lb_err *err);
 

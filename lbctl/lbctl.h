@@ -137,5 +137,6 @@ int cmd_backends(struct lbctl *ctx, int argc, char **argv);
 int cmd_config(struct lbctl *ctx, int argc, char **argv);
 int cmd_rollback(struct lbctl *ctx, int argc, char **argv);
 int cmd_audit(struct lbctl *ctx, int argc, char **argv);
+int cmd_rollout(struct lbctl *ctx, int argc, char **argv);
 
 #endif

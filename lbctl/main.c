@@ -36,6 +36,9 @@ static const char help_text[] =
     "  tls reload                 re-read the certificate files now and publish them\n"
     "  audit                      who changed what: the audit log, newest first\n"
     "                             [--since T] [--who W] [--action A] [--limit N]\n"
+    "  rollout start --add URL... replace backends step by step, rolling back by itself\n"
+    "  rollout status|list        a rollout's step, gates and next move; all rollouts\n"
+    "  rollout pause|resume|abort|undo ID\n"
     "\n"
     "Options:\n"
     "  --socket PATH       the admin unix socket (default $LB_ADMIN_SOCKET, else\n"
@@ -63,7 +66,7 @@ struct verb {
 static const struct verb verbs[] = {
     {"status", cmd_status},     {"backends", cmd_backends},     {"config", cmd_config},
     {"rollback", cmd_rollback}, {"dataplanes", cmd_dataplanes}, {"tls", cmd_tls},
-    {"audit", cmd_audit},
+    {"audit", cmd_audit},       {"rollout", cmd_rollout},
 };
 
 /* The first line of <path>, trimmed, into <*out> (caller frees). */

@@ -1,7 +1,7 @@
 /* tests/backend/lb-backend.c: the demo, test and benchmark origin server.
  *
  * lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]
- *            [--backlog N] [--log FILE] [--proxy]
+ *            [--backlog N] [--log FILE] [--proxy] [--fail-status N]
  *
  * A small HTTP/1.1 server on libev with its own minimal parser (it must not
  * share code with the data plane it tests). It prints
@@ -72,6 +72,9 @@
  *   --backlog N      listen backlog (default 1024; the kernel caps it at
  *                    net.core.somaxconn): a small one with --threads 1 makes
  *                    a backend that is slow to accept a burst.
+ *   --fail-status N  every request but GET /health and /stats is answered
+ *                    with status N (100..599, empty body): a backend whose
+ *                    health checks pass while it fails its traffic.
  *   --proxy          every connection must start with a PROXY protocol header
  *                    (v1 or v2; parsed here, not by the data plane's code):
  *                    anything else closes it.
@@ -195,6 +198,7 @@ struct server {
     int lfd;                                   /* listening socket */
     int logfd;                                 /* --log file, or -1 */
     bool proxy;                                /* --proxy */
+    unsigned fail_status;                      /* --fail-status, 0 = off */
     char name[NAME_MAX_];                      /* body of GET / */
     size_t name_len;                           /* strlen(name) */
     atomic_ulong connections;                  /* accepted since start */
@@ -1009,6 +1013,10 @@ static void conn_finish_request(struct conn *c)
     int n;
 
     c->state = ST_DONE;
+    if (s->fail_status != 0 && c->route != ROUTE_HEALTH && c->route != ROUTE_STATS) {
+        put_simple(c, s->fail_status, "", 0, NULL);
+        return;
+    }
     switch (c->route) {
     case ROUTE_NAME:
     case ROUTE_CLOSE:
@@ -1457,7 +1465,7 @@ static int listen_on(const char *addr, unsigned port, int backlog, unsigned *bou
 static void usage(void)
 {
     fprintf(stderr, "usage: lb-backend --port P [--listen 127.0.0.1] [--name NAME] [--threads N]\n"
-                    "                  [--backlog N] [--log FILE] [--proxy]\n");
+                    "                  [--backlog N] [--log FILE] [--proxy] [--fail-status N]\n");
 }
 
 /* The command line's settings. */
@@ -1503,6 +1511,13 @@ static int parse_options(int argc, char **argv, struct server *srv, struct optio
             }
         } else if (strcmp(a, "--log") == 0) {
             o->log_path = v;
+        } else if (strcmp(a, "--fail-status") == 0) {
+            uint64_t st = 0;
+            if (!parse_u64(v, strlen(v), &st) || st < 100 || st > 599) {
+                usage();
+                return 2;
+            }
+            srv->fail_status = (unsigned)st;
         } else if (strcmp(a, "--threads") == 0) {
             if (!parse_u64(v, strlen(v), &o->threads) || o->threads == 0 ||
                 o->threads > THREADS_MAX) {

@@ -20,7 +20,8 @@
  * status, a connect error, the connection closed or reset before a complete
  * answer, or no answer within --timeout-ms, default 5000). After S seconds no
  * request is started; the ones in flight run to their end or their timeout,
- * so the program ends within S s + MS ms (+ one connect).
+ * so the program ends within S s + MS ms (+ one connect). SIGINT ends the
+ * load early the same way: nothing new starts, the results are printed.
  *
  * Prints one JSON line on stdout:
  *   {"mode","clients","elapsed_ms","total","ok","failed","conn_errors",
@@ -430,6 +431,14 @@ static void client_on_writable(struct run *r, struct client *c)
     client_want(r, c, EPOLLIN | EPOLLRDHUP);
 }
 
+static volatile sig_atomic_t interrupted; /* SIGINT: stop as if S seconds passed */
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
 static int signal_number(const char *s)
 {
     static const struct {
@@ -598,6 +607,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "lb-faultload: out of memory or no epoll\n");
         return 2;
     }
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     r.fault_at_us = -1;
     r.t0_us = now_us();
     uint64_t stop_us = r.t0_us + r.seconds * 1000000;
@@ -626,7 +638,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "lb-faultload: kill %d: %s\n", (int)r.kill_pid, strerror(errno));
             r.fault_at_us = (int64_t)now_us();
         }
-        if (!r.burst && now >= stop_us)
+        if (!r.burst && (now >= stop_us || interrupted))
             r.stopping = true;
         if (now - last_scan < 20000 && n > 0)
             continue;

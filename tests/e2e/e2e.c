@@ -593,8 +593,14 @@ struct e2e *e2e_start(unsigned backends)
 
 struct e2e_conn *e2e_connect(unsigned port)
 {
+    return e2e_connect_host("127.0.0.1", port);
+}
+
+struct e2e_conn *e2e_connect_host(const char *ip, unsigned port)
+{
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        return NULL;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return NULL;
@@ -973,15 +979,21 @@ const char *e2e_get(struct e2e *t, const char *path)
 int e2e_request(unsigned port, const char *method, const char *path, const char *extra,
                 const void *body, size_t body_len, struct e2e_resp *r)
 {
+    return e2e_request_host("127.0.0.1", port, method, path, extra, body, body_len, r);
+}
+
+int e2e_request_host(const char *ip, unsigned port, const char *method, const char *path,
+                     const char *extra, const void *body, size_t body_len, struct e2e_resp *r)
+{
     char head[8192];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n%s", method, path,
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: %s:%u\r\n%s", method, path, ip,
                      port, extra ? extra : "");
     if (n <= 0 || (size_t)n >= sizeof head - 64)
         return -1;
     if (body_len > 0)
         n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", body_len);
     n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
-    struct e2e_conn *c = e2e_connect(port);
+    struct e2e_conn *c = e2e_connect_host(ip, port);
     if (!c)
         return -1;
     int rc = e2e_conn_send(c, head, (size_t)n);
@@ -1026,8 +1038,13 @@ static long stat_at(unsigned port, const char *key)
 /* The /metrics text served on <port> (caller frees), or NULL. */
 static char *scrape_at(unsigned port)
 {
+    return e2e_scrape_host("127.0.0.1", port);
+}
+
+char *e2e_scrape_host(const char *ip, unsigned port)
+{
     struct e2e_resp r;
-    if (e2e_request(port, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
+    if (e2e_request_host(ip, port, "GET", "/metrics", "Connection: close\r\n", NULL, 0, &r) != 0)
         return NULL;
     char *out = NULL;
     if (r.status == 200) {
@@ -1330,22 +1347,23 @@ static void json_string(const char *json, const char *key, char *out, size_t out
 #define LBCTL_BIN LB_BUILD_DIR "/lbctl"
 
 struct e2e_cp {
-    char dir[64];                     /* temp dir */
-    char sock[128];                   /* admin socket */
-    char control[128];                /* ipc://<dir>/run */
-    unsigned nb;                      /* backends started */
-    pid_t bpid[E2E_MAX_BACKENDS];     /* -1 once stopped */
-    unsigned bport[E2E_MAX_BACKENDS]; /* their ports */
-    char burl[E2E_MAX_BACKENDS][40];  /* "http://127.0.0.1:P" */
-    pid_t cppid;                      /* -1 when not running */
-    pid_t dppid[E2E_MAX_DATAPLANES];  /* -1 when not running */
-    unsigned workers;                 /* --workers */
-    char *const *cp_args;             /* more control-plane arguments, or NULL */
-    char *const *dp_args;             /* more data-plane arguments, or NULL */
-    unsigned feport, mport, aport;    /* frontend, metrics, admin TCP (0: none) */
-    bool admin_tls;                   /* the admin TCP port speaks HTTPS (certs/) */
-    bool failed;                      /* a daemon did not exit 0 on SIGTERM */
-    struct e2e_cp *next_live;         /* registry for the atexit hook */
+    char dir[64];                                  /* temp dir */
+    char sock[128];                                /* admin socket */
+    char control[128];                             /* ipc://<dir>/run */
+    unsigned nb;                                   /* backends started */
+    pid_t bpid[E2E_MAX_BACKENDS];                  /* -1 once stopped */
+    unsigned bport[E2E_MAX_BACKENDS];              /* their ports */
+    char burl[E2E_MAX_BACKENDS][40];               /* "http://127.0.0.1:P" */
+    pid_t cppid;                                   /* -1 when not running */
+    pid_t dppid[E2E_MAX_DATAPLANES];               /* -1 when not running */
+    unsigned workers;                              /* --workers */
+    char *const *cp_args;                          /* more control-plane arguments, or NULL */
+    char *const *dp_args;                          /* more data-plane arguments, or NULL */
+    char *const *dp_args_each[E2E_MAX_DATAPLANES]; /* data plane <i>'s own, or NULL */
+    unsigned feport, mport, aport;                 /* frontend, metrics, admin TCP (0: none) */
+    bool admin_tls;                                /* the admin TCP port speaks HTTPS (certs/) */
+    bool failed;                                   /* a daemon did not exit 0 on SIGTERM */
+    struct e2e_cp *next_live;                      /* registry for the atexit hook */
 };
 
 static struct e2e_cp *live_cps;
@@ -1483,8 +1501,8 @@ static void cp_write_config(struct e2e_cp *w, const struct e2e_cp_opts *o)
     e2e_cp_path(w, "config.yaml", path, sizeof path);
     FILE *f = fopen(path, "w");
     ck_assert_msg(f != NULL, "cannot write %s", path);
-    fprintf(f, "frontends:\n  - name: \"web\"\n    address: \"127.0.0.1\"\n    port: %u\n",
-            w->feport);
+    fprintf(f, "frontends:\n  - name: \"web\"\n    address: \"%s\"\n    port: %u\n",
+            o->frontend_address ? o->frontend_address : "127.0.0.1", w->feport);
     fprintf(f, "backends:\n");
     unsigned n = o->configured ? o->configured : o->backends;
     for (unsigned i = 0; i < n; i++)
@@ -1646,6 +1664,10 @@ void e2e_cp_dataplane_start(struct e2e_cp *w, unsigned i)
         ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1, "too many dp_args");
         argv[n++] = w->dp_args[k];
     }
+    for (size_t k = 0; w->dp_args_each[i] != NULL && w->dp_args_each[i][k] != NULL; k++) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1, "too many dp_args_each");
+        argv[n++] = w->dp_args_each[i][k];
+    }
     w->dppid[i] = e2e_spawn(argv, log);
     ck_assert_msg(w->dppid[i] > 0, "fork failed");
 }
@@ -1697,6 +1719,45 @@ bool e2e_cp_dataplane_log_has(struct e2e_cp *w, unsigned i, const char *needle, 
     }
 }
 
+static bool bindable_at(const char *host, unsigned port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    socklen_t len = sizeof(sa);
+    if (ok && port == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        ok = ntohs(sa.sin_port) != 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+unsigned e2e_feed_base(const char *host, char *out, size_t n)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        inet_pton(AF_INET, host, &sa.sin_addr);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "cannot bind %s: %s", host,
+                      strerror(errno));
+        socklen_t len = sizeof(sa);
+        getsockname(fd, (struct sockaddr *)&sa, &len);
+        close(fd);
+        unsigned p = ntohs(sa.sin_port);
+        if (p < 65533 && bindable_at(host, p) && bindable_at(host, p + 1) &&
+            bindable_at(host, p + 2)) {
+            snprintf(out, n, "tcp://%s:%u", host, p);
+            return p;
+        }
+    }
+    ck_abort_msg("no three free ports on %s", host);
+    return 0;
+}
+
 struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o)
 {
     ck_assert_msg(o->backends >= 1 && o->backends <= E2E_MAX_BACKENDS, "bad backend count");
@@ -1729,6 +1790,7 @@ struct e2e_cp *e2e_cp_start(const struct e2e_cp_opts *o)
         snprintf(w->control, sizeof w->control, "ipc://%s/run", w->dir);
     w->cp_args = o->cp_args;
     w->dp_args = o->dp_args;
+    memcpy(w->dp_args_each, o->dp_args_each, sizeof w->dp_args_each);
 
     char log[256], name[32];
     for (unsigned i = 0; i < o->backends; i++) {

@@ -155,6 +155,9 @@ bool e2e_lb_wait_exit(struct e2e *t, uint64_t ms, int *status);
  * Returns NULL on failure. */
 struct e2e_conn *e2e_connect(unsigned port);
 
+/* The same to <ip> (an IPv4 address: 127.0.0.3 stands for another host). */
+struct e2e_conn *e2e_connect_host(const char *ip, unsigned port);
+
 /* Closes and frees <c>; NULL is a no-op. */
 void e2e_conn_close(struct e2e_conn *c);
 
@@ -193,6 +196,10 @@ const char *e2e_get(struct e2e *t, const char *path);
 int e2e_request(unsigned port, const char *method, const char *path, const char *extra,
                 const void *body, size_t body_len, struct e2e_resp *r);
 
+/* The same to <ip>:<port> (Host: names it). */
+int e2e_request_host(const char *ip, unsigned port, const char *method, const char *path,
+                     const char *extra, const void *body, size_t body_len, struct e2e_resp *r);
+
 /* Sends <req> raw on a new connection to <port> and reads until the server
  * closes or <ms> pass. Returns the bytes (caller frees), count in <len>,
  * <closed> (may be NULL) whether the server closed within <ms>. */
@@ -211,6 +218,9 @@ char *e2e_scrape(struct e2e *t);
 /* GET /metrics from 127.0.0.1:<port> (a process the test started itself).
  * Caller frees; NULL on failure. */
 char *e2e_scrape_port(unsigned port);
+
+/* GET /metrics from <ip>:<port>. Caller frees; NULL on failure. */
+char *e2e_scrape_host(const char *ip, unsigned port);
 
 /* Polls metric <name> (<labels> as in e2e_metric()) on the world's metrics
  * port until its value is at least <min>, up to e2e_timeout_ms(). Returns the
@@ -329,7 +339,16 @@ struct e2e_cp_opts {
     char *const *cp_args;    /* NULL or more lb-controlplane arguments (at most 8),
                               * NULL-terminated; kept: must outlive e2e_cp_stop() */
     char *const *dp_args;    /* the same for every data plane */
+    /* more arguments of data plane <i> alone, after dp_args (NULL or
+     * NULL-terminated; kept), e.g. its own --bind-address, --metrics-listen */
+    char *const *dp_args_each[E2E_MAX_DATAPLANES];
+    const char *frontend_address; /* the frontend's address; NULL: 127.0.0.1 */
 };
+
+/* A feed base "tcp://<host>:P" (into <out>, <n> bytes) whose ports P, P+1
+ * and P+2 (the control plane's PUB, REP and PULL) are free on <host>;
+ * returns P. */
+unsigned e2e_feed_base(const char *host, char *out, size_t n);
 
 /* Starts the backends, writes config.yaml, starts the control plane (waits
  * until its admin socket answers) and <o->dataplanes> data planes (waits until

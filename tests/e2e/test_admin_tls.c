@@ -4,7 +4,8 @@
  * their environment variables; a CA that did not issue the server's
  * certificate, a client certificate of another CA and plain http:// all end
  * with exit 3; the audit names each write's caller (token:NAME, cert:NAME);
- * SIGHUP re-reads the certificate. */
+ * SIGHUP re-reads the certificate and the tokens file (audited; a bad file
+ * keeps the tokens in use). */
 #include "e2e.h"
 
 #include <check.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -224,12 +226,102 @@ START_TEST(refused_connections_exit_3)
     ck_assert_msg(failures >= 2, "failures %ld", failures);
     free(m);
 
+    /* a flood of refused handshakes is counted in full and logged at most
+     * 20 times a minute */
+    for (int i = 0; i < 40; i++) {
+        struct e2e_resp pr;
+        if (e2e_request(e2e_cp_admin_port(w), "GET", "/", NULL, NULL, 0, &pr) == 0)
+            e2e_resp_free(&pr);
+    }
+    m = admin_metrics(w);
+    at = strstr(m, "\nlb_cp_api_tls_handshake_failures_total ");
+    ck_assert_ptr_nonnull(at);
+    ck_assert_int_ge(strtol(at + strlen("\nlb_cp_api_tls_handshake_failures_total "), NULL, 10),
+                     failures + 40);
+    free(m);
+    char path[256], line[4096];
+    e2e_cp_path(w, "cp.log", path, sizeof path);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    unsigned logged = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        logged += strstr(line, "\"admin_tls_handshake_failed\"") != NULL;
+    fclose(f);
+    ck_assert_msg(logged >= 10 && logged <= 20, "%u lines", logged);
+
     /* SIGHUP re-reads the admin certificate; lbctl goes on working */
     ck_assert_int_eq(kill(e2e_cp_controlplane_pid(w), SIGHUP), 0);
     ck_assert(cp_log_has(w, "\"admin_tls_reloaded\""));
     st = lbctl(w, &r, "https", NULL,
                ARGS("--ca", "certs/ca.pem", "--token-file", "ro.token", "status"));
     expect_exit(&r, st, 0, NULL);
+    e2e_cp_stop(w);
+}
+END_TEST
+
+/* Replaces the world's tokens file with <text> at <mode>, atomically. */
+static void write_tokens(struct e2e_cp *w, const char *text, mode_t mode)
+{
+    char path[256], tmp[264];
+    e2e_cp_path(w, "tokens", path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(tmp, mode), 0);
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+/* The status of GET <path> on the admin TCP port with bearer <token>. */
+static int api_status(struct e2e_cp *w, const char *path, const char *token, char **body)
+{
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", token);
+    struct e2e_resp r;
+    ck_assert_int_eq(e2e_request(e2e_cp_admin_port(w), "GET", path, hdr, NULL, 0, &r), 0);
+    int st = r.status;
+    if (body != NULL)
+        *body = strdup(r.body != NULL ? r.body : "");
+    e2e_resp_free(&r);
+    return st;
+}
+
+START_TEST(sighup_rereads_tokens)
+{
+    struct e2e_cp_opts o = {.backends = 1, .dataplanes = 0, .admin_tcp = true};
+    struct e2e_cp *w = e2e_cp_start(&o);
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "rw-7f3a9c1e5b", NULL), 200);
+    /* a new token for admin, the viewer's stays */
+    write_tokens(w, "admin rw-5e1b7c9d3f rw\nviewer ro-2d8e4b6a0c ro\n", 0600);
+    ck_assert_int_eq(kill(e2e_cp_controlplane_pid(w), SIGHUP), 0);
+    ck_assert(cp_log_has(w, "\"admin_tokens_reloaded\""));
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "rw-7f3a9c1e5b", NULL), 401);
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "rw-5e1b7c9d3f", NULL), 200);
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "ro-2d8e4b6a0c", NULL), 200);
+    /* a file others may read is refused, and the tokens in use stay */
+    write_tokens(w, "admin rw-0000000000 rw\n", 0644);
+    ck_assert_int_eq(kill(e2e_cp_controlplane_pid(w), SIGHUP), 0);
+    ck_assert(cp_log_has(w, "\"admin_tokens_reload_failed\""));
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "rw-5e1b7c9d3f", NULL), 200);
+    ck_assert_int_eq(api_status(w, "/api/v1/backends", "rw-0000000000", NULL), 401);
+    /* the re-read is in the audit log, by the signal, without a token */
+    char *body = NULL;
+    ck_assert_int_eq(
+        api_status(w, "/api/v1/audit?action=admin.tokens_reload", "ro-2d8e4b6a0c", &body), 200);
+    ck_assert_msg(strstr(body, "signal:SIGHUP") != NULL && strstr(body, "rw-5e1b") == NULL, "%s",
+                  body);
+    free(body);
+    char path[256];
+    e2e_cp_path(w, "cp.log", path, sizeof path);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[4096];
+    while (fgets(line, sizeof line, f) != NULL)
+        ck_assert_msg(strstr(line, "rw-5e1b7c9d3f") == NULL &&
+                          strstr(line, "rw-0000000000") == NULL,
+                      "a token in the log: %s", line);
+    fclose(f);
     e2e_cp_stop(w);
 }
 END_TEST
@@ -242,6 +334,9 @@ static Suite *admin_tls_suite(void)
     suite_add_tcase(s, tc);
     tc = e2e_tcase("refused");
     tcase_add_test(tc, refused_connections_exit_3);
+    suite_add_tcase(s, tc);
+    tc = e2e_tcase("tokens");
+    tcase_add_test(tc, sighup_rereads_tokens);
     suite_add_tcase(s, tc);
     return s;
 }

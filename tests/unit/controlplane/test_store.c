@@ -196,11 +196,16 @@ START_TEST(newer_schema_refused)
     struct lb_err err = {0};
     ck_assert_ptr_null(store_open(dbpath, &err));
     ck_assert_int_eq(err.code, LB_ESTORE);
-    ck_assert_msg(strstr(err.msg, "schema version 99, newer than this build's 1") != NULL, "%s",
-                  err.msg);
+    char want[64];
+    snprintf(want, sizeof(want), "schema version 99, newer than this build's %d",
+             STORE_SCHEMA_VERSION);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "%s", err.msg);
     /* Reopening at the current version works and keeps the schema. */
     ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    sqlite3_exec(db, "UPDATE meta SET value = '1' WHERE key = 'schema_version'", NULL, NULL, NULL);
+    char back[96];
+    snprintf(back, sizeof(back), "UPDATE meta SET value = '%d' WHERE key = 'schema_version'",
+             STORE_SCHEMA_VERSION);
+    sqlite3_exec(db, back, NULL, NULL, NULL);
     sqlite3_close(db);
     reopen();
 }

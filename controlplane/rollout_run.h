@@ -1,0 +1,112 @@
+/* controlplane/rollout_run.h: runs rollouts (rollout.h) on the control
+ * plane's loop. At most one rollout is active (running or paused) at a
+ * time; it owns the backends: every other config write is refused with
+ * LB_ECONFLICT naming it until it ends (abort rolls it back).
+ *
+ * Every transition is one store transaction together with the config
+ * version it makes (store_rollout_attach()); a failed write changes nothing
+ * and is tried again on the next tick. On start the newest rollout is
+ * loaded; an active one resumes in its phase, its wait (health, bake,
+ * interval) starting again so that the gates see fresh reports only. A
+ * stored row that does not decode is logged ("rollout_unreadable") and left
+ * alone.
+ *
+ * Single-threaded: the cp's loop. */
+#ifndef LB_ROLLOUT_RUN_H
+#define LB_ROLLOUT_RUN_H
+
+#include "rollout.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cp;
+struct lb_err;
+struct lb_prom;
+struct rollouts;
+
+#define ROLLOUTS_TICK_S 0.1 /* how often an active rollout looks at health and reports */
+
+/* Creates the engine of <cp> and resumes the newest rollout if it is
+ * active. NULL with <err> filled on a store error or no memory. */
+struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err);
+
+/* NULL is a no-op. */
+void rollouts_free(struct rollouts *ro);
+
+/* LB_OK when a config write by someone else may go ahead (no active
+ * rollout, or the write is the rollout's own; <ro> NULL too), else
+ * LB_ECONFLICT: "rollout 3 is running (step 2/4) ...". */
+int rollouts_write_check(const struct rollouts *ro, struct lb_err *err);
+
+/* What POST /api/v1/rollouts asks for. */
+struct rollout_request {
+    const char *const *add_urls; /* <n_add> URLs */
+    const char *const *add_ids;  /* NULL or <n_add> ids (NULL or "" = "<host>-<port>") */
+    size_t n_add;
+    const char *const *remove; /* <n_remove> backend ids; none = every active backend of the
+                                * config that is not being added */
+    size_t n_remove;
+    uint32_t batch;            /* 0 = 1 */
+    int64_t interval_ms;       /* < 0 = ROLLOUT_DEFAULT_INTVL */
+    int64_t bake_ms;           /* < 0 = ROLLOUT_DEFAULT_BAKE */
+    int64_t health_timeout_ms; /* <= 0 = max(30 s, 10 x healthcheck.interval) */
+    double max_error_rate;     /* < 0 = ROLLOUT_DEFAULT_RATE */
+    const char *author;        /* required */
+    const char *comment;       /* NULL = "" */
+};
+
+/* Starts a rollout: checks it against the active config (the backends to
+ * remove exist, the new URLs and ids are not in use), stores it (status
+ * running, phase add) and runs its first step on the next tick.
+ * LB_EINVAL with the reason, LB_ECONFLICT when a rollout is active already,
+ * LB_ESTORE. Fills *<id>. */
+int rollouts_start(struct rollouts *ro, const struct rollout_request *rq, uint64_t *id,
+                   struct lb_err *err);
+
+enum rollouts_op {
+    ROLLOUTS_PAUSE,
+    ROLLOUTS_RESUME,
+    ROLLOUTS_ABORT, /* rolls back to the pre-rollout version */
+    ROLLOUTS_UNDO,  /* after success: rolls back to the pre-rollout version */
+};
+
+/* <op> on rollout <id> on behalf of <who>: LB_OK, LB_ENOTFOUND (no such
+ * rollout), LB_ECONFLICT (the op does not fit its status, or another
+ * rollout is active for an undo), LB_ESTORE (nothing changed). */
+int rollouts_control(struct rollouts *ro, uint64_t id, enum rollouts_op op, const char *who,
+                     struct lb_err *err);
+
+/* One look at rollout health and reports at <now_ms> (the loop's timer
+ * does it every ROLLOUTS_TICK_S; tests call it directly). */
+void rollouts_tick(struct rollouts *ro, int64_t now_ms);
+
+/* A rollout as the API shows it. */
+struct rollout_view {
+    struct rollout_spec spec;
+    struct rollout_state state;
+    struct rollout_figures fig; /* the last gate check (the active rollout only) */
+    uint32_t n_steps;
+    int64_t next_in_ms;      /* until the phase's wait ends; -1 when none */
+    uint64_t last_version;   /* newest version it made, 0 = none */
+    int64_t updated_unix_ms; /* its last stored transition */
+};
+
+/* Rollout <id> into *<v> (the caller's memory: it is large). LB_ENOTFOUND,
+ * LB_ESTORE, LB_EINVAL (a stored row that does not decode). */
+int rollouts_get(struct rollouts *ro, uint64_t id, int64_t now_ms, struct rollout_view *v,
+                 struct lb_err *err);
+
+/* The ids of at most <max> rollouts, newest first, in <ids>; *<n> gets the
+ * count. */
+int rollouts_ids(struct rollouts *ro, uint64_t *ids, size_t max, size_t *n, struct lb_err *err);
+
+/* The id of the newest rollout in memory (the active one if any), 0 = none. */
+uint64_t rollouts_current(const struct rollouts *ro);
+
+/* Appends lb_cp_rollout_* to <p>. */
+void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p);
+
+#endif
