@@ -24,13 +24,16 @@ WATCHDOG_S=${WATCHDOG_S:-5}
 DRAIN_S=${DRAIN_S:-4}
 BOOT_TIMEOUT_S=${BOOT_TIMEOUT_S:-240}
 
+# ctest lists a skipped test among those that "did not run" (exit 77); the
+# banner says why, on both streams.
 skip() {
-    {
-        echo "################################################################"
-        echo "# SKIPPED: the systemd (nspawn) suite did NOT run: $*"
-        echo "# The units are then checked only by deploy_verify_units."
-        echo "################################################################"
-    } | tee /dev/stderr
+    local b
+    b=$(printf '%s\n' "################################################################" \
+        "# SKIPPED: the systemd (nspawn) suite did NOT run: $*" \
+        "# The units are then checked only by deploy_verify_units." \
+        "################################################################")
+    echo "$b"
+    echo "$b" >&2
     exit 77
 }
 fail() {
@@ -151,6 +154,9 @@ echo "container ran $(($(date +%s) - t0)) s (systemd-nspawn exit $rc)"
 if [ ! -e "$work/out/started" ]; then
     echo "--- console (last 40 lines)"
     tail -n 40 "$work/console.log"
+    # systemd came up but our target did not run the driver: our fault
+    grep -q 'running in system mode' "$work/console.log" &&
+        fail "systemd booted in the container but lb-test-driver.service did not start"
     skip "the container did not boot here (systemd-nspawn exit $rc)"
 fi
 echo "--- driver log"
