@@ -164,6 +164,30 @@ n=$(journalctl --no-pager -u $DP | grep -c 'reception only permitted for main PI
 [ "$n" = 0 ] && ok "no notification refused by systemd" ||
     bad "systemd refused $n notifications (journal: reception only permitted for main PID)"
 
+# ---- watchdog: the successor, frozen, is killed and restarted ---------------------------------
+# the main process is the second successor: its watchdog is the one it took
+# over, so freezing it must fire it
+pid=$(prop $DP MainPID)
+[ "$pid" = "$pid2" ] || bad "watchdog: main pid $pid, not the successor $pid2"
+r0=$(prop $DP NRestarts)
+kill -STOP "$pid"
+t0=$(now_ms)
+if wait_for $((WATCHDOG_S + 20)) main_pid_not "$pid"; then
+    dt=$(($(now_ms) - t0))
+    figure "frozen (SIGSTOP) successor: serving again from a new process after $dt ms (WatchdogSec=${WATCHDOG_S}s, RestartSec=1s)"
+    if [ $dt -le $(((WATCHDOG_S + 1 + 5) * 1000)) ] && [ "$(prop $DP NRestarts)" -gt "$r0" ]; then
+        ok "watchdog: the frozen successor $pid killed and the unit restarted in $dt ms"
+    else
+        bad "watchdog: restart took $dt ms, NRestarts $(prop $DP NRestarts)"
+    fi
+else
+    bad "watchdog: frozen pid $pid not replaced (main pid $(prop $DP MainPID))"
+    kill -CONT "$pid" 2>/dev/null
+fi
+journalctl --no-pager -u $DP | grep -q 'Watchdog timeout' && ok "journal: Watchdog timeout logged" ||
+    bad "no 'Watchdog timeout' in the journal"
+wait_for 10 serves || bad "after the watchdog restart: not serving"
+
 # ---- restart: drains what is in flight ----------------------------------------------------
 curl -sS -m 20 -o /dev/null -w '%{http_code}' "$BASE/slow/1500" >/out/restart-slow.txt 2>&1 &
 cp_=$!
@@ -193,27 +217,6 @@ wait $lp
 load_check "control plane restart under load" /out/load-cp-restart.json
 wait_for 10 $B/lbctl status && ok "lbctl answers after the control plane restart" ||
     bad "lbctl status after the control plane restart: $($B/lbctl status 2>&1)"
-
-# ---- watchdog: a frozen data plane is killed and restarted ----------------------------------
-pid=$(prop $DP MainPID)
-r0=$(prop $DP NRestarts)
-kill -STOP "$pid"
-t0=$(now_ms)
-if wait_for $((WATCHDOG_S + 20)) main_pid_not "$pid"; then
-    dt=$(($(now_ms) - t0))
-    figure "frozen (SIGSTOP) data plane: serving again from a new process after $dt ms (WatchdogSec=${WATCHDOG_S}s, RestartSec=1s)"
-    if [ $dt -le $(((WATCHDOG_S + 1 + 5) * 1000)) ] && [ "$(prop $DP NRestarts)" -gt "$r0" ]; then
-        ok "watchdog: frozen pid $pid killed and the unit restarted in $dt ms"
-    else
-        bad "watchdog: restart took $dt ms, NRestarts $(prop $DP NRestarts)"
-    fi
-else
-    bad "watchdog: frozen pid $pid not replaced (main pid $(prop $DP MainPID))"
-    kill -CONT "$pid" 2>/dev/null
-fi
-journalctl --no-pager -u $DP | grep -q 'Watchdog timeout' && ok "journal: Watchdog timeout logged" ||
-    bad "no 'Watchdog timeout' in the journal"
-wait_for 10 serves || bad "after the watchdog restart: not serving"
 
 # ---- systemd-analyze security and what the sandbox holds ------------------------------------
 for u in $CP $DP; do
