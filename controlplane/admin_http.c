@@ -30,13 +30,19 @@ static void count_request(struct admin *a, const char *method, unsigned status)
 void admin__respond(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
                     const char *extra)
 {
+    admin__respond_cache(r, status, ctype, body, len, extra, "no-store");
+}
+
+void admin__respond_cache(struct req *r, unsigned status, const char *ctype, const char *body,
+                          size_t len, const char *extra, const char *cache)
+{
     struct conn *c = r->c;
     count_request(c->a, r->method, status);
-    char head[512];
+    char head[1024];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%s%s\r\n",
-                     status, http1_reason(status), ctype, len, extra ? extra : "",
+                     "Cache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                     status, http1_reason(status), ctype, len, cache, extra ? extra : "",
                      c->close_after ? "Connection: close\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(head)) {
         c->close_after = true;

@@ -210,17 +210,19 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
             return;
     }
     METRIC_ADD(p->by_class[metrics_class(status)], 1);
+    double secs = (double)duration_us / 1e6;
+    size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
+    if (b > METRICS_NBUCKETS)
+        b = METRICS_NBUCKETS;
     if (fe < m->n_fe) {
         struct metrics_fe *f = &m->fe[fe];
-        double secs = (double)duration_us / 1e6;
-        size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
-        if (b > METRICS_NBUCKETS)
-            b = METRICS_NBUCKETS;
         METRIC_ADD(f->hist[b], 1);
         METRIC_ADD(f->duration_us, duration_us);
     }
     if (be != NO_BACKEND && be < m->n_be) {
         METRIC_ADD(m->be[be]->requests, 1);
+        METRIC_ADD(m->be[be]->hist[b], 1);
+        METRIC_ADD(m->be[be]->duration_us, duration_us);
         if (status >= 500)
             METRIC_ADD(m->be[be]->errors, 1);
     }
@@ -556,6 +558,9 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
             t->errors += METRIC_GET(be->errors);
             t->connect_failures += METRIC_GET(be->connect_failures);
             t->timeouts += METRIC_GET(be->timeouts);
+            t->duration_us += METRIC_GET(be->duration_us);
+            for (int k = 0; k <= METRICS_NBUCKETS; k++)
+                t->hist[k] += METRIC_GET(be->hist[k]);
         }
         pthread_mutex_unlock(&m->lock);
     }

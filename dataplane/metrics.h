@@ -89,7 +89,9 @@ struct metrics_be {
     metric_t errors; /* 5xx answered by or for it */
     metric_t connect_failures;
     metric_t timeouts;
-    metric_t retries[METRICS_RETRY_N]; /* retries after a failure here, by reason */
+    metric_t retries[METRICS_RETRY_N];   /* retries after a failure here, by reason */
+    metric_t hist[METRICS_NBUCKETS + 1]; /* latency, lb_prom_latency_bounds buckets */
+    metric_t duration_us;                /* latency sum */
 };
 
 /* One (frontend, backend) pair's requests by status class. */
@@ -155,6 +157,8 @@ struct metrics_be_totals {
     uint64_t errors;
     uint64_t connect_failures;
     uint64_t timeouts;
+    uint64_t duration_us;                /* latency sum */
+    uint64_t hist[METRICS_NBUCKETS + 1]; /* latency histogram, lb_prom_latency_bounds */
 };
 
 /* Fills out[i] with the sums for backend ids[i] (zeros for an id no worker
