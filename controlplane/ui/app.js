@@ -20,7 +20,8 @@ const state = {
   cpDownSince: 0,
   lastOk: 0,
   backends: null, /* GET /api/v1/backends */
-  history: null, /* GET /api/v1/history */
+  history: null, /* GET /api/v1/history?series=0: the "now" of each backend and data plane */
+  traffic: null, /* GET /api/v1/history: with the 15-minute series */
   dataplanes: null, /* GET /api/v1/dataplanes */
   config: null, /* GET /api/v1/config */
   versions: null, /* GET /api/v1/config/versions */
@@ -223,7 +224,7 @@ async function refresh() {
   if (page === 'overview' || page === 'dataplanes')
     jobs.push(api('GET', '/api/v1/history?series=0').then((d) => (state.history = d)));
   if (page === 'traffic')
-    jobs.push(api('GET', '/api/v1/history').then((d) => (state.history = d)));
+    jobs.push(api('GET', '/api/v1/history').then((d) => (state.traffic = d)));
   if (page === 'overview' || page === 'traffic' || page === 'versions')
     jobs.push(api('GET', '/api/v1/config/versions?limit=200').then((d) => (state.versions = d)));
   await Promise.all(jobs);
@@ -349,7 +350,7 @@ function renderPerDataplane() {
 /* ---- Traffic ------------------------------------------------------------------- */
 
 function renderTraffic() {
-  const h = state.history;
+  const h = state.traffic;
   if (!h) return;
   const legend = clear($('tr-legend'));
   h.backends.forEach((b, i) => legend.append(el('span', null, el('span', {className: 'sw c' + (i % COLOURS.length)}), b.id)));

@@ -52,6 +52,7 @@ class System:
         self.dir = tempfile.mkdtemp(prefix="lb-browser-")
         os.chmod(self.dir, 0o700)
         self.procs = {}  # name -> Popen
+        self.codes = {}  # name -> exit status of a daemon stopped by SIGTERM
         self.front = free_port()
         self.metrics = free_port()
         self.admin = free_port()
@@ -81,7 +82,10 @@ class System:
             "backends:\n%s"
             'healthcheck:\n  interval: "500ms"\n  timeout: "400ms"\n  path: "/health"\n'
             '  rise: 2\n  fall: 2\n  type: "http"\n  failOpen: false\n'
-            'circuitbreaker:\n  threshold: 3\n  timeout: "60s"\n'
+            'circuitbreaker:\n  enabled: true\n  threshold: 3\n  timeout: "60s"\n'
+            # a backend taken down keeps getting (failing) requests until its
+            # checks fail, so its breaker opens; ejection would stop them first
+            'ejection:\n  enabled: false\n'
             'retries:\n  enabled: false\n'
             'metrics:\n  enabled: true\n  address: "127.0.0.1"\n  port: %d\n'
             'logging:\n  level: "warn"\n'
@@ -140,10 +144,12 @@ class System:
         if p.poll() is None:
             p.send_signal(sig)
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+        if name in ("controlplane", "dataplane") and not self.codes.get(name):
+            self.codes[name] = p.returncode  # the first failure is kept
 
     def restart_controlplane(self):
         self.stop_proc("controlplane")
@@ -155,8 +161,12 @@ class System:
             self.load_thread.join(timeout=5)
         for name in ["dataplane", "controlplane"] + BACKENDS:
             self.stop_proc(name)
-        if os.environ.get("LB_KEEP") != "1":
+        bad = {n: c for n, c in self.codes.items() if c != 0}
+        if os.environ.get("LB_KEEP") != "1" and not bad:
             shutil.rmtree(self.dir, ignore_errors=True)
+        elif bad:
+            print("lbsystem: %s; logs kept in %s" % (bad, self.dir))
+        return self.codes
 
     def log(self, name):
         try:
