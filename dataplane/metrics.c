@@ -252,6 +252,8 @@ struct agg_be {
     const char *id; /* NULL: merged into an earlier row */
     uint64_t requests, errors, connect_failures, timeouts;
     uint64_t retries[METRICS_RETRY_N];
+    uint64_t duration_us;
+    uint64_t hist[METRICS_NBUCKETS + 1];
 };
 
 static int cmp_pair(const void *a, const void *b)
@@ -394,6 +396,29 @@ static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pai
     }
 }
 
+/* lb_backend_request_duration_seconds: the latency of the requests each
+ * backend answered (the dashboard's and Grafana's p50/p99 per backend). */
+static void render_be_latency(struct lb_prom *p, const struct agg_be *bes, size_t n_bes)
+{
+    lb_prom_family(p, "lb_backend_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request to the last byte of its response, by "
+                   "the backend that answered it.");
+    size_t nb =
+        lb_prom_latency_nbounds < METRICS_NBUCKETS ? lb_prom_latency_nbounds : METRICS_NBUCKETS;
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        uint64_t counts[METRICS_NBUCKETS + 1];
+        memcpy(counts, bes[i].hist, sizeof(uint64_t) * nb);
+        counts[nb] = 0;
+        for (size_t b = nb; b <= METRICS_NBUCKETS; b++)
+            counts[nb] += bes[i].hist[b];
+        lb_prom_histogram(p, "lb_backend_request_duration_seconds", &l, 1, lb_prom_latency_bounds,
+                          nb, counts, (double)bes[i].duration_us / 1e6);
+    }
+}
+
 /* The per-backend families from the workers' rows, merged by id. */
 static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
 {
@@ -407,6 +432,9 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
             bes[i].timeouts += bes[j].timeouts;
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 bes[i].retries[r] += bes[j].retries[r];
+            bes[i].duration_us += bes[j].duration_us;
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                bes[i].hist[b] += bes[j].hist[b];
             bes[j].id = NULL;
             j++;
         }
@@ -419,6 +447,8 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
          offsetof(struct agg_be, timeouts)},
     };
     render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "backend", bes, n_bes, sizeof(*bes));
+
+    render_be_latency(p, bes, n_bes);
 
     static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
     lb_prom_family(p, "lb_retries_total", "counter",
@@ -504,6 +534,9 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             a->timeouts = METRIC_GET(m->be[i]->timeouts);
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 a->retries[r] = METRIC_GET(m->be[i]->retries[r]);
+            a->duration_us = METRIC_GET(m->be[i]->duration_us);
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                a->hist[b] = METRIC_GET(m->be[i]->hist[b]);
         }
     }
 

@@ -47,7 +47,7 @@ def wait_for(check, timeout, what, step=0.1):
 
 
 class System:
-    def __init__(self, build_dir, load=True):
+    def __init__(self, build_dir, load=True, tls=False):
         self.build = os.path.abspath(build_dir)
         self.dir = tempfile.mkdtemp(prefix="lb-browser-")
         os.chmod(self.dir, 0o700)
@@ -60,6 +60,10 @@ class System:
         self.ro = secrets.token_hex(16)
         self.rw = secrets.token_hex(16)
         self.load_on = load
+        # tls: a second frontend with a self-signed certificate and an
+        # https:// backend verified by it, so that the TLS metrics have samples
+        self.tls = tls
+        self.tls_front = free_port() if tls else 0
         self.stop_load = threading.Event()
         self.load_thread = None
         self.load_errors = 0
@@ -77,9 +81,22 @@ class System:
         backends = "".join(
             '  - id: "%s"\n    url: "http://127.0.0.1:%d"\n    weight: %d\n' % (b, p, 3 - i)
             for i, (b, p) in enumerate(self.backend_ports.items()))
+        tls_front = tls_ssl = ""
+        if self.tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", os.path.join(self.dir, "key.pem"),
+                            "-out", os.path.join(self.dir, "cert.pem")],
+                           check=True, capture_output=True, timeout=30)
+            tls_front = ('  - name: "secure"\n    address: "127.0.0.1"\n    port: %d\n'
+                         '    tls: true\n' % self.tls_front)
+            backends += ('  - id: "tls-api"\n    url: "https://127.0.0.1:%d"\n'
+                         '    caFile: "cert.pem"\n' % free_port())
+            tls_ssl = 'ssl:\n  certFile: "cert.pem"\n  keyFile: "key.pem"\n'
         config = (
-            'frontends:\n  - name: "web"\n    address: "127.0.0.1"\n    port: %d\n'
-            "backends:\n%s"
+            'frontends:\n  - name: "web"\n    address: "127.0.0.1"\n    port: %d\n' + tls_front +
+            "backends:\n%s" + tls_ssl +
             'healthcheck:\n  interval: "500ms"\n  timeout: "400ms"\n  path: "/health"\n'
             '  rise: 2\n  fall: 2\n  type: "http"\n  failOpen: false\n'
             'circuitbreaker:\n  enabled: true\n  threshold: 3\n  timeout: "60s"\n'
@@ -130,8 +147,8 @@ class System:
             self.start_backend(b)
         self.start_controlplane()
         self.start_dataplane()
-        wait_for(lambda: all(b["health"] == "up" for b in self.backends()), 20,
-                 "every backend up")
+        wait_for(lambda: all(b["health"] == "up" for b in self.backends()
+                             if b["id"] in BACKENDS), 20, "every backend up")
         if self.load_on:
             self.load_thread = threading.Thread(target=self._load, daemon=True)
             self.load_thread.start()
@@ -176,6 +193,19 @@ class System:
             return ""
 
     # ---- light load: a few requests per second ---------------------------
+    def burst(self, n):
+        """Sends <n> requests one after another; returns how many got a 5xx."""
+        bad = 0
+        for _ in range(n):
+            try:
+                with socket.create_connection(("127.0.0.1", self.front), timeout=2) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    head = s.recv(12)
+                    bad += head.startswith(b"HTTP/1.1 5")
+            except OSError:
+                bad += 1
+        return bad
+
     def _load(self):
         while not self.stop_load.wait(0.05):
             try:

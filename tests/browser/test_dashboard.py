@@ -168,6 +168,9 @@ class Dashboard(unittest.TestCase):
     def test_03_backend_down_breaker_open(self):
         self.goto("overview")
         self.sys.stop_proc("web-a")
+        # requests at once, before the health checks take it out of rotation:
+        # its connect failures open its breaker (threshold 3)
+        self.sys.burst(40)
         try:
             self.wait(lambda: (self.cell("web-a", "td.state") or "").startswith("down"), timeout=15,
                       what="web-a down")
