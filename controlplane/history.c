@@ -228,7 +228,7 @@ int history_add(struct history *h, const Lb__V1__Report *rep, int64_t now_ms, st
                                 rep->node_id);
     /* a restart starts the counters again: its first report is a base only */
     bool restarted = n->last_ms != 0 && n->started_unix_ms != rep->started_unix_ms;
-    bool has_prev = n->last_ms != 0 && !restarted;
+    bool has_prev = n->last_ms != 0 && !restarted && now_ms - n->last_ms <= HISTORY_FORGET_MS;
     struct history_last *nb = calloc(rep->n_backends ? rep->n_backends : 1, sizeof(*nb));
     size_t k = 0;
     for (; nb != NULL && k < rep->n_backends; k++) {

@@ -8,8 +8,8 @@
  * buckets of lb_prom_latency_bounds), summed over the data planes. Each
  * report adds the difference between a data plane's cumulative counters and
  * its previous report (a data plane's first report, or the first after it
- * restarted, sets the base only). Per data plane, the difference of its two
- * latest reports is kept too (the "now" of the Overview per data plane).
+ * restarted or after HISTORY_FORGET_MS of silence, sets the base only). Per data plane, the
+ * difference of its two latest reports is kept too (the "now" of the Overview per data plane).
  *
  * Memory: HISTORY_SERIES_BYTES per backend with traffic history (at most
  * HISTORY_MAX_BACKENDS; more are not recorded), plus per data plane and
