@@ -304,9 +304,12 @@ static json_t *rates_json(uint64_t req, uint64_t errs, const uint64_t *hist, int
                      num_or_null(history_quantile_ms(hist, 0.99)));
 }
 
-/* The four arrays of <s>, oldest step first, into <obj>. */
-static int series_arrays(const struct history *h, const struct series *s, int64_t step, json_t *obj)
+/* The four arrays of <s>, oldest step first, into <obj>; the rate of the
+ * step under way is over its part until <now_ms>. */
+static int series_arrays(const struct history *h, const struct series *s, int64_t now_ms,
+                         json_t *obj)
 {
+    int64_t step = now_ms / HISTORY_STEP_MS;
     json_t *rps = json_array(), *err = json_array(), *p50 = json_array(), *p99 = json_array();
     int rc = json_object_set_new(obj, "rps", rps) | json_object_set_new(obj, "err_rate", err) |
              json_object_set_new(obj, "p50_ms", p50) | json_object_set_new(obj, "p99_ms", p99);
@@ -322,7 +325,8 @@ static int series_arrays(const struct history *h, const struct series *s, int64_
         uint64_t hist[HISTORY_NBUCKETS];
         for (size_t k = 0; k < HISTORY_NBUCKETS; k++)
             hist[k] = sl->hist[k];
-        json_t *r = rates_json(sl->requests, sl->errors, hist, HISTORY_STEP_MS);
+        int64_t ms = st == step ? now_ms - st * HISTORY_STEP_MS : HISTORY_STEP_MS;
+        json_t *r = rates_json(sl->requests, sl->errors, hist, ms < 1000 ? 1000 : ms);
         rc |= r == NULL;
         if (r != NULL) {
             rc |= json_array_append(rps, json_object_get(r, "rps")) |
@@ -394,7 +398,7 @@ json_t *history_json(const struct history *h, int64_t now_ms, bool series)
     for (size_t i = 0; rc == 0 && i < h->n_s; i++) {
         json_t *b =
             json_pack("{s:s,s:o*}", "id", h->s[i]->id, "now", series_now(h, h->s[i], now_ms));
-        if (b == NULL || (series && series_arrays(h, h->s[i], step, b) != 0)) {
+        if (b == NULL || (series && series_arrays(h, h->s[i], now_ms, b) != 0)) {
             json_decref(b);
             rc = 1;
             break;

@@ -193,13 +193,15 @@ class System:
             return ""
 
     # ---- light load: a few requests per second ---------------------------
-    def burst(self, n):
-        """Sends <n> requests one after another; returns how many got a 5xx."""
+    def burst(self, n, path="/"):
+        """Sends <n> requests for <path> one after another; returns how many
+        got a 5xx."""
         bad = 0
+        req = ("GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path).encode()
         for _ in range(n):
             try:
                 with socket.create_connection(("127.0.0.1", self.front), timeout=2) as s:
-                    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    s.sendall(req)
                     head = s.recv(12)
                     bad += head.startswith(b"HTTP/1.1 5")
             except OSError:

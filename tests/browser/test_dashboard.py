@@ -13,6 +13,7 @@ and traffic.png into DIR (tests/browser/screenshots.sh)."""
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import unittest
@@ -271,16 +272,35 @@ class Dashboard(unittest.TestCase):
         self.wait(lambda: self.cell("web-a", "td.state") == "up", what="overview after restart")
         self.assertEqual(self.js("return window.__same_page"), 2, "the page was reloaded")
 
+    def test_09_dataplane_silent_banner(self):
+        self.goto("overview")
+        dp = self.sys.procs["dataplane"]
+        dp.send_signal(signal.SIGSTOP)
+        try:
+            self.wait(lambda: "dp-1 has not reported" in (self.text("#banner") or ""), timeout=25,
+                      what="the data plane banner")
+        finally:
+            dp.send_signal(signal.SIGCONT)
+        self.wait(lambda: not self.d.find_element(By.ID, "banner").is_displayed(), timeout=15,
+                  what="the banner to clear")
+
 
 def screenshots(out, warmup):
     s = lbsystem.System(BUILD).start()
     d = None
     try:
         os.makedirs(out, exist_ok=True)
-        half = warmup / 2
-        time.sleep(half)
-        s.lbctl("backends", "update", "web-c", "--weight", "4")
-        time.sleep(warmup - half)
+        # steady load, then a config change followed by errors and slow answers
+        half = time.monotonic() + warmup / 2
+        end = time.monotonic() + warmup
+        while time.monotonic() < half:
+            s.burst(5, "/slow/5")
+            time.sleep(0.5)
+        s.lbctl("backends", "update", "web-c", "--weight", "4", "--comment", "more weight to web-c")
+        while time.monotonic() < end:
+            s.burst(4, "/status/500")
+            s.burst(4, "/slow/40")
+            time.sleep(0.5)
         d = make_driver()
         d.set_window_size(1400, 900)
         d.get(s.url + "/ui/#overview")

@@ -74,12 +74,12 @@ START_TEST(deltas_land_in_their_step)
     fake_fill(&f, "dp1", 1, 1100, 5, 2); /* next step */
     ck_assert_int_eq(history_add(h, &f.r, T0 + 6000, NULL), LB_OK);
 
-    json_t *j = history_json(h, T0 + 6000, true);
+    json_t *j = history_json(h, T0 + 10000 - 1, true);
     ck_assert_ptr_nonnull(j);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "slots")), HISTORY_SLOTS);
     ck_assert_uint_eq(json_array_size(json_object_get(backend_of(j, "a"), "rps")), HISTORY_SLOTS);
     /* now: 50 requests in 5 s; the step before: 50 requests, 5 errors */
-    ck_assert_double_eq_tol(json_real_value(at(j, "a", "rps", 0)), 10.0, 1e-9);
+    ck_assert_double_eq_tol(json_real_value(at(j, "a", "rps", 0)), 10.0, 0.01);
     ck_assert_double_eq_tol(json_real_value(at(j, "a", "rps", 1)), 10.0, 1e-9);
     ck_assert_double_eq_tol(json_real_value(at(j, "a", "err_rate", 1)), 0.1, 1e-9);
     ck_assert_double_eq_tol(json_real_value(at(j, "a", "err_rate", 0)), 0.0, 1e-9);
@@ -125,7 +125,7 @@ START_TEST(data_planes_sum_and_restarts_count_from_zero)
     history_add(h, &f.r, T0 + 3000, NULL);
     json_t *j = history_json(h, T0 + 4999, true);
     /* 10 + 10 + 5 requests in this step */
-    ck_assert_double_eq_tol(json_real_value(at(j, "b", "rps", 0)), 25 / 5.0, 1e-9);
+    ck_assert_double_eq_tol(json_real_value(at(j, "b", "rps", 0)), 25 / 5.0, 0.01);
     json_decref(j);
     history_free(h);
 }
@@ -145,8 +145,8 @@ START_TEST(the_ring_forgets_after_15_minutes)
     history_add(h, &f.r, later - 1000, NULL); /* silent for long: a base again */
     fake_fill(&f, "dp1", 1, 60, 0, 0);
     history_add(h, &f.r, later, NULL);
-    json_t *j = history_json(h, later, true);
-    ck_assert_double_eq_tol(json_real_value(at(j, "a", "rps", 0)), 10 / 5.0, 1e-9);
+    json_t *j = history_json(h, later + 2000, true); /* 2 s into the step: over 2 s */
+    ck_assert_double_eq_tol(json_real_value(at(j, "a", "rps", 0)), 10 / 2.0, 1e-9);
     json_decref(j);
     /* no traffic for a whole ring: the series is dropped */
     int64_t much_later = later + (int64_t)HISTORY_SLOTS * HISTORY_STEP_MS + HISTORY_STEP_MS;
