@@ -315,7 +315,7 @@ function renderOverview() {
       el('td', {className: 'num'}, f.port), el('td', null, f.tls ? 'yes' : 'no'),
       el('td', null, servedBy()))));
   const bes = state.backends ? state.backends.backends : [];
-  table($('ov-backends'), ['Backend', 'URL', 'State', 'Health checks', 'Breaker', 'Weight', 'Effective', 'In flight',
+  table($('ov-backends'), ['Backend', 'URL', 'State', 'Health checks', 'Breaker', 'Weight', 'Effective', 'Upstream conns',
     'Req/s', '5xx rate', 'p50 ms', 'p99 ms'],
   bes.map((b) => el('tr', {className: healthClass(b), dataset: {backend: b.id}},
     el('td', {className: 'id'}, b.id), el('td', null, b.url), el('td', {className: 'state'}, stateText(b)),
@@ -508,6 +508,9 @@ async function doRollback(target, expected) {
 /* ---- Backends: weight, drain, enable/disable (rw) -------------------------------- */
 
 function renderBackends() {
+  /* a poll does not pull the weight box from under the operator's typing */
+  const focused = document.activeElement;
+  if (focused && focused.tagName === 'INPUT' && $('be-table').contains(focused)) return;
   const bes = state.backends ? state.backends.backends : [];
   const heads = ['Backend', 'URL', 'State', 'Health', 'Weight', 'Effective', 'Breaker'];
   if (state.rw) heads.push('Change');
@@ -524,11 +527,6 @@ function renderBackends() {
 function writeControls(b) {
   const td = el('td', {className: 'write'});
   const input = el('input', {type: 'number', min: 1, max: 1000, className: 'weight', value: String(b.weight)});
-  /* a poll re-renders the table: keep what the operator is typing */
-  const typing = document.activeElement && document.activeElement.closest && document.activeElement.closest('tr');
-  if (typing && typing.dataset.backend === b.id && document.activeElement.classList.contains('weight')) {
-    input.value = document.activeElement.value;
-  }
   td.append(input,
     el('button', {type: 'button', className: 'set-weight', on: {click: () => backendWrite(b.id, 'PUT', '/api/v1/backends/' + encodeURIComponent(b.id), {weight: Number(input.value)}, 'weight ' + input.value)}}, 'Set weight'),
     b.state === 'draining' ? null : el('button', {type: 'button', className: 'drain', on: {click: () => backendWrite(b.id, 'POST', '/api/v1/backends/' + encodeURIComponent(b.id) + '/drain', {}, 'drain')}}, 'Drain'),

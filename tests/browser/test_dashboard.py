@@ -134,6 +134,47 @@ class Dashboard(unittest.TestCase):
             "button.rollback, #rb-go, td.write, input.weight")
 
     # ---- cases ---------------------------------------------------------------
+    def test_00_headers_and_authorisation(self):
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+        opener = urllib.request.build_opener(NoRedirect)
+
+        def get(path, headers=None, method="GET"):
+            req = urllib.request.Request(self.sys.url + path, headers=headers or {}, method=method)
+            try:
+                with opener.open(req, timeout=5) as r:
+                    return r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers, e.read()
+        st, h, _ = get("/")
+        self.assertEqual((st, h["Location"]), (308, "/ui/"))
+        for path, ctype in (("/ui/", "text/html"), ("/ui/app.js", "text/javascript"),
+                            ("/ui/app.css", "text/css"), ("/ui/favicon.svg", "image/svg+xml")):
+            st, h, body = get(path)
+            self.assertEqual(st, 200, path)
+            self.assertTrue(h["Content-Type"].startswith(ctype), path)
+            csp = h["Content-Security-Policy"]
+            for d in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
+                      "frame-ancestors 'none'"):
+                self.assertIn(d, csp)
+            self.assertNotIn("unsafe", csp)
+            self.assertEqual(h["X-Content-Type-Options"], "nosniff")
+            self.assertEqual(h["X-Frame-Options"], "DENY")
+            self.assertEqual(h["Referrer-Policy"], "no-referrer")
+            self.assertEqual(h["Cache-Control"], "no-cache")
+            st, _, _ = get(path, {"If-None-Match": h["ETag"]})
+            self.assertEqual(st, 304, path)
+        self.assertNotIn(b"innerHTML", get("/ui/app.js")[2])
+        self.assertEqual(get("/ui/nope.js")[0], 404)
+        # the data the dashboard reads needs a token, and writes an rw one
+        for path in ("/api/v1/history", "/api/v1/whoami", "/api/v1/backends"):
+            self.assertEqual(get(path)[0], 401, path)
+        ro = {"Authorization": "Bearer " + self.sys.ro}
+        self.assertEqual(get("/api/v1/history?series=2", ro)[0], 400)
+        self.assertEqual(get("/api/v1/backends/web-a/drain", ro, "POST")[0], 403)
+        self.assertEqual(get("/ui/", ro, "POST")[0], 403)
+
     def test_01_ro_overview(self):
         self.open("overview")
         self.login(self.sys.ro)
