@@ -7,6 +7,7 @@
 #include "lb_err.h"
 #include "lb_prom.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,9 +289,15 @@ double history_quantile_ms(const uint64_t *hist, double q)
     return lb_prom_latency_bounds[nb - 1] * 1000.0;
 }
 
+/* Three decimals are plenty for a chart and keep the 15-minute arrays small. */
+static double r3(double v)
+{
+    return round(v * 1000.0) / 1000.0;
+}
+
 static json_t *num_or_null(double v)
 {
-    return v < 0 ? json_null() : json_real(v);
+    return v < 0 ? json_null() : json_real(r3(v));
 }
 
 /* {"rps", "err_rate", "p50_ms", "p99_ms"} of <req> requests, <errs> errors
@@ -298,8 +305,8 @@ static json_t *num_or_null(double v)
 static json_t *rates_json(uint64_t req, uint64_t errs, const uint64_t *hist, int64_t ms)
 {
     double secs = ms > 0 ? (double)ms / 1000.0 : 1.0;
-    return json_pack("{s:f,s:f,s:o,s:o}", "rps", (double)req / secs, "err_rate",
-                     req ? (double)errs / (double)req : 0.0, "p50_ms",
+    return json_pack("{s:f,s:f,s:o,s:o}", "rps", r3((double)req / secs), "err_rate",
+                     r3(req ? (double)errs / (double)req : 0.0), "p50_ms",
                      num_or_null(history_quantile_ms(hist, 0.5)), "p99_ms",
                      num_or_null(history_quantile_ms(hist, 0.99)));
 }

@@ -22,6 +22,7 @@ const state = {
   backends: null, /* GET /api/v1/backends */
   history: null, /* GET /api/v1/history?series=0: the "now" of each backend and data plane */
   traffic: null, /* GET /api/v1/history: with the 15-minute series */
+  trafficAt: 0,
   dataplanes: null, /* GET /api/v1/dataplanes */
   config: null, /* GET /api/v1/config */
   versions: null, /* GET /api/v1/config/versions */
@@ -223,8 +224,12 @@ async function refresh() {
     jobs.push(api('GET', '/api/v1/backends').then((d) => (state.backends = d)));
   if (page === 'overview' || page === 'dataplanes')
     jobs.push(api('GET', '/api/v1/history?series=0').then((d) => (state.history = d)));
-  if (page === 'traffic')
-    jobs.push(api('GET', '/api/v1/history').then((d) => (state.traffic = d)));
+  /* the series move in 5 s steps: fetching them more often shows nothing new */
+  if (page === 'traffic' && (!state.traffic || Date.now() - state.trafficAt >= 5000))
+    jobs.push(api('GET', '/api/v1/history').then((d) => {
+      state.traffic = d;
+      state.trafficAt = Date.now();
+    }));
   if (page === 'overview' || page === 'traffic' || page === 'versions')
     jobs.push(api('GET', '/api/v1/config/versions?limit=200').then((d) => (state.versions = d)));
   await Promise.all(jobs);
