@@ -6,7 +6,7 @@
  * gets no write control at all (they are not rendered, not just hidden). */
 'use strict';
 
-const POLL_MS = 2000;
+const POLL_MS = 1500;
 const DP_STALE_MS = 10000; /* a data plane silent this long is "not reporting" */
 const TOKEN_KEY = 'lb-token';
 const COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];

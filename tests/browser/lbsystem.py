@@ -34,7 +34,18 @@ def port_open(port):
         return False
 
 
+def scaled(seconds):
+    """<seconds> scaled as the e2e harness scales its waits: by
+    LB_TEST_TIMEOUT_MS / 10000 (default 10000, so 1)."""
+    try:
+        f = int(os.environ.get("LB_TEST_TIMEOUT_MS", "10000")) // 10000
+    except ValueError:
+        f = 1
+    return seconds * max(1, f)
+
+
 def wait_for(check, timeout, what, step=0.1):
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
