@@ -29,6 +29,7 @@ struct history_last {
     int64_t d_ms; /* between the two reports; 0 = only one so far */
     Lb__V1__BreakerState breaker;
     uint32_t effective_weight, connections, queued;
+    uint32_t active; /* requests in flight, as reported */
     bool ejected;
 };
 
@@ -170,12 +171,16 @@ static struct node *node_of(struct history *h, const char *id, int64_t now_ms)
     return n;
 }
 
+static int last_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct history_last *)a)->id, ((const struct history_last *)b)->id);
+}
+
+/* <n>'s backends are sorted by id. */
 static const struct history_last *last_find(const struct node *n, const char *id)
 {
-    for (size_t i = 0; i < n->n; i++)
-        if (strcmp(n->b[i].id, id) == 0)
-            return &n->b[i];
-    return NULL;
+    struct history_last key = {.id = (char *)id};
+    return n->n ? bsearch(&key, n->b, n->n, sizeof(*n->b), last_cmp) : NULL;
 }
 
 /* Fills <l> from <br>, with the differences to <prev> (NULL: none). */
@@ -191,6 +196,7 @@ static void last_fill(struct history_last *l, const Lb__V1__BackendReport *br,
     l->effective_weight = br->effective_weight;
     l->connections = br->connections;
     l->queued = br->queued;
+    l->active = br->active;
     l->ejected = br->ejected;
     if (prev == NULL)
         return;
@@ -244,6 +250,7 @@ int history_add(struct history *h, const Lb__V1__Report *rep, int64_t now_ms, st
         free(nb);
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the history of %s", rep->node_id);
     }
+    qsort(nb, k, sizeof(*nb), last_cmp);
     int64_t step = now_ms / HISTORY_STEP_MS;
     drop_stale_series(h, step);
     size_t slot = claim(h, step);
@@ -346,9 +353,17 @@ static int series_arrays(const struct history *h, const struct series *s, int64_
     return rc;
 }
 
-/* Backend <s> over the last HISTORY_NOW_STEPS steps up to <now_ms>. */
+/* Backend <s> over the last HISTORY_NOW_STEPS steps up to <now_ms>, with
+ * the requests in flight summed over the data planes that reported within
+ * HISTORY_FRESH_MS. */
 static json_t *series_now(const struct history *h, const struct series *s, int64_t now_ms)
 {
+    uint64_t in_flight = 0;
+    for (size_t i = 0; i < h->n_nodes; i++) {
+        const struct history_last *l = last_find(&h->nodes[i], s->id);
+        if (l != NULL && now_ms - h->nodes[i].last_ms <= HISTORY_FRESH_MS)
+            in_flight += l->active;
+    }
     int64_t step = now_ms / HISTORY_STEP_MS;
     uint64_t req = 0, errs = 0, hist[HISTORY_NBUCKETS] = {0};
     int64_t first = -1;
@@ -364,7 +379,13 @@ static json_t *series_now(const struct history *h, const struct series *s, int64
             hist[k] += s->slot[i].hist[k];
     }
     int64_t ms = first < 0 ? 0 : now_ms - first * HISTORY_STEP_MS;
-    return rates_json(req, errs, hist, ms);
+    json_t *j = rates_json(req, errs, hist, ms);
+    if (j != NULL &&
+        json_object_set_new(j, "in_flight", json_integer((json_int_t)in_flight)) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
 }
 
 static const char *breaker_name(Lb__V1__BreakerState b)
@@ -385,6 +406,7 @@ static json_t *node_json(const struct node *n)
             json_object_set_new(b, "effective_weight", json_integer(l->effective_weight)) != 0 ||
             json_object_set_new(b, "connections", json_integer(l->connections)) != 0 ||
             json_object_set_new(b, "queued", json_integer(l->queued)) != 0 ||
+            json_object_set_new(b, "in_flight", json_integer(l->active)) != 0 ||
             json_object_set_new(b, "ejected", json_boolean(l->ejected)) != 0 ||
             json_array_append_new(arr, b) != 0) {
             json_decref(arr);

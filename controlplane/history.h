@@ -36,6 +36,9 @@ struct history;
 #define HISTORY_MAX_BACKENDS 512
 #define HISTORY_MAX_NODES    64
 #define HISTORY_NOW_STEPS    6 /* the aggregated "now": the last 30 s */
+/* A data plane's in-flight count adds to the "now" while its last report is
+ * this recent. */
+#define HISTORY_FRESH_MS 10000
 /* A data plane silent this long is forgotten (its base included). */
 #define HISTORY_FORGET_MS 300000
 
@@ -62,12 +65,12 @@ int history_add(struct history *h, const Lb__V1__Report *rep, int64_t now_ms, st
 
 /* The history as of <now_ms> as JSON (caller owns it; NULL on no memory):
  * {"step_ms", "slots", "now_ms", "start_ms" (the oldest slot's start),
- *  "backends": [{"id", "now": {"rps", "err_rate", "p50_ms", "p99_ms"},
+ *  "backends": [{"id", "now": {"rps", "err_rate", "p50_ms", "p99_ms", "in_flight"},
  *                "rps": [...], "err_rate": [...], "p50_ms": [...], "p99_ms": [...]}],
  *  "dataplanes": [{"node_id", "last_ms", "pid", "started_ms", "binary_version",
  *                  "backends": [{"id", "rps", "err_rate",
  *                  "p50_ms", "p99_ms", "breaker", "effective_weight",
- *                  "connections", "queued", "ejected"}]}]}
+ *                  "connections", "queued", "in_flight", "ejected"}]}]}
  * Arrays run oldest first, one element per step; null where no report
  * arrived in that step; quantiles null without requests. Without <series>
  * the arrays are left out (the Overview's poll). Backends sorted by id. */

@@ -254,6 +254,7 @@ struct agg_be {
     uint64_t retries[METRICS_RETRY_N];
     uint64_t duration_us;
     uint64_t hist[METRICS_NBUCKETS + 1];
+    uint64_t active;
 };
 
 static int cmp_pair(const void *a, const void *b)
@@ -433,6 +434,7 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 bes[i].retries[r] += bes[j].retries[r];
             bes[i].duration_us += bes[j].duration_us;
+            bes[i].active += bes[j].active;
             for (int b = 0; b <= METRICS_NBUCKETS; b++)
                 bes[i].hist[b] += bes[j].hist[b];
             bes[j].id = NULL;
@@ -445,6 +447,9 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
          offsetof(struct agg_be, connect_failures)},
         {"lb_backend_timeouts_total", "counter", "Requests whose backend timed out.",
          offsetof(struct agg_be, timeouts)},
+        {"lb_backend_requests_in_flight", "gauge",
+         "Requests (and Upgrade tunnels) sent to the backend and not finished yet.",
+         offsetof(struct agg_be, active)},
     };
     render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "backend", bes, n_bes, sizeof(*bes));
 
@@ -535,6 +540,7 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 a->retries[r] = METRIC_GET(m->be[i]->retries[r]);
             a->duration_us = METRIC_GET(m->be[i]->duration_us);
+            a->active = METRIC_GET(m->be[i]->active);
             for (int b = 0; b <= METRICS_NBUCKETS; b++)
                 a->hist[b] = METRIC_GET(m->be[i]->hist[b]);
         }
@@ -592,6 +598,7 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
             t->connect_failures += METRIC_GET(be->connect_failures);
             t->timeouts += METRIC_GET(be->timeouts);
             t->duration_us += METRIC_GET(be->duration_us);
+            t->active += METRIC_GET(be->active);
             for (int k = 0; k <= METRICS_NBUCKETS; k++)
                 t->hist[k] += METRIC_GET(be->hist[k]);
         }

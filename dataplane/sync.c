@@ -388,6 +388,7 @@ static void sync_send_report(struct sync *s)
             brs[i].timeouts = tot[i].timeouts;
             brs[i].effective_weight = snap->backends[i].weight;
             brs[i].latency_sum_us = tot[i].duration_us;
+            brs[i].active = (uint32_t)tot[i].active;
             brs[i].n_latency_buckets = METRICS_NBUCKETS + 1;
             brs[i].latency_buckets = tot[i].hist;
             struct bshared *sh = dp->backends ? bshared_registry_find(dp->backends, ids[i]) : NULL;

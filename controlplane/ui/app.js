@@ -13,6 +13,7 @@ const COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b
 
 const state = {
   token: null,
+  session: 0, /* bumped by every login and logout: answers to an older one are dropped */
   identity: '',
   rw: false,
   page: 'overview',
@@ -130,8 +131,11 @@ async function api(method, path, body, headers) {
 /* ---- login ------------------------------------------------------------------ */
 
 async function login(token) {
+  stopPolling();
+  const session = ++state.session;
   state.token = token;
   const me = await api('GET', '/api/v1/whoami');
+  if (session !== state.session) return;
   state.identity = me.identity;
   state.rw = !!me.rw;
   sessionStorage.setItem(TOKEN_KEY, token);
@@ -144,6 +148,7 @@ async function login(token) {
 }
 
 function logout(message) {
+  state.session++;
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   stopPolling();
@@ -184,13 +189,16 @@ function startPolling() {
 
 async function poll() {
   state.timer = null;
+  const session = state.session;
   try {
     await refresh();
+    if (session !== state.session) return; /* logged out or in again meanwhile */
     state.lastOk = Date.now();
     state.cpDownSince = 0;
     $('updated').textContent = 'updated ' + fmtTime(state.lastOk);
     setBanner(dataplaneWarnings());
   } catch (e) {
+    if (session !== state.session) return;
     if (e.status === 401) {
       logout('The control plane no longer accepts this token; log in again.');
       return;
@@ -199,7 +207,7 @@ async function poll() {
     setBanner('Control plane not answering since ' + fmtTime(state.cpDownSince) + ' (' + e.message +
       '); retrying every ' + POLL_MS / 1000 + ' s. Data shown is from ' + fmtTime(state.lastOk) + '.');
   }
-  if (state.token) state.timer = setTimeout(poll, POLL_MS);
+  if (state.token && !state.timer) state.timer = setTimeout(poll, POLL_MS);
 }
 
 function dataplaneWarnings() {
@@ -320,14 +328,18 @@ function renderOverview() {
       el('td', {className: 'num'}, f.port), el('td', null, f.tls ? 'yes' : 'no'),
       el('td', null, servedBy()))));
   const bes = state.backends ? state.backends.backends : [];
-  table($('ov-backends'), ['Backend', 'URL', 'State', 'Health checks', 'Breaker', 'Weight', 'Effective', 'Upstream conns',
+  table($('ov-backends'), ['Backend', 'URL', 'State', 'Health checks', 'Breaker', 'Weight', 'Effective', 'In flight', 'Upstream conns',
     'Req/s', '5xx rate', 'p50 ms', 'p99 ms'],
-  bes.map((b) => el('tr', {className: healthClass(b), dataset: {backend: b.id}},
-    el('td', {className: 'id'}, b.id), el('td', null, b.url), el('td', {className: 'state'}, stateText(b)),
-    healthCell(b), breakerCell(b.breaker), el('td', {className: 'num weight'}, b.weight),
-    el('td', {className: 'num'}, b.effective_weight),
-    el('td', {className: 'num'}, b.connections + (b.queued ? ' +' + b.queued + ' queued' : '')),
-    ...rateCells(historyNow(b.id)))));
+  bes.map((b) => {
+    const now = historyNow(b.id);
+    return el('tr', {className: healthClass(b), dataset: {backend: b.id}},
+      el('td', {className: 'id'}, b.id), el('td', null, b.url), el('td', {className: 'state'}, stateText(b)),
+      healthCell(b), breakerCell(b.breaker), el('td', {className: 'num weight'}, b.weight),
+      el('td', {className: 'num'}, b.effective_weight),
+      el('td', {className: 'num in-flight'}, now ? now.in_flight : 0),
+      el('td', {className: 'num'}, b.connections + (b.queued ? ' +' + b.queued + ' queued' : '')),
+      ...rateCells(now));
+  }));
   renderPerDataplane();
 }
 
@@ -344,9 +356,9 @@ function renderPerDataplane() {
     box.append(el('h2', null, 'Data plane ' + d.node_id + ' ', el('span', {className: 'sub'},
       'last report ' + ago(d.last_ms) + (stale ? ' — NOT REPORTING' : '') + ', rates over its last report interval')));
     const t = el('table', {className: 'per-dp'});
-    table(t, ['Backend', 'Breaker', 'Effective weight', 'Connections', 'Queued', 'Ejected', 'Req/s', '5xx rate', 'p50 ms', 'p99 ms'],
+    table(t, ['Backend', 'Breaker', 'Effective weight', 'In flight', 'Connections', 'Queued', 'Ejected', 'Req/s', '5xx rate', 'p50 ms', 'p99 ms'],
       d.backends.map((b) => el('tr', null, el('td', null, b.id), breakerCell(b.breaker), el('td', {className: 'num'}, b.effective_weight),
-        el('td', {className: 'num'}, b.connections), el('td', {className: 'num'}, b.queued),
+        el('td', {className: 'num'}, b.in_flight), el('td', {className: 'num'}, b.connections), el('td', {className: 'num'}, b.queued),
         el('td', {className: b.ejected ? 'bad' : ''}, b.ejected ? 'yes' : 'no'), ...rateCells(b))));
     box.append(t);
   }
@@ -606,7 +618,10 @@ document.addEventListener('DOMContentLoaded', () => {
     const t = $('token').value.trim();
     $('token').value = '';
     $('login-error').textContent = '';
-    login(t).catch((e) => logout(loginError(e)));
+    const session = state.session + 1;
+    login(t).catch((e) => {
+      if (state.session === session) logout(loginError(e));
+    });
   });
   $('logout').addEventListener('click', () => logout(''));
   $('vd-show').addEventListener('click', () => showDiff($('vd-from').value, $('vd-to').value));

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import unittest
 import urllib.error
@@ -185,7 +186,7 @@ class Dashboard(unittest.TestCase):
                   what="every backend listed as up")
         self.assertIn("read-only", self.text("#who"))
         self.wait(lambda: self.text("#ov-frontends td") == "web", what="the frontend")
-        self.wait(lambda: float(self.cell("web-a", "td:nth-child(9)") or "0") > 0,
+        self.wait(lambda: float(self.cell("web-a", "td:nth-child(10)") or "0") > 0,
                   timeout=15, what="req/s from the history")
         self.wait(lambda: self.text("#ov-dataplanes h2") is not None, what="the per data plane tables")
         self.assertEqual(self.write_controls(), [])
@@ -210,6 +211,24 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(self.js("return window.__same_page"), 1, "the page was reloaded")
         print("lbctl changes shown after %.1f s" % (time.monotonic() - t0), file=sys.stderr)
         self.sys.lbctl("backends", "update", "web-b", "--state", "active")
+
+    def test_02b_in_flight(self):
+        # slow requests held open at the backends show as in flight, then go
+        self.goto("overview")
+        threads = [threading.Thread(target=self.sys.burst, args=(1, "/slow/4000"))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            self.wait(lambda: sum(int(self.cell(b, "td.in-flight") or "0")
+                                  for b in lbsystem.BACKENDS) >= 3, timeout=8,
+                      what="requests in flight")
+        finally:
+            for t in threads:
+                t.join(timeout=lbsystem.scaled(15))
+        self.wait(lambda: sum(int(self.cell(b, "td.in-flight") or "0")
+                              for b in lbsystem.BACKENDS) <= 2, timeout=8,
+                  what="in flight back to the light load's")
 
     def test_03_backend_down_breaker_open(self):
         self.goto("overview")
@@ -299,7 +318,8 @@ class Dashboard(unittest.TestCase):
     def test_07_wrong_token(self):
         self.logout()
         self.login("not-a-token-" + "0" * 20)
-        self.wait(lambda: "Token refused" in (self.text("#login-error") or ""), what="the error")
+        self.wait(lambda: "Token refused" in (self.text("#login-error") or ""),
+                  what="the error, not %r" % self.text("#login-error"))
         self.assertFalse(self.d.find_element(By.ID, "nav").is_displayed())
         self.assertIsNone(self.js("return sessionStorage.getItem('lb-token')"))
 

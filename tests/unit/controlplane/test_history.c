@@ -38,6 +38,7 @@ static void fake_fill(struct fake *f, const char *node, int64_t started, uint64_
         f->b[i].latency_buckets = f->hist[i];
         f->b[i].n_latency_buckets = HISTORY_NBUCKETS;
         f->b[i].breaker = i == 1 ? LB__V1__BREAKER_STATE__BREAKER_OPEN : 0;
+        f->b[i].active = 2;
         f->bp[i] = &f->b[i];
     }
     f->r.backends = f->bp;
@@ -124,7 +125,10 @@ START_TEST(data_planes_sum_and_restarts_count_from_zero)
     fake_fill(&f, "dp1", 2, 8, 0, 0);
     history_add(h, &f.r, T0 + 3000, NULL);
     json_t *j = history_json(h, T0 + 4999, true);
-    /* 10 + 10 + 5 requests in this step */
+    /* in flight now: 2 from each data plane; 10 + 10 + 5 requests in this step */
+    ck_assert_int_eq(json_integer_value(
+                         json_object_get(json_object_get(backend_of(j, "b"), "now"), "in_flight")),
+                     4);
     ck_assert_double_eq_tol(json_real_value(at(j, "b", "rps", 0)), 25 / 5.0, 0.01);
     json_decref(j);
     history_free(h);
