@@ -111,6 +111,7 @@ void exchange__attempt_end(struct exchange *x, struct backend_rt *be, enum outco
 {
     const struct snap *s = x->view->snap;
     be->bal.active--;
+    metrics_be_active(&x->w->metrics, be->stat_slot, false);
     if (o == OUT_OK)
         balancer_slot_on_success(&be->bal);
     else if (o == OUT_FAIL)

@@ -210,17 +210,19 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
             return;
     }
     METRIC_ADD(p->by_class[metrics_class(status)], 1);
+    double secs = (double)duration_us / 1e6;
+    size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
+    if (b > METRICS_NBUCKETS)
+        b = METRICS_NBUCKETS;
     if (fe < m->n_fe) {
         struct metrics_fe *f = &m->fe[fe];
-        double secs = (double)duration_us / 1e6;
-        size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
-        if (b > METRICS_NBUCKETS)
-            b = METRICS_NBUCKETS;
         METRIC_ADD(f->hist[b], 1);
         METRIC_ADD(f->duration_us, duration_us);
     }
     if (be != NO_BACKEND && be < m->n_be) {
         METRIC_ADD(m->be[be]->requests, 1);
+        METRIC_ADD(m->be[be]->hist[b], 1);
+        METRIC_ADD(m->be[be]->duration_us, duration_us);
         if (status >= 500)
             METRIC_ADD(m->be[be]->errors, 1);
     }
@@ -250,6 +252,9 @@ struct agg_be {
     const char *id; /* NULL: merged into an earlier row */
     uint64_t requests, errors, connect_failures, timeouts;
     uint64_t retries[METRICS_RETRY_N];
+    uint64_t duration_us;
+    uint64_t hist[METRICS_NBUCKETS + 1];
+    uint64_t active;
 };
 
 static int cmp_pair(const void *a, const void *b)
@@ -392,6 +397,29 @@ static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pai
     }
 }
 
+/* lb_backend_request_duration_seconds: the latency of the requests each
+ * backend answered (the dashboard's and Grafana's p50/p99 per backend). */
+static void render_be_latency(struct lb_prom *p, const struct agg_be *bes, size_t n_bes)
+{
+    lb_prom_family(p, "lb_backend_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request to the last byte of its response, by "
+                   "the backend that answered it.");
+    size_t nb =
+        lb_prom_latency_nbounds < METRICS_NBUCKETS ? lb_prom_latency_nbounds : METRICS_NBUCKETS;
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        uint64_t counts[METRICS_NBUCKETS + 1];
+        memcpy(counts, bes[i].hist, sizeof(uint64_t) * nb);
+        counts[nb] = 0;
+        for (size_t b = nb; b <= METRICS_NBUCKETS; b++)
+            counts[nb] += bes[i].hist[b];
+        lb_prom_histogram(p, "lb_backend_request_duration_seconds", &l, 1, lb_prom_latency_bounds,
+                          nb, counts, (double)bes[i].duration_us / 1e6);
+    }
+}
+
 /* The per-backend families from the workers' rows, merged by id. */
 static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
 {
@@ -405,6 +433,10 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
             bes[i].timeouts += bes[j].timeouts;
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 bes[i].retries[r] += bes[j].retries[r];
+            bes[i].duration_us += bes[j].duration_us;
+            bes[i].active += bes[j].active;
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                bes[i].hist[b] += bes[j].hist[b];
             bes[j].id = NULL;
             j++;
         }
@@ -415,8 +447,13 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
          offsetof(struct agg_be, connect_failures)},
         {"lb_backend_timeouts_total", "counter", "Requests whose backend timed out.",
          offsetof(struct agg_be, timeouts)},
+        {"lb_backend_requests_in_flight", "gauge",
+         "Requests (and Upgrade tunnels) sent to the backend and not finished yet.",
+         offsetof(struct agg_be, active)},
     };
     render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "backend", bes, n_bes, sizeof(*bes));
+
+    render_be_latency(p, bes, n_bes);
 
     static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
     lb_prom_family(p, "lb_retries_total", "counter",
@@ -502,6 +539,10 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             a->timeouts = METRIC_GET(m->be[i]->timeouts);
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 a->retries[r] = METRIC_GET(m->be[i]->retries[r]);
+            a->duration_us = METRIC_GET(m->be[i]->duration_us);
+            a->active = METRIC_GET(m->be[i]->active);
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                a->hist[b] = METRIC_GET(m->be[i]->hist[b]);
         }
     }
 
@@ -556,6 +597,10 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
             t->errors += METRIC_GET(be->errors);
             t->connect_failures += METRIC_GET(be->connect_failures);
             t->timeouts += METRIC_GET(be->timeouts);
+            t->duration_us += METRIC_GET(be->duration_us);
+            t->active += METRIC_GET(be->active);
+            for (int k = 0; k <= METRICS_NBUCKETS; k++)
+                t->hist[k] += METRIC_GET(be->hist[k]);
         }
         pthread_mutex_unlock(&m->lock);
     }

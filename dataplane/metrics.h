@@ -89,7 +89,10 @@ struct metrics_be {
     metric_t errors; /* 5xx answered by or for it */
     metric_t connect_failures;
     metric_t timeouts;
-    metric_t retries[METRICS_RETRY_N]; /* retries after a failure here, by reason */
+    metric_t retries[METRICS_RETRY_N];   /* retries after a failure here, by reason */
+    metric_t hist[METRICS_NBUCKETS + 1]; /* latency, lb_prom_latency_bounds buckets */
+    metric_t duration_us;                /* latency sum */
+    metric_t active; /* attempts (and tunnels) in flight now: up and down by its worker */
 };
 
 /* One (frontend, backend) pair's requests by status class. */
@@ -155,7 +158,19 @@ struct metrics_be_totals {
     uint64_t errors;
     uint64_t connect_failures;
     uint64_t timeouts;
+    uint64_t duration_us;                /* latency sum */
+    uint64_t hist[METRICS_NBUCKETS + 1]; /* latency histogram, lb_prom_latency_bounds */
+    uint64_t active;                     /* in flight now */
 };
+
+/* Worker thread: one more (<up>) or one fewer request in flight to the
+ * backend in <slot> (UINT32_MAX or a slot not in use: nothing). A slot is
+ * released only once its backend has nothing in flight. */
+static inline void metrics_be_active(struct metrics_worker *m, uint32_t slot, bool up)
+{
+    if (slot < m->n_be)
+        METRIC_ADD(m->be[slot]->active, up ? 1 : (uint64_t)-1);
+}
 
 /* Fills out[i] with the sums for backend ids[i] (zeros for an id no worker
  * has seen). Takes every worker's lock in turn. Any thread. */
