@@ -259,6 +259,51 @@ def case_slow_stream():
     c.close()
 
 
+def case_extras():
+    """Request trailers reach the backend; Expect: 100-continue; a broken
+    backend response never passes as a good one."""
+    c = Client()
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
+                              (b":authority", b"a"), (b":path", b"/trailers")])
+    c.streams[sid] = {"headers": None, "data": bytearray(), "done": False, "reset": None}
+    c.conn.send_data(sid, b"hello")
+    c.conn.send_headers(sid, [(b"x-checksum", b"abc")], end_stream=True)
+    c.flush()
+    status, body, _ = c.wait(sid)
+    check(status == 200 and b"x-checksum: abc" in body.lower(),
+          "trailers: %d %r" % (status, body))
+    # Expect: 100-continue: the body goes only after the interim answer
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
+                              (b":authority", b"a"), (b":path", b"/hash"),
+                              (b"content-length", b"3"), (b"expect", b"100-continue")])
+    c.streams[sid] = {"headers": None, "data": bytearray(), "done": False, "reset": None,
+                      "interim": False}
+    c.flush()
+    orig = c.on_event
+
+    def on_event(ev):
+        if isinstance(ev, h2.events.InformationalResponseReceived):
+            c.streams[ev.stream_id]["interim"] = dict(ev.headers).get(b":status") == b"100"
+        orig(ev)
+    c.on_event = on_event
+    c.pump(lambda: c.streams[sid]["interim"])
+    c.conn.send_data(sid, b"abc", end_stream=True)
+    c.flush()
+    status, body, _ = c.wait(sid)
+    check(status == 200 and body.decode() == fnv1a(b"abc"), "100-continue: %r" % body)
+    # malformed chunked framing from the backend: reset or 502, never 200
+    sid = c.request(b"GET", b"/bad/bad-chunk")
+    c.pump(lambda: c.streams[sid]["done"])
+    st = c.streams[sid]
+    check(st["reset"] is not None or int(st["headers"][b":status"]) == 502 or
+          st["headers"] is not None and not st["done"], "bad chunk passed: %r" % st)
+    status, body, _ = c.wait(c.request(b"GET", b"/bytes/10"))
+    check(status == 200, "connection unusable after a reset stream")
+    c.close()
+
+
 def case_mixed():
     check(ARGS.tls, "mixed needs --tls")
     c = Client()
@@ -580,6 +625,7 @@ CASES = {
     "download": case_download,
     "concurrent": case_concurrent,
     "slow_stream": case_slow_stream,
+    "extras": case_extras,
     "mixed": case_mixed,
     "drain": case_drain,
     "smuggle": case_smuggle,
