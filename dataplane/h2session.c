@@ -1067,6 +1067,12 @@ static void h2_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     if (c->tphase == TP_CLIENT) {
         METRIC_ADD(c->w->metrics.fe[c->fe_stat].h2_abuse[H2_ABUSE_SLOW_READER], 1);
         lb_log(LB_LOG_WARN, "http2_abuse", "connection from %s: does not read: closed", c->peer_ip);
+    } else if (c->tphase == TP_IDLE) {
+        /* idle past timeouts.keepalive: say so before closing */
+        nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR, NULL,
+                              0);
+        h2_flush(c);
     }
     h2_close(c);
 }
