@@ -54,6 +54,7 @@ struct h2stream;
 struct h2conn {
     struct worker *w;
     struct lb_list link;      /* in w->h2conns */
+    struct lb_list pend;      /* in w->h2_pending: a stream was woken */
     struct h2conn *free_next; /* in w->h2_free once closed */
     struct endpoint ep;       /* ep.in: client bytes not yet given to nghttp2 */
     ev_timer timer;           /* preface, idle, slow reader */
@@ -389,12 +390,11 @@ static void h2_on_wake(struct exchange *x)
     struct h2conn *c = st->c;
     if (c->ep.tr.fd < 0)
         return;
-    if (c->in_run) {
-        st->dirty = true;
-        return;
-    }
     st->dirty = true;
-    h2_run(c);
+    /* run once per loop turn, after every socket that is ready was seen:
+     * the responses of many streams leave in one write (one TLS record) */
+    if (!c->in_run && !lb_list_linked(&c->pend))
+        lb_list_add(&c->w->h2_pending, &c->pend);
 }
 
 static void nv_set(nghttp2_nv *nv, const char *name, size_t nl, const char *value, size_t vl)
@@ -1095,6 +1095,8 @@ static void h2_close(struct h2conn *c)
     c->out = NULL;
     METRIC_ADD(w->metrics.fe[c->fe_stat].closed, 1);
     lb_list_del(&c->link);
+    if (lb_list_linked(&c->pend))
+        lb_list_del(&c->pend);
     w->n_sessions--;
     c->free_next = w->h2_free;
     w->h2_free = c;
@@ -1199,6 +1201,7 @@ void h2session_take(struct worker *w, struct endpoint *ep, const struct sockaddr
     }
     c->win_start = ev_now(w->loop);
     lb_list_init(&c->streams);
+    lb_list_init(&c->pend);
     ev_init(&c->timer, h2_on_timer);
     c->timer.data = c;
     lb_list_add(&w->h2conns, &c->link);
@@ -1228,6 +1231,15 @@ void h2session_close_all(struct worker *w)
 {
     while (!lb_list_empty(&w->h2conns))
         h2_close(LB_LIST_ENTRY(w->h2conns.next, struct h2conn, link));
+}
+
+void h2session_run_pending(struct worker *w)
+{
+    for (int i = 0; i < 100000 && !lb_list_empty(&w->h2_pending); i++) {
+        struct h2conn *c = LB_LIST_ENTRY(w->h2_pending.next, struct h2conn, pend);
+        lb_list_del(&c->pend);
+        h2_run(c);
+    }
 }
 
 void h2session_free_list_trim(struct worker *w)

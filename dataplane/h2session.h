@@ -45,6 +45,10 @@ void h2session_drain_all(struct worker *w);
 /* Worker exit: closes every connection at once. */
 void h2session_close_all(struct worker *w);
 
+/* Once per loop turn (before the loop polls again): runs the connections
+ * whose streams were woken by their backends since the last turn. */
+void h2session_run_pending(struct worker *w);
+
 /* Housekeeping (never from inside a connection's callback): frees closed
  * connection objects. */
 void h2session_free_list_trim(struct worker *w);

@@ -432,6 +432,7 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct worker *w = p->data;
+    h2session_run_pending(w);
     /* closed connections may be referenced only inside their callbacks */
     h1session_free_list_trim(w, MAX_FREE_SESSIONS);
     h2session_free_list_trim(w);
@@ -475,6 +476,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     lb_list_init(&w->pool);
     lb_list_init(&w->sessions);
     lb_list_init(&w->h2conns);
+    lb_list_init(&w->h2_pending);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
     int rc = w->log ? worker_adopt(w, snap, dp->inherit, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
