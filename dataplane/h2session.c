@@ -62,6 +62,7 @@ struct h2conn {
     nghttp2_session *s;
     struct buf *out;        /* bytes nghttp2 produced, not yet written */
     struct lb_list streams; /* struct h2stream.link */
+    struct lb_list dirty;   /* struct h2stream.dlink */
     uint32_t n_streams;
     char fe_key[80]; /* the frontend, by key, across snapshots */
     uint16_t fe_stat;
@@ -85,12 +86,12 @@ struct h2conn {
 
 struct h2stream {
     struct h2conn *c;
-    struct lb_list link; /* in c->streams */
+    struct lb_list link;  /* in c->streams */
+    struct lb_list dlink; /* in c->dirty: touched, to be stepped */
     int32_t id;
     ev_timer timer;
     uint8_t tphase;
     bool started;   /* the exchange was started (or answered) */
-    bool dirty;     /* touched by a callback: step it */
     bool chunked;   /* we frame the request's DATA in chunks */
     bool trailers;  /* a trailer section was begun in <reqbuf> */
     bool end_req;   /* the client's side of the stream ended */
@@ -120,6 +121,13 @@ static void h2_stream_step(struct h2stream *st);
 static struct h2stream *st_of(struct exchange *x)
 {
     return (struct h2stream *)((char *)x - offsetof(struct h2stream, x));
+}
+
+/* Stream <st> moved or may move: h2_step_dirty() steps it. */
+static void h2_mark(struct h2stream *st)
+{
+    if (!lb_list_linked(&st->dlink))
+        lb_list_add_tail(&st->c->dirty, &st->dlink);
 }
 
 static double h2_now(const struct h2conn *c)
@@ -367,7 +375,7 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     }
     x->bytes_out += done;
     if (done > 0)
-        st->dirty = true; /* room upstream: its socket is armed again */
+        h2_mark(st); /* room upstream: its socket is armed again */
     bool complete = exchange_resp_complete(x);
     st->in_read = false;
     if (!x->live || st->aborted)
@@ -390,7 +398,7 @@ static void h2_on_wake(struct exchange *x)
     struct h2conn *c = st->c;
     if (c->ep.tr.fd < 0)
         return;
-    st->dirty = true;
+    h2_mark(st);
     /* run once per loop turn, after every socket that is ready was seen:
      * the responses of many streams leave in one write (one TLS record) */
     if (!c->in_run && !lb_list_linked(&c->pend))
@@ -571,6 +579,8 @@ static void h2_stream_free(struct h2stream *st)
     buf_put(&w->bufs, st->reqbuf);
     view_unref(w, st->x.view);
     lb_list_del(&st->link);
+    if (lb_list_linked(&st->dlink))
+        lb_list_del(&st->dlink);
     c->n_streams--;
     w->n_h2_streams--;
     free(st);
@@ -591,6 +601,7 @@ static struct h2stream *h2_stream_new(struct h2conn *c, int32_t id)
         return NULL;
     st->c = c;
     st->id = id;
+    lb_list_init(&st->dlink);
     exchange_init(&st->x, &h2_exchange_ops, w);
     st->x.view = view_ref(v);
     st->x.fe_index = i;
@@ -642,7 +653,6 @@ static void h2_stream_step(struct h2stream *st)
     struct h2conn *c = st->c;
     struct exchange *x = &st->x;
     bool moved = false;
-    st->dirty = false;
     for (int round = 0; round < 16 && x->live; round++) {
         x->progress = false;
         if (x->up == NULL)
@@ -684,7 +694,7 @@ static void h2_stream_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     } else if (st->x.live && exchange_on_timeout(&st->x, phase, false)) {
         nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
     } else {
-        st->dirty = true;
+        h2_mark(st);
     }
     h2_run(c);
 }
@@ -771,7 +781,7 @@ static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8
     if (st == NULL)
         return 0;
     st->recv_payload += len;
-    st->dirty = true;
+    h2_mark(st);
     if (st->has_cl && st->recv_payload > st->cl) {
         h2_bad_length(st);
         return 0;
@@ -801,7 +811,7 @@ static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8
 static void h2_request_end(struct h2stream *st)
 {
     st->end_req = true;
-    st->dirty = true;
+    h2_mark(st);
     if (st->has_cl && st->recv_payload != st->cl) {
         h2_bad_length(st);
         return;
@@ -858,7 +868,7 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *us
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !st->started) {
         h2_start(st, end);
-        st->dirty = true;
+        h2_mark(st);
     }
     if (end)
         h2_request_end(st);
@@ -930,11 +940,11 @@ static void h2_read(struct h2conn *c)
 /* Steps the streams callbacks touched. */
 static void h2_step_dirty(struct h2conn *c)
 {
-    for (struct lb_list *l = c->streams.next, *next; l != &c->streams; l = next) {
-        next = l->next;
-        struct h2stream *st = LB_LIST_ENTRY(l, struct h2stream, link);
-        if (st->dirty)
-            h2_stream_step(st);
+    /* a stream stepped may be marked again (its wake): once more at most */
+    for (uint32_t i = 0; i < 2 * c->n_streams + 16 && !lb_list_empty(&c->dirty); i++) {
+        struct h2stream *st = LB_LIST_ENTRY(c->dirty.next, struct h2stream, dlink);
+        lb_list_del(&st->dlink);
+        h2_stream_step(st);
     }
 }
 
@@ -1201,6 +1211,7 @@ void h2session_take(struct worker *w, struct endpoint *ep, const struct sockaddr
     }
     c->win_start = ev_now(w->loop);
     lb_list_init(&c->streams);
+    lb_list_init(&c->dirty);
     lb_list_init(&c->pend);
     ev_init(&c->timer, h2_on_timer);
     c->timer.data = c;
