@@ -72,6 +72,8 @@ print('frontends { name: "h2" bind_address: "127.0.0.1" port: %s http2: true tls
       % (port, esc(tmp + '/cert.pem'), esc(tmp + '/key.pem')))
 print('backends { id: "origin" host: "127.0.0.1" port: %s }' % origin)
 print('logging { level: LOG_WARN access_log_off: true }')
+# upstream connections kept idle: as many as streams in flight (HAProxy keeps them all)
+print('limits { pool_max_idle: 2048 }')
 PY
 protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.txt" >"$TMP/lb.pb"
 "$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers 2 --log-level warn >"$TMP/lb.log" 2>&1 &
