@@ -107,7 +107,10 @@ START_TEST(h2c_attacks_are_calmed)
         ck_assert_msg(e2e_wait_metric(t, "lb_http2_abuse_total", labels, 1) >= 1, "%s not counted",
                       kinds[i]);
     }
-    h2check(port, false, "slow_reader", NULL);
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", (int)e2e_lb_pid(t));
+    const char *more[] = {"--pid", pid, NULL};
+    h2check(port, false, "slow_reader", more);
     e2e_stop(t);
 }
 END_TEST
