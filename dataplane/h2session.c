@@ -586,15 +586,33 @@ static void h2_stream_free(struct h2stream *st)
     free(st);
 }
 
+/* Whether the worker's newest view still has the connection's frontend;
+ * <index> (may be NULL) gets its index there. */
+static bool h2_frontend_index(const struct h2conn *c, uint32_t *index)
+{
+    const struct snap *s = c->w->view->snap;
+    for (uint32_t i = 0; i < s->n_frontends; i++) {
+        if (strcmp(s->frontends[i].key, c->fe_key) == 0) {
+            if (index != NULL)
+                *index = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool h2_frontend_exists(const struct h2conn *c)
+{
+    return h2_frontend_index(c, NULL);
+}
+
 /* A new request stream on the worker's newest view, or NULL (refused). */
 static struct h2stream *h2_stream_new(struct h2conn *c, int32_t id)
 {
     struct worker *w = c->w;
     struct wview *v = w->view;
     uint32_t i = 0;
-    while (i < v->snap->n_frontends && strcmp(v->snap->frontends[i].key, c->fe_key) != 0)
-        i++;
-    if (i == v->snap->n_frontends)
+    if (!h2_frontend_index(c, &i))
         return NULL;
     struct h2stream *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -724,6 +742,13 @@ static int h2_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void 
         METRIC_ADD(w->metrics.fe[c->fe_stat].h2_abuse[H2_ABUSE_STREAMS], 1);
     } else if (!c->draining && !w->draining) {
         st = h2_stream_new(c, f->hd.stream_id);
+        if (st == NULL && !h2_frontend_exists(c)) {
+            /* a new snapshot removed the frontend: no new stream here */
+            c->draining = true;
+            nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE,
+                                  f->hd.stream_id > 2 ? f->hd.stream_id - 2 : 0, NGHTTP2_NO_ERROR,
+                                  NULL, 0);
+        }
     }
     if (st == NULL) {
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
