@@ -37,6 +37,7 @@
 #define H2_MAX_EMPTY       100           /* DATA without payload or END_STREAM per window */
 #define H2_MAX_CONT        8             /* CONTINUATION frames per header block */
 #define H2_FIELDS_STACK    64
+#define H2_TRAILERS_MAX    4096 /* trailer section bytes of a response kept for HEADERS */
 #define H2_CONN_WINDOW_MAX (64u * 1024u * 1024u)
 
 enum h2_count {
@@ -91,16 +92,21 @@ struct h2stream {
     int32_t id;
     ev_timer timer;
     uint8_t tphase;
-    bool started;   /* the exchange was started (or answered) */
-    bool chunked;   /* we frame the request's DATA in chunks */
-    bool trailers;  /* a trailer section was begun in <reqbuf> */
-    bool end_req;   /* the client's side of the stream ended */
-    bool deferred;  /* the data provider waits for bytes */
-    bool resp_sent; /* a response (or answer) was submitted */
-    bool aborted;   /* the exchange gave up on a begun response */
-    bool in_read;   /* inside the data provider */
-    bool oversize;  /* the header list went over the limit */
-    bool has_cl;    /* the request has a content-length: <cl> */
+    bool started;      /* the exchange was started (or answered) */
+    bool chunked;      /* we frame the request's DATA in chunks */
+    bool trailers;     /* a trailer section was begun in <reqbuf> */
+    bool end_req;      /* the client's side of the stream ended */
+    bool deferred;     /* the data provider waits for bytes */
+    bool resp_sent;    /* a response (or answer) was submitted */
+    bool aborted;      /* the exchange gave up on a begun response */
+    bool in_read;      /* inside the data provider */
+    bool oversize;     /* the header list went over the limit */
+    bool has_cl;       /* the request has a content-length: <cl> */
+    bool resp_chunked; /* the response body comes chunked: h2_dechunk() takes the framing off */
+    uint8_t rc_state;  /* enum h2_rc */
+    uint16_t tr_len;   /* bytes in <tr> */
+    uint64_t rc_left;  /* chunk bytes still to come */
+    char *tr;          /* the response's trailer section (raw lines), or NULL */
     uint64_t cl;
     struct buf *hdrs; /* decoded fields while the head is read: len-prefixed pairs */
     uint32_t n_fields;
@@ -115,6 +121,7 @@ struct h2stream {
 };
 
 static void h2_run(struct h2conn *c);
+static void nv_set(nghttp2_nv *nv, const char *name, size_t nl, const char *value, size_t vl);
 static void h2_close(struct h2conn *c);
 static void h2_stream_step(struct h2stream *st);
 
@@ -349,6 +356,120 @@ static ssize_t h2_read_answer(nghttp2_session *s, int32_t id, uint8_t *buf, size
     return (ssize_t)n;
 }
 
+/* Where h2_dechunk() is in a chunked response body (already checked by
+ * the exchange: the framing here is well formed). */
+enum h2_rc {
+    RC_SIZE = 0, /* chunk size digits */
+    RC_EXT,      /* a chunk extension, to the end of the line */
+    RC_DATA,     /* chunk data */
+    RC_DATA_END, /* the CRLF after it */
+    RC_TRAILER,  /* the trailer section, to its empty line */
+    RC_DONE,
+};
+
+static int hexval(uint8_t ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* In RC_TRAILER, a line feed ends the section when its line is empty (a
+ * carriage return at a line's start is not kept). */
+static bool h2_line_start(const struct h2stream *st)
+{
+    return st->tr_len == 0 || st->tr[st->tr_len - 1] == '\n';
+}
+
+/* Takes chunked framing off <p>[0..n): payload goes to <out> (<room>
+ * bytes, *copied of them filled), trailer lines into st->tr. Returns the
+ * bytes of <p> consumed. */
+static size_t h2_dechunk(struct h2stream *st, const uint8_t *p, size_t n, uint8_t *out, size_t room,
+                         size_t *copied)
+{
+    size_t i = 0;
+    *copied = 0;
+    while (i < n && st->rc_state != RC_DONE) {
+        uint8_t ch = p[i];
+        switch (st->rc_state) {
+        case RC_SIZE:
+        case RC_EXT:
+            i++;
+            if (ch == '\n')
+                st->rc_state = st->rc_left ? RC_DATA : RC_TRAILER;
+            else if (st->rc_state == RC_SIZE && hexval(ch) >= 0)
+                st->rc_left = st->rc_left * 16 + (uint64_t)hexval(ch);
+            else if (ch != '\r')
+                st->rc_state = RC_EXT;
+            break;
+        case RC_DATA: {
+            size_t m = n - i < st->rc_left ? n - i : (size_t)st->rc_left;
+            if (m > room - *copied)
+                m = room - *copied;
+            if (m == 0)
+                return i;
+            memcpy(out + *copied, p + i, m);
+            *copied += m;
+            i += m;
+            st->rc_left -= m;
+            if (st->rc_left == 0)
+                st->rc_state = RC_DATA_END;
+            break;
+        }
+        case RC_DATA_END:
+            i++;
+            if (ch == '\n')
+                st->rc_state = RC_SIZE;
+            break;
+        default: /* RC_TRAILER */
+            i++;
+            if (ch == '\n' && h2_line_start(st)) {
+                st->rc_state = RC_DONE;
+                break;
+            }
+            if (ch == '\r' && h2_line_start(st))
+                break;
+            if (st->tr == NULL && (st->tr = malloc(H2_TRAILERS_MAX)) == NULL)
+                break;
+            if (st->tr_len < H2_TRAILERS_MAX)
+                st->tr[st->tr_len++] = (char)ch;
+            break;
+        }
+    }
+    return i;
+}
+
+/* The backend's trailer section, once its body ended, as a trailing
+ * HEADERS frame: names lowercased, fields HTTP/2 cannot carry dropped. */
+static bool h2_send_trailers(struct h2stream *st)
+{
+    nghttp2_nv nv[32];
+    size_t n = 0;
+    char *p = st->tr, *end = st->tr + st->tr_len;
+    while (p < end && n < 32) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL)
+            break;
+        char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon != NULL) {
+            for (char *q = p; q < colon; q++)
+                *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+            char *v = colon + 1, *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (h2req_name_ok((const uint8_t *)p, (size_t)(colon - p)) &&
+                h2req_value_ok((const uint8_t *)v, (size_t)(ve - v)))
+                nv_set(&nv[n++], p, (size_t)(colon - p), v, (size_t)(ve - v));
+        }
+        p = eol + 1;
+    }
+    return n > 0 && nghttp2_submit_trailer(st->c->s, st->id, nv, n) == 0;
+}
+
 /* The response body, pulled by nghttp2 as the client's windows allow. */
 static ssize_t h2_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
                             uint32_t *flags, nghttp2_data_source *src, void *user)
@@ -368,10 +489,17 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         }
         if (r == 0)
             break;
-        size_t n = iov.iov_len < len - done ? iov.iov_len : len - done;
-        memcpy(buf + done, iov.iov_base, n);
+        size_t n, copied;
+        if (st->resp_chunked) {
+            n = h2_dechunk(st, iov.iov_base, iov.iov_len, buf + done, len - done, &copied);
+            if (n == 0)
+                break; /* <buf> is full */
+        } else {
+            n = copied = iov.iov_len < len - done ? iov.iov_len : len - done;
+            memcpy(buf + done, iov.iov_base, n);
+        }
         exchange_resp_sent(x, (uint32_t)n);
-        done += n;
+        done += copied;
     }
     x->bytes_out += done;
     if (done > 0)
@@ -382,6 +510,8 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (complete) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->tr_len > 0 && h2_send_trailers(st))
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         exchange_finish(x);
         return (ssize_t)done;
     }
@@ -488,6 +618,7 @@ static bool h2_on_head(struct exchange *x, const struct http1_msg *m, bool inter
         }
         memcpy(rl, x->rl_hdr, x->rl_len);
         n += nv_lines(nv + n, cap - n, rl, x->rl_len);
+        st->resp_chunked = m->framing == HTTP1_BODY_CHUNKED;
         nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_read_body};
         rv = nghttp2_submit_response(c->s, st->id, nv, n, x->resp.done ? NULL : &prd);
         st->resp_sent = true;
@@ -577,6 +708,7 @@ static void h2_stream_free(struct h2stream *st)
     ev_timer_stop(w->loop, &st->timer);
     buf_put(&w->bufs, st->hdrs);
     buf_put(&w->bufs, st->reqbuf);
+    free(st->tr);
     view_unref(w, st->x.view);
     lb_list_del(&st->link);
     if (lb_list_linked(&st->dlink))
@@ -628,7 +760,7 @@ static struct h2stream *h2_stream_new(struct h2conn *c, int32_t id)
     st->x.peer_ip = c->peer_ip;
     st->x.tls_tr = c->tls ? &c->ep.tr : NULL;
     st->x.req_in = &st->reqbuf;
-    st->x.dechunk_resp = true; /* DATA frames carry the payload */
+    st->x.dechunk_resp = false; /* chunked framing comes off here, trailers kept */
     st->x.h2 = true;
     st->x.keepalive = true;
     st->x.t_start = h2_now(c);

@@ -154,6 +154,8 @@ class Client:
         elif isinstance(ev, h2.events.DataReceived):
             st["data"] += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.TrailersReceived):
+            st["trailers"] = dict(ev.headers)
         elif isinstance(ev, h2.events.StreamEnded):
             st["done"] = True
         elif isinstance(ev, h2.events.StreamReset):
@@ -273,6 +275,14 @@ def case_extras():
     status, body, _ = c.wait(sid)
     check(status == 200 and b"x-checksum: abc" in body.lower(),
           "trailers: %d %r" % (status, body))
+    # the backend's chunked trailers come as a trailing HEADERS frame, without
+    # the fields a trailer may not carry
+    sid = c.request(b"GET", b"/trailers")
+    status, body, _ = c.wait(sid)
+    tr = c.streams[sid].get("trailers") or {}
+    check(status == 200 and tr.get(b"x-sum") == b"42" and tr.get(b"x-late") == b"yes",
+          "response trailers: %r" % tr)
+    check(b"content-length" not in tr and b"set-cookie" not in tr, "forbidden trailers %r" % tr)
     # Expect: 100-continue: the body goes only after the interim answer
     sid = c.conn.get_next_available_stream_id()
     c.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
