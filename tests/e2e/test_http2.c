@@ -115,6 +115,36 @@ START_TEST(h2c_attacks_are_calmed)
 }
 END_TEST
 
+static Lb__V1__RateLimit rl;
+
+static void h2c_ratelimited(Lb__V1__Snapshot *snap, void *arg)
+{
+    h2c_on(snap, NULL);
+    lb__v1__rate_limit__init(&rl);
+    rl.enabled = true;
+    rl.rate = 1;
+    rl.burst = 2;
+    rl.per_client = true;
+    rl.headers_on_allowed = true;
+    snap->ratelimit = &rl;
+}
+
+/* Rate limits count streams (each is a request): the third stream of a
+ * burst of 2 is answered 429 with its RateLimit fields, on the same
+ * connection. */
+START_TEST(h2c_rate_limit_per_stream)
+{
+    struct e2e_opts o = {.backends = 1, .tweak = h2c_ratelimited};
+    struct e2e *t = e2e_start_opts(&o);
+    h2check(e2e_lb_port(t), false, "ratelimited", NULL);
+    char *m = e2e_scrape(t);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(e2e_metric(m, "lb_requests_rejected_total", "reason=\"rate_limited\"") >= 1);
+    free(m);
+    e2e_stop(t);
+}
+END_TEST
+
 START_TEST(tls_alpn_h2_beside_http1)
 {
     struct e2e_tls1 tls;
@@ -174,6 +204,7 @@ static Suite *http2_suite(void)
     tcase_add_test(tc, h2c_requests_and_bodies);
     tcase_add_test(tc, h2c_refuses_smuggling);
     tcase_add_test(tc, h2c_attacks_are_calmed);
+    tcase_add_test(tc, h2c_rate_limit_per_stream);
     tcase_add_test(tc, tls_alpn_h2_beside_http1);
     tcase_add_test(tc, h2c_off_by_default);
     tcase_add_test(tc, h2c_drain_on_sigterm);

@@ -314,6 +314,24 @@ def case_extras():
     c.close()
 
 
+def case_ratelimited():
+    """Six streams at once against a burst of 2 at 1/s: 429s with their
+    RateLimit fields, on the same connection."""
+    c = Client()
+    sids = [c.request(b"GET", b"/bytes/10") for _ in range(6)]
+    got = []
+    for sid in sids:
+        status, body, hdrs = c.wait(sid)
+        got.append(status)
+        check(any(k.startswith(b"ratelimit") for k in hdrs), "no RateLimit fields: %r" % hdrs)
+        check(status == 200 or (status == 429 and body.startswith(b"429 ")),
+              "status %d body %r" % (status, body))
+    check(got.count(200) >= 2 and got.count(429) >= 1, "statuses %r" % got)
+    status, body, _ = c.wait(c.request(b"HEAD", b"/bytes/10"))
+    check(body == b"", "HEAD answered with a body: %d %r" % (status, body))
+    c.close()
+
+
 def case_mixed():
     check(ARGS.tls, "mixed needs --tls")
     c = Client()
@@ -654,6 +672,7 @@ CASES = {
     "concurrent": case_concurrent,
     "slow_stream": case_slow_stream,
     "extras": case_extras,
+    "ratelimited": case_ratelimited,
     "mixed": case_mixed,
     "drain": case_drain,
     "smuggle": case_smuggle,
