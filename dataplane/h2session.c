@@ -47,6 +47,7 @@ enum h2_count {
     H2C_PRIORITY,
     H2C_SMALL_WU,
     H2C_EMPTY,
+    H2C_DATA_SENT, /* not a limit: DATA frames we sent, which small updates answer */
     H2C_N,
 };
 
@@ -999,8 +1000,10 @@ static void h2_count_frame(struct h2conn *c, const nghttp2_frame *f)
         h2_count(c, H2C_PRIORITY, H2_MAX_PRIORITY);
         break;
     case NGHTTP2_WINDOW_UPDATE:
+        /* a client may acknowledge each DATA frame of ours on the stream and
+         * the connection (python-h2 does): those are not a flood */
         if (f->window_update.window_size_increment < 1024)
-            h2_count(c, H2C_SMALL_WU, H2_MAX_SMALL_WU);
+            h2_count(c, H2C_SMALL_WU, H2_MAX_SMALL_WU + 2 * c->counts[H2C_DATA_SENT]);
         break;
     case NGHTTP2_DATA:
         if (f->hd.length == 0 && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -1034,6 +1037,9 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *us
 
 static int h2_on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
+    struct h2conn *c = user;
+    if (f->hd.type == NGHTTP2_DATA && c->counts[H2C_DATA_SENT] < UINT32_MAX / 4)
+        c->counts[H2C_DATA_SENT]++;
     if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;

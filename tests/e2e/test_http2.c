@@ -66,6 +66,7 @@ START_TEST(h2c_requests_and_bodies)
     h2check(port, false, "concurrent", NULL);
     h2check(port, false, "slow_stream", NULL);
     h2check(port, false, "extras", NULL);
+    h2check(port, false, "acks", NULL);
     char *m = e2e_scrape(t);
     ck_assert_ptr_nonnull(m);
     ck_assert(e2e_metric(m, "lb_http2_streams_total", NULL) >= 200);

@@ -239,6 +239,14 @@ def case_concurrent():
     for i, sid in enumerate(sids):
         status, body, _ = c.wait(sid, 30)
         check(status == 200 and body == pattern(1000 + i), "stream %d" % sid)
+    # many small responses, each DATA frame acknowledged on the stream and the
+    # connection with a small WINDOW_UPDATE: a well-behaved pattern, not a flood
+    for _ in range(12):
+        sids = [c.request(b"GET", b"/bytes/100") for _ in range(50)]
+        for sid in sids:
+            status, body, _ = c.wait(sid, 30)
+            check(status == 200 and body == pattern(100), "small stream %d" % sid)
+    check(c.goaway is None, "calmed: %r" % c.goaway)
     # a second batch beyond one connection's limit, in flight together
     sids = [c.request(b"GET", b"/slow/200") for _ in range(100)]
     for sid in sids:
@@ -330,6 +338,28 @@ def case_ratelimited():
     status, body, _ = c.wait(c.request(b"HEAD", b"/bytes/10"))
     check(body == b"", "HEAD answered with a body: %d %r" % (status, body))
     c.close()
+
+
+def case_acks():
+    """A client that acknowledges every DATA frame at once with small
+    WINDOW_UPDATEs on the stream and the connection is not a flood."""
+    r = Raw()
+    deadline = time.monotonic() + ARGS.timeout * 3
+    for i in range(1100):  # past the 1,000 small updates a flood may send
+        sid = 1 + 2 * i
+        r.send(r.headers(sid, BASE[:3] + [(b":path", b"/bytes/100")]))
+        while True:
+            f, _ = raw_next_frame_with_status(r, deadline)
+            check(f is not None, "no answer to stream %d" % sid)
+            check(not isinstance(f, hf.GoAwayFrame), "GOAWAY %r at stream %d" %
+                  (getattr(f, "error_code", None), sid))
+            if isinstance(f, hf.DataFrame) and f.stream_id == sid:
+                if f.data:
+                    r.send(hf.WindowUpdateFrame(sid, window_increment=len(f.data)),
+                           hf.WindowUpdateFrame(0, window_increment=len(f.data)))
+                if "END_STREAM" in f.flags:
+                    break
+    r.close()
 
 
 def case_mixed():
@@ -672,6 +702,7 @@ CASES = {
     "concurrent": case_concurrent,
     "slow_stream": case_slow_stream,
     "extras": case_extras,
+    "acks": case_acks,
     "ratelimited": case_ratelimited,
     "mixed": case_mixed,
     "drain": case_drain,
