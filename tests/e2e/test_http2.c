@@ -17,8 +17,6 @@
 static void h2c_on(Lb__V1__Snapshot *snap, void *arg)
 {
     snap->frontends[0]->http2_cleartext = true;
-    if (arg != NULL)
-        snap->frontends[0]->http2_max_streams = *(uint32_t *)arg;
 }
 
 static void tls_h2_on(Lb__V1__Snapshot *snap, void *arg)
@@ -51,15 +49,15 @@ static void h2check(unsigned port, bool tls, const char *which, const char *cons
     e2e_cmd_free(&r);
 }
 
-static struct e2e *start_h2c(uint32_t *max_streams)
+static struct e2e *start_h2c(unsigned workers)
 {
-    struct e2e_opts o = {.backends = 2, .tweak = h2c_on, .tweak_arg = max_streams};
+    struct e2e_opts o = {.backends = 2, .tweak = h2c_on, .workers = workers};
     return e2e_start_opts(&o);
 }
 
 START_TEST(h2c_requests_and_bodies)
 {
-    struct e2e *t = start_h2c(NULL);
+    struct e2e *t = start_h2c(0);
     unsigned port = e2e_lb_port(t);
     h2check(port, false, "get", NULL);
     h2check(port, false, "post", NULL);
@@ -79,7 +77,7 @@ END_TEST
 
 START_TEST(h2c_refuses_smuggling)
 {
-    struct e2e *t = start_h2c(NULL);
+    struct e2e *t = start_h2c(0);
     h2check(e2e_lb_port(t), false, "smuggle", NULL);
     /* no refused request reached a backend */
     long got = e2e_backend_stat(t, 0, "requests") + e2e_backend_stat(t, 1, "requests");
@@ -92,7 +90,7 @@ END_TEST
  * and counted, while a good client on the same worker is served. */
 START_TEST(h2c_attacks_are_calmed)
 {
-    struct e2e *t = start_h2c(NULL);
+    struct e2e *t = start_h2c(1); /* the good client shares the attacker's worker */
     unsigned port = e2e_lb_port(t);
     static const char *const kinds[] = {"rapid_reset",  "settings",      "ping",
                                         "priority",     "window_update", "empty_data",
@@ -186,7 +184,7 @@ END_TEST
  * the process exits 0. */
 START_TEST(h2c_drain_on_sigterm)
 {
-    struct e2e *t = start_h2c(NULL);
+    struct e2e *t = start_h2c(0);
     char pid[16];
     snprintf(pid, sizeof(pid), "%d", (int)e2e_lb_pid(t));
     const char *more[] = {"--pid", pid, NULL};
