@@ -58,6 +58,10 @@ void exchange__access_log(struct exchange *x, const char *backend, const char *w
     lb_logbuf_cstr(w->log, "client", x->peer_ip);
     lb_logbuf_cstr(w->log, "method", x->method);
     lb_logbuf_cstr(w->log, "path", x->path);
+    lb_logbuf_cstr(w->log, "protocol",
+                   x->h2             ? "HTTP/2.0"
+                   : x->dechunk_resp ? "HTTP/1.0"
+                                     : "HTTP/1.1");
     lb_logbuf_uint(w->log, "status", x->status);
     lb_logbuf_uint(w->log, "bytes_in", x->bytes_in);
     lb_logbuf_uint(w->log, "bytes_out", x->bytes_out);

@@ -240,6 +240,8 @@ struct agg_fe {
     uint64_t rejected[REJECT_N];
     uint64_t proxy[METRICS_PROXY_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
+    uint64_t h2_conns, h2_streams;
+    uint64_t h2_abuse[H2_ABUSE_N];
 };
 
 struct agg_pair {
@@ -274,6 +276,11 @@ static const char *const reject_names[REJECT_N] = {
     "bad_request",     "uri_too_long",     "header_too_large", "expectation_failed",
     "not_implemented", "version",          "client_timeout",   "no_backend",
     "upstream_failed", "upstream_timeout", "connection_limit", "rate_limited",
+};
+
+static const char *const h2_abuse_names[H2_ABUSE_N] = {
+    "rapid_reset", "continuation",  "header_list", "settings", "ping",
+    "priority",    "window_update", "empty_data",  "streams",  "slow_reader",
 };
 
 static const char *const proxy_names[METRICS_PROXY_N] = {
@@ -331,6 +338,11 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
         {"lb_tunnel_sent_bytes_total", "counter",
          "Bytes backends sent to clients through Upgrade tunnels.",
          offsetof(struct agg_fe, tunnel_bytes_out)},
+        {"lb_http2_connections_total", "counter", "Client connections that spoke HTTP/2.",
+         offsetof(struct agg_fe, h2_conns)},
+        {"lb_http2_streams_total", "counter",
+         "HTTP/2 streams that carried a request (the HTTP/2 share of the requests).",
+         offsetof(struct agg_fe, h2_streams)},
     };
     for (unsigned i = 0; i < n_fe; i++) {
         fe[i].open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
@@ -354,6 +366,15 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
         for (int r = 0; r < METRICS_PROXY_N; r++) {
             struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"result", proxy_names[r]}};
             lb_prom_u64(p, "lb_proxy_protocol_total", l, 2, fe[i].proxy[r]);
+        }
+    }
+    lb_prom_family(p, "lb_http2_abuse_total", "counter",
+                   "HTTP/2 connections calmed (GOAWAY ENHANCE_YOUR_CALM) or streams refused, by "
+                   "attack class.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        for (int r = 0; r < H2_ABUSE_N; r++) {
+            struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"kind", h2_abuse_names[r]}};
+            lb_prom_u64(p, "lb_http2_abuse_total", l, 2, fe[i].h2_abuse[r]);
         }
     }
     lb_prom_family(p, "lb_http_request_duration_seconds", "histogram",
@@ -515,6 +536,10 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
                 fe[k].rejected[r] += METRIC_GET(f->rejected[r]);
             for (int r = 0; r < METRICS_PROXY_N; r++)
                 fe[k].proxy[r] += METRIC_GET(f->proxy[r]);
+            fe[k].h2_conns += METRIC_GET(f->h2_conns);
+            fe[k].h2_streams += METRIC_GET(f->h2_streams);
+            for (int r = 0; r < H2_ABUSE_N; r++)
+                fe[k].h2_abuse[r] += METRIC_GET(f->h2_abuse[r]);
             for (int b = 0; b <= METRICS_NBUCKETS; b++)
                 fe[k].hist[b] += METRIC_GET(f->hist[b]);
         }

@@ -62,6 +62,22 @@ enum metrics_retry {
     METRICS_RETRY_N,
 };
 
+/* Why an HTTP/2 connection was calmed (GOAWAY ENHANCE_YOUR_CALM) or a
+ * stream refused: the attack classes h2session polices. */
+enum metrics_h2_abuse {
+    H2_ABUSE_RAPID_RESET = 0, /* streams reset by the client, beyond the rate */
+    H2_ABUSE_CONTINUATION,    /* CONTINUATION frames beyond the count per header block */
+    H2_ABUSE_HEADER_LIST,     /* a decoded header list over http2MaxHeaderListSize */
+    H2_ABUSE_SETTINGS,        /* SETTINGS frames beyond the rate */
+    H2_ABUSE_PING,            /* PING frames beyond the rate */
+    H2_ABUSE_PRIORITY,        /* PRIORITY frames beyond the rate */
+    H2_ABUSE_WINDOW_UPDATE,   /* WINDOW_UPDATE frames beyond the rate */
+    H2_ABUSE_EMPTY_DATA,      /* DATA frames without payload or end, beyond the rate */
+    H2_ABUSE_STREAMS,         /* streams refused: the worker's limit */
+    H2_ABUSE_SLOW_READER,     /* our output to the client stayed full too long */
+    H2_ABUSE_N,
+};
+
 #define METRICS_MAX_FE   64
 #define METRICS_NBUCKETS 14
 #define METRICS_CLASSES  6 /* 1xx..5xx, other */
@@ -79,6 +95,9 @@ struct metrics_fe {
     metric_t tunnel_bytes_out; /* bytes backends sent through tunnels */
     metric_t rejected[REJECT_N];
     metric_t proxy[METRICS_PROXY_N]; /* PROXY protocol headers, by outcome */
+    metric_t h2_conns;               /* connections that spoke HTTP/2 */
+    metric_t h2_streams;             /* HTTP/2 streams that carried a request */
+    metric_t h2_abuse[H2_ABUSE_N];   /* HTTP/2 connections calmed, by attack class */
     metric_t hist[METRICS_NBUCKETS + 1];
     metric_t duration_us; /* sum */
 };
