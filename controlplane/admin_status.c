@@ -8,6 +8,7 @@
 #include "lb_err.h"
 #include "lb_prom.h"
 #include "publisher.h"
+#include "reports.h"
 #include "rollout_run.h"
 #include "seal.h"
 #include "store.h"
@@ -299,14 +300,26 @@ void admin__dataplanes(struct req *r)
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && i < n; i++) {
         const struct store_dataplane *d = &dps[i];
-        json_array_append_new(
-            arr, json_pack("{s:s,s:I,s:I,s:I,s:I,s:o,s:b}", "node_id", d->node_id,
-                           "applied_version", (json_int_t)d->applied_version, "applied_generation",
-                           (json_int_t)d->applied_generation, "last_seen_ms",
-                           (json_int_t)d->last_report_unix_ms, "rejected_generation",
-                           (json_int_t)d->rejected_generation, "rejection_reason",
-                           d->rejection_reason[0] ? json_string(d->rejection_reason) : json_null(),
-                           "in_sync", gen != 0 && d->applied_generation == gen));
+        json_t *o = json_pack(
+            "{s:s,s:I,s:I,s:I,s:I,s:o,s:b}", "node_id", d->node_id, "applied_version",
+            (json_int_t)d->applied_version, "applied_generation", (json_int_t)d->applied_generation,
+            "last_seen_ms", (json_int_t)d->last_report_unix_ms, "rejected_generation",
+            (json_int_t)d->rejected_generation, "rejection_reason",
+            d->rejection_reason[0] ? json_string(d->rejection_reason) : json_null(), "in_sync",
+            gen != 0 && d->applied_generation == gen);
+        /* the process behind it, from its latest report (not stored: null
+         * until it reports again after a control-plane restart) */
+        struct reports_node pn;
+        bool known = cp_dataplane_process(cp, d->node_id, &pn);
+        if (o != NULL) {
+            json_object_set_new(o, "pid", known ? json_integer(pn.pid) : json_null());
+            json_object_set_new(o, "started_unix_ms",
+                                known ? json_integer(pn.started_unix_ms) : json_null());
+            json_object_set_new(o, "binary_version",
+                                known && pn.binary_version[0] ? json_string(pn.binary_version)
+                                                              : json_null());
+        }
+        json_array_append_new(arr, o);
     }
     store_dataplanes_free(dps, n);
     admin__respond_json(r, 200,

@@ -267,6 +267,11 @@ struct store *cp__store(struct cp *cp);
  * ejected while it is DOWN change nothing. */
 void cp_on_report(void *ctx, const Lb__V1__Report *report);
 
+struct reports_node;
+/* The process (pid, start time, binary version) behind data plane
+ * <node_id>'s latest report; false if none came since this process started. */
+bool cp_dataplane_process(const struct cp *cp, const char *node_id, struct reports_node *out);
+
 /* ---- breaker state and dynamic weights ------------------------------------ */
 
 /* Runtime view of one backend from the data planes' reports. */

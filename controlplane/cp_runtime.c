@@ -71,6 +71,11 @@ void cp_on_report(void *ctx, const Lb__V1__Report *report)
                report->rejection_reason ? report->rejection_reason : "");
 }
 
+bool cp_dataplane_process(const struct cp *cp, const char *node_id, struct reports_node *out)
+{
+    return reports_node_get(cp->reports, node_id, out);
+}
+
 /* ---- breaker state and dynamic weights -------------------------------------- */
 
 void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,

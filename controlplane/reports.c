@@ -5,6 +5,7 @@
 
 #include "lb_err.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,8 @@ struct rdp {
     char *node_id;
     int64_t last_ms;         /* when its latest report arrived */
     int64_t started_unix_ms; /* a change means a restart: counters began again */
+    uint32_t pid;            /* the reporting process (a hand-over changes it) */
+    char binary_version[32]; /* its lb-dataplane version, "" if it sent none */
     uint64_t boot_id;        /* of its latest report */
     struct rb *b;            /* sorted by id */
     size_t n;
@@ -152,8 +155,26 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
     d->n = n;
     d->last_ms = now_ms;
     d->started_unix_ms = rep->started_unix_ms;
+    d->pid = rep->pid;
+    snprintf(d->binary_version, sizeof(d->binary_version), "%s",
+             rep->binary_version ? rep->binary_version : "");
     d->boot_id = rep->boot_id;
     return LB_OK;
+}
+
+bool reports_node_get(const struct reports *r, const char *node_id, struct reports_node *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; node_id != NULL && i < r->n; i++) {
+        const struct rdp *d = &r->dps[i];
+        if (strcmp(d->node_id, node_id) != 0)
+            continue;
+        out->pid = d->pid;
+        out->started_unix_ms = d->started_unix_ms;
+        snprintf(out->binary_version, sizeof(out->binary_version), "%s", d->binary_version);
+        return true;
+    }
+    return false;
 }
 
 static bool fresh(const struct rdp *d, int64_t now_ms)

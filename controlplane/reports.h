@@ -34,6 +34,17 @@ void reports_free(struct reports *r);
  * report of that data plane is kept). */
 int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, struct lb_err *err);
 
+/* The process behind data plane <node_id>'s latest report. */
+struct reports_node {
+    uint32_t pid;
+    int64_t started_unix_ms;
+    char binary_version[32]; /* "" if the data plane sent none */
+};
+
+/* Fills <out> from <node_id>'s latest report; false (zeroes) if none is
+ * held (since the control plane started, or after REPORTS_FORGET_MS). */
+bool reports_node_get(const struct reports *r, const char *node_id, struct reports_node *out);
+
 /* Backend <id> over the data planes that reported within REPORTS_FRESH_MS
  * of <now_ms>. */
 struct reports_backend {

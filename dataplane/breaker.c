@@ -201,3 +201,36 @@ void breaker_counters_read(struct breaker *b, struct breaker_counters *out)
     out->closed = LOAD(b->n_closed);
     out->rejected = LOAD(b->n_rejected);
 }
+
+void breaker_export(struct breaker *b, uint64_t now_ms, struct breaker_carry *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&b->lock);
+    uint8_t st = LOAD(b->state);
+    out->failures = LOAD(b->failures);
+    out->open_ms = LOAD(b->open_ms);
+    if (st != BREAKER_STATE_CLOSED) {
+        uint64_t until = LOAD(b->open_until);
+        out->state = BREAKER_STATE_OPEN;
+        out->open_left_ms =
+            st == BREAKER_STATE_OPEN && until > now_ms
+                ? (uint32_t)(until - now_ms > UINT32_MAX ? UINT32_MAX : until - now_ms)
+                : 0;
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+void breaker_import(struct breaker *b, const struct breaker_carry *in, uint64_t now_ms)
+{
+    pthread_mutex_lock(&b->lock);
+    b->successes = 0;
+    STORE(b->failures, in->failures);
+    STORE(b->open_ms, in->open_ms);
+    if (in->state == BREAKER_STATE_OPEN) {
+        STORE(b->open_until, now_ms + in->open_left_ms);
+        atomic_store_explicit(&b->state, BREAKER_STATE_OPEN, memory_order_release);
+    } else {
+        atomic_store_explicit(&b->state, BREAKER_STATE_CLOSED, memory_order_release);
+    }
+    pthread_mutex_unlock(&b->lock);
+}

@@ -104,4 +104,22 @@ uint32_t breaker_open_time_ms(struct breaker *b);
 /* Copies the counters into <out>. Any thread; each value is read atomically. */
 void breaker_counters_read(struct breaker *b, struct breaker_counters *out);
 
+/* A breaker's state as it passes to a successor process (hand-over), with
+ * times relative to the moment of export. Half-open goes as open with no
+ * time left: the successor hands out its own trials (the old process's
+ * trials end there). */
+struct breaker_carry {
+    uint8_t state;         /* BREAKER_STATE_CLOSED or BREAKER_STATE_OPEN */
+    uint32_t failures;     /* consecutive failures while closed */
+    uint32_t open_ms;      /* the open time in force (doubles on a failed trial) */
+    uint32_t open_left_ms; /* open: ms until half-open */
+};
+
+/* Reads <b> at <now_ms> into <out>. Any thread. */
+void breaker_export(struct breaker *b, uint64_t now_ms, struct breaker_carry *out);
+
+/* Sets <b> (no trial in flight) to <in> as of <now_ms>; a state other than
+ * closed or open is taken as closed. Counters do not move. Any thread. */
+void breaker_import(struct breaker *b, const struct breaker_carry *in, uint64_t now_ms);
+
 #endif

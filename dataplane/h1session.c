@@ -51,8 +51,11 @@ struct h1session {
     bool shut;           /* our sending side is closed */
     bool tls_pending;    /* no application byte read yet: the handshake may be running */
     bool closing;        /* close once the current response is out */
-    bool drain_wait;     /* CS_IDLE in a hand-over's drain: one more request may come
-                          * within w->drain_idle_s */
+    bool drain_wait;     /* CS_IDLE in a drain: one more request may come within
+                          * <drain_cap> seconds */
+    bool fresh;          /* accepted, no request byte yet */
+    double drain_cap;    /* drain_wait: w->drain_idle_s (after a hand-over) or, for a
+                          * fresh connection, the client head timeout */
     bool resp_keepalive; /* the response in progress leaves the connection open */
     bool pp_listed;      /* CS_PPHDR: the source is listed, a header must come */
     bool local_known;    /* <local> is filled in */
@@ -368,6 +371,7 @@ static void h1_read(struct h1session *c)
             c->state = CS_HEAD;
             c->x.t_start = ev_now(w->loop);
         }
+        c->fresh = false;
         c->tls_pending = false;
         METRIC_ADD(w->metrics.fe[c->x.fe_stat].bytes_in, (uint64_t)n);
         c->progress = true;
@@ -707,8 +711,8 @@ static void h1_arm(struct h1session *c, bool moved)
         (moved && phase != TP_HEAD && phase != TP_LINGER && phase != TP_QUEUE)) {
         c->tphase = phase;
         c->timer.repeat = exchange_wait_seconds(&c->x, phase);
-        if (c->drain_wait && phase == TP_IDLE && c->timer.repeat > c->w->drain_idle_s)
-            c->timer.repeat = c->w->drain_idle_s;
+        if (c->drain_wait && phase == TP_IDLE && c->timer.repeat > c->drain_cap)
+            c->timer.repeat = c->drain_cap;
         ev_timer_again(c->w->loop, &c->timer);
     }
 
@@ -962,6 +966,7 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
     lb_list_add(&w->sessions, &c->link);
     w->n_sessions++;
     c->state = CS_IDLE;
+    c->fresh = true;
     const struct snap_frontend *sf = &v->snap->frontends[fe_index];
     if (sf->n_proxy_from > 0) {
         c->state = CS_PPHDR;
@@ -1025,13 +1030,17 @@ void h1session_drain_all(struct worker *w)
         next = l->next;
         struct h1session *c = of_link(l);
         c->closing = true;
-        if (c->state == CS_IDLE && w->drain_idle_s > 0) {
+        if (c->state == CS_IDLE && (w->drain_idle_s > 0 || c->fresh)) {
             /* after a hand-over: a request already on its way is answered
-             * (with Connection: close) rather than met with a reset */
+             * (with Connection: close) rather than met with a reset; a
+             * connection accepted a moment ago has not sent its first
+             * request yet, and its client would not retry on a close: it
+             * gets the head timeout (the drain timer still bounds it) */
             c->drain_wait = true;
             c->tphase = TP_IDLE;
             double keepalive = exchange_wait_seconds(&c->x, TP_IDLE);
-            c->timer.repeat = keepalive < w->drain_idle_s ? keepalive : w->drain_idle_s;
+            c->drain_cap = c->fresh ? exchange_wait_seconds(&c->x, TP_HEAD) : w->drain_idle_s;
+            c->timer.repeat = keepalive < c->drain_cap ? keepalive : c->drain_cap;
             ev_timer_again(w->loop, &c->timer);
             continue;
         }

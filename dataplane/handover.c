@@ -25,7 +25,8 @@ enum {
     MSG_LISTENER = 'L', /* key; one descriptor attached */
     MSG_TICKETS = 'T',  /* the ticket keys, whole */
     MSG_SNAPSHOT = 'S', /* the next chunk of the snapshot */
-    MSG_END = 'E',      /* u64 descriptors, u64 snapshot bytes */
+    MSG_RUNTIME = 'U',  /* the next chunk of the runtime state */
+    MSG_END = 'E',      /* u64 descriptors, u64 snapshot bytes[, u64 runtime bytes] */
     MSG_READY = 'R',    /* new -> old: accepting */
     MSG_FAILED = 'F',   /* new -> old: gave up; the reason follows */
 };
@@ -38,6 +39,7 @@ void handover_state_deinit(struct handover_state *st)
     }
     free(st->fds);
     free(st->snapshot);
+    free(st->runtime);
     if (st->tickets != NULL)
         OPENSSL_cleanse(st->tickets, st->tickets_len);
     free(st->tickets);
@@ -184,7 +186,11 @@ int handover_send(int sock, const struct handover_state *st, unsigned timeout_ms
         size_t n = st->snapshot_len - off < CHUNK ? st->snapshot_len - off : CHUNK;
         rc = send_msg(sock, MSG_SNAPSHOT, st->snapshot + off, n, -1, err);
     }
-    uint64_t counts[2] = {st->n_fds, st->snapshot_len};
+    for (size_t off = 0; off < st->runtime_len && rc == LB_OK; off += CHUNK) {
+        size_t n = st->runtime_len - off < CHUNK ? st->runtime_len - off : CHUNK;
+        rc = send_msg(sock, MSG_RUNTIME, st->runtime + off, n, -1, err);
+    }
+    uint64_t counts[3] = {st->n_fds, st->snapshot_len, st->runtime_len};
     if (rc == LB_OK)
         rc = send_msg(sock, MSG_END, counts, sizeof(counts), -1, err);
     return rc;
@@ -238,13 +244,35 @@ static int recv_msg(int sock, uint8_t *buf, size_t cap, size_t *len, int *fd, in
     return LB_OK;
 }
 
+/* Appends <n> bytes at <p> to the growing array *<data> (*<len> used of
+ * *<cap>), at most HANDOVER_MAX_BYTES in all. */
+static int append_chunk(uint8_t **data, size_t *len, size_t *cap, const uint8_t *p, size_t n,
+                        const char *what, struct lb_err *err)
+{
+    if (*len + n > HANDOVER_MAX_BYTES)
+        return lb_err_set(err, LB_EPROTO, 0, "hand-over: %s too large", what);
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap * 2 : 4 * CHUNK;
+        while (c < *len + n)
+            c *= 2;
+        uint8_t *q = realloc(*data, c);
+        if (q == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the hand-over");
+        *data = q;
+        *cap = c;
+    }
+    memcpy(*data + *len, p, n);
+    *len += n;
+    return LB_OK;
+}
+
 int handover_recv(int sock, struct handover_state *st, struct lb_err *err)
 {
     memset(st, 0, sizeof(*st));
     uint8_t *buf = malloc(CHUNK + 1);
     if (buf == NULL)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for the hand-over");
-    size_t snap_cap = 0;
+    size_t snap_cap = 0, rt_cap = 0;
     int rc = LB_OK;
     for (;;) {
         size_t n = 0;
@@ -280,37 +308,26 @@ int handover_recv(int sock, struct handover_state *st, struct lb_err *err)
             memcpy(st->tickets, buf + 1, n - 1);
             st->tickets_len = n - 1;
         } else if (type == MSG_SNAPSHOT) {
-            if (st->snapshot_len + n - 1 > HANDOVER_MAX_BYTES) {
-                rc = lb_err_set(err, LB_EPROTO, 0, "hand-over: snapshot too large");
-                break;
-            }
-            if (st->snapshot_len + n - 1 > snap_cap) {
-                size_t cap = snap_cap ? snap_cap * 2 : 4 * CHUNK;
-                while (cap < st->snapshot_len + n - 1)
-                    cap *= 2;
-                uint8_t *p = realloc(st->snapshot, cap);
-                if (p == NULL) {
-                    rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory for the hand-over");
-                    break;
-                }
-                st->snapshot = p;
-                snap_cap = cap;
-            }
-            memcpy(st->snapshot + st->snapshot_len, buf + 1, n - 1);
-            st->snapshot_len += n - 1;
+            rc = append_chunk(&st->snapshot, &st->snapshot_len, &snap_cap, buf + 1, n - 1,
+                              "snapshot", err);
+        } else if (type == MSG_RUNTIME) {
+            rc = append_chunk(&st->runtime, &st->runtime_len, &rt_cap, buf + 1, n - 1,
+                              "runtime state", err);
         } else if (type == MSG_END) {
-            uint64_t counts[2];
-            if (n != 1 + sizeof(counts)) {
+            uint64_t counts[3] = {0, 0, 0};
+            if (n != 1 + 2 * sizeof(uint64_t) && n != 1 + sizeof(counts)) {
                 rc = lb_err_set(err, LB_EPROTO, 0, "hand-over: bad end message");
                 break;
             }
-            memcpy(counts, buf + 1, sizeof(counts));
-            if (counts[0] != st->n_fds || counts[1] != st->snapshot_len)
+            memcpy(counts, buf + 1, n - 1);
+            if (counts[0] != st->n_fds || counts[1] != st->snapshot_len ||
+                counts[2] != st->runtime_len)
                 rc = lb_err_set(err, LB_EPROTO, 0,
-                                "hand-over: got %zu listeners and %zu snapshot bytes, the peer "
-                                "sent %llu and %llu",
-                                st->n_fds, st->snapshot_len, (unsigned long long)counts[0],
-                                (unsigned long long)counts[1]);
+                                "hand-over: got %zu listeners, %zu snapshot and %zu runtime "
+                                "bytes, the peer sent %llu, %llu and %llu",
+                                st->n_fds, st->snapshot_len, st->runtime_len,
+                                (unsigned long long)counts[0], (unsigned long long)counts[1],
+                                (unsigned long long)counts[2]);
             break;
         } else {
             rc = lb_err_set(err, LB_EPROTO, 0, "hand-over: unknown message type %u", type);

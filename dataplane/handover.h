@@ -5,7 +5,9 @@
  * new one connects and receives, one message each: every listening socket
  * with its key ("address:port", or "metrics" for the metrics listener) and
  * the descriptor itself (SCM_RIGHTS), the ticket keys, the snapshot in
- * chunks, then an end message carrying the counts. Once it accepts on those
+ * chunks, the runtime state (breakers, global rate limits) in chunks, then an
+ * end message carrying the counts (a sender older than the runtime state
+ * sends two counts, and no runtime). Once it accepts on those
  * sockets it answers "ready" (or "failed" with a reason); only then does
  * the old one stop accepting. Both processes hold the same socket objects in
  * between, so nothing queued in an accept queue is lost whichever side
@@ -37,6 +39,8 @@ struct handover_state {
     size_t snapshot_len;
     uint8_t *tickets; /* tls_tickets_export() output; secret */
     size_t tickets_len;
+    uint8_t *runtime; /* a binary lb.v1.HandoverRuntime (breakers, global limits); optional */
+    size_t runtime_len;
 };
 
 /* Closes every descriptor still held, wipes the ticket bytes, frees the
@@ -79,5 +83,42 @@ int handover_answer(int sock, const char *reason, struct lb_err *err);
  * <err> saying "failed: <reason>" when it gave up; LB_ESYS when it closed or
  * died without answering; LB_ENOTFOUND when nothing is there yet. */
 int handover_read_answer(int sock, struct lb_err *err);
+
+/* ---- runtime state (handover_runtime.c) ---------------------------------------- */
+
+struct bshared_registry;
+struct snap;
+struct Lb__V1__HandoverRuntime;
+
+/* What the successor gets of the old process's runtime state at <now_ms>
+ * (wall-clock ms, as the workers read it): the breaker of every backend of
+ * <snap> that is not plainly closed (found in <backends>), and the global
+ * rate-limit state of every frontend of <snap> whose limiter has one. Packs
+ * a binary lb.v1.HandoverRuntime into *<out> (malloc'ed; NULL and 0 when
+ * there is nothing to carry) and counts into *<n_breakers> and *<n_limits>.
+ * Returns LB_OK or LB_ENOMEM. Main thread; the workers may run. */
+int handover_runtime_export(struct bshared_registry *backends, const struct snap *snap,
+                            uint64_t now_ms, uint8_t **out, size_t *out_len, size_t *n_breakers,
+                            size_t *n_limits, struct lb_err *err);
+
+/* Decodes <len> bytes at <data> into *<rt> (free with
+ * lb__v1__handover_runtime__free_unpacked()). Returns LB_OK or LB_EPROTO. */
+int handover_runtime_decode(const uint8_t *data, size_t len, struct Lb__V1__HandoverRuntime **rt,
+                            struct lb_err *err);
+
+/* Sets the breakers <rt> names as of <now_ms>, taking for each a reference
+ * in <backends> (so the state waits for the workers' views); *<refs> (an
+ * array of rt->n_breakers) gets them, for handover_runtime_release() once
+ * the workers run. Returns LB_OK or LB_ENOMEM (nothing held). */
+int handover_runtime_breakers(struct bshared_registry *backends,
+                              const struct Lb__V1__HandoverRuntime *rt, uint64_t now_ms,
+                              void ***refs, struct lb_err *err);
+void handover_runtime_release(struct bshared_registry *backends, void **refs, size_t n);
+
+/* Sets the global rate-limit state of each frontend of <snap> (bound: its
+ * limiters exist) that <rt> names with the same algorithm, rate and burst.
+ * Returns how many were set. Before the workers serve <snap>. */
+size_t handover_runtime_limits(const struct snap *snap, const struct Lb__V1__HandoverRuntime *rt,
+                               uint64_t now_ms);
 
 #endif

@@ -746,3 +746,38 @@ void limiter_carry(struct limiter *dst, struct limiter *src)
         pthread_mutex_unlock(&s->mu);
     }
 }
+
+bool limiter_global_export(struct limiter *l, uint64_t now_ms, struct limiter_global_carry *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (l == NULL || !l->cfg.enabled || !l->cfg.global)
+        return false;
+    out->algorithm = l->cfg.algorithm;
+    out->rate = l->cfg.rate;
+    out->burst = l->cfg.burst;
+    pthread_mutex_lock(&l->global.mu);
+    const struct lstate *st = &l->global.st;
+    out->age_ms = now_ms > st->t ? now_ms - st->t : 0;
+    out->tokens_milli = st->tokens;
+    out->prev = st->prev;
+    out->cur = st->cur;
+    pthread_mutex_unlock(&l->global.mu);
+    return true;
+}
+
+bool limiter_global_import(struct limiter *l, const struct limiter_global_carry *in,
+                           uint64_t now_ms)
+{
+    if (l == NULL || !l->cfg.enabled || !l->cfg.global || in->algorithm != l->cfg.algorithm ||
+        in->rate != l->cfg.rate || in->burst != l->cfg.burst)
+        return false;
+    uint64_t cap = (uint64_t)l->cfg.burst * MILLI;
+    pthread_mutex_lock(&l->global.mu);
+    struct lstate *st = &l->global.st;
+    st->t = now_ms > in->age_ms ? now_ms - in->age_ms : 0;
+    st->tokens = in->tokens_milli < cap ? in->tokens_milli : cap;
+    st->prev = in->prev;
+    st->cur = in->cur;
+    pthread_mutex_unlock(&l->global.mu);
+    return true;
+}

@@ -137,6 +137,29 @@ const struct limiter_config *limiter_config(const struct limiter *l);
  * not seen by <dst>; a config whose limits are the same can instead keep using the old limiter. */
 void limiter_carry(struct limiter *dst, struct limiter *src);
 
+/* The global scope's state as it passes to a successor process (hand-over),
+ * with the settings it was kept under and its time relative to the export. */
+struct limiter_global_carry {
+    uint8_t algorithm; /* enum limiter_algorithm */
+    uint32_t rate;
+    uint32_t burst;
+    uint64_t age_ms;       /* token bucket: since the last refill; window: since it began */
+    uint64_t tokens_milli; /* token bucket: thousandths of a token */
+    uint32_t prev;         /* sliding window: the previous and current counts */
+    uint32_t cur;
+};
+
+/* Reads <l>'s global state at <now_ms> into <out>. Returns false (nothing
+ * read) when <l> is NULL, disabled or has no global scope. Any thread. */
+bool limiter_global_export(struct limiter *l, uint64_t now_ms, struct limiter_global_carry *out);
+
+/* Sets <l>'s global state from <in> as of <now_ms> when <l> has a global
+ * scope with the same algorithm, rate and burst (else nothing changes: new
+ * limits start afresh, as limiter_carry() does). Returns whether it did.
+ * Any thread. */
+bool limiter_global_import(struct limiter *l, const struct limiter_global_carry *in,
+                           uint64_t now_ms);
+
 /* What limiter_check() decided, and the values for the RateLimit headers
  * (draft-ietf-httpapi-ratelimit-headers) of the scope that decided. */
 struct limiter_verdict {

@@ -1,6 +1,7 @@
 /* dataplane/main.c: lb-dataplane — flags, signals, workers, metrics, feed. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -75,13 +77,21 @@ struct main_ctx {
     int ho_conn_fd;     /* the successor being handed the sockets, or -1 */
     ev_io ho_conn_io;   /* ... its answer */
     ev_timer ho_timer;  /* ... its time to answer */
+    pid_t ho_peer_pid;  /* ... its pid (SO_PEERCRED), the unit's next main pid */
+    bool stop_seen;     /* a stop signal came while draining after a hand-over */
+    bool reloading;     /* RELOADING=1 told to systemd; READY=1 ends it */
     ev_signal sigusr2;  /* starts a successor: our binary, --takeover */
-    ev_child child;     /* ... and reaps it if it fails */
+    pid_t succ_pid;     /* the successor SIGUSR2 started, until it took over or died */
+    int succ_pidfd;     /* ... its pidfd, or -1 */
+    ev_io succ_io;      /* ... readable once it exited */
     char exe[PATH_MAX]; /* this binary's path at start (/proc/self/exe) */
     char **argv;        /* our arguments, for the successor */
     /* hand-over, the new side: */
     const char *takeover_path; /* --takeover */
     struct handover_state inherit;
+    Lb__V1__HandoverRuntime *carry; /* its runtime state, until the workers run */
+    void **carry_refs;              /* ... the breakers it set, held until then */
+    size_t carry_limits;            /* ... the rate limits it set */
 };
 
 static void usage(FILE *out)
@@ -150,7 +160,10 @@ static void handover_close(struct main_ctx *m);
 static void begin_drain(struct main_ctx *m, const char *why)
 {
     struct ev_loop *loop = m->loop;
-    sd_notify(0, "STOPPING=1");
+    /* after a hand-over the successor is the unit's main process: its
+     * manager must not see this one stopping */
+    if (!atomic_load(&m->dp.handed_over))
+        sd_notify(0, "STOPPING=1");
     struct snap *snap = dp_snapshot(&m->dp);
     double drain = snap ? snap->timeouts.drain / 1000.0 : 30.0;
     snap_unref(snap);
@@ -179,6 +192,15 @@ static void begin_drain(struct main_ctx *m, const char *why)
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
+    if (atomic_load(&m->dp.draining) && atomic_load(&m->dp.handed_over) && !m->stop_seen) {
+        /* systemctl stop or restart signals every process of the unit: the
+         * one draining after a hand-over goes on draining (within the drain
+         * time, which the unit's TimeoutStopSec= covers) */
+        m->stop_seen = true;
+        lb_log(LB_LOG_INFO, "shutdown", "signal %d: draining already, after the hand-over",
+               s->signum);
+        return;
+    }
     if (atomic_load(&m->dp.draining)) {
         lb_log(LB_LOG_WARN, "shutdown_forced", "second signal: exiting at once");
         _exit(1);
@@ -288,7 +310,10 @@ static int start_serving(struct main_ctx *m, struct snap *snap, struct lb_err *e
         lb_log(LB_LOG_INFO, "listening", "frontend %s on %s", snap->frontends[i].name,
                snap->frontends[i].key);
     m->serving = true;
-    sd_notify(0, "READY=1\nSTATUS=serving");
+    /* a successor is not the unit's main process yet: the old one says
+     * MAINPID= and READY=1 for it once it answered ready */
+    if (m->takeover_path == NULL)
+        sd_notify(0, "READY=1\nSTATUS=serving");
     return LB_OK;
 }
 
@@ -308,6 +333,9 @@ static int apply_snapshot(void *ctx, struct snap *snap, struct lb_err *err)
             snap_unref(snap);
             return rc;
         }
+        if (m->carry != NULL) /* a takeover: the limiters exist, no worker serves yet */
+            m->carry_limits =
+                handover_runtime_limits(snap, m->carry, (uint64_t)(ev_time() * 1000.0));
         rc = start_serving(m, snap, err);
         if (rc != LB_OK)
             return rc;
@@ -383,6 +411,27 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- hand-over: the old side ------------------------------------------------------ */
 
+/* Forgets the successor SIGUSR2 started: it took over or it is gone. */
+static void successor_unwatch(struct main_ctx *m)
+{
+    if (m->succ_pidfd >= 0) {
+        ev_io_stop(m->loop, &m->succ_io);
+        close(m->succ_pidfd);
+    }
+    m->succ_pidfd = -1;
+    m->succ_pid = 0;
+}
+
+/* An upgrade that SIGUSR2 started did not happen: the unit, "reloading"
+ * since, is running again with this process as its main one. */
+static void upgrade_notify_failed(struct main_ctx *m, const char *why)
+{
+    if (!m->reloading)
+        return;
+    m->reloading = false;
+    sd_notifyf(0, "READY=1\nSTATUS=serving; the last upgrade failed: %s", why);
+}
+
 /* Forgets the successor in progress (if any) and listens for the next. */
 static void handover_conn_end(struct main_ctx *m)
 {
@@ -415,7 +464,7 @@ static void handover_close(struct main_ctx *m)
 /* What a successor gets: every listening socket, the ticket keys, the
  * snapshot serving now. */
 static int handover_export(struct main_ctx *m, struct handover_state *st, uint64_t *version,
-                           struct lb_err *err)
+                           size_t carried[2], struct lb_err *err)
 {
     memset(st, 0, sizeof(*st));
     int rc = dp_listeners_export(&m->dp, st, err);
@@ -438,6 +487,9 @@ static int handover_export(struct main_ctx *m, struct handover_state *st, uint64
             st->snapshot_len = lb__v1__snapshot__pack(snap->pb, st->snapshot);
         *version = snap->version;
     }
+    if (rc == LB_OK)
+        rc = handover_runtime_export(m->dp.backends, snap, (uint64_t)(ev_time() * 1000.0),
+                                     &st->runtime, &st->runtime_len, &carried[0], &carried[1], err);
     snap_unref(snap);
     return rc;
 }
@@ -458,6 +510,8 @@ static void on_handover_accept(struct ev_loop *loop, ev_io *io, int revents)
         refuse = "this data plane has no snapshot yet";
     else if (atomic_load(&m->dp.draining))
         refuse = "this data plane is shutting down";
+    else
+        m->ho_peer_pid = cred.pid;
     if (refuse != NULL) {
         lb_log(LB_LOG_WARN, "handover_refused", "a successor connected; refused: %s", refuse);
         close(c);
@@ -466,20 +520,23 @@ static void on_handover_accept(struct ev_loop *loop, ev_io *io, int revents)
     struct lb_err err = {0};
     struct handover_state st;
     uint64_t version = 0;
-    int rc = handover_export(m, &st, &version, &err);
+    size_t carried[2] = {0, 0};
+    int rc = handover_export(m, &st, &version, carried, &err);
     if (rc == LB_OK)
         rc = handover_send(c, &st, HANDOVER_IO_MS, &err);
     size_t n = st.n_fds;
     handover_state_deinit(&st);
     if (rc != LB_OK) {
         lb_log(LB_LOG_ERROR, "handover_failed", "%s; this data plane keeps serving", err.msg);
+        upgrade_notify_failed(m, err.msg);
         close(c);
         return;
     }
     lb_log(LB_LOG_INFO, "handover_sent",
-           "%zu listening sockets, the ticket keys and snapshot version %llu handed to a "
-           "successor; waiting up to %.0f s for it to accept",
-           n, (unsigned long long)version, HANDOVER_READY_S);
+           "%zu listening sockets, the ticket keys, snapshot version %llu and the state of %zu "
+           "circuit breakers and %zu global rate limits handed to a successor; waiting up to "
+           "%.0f s for it to accept",
+           n, (unsigned long long)version, carried[0], carried[1], HANDOVER_READY_S);
     m->ho_conn_fd = c;
     ev_io_stop(loop, &m->ho_listen_io); /* one successor at a time */
     ev_io_set(&m->ho_conn_io, c, EV_READ);
@@ -498,12 +555,25 @@ static void on_handover_answer(struct ev_loop *loop, ev_io *io, int revents)
     if (rc != LB_OK) {
         lb_log(LB_LOG_ERROR, "handover_refused", "the successor %s; this data plane keeps serving",
                err.msg);
+        upgrade_notify_failed(m, err.msg);
         handover_conn_end(m);
         return;
     }
     lb_log(LB_LOG_INFO, "handover_done",
-           "the successor accepts on every socket; this data plane stops accepting");
+           "the successor (pid %d) accepts on every socket; this data plane stops accepting",
+           (int)m->ho_peer_pid);
+    /* Under systemd (NotifyAccess=main) only the main process may speak for
+     * the unit, so this one names its successor the main process, ends the
+     * reload and pings the watchdog on its behalf in one message: the
+     * successor's own pings count from here on, and systemd, which sees the
+     * successor in the unit's cgroup, tracks it from now. */
+    m->reloading = false;
+    sd_notifyf(0, "MAINPID=%d\nREADY=1\nWATCHDOG=1\nSTATUS=serving (pid %d took over from pid %d)",
+               (int)m->ho_peer_pid, (int)m->ho_peer_pid, (int)getpid());
+    if (ev_is_active(&m->watchdog))
+        ev_timer_stop(loop, &m->watchdog); /* not ours to ping any more */
     atomic_store(&m->dp.handed_over, true);
+    successor_unwatch(m);
     begin_drain(m, "handed over");
 }
 
@@ -513,6 +583,7 @@ static void on_handover_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     lb_log(LB_LOG_ERROR, "handover_refused",
            "the successor did not say it was ready within %.0f s; this data plane keeps serving",
            HANDOVER_READY_S);
+    upgrade_notify_failed(m, "the successor did not say it was ready in time");
     handover_conn_end(m);
 }
 
@@ -539,16 +610,119 @@ static void handover_start(struct main_ctx *m)
            m->handover_path);
 }
 
-static void on_child(struct ev_loop *loop, ev_child *c, int revents)
+/* The successor's pidfd is readable: it exited. Before it answered ready
+ * that is a failed upgrade; its exit status is its parent's (systemd's) to
+ * see, its reason in its own log. */
+static void on_successor_exit(struct ev_loop *loop, ev_io *io, int revents)
 {
-    ev_child_stop(loop, c);
-    if (WIFEXITED(c->rstatus) && WEXITSTATUS(c->rstatus) == 0)
-        lb_log(LB_LOG_INFO, "successor_exited", "successor pid %d exited (status 0)", c->rpid);
-    else
-        lb_log(LB_LOG_ERROR, "successor_exited",
-               "successor pid %d ended with exit status %d, signal %d (see its log)", c->rpid,
-               WIFEXITED(c->rstatus) ? WEXITSTATUS(c->rstatus) : -1,
-               WIFSIGNALED(c->rstatus) ? WTERMSIG(c->rstatus) : 0);
+    struct main_ctx *m = io->data;
+    successor_unwatch(m);
+    if (atomic_load(&m->dp.handed_over))
+        return;
+    upgrade_notify_failed(m, "the successor exited before it was ready (see its log)");
+    lb_log(LB_LOG_ERROR, "successor_exited",
+           "successor pid %d exited before it was ready (see its log); this data plane keeps "
+           "serving",
+           (int)m->succ_pid);
+}
+
+/* Our arguments for the successor: --takeover <handover_path> replaces any
+ * --takeover. Returns a calloc'ed array (strings borrowed), or NULL. */
+static char **successor_argv(const struct main_ctx *m)
+{
+    size_t n = 0;
+    while (m->argv[n] != NULL)
+        n++;
+    char **argv = calloc(n + 3, sizeof(*argv));
+    if (argv == NULL)
+        return NULL;
+    size_t k = 0;
+    argv[k++] = (char *)m->exe;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(m->argv[i], "--takeover") == 0) {
+            i++; /* and its value */
+            continue;
+        }
+        if (strncmp(m->argv[i], "--takeover=", 11) == 0)
+            continue;
+        argv[k++] = m->argv[i];
+    }
+    argv[k++] = "--takeover";
+    argv[k++] = (char *)m->handover_path;
+    argv[k] = NULL;
+    return argv;
+}
+
+/* Our environment for the successor. systemd's WATCHDOG_PID names the
+ * process it expects pings from: this one; the successor, which connects to
+ * this process, keeps the watchdog when it names its peer (takeover_receive).
+ * Without a watchdog of ours, WATCHDOG_* are left out. Returns a calloc'ed
+ * array; <own> (caller's, freed after the fork) holds our entry. */
+static char **successor_envp(const struct main_ctx *m, char own[32])
+{
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **envp = calloc(n + 2, sizeof(*envp));
+    if (envp == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool wd_pid = strncmp(environ[i], "WATCHDOG_PID=", 13) == 0;
+        bool wd_usec = strncmp(environ[i], "WATCHDOG_USEC=", 14) == 0;
+        if (!wd_pid && (!wd_usec || ev_is_active(&m->watchdog)))
+            envp[k++] = environ[i];
+    }
+    if (ev_is_active(&m->watchdog)) {
+        snprintf(own, 32, "WATCHDOG_PID=%ld", (long)getpid());
+        envp[k++] = own;
+    }
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Starts <argv> with <envp> as a grandchild: the middle process exits at
+ * once, so the successor is adopted by the init process or the nearest
+ * subreaper — under systemd, the service manager itself, which then tracks
+ * it as a main process of its own (with the exit status, and a stop that
+ * waits for it) rather than as an alien one. Returns its pid, or -1 (errno
+ * set). */
+static pid_t successor_spawn(const char *exe, char **argv, char **envp)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) == -1)
+        return -1;
+    pid_t mid = fork();
+    if (mid == 0) {
+        /* only async-signal-safe calls from here: the parent has threads */
+        pid_t pid = fork();
+        if (pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            execve(exe, argv, envp);
+            _exit(127);
+        }
+        ssize_t w = write(pfd[1], &pid, sizeof(pid));
+        _exit(w == (ssize_t)sizeof(pid) ? 0 : 1);
+    }
+    int e = errno;
+    close(pfd[1]);
+    pid_t pid = -1;
+    if (mid > 0) {
+        while (waitpid(mid, NULL, 0) == -1 && errno == EINTR)
+            ;
+        ssize_t r;
+        do
+            r = read(pfd[0], &pid, sizeof(pid));
+        while (r == -1 && errno == EINTR);
+        e = r == (ssize_t)sizeof(pid) && pid > 0 ? 0 : EAGAIN;
+        if (e != 0)
+            pid = -1;
+    }
+    close(pfd[0]);
+    errno = e;
+    return pid;
 }
 
 /* SIGUSR2: starts the binary installed at our path (a new version, after
@@ -564,53 +738,60 @@ static void on_upgrade_signal(struct ev_loop *loop, ev_signal *sig, int revents)
                    : "no hand-over socket (--handover-socket or --state-dir)");
         return;
     }
-    if (m->ho_conn_fd >= 0 || ev_is_active(&m->child)) {
+    if (m->ho_conn_fd >= 0 || m->succ_pid > 0) {
         lb_log(LB_LOG_WARN, "upgrade_refused", "SIGUSR2: a successor is starting already");
         return;
     }
-    size_t n = 0;
-    while (m->argv[n] != NULL)
-        n++;
-    char **argv = calloc(n + 3, sizeof(*argv));
-    if (argv == NULL) {
-        lb_log(LB_LOG_ERROR, "upgrade_failed", "SIGUSR2: out of memory");
-        return;
-    }
-    size_t k = 0;
-    argv[k++] = m->exe;
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(m->argv[i], "--takeover") == 0) {
-            i++; /* and its value */
-            continue;
-        }
-        if (strncmp(m->argv[i], "--takeover=", 11) == 0)
-            continue;
-        argv[k++] = m->argv[i];
-    }
-    argv[k++] = "--takeover";
-    argv[k++] = (char *)m->handover_path;
-    argv[k] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(m->exe, argv);
-        _exit(127);
-    }
-    int e = errno;
+    char own[32];
+    char **argv = successor_argv(m);
+    char **envp = successor_envp(m, own);
+    pid_t pid = argv && envp ? successor_spawn(m->exe, argv, envp) : -1;
+    int e = argv && envp ? errno : ENOMEM;
     free(argv);
+    free(envp);
     if (pid == -1) {
-        lb_log(LB_LOG_ERROR, "upgrade_failed", "SIGUSR2: fork: %s", strerror(e));
+        lb_log(LB_LOG_ERROR, "upgrade_failed", "SIGUSR2: cannot start %s: %s", m->exe, strerror(e));
         return;
     }
-    ev_child_set(&m->child, pid, 0);
-    ev_child_start(loop, &m->child);
+    m->succ_pid = pid;
+    m->succ_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (m->succ_pidfd >= 0) { /* else: the hand-over socket and its timeout tell */
+        ev_io_init(&m->succ_io, on_successor_exit, m->succ_pidfd, EV_READ);
+        m->succ_io.data = m;
+        ev_io_start(loop, &m->succ_io);
+    }
+    /* systemd shows the unit "reloading" until the successor is the main
+     * process (MAINPID=, READY=1) or this one is again (READY=1) */
+    m->reloading = true;
+    sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading: pid %d is taking over", (int)pid);
     lb_log(LB_LOG_INFO, "upgrade_started", "SIGUSR2: started %s (pid %d) to take over", m->exe,
            (int)pid);
 }
 
 /* ---- hand-over: the new side -------------------------------------------------------- */
+
+/* systemd pings: once this process is the unit's main one, the watchdog is
+ * ours to keep. The predecessor set WATCHDOG_PID to its own pid (see
+ * successor_envp()), which sd_watchdog_enabled() refuses as not ours: when
+ * it names the peer of <conn>, the watchdog is the one systemd set for it. */
+static void takeover_watchdog(struct main_ctx *m, int conn)
+{
+    const char *wpid = getenv("WATCHDOG_PID");
+    const char *wusec = getenv("WATCHDOG_USEC");
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    if (ev_is_active(&m->watchdog) || wpid == NULL || wusec == NULL ||
+        getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0)
+        return;
+    char *pend, *uend;
+    long pid = strtol(wpid, &pend, 10);
+    unsigned long long usec = strtoull(wusec, &uend, 10);
+    if (pid != (long)cred.pid || *pend != '\0' || *uend != '\0' || usec == 0)
+        return;
+    ev_timer_init(&m->watchdog, on_watchdog, 0, (double)usec / 2e6);
+    m->watchdog.data = m;
+    ev_timer_again(m->loop, &m->watchdog);
+}
 
 /* Connects to the running data plane and receives its sockets (into
  * m->inherit, each given to a worker), ticket keys and snapshot. *conn
@@ -619,6 +800,8 @@ static int takeover_receive(struct main_ctx *m, int *conn, struct snap **snap, s
 {
     int rc = handover_connect(m->takeover_path, HANDOVER_IO_MS, conn, err);
     if (rc == LB_OK)
+        takeover_watchdog(m, *conn);
+    if (rc == LB_OK)
         rc = handover_recv(*conn, &m->inherit, err);
     if (rc == LB_OK && m->inherit.tickets_len > 0)
         rc = tls_tickets_import(m->dp.tickets, m->inherit.tickets, m->inherit.tickets_len, err);
@@ -626,6 +809,11 @@ static int takeover_receive(struct main_ctx *m, int *conn, struct snap **snap, s
         rc = lb_err_set(err, LB_EPROTO, 0, "the running data plane sent no snapshot");
     if (rc == LB_OK)
         rc = snapshot_decode(m->inherit.snapshot, m->inherit.snapshot_len, snap, err);
+    if (rc == LB_OK && m->inherit.runtime_len > 0)
+        rc = handover_runtime_decode(m->inherit.runtime, m->inherit.runtime_len, &m->carry, err);
+    if (rc == LB_OK && m->carry != NULL) /* before any worker's view takes the backends */
+        rc = handover_runtime_breakers(m->dp.backends, m->carry, (uint64_t)(ev_time() * 1000.0),
+                                       &m->carry_refs, err);
     if (rc != LB_OK)
         return rc;
     /* every socket must be accepted on, or its queue is lost: the k-th of a
@@ -929,7 +1117,6 @@ static void main_watchers(struct main_ctx *m, char **argv)
     ev_signal_init(&m->sigusr2, on_upgrade_signal, SIGUSR2);
     m->sigusr2.data = m;
     ev_signal_start(m->loop, &m->sigusr2);
-    ev_init(&m->child, on_child);
     ev_init(&m->ho_conn_io, on_handover_answer);
     m->ho_conn_io.data = m;
     ev_init(&m->ho_timer, on_handover_timeout);
@@ -991,6 +1178,16 @@ static int main_first_snapshot(struct main_ctx *m, int *ho_conn, int *fatal, str
         lb_log(LB_LOG_WARN, "takeover_unused",
                "%zu of the sockets taken over serve no frontend of the snapshot; closed", unused);
     handover_state_deinit(&m->inherit); /* closes what no worker took */
+    if (m->carry != NULL) {
+        if (rc == LB_OK)
+            lb_log(LB_LOG_INFO, "takeover_runtime",
+                   "carried over: %zu circuit breakers, %zu of %zu global rate limits",
+                   m->carry->n_breakers, m->carry_limits, m->carry->n_limits);
+        handover_runtime_release(m->dp.backends, m->carry_refs, m->carry->n_breakers);
+        m->carry_refs = NULL;
+        lb__v1__handover_runtime__free_unpacked(m->carry, NULL);
+        m->carry = NULL;
+    }
     if (rc != LB_OK && !*fatal) {
         fprintf(stderr, "lb-dataplane: %s\n", err->msg);
         lb_log(LB_LOG_ERROR, "startup_failed", "%s", err->msg);
@@ -1062,7 +1259,7 @@ int main(int argc, char **argv)
     struct main_ctx m;
     memset(&m, 0, sizeof(m));
     m.n_workers = default_workers();
-    m.ho_listen_fd = m.ho_conn_fd = -1;
+    m.ho_listen_fd = m.ho_conn_fd = m.succ_pidfd = -1;
     m.argv = argv;
     enum lb_log_level level = LB_LOG_INFO;
     int rc = parse_args(&m, argc, argv, &level);

@@ -4,6 +4,7 @@
 #include "lb_err.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,6 +244,11 @@ int client_do(struct client *c, const struct client_req *r, struct client_resp *
         else if (cc == CURLE_SSL_CONNECT_ERROR || (c->cert != NULL && cc == CURLE_RECV_ERROR))
             rc = lb_err_set(err, LB_ESYS, 0, "TLS handshake failed: %s",
                             errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        else if (os_errno == ECONNREFUSED || (os_errno == ENOENT && c->socket != NULL))
+            /* the usual case of a stopped or restarting control plane: its
+             * socket file is gone or nobody accepts on it */
+            rc = lb_err_set(err, LB_ESYS, 0, "it is not running or is restarting (%s)",
+                            strerror((int)os_errno));
         else if (os_errno != 0)
             rc = lb_err_set(err, LB_ESYS, 0, "%s", strerror((int)os_errno));
         else

@@ -18,7 +18,10 @@ static const char dataplanes_help[] =
     "\n"
     "Lists the data planes known to the control plane: the config version and\n"
     "snapshot generation each one applied, when it was last seen, whether it is\n"
-    "in sync and why it rejected a snapshot, if it did (GET /api/v1/dataplanes).\n";
+    "in sync, the binary version, pid and start time of the process behind its\n"
+    "latest report (\"-\" until it reports to a restarted control plane; a\n"
+    "hand-over or an upgrade changes them) and why it rejected a snapshot, if it\n"
+    "did (GET /api/v1/dataplanes).\n";
 
 int cmd_status(struct lbctl *ctx, int argc, char **argv)
 {
@@ -64,12 +67,12 @@ int cmd_status(struct lbctl *ctx, int argc, char **argv)
     return rc;
 }
 
-static const char *const dp_headers[] = {"NODE",      "VERSION", "GENERATION",
-                                         "LAST SEEN", "IN SYNC", "REJECTED"};
+static const char *const dp_headers[] = {"NODE",   "VERSION", "GENERATION", "LAST SEEN", "IN SYNC",
+                                         "BINARY", "PID",     "STARTED",    "REJECTED"};
 
 static int add_dp_row(struct table *t, const json_t *dp)
 {
-    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256];
+    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256], bin[32], pid[16], start[32];
     json_t *rg = json_object_get(dp, "rejected_generation");
     if (json_integer_value(rg) > 0) {
         char why[200];
@@ -84,6 +87,9 @@ static int add_dp_row(struct table *t, const json_t *dp)
         output_cell(json_object_get(dp, "applied_generation"), gen, sizeof(gen)),
         output_time(json_object_get(dp, "last_seen_ms"), seen, sizeof(seen)),
         output_cell(json_object_get(dp, "in_sync"), sync, sizeof(sync)),
+        output_cell(json_object_get(dp, "binary_version"), bin, sizeof(bin)),
+        output_cell(json_object_get(dp, "pid"), pid, sizeof(pid)),
+        output_time(json_object_get(dp, "started_unix_ms"), start, sizeof(start)),
         rej,
     };
     return table_add(t, row);
@@ -96,7 +102,7 @@ int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv)
                        &root);
     if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    rc = lbctl_print_table(6, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
+    rc = lbctl_print_table(9, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
     json_decref(root);
     return rc;
 }

@@ -71,7 +71,8 @@ static struct fake *g_fake;
 #define DATAPLANES_JSON                                                                            \
     "{\"version\":8,\"generation\":14,\"dataplanes\":[{\"node_id\":\"host-a:1234\","               \
     "\"applied_version\":8,\"applied_generation\":14,\"last_seen_ms\":1764300001000,"              \
-    "\"rejected_generation\":0,\"rejection_reason\":null,\"in_sync\":true},"                       \
+    "\"rejected_generation\":0,\"rejection_reason\":null,\"in_sync\":true,\"pid\":4242,"           \
+    "\"started_unix_ms\":1764299000000,\"binary_version\":\"0.2.0\"},"                             \
     "{\"node_id\":\"host-bb:77\",\"applied_version\":7,\"applied_generation\":13,"                 \
     "\"last_seen_ms\":1764300002000,\"rejected_generation\":14,\"rejection_reason\":"              \
     "\"bad cert\",\"in_sync\":false}]}"
@@ -512,7 +513,10 @@ START_TEST(json_is_the_servers_pretty)
                             "      \"last_seen_ms\": 1764300001000,\n"
                             "      \"rejected_generation\": 0,\n"
                             "      \"rejection_reason\": null,\n"
-                            "      \"in_sync\": true\n"
+                            "      \"in_sync\": true,\n"
+                            "      \"pid\": 4242,\n"
+                            "      \"started_unix_ms\": 1764299000000,\n"
+                            "      \"binary_version\": \"0.2.0\"\n"
                             "    },\n"
                             "    {\n"
                             "      \"node_id\": \"host-bb:77\",\n"
@@ -538,11 +542,15 @@ START_TEST(dataplanes_and_status)
     struct run r;
     run_sock(&r, NULL, ARGS("dataplanes"));
     assert_ok(&r);
-    ck_assert_str_eq(r.out, "NODE         VERSION  GENERATION  LAST SEEN            IN SYNC  "
-                            "REJECTED\n"
-                            "host-a:1234  8        14          2025-11-28 03:20:01  yes      -\n"
-                            "host-bb:77   7        13          2025-11-28 03:20:02  no       "
-                            "generation 14: bad cert\n");
+    /* host-bb has not reported to this control plane since it started: no
+     * process fields */
+    ck_assert_str_eq(
+        r.out, "NODE         VERSION  GENERATION  LAST SEEN            IN SYNC  BINARY  PID   "
+               "STARTED              REJECTED\n"
+               "host-a:1234  8        14          2025-11-28 03:20:01  yes      0.2.0   4242  "
+               "2025-11-28 03:03:20  -\n"
+               "host-bb:77   7        13          2025-11-28 03:20:02  no       -       -     "
+               "-                    generation 14: bad cert\n");
     run_sock(&r, NULL, ARGS("status"));
     assert_ok(&r);
     char want[512];
@@ -802,7 +810,9 @@ START_TEST(unreachable_exit_3)
     ck_assert_int_eq(r.status, 3);
     ck_assert_str_eq(r.out, "");
     snprintf(want, sizeof(want),
-             "lbctl: cannot reach the control plane at %s: No such file or directory\n", sock);
+             "lbctl: cannot reach the control plane at %s: it is not running or is restarting "
+             "(No such file or directory)\n",
+             sock);
     ck_assert_str_eq(r.err, want);
 
     unsigned port = e2e_free_port();
@@ -811,7 +821,9 @@ START_TEST(unreachable_exit_3)
     run_env(&r, NULL, NULL, ARGS("--url", url, "status"));
     ck_assert_int_eq(r.status, 3);
     snprintf(want, sizeof(want),
-             "lbctl: cannot reach the control plane at %s: Connection refused\n", url);
+             "lbctl: cannot reach the control plane at %s: it is not running or is restarting "
+             "(Connection refused)\n",
+             url);
     ck_assert_str_eq(r.err, want);
 
     /* A server that accepts and never answers: the timeout, then exit 3. */

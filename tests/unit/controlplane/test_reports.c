@@ -316,6 +316,37 @@ START_TEST(ejection_news_per_report)
 }
 END_TEST
 
+/* The process behind a node: its latest report's pid, start and version; a
+ * successor (hand-over) replaces them. */
+START_TEST(node_process_follows_the_latest_report)
+{
+    struct reports *r = reports_new();
+    ck_assert_ptr_nonnull(r);
+    struct reports_node pn;
+    ck_assert(!reports_node_get(r, "dp1", &pn));
+    ck_assert_uint_eq(pn.pid, 0);
+    Lb__V1__Report r1 = report("dp1", 1000, 0);
+    r1.pid = 41;
+    r1.binary_version = "0.1.0";
+    ck_assert_int_eq(reports_add(r, &r1, 2000, NULL), LB_OK);
+    ck_assert(reports_node_get(r, "dp1", &pn));
+    ck_assert_uint_eq(pn.pid, 41);
+    ck_assert_int_eq(pn.started_unix_ms, 1000);
+    ck_assert_str_eq(pn.binary_version, "0.1.0");
+    ck_assert(!reports_node_get(r, "dp2", &pn));
+    ck_assert(!reports_node_get(r, NULL, &pn));
+
+    Lb__V1__Report r2 = report("dp1", 5000, 0); /* the successor; an old binary sends no version */
+    r2.pid = 57;
+    ck_assert_int_eq(reports_add(r, &r2, 6000, NULL), LB_OK);
+    ck_assert(reports_node_get(r, "dp1", &pn));
+    ck_assert_uint_eq(pn.pid, 57);
+    ck_assert_int_eq(pn.started_unix_ms, 5000);
+    ck_assert_str_eq(pn.binary_version, "");
+    reports_free(r);
+}
+END_TEST
+
 static Suite *reports_suite(void)
 {
     Suite *s = suite_create("reports");
@@ -331,6 +362,7 @@ static Suite *reports_suite(void)
     tcase_add_test(tc, silent_dataplanes_forgotten);
     tcase_add_test(tc, ejection_fields_summed);
     tcase_add_test(tc, ejection_news_per_report);
+    tcase_add_test(tc, node_process_follows_the_latest_report);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -299,6 +299,53 @@ START_TEST(half_open_limit_holds_under_concurrency)
 }
 END_TEST
 
+/* Hand-over: open with its time left, failures and the grown open time go
+ * across; half-open goes as open with no time left. */
+START_TEST(state_exported_and_imported)
+{
+    struct breaker *a = breaker_new(NULL);
+    struct breaker *b = breaker_new(NULL);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    fail_n(a, &cfg, 3, 100); /* open until 1100 */
+    struct breaker_carry c;
+    breaker_export(a, 400, &c);
+    ck_assert_uint_eq(c.state, BREAKER_STATE_OPEN);
+    ck_assert_uint_eq(c.open_left_ms, 700);
+    ck_assert_uint_eq(c.open_ms, 1000);
+    breaker_import(b, &c, 50000); /* the other process's clock */
+    ck_assert_int_eq(breaker_state(b, 50699), BREAKER_STATE_OPEN);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 50699), BREAKER_REJECT);
+    ck_assert_int_eq(breaker_allow(b, &cfg, 50700), BREAKER_TRIAL);
+    /* a half-open breaker arrives open with no time left */
+    breaker_export(b, 50700, &c);
+    ck_assert_uint_eq(c.state, BREAKER_STATE_OPEN);
+    ck_assert_uint_eq(c.open_left_ms, 0);
+    struct breaker *d = breaker_new(NULL);
+    ck_assert_ptr_nonnull(d);
+    breaker_import(d, &c, 9000);
+    ck_assert_int_eq(breaker_state(d, 9000), BREAKER_STATE_HALF_OPEN);
+    /* closed with two failures: one more opens it */
+    struct breaker *e = breaker_new(NULL);
+    ck_assert_ptr_nonnull(e);
+    fail_n(e, &cfg, 2, 100);
+    breaker_export(e, 200, &c);
+    ck_assert_uint_eq(c.state, BREAKER_STATE_CLOSED);
+    ck_assert_uint_eq(c.failures, 2);
+    breaker_free(d);
+    d = breaker_new(NULL);
+    ck_assert_ptr_nonnull(d);
+    breaker_import(d, &c, 300);
+    fail_n(d, &cfg, 1, 300);
+    ck_assert_int_eq(breaker_state(d, 300), BREAKER_STATE_OPEN);
+    breaker_done(b, &cfg, BREAKER_TRIAL, true, 50701);
+    breaker_free(a);
+    breaker_free(b);
+    breaker_free(d);
+    breaker_free(e);
+}
+END_TEST
+
 Suite *breaker_suite(void);
 Suite *breaker_suite(void)
 {
@@ -312,6 +359,7 @@ Suite *breaker_suite(void)
     tcase_add_test(tr, pass_ending_after_opening_changes_nothing);
     tcase_add_test(tr, disabled_always_passes);
     tcase_add_test(tr, zero_fields_take_defaults);
+    tcase_add_test(tr, state_exported_and_imported);
     suite_add_tcase(s, tr);
     TCase *cc = tcase_create("concurrency");
     tcase_set_timeout(cc, 120);

@@ -126,6 +126,10 @@ START_TEST(sockets_snapshot_and_tickets_arrive)
     out.tickets_len = 187;
     out.tickets = malloc(out.tickets_len);
     memset(out.tickets, 0xa5, out.tickets_len);
+    out.runtime_len = 16384 + 9; /* two chunks */
+    out.runtime = malloc(out.runtime_len);
+    for (size_t i = 0; i < out.runtime_len; i++)
+        out.runtime[i] = (uint8_t)(i * 5 + 1);
     ck_assert_int_eq(handover_send(old_conn, &out, 2000, &err), LB_OK);
 
     struct handover_state in;
@@ -143,6 +147,8 @@ START_TEST(sockets_snapshot_and_tickets_arrive)
     ck_assert_mem_eq(in.snapshot, out.snapshot, out.snapshot_len);
     ck_assert_uint_eq(in.tickets_len, 187);
     ck_assert_mem_eq(in.tickets, out.tickets, 187);
+    ck_assert_uint_eq(in.runtime_len, out.runtime_len);
+    ck_assert_mem_eq(in.runtime, out.runtime, out.runtime_len);
 
     /* the sender lets go of everything; the queued client is still there */
     handover_state_deinit(&out);

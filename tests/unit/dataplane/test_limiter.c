@@ -805,6 +805,40 @@ START_TEST(config_validation)
 }
 END_TEST
 
+/* Hand-over: the global state leaves one process at its age and arrives in
+ * another whose clock reads differently; other limits start afresh. */
+START_TEST(global_state_exported_and_imported)
+{
+    struct opts o = {.algorithm = LB__V1__RATE_LIMIT_ALGORITHM__TOKEN_BUCKET,
+                     .rate = 10,
+                     .burst = 5,
+                     .global = true};
+    struct limiter *a = make(&o);
+    ck_assert_int_eq(take_n(a, "10.0.0.1", 1000, 5), 5);
+    struct limiter_global_carry c;
+    ck_assert(limiter_global_export(a, 1050, &c));
+    ck_assert_uint_eq(c.age_ms, 50);
+    ck_assert_uint_eq(c.tokens_milli, 0);
+    struct limiter *b = make(&o);
+    ck_assert(limiter_global_import(b, &c, 7050)); /* the same moment, another clock */
+    ck_assert_int_eq(take_n(b, "10.0.0.2", 7050, 5), 0);
+    ck_assert_int_eq(take_n(b, "10.0.0.2", 7150, 5), 1); /* 100 ms: one token */
+    /* another rate: nothing carried, a full bucket */
+    struct opts o2 = o;
+    o2.rate = 20;
+    struct limiter *d = make(&o2);
+    ck_assert(!limiter_global_import(d, &c, 7050));
+    ck_assert_int_eq(take_n(d, "10.0.0.2", 7050, 5), 5);
+    /* no global scope: nothing to export */
+    struct limiter *e = tb(10, 5);
+    ck_assert(!limiter_global_export(e, 1000, &c));
+    limiter_free(a);
+    limiter_free(b);
+    limiter_free(d);
+    limiter_free(e);
+}
+END_TEST
+
 static Suite *limiter_suite(void)
 {
     Suite *s = suite_create("limiter");
@@ -814,6 +848,7 @@ static Suite *limiter_suite(void)
     tcase_add_test(tc, tb_clock_not_moving);
     tcase_add_test(tc, tb_huge_gaps);
     tcase_add_test(tc, tb_header_values);
+    tcase_add_test(tc, global_state_exported_and_imported);
     suite_add_tcase(s, tc);
     tc = tcase_create("sliding_window");
     tcase_add_test(tc, sw_window_edges);
