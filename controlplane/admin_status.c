@@ -291,6 +291,17 @@ void admin__dataplanes(struct req *r)
                            (json_int_t)d->rejected_generation, "rejection_reason",
                            d->rejection_reason[0] ? json_string(d->rejection_reason) : json_null(),
                            "in_sync", gen != 0 && d->applied_generation == gen));
+        /* staged rollout: what it should serve and why */
+        json_t *row = json_array_get(arr, json_array_size(arr) - 1);
+        char role[96];
+        rollouts_canary_role(cp_rollouts(cp), d->node_id, role, sizeof(role));
+        uint64_t held = publisher_held_generation(cp_publisher(cp));
+        if (row != NULL && held != 0 && strcmp(role, "stable") == 0)
+            json_object_set_new(row, "in_sync", json_boolean(d->applied_generation == held));
+        if (row != NULL && d->rejected_generation != 0 && d->rejection_reason[0])
+            snprintf(role, sizeof(role), "rejected: %.80s", d->rejection_reason);
+        if (row != NULL)
+            json_object_set_new(row, "serving", json_string(role));
     }
     store_dataplanes_free(dps, n);
     admin__respond_json(r, 200,

@@ -8,6 +8,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
+#include "rollout_run.h"
 #include "snapbuild.h"
 
 #include <stdlib.h>
@@ -43,6 +44,24 @@ uint32_t cp__weight_of(const struct cp *cp, const struct config *cfg,
     return d != NULL && d->configured == b->weight ? d->weight : b->weight;
 }
 
+/* A staged rollout running: <*ids> gets copies of its canaries (the snapshot
+ * of its version is theirs alone). */
+static int set_nodes(char ***ids, size_t *n, const struct rollouts *ro, struct lb_err *err)
+{
+    size_t k = 0;
+    const char *const *nodes = rollouts_canary_nodes(ro, &k);
+    if (k == 0)
+        return LB_OK;
+    if ((*ids = calloc(k, sizeof(**ids))) == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        if (((*ids)[i] = strdup(nodes[i])) == NULL)
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        (*n)++;
+    }
+    return LB_OK;
+}
+
 int cp__build_snapshot(struct cp *cp, const struct config *cfg, const char *base_dir,
                        Lb__V1__Snapshot **out, struct lb_err *err)
 {
@@ -63,6 +82,8 @@ int cp__build_snapshot(struct cp *cp, const struct config *cfg, const char *base
     };
     int rc = snapbuild_build(&in, out, err);
     free(sh);
+    if (rc == LB_OK)
+        rc = set_nodes(&(*out)->only_nodes, &(*out)->n_only_nodes, cp->rollouts, err);
     for (size_t i = 0; rc == LB_OK && i < n && i < (*out)->n_backends; i++)
         (*out)->backends[i]->weight = cp__weight_of(cp, cfg, &cfg->backends[i]);
     return rc;
@@ -152,4 +173,71 @@ void cp__publish_runtime(struct cp *cp)
         return;
     }
     cp__serve(cp, gen, buf, len);
+}
+
+/* ---- staged rollout (rollout_run.h) ---------------------------------------- */
+
+int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_err *err)
+{
+    if (cp->snap == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "no snapshot is served yet: nothing to hold");
+    Lb__V1__Snapshot *snap = NULL;
+    int rc = cp__served_decode(cp, &snap, err);
+    if (rc != LB_OK)
+        return rc;
+    for (size_t i = 0; i < snap->n_only_nodes; i++)
+        free(snap->only_nodes[i]);
+    free(snap->only_nodes);
+    snap->only_nodes = NULL;
+    snap->n_only_nodes = 0;
+    snap->except_nodes = calloc(n, sizeof(*snap->except_nodes));
+    for (size_t i = 0; snap->except_nodes != NULL && i < n; i++) {
+        if ((snap->except_nodes[i] = strdup(nodes[i])) == NULL)
+            break;
+        snap->n_except_nodes++;
+    }
+    if (snap->n_except_nodes != n) {
+        lb__v1__snapshot__free_unpacked(snap, NULL);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint64_t gen = 0;
+    if ((rc = cp__repack(cp, snap, &buf, &len, &gen, err)) != LB_OK)
+        return rc;
+    rc = publisher_set_held(cp->pub, buf, len, gen, nodes, n, err);
+    free(buf);
+    if (rc == LB_OK)
+        lb_log(LB_LOG_INFO, "canary_hold",
+               "version %llu stays on the data planes but %zu canaries as generation %llu",
+               (unsigned long long)cp->version, n, (unsigned long long)gen);
+    return rc;
+}
+
+int cp_canary_promote(struct cp *cp, struct lb_err *err)
+{
+    if (cp->snap == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "no snapshot is served");
+    Lb__V1__Snapshot *snap = NULL;
+    int rc = cp__served_decode(cp, &snap, err);
+    if (rc != LB_OK)
+        return rc;
+    for (size_t i = 0; i < snap->n_only_nodes; i++)
+        free(snap->only_nodes[i]);
+    free(snap->only_nodes);
+    snap->only_nodes = NULL;
+    snap->n_only_nodes = 0;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint64_t gen = 0;
+    if ((rc = cp__repack(cp, snap, &buf, &len, &gen, err)) != LB_OK)
+        return rc;
+    cp__serve(cp, gen, buf, len);
+    publisher_clear_held(cp->pub);
+    return LB_OK;
+}
+
+void cp_canary_release(struct cp *cp)
+{
+    publisher_clear_held(cp->pub);
 }

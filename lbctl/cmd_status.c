@@ -18,7 +18,9 @@ static const char dataplanes_help[] =
     "\n"
     "Lists the data planes known to the control plane: the config version and\n"
     "snapshot generation each one applied, when it was last seen, whether it is\n"
-    "in sync and why it rejected a snapshot, if it did (GET /api/v1/dataplanes).\n";
+    "in sync and why it rejected a snapshot, if it did, and what it serves and why\n"
+    "(SERVING: \"stable\", \"canary of version N\" during a staged rollout, or\n"
+    "\"rejected: <reason>\") (GET /api/v1/dataplanes).\n";
 
 int cmd_status(struct lbctl *ctx, int argc, char **argv)
 {
@@ -64,12 +66,12 @@ int cmd_status(struct lbctl *ctx, int argc, char **argv)
     return rc;
 }
 
-static const char *const dp_headers[] = {"NODE",      "VERSION", "GENERATION",
-                                         "LAST SEEN", "IN SYNC", "REJECTED"};
+static const char *const dp_headers[] = {"NODE",    "VERSION",  "GENERATION", "LAST SEEN",
+                                         "IN SYNC", "REJECTED", "SERVING"};
 
 static int add_dp_row(struct table *t, const json_t *dp)
 {
-    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256];
+    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256], serving[128];
     json_t *rg = json_object_get(dp, "rejected_generation");
     if (json_integer_value(rg) > 0) {
         char why[200];
@@ -85,6 +87,7 @@ static int add_dp_row(struct table *t, const json_t *dp)
         output_time(json_object_get(dp, "last_seen_ms"), seen, sizeof(seen)),
         output_cell(json_object_get(dp, "in_sync"), sync, sizeof(sync)),
         rej,
+        output_cell(json_object_get(dp, "serving"), serving, sizeof(serving)),
     };
     return table_add(t, row);
 }
@@ -96,7 +99,7 @@ int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv)
                        &root);
     if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    rc = lbctl_print_table(6, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
+    rc = lbctl_print_table(7, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
     json_decref(root);
     return rc;
 }
