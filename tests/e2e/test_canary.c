@@ -1,0 +1,333 @@
+/* tests/e2e/test_canary.c: staged config rollout (lbctl config apply
+ * --canary) through two data planes sharing the frontend port, under client
+ * load (lb-faultload's keep-alive clients and a client opening a connection
+ * per request):
+ *   - a config the control plane accepts but the canary refuses (a frontend
+ *     on a port the test holds): the rollout fails at once on the NACK, the
+ *     other data plane never leaves the old version, the config is rolled
+ *     back as a new version and both data planes serve it;
+ *   - a good config (one more backend) on dp0: dp0 serves it, dp1 keeps the
+ *     old version until the bake passed, then both serve it;
+ *   - no request fails throughout.
+ * Figures go to stderr ("canary: ..."). */
+#include "e2e.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FAULTLOAD  LB_BUILD_DIR "/lb-faultload"
+#define KA_CLIENTS "4"
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static char *read_file(struct e2e_cp *w, const char *name)
+{
+    char path[512];
+    e2e_cp_path(w, name, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", name);
+    char *buf = calloc(1, 65536);
+    ck_assert_ptr_nonnull(buf);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Writes the world's config.yaml with <insert> after the line <after> as
+ * the world's file <name>. */
+static void write_variant(struct e2e_cp *w, const char *name, const char *after, const char *insert)
+{
+    char *cfg = read_file(w, "config.yaml");
+    char *at = strstr(cfg, after);
+    ck_assert_ptr_nonnull(at);
+    at += strlen(after);
+    char path[512];
+    e2e_cp_path(w, name, path, sizeof(path));
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*s%s%s", (int)(at - cfg), cfg, insert, at);
+    ck_assert_int_eq(fclose(f), 0);
+    free(cfg);
+}
+
+/* Copies the string value of the first "<key>" of JSON text <json> into <out>. */
+static const char *json_str(const char *json, const char *key, char *out, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = json ? strstr(json, pat) : NULL;
+    out[0] = '\0';
+    if (p == NULL)
+        return out;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    if (*p != '"')
+        return out;
+    size_t n = strcspn(p + 1, "\"");
+    snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), p + 1);
+    return out;
+}
+
+/* `lbctl --json config canary` (caller frees); its status into <status>. */
+static char *canary_json(struct e2e_cp *w, char *status, size_t size)
+{
+    struct e2e_cmd r;
+    ck_assert_msg(e2e_cp_lbctl(w, &r, "--json", "config", "canary", NULL) == 0, "%s", r.err);
+    char *out = strdup(r.out);
+    e2e_cmd_free(&r);
+    json_str(out, "status", status, size);
+    return out;
+}
+
+/* Applies <file> staged on dp0 with <bake>; returns the canary's version. */
+static long apply_canary(struct e2e_cp *w, const char *file, const char *bake)
+{
+    char path[512];
+    e2e_cp_path(w, file, path, sizeof(path));
+    struct e2e_cmd r;
+    int rc = e2e_cp_lbctl(w, &r, "--json", "config", "apply", path, "--canary", "dp0", "--bake",
+                          bake, "--max-error-rate", "5%", NULL);
+    ck_assert_msg(rc == 0, "config apply --canary: %s%s", r.out, r.err);
+    long v = 0;
+    ck_assert_msg(e2e_json_long(r.out, "version", &v), "%s", r.out);
+    e2e_cmd_free(&r);
+    return v;
+}
+
+/* applied_version of dp0 and dp1 into v[0], v[1]; false when lbctl failed. */
+static bool versions(struct e2e_cp *w, long v[2])
+{
+    struct e2e_dp_status dp[4];
+    int n = e2e_cp_dataplanes(w, dp, 4, NULL, NULL);
+    v[0] = v[1] = -1;
+    for (int i = 0; i < n; i++)
+        v[strcmp(dp[i].node_id, "dp1") == 0] = dp[i].applied_version;
+    return n == 2;
+}
+
+/* ---- load ----------------------------------------------------------------------- */
+
+struct load {
+    pid_t ka, pr;
+    uint64_t ms;
+};
+
+static struct load load_start(struct e2e_cp *w, unsigned seconds)
+{
+    struct load l = {.ms = (uint64_t)seconds * 1000};
+    unsigned port = e2e_cp_frontend_port(w);
+    char ports[16], secs[16], path[512];
+    snprintf(ports, sizeof(ports), "%u", port);
+    snprintf(secs, sizeof(secs), "%u", seconds);
+    char *ka[] = {FAULTLOAD,   "--port", ports,          "--clients", KA_CLIENTS,
+                  "--seconds", secs,     "--timeout-ms", "5000",      NULL};
+    e2e_cp_path(w, "ka.out", path, sizeof(path));
+    l.ka = e2e_spawn(ka, path);
+    ck_assert_int_gt(l.ka, 0);
+    e2e_cp_path(w, "pr.out", path, sizeof(path));
+    l.pr = fork();
+    ck_assert_int_ge(l.pr, 0);
+    if (l.pr == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        long ok = 0, failed = 0;
+        uint64_t end = e2e_now_ms() + l.ms;
+        while (e2e_now_ms() < end) {
+            struct e2e_resp resp;
+            if (e2e_request(port, "GET", "/", "Connection: close\r\n", NULL, 0, &resp) == 0) {
+                ok += resp.status == 200;
+                failed += resp.status != 200;
+                e2e_resp_free(&resp);
+            } else {
+                failed++;
+            }
+        }
+        FILE *f = fopen(path, "w");
+        if (f != NULL) {
+            fprintf(f, "{\"ok\":%ld,\"failed\":%ld}\n", ok, failed);
+            fclose(f);
+        }
+        _exit(0);
+    }
+    return l;
+}
+
+static void load_end(struct e2e_cp *w, struct load *l)
+{
+    int st;
+    ck_assert_msg(e2e_wait_exit(l->ka, l->ms + e2e_timeout_ms(), &st), "lb-faultload hangs");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lb-faultload status %d", st);
+    ck_assert_msg(e2e_wait_exit(l->pr, l->ms + e2e_timeout_ms(), &st), "the client hangs");
+    char *ka = read_file(w, "ka.out"), *pr = read_file(w, "pr.out");
+    long total = 0, failed = -1, ok = 0, pfailed = -1;
+    ck_assert_msg(e2e_json_long(ka, "total", &total) && e2e_json_long(ka, "failed", &failed),
+                  "lb-faultload printed %s", ka);
+    ck_assert(e2e_json_long(pr, "ok", &ok) && e2e_json_long(pr, "failed", &pfailed));
+    fprintf(stderr,
+            "canary: load: keep-alive %ld requests, %ld failed; new-connection %ld ok, %ld "
+            "failed\n",
+            total, failed, ok, pfailed);
+    ck_assert_int_gt(total, 0);
+    ck_assert_int_gt(ok, 0);
+    ck_assert_int_eq(failed, 0);
+    ck_assert_int_eq(pfailed, 0);
+    free(ka);
+    free(pr);
+}
+
+/* ---- the test ------------------------------------------------------------------- */
+
+/* A port held without SO_REUSEPORT: a data plane cannot bind it. */
+static int hold_port(unsigned *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ne(fd, -1);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 1), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* The refused one: NACK fails the rollout at once; dp1 never moves. */
+static void refused(struct e2e_cp *w, long v1)
+{
+    unsigned held;
+    int fd = hold_port(&held);
+    char extra[160];
+    snprintf(extra, sizeof(extra),
+             "  - name: \"extra\"\n    address: \"127.0.0.1\"\n    port: %u\n", held);
+    write_variant(w, "bad.yaml", "frontends:\n", extra);
+    uint64_t t0 = e2e_now_ms();
+    long vbad = apply_canary(w, "bad.yaml", "30s");
+    ck_assert_int_gt(vbad, v1);
+    char st[32] = "", *last = NULL;
+    long v[2];
+    uint64_t end = t0 + e2e_scaled_ms(15000);
+    while (e2e_now_ms() < end) {
+        /* dp1 keeps v1 until the rollback's version, never the refused one */
+        ck_assert(versions(w, v));
+        free(last);
+        last = canary_json(w, st, sizeof(st));
+        ck_assert_msg(v[1] == v1 || (strcmp(st, "failed") == 0 && v[1] > vbad),
+                      "dp1 on %ld (old %ld)", v[1], v1);
+        if (strcmp(st, "failed") == 0)
+            break;
+        e2e_poll_pause(50);
+    }
+    uint64_t took = e2e_now_ms() - t0;
+    fprintf(stderr,
+            "canary: refused snapshot: the rollout failed %llu ms after the apply (bake "
+            "30 s)\n",
+            (unsigned long long)took);
+    ck_assert_msg(strcmp(st, "failed") == 0, "not failed: %s", last);
+    ck_assert_msg(strstr(last, "refused the snapshot") && strstr(last, "cannot bind"), "%s", last);
+    ck_assert_msg(took < e2e_scaled_ms(10000), "a NACK must fail at once, took %llu ms",
+                  (unsigned long long)took);
+    long vback = 0;
+    ck_assert(e2e_json_long(last, "final_version", &vback));
+    ck_assert_int_gt(vback, vbad);
+    free(last);
+    long ver = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
+    ck_assert_int_eq(ver, vback);
+    ck_assert(versions(w, v) && v[0] == vback && v[1] == vback);
+    /* the history says so */
+    struct e2e_cmd r;
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "history", NULL), 0);
+    ck_assert_msg(strstr(r.out, "staged rollout of version") && strstr(r.out, "failed"), "%s",
+                  r.out);
+    e2e_cmd_free(&r);
+    close(fd);
+}
+
+/* The good one: dp0 first, dp1 after the bake. */
+static void promoted(struct e2e_cp *w, long v1)
+{
+    char extra[200];
+    snprintf(extra, sizeof(extra), "  - id: \"b2\"\n    url: \"%s\"\n    weight: 1\n",
+             e2e_cp_backend_url(w, 2));
+    write_variant(w, "good.yaml", "backends:\n", extra);
+    uint64_t t0 = e2e_now_ms();
+    long vgood = apply_canary(w, "good.yaml", "2s");
+    ck_assert_int_gt(vgood, v1);
+    char st[32] = "", *last = NULL;
+    long v[2];
+    bool staged = false; /* seen dp0 on the new version, dp1 on the old one */
+    uint64_t end = t0 + e2e_scaled_ms(20000);
+    while (e2e_now_ms() < end) {
+        /* versions first: when the status read after them is not promoted,
+         * they were read before the promotion */
+        ck_assert(versions(w, v));
+        free(last);
+        last = canary_json(w, st, sizeof(st));
+        if (strcmp(st, "promoted") == 0)
+            break;
+        ck_assert_msg(strcmp(st, "waiting_ack") == 0 || strcmp(st, "baking") == 0, "%s", last);
+        ck_assert_msg(v[1] == v1, "dp1 on %ld before the promotion", v[1]);
+        if (v[0] == vgood && !staged) {
+            staged = true;
+            struct e2e_cmd r;
+            ck_assert_int_eq(e2e_cp_lbctl(w, &r, "dataplanes", NULL), 0);
+            char want[64];
+            snprintf(want, sizeof(want), "canary of version %ld", vgood);
+            ck_assert_msg(strstr(r.out, want) && strstr(r.out, "stable"), "%s", r.out);
+            e2e_cmd_free(&r);
+        }
+        e2e_poll_pause(50);
+    }
+    fprintf(stderr, "canary: good version promoted %llu ms after the apply (bake 2 s): %s\n",
+            (unsigned long long)(e2e_now_ms() - t0), last);
+    ck_assert_msg(strcmp(st, "promoted") == 0, "not promoted: %s", last);
+    ck_assert_msg(staged, "never saw dp0 on the canary version while dp1 kept the old one");
+    long reqs = 0;
+    ck_assert(e2e_json_long(last, "canary_requests", &reqs));
+    ck_assert_int_gt(reqs, 0);
+    free(last);
+    long ver = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
+    ck_assert_int_eq(ver, vgood);
+    ck_assert(versions(w, v) && v[0] == vgood && v[1] == vgood);
+    ck_assert_int_gt(e2e_cp_backend_stat(w, 2, "others"), 0); /* the new backend serves */
+}
+
+START_TEST(staged_apply_two_dataplanes)
+{
+    struct e2e_cp_opts o = {.backends = 3, .configured = 2, .dataplanes = 2, .no_metrics = true};
+    struct e2e_cp *w = e2e_cp_start(&o);
+    long v1 = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v1), 0);
+    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(14000) / 1000));
+    refused(w, v1);
+    long v2 = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v2), 0);
+    promoted(w, v2);
+    load_end(w, &l);
+    struct e2e_cmd r;
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "canary", NULL), 0);
+    ck_assert_msg(strstr(r.out, "promoted"), "%s", r.out);
+    e2e_cmd_free(&r);
+    e2e_cp_stop(w);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("canary");
+    TCase *tc = e2e_tcase("staged");
+    tcase_add_test(tc, staged_apply_two_dataplanes);
+    suite_add_tcase(s, tc);
+    return e2e_run(s);
+}
