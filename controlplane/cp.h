@@ -307,5 +307,9 @@ int cp_weights_step(struct cp *cp, int64_t now_ms, size_t *changed, struct lb_er
 int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_err *err);
 int cp_canary_promote(struct cp *cp, struct lb_err *err);
 void cp_canary_release(struct cp *cp);
+/* cp_canary_hold() with the snapshot of stored version <version> (after a
+ * restart of the control plane, which serves the canary version). */
+int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           struct lb_err *err);
 
 #endif

@@ -4,13 +4,17 @@
  * runtime state as a new generation (see cp_int.h). */
 #include "cp_int.h"
 
+#include "config.h"
 #include "health.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
 #include "rollout_run.h"
 #include "snapbuild.h"
+#include "store.h"
+#include "tlscheck.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -177,14 +181,12 @@ void cp__publish_runtime(struct cp *cp)
 
 /* ---- staged rollout (rollout_run.h) ---------------------------------------- */
 
-int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_err *err)
+/* Makes <snap> (taken) the held snapshot, for every node but <nodes>, as a
+ * new generation. */
+static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes, size_t n,
+                struct lb_err *err)
 {
-    if (cp->snap == NULL)
-        return lb_err_set(err, LB_EINVAL, 0, "no snapshot is served yet: nothing to hold");
-    Lb__V1__Snapshot *snap = NULL;
-    int rc = cp__served_decode(cp, &snap, err);
-    if (rc != LB_OK)
-        return rc;
+    int rc;
     for (size_t i = 0; i < snap->n_only_nodes; i++)
         free(snap->only_nodes[i]);
     free(snap->only_nodes);
@@ -209,8 +211,64 @@ int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_
     free(buf);
     if (rc == LB_OK)
         lb_log(LB_LOG_INFO, "canary_hold",
-               "version %llu stays on the data planes but %zu canaries as generation %llu",
-               (unsigned long long)cp->version, n, (unsigned long long)gen);
+               "the data planes but %zu canaries keep their version as generation %llu", n,
+               (unsigned long long)gen);
+    return rc;
+}
+
+int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_err *err)
+{
+    if (cp->snap == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "no snapshot is served yet: nothing to hold");
+    Lb__V1__Snapshot *snap = NULL;
+    int rc = cp__served_decode(cp, &snap, err);
+    if (rc != LB_OK)
+        return rc;
+    return hold(cp, snap, nodes, n, err);
+}
+
+int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           struct lb_err *err)
+{
+    struct store_version *v = NULL;
+    int rc = store_version_get(cp->store, version, &v, err);
+    if (rc != LB_OK)
+        return rc;
+    char name[48];
+    snprintf(name, sizeof(name), "version %llu", (unsigned long long)version);
+    struct config *cfg = NULL;
+    rc = config_parse_yaml(v->content, strlen(v->content), name, cp->config_dir, &cfg, err);
+    store_version_free(v);
+    if (rc != LB_OK)
+        return rc;
+    Lb__V1__Snapshot *snap = NULL;
+    struct tlscheck_bundle *tls = NULL;
+    if ((rc = cp__build_snapshot(cp, cfg, cp->config_dir, &snap, err)) == LB_OK &&
+        (rc = cp__tls_adopt(cp, cfg, cp->config_dir, snap, &tls, err)) != LB_OK) {
+        snapbuild_free(snap);
+        snap = NULL;
+    }
+    tlscheck_bundle_free(tls);
+    config_free(cfg);
+    if (rc != LB_OK)
+        return rc;
+    /* re-encoded to the protobuf-c allocator's form cp__repack() frees */
+    size_t len = lb__v1__snapshot__get_packed_size(snap);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        snapbuild_free(snap);
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    }
+    lb__v1__snapshot__pack(snap, buf);
+    snapbuild_free(snap);
+    Lb__V1__Snapshot *copy = lb__v1__snapshot__unpack(NULL, len, buf);
+    free(buf);
+    if (copy == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "cannot re-read the held snapshot");
+    uint64_t cur = cp->version;
+    cp->version = version; /* cp__repack() stamps the active version */
+    rc = hold(cp, copy, nodes, n, err);
+    cp->version = cur;
     return rc;
 }
 

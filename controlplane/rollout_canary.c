@@ -11,11 +11,13 @@
 #include "reports.h"
 #include "store.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CANARY_TICK_MS 250 /* how often the store's data plane table is read */
+#define CANARY_TICK_MS 250      /* how often the store's data plane table is read */
+#define CANARY_META    "canary" /* the store's meta row holding the newest one */
 
 enum canary_status {
     CANARY_NONE = 0,
@@ -53,13 +55,18 @@ struct canary {
     size_t n_base, cap_base;
     struct rollout_counts win_canary, win_rest;
     uint64_t promoted, failed, nacks;
+    bool resumed; /* loaded baking after a restart: the others' snapshot is to be held again */
 };
 
-struct canary *canary_new(struct cp *cp)
+static void load(struct canary *c, int64_t now_ms);
+
+struct canary *canary_new(struct cp *cp, int64_t now_ms)
 {
     struct canary *c = calloc(1, sizeof(*c));
-    if (c != NULL)
+    if (c != NULL) {
         c->cp = cp;
+        load(c, now_ms);
+    }
     return c;
 }
 
@@ -219,6 +226,107 @@ static void windows(struct canary *c, int64_t now_ms, int64_t *reported_ms)
     free(bs);
 }
 
+/* ---- the stored form ---------------------------------------------------------------- */
+
+/* The canary as JSON text (caller frees), NULL on no memory. */
+static char *encode(const struct canary *c, enum canary_status st)
+{
+    json_t *nodes = json_array();
+    for (size_t i = 0; nodes != NULL && i < c->n_nodes; i++)
+        json_array_append_new(nodes, json_string(c->nodes[i]));
+    json_t *o = json_pack("{s:I,s:I,s:I,s:s,s:o,s:I,s:f,s:s,s:I,s:I}", "version",
+                          (json_int_t)c->version, "pre_version", (json_int_t)c->pre_version,
+                          "final_version", (json_int_t)c->final_version, "status", status_names[st],
+                          "nodes", nodes ? nodes : json_array(), "bake_ms", (json_int_t)c->bake_ms,
+                          "max_error_rate", c->max_rate, "reason", c->reason, "started_ms",
+                          (json_int_t)c->started_ms, "ended_ms", (json_int_t)c->ended_ms);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* Loads the stored canary; one that was baking resumes (its bake starts
+ * again from fresh reports once the others' snapshot is held again). */
+static void load(struct canary *c, int64_t now_ms)
+{
+    char *text = NULL;
+    struct lb_err e = {0};
+    if (store_meta_get(cp__store(c->cp), CANARY_META, &text, &e) != LB_OK) {
+        if (e.code != LB_ENOTFOUND && e.msg[0])
+            lb_log(LB_LOG_ERROR, "canary_unreadable", "%s", e.msg);
+        return;
+    }
+    json_t *o = json_loads(text, 0, NULL), *nodes = json_object_get(o, "nodes"), *n;
+    free(text);
+    const char *st = json_string_value(json_object_get(o, "status"));
+    size_t i;
+    enum canary_status status = CANARY_NONE;
+    for (size_t k = 1; st != NULL && k < sizeof(status_names) / sizeof(*status_names); k++)
+        if (strcmp(st, status_names[k]) == 0)
+            status = (enum canary_status)k;
+    if (o == NULL || status == CANARY_NONE || !json_is_array(nodes) ||
+        json_array_size(nodes) == 0 || json_array_size(nodes) > ROLLOUT_CANARY_MAX) {
+        lb_log(LB_LOG_ERROR, "canary_unreadable", "the stored staged rollout does not decode");
+        json_decref(o);
+        return;
+    }
+    c->n_nodes = 0;
+    json_array_foreach(nodes, i, n)
+    {
+        snprintf(c->nodes[i], ROLLOUT_NODE_MAX, "%s",
+                 json_string_value(n) ? json_string_value(n) : "");
+        c->node_ptr[i] = c->nodes[i];
+        c->n_nodes++;
+    }
+    c->version = (uint64_t)json_integer_value(json_object_get(o, "version"));
+    c->pre_version = (uint64_t)json_integer_value(json_object_get(o, "pre_version"));
+    c->final_version = (uint64_t)json_integer_value(json_object_get(o, "final_version"));
+    c->bake_ms = json_integer_value(json_object_get(o, "bake_ms"));
+    c->max_rate = json_real_value(json_object_get(o, "max_error_rate"));
+    c->started_ms = json_integer_value(json_object_get(o, "started_ms"));
+    c->ended_ms = json_integer_value(json_object_get(o, "ended_ms"));
+    snprintf(c->reason, sizeof(c->reason), "%s",
+             json_string_value(json_object_get(o, "reason"))
+                 ? json_string_value(json_object_get(o, "reason"))
+                 : "");
+    json_decref(o);
+    c->status = status;
+    if (!baking(c))
+        return;
+    c->status = CANARY_WAIT_ACK;
+    c->resumed = true;
+    c->started_ms = now_ms;
+    c->acked_ms = 0;
+    lb_log(LB_LOG_INFO, "canary_resumed",
+           "staged rollout of version %llu on %zu canaries resumes: the bake starts again",
+           (unsigned long long)c->version, c->n_nodes);
+}
+
+/* The others' snapshot held again after a restart; false to try again. */
+static bool rehold(struct canary *c)
+{
+    struct lb_err e = {0};
+    if (cp_active_version(c->cp) != c->version) {
+        /* the version it staged is not the active one: nothing left to bake */
+        lb_log(LB_LOG_ERROR, "canary_abandoned",
+               "the staged rollout of version %llu was baking but version %llu is active",
+               (unsigned long long)c->version, (unsigned long long)cp_active_version(c->cp));
+        snprintf(c->reason, sizeof(c->reason), "abandoned: version %llu is active",
+                 (unsigned long long)cp_active_version(c->cp));
+        c->status = CANARY_FAILED;
+        c->resumed = false;
+        return false;
+    }
+    if (cp_canary_hold_version(c->cp, c->pre_version, c->node_ptr, c->n_nodes, &e) != LB_OK) {
+        lb_log(LB_LOG_ERROR, "canary_hold_failed", "version %llu for the others: %s (tried again)",
+               (unsigned long long)c->pre_version, e.msg);
+        return false;
+    }
+    c->gen = cp_generation(c->cp);
+    c->resumed = false;
+    return true;
+}
+
 /* ---- outcomes ------------------------------------------------------------------- */
 
 static void end(struct canary *c, enum canary_status st, int64_t now_ms)
@@ -242,6 +350,11 @@ static void promote(struct canary *c, int64_t now_ms)
     end(c, CANARY_PROMOTED, now_ms);
     c->final_version = c->version;
     c->promoted++;
+    char *text = encode(c, CANARY_PROMOTED);
+    if (text == NULL || store_meta_put(cp__store(c->cp), CANARY_META, text, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "canary_store_failed", "promotion of version %llu not stored: %s",
+               (unsigned long long)c->version, text ? e.msg : "out of memory");
+    free(text);
     char detail[300];
     snprintf(detail, sizeof(detail),
              "version %llu promoted to every data plane after its bake on %zu canaries (error "
@@ -266,7 +379,15 @@ static void roll_back(struct canary *c, enum canary_status st, const char *who, 
     c->own_write = true;
     uint64_t v = 0;
     struct lb_err e = {0};
-    int rc = cp_rollback(c->cp, c->pre_version, &w, &v, &e);
+    int64_t ended = c->ended_ms;
+    c->ended_ms = now_ms;
+    char *text = encode(c, st);
+    c->ended_ms = ended;
+    store_meta_attach(cp__store(c->cp), CANARY_META, text, "$.final_version");
+    int rc = text ? cp_rollback(c->cp, c->pre_version, &w, &v, &e)
+                  : lb_err_set(&e, LB_ENOMEM, 0, "out of memory");
+    store_meta_attach(cp__store(c->cp), NULL, NULL, NULL);
+    free(text);
     c->own_write = false;
     if (rc != LB_OK) {
         c->status = was;
@@ -312,6 +433,8 @@ void canary_tick(struct canary *c, int64_t now_ms)
     if (c == NULL || !baking(c) || now_ms - c->last_tick_ms < CANARY_TICK_MS)
         return;
     c->last_tick_ms = now_ms;
+    if (c->resumed && !rehold(c))
+        return;
     bool acked[ROLLOUT_CANARY_MAX] = {0};
     const char *rejected[ROLLOUT_CANARY_MAX] = {0};
     char why[ROLLOUT_CANARY_MAX][200];
@@ -407,8 +530,19 @@ static int canary_start(struct canary *c, const struct canary_request *rq, uint6
     bool unchanged = false;
     c->status = CANARY_WAIT_ACK; /* what is built now names the canaries */
     c->own_write = true;
-    rc = cp_apply(c->cp, rq->text, rq->len, rq->json ? CP_FORMAT_JSON : CP_FORMAT_YAML, &w, version,
-                  &unchanged, NULL, err);
+    c->version = c->final_version = 0;
+    c->started_ms = now_ms;
+    c->ended_ms = 0;
+    c->reason[0] = '\0';
+    c->bake_ms = rq->bake_ms < 0 ? ROLLOUT_DEFAULT_BAKE : rq->bake_ms;
+    c->max_rate = rq->max_error_rate < 0 ? ROLLOUT_DEFAULT_RATE : rq->max_error_rate;
+    char *text = encode(c, CANARY_WAIT_ACK); /* stored with the version, which it names */
+    store_meta_attach(cp__store(c->cp), CANARY_META, text, "$.version");
+    rc = text ? cp_apply(c->cp, rq->text, rq->len, rq->json ? CP_FORMAT_JSON : CP_FORMAT_YAML, &w,
+                         version, &unchanged, NULL, err)
+              : lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    store_meta_attach(cp__store(c->cp), NULL, NULL, NULL);
+    free(text);
     c->own_write = false;
     if (rc == LB_OK && unchanged)
         rc = lb_err_set(err, LB_ECONFLICT, 0,
@@ -423,14 +557,9 @@ static int canary_start(struct canary *c, const struct canary_request *rq, uint6
     ids_take(c); /* without the new backends the rest-of-fleet window is all there is */
     c->version = *version;
     c->gen = cp_generation(c->cp);
-    c->final_version = 0;
-    c->started_ms = now_ms;
-    c->acked_ms = c->ended_ms = 0;
-    c->reason[0] = '\0';
+    c->acked_ms = 0;
     c->figure = c->limit = 0;
     c->win_canary = c->win_rest = (struct rollout_counts){0};
-    c->bake_ms = rq->bake_ms < 0 ? ROLLOUT_DEFAULT_BAKE : rq->bake_ms;
-    c->max_rate = rq->max_error_rate < 0 ? ROLLOUT_DEFAULT_RATE : rq->max_error_rate;
     lb_log(LB_LOG_INFO, "canary_started",
            "version %llu (generation %llu) staged on %s; the others keep version %llu",
            (unsigned long long)c->version, (unsigned long long)c->gen, rq->nodes,

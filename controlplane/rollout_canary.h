@@ -16,7 +16,9 @@
 
 struct canary;
 
-struct canary *canary_new(struct cp *cp);
+/* The engine of <cp>; the stored canary (the store's meta row "canary")
+ * is loaded, and resumes when it was baking. NULL on no memory. */
+struct canary *canary_new(struct cp *cp, int64_t now_ms);
 void canary_free(struct canary *c);
 
 /* True when a canary is baking and the write in progress is not its own. */

@@ -449,7 +449,7 @@ struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err
     }
     ro->cp = cp;
     ro->loop = loop;
-    if ((ro->canary = canary_new(cp)) == NULL) {
+    if ((ro->canary = canary_new(cp, (int64_t)(ev_now(loop) * 1000.0))) == NULL) {
         free(ro);
         lb_err_set(err, LB_ENOMEM, 0, "out of memory");
         return NULL;

@@ -8,6 +8,9 @@
  *     back as a new version and both data planes serve it;
  *   - a good config (one more backend) on dp0: dp0 serves it, dp1 keeps the
  *     old version until the bake passed, then both serve it;
+ *   - the control plane killed (SIGKILL) mid-bake and restarted: the
+ *     staged rollout resumes from the store, dp1 keeps the old version
+ *     until it is promoted;
  *   - no request fails throughout.
  * Figures go to stderr ("canary: ..."). */
 #include "e2e.h"
@@ -303,17 +306,69 @@ static void promoted(struct e2e_cp *w, long v1)
     ck_assert_int_gt(e2e_cp_backend_stat(w, 2, "others"), 0); /* the new backend serves */
 }
 
+/* The control plane killed (SIGKILL) mid-bake and restarted: the rollout
+ * resumes from the store, dp1 keeps the old version until the promotion. */
+static void killed_mid_bake(struct e2e_cp *w, long v1)
+{
+    /* b2 heavier: one more version */
+    char *cfg = read_file(w, "good.yaml");
+    char *b2 = strstr(cfg, "  - id: \"b2\"");
+    ck_assert_ptr_nonnull(b2);
+    char *wt = strstr(b2, "weight: 1");
+    ck_assert_ptr_nonnull(wt);
+    wt[8] = '3';
+    char path[512];
+    e2e_cp_path(w, "heavier.yaml", path, sizeof(path));
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(cfg, f);
+    ck_assert_int_eq(fclose(f), 0);
+    free(cfg);
+    uint64_t t0 = e2e_now_ms();
+    long vnew = apply_canary(w, "heavier.yaml", "3s");
+    long v[2] = {-1, -1};
+    uint64_t end = t0 + e2e_scaled_ms(10000);
+    while (e2e_now_ms() < end && !(versions(w, v) && v[0] == vnew))
+        e2e_poll_pause(50);
+    ck_assert_msg(v[0] == vnew && v[1] == v1, "dp0 %ld dp1 %ld, want %ld and %ld", v[0], v[1], vnew,
+                  v1);
+    ck_assert_int_ge(e2e_cp_controlplane_kill(w, SIGKILL), 0);
+    e2e_cp_controlplane_start(w);
+    char st[32] = "", *last = NULL;
+    end = e2e_now_ms() + e2e_scaled_ms(20000);
+    while (e2e_now_ms() < end) {
+        ck_assert(versions(w, v));
+        free(last);
+        last = canary_json(w, st, sizeof(st));
+        if (strcmp(st, "promoted") == 0)
+            break;
+        ck_assert_msg(strcmp(st, "waiting_ack") == 0 || strcmp(st, "baking") == 0, "%s", last);
+        ck_assert_msg(v[1] == v1, "dp1 on %ld before the promotion", v[1]);
+        e2e_poll_pause(50);
+    }
+    fprintf(stderr, "canary: SIGKILL mid-bake: promoted %llu ms after the apply (bake 3 s)\n",
+            (unsigned long long)(e2e_now_ms() - t0));
+    ck_assert_msg(strcmp(st, "promoted") == 0, "not promoted after the restart: %s", last);
+    free(last);
+    long ver = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
+    ck_assert_int_eq(ver, vnew);
+}
+
 START_TEST(staged_apply_two_dataplanes)
 {
     struct e2e_cp_opts o = {.backends = 3, .configured = 2, .dataplanes = 2, .no_metrics = true};
     struct e2e_cp *w = e2e_cp_start(&o);
     long v1 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v1), 0);
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(14000) / 1000));
+    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(22000) / 1000));
     refused(w, v1);
     long v2 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v2), 0);
     promoted(w, v2);
+    long v3 = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v3), 0);
+    killed_mid_bake(w, v3);
     load_end(w, &l);
     struct e2e_cmd r;
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "canary", NULL), 0);
