@@ -99,7 +99,15 @@ int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv)
                        &root);
     if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    rc = lbctl_print_table(7, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
+    /* SERVING only from a control plane that says it (staged rollouts) */
+    size_t i, cols = 6;
+    json_t *dp;
+    json_array_foreach(json_object_get(root, "dataplanes"), i, dp)
+    {
+        if (json_object_get(dp, "serving") != NULL)
+            cols = 7;
+    }
+    rc = lbctl_print_table(cols, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
     json_decref(root);
     return rc;
 }
