@@ -1,7 +1,7 @@
 /* tests/e2e/test_canary.c: staged config rollout (lbctl config apply
  * --canary) through two data planes sharing the frontend port, under client
  * load (lb-faultload's keep-alive clients and a client opening a connection
- * per request):
+ * per request), on a sealed feed (--feed-key):
  *   - a config the control plane accepts but the canary refuses (a frontend
  *     on a port the test holds): the rollout fails at once on the NACK, the
  *     other data plane never leaves the old version, the config is rolled
@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -357,7 +358,23 @@ static void killed_mid_bake(struct e2e_cp *w, long v1)
 
 START_TEST(staged_apply_two_dataplanes)
 {
-    struct e2e_cp_opts o = {.backends = 3, .configured = 2, .dataplanes = 2, .no_metrics = true};
+    /* a sealed feed: the held and the canary snapshots are sealed too */
+    char kdir[64] = "/tmp/lb-canary-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(kdir));
+    static char key[128];
+    snprintf(key, sizeof(key), "%s/feed.key", kdir);
+    FILE *kf = fopen(key, "w");
+    ck_assert_ptr_nonnull(kf);
+    fputs("1 8a1f0c3e5d7b9a2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5\n", kf);
+    ck_assert_int_eq(fclose(kf), 0);
+    ck_assert_int_eq(chmod(key, 0600), 0);
+    static char *args[] = {"--feed-key", key, NULL};
+    struct e2e_cp_opts o = {.backends = 3,
+                            .configured = 2,
+                            .dataplanes = 2,
+                            .no_metrics = true,
+                            .cp_args = args,
+                            .dp_args = args};
     struct e2e_cp *w = e2e_cp_start(&o);
     long v1 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v1), 0);
@@ -375,6 +392,8 @@ START_TEST(staged_apply_two_dataplanes)
     ck_assert_msg(strstr(r.out, "promoted"), "%s", r.out);
     e2e_cmd_free(&r);
     e2e_cp_stop(w);
+    ck_assert_int_eq(unlink(key), 0);
+    ck_assert_int_eq(rmdir(kdir), 0);
 }
 END_TEST
 
