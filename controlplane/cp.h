@@ -308,8 +308,10 @@ int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_
 int cp_canary_promote(struct cp *cp, struct lb_err *err);
 void cp_canary_release(struct cp *cp);
 /* cp_canary_hold() with the snapshot of stored version <version> (after a
- * restart of the control plane, which serves the canary version). */
+ * restart of the control plane, which serves the canary version); its
+ * parsed config is shown to <on_config> (may be NULL) first. */
 int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           void (*on_config)(void *ctx, const struct config *cfg), void *ctx,
                            struct lb_err *err);
 
 #endif

@@ -228,6 +228,7 @@ int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_
 }
 
 int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           void (*on_config)(void *ctx, const struct config *cfg), void *ctx,
                            struct lb_err *err)
 {
     struct store_version *v = NULL;
@@ -241,6 +242,8 @@ int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *n
     store_version_free(v);
     if (rc != LB_OK)
         return rc;
+    if (on_config != NULL)
+        on_config(ctx, cfg);
     Lb__V1__Snapshot *snap = NULL;
     struct tlscheck_bundle *tls = NULL;
     if ((rc = cp__build_snapshot(cp, cfg, cp->config_dir, &snap, err)) == LB_OK &&

@@ -103,10 +103,9 @@ static bool is_canary(const struct canary *c, const char *node)
     return false;
 }
 
-/* Adds the backends of the active config to <ids> (no duplicates). */
-static int ids_take(struct canary *c)
+/* Adds the backends of <cfg> to <ids> (no duplicates). */
+static int ids_add(struct canary *c, const struct config *cfg)
 {
-    const struct config *cfg = cp_config(c->cp);
     if (cfg == NULL)
         return LB_OK;
     void *p = realloc(c->ids, (c->n_ids + cfg->n_backends + 1) * sizeof(*c->ids));
@@ -121,6 +120,18 @@ static int ids_take(struct canary *c)
             snprintf(c->ids[c->n_ids++], ROLLOUT_ID_MAX, "%s", cfg->backends[i].id);
     }
     return LB_OK;
+}
+
+/* Adds the backends of the active config to <ids>. */
+static int ids_take(struct canary *c)
+{
+    return ids_add(c, cp_config(c->cp));
+}
+
+/* cp_canary_hold_version()'s callback: the held version's config. */
+static void on_held(void *ctx, const struct config *cfg)
+{
+    ids_add(ctx, cfg);
 }
 
 /* ---- windows ------------------------------------------------------------------ */
@@ -317,7 +328,9 @@ static bool rehold(struct canary *c)
         c->resumed = false;
         return false;
     }
-    if (cp_canary_hold_version(c->cp, c->pre_version, c->node_ptr, c->n_nodes, &e) != LB_OK) {
+    c->n_ids = 0;
+    if (ids_take(c) != LB_OK || cp_canary_hold_version(c->cp, c->pre_version, c->node_ptr,
+                                                       c->n_nodes, on_held, c, &e) != LB_OK) {
         lb_log(LB_LOG_ERROR, "canary_hold_failed", "version %llu for the others: %s (tried again)",
                (unsigned long long)c->pre_version, e.msg);
         return false;

@@ -333,23 +333,35 @@ static void killed_mid_bake(struct e2e_cp *w, long v1)
         e2e_poll_pause(50);
     ck_assert_msg(v[0] == vnew && v[1] == v1, "dp0 %ld dp1 %ld, want %ld and %ld", v[0], v[1], vnew,
                   v1);
+    uint64_t t_kill = e2e_now_ms();
     ck_assert_int_ge(e2e_cp_controlplane_kill(w, SIGKILL), 0);
     e2e_cp_controlplane_start(w);
-    char st[32] = "", *last = NULL;
+    uint64_t t_up = e2e_now_ms();
+    char st[32] = "", *last = NULL, seen[32] = "";
     end = e2e_now_ms() + e2e_scaled_ms(20000);
     while (e2e_now_ms() < end) {
         ck_assert(versions(w, v));
         free(last);
         last = canary_json(w, st, sizeof(st));
+        if (strcmp(st, seen) != 0)
+            fprintf(stderr, "canary: %llu ms after the restart: %s\n",
+                    (unsigned long long)(e2e_now_ms() - t_up), st);
+        snprintf(seen, sizeof(seen), "%s", st);
         if (strcmp(st, "promoted") == 0)
             break;
         ck_assert_msg(strcmp(st, "waiting_ack") == 0 || strcmp(st, "baking") == 0, "%s", last);
         ck_assert_msg(v[1] == v1, "dp1 on %ld before the promotion", v[1]);
         e2e_poll_pause(50);
     }
+    fprintf(stderr, "canary: the control plane restarted in %llu ms\n",
+            (unsigned long long)(t_up - t_kill));
     fprintf(stderr, "canary: SIGKILL mid-bake: promoted %llu ms after the apply (bake 3 s)\n",
             (unsigned long long)(e2e_now_ms() - t0));
     ck_assert_msg(strcmp(st, "promoted") == 0, "not promoted after the restart: %s", last);
+    /* the gate saw the canary's traffic after the restart, not an empty window */
+    long reqs = 0;
+    ck_assert(e2e_json_long(last, "canary_requests", &reqs));
+    ck_assert_msg(reqs >= 10, "%s", last);
     free(last);
     long ver = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
