@@ -371,6 +371,13 @@ void admin__canary_post(struct req *r, const char *query, size_t qlen)
     struct admin_write wr;
     if (!admin__write_start(r, false, &wr))
         return;
+    uint64_t active = cp_active_version(r->c->a->cp);
+    if (wr.w.expected_version != 0 && wr.w.expected_version != active) {
+        admin__write_end(&wr);
+        admin__respond_error(r, 409, "conflict", "active version is %llu, not %llu",
+                             (unsigned long long)active, (unsigned long long)wr.w.expected_version);
+        return;
+    }
     const struct http1_header *ct = admin__find_header(r->msg, "Content-Type");
     struct canary_request rq = {
         .text = r->body,

@@ -61,11 +61,14 @@ static const char diff_help[] = "Usage: lbctl config diff A B [--json]\n"
 
 static const char rollback_help[] =
     "Usage: lbctl rollback N [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                      [--canary NODE[,NODE...]|PERCENT% [--bake D] [--max-error-rate R]]\n"
     "\n"
     "Makes the content of config version N active again, recorded as a new config\n"
     "version (POST /api/v1/config/rollback). History is never deleted.\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n"
+    "  --canary ...        staged, as lbctl config apply --canary: version N's content\n"
+    "                      goes to the canaries first (not with --if-match)\n";
 
 /* Prints <s> and ends it with a newline if it has none. */
 static void print_text(const char *s)
@@ -461,19 +464,63 @@ int cmd_config(struct lbctl *ctx, int argc, char **argv)
     return lbctl_usage("config", "unknown command '%s'", sub);
 }
 
+/* rollback --canary: version <n>'s content staged like config apply --canary. */
+static int rollback_canary(struct lbctl *ctx, const char *verb, long long n, const char *comment,
+                           const char *path)
+{
+    char vpath[64];
+    snprintf(vpath, sizeof(vpath), "/api/v1/config/versions/%lld", n);
+    struct lbctl_req g = {.method = "GET", .path = vpath};
+    json_t *v;
+    int rc = lbctl_call(ctx, &g, &v, NULL);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    const char *content = json_string_value(json_object_get(v, "content"));
+    if (content == NULL) {
+        json_decref(v);
+        return lbctl_fail(LBCTL_EXIT_API, "%s: version %lld has no content", verb, n);
+    }
+    char why[96];
+    snprintf(why, sizeof(why), "staged rollback to version %lld", n);
+    struct lbctl_req r = {
+        .method = "POST",
+        .path = path,
+        .body = content,
+        .body_len = strlen(content),
+        .content_type = "application/yaml",
+        .comment = comment ? comment : why,
+    };
+    json_t *root;
+    rc = lbctl_fetch(ctx, &r, &root);
+    json_decref(v);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
+        return rc;
+    rc = print_canary(json_object_get(root, "canary"));
+    json_decref(root);
+    return rc;
+}
+
 int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "rollback";
-    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS,
+                            {"canary", true, NULL, false},
+                            {"bake", true, NULL, false},
+                            {"max-error-rate", true, NULL, false}};
     char *pos[1];
-    int rc = lbctl_parse_one(ctx, verb, rollback_help, argc, argv, o, 2, pos,
+    int rc = lbctl_parse_one(ctx, verb, rollback_help, argc, argv, o, 5, pos,
                              "missing the config version N to roll back to");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     long long n;
+    char path[1400];
     if ((rc = lbctl_parse_int(verb, "version N", pos[0], 1, INT64_MAX, &n)) ||
-        (rc = lbctl_check_write(verb, o)))
+        (rc = lbctl_check_write(verb, o)) || (rc = canary_path(verb, o + 2, path, sizeof(path))))
         return rc;
+    if (path[0] && o[1].set)
+        return lbctl_usage(verb, "--if-match does not go with --canary");
+    if (path[0])
+        return rollback_canary(ctx, verb, n, o[0].value, path);
     json_t *body = json_pack("{sI}", "version", (json_int_t)n);
     if (body == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");

@@ -11,6 +11,8 @@
  *   - the control plane killed (SIGKILL) mid-bake and restarted: the
  *     staged rollout resumes from the store, dp1 keeps the old version
  *     until it is promoted;
+ *   - lbctl rollback N --canary 50%: staged the same way, promoted; other
+ *     writes meanwhile get 409 naming it; bad canary requests refused;
  *   - no request fails throughout.
  * Figures go to stderr ("canary: ..."). */
 #include "e2e.h"
@@ -368,6 +370,55 @@ static void killed_mid_bake(struct e2e_cp *w, long v1)
     ck_assert_int_eq(ver, vnew);
 }
 
+/* lbctl rollback N --canary 50%: version N's content staged on dp0 (the
+ * first half of the sorted node ids), promoted; bad requests refused. */
+static void staged_rollback(struct e2e_cp *w, long target)
+{
+    struct e2e_cmd r;
+    char path[512];
+    e2e_cp_path(w, "good.yaml", path, sizeof(path));
+    ck_assert_int_ne(e2e_cp_lbctl(w, &r, "config", "apply", path, "--canary", "dp9", NULL), 0);
+    ck_assert_msg(strstr(r.err, "dp9 has not reported"), "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_ne(e2e_cp_lbctl(w, &r, "config", "apply", path, "--bake", "1s", NULL), 0);
+    ck_assert_msg(strstr(r.err, "go with --canary"), "%s", r.err);
+    e2e_cmd_free(&r);
+    ck_assert_int_ne(e2e_cp_lbctl(w, &r, "config", "apply", path, "--canary", "0%", NULL), 0);
+    ck_assert_msg(strstr(r.err, "1% to 100%"), "%s", r.err);
+    e2e_cmd_free(&r);
+    char n[24];
+    snprintf(n, sizeof(n), "%ld", target);
+    uint64_t t0 = e2e_now_ms();
+    int rc = e2e_cp_lbctl(w, &r, "--json", "rollback", n, "--canary", "50%", "--bake", "1s", NULL);
+    ck_assert_msg(rc == 0, "%s%s", r.out, r.err);
+    long staged = 0;
+    ck_assert(e2e_json_long(r.out, "version", &staged));
+    ck_assert_msg(strstr(r.out, "\"dp0\"") && !strstr(r.out, "\"dp1\""), "%s", r.out);
+    e2e_cmd_free(&r);
+    /* someone else's write meanwhile: 409 naming it */
+    ck_assert_int_ne(e2e_cp_lbctl(w, &r, "backends", "drain", "b1", NULL), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "staged rollout of version %ld", staged);
+    ck_assert_msg(strstr(r.err, want), "%s", r.err);
+    e2e_cmd_free(&r);
+    char st[32] = "", *last = NULL;
+    uint64_t end = t0 + e2e_scaled_ms(15000);
+    while (e2e_now_ms() < end) {
+        free(last);
+        last = canary_json(w, st, sizeof(st));
+        if (strcmp(st, "promoted") == 0)
+            break;
+        e2e_poll_pause(50);
+    }
+    fprintf(stderr, "canary: staged rollback promoted %llu ms after the request (bake 1 s)\n",
+            (unsigned long long)(e2e_now_ms() - t0));
+    ck_assert_msg(strcmp(st, "promoted") == 0, "%s", last);
+    free(last);
+    long ver = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
+    ck_assert_int_eq(ver, staged);
+}
+
 START_TEST(staged_apply_two_dataplanes)
 {
     /* a sealed feed: the held and the canary snapshots are sealed too */
@@ -390,7 +441,7 @@ START_TEST(staged_apply_two_dataplanes)
     struct e2e_cp *w = e2e_cp_start(&o);
     long v1 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v1), 0);
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(22000) / 1000));
+    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(26000) / 1000));
     refused(w, v1);
     long v2 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v2), 0);
@@ -398,6 +449,7 @@ START_TEST(staged_apply_two_dataplanes)
     long v3 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v3), 0);
     killed_mid_bake(w, v3);
+    staged_rollback(w, v3);
     load_end(w, &l);
     struct e2e_cmd r;
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "canary", NULL), 0);
