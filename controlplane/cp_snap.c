@@ -154,6 +154,34 @@ int cp__repack(struct cp *cp, Lb__V1__Snapshot *snap, uint8_t **buf, size_t *len
     return LB_OK;
 }
 
+static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes, size_t n,
+                struct lb_err *err);
+
+/* A staged rollout baking: the held snapshot (the others' version) again,
+ * with the backends' current health, as a new generation. Its weights stay
+ * (dynamic weights follow the active config). A failure is logged. */
+static void republish_held(struct cp *cp)
+{
+    size_t len = 0, n = 0;
+    const uint8_t *held = publisher_held(cp->pub, &len);
+    const char *const *nodes = rollouts_canary_nodes(cp->rollouts, &n);
+    if (held == NULL || n == 0)
+        return;
+    Lb__V1__Snapshot *snap = lb__v1__snapshot__unpack(NULL, len, held);
+    if (snap == NULL) {
+        lb_log(LB_LOG_ERROR, "health_publish_failed", "the held snapshot does not decode");
+        return;
+    }
+    for (size_t i = 0; i < snap->n_backends; i++)
+        snap->backends[i]->health = proto_health(health_state(cp->health, snap->backends[i]->id));
+    uint64_t cur = cp->version;
+    cp->version = snap->config_version; /* cp__repack() stamps it */
+    struct lb_err e = {0};
+    if (hold(cp, snap, nodes, n, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "health_publish_failed", "held snapshot: %s", e.msg);
+    cp->version = cur;
+}
+
 void cp__publish_runtime(struct cp *cp)
 {
     if (cp->snap == NULL)
@@ -177,9 +205,19 @@ void cp__publish_runtime(struct cp *cp)
         return;
     }
     cp__serve(cp, gen, buf, len);
+    republish_held(cp);
 }
 
 /* ---- staged rollout (rollout_run.h) ---------------------------------------- */
+
+static void clear_list(char ***l, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free((*l)[i]);
+    free(*l);
+    *l = NULL;
+    *n = 0;
+}
 
 /* Makes <snap> (taken) the held snapshot, for every node but <nodes>, as a
  * new generation. */
@@ -187,11 +225,8 @@ static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes,
                 struct lb_err *err)
 {
     int rc;
-    for (size_t i = 0; i < snap->n_only_nodes; i++)
-        free(snap->only_nodes[i]);
-    free(snap->only_nodes);
-    snap->only_nodes = NULL;
-    snap->n_only_nodes = 0;
+    clear_list(&snap->only_nodes, &snap->n_only_nodes);
+    clear_list(&snap->except_nodes, &snap->n_except_nodes);
     snap->except_nodes = calloc(n, sizeof(*snap->except_nodes));
     for (size_t i = 0; snap->except_nodes != NULL && i < n; i++) {
         if ((snap->except_nodes[i] = strdup(nodes[i])) == NULL)
@@ -283,11 +318,7 @@ int cp_canary_promote(struct cp *cp, struct lb_err *err)
     int rc = cp__served_decode(cp, &snap, err);
     if (rc != LB_OK)
         return rc;
-    for (size_t i = 0; i < snap->n_only_nodes; i++)
-        free(snap->only_nodes[i]);
-    free(snap->only_nodes);
-    snap->only_nodes = NULL;
-    snap->n_only_nodes = 0;
+    clear_list(&snap->only_nodes, &snap->n_only_nodes);
     uint8_t *buf = NULL;
     size_t len = 0;
     uint64_t gen = 0;

@@ -853,6 +853,12 @@ uint64_t publisher_held_generation(const struct publisher *p)
     return p->held.generation;
 }
 
+const uint8_t *publisher_held(const struct publisher *p, size_t *len)
+{
+    *len = p->held.generation != 0 ? p->held.reply_len - p->held.snap_off : 0;
+    return p->held.generation != 0 ? p->held.reply + p->held.snap_off : NULL;
+}
+
 uint64_t publisher_generation(const struct publisher *p)
 {
     return p->generation;

@@ -97,6 +97,10 @@ void publisher_clear_held(struct publisher *p);
 /* Generation of the held snapshot, 0 when none. */
 uint64_t publisher_held_generation(const struct publisher *p);
 
+/* The held snapshot's encoding (borrowed until the next set or clear) and
+ * its length in *<len>; NULL when none. */
+const uint8_t *publisher_held(const struct publisher *p, size_t *len);
+
 /* Makes <keys> (borrowed as in publisher_config; NULL: unsealed from now on)
  * the keyring and re-seals the current snapshot with its first key, so that
  * the next publication and sync reply use it. The previous keyring may be

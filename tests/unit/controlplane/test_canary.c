@@ -4,11 +4,13 @@
  * rest of the fleet, waiting for the bake and for enough requests). */
 #include "lb_err.h"
 #include "rollout.h"
+#include "store.h"
 
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const known4[] = {"dp3", "dp1", "dp0", "dp2"};
 
@@ -146,6 +148,43 @@ START_TEST(gate_canary_vs_rest)
 }
 END_TEST
 
+/* The stored form: a meta row written with a version, naming it. */
+START_TEST(store_meta_with_version)
+{
+    char dir[] = "/tmp/lb-canary-unit-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/lb.db", dir);
+    struct lb_err e = {0};
+    struct store *st = store_open(path, &e);
+    ck_assert_msg(st != NULL, "%s", e.msg);
+    char *v = NULL;
+    ck_assert_int_eq(store_meta_get(st, "canary", &v, &e), LB_ENOTFOUND);
+    ck_assert_int_eq(store_meta_put(st, "generation", "1", &e), LB_EINVAL);
+    ck_assert_int_eq(store_meta_put(st, "canary", "{\"status\":\"promoted\"}", &e), LB_OK);
+    ck_assert_int_eq(store_meta_get(st, "canary", &v, &e), LB_OK);
+    ck_assert_str_eq(v, "{\"status\":\"promoted\"}");
+    free(v);
+    /* attached: written with the version, its number at the path */
+    uint64_t n = 0;
+    store_meta_attach(st, "canary", "{\"status\":\"baking\",\"version\":0}", "$.version");
+    ck_assert_int_eq(store_version_put(st, "x: 1\n", "h1", "test", NULL, &n, &e), LB_OK);
+    ck_assert_int_eq(store_meta_get(st, "canary", &v, &e), LB_OK);
+    char want[64];
+    snprintf(want, sizeof(want), "{\"status\":\"baking\",\"version\":%llu}", (unsigned long long)n);
+    ck_assert_str_eq(v, want);
+    free(v);
+    /* used once: the next write leaves it alone */
+    ck_assert_int_eq(store_version_put(st, "x: 2\n", "h2", "test", NULL, &n, &e), LB_OK);
+    ck_assert_int_eq(store_meta_get(st, "canary", &v, &e), LB_OK);
+    ck_assert_str_eq(v, want);
+    free(v);
+    store_close(st);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("canary");
@@ -155,6 +194,7 @@ int main(void)
     tcase_add_test(tc, nack_fails_at_once);
     tcase_add_test(tc, ack_wait_and_timeout);
     tcase_add_test(tc, gate_canary_vs_rest);
+    tcase_add_test(tc, store_meta_with_version);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
