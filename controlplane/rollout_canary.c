@@ -416,9 +416,13 @@ static void roll_back(struct canary *c, enum canary_status st, const char *who, 
            (unsigned long long)c->pre_version);
 }
 
-/* ACK and NACK of each canary from the data plane table. */
-static void acks(struct canary *c, bool *acked, const char **rejected, char (*why)[200])
+/* ACK and NACK of each canary from the data plane table; *<lost> gets the
+ * index of a canary silent for REPORTS_FRESH_MS (once the rollout is that
+ * old), -1 when none. */
+static void acks(struct canary *c, int64_t now_ms, bool *acked, const char **rejected,
+                 char (*why)[200], int *lost)
 {
+    *lost = -1;
     struct store_dataplane *dps = NULL;
     size_t n = 0;
     struct lb_err e = {0};
@@ -431,6 +435,9 @@ static void acks(struct canary *c, bool *acked, const char **rejected, char (*wh
             if (strcmp(dps[k].node_id, c->nodes[i]) != 0)
                 continue;
             acked[i] = dps[k].applied_generation >= c->gen;
+            if (now_ms - c->started_ms > REPORTS_FRESH_MS &&
+                now_ms - dps[k].last_report_unix_ms > REPORTS_FRESH_MS)
+                *lost = (int)i;
             if (dps[k].rejected_generation >= c->gen) {
                 snprintf(why[i], sizeof(why[i]), "%s",
                          dps[k].rejection_reason ? dps[k].rejection_reason : "");
@@ -451,7 +458,14 @@ void canary_tick(struct canary *c, int64_t now_ms)
     bool acked[ROLLOUT_CANARY_MAX] = {0};
     const char *rejected[ROLLOUT_CANARY_MAX] = {0};
     char why[ROLLOUT_CANARY_MAX][200];
-    acks(c, acked, rejected, why);
+    int lost;
+    acks(c, now_ms, acked, rejected, why, &lost);
+    if (lost >= 0) {
+        snprintf(c->reason, sizeof(c->reason), "canary %s stopped reporting for over %d s",
+                 c->nodes[lost], REPORTS_FRESH_MS / 1000);
+        roll_back(c, CANARY_FAILED, "rollout", now_ms);
+        return;
+    }
     bool all = true;
     for (size_t i = 0; i < c->n_nodes; i++)
         all = all && acked[i] && rejected[i] == NULL;
