@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "cp.h"
+#include "health.h"
 #include "lb_err.h"
 
 #include <string.h>
@@ -48,6 +49,21 @@ static json_t *backend_json(struct cp *cp, const struct config_backend *b)
          json_object_set_new(j, "queueTimeouts", json_integer((json_int_t)rt.queue_timeouts)) !=
              0 ||
          json_object_set_new(j, "sendProxy", json_string(config_send_proxy_name(b->send_proxy))) !=
+             0)) {
+        json_decref(j);
+        j = NULL;
+    }
+    /* rise/fall progress for the dashboard: the current runs against the thresholds */
+    const struct config *cfg = cp_config(cp);
+    struct health_status hs;
+    if (j != NULL && health_status_get(cp_health(cp), b->id, &hs) == LB_OK &&
+        (json_object_set_new(j, "checks_passes", json_integer(hs.passes)) != 0 ||
+         json_object_set_new(j, "checks_fails", json_integer(hs.fails)) != 0 ||
+         json_object_set_new(j, "checks_rise",
+                             json_integer(cfg->healthcheck.rise ? cfg->healthcheck.rise : 1)) !=
+             0 ||
+         json_object_set_new(j, "checks_fall",
+                             json_integer(cfg->healthcheck.fall ? cfg->healthcheck.fall : 1)) !=
              0)) {
         json_decref(j);
         j = NULL;

@@ -30,13 +30,22 @@ static void count_request(struct admin *a, const char *method, unsigned status)
 void admin__respond(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
                     const char *extra)
 {
+    admin__respond_cache(r, status, ctype, body, len, extra, "no-store");
+}
+
+void admin__respond_cache(struct req *r, unsigned status, const char *ctype, const char *body,
+                          size_t len, const char *extra, const char *cache)
+{
     struct conn *c = r->c;
     count_request(c->a, r->method, status);
-    char head[512];
+    char head[1024], clen[48] = "";
+    /* a 304 has no body and must not claim a length other than the file's */
+    if (status != 304)
+        snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", len);
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%s%s\r\n",
-                     status, http1_reason(status), ctype, len, extra ? extra : "",
+                     "HTTP/1.1 %u %s\r\nContent-Type: %s\r\n%s"
+                     "Cache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                     status, http1_reason(status), ctype, clen, cache, extra ? extra : "",
                      c->close_after ? "Connection: close\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(head)) {
         c->close_after = true;

@@ -125,6 +125,7 @@ struct req {
     size_t body_len;
     char author[80];
     const char *method; /* "GET", ... or "OTHER" */
+    bool rw;            /* admin__authorise(): the identity may write */
 };
 
 /* ---- admin_http.c: responses -------------------------------------------------- */
@@ -134,6 +135,10 @@ struct req {
  * closes the connection once what is queued is written. */
 void admin__respond(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
                     const char *extra);
+
+/* admin__respond() with Cache-Control: <cache> instead of no-store. */
+void admin__respond_cache(struct req *r, unsigned status, const char *ctype, const char *body,
+                          size_t len, const char *extra, const char *cache);
 
 /* Serialises <j> (taken; NULL answers 500) as the body. */
 void admin__respond_json(struct req *r, unsigned status, json_t *j);
@@ -219,6 +224,19 @@ void admin__rollouts_list(struct req *r);
 void admin__rollouts_start(struct req *r);
 void admin__rollout_get(struct req *r, const char *seg);
 void admin__rollout_op(struct req *r, const char *seg, const char *op);
+/* ---- admin_ui.c: the dashboard ------------------------------------------------- */
+
+/* Whether GET <path> is a dashboard asset or redirect: served without a token. */
+bool admin__ui_is_public(const char *path, size_t len);
+
+/* GET /, /ui and /ui/<asset>: the embedded files with the security headers. */
+void admin__ui(struct req *r, const char *path);
+
+/* GET /api/v1/whoami -> {"identity": "token:name", "rw": bool}. */
+void admin__whoami(struct req *r);
+
+/* GET /api/v1/history -> the bounded traffic history (history.h). */
+void admin__history(struct req *r, const char *query, size_t qlen);
 
 /* ---- admin_tls.c ---------------------------------------------------------------- */
 

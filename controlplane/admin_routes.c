@@ -127,6 +127,15 @@ void admin__route(struct req *r)
             if (allow(r, M_POST, m))
                 admin__rollout_op(r, id, slash + 1);
         }
+    } else if (strcmp(path, "/api/v1/whoami") == 0) {
+        if (allow(r, M_GET, m))
+            admin__whoami(r);
+    } else if (strcmp(path, "/api/v1/history") == 0) {
+        if (allow(r, M_GET, m))
+            admin__history(r, query, qlen);
+    } else if (admin__ui_is_public(path, plen)) {
+        if (allow(r, M_GET, m))
+            admin__ui(r, path);
     } else if (strcmp(path, "/api/v1/config/canary") == 0) {
         if (allow(r, M_GET | M_POST, m))
             m == M_GET ? admin__canary_get(r) : admin__canary_post(r, query, qlen);

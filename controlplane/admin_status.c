@@ -56,6 +56,13 @@ static void metrics_core(struct lb_prom *p, struct cp *cp, uint64_t total,
         lb_prom_u64(p, "lb_cp_dataplane_lag_generations", &l, 1,
                     gen > dps[i].applied_generation ? gen - dps[i].applied_generation : 0);
     }
+    lb_prom_family(p, "lb_cp_dataplane_rejected_generation", "gauge",
+                   "Generation of the newest snapshot the data plane rejected (0 = it applied "
+                   "the newest it was sent).");
+    for (size_t i = 0; i < n; i++) {
+        struct lb_prom_label l = {"node", dps[i].node_id};
+        lb_prom_u64(p, "lb_cp_dataplane_rejected_generation", &l, 1, dps[i].rejected_generation);
+    }
     lb_prom_family(p, "lb_cp_dataplane_last_seen_seconds", "gauge",
                    "Unix time of the data plane's last report, in seconds.");
     for (size_t i = 0; i < n; i++) {
@@ -81,6 +88,15 @@ static void metrics_health(struct lb_prom *p, struct cp *cp)
     lb_prom_u64(p, "lb_cp_health_checks_total", &skip, 1, hc.skips);
     prom_one(p, "lb_cp_pool_all_down", "gauge", "1 when every checked backend is down, else 0.",
              health_pool_all_down(cp_health(cp)) ? 1 : 0);
+    /* per backend, for alerts on one backend down */
+    const struct config *cfg = cp_config(cp);
+    lb_prom_family(p, "lb_cp_backend_down", "gauge",
+                   "1 when the active health checks have the backend down, else 0.");
+    for (size_t i = 0; cfg != NULL && i < cfg->n_backends; i++) {
+        struct lb_prom_label l = {"backend", cfg->backends[i].id};
+        lb_prom_u64(p, "lb_cp_backend_down", &l, 1,
+                    health_state(cp_health(cp), cfg->backends[i].id) == STORE_HEALTH_DOWN);
+    }
 }
 
 static uint64_t breaker_open_of(const struct cp_backend_runtime *rt)

@@ -71,6 +71,11 @@ struct config_frontend {
     char **proxy_from; /* proxyProtocolFrom: CIDRs whose connections start with a PROXY
                         * header (v1 or v2); at most CONFIG_MAX_PROXY_FROM; none = off */
     size_t n_proxy_from;
+    bool http2;                     /* TLS: ALPN offers h2 before http/1.1; default true */
+    bool http2_cleartext;           /* plain: prior-knowledge HTTP/2 (h2c); default false */
+    uint32_t http2_max_streams;     /* http2MaxConcurrentStreams: per connection; 100 */
+    uint32_t http2_window;          /* http2InitialWindowSize: per stream, bytes; 65535 */
+    uint32_t http2_max_header_list; /* http2MaxHeaderListSize: decoded bytes; 32768 */
 };
 
 /* backends[]: one upstream server. */

@@ -422,6 +422,11 @@ static int check_frontends(const struct cfg_check *v, struct config *cfg)
             if (!valid_cidr(f->proxy_from[k]))
                 return fail(v, q, "\"%.64s\" is not a CIDR (address[/bits])", f->proxy_from[k]);
         }
+        if (f->tls && f->http2_cleartext) {
+            child_path(p, sizeof(p), path, "http2Cleartext");
+            return fail(v, p,
+                        "is for plain frontends; a TLS frontend offers HTTP/2 by ALPN (http2)");
+        }
         if (f->tls && !cfg->ssl.present) {
             child_path(p, sizeof(p), path, "tls");
             return fail(v, p, "a TLS frontend needs the ssl section with certFile and keyFile");

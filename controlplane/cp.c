@@ -6,6 +6,7 @@
 
 #include "certwatch.h"
 #include "health.h"
+#include "history.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "mem.h"
@@ -406,7 +407,7 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
     cp->health_pub.data = cp;
     ev_timer_init(&cp->weights_timer, cp__on_weights_timer, CP_WEIGHTS_STEP_S, CP_WEIGHTS_STEP_S);
     cp->weights_timer.data = cp;
-    if ((cp->reports = reports_new()) == NULL) {
+    if ((cp->reports = reports_new()) == NULL || (cp->history = history_new()) == NULL) {
         lb_err_set(err, LB_ENOMEM, 0, "out of memory");
         goto fail;
     }
@@ -456,6 +457,7 @@ void cp_free(struct cp *cp)
     ev_timer_stop(cp->loop, &cp->health_pub);
     ev_timer_stop(cp->loop, &cp->weights_timer);
     reports_free(cp->reports);
+    history_free(cp->history);
     cp__dyn_clear(cp);
     if (cp->store != NULL)
         cp__health_flush(cp);
@@ -586,6 +588,11 @@ int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **o
 struct health *cp_health(const struct cp *cp)
 {
     return cp->health;
+}
+
+struct history *cp_history(const struct cp *cp)
+{
+    return cp->history;
 }
 
 static int parse_version(struct cp *cp, uint64_t number, struct config **out, struct lb_err *err)

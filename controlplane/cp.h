@@ -27,6 +27,7 @@
 struct lb_err;
 struct publisher;
 struct health;
+struct history;
 struct cp;
 struct tlscheck_bundle;
 struct seal_keyring;
@@ -177,6 +178,10 @@ int cp_health_get(struct cp *cp, const char *id, struct store_backend_health **o
  * (store_health_set() plus an audit row by "health") and published as a new
  * generation of the same config version before the loop next blocks. */
 struct health *cp_health(const struct cp *cp);
+
+/* The traffic history (borrowed) the data planes' reports fill, for
+ * GET /api/v1/history. */
+struct history *cp_history(const struct cp *cp);
 
 /* Semantic diff from stored version <from> to <to>. LB_ENOTFOUND if either
  * does not exist. Caller frees *<out> with config_diff_free(). */

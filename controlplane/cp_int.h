@@ -40,6 +40,7 @@ struct cp {
     char *tls_base;              /* base directory of cfg's relative ssl paths */
     struct cp_tls_status tls_st; /* counters and last outcomes for the API */
     struct reports *reports;     /* owned: the data planes' latest reports */
+    struct history *history;     /* owned: 15 minutes of their traffic, for the dashboard */
     ev_timer weights_timer;      /* every CP_WEIGHTS_STEP_S: one dynamic weights step */
     struct cp_dyn *dyn;          /* dynamic weights differing from the configured ones, */
     size_t n_dyn;                /* sorted by id; empty unless balancing.weights: dynamic */

@@ -5,6 +5,7 @@
 #include "cp_int.h"
 
 #include "health.h"
+#include "history.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "reports.h"
@@ -58,6 +59,8 @@ void cp_on_report(void *ctx, const Lb__V1__Report *report)
     struct lb_err e = {0};
     if (store_dataplane_upsert(cp->store, &dp, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "report_store_failed", "data plane %s: %s", report->node_id, e.msg);
+    if (history_add(cp->history, report, dp.last_report_unix_ms, &e) != LB_OK)
+        lb_log(LB_LOG_ERROR, "history_failed", "%s", e.msg);
     if (reports_add(cp->reports, report, dp.last_report_unix_ms, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "report_failed", "%s", e.msg);
     else

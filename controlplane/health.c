@@ -767,6 +767,8 @@ int health_status_get(const struct health *h, const char *id, struct health_stat
     out->last_check_unix_ms = c->last_check_ms;
     snprintf(out->last_error, sizeof(out->last_error), "%s", c->last_error);
     out->disabled = c->disabled;
+    out->passes = c->fsm.passes;
+    out->fails = c->fsm.fails;
     return LB_OK;
 }
 

@@ -100,6 +100,7 @@ struct health_status {
     char last_error[HEALTH_ERROR_MAX]; /* "" when the last check passed or none ran */
     bool disabled;
     bool ejected; /* down since a data plane ejected it (health_mark_down), until up again */
+    uint32_t passes, fails; /* the current runs of passes and failures (rise/fall progress) */
 };
 
 /* Counts over the targets of the last sync. */

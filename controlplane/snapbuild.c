@@ -278,6 +278,11 @@ static int build_frontends(Lb__V1__Snapshot *s, const struct snapbuild_input *in
             copy_strv(&f->proxy_from, &f->n_proxy_from, cf->proxy_from, cf->n_proxy_from) != 0)
             return nomem(err);
         f->port = cf->port;
+        f->http2 = cf->http2;
+        f->http2_cleartext = cf->http2_cleartext;
+        f->http2_max_streams = cf->http2_max_streams;
+        f->http2_window = cf->http2_window;
+        f->http2_max_header_list = cf->http2_max_header_list;
         if (cf->tls) {
             if (!cfg->ssl.present)
                 return lb_err_set(err, LB_EINVAL, 0,

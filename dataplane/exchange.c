@@ -656,6 +656,7 @@ void exchange_tunnel_end(struct exchange *x, const char *why)
     x->tunnel = false;
     exchange__access_log(x, NULL, why);
     u->be->bal.active--;
+    metrics_be_active(&w->metrics, u->be->stat_slot, false);
     x->up = NULL;
     upstream_detach(u);
     upstream_free(u);

@@ -84,6 +84,7 @@ struct exchange {
     struct transport *tls_tr; /* the client's TLS transport (identity headers), or NULL */
     struct buf **req_in;      /* where the request body's bytes arrive */
     bool dechunk_resp;        /* the client cannot take chunked framing (HTTP/1.0) */
+    bool h2;                  /* the client speaks HTTP/2 (the log line's protocol) */
 
     bool live;     /* from exchange_start() to its end: answered, finished or aborted */
     bool progress; /* it moved during the current run */

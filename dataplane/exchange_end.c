@@ -58,6 +58,10 @@ void exchange__access_log(struct exchange *x, const char *backend, const char *w
     lb_logbuf_cstr(w->log, "client", x->peer_ip);
     lb_logbuf_cstr(w->log, "method", x->method);
     lb_logbuf_cstr(w->log, "path", x->path);
+    lb_logbuf_cstr(w->log, "protocol",
+                   x->h2             ? "HTTP/2.0"
+                   : x->dechunk_resp ? "HTTP/1.0"
+                                     : "HTTP/1.1");
     lb_logbuf_uint(w->log, "status", x->status);
     lb_logbuf_uint(w->log, "bytes_in", x->bytes_in);
     lb_logbuf_uint(w->log, "bytes_out", x->bytes_out);
@@ -111,6 +115,7 @@ void exchange__attempt_end(struct exchange *x, struct backend_rt *be, enum outco
 {
     const struct snap *s = x->view->snap;
     be->bal.active--;
+    metrics_be_active(&x->w->metrics, be->stat_slot, false);
     if (o == OUT_OK)
         balancer_slot_on_success(&be->bal);
     else if (o == OUT_FAIL)

@@ -257,6 +257,7 @@ void exchange__attach_upstream(struct exchange *x)
         x->bdec = (uint8_t)d;
         x->bdec_valid = true;
         be->bal.active++; /* the attempt counts from here to exchange__attempt_end() */
+        metrics_be_active(&w->metrics, be->stat_slot, true);
         struct upstream *u = upstream_pool_take(w, be, x->peer, x->req.done);
         if (u != NULL) {
             x_bind_upstream(x, u, i);

@@ -17,6 +17,7 @@
 
 #include "endpoint.h"
 #include "exchange.h"
+#include "h2session.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "limiter.h"
@@ -55,6 +56,7 @@ struct h1session {
     bool resp_keepalive; /* the response in progress leaves the connection open */
     bool pp_listed;      /* CS_PPHDR: the source is listed, a header must come */
     bool local_known;    /* <local> is filled in */
+    bool h2_checked;     /* whether the connection speaks HTTP/2 was decided */
     uint16_t pp_have;    /* CS_PPHDR: bytes of a header taken so far, in <pp> */
     uint8_t *pp;         /* ... (a header that came in pieces), or NULL */
     char peer_ip[INET6_ADDRSTRLEN];
@@ -70,6 +72,7 @@ struct h1session {
 
 static void h1_run(struct h1session *c);
 static void h1_close(struct h1session *c);
+static bool h1_maybe_h2(struct h1session *c, bool first_tls);
 static bool h1_follow_view(struct h1session *c);
 
 static struct h1session *h1_of(struct exchange *x)
@@ -356,7 +359,10 @@ static void h1_read(struct h1session *c)
     struct worker *w = c->w;
     if (!c->ep.readable || c->ep.eof)
         return;
+    bool first_tls = c->tls_pending;
     ssize_t n = endpoint_read(&c->ep, &w->bufs);
+    if (n > 0 && !c->h2_checked && h1_maybe_h2(c, first_tls))
+        return;
     if (n > 0) {
         if (c->state == CS_IDLE) {
             c->state = CS_HEAD;
@@ -964,6 +970,48 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
     }
     c->x.t_start = ev_now(w->loop);
     h1_run(c);
+}
+
+/* The connection speaks HTTP/2 (ALPN h2, or the prior-knowledge preface on
+ * a frontend with http2Cleartext): an HTTP/2 session takes its socket,
+ * transport and bytes, and this session ends without closing them. */
+static bool h1_maybe_h2(struct h1session *c, bool first_tls)
+{
+    struct worker *w = c->w;
+    const struct snap_frontend *sf = h1_frontend(c);
+    bool h2 = false;
+    if (first_tls) {
+        h2 = sf->http2 && tls_transport_alpn_h2(&c->ep.tr);
+    } else if (c->x.tls_tr == NULL && sf->http2_cleartext) {
+        uint32_t len = buf_len(c->ep.in);
+        if (len < 3 && !c->ep.eof)
+            return false; /* "PRI" or not: wait for a few more bytes */
+        size_t cmp = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
+        h2 = memcmp(c->ep.in->data + c->ep.in->start, H2_PREFACE, cmp) == 0;
+    }
+    c->h2_checked = true;
+    if (!h2)
+        return false;
+    if (!h1_follow_view(c)) {
+        h1_close(c);
+        return true;
+    }
+    endpoint_set_events(w->loop, &c->ep, 0);
+    ev_timer_stop(w->loop, &c->timer);
+    struct sockaddr_storage peer = c->peer;
+    h2session_take(w, &c->ep, &peer, c->local_known ? &c->local : NULL, c->x.fe_index);
+    buf_put(&w->bufs, c->out);
+    c->out = NULL;
+    free(c->pp);
+    c->pp = NULL;
+    view_unref(w, c->x.view);
+    c->x.view = NULL;
+    lb_list_del(&c->link);
+    w->n_sessions--;
+    c->free_next = w->free_sessions;
+    w->free_sessions = c;
+    w->n_free_sessions++;
+    return true;
 }
 
 static struct h1session *of_link(struct lb_list *l)

@@ -210,17 +210,19 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
             return;
     }
     METRIC_ADD(p->by_class[metrics_class(status)], 1);
+    double secs = (double)duration_us / 1e6;
+    size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
+    if (b > METRICS_NBUCKETS)
+        b = METRICS_NBUCKETS;
     if (fe < m->n_fe) {
         struct metrics_fe *f = &m->fe[fe];
-        double secs = (double)duration_us / 1e6;
-        size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
-        if (b > METRICS_NBUCKETS)
-            b = METRICS_NBUCKETS;
         METRIC_ADD(f->hist[b], 1);
         METRIC_ADD(f->duration_us, duration_us);
     }
     if (be != NO_BACKEND && be < m->n_be) {
         METRIC_ADD(m->be[be]->requests, 1);
+        METRIC_ADD(m->be[be]->hist[b], 1);
+        METRIC_ADD(m->be[be]->duration_us, duration_us);
         if (status >= 500)
             METRIC_ADD(m->be[be]->errors, 1);
     }
@@ -238,6 +240,8 @@ struct agg_fe {
     uint64_t rejected[REJECT_N];
     uint64_t proxy[METRICS_PROXY_N];
     uint64_t hist[METRICS_NBUCKETS + 1];
+    uint64_t h2_conns, h2_streams;
+    uint64_t h2_abuse[H2_ABUSE_N];
 };
 
 struct agg_pair {
@@ -250,6 +254,9 @@ struct agg_be {
     const char *id; /* NULL: merged into an earlier row */
     uint64_t requests, errors, connect_failures, timeouts;
     uint64_t retries[METRICS_RETRY_N];
+    uint64_t duration_us;
+    uint64_t hist[METRICS_NBUCKETS + 1];
+    uint64_t active;
 };
 
 static int cmp_pair(const void *a, const void *b)
@@ -269,6 +276,11 @@ static const char *const reject_names[REJECT_N] = {
     "bad_request",     "uri_too_long",     "header_too_large", "expectation_failed",
     "not_implemented", "version",          "client_timeout",   "no_backend",
     "upstream_failed", "upstream_timeout", "connection_limit", "rate_limited",
+};
+
+static const char *const h2_abuse_names[H2_ABUSE_N] = {
+    "rapid_reset", "continuation",  "header_list", "settings", "ping",
+    "priority",    "window_update", "empty_data",  "streams",  "slow_reader",
 };
 
 static const char *const proxy_names[METRICS_PROXY_N] = {
@@ -326,6 +338,11 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
         {"lb_tunnel_sent_bytes_total", "counter",
          "Bytes backends sent to clients through Upgrade tunnels.",
          offsetof(struct agg_fe, tunnel_bytes_out)},
+        {"lb_http2_connections_total", "counter", "Client connections that spoke HTTP/2.",
+         offsetof(struct agg_fe, h2_conns)},
+        {"lb_http2_streams_total", "counter",
+         "HTTP/2 streams that carried a request (the HTTP/2 share of the requests).",
+         offsetof(struct agg_fe, h2_streams)},
     };
     for (unsigned i = 0; i < n_fe; i++) {
         fe[i].open = fe[i].accepted >= fe[i].closed ? fe[i].accepted - fe[i].closed : 0;
@@ -349,6 +366,15 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
         for (int r = 0; r < METRICS_PROXY_N; r++) {
             struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"result", proxy_names[r]}};
             lb_prom_u64(p, "lb_proxy_protocol_total", l, 2, fe[i].proxy[r]);
+        }
+    }
+    lb_prom_family(p, "lb_http2_abuse_total", "counter",
+                   "HTTP/2 connections calmed (GOAWAY ENHANCE_YOUR_CALM) or streams refused, by "
+                   "attack class.");
+    for (unsigned i = 0; i < n_fe; i++) {
+        for (int r = 0; r < H2_ABUSE_N; r++) {
+            struct lb_prom_label l[2] = {{"frontend", fe[i].name}, {"kind", h2_abuse_names[r]}};
+            lb_prom_u64(p, "lb_http2_abuse_total", l, 2, fe[i].h2_abuse[r]);
         }
     }
     lb_prom_family(p, "lb_http_request_duration_seconds", "histogram",
@@ -392,6 +418,29 @@ static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pai
     }
 }
 
+/* lb_backend_request_duration_seconds: the latency of the requests each
+ * backend answered (the dashboard's and Grafana's p50/p99 per backend). */
+static void render_be_latency(struct lb_prom *p, const struct agg_be *bes, size_t n_bes)
+{
+    lb_prom_family(p, "lb_backend_request_duration_seconds", "histogram",
+                   "Time from the first byte of a request to the last byte of its response, by "
+                   "the backend that answered it.");
+    size_t nb =
+        lb_prom_latency_nbounds < METRICS_NBUCKETS ? lb_prom_latency_nbounds : METRICS_NBUCKETS;
+    for (size_t i = 0; i < n_bes; i++) {
+        if (bes[i].id == NULL)
+            continue;
+        struct lb_prom_label l = {"backend", bes[i].id};
+        uint64_t counts[METRICS_NBUCKETS + 1];
+        memcpy(counts, bes[i].hist, sizeof(uint64_t) * nb);
+        counts[nb] = 0;
+        for (size_t b = nb; b <= METRICS_NBUCKETS; b++)
+            counts[nb] += bes[i].hist[b];
+        lb_prom_histogram(p, "lb_backend_request_duration_seconds", &l, 1, lb_prom_latency_bounds,
+                          nb, counts, (double)bes[i].duration_us / 1e6);
+    }
+}
+
 /* The per-backend families from the workers' rows, merged by id. */
 static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
 {
@@ -405,6 +454,10 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
             bes[i].timeouts += bes[j].timeouts;
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 bes[i].retries[r] += bes[j].retries[r];
+            bes[i].duration_us += bes[j].duration_us;
+            bes[i].active += bes[j].active;
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                bes[i].hist[b] += bes[j].hist[b];
             bes[j].id = NULL;
             j++;
         }
@@ -415,8 +468,13 @@ static void render_bes(struct lb_prom *p, struct agg_be *bes, size_t n_bes)
          offsetof(struct agg_be, connect_failures)},
         {"lb_backend_timeouts_total", "counter", "Requests whose backend timed out.",
          offsetof(struct agg_be, timeouts)},
+        {"lb_backend_requests_in_flight", "gauge",
+         "Requests (and Upgrade tunnels) sent to the backend and not finished yet.",
+         offsetof(struct agg_be, active)},
     };
     render_rows(p, fams, sizeof(fams) / sizeof(fams[0]), "backend", bes, n_bes, sizeof(*bes));
+
+    render_be_latency(p, bes, n_bes);
 
     static const char *const retry_names[METRICS_RETRY_N] = {"connect", "5xx", "timeout", "reset"};
     lb_prom_family(p, "lb_retries_total", "counter",
@@ -478,6 +536,10 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
                 fe[k].rejected[r] += METRIC_GET(f->rejected[r]);
             for (int r = 0; r < METRICS_PROXY_N; r++)
                 fe[k].proxy[r] += METRIC_GET(f->proxy[r]);
+            fe[k].h2_conns += METRIC_GET(f->h2_conns);
+            fe[k].h2_streams += METRIC_GET(f->h2_streams);
+            for (int r = 0; r < H2_ABUSE_N; r++)
+                fe[k].h2_abuse[r] += METRIC_GET(f->h2_abuse[r]);
             for (int b = 0; b <= METRICS_NBUCKETS; b++)
                 fe[k].hist[b] += METRIC_GET(f->hist[b]);
         }
@@ -502,6 +564,10 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             a->timeouts = METRIC_GET(m->be[i]->timeouts);
             for (int r = 0; r < METRICS_RETRY_N; r++)
                 a->retries[r] = METRIC_GET(m->be[i]->retries[r]);
+            a->duration_us = METRIC_GET(m->be[i]->duration_us);
+            a->active = METRIC_GET(m->be[i]->active);
+            for (int b = 0; b <= METRICS_NBUCKETS; b++)
+                a->hist[b] = METRIC_GET(m->be[i]->hist[b]);
         }
     }
 
@@ -556,6 +622,10 @@ void metrics_backend_totals(struct metrics_worker *const *workers, unsigned n,
             t->errors += METRIC_GET(be->errors);
             t->connect_failures += METRIC_GET(be->connect_failures);
             t->timeouts += METRIC_GET(be->timeouts);
+            t->duration_us += METRIC_GET(be->duration_us);
+            t->active += METRIC_GET(be->active);
+            for (int k = 0; k <= METRICS_NBUCKETS; k++)
+                t->hist[k] += METRIC_GET(be->hist[k]);
         }
         pthread_mutex_unlock(&m->lock);
     }

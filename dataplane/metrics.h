@@ -62,6 +62,22 @@ enum metrics_retry {
     METRICS_RETRY_N,
 };
 
+/* Why an HTTP/2 connection was calmed (GOAWAY ENHANCE_YOUR_CALM) or a
+ * stream refused: the attack classes h2session polices. */
+enum metrics_h2_abuse {
+    H2_ABUSE_RAPID_RESET = 0, /* streams reset by the client, beyond the rate */
+    H2_ABUSE_CONTINUATION,    /* CONTINUATION frames beyond the count per header block */
+    H2_ABUSE_HEADER_LIST,     /* a decoded header list over http2MaxHeaderListSize */
+    H2_ABUSE_SETTINGS,        /* SETTINGS frames beyond the rate */
+    H2_ABUSE_PING,            /* PING frames beyond the rate */
+    H2_ABUSE_PRIORITY,        /* PRIORITY frames beyond the rate */
+    H2_ABUSE_WINDOW_UPDATE,   /* WINDOW_UPDATE frames beyond the rate */
+    H2_ABUSE_EMPTY_DATA,      /* DATA frames without payload or end, beyond the rate */
+    H2_ABUSE_STREAMS,         /* streams refused: the worker's limit */
+    H2_ABUSE_SLOW_READER,     /* our output to the client stayed full too long */
+    H2_ABUSE_N,
+};
+
 #define METRICS_MAX_FE   64
 #define METRICS_NBUCKETS 14
 #define METRICS_CLASSES  6 /* 1xx..5xx, other */
@@ -79,6 +95,9 @@ struct metrics_fe {
     metric_t tunnel_bytes_out; /* bytes backends sent through tunnels */
     metric_t rejected[REJECT_N];
     metric_t proxy[METRICS_PROXY_N]; /* PROXY protocol headers, by outcome */
+    metric_t h2_conns;               /* connections that spoke HTTP/2 */
+    metric_t h2_streams;             /* HTTP/2 streams that carried a request */
+    metric_t h2_abuse[H2_ABUSE_N];   /* HTTP/2 connections calmed, by attack class */
     metric_t hist[METRICS_NBUCKETS + 1];
     metric_t duration_us; /* sum */
 };
@@ -89,7 +108,10 @@ struct metrics_be {
     metric_t errors; /* 5xx answered by or for it */
     metric_t connect_failures;
     metric_t timeouts;
-    metric_t retries[METRICS_RETRY_N]; /* retries after a failure here, by reason */
+    metric_t retries[METRICS_RETRY_N];   /* retries after a failure here, by reason */
+    metric_t hist[METRICS_NBUCKETS + 1]; /* latency, lb_prom_latency_bounds buckets */
+    metric_t duration_us;                /* latency sum */
+    metric_t active; /* attempts (and tunnels) in flight now: up and down by its worker */
 };
 
 /* One (frontend, backend) pair's requests by status class. */
@@ -155,7 +177,19 @@ struct metrics_be_totals {
     uint64_t errors;
     uint64_t connect_failures;
     uint64_t timeouts;
+    uint64_t duration_us;                /* latency sum */
+    uint64_t hist[METRICS_NBUCKETS + 1]; /* latency histogram, lb_prom_latency_bounds */
+    uint64_t active;                     /* in flight now */
 };
+
+/* Worker thread: one more (<up>) or one fewer request in flight to the
+ * backend in <slot> (UINT32_MAX or a slot not in use: nothing). A slot is
+ * released only once its backend has nothing in flight. */
+static inline void metrics_be_active(struct metrics_worker *m, uint32_t slot, bool up)
+{
+    if (slot < m->n_be)
+        METRIC_ADD(m->be[slot]->active, up ? 1 : (uint64_t)-1);
+}
 
 /* Fills out[i] with the sums for backend ids[i] (zeros for an id no worker
  * has seen). Takes every worker's lock in turn. Any thread. */

@@ -125,6 +125,31 @@ static bool id_is_valid(const char *id)
     return true;
 }
 
+/* The frontend's HTTP/2 settings, defaults filled in. */
+static int build_http2(struct snap_frontend *sf, const Lb__V1__Frontend *f, size_t i,
+                       struct lb_err *err)
+{
+    sf->http2 = f->http2 && f->tls != NULL;
+    sf->http2_cleartext = f->http2_cleartext && f->tls == NULL;
+    sf->h2_max_streams = or_default(f->http2_max_streams, 100);
+    sf->h2_window = or_default(f->http2_window, 65535);
+    sf->h2_max_header_list = or_default(f->http2_max_header_list, 32768);
+    if (sf->h2_max_streams > 1000)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "frontends[%zu].http2_max_streams: %u is out of range (1..1000)", i,
+                          sf->h2_max_streams);
+    if (sf->h2_window < 16384 || sf->h2_window > 16777216)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "frontends[%zu].http2_window: %u is out of range (16384..16777216)", i,
+                          sf->h2_window);
+    if (sf->h2_max_header_list < 1024 || sf->h2_max_header_list > 1048576)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "frontends[%zu].http2_max_header_list: %u is out of range "
+                          "(1024..1048576)",
+                          i, sf->h2_max_header_list);
+    return LB_OK;
+}
+
 static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb_err *err)
 {
     if (pb->n_frontends == 0)
@@ -156,6 +181,8 @@ static int build_frontends(struct snap *s, const Lb__V1__Snapshot *pb, struct lb
         sf->tls = f->tls != NULL;
         format_host_port(sf->key, sizeof(sf->key), &sf->addr);
         if (build_proxy_from(sf, f, i, err) != LB_OK)
+            return err->code;
+        if (build_http2(sf, f, i, err) != LB_OK)
             return err->code;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(s->frontends[j].name, sf->name) == 0)
@@ -478,7 +505,8 @@ int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets
                 break;
             }
         }
-        if (prev != NULL && tls_same(prev_cfg, cfg)) {
+        if (prev != NULL && tls_same(prev_cfg, cfg) &&
+            tls_ctx_alpn_h2(prev) == s->frontends[i].http2) {
             s->tls[i] = tls_ctx_ref(prev);
             continue;
         }
@@ -486,6 +514,7 @@ int snapshot_bind_tls(struct snap *s, const struct snap *old, struct tls_tickets
         s->tls[i] = tls_ctx_new(cfg, tickets, &e);
         if (s->tls[i] == NULL)
             return lb_err_set(err, e.code ? e.code : LB_EINVAL, 0, "frontends[%u].%s", i, e.msg);
+        tls_ctx_set_alpn_h2(s->tls[i], s->frontends[i].http2);
         if (prev != NULL)
             tls_ctx_continue_counters(s->tls[i], prev);
     }

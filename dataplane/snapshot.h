@@ -57,6 +57,11 @@ struct snap_frontend {
     char key[80];                    /* "address:port": a listener's identity across snapshots */
     uint32_t n_proxy_from;           /* 0: no PROXY protocol */
     struct limiter_cidr *proxy_from; /* sources that must send a PROXY header */
+    bool http2;                      /* TLS: ALPN offers h2 */
+    bool http2_cleartext;            /* plain: prior-knowledge h2c */
+    uint32_t h2_max_streams;         /* concurrent streams per connection */
+    uint32_t h2_window;              /* initial stream window (bytes) */
+    uint32_t h2_max_header_list;     /* decoded header list (bytes) */
 };
 
 struct snap_backend {

@@ -406,6 +406,7 @@ static void sync_send_report(struct sync *s)
     r.started_unix_ms = s->started_ms;
     r.boot_id = s->boot_id;
     r.seq = ++s->seq;
+    r.binary_version = (char *)LB_VERSION;
     uint32_t nb = snap && dp->n_workers ? snap->n_backends : 0;
     Lb__V1__BackendReport *brs = calloc(nb ? nb : 1, sizeof(*brs));
     Lb__V1__BackendReport **brp = calloc(nb ? nb : 1, sizeof(*brp));
@@ -426,6 +427,10 @@ static void sync_send_report(struct sync *s)
             brs[i].connect_failures = tot[i].connect_failures;
             brs[i].timeouts = tot[i].timeouts;
             brs[i].effective_weight = snap->backends[i].weight;
+            brs[i].latency_sum_us = tot[i].duration_us;
+            brs[i].active = (uint32_t)tot[i].active;
+            brs[i].n_latency_buckets = METRICS_NBUCKETS + 1;
+            brs[i].latency_buckets = tot[i].hist;
             struct bshared *sh = dp->backends ? bshared_registry_find(dp->backends, ids[i]) : NULL;
             if (sh != NULL) {
                 if (snap->breaker.enabled)

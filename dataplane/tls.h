@@ -182,6 +182,14 @@ const char *tls_error_name(enum tls_error e);
  *    still in progress is counted as "timeout" or "incomplete". */
 int tls_transport_init(struct transport *t, int fd, struct tls_ctx *ctx, struct lb_err *err);
 
+/* ALPN of the contexts made by tls_ctx_new(): "h2" is offered before
+ * "http/1.1" when <on> (set before the context is shared). */
+void tls_ctx_set_alpn_h2(struct tls_ctx *ctx, bool on);
+bool tls_ctx_alpn_h2(const struct tls_ctx *ctx);
+
+/* True once the handshake of TLS transport <t> selected ALPN "h2". */
+bool tls_transport_alpn_h2(struct transport *t);
+
 /* Advances the handshake of TLS transport <t> without reading data. Returns
  * 1 once it is complete (also on later calls), TRANSPORT_AGAIN,
  * TRANSPORT_WANT_WRITE or TRANSPORT_ERROR (failed: counted once, t->err set). */

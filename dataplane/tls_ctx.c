@@ -227,9 +227,13 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
     static const unsigned char ours[] = "\x08http/1.1";
+    static const unsigned char with_h2[] = "\x02h2\x08http/1.1";
+    const struct tls_ctx *ctx = arg;
+    const unsigned char *list = ctx->alpn_h2 ? with_h2 : ours;
+    unsigned int list_len = ctx->alpn_h2 ? sizeof(with_h2) - 1 : sizeof(ours) - 1;
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) ==
-        OPENSSL_NPN_NEGOTIATED) {
+    /* the server's order wins: h2 when the client offers it */
+    if (SSL_select_next_proto(&sel, outlen, list, list_len, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
@@ -498,4 +502,25 @@ int tls_ctx_cert_info(const struct tls_ctx *ctx, size_t i, struct tls_cert_info 
     out->name = ctx->certs[i].name;
     out->not_after = ctx->certs[i].not_after;
     return LB_OK;
+}
+
+void tls_ctx_set_alpn_h2(struct tls_ctx *ctx, bool on)
+{
+    ctx->alpn_h2 = on;
+}
+
+bool tls_ctx_alpn_h2(const struct tls_ctx *ctx)
+{
+    return ctx->alpn_h2;
+}
+
+bool tls_transport_alpn_h2(struct transport *t)
+{
+    struct tls_conn *c = t->impl;
+    const unsigned char *p = NULL;
+    unsigned int len = 0;
+    if (c == NULL || c->ssl == NULL)
+        return false;
+    SSL_get0_alpn_selected(c->ssl, &p, &len);
+    return len == 2 && p[0] == 'h' && p[1] == '2';
 }

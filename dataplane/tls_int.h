@@ -66,6 +66,7 @@ struct tls_ctx {
     unsigned char (*pins)[SHA256_DIGEST_LENGTH];
     size_t n_pins;
     struct tls_counters *cnt; /* one reference */
+    bool alpn_h2;             /* ALPN offers "h2" before "http/1.1" */
 };
 
 /* A session the client side may resume, per (SNI, verified name). */

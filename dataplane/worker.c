@@ -17,6 +17,7 @@
 #include "dp.h"
 #include "exchange.h"
 #include "h1session.h"
+#include "h2session.h"
 #include "handover.h"
 #include "lb_err.h"
 #include "lb_log.h"
@@ -364,6 +365,7 @@ static void worker_begin_drain(struct worker *w)
         listeners_close_all(w);
     }
     h1session_drain_all(w);
+    h2session_drain_all(w);
     upstream_pool_expire(w, INFINITY);
     if (w->n_sessions == 0)
         worker_stop_loop(w);
@@ -375,6 +377,7 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     struct dp *dp = w->dp;
     if (atomic_load(&dp->stopping)) {
         h1session_close_all(w);
+        h2session_close_all(w);
         worker_stop_loop(w);
         return;
     }
@@ -415,6 +418,7 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     upstream_pool_expire(w, ev_now(loop));
     upstream_pool_yield(w);
     h1session_free_list_trim(w, MAX_FREE_SESSIONS);
+    h2session_free_list_trim(w);
     probes_run(w);
     if (++w->trim_ticks >= TRIM_TICKS) {
         w->trim_ticks = 0;
@@ -428,8 +432,10 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct worker *w = p->data;
+    h2session_run_pending(w);
     /* closed connections may be referenced only inside their callbacks */
     h1session_free_list_trim(w, MAX_FREE_SESSIONS);
+    h2session_free_list_trim(w);
     /* the last connection of a drain closed during this turn */
     if (w->draining && w->n_sessions == 0)
         worker_stop_loop(w);
@@ -443,7 +449,9 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     ev_run(w->loop, 0);
     h1session_close_all(w);
+    h2session_close_all(w);
     h1session_free_list_trim(w, 0);
+    h2session_free_list_trim(w);
     lb_logbuf_flush(w->log);
     atomic_store(&w->stopped, true);
     return NULL;
@@ -467,6 +475,8 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     lb_map_init(&w->be_map, NULL, NULL);
     lb_list_init(&w->pool);
     lb_list_init(&w->sessions);
+    lb_list_init(&w->h2conns);
+    lb_list_init(&w->h2_pending);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
     int rc = w->log ? worker_adopt(w, snap, dp->inherit, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");

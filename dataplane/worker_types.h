@@ -27,6 +27,7 @@
 
 struct lb_logbuf;
 struct h1session;
+struct h2conn;
 struct upstream;
 struct dp;
 struct probe;
@@ -95,7 +96,11 @@ struct worker {
     uint32_t n_tunnels; /* sessions that became Upgrade tunnels */
     struct h1session *free_sessions;
     uint32_t n_free_sessions;
-    struct lb_list pool; /* every pooled upstream (upstream.wpool), newest first */
+    struct lb_list h2conns;    /* HTTP/2 client connections (also counted in n_sessions) */
+    struct h2conn *h2_free;    /* closed ones, freed by h2session_free_list_trim() */
+    struct lb_list h2_pending; /* HTTP/2 connections with woken streams (h2conn.pend) */
+    uint32_t n_h2_streams;     /* open HTTP/2 streams on this worker */
+    struct lb_list pool;       /* every pooled upstream (upstream.wpool), newest first */
     struct buf_pool bufs;
     uint32_t trim_ticks;               /* ticks since the buffer pool was last trimmed */
     struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */

@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/run-demo.sh BUILD_DIR: what `make run` calls. Starts the whole system
 # on 127.0.0.1: three demo backends (demo-a/b/c on 9001-9003), lb-controlplane
-# (SQLite db and runtime dir under ./.state/, bootstrap deploy/config.yaml) and
+# (SQLite db and runtime dir under ./.state/, bootstrap deploy/config.yaml;
+# admin API and dashboard on 127.0.0.1:9180, tokens in ./.state/admin-tokens) and
 # one lb-dataplane following it (frontend 8080, metrics 9090), then waits.
 # Ctrl-C or SIGTERM stops everything it started, by pid. The db survives a
 # re-run (config versions are kept); `rm -rf .state` starts afresh.
@@ -15,6 +16,7 @@ STATE=$PWD/.state
 RUN=$STATE/run
 FRONT_PORT=8080
 METRICS_PORT=9090
+ADMIN_PORT=9180 # the admin API over TCP (plain HTTP, loopback only) and the dashboard
 NAMES=(demo-a demo-b demo-c)
 PORTS=(9001 9002 9003)
 
@@ -26,7 +28,7 @@ done
 port_taken() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-for p in "${PORTS[@]}" "$FRONT_PORT" "$METRICS_PORT"; do
+for p in "${PORTS[@]}" "$FRONT_PORT" "$METRICS_PORT" "$ADMIN_PORT"; do
     if port_taken "$p"; then
         echo "run-demo: 127.0.0.1:$p is already in use; stop whatever listens there" \
             "(ss -ltnp 'sport = :$p') and retry" >&2
@@ -92,7 +94,16 @@ for i in 0 1 2; do
         { echo "run-demo: ${NAMES[$i]} did not start:" >&2; cat "$STATE/${NAMES[$i]}.log" >&2; exit 1; }
 done
 
+# Two tokens for the admin API over TCP (the dashboard's login), made once.
+TOKENS=$STATE/admin-tokens
+if [ ! -s "$TOKENS" ]; then
+    (umask 077 && printf 'demo-ro %s ro\ndemo-rw %s rw\n' \
+        "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
+        "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >"$TOKENS")
+fi
+chmod 600 "$TOKENS"
 "$BUILD/lb-controlplane" --db "$STATE/lb.db" --bootstrap "$CONFIG" --runtime-dir "$RUN" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --admin-tokens "$TOKENS" --admin-insecure-http \
     >>"$STATE/lb-controlplane.log" 2>&1 &
 CP_PID=$!
 PIDS+=($CP_PID)
@@ -127,6 +138,9 @@ lb is running: control plane + 1 data plane + 3 demo backends, all on 127.0.0.1
   $LBCTL audit                                  # who changed what, newest first
   $LBCTL dataplanes
 $DB_NOTE; rm -rf $STATE starts afresh.
+Dashboard: http://127.0.0.1:$ADMIN_PORT/ui/  (log in with a token of $TOKENS:
+  read-only  $(awk '$1 == "demo-ro" {print $2}' "$TOKENS")
+  read-write $(awk '$1 == "demo-rw" {print $2}' "$TOKENS"))
 Logs: $STATE/lb-controlplane.log, $STATE/lb-dataplane.log, $STATE/demo-*.log
 Ctrl-C stops everything.
 

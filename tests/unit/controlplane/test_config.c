@@ -813,6 +813,13 @@ static const struct bad bad_cases[] = {
      "timeouts.tunnelIdle: 25h is too long (at most 24h)"},
     {"frontends:\n  - port: 8080\n    proxyProtocolFrom: [\"10.0.0.0/8\", \"10.1/8\"]\n" BE, "3:39",
      "frontends[0].proxyProtocolFrom[1]: \"10.1/8\" is not a CIDR"},
+    {"frontends:\n  - {port: 8443, tls: true, http2Cleartext: true}\n" BE SSL, "2:45",
+     "frontends[0].http2Cleartext: is for plain frontends; a TLS frontend offers HTTP/2 by ALPN "
+     "(http2)"},
+    {"frontends:\n  - {port: 8080, http2MaxConcurrentStreams: 0}\n" BE, "2:45",
+     "frontends[0].http2MaxConcurrentStreams: 0 is out of range (1..1000)"},
+    {"frontends:\n  - {port: 8080, http2InitialWindowSize: 100}\n" BE, "2:42",
+     "frontends[0].http2InitialWindowSize: 100 is out of range (16384..16777216)"},
     {FEB "  - {url: \"http://a:1\", sendProxy: v3}\n", "4:36",
      "unknown sendProxy \"v3\" (expected off, v1 or v2)"},
     {FE BE "limits:\n  maxTunnels: 0\n", "6:15",
@@ -991,6 +998,31 @@ START_TEST(proxy_protocol_keys)
                   "%s", text);
     free(text);
     config_diff_free(df);
+    free(y1);
+    config_free(a);
+    config_free(b);
+    config_free(d);
+}
+END_TEST
+
+START_TEST(http2_keys)
+{
+    struct config *d = parse_ok(MINIMAL);
+    ck_assert(d->frontends[0].http2);
+    ck_assert(!d->frontends[0].http2_cleartext);
+    ck_assert_uint_eq(d->frontends[0].http2_max_streams, 100);
+    ck_assert_uint_eq(d->frontends[0].http2_window, 65535);
+    ck_assert_uint_eq(d->frontends[0].http2_max_header_list, 32768);
+    char *y0 = config_export_yaml(d, NULL, NULL);
+    ck_assert_ptr_null(strstr(y0, "http2")); /* defaults leave old hashes alone */
+    free(y0);
+    struct config *a = parse_ok("frontends:\n  - port: 8080\n    http2Cleartext: true\n"
+                                "    http2MaxConcurrentStreams: 7\n" BE);
+    ck_assert(a->frontends[0].http2_cleartext);
+    ck_assert_uint_eq(a->frontends[0].http2_max_streams, 7);
+    char *y1 = config_export_yaml(a, NULL, NULL);
+    struct config *b = parse_ok(y1);
+    ck_assert(config_equal(a, b));
     free(y1);
     config_free(a);
     config_free(b);
@@ -1255,6 +1287,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, yaml_round_trip_everything);
     tcase_add_test(tc, json_round_trip);
     tcase_add_test(tc, proxy_protocol_keys);
+    tcase_add_test(tc, http2_keys);
     tcase_add_test(tc, hash_is_content);
     tcase_add_test(tc, tls_keys_round_trip);
     tcase_add_test(tc, limits_and_ejection_round_trip);

@@ -150,6 +150,34 @@ START_TEST(proxy_protocol_settings)
 }
 END_TEST
 
+START_TEST(http2_settings)
+{
+    struct sfix f;
+    sfix_init(&f);
+    f.fe[0].http2 = true; /* a plain frontend: ALPN does not apply */
+    f.fe[1].http2_cleartext = true;
+    f.fe[1].http2_max_streams = 7;
+    struct snap *s = NULL;
+    struct lb_err err = {0};
+    ck_assert_msg(sfix_decode(&f, &s, &err) == LB_OK, "%s", err.msg);
+    ck_assert(!s->frontends[0].http2);
+    ck_assert(!s->frontends[0].http2_cleartext);
+    ck_assert_uint_eq(s->frontends[0].h2_max_streams, 100);
+    ck_assert_uint_eq(s->frontends[0].h2_window, 65535);
+    ck_assert_uint_eq(s->frontends[0].h2_max_header_list, 32768);
+    ck_assert(s->frontends[1].http2_cleartext);
+    ck_assert_uint_eq(s->frontends[1].h2_max_streams, 7);
+    snap_unref(s);
+    sfix_init(&f);
+    f.fe[1].http2_window = 100;
+    s = (struct snap *)0x1;
+    ck_assert_int_eq(sfix_decode(&f, &s, &err), LB_EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err.msg, "frontends[1].http2_window: 100 is out of range") != NULL, "%s",
+                  err.msg);
+}
+END_TEST
+
 START_TEST(zero_weight_means_one)
 {
     struct sfix f;
@@ -347,6 +375,7 @@ int main(void)
     tcase_add_test(ok, valid_snapshot_has_defaults);
     tcase_add_test(ok, zero_weight_means_one);
     tcase_add_test(ok, proxy_protocol_settings);
+    tcase_add_test(ok, http2_settings);
     tcase_add_test(ok, draining_and_down_are_not_eligible);
     suite_add_tcase(s, ok);
     TCase *bad = tcase_create("invalid");

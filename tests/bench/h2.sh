@@ -1,0 +1,224 @@
+#!/bin/bash
+# tests/bench/h2.sh BUILD_DIR: HTTP/2 side by side — lb-dataplane, HAProxy
+# (alpn h2) and NGINX (http2) terminating HTTP/2 over TLS with the same ECDSA
+# P-256 certificate in front of the same HTTP/1.1 origin (2 threads/workers
+# each, upstream keep-alive, logs off). Prints, medians of ROUNDS interleaved
+# rounds of DURATION seconds of h2load (2 threads):
+#   m10      -c 64 -m 10: 64 connections, 10 streams in flight on each
+#   m100     -c 16 -m 100: 16 connections, 100 streams in flight on each
+# requests/s and p99 latency (from h2load's per-request log), then each
+# proxy's resident memory before and after IDLE idle HTTP/2 connections were
+# opened (TLS handshake, preface, SETTINGS exchanged, no stream).
+# Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
+set -euo pipefail
+
+BUILD=${1:?usage: tests/bench/h2.sh BUILD_DIR}
+BUILD=$(cd "$BUILD" && pwd)
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+IDLE=${IDLE:-1000}
+TMP=$(mktemp -d /tmp/lb-bench-h2-XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for tool in h2load openssl protoc; do
+    command -v $tool >/dev/null || { echo "h2 bench: $tool is not installed (make bench installs it)" >&2; exit 1; }
+done
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem"
+
+"$BUILD/lb-backend" --port 0 --name origin --threads 2 >"$TMP/origin.log" 2>&1 &
+PIDS+=($!)
+ORIGIN=
+for _ in $(seq 1 200); do
+    ORIGIN=$(grep -o '"port":[0-9]*' "$TMP/origin.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
+    [ -n "$ORIGIN" ] && break
+    sleep 0.05
+done
+[ -n "$ORIGIN" ] || { echo "h2 bench: lb-backend did not start" >&2; exit 1; }
+
+declare -A PORT
+declare -A PID
+PROXIES=()
+
+p=$(free_port)
+/usr/bin/python3 - "$TMP" "$p" "$ORIGIN" >"$TMP/lb.txt" <<'PY'
+import sys
+tmp, port, origin = sys.argv[1], sys.argv[2], sys.argv[3]
+def esc(path):
+    return ''.join('\\n' if ch == '\n' else ('\\"' if ch == '"' else ch) for ch in open(path).read())
+print('config_version: 1 generation: 1')
+print('frontends { name: "h2" bind_address: "127.0.0.1" port: %s http2: true tls { certificates { name: "bench" cert_pem: "%s" key_pem: "%s" } } }'
+      % (port, esc(tmp + '/cert.pem'), esc(tmp + '/key.pem')))
+print('backends { id: "origin" host: "127.0.0.1" port: %s }' % origin)
+print('logging { level: LOG_WARN access_log_off: true }')
+# upstream connections kept idle: as many as streams in flight (HAProxy keeps them all)
+print('limits { pool_max_idle: 2048 }')
+PY
+protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.txt" >"$TMP/lb.pb"
+"$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers 2 --log-level warn >"$TMP/lb.log" 2>&1 &
+PIDS+=($!)
+if wait_port "$p"; then PROXIES+=(lb); PORT[lb]=$p; PID[lb]=$!; else echo "h2 bench: lb did not start" >&2; cat "$TMP/lb.log" >&2; exit 1; fi
+
+if command -v haproxy >/dev/null; then
+    p=$(free_port)
+    cat >"$TMP/haproxy.cfg" <<CFG
+global
+    nbthread 2
+    maxconn 8000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$p ssl crt $TMP/combined.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    server origin 127.0.0.1:$ORIGIN
+CFG
+    haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    if wait_port "$p"; then PROXIES+=(haproxy); PORT[haproxy]=$p; PID[haproxy]=$!; fi
+fi
+
+if command -v nginx >/dev/null; then
+    p=$(free_port)
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx/nginx.conf" <<CFG
+worker_processes 2;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx;
+    proxy_temp_path $TMP/nginx;
+    fastcgi_temp_path $TMP/nginx;
+    uwsgi_temp_path $TMP/nginx;
+    scgi_temp_path $TMP/nginx;
+    keepalive_requests 1000000;
+    http2_max_requests 1000000;
+    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+    server {
+        listen 127.0.0.1:$p ssl http2;
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CFG
+    nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log" >"$TMP/nginx.log" 2>&1 &
+    PIDS+=($!)
+    if wait_port "$p"; then PROXIES+=(nginx); PORT[nginx]=$p; PID[nginx]=$!; fi
+fi
+
+# resident memory of a proxy (its process and children: NGINX's workers), KiB
+rss_kib() {
+    local pid sum=0
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        sum=$((sum + $(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+# one h2load run of scenario $2 against proxy $1: "req/s p99_ms"
+run_one() {
+    local c m
+    case $2 in
+    m10) c=64 m=10 ;;
+    m100) c=16 m=100 ;;
+    esac
+    rm -f "$TMP/h2load.log"
+    local rate
+    rate=$(h2load -t2 -c"$c" -m"$m" -D "$DURATION" --warm-up-time=1 \
+        --log-file="$TMP/h2load.log" "https://127.0.0.1:${PORT[$1]}/" 2>/dev/null |
+        sed -n 's|^finished in .*, \([0-9.]*\) req/s.*|\1|p')
+    local p99
+    p99=$(awk -F'\t' '$2 == 200 { print $3 }' "$TMP/h2load.log" | sort -n |
+        awk '{a[NR]=$1} END { if (NR) printf "%.2f", a[int(NR * 0.99)] / 1000; else print "-" }')
+    echo "${rate:-0} $p99"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+declare -A RUNS
+SCENARIOS=(m10 m100)
+for r in $(seq 1 "$ROUNDS"); do
+    n=${#PROXIES[@]}
+    order=()
+    for i in $(seq 0 $((n - 1))); do order+=("${PROXIES[$(((i + r) % n))]}"); done
+    for sc in "${SCENARIOS[@]}"; do
+        line="h2 bench: round $r $sc:"
+        for px in "${order[@]}"; do
+            read -r rate p99 < <(run_one "$px" "$sc")
+            RUNS[$px,$sc]="${RUNS[$px,$sc]:-} $rate"
+            RUNS[$px,${sc}_p99]="${RUNS[$px,${sc}_p99]:-} $p99"
+            line="$line $px $rate/s p99 ${p99}ms"
+        done
+        echo "$line" >&2
+    done
+done
+
+# idle connections: handshake, preface, SETTINGS both ways, then nothing
+idle_conns() {
+    /usr/bin/python3 - "$1" "$IDLE" "$TMP/idle.ready" <<'PY'
+import socket, ssl, sys, time
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+conns = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench")
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    conns.append(s)
+for s in conns:
+    s.settimeout(5)
+    s.recv(4096)
+    s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
+open(ready, "w").close()
+time.sleep(600)
+PY
+}
+printf '\n%-8s %12s %10s %12s %10s %16s\n' proxy "m10 req/s" "p99 ms" "m100 req/s" "p99 ms" "idle conn bytes"
+for px in "${PROXIES[@]}"; do
+    before=$(rss_kib "${PID[$px]}")
+    rm -f "$TMP/idle.ready"
+    idle_conns "${PORT[$px]}" &
+    ipid=$!
+    for _ in $(seq 1 600); do [ -e "$TMP/idle.ready" ] && break; sleep 0.1; done
+    sleep 1 # the proxies settle (no request is in flight)
+    after=$(rss_kib "${PID[$px]}")
+    kill "$ipid" 2>/dev/null || true
+    wait "$ipid" 2>/dev/null || true
+    per=$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+    printf '%-8s %12s %10s %12s %10s %16s   (RSS %s -> %s KiB)\n' "$px" \
+        "$(echo "${RUNS[$px,m10]}" | median)" "$(echo "${RUNS[$px,m10_p99]}" | median)" \
+        "$(echo "${RUNS[$px,m100]}" | median)" "$(echo "${RUNS[$px,m100_p99]}" | median)" \
+        "$per" "$before" "$after"
+done
