@@ -302,4 +302,9 @@ bool admin__authorise(struct req *r);
 /* <sa>'s address as text ("" when not IP) into <out>. */
 void admin__peer_name(const struct sockaddr_storage *sa, char *out, size_t size);
 
+/* admin_rollouts.c: the staged config rollout (/api/v1/config/canary). */
+void admin__canary_get(struct req *r);
+void admin__canary_post(struct req *r, const char *query, size_t qlen);
+void admin__canary_abort(struct req *r);
+
 #endif

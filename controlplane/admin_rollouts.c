@@ -7,6 +7,7 @@
 #include "lb_err.h"
 #include "rollout_run.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -272,4 +273,144 @@ void admin__rollout_op(struct req *r, const char *seg, const char *op)
     else
         respond_one(r, 200, id);
     admin__write_end(&wr);
+}
+
+/* ---- /api/v1/config/canary: the staged config rollout ----------------------- */
+
+static json_t *canary_json(const struct canary_view *v)
+{
+    if (!v->any)
+        return json_null();
+    json_t *nodes = json_array();
+    for (size_t i = 0; nodes != NULL && i < v->n_nodes; i++)
+        json_array_append_new(nodes, json_string(v->nodes[i]));
+    json_t *o = json_pack(
+        "{s:I,s:I,s:s,s:b,s:o,s:I,s:I,s:I,s:f,s:f,s:f}", "version", (json_int_t)v->id,
+        "pre_version", (json_int_t)v->pre_version, "status", v->status, "active", v->active,
+        "nodes", nodes ? nodes : json_array(), "bake_ms", (json_int_t)v->bake_ms, "started_ms",
+        (json_int_t)v->started_ms, "applied_ms", (json_int_t)v->acked_ms, "max_error_rate",
+        v->max_error_rate, "error_rate", v->figure, "limit", v->limit);
+    if (o == NULL)
+        return json_null();
+    json_object_set_new(o, "canary_requests", json_integer((json_int_t)v->canary_requests));
+    json_object_set_new(o, "canary_errors", json_integer((json_int_t)v->canary_errors));
+    json_object_set_new(o, "rest_requests", json_integer((json_int_t)v->rest_requests));
+    json_object_set_new(o, "rest_errors", json_integer((json_int_t)v->rest_errors));
+    json_object_set_new(o, "ended_ms", json_integer((json_int_t)v->ended_ms));
+    json_object_set_new(o, "final_version", json_integer((json_int_t)v->final_version));
+    json_object_set_new(o, "reason", v->reason[0] ? json_string(v->reason) : json_null());
+    return o;
+}
+
+static void canary_respond(struct req *r, unsigned status)
+{
+    struct canary_view v;
+    rollouts_canary_get(cp_rollouts(r->c->a->cp), &v);
+    admin__respond_json(r, status, json_pack("{s:o}", "canary", canary_json(&v)));
+}
+
+void admin__canary_get(struct req *r)
+{
+    canary_respond(r, 200);
+}
+
+/* A query parameter <key> as a number in *<out>; false when answered (400). */
+static bool query_num(struct req *r, const char *query, size_t qlen, const char *key, double *out)
+{
+    size_t len = 0;
+    const char *v = admin__query_get(query, qlen, key, &len);
+    if (v == NULL)
+        return true;
+    char buf[32];
+    char *end = NULL;
+    if (len == 0 || len >= sizeof(buf)) {
+        admin__respond_error(r, 400, "invalid", "%s: a number", key);
+        return false;
+    }
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    double d = strtod(buf, &end);
+    if (*end != '\0' || !(d >= 0) || d > 1e12) {
+        admin__respond_error(r, 400, "invalid", "%s=%s: a number, 0 or more", key, buf);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* POST /api/v1/config/canary?nodes=a,b|P%25&bake_ms=N&max_error_rate=R, the
+ * config as the body (YAML, or JSON by Content-Type). */
+void admin__canary_post(struct req *r, const char *query, size_t qlen)
+{
+    size_t nlen = 0;
+    const char *nv = admin__query_get(query, qlen, "nodes", &nlen);
+    char nodes[1024];
+    if (nv == NULL || nlen == 0 || nlen >= sizeof(nodes)) {
+        admin__respond_error(r, 400, "invalid", "nodes: the canaries, a,b or a percentage P%%");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nlen; i++) { /* %XX: "50%25" is 50% */
+        unsigned x;
+        if (nv[i] == '%' && i + 2 < nlen && sscanf(nv + i + 1, "%2x", &x) == 1) {
+            nodes[k++] = (char)x;
+            i += 2;
+        } else {
+            nodes[k++] = nv[i];
+        }
+    }
+    nodes[k] = '\0';
+    double bake = -1, rate = -1;
+    if (!query_num(r, query, qlen, "bake_ms", &bake) ||
+        !query_num(r, query, qlen, "max_error_rate", &rate))
+        return;
+    if (rate > 1) {
+        admin__respond_error(r, 400, "invalid", "max_error_rate: between 0 and 1");
+        return;
+    }
+    struct admin_write wr;
+    if (!admin__write_start(r, false, &wr))
+        return;
+    uint64_t active = cp_active_version(r->c->a->cp);
+    if (wr.w.expected_version != 0 && wr.w.expected_version != active) {
+        admin__write_end(&wr);
+        admin__respond_error(r, 409, "conflict", "active version is %llu, not %llu",
+                             (unsigned long long)active, (unsigned long long)wr.w.expected_version);
+        return;
+    }
+    const struct http1_header *ct = admin__find_header(r->msg, "Content-Type");
+    struct canary_request rq = {
+        .text = r->body,
+        .len = r->body_len,
+        .json = ct && admin__slice_prefix(ct->value, "application/json"),
+        .nodes = nodes,
+        .bake_ms = bake < 0 ? -1 : (int64_t)bake,
+        .max_error_rate = rate,
+        .author = wr.w.author,
+        .comment = wr.w.comment,
+    };
+    uint64_t version = 0;
+    struct lb_err e = {0};
+    int rc = rollouts_canary_start(cp_rollouts(r->c->a->cp), &rq, &version, &e);
+    admin__write_end(&wr);
+    if (rc != LB_OK) {
+        admin__respond_lb_err(r, &e);
+        return;
+    }
+    canary_respond(r, 201);
+}
+
+void admin__canary_abort(struct req *r)
+{
+    struct admin_write wr;
+    if (!admin__write_start(r, false, &wr))
+        return;
+    struct lb_err e = {0};
+    int rc = rollouts_canary_abort(cp_rollouts(r->c->a->cp), wr.w.author, &e);
+    admin__write_end(&wr);
+    if (rc != LB_OK) {
+        admin__respond_lb_err(r, &e);
+        return;
+    }
+    canary_respond(r, 200);
 }

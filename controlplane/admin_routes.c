@@ -136,6 +136,12 @@ void admin__route(struct req *r)
     } else if (admin__ui_is_public(path, plen)) {
         if (allow(r, M_GET, m))
             admin__ui(r, path);
+    } else if (strcmp(path, "/api/v1/config/canary") == 0) {
+        if (allow(r, M_GET | M_POST, m))
+            m == M_GET ? admin__canary_get(r) : admin__canary_post(r, query, qlen);
+    } else if (strcmp(path, "/api/v1/config/canary/abort") == 0) {
+        if (allow(r, M_POST, m))
+            admin__canary_abort(r);
     } else {
         admin__respond_error(r, 404, "not_found", "no such route: %s", path);
     }

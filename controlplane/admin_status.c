@@ -319,6 +319,16 @@ void admin__dataplanes(struct req *r)
                                 known && pn.binary_version[0] ? json_string(pn.binary_version)
                                                               : json_null());
         }
+        /* staged rollout: what it should serve and why */
+        char role[96];
+        rollouts_canary_role(cp_rollouts(cp), d->node_id, role, sizeof(role));
+        uint64_t held = publisher_held_generation(cp_publisher(cp));
+        if (o != NULL && held != 0 && strcmp(role, "stable") == 0)
+            json_object_set_new(o, "in_sync", json_boolean(d->applied_generation == held));
+        if (d->rejected_generation != 0 && d->rejection_reason[0])
+            snprintf(role, sizeof(role), "rejected: %.80s", d->rejection_reason);
+        if (o != NULL)
+            json_object_set_new(o, "serving", json_string(role));
         json_array_append_new(arr, o);
     }
     store_dataplanes_free(dps, n);

@@ -424,6 +424,10 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
                                   .nodes = cfg->feed_nodes};
     if ((cp->pub = publisher_new(loop, &pc, cp_on_report, cp, err)) == NULL)
         goto fail;
+    /* before the active config is served: a staged rollout the store holds
+     * (rollout_run.h) names its canaries in that snapshot */
+    if ((cp->rollouts = rollouts_new(cp, loop, err)) == NULL)
+        goto fail;
     struct lb_err e = {0};
     int rc = load_active(cp, &e);
     if (rc == LB_ENOTFOUND && cfg->bootstrap != NULL) {
@@ -439,8 +443,6 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
         goto fail;
     }
     ev_timer_start(loop, &cp->weights_timer);
-    if ((cp->rollouts = rollouts_new(cp, loop, err)) == NULL)
-        goto fail;
     return cp;
 fail:
     cp_free(cp);

@@ -308,4 +308,20 @@ void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
  * whose weight changed. LB_OK or LB_ENOMEM. */
 int cp_weights_step(struct cp *cp, int64_t now_ms, size_t *changed, struct lb_err *err);
 
+/* Staged rollout (controlplane/rollout_run.h drives these). cp_canary_hold():
+ * the snapshot served now, as a new generation naming <nodes> in
+ * except_nodes, becomes the publisher's held snapshot (what the other data
+ * planes keep). cp_canary_promote(): the served snapshot again as a new
+ * generation for every data plane (only_nodes cleared), nothing held.
+ * cp_canary_release(): nothing held any more. */
+int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_err *err);
+int cp_canary_promote(struct cp *cp, struct lb_err *err);
+void cp_canary_release(struct cp *cp);
+/* cp_canary_hold() with the snapshot of stored version <version> (after a
+ * restart of the control plane, which serves the canary version); its
+ * parsed config is shown to <on_config> (may be NULL) first. */
+int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           void (*on_config)(void *ctx, const struct config *cfg), void *ctx,
+                           struct lb_err *err);
+
 #endif

@@ -63,6 +63,21 @@ struct bound_file {
     ino_t ino;
 };
 
+/* The fields of a snapshot being served (struct publisher's and a held one);
+ * slot_swap() exchanges them so that one code path serves both. */
+struct held {
+    uint8_t *reply;
+    size_t reply_len;
+    size_t snap_off;
+    uint64_t generation; /* 0: nothing held */
+    uint8_t *sealed_pub;
+    size_t sealed_pub_len;
+    uint8_t *sealed_reply;
+    size_t sealed_reply_len;
+    char **canaries; /* the nodes that get the current snapshot instead */
+    size_t n_canaries;
+};
+
 struct publisher {
     struct ev_loop *loop;
     int sock[EP_COUNT];                 /* nanomsg sockets; -1 when not open */
@@ -93,6 +108,8 @@ struct publisher {
     uint8_t *sealed_reply;
     size_t sealed_reply_len;
     struct seal_counts feed; /* refusals by reason */
+    struct held held;        /* staged rollout: what the other data planes keep */
+    bool pending_held;       /* the pending reply is the held snapshot */
     char **allowed;          /* node ids taken (publisher_config.nodes); NULL = any */
     size_t n_allowed;
     struct node_seen *nodes; /* newest report per node, <n_nodes> of them */
@@ -107,6 +124,26 @@ struct publisher {
     uint64_t reports;
     uint64_t malformed;
 };
+
+#define SWAP(T, a, b)                                                                              \
+    do {                                                                                           \
+        T t_ = (a);                                                                                \
+        (a) = (b);                                                                                 \
+        (b) = t_;                                                                                  \
+    } while (0)
+
+/* Exchanges the current snapshot with the held one. */
+static void slot_swap(struct publisher *p)
+{
+    SWAP(uint8_t *, p->reply, p->held.reply);
+    SWAP(size_t, p->reply_len, p->held.reply_len);
+    SWAP(size_t, p->snap_off, p->held.snap_off);
+    SWAP(uint64_t, p->generation, p->held.generation);
+    SWAP(uint8_t *, p->sealed_pub, p->held.sealed_pub);
+    SWAP(size_t, p->sealed_pub_len, p->held.sealed_pub_len);
+    SWAP(uint8_t *, p->sealed_reply, p->held.sealed_reply);
+    SWAP(size_t, p->sealed_reply_len, p->held.sealed_reply_len);
+}
 
 static int nn_fail(struct lb_err *err, int e, const char *what, const char *ep)
 {
@@ -207,7 +244,7 @@ static int open_socket(struct publisher *p, int i, int protocol, struct lb_err *
     return LB_OK;
 }
 
-static void publish_now(struct publisher *p)
+static void publish_one(struct publisher *p)
 {
     if (p->generation == 0)
         return;
@@ -224,6 +261,17 @@ static void publish_now(struct publisher *p)
         return;
     }
     p->publishes++;
+}
+
+/* Sends the current snapshot and the held one, if any. */
+static void publish_now(struct publisher *p)
+{
+    publish_one(p);
+    if (p->held.generation != 0) {
+        slot_swap(p);
+        publish_one(p);
+        slot_swap(p);
+    }
 }
 
 static void publisher_on_republish(struct ev_loop *loop, ev_timer *w, int revents)
@@ -294,7 +342,7 @@ static int send_error_reply(struct publisher *p, const char *msg)
 
 /* Sends the reply the pending fields describe, from the current state.
  * Returns 0 when sent or dropped, -1 when REP is not writable yet. */
-static int send_reply(struct publisher *p)
+static int send_reply_one(struct publisher *p)
 {
     int rc;
     if (p->pending_bad)
@@ -315,6 +363,24 @@ static int send_reply(struct publisher *p)
     /* The requester's REQ socket resends on its own; nothing to keep. */
     lb_log(LB_LOG_WARN, "sync_reply_failed", "on %s: %s", p->ep[EP_REP], nn_strerror(e));
     return 0;
+}
+
+static int send_reply(struct publisher *p)
+{
+    if (!p->pending_held || p->held.generation == 0)
+        return send_reply_one(p);
+    slot_swap(p);
+    int rc = send_reply_one(p);
+    slot_swap(p);
+    return rc;
+}
+
+static bool is_canary(const struct publisher *p, const char *node)
+{
+    for (size_t i = 0; i < p->held.n_canaries; i++)
+        if (strcmp(p->held.canaries[i], node) == 0)
+            return true;
+    return false;
 }
 
 static void publisher_on_rep_writable(struct ev_loop *loop, ev_io *w, int revents)
@@ -359,6 +425,7 @@ static void publisher_on_rep_readable(struct ev_loop *loop, ev_io *w, int revent
         }
         p->pending_bad = req == NULL;
         p->pending_have = 0;
+        p->pending_held = req != NULL && p->held.generation != 0 && !is_canary(p, req->node_id);
         if (req == NULL) {
             p->malformed++;
             seal_counts_add(&p->feed, SEAL_MALFORMED, wall_ms(), NULL);
@@ -638,14 +705,25 @@ static void sealed_install(struct publisher *p, struct sealed *s)
 
 int publisher_set_keys(struct publisher *p, const struct seal_keyring *keys, struct lb_err *err)
 {
-    struct sealed s = {0};
+    struct sealed s = {0}, h = {0};
     if (keys != NULL && p->generation != 0) {
         int rc = seal_current(keys, p->reply, p->reply_len, p->snap_off, &s, err);
         if (rc != LB_OK)
             return rc;
     }
+    if (keys != NULL && p->held.generation != 0) {
+        int rc = seal_current(keys, p->held.reply, p->held.reply_len, p->held.snap_off, &h, err);
+        if (rc != LB_OK) {
+            free(s.pub);
+            free(s.reply);
+            return rc;
+        }
+    }
     p->keys = keys;
     sealed_install(p, &s);
+    slot_swap(p);
+    sealed_install(p, &h);
+    slot_swap(p);
     return LB_OK;
 }
 
@@ -664,8 +742,9 @@ bool publisher_is_insecure(const struct publisher *p)
     return p->insecure;
 }
 
-int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
-                           struct lb_err *err)
+/* Makes <buf> the current snapshot without sending it. */
+static int install(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                   struct lb_err *err)
 {
     if (buf == NULL || len == 0 || generation == 0)
         return lb_err_set(err, LB_EINVAL, 0, "snapshot: empty buffer or generation 0");
@@ -694,9 +773,90 @@ int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, 
     p->snap_off = hdr_len;
     p->generation = generation;
     sealed_install(p, &s);
+    return LB_OK;
+}
+
+int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                           struct lb_err *err)
+{
+    int rc = install(p, buf, len, generation, err);
+    if (rc != LB_OK)
+        return rc;
     publish_now(p);
     ev_timer_again(p->loop, &p->republish);
     return LB_OK;
+}
+
+static void held_free(struct held *h)
+{
+    free(h->reply);
+    free(h->sealed_pub);
+    free(h->sealed_reply);
+    for (size_t i = 0; i < h->n_canaries; i++)
+        free(h->canaries[i]);
+    free(h->canaries);
+    *h = (struct held){0};
+}
+
+int publisher_set_held(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                       const char *const *canaries, size_t n_canaries, struct lb_err *err)
+{
+    if (n_canaries == 0 || canaries == NULL)
+        return lb_err_set(err, LB_EINVAL, 0, "held snapshot: no canary node");
+    char **ids = calloc(n_canaries, sizeof(*ids));
+    if (ids == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    for (size_t i = 0; i < n_canaries; i++) {
+        if ((ids[i] = strdup(canaries[i])) == NULL) {
+            for (size_t k = 0; k < i; k++)
+                free(ids[k]);
+            free(ids);
+            return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        }
+    }
+    slot_swap(p);
+    struct held old = {
+        .reply = p->reply, .sealed_pub = p->sealed_pub, .sealed_reply = p->sealed_reply};
+    p->reply = NULL;
+    p->sealed_pub = p->sealed_reply = NULL;
+    int rc = install(p, buf, len, generation, err);
+    if (rc != LB_OK) {
+        p->reply = old.reply;
+        p->sealed_pub = old.sealed_pub;
+        p->sealed_reply = old.sealed_reply;
+        old = (struct held){0};
+    }
+    slot_swap(p);
+    held_free(&old);
+    if (rc != LB_OK) {
+        for (size_t i = 0; i < n_canaries; i++)
+            free(ids[i]);
+        free(ids);
+        return rc;
+    }
+    for (size_t i = 0; i < p->held.n_canaries; i++)
+        free(p->held.canaries[i]);
+    free(p->held.canaries);
+    p->held.canaries = ids;
+    p->held.n_canaries = n_canaries;
+    publish_now(p);
+    return LB_OK;
+}
+
+void publisher_clear_held(struct publisher *p)
+{
+    held_free(&p->held);
+}
+
+uint64_t publisher_held_generation(const struct publisher *p)
+{
+    return p->held.generation;
+}
+
+const uint8_t *publisher_held(const struct publisher *p, size_t *len)
+{
+    *len = p->held.generation != 0 ? p->held.reply_len - p->held.snap_off : 0;
+    return p->held.generation != 0 ? p->held.reply + p->held.snap_off : NULL;
 }
 
 uint64_t publisher_generation(const struct publisher *p)
@@ -746,6 +906,7 @@ void publisher_free(struct publisher *p)
     free(p->reply);
     free(p->sealed_pub);
     free(p->sealed_reply);
+    held_free(&p->held);
     for (size_t i = 0; i < p->n_nodes; i++)
         free(p->nodes[i].node_id);
     free(p->nodes);

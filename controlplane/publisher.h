@@ -81,6 +81,26 @@ struct publisher *publisher_new(struct ev_loop *loop, const struct publisher_con
 int publisher_set_snapshot(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
                            struct lb_err *err);
 
+/* Staged rollout: makes <buf>[0..len) (generation <generation>) the held
+ * snapshot, what every data plane except <canaries> keeps serving while the
+ * current one is meant for the canaries. PUB sends both (the snapshots name
+ * their targets: only_nodes / except_nodes); a sync request from a node not
+ * in <canaries> gets the held one. Sealed like the current one. LB_EINVAL
+ * (no canary, or as publisher_set_snapshot()), LB_ENOMEM, LB_ESYS; on error
+ * nothing changed. */
+int publisher_set_held(struct publisher *p, const uint8_t *buf, size_t len, uint64_t generation,
+                       const char *const *canaries, size_t n_canaries, struct lb_err *err);
+
+/* Drops the held snapshot: every data plane gets the current one. */
+void publisher_clear_held(struct publisher *p);
+
+/* Generation of the held snapshot, 0 when none. */
+uint64_t publisher_held_generation(const struct publisher *p);
+
+/* The held snapshot's encoding (borrowed until the next set or clear) and
+ * its length in *<len>; NULL when none. */
+const uint8_t *publisher_held(const struct publisher *p, size_t *len);
+
 /* Makes <keys> (borrowed as in publisher_config; NULL: unsealed from now on)
  * the keyring and re-seals the current snapshot with its first key, so that
  * the next publication and sync reply use it. The previous keyring may be

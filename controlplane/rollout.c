@@ -529,3 +529,121 @@ int rollout_state_decode(const char *text, struct rollout_state *st, struct lb_e
     json_decref(j);
     return ok ? LB_OK : lb_err_set(err, LB_EINVAL, 0, "stored rollout state is not valid");
 }
+
+/* ---- staged config rollout (canary) ---------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int canary_percent(const char *spec, const char *const *known, size_t n_known,
+                          char (*out)[ROLLOUT_NODE_MAX], size_t *n_out, struct lb_err *err)
+{
+    char *end = NULL;
+    long pct = strtol(spec, &end, 10);
+    if (end == spec || strcmp(end, "%") != 0 || pct < 1 || pct > 100)
+        return lb_err_set(err, LB_EINVAL, 0, "canary %.40s: a percentage is 1%% to 100%%", spec);
+    size_t n = ((size_t)pct * n_known + 99) / 100;
+    if (n == 0)
+        n = 1;
+    if (n > ROLLOUT_CANARY_MAX)
+        return lb_err_set(err, LB_EINVAL, 0, "canary %s: %zu data planes, over the %d limit", spec,
+                          n, ROLLOUT_CANARY_MAX);
+    const char **sorted = malloc(n_known * sizeof(*sorted));
+    if (sorted == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    memcpy(sorted, known, n_known * sizeof(*sorted));
+    qsort(sorted, n_known, sizeof(*sorted), cmp_str);
+    for (size_t i = 0; i < n; i++)
+        snprintf(out[i], ROLLOUT_NODE_MAX, "%s", sorted[i]);
+    free(sorted);
+    *n_out = n;
+    return LB_OK;
+}
+
+static bool listed(const char *const *ids, size_t n, const char *id, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(ids[i]) == len && strncmp(ids[i], id, len) == 0)
+            return true;
+    return false;
+}
+
+int rollout_canary_pick(const char *spec, const char *const *known, size_t n_known,
+                        char (*out)[ROLLOUT_NODE_MAX], size_t *n_out, struct lb_err *err)
+{
+    *n_out = 0;
+    if (spec == NULL || spec[0] == '\0')
+        return lb_err_set(err, LB_EINVAL, 0, "canary: name data planes (a,b) or a percentage");
+    if (n_known == 0)
+        return lb_err_set(err, LB_EINVAL, 0,
+                          "canary: no data plane has reported lately, none to stage on");
+    if (strchr(spec, '%') != NULL)
+        return canary_percent(spec, known, n_known, out, n_out, err);
+    const char *p = spec;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len >= ROLLOUT_NODE_MAX)
+            return lb_err_set(err, LB_EINVAL, 0, "canary %.100s: an empty or too long node id",
+                              spec);
+        if (!listed(known, n_known, p, len))
+            return lb_err_set(err, LB_EINVAL, 0,
+                              "canary: data plane %.*s has not reported lately (see lbctl "
+                              "dataplanes)",
+                              (int)len, p);
+        for (size_t i = 0; i < *n_out; i++)
+            if (strlen(out[i]) == len && strncmp(out[i], p, len) == 0)
+                return lb_err_set(err, LB_EINVAL, 0, "canary: data plane %.*s named twice",
+                                  (int)len, p);
+        if (*n_out == ROLLOUT_CANARY_MAX)
+            return lb_err_set(err, LB_EINVAL, 0, "canary: more than %d data planes",
+                              ROLLOUT_CANARY_MAX);
+        snprintf(out[(*n_out)++], ROLLOUT_NODE_MAX, "%.*s", (int)len, p);
+        if (comma == NULL)
+            return LB_OK;
+        p = comma + 1;
+    }
+}
+
+enum rollout_verdict rollout_canary_eval(const struct rollout_canary_input *in, char *why,
+                                         size_t why_len, double *figure, double *limit)
+{
+    double f = 0, l = 0;
+    enum rollout_verdict v = ROLLOUT_WAIT;
+    bool all = true;
+    for (size_t i = 0; i < in->n && v == ROLLOUT_WAIT; i++) {
+        if (in->rejected != NULL && in->rejected[i] != NULL) {
+            snprintf(why, why_len, "canary %s refused the snapshot: %s", in->nodes[i],
+                     in->rejected[i]);
+            v = ROLLOUT_FAIL;
+        } else if (!in->acked[i]) {
+            all = false;
+            if (in->now_ms - in->started_ms >= in->ack_timeout_ms) {
+                snprintf(why, why_len, "canary %s did not apply the version within %lld ms",
+                         in->nodes[i], (long long)in->ack_timeout_ms);
+                f = (double)(in->now_ms - in->started_ms) / 1000.0;
+                l = (double)in->ack_timeout_ms / 1000.0;
+                v = ROLLOUT_FAIL;
+            }
+        }
+    }
+    if (v == ROLLOUT_WAIT && all && in->acked_ms != 0) {
+        int64_t covered = in->reported_ms > in->acked_ms ? in->reported_ms - in->acked_ms : 0;
+        v = rollout_gate_eval(in->canary, in->rest, in->max_rate, covered,
+                              in->now_ms - in->acked_ms, in->bake_ms, &l);
+        f = rollout_rate(in->canary);
+        if (v == ROLLOUT_FAIL)
+            snprintf(why, why_len,
+                     "error rate of the canaries %.4f (%llu of %llu) over the limit %.4f "
+                     "(rest of the fleet %.4f)",
+                     f, (unsigned long long)in->canary.errors,
+                     (unsigned long long)in->canary.requests, l, rollout_rate(in->rest));
+    }
+    if (figure != NULL)
+        *figure = f;
+    if (limit != NULL)
+        *limit = l;
+    return v;
+}

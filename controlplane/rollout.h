@@ -239,4 +239,44 @@ char *rollout_state_encode(const struct rollout_state *st);
 int rollout_spec_decode(const char *text, struct rollout_spec *s, struct lb_err *err);
 int rollout_state_decode(const char *text, struct rollout_state *st, struct lb_err *err);
 
+/* ---- staged config rollout (canary) --------------------------------------- */
+
+#define ROLLOUT_CANARY_MAX    32    /* canary data planes at most */
+#define ROLLOUT_NODE_MAX      64    /* a node id, with its NUL */
+#define ROLLOUT_CANARY_ACK_MS 30000 /* a canary not applying the version this long fails */
+
+/* The canaries named by <spec> among the data planes <known> (<n_known> node
+ * ids, any order): "a,b" (each must be known), or "P%" with P in 1..100 (the
+ * first ceil(n_known * P / 100) of the known ids sorted, at least one).
+ * Fills <out> (sorted for a percentage, as given otherwise) and *<n_out>.
+ * LB_EINVAL with the reason: empty, a bad percentage, an unknown or repeated
+ * node, more than ROLLOUT_CANARY_MAX, no data plane known. Pure. */
+int rollout_canary_pick(const char *spec, const char *const *known, size_t n_known,
+                        char (*out)[ROLLOUT_NODE_MAX], size_t *n_out, struct lb_err *err);
+
+/* What rollout_canary_eval() sees. */
+struct rollout_canary_input {
+    int64_t now_ms;
+    int64_t started_ms;  /* when the canary version was published */
+    int64_t acked_ms;    /* when every canary had applied it; 0 = not yet */
+    int64_t reported_ms; /* the oldest of the canaries' latest reports; 0 = none */
+    int64_t bake_ms;
+    int64_t ack_timeout_ms;
+    double max_rate;
+    size_t n;                           /* canaries */
+    const char *const *nodes;           /* their ids */
+    const bool *acked;                  /* applied the canary generation (or a newer one) */
+    const char *const *rejected;        /* NULL, or why it refused the canary generation (NACK) */
+    struct rollout_counts canary, rest; /* counters since <acked_ms>: canaries, the others */
+};
+
+/* The canary gate: FAIL at once on a NACK (a canary refused the snapshot)
+ * or when a canary has not applied it within <ack_timeout_ms>; WAIT until
+ * all applied and the error-rate gate (rollout_gate_eval(): canaries
+ * against the rest of the fleet, over the bake since every canary applied)
+ * decides. <why> gets one line for a FAIL; *<figure> and *<limit> (either may be NULL)
+ * the gate's figures. Pure. */
+enum rollout_verdict rollout_canary_eval(const struct rollout_canary_input *in, char *why,
+                                         size_t why_len, double *figure, double *limit);
+
 #endif

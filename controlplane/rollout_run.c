@@ -3,6 +3,8 @@
  * makes the writes it asks for, each with its state in one transaction. */
 #include "rollout_run.h"
 
+#include "rollout_canary.h"
+
 #include "config.h"
 #include "cp.h"
 #include "lb_err.h"
@@ -37,6 +39,7 @@ struct rollouts {
     uint64_t rollbacks[3]; /* gate, abort, undo */
     uint64_t transitions;  /* stored transitions */
     uint64_t write_errors; /* transitions that failed to store (tried again) */
+    struct canary *canary; /* the staged config rollout (rollout_canary.h) */
 };
 
 /* ---- samples ------------------------------------------------------------------ */
@@ -381,6 +384,7 @@ static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_e
 
 void rollouts_tick(struct rollouts *ro, int64_t now_ms)
 {
+    canary_tick(ro->canary, now_ms);
     if (!ro->have || ro->state.status != ROLLOUT_RUNNING)
         return;
     if (ro->state.phase == ROLLOUT_BAKE && !ro->based) {
@@ -445,11 +449,17 @@ struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err
     }
     ro->cp = cp;
     ro->loop = loop;
+    if ((ro->canary = canary_new(cp, (int64_t)(ev_now(loop) * 1000.0))) == NULL) {
+        free(ro);
+        lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+        return NULL;
+    }
     ev_timer_init(&ro->tick, on_tick, ROLLOUTS_TICK_S, ROLLOUTS_TICK_S);
     ro->tick.data = ro;
     struct store_rollout *rows = NULL;
     size_t n = 0;
     if (store_rollouts_list(cp__store(cp), 0, 1, &rows, &n, err) != LB_OK) {
+        canary_free(ro->canary);
         free(ro);
         return NULL;
     }
@@ -478,13 +488,18 @@ void rollouts_free(struct rollouts *ro)
     if (ro == NULL)
         return;
     ev_timer_stop(ro->loop, &ro->tick);
+    canary_free(ro->canary);
     free(ro->base);
     free(ro);
 }
 
 int rollouts_write_check(const struct rollouts *ro, struct lb_err *err)
 {
-    if (ro == NULL || ro->own_write || !ro->have || !rollout_is_active(ro->state.status))
+    if (ro == NULL || ro->own_write)
+        return LB_OK;
+    if (canary_blocks(ro->canary, err))
+        return LB_ECONFLICT;
+    if (!ro->have || !rollout_is_active(ro->state.status))
         return LB_OK;
     return lb_err_set(err, LB_ECONFLICT, 0,
                       "rollout %llu is %s (step %u/%u): it owns the backends until it ends; "
@@ -782,4 +797,59 @@ void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p)
     lb_prom_family(p, "lb_cp_rollout_write_errors_total", "counter",
                    "Rollout transitions whose store write failed (tried again).");
     lb_prom_u64(p, "lb_cp_rollout_write_errors_total", NULL, 0, ro->write_errors);
+    struct canary_view cv;
+    canary__view(ro->canary, &cv);
+    uint64_t promoted, failed, nacks;
+    canary__counts(ro->canary, &promoted, &failed, &nacks);
+    lb_prom_family(p, "lb_cp_canary_active", "gauge",
+                   "1 while a staged config rollout bakes on its canaries.");
+    lb_prom_u64(p, "lb_cp_canary_active", NULL, 0, cv.active);
+    lb_prom_family(p, "lb_cp_canary_error_ratio", "gauge",
+                   "The staged rollout's gate: the canaries' error rate over the bake (canary), "
+                   "the limit.");
+    struct lb_prom_label cl = {"which", "canary"}, ll = {"which", "limit"};
+    lb_prom_f64(p, "lb_cp_canary_error_ratio", &cl, 1, cv.figure);
+    lb_prom_f64(p, "lb_cp_canary_error_ratio", &ll, 1, cv.limit);
+    lb_prom_family(p, "lb_cp_canary_outcomes_total", "counter",
+                   "Staged rollouts ended since start: promoted, or rolled back by a failed gate "
+                   "(failed).");
+    struct lb_prom_label pl = {"outcome", "promoted"}, fl = {"outcome", "failed"};
+    lb_prom_u64(p, "lb_cp_canary_outcomes_total", &pl, 1, promoted);
+    lb_prom_u64(p, "lb_cp_canary_outcomes_total", &fl, 1, failed);
+    lb_prom_family(p, "lb_cp_canary_nacks_total", "counter",
+                   "Canaries that refused a staged version's snapshot.");
+    lb_prom_u64(p, "lb_cp_canary_nacks_total", NULL, 0, nacks);
+}
+
+/* ---- staged config rollout ------------------------------------------------------- */
+
+int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, uint64_t *version,
+                          struct lb_err *err)
+{
+    int rc = rollouts_write_check(ro, err);
+    if (rc != LB_OK)
+        return rc;
+    return canary__start(ro->canary, rq, version, (int64_t)(ev_now(ro->loop) * 1000.0), err);
+}
+
+int rollouts_canary_abort(struct rollouts *ro, const char *who, struct lb_err *err)
+{
+    return canary__abort(ro->canary, who, (int64_t)(ev_now(ro->loop) * 1000.0), err);
+}
+
+const char *const *rollouts_canary_nodes(const struct rollouts *ro, size_t *n)
+{
+    *n = 0;
+    return ro != NULL ? canary__nodes(ro->canary, n) : NULL;
+}
+
+void rollouts_canary_get(const struct rollouts *ro, struct canary_view *v)
+{
+    canary__view(ro != NULL ? ro->canary : NULL, v);
+}
+
+const char *rollouts_canary_role(const struct rollouts *ro, const char *node, char *buf,
+                                 size_t size)
+{
+    return canary__role(ro != NULL ? ro->canary : NULL, node, buf, size);
 }

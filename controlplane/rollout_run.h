@@ -109,4 +109,55 @@ uint64_t rollouts_current(const struct rollouts *ro);
 /* Appends lb_cp_rollout_* to <p>. */
 void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p);
 
+/* ---- staged config rollout (canary; rollout_canary.h) ---------------------- */
+
+/* What POST /api/v1/config/canary asks for. */
+struct canary_request {
+    const char *text; /* the config, <len> bytes, YAML or JSON (<json>) */
+    size_t len;
+    bool json;
+    const char *nodes;     /* "a,b" or "P%" (rollout_canary_pick()) */
+    int64_t bake_ms;       /* < 0 = ROLLOUT_DEFAULT_BAKE */
+    double max_error_rate; /* < 0 = ROLLOUT_DEFAULT_RATE */
+    const char *author;    /* required */
+    const char *comment;   /* NULL = "" */
+};
+
+/* Stores the config as a new version served to the canaries only (the
+ * others keep the snapshot they have) and starts the bake. *<version> gets
+ * the new version. LB_EINVAL (the config or the request), LB_ECONFLICT (a
+ * rollout or canary is active, or the config is the active one), LB_ESTORE. */
+int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, uint64_t *version,
+                          struct lb_err *err);
+
+/* Ends the canary now by rolling back, on behalf of <who>. LB_ENOTFOUND when
+ * none is baking. */
+int rollouts_canary_abort(struct rollouts *ro, const char *who, struct lb_err *err);
+
+/* The canaries of the canary baking (*<n> = 0 and NULL when none). */
+const char *const *rollouts_canary_nodes(const struct rollouts *ro, size_t *n);
+
+/* The staged rollout as the API shows it. */
+struct canary_view {
+    bool any;    /* a canary ever ran since the control plane started */
+    bool active; /* baking now */
+    uint64_t id; /* the canary's version */
+    uint64_t pre_version;
+    uint64_t final_version; /* promotion or rollback version, 0 = none yet */
+    const char *status;     /* "waiting_ack", "baking", "promoted", "failed", "aborted" */
+    const char *reason;     /* "" unless failed */
+    size_t n_nodes;
+    const char *const *nodes;
+    int64_t bake_ms, started_ms, acked_ms, ended_ms;
+    double max_error_rate, figure, limit;
+    uint64_t canary_requests, canary_errors, rest_requests, rest_errors;
+};
+
+void rollouts_canary_get(const struct rollouts *ro, struct canary_view *v);
+
+/* Why data plane <node> serves what it serves, in <buf>: "canary of version
+ * 7", "stable". */
+const char *rollouts_canary_role(const struct rollouts *ro, const char *node, char *buf,
+                                 size_t size);
+
 #endif

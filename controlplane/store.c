@@ -19,7 +19,8 @@ struct store {
     int stmt_count; /* statements run in the current write transaction */
     int fail_after; /* test hook: fail statement number <fail_after>; 0 = off */
     bool injected;  /* the last failure came from the hook */
-    const struct store_rollout_row *attached; /* written with the next version, then cleared */
+    const struct store_rollout_row *attached;      /* written with the next version, then cleared */
+    const char *meta_key, *meta_value, *meta_path; /* the same for a meta row (store_meta_attach) */
 };
 
 /* Migration N (1-based) brings the schema from version N-1 to N. Append only;
@@ -404,6 +405,9 @@ static int generation_bump(struct store *st, uint64_t *gen, struct lb_err *err)
 static int rollout_upsert(struct store *st, const struct store_rollout_row *row, int64_t now,
                           uint64_t version, struct lb_err *err);
 
+static int meta_upsert(struct store *st, const char *key, const char *value, const char *path,
+                       uint64_t version, struct lb_err *err);
+
 static int version_finish(struct store *st, int rc, int64_t now, const char *author,
                           const char *action, const char *detail, uint64_t prev, uint64_t number,
                           uint64_t *new_number, uint64_t *generation, struct lb_err *err)
@@ -415,6 +419,9 @@ static int version_finish(struct store *st, int rc, int64_t now, const char *aut
         rc = audit_insert(st, now, author, action, detail, prev, number, err);
     if (rc == LB_OK && row != NULL)
         rc = rollout_upsert(st, row, now, number, err);
+    if (rc == LB_OK && st->meta_key != NULL)
+        rc = meta_upsert(st, st->meta_key, st->meta_value, st->meta_path, number, err);
+    st->meta_key = st->meta_value = st->meta_path = NULL;
     if (rc == LB_OK && generation != NULL)
         rc = generation_bump(st, &gen, err);
     rc = tx_end(st, rc, err);
@@ -1011,5 +1018,61 @@ int store_rollouts_list(struct store *st, uint64_t id, size_t limit, struct stor
                   n, "rollout list", err);
     if (rc == LB_OK)
         *out = arr;
+    return rc;
+}
+
+/* ---- meta rows of other modules (the staged rollout's state) -------------- */
+
+/* Inside a transaction: meta <key> = <value>, with <version> set at JSON
+ * path <path> of it when <path> is not NULL. */
+static int meta_upsert(struct store *st, const char *key, const char *value, const char *path,
+                       uint64_t version, struct lb_err *err)
+{
+    const struct param p[] = {P_TEXT(key), P_TEXT(value), P_TEXT(path ? path : "$.unused"),
+                              P_INT(version), P_INT(path != NULL)};
+    return exec_bound(st,
+                      "INSERT INTO meta (key, value) VALUES (?1, CASE WHEN ?5 THEN "
+                      "json_set(?2, ?3, ?4) ELSE ?2 END) "
+                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                      p, N_PARAMS(p), "meta write", err);
+}
+
+void store_meta_attach(struct store *st, const char *key, const char *value, const char *path)
+{
+    st->meta_key = key;
+    st->meta_value = value;
+    st->meta_path = path;
+}
+
+int store_meta_put(struct store *st, const char *key, const char *value, struct lb_err *err)
+{
+    if (key == NULL || value == NULL || strcmp(key, "schema_version") == 0 ||
+        strcmp(key, "generation") == 0)
+        return lb_err_set(err, LB_EINVAL, 0, "store: meta key %s is not for this", key ? key : "");
+    int rc = tx_begin(st, err);
+    if (rc != LB_OK)
+        return rc;
+    return tx_end(st, meta_upsert(st, key, value, NULL, 0, err), err);
+}
+
+int store_meta_get(struct store *st, const char *key, char **value, struct lb_err *err)
+{
+    *value = NULL;
+    sqlite3_stmt *s;
+    const struct param p[] = {P_TEXT(key)};
+    int rc = prepare_bound(st, "SELECT value FROM meta WHERE key = ?1", p, N_PARAMS(p), &s, err);
+    if (rc != LB_OK)
+        return rc;
+    int r = step(st, s);
+    if (r == SQLITE_ROW) {
+        bool ok = true;
+        *value = col_dup(s, 0, &ok);
+        rc = ok ? LB_OK : lb_err_set(err, LB_ENOMEM, 0, "out of memory");
+    } else if (r == SQLITE_DONE) {
+        rc = LB_ENOTFOUND;
+    } else {
+        rc = db_fail(st, err, "meta read");
+    }
+    sqlite3_finalize(s);
     return rc;
 }

@@ -253,4 +253,19 @@ void store_rollouts_free(struct store_rollout *rs, size_t n);
  * transaction fails with "injected failure", which rolls it back. 0 disarms. */
 void store__fail_after(struct store *st, int n);
 
+/* ---- meta rows of other modules (the staged rollout's state) ------------ */
+
+/* Makes the next config version write also set meta <key> to <value> (all
+ * borrowed until then) in its transaction, with that version's number put
+ * at JSON path <path> of the value (NULL: the value as it is). Used by that
+ * one write whatever its outcome. */
+void store_meta_attach(struct store *st, const char *key, const char *value, const char *path);
+
+/* Sets meta <key> to <value> in one transaction (the store's own keys
+ * refused: LB_EINVAL). LB_OK or LB_ESTORE. */
+int store_meta_put(struct store *st, const char *key, const char *value, struct lb_err *err);
+
+/* Meta <key>'s value into *<value> (caller frees); LB_ENOTFOUND, LB_ESTORE. */
+int store_meta_get(struct store *st, const char *key, char **value, struct lb_err *err);
+
 #endif

@@ -59,6 +59,8 @@ struct sync {
     struct seal_counts feed; /* refused messages by reason */
     uint64_t boot_id;        /* random per process; reports carry it ... */
     uint64_t seq;            /* ... and this, one more per report */
+    uint64_t skipped[2];     /* generations meant for other nodes (staged rollout) */
+    unsigned next_skip;
 };
 
 static int64_t now_ms(void)
@@ -235,13 +237,51 @@ static void sync_refuse_older(struct sync *s, uint64_t gen, const char *from)
     feed_refuse(s, SEAL_REPLAY, from, detail);
 }
 
+static bool node_listed(char **ids, size_t n, const char *node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ids[i], node) == 0)
+            return true;
+    return false;
+}
+
+/* True when <buf> is a snapshot meant for other data planes during a staged
+ * rollout (only_nodes without us, or except_nodes with us): it is neither
+ * applied nor refused, and its generation is remembered so that its
+ * re-publications cost nothing. The lists are inside the sealed message, so
+ * nobody without the key can retarget one. */
+static bool sync_not_for_me(struct sync *s, const uint8_t *buf, size_t len, uint64_t peeked)
+{
+    if (peeked != 0 && (peeked == s->skipped[0] || peeked == s->skipped[1]))
+        return true;
+    Lb__V1__Snapshot *pb = lb__v1__snapshot__unpack(NULL, len, buf);
+    if (pb == NULL)
+        return false; /* the full decode judges */
+    bool skip =
+        (pb->n_only_nodes > 0 && !node_listed(pb->only_nodes, pb->n_only_nodes, s->node_id)) ||
+        node_listed(pb->except_nodes, pb->n_except_nodes, s->node_id);
+    if (skip && pb->generation != 0) {
+        s->skipped[s->next_skip++ % 2] = pb->generation;
+        lb_log(LB_LOG_DEBUG, "snapshot_not_for_node",
+               "generation %llu is staged for other data planes; generation %llu keeps serving",
+               (unsigned long long)pb->generation, (unsigned long long)s->applied_generation);
+    }
+    lb__v1__snapshot__free_unpacked(pb, NULL);
+    return skip;
+}
+
 /* Validates and applies the snapshot in <buf>; records the outcome. */
 static void sync_consider(struct sync *s, const uint8_t *buf, size_t len, const char *from)
 {
     struct snap *snap = NULL;
     struct lb_err err = {0};
     uint64_t peeked = 0;
-    if (peek_generation(buf, len, &peeked) && peeked != 0) {
+    if (peek_generation(buf, len, &peeked) && peeked != 0 &&
+        (peeked == s->applied_generation || peeked == s->rejected_generation))
+        return; /* the periodic re-publish */
+    if (sync_not_for_me(s, buf, len, peeked))
+        return;
+    if (peeked != 0) {
         if (peeked < s->applied_generation) {
             sync_refuse_older(s, peeked, from);
             return;

@@ -30,13 +30,22 @@ static const char get_help[] =
 
 static const char apply_help[] =
     "Usage: lbctl config apply FILE [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                         [--canary NODE[,NODE...]|PERCENT% [--bake D] [--max-error-rate R]]\n"
     "\n"
     "Sends FILE (- reads stdin) as the new config (POST /api/v1/config): JSON when it\n"
     "starts with '{', YAML otherwise. A valid config that differs from the active one\n"
     "becomes a new config version; prints its number and the changes. An identical\n"
     "config creates nothing.\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n"
+    "  --canary NODES|P%   staged rollout (POST /api/v1/config/canary): the new version\n"
+    "                      goes to these data planes (or P% of those reporting) only;\n"
+    "                      the others keep the version they serve. Once the canaries\n"
+    "                      applied it and served it for --bake (default 30s) with an\n"
+    "                      error rate within --max-error-rate (default 5%) of the rest\n"
+    "                      of the fleet, every data plane gets it; a canary refusing\n"
+    "                      the snapshot, or a worse rate, rolls the config back as a\n"
+    "                      new version. lbctl config canary [abort] follows it.\n";
 
 static const char history_help[] =
     "Usage: lbctl config history [--limit N] [--json]\n"
@@ -52,11 +61,14 @@ static const char diff_help[] = "Usage: lbctl config diff A B [--json]\n"
 
 static const char rollback_help[] =
     "Usage: lbctl rollback N [--comment TEXT] [--if-match VERSION] [--json]\n"
+    "                      [--canary NODE[,NODE...]|PERCENT% [--bake D] [--max-error-rate R]]\n"
     "\n"
     "Makes the content of config version N active again, recorded as a new config\n"
     "version (POST /api/v1/config/rollback). History is never deleted.\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n"
+    "  --canary ...        staged, as lbctl config apply --canary: version N's content\n"
+    "                      goes to the canaries first (not with --if-match)\n";
 
 /* Prints <s> and ends it with a newline if it has none. */
 static void print_text(const char *s)
@@ -182,16 +194,128 @@ static int print_changes(const json_t *changes)
     return lbctl_print_table(5, change_headers, changes, add_change_row);
 }
 
+/* The path of a staged apply from --canary, --bake, --max-error-rate
+ * (<o>[0..3)); "" without --canary. */
+static int canary_path(const char *verb, const struct lbctl_opt *o, char *path, size_t size)
+{
+    path[0] = '\0';
+    if (!o[0].set) {
+        if (o[1].set || o[2].set)
+            return lbctl_usage(verb, "--bake and --max-error-rate go with --canary");
+        return LBCTL_EXIT_OK;
+    }
+    const char *v = o[0].value;
+    if (v == NULL || v[0] == '\0' || strlen(v) > 256)
+        return lbctl_usage(verb, "--canary wants NODE[,NODE...] or a percentage such as 10%%");
+    size_t n = (size_t)snprintf(path, size, "/api/v1/config/canary?nodes=");
+    for (const char *c = v; *c != '\0' && n + 4 < size; c++) {
+        if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~,", *c))
+            path[n++] = *c;
+        else
+            n += (size_t)snprintf(path + n, size - n, "%%%02X", (unsigned char)*c);
+    }
+    path[n] = '\0';
+    int rc;
+    if (o[1].set) {
+        long long ms;
+        if ((rc = lbctl_parse_duration(verb, "bake", o[1].value, &ms)) != LBCTL_EXIT_OK)
+            return rc;
+        n += (size_t)snprintf(path + n, size - n, "&bake_ms=%lld", ms);
+    }
+    if (o[2].set) {
+        double r;
+        if ((rc = lbctl_parse_rate(verb, o[2].value, &r)) != LBCTL_EXIT_OK)
+            return rc;
+        snprintf(path + n, size - n, "&max_error_rate=%.6f", r);
+    }
+    return LBCTL_EXIT_OK;
+}
+
+/* The staged rollout <c> (GET /api/v1/config/canary's "canary") in words. */
+static int print_canary(const json_t *c)
+{
+    if (!json_is_object(c)) {
+        printf("no staged rollout since the control plane started\n");
+        return LBCTL_EXIT_OK;
+    }
+    char ver[32], pre[32], st[32], nodes[512] = "", why[400];
+    size_t i, n = 0;
+    const json_t *node;
+    json_array_foreach(json_object_get(c, "nodes"), i, node)
+    {
+        if (n < sizeof(nodes))
+            n += (size_t)snprintf(nodes + n, sizeof(nodes) - n, "%s%s", i ? "," : "",
+                                  json_string_value(node));
+    }
+    output_cell(json_object_get(c, "version"), ver, sizeof(ver));
+    output_cell(json_object_get(c, "pre_version"), pre, sizeof(pre));
+    output_cell(json_object_get(c, "status"), st, sizeof(st));
+    printf("staged rollout of version %s (from version %s): %s\n", ver, pre, st);
+    printf("canaries        %s\n", nodes);
+    printf("bake            %lld ms, max error rate %.4f\n",
+           (long long)json_integer_value(json_object_get(c, "bake_ms")),
+           json_real_value(json_object_get(c, "max_error_rate")));
+    printf("canaries' rate  %.4f (%lld errors of %lld requests), limit %.4f\n",
+           json_real_value(json_object_get(c, "error_rate")),
+           (long long)json_integer_value(json_object_get(c, "canary_errors")),
+           (long long)json_integer_value(json_object_get(c, "canary_requests")),
+           json_real_value(json_object_get(c, "limit")));
+    printf("rest of fleet   %lld errors of %lld requests\n",
+           (long long)json_integer_value(json_object_get(c, "rest_errors")),
+           (long long)json_integer_value(json_object_get(c, "rest_requests")));
+    if (json_integer_value(json_object_get(c, "final_version")) > 0)
+        printf("ended with      version %lld\n",
+               (long long)json_integer_value(json_object_get(c, "final_version")));
+    if (json_is_string(json_object_get(c, "reason")))
+        printf("reason          %s\n", output_cell(json_object_get(c, "reason"), why, sizeof(why)));
+    return LBCTL_EXIT_OK;
+}
+
+static const char canary_help[] =
+    "Usage: lbctl config canary [abort] [--json]\n"
+    "\n"
+    "Shows the staged rollout (config apply --canary): its canaries, status, the\n"
+    "error rates over the bake, how it ended (GET /api/v1/config/canary). abort\n"
+    "rolls it back now as a new version (POST /api/v1/config/canary/abort).\n";
+
+static int config_canary(struct lbctl *ctx, int argc, char **argv)
+{
+    const char *verb = "config canary";
+    char *pos[1] = {NULL};
+    size_t npos = 0;
+    int rc = lbctl_parse(ctx, verb, canary_help, argc, argv, NULL, 0, pos, 1, &npos);
+    if (rc != LBCTL_EXIT_OK)
+        return rc < 0 ? LBCTL_EXIT_OK : rc;
+    bool abort_it = npos == 1 && strcmp(pos[0], "abort") == 0;
+    if (npos == 1 && !abort_it)
+        return lbctl_usage(verb, "unknown command '%s' (abort?)", pos[0]);
+    struct lbctl_req r = {.method = abort_it ? "POST" : "GET",
+                          .path =
+                              abort_it ? "/api/v1/config/canary/abort" : "/api/v1/config/canary"};
+    json_t *root;
+    if ((rc = lbctl_fetch(ctx, &r, &root)) != LBCTL_EXIT_OK || root == NULL)
+        return rc;
+    rc = print_canary(json_object_get(root, "canary"));
+    json_decref(root);
+    return rc;
+}
+
 static int config_apply(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "config apply";
-    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS,
+                            {"canary", true, NULL, false},
+                            {"bake", true, NULL, false},
+                            {"max-error-rate", true, NULL, false}};
     char *pos[1];
-    int rc = lbctl_parse_one(ctx, verb, apply_help, argc, argv, o, 2, pos,
+    int rc = lbctl_parse_one(ctx, verb, apply_help, argc, argv, o, 5, pos,
                              "missing the config FILE (- for stdin)");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     if ((rc = lbctl_check_write(verb, o)) != LBCTL_EXIT_OK)
+        return rc;
+    char path[1400];
+    if ((rc = canary_path(verb, o + 2, path, sizeof(path))) != LBCTL_EXIT_OK)
         return rc;
     char *body = NULL;
     size_t len = 0;
@@ -206,7 +330,7 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
     }
     struct lbctl_req r = {
         .method = "POST",
-        .path = "/api/v1/config",
+        .path = path[0] ? path : "/api/v1/config",
         .body = body,
         .body_len = len,
         .content_type = body[lead] == '{' ? "application/json" : "application/yaml",
@@ -218,6 +342,11 @@ static int config_apply(struct lbctl *ctx, int argc, char **argv)
     free(body);
     if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
+    if (path[0]) {
+        rc = print_canary(json_object_get(root, "canary"));
+        json_decref(root);
+        return rc;
+    }
     char version[32];
     output_cell(json_object_get(root, "version"), version, sizeof(version));
     const json_t *changes = json_object_get(root, "changes");
@@ -330,22 +459,68 @@ int cmd_config(struct lbctl *ctx, int argc, char **argv)
         return config_history(ctx, argc - 1, argv + 1);
     if (strcmp(sub, "diff") == 0)
         return config_diff(ctx, argc - 1, argv + 1);
+    if (strcmp(sub, "canary") == 0)
+        return config_canary(ctx, argc - 1, argv + 1);
     return lbctl_usage("config", "unknown command '%s'", sub);
+}
+
+/* rollback --canary: version <n>'s content staged like config apply --canary. */
+static int rollback_canary(struct lbctl *ctx, const char *verb, long long n, const char *comment,
+                           const char *path)
+{
+    char vpath[64];
+    snprintf(vpath, sizeof(vpath), "/api/v1/config/versions/%lld", n);
+    struct lbctl_req g = {.method = "GET", .path = vpath};
+    json_t *v;
+    int rc = lbctl_call(ctx, &g, &v, NULL);
+    if (rc != LBCTL_EXIT_OK)
+        return rc;
+    const char *content = json_string_value(json_object_get(v, "content"));
+    if (content == NULL) {
+        json_decref(v);
+        return lbctl_fail(LBCTL_EXIT_API, "%s: version %lld has no content", verb, n);
+    }
+    char why[96];
+    snprintf(why, sizeof(why), "staged rollback to version %lld", n);
+    struct lbctl_req r = {
+        .method = "POST",
+        .path = path,
+        .body = content,
+        .body_len = strlen(content),
+        .content_type = "application/yaml",
+        .comment = comment ? comment : why,
+    };
+    json_t *root;
+    rc = lbctl_fetch(ctx, &r, &root);
+    json_decref(v);
+    if (rc != LBCTL_EXIT_OK || root == NULL)
+        return rc;
+    rc = print_canary(json_object_get(root, "canary"));
+    json_decref(root);
+    return rc;
 }
 
 int cmd_rollback(struct lbctl *ctx, int argc, char **argv)
 {
     const char *verb = "rollback";
-    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS,
+                            {"canary", true, NULL, false},
+                            {"bake", true, NULL, false},
+                            {"max-error-rate", true, NULL, false}};
     char *pos[1];
-    int rc = lbctl_parse_one(ctx, verb, rollback_help, argc, argv, o, 2, pos,
+    int rc = lbctl_parse_one(ctx, verb, rollback_help, argc, argv, o, 5, pos,
                              "missing the config version N to roll back to");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
     long long n;
+    char path[1400];
     if ((rc = lbctl_parse_int(verb, "version N", pos[0], 1, INT64_MAX, &n)) ||
-        (rc = lbctl_check_write(verb, o)))
+        (rc = lbctl_check_write(verb, o)) || (rc = canary_path(verb, o + 2, path, sizeof(path))))
         return rc;
+    if (path[0] && o[1].set)
+        return lbctl_usage(verb, "--if-match does not go with --canary");
+    if (path[0])
+        return rollback_canary(ctx, verb, n, o[0].value, path);
     json_t *body = json_pack("{sI}", "version", (json_int_t)n);
     if (body == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");

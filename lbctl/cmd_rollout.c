@@ -451,3 +451,13 @@ int cmd_rollout(struct lbctl *ctx, int argc, char **argv)
         return rollout_op(ctx, sub, argc - 1, argv + 1);
     return lbctl_usage("rollout", "unknown command '%s'", sub);
 }
+
+int lbctl_parse_duration(const char *verb, const char *opt, const char *s, long long *ms)
+{
+    return parse_duration(verb, opt, s, ms);
+}
+
+int lbctl_parse_rate(const char *verb, const char *s, double *out)
+{
+    return parse_rate(verb, s, out);
+}

@@ -20,8 +20,10 @@ static const char dataplanes_help[] =
     "snapshot generation each one applied, when it was last seen, whether it is\n"
     "in sync, the binary version, pid and start time of the process behind its\n"
     "latest report (\"-\" until it reports to a restarted control plane; a\n"
-    "hand-over or an upgrade changes them) and why it rejected a snapshot, if it\n"
-    "did (GET /api/v1/dataplanes).\n";
+    "hand-over or an upgrade changes them), why it rejected a snapshot, if it\n"
+    "did, and what it serves and why (SERVING: \"stable\", \"canary of version\n"
+    "N\" during a staged rollout, or \"rejected: <reason>\") (GET\n"
+    "/api/v1/dataplanes).\n";
 
 int cmd_status(struct lbctl *ctx, int argc, char **argv)
 {
@@ -68,11 +70,12 @@ int cmd_status(struct lbctl *ctx, int argc, char **argv)
 }
 
 static const char *const dp_headers[] = {"NODE",   "VERSION", "GENERATION", "LAST SEEN", "IN SYNC",
-                                         "BINARY", "PID",     "STARTED",    "REJECTED"};
+                                         "BINARY", "PID",     "STARTED",    "REJECTED",  "SERVING"};
 
 static int add_dp_row(struct table *t, const json_t *dp)
 {
-    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256], bin[32], pid[16], start[32];
+    char node[256], ver[32], gen[32], seen[32], sync[8], rej[256], bin[32], pid[16], start[32],
+        serving[128];
     json_t *rg = json_object_get(dp, "rejected_generation");
     if (json_integer_value(rg) > 0) {
         char why[200];
@@ -91,6 +94,7 @@ static int add_dp_row(struct table *t, const json_t *dp)
         output_cell(json_object_get(dp, "pid"), pid, sizeof(pid)),
         output_time(json_object_get(dp, "started_unix_ms"), start, sizeof(start)),
         rej,
+        output_cell(json_object_get(dp, "serving"), serving, sizeof(serving)),
     };
     return table_add(t, row);
 }
@@ -102,7 +106,15 @@ int cmd_dataplanes(struct lbctl *ctx, int argc, char **argv)
                        &root);
     if (rc != LBCTL_EXIT_OK || root == NULL)
         return rc;
-    rc = lbctl_print_table(9, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
+    /* SERVING only from a control plane that says it (staged rollouts) */
+    size_t i, cols = 9;
+    json_t *dp;
+    json_array_foreach(json_object_get(root, "dataplanes"), i, dp)
+    {
+        if (json_object_get(dp, "serving") != NULL)
+            cols = 10;
+    }
+    rc = lbctl_print_table(cols, dp_headers, json_object_get(root, "dataplanes"), add_dp_row);
     json_decref(root);
     return rc;
 }

@@ -447,6 +447,80 @@ START_TEST(sync_replies)
 }
 END_TEST
 
+/* sync_req() for node <node>. */
+static Lb__V1__SyncReply *sync_req_node(int req, const char *node, uint64_t have)
+{
+    Lb__V1__SyncRequest r = LB__V1__SYNC_REQUEST__INIT;
+    r.node_id = (char *)node;
+    r.have_generation = have;
+    uint8_t buf[64];
+    size_t len = lb__v1__sync_request__pack(&r, buf);
+    send_within(req, buf, len);
+    void *msg;
+    int n = recv_within(req, &msg, WAIT_S);
+    ck_assert_msg(n >= 0, "no sync reply");
+    Lb__V1__SyncReply *reply = lb__v1__sync_reply__unpack(NULL, (size_t)n, msg);
+    nn_freemsg(msg);
+    ck_assert_ptr_nonnull(reply);
+    return reply;
+}
+
+/* Staged rollout: the canaries get the current snapshot, the others the
+ * held one, by sync and by PUB (both sent); clearing it ends that. */
+START_TEST(held_snapshot_by_node)
+{
+    struct publisher *p = start(base, 60);
+    char ep[LB_ENDPOINT_MAX];
+    endpoint("rep", ep);
+    int req = client(NN_REQ, ep);
+    endpoint("pub", ep);
+    int sub = client(NN_SUB, ep);
+    wait_connected(sub);
+    set_snapshot(p, 7, 3);
+    expect_published(sub, 7, 3, 1.0);
+    size_t len;
+    uint8_t *buf = make_snapshot(6, 2, &len);
+    struct lb_err err = {0};
+    const char *canaries[] = {"dp-c"};
+    ck_assert_int_eq(publisher_set_held(p, buf, len, 6, canaries, 0, &err), LB_EINVAL);
+    ck_assert_int_eq(publisher_set_held(p, buf, len, 6, canaries, 1, &err), LB_OK);
+    free(buf);
+    ck_assert_uint_eq(publisher_held_generation(p), 6);
+    expect_published(sub, 7, 3, 1.0); /* both, the current one first */
+    expect_published(sub, 6, 2, 1.0);
+
+    Lb__V1__SyncReply *r = sync_req_node(req, "dp-c", 0);
+    ck_assert_ptr_nonnull(r->snapshot);
+    ck_assert_uint_eq(r->snapshot->generation, 7);
+    lb__v1__sync_reply__free_unpacked(r, NULL);
+    r = sync_req_node(req, "dp-1", 0);
+    ck_assert_ptr_nonnull(r->snapshot);
+    ck_assert_uint_eq(r->snapshot->generation, 6);
+    lb__v1__sync_reply__free_unpacked(r, NULL);
+    r = sync_req_node(req, "dp-1", 6); /* up to date with the held one */
+    ck_assert_ptr_null(r->snapshot);
+    lb__v1__sync_reply__free_unpacked(r, NULL);
+    r = sync_req_node(req, "dp-c", 6); /* a canary is not */
+    ck_assert_ptr_nonnull(r->snapshot);
+    ck_assert_uint_eq(r->snapshot->generation, 7);
+    lb__v1__sync_reply__free_unpacked(r, NULL);
+
+    /* a new current snapshot keeps the held one */
+    set_snapshot(p, 8, 4);
+    expect_published(sub, 8, 4, 1.0);
+    expect_published(sub, 6, 2, 1.0);
+    publisher_clear_held(p);
+    ck_assert_uint_eq(publisher_held_generation(p), 0);
+    r = sync_req_node(req, "dp-1", 6);
+    ck_assert_ptr_nonnull(r->snapshot);
+    ck_assert_uint_eq(r->snapshot->generation, 8);
+    lb__v1__sync_reply__free_unpacked(r, NULL);
+    nn_close(sub);
+    nn_close(req);
+    publisher_free(p);
+}
+END_TEST
+
 START_TEST(sync_survives_garbage)
 {
     struct publisher *p = start(base, 60);
@@ -966,6 +1040,7 @@ static Suite *publisher_suite(void)
         {"pub_none_yet", pub_nothing_before_first_snapshot},
         {"sync", sync_replies},
         {"sync_garbage", sync_survives_garbage},
+        {"held", held_snapshot_by_node},
         {"report", report_reaches_callback},
         {"report_garbage", report_survives_garbage},
         {"sealed_pub_sync", sealed_pub_and_sync},
