@@ -56,7 +56,9 @@ def make_driver():
     return d
 
 
-class Dashboard(unittest.TestCase):
+class Browser(unittest.TestCase):
+    """One lb system and one browser for a class's cases, and the helpers the
+    suites share (tests/browser/test_rollouts.py subclasses it too)."""
     sys = None
     d = None
 
@@ -135,8 +137,11 @@ class Dashboard(unittest.TestCase):
     def write_controls(self):
         return self.d.find_elements(
             By.CSS_SELECTOR, "button.set-weight, button.drain, button.enable, button.disable, "
-            "button.rollback, #rb-go, td.write, input.weight")
+            "button.rollback, #rb-go, td.write, input.weight, .ro-controls, button.ro-pause, "
+            "button.ro-resume, button.ro-abort, button.ro-undo, #ro-go")
 
+
+class Dashboard(Browser):
     # ---- cases ---------------------------------------------------------------
     def test_00_headers_and_authorisation(self):
         class NoRedirect(urllib.request.HTTPRedirectHandler):
