@@ -7,8 +7,9 @@ plane, three backends, light load). The cases run in order on one system
 and one browser, as an operator's session would.
 
 With --screenshots DIR it runs no tests: it keeps the load going for S
-seconds (default 90) with a weight change half way, then saves overview.png
-and traffic.png into DIR (tests/browser/screenshots.sh)."""
+seconds (default 90) with a weight change and a rollout half way, starts a
+second rollout that is still baking, then saves overview.png, traffic.png
+and rollouts.png into DIR (tests/browser/screenshots.sh)."""
 
 import argparse
 import json
@@ -367,10 +368,20 @@ def screenshots(out, warmup):
             s.burst(5, "/slow/5")
             time.sleep(0.5)
         s.lbctl("backends", "update", "web-c", "--weight", "4", "--comment", "more weight to web-c")
+        # a rollout replacing web-b by web-d: its steps are markers on the traffic page
+        s.lbctl("rollout", "start", "--add", "web-d=" + s.start_extra_backend("web-d"),
+                "--remove", "web-b", "--bake", "2s", "--interval", "1s", "--comment",
+                "web-d replaces web-b")
         while time.monotonic() < end:
             s.burst(4, "/status/500")
             s.burst(4, "/slow/40")
             time.sleep(0.5)
+        # and one still baking while the pictures are taken: the overview's banner
+        s.lbctl("rollout", "start", "--add", "web-e=" + s.start_extra_backend("web-e"),
+                "--remove", "web-c", "--bake", "5m", "--interval", "1s", "--comment",
+                "web-e replaces web-c")
+        lbsystem.wait_for(lambda: s.api_json("/api/v1/rollouts/2")["rollout"]["phase"] == "bake",
+                          20, "rollout 2 baking")
         d = make_driver()
         d.set_window_size(1400, 900)
         d.get(s.url + "/ui/#overview")
@@ -382,7 +393,10 @@ def screenshots(out, warmup):
         d.execute_script("location.hash = 'traffic'")
         time.sleep(3)
         d.save_screenshot(os.path.join(out, "traffic.png"))
-        print("wrote %s/overview.png and %s/traffic.png" % (out, out))
+        d.execute_script("location.hash = 'rollouts'")
+        time.sleep(3)
+        d.save_screenshot(os.path.join(out, "rollouts.png"))
+        print("wrote overview.png, traffic.png and rollouts.png into %s" % out)
     finally:
         if d is not None:
             d.quit()
