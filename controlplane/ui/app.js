@@ -416,15 +416,16 @@ function drawChart(canvas, h, markers, pick) {
     const t = h.now_ms - m * 60000;
     ctx.fillText(m ? '-' + m + ' min' : 'now', Math.min(W - 30, xt(t) - 12), H - 6);
   }
-  for (const mk of markers) {
+  markers.forEach((mk, i) => {
     ctx.setLineDash(mk.rollout ? [] : [4, 3]);
     ctx.strokeStyle = ctx.fillStyle = mk.rollout ? '#6f42c1' : '#6a737d';
     ctx.beginPath();
     ctx.moveTo(xt(mk.t), T);
     ctx.lineTo(xt(mk.t), H - B);
     ctx.stroke();
-    ctx.fillText(mk.label, xt(mk.t) + 2, mk.rollout ? T + 10 : T - 2);
-  }
+    /* rollout steps come in bursts: their labels go down in rows of four */
+    ctx.fillText(mk.label, xt(mk.t) + 2, mk.rollout ? T + 10 + 12 * (i % 4) : T - 2);
+  });
   ctx.setLineDash([]);
   ctx.lineWidth = 1.6;
   series.forEach((s, i) => {

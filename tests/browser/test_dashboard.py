@@ -362,16 +362,23 @@ def screenshots(out, warmup):
     try:
         os.makedirs(out, exist_ok=True)
         # steady load, then a config change followed by errors and slow answers
+        quarter = time.monotonic() + warmup / 4
         half = time.monotonic() + warmup / 2
         end = time.monotonic() + warmup
+        rolled = False
         while time.monotonic() < half:
             s.burst(5, "/slow/5")
+            if not rolled and time.monotonic() > quarter:
+                # a rollout replacing web-b by web-d: its steps are markers
+                # on the traffic page
+                s.lbctl("rollout", "start", "--add", "web-d=" + s.start_extra_backend("web-d"),
+                        "--remove", "web-b", "--bake", "2s", "--interval", "1s", "--comment",
+                        "web-d replaces web-b")
+                rolled = True
             time.sleep(0.5)
+        lbsystem.wait_for(lambda: s.api_json("/api/v1/rollouts/1")["rollout"]["status"] not in
+                          ("running", "paused"), 30, "rollout 1 to end")
         s.lbctl("backends", "update", "web-c", "--weight", "4", "--comment", "more weight to web-c")
-        # a rollout replacing web-b by web-d: its steps are markers on the traffic page
-        s.lbctl("rollout", "start", "--add", "web-d=" + s.start_extra_backend("web-d"),
-                "--remove", "web-b", "--bake", "2s", "--interval", "1s", "--comment",
-                "web-d replaces web-b")
         while time.monotonic() < end:
             s.burst(4, "/status/500")
             s.burst(4, "/slow/40")

@@ -146,7 +146,9 @@ class Rollouts(test_dashboard.Browser):
                 "--interval", "500ms", "--comment", "this one fails")
         self.wait(lambda: self.current("rollout") == "3", timeout=3, exact=True,
                   what="rollout 3 shown")
-        self.wait(lambda: self.current() == "failed", timeout=40, what="rollout 3 to fail")
+        # more than the light load, so that the gate has its 10 requests in one bake
+        self.wait(lambda: s.burst(5) >= 0 and self.current() == "failed", timeout=40,
+                  what="rollout 3 to fail")
         r = self.status(3)
         self.assertEqual(r["failedGate"], "error_rate")
         failure = self.text("#ro-failure")
