@@ -577,6 +577,8 @@ async function backendWrite(id, method, path, body, what) {
 
 /* ---- Rollouts: list, detail, pause/resume/abort/undo (rw), markers, banner ---------- */
 
+/* how far into its step a phase is, for the progress bar */
+const PHASE_PART = {add: 0.05, wait_healthy: 0.2, bake: 0.45, remove: 0.7, interval: 0.85, end: 0};
 const PHASE_TEXT = {add: 'adding', wait_healthy: 'waiting for health checks', bake: 'baking', remove: 'removing',
   interval: 'waiting the interval', end: 'ended'};
 
@@ -654,7 +656,8 @@ function renderRolloutDetail(r) {
   const d = el('div', {className: 'rollout-detail', id: 'ro-current', dataset: {rollout: String(r.id), status: r.status}});
   const done = r.status === 'succeeded' ? r.steps : r.stepsDone;
   const bar = el('div', {className: 'progress'}, el('span'));
-  bar.firstChild.style.width = Math.min(100, (100 * done) / Math.max(1, r.steps)) + '%';
+  const part = rolloutLive(r) ? PHASE_PART[r.phase] || 0 : 0;
+  bar.firstChild.style.width = Math.min(100, (100 * (done + part)) / Math.max(1, r.steps)) + '%';
   d.append(el('h2', null, 'Rollout ' + r.id + ' ', el('span', {className: 'rstate-text rs-' + r.status}, r.status)),
     bar, el('p', {id: 'ro-progress'}, done + ' of ' + r.steps + ' step(s) done' + (rolloutLive(r) ? '; ' + rolloutStepText(r) : '')),
     el('p', {className: 'sub'}, 'adds ' + r.add.map((a) => a.id + ' (' + a.url + ')').join(', ') + '; removes ' +
