@@ -29,6 +29,8 @@ const state = {
   versions: null, /* GET /api/v1/config/versions */
   activeVersion: 0,
   rollbackTarget: 0,
+  rollouts: null, /* GET /api/v1/rollouts: newest first */
+  rolloutSel: 0, /* the rollout the operator clicked; 0: the newest */
 };
 
 /* ---- DOM helpers: text only ------------------------------------------------- */
@@ -228,7 +230,9 @@ function dataplaneWarnings() {
 async function refresh() {
   const page = state.page;
   const jobs = [api('GET', '/api/v1/dataplanes').then((d) => (state.dataplanes = d))];
-  if (page === 'overview' || page === 'backends')
+  if (page === 'overview' || page === 'traffic' || page === 'rollouts')
+    jobs.push(api('GET', '/api/v1/rollouts').then((d) => (state.rollouts = d)));
+  if (page === 'overview' || page === 'backends' || page === 'rollouts')
     jobs.push(api('GET', '/api/v1/backends').then((d) => (state.backends = d)));
   if (page === 'overview' || page === 'dataplanes')
     jobs.push(api('GET', '/api/v1/history?series=0').then((d) => (state.history = d)));
@@ -238,7 +242,7 @@ async function refresh() {
       state.traffic = d;
       state.trafficAt = Date.now();
     }));
-  if (page === 'overview' || page === 'traffic' || page === 'versions')
+  if (page === 'overview' || page === 'traffic' || page === 'versions' || page === 'rollouts')
     jobs.push(api('GET', '/api/v1/config/versions?limit=200').then((d) => (state.versions = d)));
   await Promise.all(jobs);
   state.activeVersion = state.dataplanes.version;
@@ -253,11 +257,12 @@ function render() {
   else if (state.page === 'versions') renderVersions();
   else if (state.page === 'backends') renderBackends();
   else if (state.page === 'dataplanes') renderDataplanes();
+  else if (state.page === 'rollouts') renderRollouts();
 }
 
 /* ---- pages: routing --------------------------------------------------------- */
 
-const PAGES = ['overview', 'traffic', 'versions', 'backends', 'dataplanes', 'audit'];
+const PAGES = ['overview', 'traffic', 'versions', 'backends', 'rollouts', 'dataplanes', 'audit'];
 
 function route() {
   if (!state.token) return;
@@ -327,6 +332,7 @@ function renderOverview() {
     fronts.map((f) => el('tr', null, el('td', null, f.name || ''), el('td', null, f.address || '0.0.0.0'),
       el('td', {className: 'num'}, f.port), el('td', null, f.tls ? 'yes' : 'no'),
       el('td', null, servedBy()))));
+  renderRolloutBanner();
   const bes = state.backends ? state.backends.backends : [];
   table($('ov-backends'), ['Backend', 'URL', 'State', 'Health checks', 'Breaker', 'Weight', 'Effective', 'In flight', 'Upstream conns',
     'Req/s', '5xx rate', 'p50 ms', 'p99 ms'],
@@ -374,7 +380,8 @@ function renderTraffic() {
   if (h.backends.length === 0) legend.append(el('span', {className: 'sub'}, 'No traffic reported in the last 15 minutes.'));
   const markers = (state.versions ? state.versions.versions : [])
     .filter((v) => v.created_ms >= h.start_ms && v.created_ms <= h.now_ms)
-    .map((v) => ({t: v.created_ms, label: 'v' + v.version}));
+    .map(versionMarker);
+  renderMarkerList(markers);
   const pct = (a) => a.map((x) => (x === null ? null : x * 100));
   drawChart($('ch-rps'), h, markers, (b) => b.rps);
   drawChart($('ch-err'), h, markers, (b) => pct(b.err_rate));
@@ -409,15 +416,16 @@ function drawChart(canvas, h, markers, pick) {
     const t = h.now_ms - m * 60000;
     ctx.fillText(m ? '-' + m + ' min' : 'now', Math.min(W - 30, xt(t) - 12), H - 6);
   }
-  ctx.setLineDash([4, 3]);
-  ctx.strokeStyle = '#6a737d';
-  for (const mk of markers) {
+  markers.forEach((mk, i) => {
+    ctx.setLineDash(mk.rollout ? [] : [4, 3]);
+    ctx.strokeStyle = ctx.fillStyle = mk.rollout ? '#6f42c1' : '#6a737d';
     ctx.beginPath();
     ctx.moveTo(xt(mk.t), T);
     ctx.lineTo(xt(mk.t), H - B);
     ctx.stroke();
-    ctx.fillText(mk.label, xt(mk.t) + 2, T - 2);
-  }
+    /* rollout steps come in bursts: their labels go down in rows of four */
+    ctx.fillText(mk.label, xt(mk.t) + 2, mk.rollout ? T + 10 + 12 * (i % 4) : T - 2);
+  });
   ctx.setLineDash([]);
   ctx.lineWidth = 1.6;
   series.forEach((s, i) => {
@@ -563,6 +571,191 @@ async function backendWrite(id, method, path, body, what) {
   } catch (e) {
     msg.className = 'error';
     msg.textContent = id + ': ' + what + ' failed: ' + (e.status === 409 ? 'conflict, the config changed meanwhile (' + e.message + '); look again and retry' : e.message);
+  }
+  startPolling();
+}
+
+/* ---- Rollouts: list, detail, pause/resume/abort/undo (rw), markers, banner ---------- */
+
+/* how far into its step a phase is, for the progress bar */
+const PHASE_PART = {add: 0.05, wait_healthy: 0.2, bake: 0.45, remove: 0.7, interval: 0.85, end: 0};
+const PHASE_TEXT = {add: 'adding', wait_healthy: 'waiting for health checks', bake: 'baking', remove: 'removing',
+  interval: 'waiting the interval', end: 'ended'};
+
+function rolloutList() {
+  return state.rollouts ? state.rollouts.rollouts : [];
+}
+
+function rolloutLive(r) {
+  return r.status === 'running' || r.status === 'paused';
+}
+
+/* "step 2 of 4: baking, next in 12 s" */
+function rolloutStepText(r) {
+  const phase = r.status === 'paused' ? 'paused while ' + (PHASE_TEXT[r.phase] || r.phase) : PHASE_TEXT[r.phase] || r.phase;
+  const next = r.status === 'running' && r.nextInMs > 0 ? ', next in ' + Math.ceil(r.nextInMs / 1000) + ' s' : '';
+  return 'step ' + r.step + '/' + r.steps + ': ' + phase + next;
+}
+
+function renderRolloutBanner() {
+  const a = $('ov-rollout');
+  const r = rolloutList().find(rolloutLive);
+  a.hidden = !r;
+  if (r) a.textContent = 'rollout ' + r.id + ' ' + r.status + ', ' + rolloutStepText(r) + ' — open Rollouts';
+}
+
+/* A version made by rollout <r> carries the comment "rollout N step k/n: ..."
+ * or "rollout N failed|aborted|undone: ...; back to version M" (the control
+ * plane writes these, and nobody else may change the config while it runs):
+ * both the number range and the comment must match. */
+function rolloutOfVersion(v) {
+  const m = /^rollout (\d+) /.exec(v.comment || '');
+  if (!m) return null;
+  const r = rolloutList().find((x) => String(x.id) === m[1]);
+  if (!r) return null;
+  const last = Math.max(r.lastVersion || 0, r.rollbackVersion || 0);
+  return v.version > r.preVersion && v.version <= last ? r : null;
+}
+
+function versionMarker(v) {
+  const r = rolloutOfVersion(v);
+  if (!r) return {t: v.created_ms, label: 'v' + v.version, text: 'v' + v.version + ': ' + v.comment, rollout: 0};
+  const step = /^rollout \d+ step (\d+\/\d+)/.exec(v.comment);
+  const label = 'R' + r.id + (step ? ' s' + step[1] : ' ' + v.comment.split(' ')[2].replace(':', ''));
+  return {t: v.created_ms, label, text: 'v' + v.version + ' ' + v.comment, rollout: r.id};
+}
+
+function renderMarkerList(markers) {
+  const ul = clear($('tr-markers'));
+  for (const mk of markers)
+    ul.append(el('li', {className: mk.rollout ? 'mk-rollout' : 'mk-version', dataset: {rollout: String(mk.rollout)}},
+      fmtTime(mk.t) + ' ' + mk.label + ' — ' + mk.text));
+  const title = markers.map((mk) => mk.label + ': ' + mk.text).join('\n');
+  for (const c of document.querySelectorAll('#page-traffic canvas')) c.title = title;
+}
+
+function renderRollouts() {
+  const list = rolloutList();
+  const sel = list.find((r) => r.id === state.rolloutSel) || list.find(rolloutLive) || list[0];
+  table($('ro-table'), ['Rollout', 'State', 'Step', 'Started', 'By', 'Comment'], list.map((r) => el('tr', {
+    className: sel && r.id === sel.id ? 'selected' : '', dataset: {rollout: String(r.id)},
+    on: {click: () => {
+      state.rolloutSel = r.id;
+      renderRollouts();
+    }}},
+  el('td', {className: 'num'}, r.id), el('td', {className: 'rstate rs-' + r.status}, r.status),
+  el('td', {className: 'step'}, r.status === 'succeeded' ? r.steps + '/' + r.steps : r.step + '/' + r.steps + ' (' + r.phase + ')'),
+  el('td', null, fmtDateTime(r.startedMs)), el('td', {className: 'author'}, r.author), el('td', {className: 'comment'}, r.comment))));
+  if (list.length === 0) $('ro-table').append(el('caption', null, 'No rollout yet: lbctl rollout start --add URL ...'));
+  renderRolloutDetail(sel);
+}
+
+function renderRolloutDetail(r) {
+  const box = clear($('ro-detail'));
+  if (!r) return;
+  const d = el('div', {className: 'rollout-detail', id: 'ro-current', dataset: {rollout: String(r.id), status: r.status}});
+  const done = r.status === 'succeeded' ? r.steps : r.stepsDone;
+  const bar = el('div', {className: 'progress'}, el('span'));
+  const part = rolloutLive(r) ? PHASE_PART[r.phase] || 0 : 0;
+  bar.firstChild.style.width = Math.min(100, (100 * (done + part)) / Math.max(1, r.steps)) + '%';
+  d.append(el('h2', null, 'Rollout ' + r.id + ' ', el('span', {className: 'rstate-text rs-' + r.status}, r.status)),
+    bar, el('p', {id: 'ro-progress'}, done + ' of ' + r.steps + ' step(s) done' + (rolloutLive(r) ? '; ' + rolloutStepText(r) : '')),
+    el('p', {className: 'sub'}, 'adds ' + r.add.map((a) => a.id + ' (' + a.url + ')').join(', ') + '; removes ' +
+      (r.remove.join(', ') || 'nothing') + '; batch ' + r.batchSize + ', bake ' + r.bakeMs / 1000 + ' s, interval ' +
+      r.intervalMs / 1000 + ' s; started from version ' + r.preVersion + ' by ' + r.author));
+  if (r.failedGate) d.append(el('p', {className: 'failure', id: 'ro-failure'}, 'Failed: gate ' + r.failedGate + ', backend ' +
+    r.failedBackend + ', figure ' + gateFigure(r.failedGate, r.figure) + ' against the limit ' + gateFigure(r.failedGate, r.limit) +
+    (r.reason ? ' — ' + r.reason : '') + (r.rollbackVersion ? '; rolled back as version ' + r.rollbackVersion : '')));
+  else if (r.reason) d.append(el('p', {className: 'sub', id: 'ro-reason'}, r.reason));
+  const gates = el('table', {id: 'ro-gates'});
+  table(gates, ['Gate', 'Now', 'Limit', ''], r.gates.map((g) => gateRow(r, g)));
+  d.append(el('h2', null, 'Gates'), gates, el('h2', null, 'Versions it made'), rolloutVersions(r));
+  if (state.rw) d.append(rolloutControls(r));
+  box.append(d);
+}
+
+function gateFigure(gate, v) {
+  if (gate === 'error_rate') return fmtPct(v);
+  if (gate === 'health') return fmtNum(v) + ' s';
+  return fmtNum(v, 0);
+}
+
+function gateRow(r, g) {
+  let now = '–', limit = '';
+  const bes = state.backends ? state.backends.backends : [];
+  if (g.gate === 'error_rate') {
+    limit = fmtPct(g.limit !== undefined ? g.limit : g.maxErrorRate);
+    if (g.figure !== undefined)
+      now = 'new ' + (g.backend ? g.backend + ' ' : '') + fmtPct(g.figure) + (g.requests !== undefined ? ' (' + g.requests + ' requests)' : '') +
+        (g.oldRate !== undefined ? ' vs old ' + fmtPct(g.oldRate) + ' (' + g.oldRequests + ' requests)' : '');
+  } else if (g.gate === 'health') {
+    limit = 'healthy within ' + fmtNum(g.limitSeconds) + ' s';
+    now = (r.stepAdds || []).map((id) => {
+      const b = bes.find((x) => x.id === id);
+      return id + ': ' + (b ? b.health + (b.checks_rise !== undefined ? ' ' + Math.min(b.checks_passes, b.checks_rise) + '/' + b.checks_rise : '') : 'not in the config');
+    }).join(', ') || '–';
+  } else if (g.gate === 'capacity') {
+    limit = '≥ ' + g.minHealthy + ' healthy old';
+    const healthy = bes.filter((b) => b.state === 'active' && b.health === 'up').length;
+    now = rolloutLive(r) ? healthy + ' healthy active backend(s)' : '–';
+  }
+  if (g.failed) now = 'FAILED: ' + gateFigure(g.gate, g.figure) + (g.backend ? ' (' + g.backend + ')' : '');
+  return el('tr', {className: g.failed ? 'st-down' : '', dataset: {gate: g.gate}}, el('td', null, g.gate),
+    el('td', {className: 'gate-now' + (g.failed ? ' bad' : '')}, now), el('td', {className: 'gate-limit'}, limit),
+    el('td', {className: 'sub'}, r.status === 'running' && r.nextInMs > 0 && g === r.gates[0] ? 'next step in ' + Math.ceil(r.nextInMs / 1000) + ' s' : ''));
+}
+
+function rolloutVersions(r) {
+  const vs = (state.versions ? state.versions.versions : []).filter((v) => rolloutOfVersion(v) === r);
+  const ul = el('ul', {id: 'ro-versions'});
+  for (const v of vs.slice().reverse())
+    ul.append(el('li', null, el('a', {href: '#versions', className: 'ro-diff', dataset: {version: String(v.version)},
+      on: {click: (ev) => {
+        ev.preventDefault();
+        location.hash = 'versions';
+        showDiff(v.version - 1, v.version);
+      }}}, 'v' + v.version), ' ' + v.comment));
+  if (vs.length === 0) ul.append(el('li', {className: 'sub'}, 'none yet'));
+  return ul;
+}
+
+function rolloutControls(r) {
+  const row = el('div', {className: 'row ro-controls'});
+  const op = (name, label, confirmText) => el('button', {type: 'button', className: 'ro-' + name,
+    on: {click: () => (confirmText ? confirmRolloutOp(r, name, confirmText) : rolloutOp(r.id, name))}}, label);
+  if (r.status === 'running') row.append(op('pause', 'Pause'));
+  if (r.status === 'paused') row.append(op('resume', 'Resume'));
+  if (rolloutLive(r))
+    row.append(op('abort', 'Abort…', 'Abort rollout ' + r.id + '? Abort rolls back: the config of version ' + r.preVersion +
+      ' (before the rollout) becomes active again as a new version, the new backends are removed and the old ones restored.'));
+  if (r.status === 'succeeded')
+    row.append(op('undo', 'Undo…', 'Undo rollout ' + r.id + '? The config of version ' + r.preVersion +
+      ' (before the rollout) becomes active again as a new version: the old backends come back, the new ones go.'));
+  return row;
+}
+
+function confirmRolloutOp(r, name, text) {
+  const box = clear($('ro-confirm'));
+  box.append(el('p', {id: 'ro-confirm-text'}, text), el('div', {className: 'row'},
+    el('button', {type: 'button', id: 'ro-go', on: {click: () => {
+      box.hidden = true;
+      rolloutOp(r.id, name);
+    }}}, 'Confirm ' + name + ' of rollout ' + r.id),
+    el('button', {type: 'button', id: 'ro-cancel', on: {click: () => (box.hidden = true)}}, 'Cancel')));
+  box.hidden = false;
+}
+
+async function rolloutOp(id, name) {
+  const msg = $('ro-msg');
+  try {
+    const res = await api('POST', '/api/v1/rollouts/' + id + '/' + name);
+    const r = res.rollout;
+    msg.className = 'ok-msg';
+    msg.textContent = 'Rollout ' + id + ' ' + name + ': now ' + r.status +
+      (r.rollbackVersion && (name === 'abort' || name === 'undo') ? ', created config version ' + r.rollbackVersion + ' (the content of version ' + r.preVersion + ')' : '') + '.';
+  } catch (e) {
+    msg.className = 'error';
+    msg.textContent = 'Rollout ' + id + ' ' + name + ' failed: ' + (e.status ? e.status + ' ' : '') + (e.code ? e.code + ': ' : '') + e.message;
   }
   startPolling();
 }

@@ -78,6 +78,7 @@ class System:
         self.stop_load = threading.Event()
         self.load_thread = None
         self.load_errors = 0
+        self.extra = []  # backends started later by start_extra_backend
 
     # ---- files -----------------------------------------------------------
     def write_files(self):
@@ -134,6 +135,17 @@ class System:
                        str(self.backend_ports[b]), "--name", b])
         wait_for(lambda: port_open(self.backend_ports[b]), 10, "backend " + b)
 
+    def start_extra_backend(self, name, *args):
+        """Starts one more lb-backend named <name> (extra arguments such as
+        "--fail-status", "500") on a free port; returns its URL. It is not in
+        the config: a test adds it (a rollout, a backend write)."""
+        self.backend_ports[name] = free_port()
+        self.spawn(name, [os.path.join(self.build, "lb-backend"), "--port",
+                          str(self.backend_ports[name]), "--name", name] + list(args))
+        self.extra.append(name)
+        wait_for(lambda: port_open(self.backend_ports[name]), 10, "backend " + name)
+        return "http://127.0.0.1:%d" % self.backend_ports[name]
+
     def start_controlplane(self):
         run = os.path.join(self.dir, "run")
         self.spawn("controlplane", [
@@ -187,7 +199,7 @@ class System:
         self.stop_load.set()
         if self.load_thread:
             self.load_thread.join(timeout=5)
-        for name in ["dataplane", "controlplane"] + BACKENDS:
+        for name in ["dataplane", "controlplane"] + BACKENDS + self.extra:
             self.stop_proc(name)
         bad = {n: c for n, c in self.codes.items() if c != 0}
         if os.environ.get("LB_KEEP") != "1" and not bad:

@@ -1,6 +1,6 @@
 #!/bin/bash
 # tests/browser/screenshots.sh BUILD_DIR [OUT_DIR]: regenerates the README's
-# dashboard screenshots (overview.png, traffic.png; default OUT_DIR
+# dashboard screenshots (overview.png, traffic.png, rollouts.png; default OUT_DIR
 # deploy/screenshots) from a live system under load in headless chromium.
 # Takes about two minutes: the traffic page needs some history.
 set -euo pipefail

@@ -7,8 +7,9 @@ plane, three backends, light load). The cases run in order on one system
 and one browser, as an operator's session would.
 
 With --screenshots DIR it runs no tests: it keeps the load going for S
-seconds (default 90) with a weight change half way, then saves overview.png
-and traffic.png into DIR (tests/browser/screenshots.sh)."""
+seconds (default 90) with a weight change and a rollout half way, starts a
+second rollout that is still baking, then saves overview.png, traffic.png
+and rollouts.png into DIR (tests/browser/screenshots.sh)."""
 
 import argparse
 import json
@@ -56,7 +57,9 @@ def make_driver():
     return d
 
 
-class Dashboard(unittest.TestCase):
+class Browser(unittest.TestCase):
+    """One lb system and one browser for a class's cases, and the helpers the
+    suites share (tests/browser/test_rollouts.py subclasses it too)."""
     sys = None
     d = None
 
@@ -135,8 +138,11 @@ class Dashboard(unittest.TestCase):
     def write_controls(self):
         return self.d.find_elements(
             By.CSS_SELECTOR, "button.set-weight, button.drain, button.enable, button.disable, "
-            "button.rollback, #rb-go, td.write, input.weight")
+            "button.rollback, #rb-go, td.write, input.weight, .ro-controls, button.ro-pause, "
+            "button.ro-resume, button.ro-abort, button.ro-undo, #ro-go")
 
+
+class Dashboard(Browser):
     # ---- cases ---------------------------------------------------------------
     def test_00_headers_and_authorisation(self):
         class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -356,16 +362,33 @@ def screenshots(out, warmup):
     try:
         os.makedirs(out, exist_ok=True)
         # steady load, then a config change followed by errors and slow answers
+        quarter = time.monotonic() + warmup / 4
         half = time.monotonic() + warmup / 2
         end = time.monotonic() + warmup
+        rolled = False
         while time.monotonic() < half:
             s.burst(5, "/slow/5")
+            if not rolled and time.monotonic() > quarter:
+                # a rollout replacing web-b by web-d: its steps are markers
+                # on the traffic page
+                s.lbctl("rollout", "start", "--add", "web-d=" + s.start_extra_backend("web-d"),
+                        "--remove", "web-b", "--bake", "2s", "--interval", "1s", "--comment",
+                        "web-d replaces web-b")
+                rolled = True
             time.sleep(0.5)
+        lbsystem.wait_for(lambda: s.api_json("/api/v1/rollouts/1")["rollout"]["status"] not in
+                          ("running", "paused"), 30, "rollout 1 to end")
         s.lbctl("backends", "update", "web-c", "--weight", "4", "--comment", "more weight to web-c")
         while time.monotonic() < end:
             s.burst(4, "/status/500")
             s.burst(4, "/slow/40")
             time.sleep(0.5)
+        # and one still baking while the pictures are taken: the overview's banner
+        s.lbctl("rollout", "start", "--add", "web-e=" + s.start_extra_backend("web-e"),
+                "--remove", "web-c", "--bake", "5m", "--interval", "1s", "--comment",
+                "web-e replaces web-c")
+        lbsystem.wait_for(lambda: s.api_json("/api/v1/rollouts/2")["rollout"]["phase"] == "bake",
+                          20, "rollout 2 baking")
         d = make_driver()
         d.set_window_size(1400, 900)
         d.get(s.url + "/ui/#overview")
@@ -377,7 +400,10 @@ def screenshots(out, warmup):
         d.execute_script("location.hash = 'traffic'")
         time.sleep(3)
         d.save_screenshot(os.path.join(out, "traffic.png"))
-        print("wrote %s/overview.png and %s/traffic.png" % (out, out))
+        d.execute_script("location.hash = 'rollouts'")
+        time.sleep(3)
+        d.save_screenshot(os.path.join(out, "rollouts.png"))
+        print("wrote overview.png, traffic.png and rollouts.png into %s" % out)
     finally:
         if d is not None:
             d.quit()
