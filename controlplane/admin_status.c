@@ -315,6 +315,10 @@ void admin__dataplanes(struct req *r)
             json_object_set_new(o, "pid", known ? json_integer(pn.pid) : json_null());
             json_object_set_new(o, "started_unix_ms",
                                 known ? json_integer(pn.started_unix_ms) : json_null());
+            json_object_set_new(o, "host",
+                                known && pn.host[0] ? json_string(pn.host) : json_null());
+            json_object_set_new(o, "listeners",
+                                known && pn.listeners[0] ? json_string(pn.listeners) : json_null());
             json_object_set_new(o, "binary_version",
                                 known && pn.binary_version[0] ? json_string(pn.binary_version)
                                                               : json_null());

@@ -28,6 +28,8 @@ struct rdp {
     int64_t started_unix_ms; /* a change means a restart: counters began again */
     uint32_t pid;            /* the reporting process (a hand-over changes it) */
     char binary_version[32]; /* its lb-dataplane version, "" if it sent none */
+    char host[64];           /* its host name */
+    char listeners[256];     /* where it listens, comma-separated */
     uint64_t boot_id;        /* of its latest report */
     struct rb *b;            /* sorted by id */
     size_t n;
@@ -159,6 +161,16 @@ int reports_add(struct reports *r, const Lb__V1__Report *rep, int64_t now_ms, st
     snprintf(d->binary_version, sizeof(d->binary_version), "%s",
              rep->binary_version ? rep->binary_version : "");
     d->boot_id = rep->boot_id;
+    snprintf(d->host, sizeof(d->host), "%s", rep->host ? rep->host : "");
+    size_t at = 0;
+    d->listeners[0] = '\0';
+    for (size_t i = 0; i < rep->n_listeners && at < sizeof(d->listeners); i++) {
+        int w = snprintf(d->listeners + at, sizeof(d->listeners) - at, "%s%s", i ? "," : "",
+                         rep->listeners[i] ? rep->listeners[i] : "");
+        if (w < 0)
+            break;
+        at += (size_t)w;
+    }
     return LB_OK;
 }
 
@@ -172,6 +184,8 @@ bool reports_node_get(const struct reports *r, const char *node_id, struct repor
         out->pid = d->pid;
         out->started_unix_ms = d->started_unix_ms;
         snprintf(out->binary_version, sizeof(out->binary_version), "%s", d->binary_version);
+        snprintf(out->host, sizeof(out->host), "%s", d->host);
+        snprintf(out->listeners, sizeof(out->listeners), "%s", d->listeners);
         return true;
     }
     return false;

@@ -39,6 +39,8 @@ struct reports_node {
     uint32_t pid;
     int64_t started_unix_ms;
     char binary_version[32]; /* "" if the data plane sent none */
+    char host[64];           /* its host name, "" if it sent none */
+    char listeners[256];     /* its listening addresses, comma-separated (cut short) */
 };
 
 /* Fills <out> from <node_id>'s latest report; false (zeroes) if none is

@@ -60,6 +60,7 @@ struct sync {
     uint64_t boot_id;        /* random per process; reports carry it ... */
     uint64_t seq;            /* ... and this, one more per report */
     uint64_t skipped[2];     /* generations meant for other nodes (staged rollout) */
+    char host[256];          /* this machine's name, for reports */
     unsigned next_skip;
 };
 
@@ -407,6 +408,12 @@ static void sync_send_report(struct sync *s)
     r.boot_id = s->boot_id;
     r.seq = ++s->seq;
     r.binary_version = (char *)LB_VERSION;
+    r.host = s->host;
+    uint32_t nf = snap != NULL ? snap->n_frontends : 0;
+    char **listeners = calloc(nf ? nf : 1, sizeof(*listeners));
+    for (uint32_t i = 0; listeners != NULL && i < nf; i++)
+        listeners[r.n_listeners++] = snap->frontends[i].key;
+    r.listeners = listeners;
     uint32_t nb = snap && dp->n_workers ? snap->n_backends : 0;
     Lb__V1__BackendReport *brs = calloc(nb ? nb : 1, sizeof(*brs));
     Lb__V1__BackendReport **brp = calloc(nb ? nb : 1, sizeof(*brp));
@@ -461,6 +468,7 @@ static void sync_send_report(struct sync *s)
     free(ids);
     free(tot);
     free(ws);
+    free(listeners);
     snap_unref(snap);
 }
 
@@ -533,6 +541,8 @@ struct sync *sync_new(struct ev_loop *loop, const struct sync_config *cfg, struc
     s->ctx = ctx;
     s->sub = s->req = s->push = -1;
     s->started_ms = now_ms();
+    if (gethostname(s->host, sizeof(s->host) - 1) != 0)
+        s->host[0] = '\0';
     s->keys = cfg->keys;
     s->insecure = cfg->insecure;
     /* zero means "no boot id" to the control plane */

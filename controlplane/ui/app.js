@@ -766,11 +766,13 @@ function renderDataplanes() {
   const d = state.dataplanes;
   $('dp-gen').textContent = 'published: config version ' + d.version + ', generation ' + d.generation;
   const nodes = state.history ? state.history.dataplanes : [];
-  table($('dp-table'), ['Node', 'Applied version', 'Generation', 'In sync', 'Last report', 'PID', 'Started', 'Binary', 'Last rejected snapshot'],
+  table($('dp-table'), ['Node', 'Address', 'Applied version', 'Generation', 'In sync', 'Last report', 'PID', 'Started', 'Binary', 'Last rejected snapshot'],
     d.dataplanes.map((p) => {
       const h = nodes.find((n) => n.node_id === p.node_id) || {};
       const stale = Date.now() - p.last_seen_ms > DP_STALE_MS;
-      return el('tr', {dataset: {node: p.node_id}}, el('td', null, p.node_id), el('td', {className: 'num'}, p.applied_version),
+      const addr = [p.host, p.listeners].filter(Boolean).join(' ');
+      return el('tr', {dataset: {node: p.node_id}}, el('td', null, p.node_id), el('td', null, addr || '–'),
+        el('td', {className: 'num'}, p.applied_version),
         el('td', {className: 'num'}, p.applied_generation), el('td', {className: p.in_sync ? 'ok' : 'bad'}, p.in_sync ? 'yes' : 'no'),
         el('td', {className: stale ? 'bad' : ''}, fmtDateTime(p.last_seen_ms) + ' (' + ago(p.last_seen_ms) + ')'),
         el('td', {className: 'num'}, h.pid || '–'), el('td', null, h.started_ms ? fmtDateTime(h.started_ms) : '–'),

@@ -200,6 +200,11 @@ class Dashboard(Browser):
             self.goto(page)
             time.sleep(0.3)
             self.assertEqual(self.write_controls(), [], "write controls on %s with ro" % page)
+        # each data plane's address: its host name and where it listens
+        self.goto("dataplanes")
+        self.wait(lambda: "127.0.0.1:" in (self.text("#dp-table td:nth-child(2)") or ""),
+                  what="the data plane's address")
+        self.goto("overview")
         self.wait(lambda: self.text("#updated").startswith("updated"), what="last updated")
         self.assertEqual(self.console_errors(), [])
         self.assertEqual(self.csp(), [])

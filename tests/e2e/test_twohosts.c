@@ -106,6 +106,28 @@ static void serves_on_its_host(const struct world *wd, unsigned i)
     ck_assert_msg(c == NULL, "127.0.0.1:%u is served: --bind-address was not applied", port);
 }
 
+/* Each data plane reports where it listens: its own address, the port of
+ * the config's frontend (lbctl --json dataplanes, polled). */
+static void reports_its_address(const struct world *wd)
+{
+    char want[2][48];
+    for (unsigned i = 0; i < 2; i++)
+        snprintf(want[i], sizeof(want[i]), "\"%s:%u\"", hosts[i], e2e_cp_frontend_port(wd->cp));
+    uint64_t deadline = e2e_now_ms() + e2e_timeout_ms();
+    for (;;) {
+        struct e2e_cmd r;
+        ck_assert_int_eq(e2e_cp_lbctl(wd->cp, &r, "--json", "dataplanes", NULL), 0);
+        bool both = strstr(r.out, want[0]) != NULL && strstr(r.out, want[1]) != NULL;
+        if (both || e2e_now_ms() >= deadline) {
+            ck_assert_msg(both, "dataplanes do not name %s and %s: %s", want[0], want[1], r.out);
+            e2e_cmd_free(&r);
+            return;
+        }
+        e2e_cmd_free(&r);
+        e2e_poll_pause(100);
+    }
+}
+
 /* The generation data plane <i> serves (-1 when it does not answer). */
 static double served(const struct world *wd, unsigned i)
 {
@@ -169,6 +191,7 @@ START_TEST(sealed_and_unsealed_fleets)
         ck_assert(dp_metric(&sealed, i, "lb_feed_sealed") == 1);
         ck_assert(dp_metric(&open, i, "lb_feed_insecure") == 1);
     }
+    reports_its_address(&sealed);
     /* the same changes, in turn, so both see the same machine */
     for (unsigned k = 0; k < CHANGES; k++) {
         sealed.took_ms[k] = change(&sealed, 2 + k);
