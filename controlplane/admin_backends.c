@@ -208,6 +208,8 @@ void admin__backends_add(struct req *r)
         return;
     struct cp_backend_change chg = {0};
     json_t *id = json_object_get(wr.body, "id");
+    if (!admin__write_canary(r, &wr))
+        goto out;
     if (!admin__only_keys(r, wr.body, keys) || !read_backend_fields(r, wr.body, &chg))
         goto out;
     if (chg.url == NULL) {
@@ -245,7 +247,8 @@ void admin__backend_update(struct req *r, const char *id)
     if (!admin__write_start(r, true, &wr))
         return;
     struct cp_backend_change chg = {0};
-    if (admin__only_keys(r, wr.body, keys) && read_backend_fields(r, wr.body, &chg)) {
+    if (admin__write_canary(r, &wr) && admin__only_keys(r, wr.body, keys) &&
+        read_backend_fields(r, wr.body, &chg)) {
         uint64_t version = 0;
         struct lb_err e = {0};
         if (cp_backend_update(r->c->a->cp, id, &chg, &wr.w, &version, &e) != LB_OK)
@@ -267,6 +270,10 @@ static void backend_op(struct req *r, const char *id,
     struct admin_write wr;
     if (!admin__write_start(r, r->body_len > 0, &wr))
         return;
+    if (!admin__write_canary(r, &wr)) {
+        admin__write_end(&wr);
+        return;
+    }
     uint64_t version = 0;
     struct lb_err e = {0};
     if (op(r->c->a->cp, id, &wr.w, &version, &e) != LB_OK)

@@ -126,6 +126,8 @@ struct req {
     char author[80];
     const char *method; /* "GET", ... or "OTHER" */
     bool rw;            /* admin__authorise(): the identity may write */
+    const char *query;  /* after the '?' of the target, <qlen> bytes ("" if none) */
+    size_t qlen;
 };
 
 /* ---- admin_http.c: responses -------------------------------------------------- */
@@ -189,12 +191,24 @@ struct admin_write {
     json_t *body;      /* the JSON object when asked for, else NULL; owned */
     struct cp_write w; /* for the core: points into <comment> and the request */
     char comment[ADMIN_COMMENT_MAX + 1];
+    struct cp_canary canary; /* admin__write_canary(): w.canary points here */
+    char nodes[1024];
 };
 
 /* Reads <wr> from <r>, with a JSON object body when <json_body>; false when
  * answered (400). Release with admin__write_end() when it returned true. */
 bool admin__write_start(struct req *r, bool json_body, struct admin_write *wr);
 void admin__write_end(struct admin_write *wr);
+
+/* A staged write: reads ?nodes=a,b|P%25[&bake_ms=N][&max_error_rate=R] of
+ * <r> into <nodes> (<size> bytes), <bake_ms> and <rate> (-1 when absent).
+ * Returns 1 when the query names canaries, 0 when it does not, -1 when
+ * answered (400). */
+int admin__canary_query(struct req *r, char *nodes, size_t size, int64_t *bake_ms, double *rate);
+
+/* admin__canary_query() into <wr> (w.canary set when it names canaries);
+ * false when answered (400). */
+bool admin__write_canary(struct req *r, struct admin_write *wr);
 
 /* ---- the handlers (admin_backends.c, admin_config.c, admin_status.c, admin_audit.c) */
 
@@ -304,7 +318,7 @@ void admin__peer_name(const struct sockaddr_storage *sa, char *out, size_t size)
 
 /* admin_rollouts.c: the staged config rollout (/api/v1/config/canary). */
 void admin__canary_get(struct req *r);
-void admin__canary_post(struct req *r, const char *query, size_t qlen);
+void admin__canary_post(struct req *r);
 void admin__canary_abort(struct req *r);
 
 #endif

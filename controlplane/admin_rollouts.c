@@ -338,16 +338,17 @@ static bool query_num(struct req *r, const char *query, size_t qlen, const char 
     return true;
 }
 
-/* POST /api/v1/config/canary?nodes=a,b|P%25&bake_ms=N&max_error_rate=R, the
- * config as the body (YAML, or JSON by Content-Type). */
-void admin__canary_post(struct req *r, const char *query, size_t qlen)
+int admin__canary_query(struct req *r, char *nodes, size_t size, int64_t *bake_ms, double *rate)
 {
     size_t nlen = 0;
-    const char *nv = admin__query_get(query, qlen, "nodes", &nlen);
-    char nodes[1024];
-    if (nv == NULL || nlen == 0 || nlen >= sizeof(nodes)) {
+    const char *nv = admin__query_get(r->query, r->qlen, "nodes", &nlen);
+    *bake_ms = -1;
+    *rate = -1;
+    if (nv == NULL)
+        return 0;
+    if (nlen == 0 || nlen >= size) {
         admin__respond_error(r, 400, "invalid", "nodes: the canaries, a,b or a percentage P%%");
-        return;
+        return -1;
     }
     size_t k = 0;
     for (size_t i = 0; i < nlen; i++) { /* %XX: "50%25" is 50% */
@@ -360,12 +361,43 @@ void admin__canary_post(struct req *r, const char *query, size_t qlen)
         }
     }
     nodes[k] = '\0';
-    double bake = -1, rate = -1;
-    if (!query_num(r, query, qlen, "bake_ms", &bake) ||
-        !query_num(r, query, qlen, "max_error_rate", &rate))
-        return;
-    if (rate > 1) {
+    double bake = -1;
+    if (!query_num(r, r->query, r->qlen, "bake_ms", &bake) ||
+        !query_num(r, r->query, r->qlen, "max_error_rate", rate))
+        return -1;
+    if (*rate > 1) {
         admin__respond_error(r, 400, "invalid", "max_error_rate: between 0 and 1");
+        return -1;
+    }
+    *bake_ms = bake < 0 ? -1 : (int64_t)bake;
+    return 1;
+}
+
+bool admin__write_canary(struct req *r, struct admin_write *wr)
+{
+    int rc = admin__canary_query(r, wr->nodes, sizeof(wr->nodes), &wr->canary.bake_ms,
+                                 &wr->canary.max_error_rate);
+    if (rc < 0)
+        return false;
+    if (rc > 0) {
+        wr->canary.nodes = wr->nodes;
+        wr->w.canary = &wr->canary;
+    }
+    return true;
+}
+
+/* POST /api/v1/config/canary?nodes=a,b|P%25&bake_ms=N&max_error_rate=R, the
+ * config as the body (YAML, or JSON by Content-Type). */
+void admin__canary_post(struct req *r)
+{
+    char nodes[1024];
+    int64_t bake = -1;
+    double rate = -1;
+    int q = admin__canary_query(r, nodes, sizeof(nodes), &bake, &rate);
+    if (q < 0)
+        return;
+    if (q == 0) {
+        admin__respond_error(r, 400, "invalid", "nodes: the canaries, a,b or a percentage P%%");
         return;
     }
     struct admin_write wr;
@@ -384,7 +416,7 @@ void admin__canary_post(struct req *r, const char *query, size_t qlen)
         .len = r->body_len,
         .json = ct && admin__slice_prefix(ct->value, "application/json"),
         .nodes = nodes,
-        .bake_ms = bake < 0 ? -1 : (int64_t)bake,
+        .bake_ms = bake,
         .max_error_rate = rate,
         .author = wr.w.author,
         .comment = wr.w.comment,

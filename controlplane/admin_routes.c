@@ -52,6 +52,8 @@ void admin__route(struct req *r)
     size_t plen = q ? (size_t)(q - msg->target.p) : msg->target.len;
     const char *query = q ? q + 1 : "";
     size_t qlen = q ? msg->target.len - plen - 1 : 0;
+    r->query = query;
+    r->qlen = qlen;
     if (plen >= sizeof(path)) {
         admin__respond_error(r, 404, "not_found", "no such route");
         return;
@@ -138,7 +140,7 @@ void admin__route(struct req *r)
             admin__ui(r, path);
     } else if (strcmp(path, "/api/v1/config/canary") == 0) {
         if (allow(r, M_GET | M_POST, m))
-            m == M_GET ? admin__canary_get(r) : admin__canary_post(r, query, qlen);
+            m == M_GET ? admin__canary_get(r) : admin__canary_post(r);
     } else if (strcmp(path, "/api/v1/config/canary/abort") == 0) {
         if (allow(r, M_POST, m))
             admin__canary_abort(r);

@@ -302,14 +302,40 @@ static int normalise(struct cp *cp, struct config *edited, struct config **out, 
     return LB_OK;
 }
 
+/* A backend write staged on canaries: the edited config, as JSON, starts a
+ * staged rollout as `config apply --canary` does. */
+static int commit_canary(struct cp *cp, struct config *cfg, const struct cp_write *w,
+                         uint64_t *version, struct lb_err *err)
+{
+    char *json = config_export_json(cfg, err);
+    config_free(cfg);
+    if (json == NULL)
+        return err->code ? err->code : LB_ENOMEM;
+    const struct canary_request rq = {.text = json,
+                                      .len = strlen(json),
+                                      .json = true,
+                                      .nodes = w->canary->nodes,
+                                      .bake_ms = w->canary->bake_ms,
+                                      .max_error_rate = w->canary->max_error_rate,
+                                      .author = w->author,
+                                      .comment = w->comment};
+    int rc = rollouts_canary_start(cp->rollouts, &rq, version, err);
+    free(json);
+    return rc;
+}
+
 /* Commits <edited> (taken: an edited copy of the active config) once
- * normalised, audited as <note> says. */
+ * normalised, audited as <note> says; staged when <w> says so. */
 static int commit_edit(struct cp *cp, struct config *edited, const struct cp_write *w,
                        const struct audit_note *note, uint64_t *version, struct lb_err *err)
 {
     struct config *cfg = NULL;
     int rc = normalise(cp, edited, &cfg, err);
-    return rc != LB_OK ? rc : commit(cp, cfg, w, cp->config_dir, 0, note, version, err);
+    if (rc != LB_OK)
+        return rc;
+    if (w->canary != NULL)
+        return commit_canary(cp, cfg, w, version, err);
+    return commit(cp, cfg, w, cp->config_dir, 0, note, version, err);
 }
 
 /* The start of a write to backend <id>: If-Match, then its index in
@@ -744,7 +770,11 @@ int cp_backend_add(struct cp *cp, const struct cp_backend_change *chg, const str
     }
     size_t n = cfg->n_backends;
     const struct audit_note note = {.action = "backend.add", .backend = new_id};
-    if ((rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err)) != LB_OK)
+    if (w->canary != NULL)
+        rc = commit_canary(cp, cfg, w, version, err);
+    else
+        rc = commit(cp, cfg, w, cp->config_dir, 0, &note, version, err);
+    if (rc != LB_OK)
         return rc;
     if (index != NULL)
         *index = (int)n - 1;

@@ -49,10 +49,19 @@ struct cp_config {
  * audited by <author> as "config.put" (cp_apply()), "backend.add",
  * "backend.update", "backend.remove", "backend.drain" or "rollback", with
  * the changes from the active config and the comment as detail. */
+/* A backend write staged like `config apply --canary` (rollout_run.h): the
+ * edited config goes to the canaries first. */
+struct cp_canary {
+    const char *nodes;     /* "a,b" or "P%" */
+    int64_t bake_ms;       /* < 0: the default */
+    double max_error_rate; /* < 0: the default */
+};
+
 struct cp_write {
-    const char *author;        /* "uid:0", "token:ops", "bootstrap"; required */
-    const char *comment;       /* NULL = "" */
-    uint64_t expected_version; /* If-Match; 0 = any */
+    const char *author;             /* "uid:0", "token:ops", "bootstrap"; required */
+    const char *comment;            /* NULL = "" */
+    uint64_t expected_version;      /* If-Match; 0 = any */
+    const struct cp_canary *canary; /* backend writes: staged; NULL = to every data plane */
 };
 
 /* Fields of a backend add or update; unset fields keep their value (update)

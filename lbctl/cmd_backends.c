@@ -10,6 +10,14 @@
 /* Bounds lbctl checks itself; the server checks the config's ranges. */
 #define LIMIT_MAX 100000000
 
+/* A backend write staged on canaries, as lbctl config apply --canary. */
+#define STAGED_USAGE "[--canary NODE[,NODE...]|P% [--bake D] [--max-error-rate R]]\n"
+#define STAGED_HELP                                                                                \
+    "  --canary NODES|P%   staged (README, \"Staged config rollout\"): the new version\n"          \
+    "                      goes to these data planes first, to every one after\n"                  \
+    "                      --bake D (default 30s) if their error rate passes\n"                    \
+    "                      --max-error-rate R; else the config goes back\n"
+
 static const char backends_help[] =
     "Usage: lbctl backends list|add|update|remove|drain ...\n"
     "\n"
@@ -51,8 +59,7 @@ static const char add_help[] =
     "Usage: lbctl backends add URL [--weight N] [--id ID] [--state S] [--ca-file FILE]\n"
     "                              [--sni NAME] [--max-connections N] [--max-queue N]\n"
     "                              [--send-proxy V] [--comment TEXT] [--if-match VERSION]\n"
-    "                              [--json]\n"
-    "\n"
+    "                              [--json] " STAGED_USAGE "\n"
     "Adds the backend at URL (e.g. http://10.0.0.5:8080, or https://... to speak TLS to\n"
     "it) to the active config as a new config version (POST /api/v1/backends).\n"
     "  --weight N          share of the traffic (default: the server's, 1)\n"
@@ -65,14 +72,13 @@ static const char add_help[] =
     "  --sni NAME          https only: server name sent and verified (default: the\n"
     "                      URL's host when it is a name)\n" MAX_HELP
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n" STAGED_HELP;
 
 static const char update_help[] =
     "Usage: lbctl backends update ID [--weight N] [--state S] [--url URL] [--ca-file FILE]\n"
     "                                [--sni NAME] [--max-connections N] [--max-queue N]\n"
     "                                [--send-proxy V] [--comment TEXT] [--if-match VERSION]\n"
-    "                                [--json]\n"
-    "\n"
+    "                                [--json] " STAGED_USAGE "\n"
     "Changes backend ID as a new config version (PUT /api/v1/backends/ID).\n"
     "At least one of --weight, --state, --url, --ca-file, --sni, --max-connections,\n"
     "--max-queue and --send-proxy is needed.\n"
@@ -86,24 +92,24 @@ static const char update_help[] =
     "  --sni NAME          https only: server name sent and verified; '' = the URL's\n"
     "                      host when it is a name\n" MAX_HELP
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n"
+    "  --if-match VERSION  fail unless VERSION is the active config version\n" STAGED_HELP
     "Turning an https:// URL into http:// needs --ca-file '' and --sni '' when they\n"
     "are set.\n";
 
 static const char remove_help[] =
     "Usage: lbctl backends remove ID [--comment TEXT] [--if-match VERSION] [--json]\n"
-    "\n"
+    "                             " STAGED_USAGE "\n"
     "Removes backend ID as a new config version (DELETE /api/v1/backends/ID).\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n" STAGED_HELP;
 
 static const char drain_help[] =
     "Usage: lbctl backends drain ID [--comment TEXT] [--if-match VERSION] [--json]\n"
-    "\n"
+    "                            " STAGED_USAGE "\n"
     "Puts backend ID in the draining state: requests in flight finish, new ones go\n"
     "elsewhere (POST /api/v1/backends/ID/drain).\n"
     "  --comment TEXT      recorded with the new config version\n"
-    "  --if-match VERSION  fail unless VERSION is the active config version\n";
+    "  --if-match VERSION  fail unless VERSION is the active config version\n" STAGED_HELP;
 
 static const char *const backend_headers[] = {
     "ID", "URL", "WEIGHT", "STATE", "HEALTH", "BREAKER", "CONNS", "LAST CHECK", "LAST ERROR"};
@@ -297,8 +303,10 @@ static int read_write(struct lbctl *ctx, struct backend_write *w, int argc, char
         o[i] = (struct lbctl_opt){w->f[i]->opt, true, NULL, false};
     o[w->n_fields] = (struct lbctl_opt){"comment", true, NULL, false};
     o[w->n_fields + 1] = (struct lbctl_opt){"if-match", true, NULL, false};
+    const struct lbctl_opt canary[] = {LBCTL_CANARY_OPTS};
+    memcpy(&o[w->n_fields + 2], canary, sizeof(canary));
     int rc =
-        lbctl_parse_one(ctx, w->verb, w->help, argc, argv, o, w->n_fields + 2, operand, w->missing);
+        lbctl_parse_one(ctx, w->verb, w->help, argc, argv, o, w->n_fields + 5, operand, w->missing);
     if (rc != LBCTL_EXIT_OK)
         return rc;
     bool any = false;
@@ -348,7 +356,24 @@ static char *backend_path(struct lbctl *ctx, const char *id, const char *suffix)
     return p;
 }
 
-/* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
+/* "?nodes=..." of a staged write (--canary, --bake, --max-error-rate at
+ * <o>), "" without --canary; the exit status. */
+static int staged_query(const char *verb, const struct lbctl_opt *o, char *q, size_t size)
+{
+    char s[1390];
+    int rc = lbctl_canary_query(verb, o, s, sizeof(s));
+    q[0] = '\0';
+    if (rc == LBCTL_EXIT_OK && s[0] != '\0')
+        snprintf(q, size, "?%s", s);
+    return rc;
+}
+
+static char *backends_add_path(const char *query)
+{
+    char *p = NULL;
+    return asprintf(&p, "/api/v1/backends%s", query) == -1 ? NULL : p;
+}
+
 /* add (POST /api/v1/backends) or update (PUT /api/v1/backends/ID). */
 static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
 {
@@ -359,13 +384,18 @@ static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
         .missing = add ? "missing the backend's URL" : "missing the backend's ID",
         .add = add,
     };
-    struct lbctl_opt o[MAX_FIELDS + 2];
+    struct lbctl_opt o[MAX_FIELDS + 5];
     char *pos[1];
     json_t *body;
     int rc = read_write(ctx, &w, argc, argv, o, pos, &body);
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    char *path = add ? strdup("/api/v1/backends") : backend_path(ctx, pos[0], "");
+    char query[1400];
+    if ((rc = staged_query(w.verb, &o[w.n_fields + 2], query, sizeof(query))) != LBCTL_EXIT_OK) {
+        json_decref(body);
+        return rc;
+    }
+    char *path = add ? backends_add_path(query) : backend_path(ctx, pos[0], query);
     if (path == NULL) {
         json_decref(body);
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
@@ -384,15 +414,18 @@ static int backends_write(struct lbctl *ctx, bool add, int argc, char **argv)
 static int backends_id_write(struct lbctl *ctx, int argc, char **argv, bool drain)
 {
     const char *verb = drain ? "backends drain" : "backends remove";
-    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS};
+    struct lbctl_opt o[] = {LBCTL_WRITE_OPTS, LBCTL_CANARY_OPTS};
     char *pos[1];
-    int rc = lbctl_parse_one(ctx, verb, drain ? drain_help : remove_help, argc, argv, o, 2, pos,
+    int rc = lbctl_parse_one(ctx, verb, drain ? drain_help : remove_help, argc, argv, o, 5, pos,
                              "missing the backend's ID");
     if (rc != LBCTL_EXIT_OK)
         return rc < 0 ? LBCTL_EXIT_OK : rc;
-    if ((rc = lbctl_check_write(verb, o)) != LBCTL_EXIT_OK)
+    char query[1400], suffix[1410];
+    if ((rc = lbctl_check_write(verb, o)) != LBCTL_EXIT_OK ||
+        (rc = staged_query(verb, o + 2, query, sizeof(query))) != LBCTL_EXIT_OK)
         return rc;
-    char *path = backend_path(ctx, pos[0], drain ? "/drain" : "");
+    snprintf(suffix, sizeof(suffix), "%s%s", drain ? "/drain" : "", query);
+    char *path = backend_path(ctx, pos[0], suffix);
     if (path == NULL)
         return lbctl_fail(LBCTL_EXIT_API, "out of memory");
     json_t *body = NULL;

@@ -198,37 +198,12 @@ static int print_changes(const json_t *changes)
  * (<o>[0..3)); "" without --canary. */
 static int canary_path(const char *verb, const struct lbctl_opt *o, char *path, size_t size)
 {
+    char q[1300];
     path[0] = '\0';
-    if (!o[0].set) {
-        if (o[1].set || o[2].set)
-            return lbctl_usage(verb, "--bake and --max-error-rate go with --canary");
-        return LBCTL_EXIT_OK;
-    }
-    const char *v = o[0].value;
-    if (v == NULL || v[0] == '\0' || strlen(v) > 256)
-        return lbctl_usage(verb, "--canary wants NODE[,NODE...] or a percentage such as 10%%");
-    size_t n = (size_t)snprintf(path, size, "/api/v1/config/canary?nodes=");
-    for (const char *c = v; *c != '\0' && n + 4 < size; c++) {
-        if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~,", *c))
-            path[n++] = *c;
-        else
-            n += (size_t)snprintf(path + n, size - n, "%%%02X", (unsigned char)*c);
-    }
-    path[n] = '\0';
-    int rc;
-    if (o[1].set) {
-        long long ms;
-        if ((rc = lbctl_parse_duration(verb, "bake", o[1].value, &ms)) != LBCTL_EXIT_OK)
-            return rc;
-        n += (size_t)snprintf(path + n, size - n, "&bake_ms=%lld", ms);
-    }
-    if (o[2].set) {
-        double r;
-        if ((rc = lbctl_parse_rate(verb, o[2].value, &r)) != LBCTL_EXIT_OK)
-            return rc;
-        snprintf(path + n, size - n, "&max_error_rate=%.6f", r);
-    }
-    return LBCTL_EXIT_OK;
+    int rc = lbctl_canary_query(verb, o, q, sizeof(q));
+    if (rc == LBCTL_EXIT_OK && q[0] != '\0')
+        snprintf(path, size, "/api/v1/config/canary?%s", q);
+    return rc;
 }
 
 /* The staged rollout <c> (GET /api/v1/config/canary's "canary") in words. */

@@ -307,3 +307,38 @@ int lbctl_check_write(const char *verb, const struct lbctl_opt *w)
     int rc = lbctl_check_comment(verb, w[0].value);
     return rc != LBCTL_EXIT_OK ? rc : lbctl_check_if_match(verb, w[1].value);
 }
+
+int lbctl_canary_query(const char *verb, const struct lbctl_opt *o, char *q, size_t size)
+{
+    q[0] = '\0';
+    if (!o[0].set) {
+        if (o[1].set || o[2].set)
+            return lbctl_usage(verb, "--bake and --max-error-rate go with --canary");
+        return LBCTL_EXIT_OK;
+    }
+    const char *v = o[0].value;
+    if (v == NULL || v[0] == '\0' || strlen(v) > 256)
+        return lbctl_usage(verb, "--canary wants NODE[,NODE...] or a percentage such as 10%%");
+    size_t n = (size_t)snprintf(q, size, "nodes=");
+    for (const char *c = v; *c != '\0' && n + 4 < size; c++) {
+        if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~,", *c))
+            q[n++] = *c;
+        else
+            n += (size_t)snprintf(q + n, size - n, "%%%02X", (unsigned char)*c);
+    }
+    q[n] = '\0';
+    int rc;
+    if (o[1].set) {
+        long long ms;
+        if ((rc = lbctl_parse_duration(verb, "bake", o[1].value, &ms)) != LBCTL_EXIT_OK)
+            return rc;
+        n += (size_t)snprintf(q + n, size - n, "&bake_ms=%lld", ms);
+    }
+    if (o[2].set) {
+        double r;
+        if ((rc = lbctl_parse_rate(verb, o[2].value, &r)) != LBCTL_EXIT_OK)
+            return rc;
+        snprintf(q + n, size - n, "&max_error_rate=%.6f", r);
+    }
+    return LBCTL_EXIT_OK;
+}

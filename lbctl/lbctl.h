@@ -144,4 +144,14 @@ int cmd_rollout(struct lbctl *ctx, int argc, char **argv);
 int lbctl_parse_duration(const char *verb, const char *opt, const char *s, long long *ms);
 int lbctl_parse_rate(const char *verb, const char *s, double *out);
 
+/* The options --canary, --bake and --max-error-rate (<o>[0..3), in that
+ * order) as the query of a staged write, "nodes=..&bake_ms=..&
+ * max_error_rate=.." into <q> ("" without --canary); the exit status. */
+#define LBCTL_CANARY_OPTS                                                                          \
+    {"canary", true, NULL, false}, {"bake", true, NULL, false},                                    \
+    {                                                                                              \
+        "max-error-rate", true, NULL, false                                                        \
+    }
+int lbctl_canary_query(const char *verb, const struct lbctl_opt *o, char *q, size_t size);
+
 #endif

@@ -491,6 +491,67 @@ static void dataplanes_restart_mid_bake(struct e2e_cp *w, long v_old)
     ck_assert(versions(w, v) && v[0] == ver && v[1] == ver);
 }
 
+/* Waits until `config canary` says <want>; its JSON (caller frees). */
+static char *wait_canary_status(struct e2e_cp *w, const char *want)
+{
+    char st[32] = "", *last = NULL;
+    uint64_t end = e2e_now_ms() + e2e_scaled_ms(15000);
+    while (e2e_now_ms() < end) {
+        free(last);
+        last = canary_json(w, st, sizeof(st));
+        if (strcmp(st, want) == 0)
+            return last;
+        e2e_poll_pause(50);
+    }
+    ck_abort_msg("the canary never became %s: %s", want, last);
+    return NULL;
+}
+
+/* Backend writes staged like config apply: a weight on dp0 first (dp1
+ * keeps the old version until the promotion), a drain on 50 %. */
+static void staged_backend_writes(struct e2e_cp *w)
+{
+    struct e2e_cmd r;
+    ck_assert_int_ne(
+        e2e_cp_lbctl(w, &r, "backends", "update", "b0", "--weight", "9", "--bake", "1s", NULL), 0);
+    ck_assert_msg(strstr(r.err, "go with --canary"), "%s", r.err);
+    e2e_cmd_free(&r);
+    long before[2];
+    ck_assert(versions(w, before));
+    int rc = e2e_cp_lbctl(w, &r, "backends", "update", "b0", "--weight", "9", "--canary", "dp0",
+                          "--bake", "3s", NULL);
+    ck_assert_msg(rc == 0, "%s%s", r.out, r.err);
+    e2e_cmd_free(&r);
+    char st[32];
+    char *c = canary_json(w, st, sizeof(st));
+    long staged = 0;
+    ck_assert_msg(e2e_json_long(c, "version", &staged) && staged > before[0], "%s", c);
+    ck_assert_msg(strcmp(st, "baking") == 0 || strcmp(st, "waiting_ack") == 0, "%s", c);
+    free(c);
+    long v[2] = {-1, -1};
+    uint64_t end = e2e_now_ms() + e2e_scaled_ms(10000);
+    while (versions(w, v) && v[0] != staged && e2e_now_ms() < end)
+        e2e_poll_pause(50);
+    ck_assert_int_eq(v[0], staged);
+    ck_assert_msg(v[1] < staged, "dp1 serves %ld before the promotion", v[1]);
+    free(wait_canary_status(w, "promoted"));
+    long ver = 0;
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &ver), 0);
+    ck_assert_int_eq(ver, staged);
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "--json", "backends", "list", NULL), 0);
+    ck_assert_msg(strstr(r.out, "\"weight\": 9") || strstr(r.out, "\"weight\":9"), "%s", r.out);
+    e2e_cmd_free(&r);
+
+    rc = e2e_cp_lbctl(w, &r, "backends", "drain", "b1", "--canary", "50%", "--bake", "500ms", NULL);
+    ck_assert_msg(rc == 0, "%s%s", r.out, r.err);
+    e2e_cmd_free(&r);
+    free(wait_canary_status(w, "promoted"));
+    ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, NULL), 0);
+    ck_assert_int_eq(e2e_cp_lbctl(w, &r, "--json", "backends", "list", NULL), 0);
+    ck_assert_msg(strstr(r.out, "draining"), "%s", r.out);
+    e2e_cmd_free(&r);
+}
+
 START_TEST(staged_apply_two_dataplanes)
 {
     /* a sealed feed: the held and the canary snapshots are sealed too */
@@ -530,6 +591,7 @@ START_TEST(staged_apply_two_dataplanes)
     ck_assert_int_eq(e2e_cp_lbctl(w, &r, "config", "canary", NULL), 0);
     ck_assert_msg(strstr(r.out, "aborted"), "%s", r.out);
     e2e_cmd_free(&r);
+    staged_backend_writes(w);
     e2e_cp_stop(w);
     ck_assert_int_eq(unlink(key), 0);
     ck_assert_int_eq(rmdir(kdir), 0);

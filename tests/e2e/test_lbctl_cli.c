@@ -617,6 +617,18 @@ START_TEST(backends_writes)
     run_sock(&r, NULL, ARGS("backends", "drain", "a/b c"));
     ck_assert_int_eq(r.status, 1);
     ck_assert_str_eq(fake_req(4).path, "/api/v1/backends/a%2Fb%20c/drain");
+
+    /* Staged writes carry the canaries, the bake and the limit in the query. */
+    run_sock(&r, NULL,
+             ARGS("backends", "drain", "demo-a", "--canary", "dp1,dp2", "--bake", "2s",
+                  "--max-error-rate", "2%"));
+    ck_assert_str_eq(
+        fake_req(5).path,
+        "/api/v1/backends/demo-a/drain?nodes=dp1,dp2&bake_ms=2000&max_error_rate=0.020000");
+    run_sock(&r, NULL, ARGS("backends", "update", "demo-c", "--weight", "4", "--canary", "50%"));
+    ck_assert_str_eq(fake_req(6).path, "/api/v1/backends/demo-c?nodes=50%25");
+    run_sock(&r, NULL, ARGS("backends", "remove", "b", "--max-error-rate", "1%"));
+    ck_assert_int_eq(r.status, 2);
 }
 END_TEST
 
