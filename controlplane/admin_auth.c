@@ -221,13 +221,14 @@ bool admin__authorise(struct req *r)
         return true;
     }
     /* the dashboard's static files carry no token: its data calls do */
-    if (r->msg->meth == HTTP1_M_GET && admin__ui_is_public(r->msg->target.p, r->msg->target.len)) {
+    bool read = r->msg->meth == HTTP1_M_GET || r->msg->meth == HTTP1_M_HEAD;
+    if (read && admin__ui_is_public(r->msg->target.p, r->msg->target.len)) {
         snprintf(r->author, sizeof(r->author), "anonymous");
         return true;
     }
     /* liveness probes (orchestrators, load balancers) carry no token */
     const struct http1_slice *target = &r->msg->target;
-    if (r->msg->meth == HTTP1_M_GET && target->len == 7 && memcmp(target->p, "/health", 7) == 0) {
+    if (read && target->len == 7 && memcmp(target->p, "/health", 7) == 0) {
         snprintf(r->author, sizeof(r->author), "anonymous");
         return true;
     }
@@ -257,7 +258,7 @@ bool admin__authorise(struct req *r)
         return false;
     }
     const char *kind = t->cert ? "cert" : "token";
-    if (!t->rw && r->msg->meth != HTTP1_M_GET) {
+    if (!t->rw && !read) {
         admin__respond_error(r, 403, "forbidden", "%s \"%s\" is read-only",
                              t->cert ? "certificate" : "token", t->name);
         return false;

@@ -51,6 +51,8 @@ void admin__respond_cache(struct req *r, unsigned status, const char *ctype, con
         c->close_after = true;
         return;
     }
+    if (r->msg != NULL && r->msg->meth == HTTP1_M_HEAD)
+        len = 0; /* the same head as GET's, Content-Length included */
     size_t need = c->out_len + (size_t)n + len;
     char *o = realloc(c->out, need ? need : 1);
     if (o == NULL) {

@@ -42,11 +42,12 @@ static bool allow(struct req *r, unsigned allowed, unsigned m)
 void admin__route(struct req *r)
 {
     const struct http1_msg *msg = r->msg;
-    unsigned m = msg->meth == HTTP1_M_GET      ? M_GET
-                 : msg->meth == HTTP1_M_POST   ? M_POST
-                 : msg->meth == HTTP1_M_PUT    ? M_PUT
-                 : msg->meth == HTTP1_M_DELETE ? M_DELETE
-                                               : 0;
+    /* HEAD is GET without the body (admin__respond_cache() leaves it out) */
+    unsigned m = msg->meth == HTTP1_M_GET || msg->meth == HTTP1_M_HEAD ? M_GET
+                 : msg->meth == HTTP1_M_POST                           ? M_POST
+                 : msg->meth == HTTP1_M_PUT                            ? M_PUT
+                 : msg->meth == HTTP1_M_DELETE                         ? M_DELETE
+                                                                       : 0;
     char path[512];
     const char *q = memchr(msg->target.p, '?', msg->target.len);
     size_t plen = q ? (size_t)(q - msg->target.p) : msg->target.len;

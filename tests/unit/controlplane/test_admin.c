@@ -782,6 +782,26 @@ START_TEST(tcp_tokens)
     ck_assert_str_eq(jstr(json_array_get(json_object_get(r.json, "versions"), 0), "author"),
                      "token:ops");
     resp_free(&r);
+    /* HEAD is GET's head without its body: a read, for ro tokens and probes too */
+    static const char *const heads[][2] = {{"/api/v1/backends", RO_TOKEN}, {"/health", NULL}};
+    for (size_t i = 0; i < 2; i++) {
+        int fd = connect_tcp();
+        char req[256], auth[96] = "";
+        if (heads[i][1] != NULL)
+            snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", heads[i][1]);
+        snprintf(req, sizeof(req), "HEAD %s HTTP/1.1\r\nHost: lb\r\n%sConnection: close\r\n\r\n",
+                 heads[i][0], auth);
+        send_all(fd, req, strlen(req));
+        size_t len;
+        char *raw = read_all(fd, &len);
+        close(fd);
+        ck_assert_msg(strncmp(raw, "HTTP/1.1 200 ", 13) == 0, "%s", raw);
+        const char *sep = strstr(raw, "\r\n\r\n");
+        const char *cl = strcasestr(raw, "Content-Length: ");
+        ck_assert_msg(sep != NULL && sep[4] == '\0', "a body after HEAD: %s", raw);
+        ck_assert_msg(cl != NULL && strtoul(cl + 16, NULL, 10) > 0, "%s", raw);
+        free(raw);
+    }
 }
 END_TEST
 
