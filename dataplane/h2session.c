@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "endpoint.h"
@@ -39,6 +40,10 @@
 #define H2_FIELDS_STACK    64
 #define H2_TRAILERS_MAX    4096 /* trailer section bytes of a response kept for HEADERS */
 #define H2_CONN_WINDOW_MAX (64u * 1024u * 1024u)
+/* nghttp2's frame buffer chunk (NGHTTP2_FRAMEBUF_CHUNKLEN: frame header, pad
+ * length, a full 16 KiB payload): a session keeps one for its whole life */
+#define H2_FRAMEBUF_LEN 16394
+#define H2_FRAMEBUFS    6 /* chunks mapped per connection; more go to malloc */
 
 enum h2_count {
     H2C_RST = 0,
@@ -84,6 +89,11 @@ struct h2conn {
     char peer_ip[INET6_ADDRSTRLEN];
     struct sockaddr_storage peer;
     struct sockaddr_storage local;
+    /* nghttp2's frame buffers, mapped on their own pages: dead between frames,
+     * so an idle connection gives their pages back (MADV_DONTNEED) */
+    void *fbuf[H2_FRAMEBUFS];
+    size_t fbuf_len[H2_FRAMEBUFS];
+    bool fbuf_resident; /* a frame was produced since the pages were given back */
 };
 
 struct h2stream {
@@ -122,6 +132,7 @@ struct h2stream {
 };
 
 static void h2_run(struct h2conn *c);
+static void h2_idle_trim(struct h2conn *c);
 static void nv_set(nghttp2_nv *nv, const char *name, size_t nl, const char *value, size_t vl);
 static void h2_close(struct h2conn *c);
 static void h2_stream_step(struct h2stream *st);
@@ -1139,6 +1150,7 @@ static void h2_flush(struct h2conn *c)
             }
             if (n == 0)
                 break;
+            c->fbuf_resident = true;
             if (!h2_out_room(c, (size_t)n)) {
                 c->fatal = true;
                 return;
@@ -1173,6 +1185,8 @@ static void h2_arm(struct h2conn *c, bool moved)
                     : buf_len(c->out) != 0 ? TP_CLIENT
                     : c->n_streams == 0    ? TP_IDLE
                                            : TP_NONE;
+    if (phase == TP_IDLE)
+        h2_idle_trim(c);
     if (phase == TP_NONE) {
         ev_timer_stop(c->w->loop, &c->timer);
         c->tphase = TP_NONE;
@@ -1275,6 +1289,91 @@ static void h2_close(struct h2conn *c)
     w->h2_free = c;
 }
 
+/* ---- nghttp2's memory ----------------------------------------------------------- */
+
+/* nghttp2 allocates through these with the connection as <ud>. Its frame buffer
+ * chunks (the only blocks of H2_FRAMEBUF_LEN) get pages of their own, so that
+ * h2_idle_trim can hand them back to the kernel; everything else is malloc. */
+static int h2_fbuf_slot(struct h2conn *c, const void *p)
+{
+    for (int i = 0; i < H2_FRAMEBUFS; i++)
+        if (p != NULL && c->fbuf[i] == p)
+            return i;
+    return -1;
+}
+
+static void *h2_fbuf_map(struct h2conn *c)
+{
+    int i;
+    for (i = 0; i < H2_FRAMEBUFS && c->fbuf[i] != NULL; i++)
+        ;
+    if (i == H2_FRAMEBUFS)
+        return malloc(H2_FRAMEBUF_LEN);
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len = (H2_FRAMEBUF_LEN + (size_t)page - 1) / (size_t)page * (size_t)page;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return malloc(H2_FRAMEBUF_LEN);
+    c->fbuf[i] = p;
+    c->fbuf_len[i] = len;
+    return p;
+}
+
+static void *h2_mem_malloc(size_t size, void *ud)
+{
+    return size == H2_FRAMEBUF_LEN ? h2_fbuf_map(ud) : malloc(size);
+}
+
+static void h2_mem_free(void *p, void *ud)
+{
+    struct h2conn *c = ud;
+    int i = h2_fbuf_slot(c, p);
+    if (i < 0) {
+        free(p);
+        return;
+    }
+    munmap(c->fbuf[i], c->fbuf_len[i]);
+    c->fbuf[i] = NULL;
+}
+
+static void *h2_mem_calloc(size_t n, size_t size, void *ud)
+{
+    (void)ud;
+    return calloc(n, size);
+}
+
+static void *h2_mem_realloc(void *p, size_t size, void *ud)
+{
+    struct h2conn *c = ud;
+    int i = h2_fbuf_slot(c, p);
+    if (p == NULL && size == H2_FRAMEBUF_LEN)
+        return h2_fbuf_map(c);
+    if (i < 0)
+        return realloc(p, size);
+    if (size <= c->fbuf_len[i])
+        return p;
+    void *q = malloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, c->fbuf_len[i]);
+    h2_mem_free(p, c);
+    return q;
+}
+
+/* An idle connection (no stream, nothing queued, nghttp2 has nothing to send):
+ * the frame buffers hold no live byte, their pages go back to the kernel and
+ * come back zeroed when the next frame is written. */
+static void h2_idle_trim(struct h2conn *c)
+{
+    if (!c->fbuf_resident || c->n_streams != 0 || buf_len(c->out) != 0 ||
+        nghttp2_session_want_write(c->s))
+        return;
+    for (int i = 0; i < H2_FRAMEBUFS; i++)
+        if (c->fbuf[i] != NULL)
+            madvise(c->fbuf[i], c->fbuf_len[i], MADV_DONTNEED);
+    c->fbuf_resident = false;
+}
+
 /* ---- set-up ------------------------------------------------------------------- */
 
 static nghttp2_session *h2_session_new(struct h2conn *c, const struct snap_frontend *sf)
@@ -1302,7 +1401,8 @@ static nghttp2_session *h2_session_new(struct h2conn *c, const struct snap_front
     /* ours counts first (and names the kind); nghttp2's is the backstop */
     nghttp2_option_set_stream_reset_rate_limit(opt, H2_MAX_RST * 2, H2_MAX_RST / 5);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    if (nghttp2_session_server_new2(&s, cb, c, opt) != 0)
+    nghttp2_mem mem = {c, h2_mem_malloc, h2_mem_free, h2_mem_calloc, h2_mem_realloc};
+    if (nghttp2_session_server_new3(&s, cb, c, opt, &mem) != 0)
         s = NULL;
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);

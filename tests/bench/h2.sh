@@ -10,6 +10,8 @@
 # proxy's resident memory before and after IDLE idle HTTP/2 connections were
 # opened (TLS handshake, preface, SETTINGS exchanged, no stream).
 # Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
+# BASELINE=DIR also runs DIR/lb-dataplane (as "lb-base", same configuration)
+# interleaved with this build's; ONLY="lb lb-base" skips HAProxy and NGINX.
 set -euo pipefail
 
 BUILD=${1:?usage: tests/bench/h2.sh BUILD_DIR}
@@ -18,6 +20,8 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-1000}
+BASELINE=${BASELINE:-}
+ONLY=${ONLY:-}
 TMP=$(mktemp -d /tmp/lb-bench-h2-XXXXXX)
 PIDS=()
 cleanup() {
@@ -80,7 +84,17 @@ protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.t
 PIDS+=($!)
 if wait_port "$p"; then PROXIES+=(lb); PORT[lb]=$p; PID[lb]=$!; else echo "h2 bench: lb did not start" >&2; cat "$TMP/lb.log" >&2; exit 1; fi
 
-if command -v haproxy >/dev/null; then
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE/lb-dataplane" ] || { echo "h2 bench: no $BASELINE/lb-dataplane" >&2; exit 1; }
+    p=$(free_port)
+    sed "s/port: ${PORT[lb]} http2/port: $p http2/" "$TMP/lb.txt" >"$TMP/lb-base.txt"
+    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb-base.txt" >"$TMP/lb-base.pb"
+    "$BASELINE/lb-dataplane" --snapshot "$TMP/lb-base.pb" --workers 2 --log-level warn >"$TMP/lb-base.log" 2>&1 &
+    PIDS+=($!)
+    if wait_port "$p"; then PROXIES+=(lb-base); PORT[lb-base]=$p; PID[lb-base]=$!; else echo "h2 bench: baseline lb did not start" >&2; cat "$TMP/lb-base.log" >&2; exit 1; fi
+fi
+
+if [ -z "$ONLY" ] || [[ " $ONLY " == *" haproxy "* ]] && command -v haproxy >/dev/null; then
     p=$(free_port)
     cat >"$TMP/haproxy.cfg" <<CFG
 global
@@ -104,7 +118,7 @@ CFG
     if wait_port "$p"; then PROXIES+=(haproxy); PORT[haproxy]=$p; PID[haproxy]=$!; fi
 fi
 
-if command -v nginx >/dev/null; then
+if [ -z "$ONLY" ] || [[ " $ONLY " == *" nginx "* ]] && command -v nginx >/dev/null; then
     p=$(free_port)
     mkdir -p "$TMP/nginx"
     cat >"$TMP/nginx/nginx.conf" <<CFG
@@ -218,7 +232,7 @@ for px in "${PROXIES[@]}"; do
     wait "$ipid" 2>/dev/null || true
     per=$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
     printf '%-8s %12s %10s %12s %10s %16s   (RSS %s -> %s KiB)\n' "$px" \
-        "$(echo "${RUNS[$px,m10]}" | median)" "$(echo "${RUNS[$px,m10_p99]}" | median)" \
-        "$(echo "${RUNS[$px,m100]}" | median)" "$(echo "${RUNS[$px,m100_p99]}" | median)" \
+        "$(echo "${RUNS[$px,m10]:-}" | median)" "$(echo "${RUNS[$px,m10_p99]:-}" | median)" \
+        "$(echo "${RUNS[$px,m100]:-}" | median)" "$(echo "${RUNS[$px,m100_p99]:-}" | median)" \
         "$per" "$before" "$after"
 done

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "e2e.h"
 
@@ -196,6 +198,78 @@ START_TEST(h2c_drain_on_sigterm)
 }
 END_TEST
 
+/* SIGUSR2 started it: ours to stop if a check fails before the test does */
+static pid_t usr2_successor;
+
+static void usr2_successor_kill(void)
+{
+    if (usr2_successor > 0)
+        kill(usr2_successor, SIGKILL);
+}
+
+static void h2c_on_and_handover(Lb__V1__Snapshot *snap, void *arg)
+{
+    (void)arg;
+    snap->frontends[0]->http2_cleartext = true;
+}
+
+/* The pid the data plane logged for the successor SIGUSR2 started; 0: none. */
+static pid_t successor_pid(struct e2e *t)
+{
+    char path[512], line[4096];
+    pid_t pid = 0;
+    e2e_path(t, "lb.log", path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    while (pid <= 0 && fgets(line, sizeof(line), f) != NULL) {
+        const char *p = strstr(line, "upgrade_started");
+        p = p ? strstr(p, "(pid ") : NULL;
+        if (p != NULL)
+            pid = (pid_t)atol(p + 5);
+    }
+    fclose(f);
+    return pid;
+}
+
+/* The hand-over (SIGUSR2): HTTP/2 connections with streams in flight get
+ * GOAWAY from the old process, their streams finish, new connections land on
+ * the successor; the old process exits 0 and the successor keeps serving. */
+START_TEST(h2c_streams_survive_handover)
+{
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    atexit(usr2_successor_kill);
+    char dir[64], ho[128];
+    snprintf(dir, sizeof(dir), "/tmp/lb-h2ho-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ho, sizeof(ho), "%s/handover.sock", dir);
+    char *dp_args[] = {"--handover-socket", ho, NULL};
+    struct e2e_opts o = {.backends = 2, .tweak = h2c_on_and_handover, .dp_args = dp_args};
+    struct e2e *t = e2e_start_opts(&o);
+    ck_assert(e2e_wait_log(t, "lb.log", "handover_listening", 1));
+    unsigned port = e2e_lb_port(t);
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", (int)e2e_lb_pid(t));
+    const char *more[] = {"--pid", pid, NULL};
+    h2check(port, false, "handover", more);
+    usr2_successor = successor_pid(t);
+    ck_assert_int_gt(usr2_successor, 0);
+    int status = -1;
+    ck_assert(e2e_lb_wait_exit(t, e2e_timeout_ms(), &status));
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    h2check(port, false, "get", NULL); /* only the successor is left */
+    kill(usr2_successor, SIGTERM);
+    int st = -1;
+    for (int i = 0; i < 200 && waitpid(usr2_successor, &st, WNOHANG) == 0; i++)
+        usleep(50 * 1000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "successor status %d", st);
+    usr2_successor = 0;
+    unlink(ho);
+    rmdir(dir);
+    e2e_stop(t);
+}
+END_TEST
+
 static Suite *http2_suite(void)
 {
     Suite *s = suite_create("e2e_http2");
@@ -207,6 +281,7 @@ static Suite *http2_suite(void)
     tcase_add_test(tc, tls_alpn_h2_beside_http1);
     tcase_add_test(tc, h2c_off_by_default);
     tcase_add_test(tc, h2c_drain_on_sigterm);
+    tcase_add_test(tc, h2c_streams_survive_handover);
     suite_add_tcase(s, tc);
     return s;
 }
