@@ -14,6 +14,18 @@ void endpoint_init(struct endpoint *ep, endpoint_io_fn cb, void *owner)
     ep->events = 0;
 }
 
+const struct sockaddr_storage *endpoint_local(const struct endpoint *ep,
+                                              struct sockaddr_storage *addr, bool *known)
+{
+    if (!*known) {
+        socklen_t len = sizeof(*addr);
+        if (getsockname(ep->tr.fd, (struct sockaddr *)addr, &len) != 0)
+            memset(addr, 0, sizeof(*addr));
+        *known = true;
+    }
+    return addr;
+}
+
 bool endpoint_preamble(struct endpoint *ep, const uint8_t *bytes, size_t len)
 {
     free(ep->pre);

@@ -44,6 +44,12 @@ struct endpoint {
  * watched until endpoint_arm(). */
 void endpoint_init(struct endpoint *ep, endpoint_io_fn cb, void *owner);
 
+/* The address <ep>'s peer reached (getsockname() of its socket; zeroes
+ * when that fails), asked once: *<known> says whether <addr> holds it
+ * already (a PROXY header may have filled it in). */
+const struct sockaddr_storage *endpoint_local(const struct endpoint *ep,
+                                              struct sockaddr_storage *addr, bool *known);
+
 /* Notes what the loop saw (<revents> of the watcher) before the owner runs:
  * readability lets a read go (and a TLS write that waited for it), a TLS read
  * that waited for writability goes again. */

@@ -231,13 +231,7 @@ static bool h1_on_continue(struct exchange *x)
 static const struct sockaddr_storage *h1_on_local(struct exchange *x)
 {
     struct h1session *c = h1_of(x);
-    if (!c->local_known) {
-        socklen_t len = sizeof(c->local);
-        if (getsockname(c->ep.tr.fd, (struct sockaddr *)&c->local, &len) != 0)
-            memset(&c->local, 0, sizeof(c->local));
-        c->local_known = true;
-    }
-    return &c->local;
+    return endpoint_local(&c->ep, &c->local, &c->local_known);
 }
 
 static const struct exchange_ops h1_exchange_ops = {

@@ -1735,6 +1735,91 @@ static bool bindable_at(const char *host, unsigned port)
     return ok;
 }
 
+char *e2e_cp_read(struct e2e_cp *w, const char *name)
+{
+    char path[512];
+    e2e_cp_path(w, name, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", name);
+    char *buf = calloc(1, 65536);
+    ck_assert_ptr_nonnull(buf);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* The per-connection client of e2e_cp_load_start(): GET / on a new
+ * connection until <end>, then {"ok":N,"failed":N} into <path>. */
+static void per_connection_client(unsigned port, uint64_t end, const char *path)
+{
+    long ok = 0, failed = 0;
+    while (e2e_now_ms() < end) {
+        struct e2e_resp resp;
+        if (e2e_request(port, "GET", "/", "Connection: close\r\n", NULL, 0, &resp) == 0) {
+            ok += resp.status == 200;
+            failed += resp.status != 200;
+            e2e_resp_free(&resp);
+        } else {
+            failed++;
+        }
+    }
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fprintf(f, "{\"ok\":%ld,\"failed\":%ld}\n", ok, failed);
+        fclose(f);
+    }
+}
+
+struct e2e_load e2e_cp_load_start(struct e2e_cp *w, unsigned clients, unsigned seconds)
+{
+    struct e2e_load l = {.ms = (uint64_t)seconds * 1000};
+    unsigned port = e2e_cp_frontend_port(w);
+    char ports[16], secs[16], cl[16], path[512];
+    snprintf(ports, sizeof(ports), "%u", port);
+    snprintf(secs, sizeof(secs), "%u", seconds);
+    snprintf(cl, sizeof(cl), "%u", clients);
+    char *ka[] = {LB_BUILD_DIR "/lb-faultload",
+                  "--port",
+                  ports,
+                  "--clients",
+                  cl,
+                  "--seconds",
+                  secs,
+                  "--timeout-ms",
+                  "5000",
+                  NULL};
+    e2e_cp_path(w, "ka.out", path, sizeof(path));
+    l.ka = e2e_spawn(ka, path);
+    ck_assert_int_gt(l.ka, 0);
+    e2e_cp_path(w, "pr.out", path, sizeof(path));
+    l.pr = fork();
+    ck_assert_int_ge(l.pr, 0);
+    if (l.pr == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        per_connection_client(port, e2e_now_ms() + l.ms, path);
+        _exit(0);
+    }
+    return l;
+}
+
+void e2e_cp_load_end(struct e2e_cp *w, struct e2e_load *l, struct e2e_load_counts *out)
+{
+    int st;
+    ck_assert_msg(e2e_wait_exit(l->ka, l->ms + e2e_timeout_ms(), &st), "lb-faultload hangs");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lb-faultload status %d", st);
+    ck_assert_msg(e2e_wait_exit(l->pr, l->ms + e2e_timeout_ms(), &st), "the client hangs");
+    char *ka = e2e_cp_read(w, "ka.out"), *pr = e2e_cp_read(w, "pr.out");
+    ck_assert_msg(e2e_json_long(ka, "total", &out->ka_total) &&
+                      e2e_json_long(ka, "failed", &out->ka_failed),
+                  "lb-faultload printed %s", ka);
+    ck_assert_msg(e2e_json_long(pr, "ok", &out->pr_ok) &&
+                      e2e_json_long(pr, "failed", &out->pr_failed),
+                  "the client wrote %s", pr);
+    free(ka);
+    free(pr);
+}
+
 unsigned e2e_feed_base(const char *host, char *out, size_t n)
 {
     for (int tries = 0; tries < 100; tries++) {

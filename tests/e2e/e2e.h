@@ -345,6 +345,26 @@ struct e2e_cp_opts {
     const char *frontend_address; /* the frontend's address; NULL: 127.0.0.1 */
 };
 
+/* The world's file <name> (at most 64 KiB of it; caller frees); fails the
+ * test when it cannot be read. */
+char *e2e_cp_read(struct e2e_cp *w, const char *name);
+
+/* Client load on the world's frontend for <seconds>: <clients> keep-alive
+ * clients (lb-faultload, output in the world's "ka.out") and a child
+ * opening one connection per request (counts in "pr.out"). */
+struct e2e_load {
+    pid_t ka, pr;
+    uint64_t ms;
+};
+struct e2e_load e2e_cp_load_start(struct e2e_cp *w, unsigned clients, unsigned seconds);
+
+/* Waits for both clients of <l> and reads what they counted. */
+struct e2e_load_counts {
+    long ka_total, ka_failed; /* keep-alive requests, and those that failed */
+    long pr_ok, pr_failed;    /* per-connection requests answered 200, and not */
+};
+void e2e_cp_load_end(struct e2e_cp *w, struct e2e_load *l, struct e2e_load_counts *out);
+
 /* A feed base "tcp://<host>:P" (into <out>, <n> bytes) whose ports P, P+1
  * and P+2 (the control plane's PUB, REP and PULL) are free on <host>;
  * returns P. */

@@ -32,30 +32,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define FAULTLOAD  LB_BUILD_DIR "/lb-faultload"
-#define KA_CLIENTS "4"
-
 /* ---- helpers ------------------------------------------------------------------ */
-
-static char *read_file(struct e2e_cp *w, const char *name)
-{
-    char path[512];
-    e2e_cp_path(w, name, path, sizeof(path));
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "no %s", name);
-    char *buf = calloc(1, 65536);
-    ck_assert_ptr_nonnull(buf);
-    size_t n = fread(buf, 1, 65535, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
 
 /* Writes the world's config.yaml with <insert> after the line <after> as
  * the world's file <name>. */
 static void write_variant(struct e2e_cp *w, const char *name, const char *after, const char *insert)
 {
-    char *cfg = read_file(w, "config.yaml");
+    char *cfg = e2e_cp_read(w, "config.yaml");
     char *at = strstr(cfg, after);
     ck_assert_ptr_nonnull(at);
     at += strlen(after);
@@ -126,71 +109,19 @@ static bool versions(struct e2e_cp *w, long v[2])
 
 /* ---- load ----------------------------------------------------------------------- */
 
-struct load {
-    pid_t ka, pr;
-    uint64_t ms;
-};
-
-static struct load load_start(struct e2e_cp *w, unsigned seconds)
+/* Waits for the load; every request of it succeeded. */
+static void load_end(struct e2e_cp *w, struct e2e_load *l)
 {
-    struct load l = {.ms = (uint64_t)seconds * 1000};
-    unsigned port = e2e_cp_frontend_port(w);
-    char ports[16], secs[16], path[512];
-    snprintf(ports, sizeof(ports), "%u", port);
-    snprintf(secs, sizeof(secs), "%u", seconds);
-    char *ka[] = {FAULTLOAD,   "--port", ports,          "--clients", KA_CLIENTS,
-                  "--seconds", secs,     "--timeout-ms", "5000",      NULL};
-    e2e_cp_path(w, "ka.out", path, sizeof(path));
-    l.ka = e2e_spawn(ka, path);
-    ck_assert_int_gt(l.ka, 0);
-    e2e_cp_path(w, "pr.out", path, sizeof(path));
-    l.pr = fork();
-    ck_assert_int_ge(l.pr, 0);
-    if (l.pr == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        long ok = 0, failed = 0;
-        uint64_t end = e2e_now_ms() + l.ms;
-        while (e2e_now_ms() < end) {
-            struct e2e_resp resp;
-            if (e2e_request(port, "GET", "/", "Connection: close\r\n", NULL, 0, &resp) == 0) {
-                ok += resp.status == 200;
-                failed += resp.status != 200;
-                e2e_resp_free(&resp);
-            } else {
-                failed++;
-            }
-        }
-        FILE *f = fopen(path, "w");
-        if (f != NULL) {
-            fprintf(f, "{\"ok\":%ld,\"failed\":%ld}\n", ok, failed);
-            fclose(f);
-        }
-        _exit(0);
-    }
-    return l;
-}
-
-static void load_end(struct e2e_cp *w, struct load *l)
-{
-    int st;
-    ck_assert_msg(e2e_wait_exit(l->ka, l->ms + e2e_timeout_ms(), &st), "lb-faultload hangs");
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lb-faultload status %d", st);
-    ck_assert_msg(e2e_wait_exit(l->pr, l->ms + e2e_timeout_ms(), &st), "the client hangs");
-    char *ka = read_file(w, "ka.out"), *pr = read_file(w, "pr.out");
-    long total = 0, failed = -1, ok = 0, pfailed = -1;
-    ck_assert_msg(e2e_json_long(ka, "total", &total) && e2e_json_long(ka, "failed", &failed),
-                  "lb-faultload printed %s", ka);
-    ck_assert(e2e_json_long(pr, "ok", &ok) && e2e_json_long(pr, "failed", &pfailed));
+    struct e2e_load_counts n;
+    e2e_cp_load_end(w, l, &n);
     fprintf(stderr,
             "canary: load: keep-alive %ld requests, %ld failed; new-connection %ld ok, %ld "
             "failed\n",
-            total, failed, ok, pfailed);
-    ck_assert_int_gt(total, 0);
-    ck_assert_int_gt(ok, 0);
-    ck_assert_int_eq(failed, 0);
-    ck_assert_int_eq(pfailed, 0);
-    free(ka);
-    free(pr);
+            n.ka_total, n.ka_failed, n.pr_ok, n.pr_failed);
+    ck_assert_int_gt(n.ka_total, 0);
+    ck_assert_int_gt(n.pr_ok, 0);
+    ck_assert_int_eq(n.ka_failed, 0);
+    ck_assert_int_eq(n.pr_failed, 0);
 }
 
 /* ---- the test ------------------------------------------------------------------- */
@@ -322,7 +253,7 @@ static void promoted(struct e2e_cp *w, long v1)
 static void killed_mid_bake(struct e2e_cp *w, long v1)
 {
     /* b2 heavier: one more version */
-    char *cfg = read_file(w, "good.yaml");
+    char *cfg = e2e_cp_read(w, "good.yaml");
     char *b2 = strstr(cfg, "  - id: \"b2\"");
     ck_assert_ptr_nonnull(b2);
     char *wt = strstr(b2, "weight: 1");
@@ -574,7 +505,7 @@ START_TEST(staged_apply_two_dataplanes)
     struct e2e_cp *w = e2e_cp_start(&o);
     long v1 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v1), 0);
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(26000) / 1000));
+    struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(26000) / 1000));
     refused(w, v1);
     long v2 = 0;
     ck_assert_int_ge(e2e_cp_wait_in_sync(w, 2, &v2), 0);

@@ -23,9 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define FAULTLOAD  LB_BUILD_DIR "/lb-faultload"
-#define BACKEND    LB_BUILD_DIR "/lb-backend"
-#define KA_CLIENTS "4"
+#define BACKEND LB_BUILD_DIR "/lb-backend"
 
 /* ---- the world -------------------------------------------------------------- */
 
@@ -189,11 +187,6 @@ static const char *start(struct e2e_cp *w, const char *const *args)
 
 /* ---- load ----------------------------------------------------------------------- */
 
-struct load {
-    pid_t ka, pr;
-    uint64_t ms;
-};
-
 /* One GET / on a new connection; its status, 0 when none came. */
 static int get_new_conn(unsigned port)
 {
@@ -205,70 +198,16 @@ static int get_new_conn(unsigned port)
     return st;
 }
 
-/* Keep-alive clients (lb-faultload) and a client opening a connection per
- * request (a child writing {"ok":N,"failed":N} to pr.out) for <seconds>. */
-static struct load load_start(struct e2e_cp *w, unsigned seconds)
+/* Waits for the load; fills the counts. */
+static void load_end(struct e2e_cp *w, struct e2e_load *l, long *ka_total, long *ka_failed,
+                     long *pr_ok, long *pr_failed)
 {
-    struct load l = {.ms = (uint64_t)seconds * 1000};
-    unsigned port = e2e_cp_frontend_port(w);
-    char ports[16], secs[16], path[512];
-    snprintf(ports, sizeof(ports), "%u", port);
-    snprintf(secs, sizeof(secs), "%u", seconds);
-    char *ka[] = {FAULTLOAD,   "--port", ports,          "--clients", KA_CLIENTS,
-                  "--seconds", secs,     "--timeout-ms", "5000",      NULL};
-    e2e_cp_path(w, "ka.out", path, sizeof(path));
-    l.ka = e2e_spawn(ka, path);
-    ck_assert_int_gt(l.ka, 0);
-    e2e_cp_path(w, "pr.out", path, sizeof(path));
-    l.pr = fork();
-    ck_assert_int_ge(l.pr, 0);
-    if (l.pr == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        long ok = 0, failed = 0;
-        uint64_t end = e2e_now_ms() + l.ms;
-        while (e2e_now_ms() < end) {
-            if (get_new_conn(port) == 200)
-                ok++;
-            else
-                failed++;
-        }
-        FILE *f = fopen(path, "w");
-        if (f != NULL) {
-            fprintf(f, "{\"ok\":%ld,\"failed\":%ld}\n", ok, failed);
-            fclose(f);
-        }
-        _exit(0);
-    }
-    return l;
-}
-
-static char *read_file(struct e2e_cp *w, const char *name)
-{
-    char path[512];
-    e2e_cp_path(w, name, path, sizeof(path));
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "no %s", name);
-    char *buf = calloc(1, 65536);
-    size_t n = fread(buf, 1, 65535, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Waits for both clients; fills the counts. */
-static void load_end(struct e2e_cp *w, struct load *l, long *ka_total, long *ka_failed, long *pr_ok,
-                     long *pr_failed)
-{
-    int st;
-    ck_assert_msg(e2e_wait_exit(l->ka, l->ms + e2e_timeout_ms(), &st), "lb-faultload hangs");
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lb-faultload status %d", st);
-    ck_assert_msg(e2e_wait_exit(l->pr, l->ms + e2e_timeout_ms(), &st), "the client hangs");
-    char *ka = read_file(w, "ka.out"), *pr = read_file(w, "pr.out");
-    ck_assert_msg(e2e_json_long(ka, "total", ka_total) && e2e_json_long(ka, "failed", ka_failed),
-                  "lb-faultload printed %s", ka);
-    ck_assert(e2e_json_long(pr, "ok", pr_ok) && e2e_json_long(pr, "failed", pr_failed));
-    free(ka);
-    free(pr);
+    struct e2e_load_counts n;
+    e2e_cp_load_end(w, l, &n);
+    *ka_total = n.ka_total;
+    *ka_failed = n.ka_failed;
+    *pr_ok = n.pr_ok;
+    *pr_failed = n.pr_failed;
 }
 
 /* ---- tests ------------------------------------------------------------------------ */
@@ -280,7 +219,7 @@ START_TEST(four_old_for_four_new)
     char add[4][160];
     for (unsigned i = 0; i < 4; i++)
         snprintf(add[i], sizeof(add[i]), "b%u=%s", 4 + i, e2e_cp_backend_url(w, 4 + i));
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(16000) / 1000));
+    struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(16000) / 1000));
     uint64_t t0 = e2e_now_ms();
     const char *args[] = {"--add",  add[0],  "--add",     add[1],          "--add",
                           add[2],   "--add", add[3],      "--interval",    "300ms",
@@ -387,7 +326,7 @@ START_TEST(failing_backend_rolls_back)
     struct e2e_cp *w = world();
     char bad[96];
     pid_t bp = failing_backend(w, bad, sizeof(bad));
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(6000) / 1000));
+    struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(6000) / 1000));
     const char *args[] = {"--add", bad, "--remove", "b0", "--bake", "1s", "--max-error-rate",
                           "5%",    NULL};
     const char *id = start(w, args);
@@ -459,7 +398,7 @@ START_TEST(never_healthy_backend_times_out)
     unsigned dead = e2e_free_port(); /* nothing listens there */
     char add[64];
     snprintf(add, sizeof(add), "dead=http://127.0.0.1:%u", dead);
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(4000) / 1000));
+    struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(4000) / 1000));
     const char *args[] = {"--add", add, "--health-timeout", "1500ms", NULL};
     const char *id = start(w, args);
     char *out = wait_rollout(w, id, "failed", NULL, 0, e2e_scaled_ms(8000));
@@ -507,7 +446,7 @@ START_TEST(control_plane_killed_in_each_phase)
     snprintf(add[0], sizeof(add[0]), "b4=http://127.0.0.1:%u", late);
     for (unsigned i = 1; i < 4; i++)
         snprintf(add[i], sizeof(add[i]), "b%u=%s", 4 + i, e2e_cp_backend_url(w, 4 + i));
-    struct load l = load_start(w, (unsigned)(e2e_scaled_ms(22000) / 1000));
+    struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(22000) / 1000));
     const char *args[] = {"--add", add[0],   "--add", add[1],       "--add", add[2], "--add",
                           add[3],  "--bake", "1s",    "--interval", "1s",    NULL};
     const char *id = start(w, args);
