@@ -22,44 +22,11 @@ ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-1000}
 BASELINE=${BASELINE:-}
 ONLY=${ONLY:-}
-TMP=$(mktemp -d /tmp/lb-bench-h2-XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for tool in h2load openssl protoc; do
-    command -v $tool >/dev/null || { echo "h2 bench: $tool is not installed (make bench installs it)" >&2; exit 1; }
-done
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
-cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem"
-
-"$BUILD/lb-backend" --port 0 --name origin --threads 2 >"$TMP/origin.log" 2>&1 &
-PIDS+=($!)
-ORIGIN=
-for _ in $(seq 1 200); do
-    ORIGIN=$(grep -o '"port":[0-9]*' "$TMP/origin.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-    [ -n "$ORIGIN" ] && break
-    sleep 0.05
-done
-[ -n "$ORIGIN" ] || { echo "h2 bench: lb-backend did not start" >&2; exit 1; }
+. "$SRC/tests/bench/lib.sh"
+bench_init h2
+bench_need h2 h2load openssl protoc
+bench_cert
+bench_origin "$BUILD" 2
 
 declare -A PORT
 declare -A PID
