@@ -66,47 +66,6 @@ static const char op_help[] =
     "version; undo: the same after a rollout that succeeded\n"
     "(POST /api/v1/rollouts/ID/pause|resume|abort|undo).\n";
 
-/* "500ms", "10s", "2m", "1h", "1.5s" or a plain number of seconds into ms. */
-static int parse_duration(const char *verb, const char *opt, const char *s, long long *ms)
-{
-    char *end = NULL;
-    double v = s ? strtod(s, &end) : -1;
-    double scale = 1000;
-    if (end != NULL && end != s) {
-        if (strcmp(end, "ms") == 0)
-            scale = 1;
-        else if (strcmp(end, "s") == 0 || *end == '\0')
-            scale = 1000;
-        else if (strcmp(end, "m") == 0)
-            scale = 60000;
-        else if (strcmp(end, "h") == 0)
-            scale = 3600000;
-        else
-            end = NULL;
-    }
-    if (end == NULL || end == s || !(v >= 0) || v * scale > 7.0 * 24 * 3600 * 1000)
-        return lbctl_usage(verb,
-                           "--%s wants a duration such as 500ms, 10s or 2m (at most a week), "
-                           "not '%s'",
-                           opt, s ? s : "");
-    *ms = (long long)(v * scale + 0.5);
-    return LBCTL_EXIT_OK;
-}
-
-static int parse_rate(const char *verb, const char *s, double *out)
-{
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (end != s && strcmp(end, "%") == 0)
-        v /= 100;
-    else if (end == s || *end != '\0')
-        end = NULL;
-    if (end == NULL || !(v >= 0 && v <= 1))
-        return lbctl_usage(verb, "--max-error-rate wants 0..100%% or 0..1, not '%s'", s);
-    *out = v;
-    return LBCTL_EXIT_OK;
-}
-
 /* The values of the repeated option --<name> (and --<name>=v), split at
  * commas, appended to <arr>; those arguments are taken out of argv. */
 static int take_repeated(const char *verb, const char *name, int *argc, char **argv, json_t *arr,
@@ -186,7 +145,7 @@ static int start_body(const char *verb, struct lbctl_opt *o, json_t *body)
     for (size_t i = 0; i < 3; i++) {
         if (!o[durations[i].opt].set)
             continue;
-        if ((rc = parse_duration(verb, durations[i].name, o[durations[i].opt].value, &v)) !=
+        if ((rc = lbctl_parse_duration(verb, durations[i].name, o[durations[i].opt].value, &v)) !=
             LBCTL_EXIT_OK)
             return rc;
         if (durations[i].opt == O_HEALTH && v == 0)
@@ -195,7 +154,7 @@ static int start_body(const char *verb, struct lbctl_opt *o, json_t *body)
     }
     if (o[O_RATE].set) {
         double r;
-        if ((rc = parse_rate(verb, o[O_RATE].value, &r)) != LBCTL_EXIT_OK)
+        if ((rc = lbctl_parse_rate(verb, o[O_RATE].value, &r)) != LBCTL_EXIT_OK)
             return rc;
         json_object_set_new(body, "maxErrorRate", json_real(r));
     }
@@ -450,14 +409,4 @@ int cmd_rollout(struct lbctl *ctx, int argc, char **argv)
         strcmp(sub, "undo") == 0)
         return rollout_op(ctx, sub, argc - 1, argv + 1);
     return lbctl_usage("rollout", "unknown command '%s'", sub);
-}
-
-int lbctl_parse_duration(const char *verb, const char *opt, const char *s, long long *ms)
-{
-    return parse_duration(verb, opt, s, ms);
-}
-
-int lbctl_parse_rate(const char *verb, const char *s, double *out)
-{
-    return parse_rate(verb, s, out);
 }

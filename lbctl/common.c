@@ -308,6 +308,46 @@ int lbctl_check_write(const char *verb, const struct lbctl_opt *w)
     return rc != LBCTL_EXIT_OK ? rc : lbctl_check_if_match(verb, w[1].value);
 }
 
+int lbctl_parse_duration(const char *verb, const char *opt, const char *s, long long *ms)
+{
+    char *end = NULL;
+    double v = s ? strtod(s, &end) : -1;
+    double scale = 1000;
+    if (end != NULL && end != s) {
+        if (strcmp(end, "ms") == 0)
+            scale = 1;
+        else if (strcmp(end, "s") == 0 || *end == '\0')
+            scale = 1000;
+        else if (strcmp(end, "m") == 0)
+            scale = 60000;
+        else if (strcmp(end, "h") == 0)
+            scale = 3600000;
+        else
+            end = NULL;
+    }
+    if (end == NULL || end == s || !(v >= 0) || v * scale > 7.0 * 24 * 3600 * 1000)
+        return lbctl_usage(verb,
+                           "--%s wants a duration such as 500ms, 10s or 2m (at most a week), "
+                           "not '%s'",
+                           opt, s ? s : "");
+    *ms = (long long)(v * scale + 0.5);
+    return LBCTL_EXIT_OK;
+}
+
+int lbctl_parse_rate(const char *verb, const char *s, double *out)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end != s && strcmp(end, "%") == 0)
+        v /= 100;
+    else if (end == s || *end != '\0')
+        end = NULL;
+    if (end == NULL || !(v >= 0 && v <= 1))
+        return lbctl_usage(verb, "--max-error-rate wants 0..100%% or 0..1, not '%s'", s);
+    *out = v;
+    return LBCTL_EXIT_OK;
+}
+
 int lbctl_canary_query(const char *verb, const struct lbctl_opt *o, char *q, size_t size)
 {
     q[0] = '\0';

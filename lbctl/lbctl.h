@@ -139,7 +139,7 @@ int cmd_rollback(struct lbctl *ctx, int argc, char **argv);
 int cmd_audit(struct lbctl *ctx, int argc, char **argv);
 int cmd_rollout(struct lbctl *ctx, int argc, char **argv);
 
-/* lbctl/cmd_rollout.c: "500ms", "10s", "2m", "1h" or seconds into *<ms>;
+/* lbctl/common.c: "500ms", "10s", "2m", "1h" or seconds into *<ms>;
  * "5%" or 0.05 into *<out> (0..1). A usage error names --<opt>. */
 int lbctl_parse_duration(const char *verb, const char *opt, const char *s, long long *ms);
 int lbctl_parse_rate(const char *verb, const char *s, double *out);
