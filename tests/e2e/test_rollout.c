@@ -48,11 +48,6 @@ static struct e2e_cp *world_n(unsigned dps)
     return w;
 }
 
-static struct e2e_cp *world(void)
-{
-    return world_n(1);
-}
-
 /* Copies the string value of the first "<key>" of JSON text <json> into
  * <out> ("" when absent). */
 static const char *json_str(const char *json, const char *key, char *out, size_t size)
@@ -160,6 +155,20 @@ static unsigned healthy_active(struct e2e_cp *w)
     return n;
 }
 
+/* world_n() once every configured backend has passed its health checks: a
+ * rollout that starts before then sees old backends "unknown", and the
+ * capacity the tests check is counted from healthy ones. */
+static struct e2e_cp *world_up(unsigned dps)
+{
+    struct e2e_cp *w = world_n(dps);
+    uint64_t end = e2e_now_ms() + e2e_scaled_ms(10000);
+    unsigned up = 0;
+    while ((up = healthy_active(w)) < 4 && e2e_now_ms() < end)
+        e2e_poll_pause(20);
+    ck_assert_msg(up == 4, "%u of 4 configured backends up", up);
+    return w;
+}
+
 /* Starts a rollout with lbctl; returns its id (as text, static). */
 static const char *start(struct e2e_cp *w, const char *const *args)
 {
@@ -215,7 +224,7 @@ static void load_end(struct e2e_cp *w, struct e2e_load *l, long *ka_total, long 
 /* through two data planes: the gates sum what both report */
 START_TEST(four_old_for_four_new)
 {
-    struct e2e_cp *w = world_n(2);
+    struct e2e_cp *w = world_up(2);
     char add[4][160];
     for (unsigned i = 0; i < 4; i++)
         snprintf(add[i], sizeof(add[i]), "b%u=%s", 4 + i, e2e_cp_backend_url(w, 4 + i));
@@ -323,7 +332,7 @@ static pid_t failing_backend(struct e2e_cp *w, char *url, size_t size)
 
 START_TEST(failing_backend_rolls_back)
 {
-    struct e2e_cp *w = world();
+    struct e2e_cp *w = world_up(1);
     char bad[96];
     pid_t bp = failing_backend(w, bad, sizeof(bad));
     struct e2e_load l = e2e_cp_load_start(w, 4, (unsigned)(e2e_scaled_ms(6000) / 1000));
@@ -394,7 +403,7 @@ END_TEST
 
 START_TEST(never_healthy_backend_times_out)
 {
-    struct e2e_cp *w = world();
+    struct e2e_cp *w = world_up(1);
     unsigned dead = e2e_free_port(); /* nothing listens there */
     char add[64];
     snprintf(add, sizeof(add), "dead=http://127.0.0.1:%u", dead);
@@ -438,7 +447,7 @@ END_TEST
 
 START_TEST(control_plane_killed_in_each_phase)
 {
-    struct e2e_cp *w = world();
+    struct e2e_cp *w = world_up(1);
     /* the first new backend starts only once the control plane was killed
      * while waiting for its health */
     unsigned late = e2e_free_port();
