@@ -18,10 +18,15 @@ struct snap;
 struct sync;
 struct worker;
 
-/* One listening socket of one worker, as the process's hand-over sees it. */
+struct snap_frontend;
+
+/* One listening socket of the process. Every worker accepts on it through a
+ * duplicate of its own: a connection waits in one queue and goes to the
+ * first worker free to take it. */
 struct dp_listener {
-    int fd;
-    char key[80]; /* the frontend's "address:port" */
+    int fd;        /* the process's own descriptor (what a hand-over passes on) */
+    unsigned refs; /* workers holding a duplicate */
+    char key[80];  /* the frontend's "address:port" */
 };
 
 struct dp {
@@ -37,7 +42,7 @@ struct dp {
     bool controlled;                    /* fed by a control plane (--control) */
     struct tls_tickets *tickets;        /* session-ticket keys, shared by TLS frontends */
     struct sync *sync;                  /* main thread only: the feed (for /metrics), or NULL */
-    struct dp_listener *listeners;      /* every worker's listening sockets (under <lock>) */
+    struct dp_listener *listeners;      /* the listening sockets (under <lock>) */
     size_t n_listeners, cap_listeners;
     atomic_bool handed_over;        /* the drain follows a hand-over: idle keep-alive
                                      * connections get a last request (DP_HANDOVER_IDLE_S) */
@@ -58,12 +63,19 @@ struct snap *dp_snapshot(struct dp *dp);
  * the previous one's reference. The caller tells the workers (worker_notify). */
 void dp_swap(struct dp *dp, struct snap *s);
 
-/* Any thread: records the listening socket <fd> of frontend <key> (for a
- * hand-over). Returns LB_OK or LB_ENOMEM. */
-int dp_listener_add(struct dp *dp, int fd, const char *key, struct lb_err *err);
+/* Any thread: a descriptor of the caller's own (a duplicate) for each
+ * listening socket of frontend <fe>, in <fds> (room for <max>), with the
+ * process's descriptor of the same socket in <shared> (to give back with
+ * dp_listener_release). The sockets are those already open for its
+ * address, else those a takeover brought (all of them: each one's queue must
+ * be accepted on), else one bound now. Returns how many, or -1 with <err>
+ * set (nothing taken). */
+int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, int *fds, int *shared,
+                         size_t max, struct lb_err *err);
 
-/* Any thread: forgets <fd>; call before closing it. */
-void dp_listener_remove(struct dp *dp, int fd);
+/* Any thread: the caller closed its duplicate of <shared>; the socket
+ * closes with the last worker's. */
+void dp_listener_release(struct dp *dp, int shared);
 
 /* Main thread: appends a duplicate of every recorded listening socket to
  * <st> (the duplicates stay valid whatever the workers close meanwhile).

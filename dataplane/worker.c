@@ -25,11 +25,16 @@
 #include "upstream.h"
 #include "view.h"
 
-#define MAX_FREE_SESSIONS  256
-#define ACCEPT_BATCH       64
+#define MAX_FREE_SESSIONS 256
+/* Connections taken per wake-up of a listener. The workers share each
+ * listening socket, so a worker busy with a batch leaves the rest of the
+ * queue to the others; a TLS connection's handshake runs at once (its
+ * ClientHello usually came with it), so a TLS listener takes fewer at a time
+ * and the answers other connections wait for are not held up behind them. */
+#define ACCEPT_BATCH       16
+#define ACCEPT_BATCH_TLS   2
 #define ACCEPT_PAUSE_MIN_S 0.1
 #define ACCEPT_PAUSE_MAX_S 1.0
-#define LISTEN_BACKLOG     4096
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
 #define TRIM_TICKS         20 /* every 2 s: buffers a burst left idle go back */
@@ -67,7 +72,7 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct listener *l = io->data;
     struct worker *w = l->w;
-    for (int i = 0; i < ACCEPT_BATCH && !w->draining; i++) {
+    for (unsigned i = 0; i < l->batch && !w->draining; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -86,24 +91,22 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-/* Makes the listening socket <fd> (taken over: closed on failure) a
- * listener of <w> for frontend <index>. */
-static int listener_add(struct worker *w, int fd, const struct snap_frontend *fe, uint32_t index,
-                        struct lb_err *err)
+/* Makes <fd> (a duplicate of the process's socket <shared>; taken over:
+ * closed and given back on failure) a listener of <w> for frontend <index>. */
+static int listener_add(struct worker *w, int fd, int shared, const struct snap_frontend *fe,
+                        uint32_t index, struct lb_err *err)
 {
     struct listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {
         close(fd);
+        dp_listener_release(w->dp, shared);
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key);
-    }
-    if (dp_listener_add(w->dp, fd, fe->key, err) != LB_OK) {
-        close(fd);
-        free(l);
-        return LB_ENOMEM;
     }
     l->w = w;
     l->fd = fd;
+    l->shared = shared;
     l->fe_index = index;
+    l->batch = fe->tls ? ACCEPT_BATCH_TLS : ACCEPT_BATCH;
     snprintf(l->key, sizeof(l->key), "%s", fe->key);
     ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
     l->io.data = l;
@@ -111,72 +114,39 @@ static int listener_add(struct worker *w, int fd, const struct snap_frontend *fe
     l->pause.data = l;
     if (!w->draining)
         ev_io_start(w->loop, &l->io);
+    l->seen = true;
     l->next = w->listeners;
     w->listeners = l;
     return LB_OK;
 }
 
-static int listener_open(struct worker *w, const struct snap_frontend *fe, uint32_t index,
-                         struct lb_err *err)
+/* Listeners of <w> for frontend <index> on each of the process's sockets
+ * for its address (see dp_listeners_acquire). */
+static int listeners_open(struct worker *w, const struct snap_frontend *fe, uint32_t index,
+                          struct lb_err *err)
 {
-    int fd = socket(fe->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return lb_err_set(err, LB_ESYS, errno, "socket for %s", fe->key);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
-        int e = errno;
-        close(fd);
-        return lb_err_set(err, LB_ESYS, e, "SO_REUSEPORT on %s", fe->key);
+    int fds[16], shared[16];
+    int n = dp_listeners_acquire(w->dp, fe, fds, shared, 16, err);
+    if (n < 0)
+        return err ? err->code : LB_ESYS;
+    int rc = LB_OK;
+    for (int i = 0; i < n; i++) {
+        if (rc == LB_OK) {
+            rc = listener_add(w, fds[i], shared[i], fe, index, err);
+        } else {
+            close(fds[i]);
+            dp_listener_release(w->dp, shared[i]);
+        }
     }
-    if (fe->addr.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    /* Linux hands TCP_NODELAY on to every accepted socket: no system call
-     * per connection for it */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&fe->addr, fe->addrlen) == -1) {
-        int e = errno;
-        close(fd);
-        return lb_err_set(err, LB_ESYS, e, "bind %s (frontend %s)", fe->key, fe->name);
-    }
-    if (listen(fd, LISTEN_BACKLOG) == -1) {
-        int e = errno;
-        close(fd);
-        return lb_err_set(err, LB_ESYS, e, "listen %s", fe->key);
-    }
-    return listener_add(w, fd, fe, index, err);
-}
-
-/* Adopts every socket of <inherit> (a takeover's, may be NULL) that is
- * <w>'s and serves <fe>. Returns how many, or -1 with <err> set. */
-static int listeners_inherit(struct worker *w, struct handover_state *inherit,
-                             const struct snap_frontend *fe, uint32_t index, struct lb_err *err)
-{
-    int n = 0;
-    for (size_t j = 0; inherit != NULL && j < inherit->n_fds; j++) {
-        struct handover_fd *f = &inherit->fds[j];
-        if (f->fd < 0 || f->owner != (int)w->id || strcmp(f->key, fe->key) != 0)
-            continue;
-        int fd = f->fd;
-        f->fd = -1;
-        /* the descriptor's flags came from the old process: non-blocking */
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        if (listener_add(w, fd, fe, index, err) != LB_OK)
-            return -1;
-        w->listeners->seen = true;
-        n++;
-    }
-    return n;
+    return rc;
 }
 
 static void listener_close(struct worker *w, struct listener *l)
 {
     ev_io_stop(w->loop, &l->io);
     ev_timer_stop(w->loop, &l->pause);
-    dp_listener_remove(w->dp, l->fd);
-    /* after a hand-over the successor holds the same socket: its accept
-     * queue lives on there */
     close(l->fd);
+    dp_listener_release(w->dp, l->shared);
     free(l);
 }
 
@@ -189,12 +159,9 @@ static void listeners_close_all(struct worker *w)
     }
 }
 
-/* Opens listeners for new frontends (adopting <inherit>'s sockets first, if
- * any) and closes those of removed ones; the others keep their sockets (and
- * their accept queues). A worker may hold several listeners of a frontend
- * after a takeover from a process with more workers. */
-static int listeners_sync(struct worker *w, const struct snap *s, struct handover_state *inherit,
-                          struct lb_err *err)
+/* Opens listeners for new frontends and closes those of removed ones; the
+ * others keep their sockets (and their accept queues). */
+static int listeners_sync(struct worker *w, const struct snap *s, struct lb_err *err)
 {
     for (struct listener *l = w->listeners; l != NULL; l = l->next)
         l->seen = false;
@@ -204,20 +171,15 @@ static int listeners_sync(struct worker *w, const struct snap *s, struct handove
             if (strcmp(l->key, s->frontends[i].key) == 0) {
                 l->seen = true;
                 l->fe_index = i;
+                l->batch = s->frontends[i].tls ? ACCEPT_BATCH_TLS : ACCEPT_BATCH;
                 found = true;
             }
         }
         if (found)
             continue;
-        int n = listeners_inherit(w, inherit, &s->frontends[i], i, err);
-        if (n < 0)
-            return err ? err->code : LB_ENOMEM;
-        if (n > 0)
-            continue;
-        int rc = listener_open(w, &s->frontends[i], i, err);
+        int rc = listeners_open(w, &s->frontends[i], i, err);
         if (rc != LB_OK)
             return rc;
-        w->listeners->seen = true;
     }
     struct listener **pp = &w->listeners;
     while (*pp != NULL) {
@@ -235,8 +197,7 @@ static int listeners_sync(struct worker *w, const struct snap *s, struct handove
 
 /* ---- adopting a snapshot ---------------------------------------------------------- */
 
-static int worker_adopt(struct worker *w, struct snap *s, struct handover_state *inherit,
-                        struct lb_err *err)
+static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
 {
     if (w->scratch_cap < s->limits.max_headers + 1) {
         struct http1_header *h = realloc(w->scratch_hdrs, (s->limits.max_headers + 1) * sizeof(*h));
@@ -248,7 +209,7 @@ static int worker_adopt(struct worker *w, struct snap *s, struct handover_state 
     struct wview *v = view_build(w, s, err);
     if (v == NULL)
         return err ? err->code : LB_ENOMEM;
-    int rc = listeners_sync(w, s, inherit, err);
+    int rc = listeners_sync(w, s, err);
     if (rc != LB_OK) {
         view_free(v);
         return rc;
@@ -388,7 +349,7 @@ static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
     struct snap *s = dp_snapshot(dp);
     if (s != NULL && (w->view == NULL || s != w->view->snap)) {
         struct lb_err err = {0};
-        if (worker_adopt(w, s, NULL, &err) != LB_OK)
+        if (worker_adopt(w, s, &err) != LB_OK)
             lb_log(LB_LOG_ERROR, "snapshot_apply_failed", "worker %u keeps generation %llu: %s",
                    w->id, (unsigned long long)(w->view ? w->view->snap->generation : 0), err.msg);
     }
@@ -478,7 +439,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     lb_list_init(&w->h2conns);
     lb_list_init(&w->h2_pending);
     w->log = lb_logbuf_new(LOGBUF_SIZE);
-    int rc = w->log ? worker_adopt(w, snap, dp->inherit, err)
+    int rc = w->log ? worker_adopt(w, snap, err)
                     : lb_err_set(err, LB_ENOMEM, 0, "out of memory for the log buffer");
     if (rc != LB_OK) {
         listeners_close_all(w);

@@ -71,9 +71,11 @@ struct wview {
 struct listener {
     struct worker *w;
     ev_io io;
-    ev_timer pause; /* accepting again after running out of descriptors */
-    double pause_s; /* the current pause; 0 after a successful accept */
-    int fd;
+    ev_timer pause;    /* accepting again after running out of descriptors */
+    double pause_s;    /* the current pause; 0 after a successful accept */
+    int fd;            /* this worker's duplicate of the process's socket <shared> */
+    int shared;        /* see dp_listeners_acquire */
+    unsigned batch;    /* connections accepted per wake-up */
     char key[80];      /* "address:port" */
     uint32_t fe_index; /* the frontend's index in the current view */
     bool seen;         /* mark during a swap */

@@ -7,7 +7,9 @@
  * sockets on one epoll loop per thread keep the generator's own CPU small,
  * so on a shared machine the server, not the client, is what is measured.
  *
- * Prints one line: connections, rate, full and resumed counts, errors. */
+ * Prints one line: connections, rate, full and resumed counts, errors, and
+ * the 50th and 99th percentiles of a connection's time from connect() to the
+ * end of its answer. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -41,10 +43,16 @@ struct slot {
     SSL_SESSION *session; /* offered by the next connection (--resume) */
     size_t sent;
     bool got_status;
+    double t_open; /* connect() called */
 };
+
+/* Connection times: 10 µs buckets up to 1 s, then one for the rest */
+#define LAT_BUCKETS 100001u
+#define LAT_STEP_S  10e-6
 
 struct counts {
     uint64_t done, full, resumed, errors;
+    uint32_t *lat; /* LAT_BUCKETS counts */
 };
 
 struct worker {
@@ -103,6 +111,7 @@ static bool slot_open(int ep, struct slot *s)
     if (resume && s->session != NULL)
         SSL_set_session(s->ssl, s->session);
     s->state = S_CONNECT;
+    s->t_open = now_s();
     s->sent = 0;
     s->got_status = false;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = s};
@@ -217,7 +226,8 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct slot *slots = calloc((size_t)w->nslots, sizeof(*slots));
-    if (ep < 0 || slots == NULL) {
+    w->counts.lat = calloc(LAT_BUCKETS, sizeof(*w->counts.lat));
+    if (ep < 0 || slots == NULL || w->counts.lat == NULL) {
         perror("lb-tlsload: epoll/calloc");
         exit(1);
     }
@@ -234,9 +244,11 @@ static void *worker_main(void *arg)
             int r = slot_step(ep, s, &w->counts);
             if (r == 0)
                 continue;
-            if (r > 0)
+            if (r > 0) {
                 w->counts.done++;
-            else
+                double b = (now_s() - s->t_open) / LAT_STEP_S;
+                w->counts.lat[b < LAT_BUCKETS - 1 ? (size_t)b : LAT_BUCKETS - 1]++;
+            } else
                 w->counts.errors++;
             slot_finish(s, r > 0);
             if (now_s() < deadline && !slot_open(ep, s))
@@ -251,6 +263,19 @@ static void *worker_main(void *arg)
     free(slots);
     close(ep);
     return NULL;
+}
+
+/* The time in ms under which <q> of the <n> connections counted in <lat>
+ * completed. */
+static double lat_quantile(const uint32_t *lat, uint64_t n, double q)
+{
+    uint64_t want = (uint64_t)((double)n * q + 0.5), seen = 0;
+    for (size_t i = 0; i < LAT_BUCKETS; i++) {
+        seen += lat[i];
+        if (seen >= want && seen > 0)
+            return (double)(i + 1) * LAT_STEP_S * 1e3;
+    }
+    return 0;
 }
 
 static void usage(void)
@@ -333,19 +358,27 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    struct counts total = {0};
+    struct counts total = {.lat = calloc(LAT_BUCKETS, sizeof(*total.lat))};
+    if (total.lat == NULL)
+        return 1;
     for (int i = 0; i < threads; i++) {
         pthread_join(ws[i].thread, NULL);
+        for (size_t b = 0; b < LAT_BUCKETS; b++)
+            total.lat[b] += ws[i].counts.lat[b];
+        free(ws[i].counts.lat);
         total.done += ws[i].counts.done;
         total.full += ws[i].counts.full;
         total.resumed += ws[i].counts.resumed;
         total.errors += ws[i].counts.errors;
     }
     double elapsed = now_s() - start;
-    printf("connections %llu in %.2f s: %.1f/s; full %llu resumed %llu errors %llu\n",
+    printf("connections %llu in %.2f s: %.1f/s; full %llu resumed %llu errors %llu; "
+           "p50 %.2f ms p99 %.2f ms\n",
            (unsigned long long)total.done, elapsed, (double)total.done / elapsed,
            (unsigned long long)total.full, (unsigned long long)total.resumed,
-           (unsigned long long)total.errors);
+           (unsigned long long)total.errors, lat_quantile(total.lat, total.done, 0.50),
+           lat_quantile(total.lat, total.done, 0.99));
+    free(total.lat);
     free(ws);
     SSL_CTX_free(client_ctx);
     return total.done > 0 ? 0 : 1;

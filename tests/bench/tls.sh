@@ -4,6 +4,8 @@
 # same origin (2 threads/workers each, TLS 1.2 and 1.3 offered, tickets on).
 # Prints, medians of ROUNDS interleaved rounds of DURATION seconds:
 #   ka         wrk keep-alive requests/s over TLS (2 threads, CONNS connections)
+#   close      wrk with "Connection: close": a new connection per request,
+#              each resuming the session wrk kept
 #   resumed    lb-tlsload --resume: a new connection per request, each resuming
 #              the session of the one before (a TLS 1.3 ticket is used once,
 #              so this needs the server to hand out fresh ones)
@@ -11,12 +13,16 @@
 # lb-tlsload (tests/bench/lb-tlsload.c) is one epoll thread with LOAD_CONNS
 # connections in flight, lean enough that on a 2-core machine the server gets
 # half the CPU; openssl s_time costs the client several times more per
-# handshake. lb's own counters of full and resumed handshakes are printed, so
-# the figures are known to measure what their names say, and so is each
-# proxy's CPU time per request or connection. BASELINE=DIR: another build
+# handshake. Each figure comes with the p50 and p99 latency (wrk's, or
+# lb-tlsload's connect-to-answer time) and the proxy's peak RSS during that
+# run; the RSS before any load and SETTLE (5) seconds after the last run
+# close the table. lb's own counters of full and resumed handshakes are
+# printed, so the figures are known to measure what their names say, and so
+# is each proxy's CPU time per request or connection. BASELINE=DIR: another build
 # directory whose lb-dataplane runs as "lbbase" (its own port, the same
 # certificate and origin) in the same interleaved rounds, for a before/after
-# comparison (medians of per-round lb/lbbase ratios are printed).
+# comparison (medians of per-round lb/lbbase ratios are printed);
+# ONLY="haproxy" (or "nginx", or "") limits the other proxies run.
 # Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
 set -euo pipefail
 
@@ -67,7 +73,7 @@ if [ -n "${BASELINE:-}" ] && [ -x "$BASELINE/lb-dataplane" ]; then
     if wait_port "$p"; then PROXIES+=(lbbase); PORT[lbbase]=$p; PID[lbbase]=$!; else echo "tls bench: the baseline lb did not start" >&2; cat "$TMP/lbbase.log" >&2; fi
 fi
 
-if command -v haproxy >/dev/null; then
+if { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" haproxy "* ]]; } && command -v haproxy >/dev/null; then
     p=$(free_port)
     cat >"$TMP/haproxy.cfg" <<CFG
 global
@@ -91,7 +97,7 @@ CFG
     if wait_port "$p"; then PROXIES+=(haproxy); PORT[haproxy]=$p; PID[haproxy]=$!; fi
 fi
 
-if command -v nginx >/dev/null; then
+if { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" nginx "* ]]; } && command -v nginx >/dev/null; then
     p=$(free_port)
     mkdir -p "$TMP/nginx"
     cat >"$TMP/nginx/nginx.conf" <<CFG
@@ -133,42 +139,61 @@ lb_sessions() {
         /^lb_tls_sessions_total/ && /kind="resumed"/ { r += $NF }
         END { printf "%d %d\n", f, r }'
 }
-# lb-tlsload against port $1 (more arguments passed on): connections/s
+# "rate p50 p99" (ms) of one lb-tlsload run
 tlsload() {
     local port=$1
     shift
     "$BUILD/lb-tlsload" --port "$port" --conns "$LOAD_CONNS" --seconds "$DURATION" "$@" |
-        sed -n 's|.*: \([0-9.]*\)/s;.*|\1|p'
+        sed -n 's|.*: \([0-9.]*\)/s;.*p50 \([0-9.]*\) ms p99 \([0-9.]*\) ms|\1 \2 \3|p'
 }
-# CPU time of a proxy (its process and children: NGINX's workers), in ticks
+# "rate p50 p99" (ms) of one wrk run (its latency distribution)
+wrkrun() {
+    wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$@" | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
+                         if (v ~ /s$/) return v * 1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Requests\/sec/ { r = $2 }
+        END { printf "%s %.2f %.2f\n", r, p50, p99 }'
+}
+procs() { echo "$1" $(pgrep -P "$1" || true); }
 cpu_ticks() {
     local pid sum=0
-    for pid in "$1" $(pgrep -P "$1" || true); do
+    for pid in $(procs "$1"); do
         sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
     echo "$sum"
 }
+# resident memory in KiB summed over the process and its children: now
+# (VmRSS) or the peak since peak_reset (VmHWM; NGINX's workers share pages
+# with their master, so its sum overstates a little)
+mem_kib() {
+    local pid sum=0
+    for pid in $(procs "$1"); do
+        sum=$((sum + $(awk -v k="$2:" '$1 == k {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+peak_reset() {
+    local pid
+    for pid in $(procs "$1"); do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+}
 HZ=$(getconf CLK_TCK)
-# microseconds of proxy CPU per request: ticks, rate/s
 cpu_per() {
     awk -v t="$1" -v r="$2" -v hz="$HZ" -v d="$DURATION" 'BEGIN { printf "%.0f", (r > 0 ? t * 1e6 / hz / (r * d) : 0) }'
 }
-# one run of scenario $2 against proxy $1: prints its rate
 run_one() {
     case $2 in
-    ka) wrk -t2 -c"$CONNS" -d"${DURATION}s" "https://127.0.0.1:${PORT[$1]}/" | awk '/Requests\/sec/{print $2}' ;;
+    ka) wrkrun "https://127.0.0.1:${PORT[$1]}/" ;;
+    close) wrkrun -H "Connection: close" "https://127.0.0.1:${PORT[$1]}/" ;;
     res) tlsload "${PORT[$1]}" --resume ;;
     full) tlsload "${PORT[$1]}" ;;
     esac
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-# Scenario by scenario, the proxies run back to back, their order rotating
-# each round: on a shared VM the speed drifts by tens of percent over a
-# minute, so a ratio is taken between neighbouring runs and the median of
-# those per-round ratios is reported.
 declare -A RUNS
 declare -A LBCOUNT
-SCENARIOS=(ka res full)
+declare -A IDLE
+for px in "${PROXIES[@]}"; do IDLE[$px]=$(mem_kib "${PID[$px]}" VmRSS); done
+SCENARIOS=(ka close res full)
 for r in $(seq 1 "$ROUNDS"); do
     n=${#PROXIES[@]}
     order=()
@@ -177,46 +202,69 @@ for r in $(seq 1 "$ROUNDS"); do
         line="tls bench: round $r $sc:"
         for px in "${order[@]}"; do
             [ "$px" = lb ] && c0=$(lb_sessions)
+            peak_reset "${PID[$px]}"
             t0=$(cpu_ticks "${PID[$px]}")
-            rate=$(run_one "$px" "$sc")
+            read -r rate p50 p99 < <(run_one "$px" "$sc") || true
             rate=${rate:-0}
             t1=$(cpu_ticks "${PID[$px]}")
+            hwm=$(mem_kib "${PID[$px]}" VmHWM)
             if [ "$px" = lb ]; then
                 LBCOUNT[$sc]=$(echo "$c0 $(lb_sessions)" | awk -v prev="${LBCOUNT[$sc]:-0 0}" '
                     { split(prev, p, " "); printf "%d %d", p[1] + $3 - $1, p[2] + $4 - $2 }')
             fi
             RUNS[$px,$sc]="${RUNS[$px,$sc]:-} $rate"
+            RUNS[$px,${sc}_p50]="${RUNS[$px,${sc}_p50]:-} ${p50:-0}"
+            RUNS[$px,${sc}_p99]="${RUNS[$px,${sc}_p99]:-} ${p99:-0}"
+            RUNS[$px,${sc}_hwm]="${RUNS[$px,${sc}_hwm]:-} $hwm"
             RUNS[$px,${sc}_cpu]="${RUNS[$px,${sc}_cpu]:-} $(cpu_per $((t1 - t0)) "$rate")"
-            line="$line $px $rate"
+            line="$line $px $rate (p99 ${p99:-?} ms)"
             eval "R_$px=$rate"
+            eval "P_$px=${p99:-0}"
         done
         echo "$line" >&2
         for px in haproxy nginx lbbase; do
             v=R_$px
-            [ -n "${!v:-}" ] && [ -n "${R_lb:-}" ] &&
-                RUNS[ratio_$px,$sc]="${RUNS[ratio_$px,$sc]:-} $(awk -v a="$R_lb" -v b="${!v}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
+            q=P_$px
+            [ -n "${!v:-}" ] && [ -n "${R_lb:-}" ] || continue
+            RUNS[ratio_$px,$sc]="${RUNS[ratio_$px,$sc]:-} $(awk -v a="$R_lb" -v b="${!v}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
+            RUNS[p99ratio_$px,$sc]="${RUNS[p99ratio_$px,$sc]:-} $(awk -v a="$P_lb" -v b="${!q}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
         done
     done
 done
-printf '\n%-8s %14s %18s %16s\n' proxy "ka req/s" "resumed conn/s" "full conn/s"
+sleep "${SETTLE:-5}" # then the memory each proxy kept after the load
 declare -A MED
+printf '\nmedians of %s rounds of %s s: rate (requests or connections/s), p50 / p99 ms, peak RSS MiB\n' "$ROUNDS" "$DURATION"
+printf '%-8s' proxy
+for sc in "${SCENARIOS[@]}"; do printf ' %30s' "$sc"; done
+printf ' %9s %9s\n' "idle MiB" "after MiB"
 for px in "${PROXIES[@]}"; do
-    for k in ka res full; do MED[$px,$k]=$(echo "${RUNS[$px,$k]}" | median); done
-    printf '%-8s %14s %18s %16s\n' "$px" "${MED[$px,ka]}" "${MED[$px,res]}" "${MED[$px,full]}"
+    printf '%-8s' "$px"
+    for sc in "${SCENARIOS[@]}"; do
+        for k in "" _p50 _p99 _hwm _cpu; do MED[$px,$sc$k]=$(echo "${RUNS[$px,$sc$k]}" | median); done
+        printf ' %30s' "$(awk -v r="${MED[$px,$sc]}" -v a="${MED[$px,${sc}_p50]}" -v b="${MED[$px,${sc}_p99]}" \
+            -v m="${MED[$px,${sc}_hwm]}" 'BEGIN { printf "%.0f %.1f/%.1f %.1f", r, a, b, m / 1024 }')"
+    done
+    awk -v i="${IDLE[$px]}" -v a="$(mem_kib "${PID[$px]}" VmRSS)" 'BEGIN { printf " %9.1f %9.1f\n", i / 1024, a / 1024 }'
 done
 printf '\nproxy CPU per request or connection, microseconds (process and its children)\n'
-printf '%-8s %14s %18s %16s\n' proxy ka resumed full
+printf '%-8s' proxy
+for sc in "${SCENARIOS[@]}"; do printf ' %10s' "$sc"; done
+printf '\n'
 for px in "${PROXIES[@]}"; do
-    for k in ka_cpu res_cpu full_cpu; do MED[$px,$k]=$(echo "${RUNS[$px,$k]}" | median); done
-    printf '%-8s %14s %18s %16s\n' "$px" "${MED[$px,ka_cpu]}" "${MED[$px,res_cpu]}" "${MED[$px,full_cpu]}"
+    printf '%-8s' "$px"
+    for sc in "${SCENARIOS[@]}"; do printf ' %10s' "${MED[$px,${sc}_cpu]}"; done
+    printf '\n'
 done
 if [ -n "${LBCOUNT[ka]:-}" ]; then
-    printf '\nlb handshakes counted (full resumed): ka %s; resumed %s; full %s\n' \
-        "${LBCOUNT[ka]}" "${LBCOUNT[res]}" "${LBCOUNT[full]}"
+    printf '\nlb handshakes counted (full resumed): ka %s; close %s; resumed %s; full %s\n' \
+        "${LBCOUNT[ka]}" "${LBCOUNT[close]}" "${LBCOUNT[res]}" "${LBCOUNT[full]}"
 fi
-printf '\nmedian of per-round ratios\n'
+printf '\nmedian of per-round ratios (rate; p99 in brackets, < 1 is lb faster)\n'
 for px in haproxy nginx lbbase; do
     [ -n "${RUNS[ratio_$px,ka]:-}" ] || continue
-    printf 'lb/%-8s ka %s  resumed %s  full %s\n' "$px" "$(echo "${RUNS[ratio_$px,ka]}" | median)" \
-        "$(echo "${RUNS[ratio_$px,res]}" | median)" "$(echo "${RUNS[ratio_$px,full]}" | median)"
+    printf 'lb/%-8s' "$px"
+    for sc in "${SCENARIOS[@]}"; do
+        printf ' %s %s (%s)' "$sc" "$(echo "${RUNS[ratio_$px,$sc]}" | median)" "$(echo "${RUNS[p99ratio_$px,$sc]}" | median)"
+    done
+    printf '\n'
 done
