@@ -58,7 +58,6 @@ static int state_take_fd(struct handover_state *st, int fd, const char *key, siz
     st->fds = a;
     struct handover_fd *f = &a[st->n_fds++];
     f->fd = fd;
-    f->owner = -1;
     if (key_len >= sizeof(f->key))
         key_len = sizeof(f->key) - 1;
     memcpy(f->key, key, key_len);

@@ -28,7 +28,6 @@ struct lb_err;
 struct handover_fd {
     int fd;                     /* a listening socket; -1 once someone took it */
     char key[HANDOVER_KEY_LEN]; /* the frontend's "address:port", or HANDOVER_METRICS_KEY */
-    int owner;                  /* receiver's use: the worker that adopts it, -1 none */
 };
 
 /* What passes from the old process to the new one. */

@@ -427,7 +427,7 @@ static int main_first_snapshot(struct main_ctx *m, int *ho_conn, int *fatal, str
     struct snap *snap = NULL;
     int rc;
     if (m->a.takeover_path != NULL) {
-        rc = upgrade_takeover(&m->up, m->a.n_workers, ho_conn, &snap, err);
+        rc = upgrade_takeover(&m->up, ho_conn, &snap, err);
     } else {
         snap = initial_snapshot(m, fatal);
         rc = *fatal ? LB_EINVAL : LB_OK;

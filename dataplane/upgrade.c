@@ -414,8 +414,7 @@ static void takeover_watchdog(struct upgrade *u, int conn)
 /* Connects to the running data plane and receives its sockets (into
  * u->inherit, each given to a worker), ticket keys and snapshot. *conn
  * stays open for the answer. */
-static int takeover_receive(struct upgrade *u, unsigned n_workers, int *conn, struct snap **snap,
-                            struct lb_err *err)
+static int takeover_receive(struct upgrade *u, int *conn, struct snap **snap, struct lb_err *err)
 {
     int rc = handover_connect(u->takeover_path, HANDOVER_IO_MS, conn, err);
     if (rc == LB_OK)
@@ -433,23 +432,12 @@ static int takeover_receive(struct upgrade *u, unsigned n_workers, int *conn, st
     if (rc == LB_OK && u->carry != NULL) /* before any worker's view takes the backends */
         rc = handover_runtime_breakers(u->dp->backends, u->carry, (uint64_t)(ev_time() * 1000.0),
                                        &u->carry_refs, err);
-    if (rc != LB_OK)
-        return rc;
-    /* every socket must be accepted on, or its queue is lost: the k-th of a
-     * frontend goes to worker k mod n */
-    for (size_t i = 0; i < u->inherit.n_fds; i++) {
-        unsigned k = 0;
-        for (size_t j = 0; j < i; j++)
-            k += strcmp(u->inherit.fds[j].key, u->inherit.fds[i].key) == 0;
-        u->inherit.fds[i].owner = (int)(k % n_workers);
-    }
-    return LB_OK;
+    return rc;
 }
 
-int upgrade_takeover(struct upgrade *u, unsigned n_workers, int *conn, struct snap **snap,
-                     struct lb_err *err)
+int upgrade_takeover(struct upgrade *u, int *conn, struct snap **snap, struct lb_err *err)
 {
-    int rc = takeover_receive(u, n_workers, conn, snap, err);
+    int rc = takeover_receive(u, conn, snap, err);
     if (rc == LB_OK)
         lb_log(LB_LOG_INFO, "takeover_received",
                "%zu listening sockets, the ticket keys and snapshot version %llu from %s",

@@ -87,13 +87,12 @@ void upgrade_listen(struct upgrade *u);
 void upgrade_close(struct upgrade *u);
 
 /* --takeover: connects to the running data plane and receives its sockets
- * (each given to one of <n_workers> workers), ticket keys (into
+ * (every worker accepts on each; see dp_listeners_acquire), ticket keys (into
  * u->dp->tickets), runtime state (the breakers set in u->dp->backends) and
  * snapshot (*<snap>, the caller's). Keeps systemd's watchdog when it was
  * handed on. *<conn> stays open for upgrade_takeover_answer(). Returns
  * LB_OK, LB_ESYS or LB_EPROTO; then or else, upgrade_takeover_end() follows. */
-int upgrade_takeover(struct upgrade *u, unsigned n_workers, int *conn, struct snap **snap,
-                     struct lb_err *err);
+int upgrade_takeover(struct upgrade *u, int *conn, struct snap **snap, struct lb_err *err);
 
 /* The socket taken over under <key> (the caller's from now), or -1. */
 int upgrade_take_fd(struct upgrade *u, const char *key);
