@@ -350,8 +350,19 @@ static void render_metrics(struct metrics_server *s, struct lb_prom *p)
             bs[i].id = snap->backends[i].id;
             bs[i].up = snap_backend_is_eligible(&snap->backends[i]);
         }
-        metrics_render(p, ws, dp->n_workers, bs, nb, snap ? snap->version : 0,
-                       snap ? snap->generation : 0);
+        /* what every worker serves: a new snapshot counts once the last
+         * worker has taken it */
+        uint64_t gen = UINT64_MAX, version = 0;
+        for (unsigned i = 0; i < dp->n_workers; i++) {
+            uint64_t g = atomic_load(&dp->workers[i].served_generation);
+            if (g < gen) {
+                gen = g;
+                version = atomic_load(&dp->workers[i].served_version);
+            }
+        }
+        if (dp->n_workers == 0)
+            gen = 0;
+        metrics_render(p, ws, dp->n_workers, bs, nb, version, gen);
         render_resilience(p, dp, snap);
         render_frontends(p, snap);
         if (dp->sync != NULL)

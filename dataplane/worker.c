@@ -292,6 +292,8 @@ static int worker_adopt(struct worker *w, struct snap *s, struct lb_err *err)
         view_unref(w, old);
     }
     w->view = v;
+    atomic_store(&w->served_generation, s->generation);
+    atomic_store(&w->served_version, s->version);
     h1session_views_refresh(w);
     /* backend state named only by retired views goes once they are gone */
     if (w->retired == NULL)

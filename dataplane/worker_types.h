@@ -108,16 +108,18 @@ struct worker {
     struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */
     struct http1_header *scratch_hdrs; /* parse scratch, sized for the view's limits */
     uint32_t scratch_cap;
-    struct lb_logbuf *log;         /* access log buffer */
-    struct metrics_worker metrics; /* this worker's counters */
-    struct connq_inbox inbox;      /* grants of backend queues to this worker's requests */
-    ev_async grants;               /* ... rings when one arrives */
-    struct probe *probes;          /* ejected backends being probed (worker 0) */
-    uint64_t rng;                  /* request id generator state */
-    bool draining;                 /* shutdown: no accept, close idle connections */
-    double drain_idle_s;           /* draining after a hand-over: how long an idle keep-alive
-                                    * connection waits for a last request (0: closed at once) */
-    atomic_bool stopped;           /* set when the loop has exited */
+    struct lb_logbuf *log;              /* access log buffer */
+    struct metrics_worker metrics;      /* this worker's counters */
+    struct connq_inbox inbox;           /* grants of backend queues to this worker's requests */
+    ev_async grants;                    /* ... rings when one arrives */
+    struct probe *probes;               /* ejected backends being probed (worker 0) */
+    uint64_t rng;                       /* request id generator state */
+    bool draining;                      /* shutdown: no accept, close idle connections */
+    double drain_idle_s;                /* draining after a hand-over: how long an idle keep-alive
+                                         * connection waits for a last request (0: closed at once) */
+    atomic_bool stopped;                /* set when the loop has exited */
+    _Atomic uint64_t served_generation; /* the snapshot this worker's view serves */
+    _Atomic uint64_t served_version;    /* ... and its config version */
 };
 
 #endif
