@@ -278,6 +278,7 @@ START_TEST(stored_form_round_trips)
     st.phase = ROLLOUT_BAKE;
     st.gate = ROLLOUT_GATE_ERROR_RATE;
     st.figure = 0.25;
+    st.down_since_ms = 456;
     snprintf(st.backend, sizeof(st.backend), "n2");
     char *a = rollout_spec_encode(&spec4), *b = rollout_state_encode(&st);
     ck_assert_ptr_nonnull(a);
@@ -292,6 +293,7 @@ START_TEST(stored_form_round_trips)
     ck_assert_int_eq(st2.gate, ROLLOUT_GATE_ERROR_RATE);
     ck_assert_str_eq(st2.backend, "n2");
     ck_assert_int_eq(st2.started_ms, 123);
+    ck_assert_int_eq(st2.down_since_ms, 456);
     free(a);
     free(b);
     struct lb_err e = {0};
