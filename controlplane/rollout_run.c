@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "cp.h"
+#include "cp_guard.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "lb_prom.h"
@@ -384,6 +385,8 @@ static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_e
 
 void rollouts_tick(struct rollouts *ro, int64_t now_ms)
 {
+    if (ro == NULL)
+        return;
     canary_tick(ro->canary, now_ms);
     if (!ro->have || ro->state.status != ROLLOUT_RUNNING)
         return;
@@ -440,7 +443,11 @@ static int load_row(const struct store_rollout *row, struct rollout_spec *spec,
     return rc;
 }
 
-struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
+static void rollouts_free(struct rollouts *ro);
+
+/* The engine of <cp>; the newest rollout resumes if it is active. NULL with
+ * <err> filled on a store error or no memory. */
+static struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
 {
     struct rollouts *ro = calloc(1, sizeof(*ro));
     if (ro == NULL) {
@@ -483,7 +490,7 @@ struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err
     return ro;
 }
 
-void rollouts_free(struct rollouts *ro)
+static void rollouts_free(struct rollouts *ro)
 {
     if (ro == NULL)
         return;
@@ -493,7 +500,10 @@ void rollouts_free(struct rollouts *ro)
     free(ro);
 }
 
-int rollouts_write_check(const struct rollouts *ro, struct lb_err *err)
+/* LB_OK when a config write by someone else may go ahead (no active
+ * rollout or canary, or the write is the engine's own), else LB_ECONFLICT
+ * naming what holds the config. */
+static int write_check(const struct rollouts *ro, struct lb_err *err)
 {
     if (ro == NULL || ro->own_write)
         return LB_OK;
@@ -511,7 +521,69 @@ int rollouts_write_check(const struct rollouts *ro, struct lb_err *err)
 
 uint64_t rollouts_current(const struct rollouts *ro)
 {
-    return ro->have ? ro->spec.id : 0;
+    return ro != NULL && ro->have ? ro->spec.id : 0;
+}
+
+/* ---- the core's guard (cp_guard.h) ------------------------------------------------- */
+
+static int guard_write_check(const void *ctx, struct lb_err *err)
+{
+    return write_check(ctx, err);
+}
+
+static const char *const *guard_only_nodes(const void *ctx, size_t *n)
+{
+    const struct rollouts *ro = ctx;
+    return canary__nodes(ro->canary, n);
+}
+
+/* A backend write staged on canaries: the staged rollout of <json>. */
+static int guard_stage(void *ctx, const char *json, size_t len, const struct cp_canary *canary,
+                       const struct cp_write *w, uint64_t *version, struct lb_err *err)
+{
+    const struct canary_request rq = {.text = json,
+                                      .len = len,
+                                      .json = true,
+                                      .nodes = canary->nodes,
+                                      .bake_ms = canary->bake_ms,
+                                      .max_error_rate = canary->max_error_rate,
+                                      .author = w->author,
+                                      .comment = w->comment};
+    return rollouts_canary_start(ctx, &rq, version, err);
+}
+
+static void guard_free(void *ctx)
+{
+    rollouts_free(ctx);
+}
+
+static const struct cp_guard_ops guard = {
+    .write_check = guard_write_check,
+    .only_nodes = guard_only_nodes,
+    .stage = guard_stage,
+    .free = guard_free,
+};
+
+int rollouts_attach(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
+{
+    struct rollouts *ro = rollouts_new(cp, loop, err);
+    if (ro == NULL)
+        return err != NULL && err->code ? err->code : LB_ENOMEM;
+    int rc = cp_guard_set(cp, &guard, ro, err);
+    if (rc != LB_OK)
+        rollouts_free(ro);
+    return rc;
+}
+
+struct rollouts *rollouts_of(const struct cp *cp)
+{
+    return cp_guard_ctx(cp, &guard);
+}
+
+/* What the operator's requests get without an engine. */
+static int no_engine(struct lb_err *err)
+{
+    return lb_err_set(err, LB_ENOTFOUND, 0, "this control plane runs no rollout engine");
 }
 
 /* "<host>-<port>" of <url> as the config derives an id; false when <url>
@@ -622,7 +694,9 @@ static int spec_build(struct rollouts *ro, const struct rollout_request *rq, str
 int rollouts_start(struct rollouts *ro, const struct rollout_request *rq, uint64_t *id,
                    struct lb_err *err)
 {
-    int rc = rollouts_write_check(ro, err);
+    if (ro == NULL)
+        return no_engine(err);
+    int rc = write_check(ro, err);
     if (rc != LB_OK)
         return rc;
     struct rollout_spec *s = malloc(sizeof(*s));
@@ -671,6 +745,8 @@ int rollouts_start(struct rollouts *ro, const struct rollout_request *rq, uint64
 int rollouts_control(struct rollouts *ro, uint64_t id, enum rollouts_op op, const char *who,
                      struct lb_err *err)
 {
+    if (ro == NULL)
+        return no_engine(err);
     if (!ro->have || ro->spec.id != id) {
         struct store_rollout *rows = NULL;
         size_t n = 0;
@@ -730,6 +806,8 @@ int rollouts_get(struct rollouts *ro, uint64_t id, int64_t now_ms, struct rollou
                  struct lb_err *err)
 {
     memset(v, 0, sizeof(*v));
+    if (ro == NULL)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no rollout has id %llu", (unsigned long long)id);
     struct store_rollout *rows = NULL;
     size_t n = 0;
     int rc = store_rollouts_list(cp__store(ro->cp), id, 1, &rows, &n, err);
@@ -753,6 +831,9 @@ int rollouts_get(struct rollouts *ro, uint64_t id, int64_t now_ms, struct rollou
 
 int rollouts_ids(struct rollouts *ro, uint64_t *ids, size_t max, size_t *n, struct lb_err *err)
 {
+    *n = 0;
+    if (ro == NULL)
+        return LB_OK;
     struct store_rollout *rows = NULL;
     size_t count = 0;
     int rc = store_rollouts_list(cp__store(ro->cp), 0, max, &rows, &count, err);
@@ -765,6 +846,9 @@ int rollouts_ids(struct rollouts *ro, uint64_t *ids, size_t max, size_t *n, stru
 
 void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p)
 {
+    static const struct rollouts none; /* no engine: no rollout */
+    if (ro == NULL)
+        ro = &none;
     static const enum rollout_status all[] = {ROLLOUT_RUNNING, ROLLOUT_PAUSED,  ROLLOUT_SUCCEEDED,
                                               ROLLOUT_FAILED,  ROLLOUT_ABORTED, ROLLOUT_UNDONE};
     lb_prom_family(p, "lb_cp_rollout_state", "gauge",
@@ -826,7 +910,9 @@ void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p)
 int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, uint64_t *version,
                           struct lb_err *err)
 {
-    int rc = rollouts_write_check(ro, err);
+    if (ro == NULL)
+        return no_engine(err);
+    int rc = write_check(ro, err);
     if (rc != LB_OK)
         return rc;
     return canary__start(ro->canary, rq, version, (int64_t)(ev_now(ro->loop) * 1000.0), err);
@@ -834,13 +920,9 @@ int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, 
 
 int rollouts_canary_abort(struct rollouts *ro, const char *who, struct lb_err *err)
 {
+    if (ro == NULL)
+        return no_engine(err);
     return canary__abort(ro->canary, who, (int64_t)(ev_now(ro->loop) * 1000.0), err);
-}
-
-const char *const *rollouts_canary_nodes(const struct rollouts *ro, size_t *n)
-{
-    *n = 0;
-    return ro != NULL ? canary__nodes(ro->canary, n) : NULL;
 }
 
 void rollouts_canary_get(const struct rollouts *ro, struct canary_view *v)
