@@ -4,6 +4,7 @@
 #include "rollout_run.h"
 
 #include "rollout_canary.h"
+#include "rollout_sample.h"
 
 #include "config.h"
 #include "cp.h"
@@ -11,7 +12,6 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "lb_prom.h"
-#include "reports.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -45,50 +45,13 @@ struct rollouts {
 
 /* ---- samples ------------------------------------------------------------------ */
 
-struct samples {
-    struct rollout_sample *s;
-    size_t n, cap;
-    bool oom;
-    int64_t oldest_ms; /* the oldest latest report among them, 0 = none */
-};
-
-static void on_sample(void *ctx, const struct reports_sample *rs)
-{
-    struct samples *ss = ctx;
-    if (ss->n == ss->cap) {
-        size_t cap = ss->cap ? ss->cap * 2 : 4;
-        struct rollout_sample *p = realloc(ss->s, cap * sizeof(*p));
-        if (p == NULL) {
-            ss->oom = true;
-            return;
-        }
-        ss->s = p;
-        ss->cap = cap;
-    }
-    if (ss->oldest_ms == 0 || rs->received_ms < ss->oldest_ms)
-        ss->oldest_ms = rs->received_ms;
-    struct rollout_sample *o = &ss->s[ss->n++];
-    memset(o, 0, sizeof(*o));
-    snprintf(o->node_id, sizeof(o->node_id), "%s", rs->node_id);
-    o->started_unix_ms = rs->started_unix_ms;
-    o->boot_id = rs->boot_id;
-    o->requests = rs->requests;
-    o->errors = rs->errors;
-}
-
-static void samples_of(const struct rollouts *ro, const char *id, int64_t now_ms,
-                       struct samples *ss)
-{
-    *ss = (struct samples){0};
-    reports_samples_each(cp_reports(ro->cp), id, now_ms, on_sample, ss);
-}
-
 /* Adds backend <id>'s current samples to the base. */
 static void base_take(struct rollouts *ro, const char *id, int64_t now_ms)
 {
-    struct samples ss;
-    samples_of(ro, id, now_ms, &ss);
-    for (size_t i = 0; i < ss.n; i++) {
+    struct rollout_sample *s = NULL;
+    size_t ns = 0;
+    rollout_samples_read(cp_reports(ro->cp), id, now_ms, &s, &ns);
+    for (size_t i = 0; i < ns; i++) {
         if (ro->n_base == ro->cap_base) {
             size_t cap = ro->cap_base ? ro->cap_base * 2 : 16;
             struct base_entry *p = realloc(ro->base, cap * sizeof(*p));
@@ -99,9 +62,9 @@ static void base_take(struct rollouts *ro, const char *id, int64_t now_ms)
         }
         struct base_entry *b = &ro->base[ro->n_base++];
         snprintf(b->id, sizeof(b->id), "%s", id);
-        b->s = ss.s[i];
+        b->s = s[i];
     }
-    free(ss.s);
+    free(s);
 }
 
 /* The bake window starts now: the new backends of the step and the old ones
@@ -124,18 +87,22 @@ static void base_reset(struct rollouts *ro, int64_t now_ms)
 static struct rollout_counts window_of(const struct rollouts *ro, const char *id, int64_t now_ms,
                                        int64_t *reported_ms)
 {
-    struct samples ss;
-    samples_of(ro, id, now_ms, &ss);
+    struct rollout_sample *s = NULL;
+    size_t ns = 0;
+    rollout_samples_read(cp_reports(ro->cp), id, now_ms, &s, &ns);
     if (reported_ms != NULL)
-        *reported_ms = ss.oldest_ms;
+        *reported_ms = 0;
+    for (size_t i = 0; reported_ms != NULL && i < ns; i++)
+        if (*reported_ms == 0 || s[i].received_ms < *reported_ms)
+            *reported_ms = s[i].received_ms;
     struct rollout_sample *bs = calloc(ro->n_base ? ro->n_base : 1, sizeof(*bs));
     size_t nb = 0;
     for (size_t i = 0; bs != NULL && i < ro->n_base; i++)
         if (strcmp(ro->base[i].id, id) == 0)
             bs[nb++] = ro->base[i].s;
-    struct rollout_counts c = rollout_window_delta(bs, nb, ss.s, ss.n);
+    struct rollout_counts c = rollout_window_delta(bs, nb, s, ns);
     free(bs);
-    free(ss.s);
+    free(s);
     return c;
 }
 
