@@ -101,7 +101,7 @@ static void respond_one(struct req *r, unsigned status, uint64_t id)
         admin__respond_error(r, 500, "internal", "out of memory");
         return;
     }
-    if (rollouts_get(cp_rollouts(r->c->a->cp), id, admin__now_ms(), v, &e) != LB_OK)
+    if (rollouts_get(rollouts_of(r->c->a->cp), id, admin__now_ms(), v, &e) != LB_OK)
         admin__respond_lb_err(r, &e);
     else
         admin__respond_json(r, status, json_pack("{s:o}", "rollout", view_json(v)));
@@ -110,7 +110,7 @@ static void respond_one(struct req *r, unsigned status, uint64_t id)
 
 void admin__rollouts_list(struct req *r)
 {
-    struct rollouts *ro = cp_rollouts(r->c->a->cp);
+    struct rollouts *ro = rollouts_of(r->c->a->cp);
     uint64_t ids[ADMIN_ROLLOUTS_LIST_MAX];
     size_t n = 0;
     struct lb_err e = {0};
@@ -228,7 +228,7 @@ void admin__rollouts_start(struct req *r)
     }
     uint64_t id = 0;
     struct lb_err e = {0};
-    if (rollouts_start(cp_rollouts(r->c->a->cp), &rq, &id, &e) != LB_OK)
+    if (rollouts_start(rollouts_of(r->c->a->cp), &rq, &id, &e) != LB_OK)
         admin__respond_lb_err(r, &e);
     else
         respond_one(r, 201, id);
@@ -267,7 +267,7 @@ void admin__rollout_op(struct req *r, const char *seg, const char *op)
     if (!admin__write_start(r, r->body_len > 0, &wr))
         return;
     struct lb_err e = {0};
-    if (rollouts_control(cp_rollouts(r->c->a->cp), id, (enum rollouts_op)which, wr.w.author, &e) !=
+    if (rollouts_control(rollouts_of(r->c->a->cp), id, (enum rollouts_op)which, wr.w.author, &e) !=
         LB_OK)
         admin__respond_lb_err(r, &e);
     else
@@ -305,7 +305,7 @@ static json_t *canary_json(const struct canary_view *v)
 static void canary_respond(struct req *r, unsigned status)
 {
     struct canary_view v;
-    rollouts_canary_get(cp_rollouts(r->c->a->cp), &v);
+    rollouts_canary_get(rollouts_of(r->c->a->cp), &v);
     admin__respond_json(r, status, json_pack("{s:o}", "canary", canary_json(&v)));
 }
 
@@ -423,7 +423,7 @@ void admin__canary_post(struct req *r)
     };
     uint64_t version = 0;
     struct lb_err e = {0};
-    int rc = rollouts_canary_start(cp_rollouts(r->c->a->cp), &rq, &version, &e);
+    int rc = rollouts_canary_start(rollouts_of(r->c->a->cp), &rq, &version, &e);
     admin__write_end(&wr);
     if (rc != LB_OK) {
         admin__respond_lb_err(r, &e);
@@ -438,7 +438,7 @@ void admin__canary_abort(struct req *r)
     if (!admin__write_start(r, false, &wr))
         return;
     struct lb_err e = {0};
-    int rc = rollouts_canary_abort(cp_rollouts(r->c->a->cp), wr.w.author, &e);
+    int rc = rollouts_canary_abort(rollouts_of(r->c->a->cp), wr.w.author, &e);
     admin__write_end(&wr);
     if (rc != LB_OK) {
         admin__respond_lb_err(r, &e);

@@ -200,7 +200,7 @@ void admin__metrics(struct req *r)
                   ejected_of);
     metrics_tls(&p, cp);
     metrics_api(&p, a);
-    rollouts_metrics(cp_rollouts(cp), &p);
+    rollouts_metrics(rollouts_of(cp), &p);
     if (p.oom) {
         lb_prom_deinit(&p);
         admin__respond_error(r, 500, "internal", "out of memory");
@@ -325,7 +325,7 @@ void admin__dataplanes(struct req *r)
         }
         /* staged rollout: what it should serve and why */
         char role[96];
-        rollouts_canary_role(cp_rollouts(cp), d->node_id, role, sizeof(role));
+        rollouts_canary_role(rollouts_of(cp), d->node_id, role, sizeof(role));
         uint64_t held = publisher_held_generation(cp_publisher(cp));
         if (o != NULL && held != 0 && strcmp(role, "stable") == 0)
             json_object_set_new(o, "in_sync", json_boolean(d->applied_generation == held));

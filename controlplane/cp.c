@@ -5,6 +5,7 @@
 #include "cp_int.h"
 
 #include "certwatch.h"
+#include "cp_guard.h"
 #include "health.h"
 #include "history.h"
 #include "lb_err.h"
@@ -12,7 +13,6 @@
 #include "mem.h"
 #include "publisher.h"
 #include "reports.h"
-#include "rollout_run.h"
 #include "snapbuild.h"
 #include "tlscheck.h"
 
@@ -167,7 +167,7 @@ static int check_if_match(const struct cp *cp, const struct cp_write *w, struct 
     if (w->author == NULL || w->author[0] == '\0')
         return lb_err_set(err, LB_EINVAL, 0, "a write needs an author");
     /* a rollout running owns the backends: others' writes get a 409 naming it */
-    int rc = rollouts_write_check(cp->rollouts, err);
+    int rc = cp->guard != NULL ? cp->guard->write_check(cp->guard_ctx, err) : LB_OK;
     if (rc != LB_OK)
         return rc;
     if (w->expected_version != 0 && w->expected_version != cp->version)
@@ -302,24 +302,20 @@ static int normalise(struct cp *cp, struct config *edited, struct config **out, 
     return LB_OK;
 }
 
-/* A backend write staged on canaries: the edited config, as JSON, starts a
- * staged rollout as `config apply --canary` does. */
+/* A backend write staged on canaries: the edited config, as JSON, goes to
+ * the guard's stage() (a staged rollout as `config apply --canary` starts). */
 static int commit_canary(struct cp *cp, struct config *cfg, const struct cp_write *w,
                          uint64_t *version, struct lb_err *err)
 {
+    if (cp->guard == NULL) {
+        config_free(cfg);
+        return lb_err_set(err, LB_EINVAL, 0, "this control plane stages no write on canaries");
+    }
     char *json = config_export_json(cfg, err);
     config_free(cfg);
     if (json == NULL)
         return err->code ? err->code : LB_ENOMEM;
-    const struct canary_request rq = {.text = json,
-                                      .len = strlen(json),
-                                      .json = true,
-                                      .nodes = w->canary->nodes,
-                                      .bake_ms = w->canary->bake_ms,
-                                      .max_error_rate = w->canary->max_error_rate,
-                                      .author = w->author,
-                                      .comment = w->comment};
-    int rc = rollouts_canary_start(cp->rollouts, &rq, version, err);
+    int rc = cp->guard->stage(cp->guard_ctx, json, strlen(json), w->canary, w, version, err);
     free(json);
     return rc;
 }
@@ -451,8 +447,8 @@ struct cp *cp_new(struct ev_loop *loop, const struct cp_config *cfg, struct lb_e
     if ((cp->pub = publisher_new(loop, &pc, cp_on_report, cp, err)) == NULL)
         goto fail;
     /* before the active config is served: a staged rollout the store holds
-     * (rollout_run.h) names its canaries in that snapshot */
-    if ((cp->rollouts = rollouts_new(cp, loop, err)) == NULL)
+     * (the guard) names its canaries in that snapshot */
+    if (cfg->attach != NULL && cfg->attach(cp, loop, err) != LB_OK)
         goto fail;
     struct lb_err e = {0};
     int rc = load_active(cp, &e);
@@ -479,7 +475,8 @@ void cp_free(struct cp *cp)
 {
     if (cp == NULL)
         return;
-    rollouts_free(cp->rollouts);
+    if (cp->guard != NULL)
+        cp->guard->free(cp->guard_ctx);
     ev_timer_stop(cp->loop, &cp->health_pub);
     ev_timer_stop(cp->loop, &cp->weights_timer);
     reports_free(cp->reports);
@@ -872,11 +869,44 @@ int cp_rollback(struct cp *cp, uint64_t target, const struct cp_write *w, uint64
     return commit(cp, cfg, w, cp->config_dir, target, &note, version, err);
 }
 
-/* ---- rollouts ----------------------------------------------------------------- */
+/* ---- the guard (cp_guard.h) and what it drives ---------------------------------- */
 
-struct rollouts *cp_rollouts(const struct cp *cp)
+int cp_guard_set(struct cp *cp, const struct cp_guard_ops *ops, void *ctx, struct lb_err *err)
 {
-    return cp->rollouts;
+    if (cp->guard != NULL)
+        return lb_err_set(err, LB_ECONFLICT, 0, "the control plane has a guard already");
+    cp->guard = ops;
+    cp->guard_ctx = ctx;
+    return LB_OK;
+}
+
+void *cp_guard_ctx(const struct cp *cp, const struct cp_guard_ops *ops)
+{
+    return cp->guard != NULL && cp->guard == ops ? cp->guard_ctx : NULL;
+}
+
+int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
+                           void (*on_config)(void *ctx, const struct config *cfg), void *ctx,
+                           struct lb_err *err)
+{
+    struct config *cfg = NULL;
+    int rc = parse_version(cp, version, &cfg, err);
+    if (rc != LB_OK)
+        return rc;
+    if (on_config != NULL)
+        on_config(ctx, cfg);
+    struct staged s;
+    rc = stage(cp, cfg, cp->config_dir, &s, err);
+    config_free(cfg);
+    if (rc != LB_OK)
+        return rc;
+    /* re-encoded to the protobuf-c allocator's form cp__hold() frees */
+    size_t len = lb__v1__snapshot__pack(s.snap, s.buf);
+    Lb__V1__Snapshot *copy = lb__v1__snapshot__unpack(NULL, len, s.buf);
+    staged_free(&s);
+    if (copy == NULL)
+        return lb_err_set(err, LB_ENOMEM, 0, "cannot re-read the held snapshot");
+    return cp__hold(cp, copy, version, nodes, n, err);
 }
 
 const struct reports *cp_reports(const struct cp *cp)

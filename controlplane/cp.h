@@ -43,14 +43,19 @@ struct cp_config {
                                            * NULL = unsealed */
     bool feed_insecure;                   /* unsealed tcp:// by choice (metrics only) */
     const char *feed_nodes;               /* "a,b": node ids allowed on the feed; NULL = any */
+    /* Called once by cp_new() when the store is open, before the active
+     * config is first served: registers a guard (cp_guard.h), e.g.
+     * rollout_run.h's rollouts_attach(). A failure fails cp_new(). NULL =
+     * no guard. */
+    int (*attach)(struct cp *cp, struct ev_loop *loop, struct lb_err *err);
 };
 
 /* Who writes and under which condition. The new version of a write is
  * audited by <author> as "config.put" (cp_apply()), "backend.add",
  * "backend.update", "backend.remove", "backend.drain" or "rollback", with
  * the changes from the active config and the comment as detail. */
-/* A backend write staged like `config apply --canary` (rollout_run.h): the
- * edited config goes to the canaries first. */
+/* A backend write staged like `config apply --canary`: the edited config
+ * goes to the canaries first (the guard's stage(), cp_guard.h). */
 struct cp_canary {
     const char *nodes;     /* "a,b" or "P%" */
     int64_t bake_ms;       /* < 0: the default */
@@ -233,13 +238,9 @@ int cp_tls_reload(struct cp *cp, bool *reloaded, struct lb_err *err);
  * row's who. LB_EINVAL when <who> is NULL or "". */
 int cp_tls_reload_by(struct cp *cp, const char *who, bool *reloaded, struct lb_err *err);
 
-/* ---- rollouts (rollout_run.h) ------------------------------------------- */
+/* ---- for the guard (cp_guard.h: the rollouts) ----------------------------- */
 
-struct rollouts;
 struct reports;
-
-/* The rollout engine (borrowed). */
-struct rollouts *cp_rollouts(const struct cp *cp);
 
 /* The data planes' latest reports (borrowed), for the rollout gates. */
 const struct reports *cp_reports(const struct cp *cp);
@@ -317,7 +318,7 @@ void cp_backend_runtime(const struct cp *cp, size_t index, int64_t now_ms,
  * whose weight changed. LB_OK or LB_ENOMEM. */
 int cp_weights_step(struct cp *cp, int64_t now_ms, size_t *changed, struct lb_err *err);
 
-/* Staged rollout (controlplane/rollout_run.h drives these). cp_canary_hold():
+/* Staged rollout (the guard drives these). cp_canary_hold():
  * the snapshot served now, as a new generation naming <nodes> in
  * except_nodes, becomes the publisher's held snapshot (what the other data
  * planes keep). cp_canary_promote(): the served snapshot again as a new

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct certwatch;
+struct cp_guard_ops;
 struct reports;
 struct health_result;
 
@@ -44,7 +45,9 @@ struct cp {
     ev_timer weights_timer;      /* every CP_WEIGHTS_STEP_S: one dynamic weights step */
     struct cp_dyn *dyn;          /* dynamic weights differing from the configured ones, */
     size_t n_dyn;                /* sorted by id; empty unless balancing.weights: dynamic */
-    struct rollouts *rollouts;   /* owned: the rolling updates (rollout_run.h) */
+    /* what holds the config for a while (cp_guard.h; the rollouts): */
+    const struct cp_guard_ops *guard; /* NULL = none */
+    void *guard_ctx;                  /* owned (guard->free) */
 };
 
 /* A backend's dynamic weight, valid while its configured weight is <configured>. */
@@ -102,6 +105,16 @@ int cp__served_decode(const struct cp *cp, Lb__V1__Snapshot **out, struct lb_err
  * cp__serve()), *<len>, *<gen>. On failure nothing is left to free. */
 int cp__repack(struct cp *cp, Lb__V1__Snapshot *snap, uint8_t **buf, size_t *len, uint64_t *gen,
                struct lb_err *err);
+
+/* The data planes a snapshot built now is for alone (the guard's
+ * only_nodes): *<n> = 0 and NULL = every one. */
+const char *const *cp__only_nodes(const struct cp *cp, size_t *n);
+
+/* Makes <snap> (taken: a decoded snapshot of version <version>) the
+ * publisher's held snapshot, for every data plane but <nodes>, as a new
+ * generation (cp_canary_hold()). */
+int cp__hold(struct cp *cp, Lb__V1__Snapshot *snap, uint64_t version, const char *const *nodes,
+             size_t n, struct lb_err *err);
 
 /* Serves the served snapshot again with every backend's current health and
  * weight as a new generation of the same config version (runtime state).

@@ -5,14 +5,13 @@
 #include "cp_int.h"
 
 #include "config.h"
+#include "cp_guard.h"
 #include "health.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
-#include "rollout_run.h"
 #include "snapbuild.h"
 #include "store.h"
-#include "tlscheck.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,12 +47,18 @@ uint32_t cp__weight_of(const struct cp *cp, const struct config *cfg,
     return d != NULL && d->configured == b->weight ? d->weight : b->weight;
 }
 
+const char *const *cp__only_nodes(const struct cp *cp, size_t *n)
+{
+    *n = 0;
+    return cp->guard != NULL ? cp->guard->only_nodes(cp->guard_ctx, n) : NULL;
+}
+
 /* A staged rollout running: <*ids> gets copies of its canaries (the snapshot
  * of its version is theirs alone). */
-static int set_nodes(char ***ids, size_t *n, const struct rollouts *ro, struct lb_err *err)
+static int set_nodes(char ***ids, size_t *n, const struct cp *cp, struct lb_err *err)
 {
     size_t k = 0;
-    const char *const *nodes = rollouts_canary_nodes(ro, &k);
+    const char *const *nodes = cp__only_nodes(cp, &k);
     if (k == 0)
         return LB_OK;
     if ((*ids = calloc(k, sizeof(**ids))) == NULL)
@@ -87,7 +92,7 @@ int cp__build_snapshot(struct cp *cp, const struct config *cfg, const char *base
     int rc = snapbuild_build(&in, out, err);
     free(sh);
     if (rc == LB_OK)
-        rc = set_nodes(&(*out)->only_nodes, &(*out)->n_only_nodes, cp->rollouts, err);
+        rc = set_nodes(&(*out)->only_nodes, &(*out)->n_only_nodes, cp, err);
     for (size_t i = 0; rc == LB_OK && i < n && i < (*out)->n_backends; i++)
         (*out)->backends[i]->weight = cp__weight_of(cp, cfg, &cfg->backends[i]);
     return rc;
@@ -154,9 +159,6 @@ int cp__repack(struct cp *cp, Lb__V1__Snapshot *snap, uint8_t **buf, size_t *len
     return LB_OK;
 }
 
-static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes, size_t n,
-                struct lb_err *err);
-
 /* A staged rollout baking: the held snapshot (the others' version) again,
  * with the backends' current health, as a new generation. Its weights stay
  * (dynamic weights follow the active config). A failure is logged. */
@@ -164,7 +166,7 @@ static void republish_held(struct cp *cp)
 {
     size_t len = 0, n = 0;
     const uint8_t *held = publisher_held(cp->pub, &len);
-    const char *const *nodes = rollouts_canary_nodes(cp->rollouts, &n);
+    const char *const *nodes = cp__only_nodes(cp, &n);
     if (held == NULL || n == 0)
         return;
     Lb__V1__Snapshot *snap = lb__v1__snapshot__unpack(NULL, len, held);
@@ -174,12 +176,9 @@ static void republish_held(struct cp *cp)
     }
     for (size_t i = 0; i < snap->n_backends; i++)
         snap->backends[i]->health = proto_health(health_state(cp->health, snap->backends[i]->id));
-    uint64_t cur = cp->version;
-    cp->version = snap->config_version; /* cp__repack() stamps it */
     struct lb_err e = {0};
-    if (hold(cp, snap, nodes, n, &e) != LB_OK)
+    if (cp__hold(cp, snap, snap->config_version, nodes, n, &e) != LB_OK)
         lb_log(LB_LOG_ERROR, "health_publish_failed", "held snapshot: %s", e.msg);
-    cp->version = cur;
 }
 
 void cp__publish_runtime(struct cp *cp)
@@ -208,7 +207,7 @@ void cp__publish_runtime(struct cp *cp)
     republish_held(cp);
 }
 
-/* ---- staged rollout (rollout_run.h) ---------------------------------------- */
+/* ---- staged rollout (the guard, cp_guard.h) ------------------------------------ */
 
 static void clear_list(char ***l, size_t *n)
 {
@@ -219,10 +218,8 @@ static void clear_list(char ***l, size_t *n)
     *n = 0;
 }
 
-/* Makes <snap> (taken) the held snapshot, for every node but <nodes>, as a
- * new generation. */
-static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes, size_t n,
-                struct lb_err *err)
+int cp__hold(struct cp *cp, Lb__V1__Snapshot *snap, uint64_t version, const char *const *nodes,
+             size_t n, struct lb_err *err)
 {
     int rc;
     clear_list(&snap->only_nodes, &snap->n_only_nodes);
@@ -239,8 +236,11 @@ static int hold(struct cp *cp, Lb__V1__Snapshot *snap, const char *const *nodes,
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    uint64_t gen = 0;
-    if ((rc = cp__repack(cp, snap, &buf, &len, &gen, err)) != LB_OK)
+    uint64_t gen = 0, cur = cp->version;
+    cp->version = version; /* cp__repack() stamps the active version */
+    rc = cp__repack(cp, snap, &buf, &len, &gen, err);
+    cp->version = cur;
+    if (rc != LB_OK)
         return rc;
     rc = publisher_set_held(cp->pub, buf, len, gen, nodes, n, err);
     free(buf);
@@ -259,55 +259,7 @@ int cp_canary_hold(struct cp *cp, const char *const *nodes, size_t n, struct lb_
     int rc = cp__served_decode(cp, &snap, err);
     if (rc != LB_OK)
         return rc;
-    return hold(cp, snap, nodes, n, err);
-}
-
-int cp_canary_hold_version(struct cp *cp, uint64_t version, const char *const *nodes, size_t n,
-                           void (*on_config)(void *ctx, const struct config *cfg), void *ctx,
-                           struct lb_err *err)
-{
-    struct store_version *v = NULL;
-    int rc = store_version_get(cp->store, version, &v, err);
-    if (rc != LB_OK)
-        return rc;
-    char name[48];
-    snprintf(name, sizeof(name), "version %llu", (unsigned long long)version);
-    struct config *cfg = NULL;
-    rc = config_parse_yaml(v->content, strlen(v->content), name, cp->config_dir, &cfg, err);
-    store_version_free(v);
-    if (rc != LB_OK)
-        return rc;
-    if (on_config != NULL)
-        on_config(ctx, cfg);
-    Lb__V1__Snapshot *snap = NULL;
-    struct tlscheck_bundle *tls = NULL;
-    if ((rc = cp__build_snapshot(cp, cfg, cp->config_dir, &snap, err)) == LB_OK &&
-        (rc = cp__tls_adopt(cp, cfg, cp->config_dir, snap, &tls, err)) != LB_OK) {
-        snapbuild_free(snap);
-        snap = NULL;
-    }
-    tlscheck_bundle_free(tls);
-    config_free(cfg);
-    if (rc != LB_OK)
-        return rc;
-    /* re-encoded to the protobuf-c allocator's form cp__repack() frees */
-    size_t len = lb__v1__snapshot__get_packed_size(snap);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL) {
-        snapbuild_free(snap);
-        return lb_err_set(err, LB_ENOMEM, 0, "out of memory");
-    }
-    lb__v1__snapshot__pack(snap, buf);
-    snapbuild_free(snap);
-    Lb__V1__Snapshot *copy = lb__v1__snapshot__unpack(NULL, len, buf);
-    free(buf);
-    if (copy == NULL)
-        return lb_err_set(err, LB_ENOMEM, 0, "cannot re-read the held snapshot");
-    uint64_t cur = cp->version;
-    cp->version = version; /* cp__repack() stamps the active version */
-    rc = hold(cp, copy, nodes, n, err);
-    cp->version = cur;
-    return rc;
+    return cp__hold(cp, snap, cp->version, nodes, n, err);
 }
 
 int cp_canary_promote(struct cp *cp, struct lb_err *err)

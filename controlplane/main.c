@@ -21,6 +21,7 @@
 #include "lb_err.h"
 #include "lb_log.h"
 #include "publisher.h"
+#include "rollout_run.h"
 #include "seal.h"
 
 struct main_ctx {
@@ -369,7 +370,8 @@ static int main_start(struct main_ctx *m, const struct flags *f)
                            .control_base = f->control,
                            .feed_keys = m->feed_keys,
                            .feed_insecure = insecure,
-                           .feed_nodes = f->feed_nodes};
+                           .feed_nodes = f->feed_nodes,
+                           .attach = rollouts_attach};
     if ((m->cp = cp_new(m->loop, &cc, &err)) == NULL) {
         seal_keyring_free(m->feed_keys);
         return fail("cannot start", &err);

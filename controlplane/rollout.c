@@ -506,7 +506,7 @@ int rollout_state_decode(const char *text, struct rollout_state *st, struct lb_e
                     &status, "phase", &phase, "step", &step, "phaseSinceMs", &since, "startedMs",
                     &started, "endedMs", &ended, "lastVersion", &last, "finalVersion", &fin,
                     "stepsDone", &done, "gate", &gate, "figure", &st->figure, "limit", &st->limit,
-                    "backend", &backend, "reason", &reason) == 0;
+                    "backend", &backend, "reason", &reason, "downSinceMs", &down) == 0;
     int si = ok ? name_index(status_names, 6, status) : -1;
     int pi = ok ? name_index(phase_names, 6, phase) : -1;
     int gi = ok ? name_index(gate_names, 4, gate) : -1;

@@ -190,6 +190,7 @@ struct rollout_sample {
     int64_t started_unix_ms; /* a change means the data plane restarted */
     uint64_t boot_id;        /* as is a change of this */
     uint64_t requests, errors;
+    int64_t received_ms; /* when this data plane's latest report arrived */
 };
 
 /* The counters of a window: for each sample of <cur> (the fresh data

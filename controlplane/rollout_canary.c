@@ -4,6 +4,8 @@
  * promotion or rollback. */
 #include "rollout_canary.h"
 
+#include "rollout_sample.h"
+
 #include "config.h"
 #include "cp.h"
 #include "lb_err.h"
@@ -136,44 +138,15 @@ static void on_held(void *ctx, const struct config *cfg)
 
 /* ---- windows ------------------------------------------------------------------ */
 
-struct csamples {
-    struct rollout_sample *s;
-    size_t n, cap;
-    const struct canary *c;
-    int64_t oldest_canary_ms;
-};
-
-static void on_sample(void *ctx, const struct reports_sample *rs)
-{
-    struct csamples *ss = ctx;
-    if (ss->n == ss->cap) {
-        size_t cap = ss->cap ? ss->cap * 2 : 8;
-        struct rollout_sample *p = realloc(ss->s, cap * sizeof(*p));
-        if (p == NULL)
-            return;
-        ss->s = p;
-        ss->cap = cap;
-    }
-    if (is_canary(ss->c, rs->node_id) &&
-        (ss->oldest_canary_ms == 0 || rs->received_ms < ss->oldest_canary_ms))
-        ss->oldest_canary_ms = rs->received_ms;
-    struct rollout_sample *o = &ss->s[ss->n++];
-    memset(o, 0, sizeof(*o));
-    snprintf(o->node_id, sizeof(o->node_id), "%s", rs->node_id);
-    o->started_unix_ms = rs->started_unix_ms;
-    o->boot_id = rs->boot_id;
-    o->requests = rs->requests;
-    o->errors = rs->errors;
-}
-
 /* The bake begins: every data plane's counters of every backend. */
 static void base_reset(struct canary *c, int64_t now_ms)
 {
     c->n_base = 0;
     for (size_t i = 0; i < c->n_ids; i++) {
-        struct csamples ss = {.c = c};
-        reports_samples_each(cp_reports(c->cp), c->ids[i], now_ms, on_sample, &ss);
-        for (size_t k = 0; k < ss.n; k++) {
+        struct rollout_sample *s = NULL;
+        size_t ns = 0;
+        rollout_samples_read(cp_reports(c->cp), c->ids[i], now_ms, &s, &ns);
+        for (size_t k = 0; k < ns; k++) {
             if (c->n_base == c->cap_base) {
                 size_t cap = c->cap_base ? c->cap_base * 2 : 16;
                 struct cbase *p = realloc(c->base, cap * sizeof(*p));
@@ -183,9 +156,9 @@ static void base_reset(struct canary *c, int64_t now_ms)
                 c->cap_base = cap;
             }
             snprintf(c->base[c->n_base].id, ROLLOUT_ID_MAX, "%s", c->ids[i]);
-            c->base[c->n_base++].s = ss.s[k];
+            c->base[c->n_base++].s = s[k];
         }
-        free(ss.s);
+        free(s);
     }
 }
 
@@ -210,10 +183,13 @@ static void windows(struct canary *c, int64_t now_ms, int64_t *reported_ms)
     if (bs == NULL)
         return;
     for (size_t i = 0; i < c->n_ids; i++) {
-        struct csamples ss = {.c = c};
-        reports_samples_each(cp_reports(c->cp), c->ids[i], now_ms, on_sample, &ss);
-        if (ss.oldest_canary_ms != 0 && (*reported_ms == 0 || ss.oldest_canary_ms < *reported_ms))
-            *reported_ms = ss.oldest_canary_ms;
+        struct rollout_sample *s = NULL;
+        size_t ns = 0;
+        rollout_samples_read(cp_reports(c->cp), c->ids[i], now_ms, &s, &ns);
+        for (size_t k = 0; k < ns; k++)
+            if (is_canary(c, s[k].node_id) &&
+                (*reported_ms == 0 || s[k].received_ms < *reported_ms))
+                *reported_ms = s[k].received_ms;
         for (int pass = 0; pass < 2; pass++) {
             bool canary = pass == 0;
             size_t nb = 0;
@@ -221,18 +197,18 @@ static void windows(struct canary *c, int64_t now_ms, int64_t *reported_ms)
                 if (strcmp(c->base[k].id, c->ids[i]) == 0 &&
                     is_canary(c, c->base[k].s.node_id) == canary)
                     bs[nb++] = c->base[k].s;
-            struct rollout_sample *cur = malloc((ss.n ? ss.n : 1) * sizeof(*cur));
+            struct rollout_sample *cur = malloc((ns ? ns : 1) * sizeof(*cur));
             if (cur == NULL)
                 break;
-            memcpy(cur, ss.s, ss.n * sizeof(*cur));
-            size_t nc = split(c, cur, ss.n, canary);
+            memcpy(cur, s, ns * sizeof(*cur));
+            size_t nc = split(c, cur, ns, canary);
             struct rollout_counts d = rollout_window_delta(bs, nb, cur, nc);
             free(cur);
             struct rollout_counts *w = canary ? &c->win_canary : &c->win_rest;
             w->requests += d.requests;
             w->errors += d.errors;
         }
-        free(ss.s);
+        free(s);
     }
     free(bs);
 }

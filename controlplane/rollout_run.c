@@ -4,13 +4,14 @@
 #include "rollout_run.h"
 
 #include "rollout_canary.h"
+#include "rollout_sample.h"
 
 #include "config.h"
 #include "cp.h"
+#include "cp_guard.h"
 #include "lb_err.h"
 #include "lb_log.h"
 #include "lb_prom.h"
-#include "reports.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -44,50 +45,13 @@ struct rollouts {
 
 /* ---- samples ------------------------------------------------------------------ */
 
-struct samples {
-    struct rollout_sample *s;
-    size_t n, cap;
-    bool oom;
-    int64_t oldest_ms; /* the oldest latest report among them, 0 = none */
-};
-
-static void on_sample(void *ctx, const struct reports_sample *rs)
-{
-    struct samples *ss = ctx;
-    if (ss->n == ss->cap) {
-        size_t cap = ss->cap ? ss->cap * 2 : 4;
-        struct rollout_sample *p = realloc(ss->s, cap * sizeof(*p));
-        if (p == NULL) {
-            ss->oom = true;
-            return;
-        }
-        ss->s = p;
-        ss->cap = cap;
-    }
-    if (ss->oldest_ms == 0 || rs->received_ms < ss->oldest_ms)
-        ss->oldest_ms = rs->received_ms;
-    struct rollout_sample *o = &ss->s[ss->n++];
-    memset(o, 0, sizeof(*o));
-    snprintf(o->node_id, sizeof(o->node_id), "%s", rs->node_id);
-    o->started_unix_ms = rs->started_unix_ms;
-    o->boot_id = rs->boot_id;
-    o->requests = rs->requests;
-    o->errors = rs->errors;
-}
-
-static void samples_of(const struct rollouts *ro, const char *id, int64_t now_ms,
-                       struct samples *ss)
-{
-    *ss = (struct samples){0};
-    reports_samples_each(cp_reports(ro->cp), id, now_ms, on_sample, ss);
-}
-
 /* Adds backend <id>'s current samples to the base. */
 static void base_take(struct rollouts *ro, const char *id, int64_t now_ms)
 {
-    struct samples ss;
-    samples_of(ro, id, now_ms, &ss);
-    for (size_t i = 0; i < ss.n; i++) {
+    struct rollout_sample *s = NULL;
+    size_t ns = 0;
+    rollout_samples_read(cp_reports(ro->cp), id, now_ms, &s, &ns);
+    for (size_t i = 0; i < ns; i++) {
         if (ro->n_base == ro->cap_base) {
             size_t cap = ro->cap_base ? ro->cap_base * 2 : 16;
             struct base_entry *p = realloc(ro->base, cap * sizeof(*p));
@@ -98,9 +62,9 @@ static void base_take(struct rollouts *ro, const char *id, int64_t now_ms)
         }
         struct base_entry *b = &ro->base[ro->n_base++];
         snprintf(b->id, sizeof(b->id), "%s", id);
-        b->s = ss.s[i];
+        b->s = s[i];
     }
-    free(ss.s);
+    free(s);
 }
 
 /* The bake window starts now: the new backends of the step and the old ones
@@ -123,18 +87,22 @@ static void base_reset(struct rollouts *ro, int64_t now_ms)
 static struct rollout_counts window_of(const struct rollouts *ro, const char *id, int64_t now_ms,
                                        int64_t *reported_ms)
 {
-    struct samples ss;
-    samples_of(ro, id, now_ms, &ss);
+    struct rollout_sample *s = NULL;
+    size_t ns = 0;
+    rollout_samples_read(cp_reports(ro->cp), id, now_ms, &s, &ns);
     if (reported_ms != NULL)
-        *reported_ms = ss.oldest_ms;
+        *reported_ms = 0;
+    for (size_t i = 0; reported_ms != NULL && i < ns; i++)
+        if (*reported_ms == 0 || s[i].received_ms < *reported_ms)
+            *reported_ms = s[i].received_ms;
     struct rollout_sample *bs = calloc(ro->n_base ? ro->n_base : 1, sizeof(*bs));
     size_t nb = 0;
     for (size_t i = 0; bs != NULL && i < ro->n_base; i++)
         if (strcmp(ro->base[i].id, id) == 0)
             bs[nb++] = ro->base[i].s;
-    struct rollout_counts c = rollout_window_delta(bs, nb, ss.s, ss.n);
+    struct rollout_counts c = rollout_window_delta(bs, nb, s, ns);
     free(bs);
-    free(ss.s);
+    free(s);
     return c;
 }
 
@@ -384,6 +352,8 @@ static void fail_on_write(struct rollouts *ro, int64_t now_ms, const struct lb_e
 
 void rollouts_tick(struct rollouts *ro, int64_t now_ms)
 {
+    if (ro == NULL)
+        return;
     canary_tick(ro->canary, now_ms);
     if (!ro->have || ro->state.status != ROLLOUT_RUNNING)
         return;
@@ -440,7 +410,11 @@ static int load_row(const struct store_rollout *row, struct rollout_spec *spec,
     return rc;
 }
 
-struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
+static void rollouts_free(struct rollouts *ro);
+
+/* The engine of <cp>; the newest rollout resumes if it is active. NULL with
+ * <err> filled on a store error or no memory. */
+static struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
 {
     struct rollouts *ro = calloc(1, sizeof(*ro));
     if (ro == NULL) {
@@ -483,7 +457,7 @@ struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err
     return ro;
 }
 
-void rollouts_free(struct rollouts *ro)
+static void rollouts_free(struct rollouts *ro)
 {
     if (ro == NULL)
         return;
@@ -493,7 +467,10 @@ void rollouts_free(struct rollouts *ro)
     free(ro);
 }
 
-int rollouts_write_check(const struct rollouts *ro, struct lb_err *err)
+/* LB_OK when a config write by someone else may go ahead (no active
+ * rollout or canary, or the write is the engine's own), else LB_ECONFLICT
+ * naming what holds the config. */
+static int write_check(const struct rollouts *ro, struct lb_err *err)
 {
     if (ro == NULL || ro->own_write)
         return LB_OK;
@@ -511,7 +488,69 @@ int rollouts_write_check(const struct rollouts *ro, struct lb_err *err)
 
 uint64_t rollouts_current(const struct rollouts *ro)
 {
-    return ro->have ? ro->spec.id : 0;
+    return ro != NULL && ro->have ? ro->spec.id : 0;
+}
+
+/* ---- the core's guard (cp_guard.h) ------------------------------------------------- */
+
+static int guard_write_check(const void *ctx, struct lb_err *err)
+{
+    return write_check(ctx, err);
+}
+
+static const char *const *guard_only_nodes(const void *ctx, size_t *n)
+{
+    const struct rollouts *ro = ctx;
+    return canary__nodes(ro->canary, n);
+}
+
+/* A backend write staged on canaries: the staged rollout of <json>. */
+static int guard_stage(void *ctx, const char *json, size_t len, const struct cp_canary *canary,
+                       const struct cp_write *w, uint64_t *version, struct lb_err *err)
+{
+    const struct canary_request rq = {.text = json,
+                                      .len = len,
+                                      .json = true,
+                                      .nodes = canary->nodes,
+                                      .bake_ms = canary->bake_ms,
+                                      .max_error_rate = canary->max_error_rate,
+                                      .author = w->author,
+                                      .comment = w->comment};
+    return rollouts_canary_start(ctx, &rq, version, err);
+}
+
+static void guard_free(void *ctx)
+{
+    rollouts_free(ctx);
+}
+
+static const struct cp_guard_ops guard = {
+    .write_check = guard_write_check,
+    .only_nodes = guard_only_nodes,
+    .stage = guard_stage,
+    .free = guard_free,
+};
+
+int rollouts_attach(struct cp *cp, struct ev_loop *loop, struct lb_err *err)
+{
+    struct rollouts *ro = rollouts_new(cp, loop, err);
+    if (ro == NULL)
+        return err != NULL && err->code ? err->code : LB_ENOMEM;
+    int rc = cp_guard_set(cp, &guard, ro, err);
+    if (rc != LB_OK)
+        rollouts_free(ro);
+    return rc;
+}
+
+struct rollouts *rollouts_of(const struct cp *cp)
+{
+    return cp_guard_ctx(cp, &guard);
+}
+
+/* What the operator's requests get without an engine. */
+static int no_engine(struct lb_err *err)
+{
+    return lb_err_set(err, LB_ENOTFOUND, 0, "this control plane runs no rollout engine");
 }
 
 /* "<host>-<port>" of <url> as the config derives an id; false when <url>
@@ -622,7 +661,9 @@ static int spec_build(struct rollouts *ro, const struct rollout_request *rq, str
 int rollouts_start(struct rollouts *ro, const struct rollout_request *rq, uint64_t *id,
                    struct lb_err *err)
 {
-    int rc = rollouts_write_check(ro, err);
+    if (ro == NULL)
+        return no_engine(err);
+    int rc = write_check(ro, err);
     if (rc != LB_OK)
         return rc;
     struct rollout_spec *s = malloc(sizeof(*s));
@@ -671,6 +712,8 @@ int rollouts_start(struct rollouts *ro, const struct rollout_request *rq, uint64
 int rollouts_control(struct rollouts *ro, uint64_t id, enum rollouts_op op, const char *who,
                      struct lb_err *err)
 {
+    if (ro == NULL)
+        return no_engine(err);
     if (!ro->have || ro->spec.id != id) {
         struct store_rollout *rows = NULL;
         size_t n = 0;
@@ -730,6 +773,8 @@ int rollouts_get(struct rollouts *ro, uint64_t id, int64_t now_ms, struct rollou
                  struct lb_err *err)
 {
     memset(v, 0, sizeof(*v));
+    if (ro == NULL)
+        return lb_err_set(err, LB_ENOTFOUND, 0, "no rollout has id %llu", (unsigned long long)id);
     struct store_rollout *rows = NULL;
     size_t n = 0;
     int rc = store_rollouts_list(cp__store(ro->cp), id, 1, &rows, &n, err);
@@ -753,6 +798,9 @@ int rollouts_get(struct rollouts *ro, uint64_t id, int64_t now_ms, struct rollou
 
 int rollouts_ids(struct rollouts *ro, uint64_t *ids, size_t max, size_t *n, struct lb_err *err)
 {
+    *n = 0;
+    if (ro == NULL)
+        return LB_OK;
     struct store_rollout *rows = NULL;
     size_t count = 0;
     int rc = store_rollouts_list(cp__store(ro->cp), 0, max, &rows, &count, err);
@@ -765,6 +813,9 @@ int rollouts_ids(struct rollouts *ro, uint64_t *ids, size_t max, size_t *n, stru
 
 void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p)
 {
+    static const struct rollouts none; /* no engine: no rollout */
+    if (ro == NULL)
+        ro = &none;
     static const enum rollout_status all[] = {ROLLOUT_RUNNING, ROLLOUT_PAUSED,  ROLLOUT_SUCCEEDED,
                                               ROLLOUT_FAILED,  ROLLOUT_ABORTED, ROLLOUT_UNDONE};
     lb_prom_family(p, "lb_cp_rollout_state", "gauge",
@@ -826,7 +877,9 @@ void rollouts_metrics(const struct rollouts *ro, struct lb_prom *p)
 int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, uint64_t *version,
                           struct lb_err *err)
 {
-    int rc = rollouts_write_check(ro, err);
+    if (ro == NULL)
+        return no_engine(err);
+    int rc = write_check(ro, err);
     if (rc != LB_OK)
         return rc;
     return canary__start(ro->canary, rq, version, (int64_t)(ev_now(ro->loop) * 1000.0), err);
@@ -834,13 +887,9 @@ int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, 
 
 int rollouts_canary_abort(struct rollouts *ro, const char *who, struct lb_err *err)
 {
+    if (ro == NULL)
+        return no_engine(err);
     return canary__abort(ro->canary, who, (int64_t)(ev_now(ro->loop) * 1000.0), err);
-}
-
-const char *const *rollouts_canary_nodes(const struct rollouts *ro, size_t *n)
-{
-    *n = 0;
-    return ro != NULL ? canary__nodes(ro->canary, n) : NULL;
 }
 
 void rollouts_canary_get(const struct rollouts *ro, struct canary_view *v)

@@ -1,7 +1,8 @@
 /* controlplane/rollout_run.h: runs rollouts (rollout.h) on the control
- * plane's loop. At most one rollout is active (running or paused) at a
- * time; it owns the backends: every other config write is refused with
- * LB_ECONFLICT naming it until it ends (abort rolls it back).
+ * plane's loop, as the core's guard (cp_guard.h). At most one rollout is
+ * active (running or paused) at a time; it owns the backends: every other
+ * config write is refused with LB_ECONFLICT naming it until it ends (abort
+ * rolls it back).
  *
  * Every transition is one store transaction together with the config
  * version it makes (store_rollout_attach()); a failed write changes nothing
@@ -29,17 +30,16 @@ struct rollouts;
 
 #define ROLLOUTS_TICK_S 0.1 /* how often an active rollout looks at health and reports */
 
-/* Creates the engine of <cp> and resumes the newest rollout if it is
- * active. NULL with <err> filled on a store error or no memory. */
-struct rollouts *rollouts_new(struct cp *cp, struct ev_loop *loop, struct lb_err *err);
+/* The control plane's cp_config.attach (cp_guard.h): creates the engine of
+ * <cp>, resumes the newest rollout if it is active and registers the
+ * engine as <cp>'s guard, which cp_free() frees. LB_ESTORE, LB_ENOMEM,
+ * LB_ECONFLICT (<cp> has a guard already) with <err> filled. */
+int rollouts_attach(struct cp *cp, struct ev_loop *loop, struct lb_err *err);
 
-/* NULL is a no-op. */
-void rollouts_free(struct rollouts *ro);
-
-/* LB_OK when a config write by someone else may go ahead (no active
- * rollout, or the write is the rollout's own; <ro> NULL too), else
- * LB_ECONFLICT: "rollout 3 is running (step 2/4) ...". */
-int rollouts_write_check(const struct rollouts *ro, struct lb_err *err);
+/* The engine attached to <cp> (borrowed), NULL when none. The functions
+ * below take NULL as an engine with no rollout: the reads find none, the
+ * writes are refused with LB_ENOTFOUND. */
+struct rollouts *rollouts_of(const struct cp *cp);
 
 /* What POST /api/v1/rollouts asks for. */
 struct rollout_request {
@@ -133,9 +133,6 @@ int rollouts_canary_start(struct rollouts *ro, const struct canary_request *rq, 
 /* Ends the canary now by rolling back, on behalf of <who>. LB_ENOTFOUND when
  * none is baking. */
 int rollouts_canary_abort(struct rollouts *ro, const char *who, struct lb_err *err);
-
-/* The canaries of the canary baking (*<n> = 0 and NULL when none). */
-const char *const *rollouts_canary_nodes(const struct rollouts *ro, size_t *n);
 
 /* The staged rollout as the API shows it. */
 struct canary_view {

@@ -1341,6 +1341,14 @@ static void json_string(const char *json, const char *key, char *out, size_t out
     out[n] = '\0';
 }
 
+const char *e2e_json_str(const char *json, const char *key, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (json != NULL)
+        json_string(json, key, out, size);
+    return out;
+}
+
 /* ---- control-plane worlds --------------------------------------------------------- */
 
 #define CP_BIN    LB_BUILD_DIR "/lb-controlplane"

@@ -305,6 +305,11 @@ void e2e_cmd_free(struct e2e_cmd *r);
  * absent). Returns false when absent or not a number. */
 bool e2e_json_long(const char *json, const char *key, long *out);
 
+/* The string value of the first "<key>": in JSON text <json> (NULL counts
+ * as empty) copied into <out> of <size> bytes, cut to fit; "" when absent,
+ * null or not a string. Returns <out>. */
+const char *e2e_json_str(const char *json, const char *key, char *out, size_t size);
+
 /* ---- control-plane worlds ---------------------------------------------------- */
 
 #define E2E_MAX_DATAPLANES 4

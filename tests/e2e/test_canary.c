@@ -51,25 +51,6 @@ static void write_variant(struct e2e_cp *w, const char *name, const char *after,
     free(cfg);
 }
 
-/* Copies the string value of the first "<key>" of JSON text <json> into <out>. */
-static const char *json_str(const char *json, const char *key, char *out, size_t size)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = json ? strstr(json, pat) : NULL;
-    out[0] = '\0';
-    if (p == NULL)
-        return out;
-    p += strlen(pat);
-    while (*p == ' ')
-        p++;
-    if (*p != '"')
-        return out;
-    size_t n = strcspn(p + 1, "\"");
-    snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), p + 1);
-    return out;
-}
-
 /* `lbctl --json config canary` (caller frees); its status into <status>. */
 static char *canary_json(struct e2e_cp *w, char *status, size_t size)
 {
@@ -77,7 +58,7 @@ static char *canary_json(struct e2e_cp *w, char *status, size_t size)
     ck_assert_msg(e2e_cp_lbctl(w, &r, "--json", "config", "canary", NULL) == 0, "%s", r.err);
     char *out = strdup(r.out);
     e2e_cmd_free(&r);
-    json_str(out, "status", status, size);
+    e2e_json_str(out, "status", status, size);
     return out;
 }
 

@@ -48,26 +48,6 @@ static struct e2e_cp *world_n(unsigned dps)
     return w;
 }
 
-/* Copies the string value of the first "<key>" of JSON text <json> into
- * <out> ("" when absent). */
-static const char *json_str(const char *json, const char *key, char *out, size_t size)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = json ? strstr(json, pat) : NULL;
-    out[0] = '\0';
-    if (p == NULL)
-        return out;
-    p += strlen(pat);
-    while (*p == ' ')
-        p++;
-    if (*p != '"')
-        return out;
-    size_t n = strcspn(p + 1, "\"");
-    snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), p + 1);
-    return out;
-}
-
 /* `lbctl --json rollout status <id>` into <out> (caller frees); NULL when
  * lbctl failed (the control plane is restarting). */
 static char *status_json(struct e2e_cp *w, const char *id)
@@ -92,8 +72,8 @@ static char *wait_rollout(struct e2e_cp *w, const char *id, const char *status, 
         last = status_json(w, id);
         char st[32], ph[32];
         long k = 0;
-        json_str(last, "status", st, sizeof(st));
-        json_str(last, "phase", ph, sizeof(ph));
+        e2e_json_str(last, "status", st, sizeof(st));
+        e2e_json_str(last, "phase", ph, sizeof(ph));
         e2e_json_long(last ? last : "", "step", &k);
         if (strcmp(st, status) == 0 && (phase == NULL || (strcmp(ph, phase) == 0 && k == step)))
             return last;
@@ -250,7 +230,7 @@ START_TEST(four_old_for_four_new)
         min_healthy = h < min_healthy ? h : min_healthy;
         looks++;
         char *st = status_json(w, id), buf[32];
-        if (st != NULL && strcmp(json_str(st, "status", buf, sizeof(buf)), "succeeded") == 0)
+        if (st != NULL && strcmp(e2e_json_str(st, "status", buf, sizeof(buf)), "succeeded") == 0)
             done = st;
         else
             free(st);
@@ -352,8 +332,8 @@ START_TEST(failing_backend_rolls_back)
                   (unsigned long long)tripped);
     char gate[32], be[32];
     long rb = 0, pre = 0;
-    ck_assert_str_eq(json_str(out, "failedGate", gate, sizeof(gate)), "error_rate");
-    ck_assert_str_eq(json_str(out, "failedBackend", be, sizeof(be)), "bad");
+    ck_assert_str_eq(e2e_json_str(out, "failedGate", gate, sizeof(gate)), "error_rate");
+    ck_assert_str_eq(e2e_json_str(out, "failedBackend", be, sizeof(be)), "bad");
     ck_assert(e2e_json_long(out, "rollbackVersion", &rb));
     ck_assert(e2e_json_long(out, "preVersion", &pre));
     fprintf(stderr, "rollout: 500 backend: %s\n", out);
@@ -413,8 +393,8 @@ START_TEST(never_healthy_backend_times_out)
     char *out = wait_rollout(w, id, "failed", NULL, 0, e2e_scaled_ms(8000));
     ck_assert_msg(out != NULL, "the rollout did not fail");
     char gate[32], be[32];
-    ck_assert_str_eq(json_str(out, "failedGate", gate, sizeof(gate)), "health");
-    ck_assert_str_eq(json_str(out, "failedBackend", be, sizeof(be)), "dead");
+    ck_assert_str_eq(e2e_json_str(out, "failedGate", gate, sizeof(gate)), "health");
+    ck_assert_str_eq(e2e_json_str(out, "failedBackend", be, sizeof(be)), "dead");
     long done = -1;
     ck_assert(e2e_json_long(out, "stepsDone", &done));
     ck_assert_int_eq(done, 0);

@@ -278,6 +278,7 @@ START_TEST(stored_form_round_trips)
     st.phase = ROLLOUT_BAKE;
     st.gate = ROLLOUT_GATE_ERROR_RATE;
     st.figure = 0.25;
+    st.down_since_ms = 456;
     snprintf(st.backend, sizeof(st.backend), "n2");
     char *a = rollout_spec_encode(&spec4), *b = rollout_state_encode(&st);
     ck_assert_ptr_nonnull(a);
@@ -292,6 +293,7 @@ START_TEST(stored_form_round_trips)
     ck_assert_int_eq(st2.gate, ROLLOUT_GATE_ERROR_RATE);
     ck_assert_str_eq(st2.backend, "n2");
     ck_assert_int_eq(st2.started_ms, 123);
+    ck_assert_int_eq(st2.down_since_ms, 456);
     free(a);
     free(b);
     struct lb_err e = {0};
@@ -505,7 +507,8 @@ END_TEST
 
 static struct cp *open_cp(void)
 {
-    struct cp_config cfg = {.db_path = dbpath, .bootstrap = boot, .control_base = base};
+    struct cp_config cfg = {
+        .db_path = dbpath, .bootstrap = boot, .control_base = base, .attach = rollouts_attach};
     struct lb_err err = {0};
     struct cp *cp = cp_new(loop, &cfg, &err);
     ck_assert_msg(cp != NULL, "cp_new: %s", err.msg);
@@ -533,7 +536,7 @@ static uint64_t start(struct cp *cp, const char *url)
                                  .author = "uid:0"};
     uint64_t id = 0;
     struct lb_err e = {0};
-    ck_assert_msg(rollouts_start(cp_rollouts(cp), &rq, &id, &e) == LB_OK, "%s", e.msg);
+    ck_assert_msg(rollouts_start(rollouts_of(cp), &rq, &id, &e) == LB_OK, "%s", e.msg);
     return id;
 }
 
@@ -553,9 +556,9 @@ START_TEST(engine_rolls_back_a_never_healthy_backend)
                                  .bake_ms = -1,
                                  .max_error_rate = -1};
     uint64_t id2 = 0;
-    ck_assert_int_eq(rollouts_start(cp_rollouts(cp), &rq, &id2, &e), LB_ECONFLICT);
+    ck_assert_int_eq(rollouts_start(rollouts_of(cp), &rq, &id2, &e), LB_ECONFLICT);
     int64_t t = now_ms();
-    rollouts_tick(cp_rollouts(cp), t);
+    rollouts_tick(rollouts_of(cp), t);
     ck_assert_uint_eq(cp_active_version(cp), 2);
     ck_assert_int_ge(cp_backend_find(cp, "127.0.0.1-9003"), 0);
     struct store_version *v = NULL;
@@ -569,23 +572,23 @@ START_TEST(engine_rolls_back_a_never_healthy_backend)
     ck_assert_ptr_nonnull(strstr(e.msg, "rollout 1"));
     /* a failing store write changes nothing, then the timeout rolls back */
     store__fail_after(cp__store(cp), 2);
-    rollouts_tick(cp_rollouts(cp), t + 1500);
+    rollouts_tick(rollouts_of(cp), t + 1500);
     ck_assert_uint_eq(cp_active_version(cp), 2);
     struct rollout_view *rv = malloc(sizeof(*rv));
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, t, rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_RUNNING);
-    rollouts_tick(cp_rollouts(cp), t + 1500);
+    rollouts_tick(rollouts_of(cp), t + 1500);
     ck_assert_uint_eq(cp_active_version(cp), 3);
     ck_assert_int_lt(cp_backend_find(cp, "127.0.0.1-9003"), 0);
     ck_assert_int_ge(cp_backend_find(cp, "a"), 0);
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, t, rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_FAILED);
     ck_assert_int_eq(rv->state.gate, ROLLOUT_GATE_HEALTH);
     ck_assert_uint_eq(rv->last_version, 3);
     ck_assert_str_eq(rv->state.backend, "127.0.0.1-9003");
     struct lb_prom p;
     lb_prom_init(&p);
-    rollouts_metrics(cp_rollouts(cp), &p);
+    rollouts_metrics(rollouts_of(cp), &p);
     ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_rollbacks_total{reason=\"gate\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_state{state=\"failed\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_write_errors_total 1\n"));
@@ -595,12 +598,12 @@ START_TEST(engine_rolls_back_a_never_healthy_backend)
     cp_free(cp);
     /* after a restart the ended rollout is still there */
     cp = open_cp();
-    ck_assert_uint_eq(rollouts_current(cp_rollouts(cp)), 1);
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, t, rv, NULL), LB_OK);
+    ck_assert_uint_eq(rollouts_current(rollouts_of(cp)), 1);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, t, rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_FAILED);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 1, ROLLOUTS_UNDO, "uid:0", &e),
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 1, ROLLOUTS_UNDO, "uid:0", &e),
                      LB_ECONFLICT);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 9, ROLLOUTS_ABORT, "uid:0", &e),
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 9, ROLLOUTS_ABORT, "uid:0", &e),
                      LB_ENOTFOUND);
     free(rv);
     cp_free(cp);
@@ -611,30 +614,30 @@ START_TEST(engine_resumes_after_restart_and_aborts)
 {
     struct cp *cp = open_cp();
     start(cp, "http://127.0.0.1:9005");
-    rollouts_tick(cp_rollouts(cp), now_ms());
+    rollouts_tick(rollouts_of(cp), now_ms());
     ck_assert_uint_eq(cp_active_version(cp), 2);
     cp_free(cp); /* as if killed: the state is what was stored */
     cp = open_cp();
     ck_assert_uint_eq(cp_active_version(cp), 2);
     struct rollout_view *rv = malloc(sizeof(*rv));
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, now_ms(), rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, now_ms(), rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_RUNNING);
     ck_assert_int_eq(rv->state.phase, ROLLOUT_WAIT_HEALTHY);
     struct lb_err e = {0};
     struct cp_write w = {.author = "uid:0"};
     uint64_t ver = 0;
     ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_ECONFLICT);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 1, ROLLOUTS_PAUSE, "uid:0", &e), LB_OK);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 1, ROLLOUTS_PAUSE, "uid:0", &e),
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 1, ROLLOUTS_PAUSE, "uid:0", &e), LB_OK);
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 1, ROLLOUTS_PAUSE, "uid:0", &e),
                      LB_ECONFLICT);
     /* an abort whose store write fails changes nothing */
     store__fail_after(cp__store(cp), 1);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 1, ROLLOUTS_ABORT, "uid:0", &e), LB_ESTORE);
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 1, ROLLOUTS_ABORT, "uid:0", &e), LB_ESTORE);
     ck_assert_uint_eq(cp_active_version(cp), 2);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), 1, ROLLOUTS_ABORT, "uid:0", &e), LB_OK);
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), 1, ROLLOUTS_ABORT, "uid:0", &e), LB_OK);
     ck_assert_uint_eq(cp_active_version(cp), 3);
     ck_assert_int_lt(cp_backend_find(cp, "127.0.0.1-9005"), 0);
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, now_ms(), rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, now_ms(), rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_ABORTED);
     free(rv);
     cp_free(cp);
@@ -654,26 +657,26 @@ START_TEST(engine_undoes_a_success)
                                  .author = "uid:0"};
     uint64_t id = 0;
     struct lb_err e = {0};
-    ck_assert_msg(rollouts_start(cp_rollouts(cp), &rq, &id, &e) == LB_OK, "%s", e.msg);
+    ck_assert_msg(rollouts_start(rollouts_of(cp), &rq, &id, &e) == LB_OK, "%s", e.msg);
     int64_t t = now_ms();
     for (int i = 0; i < 4; i++)
-        rollouts_tick(cp_rollouts(cp), t + i);
+        rollouts_tick(rollouts_of(cp), t + i);
     ck_assert_uint_eq(cp_active_version(cp), 2);
     ck_assert_int_lt(cp_backend_find(cp, "a"), 0);
     struct rollout_view *rv = malloc(sizeof(*rv));
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), id, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), id, t, rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_SUCCEEDED);
     ck_assert_uint_eq(rv->state.steps_done, 1);
     /* writes are open again; undo goes back to version 1's content */
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_ABORT, "uid:0", &e),
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), id, ROLLOUTS_ABORT, "uid:0", &e),
                      LB_ECONFLICT);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_UNDO, "uid:0", &e), LB_OK);
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), id, ROLLOUTS_UNDO, "uid:0", &e), LB_OK);
     ck_assert_uint_eq(cp_active_version(cp), 3);
     ck_assert_int_ge(cp_backend_find(cp, "a"), 0);
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), id, t, rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), id, t, rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_UNDONE);
     ck_assert_uint_eq(rv->state.final_version, 3);
-    ck_assert_int_eq(rollouts_control(cp_rollouts(cp), id, ROLLOUTS_UNDO, "uid:0", &e),
+    ck_assert_int_eq(rollouts_control(rollouts_of(cp), id, ROLLOUTS_UNDO, "uid:0", &e),
                      LB_ECONFLICT);
     struct store_version *v = NULL;
     ck_assert_int_eq(cp_version_get(cp, 2, &v, NULL), LB_OK);
@@ -688,7 +691,7 @@ START_TEST(engine_undoes_a_success)
                      SQLITE_OK);
     sqlite3_close(db);
     cp = open_cp();
-    ck_assert_uint_eq(rollouts_current(cp_rollouts(cp)), 0);
+    ck_assert_uint_eq(rollouts_current(rollouts_of(cp)), 0);
     cp_free(cp);
 }
 END_TEST
@@ -697,7 +700,7 @@ START_TEST(engine_ends_when_it_cannot_roll_back)
 {
     struct cp *cp = open_cp();
     start(cp, "http://127.0.0.1:9007");
-    rollouts_tick(cp_rollouts(cp), now_ms());
+    rollouts_tick(rollouts_of(cp), now_ms());
     ck_assert_uint_eq(cp_active_version(cp), 2);
     cp_free(cp);
     /* version 1 becomes unreadable behind the store's back */
@@ -711,9 +714,9 @@ START_TEST(engine_ends_when_it_cannot_roll_back)
     sqlite3_close(db);
     cp = open_cp();
     ck_assert_uint_eq(cp_active_version(cp), 2);
-    rollouts_tick(cp_rollouts(cp), now_ms() + 1500); /* the health bound: roll back */
+    rollouts_tick(rollouts_of(cp), now_ms() + 1500); /* the health bound: roll back */
     struct rollout_view *rv = malloc(sizeof(*rv));
-    ck_assert_int_eq(rollouts_get(cp_rollouts(cp), 1, now_ms(), rv, NULL), LB_OK);
+    ck_assert_int_eq(rollouts_get(rollouts_of(cp), 1, now_ms(), rv, NULL), LB_OK);
     ck_assert_int_eq(rv->state.status, ROLLOUT_FAILED);
     ck_assert_int_eq(rv->state.gate, ROLLOUT_GATE_HEALTH);
     ck_assert_msg(strstr(rv->state.reason, "rolling back to version 1 was refused") != NULL, "%s",
@@ -725,6 +728,53 @@ START_TEST(engine_ends_when_it_cannot_roll_back)
     struct cp_write w = {.author = "uid:0"};
     uint64_t ver = 0;
     ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_OK);
+    cp_free(cp);
+}
+END_TEST
+
+/* The core knows the engine only as its guard (cp_guard.h): without one
+ * every write goes ahead and none is staged, and the engine's calls take
+ * the missing engine for one with no rollout; a second guard is refused. */
+START_TEST(core_without_the_engine)
+{
+    struct cp_config cfg = {.db_path = dbpath, .bootstrap = boot, .control_base = base};
+    struct lb_err e = {0};
+    struct cp *cp = cp_new(loop, &cfg, &e);
+    ck_assert_msg(cp != NULL, "cp_new: %s", e.msg);
+    ck_assert_ptr_null(rollouts_of(cp));
+    struct rollout_view *rv = malloc(sizeof(*rv));
+    ck_assert_int_eq(rollouts_get(NULL, 1, now_ms(), rv, &e), LB_ENOTFOUND);
+    free(rv);
+    uint64_t ids[4], id = 0;
+    size_t n = 9;
+    ck_assert_int_eq(rollouts_ids(NULL, ids, 4, &n, &e), LB_OK);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_uint_eq(rollouts_current(NULL), 0);
+    rollouts_tick(NULL, now_ms());
+    const char *rm[] = {"a"};
+    struct rollout_request rq = {.remove = rm, .n_remove = 1, .author = "uid:0"};
+    ck_assert_int_eq(rollouts_start(NULL, &rq, &id, &e), LB_ENOTFOUND);
+    ck_assert_int_eq(rollouts_control(NULL, 1, ROLLOUTS_ABORT, "uid:0", &e), LB_ENOTFOUND);
+    ck_assert_int_eq(rollouts_canary_abort(NULL, "uid:0", &e), LB_ENOTFOUND);
+    struct lb_prom p;
+    lb_prom_init(&p);
+    rollouts_metrics(NULL, &p);
+    ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_rollout_steps 0\n"));
+    ck_assert_ptr_nonnull(strstr(p.buf, "lb_cp_canary_active 0\n"));
+    lb_prom_deinit(&p);
+    /* a backend write staged on canaries needs the engine; a plain one goes */
+    struct cp_canary cn = {.nodes = "dp0", .bake_ms = -1, .max_error_rate = -1};
+    struct cp_write w = {.author = "uid:0", .canary = &cn};
+    uint64_t ver = 0;
+    ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_EINVAL);
+    ck_assert_uint_eq(cp_active_version(cp), 1);
+    w.canary = NULL;
+    ck_assert_int_eq(cp_backend_drain(cp, "b", &w, &ver, &e), LB_OK);
+    ck_assert_uint_eq(cp_active_version(cp), 2);
+    /* the engine joins once: a second one is refused (and freed) */
+    ck_assert_int_eq(rollouts_attach(cp, loop, &e), LB_OK);
+    ck_assert_ptr_nonnull(rollouts_of(cp));
+    ck_assert_int_eq(rollouts_attach(cp, loop, &e), LB_ECONFLICT);
     cp_free(cp);
 }
 END_TEST
@@ -758,6 +808,7 @@ static Suite *rollout_suite(void)
     tcase_add_test(tc, engine_resumes_after_restart_and_aborts);
     tcase_add_test(tc, engine_undoes_a_success);
     tcase_add_test(tc, engine_ends_when_it_cannot_roll_back);
+    tcase_add_test(tc, core_without_the_engine);
     suite_add_tcase(s, tc);
     return s;
 }
