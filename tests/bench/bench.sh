@@ -46,6 +46,19 @@ ORIGIN_PORT=$BACKEND_PORT
 
 declare -A PORT ROOT
 PROXIES=(none)
+
+# add_target NAME WHAT PORT: NAME, started last (WHAT in messages), is a
+# target once PORT accepts; if it died first, its log's end is shown.
+add_target() {
+    if wait_port "$3" "$LAST_PID"; then
+        PROXIES+=("$1")
+        PORT[$1]=$3
+        ROOT[$1]=$LAST_PID
+    else
+        echo "bench: $2 did not start:" >&2
+        tail -5 "$TMP/$1.log" >&2
+    fi
+}
 PORT[none]=$ORIGIN_PORT
 ROOT[none]=$ORIGIN_PID
 
@@ -64,14 +77,7 @@ balancing { algorithm: ROUND_ROBIN }
 SNAP
     bench_encode "$TMP/lb.txt" "$TMP/lb.pb"
     bench_start lb "$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers 2 --log-level warn
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(lb)
-        PORT[lb]=$p
-        ROOT[lb]=$LAST_PID
-    else
-        echo "bench: lb-dataplane did not start:" >&2
-        tail -5 "$TMP/lb.log" >&2
-    fi
+    add_target lb "lb-dataplane" "$p"
 else
     echo "bench: $BUILD/lb-dataplane is not built: skipped" >&2
 fi
@@ -84,14 +90,7 @@ if [ -n "${BASELINE:-}" ] && [ -x "$BASELINE/lb-dataplane" ]; then
         "$TMP/lb.txt" >"$TMP/lbbase.txt"
     bench_encode "$TMP/lbbase.txt" "$TMP/lbbase.pb"
     bench_start lbbase "$BASELINE/lb-dataplane" --snapshot "$TMP/lbbase.pb" --workers 2 --log-level warn
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(lbbase)
-        PORT[lbbase]=$p
-        ROOT[lbbase]=$LAST_PID
-    else
-        echo "bench: the baseline lb-dataplane did not start:" >&2
-        tail -5 "$TMP/lbbase.log" >&2
-    fi
+    add_target lbbase "the baseline lb-dataplane" "$p"
 fi
 
 # ---- HAProxy --------------------------------------------------------------
@@ -114,14 +113,7 @@ backend be
     server origin 127.0.0.1:$ORIGIN_PORT
 CFG
     bench_start haproxy haproxy -db -f "$TMP/haproxy.cfg"
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(haproxy)
-        PORT[haproxy]=$p
-        ROOT[haproxy]=$LAST_PID
-    else
-        echo "bench: haproxy did not start:" >&2
-        tail -5 "$TMP/haproxy.log" >&2
-    fi
+    add_target haproxy "haproxy" "$p"
 else
     echo "bench: haproxy is not installed: skipped" >&2
 fi
@@ -160,14 +152,7 @@ http {
 }
 CFG
     bench_start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(nginx)
-        PORT[nginx]=$p
-        ROOT[nginx]=$LAST_PID
-    else
-        echo "bench: nginx did not start:" >&2
-        tail -5 "$TMP/nginx.log" >&2
-    fi
+    add_target nginx "nginx" "$p"
 else
     echo "bench: nginx is not installed: skipped" >&2
 fi
