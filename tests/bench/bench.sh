@@ -20,59 +20,12 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 
-for tool in wrk protoc python3; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is not installed" >&2; exit 1; }
-done
-[ -x "$BUILD/lb-backend" ] || { echo "bench: $BUILD/lb-backend is not built" >&2; exit 1; }
-
-TMP=$(mktemp -d /tmp/lb-bench-XXXXXX)
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$SRC/tests/bench/lib.sh"
+bench_init h1
+bench_need bench wrk protoc python3
+bench_built bench "$BUILD" lb-backend
 
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_port PORT PID: until PORT accepts connections (10 s), or PID died.
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-# start NAME CMD...: runs CMD in the background with its output in a log.
-start() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=($!)
-    LAST_PID=$!
-}
 
 # VmRSS in KiB summed over the process tree rooted at PID.
 tree_rss_kb() {
@@ -87,18 +40,25 @@ tree_rss_kb() {
 
 # ---- origin ---------------------------------------------------------------
 NAME100=$(printf 'o%.0s' $(seq 1 100))
-start origin "$BUILD/lb-backend" --port 0 --name "$NAME100" --threads 2
+bench_backend "$BUILD" "$NAME100" --threads 2
 ORIGIN_PID=$LAST_PID
-ORIGIN_PORT=
-for _ in $(seq 1 200); do
-    ORIGIN_PORT=$(grep -o '"port":[0-9]*' "$TMP/origin.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-    [ -n "$ORIGIN_PORT" ] && break
-    sleep 0.05
-done
-[ -n "$ORIGIN_PORT" ] || { echo "bench: lb-backend did not start" >&2; cat "$TMP/origin.log" >&2; exit 1; }
+ORIGIN_PORT=$BACKEND_PORT
 
 declare -A PORT ROOT
 PROXIES=(none)
+
+# add_target NAME WHAT PORT: NAME, started last (WHAT in messages), is a
+# target once PORT accepts; if it died first, its log's end is shown.
+add_target() {
+    if wait_port "$3" "$LAST_PID"; then
+        PROXIES+=("$1")
+        PORT[$1]=$3
+        ROOT[$1]=$LAST_PID
+    else
+        echo "bench: $2 did not start:" >&2
+        tail -5 "$TMP/$1.log" >&2
+    fi
+}
 PORT[none]=$ORIGIN_PORT
 ROOT[none]=$ORIGIN_PID
 
@@ -115,16 +75,9 @@ logging { level: LOG_WARN access_log_off: true }
 metrics { enabled: true bind_address: "127.0.0.1" port: $m }
 balancing { algorithm: ROUND_ROBIN }
 SNAP
-    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.txt" >"$TMP/lb.pb"
-    start lb "$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers 2 --log-level warn
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(lb)
-        PORT[lb]=$p
-        ROOT[lb]=$LAST_PID
-    else
-        echo "bench: lb-dataplane did not start:" >&2
-        tail -5 "$TMP/lb.log" >&2
-    fi
+    bench_encode "$TMP/lb.txt" "$TMP/lb.pb"
+    bench_start lb "$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers 2 --log-level warn
+    add_target lb "lb-dataplane" "$p"
 else
     echo "bench: $BUILD/lb-dataplane is not built: skipped" >&2
 fi
@@ -135,16 +88,9 @@ if [ -n "${BASELINE:-}" ] && [ -x "$BASELINE/lb-dataplane" ]; then
     m=$(free_port)
     sed -e "s/port: ${PORT[lb]:-0} }/port: $p }/" -e "s/metrics { enabled: true bind_address: \"127.0.0.1\" port: [0-9]*/metrics { enabled: true bind_address: \"127.0.0.1\" port: $m/" \
         "$TMP/lb.txt" >"$TMP/lbbase.txt"
-    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lbbase.txt" >"$TMP/lbbase.pb"
-    start lbbase "$BASELINE/lb-dataplane" --snapshot "$TMP/lbbase.pb" --workers 2 --log-level warn
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(lbbase)
-        PORT[lbbase]=$p
-        ROOT[lbbase]=$LAST_PID
-    else
-        echo "bench: the baseline lb-dataplane did not start:" >&2
-        tail -5 "$TMP/lbbase.log" >&2
-    fi
+    bench_encode "$TMP/lbbase.txt" "$TMP/lbbase.pb"
+    bench_start lbbase "$BASELINE/lb-dataplane" --snapshot "$TMP/lbbase.pb" --workers 2 --log-level warn
+    add_target lbbase "the baseline lb-dataplane" "$p"
 fi
 
 # ---- HAProxy --------------------------------------------------------------
@@ -166,15 +112,8 @@ frontend fe
 backend be
     server origin 127.0.0.1:$ORIGIN_PORT
 CFG
-    start haproxy haproxy -db -f "$TMP/haproxy.cfg"
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(haproxy)
-        PORT[haproxy]=$p
-        ROOT[haproxy]=$LAST_PID
-    else
-        echo "bench: haproxy did not start:" >&2
-        tail -5 "$TMP/haproxy.log" >&2
-    fi
+    bench_start haproxy haproxy -db -f "$TMP/haproxy.cfg"
+    add_target haproxy "haproxy" "$p"
 else
     echo "bench: haproxy is not installed: skipped" >&2
 fi
@@ -212,15 +151,8 @@ http {
     }
 }
 CFG
-    start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
-    if wait_port "$p" "$LAST_PID"; then
-        PROXIES+=(nginx)
-        PORT[nginx]=$p
-        ROOT[nginx]=$LAST_PID
-    else
-        echo "bench: nginx did not start:" >&2
-        tail -5 "$TMP/nginx.log" >&2
-    fi
+    bench_start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
+    add_target nginx "nginx" "$p"
 else
     echo "bench: nginx is not installed: skipped" >&2
 fi

@@ -38,46 +38,16 @@ BURST=${BURST:-5000}
 BURST_LIMIT=${BURST_LIMIT:-12}
 BURST_REPS=${BURST_REPS:-5}
 
-for tool in protoc python3 curl; do
-    command -v "$tool" >/dev/null || { echo "deadbackend: $tool is not installed" >&2; exit 1; }
-done
-for bin in lb-dataplane lb-backend lb-faultload; do
-    [ -x "$BUILD/$bin" ] || { echo "deadbackend: $BUILD/$bin is not built" >&2; exit 1; }
-done
+. "$SRC/tests/bench/lib.sh"
+bench_init dead
+bench_need deadbackend protoc python3 curl
+bench_built deadbackend "$BUILD" lb-dataplane lb-backend lb-faultload
 HAPROXY=
 if command -v haproxy >/dev/null; then
     HAPROXY=haproxy
 else
     echo "deadbackend: haproxy is not installed (deploy/packages-bench.txt): lb alone" >&2
 fi
-
-TMP=$(mktemp -d /tmp/lb-bench-dead-XXXXXX)
-PIDS=()
-# stop PID...: TERM, up to 5 s, then KILL; reaps, and forgets them (PIDS
-# holds only live children, so no pid is ever signalled after its reuse).
-stop() {
-    local pid keep=() p
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        for pid in "$@"; do [ "$p" = "$pid" ] && continue 2; done
-        keep+=("$p")
-    done
-    PIDS=("${keep[@]}")
-}
-cleanup() {
-    [ ${#PIDS[@]} -eq 0 ] || stop "${PIDS[@]}"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # A burst holds a descriptor per connection in the generator and the proxy.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -86,18 +56,6 @@ HAPROXY_MAXCONN=$((($(ulimit -n) - 200) / 2))
 [ "$HAPROXY_MAXCONN" -le 40000 ] || HAPROXY_MAXCONN=40000
 [ "$BURST" -lt "$HAPROXY_MAXCONN" ] || echo "deadbackend: BURST $BURST is over HAProxy's maxconn $HAPROXY_MAXCONN (ulimit -n)" >&2
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-# wait_port PORT PID: until PORT accepts connections (10 s), or PID died.
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 listen_overflows() {
     awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) n[i] = $i; h = 1 }
                       else { for (i = 1; i <= NF; i++) if (n[i] == "ListenOverflows") print $i } }' \
@@ -108,24 +66,14 @@ jnum() { grep -o "\"$1\":[-0-9.]*" | head -1 | cut -d: -f2; }
 
 # start_backends N ARGS...: N lb-backend processes; sets BPID[] and BPORT[].
 start_backends() {
-    local n=$1 i port
+    local n=$1 i
     shift
     BPID=()
     BPORT=()
     for i in $(seq 0 $((n - 1))); do
-        "$BUILD/lb-backend" --port 0 --name "b$i" "$@" >"$TMP/b$i.log" 2>&1 &
-        BPID[i]=$!
-        PIDS+=($!)
-    done
-    for i in $(seq 0 $((n - 1))); do
-        port=
-        for _ in $(seq 1 200); do
-            port=$(grep -o '"port":[0-9]*' "$TMP/b$i.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-            [ -n "$port" ] && break
-            sleep 0.02
-        done
-        [ -n "$port" ] || { echo "deadbackend: lb-backend b$i did not start" >&2; exit 1; }
-        BPORT[i]=$port
+        bench_backend "$BUILD" "b$i" "$@"
+        BPID[i]=$LAST_PID
+        BPORT[i]=$BACKEND_PORT
     done
 }
 
@@ -144,7 +92,7 @@ start_proxy() {
             echo "timeouts { queue_ms: 10000 }"
             echo "logging { level: LOG_WARN access_log_off: true }"
         } >"$TMP/lb.txt"
-        protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.txt" >"$TMP/lb.pb"
+        bench_encode "$TMP/lb.txt" "$TMP/lb.pb"
         "$BUILD/lb-dataplane" --snapshot "$TMP/lb.pb" --workers "$workers" --log-level warn \
             --metrics-listen off >>"$TMP/lb.log" 2>&1 &
     else
@@ -207,7 +155,7 @@ for rep in $(seq 1 "$REPS"); do
                     start_proxy "$px" "$w" 0
                     out=$("$BUILD/lb-faultload" --port "$PPORT" --clients "$c" --seconds "$DURATION" \
                         --kill-pid "${BPID[1]}" --kill-signal "$sig" --kill-at-ms "$FAULT_AT_MS")
-                    stop "$PPID_" "${BPID[@]}"
+                    bench_stop "$PPID_" "${BPID[@]}"
                     f=$(echo "$out" | jnum failed)
                     t=$(echo "$out" | jnum total)
                     k="$px,$w,$c,$death"
@@ -257,7 +205,7 @@ for round in $(seq 1 "$BURST_REPS"); do
         o0=$(listen_overflows)
         out=$("$BUILD/lb-faultload" --port "$PPORT" --clients "$BURST" --burst --timeout-ms 15000)
         o1=$(listen_overflows)
-        stop "$PPID_" "${BPID[@]}"
+        bench_stop "$PPID_" "${BPID[@]}"
         ok=$(echo "$out" | jnum ok)
         t=$(echo "$out" | jnum total)
         p99=$(echo "$out" | jnum p99_ms)

@@ -33,68 +33,26 @@ set -euo pipefail
 BUILD=${1:?usage: tests/bench/propagation.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
 CHANGES=${CHANGES:-100}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 WRK_DELAY_MS=${WRK_DELAY_MS:-5}
 SCALE_BACKENDS=${SCALE_BACKENDS:-10000}
 
-for tool in wrk python3 curl; do
-    command -v "$tool" >/dev/null || { echo "propagation: $tool is not installed" >&2; exit 1; }
-done
+. "$SRC/tests/bench/lib.sh"
+bench_init propagation
+bench_need propagation wrk python3 curl
 # the interpreter itself: a version manager's shim costs seconds per call on a busy machine
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 PY="$PYTHON $HERE/propagation.py"
-for bin in lb-backend lb-controlplane lb-dataplane lbctl; do
-    [ -x "$BUILD/$bin" ] || { echo "propagation: $BUILD/$bin is not built" >&2; exit 1; }
-done
+bench_built propagation "$BUILD" lb-backend lb-controlplane lb-dataplane lbctl
 if [ "$SCALE_BACKENDS" -lt 3 ] || [ "$SCALE_BACKENDS" -gt 10003 ]; then
     echo "propagation: SCALE_BACKENDS must be 3..10003" >&2
     exit 1
 fi
 
-TMP=$(mktemp -d /tmp/lb-propagation-XXXXXX)
-PIDS=()
-
-# stop PID: TERM, up to 5 s, then KILL.
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        stop "$pid"
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-free_port() {
-    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start NAME CMD...: runs CMD in the background with its output in a log.
-start() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=($!)
-    LAST_PID=$!
-}
 
 # run CMD...: CMD in the background and wait for it, so that INT and TERM
 # reach the trap at once instead of after CMD ends.
@@ -123,15 +81,8 @@ rss_kb() {
 # ---- origins ----------------------------------------------------------------
 REAL=()
 for i in 0 1 2; do
-    start "origin$i" "$BUILD/lb-backend" --port 0 --name "origin$i"
-    port=
-    for _ in $(seq 1 200); do
-        port=$(grep -o '"port":[0-9]*' "$TMP/origin$i.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    [ -n "$port" ] || die "lb-backend did not start" "origin$i"
-    REAL+=("$port")
+    bench_backend "$BUILD" "origin$i"
+    REAL+=("$BACKEND_PORT")
 done
 REAL_CSV=$(IFS=,; echo "${REAL[*]}")
 
@@ -145,7 +96,7 @@ $PY gen-config --out "$TMP/large.yaml" --frontend "$FE" --real "$REAL_CSV" \
     --disabled $((SCALE_BACKENDS - 3)) --metrics "$MET"
 
 # ---- control plane and the first data plane ---------------------------------
-start cp "$BUILD/lb-controlplane" --db "$TMP/lb.db" --bootstrap "$TMP/small.yaml" \
+bench_start cp "$BUILD/lb-controlplane" --db "$TMP/lb.db" --bootstrap "$TMP/small.yaml" \
     --runtime-dir "$RUN"
 CP_PID=$LAST_PID
 for _ in $(seq 1 200); do
@@ -155,7 +106,7 @@ for _ in $(seq 1 200); do
 done
 [ -S "$ADMIN" ] || die "lb-controlplane did not start" cp
 
-start dp1 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp1 --workers 2
+bench_start dp1 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp1 --workers 2
 DP1_PID=$LAST_PID
 run $PY wait-sync --admin "$ADMIN" --nodes dp1 --metrics "127.0.0.1:$MET" ||
     die "dp1 did not apply the bootstrap config" cp dp1
@@ -176,12 +127,12 @@ echo
 echo "1b. propagation to two data planes (dp1, dp2; metrics disabled)"
 "$BUILD/lbctl" --socket "$ADMIN" config apply "$TMP/small-nometrics.yaml" \
     --comment "two data planes" >/dev/null || die "lbctl config apply failed" cp
-start dp2 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp2 --workers 2
+bench_start dp2 "$BUILD/lb-dataplane" --control "ipc://$RUN" --node-id dp2 --workers 2
 DP2_PID=$LAST_PID
 run $PY wait-sync --admin "$ADMIN" --nodes dp1,dp2 || die "dp1 and dp2 are not in sync" cp dp1 dp2
 run $PY changes --admin "$ADMIN" --lbctl "$BUILD/lbctl" --backend real-0 --nodes dp1,dp2 \
     --count "$CHANGES"
-stop "$DP2_PID"
+bench_stop "$DP2_PID"
 echo
 
 # ---- 2. scale: 10,000 backends under traffic --------------------------------

@@ -15,40 +15,10 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
-TMP=$(mktemp -d /tmp/lb-bench-rl-XXXXXX)
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-command -v wrk >/dev/null || { echo "ratelimit bench: wrk is not installed (make bench installs it)" >&2; exit 1; }
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "ratelimit bench: nothing listens on $1" >&2
-    return 1
-}
-
-"$BUILD/lb-backend" --port 0 --name origin --threads 2 >"$TMP/origin.log" 2>&1 &
-PIDS+=($!)
-ORIGIN=
-for _ in $(seq 1 200); do
-    ORIGIN=$(grep -o '"port":[0-9]*' "$TMP/origin.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-    [ -n "$ORIGIN" ] && break
-    sleep 0.05
-done
-[ -n "$ORIGIN" ] || { echo "ratelimit bench: lb-backend did not start" >&2; exit 1; }
+. "$SRC/tests/bench/lib.sh"
+bench_init rl
+bench_need ratelimit wrk protoc
+bench_origin "$BUILD" 2
 
 P=$(free_port)
 M=$(free_port)
@@ -67,17 +37,16 @@ done
 # switch MODE: write its snapshot with the next generation and reload
 switch() {
     gen=$((gen + 1))
-    { echo "config_version: $gen generation: $gen"; cat "$TMP/$1.txt"; } |
-        protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" >"$TMP/cur.pb.tmp"
+    { echo "config_version: $gen generation: $gen"; cat "$TMP/$1.txt"; } >"$TMP/cur.txt"
+    bench_encode "$TMP/cur.txt" "$TMP/cur.pb.tmp"
     mv "$TMP/cur.pb.tmp" "$TMP/cur.pb"
     [ -n "${LB_PID:-}" ] && kill -HUP "$LB_PID"
     sleep 0.5
 }
 switch off
-"$BUILD/lb-dataplane" --snapshot "$TMP/cur.pb" --workers 2 --log-level warn >"$TMP/lb.log" 2>&1 &
-LB_PID=$!
-PIDS+=($LB_PID)
-wait_port "$P"
+bench_start lb "$BUILD/lb-dataplane" --snapshot "$TMP/cur.pb" --workers 2 --log-level warn
+LB_PID=$LAST_PID
+wait_port "$P" "$LB_PID" || { echo "ratelimit bench: lb-dataplane did not start" >&2; tail -5 "$TMP/lb.log" >&2; exit 1; }
 
 declare -A RUNS
 for r in $(seq 1 "$ROUNDS"); do

@@ -29,66 +29,28 @@ RESTARTS=${RESTARTS:-10}
 ROUNDS=${ROUNDS:-1}
 PY=/usr/bin/python3
 
-for tool in protoc curl $PY; do
-    command -v "$tool" >/dev/null || { echo "restart: $tool is not installed" >&2; exit 1; }
-done
-for bin in lb-dataplane lb-backend; do
-    [ -x "$BUILD/$bin" ] || { echo "restart: $BUILD/$bin is not built" >&2; exit 1; }
-done
+. "$SRC/tests/bench/lib.sh"
+bench_init restart
+bench_need restart protoc curl $PY
+bench_built restart "$BUILD" lb-dataplane lb-backend
 HAPROXY=
 if command -v haproxy >/dev/null; then
     HAPROXY=haproxy
 else
     echo "restart: haproxy is not installed (deploy/packages-bench.txt): lb alone" >&2
 fi
-
-TMP=$(mktemp -d /tmp/lb-bench-restart-XXXXXX)
-PIDS=()
-# stop PID...: TERM, up to 10 s, then KILL (pids that are not our children
-# too: lb's successors and HAProxy's workers are found by pid files).
-stop() {
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        for _ in $(seq 1 200); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-cleanup() {
+# lb's successors are not our children: their pids come from a file
+restart_cleanup() {
     local extra=()
     [ -f "$TMP/lb.pids" ] && mapfile -t extra <"$TMP/lb.pids"
-    stop "${PIDS[@]}" "${extra[@]}" 2>/dev/null || true
-    rm -rf "$TMP"
+    [ ${#extra[@]} -eq 0 ] || bench_stop "${extra[@]}"
+    bench_cleanup
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap restart_cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() {
-    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # PORT PID
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-"$BUILD/lb-backend" --port 0 --name b0 --threads 2 >"$TMP/b0.log" 2>&1 &
-PIDS+=($!)
-BPORT=
-for _ in $(seq 1 200); do
-    BPORT=$(grep -o '"port":[0-9]*' "$TMP/b0.log" 2>/dev/null | head -1 | cut -d: -f2 || true)
-    [ -n "$BPORT" ] && break
-    sleep 0.02
-done
-[ -n "$BPORT" ] || { echo "restart: lb-backend did not start" >&2; exit 1; }
+bench_backend "$BUILD" b0 --threads 2
+BPORT=$BACKEND_PORT
 
 # run_lb: one load through lb with RESTARTS hand-overs; prints the JSON line.
 run_lb() {
@@ -101,7 +63,7 @@ run_lb() {
         echo "timeouts { drain_ms: 5000 }"
         echo "logging { level: LOG_WARN access_log_off: true }"
     } >"$TMP/lb.txt"
-    protoc --encode=lb.v1.Snapshot -I "$SRC/proto" "$SRC/proto/lb.proto" <"$TMP/lb.txt" >"$TMP/lb.pb"
+    bench_encode "$TMP/lb.txt" "$TMP/lb.pb"
     local args=(--snapshot "$TMP/lb.pb" --workers 2 --log-level warn --metrics-listen off
         --handover-socket "$TMP/ho.sock")
     "$BUILD/lb-dataplane" "${args[@]}" >>"$TMP/lb.log" 2>&1 &
@@ -116,7 +78,7 @@ run_lb() {
         --restarts "$RESTARTS" --restart-cmd "sh $TMP/lb-restart.sh"
     local all=()
     mapfile -t all <"$TMP/lb.pids"
-    stop "${all[@]}"
+    bench_stop "${all[@]}"
     rm -f "$TMP/lb.pids"
 }
 
@@ -144,7 +106,7 @@ EOF
     wait_port "$port" "$pid" || { echo "restart: haproxy did not start" >&2; tail -5 "$TMP/haproxy.log" >&2; exit 1; }
     $PY "$SRC/tests/bench/restart_load.py" --port "$port" --rate "$RATE" --seconds "$DURATION" \
         --restarts "$RESTARTS" --restart-cmd "kill -USR2 $pid"
-    stop "$pid" # the master stops its workers
+    bench_stop "$pid" # the master stops its workers
 }
 
 summary() { # NAME JSON
