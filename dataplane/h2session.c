@@ -490,31 +490,39 @@ static void h2_close(struct h2conn *c)
 /* ---- nghttp2's memory ----------------------------------------------------------- */
 
 /* nghttp2 allocates through these with the connection as <ud>. Its frame buffer
- * chunks (the only blocks of H2_FRAMEBUF_LEN) get pages of their own, so that
- * h2_idle_trim can hand them back to the kernel; everything else is malloc. */
+ * chunks (the only blocks of H2_FRAMEBUF_LEN) and its stream map table get
+ * pages of their own, so that h2_idle_trim can hand them back to the kernel;
+ * everything else is malloc. */
 static int h2_fbuf_slot(struct h2conn *c, const void *p)
 {
-    for (int i = 0; i < H2_FRAMEBUFS; i++)
+    for (int i = 0; i < H2_PAGED; i++)
         if (p != NULL && c->fbuf[i] == p)
             return i;
     return -1;
 }
 
-static void *h2_fbuf_map(struct h2conn *c)
+/* Maps <size> bytes (zeroed) in the first free slot of [from, to), or NULL. */
+static void *h2_page_map(struct h2conn *c, int from, int to, size_t size)
 {
     int i;
-    for (i = 0; i < H2_FRAMEBUFS && c->fbuf[i] != NULL; i++)
+    for (i = from; i < to && c->fbuf[i] != NULL; i++)
         ;
-    if (i == H2_FRAMEBUFS)
-        return malloc(H2_FRAMEBUF_LEN);
+    if (i == to)
+        return NULL;
     long page = sysconf(_SC_PAGESIZE);
-    size_t len = (H2_FRAMEBUF_LEN + (size_t)page - 1) / (size_t)page * (size_t)page;
+    size_t len = (size + (size_t)page - 1) / (size_t)page * (size_t)page;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
-        return malloc(H2_FRAMEBUF_LEN);
+        return NULL;
     c->fbuf[i] = p;
     c->fbuf_len[i] = len;
     return p;
+}
+
+static void *h2_fbuf_map(struct h2conn *c)
+{
+    void *p = h2_page_map(c, 0, H2_FRAMEBUFS, H2_FRAMEBUF_LEN);
+    return p != NULL ? p : malloc(H2_FRAMEBUF_LEN);
 }
 
 static void *h2_mem_malloc(size_t size, void *ud)
@@ -536,7 +544,11 @@ static void h2_mem_free(void *p, void *ud)
 
 static void *h2_mem_calloc(size_t n, size_t size, void *ud)
 {
-    (void)ud;
+    if (n != 0 && size == H2_MAPTAB_LEN / n && n * size == H2_MAPTAB_LEN) {
+        void *p = h2_page_map(ud, H2_FRAMEBUFS, H2_PAGED, H2_MAPTAB_LEN);
+        if (p != NULL)
+            return p; /* fresh pages are zero */
+    }
     return calloc(n, size);
 }
 
@@ -569,6 +581,14 @@ static void h2_idle_trim(struct h2conn *c)
     for (int i = 0; i < H2_FRAMEBUFS; i++)
         if (c->fbuf[i] != NULL)
             madvise(c->fbuf[i], c->fbuf_len[i], MADV_DONTNEED);
+    /* the map table: only while all zero (no stream kept), which its pages
+     * come back as */
+    const uint64_t *m = c->fbuf[H2_FRAMEBUFS];
+    size_t words = m != NULL ? c->fbuf_len[H2_FRAMEBUFS] / sizeof(*m) : 0, k = 0;
+    while (k < words && m[k] == 0)
+        k++;
+    if (m != NULL && k == words)
+        madvise(c->fbuf[H2_FRAMEBUFS], c->fbuf_len[H2_FRAMEBUFS], MADV_DONTNEED);
     c->fbuf_resident = false;
 }
 
@@ -593,6 +613,9 @@ static nghttp2_session *h2_session_new(struct h2conn *c, const struct snap_front
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, h2_on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* closed streams are not kept for RFC 7540 priorities (deprecated by RFC
+     * 9113): an idle connection holds no stream object */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_continuations(opt, H2_MAX_CONT * 2);

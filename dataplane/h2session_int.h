@@ -38,6 +38,11 @@
  * length, a full 16 KiB payload): a session keeps one for its whole life */
 #define H2_FRAMEBUF_LEN 16394
 #define H2_FRAMEBUFS    6 /* chunks mapped per connection; more go to malloc */
+/* nghttp2's stream map table (1.52: 256 buckets of 16 bytes, calloc'd at
+ * session start, all zero while no stream is kept): mapped in the slot after
+ * the frame buffers', its page given back while it is all zero */
+#define H2_MAPTAB_LEN 4096
+#define H2_PAGED      (H2_FRAMEBUFS + 1)
 
 enum h2_count {
     H2C_RST = 0,
@@ -85,8 +90,8 @@ struct h2conn {
     struct sockaddr_storage local;
     /* nghttp2's frame buffers, mapped on their own pages: dead between frames,
      * so an idle connection gives their pages back (MADV_DONTNEED) */
-    void *fbuf[H2_FRAMEBUFS];
-    size_t fbuf_len[H2_FRAMEBUFS];
+    void *fbuf[H2_PAGED]; /* [H2_FRAMEBUFS]: the stream map table */
+    size_t fbuf_len[H2_PAGED];
     bool fbuf_resident; /* a frame was produced since the pages were given back */
 };
 
