@@ -490,9 +490,10 @@ static void h2_close(struct h2conn *c)
 /* ---- nghttp2's memory ----------------------------------------------------------- */
 
 /* nghttp2 allocates through these with the connection as <ud>. Its frame buffer
- * chunks (the only blocks of H2_FRAMEBUF_LEN) and its stream map table get
- * pages of their own, so that h2_idle_trim can hand them back to the kernel;
- * everything else is malloc. */
+ * chunks (the only blocks of H2_FRAMEBUF_LEN) get pages of their own, so that
+ * h2_idle_trim can hand them back to the kernel; its stream map table too, so
+ * that it costs nothing until a stream is kept in it (calloc would zero it
+ * through the heap); everything else is malloc. */
 static int h2_fbuf_slot(struct h2conn *c, const void *p)
 {
     for (int i = 0; i < H2_PAGED; i++)
@@ -581,14 +582,6 @@ static void h2_idle_trim(struct h2conn *c)
     for (int i = 0; i < H2_FRAMEBUFS; i++)
         if (c->fbuf[i] != NULL)
             madvise(c->fbuf[i], c->fbuf_len[i], MADV_DONTNEED);
-    /* the map table: only while all zero (no stream kept), which its pages
-     * come back as */
-    const uint64_t *m = c->fbuf[H2_FRAMEBUFS];
-    size_t words = m != NULL ? c->fbuf_len[H2_FRAMEBUFS] / sizeof(*m) : 0, k = 0;
-    while (k < words && m[k] == 0)
-        k++;
-    if (m != NULL && k == words)
-        madvise(c->fbuf[H2_FRAMEBUFS], c->fbuf_len[H2_FRAMEBUFS], MADV_DONTNEED);
     c->fbuf_resident = false;
 }
 

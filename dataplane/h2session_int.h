@@ -39,8 +39,8 @@
 #define H2_FRAMEBUF_LEN 16394
 #define H2_FRAMEBUFS    6 /* chunks mapped per connection; more go to malloc */
 /* nghttp2's stream map table (1.52: 256 buckets of 16 bytes, calloc'd at
- * session start, all zero while no stream is kept): mapped in the slot after
- * the frame buffers', its page given back while it is all zero */
+ * session start): mapped in the slot after the frame buffers', so that a
+ * connection that never had a stream never touches its page */
 #define H2_MAPTAB_LEN 4096
 #define H2_PAGED      (H2_FRAMEBUFS + 1)
 
