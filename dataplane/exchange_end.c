@@ -37,7 +37,8 @@ void exchange__count(struct exchange *x)
     uint64_t dur_us = (uint64_t)(dur * 1e6);
     struct backend_rt *be = x->up ? x->up->be : NULL;
     uint32_t be_slot = be ? be->stat_slot : UINT32_MAX;
-    metrics_request(&w->metrics, x->fe_stat, be_slot, x->status, dur_us);
+    metrics_request(&w->metrics, x->fe_stat, be_slot, x->h2 ? METRICS_H2 : METRICS_HTTP1, x->status,
+                    dur_us);
     if (x->reject >= 0 && x->fe_stat < w->metrics.n_fe)
         METRIC_ADD(w->metrics.fe[x->fe_stat].rejected[x->reject], 1);
 }

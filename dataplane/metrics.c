@@ -131,7 +131,7 @@ void metrics_be_release(struct metrics_worker *m, const uint32_t *slots, uint32_
                 at = (at + 1) & (cap - 1);
             np[at].fe = o->fe;
             np[at].be = o->be;
-            for (int c = 0; c < METRICS_CLASSES; c++)
+            for (int c = 0; c < METRICS_PAIR_N; c++)
                 atomic_init(&np[at].by_class[c], METRIC_GET(o->by_class[c]));
             kept++;
         }
@@ -176,7 +176,7 @@ static bool pairs_grow(struct metrics_worker *m)
         struct metrics_pair *n = pair_find(np, cap, o->fe, o->be);
         n->fe = o->fe;
         n->be = o->be;
-        for (int c = 0; c < METRICS_CLASSES; c++)
+        for (int c = 0; c < METRICS_PAIR_N; c++)
             atomic_init(&n->by_class[c], METRIC_GET(o->by_class[c]));
     }
     free(m->pairs);
@@ -192,8 +192,8 @@ unsigned metrics_class(unsigned status)
     return 5;
 }
 
-void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigned status,
-                     uint64_t duration_us)
+void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, enum metrics_proto proto,
+                     unsigned status, uint64_t duration_us)
 {
     struct metrics_pair *p = pair_find(m->pairs, m->cap_pairs, fe, be);
     if (p->fe == UINT16_MAX) {
@@ -209,7 +209,9 @@ void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigne
         if (p->fe != fe || p->be != be)
             return;
     }
-    METRIC_ADD(p->by_class[metrics_class(status)], 1);
+    if ((unsigned)proto >= METRICS_PROTOS)
+        proto = METRICS_HTTP1;
+    METRIC_ADD(p->by_class[(unsigned)proto * METRICS_CLASSES + metrics_class(status)], 1);
     double secs = (double)duration_us / 1e6;
     size_t b = lb_prom_bucket(lb_prom_latency_bounds, lb_prom_latency_nbounds, secs);
     if (b > METRICS_NBUCKETS)
@@ -247,7 +249,7 @@ struct agg_fe {
 struct agg_pair {
     const char *fe;
     const char *be;
-    uint64_t by_class[METRICS_CLASSES];
+    uint64_t by_class[METRICS_PAIR_N];
 };
 
 struct agg_be {
@@ -287,6 +289,7 @@ static const char *const proxy_names[METRICS_PROXY_N] = {
     "accepted", "local", "missing", "malformed", "untrusted",
 };
 
+static const char *const proto_names[METRICS_PROTOS] = {"http/1.1", "h2"};
 static const char *const class_names[METRICS_CLASSES] = {"1xx", "2xx", "3xx",
                                                          "4xx", "5xx", "other"};
 
@@ -399,20 +402,23 @@ static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pai
 {
     qsort(pairs, n_pairs, sizeof(*pairs), cmp_pair);
     lb_prom_family(p, "lb_http_requests_total", "counter",
-                   "Requests answered, by frontend, backend and status class.");
+                   "Requests answered, by frontend, backend, the protocol the client spoke "
+                   "and status class.");
     for (size_t i = 0; i < n_pairs;) {
         size_t j = i + 1;
         while (j < n_pairs && cmp_pair(&pairs[i], &pairs[j]) == 0) {
-            for (int c = 0; c < METRICS_CLASSES; c++)
+            for (int c = 0; c < METRICS_PAIR_N; c++)
                 pairs[i].by_class[c] += pairs[j].by_class[c];
             j++;
         }
-        for (int c = 0; c < METRICS_CLASSES; c++) {
+        for (int c = 0; c < METRICS_PAIR_N; c++) {
             if (pairs[i].by_class[c] == 0)
                 continue;
-            struct lb_prom_label l[3] = {
-                {"frontend", pairs[i].fe}, {"backend", pairs[i].be}, {"code", class_names[c]}};
-            lb_prom_u64(p, "lb_http_requests_total", l, 3, pairs[i].by_class[c]);
+            struct lb_prom_label l[4] = {{"frontend", pairs[i].fe},
+                                         {"backend", pairs[i].be},
+                                         {"protocol", proto_names[c / METRICS_CLASSES]},
+                                         {"code", class_names[c % METRICS_CLASSES]}};
+            lb_prom_u64(p, "lb_http_requests_total", l, 4, pairs[i].by_class[c]);
         }
         i = j;
     }
@@ -550,7 +556,7 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
             struct agg_pair *a = &pairs[n_pairs++];
             a->fe = m->fe[mp->fe].name;
             a->be = (mp->be != NO_BACKEND && mp->be < m->n_be) ? m->be[mp->be]->id : "";
-            for (int c = 0; c < METRICS_CLASSES; c++)
+            for (int c = 0; c < METRICS_PAIR_N; c++)
                 a->by_class[c] = METRIC_GET(mp->by_class[c]);
         }
         for (uint32_t i = 0; i < m->n_be; i++) {

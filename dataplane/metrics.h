@@ -80,7 +80,8 @@ enum metrics_h2_abuse {
 
 #define METRICS_MAX_FE   64
 #define METRICS_NBUCKETS 14
-#define METRICS_CLASSES  6 /* 1xx..5xx, other */
+#define METRICS_CLASSES  6                                  /* 1xx..5xx, other */
+#define METRICS_PAIR_N   (METRICS_PROTOS * METRICS_CLASSES) /* counters of a pair */
 
 struct metrics_fe {
     char name[128];
@@ -114,11 +115,19 @@ struct metrics_be {
     metric_t active; /* attempts (and tunnels) in flight now: up and down by its worker */
 };
 
-/* One (frontend, backend) pair's requests by status class. */
+/* The protocol a client spoke (the protocol label of lb_http_requests_total). */
+enum metrics_proto {
+    METRICS_HTTP1 = 0, /* "http/1.1" */
+    METRICS_H2,        /* "h2" */
+    METRICS_PROTOS,
+};
+
+/* One (frontend, backend) pair's requests by protocol and status class:
+ * by_class[proto * METRICS_CLASSES + class]. */
 struct metrics_pair {
     uint16_t fe;
     uint32_t be; /* UINT32_MAX: answered without a backend */
-    metric_t by_class[METRICS_CLASSES];
+    metric_t by_class[METRICS_PAIR_N];
 };
 
 struct metrics_worker {
@@ -152,10 +161,11 @@ int metrics_be_slot(struct metrics_worker *m, const char *id);
  * the label pairs for the whole batch. */
 void metrics_be_release(struct metrics_worker *m, const uint32_t *slots, uint32_t n);
 
-/* Worker thread: counts one finished request. <be> is a backend slot or
- * UINT32_MAX. Allocates only the first time a (fe, be) pair is seen. */
-void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, unsigned status,
-                     uint64_t duration_us);
+/* Worker thread: counts one finished request, which the client sent in
+ * <proto>. <be> is a backend slot or UINT32_MAX. Allocates only the first
+ * time a (fe, be) pair is seen. */
+void metrics_request(struct metrics_worker *m, uint16_t fe, uint32_t be, enum metrics_proto proto,
+                     unsigned status, uint64_t duration_us);
 
 /* Scrape: the Prometheus text of all <n> workers' counters summed, plus the
  * process gauges given by the caller, appended to <p>. Takes every worker's

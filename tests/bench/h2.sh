@@ -6,9 +6,19 @@
 # rounds of DURATION seconds of h2load (2 threads):
 #   m10      -c 64 -m 10: 64 connections, 10 streams in flight on each
 #   m100     -c 16 -m 100: 16 connections, 100 streams in flight on each
-# requests/s and p99 latency (from h2load's per-request log), then each
-# proxy's resident memory before and after IDLE idle HTTP/2 connections were
-# opened (TLS handshake, preface, SETTINGS exchanged, no stream).
+# requests/s and p99 latency (from h2load's per-request log), and what one
+# idle connection costs each proxy in resident memory: the growth of its RSS
+# while IDLE connections are held, divided by IDLE, measured
+#   h2 fresh     HTTP/2 (TLS handshake, preface, SETTINGS exchanged, no
+#                stream) on the freshly started process, before any load:
+#                the headline figure, as no pool holds memory yet
+#   h2 loaded    the same after the load rounds (pools and free lists then
+#                hold memory from the load, which idle connections reuse)
+#   tls h1 fresh TLS HTTP/1.1 keep-alive (ALPN http/1.1, one request
+#                answered), opened on the fresh process while its idle
+#                HTTP/2 connections are still held: the TLS share
+# ROUNDS=0 skips the load (and the loaded column). RSS does not depend on CPU
+# load, so the memory columns hold on a busy machine; the rates do not.
 # Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
 # BASELINE=DIR also runs DIR/lb-dataplane (as "lb-base", same configuration)
 # interleaved with this build's; ONLY="lb lb-base" skips HAProxy and NGINX.
@@ -127,6 +137,83 @@ rss_kib() {
     done
     echo "$sum"
 }
+
+# idle clients: MODE h2 (handshake, preface, SETTINGS both ways, then
+# nothing) or h1 (ALPN http/1.1, one keep-alive request answered, then
+# nothing); they hold their connections until killed, their parent (this
+# script) is gone, or 600 s passed
+cat >"$TMP/idle.py" <<'PY'
+import os, socket, ssl, sys, time
+port, n, mode, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+parent = os.getppid()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2" if mode == "h2" else "http/1.1"])
+conns = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="bench.example.com")
+    if mode == "h2":
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    else:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.example.com\r\n\r\n")
+    conns.append(s)
+for s in conns:
+    s.settimeout(10)
+    got = s.recv(65536)
+    if mode == "h2":
+        s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
+    elif not got.startswith(b"HTTP/1.1 200"):
+        sys.exit("idle client: no 200 on a keep-alive request: %r" % got[:80])
+open(ready, "w").close()
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline and os.getppid() == parent:
+    time.sleep(0.2)
+PY
+IPIDS=()
+# idle_open PROXY MODE: opens IDLE idle connections, waits until they are
+# set up and the proxy settled; the client's pid is appended to IPIDS
+idle_open() {
+    rm -f "$TMP/idle.ready"
+    /usr/bin/python3 "$TMP/idle.py" "${PORT[$1]}" "$IDLE" "$2" "$TMP/idle.ready" &
+    local ipid=$!
+    PIDS+=("$ipid")
+    IPIDS+=("$ipid")
+    for _ in $(seq 1 1200); do
+        [ -e "$TMP/idle.ready" ] && break
+        kill -0 "$ipid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -e "$TMP/idle.ready" ] || { echo "h2 bench: $1: $IDLE idle $2 connections were not set up" >&2; exit 1; }
+    sleep 1 # the proxy settles (no request is in flight)
+}
+# idle_close: the clients of idle_open go, the proxy closes their connections
+idle_close() {
+    local ipid
+    for ipid in "${IPIDS[@]}"; do kill "$ipid" 2>/dev/null || true; done
+    for ipid in "${IPIDS[@]}"; do wait "$ipid" 2>/dev/null || true; done
+    IPIDS=()
+    sleep 1
+}
+# bytes per connection from RSS KiB before ($1) and after ($2)
+per_conn() { awk -v a="$2" -v b="$1" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }'; }
+
+# fresh processes first: no load has run, no pool holds memory yet
+declare -A IDLE_H2 IDLE_TLS IDLE_LOADED RSS_NOTE
+for px in "${PROXIES[@]}"; do
+    a=$(rss_kib "${PID[$px]}")
+    idle_open "$px" h2
+    b=$(rss_kib "${PID[$px]}")
+    idle_open "$px" h1
+    c=$(rss_kib "${PID[$px]}")
+    idle_close
+    IDLE_H2[$px]=$(per_conn "$a" "$b")
+    IDLE_TLS[$px]=$(per_conn "$b" "$c")
+    RSS_NOTE[$px]="fresh $a -> $b -> $c KiB"
+    echo "h2 bench: $px fresh: RSS $a KiB, $b with $IDLE idle h2, $c with $IDLE idle TLS h1 more" >&2
+done
+
 # one h2load run of scenario $2 against proxy $1: "req/s p99_ms"
 run_one() {
     local c m
@@ -144,7 +231,7 @@ run_one() {
         awk '{a[NR]=$1} END { if (NR) printf "%.2f", a[int(NR * 0.99)] / 1000; else print "-" }')
     echo "${rate:-0} $p99"
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END{print NR ? a[int((NR+1)/2)] : "-"}'; }
 
 declare -A RUNS
 SCENARIOS=(m10 m100)
@@ -164,42 +251,22 @@ for r in $(seq 1 "$ROUNDS"); do
     done
 done
 
-# idle connections: handshake, preface, SETTINGS both ways, then nothing
-idle_conns() {
-    /usr/bin/python3 - "$1" "$IDLE" "$TMP/idle.ready" <<'PY'
-import socket, ssl, sys, time
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.set_alpn_protocols(["h2"])
-conns = []
-for _ in range(n):
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench")
-    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-    conns.append(s)
-for s in conns:
-    s.settimeout(5)
-    s.recv(4096)
-    s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
-open(ready, "w").close()
-time.sleep(600)
-PY
-}
-printf '\n%-8s %12s %10s %12s %10s %16s\n' proxy "m10 req/s" "p99 ms" "m100 req/s" "p99 ms" "idle conn bytes"
 for px in "${PROXIES[@]}"; do
-    before=$(rss_kib "${PID[$px]}")
-    rm -f "$TMP/idle.ready"
-    idle_conns "${PORT[$px]}" &
-    ipid=$!
-    for _ in $(seq 1 600); do [ -e "$TMP/idle.ready" ] && break; sleep 0.1; done
-    sleep 1 # the proxies settle (no request is in flight)
-    after=$(rss_kib "${PID[$px]}")
-    kill "$ipid" 2>/dev/null || true
-    wait "$ipid" 2>/dev/null || true
-    per=$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
-    printf '%-8s %12s %10s %12s %10s %16s   (RSS %s -> %s KiB)\n' "$px" \
+    IDLE_LOADED[$px]=-
+    [ "$ROUNDS" -gt 0 ] || continue
+    a=$(rss_kib "${PID[$px]}")
+    idle_open "$px" h2
+    b=$(rss_kib "${PID[$px]}")
+    idle_close
+    IDLE_LOADED[$px]=$(per_conn "$a" "$b")
+    RSS_NOTE[$px]="${RSS_NOTE[$px]}; loaded $a -> $b KiB"
+done
+
+printf '\n%-8s %11s %8s %11s %8s %9s %9s %9s\n' proxy "m10 req/s" "p99 ms" "m100 req/s" "p99 ms" \
+    "h2 fresh" "h2 loaded" "tls h1"
+for px in "${PROXIES[@]}"; do
+    printf '%-8s %11s %8s %11s %8s %9s %9s %9s   (bytes per idle connection; RSS %s)\n' "$px" \
         "$(echo "${RUNS[$px,m10]:-}" | median)" "$(echo "${RUNS[$px,m10_p99]:-}" | median)" \
         "$(echo "${RUNS[$px,m100]:-}" | median)" "$(echo "${RUNS[$px,m100_p99]:-}" | median)" \
-        "$per" "$before" "$after"
+        "${IDLE_H2[$px]}" "${IDLE_LOADED[$px]}" "${IDLE_TLS[$px]}" "${RSS_NOTE[$px]}"
 done

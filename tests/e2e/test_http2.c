@@ -270,6 +270,28 @@ START_TEST(h2c_streams_survive_handover)
 }
 END_TEST
 
+/* lb_http_requests_total tells the protocols apart: the four streams of
+ * h2check's "get" count as h2, three HTTP/1.1 requests on the same plain
+ * frontend as http/1.1, and the sum over both is what it always was. */
+START_TEST(requests_counted_by_protocol)
+{
+    struct e2e *t = start_h2c(0);
+    h2check(e2e_lb_port(t), false, "get", NULL);
+    for (int i = 0; i < 3; i++)
+        ck_assert_ptr_nonnull(e2e_get(t, "/"));
+    const char *name = "lb_http_requests_total";
+    double h2 = e2e_wait_metric(t, name, "protocol=\"h2\"", 4);
+    double h1 = e2e_wait_metric(t, name, "protocol=\"http/1.1\"", 3);
+    ck_assert_msg(h2 == 4 && h1 == 3, "h2 %g, http/1.1 %g", h2, h1);
+    char *m = e2e_scrape(t);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(e2e_metric(m, name, "protocol=\"h2\",code=\"2xx\"") == 4);
+    ck_assert(e2e_metric(m, name, "code=\"2xx\"") == 7);
+    free(m);
+    e2e_stop(t);
+}
+END_TEST
+
 static Suite *http2_suite(void)
 {
     Suite *s = suite_create("e2e_http2");
@@ -282,6 +304,7 @@ static Suite *http2_suite(void)
     tcase_add_test(tc, h2c_off_by_default);
     tcase_add_test(tc, h2c_drain_on_sigterm);
     tcase_add_test(tc, h2c_streams_survive_handover);
+    tcase_add_test(tc, requests_counted_by_protocol);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -37,11 +37,12 @@ START_TEST(workers_are_summed_by_name)
     ck_assert_int_eq(metrics_be_slot(&b, "b1"), bb);
 
     for (int i = 0; i < 7; i++)
-        metrics_request(&a, (uint16_t)fa, (uint32_t)ba, 200, 1000);
+        metrics_request(&a, (uint16_t)fa, (uint32_t)ba, METRICS_HTTP1, 200, 1000);
     for (int i = 0; i < 5; i++)
-        metrics_request(&b, (uint16_t)fb, (uint32_t)bb, 204, 2000000);
-    metrics_request(&b, (uint16_t)fb, (uint32_t)bb0, 502, 10);
-    metrics_request(&b, (uint16_t)fb_api, UINT32_MAX, 400, 10);
+        metrics_request(&b, (uint16_t)fb, (uint32_t)bb, i < 2 ? METRICS_H2 : METRICS_HTTP1, 204,
+                        2000000);
+    metrics_request(&b, (uint16_t)fb, (uint32_t)bb0, METRICS_HTTP1, 502, 10);
+    metrics_request(&b, (uint16_t)fb_api, UINT32_MAX, METRICS_H2, 400, 10);
     METRIC_ADD(a.fe[fa].accepted, 3);
     METRIC_ADD(b.fe[fb].accepted, 2);
     METRIC_ADD(a.fe[fa].closed, 1);
@@ -56,11 +57,17 @@ START_TEST(workers_are_summed_by_name)
     const char *t = p.buf;
     ck_assert(sample(t, "lb_config_version") == 7);
     ck_assert(sample(t, "lb_snapshot_generation") == 42);
-    ck_assert(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b1\",code=\"2xx\"}") ==
-              12);
-    ck_assert(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b0\",code=\"5xx\"}") ==
-              1);
-    ck_assert(sample(t, "lb_http_requests_total{frontend=\"api\",backend=\"\",code=\"4xx\"}") == 1);
+    /* merged over the workers, apart by the protocol the client spoke */
+    ck_assert(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b1\",protocol=\"http/"
+                        "1.1\",code=\"2xx\"}") == 10);
+    ck_assert(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b1\",protocol=\"h2\","
+                        "code=\"2xx\"}") == 2);
+    ck_assert(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b0\",protocol=\"http/"
+                        "1.1\",code=\"5xx\"}") == 1);
+    ck_assert(isnan(sample(t, "lb_http_requests_total{frontend=\"web\",backend=\"b0\",protocol="
+                              "\"h2\",code=\"5xx\"}")));
+    ck_assert(sample(t, "lb_http_requests_total{frontend=\"api\",backend=\"\",protocol=\"h2\","
+                        "code=\"4xx\"}") == 1);
     ck_assert(sample(t, "lb_connections_accepted_total{frontend=\"web\"}") == 5);
     ck_assert(sample(t, "lb_connections_open{frontend=\"web\"}") == 4);
     ck_assert(sample(t, "lb_requests_rejected_total{frontend=\"web\",reason=\"no_backend\"}") == 4);
@@ -102,16 +109,16 @@ START_TEST(many_pairs_grow_the_table)
         snprintf(id, sizeof(id), "b%d", i);
         int be = metrics_be_slot(&m, id);
         ck_assert_int_eq(be, i);
-        metrics_request(&m, (uint16_t)fe, (uint32_t)be, 200 + (i % 3) * 100, 5);
+        metrics_request(&m, (uint16_t)fe, (uint32_t)be, METRICS_HTTP1, 200 + (i % 3) * 100, 5);
     }
     ck_assert_uint_eq(m.n_pairs, 500);
     struct metrics_worker *ws[1] = {&m};
     struct lb_prom p;
     lb_prom_init(&p);
     metrics_render(&p, ws, 1, NULL, 0, 1, 1);
-    ck_assert(
-        sample(p.buf, "lb_http_requests_total{frontend=\"web\",backend=\"b497\",code=\"4xx\"}") ==
-        1);
+    ck_assert(sample(p.buf,
+                     "lb_http_requests_total{frontend=\"web\",backend=\"b497\",protocol=\"http/"
+                     "1.1\",code=\"4xx\"}") == 1);
     lb_prom_deinit(&p);
     metrics_worker_deinit(&m);
 }
