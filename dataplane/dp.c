@@ -69,8 +69,9 @@ static int listener_open(const struct snap_frontend *fe, struct lb_err *err)
     return fd;
 }
 
-/* Under the lock: records <fd> (taken over) as a socket of <key>. */
-static int listener_record(struct dp *dp, int fd, const char *key, struct lb_err *err)
+/* Under the lock: records <fd> (taken over) as a socket of <key>, held by
+ * worker <holder> alone, or -1 (shared, or a takeover's not yet dealt). */
+static int listener_record(struct dp *dp, int fd, const char *key, int holder, struct lb_err *err)
 {
     if (dp->n_listeners == dp->cap_listeners) {
         size_t cap = dp->cap_listeners ? dp->cap_listeners * 2 : 16;
@@ -85,18 +86,19 @@ static int listener_record(struct dp *dp, int fd, const char *key, struct lb_err
     struct dp_listener *l = &dp->listeners[dp->n_listeners++];
     l->fd = fd;
     l->refs = 0;
+    l->holder = holder;
     snprintf(l->key, sizeof(l->key), "%s", key);
     return LB_OK;
 }
 
-/* Under the lock: the process's sockets of <fe>, adopting a takeover's or
- * binding one if it has none. Returns how many, or -1. */
-static int listeners_find_or_open(struct dp *dp, const struct snap_frontend *fe, struct lb_err *err)
+/* Under the lock: the first worker to look for <fe> adopts every socket a
+ * takeover brought for it. */
+static int listeners_adopt(struct dp *dp, const struct snap_frontend *fe, struct lb_err *err)
 {
-    int n = 0;
     for (size_t i = 0; i < dp->n_listeners; i++)
-        n += strcmp(dp->listeners[i].key, fe->key) == 0;
-    for (size_t j = 0; n == 0 && dp->inherit != NULL && j < dp->inherit->n_fds; j++) {
+        if (strcmp(dp->listeners[i].key, fe->key) == 0)
+            return LB_OK;
+    for (size_t j = 0; dp->inherit != NULL && j < dp->inherit->n_fds; j++) {
         struct handover_fd *f = &dp->inherit->fds[j];
         if (f->fd < 0 || strcmp(f->key, fe->key) != 0)
             continue;
@@ -104,45 +106,78 @@ static int listeners_find_or_open(struct dp *dp, const struct snap_frontend *fe,
         f->fd = -1;
         /* the descriptor's flags came from the old process: non-blocking */
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        if (listener_record(dp, fd, fe->key, err) != LB_OK)
-            return -1;
+        if (listener_record(dp, fd, fe->key, -1, err) != LB_OK)
+            return LB_ENOMEM;
     }
-    for (size_t i = 0; n == 0 && i < dp->n_listeners; i++)
-        n += strcmp(dp->listeners[i].key, fe->key) == 0;
-    if (n > 0)
-        return n;
-    int fd = listener_open(fe, err);
-    if (fd < 0 || listener_record(dp, fd, fe->key, err) != LB_OK)
-        return -1;
-    return 1;
+    return LB_OK;
 }
 
-int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, int *fds, int *shared,
-                         size_t max, struct lb_err *err)
+/* Under the lock: marks the sockets of <fe> that worker <w> (of <n>)
+ * accepts on; binds one when there is none for it. A TLS frontend's
+ * sockets are every worker's; a plain one's are dealt round robin (the
+ * k-th to worker k mod n, each queue then has one worker) and a worker left
+ * without one binds its own. */
+static int listeners_pick(struct dp *dp, const struct snap_frontend *fe, unsigned w, unsigned n,
+                          bool *pick, struct lb_err *err)
+{
+    size_t k = 0, mine = 0;
+    for (size_t i = 0; i < dp->n_listeners; i++) {
+        struct dp_listener *l = &dp->listeners[i];
+        pick[i] = false;
+        if (strcmp(l->key, fe->key) != 0)
+            continue;
+        if (fe->tls)
+            pick[i] = true;
+        else if (l->holder == (int)w || (l->holder < 0 && n > 0 && k % n == w))
+            pick[i] = true;
+        k++;
+        if (pick[i] && !fe->tls)
+            l->holder = (int)w;
+        mine += pick[i];
+    }
+    if (mine > 0)
+        return LB_OK;
+    int fd = listener_open(fe, err);
+    if (fd < 0 || listener_record(dp, fd, fe->key, fe->tls ? -1 : (int)w, err) != LB_OK)
+        return err ? err->code : LB_ESYS;
+    pick[dp->n_listeners - 1] = true;
+    return LB_OK;
+}
+
+int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, unsigned worker, int *fds,
+                         int *shared, size_t max, struct lb_err *err)
 {
     pthread_mutex_lock(&dp->lock);
-    int n = listeners_find_or_open(dp, fe, err), got = 0;
-    for (size_t i = 0; n > 0 && i < dp->n_listeners && (size_t)got < max; i++) {
+    int got = 0;
+    /* one more slot: listeners_pick may record a socket */
+    bool *pick = calloc(dp->n_listeners + 1, sizeof(*pick));
+    int rc = pick == NULL ? lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key)
+                          : listeners_adopt(dp, fe, err);
+    if (rc == LB_OK)
+        rc = listeners_pick(dp, fe, worker, dp->n_planned, pick, err);
+    for (size_t i = 0; rc == LB_OK && i < dp->n_listeners && (size_t)got < max; i++) {
         struct dp_listener *l = &dp->listeners[i];
-        if (strcmp(l->key, fe->key) != 0)
+        if (!pick[i])
             continue;
         int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
         if (fd == -1) {
-            lb_err_set(err, LB_ESYS, errno, "duplicating the listening socket %s", fe->key);
-            for (int k = 0; k < got; k++) {
-                close(fds[k]);
-                for (size_t m = 0; m < dp->n_listeners; m++)
-                    dp->listeners[m].refs -= dp->listeners[m].fd == shared[k];
-            }
-            got = -1;
+            rc = lb_err_set(err, LB_ESYS, errno, "duplicating the listening socket %s", fe->key);
             break;
         }
         l->refs++;
         fds[got] = fd;
         shared[got++] = l->fd;
     }
+    free(pick);
     pthread_mutex_unlock(&dp->lock);
-    return n < 0 ? -1 : got;
+    if (rc != LB_OK) {
+        for (int k = 0; k < got; k++) {
+            close(fds[k]);
+            dp_listener_release(dp, shared[k]);
+        }
+        return -1;
+    }
+    return got;
 }
 
 void dp_listener_release(struct dp *dp, int shared)
@@ -156,7 +191,9 @@ void dp_listener_release(struct dp *dp, int shared)
             /* after a hand-over the successor holds the same socket: its
              * accept queue lives on there */
             close(l->fd);
-            *l = dp->listeners[--dp->n_listeners];
+            /* in order: a plain frontend's sockets are dealt by position */
+            memmove(l, l + 1, (dp->n_listeners - i - 1) * sizeof(*l));
+            dp->n_listeners--;
         }
         break;
     }

@@ -20,12 +20,12 @@ struct worker;
 
 struct snap_frontend;
 
-/* One listening socket of the process. Every worker accepts on it through a
- * duplicate of its own: a connection waits in one queue and goes to the
- * first worker free to take it. */
+/* One listening socket of the process. The workers that accept on it (see
+ * dp_listeners_acquire) each do through a duplicate of their own. */
 struct dp_listener {
     int fd;        /* the process's own descriptor (what a hand-over passes on) */
     unsigned refs; /* workers holding a duplicate */
+    int holder;    /* a plain frontend's: the one worker accepting on it; -1 all */
     char key[80];  /* the frontend's "address:port" */
 };
 
@@ -35,6 +35,7 @@ struct dp {
     atomic_bool draining; /* graceful shutdown requested */
     atomic_bool stopping; /* drain time is up: close everything */
     unsigned n_workers;
+    unsigned n_planned; /* workers the process starts (n_workers counts the running) */
     struct worker *workers;
     struct bshared_registry *backends;  /* per backend id, shared by the workers */
     struct fshared_registry *frontends; /* per frontend name; bound into each snapshot */
@@ -63,18 +64,21 @@ struct snap *dp_snapshot(struct dp *dp);
  * the previous one's reference. The caller tells the workers (worker_notify). */
 void dp_swap(struct dp *dp, struct snap *s);
 
-/* Any thread: a descriptor of the caller's own (a duplicate) for each
- * listening socket of frontend <fe>, in <fds> (room for <max>), with the
- * process's descriptor of the same socket in <shared> (to give back with
- * dp_listener_release). The sockets are those already open for its
- * address, else those a takeover brought (all of them: each one's queue must
- * be accepted on), else one bound now. Returns how many, or -1 with <err>
+/* Any thread: a descriptor of worker <worker>'s own (a duplicate) for each
+ * listening socket of frontend <fe> it accepts on, in <fds> (room for
+ * <max>), with the process's descriptor of the same socket in <shared> (to
+ * give back with dp_listener_release). The first worker to ask adopts the
+ * sockets a takeover brought for the frontend (all of them: each one's queue
+ * must be accepted on). A TLS frontend has one socket that every worker
+ * accepts on: a connection waits in one queue for the first worker free to
+ * take it, and no handshake waits behind another worker's batch. A plain
+ * frontend has one per worker (SO_REUSEPORT: no worker woken for a
+ * connection another takes); a takeover's are dealt round robin, and a
+ * worker left without one binds its own. Returns how many, or -1 with <err>
  * set (nothing taken). */
-int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, int *fds, int *shared,
-                         size_t max, struct lb_err *err);
+int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, unsigned worker, int *fds,
+                         int *shared, size_t max, struct lb_err *err);
 
-/* Any thread: the caller closed its duplicate of <shared>; the socket
- * closes with the last worker's. */
 void dp_listener_release(struct dp *dp, int shared);
 
 /* Main thread: appends a duplicate of every recorded listening socket to

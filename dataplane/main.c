@@ -381,6 +381,7 @@ static int main_core(struct main_ctx *m)
 {
     pthread_mutex_init(&m->dp.lock, NULL);
     m->dp.workers = calloc(m->a.n_workers, sizeof(*m->dp.workers));
+    m->dp.n_planned = m->a.n_workers;
     if (m->dp.workers == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;

@@ -26,12 +26,13 @@
 #include "view.h"
 
 #define MAX_FREE_SESSIONS 256
-/* Connections taken per wake-up of a listener. The workers share each
- * listening socket, so a worker busy with a batch leaves the rest of the
- * queue to the others; a TLS connection's handshake runs at once (its
- * ClientHello usually came with it), so a TLS listener takes fewer at a time
- * and the answers other connections wait for are not held up behind them. */
-#define ACCEPT_BATCH       16
+/* Connections taken per wake-up of a listener. A TLS frontend's socket is
+ * shared by the workers, so a worker busy with a batch leaves the rest of
+ * the queue to the others; a TLS connection's handshake runs at once (its
+ * ClientHello usually came with it), so it takes two at a time and the
+ * answers other connections wait for are not held up behind a row of
+ * handshakes. A plain listener is this worker's alone. */
+#define ACCEPT_BATCH       64
 #define ACCEPT_BATCH_TLS   2
 #define ACCEPT_PAUSE_MIN_S 0.1
 #define ACCEPT_PAUSE_MAX_S 1.0
@@ -126,7 +127,7 @@ static int listeners_open(struct worker *w, const struct snap_frontend *fe, uint
                           struct lb_err *err)
 {
     int fds[16], shared[16];
-    int n = dp_listeners_acquire(w->dp, fe, fds, shared, 16, err);
+    int n = dp_listeners_acquire(w->dp, fe, w->id, fds, shared, 16, err);
     if (n < 0)
         return err ? err->code : LB_ESYS;
     int rc = LB_OK;

@@ -432,7 +432,8 @@ static void fake_successor(const char *path, const char *reason)
         if (buf[0] == 'E')
             break;
     }
-    ck_assert_uint_eq(fds, 2 + 1); /* 2 frontends (the workers share a socket), metrics */
+    /* the plain frontend: a socket per worker; the TLS one: one they share; metrics */
+    ck_assert_uint_eq(fds, 2 + 1 + 1);
     if (reason != NULL) {
         char msg[128];
         int n = snprintf(msg, sizeof(msg), "F%s", reason);

@@ -1,10 +1,11 @@
 /* tests/unit/dataplane/test_listeners.c
  *
- * The process's listening sockets, shared by its workers: every worker gets
- * a duplicate of the same socket, so one accept queue serves them all; a
- * takeover's sockets are adopted, all of them when an older data plane
- * passed one per worker (each queue is accepted on); a hand-over exports one
- * descriptor per socket; the socket closes with the last worker's. */
+ * The process's listening sockets: a TLS frontend's one socket is shared by
+ * every worker (one accept queue serves them all), a plain frontend has one
+ * per worker; a takeover's sockets are all adopted (shared for TLS, dealt
+ * round robin for plain, a worker left without one binds its own); a
+ * hand-over exports one descriptor per socket; a socket closes with the last
+ * worker's. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -32,7 +33,7 @@ static uint16_t free_port(void)
     return ntohs(a.sin_port);
 }
 
-static void frontend(struct snap_frontend *fe, uint16_t port)
+static void frontend(struct snap_frontend *fe, uint16_t port, bool tls)
 {
     memset(fe, 0, sizeof(*fe));
     struct sockaddr_in *a = (struct sockaddr_in *)&fe->addr;
@@ -42,6 +43,7 @@ static void frontend(struct snap_frontend *fe, uint16_t port)
     fe->addrlen = sizeof(*a);
     fe->port = port;
     fe->name = "web";
+    fe->tls = tls;
     snprintf(fe->key, sizeof(fe->key), "127.0.0.1:%u", port);
 }
 
@@ -74,9 +76,10 @@ static unsigned accept_all(const int *fds, int n)
     return got;
 }
 
-static void dp_setup(struct dp *dp)
+static void dp_setup(struct dp *dp, unsigned workers)
 {
     memset(dp, 0, sizeof(*dp));
+    dp->n_planned = workers;
     pthread_mutex_init(&dp->lock, NULL);
 }
 
@@ -87,16 +90,16 @@ static void dp_teardown(struct dp *dp)
     pthread_mutex_destroy(&dp->lock);
 }
 
-START_TEST(workers_share_one_socket)
+START_TEST(tls_workers_share_one_socket)
 {
     struct dp dp;
-    dp_setup(&dp);
+    dp_setup(&dp, 2);
     struct snap_frontend fe;
-    frontend(&fe, free_port());
+    frontend(&fe, free_port(), true);
     int a[4], as[4], b[4], bs[4];
     struct lb_err err = {0};
-    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, a, as, 4, &err), 1);
-    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, b, bs, 4, &err), 1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 1, a, as, 4, &err), 1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 0, b, bs, 4, &err), 1);
     ck_assert_int_eq(as[0], bs[0]);
     ck_assert_int_ne(a[0], b[0]);
     ck_assert_uint_eq(dp.n_listeners, 1);
@@ -132,34 +135,43 @@ END_TEST
 /* A takeover from a data plane that had one socket per worker (before they
  * were shared): every one is adopted, each worker accepts on all of them,
  * and the connections queued in each are served. */
-START_TEST(takeover_of_per_worker_sockets_keeps_every_queue)
+/* <n> listening sockets bound to <fe> (as one per worker of an older data
+ * plane), with 32 connections queued over them, in <inherit>. */
+static void old_sockets(const struct snap_frontend *fe, int n, struct handover_state *inherit,
+                        int *c)
 {
-    struct dp dp;
-    dp_setup(&dp);
-    struct snap_frontend fe;
-    frontend(&fe, free_port());
-    struct handover_state inherit = {0};
     struct lb_err err = {0};
-    int old[2];
-    for (int i = 0; i < 2; i++) {
+    int old[4];
+    for (int i = 0; i < n; i++) {
         old[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
         setsockopt(old[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-        ck_assert_int_eq(bind(old[i], (const struct sockaddr *)&fe.addr, fe.addrlen), 0);
+        ck_assert_int_eq(bind(old[i], (const struct sockaddr *)&fe->addr, fe->addrlen), 0);
         ck_assert_int_eq(listen(old[i], 64), 0);
     }
-    /* connections spread over both queues by the kernel's hash */
-    int c[32];
+    /* connections spread over the queues by the kernel's hash */
     for (int i = 0; i < 32; i++)
-        ck_assert_int_ge(c[i] = dial(fe.port), 0);
-    for (int i = 0; i < 2; i++) {
-        ck_assert_int_eq(handover_state_add_fd(&inherit, old[i], fe.key, &err), LB_OK);
+        ck_assert_int_ge(c[i] = dial(fe->port), 0);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(handover_state_add_fd(inherit, old[i], fe->key, &err), LB_OK);
         close(old[i]); /* the state holds a duplicate */
     }
+}
+
+START_TEST(takeover_of_per_worker_sockets_keeps_every_queue)
+{
+    struct dp dp;
+    dp_setup(&dp, 2);
+    struct snap_frontend fe;
+    frontend(&fe, free_port(), true);
+    struct handover_state inherit = {0};
+    struct lb_err err = {0};
+    int c[32];
+    old_sockets(&fe, 2, &inherit, c);
     dp.inherit = &inherit;
     int a[4], as[4], b[4], bs[4];
-    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, a, as, 4, &err), 2);
-    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, b, bs, 4, &err), 2);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 0, a, as, 4, &err), 2);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 1, b, bs, 4, &err), 2);
     dp.inherit = NULL;
     ck_assert_uint_eq(dp.n_listeners, 2);
     ck_assert_int_eq(inherit.fds[0].fd, -1);
@@ -183,18 +195,70 @@ START_TEST(takeover_of_per_worker_sockets_keeps_every_queue)
 }
 END_TEST
 
+/* A plain frontend: a socket per worker, none woken for another's
+ * connection; after a takeover of two sockets by three workers, the first
+ * two take one each and the third binds its own. */
+START_TEST(plain_workers_have_a_socket_each)
+{
+    struct dp dp;
+    dp_setup(&dp, 2);
+    struct snap_frontend fe;
+    frontend(&fe, free_port(), false);
+    int a[4], as[4], b[4], bs[4];
+    struct lb_err err = {0};
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 1, b, bs, 4, &err), 1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 0, a, as, 4, &err), 1);
+    ck_assert_int_ne(as[0], bs[0]);
+    struct handover_state st = {0};
+    ck_assert_int_eq(dp_listeners_export(&dp, &st, &err), LB_OK);
+    ck_assert_uint_eq(st.n_fds, 2);
+    handover_state_deinit(&st);
+    close(a[0]);
+    dp_listener_release(&dp, as[0]);
+    close(b[0]);
+    dp_listener_release(&dp, bs[0]);
+    dp_teardown(&dp);
+
+    /* the takeover */
+    dp_setup(&dp, 3);
+    struct handover_state inherit = {0};
+    int c[32], x[4], xs[4];
+    old_sockets(&fe, 2, &inherit, c);
+    dp.inherit = &inherit;
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 2, x, xs, 4, &err), 1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 1, b, bs, 4, &err), 1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 0, a, as, 4, &err), 1);
+    dp.inherit = NULL;
+    ck_assert_uint_eq(dp.n_listeners, 3);
+    ck_assert_int_ne(as[0], bs[0]);
+    ck_assert_int_ne(xs[0], as[0]);
+    ck_assert_int_ne(xs[0], bs[0]);
+    /* the two old queues are the first two workers': every connection */
+    ck_assert_uint_eq(accept_all(a, 1) + accept_all(b, 1), 32);
+    int *each[3] = {a, b, x}, *shared[3] = {as, bs, xs};
+    for (int i = 0; i < 3; i++) {
+        close(each[i][0]);
+        dp_listener_release(&dp, shared[i][0]);
+    }
+    for (int i = 0; i < 32; i++)
+        close(c[i]);
+    handover_state_deinit(&inherit);
+    dp_teardown(&dp);
+}
+END_TEST
+
 START_TEST(a_taken_address_is_a_clear_error)
 {
     struct dp dp;
-    dp_setup(&dp);
+    dp_setup(&dp, 1);
     struct snap_frontend fe;
-    frontend(&fe, free_port());
+    frontend(&fe, free_port(), false);
     int busy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_eq(bind(busy, (const struct sockaddr *)&fe.addr, fe.addrlen), 0);
     ck_assert_int_eq(listen(busy, 4), 0);
     int a[1], as[1];
     struct lb_err err = {0};
-    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, a, as, 1, &err), -1);
+    ck_assert_int_eq(dp_listeners_acquire(&dp, &fe, 0, a, as, 1, &err), -1);
     ck_assert_int_eq(err.code, LB_ESYS);
     ck_assert_msg(strstr(err.msg, "bind 127.0.0.1:") != NULL && strstr(err.msg, "web") != NULL,
                   "%s", err.msg);
@@ -208,7 +272,8 @@ int main(void)
 {
     Suite *s = suite_create("listeners");
     TCase *tc = tcase_create("shared");
-    tcase_add_test(tc, workers_share_one_socket);
+    tcase_add_test(tc, tls_workers_share_one_socket);
+    tcase_add_test(tc, plain_workers_have_a_socket_each);
     tcase_add_test(tc, takeover_of_per_worker_sockets_keeps_every_queue);
     tcase_add_test(tc, a_taken_address_is_a_clear_error);
     suite_add_tcase(s, tc);
