@@ -149,10 +149,12 @@ int dp_listeners_acquire(struct dp *dp, const struct snap_frontend *fe, unsigned
 {
     pthread_mutex_lock(&dp->lock);
     int got = 0;
-    /* one more slot: listeners_pick may record a socket */
-    bool *pick = calloc(dp->n_listeners + 1, sizeof(*pick));
-    int rc = pick == NULL ? lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key)
-                          : listeners_adopt(dp, fe, err);
+    int rc = listeners_adopt(dp, fe, err);
+    /* after the adoption (it records sockets), one more slot: listeners_pick
+     * may record one */
+    bool *pick = rc == LB_OK ? calloc(dp->n_listeners + 1, sizeof(*pick)) : NULL;
+    if (rc == LB_OK && pick == NULL)
+        rc = lb_err_set(err, LB_ENOMEM, 0, "out of memory opening %s", fe->key);
     if (rc == LB_OK)
         rc = listeners_pick(dp, fe, worker, dp->n_planned, pick, err);
     for (size_t i = 0; rc == LB_OK && i < dp->n_listeners && (size_t)got < max; i++) {
