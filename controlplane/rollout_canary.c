@@ -34,11 +34,6 @@ static const char *const status_names[] = {"none",     "waiting_ack", "baking",
                                            "promoted", "failed",      "aborted"};
 
 /* One data plane's counters for one backend when the bake began. */
-struct cbase {
-    char id[ROLLOUT_ID_MAX];
-    struct rollout_sample s;
-};
-
 struct canary {
     struct cp *cp;
     enum canary_status status;
@@ -53,7 +48,7 @@ struct canary {
     char reason[300];
     char (*ids)[ROLLOUT_ID_MAX]; /* backends of the old and the new config */
     size_t n_ids;
-    struct cbase *base;
+    struct rollout_base_entry *base;
     size_t n_base, cap_base;
     struct rollout_counts win_canary, win_rest;
     uint64_t promoted, failed, nacks;
@@ -142,24 +137,8 @@ static void on_held(void *ctx, const struct config *cfg)
 static void base_reset(struct canary *c, int64_t now_ms)
 {
     c->n_base = 0;
-    for (size_t i = 0; i < c->n_ids; i++) {
-        struct rollout_sample *s = NULL;
-        size_t ns = 0;
-        rollout_samples_read(cp_reports(c->cp), c->ids[i], now_ms, &s, &ns);
-        for (size_t k = 0; k < ns; k++) {
-            if (c->n_base == c->cap_base) {
-                size_t cap = c->cap_base ? c->cap_base * 2 : 16;
-                struct cbase *p = realloc(c->base, cap * sizeof(*p));
-                if (p == NULL)
-                    break; /* that data plane then counts from zero: a longer window */
-                c->base = p;
-                c->cap_base = cap;
-            }
-            snprintf(c->base[c->n_base].id, ROLLOUT_ID_MAX, "%s", c->ids[i]);
-            c->base[c->n_base++].s = s[k];
-        }
-        free(s);
-    }
+    for (size_t i = 0; i < c->n_ids; i++)
+        rollout_base_take(&c->base, &c->n_base, &c->cap_base, cp_reports(c->cp), c->ids[i], now_ms);
 }
 
 /* Keeps the samples of <s>[0..n) whose node is (<canary>) or is not a canary. */

@@ -19,11 +19,6 @@
 #include <string.h>
 
 /* One data plane's counters for one backend at the start of the bake. */
-struct base_entry {
-    char id[ROLLOUT_ID_MAX];
-    struct rollout_sample s;
-};
-
 struct rollouts {
     struct cp *cp;
     struct ev_loop *loop;
@@ -35,7 +30,7 @@ struct rollouts {
     struct rollout_figures fig; /* the last gate check */
     bool own_write;             /* the engine is writing: the write check lets it through */
     bool based;                 /* <base> holds the bake window's start */
-    struct base_entry *base;
+    struct rollout_base_entry *base;
     size_t n_base, cap_base;
     uint64_t rollbacks[3]; /* gate, abort, undo */
     uint64_t transitions;  /* stored transitions */
@@ -48,23 +43,7 @@ struct rollouts {
 /* Adds backend <id>'s current samples to the base. */
 static void base_take(struct rollouts *ro, const char *id, int64_t now_ms)
 {
-    struct rollout_sample *s = NULL;
-    size_t ns = 0;
-    rollout_samples_read(cp_reports(ro->cp), id, now_ms, &s, &ns);
-    for (size_t i = 0; i < ns; i++) {
-        if (ro->n_base == ro->cap_base) {
-            size_t cap = ro->cap_base ? ro->cap_base * 2 : 16;
-            struct base_entry *p = realloc(ro->base, cap * sizeof(*p));
-            if (p == NULL)
-                break; /* that data plane then counts from zero: a longer window */
-            ro->base = p;
-            ro->cap_base = cap;
-        }
-        struct base_entry *b = &ro->base[ro->n_base++];
-        snprintf(b->id, sizeof(b->id), "%s", id);
-        b->s = s[i];
-    }
-    free(s);
+    rollout_base_take(&ro->base, &ro->n_base, &ro->cap_base, cp_reports(ro->cp), id, now_ms);
 }
 
 /* The bake window starts now: the new backends of the step and the old ones

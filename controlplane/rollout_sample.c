@@ -42,3 +42,25 @@ void rollout_samples_read(const struct reports *r, const char *id, int64_t now_m
     *out = ss.s;
     *n = ss.n;
 }
+
+void rollout_base_take(struct rollout_base_entry **base, size_t *n, size_t *cap,
+                       const struct reports *r, const char *id, int64_t now_ms)
+{
+    struct rollout_sample *s = NULL;
+    size_t ns = 0;
+    rollout_samples_read(r, id, now_ms, &s, &ns);
+    for (size_t k = 0; k < ns; k++) {
+        if (*n == *cap) {
+            size_t grown = *cap ? *cap * 2 : 16;
+            struct rollout_base_entry *p = realloc(*base, grown * sizeof(*p));
+            if (p == NULL)
+                break;
+            *base = p;
+            *cap = grown;
+        }
+        struct rollout_base_entry *b = &(*base)[(*n)++];
+        snprintf(b->id, sizeof(b->id), "%s", id);
+        b->s = s[k];
+    }
+    free(s);
+}

@@ -21,4 +21,16 @@ struct reports;
 void rollout_samples_read(const struct reports *r, const char *id, int64_t now_ms,
                           struct rollout_sample **out, size_t *n);
 
+/* One data plane's counters for one backend, kept as a window's start. */
+struct rollout_base_entry {
+    char id[ROLLOUT_ID_MAX]; /* the backend */
+    struct rollout_sample s;
+};
+
+/* Appends backend <id>'s current samples (rollout_samples_read) to the
+ * window start <*base> (<*n> used of <*cap>). Without memory for more, a
+ * data plane left out counts from zero: a longer window. */
+void rollout_base_take(struct rollout_base_entry **base, size_t *n, size_t *cap,
+                       const struct reports *r, const char *id, int64_t now_ms);
+
 #endif
