@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -20,6 +19,7 @@
 #include "lb_cred.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "lb_sdnotify.h"
 #include "publisher.h"
 #include "rollout_run.h"
 #include "seal.h"
@@ -77,7 +77,7 @@ static void usage(FILE *out)
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     lb_log(LB_LOG_INFO, "stopping", "signal %d: shutting down", s->signum);
-    sd_notify(0, "STOPPING=1");
+    lb_sd_notify("STOPPING=1");
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -150,7 +150,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *s, int revents)
 
 static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    sd_notify(0, "WATCHDOG=1");
+    lb_sd_notify("WATCHDOG=1");
 }
 
 static int fail(const char *what, const struct lb_err *err)
@@ -397,7 +397,7 @@ static int main_start(struct main_ctx *m, const struct flags *f)
     ev_signal_start(m->loop, &m->sigint);
     ev_signal_start(m->loop, &m->sighup);
     uint64_t wd_usec = 0;
-    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+    if (lb_sd_watchdog_usec(&wd_usec)) {
         ev_timer_init(&m->watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
         m->watchdog.data = m;
         ev_timer_again(m->loop, &m->watchdog);
@@ -420,7 +420,7 @@ static void main_run(struct main_ctx *m, const struct flags *f)
            f->db, (unsigned long long)cp_active_version(m->cp),
            (unsigned long long)cp_generation(m->cp), f->control, seal_note, f->admin_socket,
            tcp_note);
-    sd_notify(0, "READY=1\nSTATUS=serving");
+    lb_sd_notify("READY=1\nSTATUS=serving");
     ev_run(m->loop, 0);
 }
 

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -19,6 +18,7 @@
 #include "fshared.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "lb_sdnotify.h"
 #include "metrics_server.h"
 #include "seal.h"
 #include "snapshot.h"
@@ -81,7 +81,7 @@ static void begin_drain(struct main_ctx *m, const char *why)
     /* after a hand-over the successor is the unit's main process: its
      * manager must not see this one stopping */
     if (!atomic_load(&m->dp.handed_over))
-        sd_notify(0, "STOPPING=1");
+        lb_sd_notify("STOPPING=1");
     struct snap *snap = dp_snapshot(&m->dp);
     double drain = snap ? snap->timeouts.drain / 1000.0 : 30.0;
     snap_unref(snap);
@@ -231,7 +231,7 @@ static int start_serving(struct main_ctx *m, struct snap *snap, struct lb_err *e
     /* a successor is not the unit's main process yet: the old one says
      * MAINPID= and READY=1 for it once it answered ready */
     if (m->a.takeover_path == NULL)
-        sd_notify(0, "READY=1\nSTATUS=serving");
+        lb_sd_notify("READY=1\nSTATUS=serving");
     return LB_OK;
 }
 
@@ -302,7 +302,7 @@ static void reload_feed_keys(struct main_ctx *m)
 static void on_reload(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct main_ctx *m = s->data;
-    sd_notify(0, "RELOADING=1");
+    lb_sd_notify("RELOADING=1");
     if (m->sync != NULL && m->a.feed_key_path != NULL)
         reload_feed_keys(m);
     if (m->sync != NULL) {
@@ -317,7 +317,7 @@ static void on_reload(struct ev_loop *loop, ev_signal *s, int revents)
             lb_log(LB_LOG_ERROR, "snapshot_rejected", "%s: %s; the current snapshot keeps serving",
                    m->a.snapshot_path, err.msg);
     }
-    sd_notify(0, "READY=1");
+    lb_sd_notify("READY=1");
 }
 
 /* ---- start-up ------------------------------------------------------------------ */
@@ -466,7 +466,7 @@ static int main_sync(struct main_ctx *m, bool insecure, const struct snap *snap,
     } else {
         lb_log(LB_LOG_INFO, "waiting", "no snapshot yet: waiting for the control plane at %s",
                m->a.control);
-        sd_notify(0, "STATUS=waiting for the control plane");
+        lb_sd_notify("STATUS=waiting for the control plane");
     }
     return LB_OK;
 }

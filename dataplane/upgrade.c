@@ -12,13 +12,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "dp.h"
 #include "lb.pb-c.h"
 #include "lb_err.h"
 #include "lb_log.h"
+#include "lb_sdnotify.h"
 #include "metrics_server.h"
 #include "snapshot.h"
 #include "tls_tickets.h"
@@ -30,7 +30,7 @@
 
 static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    sd_notify(0, "WATCHDOG=1");
+    lb_sd_notify("WATCHDOG=1");
 }
 
 /* ---- hand-over: the old side ------------------------------------------------------ */
@@ -53,7 +53,7 @@ static void upgrade_notify_failed(struct upgrade *u, const char *why)
     if (!u->reloading)
         return;
     u->reloading = false;
-    sd_notifyf(0, "READY=1\nSTATUS=serving; the last upgrade failed: %s", why);
+    lb_sd_notifyf("READY=1\nSTATUS=serving; the last upgrade failed: %s", why);
 }
 
 /* Forgets the successor in progress (if any) and listens for the next. */
@@ -189,8 +189,8 @@ static void on_handover_answer(struct ev_loop *loop, ev_io *io, int revents)
      * successor's own pings count from here on, and systemd, which sees the
      * successor in the unit's cgroup, tracks it from now. */
     u->reloading = false;
-    sd_notifyf(0, "MAINPID=%d\nREADY=1\nWATCHDOG=1\nSTATUS=serving (pid %d took over from pid %d)",
-               (int)u->peer_pid, (int)u->peer_pid, (int)getpid());
+    lb_sd_notifyf("MAINPID=%d\nREADY=1\nWATCHDOG=1\nSTATUS=serving (pid %d took over from pid %d)",
+                  (int)u->peer_pid, (int)u->peer_pid, (int)getpid());
     if (ev_is_active(&u->watchdog))
         ev_timer_stop(loop, &u->watchdog); /* not ours to ping any more */
     atomic_store(&u->dp->handed_over, true);
@@ -381,7 +381,7 @@ static void on_upgrade_signal(struct ev_loop *loop, ev_signal *sig, int revents)
     /* systemd shows the unit "reloading" until the successor is the main
      * process (MAINPID=, READY=1) or this one is again (READY=1) */
     u->reloading = true;
-    sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading: pid %d is taking over", (int)pid);
+    lb_sd_notifyf("RELOADING=1\nSTATUS=upgrading: pid %d is taking over", (int)pid);
     lb_log(LB_LOG_INFO, "upgrade_started", "SIGUSR2: started %s (pid %d) to take over", u->exe,
            (int)pid);
 }
@@ -390,7 +390,7 @@ static void on_upgrade_signal(struct ev_loop *loop, ev_signal *sig, int revents)
 
 /* systemd pings: once this process is the unit's main one, the watchdog is
  * ours to keep. The predecessor set WATCHDOG_PID to its own pid (see
- * successor_envp()), which sd_watchdog_enabled() refuses as not ours: when
+ * successor_envp()), which lb_sd_watchdog_usec() refuses as not ours: when
  * it names the peer of <conn>, the watchdog is the one systemd set for it. */
 static void takeover_watchdog(struct upgrade *u, int conn)
 {
@@ -537,7 +537,7 @@ void upgrade_init(struct upgrade *u, struct ev_loop *loop, struct dp *dp,
     else
         snprintf(u->exe, sizeof(u->exe), "%s", argv[0]);
     uint64_t wd_usec = 0;
-    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+    if (lb_sd_watchdog_usec(&wd_usec)) {
         ev_timer_init(&u->watchdog, on_watchdog, 0, (double)wd_usec / 2e6);
         u->watchdog.data = u;
         ev_timer_again(loop, &u->watchdog);
