@@ -38,6 +38,23 @@ struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap)
     return nb;
 }
 
+struct buf *buf_fit(struct buf_pool *p, struct buf *b)
+{
+    uint32_t len = buf_len(b);
+    if (b->cap != BUF_SIZE || len > BUF_FIT_MAX)
+        return b;
+    struct buf *nb = malloc(sizeof(*nb) + len);
+    if (nb == NULL)
+        return b;
+    nb->next = NULL;
+    nb->cap = len;
+    nb->start = 0;
+    nb->end = len;
+    memcpy(nb->data, b->data + b->start, len);
+    buf_put(p, b);
+    return nb;
+}
+
 void buf_put(struct buf_pool *p, struct buf *b)
 {
     if (b == NULL)

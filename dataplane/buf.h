@@ -12,8 +12,9 @@
 #include <string.h>
 
 #define BUF_SIZE      (16u * 1024u)
-#define BUF_POOL_MAX  256 /* free buffers a pool keeps at most */
-#define BUF_POOL_KEEP 16  /* ... and keeps through buf_pool_trim() */
+#define BUF_POOL_MAX  256            /* free buffers a pool keeps at most */
+#define BUF_POOL_KEEP 4              /* ... and keeps through buf_pool_trim() */
+#define BUF_FIT_MAX   (BUF_SIZE / 4) /* buf_fit() copies at most this much */
 
 struct buf {
     struct buf *next; /* free list link */
@@ -36,6 +37,12 @@ struct buf *buf_get(struct buf_pool *p);
  * (moved to its start) and returns it; <b> itself when it is big enough.
  * NULL on no memory, <b> left as it was. */
 struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap);
+
+/* Replaces <b>, a pool buffer holding a few bytes that stay a while (a
+ * request head kept for a retry), by a buffer of just their size and gives
+ * <b> back to <p>; <b> itself when it holds more than BUF_FIT_MAX bytes, is
+ * not a pool buffer, or on no memory. */
+struct buf *buf_fit(struct buf_pool *p, struct buf *b);
 
 /* Gives <b> (NULL: nothing) back to <p>, or frees it. */
 void buf_put(struct buf_pool *p, struct buf *b);

@@ -63,7 +63,9 @@ static bool build_upstream_head(struct exchange *x, const struct http1_msg *m)
     b->start = 0;
     b->end = (uint32_t)n;
     slice_copy(x->req_id, sizeof(x->req_id), req_id);
-    x->uphead = b;
+    /* the head stays until the answer starts (a retry sends it again): a
+     * few hundred bytes should not hold a whole pool buffer that long */
+    x->uphead = buf_fit(&w->bufs, b);
     x->uphead_sent = 0;
     return true;
 }

@@ -290,6 +290,12 @@ static void h1_parse_head(struct h1session *c)
     c->state = CS_PROXY;
     c->progress = true;
     exchange_start(&c->x, &m, (uint32_t)n);
+    /* a request without a body, alone in the buffer: the buffer is not
+     * needed again before the next request (read into a fresh one) */
+    if (c->state == CS_PROXY && c->x.req.done && c->ep.in != NULL && buf_len(c->ep.in) == 0) {
+        buf_put(&w->bufs, c->ep.in);
+        c->ep.in = NULL;
+    }
 }
 
 /* ---- between requests ------------------------------------------------------------- */
@@ -409,13 +415,22 @@ static void h1_write(struct h1session *c)
         c->ep.eof = true;
         exchange_abandon(x, 0);
         c->state = CS_LINGER;
-        c->out->start = c->out->end = 0;
+        buf_put(&w->bufs, c->out);
+        c->out = NULL;
         return;
     }
     c->progress = true;
     METRIC_ADD(w->metrics.fe[x->fe_stat].bytes_out, (uint64_t)n);
     uint32_t o = (uint32_t)n < out_left ? (uint32_t)n : out_left;
-    c->out->start += o;
+    if (out_left) {
+        c->out->start += o;
+        /* the head is out: the body goes from the backend's buffer, and a
+         * slow client's connection should not hold this one meanwhile */
+        if (buf_len(c->out) == 0) {
+            buf_put(&w->bufs, c->out);
+            c->out = NULL;
+        }
+    }
     uint32_t body = (uint32_t)n - o;
     x->bytes_out += (uint64_t)n;
     if (body)

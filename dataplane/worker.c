@@ -39,7 +39,9 @@
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
 #define TRIM_TICKS         20 /* every 2 s: buffers a burst left idle go back */
-#define TRIM_MALLOC_MIN    32 /* ... and when this many did, the heap gives memory back */
+#define TRIM_MALLOC_MIN    4  /* ... and when this many did, the heap gives memory back */
+#define TRIM_CALMER        16 /* ... as when the worker's connections fell by this many */
+#define FREE_SESSIONS_CALM 16 /* closed sessions kept for reuse once a burst has passed */
 
 /* ---- listeners -------------------------------------------------------------------- */
 
@@ -384,11 +386,19 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     h1session_free_list_trim(w, MAX_FREE_SESSIONS);
     h2session_free_list_trim(w);
     probes_run(w);
+    if (w->n_sessions > w->sessions_high)
+        w->sessions_high = w->n_sessions;
     if (++w->trim_ticks >= TRIM_TICKS) {
         w->trim_ticks = 0;
+        /* far fewer connections than at the height of these 2 s: a burst
+         * has passed, and what it left in free lists is not needed */
+        bool calmer = w->sessions_high >= w->n_sessions + TRIM_CALMER;
+        w->sessions_high = w->n_sessions;
+        if (calmer)
+            h1session_free_list_trim(w, FREE_SESSIONS_CALM);
         /* glibc keeps freed memory in the thread's arena: without a trim the
          * peak of a burst (buffers, TLS connections) stays resident */
-        if (buf_pool_trim(&w->bufs) >= TRIM_MALLOC_MIN)
+        if (buf_pool_trim(&w->bufs) >= TRIM_MALLOC_MIN || calmer)
             malloc_trim(0);
     }
 }

@@ -105,6 +105,7 @@ struct worker {
     struct lb_list pool;       /* every pooled upstream (upstream.wpool), newest first */
     struct buf_pool bufs;
     uint32_t trim_ticks;               /* ticks since the buffer pool was last trimmed */
+    uint32_t sessions_high;            /* the most n_sessions a tick saw since then */
     struct lb_map be_map;              /* id -> struct backend_rt (keyed by its id) */
     struct http1_header *scratch_hdrs; /* parse scratch, sized for the view's limits */
     uint32_t scratch_cap;

@@ -296,6 +296,38 @@ END_TEST
 
 /* ---- compact, append ------------------------------------------------------------------ */
 
+START_TEST(fit_copies_a_short_content_and_pools_the_buffer)
+{
+    struct buf *b = buf_get(&pool);
+    fill(b, 10, 310);
+    struct buf *f = buf_fit(&pool, b);
+    ck_assert_ptr_ne(f, b);
+    ck_assert_uint_eq(f->cap, 300);
+    assert_pattern(f, 10, 300);
+    ck_assert_uint_eq(free_list_len(&pool), 1);
+    /* a fitted buffer is freed when put back, never pooled */
+    buf_put(&pool, f);
+    ck_assert_uint_eq(free_list_len(&pool), 1);
+}
+END_TEST
+
+START_TEST(fit_keeps_long_or_unpooled_buffers)
+{
+    struct buf *b = buf_get(&pool);
+    fill(b, 0, BUF_FIT_MAX + 1);
+    ck_assert_ptr_eq(buf_fit(&pool, b), b);
+    struct buf *e = buf_get(&pool);
+    struct buf *f = buf_fit(&pool, e);
+    ck_assert_ptr_ne(f, e);
+    ck_assert_uint_eq(buf_len(f), 0);
+    /* a fitted buffer is not fitted again */
+    ck_assert_ptr_eq(buf_fit(&pool, f), f);
+    buf_put(&pool, f);
+    buf_put(&pool, b);
+    ck_assert_uint_eq(free_list_len(&pool), 2);
+}
+END_TEST
+
 START_TEST(compact_empty_starts_over)
 {
     struct buf *b = buf_get(&pool);
@@ -421,6 +453,8 @@ Suite *buf_suite(void)
     tcase_add_test(g, grow_returns_the_same_buffer_when_big_enough);
     tcase_add_test(g, grown_buffer_is_freed_not_pooled);
     tcase_add_test(g, growing_a_grown_buffer_frees_the_old_one);
+    tcase_add_test(g, fit_copies_a_short_content_and_pools_the_buffer);
+    tcase_add_test(g, fit_keeps_long_or_unpooled_buffers);
     suite_add_tcase(s, g);
 
     TCase *c = tcase_create("compact_append");
