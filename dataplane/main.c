@@ -1,7 +1,6 @@
 /* dataplane/main.c: lb-dataplane — signals, workers, metrics, feed: the wiring of
  * the command line (args.h), the snapshots and the hand-over (upgrade.h). */
 #include <errno.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -499,11 +498,6 @@ int main(int argc, char **argv)
 
     lb_log_setup("lb-dataplane", STDOUT_FILENO, m.a.log_level);
     signal(SIGPIPE, SIG_IGN);
-    /* glibc gives each thread its own heap: every worker then keeps the
-     * free space of its own busiest moment. Two workers to a heap hold about
-     * 2 MiB less at the peak of a TLS handshake load, at no cost measured
-     * in throughput (README, "TLS memory"). */
-    mallopt(M_ARENA_MAX, (int)(m.a.n_workers + 1) / 2);
     bool insecure = false;
     if (main_feed(&m, &insecure) != 0 || main_core(&m) != 0)
         return 1;
