@@ -37,7 +37,8 @@
 /* nghttp2's frame buffer chunk (NGHTTP2_FRAMEBUF_CHUNKLEN: frame header, pad
  * length, a full 16 KiB payload): a session keeps one for its whole life */
 #define H2_FRAMEBUF_LEN 16394
-#define H2_FRAMEBUFS    6 /* chunks mapped per connection; more go to malloc */
+#define H2_FRAMEBUFS    6   /* chunks mapped per connection; more go to malloc */
+#define H2_TRIM_IDLE_MS 250 /* idle this long, a connection gives their pages back */
 /* nghttp2's stream map table (1.52: 256 buckets of 16 bytes, calloc'd at
  * session start): mapped in the slot after the frame buffers', so that a
  * connection that never had a stream never touches its page */
@@ -93,6 +94,8 @@ struct h2conn {
     void *fbuf[H2_PAGED]; /* [H2_FRAMEBUFS]: the stream map table */
     size_t fbuf_len[H2_PAGED];
     bool fbuf_resident; /* a frame was produced since the pages were given back */
+    bool trim_due;      /* TP_IDLE: the timer first gives them back (H2_TRIM_IDLE_MS) */
+    double idle_rest;   /* ... then waits this much more of timeouts.keepalive */
 };
 
 struct h2stream {
