@@ -893,7 +893,7 @@ static void h1_close(struct h1session *c)
     view_unref(w, c->x.view);
     c->x.view = NULL;
     lb_list_del(&c->link);
-    w->n_sessions--;
+    worker_sessions_add(w, -1);
     /* the object stays readable (fd -1) until the worker's housekeeping
      * trims the free list, so callers up the stack may still test it */
     c->free_next = w->free_sessions;
@@ -973,7 +973,7 @@ void h1session_accept(struct worker *w, int fd, const struct sockaddr_storage *p
     ev_init(&c->timer, h1_on_timer);
     c->timer.data = c;
     lb_list_add(&w->sessions, &c->link);
-    w->n_sessions++;
+    worker_sessions_add(w, 1);
     c->state = CS_IDLE;
     c->fresh = true;
     const struct snap_frontend *sf = &v->snap->frontends[fe_index];
@@ -1021,7 +1021,7 @@ static bool h1_maybe_h2(struct h1session *c, bool first_tls)
     view_unref(w, c->x.view);
     c->x.view = NULL;
     lb_list_del(&c->link);
-    w->n_sessions--;
+    worker_sessions_add(w, -1);
     c->free_next = w->free_sessions;
     w->free_sessions = c;
     w->n_free_sessions++;

@@ -382,7 +382,10 @@ static int main_core(struct main_ctx *m)
     pthread_mutex_init(&m->dp.lock, NULL);
     m->dp.workers = calloc(m->a.n_workers, sizeof(*m->dp.workers));
     m->dp.n_planned = m->a.n_workers;
-    if (m->dp.workers == NULL) {
+    m->dp.load = malloc(m->a.n_workers * sizeof(*m->dp.load));
+    for (unsigned i = 0; m->dp.load != NULL && i < m->a.n_workers; i++)
+        atomic_init(&m->dp.load[i], UINT32_MAX);
+    if (m->dp.workers == NULL || m->dp.load == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;
     }
@@ -483,6 +486,7 @@ static void main_free(struct main_ctx *m)
     tls_tickets_unref(m->dp.tickets);
     fshared_registry_free(m->dp.frontends); /* after the snapshots bound to it */
     free(m->dp.workers);
+    free(m->dp.load);
     free(m->dp.listeners);
 }
 

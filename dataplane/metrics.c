@@ -396,6 +396,27 @@ static void render_fe(struct lb_prom *p, struct agg_fe *fe, unsigned n_fe)
     }
 }
 
+/* lb_worker_connections: what each worker holds, so that an uneven spread
+ * shows. The workers' locks are held. */
+static void render_workers(struct lb_prom *p, struct metrics_worker *const *workers, unsigned n)
+{
+    lb_prom_family(p, "lb_worker_connections", "gauge",
+                   "Client connections each worker thread holds now (a TLS frontend's new "
+                   "connections go to the worker holding the fewest).");
+    for (unsigned w = 0; w < n; w++) {
+        uint64_t open = 0;
+        for (uint32_t i = 0; i < workers[w]->n_fe; i++) {
+            uint64_t a = METRIC_GET(workers[w]->fe[i].accepted);
+            uint64_t c = METRIC_GET(workers[w]->fe[i].closed);
+            open += a >= c ? a - c : 0;
+        }
+        char id[16];
+        snprintf(id, sizeof(id), "%u", w);
+        struct lb_prom_label l = {"worker", id};
+        lb_prom_u64(p, "lb_worker_connections", &l, 1, open);
+    }
+}
+
 /* lb_http_requests_total from the workers' (frontend, backend) pairs,
  * merged. */
 static void render_pairs(struct lb_prom *p, struct agg_pair *pairs, size_t n_pairs)
@@ -586,6 +607,7 @@ void metrics_render(struct lb_prom *p, struct metrics_worker *const *workers, un
     lb_prom_u64(p, "lb_log_lines_dropped_total", NULL, 0, lb_log_dropped());
 
     render_fe(p, fe, n_fe);
+    render_workers(p, workers, n);
 
     render_pairs(p, pairs, n_pairs);
     render_bes(p, bes, n_bes);

@@ -36,6 +36,9 @@
 #define ACCEPT_BATCH_TLS   2
 #define ACCEPT_PAUSE_MIN_S 0.1
 #define ACCEPT_PAUSE_MAX_S 1.0
+#define ACCEPT_SLACK       2     /* connections a worker may hold over the least loaded one */
+#define ACCEPT_DEFER_S     0.001 /* ... before it leaves the shared queue to that one, */
+#define ACCEPT_DEFER_MAX_S 0.02  /* ... for at most this long */
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
 #define TRIM_TICKS         20 /* every 2 s: buffers a burst left idle go back */
@@ -71,10 +74,45 @@ static void listener_pause(struct listener *l, int err)
            w->id, l->key, strerror(err), l->pause_s * 1000);
 }
 
+/* Whether <l>, a socket every worker accepts on, is better left to a worker
+ * holding fewer connections: then it is not watched for ACCEPT_DEFER_S, so
+ * that the queue does not wake this loop over and over. The first to wake
+ * on a shared socket takes what is queued, and that is often the same
+ * worker: 62 of h2load's 64 connections went to one of two workers before.
+ * A worker that has not taken the queue within ACCEPT_DEFER_MAX_S (busy in
+ * a long turn) does not hold it up longer. */
+static bool listener_defer(struct listener *l)
+{
+    struct worker *w = l->w;
+    struct dp *dp = w->dp;
+    uint32_t least = UINT32_MAX;
+    for (unsigned i = 0; l->balanced && dp->load != NULL && i < dp->n_planned; i++) {
+        uint32_t n = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
+        if (i != w->id && n < least)
+            least = n;
+    }
+    if (least == UINT32_MAX || w->n_sessions < least + ACCEPT_SLACK) {
+        l->defer_since = 0;
+        return false;
+    }
+    double now = ev_now(w->loop);
+    if (l->defer_since == 0)
+        l->defer_since = now;
+    else if (now - l->defer_since >= ACCEPT_DEFER_MAX_S)
+        return false;
+    ev_io_stop(w->loop, &l->io);
+    ev_timer_set(&l->pause, ACCEPT_DEFER_S, 0.);
+    ev_timer_start(w->loop, &l->pause);
+    return true;
+}
+
 static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct listener *l = io->data;
     struct worker *w = l->w;
+    if (listener_defer(l))
+        return;
+    l->defer_since = 0;
     for (unsigned i = 0; i < l->batch && !w->draining; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
@@ -110,6 +148,7 @@ static int listener_add(struct worker *w, int fd, int shared, const struct snap_
     l->shared = shared;
     l->fe_index = index;
     l->batch = fe->tls ? ACCEPT_BATCH_TLS : ACCEPT_BATCH;
+    l->balanced = fe->tls; /* see dp_listeners_acquire */
     snprintf(l->key, sizeof(l->key), "%s", fe->key);
     ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
     l->io.data = l;
@@ -175,6 +214,7 @@ static int listeners_sync(struct worker *w, const struct snap *s, struct lb_err 
                 l->seen = true;
                 l->fe_index = i;
                 l->batch = s->frontends[i].tls ? ACCEPT_BATCH_TLS : ACCEPT_BATCH;
+                l->balanced = s->frontends[i].tls;
                 found = true;
             }
         }
@@ -316,6 +356,8 @@ static void worker_begin_drain(struct worker *w)
     if (w->draining)
         return;
     w->draining = true;
+    if (w->load != NULL)
+        atomic_store_explicit(w->load, UINT32_MAX, memory_order_relaxed);
     if (atomic_load(&w->dp->handed_over)) {
         w->drain_idle_s = DP_HANDOVER_IDLE_S;
         /* The successor accepts on the same sockets. Closing ours now would
@@ -421,7 +463,11 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "lb-worker-%u", w->id);
     pthread_setname_np(pthread_self(), name);
+    if (w->load != NULL && !w->draining)
+        atomic_store_explicit(w->load, w->n_sessions, memory_order_relaxed);
     ev_run(w->loop, 0);
+    if (w->load != NULL)
+        atomic_store_explicit(w->load, UINT32_MAX, memory_order_relaxed);
     h1session_close_all(w);
     h2session_close_all(w);
     h1session_free_list_trim(w, 0);
@@ -437,6 +483,7 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     memset(w, 0, sizeof(*w));
     w->dp = dp;
     w->id = id;
+    w->load = dp->load != NULL ? &dp->load[id] : NULL;
     w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 16) ^ id ^ (uint64_t)time(NULL);
     if (metrics_worker_init(&w->metrics) != 0)
         return lb_err_set(err, LB_ENOMEM, 0, "out of memory for worker metrics");

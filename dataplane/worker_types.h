@@ -71,14 +71,17 @@ struct wview {
 struct listener {
     struct worker *w;
     ev_io io;
-    ev_timer pause;    /* accepting again after running out of descriptors */
-    double pause_s;    /* the current pause; 0 after a successful accept */
-    int fd;            /* this worker's duplicate of the process's socket <shared> */
-    int shared;        /* see dp_listeners_acquire */
-    unsigned batch;    /* connections accepted per wake-up */
-    char key[80];      /* "address:port" */
-    uint32_t fe_index; /* the frontend's index in the current view */
-    bool seen;         /* mark during a swap */
+    ev_timer pause;     /* accepting again after running out of descriptors, or after
+                         * leaving new connections to a less loaded worker */
+    double pause_s;     /* the current pause; 0 after a successful accept */
+    int fd;             /* this worker's duplicate of the process's socket <shared> */
+    int shared;         /* see dp_listeners_acquire */
+    unsigned batch;     /* connections accepted per wake-up */
+    bool balanced;      /* every worker accepts on the socket: the least loaded does */
+    double defer_since; /* when this worker began leaving the queue to a less loaded one */
+    char key[80];       /* "address:port" */
+    uint32_t fe_index;  /* the frontend's index in the current view */
+    bool seen;          /* mark during a swap */
     struct listener *next;
 };
 
@@ -121,6 +124,16 @@ struct worker {
     atomic_bool stopped;                /* set when the loop has exited */
     _Atomic uint64_t served_generation; /* the snapshot this worker's view serves */
     _Atomic uint64_t served_version;    /* ... and its config version */
+    _Atomic uint32_t *load;             /* dp.load[id]: n_sessions for the other workers */
 };
+
+/* Counts <delta> connections opened (> 0) or closed, and tells the other
+ * workers (the accept balance, dp.load). */
+static inline void worker_sessions_add(struct worker *w, int delta)
+{
+    w->n_sessions = (uint32_t)((int64_t)w->n_sessions + delta);
+    if (w->load != NULL && !w->draining)
+        atomic_store_explicit(w->load, w->n_sessions, memory_order_relaxed);
+}
 
 #endif

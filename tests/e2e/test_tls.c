@@ -199,6 +199,25 @@ struct client_opts {
     SSL_SESSION *session; /* resume this one */
 };
 
+/* A blocking connection to 127.0.0.1:<port> (5 s timeouts), -1 on failure. */
+static int tcp_connect(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static bool tls_connect(struct tls_client *c, unsigned port, const struct client_opts *o)
 {
     memset(c, 0, sizeof(*c));
@@ -216,14 +235,8 @@ static bool tls_connect(struct tls_client *c, unsigned port, const struct client
         ck_assert_int_eq(SSL_CTX_use_certificate_file(c->ctx, crt, SSL_FILETYPE_PEM), 1);
         ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM), 1);
     }
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+    c->fd = tcp_connect(port);
+    if (c->fd < 0)
         return false;
     c->ssl = SSL_new(c->ctx);
     SSL_set_fd(c->ssl, c->fd);
@@ -373,7 +386,8 @@ START_TEST(resumption_across_workers)
     ck_assert(tls_connect(&c, port, &o));
     SSL_SESSION *sess = SSL_get1_session(c.ssl);
     tls_close(&c);
-    /* SO_REUSEPORT spreads these over both workers; every one resumes */
+    /* new connections go to the worker holding fewer: over both workers,
+     * every one resumes */
     int resumed = 0;
     for (int i = 0; i < 12; i++) {
         o.session = sess;
@@ -386,6 +400,78 @@ START_TEST(resumption_across_workers)
     /* a resuming client is done before the server has read its Finished:
      * wait for the server to count the last ones */
     ck_assert(e2e_wait_metric(t, "lb_tls_sessions_total", "kind=\"resumed\"", 12) >= 12);
+    e2e_stop(t);
+}
+END_TEST
+
+/* What each worker holds, from lb_worker_connections. */
+static void worker_connections(struct e2e *t, double n[2])
+{
+    char *text = e2e_scrape(t);
+    ck_assert_ptr_nonnull(text);
+    n[0] = e2e_metric(text, "lb_worker_connections", "worker=\"0\"");
+    n[1] = e2e_metric(text, "lb_worker_connections", "worker=\"1\"");
+    free(text);
+}
+
+/* A burst of connections queued at once on the socket both workers accept
+ * on (as a load generator opens them) is shared between the workers, not
+ * taken by whichever wakes first; so is a series of connections, each
+ * opened after the one before was answered. */
+START_TEST(connections_spread_over_the_workers)
+{
+    enum {
+        N = 24
+    };
+    struct tls_setup s = {.default_cert = "srv-ec"};
+    struct e2e *t = start(&s);
+    unsigned port = e2e_lb_port(t);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_ptr_nonnull(ctx);
+    for (int round = 0; round < 2; round++) {
+        int fds[N];
+        SSL *ssl[N];
+        for (int i = 0; i < N; i++) {
+            fds[i] = tcp_connect(port);
+            ck_assert_int_ge(fds[i], 0);
+            ssl[i] = NULL;
+            if (round == 1)
+                continue; /* one after the other */
+            ssl[i] = SSL_new(ctx);
+            SSL_set_fd(ssl[i], fds[i]);
+            SSL_set_tlsext_host_name(ssl[i], "a.example.com");
+            ck_assert_int_eq(SSL_connect(ssl[i]), 1);
+            const char req[] = "GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
+            ck_assert_int_eq(SSL_write(ssl[i], req, sizeof(req) - 1), (int)sizeof(req) - 1);
+            char buf[512];
+            ck_assert_int_gt(SSL_read(ssl[i], buf, sizeof(buf)), 0);
+        }
+        for (int i = 0; round == 1 && i < N; i++) {
+            /* the burst: all queued before the first handshake */
+            ssl[i] = SSL_new(ctx);
+            SSL_set_fd(ssl[i], fds[i]);
+            SSL_set_tlsext_host_name(ssl[i], "a.example.com");
+            ck_assert_int_eq(SSL_connect(ssl[i]), 1);
+        }
+        double n[2];
+        uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+        do {
+            worker_connections(t, n);
+        } while (n[0] + n[1] < N && e2e_now_ms() < end && (e2e_poll_pause(20), true));
+        ck_assert_msg(n[0] + n[1] == N, "workers hold %.0f and %.0f", n[0], n[1]);
+        ck_assert_msg(n[0] >= N / 2 - 3 && n[1] >= N / 2 - 3,
+                      "round %d: workers hold %.0f and %.0f", round, n[0], n[1]);
+        for (int i = 0; i < N; i++) {
+            SSL_free(ssl[i]);
+            close(fds[i]);
+        }
+        do {
+            worker_connections(t, n);
+        } while (n[0] + n[1] > 0 && e2e_now_ms() < end && (e2e_poll_pause(20), true));
+        ck_assert_msg(n[0] + n[1] == 0, "workers still hold %.0f and %.0f", n[0], n[1]);
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
     e2e_stop(t);
 }
 END_TEST
@@ -673,6 +759,7 @@ int main(void)
     tcase_add_test(tc, versions_and_sni);
     tcase_add_test(tc, mutual_tls_and_identity_headers);
     tcase_add_test(tc, resumption_across_workers);
+    tcase_add_test(tc, connections_spread_over_the_workers);
     tcase_add_test(tc, certificate_replaced_without_a_restart);
     tcase_add_test(tc, reload_under_load_loses_nothing);
     tcase_add_test(tc, https_backend_is_verified);
