@@ -17,7 +17,10 @@
 #   tls h1 fresh TLS HTTP/1.1 keep-alive (ALPN http/1.1, one request
 #                answered), opened on the fresh process while its idle
 #                HTTP/2 connections are still held: the TLS share
-# ROUNDS=0 skips the load (and the loaded column). RSS does not depend on CPU
+# ROUNDS=0 skips the load (and the loaded column); SCENARIOS="m10" runs one.
+# Per-round ratios of lb to each other proxy (rate and p99) are printed as
+# medians: this VM drifts by tens of percent within minutes, so the ratio of
+# runs next to each other says more than either median alone. RSS does not depend on CPU
 # load, so the memory columns hold on a busy machine; the rates do not.
 # Everything listens on free 127.0.0.1 ports and is stopped by pid on exit.
 # BASELINE=DIR also runs DIR/lb-dataplane (as "lb-base", same configuration)
@@ -234,7 +237,7 @@ run_one() {
 median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END{print NR ? a[int((NR+1)/2)] : "-"}'; }
 
 declare -A RUNS
-SCENARIOS=(m10 m100)
+read -r -a SCENARIOS <<<"${SCENARIOS:-m10 m100}"
 for r in $(seq 1 "$ROUNDS"); do
     n=${#PROXIES[@]}
     order=()
@@ -270,3 +273,25 @@ for px in "${PROXIES[@]}"; do
         "$(echo "${RUNS[$px,m100]:-}" | median)" "$(echo "${RUNS[$px,m100_p99]:-}" | median)" \
         "${IDLE_H2[$px]}" "${IDLE_LOADED[$px]}" "${IDLE_TLS[$px]}" "${RSS_NOTE[$px]}"
 done
+
+ratio_medians() {
+    local other=$1 sc line=""
+    for sc in "${SCENARIOS[@]}"; do
+        local r p
+        r=$(paste -d' ' <(echo "${RUNS[lb,$sc]:-}" | tr ' ' '\n' | grep -v '^$') \
+            <(echo "${RUNS[$other,$sc]:-}" | tr ' ' '\n' | grep -v '^$') |
+            awk '$2 > 0 { printf "%.3f ", $1 / $2 }' | median)
+        p=$(paste -d' ' <(echo "${RUNS[lb,${sc}_p99]:-}" | tr ' ' '\n' | grep -v '^$') \
+            <(echo "${RUNS[$other,${sc}_p99]:-}" | tr ' ' '\n' | grep -v '^$') |
+            awk '$2 > 0 { printf "%.3f ", $1 / $2 }' | median)
+        line="$line $sc $r (p99 $p)"
+    done
+    echo "lb/$other$line"
+}
+if [ "$ROUNDS" -gt 0 ] && [ ${#PROXIES[@]} -gt 1 ]; then
+    printf '\nmedian of per-round ratios (rate; p99 in brackets, < 1 is lb faster)\n'
+    for px in "${PROXIES[@]}"; do
+        [ "$px" = lb ] || ratio_medians "$px"
+    done
+fi
+
