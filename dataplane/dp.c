@@ -34,8 +34,7 @@ void dp_swap(struct dp *dp, struct snap *s)
 
 #define LISTEN_BACKLOG 4096
 
-/* A socket bound and listening for <fe>; -1 with <err> set. */
-static int listener_open(const struct snap_frontend *fe, struct lb_err *err)
+int dp_socket_bound(const struct snap_frontend *fe, struct lb_err *err)
 {
     int fd = socket(fe->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -57,11 +56,18 @@ static int listener_open(const struct snap_frontend *fe, struct lb_err *err)
      * per connection for it */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&fe->addr, fe->addrlen) == -1) {
-        lb_err_set(err, LB_ESYS, errno, "bind %s (frontend %s)", fe->key, fe->name);
+        lb_err_set(err, LB_ESYS, errno, "cannot bind %s (frontend %s)", fe->key, fe->name);
         close(fd);
         return -1;
     }
-    if (listen(fd, LISTEN_BACKLOG) == -1) {
+    return fd;
+}
+
+/* A socket bound and listening for <fe>; -1 with <err> set. */
+static int listener_open(const struct snap_frontend *fe, struct lb_err *err)
+{
+    int fd = dp_socket_bound(fe, err);
+    if (fd >= 0 && listen(fd, LISTEN_BACKLOG) == -1) {
         lb_err_set(err, LB_ESYS, errno, "listen %s", fe->key);
         close(fd);
         return -1;

@@ -67,6 +67,12 @@ struct snap *dp_snapshot(struct dp *dp);
  * the previous one's reference. The caller tells the workers (worker_notify). */
 void dp_swap(struct dp *dp, struct snap *s);
 
+/* A socket for frontend <fe> with the options every listener has
+ * (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, TCP_NODELAY), bound to its
+ * address but not listening: what a listener starts from, and how a new
+ * snapshot's frontends are checked before it is taken. -1 with <err> set. */
+int dp_socket_bound(const struct snap_frontend *fe, struct lb_err *err);
+
 /* Any thread: a descriptor of worker <worker>'s own (a duplicate) for each
  * listening socket of frontend <fe> it accepts on, in <fds> (room for
  * <max>), with the process's descriptor of the same socket in <shared> (to

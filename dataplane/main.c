@@ -169,20 +169,13 @@ static int check_new_frontends(const struct snap *cur, const struct snap *next, 
             known = strcmp(cur->frontends[j].key, f->key) == 0;
         if (known)
             continue;
-        int fd = socket(f->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        if (fd >= 0) {
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-            if (f->addr.ss_family == AF_INET6)
-                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        }
-        if (fd < 0 || bind(fd, (const struct sockaddr *)&f->addr, f->addrlen) == -1) {
-            int e = errno;
-            if (fd >= 0)
-                close(fd);
-            return lb_err_set(err, LB_ESYS, e, "frontends[%u]: cannot bind %s (frontend %s)", i,
-                              f->key, f->name);
+        struct lb_err why = {0};
+        int fd = dp_socket_bound(f, &why);
+        if (fd < 0) {
+            lb_err_set(err, why.code, 0, "frontends[%u]: %s", i, why.msg);
+            if (err != NULL)
+                err->sys_errno = why.sys_errno;
+            return why.code;
         }
         close(fd);
     }
