@@ -74,24 +74,26 @@ static void listener_pause(struct listener *l, int err)
            w->id, l->key, strerror(err), l->pause_s * 1000);
 }
 
-/* Whether <l>, a socket every worker accepts on, is better left to a worker
- * holding fewer connections: then it is not watched for ACCEPT_DEFER_S, so
- * that the queue does not wake this loop over and over. The first to wake
- * on a shared socket takes what is queued, and that is often the same
- * worker: 62 of h2load's 64 connections went to one of two workers before.
- * A worker that has not taken the queue within ACCEPT_DEFER_MAX_S (busy in
- * a long turn) does not hold it up longer. */
+/* Whether <l>, a socket every worker accepts on, is better left to another
+ * worker: one waiting for events (woken by the same connection, it takes it
+ * at once) that holds fewer connections. Then <l> is not watched for
+ * ACCEPT_DEFER_S, so that the queue does not wake this loop over and over.
+ * The first to wake on a shared socket takes what is queued, and that is
+ * often the same worker: 62 of h2load's 64 connections went to one of two
+ * workers before. A worker running callbacks is not waited for (the
+ * connection would wait for its turn while this one may be free), nor one
+ * that has not taken the queue within ACCEPT_DEFER_MAX_S. */
 static bool listener_defer(struct listener *l)
 {
     struct worker *w = l->w;
     struct dp *dp = w->dp;
-    uint32_t least = UINT32_MAX;
+    uint32_t least = WORKER_BUSY;
     for (unsigned i = 0; l->balanced && dp->load != NULL && i < dp->n_planned; i++) {
         uint32_t n = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
         if (i != w->id && n < least)
-            least = n;
+            least = n; /* neither busy nor out (UINT32_MAX has the bit) */
     }
-    if (least == UINT32_MAX || w->n_sessions < least + ACCEPT_SLACK) {
+    if (least == WORKER_BUSY || w->n_sessions < least + ACCEPT_SLACK) {
         l->defer_since = 0;
         return false;
     }
@@ -445,6 +447,11 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+static void worker_on_awake(struct ev_loop *loop, ev_check *c, int revents)
+{
+    worker_publish(c->data, false);
+}
+
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct worker *w = p->data;
@@ -455,6 +462,7 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     /* the last connection of a drain closed during this turn */
     if (w->draining && w->n_sessions == 0)
         worker_stop_loop(w);
+    worker_publish(w, true); /* the loop waits for events next */
 }
 
 static void *worker_main(void *arg)
@@ -463,8 +471,7 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "lb-worker-%u", w->id);
     pthread_setname_np(pthread_self(), name);
-    if (w->load != NULL && !w->draining)
-        atomic_store_explicit(w->load, w->n_sessions, memory_order_relaxed);
+    worker_publish(w, false);
     ev_run(w->loop, 0);
     if (w->load != NULL)
         atomic_store_explicit(w->load, UINT32_MAX, memory_order_relaxed);
@@ -518,6 +525,9 @@ int worker_start(struct worker *w, struct dp *dp, unsigned id, struct snap *snap
     ev_prepare_init(&w->prep, worker_on_prepare);
     w->prep.data = w;
     ev_prepare_start(w->loop, &w->prep);
+    ev_check_init(&w->awake, worker_on_awake);
+    w->awake.data = w;
+    ev_check_start(w->loop, &w->awake);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
         listeners_close_all(w);
         worker_join(w);

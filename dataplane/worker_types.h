@@ -93,6 +93,7 @@ struct worker {
     ev_async wake;         /* another thread asks: new snapshot or shutdown */
     ev_timer tick;         /* 100 ms housekeeping: log flush, pool expiry */
     ev_prepare prep;       /* flush of the access log after each loop turn */
+    ev_check awake;        /* the loop's wait ended (the accept balance, dp.load) */
     struct wview *view;    /* current view */
     struct wview *retired; /* older views with connections still on them */
     struct listener *listeners;
@@ -124,16 +125,26 @@ struct worker {
     atomic_bool stopped;                /* set when the loop has exited */
     _Atomic uint64_t served_generation; /* the snapshot this worker's view serves */
     _Atomic uint64_t served_version;    /* ... and its config version */
-    _Atomic uint32_t *load;             /* dp.load[id]: n_sessions for the other workers */
+    _Atomic uint32_t *load;             /* dp.load[id]: n_sessions for the other workers,
+                                         * WORKER_BUSY while the loop runs callbacks */
 };
 
-/* Counts <delta> connections opened (> 0) or closed, and tells the other
- * workers (the accept balance, dp.load). */
+#define WORKER_BUSY 0x80000000u
+
+/* Tells the other workers what <w> holds and whether its loop waits for
+ * events (<waiting>) or runs callbacks: the accept balance (dp.load). */
+static inline void worker_publish(struct worker *w, bool waiting)
+{
+    if (w->load != NULL && !w->draining)
+        atomic_store_explicit(w->load, w->n_sessions | (waiting ? 0 : WORKER_BUSY),
+                              memory_order_relaxed);
+}
+
+/* Counts <delta> connections opened (> 0) or closed (from a callback). */
 static inline void worker_sessions_add(struct worker *w, int delta)
 {
     w->n_sessions = (uint32_t)((int64_t)w->n_sessions + delta);
-    if (w->load != NULL && !w->draining)
-        atomic_store_explicit(w->load, w->n_sessions, memory_order_relaxed);
+    worker_publish(w, false);
 }
 
 #endif
