@@ -37,10 +37,11 @@ struct dp {
     unsigned n_workers;
     unsigned n_planned; /* workers the process starts (n_workers counts the running) */
     struct worker *workers;
-    _Atomic uint32_t *load; /* per planned worker: its connections, UINT32_MAX while it does
-                             * not accept (worker_sessions_add); the balance of the sockets
-                             * every worker accepts on. NULL: no balance */
-    struct bshared_registry *backends;  /* per backend id, shared by the workers */
+    _Atomic uint64_t *load;            /* per planned worker: its connections and since when it runs
+                                        * callbacks (worker_publish), UINT64_MAX while it does not
+                                        * accept; the balance of the sockets every worker accepts on.
+                                        * NULL: no balance */
+    struct bshared_registry *backends; /* per backend id, shared by the workers */
     struct fshared_registry *frontends; /* per frontend name; bound into each snapshot */
     struct retry_budget budget;         /* retries in flight, all workers */
     bool controlled;                    /* fed by a control plane (--control) */

@@ -38,7 +38,8 @@
 #define ACCEPT_PAUSE_MAX_S 1.0
 #define ACCEPT_SLACK       2     /* connections a worker may hold over the least loaded one */
 #define ACCEPT_DEFER_S     0.001 /* ... before it leaves the shared queue to that one, */
-#define ACCEPT_DEFER_MAX_S 0.02  /* ... for at most this long */
+#define ACCEPT_DEFER_MAX_S 0.02  /* ... for at most this long, */
+#define ACCEPT_BUSY_MS     2     /* ... when that one waits or woke less than this ago */
 #define LOGBUF_SIZE        (64u * 1024u)
 #define TICK_SECONDS       0.1
 #define TRIM_TICKS         20 /* every 2 s: buffers a burst left idle go back */
@@ -75,25 +76,29 @@ static void listener_pause(struct listener *l, int err)
 }
 
 /* Whether <l>, a socket every worker accepts on, is better left to another
- * worker: one waiting for events (woken by the same connection, it takes it
- * at once) that holds fewer connections. Then <l> is not watched for
- * ACCEPT_DEFER_S, so that the queue does not wake this loop over and over.
- * The first to wake on a shared socket takes what is queued, and that is
- * often the same worker: 62 of h2load's 64 connections went to one of two
- * workers before. A worker running callbacks is not waited for (the
- * connection would wait for its turn while this one may be free), nor one
- * that has not taken the queue within ACCEPT_DEFER_MAX_S. */
+ * worker holding fewer connections that waits for events or has just woken
+ * (woken by the same connection, it takes it at once). Then <l> is not
+ * watched for ACCEPT_DEFER_S, so that the queue does not wake this loop over
+ * and over. The first to wake on a shared socket takes what is queued, and
+ * that is often the same worker: 62 of h2load's 64 connections went to one
+ * of two workers before. A worker deep in a long turn is not waited for
+ * (the connection would wait while this one may be free), nor one that has
+ * not taken the queue within ACCEPT_DEFER_MAX_S. */
 static bool listener_defer(struct listener *l)
 {
     struct worker *w = l->w;
     struct dp *dp = w->dp;
-    uint32_t least = WORKER_BUSY;
+    uint32_t now_ms = (uint32_t)(uint64_t)(ev_now(w->loop) * 1000);
+    uint32_t least = UINT32_MAX;
     for (unsigned i = 0; l->balanced && dp->load != NULL && i < dp->n_planned; i++) {
-        uint32_t n = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
-        if (i != w->id && n < least)
-            least = n; /* neither busy nor out (UINT32_MAX has the bit) */
+        uint64_t v = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
+        uint32_t since = (uint32_t)v, n = (uint32_t)(v >> 32);
+        if (i == w->id || v == UINT64_MAX || (since != 0 && now_ms - since > ACCEPT_BUSY_MS))
+            continue;
+        if (n < least)
+            least = n;
     }
-    if (least == WORKER_BUSY || w->n_sessions < least + ACCEPT_SLACK) {
+    if (least == UINT32_MAX || w->n_sessions < least + ACCEPT_SLACK) {
         l->defer_since = 0;
         return false;
     }
@@ -359,7 +364,7 @@ static void worker_begin_drain(struct worker *w)
         return;
     w->draining = true;
     if (w->load != NULL)
-        atomic_store_explicit(w->load, UINT32_MAX, memory_order_relaxed);
+        atomic_store_explicit(w->load, UINT64_MAX, memory_order_relaxed);
     if (atomic_load(&w->dp->handed_over)) {
         w->drain_idle_s = DP_HANDOVER_IDLE_S;
         /* The successor accepts on the same sockets. Closing ours now would
@@ -449,7 +454,9 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void worker_on_awake(struct ev_loop *loop, ev_check *c, int revents)
 {
-    worker_publish(c->data, false);
+    struct worker *w = c->data;
+    w->awake_ms = (uint32_t)(uint64_t)(ev_now(loop) * 1000) | 1;
+    worker_publish(w);
 }
 
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -462,7 +469,8 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     /* the last connection of a drain closed during this turn */
     if (w->draining && w->n_sessions == 0)
         worker_stop_loop(w);
-    worker_publish(w, true); /* the loop waits for events next */
+    w->awake_ms = 0; /* the loop waits for events next */
+    worker_publish(w);
 }
 
 static void *worker_main(void *arg)
@@ -471,10 +479,10 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "lb-worker-%u", w->id);
     pthread_setname_np(pthread_self(), name);
-    worker_publish(w, false);
+    worker_publish(w);
     ev_run(w->loop, 0);
     if (w->load != NULL)
-        atomic_store_explicit(w->load, UINT32_MAX, memory_order_relaxed);
+        atomic_store_explicit(w->load, UINT64_MAX, memory_order_relaxed);
     h1session_close_all(w);
     h2session_close_all(w);
     h1session_free_list_trim(w, 0);

@@ -125,26 +125,25 @@ struct worker {
     atomic_bool stopped;                /* set when the loop has exited */
     _Atomic uint64_t served_generation; /* the snapshot this worker's view serves */
     _Atomic uint64_t served_version;    /* ... and its config version */
-    _Atomic uint32_t *load;             /* dp.load[id]: n_sessions for the other workers,
-                                         * WORKER_BUSY while the loop runs callbacks */
+    _Atomic uint64_t *load;             /* dp.load[id], see worker_publish */
+    uint32_t awake_ms;                  /* when the loop's wait ended (ms, odd), 0 waiting */
 };
 
-#define WORKER_BUSY 0x80000000u
-
-/* Tells the other workers what <w> holds and whether its loop waits for
- * events (<waiting>) or runs callbacks: the accept balance (dp.load). */
-static inline void worker_publish(struct worker *w, bool waiting)
+/* Tells the other workers what <w> holds and since when its loop has run
+ * callbacks (awake_ms; 0: it waits for events): dp.load[id] is
+ * n_sessions << 32 | awake_ms, the accept balance's view of the worker. */
+static inline void worker_publish(struct worker *w)
 {
     if (w->load != NULL && !w->draining)
-        atomic_store_explicit(w->load, w->n_sessions | (waiting ? 0 : WORKER_BUSY),
+        atomic_store_explicit(w->load, (uint64_t)w->n_sessions << 32 | w->awake_ms,
                               memory_order_relaxed);
 }
 
-/* Counts <delta> connections opened (> 0) or closed (from a callback). */
+/* Counts <delta> connections opened (> 0) or closed. */
 static inline void worker_sessions_add(struct worker *w, int delta)
 {
     w->n_sessions = (uint32_t)((int64_t)w->n_sessions + delta);
-    worker_publish(w, false);
+    worker_publish(w);
 }
 
 #endif
