@@ -22,35 +22,38 @@ struct buf *buf_get(struct buf_pool *p)
     return b;
 }
 
-struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap)
+/* A buffer of <cap> bytes (from the heap) holding <b>'s bytes at its start;
+ * NULL on no memory. */
+static struct buf *buf_moved(const struct buf *b, uint32_t cap)
 {
-    if (cap <= b->cap)
-        return b;
     struct buf *nb = malloc(sizeof(*nb) + cap);
     if (nb == NULL)
         return NULL;
     nb->next = NULL;
     nb->cap = cap;
     nb->start = 0;
-    nb->end = b->end - b->start;
+    nb->end = buf_len(b);
     memcpy(nb->data, b->data + b->start, nb->end);
-    buf_put(p, b);
+    return nb;
+}
+
+struct buf *buf_grow(struct buf_pool *p, struct buf *b, uint32_t cap)
+{
+    if (cap <= b->cap)
+        return b;
+    struct buf *nb = buf_moved(b, cap);
+    if (nb != NULL)
+        buf_put(p, b);
     return nb;
 }
 
 struct buf *buf_fit(struct buf_pool *p, struct buf *b)
 {
-    uint32_t len = buf_len(b);
-    if (b->cap != BUF_SIZE || len > BUF_FIT_MAX)
+    if (b->cap != BUF_SIZE || buf_len(b) > BUF_FIT_MAX)
         return b;
-    struct buf *nb = malloc(sizeof(*nb) + len);
+    struct buf *nb = buf_moved(b, buf_len(b));
     if (nb == NULL)
         return b;
-    nb->next = NULL;
-    nb->cap = len;
-    nb->start = 0;
-    nb->end = len;
-    memcpy(nb->data, b->data + b->start, len);
     buf_put(p, b);
     return nb;
 }
