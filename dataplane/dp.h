@@ -37,11 +37,9 @@ struct dp {
     unsigned n_workers;
     unsigned n_planned; /* workers the process starts (n_workers counts the running) */
     struct worker *workers;
-    _Atomic uint64_t *load;            /* per planned worker: its connections and since when it runs
-                                        * callbacks (worker_publish), UINT64_MAX while it does not
-                                        * accept; the balance of the sockets every worker accepts on.
-                                        * NULL: no balance */
-    struct bshared_registry *backends; /* per backend id, shared by the workers */
+    _Atomic uint64_t *load;             /* per planned worker, dp_load_pack(); DP_LOAD_OUT while
+                                         * it does not accept. NULL: no balance */
+    struct bshared_registry *backends;  /* per backend id, shared by the workers */
     struct fshared_registry *frontends; /* per frontend name; bound into each snapshot */
     struct retry_budget budget;         /* retries in flight, all workers */
     bool controlled;                    /* fed by a control plane (--control) */
@@ -67,6 +65,22 @@ struct snap *dp_snapshot(struct dp *dp);
 /* Any thread: makes <s> (reference taken over) the newest snapshot and drops
  * the previous one's reference. The caller tells the workers (worker_notify). */
 void dp_swap(struct dp *dp, struct snap *s);
+
+/* The accept balance of the sockets every worker accepts on: each worker
+ * publishes in dp.load how many connections it holds and since when its
+ * loop has run callbacks (awake_ms, a millisecond clock made odd; 0 while it
+ * waits for events). */
+#define DP_LOAD_OUT UINT64_MAX
+
+static inline uint64_t dp_load_pack(uint32_t sessions, uint32_t awake_ms)
+{
+    return (uint64_t)sessions << 32 | awake_ms;
+}
+
+/* Any thread: the fewest connections a worker other than <self> holds among
+ * those that accept and wait for events or woke at most <busy_ms> before
+ * <now_ms>; UINT32_MAX when there is none (or no dp.load). */
+uint32_t dp_load_least(struct dp *dp, unsigned self, uint32_t now_ms, uint32_t busy_ms);
 
 /* A socket for frontend <fe> with the options every listener has
  * (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, TCP_NODELAY), bound to its

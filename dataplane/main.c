@@ -377,7 +377,7 @@ static int main_core(struct main_ctx *m)
     m->dp.n_planned = m->a.n_workers;
     m->dp.load = malloc(m->a.n_workers * sizeof(*m->dp.load));
     for (unsigned i = 0; m->dp.load != NULL && i < m->a.n_workers; i++)
-        atomic_init(&m->dp.load[i], UINT64_MAX);
+        atomic_init(&m->dp.load[i], DP_LOAD_OUT);
     if (m->dp.workers == NULL || m->dp.load == NULL) {
         fprintf(stderr, "lb-dataplane: out of memory\n");
         return 1;

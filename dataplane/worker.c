@@ -87,26 +87,16 @@ static void listener_pause(struct listener *l, int err)
 static bool listener_defer(struct listener *l)
 {
     struct worker *w = l->w;
-    struct dp *dp = w->dp;
-    uint32_t now_ms = (uint32_t)(uint64_t)(ev_now(w->loop) * 1000);
-    uint32_t least = UINT32_MAX;
-    for (unsigned i = 0; l->balanced && dp->load != NULL && i < dp->n_planned; i++) {
-        uint64_t v = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
-        uint32_t since = (uint32_t)v, n = (uint32_t)(v >> 32);
-        if (i == w->id || v == UINT64_MAX || (since != 0 && now_ms - since > ACCEPT_BUSY_MS))
-            continue;
-        if (n < least)
-            least = n;
-    }
-    if (least == UINT32_MAX || w->n_sessions < least + ACCEPT_SLACK) {
+    double now = ev_now(w->loop);
+    uint32_t least = l->balanced ? dp_load_least(w->dp, w->id, worker_clock_ms(now), ACCEPT_BUSY_MS)
+                                 : UINT32_MAX;
+    if (least == UINT32_MAX || w->n_sessions < least + ACCEPT_SLACK ||
+        (l->defer_since != 0 && now - l->defer_since >= ACCEPT_DEFER_MAX_S)) {
         l->defer_since = 0;
         return false;
     }
-    double now = ev_now(w->loop);
     if (l->defer_since == 0)
         l->defer_since = now;
-    else if (now - l->defer_since >= ACCEPT_DEFER_MAX_S)
-        return false;
     ev_io_stop(w->loop, &l->io);
     ev_timer_set(&l->pause, ACCEPT_DEFER_S, 0.);
     ev_timer_start(w->loop, &l->pause);
@@ -119,7 +109,6 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     struct worker *w = l->w;
     if (listener_defer(l))
         return;
-    l->defer_since = 0;
     for (unsigned i = 0; i < l->batch && !w->draining; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
@@ -364,7 +353,7 @@ static void worker_begin_drain(struct worker *w)
         return;
     w->draining = true;
     if (w->load != NULL)
-        atomic_store_explicit(w->load, UINT64_MAX, memory_order_relaxed);
+        atomic_store_explicit(w->load, DP_LOAD_OUT, memory_order_relaxed);
     if (atomic_load(&w->dp->handed_over)) {
         w->drain_idle_s = DP_HANDOVER_IDLE_S;
         /* The successor accepts on the same sockets. Closing ours now would
@@ -455,7 +444,7 @@ static void worker_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 static void worker_on_awake(struct ev_loop *loop, ev_check *c, int revents)
 {
     struct worker *w = c->data;
-    w->awake_ms = (uint32_t)(uint64_t)(ev_now(loop) * 1000) | 1;
+    w->awake_ms = worker_clock_ms(ev_now(loop)) | 1;
     worker_publish(w);
 }
 
@@ -482,7 +471,7 @@ static void *worker_main(void *arg)
     worker_publish(w);
     ev_run(w->loop, 0);
     if (w->load != NULL)
-        atomic_store_explicit(w->load, UINT64_MAX, memory_order_relaxed);
+        atomic_store_explicit(w->load, DP_LOAD_OUT, memory_order_relaxed);
     h1session_close_all(w);
     h2session_close_all(w);
     h1session_free_list_trim(w, 0);

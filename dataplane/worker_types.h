@@ -17,6 +17,7 @@
 #include "bshared.h"
 #include "buf.h"
 #include "connq.h"
+#include "dp.h"
 #include "http1.h"
 #include "lb_list.h"
 #include "lb_map.h"
@@ -129,13 +130,19 @@ struct worker {
     uint32_t awake_ms;                  /* when the loop's wait ended (ms, odd), 0 waiting */
 };
 
+/* The millisecond clock of awake_ms, from a loop's ev_now(). */
+static inline uint32_t worker_clock_ms(double now)
+{
+    return (uint32_t)(uint64_t)(now * 1000);
+}
+
 /* Tells the other workers what <w> holds and since when its loop has run
- * callbacks (awake_ms; 0: it waits for events): dp.load[id] is
- * n_sessions << 32 | awake_ms, the accept balance's view of the worker. */
+ * callbacks (awake_ms; 0: it waits for events): dp.load[id], the accept
+ * balance's view of the worker. */
 static inline void worker_publish(struct worker *w)
 {
     if (w->load != NULL && !w->draining)
-        atomic_store_explicit(w->load, (uint64_t)w->n_sessions << 32 | w->awake_ms,
+        atomic_store_explicit(w->load, dp_load_pack(w->n_sessions, w->awake_ms),
                               memory_order_relaxed);
 }
 
