@@ -274,17 +274,16 @@ for px in "${PROXIES[@]}"; do
         "${IDLE_H2[$px]}" "${IDLE_LOADED[$px]}" "${IDLE_TLS[$px]}" "${RSS_NOTE[$px]}"
 done
 
+# the median of per-round ratios lb/$1 of the figures under key $2
+ratio_median() {
+    paste -d' ' <(echo "${RUNS[lb,$2]:-}" | tr ' ' '\n' | grep -v '^$') \
+        <(echo "${RUNS[$1,$2]:-}" | tr ' ' '\n' | grep -v '^$') |
+        awk '$2 > 0 { printf "%.3f ", $1 / $2 }' | median
+}
 ratio_medians() {
     local other=$1 sc line=""
     for sc in "${SCENARIOS[@]}"; do
-        local r p
-        r=$(paste -d' ' <(echo "${RUNS[lb,$sc]:-}" | tr ' ' '\n' | grep -v '^$') \
-            <(echo "${RUNS[$other,$sc]:-}" | tr ' ' '\n' | grep -v '^$') |
-            awk '$2 > 0 { printf "%.3f ", $1 / $2 }' | median)
-        p=$(paste -d' ' <(echo "${RUNS[lb,${sc}_p99]:-}" | tr ' ' '\n' | grep -v '^$') \
-            <(echo "${RUNS[$other,${sc}_p99]:-}" | tr ' ' '\n' | grep -v '^$') |
-            awk '$2 > 0 { printf "%.3f ", $1 / $2 }' | median)
-        line="$line $sc $r (p99 $p)"
+        line="$line $sc $(ratio_median "$other" "$sc") (p99 $(ratio_median "$other" "${sc}_p99"))"
     done
     echo "lb/$other$line"
 }
