@@ -192,7 +192,11 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[in
 declare -A RUNS
 declare -A LBCOUNT
 declare -A IDLE
-for px in "${PROXIES[@]}"; do IDLE[$px]=$(mem_kib "${PID[$px]}" VmRSS); done
+declare -A IDLE_ANON
+for px in "${PROXIES[@]}"; do
+    IDLE[$px]=$(mem_kib "${PID[$px]}" VmRSS)
+    IDLE_ANON[$px]=$(mem_kib "${PID[$px]}" RssAnon)
+done
 SCENARIOS=(ka close res full)
 for r in $(seq 1 "$ROUNDS"); do
     n=${#PROXIES[@]}
@@ -236,7 +240,7 @@ declare -A MED
 printf '\nmedians of %s rounds of %s s: rate (requests or connections/s), p50 / p99 ms, peak RSS MiB\n' "$ROUNDS" "$DURATION"
 printf '%-8s' proxy
 for sc in "${SCENARIOS[@]}"; do printf ' %30s' "$sc"; done
-printf ' %9s %9s\n' "idle MiB" "after MiB"
+printf ' %9s %9s %10s %10s\n' "idle MiB" "after MiB" "idle anon" "after anon"
 for px in "${PROXIES[@]}"; do
     printf '%-8s' "$px"
     for sc in "${SCENARIOS[@]}"; do
@@ -244,7 +248,8 @@ for px in "${PROXIES[@]}"; do
         printf ' %30s' "$(awk -v r="${MED[$px,$sc]}" -v a="${MED[$px,${sc}_p50]}" -v b="${MED[$px,${sc}_p99]}" \
             -v m="${MED[$px,${sc}_hwm]}" 'BEGIN { printf "%.0f %.1f/%.1f %.1f", r, a, b, m / 1024 }')"
     done
-    awk -v i="${IDLE[$px]}" -v a="$(mem_kib "${PID[$px]}" VmRSS)" 'BEGIN { printf " %9.1f %9.1f\n", i / 1024, a / 1024 }'
+    awk -v i="${IDLE[$px]}" -v a="$(mem_kib "${PID[$px]}" VmRSS)" -v ia="${IDLE_ANON[$px]}" \
+        -v aa="$(mem_kib "${PID[$px]}" RssAnon)" 'BEGIN { printf " %9.1f %9.1f %10.1f %10.1f\n", i / 1024, a / 1024, ia / 1024, aa / 1024 }'
 done
 printf '\nproxy CPU per request or connection, microseconds (process and its children)\n'
 printf '%-8s' proxy
