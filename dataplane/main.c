@@ -483,8 +483,28 @@ static void main_free(struct main_ctx *m)
     free(m->dp.listeners);
 }
 
+/* glibc's per-thread cache keeps up to 7 freed chunks of every size up to
+ * 1 KiB. A TLS handshake makes hundreds of OpenSSL allocations, and the chunks
+ * they leave in that cache lie scattered over the worker arenas: each keeps
+ * its page resident after a burst, so that RSS stayed ~1.25x idle (measured:
+ * 1.12x with the cache limited to chunks of 256 bytes, with no more CPU per
+ * request or handshake). Tunables are read only when a program starts, so the
+ * process sets them and runs itself again, once, before anything else; an
+ * operator's own GLIBC_TUNABLES (even empty) is left alone, and a failed
+ * exec runs on untuned. */
+#define MALLOC_TUNABLES "glibc.malloc.tcache_max=256"
+
+static void malloc_tune(char **argv)
+{
+    if (getenv("GLIBC_TUNABLES") != NULL || setenv("GLIBC_TUNABLES", MALLOC_TUNABLES, 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GLIBC_TUNABLES");
+}
+
 int main(int argc, char **argv)
 {
+    malloc_tune(argv);
     struct main_ctx m;
     memset(&m, 0, sizeof(m));
     int rc = args_parse(&m.a, argc, argv);
