@@ -315,6 +315,26 @@ pid_t e2e_lb_pid(const struct e2e *t)
     return t->lbpid;
 }
 
+bool e2e_proc_env(pid_t pid, const char *name, char *out, size_t outsz)
+{
+    char path[64], env[16384];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(env, 1, sizeof(env) - 1, f);
+    fclose(f);
+    env[n] = '\0';
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
+        if (strncmp(env + i, name, len) == 0 && env[i + len] == '=') {
+            snprintf(out, outsz, "%s", env + i + len + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz)
 {
     int n = snprintf(out, outsz, "%s/%s", t->dir, name);

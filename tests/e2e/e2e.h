@@ -124,6 +124,10 @@ unsigned e2e_backend_port(const struct e2e *t, unsigned i);
 /* pid of lb-dataplane, or -1 once e2e_lb_wait_exit() reaped it. */
 pid_t e2e_lb_pid(const struct e2e *t);
 
+/* The value of <name> in the environment <pid> was started with (after its
+ * last exec), into <out>; false when it has none or cannot be read. */
+bool e2e_proc_env(pid_t pid, const char *name, char *out, size_t outsz);
+
 /* Path of the world's file <name> (in its temp dir), into <out>. */
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz);
 

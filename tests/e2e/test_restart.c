@@ -30,9 +30,10 @@
 #define FAULTLOAD LB_BUILD_DIR "/lb-faultload"
 #define TLSLOAD   LB_BUILD_DIR "/lb-tlsload"
 
-#define HANDOVERS 3    /* LB_RESTART_HANDOVERS overrides */
-#define STEP_MS   1200 /* load between two hand-overs; scaled */
-#define LOAD_S    11   /* every load runs this long; scaled; LB_RESTART_LOAD_S overrides */
+#define HANDOVERS    3    /* LB_RESTART_HANDOVERS overrides */
+#define STEP_MS      1200 /* load between two hand-overs; scaled */
+#define LOAD_S       11   /* every load runs this long; scaled; LB_RESTART_LOAD_S overrides */
+#define MALLOC_TUNED "glibc.malloc.tcache_max=256" /* what the data plane runs with */
 
 /* An unsigned knob from the environment in 1..<max>, else <def>. */
 static unsigned knob(const char *name, unsigned def, unsigned max)
@@ -546,6 +547,9 @@ START_TEST(sigusr2_starts_a_successor)
     atexit(usr2_successor_kill);
     struct rworld *r = rworld_start();
     unsigned port = e2e_lb_port(r->t);
+    char tun[128];
+    ck_assert(e2e_proc_env(e2e_lb_pid(r->t), "GLIBC_TUNABLES", tun, sizeof(tun)));
+    ck_assert_str_eq(tun, MALLOC_TUNED);
     ck_assert_int_eq(kill(e2e_lb_pid(r->t), SIGUSR2), 0);
     ck_assert(e2e_wait_log(r->t, "lb.log", "upgrade_started", 1));
     char path[512], line[4096];
@@ -565,6 +569,9 @@ START_TEST(sigusr2_starts_a_successor)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ck_assert_int_eq(kill(usr2_successor, 0), 0);
     ck_assert_int_eq(get_status(port, "/"), 200);
+    /* the successor got the tuned environment and did not add to it */
+    ck_assert(e2e_proc_env(usr2_successor, "GLIBC_TUNABLES", tun, sizeof(tun)));
+    ck_assert_str_eq(tun, MALLOC_TUNED);
     st = e2e_kill(usr2_successor);
     usr2_successor = 0;
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -644,6 +651,24 @@ START_TEST(fresh_connection_waits_through_the_drain)
 }
 END_TEST
 
+/* An operator's own glibc tunables, even none at all (empty), are the data
+ * plane's: it tunes malloc only when the variable is unset. */
+START_TEST(operator_malloc_tunables_left_alone)
+{
+    static const char *const values[] = {"glibc.malloc.tcache_count=3", ""};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        ck_assert_int_eq(setenv("GLIBC_TUNABLES", values[i], 1), 0);
+        struct e2e *t = e2e_start(1);
+        ck_assert_ptr_nonnull(e2e_get(t, "/"));
+        char tun[128];
+        ck_assert(e2e_proc_env(e2e_lb_pid(t), "GLIBC_TUNABLES", tun, sizeof(tun)));
+        ck_assert_str_eq(tun, values[i]);
+        e2e_stop(t);
+    }
+    unsetenv("GLIBC_TUNABLES");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e_restart");
@@ -655,6 +680,7 @@ int main(void)
     tcase_add_test(tc, sigusr2_starts_a_successor);
     tcase_add_test(tc, runtime_state_carried_over);
     tcase_add_test(tc, fresh_connection_waits_through_the_drain);
+    tcase_add_test(tc, operator_malloc_tunables_left_alone);
     suite_add_tcase(s, tc);
     return e2e_run(s);
 }
