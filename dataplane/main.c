@@ -1,6 +1,7 @@
 /* dataplane/main.c: lb-dataplane — signals, workers, metrics, feed: the wiring of
  * the command line (args.h), the snapshots and the hand-over (upgrade.h). */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -489,16 +490,22 @@ static void main_free(struct main_ctx *m)
  * its page resident after a burst, so that RSS stayed ~1.25x idle (measured:
  * 1.12x with the cache limited to chunks of 256 bytes, with no more CPU per
  * request or handshake). Tunables are read only when a program starts, so the
- * process sets them and runs itself again, once, before anything else; an
- * operator's own GLIBC_TUNABLES (even empty) is left alone, and a failed
- * exec runs on untuned. */
+ * process sets them and runs its own file again, once, before anything else
+ * (by its path rather than /proc/self/exe, which would name the process
+ * "exe"); an operator's own GLIBC_TUNABLES (even empty) is left alone, and a
+ * failed exec runs on untuned. */
 #define MALLOC_TUNABLES "glibc.malloc.tcache_max=256"
 
 static void malloc_tune(char **argv)
 {
-    if (getenv("GLIBC_TUNABLES") != NULL || setenv("GLIBC_TUNABLES", MALLOC_TUNABLES, 1) != 0)
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe));
+    if (getenv("GLIBC_TUNABLES") != NULL || n <= 0 || (size_t)n >= sizeof(exe))
         return;
-    execv("/proc/self/exe", argv);
+    exe[n] = '\0';
+    if (setenv("GLIBC_TUNABLES", MALLOC_TUNABLES, 1) != 0)
+        return;
+    execv(exe, argv);
     unsetenv("GLIBC_TUNABLES");
 }
 

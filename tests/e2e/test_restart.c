@@ -550,6 +550,14 @@ START_TEST(sigusr2_starts_a_successor)
     char tun[128];
     ck_assert(e2e_proc_env(e2e_lb_pid(r->t), "GLIBC_TUNABLES", tun, sizeof(tun)));
     ck_assert_str_eq(tun, MALLOC_TUNED);
+    /* that exec kept the process's name (ps, pgrep, pidof) */
+    char comm[32] = "", cpath[64];
+    snprintf(cpath, sizeof(cpath), "/proc/%d/comm", (int)e2e_lb_pid(r->t));
+    FILE *cf = fopen(cpath, "r");
+    ck_assert_ptr_nonnull(cf);
+    ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), cf));
+    fclose(cf);
+    ck_assert_str_eq(comm, "lb-dataplane\n");
     ck_assert_int_eq(kill(e2e_lb_pid(r->t), SIGUSR2), 0);
     ck_assert(e2e_wait_log(r->t, "lb.log", "upgrade_started", 1));
     char path[512], line[4096];
