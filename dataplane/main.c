@@ -498,6 +498,13 @@ static void main_free(struct main_ctx *m)
 
 static void malloc_tune(char **argv)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* TSan's allocator replaces glibc's: nothing to tune. And in the image
+     * the exec starts, TSan (whose deferred delivery of signals is known to
+     * lose some) left a SIGTERM unhandled now and then: in 3 of 7 runs of
+     * the threaded suites, and in none of 2 with the exec turned off. */
+    (void)argv;
+#else
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe));
     if (getenv("GLIBC_TUNABLES") != NULL || n <= 0 || (size_t)n >= sizeof(exe))
@@ -507,6 +514,7 @@ static void malloc_tune(char **argv)
         return;
     execv(exe, argv);
     unsetenv("GLIBC_TUNABLES");
+#endif
 }
 
 int main(int argc, char **argv)
