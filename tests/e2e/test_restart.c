@@ -538,19 +538,14 @@ static void usr2_successor_kill(void)
         kill(usr2_successor, SIGKILL);
 }
 
-/* <pid> runs with the data plane's malloc tunables (none under TSan, whose
- * allocator replaces glibc's: the data plane leaves it alone there) and under
- * its own name, which the exec that set them kept (ps, pgrep, pidof). */
+/* <pid> runs with the data plane's malloc tunables and under its own name,
+ * which the exec that set them kept (ps, pgrep, pidof). */
 static void assert_malloc_tuned(pid_t pid)
 {
     char tun[128], comm[32] = "", path[64];
     bool set = e2e_proc_env(pid, "GLIBC_TUNABLES", tun, sizeof(tun));
-#if defined(__SANITIZE_THREAD__)
-    ck_assert_msg(!set, "GLIBC_TUNABLES=%s under TSan", tun);
-#else
     ck_assert_msg(set, "no GLIBC_TUNABLES");
     ck_assert_str_eq(tun, "glibc.malloc.tcache_max=256");
-#endif
     snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
     FILE *f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);
