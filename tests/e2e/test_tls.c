@@ -418,6 +418,14 @@ static void worker_connections(struct e2e *t, double n[2])
  * on (as a load generator opens them) is shared between the workers, not
  * taken by whichever wakes first; so is a series of connections, each
  * opened after the one before was answered. */
+#if defined(__SANITIZE_THREAD__)
+/* under TSan a handshake takes tens of ms, past the 20 ms a busier worker
+ * leaves the queue to an idle one, so the busy one rightly takes more (7
+ * and 17 seen); whichever wakes first taking all would still fail */
+#define SPREAD_MIN (N / 4)
+#else
+#define SPREAD_MIN (N / 2 - 3)
+#endif
 START_TEST(connections_spread_over_the_workers)
 {
     enum {
@@ -459,7 +467,7 @@ START_TEST(connections_spread_over_the_workers)
             worker_connections(t, n);
         } while (n[0] + n[1] < N && e2e_now_ms() < end && (e2e_poll_pause(20), true));
         ck_assert_msg(n[0] + n[1] == N, "workers hold %.0f and %.0f", n[0], n[1]);
-        ck_assert_msg(n[0] >= N / 2 - 3 && n[1] >= N / 2 - 3,
+        ck_assert_msg(n[0] >= SPREAD_MIN && n[1] >= SPREAD_MIN,
                       "round %d: workers hold %.0f and %.0f", round, n[0], n[1]);
         for (int i = 0; i < N; i++) {
             SSL_free(ssl[i]);
