@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,27 @@ START_TEST(sigterm_drains_in_flight)
         e2e_resp_free(&r);
         e2e_conn_close(c[i]);
     }
+    e2e_stop(t);
+}
+END_TEST
+
+/* Signals ignored when lb-dataplane starts (nohup ignores SIGHUP, a shell's
+ * background job SIGINT) still reach its loop: SIGTERM drains and exits 0. */
+START_TEST(signals_ignored_at_start_still_stop)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_IGN);
+    struct e2e *t = e2e_start(1);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_DFL);
+    ck_assert_ptr_nonnull(e2e_get(t, "/"));
+    int st;
+    uint64_t start = e2e_now_ms();
+    ck_assert_msg(e2e_lb_term(t, e2e_timeout_ms(), &st), "lb-dataplane did not exit after SIGTERM");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    ck_assert_msg(e2e_now_ms() - start < 3000, "the drain took %llu ms",
+                  (unsigned long long)(e2e_now_ms() - start));
     e2e_stop(t);
 }
 END_TEST
@@ -288,6 +310,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = e2e_tcase("graceful_shutdown");
     tcase_add_test(tc, sigterm_drains_in_flight);
+    tcase_add_test(tc, signals_ignored_at_start_still_stop);
     suite_add_tcase(s, tc);
     tc = e2e_tcase("out_of_descriptors");
     tcase_add_test(tc, out_of_descriptors_pauses_accepting);
