@@ -503,14 +503,20 @@ static void main_free(struct main_ctx *m)
 
 static void malloc_tune(char **argv)
 {
+    if (getenv("GLIBC_TUNABLES") != NULL)
+        return;
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe));
-    if (getenv("GLIBC_TUNABLES") != NULL || n <= 0 || (size_t)n >= sizeof(exe))
+    if (n <= 0 || (size_t)n >= sizeof(exe)) {
+        fprintf(stderr, "lb-dataplane: malloc left untuned: /proc/self/exe: %s\n",
+                n < 0 ? strerror(errno) : "path too long");
         return;
-    exe[n] = '\0';
+    }
     if (setenv("GLIBC_TUNABLES", MALLOC_TUNABLES, 1) != 0)
         return;
+    exe[n] = '\0';
     execv(exe, argv);
+    fprintf(stderr, "lb-dataplane: malloc left untuned: exec %s: %s\n", exe, strerror(errno));
     unsetenv("GLIBC_TUNABLES");
 }
 

@@ -335,6 +335,27 @@ bool e2e_proc_env(pid_t pid, const char *name, char *out, size_t outsz)
     return false;
 }
 
+bool e2e_proc_status(pid_t pid, const char *key, char *out, size_t outsz)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t len = strlen(key);
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, key, len) == 0 && line[len] == ':') {
+            const char *v = line + len + 1;
+            v += strspn(v, " \t");
+            snprintf(out, outsz, "%.*s", (int)strcspn(v, "\n"), v);
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz)
 {
     int n = snprintf(out, outsz, "%s/%s", t->dir, name);

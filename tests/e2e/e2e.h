@@ -128,6 +128,10 @@ pid_t e2e_lb_pid(const struct e2e *t);
  * last exec), into <out>; false when it has none or cannot be read. */
 bool e2e_proc_env(pid_t pid, const char *name, char *out, size_t outsz);
 
+/* The value of <key> ("Name", "SigBlk", ...) in /proc/<pid>/status, blanks
+ * trimmed, into <out>; false when there is none or it cannot be read. */
+bool e2e_proc_status(pid_t pid, const char *key, char *out, size_t outsz);
+
 /* Path of the world's file <name> (in its temp dir), into <out>. */
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz);
 

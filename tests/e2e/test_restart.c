@@ -542,16 +542,11 @@ static void usr2_successor_kill(void)
  * which the exec that set them kept (ps, pgrep, pidof). */
 static void assert_malloc_tuned(pid_t pid)
 {
-    char tun[128], comm[32] = "", path[64];
-    bool set = e2e_proc_env(pid, "GLIBC_TUNABLES", tun, sizeof(tun));
-    ck_assert_msg(set, "no GLIBC_TUNABLES");
+    char tun[128], name[32];
+    ck_assert_msg(e2e_proc_env(pid, "GLIBC_TUNABLES", tun, sizeof(tun)), "no GLIBC_TUNABLES");
     ck_assert_str_eq(tun, "glibc.malloc.tcache_max=256");
-    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
-    fclose(f);
-    ck_assert_str_eq(comm, "lb-dataplane\n");
+    ck_assert(e2e_proc_status(pid, "Name", name, sizeof(name)));
+    ck_assert_str_eq(name, "lb-dataplane");
 }
 
 /* SIGUSR2: the data plane starts its own binary with --takeover, which
