@@ -32,18 +32,22 @@ void dp_swap(struct dp *dp, struct snap *s)
     snap_unref(old);
 }
 
-uint32_t dp_load_least(struct dp *dp, unsigned self, uint32_t now_ms, uint32_t busy_ms)
+uint32_t dp_load_least(struct dp *dp, unsigned self, uint32_t now_ms, uint32_t busy_ms,
+                       uint32_t busy_extra)
 {
     uint32_t least = UINT32_MAX;
     for (unsigned i = 0; dp->load != NULL && i < dp->n_planned; i++) {
         uint64_t v = atomic_load_explicit(&dp->load[i], memory_order_relaxed);
-        uint32_t since = (uint32_t)v, n = (uint32_t)(v >> 32);
+        uint32_t since = (uint32_t)v;
+        uint64_t n = v >> 32;
+        if (i == self || v == DP_LOAD_OUT)
+            continue;
         /* a clock read on another thread may be a little ahead of <now_ms>:
          * the difference wraps, and that worker counts as busy */
-        if (i == self || v == DP_LOAD_OUT || (since != 0 && now_ms - since > busy_ms))
-            continue;
+        if (since != 0 && now_ms - since > busy_ms)
+            n += busy_extra;
         if (n < least)
-            least = n;
+            least = (uint32_t)n;
     }
     return least;
 }

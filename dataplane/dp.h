@@ -77,10 +77,12 @@ static inline uint64_t dp_load_pack(uint32_t sessions, uint32_t awake_ms)
     return (uint64_t)sessions << 32 | awake_ms;
 }
 
-/* Any thread: the fewest connections a worker other than <self> holds among
- * those that accept and wait for events or woke at most <busy_ms> before
- * <now_ms>; UINT32_MAX when there is none (or no dp.load). */
-uint32_t dp_load_least(struct dp *dp, unsigned self, uint32_t now_ms, uint32_t busy_ms);
+/* Any thread: the fewest connections a worker other than <self> that
+ * accepts holds, counting <busy_extra> more for one that woke more than
+ * <busy_ms> before <now_ms> (busy, or not given the processor); UINT32_MAX
+ * when there is none (or no dp.load). */
+uint32_t dp_load_least(struct dp *dp, unsigned self, uint32_t now_ms, uint32_t busy_ms,
+                       uint32_t busy_extra);
 
 /* A socket for frontend <fe> with the options every listener has
  * (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, TCP_NODELAY), bound to its

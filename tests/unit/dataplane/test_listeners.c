@@ -269,34 +269,41 @@ START_TEST(a_taken_address_is_a_clear_error)
 END_TEST
 
 /* The accept balance's view of the other workers: a worker out of the
- * balance, busy for longer than the bound, or the asking one itself does
- * not count; one waiting for events or just woken does, even across the
- * 32-bit clock's wrap. */
-START_TEST(least_load_counts_free_workers_only)
+ * balance or the asking one itself does not count; one busy for longer than
+ * the bound counts with the extra, even across the 32-bit clock's wrap and
+ * when its clock is a little ahead; one waiting for events or just woken
+ * counts as it is. */
+START_TEST(least_load_weighs_busy_workers)
 {
     struct dp dp;
     dp_setup(&dp, 4);
     _Atomic uint64_t load[4];
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2), UINT32_MAX); /* no dp.load */
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), UINT32_MAX); /* no dp.load */
     dp.load = load;
     for (int i = 0; i < 4; i++)
         atomic_init(&load[i], DP_LOAD_OUT);
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2), UINT32_MAX);
-    atomic_store(&load[0], dp_load_pack(0, 0));   /* the asking worker */
-    atomic_store(&load[1], dp_load_pack(7, 0));   /* waits for events */
-    atomic_store(&load[2], dp_load_pack(3, 995)); /* busy for 5 ms */
-    atomic_store(&load[3], dp_load_pack(5, 999)); /* woke 1 ms ago */
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2), 5);
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 5), 3);
-    ck_assert_uint_eq(dp_load_least(&dp, 3, 1000, 2), 0);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), UINT32_MAX);
+    atomic_store(&load[0], dp_load_pack(0, 0));    /* the asking worker */
+    atomic_store(&load[1], dp_load_pack(12, 0));   /* waits for events */
+    atomic_store(&load[2], dp_load_pack(3, 995));  /* busy for 5 ms */
+    atomic_store(&load[3], dp_load_pack(13, 999)); /* woke 1 ms ago */
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), 11);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 10), 12);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 5, 8), 3);
+    ck_assert_uint_eq(dp_load_least(&dp, 3, 1000, 2, 8), 0);
+    atomic_store(&load[1], DP_LOAD_OUT);
     atomic_store(&load[3], DP_LOAD_OUT);
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2), 7);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), 11);
+    /* a count near the top does not wrap when the extra is added */
+    atomic_store(&load[2], dp_load_pack(UINT32_MAX - 1, 995));
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), UINT32_MAX);
     /* woke just before the clock wrapped */
     atomic_store(&load[2], dp_load_pack(2, UINT32_MAX));
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 0, 2), 2);
-    /* another thread's clock a little ahead: busy, not free */
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 0, 2, 8), 2);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 10, 2, 8), 10);
+    /* another thread's clock a little ahead: busy */
     atomic_store(&load[2], dp_load_pack(2, 1003));
-    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2), 7);
+    ck_assert_uint_eq(dp_load_least(&dp, 0, 1000, 2, 8), 10);
     dp.load = NULL;
     dp_teardown(&dp);
 }
@@ -310,7 +317,7 @@ int main(void)
     tcase_add_test(tc, plain_workers_have_a_socket_each);
     tcase_add_test(tc, takeover_of_per_worker_sockets_keeps_every_queue);
     tcase_add_test(tc, a_taken_address_is_a_clear_error);
-    tcase_add_test(tc, least_load_counts_free_workers_only);
+    tcase_add_test(tc, least_load_weighs_busy_workers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
