@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -359,7 +360,18 @@ static int main_start(struct main_ctx *m, const struct flags *f)
                "--feed-insecure: the feed on %s is NOT sealed; anyone who reaches it reads every "
                "snapshot (TLS private keys included) and can send forged reports",
                f->control);
-    m->loop = ev_default_loop(EVFLAG_AUTO);
+    /* signals come through a signalfd the loop reads, blocked in every
+     * thread (the feed's nanomsg threads, started in cp_new, inherit the
+     * mask), rather than through a handler: nothing runs asynchronously, and
+     * none is lost to TSan's deferred delivery of handled signals, which
+     * dropped a SIGTERM to lb-dataplane now and then */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    m->loop = ev_default_loop(EVFLAG_AUTO | EVFLAG_SIGNALFD);
     if (m->loop == NULL) {
         seal_keyring_free(m->feed_keys);
         return fail("cannot create the event loop", NULL);

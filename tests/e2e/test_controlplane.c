@@ -477,6 +477,53 @@ START_TEST(cached_snapshot_serves_without_controlplane)
 }
 END_TEST
 
+/* Signals ignored when lb-controlplane starts (nohup ignores SIGHUP, a
+ * shell's background job SIGINT) still reach its loop, which reads them from
+ * a signalfd (blocked signals are queued, not dropped; no handler runs
+ * asynchronously, and TSan's deferred delivery of handled signals cannot
+ * lose one): SIGHUP re-reads the admin tokens, SIGTERM stops it with 0. */
+START_TEST(signals_ignored_at_start_still_arrive)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    enum {
+        NSIGS = sizeof(sigs) / sizeof(sigs[0])
+    };
+    for (size_t i = 0; i < NSIGS; i++)
+        signal(sigs[i], SIG_IGN);
+    struct e2e_cp_opts o = {.backends = 1, .admin_tcp = true};
+    struct e2e_cp *w = e2e_cp_start(&o);
+    for (size_t i = 0; i < NSIGS; i++)
+        signal(sigs[i], SIG_DFL);
+    pid_t pid = e2e_cp_controlplane_pid(w);
+    char blk[32], cgt[32];
+    ck_assert(e2e_proc_status(pid, "SigBlk", blk, sizeof(blk)));
+    ck_assert(e2e_proc_status(pid, "SigCgt", cgt, sizeof(cgt)));
+    unsigned long long blocked = strtoull(blk, NULL, 16), caught = strtoull(cgt, NULL, 16);
+    for (size_t i = 0; i < NSIGS; i++) {
+        unsigned long long bit = 1ULL << (sigs[i] - 1);
+        ck_assert_msg((blocked & bit) && !(caught & bit), "signal %d: SigBlk %s, SigCgt %s",
+                      sigs[i], blk, cgt);
+    }
+    ck_assert_int_eq(kill(pid, SIGHUP), 0);
+    uint64_t end = e2e_now_ms() + e2e_timeout_ms();
+    bool reloaded = false;
+    while (!reloaded && e2e_now_ms() < end) {
+        char *log = e2e_cp_read(w, "cp.log");
+        reloaded = strstr(log, "\"admin_tokens_reloaded\"") != NULL;
+        free(log);
+        if (!reloaded)
+            e2e_poll_pause(20);
+    }
+    ck_assert_msg(reloaded, "no admin_tokens_reloaded in cp.log after SIGHUP");
+    uint64_t start = e2e_now_ms();
+    int st = e2e_cp_controlplane_kill(w, SIGTERM);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    ck_assert_msg(e2e_now_ms() - start < 3000, "the stop took %llu ms",
+                  (unsigned long long)(e2e_now_ms() - start));
+    e2e_cp_stop(w);
+}
+END_TEST
+
 /* ---- 7. two data planes ----------------------------------------------------------- */
 
 START_TEST(two_dataplanes_converge)
@@ -808,6 +855,7 @@ int main(void)
         {"rejected_snapshot", rejected_snapshot_is_reported},
         {"admin_tcp", admin_tcp_refusals},
         {"bad_start", daemons_refuse_bad_start},
+        {"signals", signals_ignored_at_start_still_arrive},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = e2e_tcase(cases[i].name);
