@@ -84,6 +84,9 @@ START_TEST(h2c_refuses_smuggling)
     /* no refused request reached a backend */
     long got = e2e_backend_stat(t, 0, "requests") + e2e_backend_stat(t, 1, "requests");
     ck_assert_msg(got <= 4, "backends saw %ld requests", got);
+    /* a body found at odds with its content-length once a backend has
+     * answered the head: reset, the response never completes */
+    h2check(e2e_lb_port(t), false, "smuggle_late", NULL);
     e2e_stop(t);
 }
 END_TEST

@@ -572,17 +572,42 @@ def smuggle_cases():
     }
 
 
+def raw_stream_end(r, sid, timeout=None):
+    """After a final status on <sid>: ("end", None) when the response
+    completes (END_STREAM), else ("rst", code), ("goaway", code) or
+    ("closed", None)."""
+    deadline = time.monotonic() + (timeout or ARGS.timeout)
+    while True:
+        f, _ = raw_next_frame_with_status(r, deadline)
+        if f is None:
+            return ("closed", None)
+        if isinstance(f, hf.GoAwayFrame):
+            return ("goaway", f.error_code)
+        if f.stream_id != sid:
+            continue
+        if isinstance(f, hf.RstStreamFrame):
+            return ("rst", f.error_code)
+        if "END_STREAM" in f.flags:
+            return ("end", None)
+
+
+def data_end(sid, body):
+    d = hf.DataFrame(sid, data=body)
+    d.flags.add("END_STREAM")
+    return d
+
+
 def case_smuggle():
-    """Each case on its own connection: never a 2xx (never reached a backend
-    as something else), and the connection serves a good request after."""
+    """Each case on its own connection, its frames in one write (so that the
+    whole request is judged before a backend could answer its head): never a
+    2xx (never reached a backend as something else)."""
     failed = []
     for name, (fields, body) in smuggle_cases().items():
         r = Raw()
-        r.send(r.headers(1, fields, end_stream=body is None))
+        frames = [r.headers(1, fields, end_stream=body is None)]
         if body is not None:
-            d = hf.DataFrame(1, data=body)
-            d.flags.add("END_STREAM")
-            r.send(d)
+            frames.append(data_end(1, body))
+        r.send(*frames)
         kind, code = raw_outcome(r, 1)
         ok = (kind == "rst" and code == PROTOCOL_ERROR) or (kind == "goaway" and code) or \
              (kind == "status" and code >= 400)
@@ -590,6 +615,27 @@ def case_smuggle():
             failed.append("%s: %s %r" % (name, kind, code))
         r.close()
     check(not failed, "not refused: " + ", ".join(failed))
+
+
+def case_smuggle_late():
+    """A body that breaks its content-length after the backend has answered
+    the head (its /echo answers at once, then echoes as the body comes): the
+    stream is reset with PROTOCOL_ERROR and the response never completes
+    (RFC 9113 §8.1.1)."""
+    post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"),
+            (b":path", b"/echo")]
+    failed = []
+    for name, cl in (("more_data", b"5"), ("less_data", b"50")):
+        r = Raw()
+        r.send(r.headers(1, post + [(b"content-length", cl)], end_stream=False))
+        kind, code = raw_outcome(r, 1)
+        check(kind == "status" and code == 200, "%s: head answered %s %r" % (name, kind, code))
+        r.send(data_end(1, b"0123456789"))
+        end, ecode = raw_stream_end(r, 1)
+        if not (end == "rst" and ecode == PROTOCOL_ERROR):
+            failed.append("%s: %s %r" % (name, end, ecode))
+        r.close()
+    check(not failed, "not reset: " + ", ".join(failed))
 
 
 def attack(name, frames, expect_kind=ENHANCE_YOUR_CALM, settings=None):
@@ -775,6 +821,7 @@ CASES = {
     "drain": case_drain,
     "handover": case_handover,
     "smuggle": case_smuggle,
+    "smuggle_late": case_smuggle_late,
     "attacks": case_attacks,
     "slow_reader": case_slow_reader,
 }
