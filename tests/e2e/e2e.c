@@ -356,6 +356,19 @@ bool e2e_proc_status(pid_t pid, const char *key, char *out, size_t outsz)
     return found;
 }
 
+void e2e_assert_signals_by_fd(pid_t pid, const int *sigs, size_t n)
+{
+    char blk[32], cgt[32];
+    ck_assert(e2e_proc_status(pid, "SigBlk", blk, sizeof(blk)));
+    ck_assert(e2e_proc_status(pid, "SigCgt", cgt, sizeof(cgt)));
+    unsigned long long blocked = strtoull(blk, NULL, 16), caught = strtoull(cgt, NULL, 16);
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long bit = 1ULL << (sigs[i] - 1);
+        ck_assert_msg((blocked & bit) && !(caught & bit), "pid %d, signal %d: SigBlk %s, SigCgt %s",
+                      (int)pid, sigs[i], blk, cgt);
+    }
+}
+
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz)
 {
     int n = snprintf(out, outsz, "%s/%s", t->dir, name);

@@ -132,6 +132,11 @@ bool e2e_proc_env(pid_t pid, const char *name, char *out, size_t outsz);
  * trimmed, into <out>; false when there is none or it cannot be read. */
 bool e2e_proc_status(pid_t pid, const char *key, char *out, size_t outsz);
 
+/* Fails the test unless <pid> blocks each of the <n> signals <sigs> and has
+ * no handler for it: a daemon whose loop reads its signals from a signalfd
+ * (nothing runs asynchronously; none lost to TSan's deferred delivery). */
+void e2e_assert_signals_by_fd(pid_t pid, const int *sigs, size_t n);
+
 /* Path of the world's file <name> (in its temp dir), into <out>. */
 void e2e_path(const struct e2e *t, const char *name, char *out, size_t outsz);
 

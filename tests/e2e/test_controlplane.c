@@ -495,15 +495,7 @@ START_TEST(signals_ignored_at_start_still_arrive)
     for (size_t i = 0; i < NSIGS; i++)
         signal(sigs[i], SIG_DFL);
     pid_t pid = e2e_cp_controlplane_pid(w);
-    char blk[32], cgt[32];
-    ck_assert(e2e_proc_status(pid, "SigBlk", blk, sizeof(blk)));
-    ck_assert(e2e_proc_status(pid, "SigCgt", cgt, sizeof(cgt)));
-    unsigned long long blocked = strtoull(blk, NULL, 16), caught = strtoull(cgt, NULL, 16);
-    for (size_t i = 0; i < NSIGS; i++) {
-        unsigned long long bit = 1ULL << (sigs[i] - 1);
-        ck_assert_msg((blocked & bit) && !(caught & bit), "signal %d: SigBlk %s, SigCgt %s",
-                      sigs[i], blk, cgt);
-    }
+    e2e_assert_signals_by_fd(pid, sigs, NSIGS);
     ck_assert_int_eq(kill(pid, SIGHUP), 0);
     uint64_t end = e2e_now_ms() + e2e_timeout_ms();
     bool reloaded = false;

@@ -141,17 +141,7 @@ START_TEST(signals_ignored_at_start_still_stop)
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         signal(sigs[i], SIG_DFL);
     ck_assert_ptr_nonnull(e2e_get(t, "/"));
-    /* taken from the loop's signalfd: blocked, no handler that runs
-     * asynchronously (under TSan, whose deferred delivery lost some) */
-    char blk[32], cgt[32];
-    ck_assert(e2e_proc_status(e2e_lb_pid(t), "SigBlk", blk, sizeof(blk)));
-    ck_assert(e2e_proc_status(e2e_lb_pid(t), "SigCgt", cgt, sizeof(cgt)));
-    unsigned long long blocked = strtoull(blk, NULL, 16), caught = strtoull(cgt, NULL, 16);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        unsigned long long bit = 1ULL << (sigs[i] - 1);
-        ck_assert_msg((blocked & bit) && !(caught & bit), "signal %d: SigBlk %s, SigCgt %s",
-                      sigs[i], blk, cgt);
-    }
+    e2e_assert_signals_by_fd(e2e_lb_pid(t), sigs, sizeof(sigs) / sizeof(sigs[0]));
     int st;
     uint64_t start = e2e_now_ms();
     ck_assert_msg(e2e_lb_term(t, e2e_timeout_ms(), &st), "lb-dataplane did not exit after SIGTERM");

@@ -504,7 +504,10 @@ def raw_next_frame_with_status(r, deadline):
         r.buf += d
 
 
-def raw_outcome(r, sid, timeout=None):
+def raw_outcome(r, sid, timeout=None, to_end=False):
+    """How stream <sid> goes on: ("status", code) at its final status or,
+    with <to_end>, ("end", None) once the response completes (END_STREAM);
+    else ("rst", code), ("goaway", code) or ("closed", None)."""
     deadline = time.monotonic() + (timeout or ARGS.timeout)
     while True:
         f, status = raw_next_frame_with_status(r, deadline)
@@ -516,7 +519,9 @@ def raw_outcome(r, sid, timeout=None):
             continue
         if isinstance(f, hf.RstStreamFrame):
             return ("rst", f.error_code)
-        if isinstance(f, hf.HeadersFrame) and status is not None and status >= 200:
+        if to_end and "END_STREAM" in f.flags:
+            return ("end", None)
+        if not to_end and isinstance(f, hf.HeadersFrame) and status is not None and status >= 200:
             return ("status", status)
 
 
@@ -572,25 +577,6 @@ def smuggle_cases():
     }
 
 
-def raw_stream_end(r, sid, timeout=None):
-    """After a final status on <sid>: ("end", None) when the response
-    completes (END_STREAM), else ("rst", code), ("goaway", code) or
-    ("closed", None)."""
-    deadline = time.monotonic() + (timeout or ARGS.timeout)
-    while True:
-        f, _ = raw_next_frame_with_status(r, deadline)
-        if f is None:
-            return ("closed", None)
-        if isinstance(f, hf.GoAwayFrame):
-            return ("goaway", f.error_code)
-        if f.stream_id != sid:
-            continue
-        if isinstance(f, hf.RstStreamFrame):
-            return ("rst", f.error_code)
-        if "END_STREAM" in f.flags:
-            return ("end", None)
-
-
 def data_end(sid, body):
     d = hf.DataFrame(sid, data=body)
     d.flags.add("END_STREAM")
@@ -631,7 +617,7 @@ def case_smuggle_late():
         kind, code = raw_outcome(r, 1)
         check(kind == "status" and code == 200, "%s: head answered %s %r" % (name, kind, code))
         r.send(data_end(1, b"0123456789"))
-        end, ecode = raw_stream_end(r, 1)
+        end, ecode = raw_outcome(r, 1, to_end=True)
         if not (end == "rst" and ecode == PROTOCOL_ERROR):
             failed.append("%s: %s %r" % (name, end, ecode))
         r.close()
