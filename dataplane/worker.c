@@ -84,10 +84,10 @@ static void listener_pause(struct listener *l, int err)
  * that is often the same worker: 62 of h2load's 64 connections went to one
  * of two workers before. A worker deep in a long turn is waited for only
  * once this one holds ACCEPT_BUSY_EXTRA more (the connection would wait
- * while this one may be free): a worker merely kept off the processor on
- * a loaded machine looks the same, and the other one took 23 of a burst
- * of 24 while it was. Nor is a worker waited for that has not
- * taken the queue within ACCEPT_DEFER_MAX_S. */
+ * while this one may be free), but then it is: a worker merely kept off the
+ * processor on a loaded machine looks the same, and the other one took 23
+ * of a burst of 24 while it was. No worker is waited for longer than
+ * ACCEPT_DEFER_MAX_S. */
 static bool listener_defer(struct listener *l)
 {
     struct worker *w = l->w;

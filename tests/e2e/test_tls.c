@@ -424,9 +424,8 @@ START_TEST(connections_spread_over_the_workers)
      * handshake takes longer than that, and so can a worker's wait for the
      * processor while other tests run beside this one; then the busier one
      * rightly takes more (7 and 17 under TSan; 8 and 16 under ASan at -j3
-     * with a busy loop).
-     * One worker taking nearly all (23 and 1 before the busy bound, 62 of 64
-     * before the balance) fails. */
+     * with a busy loop). One worker taking nearly all (23 and 1 before the
+     * busy bound, 62 of 64 before the balance) fails. */
     enum {
         N = 24,
         SPREAD_MIN = N / 4

@@ -541,15 +541,17 @@ BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a.example
         (b":path", b"/headers")]
 
 
+POST_ECHO = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"),
+             (b":path", b"/echo")]
+
+
 def smuggle_cases():
-    post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"),
-            (b":path", b"/echo")]
     return {
-        "cl_more_data": (post + [(b"content-length", b"5")], b"0123456789"),
-        "cl_less_data": (post + [(b"content-length", b"50")], b"0123456789"),
+        "cl_more_data": (POST_ECHO + [(b"content-length", b"5")], b"0123456789"),
+        "cl_less_data": (POST_ECHO + [(b"content-length", b"50")], b"0123456789"),
         "connection": (BASE + [(b"connection", b"keep-alive")], None),
         "keep_alive": (BASE + [(b"keep-alive", b"timeout=5")], None),
-        "transfer_encoding": (post + [(b"transfer-encoding", b"chunked")], b"0\r\n\r\n"),
+        "transfer_encoding": (POST_ECHO + [(b"transfer-encoding", b"chunked")], b"0\r\n\r\n"),
         "upgrade": (BASE + [(b"upgrade", b"websocket")], None),
         "te_gzip": (BASE + [(b"te", b"gzip")], None),
         "crlf_value": (BASE + [(b"x-a", b"1\r\nx-injected: 1")], None),
@@ -608,12 +610,10 @@ def case_smuggle_late():
     the head (its /echo answers at once, then echoes as the body comes): the
     stream is reset with PROTOCOL_ERROR and the response never completes
     (RFC 9113 §8.1.1)."""
-    post = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"),
-            (b":path", b"/echo")]
     failed = []
     for name, cl in (("more_data", b"5"), ("less_data", b"50")):
         r = Raw()
-        r.send(r.headers(1, post + [(b"content-length", cl)], end_stream=False))
+        r.send(r.headers(1, POST_ECHO + [(b"content-length", cl)], end_stream=False))
         kind, code = raw_outcome(r, 1)
         check(kind == "status" and code == 200, "%s: head answered %s %r" % (name, kind, code))
         r.send(data_end(1, b"0123456789"))
